@@ -1,0 +1,49 @@
+# The one driver for people and CI:
+#   make demo   install what is missing, build, run the main job on the local backend
+#   make test   install what is missing, build, start Ceph + Glance, run every test
+#   make bench  the benchmarks against their baselines (bench/README.md)
+# Variables: BUILD (build dir), JOBS (parallel compile jobs).
+BUILD ?= build
+JOBS ?= $(shell nproc)
+BUILD_TYPE ?= RelWithDebInfo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian 12 packages: toolchain, libraries, and the real services the tests start.
+PKGS := cmake g++ make pkg-config clang libclang-rt-14-dev \
+        libsqlitecpp-dev libsqlite3-dev sqlite3 librbd-dev librados-dev libyaml-cpp-dev \
+        libspdlog-dev libfmt-dev doctest-dev libcurl4-openssl-dev nlohmann-json3-dev \
+        libcli11-dev libssl-dev qemu-utils \
+        ceph-mon ceph-osd ceph-common python3-rbd \
+        glance-api python3-glance-store python3-boto3 \
+        gnuplot-nox procps iproute2 curl
+
+.PHONY: all deps build demo test test-unit bench clean
+all: build
+
+deps:
+	@missing=""; for p in $(PKGS); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	else echo "deps: all Debian packages present"; fi
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	BUILD=$(BUILD) examples/demo.sh
+
+test: build
+	BUILD=$(BUILD) tests/run-all.sh
+
+bench: build
+	BUILD=$(BUILD) bench/run.sh
+
+clean:
+	rm -rf $(BUILD)

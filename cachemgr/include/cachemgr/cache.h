@@ -1,0 +1,219 @@
+// cachemgr/cache.h: the embedded API.
+//
+//   auto cache = cachemgr::Cache::Open(cachemgr::LoadConfigFile(path), logger);
+//   auto made = cache->CreateVolume({.image_id = id, .volume = "vm-42-disk", .size_bytes = 0});
+//   // made.plan says how: a clone of a cached entry, a copy, a flatten then clone, a
+//   // miss (downloaded and cached first) or a direct clone of Glance's own RBD image.
+//
+// A Cache is thread-safe: any number of threads may call any method at once. Several
+// processes (and, with the RBD backend, several hosts) may share one cache: fills are
+// single-flight across all of them. Every method throws cachemgr::Error on failure.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cachemgr/error.h"
+#include "cachemgr/options.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace cachemgr {
+
+// How a volume was made.
+enum class Plan {
+  kClone,         // clone of the cached entry's protected snapshot (a hit)
+  kCopy,          // full independent copy of the entry (max_clone_depth <= 0)
+  kFlattenClone,  // the entry was flattened first (depth limit), then cloned
+  kMiss,          // the image was fetched and cached, then cloned
+  kDirect,        // cloned straight from the source's own RBD image; no bytes copied
+  kUncached,      // too large for the cache: fetched straight into the volume
+};
+std::string_view PlanName(Plan plan) noexcept;  // "clone", "copy", "flatten_clone", ...
+
+// Progress of a long step (download, conversion, import, flatten, copy).
+struct Progress {
+  std::string image_id;
+  std::string stage;         // "download" | "convert" | "import" | "flatten" | "copy"
+  uint64_t done_bytes = 0;
+  uint64_t total_bytes = 0;  // 0 when unknown
+};
+using ProgressFn = std::function<void(const Progress&)>;
+
+struct CreateVolumeRequest {
+  std::string image_id;
+  std::string volume;           // name of the new volume on the backend
+  uint64_t size_bytes = 0;      // 0: the image's virtual size; smaller than it is an error
+  ProgressFn progress;          // optional; called from the calling thread
+};
+
+struct CreateVolumeResult {
+  std::string volume;
+  std::string image_id;
+  Plan plan = Plan::kClone;
+  uint32_t depth = 0;                   // parent-chain length of the new volume
+  uint64_t size_bytes = 0;
+  uint64_t bytes_downloaded = 0;        // 0 on a hit
+  std::chrono::microseconds elapsed{};  // whole call
+  std::chrono::microseconds fill{};     // download + convert + import (miss only)
+  std::chrono::microseconds wait{};     // waiting for another caller's fill of this image
+};
+
+enum class EntryState { kCreating, kReady, kEvicting };
+std::string_view EntryStateName(EntryState state) noexcept;
+
+struct EntryInfo {
+  std::string image_id;
+  std::string backend;       // "local" | "rbd"
+  std::string pool;          // RBD pool[/namespace], or the local root
+  std::string cache_name;    // name of the entry on the backend
+  EntryState state = EntryState::kReady;
+  uint64_t virtual_size = 0;
+  uint64_t allocated_bytes = 0;
+  std::string disk_format;   // format in the source (the entry itself is always raw)
+  std::string checksum;      // md5 from the source
+  std::string os_hash_algo;
+  std::string os_hash_value;
+  std::string image_updated_at;
+  uint32_t depth = 0;        // 0: an independent image; 1: a clone of the source's RBD image
+  int64_t created_at = 0;    // unix seconds
+  int64_t last_used = 0;     // unix seconds
+  uint64_t hits = 0;
+  uint64_t volumes = 0;      // volumes made from this entry and still recorded
+  bool pinned = false;       // evicted but kept (trash / parked) until its clones are gone
+};
+
+struct VolumeInfo {
+  std::string name;
+  std::string image_id;
+  Plan plan = Plan::kClone;
+  uint32_t depth = 0;
+  uint64_t size_bytes = 0;
+  int64_t created_at = 0;
+};
+
+enum class PrefillOutcome { kFilled, kFresh, kReplaced, kDirect };
+std::string_view PrefillOutcomeName(PrefillOutcome outcome) noexcept;
+
+struct PrefillResult {
+  std::string image_id;
+  PrefillOutcome outcome = PrefillOutcome::kFilled;
+  uint64_t bytes_downloaded = 0;
+  uint64_t virtual_size = 0;
+  std::chrono::microseconds elapsed{};
+};
+
+struct EvictOptions {
+  bool dry_run = false;          // report what would be done; change nothing
+  bool check_source = true;      // ask the source whether entries are stale or gone
+  // Flatten volumes older than this (the background flatten that makes them
+  // independent of their entry); 0 = do not flatten.
+  std::chrono::seconds flatten_older_than{0};
+};
+
+struct EvictAction {
+  std::string kind;      // "evict" | "stale" | "gone" | "gc" | "purge" | "flatten" | "defer"
+  std::string image_id;  // empty for gc of an unknown leftover
+  std::string name;      // backend object acted on
+  uint64_t bytes = 0;
+  std::string reason;    // one line for people ("over max_count 3", "owner host:123 gone")
+  bool done = false;     // false in dry-run, or when the action failed (see reason)
+};
+
+struct EvictReport {
+  std::vector<EvictAction> actions;
+  uint64_t entries_before = 0, entries_after = 0;
+  uint64_t bytes_before = 0, bytes_after = 0;  // as counted by cache.size_accounting
+  uint64_t pinned_bytes = 0;                   // evicted entries kept for their clones
+  std::chrono::microseconds elapsed{};
+};
+
+struct PathStats {
+  uint64_t count = 0;
+  std::chrono::microseconds total{};
+};
+
+struct Stats {
+  uint64_t hits = 0, misses = 0, evictions = 0, stale = 0, errors = 0, direct = 0;
+  uint64_t bytes_downloaded = 0;
+  uint64_t bytes_saved = 0;  // virtual bytes not copied thanks to clones
+  uint64_t entries = 0;
+  uint64_t cached_bytes = 0;  // as counted by cache.size_accounting
+  uint64_t pinned_bytes = 0;
+  uint64_t volumes = 0;
+  double max_size_gb = 0;
+  uint64_t max_count = 0;
+  std::vector<std::pair<std::string, PathStats>> by_plan;  // plan name -> count, time
+};
+
+struct VerifyResult {
+  std::string image_id;
+  bool ok = false;
+  std::string detail;  // "md5 matches", "checksum mismatch: ...", "entry missing on backend"
+};
+
+struct RebuildReport {
+  uint64_t entries_found = 0;    // ready entries found on the backend
+  uint64_t entries_restored = 0; // rows written into the index
+  uint64_t skipped = 0;          // objects that carried no or incomplete metadata
+  std::vector<std::string> messages;
+};
+
+// One check of `doctor`: what was checked, whether it passed, what to do if not.
+struct Check {
+  std::string name;
+  bool ok = false;
+  std::string detail;
+  std::string fix;  // empty when ok
+};
+
+class Cache {
+ public:
+  // Opens (creating if needed) the index and connects the backend and the source.
+  // `logger` may be null: then messages go to a logger named "cachemgr" if registered,
+  // else nowhere. The library never writes to stdout and never installs sinks.
+  static std::unique_ptr<Cache> Open(const Options& options,
+                                     std::shared_ptr<spdlog::logger> logger = nullptr);
+  virtual ~Cache() = default;
+
+  // Makes `volume` from `image_id`: hit, miss, or direct clone. Single-flight: concurrent
+  // callers (threads, processes, hosts) for one cold image wait for one fill.
+  virtual CreateVolumeResult CreateVolume(const CreateVolumeRequest& request) = 0;
+
+  // Deletes a volume this cache made (and its row). Entries it pinned may then be purged.
+  virtual void DeleteVolume(const std::string& volume) = 0;
+
+  // Makes sure the image is cached and fresh, without making a volume.
+  virtual PrefillResult Prefill(const std::string& image_id, const ProgressFn& progress = {}) = 0;
+
+  // The periodic pass: limits, stale and gone entries, gc of half-made leftovers,
+  // purge of deferred deletes, optional flatten. Holds the pass lock: kBusy if another
+  // pass is running.
+  virtual EvictReport RunEvictionPass(const EvictOptions& options) = 0;
+
+  virtual std::optional<EntryInfo> Lookup(const std::string& image_id) = 0;
+  virtual std::vector<EntryInfo> List() = 0;
+  virtual std::vector<VolumeInfo> Volumes(const std::string& image_id) = 0;
+  virtual Stats GetStats() = 0;
+
+  // Re-reads an entry's bytes and compares them with the source's checksum.
+  virtual VerifyResult Verify(const std::string& image_id) = 0;
+
+  // Rebuilds the index from the metadata stored on the backend's entries.
+  virtual RebuildReport RebuildIndex() = 0;
+
+  // Ids of the source's active images (for `prefill --all`).
+  virtual std::vector<std::string> SourceImages() = 0;
+
+  // Checks the config, backend, source, qemu-img and permissions.
+  virtual std::vector<Check> Doctor() = 0;
+};
+
+}  // namespace cachemgr

@@ -1,0 +1,28 @@
+// cachemgr/config.h: the YAML config, parsed and validated in one place.
+//
+// Errors are Error{Errc::kConfig} naming the key path and the rule
+// ("cache.max_size_gb: must be >= 0"); unknown keys are refused with the nearest known
+// key suggested. Cinder's option names are accepted where they mean the same thing.
+#pragma once
+
+#include <filesystem>
+#include <string_view>
+
+#include "cachemgr/options.h"
+
+namespace cachemgr {
+
+// Parses YAML text. `origin` names the text in error messages (a path, "<string>").
+Options ParseConfig(std::string_view yaml_text, std::string_view origin = "<string>");
+
+// Reads and parses a file; a missing or unreadable file is a kConfig error naming it.
+Options LoadConfigFile(const std::filesystem::path& path);
+
+// The config path to use when none is given: $CACHEMGR_CONFIG, else
+// /etc/cachemgr/cachemgr.yaml.
+std::filesystem::path DefaultConfigPath();
+
+// Checks cross-field rules on options built in code (the parser calls it too).
+void ValidateOptions(const Options& options);
+
+}  // namespace cachemgr

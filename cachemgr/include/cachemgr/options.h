@@ -1,0 +1,106 @@
+// cachemgr/options.h: everything the library can be told, as plain structs.
+//
+// Each field says its unit and default. The YAML config (config.h) fills these; an
+// embedding program may fill them directly. Field names follow the YAML keys.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cachemgr {
+
+enum class BackendType { kLocal, kRbd };
+enum class SourceType { kGlance, kFile };
+// How the local backend makes a volume from a cached base.
+//   kQcow2:   a qcow2 overlay backed by the base (instant, needs the base kept).
+//   kReflink: FICLONE copy-on-write copy (instant, independent; btrfs/xfs only).
+//   kCopy:    a sparse full copy (slow, independent, works everywhere).
+//   kAuto:    reflink where the filesystem supports it, else qcow2.
+enum class CloneMode { kAuto, kQcow2, kReflink, kCopy };
+// What counts against cache.max_size_gb: the virtual (provisioned) size of each entry,
+// or the bytes it actually allocates (smaller for sparse images, costs a stat call).
+enum class SizeAccounting { kProvisioned, kAllocated };
+
+struct LocalBackendOptions {
+  std::string root = "/var/lib/cachemgr";  // holds _base/ (cache entries) and volumes/
+  CloneMode clone_mode = CloneMode::kAuto;
+  std::string owner;        // user that owns bases and volumes (e.g. "qemu"); empty: unchanged
+  std::string group;        // group of bases and volumes; empty: unchanged
+  uint32_t mode = 0644;     // permission bits of bases and volumes
+};
+
+struct RbdBackendOptions {
+  std::string conf = "/etc/ceph/ceph.conf";
+  std::string client = "admin";   // client name without the "client." prefix
+  std::string keyring;            // empty: whatever ceph.conf says
+  std::string pool = "volumes";   // pool of cache entries and volumes
+  std::string namespace_;         // RBD namespace inside the pool; empty: the default
+  uint32_t queue_depth = 16;      // aio writes in flight during an import (memory ~ depth x 4 MiB)
+  uint32_t connect_timeout_s = 10;  // monitors must answer within this, else kTimeout
+  uint32_t op_timeout_s = 60;       // rados/librbd operation timeout (osd and mon op timeouts)
+  // Features of images and clones this backend creates. Clones are format 2 / clone v2.
+  std::vector<std::string> features = {"layering", "exclusive-lock", "object-map", "fast-diff",
+                                       "deep-flatten"};
+};
+
+struct BackendOptions {
+  BackendType type = BackendType::kLocal;
+  LocalBackendOptions local;
+  RbdBackendOptions rbd;
+};
+
+struct GlanceSourceOptions {
+  std::string endpoint = "http://127.0.0.1:9292";  // Glance v2 API base URL
+  std::string token;          // X-Auth-Token; empty: $OS_AUTH_TOKEN; empty too: none sent
+  std::string ca_file;        // CA bundle for https; empty: the system's. TLS is always verified.
+  uint32_t timeout_s = 30;    // connect timeout, and the low-speed limit window of a download
+  uint32_t retries = 3;       // retries on 5xx and dropped connections (resumed with Range)
+};
+
+struct FileSourceOptions {
+  std::string dir = "/var/lib/glance/images";  // files named by image id
+};
+
+struct SourceOptions {
+  SourceType type = SourceType::kGlance;
+  GlanceSourceOptions glance;
+  FileSourceOptions file;
+};
+
+struct CacheOptions {
+  double max_size_gb = 0;        // GiB; 0 = unlimited (Cinder image_volume_cache_max_size_gb)
+  uint64_t max_count = 0;        // entries; 0 = unlimited (image_volume_cache_max_count)
+  int max_clone_depth = 5;       // <= 0: every volume is a full copy (rbd_max_clone_depth)
+  SizeAccounting size_accounting = SizeAccounting::kProvisioned;
+  // Glance bumps updated_at on metadata edits too, so only a changed checksum replaces an
+  // entry unless this is set.
+  bool stale_on_updated_at = false;
+};
+
+struct ConversionOptions {
+  std::string dir = "/var/lib/cachemgr/conversion";  // staging files for non-raw images
+  double max_virtual_size_gb = 1024;  // GiB; larger images are refused before conversion
+  std::string qemu_img = "qemu-img";  // program name or path
+  uint32_t timeout_s = 3600;          // wall-clock limit of one qemu-img run
+  uint32_t cpu_limit_s = 1800;        // RLIMIT_CPU of qemu-img (hostile images can spin)
+  uint64_t address_space_mb = 4096;   // RLIMIT_AS of qemu-img for info/check (MiB)
+};
+
+struct LogOptions {
+  std::string level = "info";  // trace | debug | info | warn | error | critical | off
+  std::string file;            // empty: stderr only (CLI); a path: rotating file as well
+  uint32_t max_file_mb = 10;   // rotate the file at this size
+  uint32_t max_files = 3;      // rotated files kept
+};
+
+struct Options {
+  std::string index = "/var/lib/cachemgr/index.db";  // SQLite index; its folder holds locks
+  BackendOptions backend;
+  SourceOptions source;
+  CacheOptions cache;
+  ConversionOptions conversion;
+  LogOptions log;
+};
+
+}  // namespace cachemgr

@@ -1,0 +1,126 @@
+// index/index.h: the SQLite index of cache entries, volumes and events.
+//
+// WAL, busy timeout, foreign keys on; migrations from schema/ (compiled in) applied in
+// one transaction and tracked by PRAGMA user_version. An index written by a newer
+// schema, or a file that is not a valid SQLite database, is refused (kCorrupt /
+// kConfig) and never recreated silently. One writer transaction per state change.
+// An Index object is used by one thread at a time; open one per thread (cheap) or
+// guard it.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace SQLite {
+class Database;
+}
+
+namespace cachemgr::index {
+
+enum class State { kCreating, kReady, kEvicting };
+std::string_view StateName(State s) noexcept;
+State ParseState(std::string_view s);  // kCorrupt on an unknown value
+
+struct EntryRow {
+  int64_t id = 0;
+  std::string backend;      // "local" | "rbd"
+  std::string pool;         // backend location (pool[/ns] or root)
+  std::string image_id;
+  std::string cache_name;   // backend image name (final, or the staging name while creating)
+  std::string snap_name;
+  State state = State::kCreating;
+  uint64_t virtual_size = 0;
+  uint64_t allocated_bytes = 0;
+  std::string disk_format;
+  std::string checksum;
+  std::string os_hash;      // "algo:hex"
+  std::string image_updated_at;
+  uint32_t depth = 0;
+  int64_t created_at = 0;   // unix seconds
+  int64_t last_used = 0;    // unix seconds
+  uint64_t hits = 0;
+  std::string owner;        // "host:pid" of the process that made or is evicting it
+  bool pinned = false;      // deleted from the cache but kept for clones (trash/parked)
+};
+
+struct VolumeRow {
+  int64_t id = 0;
+  int64_t entry_id = 0;     // 0 when the volume was made without an entry (direct, uncached)
+  std::string image_id;
+  std::string name;
+  std::string pool;
+  int64_t created_at = 0;
+  uint32_t depth = 0;
+  std::string plan;         // clone | copy | flatten_clone | miss | direct | uncached
+  uint64_t size_bytes = 0;
+  bool flattened = false;
+};
+
+struct EventRow {
+  int64_t ts = 0;
+  std::string kind;         // hit | miss | direct | evict | stale | gone | error | ...
+  std::string image_id;
+  uint64_t bytes = 0;
+  int64_t micros = 0;
+};
+
+struct EventTotals {
+  std::string kind;
+  uint64_t count = 0;
+  uint64_t bytes = 0;
+  int64_t micros = 0;
+};
+
+class Index {
+ public:
+  // Opens or creates the index at `path` and migrates it to the newest schema.
+  static std::unique_ptr<Index> Open(const std::filesystem::path& path);
+  ~Index();
+  Index(const Index&) = delete;
+  Index& operator=(const Index&) = delete;
+
+  int SchemaVersion();
+  static int LatestSchemaVersion();
+  std::string IntegrityCheck();  // "ok" or SQLite's complaint
+
+  // --- entries (keyed by backend, pool, image_id)
+  std::optional<EntryRow> FindEntry(const std::string& backend, const std::string& pool,
+                                    const std::string& image_id);
+  std::optional<EntryRow> GetEntry(int64_t id);
+  // Inserts a row in state creating; kAlreadyExists if (backend, pool, image_id) is taken.
+  int64_t InsertEntry(const EntryRow& row);
+  // Replaces every column of row.id (state transitions included).
+  void UpdateEntry(const EntryRow& row);
+  // Moves a row from `from` to `to` only if it is in `from`; returns whether it did.
+  bool TransitionEntry(int64_t id, State from, State to, const std::string& owner);
+  void DeleteEntry(int64_t id);
+  void TouchEntry(int64_t id, int64_t now);  // last_used = now, hits += 1
+  std::vector<EntryRow> ListEntries(const std::string& backend, const std::string& pool);
+  std::vector<EntryRow> ListEntries();  // every backend and pool
+
+  // --- volumes
+  int64_t InsertVolume(const VolumeRow& row);
+  std::optional<VolumeRow> FindVolume(const std::string& pool, const std::string& name);
+  std::vector<VolumeRow> VolumesOf(int64_t entry_id);
+  std::vector<VolumeRow> ListVolumes();
+  void UpdateVolume(const VolumeRow& row);
+  void DeleteVolume(int64_t id);
+  uint64_t CountVolumes(int64_t entry_id);
+
+  // --- events
+  void RecordEvent(const EventRow& event);
+  std::vector<EventTotals> EventTotalsByKind();
+
+  // For callers that need several statements in one transaction.
+  SQLite::Database& db();
+
+ private:
+  explicit Index(std::unique_ptr<SQLite::Database> db);
+  std::unique_ptr<SQLite::Database> db_;
+};
+
+}  // namespace cachemgr::index

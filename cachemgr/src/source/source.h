@@ -1,0 +1,74 @@
+// source/source.h: where images come from (Glance v2 over HTTP, or a directory).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "cachemgr/options.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace cachemgr::source {
+
+// What the source says about an image (Glance v2 image fields).
+struct ImageMeta {
+  std::string id;
+  std::string status;            // "active" is the only usable one
+  std::string disk_format;       // raw | qcow2 | vmdk | vdi | vhd | vhdx | ...
+  std::string container_format;  // must be "bare"
+  std::optional<uint64_t> size;          // bytes of the stored file
+  std::optional<uint64_t> virtual_size;  // bytes of the disk (may be absent in Glance)
+  std::string checksum;          // md5 hex of the stored file (may be empty)
+  std::string os_hash_algo;      // sha512 (Glance's default) | sha256 | ... (may be empty)
+  std::string os_hash_value;     // hex
+  std::string updated_at;        // ISO 8601 as the source gives it
+  std::string direct_url;        // e.g. rbd://<fsid>/<pool>/<image>/<snap>
+  std::vector<std::string> locations;  // every location url
+};
+
+// Receives downloaded bytes in order. Throwing aborts the download.
+using Sink = std::function<void(std::span<const std::byte>)>;
+using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
+
+class Source {
+ public:
+  virtual ~Source() = default;
+  virtual std::string kind() const = 0;  // "glance" | "file"
+  // kNotFound when the image does not exist; other codes for other failures. Does not
+  // check status: callers decide (the engine requires "active").
+  virtual ImageMeta Describe(const std::string& image_id) = 0;
+  // Every active image.
+  virtual std::vector<ImageMeta> ListActive() = 0;
+  // Streams the image's stored bytes into `sink`, from the first byte to the last
+  // exactly once (retries resume where they stopped). Does not verify checksums.
+  virtual uint64_t Download(const std::string& image_id, const Sink& sink,
+                            const ProgressFn& progress = {}) = 0;
+  // A local file holding the image's bytes, when the source has one (file source):
+  // lets a backend hard-link it instead of copying.
+  virtual std::optional<std::filesystem::path> LocalPath(const std::string& image_id) = 0;
+  // A cheap reachability check for `doctor`; throws on failure.
+  virtual void Ping() = 0;
+};
+
+std::unique_ptr<Source> MakeGlanceSource(const GlanceSourceOptions& options,
+                                         std::shared_ptr<spdlog::logger> logger);
+std::unique_ptr<Source> MakeFileSource(const FileSourceOptions& options,
+                                       std::shared_ptr<spdlog::logger> logger);
+std::unique_ptr<Source> MakeSource(const SourceOptions& options,
+                                   std::shared_ptr<spdlog::logger> logger);
+
+// Parses rbd://<fsid>/<pool>/<image>/<snap>; nullopt for anything else.
+struct RbdLocation {
+  std::string fsid, pool, image, snap;
+};
+std::optional<RbdLocation> ParseRbdLocation(const std::string& url);
+
+}  // namespace cachemgr::source

@@ -1,0 +1,2 @@
+-- placeholder, replaced by the index work
+SELECT 1;

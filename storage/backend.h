@@ -1,0 +1,169 @@
+// storage/backend.h: the storage Env. Image-level verbs, nothing about images from a
+// source or about caches: the engine decides names and meaning.
+//
+// An image is addressed by ImageRef{pool, name}. For RBD, `pool` is a Ceph pool (the
+// configured namespace applies inside it); for the local backend, a folder under the
+// root ("_base", "volumes"). Names are validated by every backend (ValidateName):
+// [A-Za-z0-9._-], 1..200 chars, not starting with '.' or '-'.
+//
+// One contract test suite (tests/contract/) runs against every implementation and
+// against the fault-injecting wrapper. All verbs throw cachemgr::Error.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace cachemgr::storage {
+
+struct ImageRef {
+  std::string pool;
+  std::string name;
+  bool operator==(const ImageRef&) const = default;
+};
+
+struct SnapRef {
+  ImageRef image;
+  std::string snap;
+  bool operator==(const SnapRef&) const = default;
+};
+
+struct ImageInfo {
+  ImageRef ref;
+  uint64_t size = 0;                 // virtual size in bytes
+  std::optional<SnapRef> parent;     // set for clones / overlays
+};
+
+struct SnapInfo {
+  std::string name;
+  bool is_protected = false;
+};
+
+struct TrashEntry {
+  std::string id;         // backend's id of the trashed image
+  ImageRef original;      // where it lived
+  bool has_children = false;
+};
+
+// Progress of a long verb: done and total in bytes (or objects); total 0 when unknown.
+using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
+
+struct ImportStats {
+  uint64_t bytes_in = 0;        // bytes appended
+  uint64_t bytes_written = 0;   // bytes actually written (all-zero runs are skipped)
+  std::chrono::microseconds elapsed{};
+};
+
+// A new image being written front to back. The destructor removes the image unless
+// Finish() returned: nothing half-written survives an exception or a crash's restart
+// (the engine also names such images so gc can find them).
+class ImageWriter {
+ public:
+  virtual ~ImageWriter() = default;
+  // Appends bytes at the current end. May keep a bounded number of writes in flight;
+  // the first failure is thrown from this call or from Finish().
+  virtual void Append(std::span<const std::byte> data) = 0;
+  // Waits for every write, makes the data durable, and keeps the image.
+  virtual ImportStats Finish() = 0;
+};
+
+// Reads an image (or one of its snapshots).
+class ImageReader {
+ public:
+  virtual ~ImageReader() = default;
+  virtual uint64_t size() const = 0;
+  // Reads up to out.size() bytes at offset; returns the count (0 at the end).
+  virtual size_t Read(uint64_t offset, std::span<std::byte> out) = 0;
+};
+
+// A held advisory lock; released by the destructor.
+class Lock {
+ public:
+  virtual ~Lock() = default;
+};
+
+enum class RemoveOutcome { kRemoved, kTrashed };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::string kind() const = 0;  // "local" | "rbd"
+  // Identity of the storage for the index key: "pool[/namespace]" or the local root.
+  virtual std::string location() const = 0;
+  // The pool cache entries live in, and the pool volumes are made in.
+  virtual std::string entry_pool() const = 0;
+  virtual std::string volume_pool() const = 0;
+  // RBD: the cluster fsid (for the direct-clone check); local: empty.
+  virtual std::string cluster_id() const = 0;
+
+  // --- images
+  virtual bool Exists(const ImageRef& ref) = 0;
+  virtual ImageInfo Stat(const ImageRef& ref) = 0;              // kNotFound if absent
+  virtual std::vector<std::string> List(const std::string& pool) = 0;
+  virtual uint64_t AllocatedBytes(const ImageRef& ref) = 0;     // bytes really used
+  // Creates `ref` of `size` bytes and returns a writer that fills it front to back.
+  virtual std::unique_ptr<ImageWriter> Create(const ImageRef& ref, uint64_t size) = 0;
+  // Makes `ref` from an existing raw file without copying bytes where the backend can
+  // (a hard link on the same filesystem); returns false when it cannot, and then the
+  // caller streams the file through Create(). The file must not change afterwards.
+  virtual bool Adopt(const std::filesystem::path& raw_file, const ImageRef& ref) = 0;
+  virtual std::unique_ptr<ImageReader> Open(const ImageRef& ref,
+                                            const std::optional<std::string>& snap = {}) = 0;
+  virtual void Resize(const ImageRef& ref, uint64_t size) = 0;  // grow only is enough
+  virtual void Rename(const ImageRef& from, const std::string& to_name) = 0;
+  // Removes an image. One that still has clones is moved to the trash instead
+  // (kTrashed): its clones keep reading, and PurgeTrash removes it once they are gone.
+  virtual RemoveOutcome Remove(const ImageRef& ref) = 0;
+
+  // --- snapshots
+  virtual void CreateSnapshot(const SnapRef& snap) = 0;
+  virtual void ProtectSnapshot(const SnapRef& snap) = 0;
+  virtual void UnprotectSnapshot(const SnapRef& snap) = 0;
+  virtual void RemoveSnapshot(const SnapRef& snap) = 0;
+  virtual std::vector<SnapInfo> ListSnapshots(const ImageRef& ref) = 0;
+
+  // --- clones and copies
+  // A copy-on-write child of a protected snapshot (RBD clone v2; a qcow2 overlay or a
+  // reflink locally). The parent may be in another pool of the same cluster.
+  virtual void Clone(const SnapRef& parent, const ImageRef& child) = 0;
+  // A full, independent copy of an image or snapshot (sparse where possible).
+  virtual void Copy(const SnapRef& source, const ImageRef& dest, const ProgressFn& progress) = 0;
+  virtual void Copy(const ImageRef& source, const ImageRef& dest, const ProgressFn& progress) = 0;
+  // Copies the parent's data into the image and detaches it from its parent.
+  virtual void Flatten(const ImageRef& ref, const ProgressFn& progress) = 0;
+  virtual std::optional<SnapRef> Parent(const ImageRef& ref) = 0;
+  // Parent-chain length: 0 for an independent image.
+  virtual uint32_t Depth(const ImageRef& ref) = 0;
+  // Images cloned from a snapshot (including ones in the trash).
+  virtual std::vector<ImageRef> Children(const SnapRef& snap) = 0;
+
+  // --- metadata stored on the image (RBD image-meta; a sidecar file locally)
+  virtual std::map<std::string, std::string> GetMetadata(const ImageRef& ref) = 0;
+  virtual void SetMetadata(const ImageRef& ref, const std::string& key,
+                           const std::string& value) = 0;
+  virtual void RemoveMetadata(const ImageRef& ref, const std::string& key) = 0;
+
+  // --- deferred deletes
+  virtual std::vector<TrashEntry> ListTrash() = 0;
+  // Removes a trashed image if nothing uses it any more; returns whether it did.
+  virtual bool PurgeTrash(const TrashEntry& entry) = 0;
+
+  // --- coordination across hosts that share this storage
+  // An exclusive advisory lock named `key` (RBD: a RADOS lock on a per-key object;
+  // local: flock under the root). Waits up to `timeout`, then throws kBusy.
+  virtual std::unique_ptr<Lock> AcquireLock(const std::string& key,
+                                            std::chrono::milliseconds timeout) = 0;
+};
+
+// Checks a backend image or snapshot name; throws kInvalidArgument naming it if bad.
+void ValidateName(const std::string& what, const std::string& name);
+
+}  // namespace cachemgr::storage
