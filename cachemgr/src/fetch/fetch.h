@@ -1,0 +1,53 @@
+// fetch/fetch.h: the fill pipeline of a cache miss, from a source into a new backend image.
+//
+// raw:    source bytes stream straight into Backend::Create's writer (no temporary file),
+//         md5 and os_hash computed on the fly and checked before Finish().
+// other:  downloaded (hashed) into a staging file in conversion.dir after its free space
+//         is checked, inspected (real format == disk_format, no backing file, no external
+//         data file, vmdk extents and create type allowed, virtual size within limits),
+//         converted with `qemu-img convert -O raw` (argv, explicit -f, limits), imported.
+// file source + raw: Backend::Adopt (hard link) is tried first, the file is still hashed.
+// On any failure nothing is left at `dest` or in conversion.dir.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "cachemgr/options.h"
+#include "source/source.h"
+#include "storage/backend.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace cachemgr::fetch {
+
+struct FetchOptions {
+  ConversionOptions conversion;
+  // stage: "download" | "convert" | "import"; total 0 when unknown.
+  std::function<void(const std::string& stage, uint64_t done, uint64_t total)> progress;
+};
+
+struct FetchResult {
+  uint64_t bytes_downloaded = 0;  // bytes read from the source
+  uint64_t virtual_size = 0;      // size of the raw image made at dest
+  std::string detected_format;    // what the header said (raw, qcow2, ...)
+  std::string md5;                // of the downloaded bytes
+  std::string os_hash_algo, os_hash_value;
+  bool adopted = false;           // dest is a hard link of the source's file
+  std::chrono::microseconds download{}, convert{}, import{};
+};
+
+// Fetches the image `meta` describes (status must be "active", container "bare", else
+// kRefused / kNotFound) into a new image `dest`, which must not exist.
+// Errors: kCorrupt (checksum mismatch, truncated), kRefused (format safety), kSource,
+// kUnauthorized, kNotFound, kTimeout, kIo (conversion dir full), kBackend.
+FetchResult FetchInto(source::Source& source, const source::ImageMeta& meta,
+                      storage::Backend& backend, const storage::ImageRef& dest,
+                      const FetchOptions& options, std::shared_ptr<spdlog::logger> logger);
+
+}  // namespace cachemgr::fetch
