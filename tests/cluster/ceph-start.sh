@@ -160,7 +160,7 @@ osd_id=$(ceph_cmd osd create)
 [[ $osd_id == 0 ]] || fail "expected osd id 0, got '$osd_id'"
 if [[ $auth == cephx ]]; then
   ceph_cmd auth add osd.0 osd 'allow *' mon 'allow profile osd' -i "$dir/osd/0/keyring" \
-    >/dev/null || fail "ceph auth add osd.0 failed"
+    >/dev/null 2>&1 || fail "ceph auth add osd.0 failed"
 fi
 ceph-osd --conf "$conf" -i 0 --mkfs >"$dir/log/mkfs-osd.out" 2>&1 \
   || fail "ceph-osd --mkfs failed: $(cat "$dir/log/mkfs-osd.out")"
