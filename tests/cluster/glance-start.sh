@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# glance-start.sh DIR CEPH_DIR: a throwaway Glance v2 API for tests and benchmarks.
+#
+# Debian's glance-api with no Keystone (the paste pipeline without authtoken), a SQLite
+# database, and two stores: "fs" (files under DIR/images, the default) and "ceph" (RBD
+# pool "images" of the cluster whose conf is CEPH_DIR/ceph.conf, client admin). It binds
+# 127.0.0.1 on a port picked at run time (never 9292, so a system Glance is never
+# touched), with one worker; config, database, logs and the pid file live in DIR.
+# The base URL is written to DIR/endpoint once GET /versions answers.
+#
+# Idempotent: if the API in DIR already answers, it prints so and exits 0.
+# Stop it with glance-stop.sh DIR (by the pid file; the worker's process group too).
+set -euo pipefail
+
+usage() { echo "usage: $0 DIR CEPH_DIR" >&2; exit 2; }
+[[ $# -eq 2 ]] || usage
+dir=$1
+ceph_dir=$2
+
+readonly kTimeoutS=${GLANCE_START_TIMEOUT_S:-90}
+start_s=$(date +%s.%N)
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+ceph_dir=$(cd "$ceph_dir" 2>/dev/null && pwd) || { echo "glance-start: no $2" >&2; exit 1; }
+conf=$dir/glance-api.conf
+pidfile=$dir/glance-api.pid
+
+alive() { [[ -s $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+answers() { curl -fsS --max-time 3 "$1/versions" >/dev/null 2>&1; }
+
+if alive && [[ -s $dir/endpoint ]] && answers "$(cat "$dir/endpoint")"; then
+  echo "glance-start: glance-api in $dir already running at $(cat "$dir/endpoint")"
+  exit 0
+fi
+if [[ -e $conf ]]; then
+  # Leftovers of a crashed or half-started run: start from scratch.
+  "$(dirname "$0")/glance-stop.sh" "$dir" >/dev/null 2>&1 || true
+  mkdir -p "$dir"
+fi
+
+fail() {
+  echo "glance-start: $*" >&2
+  if [[ -f $dir/log/glance-api.log ]]; then
+    echo "---- tail of $dir/log/glance-api.log" >&2
+    tail -n 60 "$dir/log/glance-api.log" >&2
+  fi
+  if [[ -f $dir/log/glance-api.out ]]; then
+    echo "---- tail of $dir/log/glance-api.out" >&2
+    tail -n 30 "$dir/log/glance-api.out" >&2
+  fi
+  exit 1
+}
+
+[[ -f $ceph_dir/ceph.conf ]] || fail "no Ceph conf at $ceph_dir/ceph.conf (ceph fixture not up?)"
+
+free_port() {  # a free loopback TCP port, never 9292
+  local port
+  while :; do
+    port=$(( 20000 + RANDOM % 30000 ))
+    [[ $port == 9292 ]] && continue
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return
+    fi
+  done
+}
+
+port=$(free_port)
+endpoint=http://127.0.0.1:$port
+mkdir -p "$dir"/{images,staging,tasks,log,lock}
+rm -f "$dir/endpoint"
+
+# The default pipeline ("flavor =" empty) has unauthenticated-context instead of
+# authtoken: every request is an admin of an anonymous project.
+sed -e "s#/etc/glance/healthcheck_disable#$dir/healthcheck_disable#" \
+  /etc/glance/glance-api-paste.ini >"$dir/glance-api-paste.ini"
+# Glance's default policy rules, not the package's policy.d: an empty rules file and an
+# empty rules directory of our own.
+mkdir -p "$dir/policy.d"
+echo '{}' >"$dir/policy.yaml"
+
+cat >"$conf" <<EOF
+[DEFAULT]
+bind_host = 127.0.0.1
+bind_port = $port
+workers = 1
+enabled_backends = fs:file, ceph:rbd
+show_image_direct_url = True
+show_multiple_locations = True
+log_file = $dir/log/glance-api.log
+use_stderr = False
+debug = False
+image_cache_dir = $dir/image-cache
+node_staging_uri = file://$dir/staging
+enabled_import_methods = []
+public_endpoint = $endpoint
+
+[database]
+connection = sqlite:///$dir/glance.sqlite
+
+[paste_deploy]
+flavor =
+config_file = $dir/glance-api-paste.ini
+
+[glance_store]
+default_backend = fs
+
+[fs]
+filesystem_store_datadir = $dir/images
+
+[ceph]
+rbd_store_pool = images
+rbd_store_ceph_conf = $ceph_dir/ceph.conf
+rbd_store_user = admin
+rbd_store_chunk_size = 8
+
+[os_glance_staging_store]
+filesystem_store_datadir = $dir/staging
+
+[os_glance_tasks_store]
+filesystem_store_datadir = $dir/tasks
+
+[oslo_concurrency]
+lock_path = $dir/lock
+
+[oslo_policy]
+policy_file = $dir/policy.yaml
+policy_dirs = $dir/policy.d
+EOF
+
+glance-manage --config-file "$conf" --log-file "$dir/log/glance-manage.log" db_sync \
+  >"$dir/log/glance-manage.out" 2>&1 \
+  || fail "glance-manage db_sync failed: $(tail -n 20 "$dir/log/glance-manage.out")"
+
+# setsid: the API and the worker it forks share a process group of their own, so
+# glance-stop.sh can signal them together without touching anything else.
+setsid glance-api --config-file "$conf" >"$dir/log/glance-api.out" 2>&1 </dev/null &
+echo $! >"$pidfile"
+
+until answers "$endpoint"; do
+  alive || fail "glance-api exited"
+  if (( $(date +%s) - ${start_s%.*} > kTimeoutS )); then
+    fail "glance-api did not answer GET /versions within ${kTimeoutS}s"
+  fi
+  sleep 0.3
+done
+echo "$endpoint" >"$dir/endpoint"
+
+end_s=$(date +%s.%N)
+printf 'glance-start: glance-api up in %.1f s (dir=%s endpoint=%s pid=%s)\n' \
+  "$(awk -v a="$start_s" -v b="$end_s" 'BEGIN{print b-a}')" "$dir" "$endpoint" "$(cat "$pidfile")"
