@@ -87,11 +87,14 @@ class Index {
   static int LatestSchemaVersion();
   std::string IntegrityCheck();  // "ok" or SQLite's complaint
 
-  // --- entries (keyed by backend, pool, image_id)
+  // --- entries (keyed by backend, pool, image_id among live rows; pinned rows are
+  // evicted entries kept for their clones, and several may exist for one image)
+  // The live (not pinned) entry of an image, if any.
   std::optional<EntryRow> FindEntry(const std::string& backend, const std::string& pool,
                                     const std::string& image_id);
   std::optional<EntryRow> GetEntry(int64_t id);
-  // Inserts a row in state creating; kAlreadyExists if (backend, pool, image_id) is taken.
+  // Inserts `row` as given (a fill inserts it in state creating; rebuild-index inserts
+  // ready rows); kAlreadyExists if a live row holds (backend, pool, image_id).
   int64_t InsertEntry(const EntryRow& row);
   // Replaces every column of row.id (state transitions included).
   void UpdateEntry(const EntryRow& row);
@@ -101,6 +104,9 @@ class Index {
   void TouchEntry(int64_t id, int64_t now);  // last_used = now, hits += 1
   std::vector<EntryRow> ListEntries(const std::string& backend, const std::string& pool);
   std::vector<EntryRow> ListEntries();  // every backend and pool
+  // Entries least recently used first (live and pinned), for the eviction pass.
+  std::vector<EntryRow> ListEntriesByLastUsed(const std::string& backend,
+                                              const std::string& pool);
 
   // --- volumes
   int64_t InsertVolume(const VolumeRow& row);
@@ -114,6 +120,12 @@ class Index {
   // --- events
   void RecordEvent(const EventRow& event);
   std::vector<EventTotals> EventTotalsByKind();
+  // Events with ts >= since, oldest first.
+  std::vector<EventRow> ListEvents(int64_t since = 0);
+  // Deletes events older than `before` (unix seconds); returns how many.
+  uint64_t PruneEvents(int64_t before);
+
+  const std::filesystem::path& path() const { return path_; }
 
   // For callers that need several statements in one transaction.
   SQLite::Database& db();
@@ -121,6 +133,7 @@ class Index {
  private:
   explicit Index(std::unique_ptr<SQLite::Database> db);
   std::unique_ptr<SQLite::Database> db_;
+  std::filesystem::path path_;
 };
 
 }  // namespace cachemgr::index

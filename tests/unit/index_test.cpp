@@ -1,0 +1,457 @@
+// The SQLite index: migrations (fresh, upgrade, newer, corrupt) and every method.
+#include "index/index.h"
+
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cachemgr/error.h"
+#include "index/migrations.h"
+#include "support/test_util.h"
+
+namespace fs = std::filesystem;
+using cachemgr::Errc;
+using cachemgr::Error;
+using cachemgr::index::EntryRow;
+using cachemgr::index::EventRow;
+using cachemgr::index::Index;
+using cachemgr::index::State;
+using cachemgr::index::VolumeRow;
+using cachemgr::test::ReadFile;
+using cachemgr::test::TempDir;
+using cachemgr::test::WriteFile;
+
+namespace {
+
+// Runs fn, which must throw cachemgr::Error; returns it.
+template <typename Fn>
+Error Catch(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e;
+  }
+  FAIL("expected cachemgr::Error, nothing was thrown");
+  return Error(Errc::kInternal, "unreachable");
+}
+
+EntryRow MakeEntry(const std::string& image_id, const std::string& pool = "volumes") {
+  EntryRow r;
+  r.backend = "rbd";
+  r.pool = pool;
+  r.image_id = image_id;
+  r.cache_name = "image-cache." + image_id;
+  r.snap_name = "cachemgr-snap";
+  r.state = State::kCreating;
+  r.virtual_size = 1ULL << 30;
+  r.allocated_bytes = 123456789;
+  r.disk_format = "qcow2";
+  r.checksum = "0123456789abcdef0123456789abcdef";
+  r.os_hash = "sha512:abcd";
+  r.image_updated_at = "2024-01-02T03:04:05Z";
+  r.depth = 1;
+  r.created_at = 1700000000;
+  r.last_used = 1700000000;
+  r.owner = "host:123";
+  return r;
+}
+
+int UserVersion(const fs::path& path) {
+  SQLite::Database db(path, SQLite::OPEN_READONLY);
+  return db.execAndGet("PRAGMA user_version").getInt();
+}
+
+}  // namespace
+
+TEST_CASE("a fresh index is at the latest schema, in WAL mode, with foreign keys on") {
+  TempDir dir("index");
+  const fs::path path = dir / "sub/dir/index.db";  // the parent is created
+  auto index = Index::Open(path);
+  CHECK(fs::exists(path));
+  CHECK(Index::LatestSchemaVersion() >= 2);
+  CHECK(index->SchemaVersion() == Index::LatestSchemaVersion());
+  CHECK(index->db().execAndGet("PRAGMA journal_mode").getString() == "wal");
+  CHECK(index->db().execAndGet("PRAGMA foreign_keys").getInt() == 1);
+  CHECK(index->db().execAndGet("PRAGMA busy_timeout").getInt() >= 1000);
+  CHECK(index->IntegrityCheck() == "ok");
+  CHECK(index->path() == path);
+  index.reset();
+  CHECK(UserVersion(path) == Index::LatestSchemaVersion());
+  // Reopening an up-to-date index changes nothing.
+  auto again = Index::Open(path);
+  CHECK(again->SchemaVersion() == Index::LatestSchemaVersion());
+}
+
+TEST_CASE("migrations are numbered from 1 without gaps") {
+  int expected = 1;
+  for (const auto& m : cachemgr::index::Migrations()) {
+    CHECK(m.version == expected);
+    ++expected;
+  }
+  CHECK(expected - 1 == Index::LatestSchemaVersion());
+}
+
+TEST_CASE("an index at schema 1 is upgraded and keeps its rows") {
+  TempDir dir("index");
+  const fs::path path = dir / "index.db";
+  {
+    SQLite::Database db(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    db.exec(cachemgr::index::Migrations()[0].sql);
+    db.exec("PRAGMA user_version = 1");
+    db.exec(
+        "INSERT INTO entries (backend, pool, image_id, cache_name, state, last_used) "
+        "VALUES ('rbd', 'volumes', 'img-old', 'image-cache.img-old', 'ready', 42)");
+    // Schema 1 has no events table: the upgrade must add it.
+    CHECK_THROWS(db.exec("SELECT count(*) FROM events"));
+  }
+  auto index = Index::Open(path);
+  CHECK(index->SchemaVersion() == Index::LatestSchemaVersion());
+  auto row = index->FindEntry("rbd", "volumes", "img-old");
+  REQUIRE(row.has_value());
+  CHECK(row->state == State::kReady);
+  CHECK(row->last_used == 42);
+  index->RecordEvent({.ts = 1, .kind = "hit", .image_id = "img-old", .bytes = 0, .micros = 5});
+  auto totals = index->EventTotalsByKind();
+  REQUIRE(totals.size() == 1);
+  CHECK(totals[0].kind == "hit");
+}
+
+TEST_CASE("an index written by a newer schema is refused and left unchanged") {
+  TempDir dir("index");
+  const fs::path path = dir / "index.db";
+  { Index::Open(path); }
+  {
+    SQLite::Database db(path, SQLite::OPEN_READWRITE);
+    db.exec("PRAGMA user_version = 999");
+  }
+  const std::string before = ReadFile(path);
+  Error e = Catch([&] { Index::Open(path); });
+  CHECK(e.code() == Errc::kConfig);
+  const std::string msg = e.what();
+  CHECK(msg.find(path.string()) != std::string::npos);
+  CHECK(msg.find("newer") != std::string::npos);
+  CHECK(msg.find("999") != std::string::npos);
+  CHECK(msg.find("upgrade cachemgr") != std::string::npos);
+  CHECK(ReadFile(path) == before);
+  CHECK(UserVersion(path) == 999);
+}
+
+TEST_CASE("a file that is not SQLite is refused and never replaced") {
+  TempDir dir("index");
+  const fs::path path = dir / "index.db";
+  std::mt19937 rng(7);
+  std::string junk(16384, '\0');
+  for (char& c : junk) c = static_cast<char>(rng());
+  WriteFile(path, junk);
+  Error e = Catch([&] { Index::Open(path); });
+  CHECK(e.code() == Errc::kCorrupt);
+  CHECK(std::string(e.what()).find(path.string()) != std::string::npos);
+  CHECK(ReadFile(path) == junk);
+  // A second attempt is refused the same way: nothing was recreated in between.
+  CHECK(Catch([&] { Index::Open(path); }).code() == Errc::kCorrupt);
+  CHECK(ReadFile(path) == junk);
+}
+
+TEST_CASE("a text file is refused as not a database") {
+  TempDir dir("index");
+  const fs::path path = dir / "index.db";
+  const std::string text = "index: /var/lib/cachemgr/index.db\nbackend:\n  type: local\n";
+  WriteFile(path, text);
+  CHECK(Catch([&] { Index::Open(path); }).code() == Errc::kCorrupt);
+  CHECK(ReadFile(path) == text);
+}
+
+TEST_CASE("a truncated index is refused and never replaced") {
+  TempDir dir("index");
+  const fs::path path = dir / "index.db";
+  {
+    auto index = Index::Open(path);
+    SQLite::Transaction tx(index->db());
+    for (int i = 0; i < 2000; ++i) {
+      auto row = MakeEntry("img-" + std::to_string(i));
+      row.checksum = std::string(200, 'a' + static_cast<char>(i % 26));
+      index->InsertEntry(row);
+    }
+    tx.commit();
+  }  // the last connection checkpoints the WAL into the file
+  REQUIRE(!fs::exists(dir / "index.db-wal"));
+  const auto full = fs::file_size(path);
+  REQUIRE(full > 64 * 1024);
+  SUBCASE("cut mid-page") { fs::resize_file(path, full / 2 + 100); }
+  SUBCASE("cut at a page boundary") { fs::resize_file(path, (full / 2) / 4096 * 4096); }
+  const std::string before = ReadFile(path);
+  Error e = Catch([&] { Index::Open(path); });
+  CHECK(e.code() == Errc::kCorrupt);
+  CHECK(std::string(e.what()).find(path.string()) != std::string::npos);
+  CHECK(ReadFile(path) == before);
+}
+
+TEST_CASE("an empty file becomes a new index") {
+  // A zero-byte file is what SQLite itself makes before the first write; there is
+  // nothing in it to lose.
+  TempDir dir("index");
+  const fs::path path = dir / "index.db";
+  WriteFile(path, "");
+  auto index = Index::Open(path);
+  CHECK(index->SchemaVersion() == Index::LatestSchemaVersion());
+}
+
+TEST_CASE("a directory in the way is an error naming the path") {
+  TempDir dir("index");
+  fs::create_directories(dir / "index.db");
+  Error e = Catch([&] { Index::Open(dir / "index.db"); });
+  CHECK(std::string(e.what()).find((dir / "index.db").string()) != std::string::npos);
+}
+
+TEST_CASE("entries: insert, find, get, update, transition, touch, list, delete") {
+  TempDir dir("index");
+  auto index = Index::Open(dir / "index.db");
+  const EntryRow in = MakeEntry("img-a");
+  const int64_t id = index->InsertEntry(in);
+  CHECK(id > 0);
+
+  auto found = index->FindEntry("rbd", "volumes", "img-a");
+  REQUIRE(found.has_value());
+  CHECK(found->id == id);
+  CHECK(found->backend == in.backend);
+  CHECK(found->pool == in.pool);
+  CHECK(found->cache_name == in.cache_name);
+  CHECK(found->snap_name == in.snap_name);
+  CHECK(found->state == State::kCreating);
+  CHECK(found->virtual_size == in.virtual_size);
+  CHECK(found->allocated_bytes == in.allocated_bytes);
+  CHECK(found->disk_format == in.disk_format);
+  CHECK(found->checksum == in.checksum);
+  CHECK(found->os_hash == in.os_hash);
+  CHECK(found->image_updated_at == in.image_updated_at);
+  CHECK(found->depth == 1);
+  CHECK(found->created_at == in.created_at);
+  CHECK(found->owner == "host:123");
+  CHECK_FALSE(found->pinned);
+
+  CHECK_FALSE(index->FindEntry("rbd", "other", "img-a").has_value());
+  CHECK_FALSE(index->FindEntry("local", "volumes", "img-a").has_value());
+  CHECK_FALSE(index->GetEntry(id + 100).has_value());
+  REQUIRE(index->GetEntry(id).has_value());
+  CHECK(index->GetEntry(id)->image_id == "img-a");
+
+  // Transition only from the expected state.
+  CHECK_FALSE(index->TransitionEntry(id, State::kReady, State::kEvicting, "h:1"));
+  CHECK(index->TransitionEntry(id, State::kCreating, State::kReady, "h:2"));
+  CHECK(index->GetEntry(id)->state == State::kReady);
+  CHECK(index->GetEntry(id)->owner == "h:2");
+  CHECK_FALSE(index->TransitionEntry(id, State::kCreating, State::kReady, "h:3"));
+
+  index->TouchEntry(id, 1800000000);
+  index->TouchEntry(id, 1800000001);
+  CHECK(index->GetEntry(id)->hits == 2);
+  CHECK(index->GetEntry(id)->last_used == 1800000001);
+
+  EntryRow changed = *index->GetEntry(id);
+  changed.allocated_bytes = 7;
+  changed.depth = 0;
+  changed.state = State::kEvicting;
+  changed.pinned = true;
+  index->UpdateEntry(changed);
+  auto after = index->GetEntry(id);
+  CHECK(after->allocated_bytes == 7);
+  CHECK(after->depth == 0);
+  CHECK(after->state == State::kEvicting);
+  CHECK(after->pinned);
+  // A pinned row is no longer the image's live entry.
+  CHECK_FALSE(index->FindEntry("rbd", "volumes", "img-a").has_value());
+
+  EntryRow missing = changed;
+  missing.id = id + 100;
+  CHECK(Catch([&] { index->UpdateEntry(missing); }).code() == Errc::kNotFound);
+
+  index->InsertEntry(MakeEntry("img-b"));
+  index->InsertEntry(MakeEntry("img-c", "other"));
+  CHECK(index->ListEntries().size() == 3);
+  CHECK(index->ListEntries("rbd", "volumes").size() == 2);
+  CHECK(index->ListEntries("rbd", "other").size() == 1);
+  CHECK(index->ListEntries("local", "volumes").empty());
+
+  index->DeleteEntry(id);
+  CHECK_FALSE(index->GetEntry(id).has_value());
+  CHECK(index->ListEntries().size() == 2);
+}
+
+TEST_CASE("UNIQUE(backend, pool, image_id) holds for live entries") {
+  TempDir dir("index");
+  auto index = Index::Open(dir / "index.db");
+  const int64_t id = index->InsertEntry(MakeEntry("img-a"));
+  Error e = Catch([&] { index->InsertEntry(MakeEntry("img-a")); });
+  CHECK(e.code() == Errc::kAlreadyExists);
+  CHECK(std::string(e.what()).find("img-a") != std::string::npos);
+  // The same image in another pool or backend is another entry.
+  index->InsertEntry(MakeEntry("img-a", "other"));
+  auto local = MakeEntry("img-a");
+  local.backend = "local";
+  index->InsertEntry(local);
+  // Once the first is pinned (evicted, kept for its clones), the image can be cached again.
+  auto pinned = *index->GetEntry(id);
+  pinned.pinned = true;
+  index->UpdateEntry(pinned);
+  const int64_t again = index->InsertEntry(MakeEntry("img-a"));
+  CHECK(index->FindEntry("rbd", "volumes", "img-a")->id == again);
+  // Unpinning the old row while a live one exists would break the key: refused.
+  pinned.pinned = false;
+  CHECK(Catch([&] { index->UpdateEntry(pinned); }).code() == Errc::kAlreadyExists);
+}
+
+TEST_CASE("the eviction order is least recently used first") {
+  TempDir dir("index");
+  auto index = Index::Open(dir / "index.db");
+  for (int i = 0; i < 5; ++i) {
+    auto row = MakeEntry("img-" + std::to_string(i));
+    row.last_used = 100 - i * 10;  // img-4 is the oldest
+    index->InsertEntry(row);
+  }
+  auto rows = index->ListEntriesByLastUsed("rbd", "volumes");
+  REQUIRE(rows.size() == 5);
+  CHECK(rows.front().image_id == "img-4");
+  CHECK(rows.back().image_id == "img-0");
+  CHECK(index->db()
+            .execAndGet("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                        "tbl_name = 'entries' AND sql LIKE '%last_used%'")
+            .getInt() == 1);
+}
+
+TEST_CASE("volumes: insert, find, list, update, count, delete; they outlive their entry") {
+  TempDir dir("index");
+  auto index = Index::Open(dir / "index.db");
+  const int64_t entry = index->InsertEntry(MakeEntry("img-a"));
+  VolumeRow v{.id = 0,
+              .entry_id = entry,
+              .image_id = "img-a",
+              .name = "vm-1-disk",
+              .pool = "volumes",
+              .created_at = 5,
+              .depth = 2,
+              .plan = "clone",
+              .size_bytes = 1ULL << 31,
+              .flattened = false};
+  const int64_t v1 = index->InsertVolume(v);
+  v.name = "vm-2-disk";
+  const int64_t v2 = index->InsertVolume(v);
+  VolumeRow direct = v;
+  direct.entry_id = 0;  // made without an entry
+  direct.name = "vm-3-disk";
+  direct.plan = "direct";
+  const int64_t v3 = index->InsertVolume(direct);
+
+  CHECK(Catch([&] { index->InsertVolume(v); }).code() == Errc::kAlreadyExists);
+  // A volume must point at an existing entry.
+  VolumeRow dangling = v;
+  dangling.name = "vm-9";
+  dangling.entry_id = entry + 100;
+  CHECK_THROWS_AS(index->InsertVolume(dangling), Error);
+
+  auto found = index->FindVolume("volumes", "vm-1-disk");
+  REQUIRE(found.has_value());
+  CHECK(found->id == v1);
+  CHECK(found->entry_id == entry);
+  CHECK(found->depth == 2);
+  CHECK(found->plan == "clone");
+  CHECK(found->size_bytes == (1ULL << 31));
+  CHECK_FALSE(index->FindVolume("other", "vm-1-disk").has_value());
+  CHECK(index->FindVolume("volumes", "vm-3-disk")->entry_id == 0);
+
+  CHECK(index->CountVolumes(entry) == 2);
+  CHECK(index->VolumesOf(entry).size() == 2);
+  CHECK(index->ListVolumes().size() == 3);
+
+  VolumeRow flat = *found;
+  flat.flattened = true;
+  flat.depth = 0;
+  index->UpdateVolume(flat);
+  CHECK(index->FindVolume("volumes", "vm-1-disk")->flattened);
+  CHECK(index->FindVolume("volumes", "vm-1-disk")->depth == 0);
+
+  index->DeleteVolume(v2);
+  CHECK(index->CountVolumes(entry) == 1);
+
+  // Deleting the entry keeps the volume's row, now without an entry.
+  index->DeleteEntry(entry);
+  auto orphan = index->FindVolume("volumes", "vm-1-disk");
+  REQUIRE(orphan.has_value());
+  CHECK(orphan->entry_id == 0);
+  CHECK(index->CountVolumes(entry) == 0);
+  index->DeleteVolume(v3);
+  CHECK(index->ListVolumes().size() == 1);
+}
+
+TEST_CASE("events: recorded, totalled by kind, listed and pruned") {
+  TempDir dir("index");
+  auto index = Index::Open(dir / "index.db");
+  CHECK(index->EventTotalsByKind().empty());
+  index->RecordEvent({.ts = 10, .kind = "miss", .image_id = "a", .bytes = 100, .micros = 7});
+  index->RecordEvent({.ts = 20, .kind = "hit", .image_id = "a", .bytes = 0, .micros = 1});
+  index->RecordEvent({.ts = 30, .kind = "hit", .image_id = "b", .bytes = 0, .micros = 2});
+  index->RecordEvent({.ts = 40, .kind = "miss", .image_id = "b", .bytes = 50, .micros = 3});
+  auto totals = index->EventTotalsByKind();
+  REQUIRE(totals.size() == 2);
+  CHECK(totals[0].kind == "hit");
+  CHECK(totals[0].count == 2);
+  CHECK(totals[0].micros == 3);
+  CHECK(totals[1].kind == "miss");
+  CHECK(totals[1].count == 2);
+  CHECK(totals[1].bytes == 150);
+  CHECK(index->ListEvents().size() == 4);
+  auto recent = index->ListEvents(25);
+  REQUIRE(recent.size() == 2);
+  CHECK(recent[0].ts == 30);
+  CHECK(recent[0].image_id == "b");
+  CHECK(index->PruneEvents(25) == 2);
+  CHECK(index->ListEvents().size() == 2);
+}
+
+TEST_CASE("a transaction that is not committed leaves nothing behind") {
+  TempDir dir("index");
+  auto index = Index::Open(dir / "index.db");
+  {
+    SQLite::Transaction tx(index->db());
+    index->InsertEntry(MakeEntry("img-a"));
+  }
+  CHECK(index->ListEntries().empty());
+}
+
+TEST_CASE("several processes' connections share one index") {
+  TempDir dir("index");
+  const fs::path path = dir / "index.db";
+  // Many openers of a fresh file at once: each waits for the one migration.
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(8);
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      try {
+        auto index = Index::Open(path);
+        for (int i = 0; i < 20; ++i) {
+          index->InsertEntry(MakeEntry("img-" + std::to_string(t) + "-" + std::to_string(i)));
+        }
+      } catch (const std::exception& e) {
+        errors[t] = e.what();
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (const auto& e : errors) CHECK(e == "");
+  auto reader = Index::Open(path);
+  CHECK(reader->SchemaVersion() == Index::LatestSchemaVersion());
+  CHECK(reader->ListEntries().size() == 160);
+}
+
+TEST_CASE("entry states have stable names") {
+  using cachemgr::index::ParseState;
+  using cachemgr::index::StateName;
+  for (State s : {State::kCreating, State::kReady, State::kEvicting}) {
+    CHECK(ParseState(StateName(s)) == s);
+  }
+  CHECK(Catch([] { ParseState("bogus"); }).code() == Errc::kCorrupt);
+}
