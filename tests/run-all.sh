@@ -1,11 +1,220 @@
 #!/usr/bin/env bash
-# Runs every test: CTest starts and stops the Ceph cluster and the Glance API itself
-# (fixtures in tests/cluster/), so this is all `make test` needs.
+# Runs every test suite; this is all `make test` needs.
+#
+#   1. main:  every CTest test of $BUILD (CTest starts and stops Ceph and Glance itself
+#             through the fixtures in tests/cluster/).
+#   2. asan:  a clang build in $BUILD-asan with ASan+UBSan (and -DCACHEMGR_FUZZ=ON, so
+#             the same build also holds the libFuzzer targets) running the unit, policy,
+#             engine and local-contract tests, plus any test labelled "asan".
+#   3. tsan:  a clang build in $BUILD-tsan with TSan running the concurrency tests
+#             (label "concurrency", or a name that says concurrency/single flight/race).
+#   4. fuzz:  each libFuzzer target of $BUILD-asan for FUZZ_SECONDS over its seed corpus
+#             in tests/fuzz/corpus/<target>/.
+# Only the targets a suite runs are built in the sanitizer dirs, so the run fits well
+# within 45 minutes on 2 cores. The last line is `summary: N passed, N failed` (tests
+# across all suites); the exit status is non-zero if anything failed.
+#
+# Variables: BUILD (main build dir), JOBS, FUZZ_SECONDS (default 20),
+# SUITES (default "main asan tsan fuzz": a subset runs only those).
 set -uo pipefail
 BUILD=${BUILD:-build}
+JOBS=${JOBS:-$(nproc)}
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+SUITES=${SUITES:-main asan tsan fuzz}
 cd "$(dirname "$0")/.."
+src=$(pwd)
+BUILD=$(mkdir -p "$BUILD" && cd "$BUILD" && pwd)
+ASAN_BUILD=${ASAN_BUILD:-$BUILD-asan}
+TSAN_BUILD=${TSAN_BUILD:-$BUILD-tsan}
+results_dir=$BUILD/tests/reliability
+results_tsv=$results_dir/results.tsv
+supp=$src/tests/reliability/sanitizers
+
 start=$(date +%s)
-ctest --test-dir "$BUILD" --output-on-failure --timeout 900
-rc=$?
-echo "tests: exit $rc after $(( $(date +%s) - start )) s"
-exit $rc
+total_passed=0
+total_failed=0
+suite_lines=()
+
+wants() { [[ " $SUITES " == *" $1 "* ]]; }
+
+# count SUITE PASSED FAILED NOTE
+count() {
+  total_passed=$((total_passed + $2))
+  total_failed=$((total_failed + $3))
+  suite_lines+=("$(printf '  %-6s %4d passed, %4d failed  %s' "$1" "$2" "$3" "$4")")
+}
+
+# ctest_suite NAME LOG CTEST_ARGS...: runs ctest, shows its output, counts its tests.
+ctest_suite() {
+  local name=$1 log=$2
+  shift 2
+  local t0 rc
+  t0=$(date +%s)
+  ctest "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  local line failed total
+  line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n 1)
+  if [[ -n $line ]]; then
+    failed=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
+    total=$(sed -E 's/.* failed out of ([0-9]+).*/\1/' <<<"$line")
+    if (( rc != 0 && failed == 0 )); then failed=1; fi  # e.g. a timeout of ctest itself
+    count "$name" $((total - failed)) "$failed" "ctest exit $rc, $(( $(date +%s) - t0 )) s"
+  else
+    count "$name" 0 1 "ctest found or ran no tests (exit $rc)"
+  fi
+}
+
+# select_tests BUILD_DIR DIRS_REGEX LABELS_REGEX NAME_REGEX: names of the tests of
+# BUILD_DIR defined under a matching source folder, carrying a matching label, or
+# with a matching name; one per line as "name<TAB>executable".
+select_tests() {
+  ctest --test-dir "$1" --show-only=json-v1 2>/dev/null |
+    /usr/bin/python3 -c '
+import json, os, re, sys
+build, dirs, labels, names = sys.argv[1:5]
+doc = json.load(sys.stdin)
+for t in doc.get("tests", []):
+    props = {p["name"]: p["value"] for p in t.get("properties", [])}
+    wd = os.path.relpath(props.get("WORKING_DIRECTORY", build), build)
+    labs = props.get("LABELS", [])
+    if ((dirs and re.fullmatch(dirs, wd)) or (names and re.search(names, t["name"]))
+            or (labels and any(re.fullmatch(labels, l) for l in labs))):
+        cmd = t.get("command") or [""]
+        print(t["name"] + "\t" + cmd[0])
+' "$1" "$2" "$3" "$4"
+}
+
+# sanitizer_suite NAME DIR SANITIZE FUZZ DIRS_REGEX LABELS_REGEX NAME_REGEX
+sanitizer_suite() {
+  local name=$1 dir=$2 sanitize=$3 fuzz=$4
+  local log=$dir/run-all-$name.log
+  mkdir -p "$dir"
+  echo "==== $name: configure $dir (clang, -fsanitize=$sanitize)"
+  if ! CC=clang CXX=clang++ cmake -S "$src" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DCACHEMGR_SANITIZE="$sanitize" -DCACHEMGR_FUZZ="$fuzz" \
+        -DCACHEMGR_BUILD_BENCH=OFF -DCACHEMGR_BUILD_EXAMPLES=OFF >"$log" 2>&1; then
+    tail -n 30 "$log"
+    count "$name" 0 1 "configure failed (see $log)"
+    return 1
+  fi
+  local selected
+  selected=$(select_tests "$dir" "$5" "$6" "$7")
+  if [[ -z $selected ]]; then
+    echo "$name: no tests matched (folders '$5', labels '$6', names '$7')"
+    count "$name" 0 1 "no tests matched"
+    return 1
+  fi
+  local tests=() targets=(cachemgr_cli) t exe
+  while IFS=$'\t' read -r t exe; do
+    tests+=("$t")
+    # cachemgr_add_test names the executable after the test; scripts need no build.
+    [[ $exe == "$dir"/* ]] && targets+=("$(basename "$exe")")
+  done <<<"$selected"
+  echo "==== $name: building ${targets[*]}"
+  if ! cmake --build "$dir" -j "$JOBS" --target "${targets[@]}" >>"$log" 2>&1; then
+    grep -E 'error|Error' "$log" | head -n 30
+    count "$name" 0 1 "build failed (see $log)"
+    return 1
+  fi
+  local regex
+  regex="^($(printf '%s|' "${tests[@]}" | sed -e 's/|$//' -e 's/[.+]/\\&/g'))\$"
+  echo "==== $name: ctest -R '$regex'"
+  ctest_suite "$name" "$dir/run-all-$name-ctest.log" --test-dir "$dir" -R "$regex" \
+    --output-on-failure --timeout 900
+}
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$supp/lsan.supp:print_suppressions=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:suppressions=$supp/ubsan.supp}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$supp/tsan.supp}
+
+# ---- 1. main
+if wants main; then
+  rm -f "$results_tsv"
+  echo "==== main: ctest on $BUILD"
+  ctest_suite main "$BUILD/run-all-main.log" --test-dir "$BUILD" --output-on-failure \
+    --timeout 900
+fi
+
+# ---- 2. ASan + UBSan (this build also holds the fuzz targets)
+asan_ok=0
+if wants asan || wants fuzz; then
+  asan_dirs='tests/(unit|policy|engine|contract/local|contract/faulty|fuzz)(/.*)?'
+  if wants asan; then
+    sanitizer_suite asan "$ASAN_BUILD" address,undefined ON "$asan_dirs" 'asan|unit|policy' '' \
+      && asan_ok=1
+  else
+    asan_ok=1
+  fi
+fi
+
+# ---- 3. TSan
+if wants tsan; then
+  sanitizer_suite tsan "$TSAN_BUILD" thread OFF '' 'concurrency|tsan' \
+    '(concurren|single_?flight|race|parallel|threads)'
+fi
+
+# ---- 4. libFuzzer targets
+if wants fuzz; then
+  fuzz_targets=()
+  for corpus in "$src"/tests/fuzz/corpus/*/; do
+    fuzz_targets+=("fuzz_$(basename "$corpus")")
+  done
+  log=$ASAN_BUILD/run-all-fuzz.log
+  mkdir -p "$ASAN_BUILD"
+  if [[ ! -f $ASAN_BUILD/CMakeCache.txt ]] || ! grep -q 'CACHEMGR_FUZZ:BOOL=ON' "$ASAN_BUILD/CMakeCache.txt"; then
+    CC=clang CXX=clang++ cmake -S "$src" -B "$ASAN_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DCACHEMGR_SANITIZE=address,undefined -DCACHEMGR_FUZZ=ON \
+      -DCACHEMGR_BUILD_BENCH=OFF -DCACHEMGR_BUILD_EXAMPLES=OFF >"$log" 2>&1
+  fi
+  echo "==== fuzz: building ${fuzz_targets[*]}"
+  if ! cmake --build "$ASAN_BUILD" -j "$JOBS" --target "${fuzz_targets[@]}" >>"$log" 2>&1; then
+    grep -E 'error|Error' "$log" | head -n 30
+    count fuzz 0 "${#fuzz_targets[@]}" "build failed (see $log)"
+  else
+    fp=0 ff=0
+    for target in "${fuzz_targets[@]}"; do
+      name=${target#fuzz_}
+      work=$ASAN_BUILD/fuzz-run/$name
+      rm -rf "$work"
+      mkdir -p "$work/corpus" "$work/artifacts"
+      flog=$work/fuzz.log
+      echo "==== fuzz: $target for ${FUZZ_SECONDS}s over tests/fuzz/corpus/$name"
+      # New inputs go to the scratch corpus (first dir), never into the source tree.
+      "$ASAN_BUILD/tests/fuzz/$target" -max_total_time="$FUZZ_SECONDS" -timeout=10 \
+        -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+        -artifact_prefix="$work/artifacts/" "$work/corpus" "$src/tests/fuzz/corpus/$name" \
+        >"$flog" 2>&1
+      frc=$?
+      runs=$(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$flog" | grep -Eo '[0-9]+$')
+      if (( frc == 0 )); then
+        fp=$((fp + 1)); verdict=pass
+        echo "fuzz: $target ok (${runs:-?} runs)"
+      else
+        ff=$((ff + 1)); verdict=FAIL
+        echo "fuzz: $target FAILED (exit $frc); artifacts in $work/artifacts" >&2
+        grep -E -A 30 'ERROR: |==[0-9]+==|uncaught|terminate' "$flog" | head -n 60 >&2
+      fi
+      if [[ -d $results_dir ]]; then
+        printf '%s\t%s\t%s\t%s\t%s\n' \
+          "fuzz: $name ($FUZZ_SECONDS s, ASan+UBSan, seed corpus $(ls "$src/tests/fuzz/corpus/$name" | wc -l) files)" \
+          "-" "only cachemgr::Error escapes; no crash or sanitizer report" \
+          "exit $frc after ${runs:-?} runs" "$verdict" >>"$results_tsv"
+      fi
+    done
+    count fuzz "$fp" "$ff" "${FUZZ_SECONDS}s per target"
+  fi
+fi
+
+# The results table the reliability tests wrote (and the fuzz rows above).
+if [[ -f $results_tsv ]]; then
+  "$src/tests/reliability/render-results.sh" "$results_tsv" "$results_dir/RESULTS.md" \
+    && cp "$results_dir/RESULTS.md" "$src/tests/reliability/RESULTS.md" \
+    && echo "results table: tests/reliability/RESULTS.md ($(($(wc -l <"$results_tsv"))) rows)"
+fi
+
+echo "==== suites"
+printf '%s\n' "${suite_lines[@]}"
+echo "tests: $(( $(date +%s) - start )) s in all"
+echo "summary: $total_passed passed, $total_failed failed"
+(( total_failed == 0 ))
