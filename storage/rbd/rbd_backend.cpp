@@ -1,0 +1,717 @@
+#include "storage/rbd/rbd_backend.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include <spdlog/sinks/null_sink.h>
+#include <spdlog/spdlog.h>
+
+#include "storage/factory.h"
+#include "storage/rbd/rbd_error.h"
+#include "storage/rbd/rbd_io.h"
+
+namespace cachemgr::storage {
+
+std::unique_ptr<Backend> MakeRbdBackend(const RbdBackendOptions& options,
+                                        std::shared_ptr<spdlog::logger> logger) {
+  return std::make_unique<rbd::RbdBackend>(options, std::move(logger));
+}
+
+}  // namespace cachemgr::storage
+
+namespace cachemgr::storage::rbd {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+long long MsSince(Clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+}
+
+uint64_t FeatureBits(const std::vector<std::string>& names) {
+  static const std::map<std::string, uint64_t> kBits = {
+      {"layering", RBD_FEATURE_LAYERING},          {"striping", RBD_FEATURE_STRIPINGV2},
+      {"exclusive-lock", RBD_FEATURE_EXCLUSIVE_LOCK}, {"object-map", RBD_FEATURE_OBJECT_MAP},
+      {"fast-diff", RBD_FEATURE_FAST_DIFF},        {"deep-flatten", RBD_FEATURE_DEEP_FLATTEN},
+      {"journaling", RBD_FEATURE_JOURNALING},
+  };
+  uint64_t bits = 0;
+  for (const auto& name : names) {
+    auto it = kBits.find(name);
+    if (it == kBits.end()) {
+      throw Error(Errc::kConfig, "backend.rbd.features: unknown RBD feature '" + name + "'");
+    }
+    bits |= it->second;
+  }
+  // Clones need layering whatever the list says.
+  return bits | RBD_FEATURE_LAYERING;
+}
+
+// The parent of an open image, with what is needed to follow the chain by id (the parent
+// may be in the trash, where it has no name to open it by).
+struct ParentSpec {
+  std::string pool;
+  std::string ns;
+  std::string image_id;
+  std::string image_name;
+  std::string snap;
+};
+
+std::optional<ParentSpec> GetParent(rbd_image_t image, const std::string& where) {
+  rbd_linked_image_spec_t img{};
+  rbd_snap_spec_t snap{};
+  const int r = rbd_get_parent(image, &img, &snap);
+  if (r == -ENOENT) return std::nullopt;
+  Check(r, "get parent of", where);
+  ParentSpec p{img.pool_name, img.pool_namespace, img.image_id, img.image_name,
+               snap.name != nullptr ? snap.name : ""};
+  rbd_linked_image_spec_cleanup(&img);
+  rbd_snap_spec_cleanup(&snap);
+  return p;
+}
+
+// Every snapshot of an open image, of every namespace (user and trash): a clone v2
+// parent snapshot removed while it has children lives on in the trash namespace.
+std::vector<rbd_snap_info_t> ListAllSnaps(rbd_image_t image, const std::string& where,
+                                          std::vector<std::string>* names) {
+  std::vector<rbd_snap_info_t> snaps(16);
+  for (;;) {
+    int max = static_cast<int>(snaps.size());
+    const int r = rbd_snap_list(image, snaps.data(), &max);
+    if (r == -ERANGE) {
+      snaps.resize(static_cast<size_t>(max) + 1);
+      continue;
+    }
+    Check(r, "list snapshots of", where);
+    snaps.resize(static_cast<size_t>(r));
+    break;
+  }
+  names->clear();
+  for (const auto& s : snaps) names->emplace_back(s.name);
+  std::vector<rbd_snap_info_t> out = snaps;
+  // rbd_snap_list_end frees the names; copy what is needed first.
+  snaps.push_back(rbd_snap_info_t{});
+  rbd_snap_list_end(snaps.data());
+  for (size_t i = 0; i < out.size(); ++i) out[i].name = (*names)[i].c_str();
+  return out;
+}
+
+std::vector<ImageRef> ListChildrenOfCurrentSnap(rbd_image_t image, const std::string& where) {
+  std::vector<rbd_linked_image_spec_t> specs(8);
+  size_t max = specs.size();
+  for (;;) {
+    max = specs.size();
+    const int r = rbd_list_children3(image, specs.data(), &max);
+    if (r == -ERANGE) {
+      specs.resize(max);
+      continue;
+    }
+    Check(r, "list children of", where);
+    break;
+  }
+  std::vector<ImageRef> out;
+  for (size_t i = 0; i < max; ++i) {
+    out.push_back(ImageRef{specs[i].pool_name, specs[i].image_name});
+  }
+  rbd_linked_image_spec_list_cleanup(specs.data(), max);
+  return out;
+}
+
+// Whether any snapshot of the image (opened read-only) still has clones.
+bool AnySnapHasChildren(rbd_image_t image, const std::string& where) {
+  std::vector<std::string> names;
+  const auto snaps = ListAllSnaps(image, where, &names);
+  bool found = false;
+  for (const auto& s : snaps) {
+    Check(rbd_snap_set_by_id(image, s.id), "set snapshot of", where);
+    if (!ListChildrenOfCurrentSnap(image, where).empty()) {
+      found = true;
+      break;
+    }
+  }
+  (void)rbd_snap_set(image, nullptr);  // back to the head
+  return found;
+}
+
+struct ProgressCtx {
+  const ProgressFn* fn;
+};
+
+int ProgressThunk(uint64_t done, uint64_t total, void* arg) {
+  const auto* ctx = static_cast<ProgressCtx*>(arg);
+  if (ctx->fn != nullptr && *ctx->fn) (*ctx->fn)(done, total);
+  return 0;
+}
+
+std::string RandomHex(size_t n) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string s(n, '0');
+  for (auto& c : s) c = kHex[rng() % 16];
+  return s;
+}
+
+}  // namespace
+
+std::string PoolCtx::Where(const std::string& name) const {
+  return ns.empty() ? pool + "/" + name : pool + "/" + ns + "/" + name;
+}
+
+RbdBackend::RbdBackend(const RbdBackendOptions& options, std::shared_ptr<spdlog::logger> logger)
+    : options_(options),
+      log_(logger ? std::move(logger)
+                  : std::make_shared<spdlog::logger>(
+                        "rbd", std::make_shared<spdlog::sinks::null_sink_mt>())),
+      features_(FeatureBits(options.features)) {
+  ValidateName("pool", options_.pool);
+  if (!options_.namespace_.empty()) ValidateName("namespace", options_.namespace_);
+  if (access(options_.conf.c_str(), R_OK) != 0) {
+    throw Error(Errc::kConfig, "backend.rbd.conf: cannot read " + options_.conf + ": " +
+                                   std::strerror(errno));
+  }
+  if (!options_.keyring.empty() && access(options_.keyring.c_str(), R_OK) != 0) {
+    throw Error(Errc::kConfig, "backend.rbd.keyring: cannot read " + options_.keyring + ": " +
+                                   std::strerror(errno));
+  }
+  const auto start = Clock::now();
+  const std::string entity = "client." + options_.client;
+  const std::string what = "cluster (conf " + options_.conf + ", " + entity + ")";
+  auto cluster = std::make_shared<ClusterHandle>();
+  Check(rados_create2(cluster->out(), "ceph", entity.c_str(), 0), "create handle for", what);
+  const int r = rados_conf_read_file(cluster->get(), options_.conf.c_str());
+  if (r < 0) {
+    throw Error(Errc::kConfig, "backend.rbd.conf: cannot parse " + options_.conf + ": " +
+                                   std::strerror(-r));
+  }
+  auto set = [&](const char* key, const std::string& value) {
+    Check(rados_conf_set(cluster->get(), key, value.c_str()), std::string("set ") + key, what);
+  };
+  if (!options_.keyring.empty()) set("keyring", options_.keyring);
+  // Without these a dead monitor makes rados_connect wait 300 s and an unreachable OSD
+  // makes an op wait forever.
+  const std::string connect_s = std::to_string(std::max<uint32_t>(options_.connect_timeout_s, 1));
+  const std::string op_s = std::to_string(options_.op_timeout_s);
+  set("client_mount_timeout", connect_s);
+  set("rados_mon_op_timeout", op_s);
+  set("rados_osd_op_timeout", op_s);
+  set("rbd_default_clone_format", "2");
+  // Library code never writes to stdout/stderr: Ceph's own log goes nowhere.
+  set("log_to_stderr", "false");
+  set("err_to_stderr", "false");
+  set("log_file", "");
+
+  const int rc = rados_connect(cluster->get());
+  if (rc < 0) {
+    const std::string cause = rc == -ETIMEDOUT ? " (no monitor answered within " + connect_s + " s)"
+                              : (rc == -EACCES || rc == -EPERM)
+                                  ? " (cephx refused the key of " + entity + ")"
+                                  : "";
+    ThrowErrno(rc, "connect to", what + cause);
+  }
+  char fsid[64] = {};
+  Check(rados_cluster_fsid(cluster->get(), fsid, sizeof(fsid)), "read fsid of", what);
+  fsid_ = fsid;
+  cluster_ = std::move(cluster);
+
+  // Opening the configured pool now turns a missing pool into an error at start-up.
+  auto pool = Pool(options_.pool);
+  if (!options_.namespace_.empty()) {
+    bool exists = false;
+    // The namespace check needs the default-namespace ioctx of the pool.
+    auto base = PoolNs(options_.pool, "");
+    Check(rbd_namespace_exists(base->io.get(), options_.namespace_.c_str(), &exists),
+          "check namespace", options_.pool + "/" + options_.namespace_);
+    if (!exists) {
+      const int nr = rbd_namespace_create(base->io.get(), options_.namespace_.c_str());
+      if (nr < 0 && nr != -EEXIST) {
+        ThrowErrno(nr, "create namespace", options_.pool + "/" + options_.namespace_);
+      }
+      log_->info("rbd namespace created pool={} namespace={}", options_.pool,
+                 options_.namespace_);
+    }
+  }
+  log_->info("rbd connected conf={} client={} fsid={} location={} ms={}", options_.conf,
+             entity, fsid_, location(), MsSince(start));
+}
+
+RbdBackend::~RbdBackend() = default;
+
+std::string RbdBackend::location() const {
+  return options_.namespace_.empty() ? options_.pool : options_.pool + "/" + options_.namespace_;
+}
+
+std::shared_ptr<PoolCtx> RbdBackend::Pool(const std::string& pool) {
+  return PoolNs(pool, pool == options_.pool ? options_.namespace_ : std::string());
+}
+
+std::shared_ptr<PoolCtx> RbdBackend::PoolNs(const std::string& pool, const std::string& ns) {
+  ValidateName("pool", pool);
+  const std::string key = pool + "/" + ns;
+  std::lock_guard lock(mu_);
+  if (auto it = pools_.find(key); it != pools_.end()) return it->second;
+  auto ctx = std::make_shared<PoolCtx>();
+  ctx->cluster = cluster_;
+  ctx->pool = pool;
+  ctx->ns = ns;
+  const int r = rados_ioctx_create(cluster_->get(), pool.c_str(), ctx->io.out());
+  if (r == -ENOENT) {
+    throw Error(Errc::kNotFound, "rbd pool " + pool + " does not exist (cluster " + fsid_ + ")");
+  }
+  Check(r, "open pool", pool);
+  rados_ioctx_set_namespace(ctx->io.get(), ns.c_str());
+  pools_.emplace(key, ctx);
+  return ctx;
+}
+
+ImageHandle RbdBackend::OpenImage(const PoolCtx& pool, const std::string& name, bool read_only,
+                                  const char* snap) {
+  ValidateName("image", name);
+  ImageHandle image;
+  const int r = read_only ? rbd_open_read_only(pool.io.get(), name.c_str(), image.out(), snap)
+                          : rbd_open(pool.io.get(), name.c_str(), image.out(), snap);
+  if (r < 0) {
+    ThrowErrno(r, "open", snap != nullptr ? pool.Where(name) + "@" + snap : pool.Where(name));
+  }
+  return image;
+}
+
+ImageOptionsHandle RbdBackend::NewImageOptions() const {
+  ImageOptionsHandle opts;
+  rbd_image_options_create(opts.out());
+  Check(rbd_image_options_set_uint64(opts.get(), RBD_IMAGE_OPTION_FORMAT, 2), "set option", "format");
+  Check(rbd_image_options_set_uint64(opts.get(), RBD_IMAGE_OPTION_FEATURES, features_), "set option",
+        "features");
+  return opts;
+}
+
+bool RbdBackend::Exists(const ImageRef& ref) {
+  auto pool = Pool(ref.pool);
+  ValidateName("image", ref.name);
+  ImageHandle image;
+  const int r = rbd_open_read_only(pool->io.get(), ref.name.c_str(), image.out(), nullptr);
+  if (r == -ENOENT) return false;
+  Check(r, "open", pool->Where(ref.name));
+  return true;
+}
+
+ImageInfo RbdBackend::Stat(const ImageRef& ref) {
+  auto pool = Pool(ref.pool);
+  auto image = OpenImage(*pool, ref.name, true);
+  ImageInfo info{ref, 0, std::nullopt};
+  Check(rbd_get_size(image.get(), &info.size), "get size of", pool->Where(ref.name));
+  if (auto p = GetParent(image.get(), pool->Where(ref.name))) {
+    info.parent = SnapRef{ImageRef{p->pool, p->image_name}, p->snap};
+  }
+  return info;
+}
+
+std::vector<std::string> RbdBackend::List(const std::string& pool_name) {
+  auto pool = Pool(pool_name);
+  std::vector<rbd_image_spec_t> specs(64);
+  size_t max = 0;
+  for (;;) {
+    max = specs.size();
+    const int r = rbd_list2(pool->io.get(), specs.data(), &max);
+    if (r == -ERANGE) {
+      specs.resize(max);
+      continue;
+    }
+    Check(r, "list images in", pool->Where(""));
+    break;
+  }
+  std::vector<std::string> names;
+  for (size_t i = 0; i < max; ++i) names.emplace_back(specs[i].name);
+  rbd_image_spec_list_cleanup(specs.data(), max);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+uint64_t RbdBackend::AllocatedBytes(const ImageRef& ref) {
+  auto pool = Pool(ref.pool);
+  auto image = OpenImage(*pool, ref.name, true);
+  uint64_t size = 0;
+  Check(rbd_get_size(image.get(), &size), "get size of", pool->Where(ref.name));
+  uint64_t used = 0;
+  // Whole objects, from the object map when fast-diff is on: what `rbd du` reports, and
+  // cheap. The parent's data is not counted: it is not this image's.
+  auto cb = [](uint64_t, size_t len, int exists, void* arg) -> int {
+    if (exists) *static_cast<uint64_t*>(arg) += len;
+    return 0;
+  };
+  Check(rbd_diff_iterate2(image.get(), nullptr, 0, size, 0, 1, cb, &used), "diff",
+        pool->Where(ref.name));
+  return used;
+}
+
+std::unique_ptr<ImageWriter> RbdBackend::Create(const ImageRef& ref, uint64_t size) {
+  auto pool = Pool(ref.pool);
+  ValidateName("image", ref.name);
+  auto opts = NewImageOptions();
+  Check(rbd_create4(pool->io.get(), ref.name.c_str(), size, opts.get()), "create",
+        pool->Where(ref.name));
+  log_->debug("rbd image created image={} size={}", pool->Where(ref.name), size);
+  return std::make_unique<RbdImageWriter>(pool, ref.name, size, options_.queue_depth, log_);
+}
+
+bool RbdBackend::Adopt(const std::filesystem::path& /*raw_file*/, const ImageRef& ref) {
+  ValidateName("image", ref.name);
+  return false;  // RBD cannot take a file's blocks over; the caller streams it.
+}
+
+std::unique_ptr<ImageReader> RbdBackend::Open(const ImageRef& ref,
+                                              const std::optional<std::string>& snap) {
+  auto pool = Pool(ref.pool);
+  if (snap) ValidateName("snapshot", *snap);
+  auto image = OpenImage(*pool, ref.name, true, snap ? snap->c_str() : nullptr);
+  return std::make_unique<RbdImageReader>(
+      pool, std::move(image), snap ? pool->Where(ref.name) + "@" + *snap : pool->Where(ref.name));
+}
+
+void RbdBackend::Resize(const ImageRef& ref, uint64_t size) {
+  auto pool = Pool(ref.pool);
+  auto image = OpenImage(*pool, ref.name, false);
+  uint64_t current = 0;
+  Check(rbd_get_size(image.get(), &current), "get size of", pool->Where(ref.name));
+  if (size == current) return;
+  if (size < current) {
+    throw Error(Errc::kInvalidArgument, "rbd resize " + pool->Where(ref.name) + ": " +
+                                            std::to_string(size) + " is smaller than its size " +
+                                            std::to_string(current) + " (shrinking loses data)");
+  }
+  Check(rbd_resize(image.get(), size), "resize", pool->Where(ref.name));
+}
+
+void RbdBackend::Rename(const ImageRef& from, const std::string& to_name) {
+  auto pool = Pool(from.pool);
+  ValidateName("image", from.name);
+  ValidateName("image", to_name);
+  Check(rbd_rename(pool->io.get(), from.name.c_str(), to_name.c_str()), "rename",
+        pool->Where(from.name) + " to " + to_name);
+}
+
+void RbdBackend::RemoveAllSnapshots(rbd_image_t image, const std::string& where) {
+  std::vector<std::string> names;
+  for (const auto& s : ListAllSnaps(image, where, &names)) {
+    rbd_snap_namespace_type_t type{};
+    Check(rbd_snap_get_namespace_type(image, s.id, &type), "get snapshot namespace of", where);
+    if (type != RBD_SNAP_NAMESPACE_TYPE_USER) continue;
+    int is_protected = 0;
+    Check(rbd_snap_is_protected(image, s.name, &is_protected), "check protection of",
+          where + "@" + s.name);
+    if (is_protected) {
+      Check(rbd_snap_unprotect(image, s.name), "unprotect", where + "@" + s.name);
+    }
+    Check(rbd_snap_remove(image, s.name), "remove snapshot", where + "@" + s.name);
+  }
+}
+
+RemoveOutcome RbdBackend::Remove(const ImageRef& ref) {
+  auto pool = Pool(ref.pool);
+  const std::string where = pool->Where(ref.name);
+  bool has_children = false;
+  {
+    auto image = OpenImage(*pool, ref.name, true);
+    has_children = AnySnapHasChildren(image.get(), where);
+  }
+  if (has_children) {
+    // Clone v2 children keep reading from a trashed parent; gc purges it later.
+    Check(rbd_trash_move(pool->io.get(), ref.name.c_str(), 0), "move to trash", where);
+    log_->info("rbd image has clones, moved to trash image={}", where);
+    return RemoveOutcome::kTrashed;
+  }
+  {
+    auto image = OpenImage(*pool, ref.name, false);
+    RemoveAllSnapshots(image.get(), where);
+  }
+  Check(rbd_remove(pool->io.get(), ref.name.c_str()), "remove", where);
+  log_->debug("rbd image removed image={}", where);
+  return RemoveOutcome::kRemoved;
+}
+
+void RbdBackend::CreateSnapshot(const SnapRef& snap) {
+  auto pool = Pool(snap.image.pool);
+  ValidateName("snapshot", snap.snap);
+  auto image = OpenImage(*pool, snap.image.name, false);
+  Check(rbd_snap_create(image.get(), snap.snap.c_str()), "create snapshot",
+        pool->Where(snap.image.name) + "@" + snap.snap);
+}
+
+void RbdBackend::ProtectSnapshot(const SnapRef& snap) {
+  auto pool = Pool(snap.image.pool);
+  ValidateName("snapshot", snap.snap);
+  auto image = OpenImage(*pool, snap.image.name, false);
+  const std::string where = pool->Where(snap.image.name) + "@" + snap.snap;
+  int is_protected = 0;
+  Check(rbd_snap_is_protected(image.get(), snap.snap.c_str(), &is_protected),
+        "check protection of", where);
+  if (is_protected) return;  // protecting twice is not an error for the engine
+  Check(rbd_snap_protect(image.get(), snap.snap.c_str()), "protect", where);
+}
+
+void RbdBackend::UnprotectSnapshot(const SnapRef& snap) {
+  auto pool = Pool(snap.image.pool);
+  ValidateName("snapshot", snap.snap);
+  auto image = OpenImage(*pool, snap.image.name, false);
+  const std::string where = pool->Where(snap.image.name) + "@" + snap.snap;
+  int is_protected = 0;
+  Check(rbd_snap_is_protected(image.get(), snap.snap.c_str(), &is_protected),
+        "check protection of", where);
+  if (!is_protected) return;
+  Check(rbd_snap_unprotect(image.get(), snap.snap.c_str()), "unprotect", where);
+}
+
+void RbdBackend::RemoveSnapshot(const SnapRef& snap) {
+  auto pool = Pool(snap.image.pool);
+  ValidateName("snapshot", snap.snap);
+  auto image = OpenImage(*pool, snap.image.name, false);
+  Check(rbd_snap_remove(image.get(), snap.snap.c_str()), "remove snapshot",
+        pool->Where(snap.image.name) + "@" + snap.snap);
+}
+
+std::vector<SnapInfo> RbdBackend::ListSnapshots(const ImageRef& ref) {
+  auto pool = Pool(ref.pool);
+  auto image = OpenImage(*pool, ref.name, true);
+  const std::string where = pool->Where(ref.name);
+  std::vector<std::string> names;
+  std::vector<SnapInfo> out;
+  for (const auto& s : ListAllSnaps(image.get(), where, &names)) {
+    rbd_snap_namespace_type_t type{};
+    Check(rbd_snap_get_namespace_type(image.get(), s.id, &type), "get snapshot namespace of",
+          where);
+    if (type != RBD_SNAP_NAMESPACE_TYPE_USER) continue;
+    int is_protected = 0;
+    Check(rbd_snap_is_protected(image.get(), s.name, &is_protected), "check protection of",
+          where + "@" + s.name);
+    out.push_back(SnapInfo{s.name, is_protected != 0});
+  }
+  return out;
+}
+
+void RbdBackend::Clone(const SnapRef& parent, const ImageRef& child) {
+  auto parent_pool = Pool(parent.image.pool);
+  auto child_pool = Pool(child.pool);
+  ValidateName("image", parent.image.name);
+  ValidateName("snapshot", parent.snap);
+  ValidateName("image", child.name);
+  auto opts = NewImageOptions();
+  Check(rbd_image_options_set_uint64(opts.get(), RBD_IMAGE_OPTION_CLONE_FORMAT, 2), "set option",
+        "clone_format");
+  const auto start = Clock::now();
+  Check(rbd_clone3(parent_pool->io.get(), parent.image.name.c_str(), parent.snap.c_str(),
+                   child_pool->io.get(), child.name.c_str(), opts.get()),
+        "clone", parent_pool->Where(parent.image.name) + "@" + parent.snap + " to " +
+                     child_pool->Where(child.name));
+  log_->debug("rbd clone parent={}@{} volume={} ms={}", parent_pool->Where(parent.image.name),
+              parent.snap, child_pool->Where(child.name), MsSince(start));
+}
+
+void RbdBackend::CopyFrom(const ImageRef& source, const char* snap, const ImageRef& dest,
+                          const ProgressFn& progress) {
+  auto src_pool = Pool(source.pool);
+  auto dst_pool = Pool(dest.pool);
+  ValidateName("image", dest.name);
+  auto image = OpenImage(*src_pool, source.name, true, snap);
+  auto opts = NewImageOptions();
+  ProgressCtx ctx{&progress};
+  const auto start = Clock::now();
+  // rbd_copy (not deep copy): it reads through the parent chain, so the copy is an
+  // independent image even when the source is a clone; zero runs stay holes.
+  Check(rbd_copy_with_progress4(image.get(), dst_pool->io.get(), dest.name.c_str(), opts.get(),
+                                ProgressThunk, &ctx, 4096),
+        "copy", src_pool->Where(source.name) + (snap ? std::string("@") + snap : "") + " to " +
+                    dst_pool->Where(dest.name));
+  log_->debug("rbd copy source={} dest={} ms={}", src_pool->Where(source.name),
+              dst_pool->Where(dest.name), MsSince(start));
+}
+
+void RbdBackend::Copy(const SnapRef& source, const ImageRef& dest, const ProgressFn& progress) {
+  ValidateName("snapshot", source.snap);
+  CopyFrom(source.image, source.snap.c_str(), dest, progress);
+}
+
+void RbdBackend::Copy(const ImageRef& source, const ImageRef& dest, const ProgressFn& progress) {
+  CopyFrom(source, nullptr, dest, progress);
+}
+
+void RbdBackend::Flatten(const ImageRef& ref, const ProgressFn& progress) {
+  auto pool = Pool(ref.pool);
+  auto image = OpenImage(*pool, ref.name, false);
+  ProgressCtx ctx{&progress};
+  const auto start = Clock::now();
+  const int r = rbd_flatten_with_progress(image.get(), ProgressThunk, &ctx);
+  if (r == -EINVAL && !GetParent(image.get(), pool->Where(ref.name))) return;  // nothing to do
+  Check(r, "flatten", pool->Where(ref.name));
+  log_->info("rbd flatten image={} ms={}", pool->Where(ref.name), MsSince(start));
+}
+
+std::optional<SnapRef> RbdBackend::Parent(const ImageRef& ref) {
+  auto pool = Pool(ref.pool);
+  auto image = OpenImage(*pool, ref.name, true);
+  auto p = GetParent(image.get(), pool->Where(ref.name));
+  if (!p) return std::nullopt;
+  return SnapRef{ImageRef{p->pool, p->image_name}, p->snap};
+}
+
+uint32_t RbdBackend::Depth(const ImageRef& ref) {
+  auto pool = Pool(ref.pool);
+  auto image = OpenImage(*pool, ref.name, true);
+  std::string where = pool->Where(ref.name);
+  uint32_t depth = 0;
+  // Follow the chain by image id: a parent may sit in the trash under its old name.
+  while (auto p = GetParent(image.get(), where)) {
+    if (++depth > 64) {
+      throw Error(Errc::kCorrupt, "rbd parent chain of " + pool->Where(ref.name) +
+                                      " is longer than 64 (a loop?)");
+    }
+    auto parent_pool = PoolNs(p->pool, p->ns);
+    where = parent_pool->Where(p->image_name);
+    ImageHandle parent;
+    Check(rbd_open_by_id_read_only(parent_pool->io.get(), p->image_id.c_str(), parent.out(),
+                                   nullptr),
+          "open parent", where);
+    image = std::move(parent);
+  }
+  return depth;
+}
+
+std::vector<ImageRef> RbdBackend::Children(const SnapRef& snap) {
+  auto pool = Pool(snap.image.pool);
+  ValidateName("snapshot", snap.snap);
+  auto image = OpenImage(*pool, snap.image.name, true, snap.snap.c_str());
+  return ListChildrenOfCurrentSnap(image.get(), pool->Where(snap.image.name) + "@" + snap.snap);
+}
+
+std::map<std::string, std::string> RbdBackend::GetMetadata(const ImageRef& ref) {
+  auto pool = Pool(ref.pool);
+  auto image = OpenImage(*pool, ref.name, true);
+  std::string keys(4096, '\0');
+  std::string values(4096, '\0');
+  for (;;) {
+    size_t key_len = keys.size();
+    size_t val_len = values.size();
+    const int r =
+        rbd_metadata_list(image.get(), "", 0, keys.data(), &key_len, values.data(), &val_len);
+    if (r == -ERANGE) {
+      keys.resize(std::max(key_len, keys.size() * 2));
+      values.resize(std::max(val_len, values.size() * 2));
+      continue;
+    }
+    Check(r, "list metadata of", pool->Where(ref.name));
+    keys.resize(key_len);
+    values.resize(val_len);
+    break;
+  }
+  // Both buffers are NUL-separated lists, key i pairs with value i.
+  std::map<std::string, std::string> out;
+  size_t kpos = 0;
+  size_t vpos = 0;
+  while (kpos < keys.size() && keys[kpos] != '\0') {
+    const std::string key(keys.c_str() + kpos);
+    const std::string value(values.c_str() + vpos);
+    kpos += key.size() + 1;
+    vpos += value.size() + 1;
+    out.emplace(key, value);
+  }
+  return out;
+}
+
+void RbdBackend::SetMetadata(const ImageRef& ref, const std::string& key,
+                             const std::string& value) {
+  auto pool = Pool(ref.pool);
+  auto image = OpenImage(*pool, ref.name, false);
+  Check(rbd_metadata_set(image.get(), key.c_str(), value.c_str()), "set metadata " + key + " on",
+        pool->Where(ref.name));
+}
+
+void RbdBackend::RemoveMetadata(const ImageRef& ref, const std::string& key) {
+  auto pool = Pool(ref.pool);
+  auto image = OpenImage(*pool, ref.name, false);
+  const int r = rbd_metadata_remove(image.get(), key.c_str());
+  if (r == -ENOENT) return;  // already gone: the state the caller wants
+  Check(r, "remove metadata " + key + " from", pool->Where(ref.name));
+}
+
+std::vector<TrashEntry> RbdBackend::ListTrash() {
+  auto pool = Pool(options_.pool);
+  std::vector<rbd_trash_image_info_t> infos(16);
+  size_t n = 0;
+  for (;;) {
+    n = infos.size();
+    const int r = rbd_trash_list(pool->io.get(), infos.data(), &n);
+    if (r == -ERANGE) {
+      infos.resize(n);
+      continue;
+    }
+    Check(r, "list trash of", location());
+    break;
+  }
+  std::vector<TrashEntry> out;
+  for (size_t i = 0; i < n; ++i) {
+    const auto& info = infos[i];
+    if (info.source != RBD_TRASH_IMAGE_SOURCE_USER &&
+        info.source != RBD_TRASH_IMAGE_SOURCE_USER_PARENT) {
+      continue;  // mirroring/migration/in-progress removals are not ours to purge
+    }
+    TrashEntry e{info.id, ImageRef{options_.pool, info.name}, false};
+    ImageHandle image;
+    const int r = rbd_open_by_id_read_only(pool->io.get(), info.id, image.out(), nullptr);
+    if (r == -ENOENT) continue;  // purged meanwhile
+    Check(r, "open trashed", pool->Where(info.name) + " (id " + info.id + ")");
+    e.has_children = AnySnapHasChildren(image.get(), pool->Where(info.name));
+    out.push_back(std::move(e));
+  }
+  rbd_trash_list_cleanup(infos.data(), n);
+  return out;
+}
+
+bool RbdBackend::PurgeTrash(const TrashEntry& entry) {
+  auto pool = Pool(entry.original.pool.empty() ? options_.pool : entry.original.pool);
+  const std::string where = pool->Where(entry.original.name) + " (trash id " + entry.id + ")";
+  {
+    ImageHandle image;
+    Check(rbd_open_by_id(pool->io.get(), entry.id.c_str(), image.out(), nullptr), "open trashed",
+          where);
+    if (AnySnapHasChildren(image.get(), where)) return false;
+    RemoveAllSnapshots(image.get(), where);
+  }
+  Check(rbd_trash_remove(pool->io.get(), entry.id.c_str(), false), "purge from trash", where);
+  log_->info("rbd trashed image purged image={}", where);
+  return true;
+}
+
+std::unique_ptr<Lock> RbdBackend::AcquireLock(const std::string& key,
+                                              std::chrono::milliseconds timeout) {
+  ValidateName("lock", key);
+  auto pool = Pool(options_.pool);
+  const std::string oid = "cachemgr.lock." + key;
+  char host[256] = {};
+  (void)gethostname(host, sizeof(host) - 1);
+  // The cookie tells holders apart: two locks in one process must still exclude.
+  const std::string cookie = std::string(host) + ":" + std::to_string(getpid()) + ":" + RandomHex(16);
+  const auto start = Clock::now();
+  const auto deadline = start + timeout;
+  auto wait = std::chrono::milliseconds(20);
+  for (;;) {
+    timeval lease{RbdLock::kLease.count(), 0};
+    const int r = rados_lock_exclusive(pool->io.get(), oid.c_str(), kLockName, cookie.c_str(),
+                                       "cachemgr", &lease, 0);
+    if (r == 0) {
+      log_->debug("rados lock acquired lock={} ms={}", pool->Where(oid), MsSince(start));
+      return std::make_unique<RbdLock>(pool, oid, cookie, log_);
+    }
+    if (r != -EBUSY && r != -EEXIST) Check(r, "lock", pool->Where(oid));
+    if (Clock::now() >= deadline) {
+      throw Error(Errc::kBusy, "rbd lock " + key + " in " + location() +
+                                   " is held by another owner (waited " +
+                                   std::to_string(MsSince(start)) + " ms)");
+    }
+    std::this_thread::sleep_for(std::min<std::chrono::nanoseconds>(wait, deadline - Clock::now()));
+    wait = std::min(wait * 2, std::chrono::milliseconds(500));
+  }
+}
+
+}  // namespace cachemgr::storage::rbd

@@ -1,0 +1,108 @@
+// storage/rbd/rbd_backend.h: the Backend on Ceph RBD (librbd/librados C API).
+//
+// One cluster connection per backend; one ioctx per (pool, namespace), kept for the
+// backend's life. The configured namespace applies to the configured pool only: any
+// other pool (Glance's "images", the parent of a direct clone) is read in its default
+// namespace. Writers, readers and locks hold a reference to their pool context, so they
+// stay valid even if they outlive the backend object.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "cachemgr/options.h"
+#include "storage/backend.h"
+#include "storage/rbd/rbd_handles.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace cachemgr::storage::rbd {
+
+// An open ioctx and the cluster it belongs to. Members are declared cluster -> ioctx so
+// the ioctx is destroyed first.
+struct PoolCtx {
+  std::shared_ptr<ClusterHandle> cluster;
+  IoCtxHandle io;
+  std::string pool;
+  std::string ns;
+  // "pool[/ns]/name": how messages name an image.
+  std::string Where(const std::string& name) const;
+};
+
+class RbdBackend final : public Backend {
+ public:
+  // Connects; throws kTimeout (monitors unreachable within connect_timeout_s),
+  // kUnauthorized (cephx refused the key), kNotFound (the pool does not exist) or
+  // kConfig (unreadable conf or keyring, unknown feature name).
+  RbdBackend(const RbdBackendOptions& options, std::shared_ptr<spdlog::logger> logger);
+  ~RbdBackend() override;
+
+  std::string kind() const override { return "rbd"; }
+  std::string location() const override;
+  std::string entry_pool() const override { return options_.pool; }
+  std::string volume_pool() const override { return options_.pool; }
+  std::string cluster_id() const override { return fsid_; }
+
+  bool Exists(const ImageRef& ref) override;
+  ImageInfo Stat(const ImageRef& ref) override;
+  std::vector<std::string> List(const std::string& pool) override;
+  uint64_t AllocatedBytes(const ImageRef& ref) override;
+  std::unique_ptr<ImageWriter> Create(const ImageRef& ref, uint64_t size) override;
+  bool Adopt(const std::filesystem::path& raw_file, const ImageRef& ref) override;
+  std::unique_ptr<ImageReader> Open(const ImageRef& ref,
+                                    const std::optional<std::string>& snap) override;
+  void Resize(const ImageRef& ref, uint64_t size) override;
+  void Rename(const ImageRef& from, const std::string& to_name) override;
+  RemoveOutcome Remove(const ImageRef& ref) override;
+
+  void CreateSnapshot(const SnapRef& snap) override;
+  void ProtectSnapshot(const SnapRef& snap) override;
+  void UnprotectSnapshot(const SnapRef& snap) override;
+  void RemoveSnapshot(const SnapRef& snap) override;
+  std::vector<SnapInfo> ListSnapshots(const ImageRef& ref) override;
+
+  void Clone(const SnapRef& parent, const ImageRef& child) override;
+  void Copy(const SnapRef& source, const ImageRef& dest, const ProgressFn& progress) override;
+  void Copy(const ImageRef& source, const ImageRef& dest, const ProgressFn& progress) override;
+  void Flatten(const ImageRef& ref, const ProgressFn& progress) override;
+  std::optional<SnapRef> Parent(const ImageRef& ref) override;
+  uint32_t Depth(const ImageRef& ref) override;
+  std::vector<ImageRef> Children(const SnapRef& snap) override;
+
+  std::map<std::string, std::string> GetMetadata(const ImageRef& ref) override;
+  void SetMetadata(const ImageRef& ref, const std::string& key, const std::string& value) override;
+  void RemoveMetadata(const ImageRef& ref, const std::string& key) override;
+
+  std::vector<TrashEntry> ListTrash() override;
+  bool PurgeTrash(const TrashEntry& entry) override;
+
+  std::unique_ptr<Lock> AcquireLock(const std::string& key,
+                                    std::chrono::milliseconds timeout) override;
+
+ private:
+  // The ioctx of `pool` (the configured namespace applies when it is options_.pool).
+  std::shared_ptr<PoolCtx> Pool(const std::string& pool);
+  std::shared_ptr<PoolCtx> PoolNs(const std::string& pool, const std::string& ns);
+  ImageHandle OpenImage(const PoolCtx& pool, const std::string& name, bool read_only,
+                        const char* snap = nullptr);
+  ImageOptionsHandle NewImageOptions() const;
+  void CopyFrom(const ImageRef& source, const char* snap, const ImageRef& dest,
+                const ProgressFn& progress);
+  // Removes the user snapshots of an open image (unprotecting them first).
+  void RemoveAllSnapshots(rbd_image_t image, const std::string& where);
+
+  RbdBackendOptions options_;
+  std::shared_ptr<spdlog::logger> log_;
+  uint64_t features_ = 0;
+  std::shared_ptr<ClusterHandle> cluster_;
+  std::string fsid_;
+  std::mutex mu_;  // guards pools_
+  std::map<std::string, std::shared_ptr<PoolCtx>> pools_;
+};
+
+}  // namespace cachemgr::storage::rbd

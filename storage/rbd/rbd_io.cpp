@@ -1,0 +1,228 @@
+#include "storage/rbd/rbd_io.h"
+
+#include <sys/time.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "storage/rbd/rbd_error.h"
+
+namespace cachemgr::storage::rbd {
+namespace {
+
+// Granularity of hole detection inside an object: what `rbd import` uses by default.
+constexpr size_t kSparseBlock = 4096;
+
+bool IsZero(const std::byte* p, size_t n) {
+  // memcmp against itself shifted by one byte: all bytes equal, and the first is zero.
+  return n == 0 || (p[0] == std::byte{0} && std::memcmp(p, p + 1, n - 1) == 0);
+}
+
+}  // namespace
+
+RbdImageWriter::RbdImageWriter(std::shared_ptr<PoolCtx> pool, std::string name, uint64_t size,
+                               uint32_t queue_depth, std::shared_ptr<spdlog::logger> logger)
+    : pool_(std::move(pool)),
+      name_(std::move(name)),
+      where_(pool_->Where(name_)),
+      log_(std::move(logger)),
+      size_(size),
+      queue_depth_(std::max<uint32_t>(queue_depth, 1)),
+      start_(std::chrono::steady_clock::now()) {
+  // The image exists already: from here on the destructor removes it on failure.
+  const int r = rbd_open(pool_->io.get(), name_.c_str(), image_.out(), nullptr);
+  if (r < 0) {
+    (void)rbd_remove(pool_->io.get(), name_.c_str());
+    ThrowErrno(r, "open for import", where_);
+  }
+  rbd_image_info_t info{};
+  Check(rbd_stat(image_.get(), &info, sizeof(info)), "stat", where_);
+  if (info.obj_size > 0) object_size_ = info.obj_size;
+  cur_.resize(object_size_);
+}
+
+RbdImageWriter::~RbdImageWriter() {
+  if (finished_) return;
+  try {
+    // Every write must be done before the image can be closed and removed.
+    while (!in_flight_.empty()) {
+      Reap(in_flight_.front());
+      in_flight_.pop_front();
+    }
+  } catch (...) {
+  }
+  image_.reset();
+  const int r = rbd_remove(pool_->io.get(), name_.c_str());
+  if (r < 0 && r != -ENOENT) {
+    log_->error("rbd import abandoned, removing the partial image failed image={} errno={}",
+                where_, -r);
+  } else {
+    log_->warn("rbd import abandoned, partial image removed image={} bytes_in={}", where_,
+               stats_.bytes_in);
+  }
+}
+
+void RbdImageWriter::ThrowIfFailed() const {
+  if (error_ < 0) {
+    ThrowErrno(error_, "write", where_ + " at offset " + std::to_string(error_offset_));
+  }
+}
+
+void RbdImageWriter::Append(std::span<const std::byte> data) {
+  if (finished_) throw Error(Errc::kInternal, "rbd import " + where_ + ": Append after Finish");
+  ThrowIfFailed();
+  if (offset_ + fill_ + data.size() > size_) {
+    throw Error(Errc::kInvalidArgument,
+                "rbd import " + where_ + ": data runs past the image size " +
+                    std::to_string(size_) + " (at " + std::to_string(offset_ + fill_) +
+                    " + " + std::to_string(data.size()) + ")");
+  }
+  stats_.bytes_in += data.size();
+  while (!data.empty()) {
+    const size_t n = std::min(data.size(), cur_.size() - fill_);
+    std::memcpy(cur_.data() + fill_, data.data(), n);
+    fill_ += n;
+    data = data.subspan(n);
+    if (fill_ == cur_.size()) Submit();
+  }
+}
+
+void RbdImageWriter::Submit() {
+  Batch batch;
+  batch.offset = offset_;
+  batch.buf = std::move(cur_);
+  const size_t len = fill_;
+  size_t pos = 0;
+  while (pos < len) {
+    // Skip a run of zero blocks, then gather a run of data blocks.
+    while (pos < len && IsZero(batch.buf.data() + pos, std::min(kSparseBlock, len - pos))) {
+      pos += kSparseBlock;
+    }
+    if (pos >= len) break;
+    size_t end = pos;
+    while (end < len && !IsZero(batch.buf.data() + end, std::min(kSparseBlock, len - end))) {
+      end += kSparseBlock;
+    }
+    end = std::min(end, len);
+    CompletionHandle c;
+    Check(rbd_aio_create_completion(nullptr, nullptr, c.out()), "aio completion", where_);
+    const int r = rbd_aio_write(image_.get(), offset_ + pos, end - pos,
+                                reinterpret_cast<const char*>(batch.buf.data() + pos), c.get());
+    if (r < 0) {
+      if (error_ == 0) {
+        error_ = r;
+        error_offset_ = offset_ + pos;
+      }
+      break;
+    }
+    batch.writes.push_back(std::move(c));
+    stats_.bytes_written += end - pos;
+    pos = end;
+  }
+  offset_ += len;
+  fill_ = 0;
+
+  if (batch.writes.empty()) {
+    cur_ = std::move(batch.buf);
+  } else {
+    in_flight_.push_back(std::move(batch));
+    if (!spare_.empty()) {
+      cur_ = std::move(spare_.back());
+      spare_.pop_back();
+    } else {
+      cur_.assign(object_size_, std::byte{0});
+    }
+    while (in_flight_.size() > queue_depth_) {
+      Reap(in_flight_.front());
+      spare_.push_back(std::move(in_flight_.front().buf));
+      in_flight_.pop_front();
+    }
+  }
+  ThrowIfFailed();
+}
+
+void RbdImageWriter::Reap(Batch& batch) {
+  for (auto& c : batch.writes) {
+    rbd_aio_wait_for_complete(c.get());
+    const ssize_t r = rbd_aio_get_return_value(c.get());
+    if (r < 0 && error_ == 0) {
+      error_ = static_cast<int>(r);
+      error_offset_ = batch.offset;
+    }
+  }
+  batch.writes.clear();
+}
+
+void RbdImageWriter::Drain() {
+  while (!in_flight_.empty()) {
+    Reap(in_flight_.front());
+    in_flight_.pop_front();
+  }
+}
+
+ImportStats RbdImageWriter::Finish() {
+  if (finished_) throw Error(Errc::kInternal, "rbd import " + where_ + ": Finish called twice");
+  ThrowIfFailed();
+  if (fill_ > 0) Submit();
+  Drain();
+  ThrowIfFailed();
+  Check(rbd_flush(image_.get()), "flush", where_);
+  const int r = rbd_close(image_.release());
+  Check(r, "close after import", where_);
+  finished_ = true;
+  stats_.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - start_);
+  log_->debug("rbd import done image={} bytes_in={} bytes_written={} ms={}", where_,
+              stats_.bytes_in, stats_.bytes_written, stats_.elapsed.count() / 1000);
+  return stats_;
+}
+
+RbdImageReader::RbdImageReader(std::shared_ptr<PoolCtx> pool, ImageHandle image,
+                               std::string where)
+    : pool_(std::move(pool)), image_(std::move(image)), where_(std::move(where)) {
+  Check(rbd_get_size(image_.get(), &size_), "get size", where_);
+}
+
+size_t RbdImageReader::Read(uint64_t offset, std::span<std::byte> out) {
+  if (offset >= size_ || out.empty()) return 0;
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(out.size(), size_ - offset));
+  const ssize_t r = rbd_read(image_.get(), offset, n, reinterpret_cast<char*>(out.data()));
+  Check(r, "read", where_ + " at offset " + std::to_string(offset));
+  return static_cast<size_t>(r);
+}
+
+RbdLock::RbdLock(std::shared_ptr<PoolCtx> pool, std::string oid, std::string cookie,
+                 std::shared_ptr<spdlog::logger> logger)
+    : pool_(std::move(pool)),
+      oid_(std::move(oid)),
+      cookie_(std::move(cookie)),
+      log_(std::move(logger)),
+      renewer_([this] { RenewLoop(); }) {}
+
+RbdLock::~RbdLock() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (renewer_.joinable()) renewer_.join();
+  const int r = rados_unlock(pool_->io.get(), oid_.c_str(), kLockName, cookie_.c_str());
+  if (r < 0 && r != -ENOENT) {
+    log_->warn("rados unlock failed lock={} errno={}", pool_->Where(oid_), -r);
+  }
+}
+
+void RbdLock::RenewLoop() {
+  std::unique_lock lock(mu_);
+  while (!cv_.wait_for(lock, kLease / 3, [this] { return stop_; })) {
+    timeval lease{kLease.count(), 0};
+    const int r = rados_lock_exclusive(pool_->io.get(), oid_.c_str(), kLockName, cookie_.c_str(),
+                                       "cachemgr", &lease, LIBRADOS_LOCK_FLAG_MAY_RENEW);
+    if (r < 0) log_->warn("rados lock renewal failed lock={} errno={}", pool_->Where(oid_), -r);
+  }
+}
+
+}  // namespace cachemgr::storage::rbd
