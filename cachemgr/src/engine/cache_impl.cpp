@@ -1,0 +1,256 @@
+#include "engine/cache_impl.h"
+
+#include <spdlog/spdlog.h>
+
+#include <map>
+
+#include "cachemgr/config.h"
+#include "engine/naming.h"
+#include "policy/eviction.h"
+#include "policy/staleness.h"
+#include "storage/factory.h"
+
+namespace cachemgr {
+
+std::string_view PlanName(Plan plan) noexcept {
+  switch (plan) {
+    case Plan::kClone: return "clone";
+    case Plan::kCopy: return "copy";
+    case Plan::kFlattenClone: return "flatten_clone";
+    case Plan::kMiss: return "miss";
+    case Plan::kDirect: return "direct";
+    case Plan::kUncached: return "uncached";
+  }
+  return "unknown";
+}
+
+std::string_view EntryStateName(EntryState state) noexcept {
+  switch (state) {
+    case EntryState::kCreating: return "creating";
+    case EntryState::kReady: return "ready";
+    case EntryState::kEvicting: return "evicting";
+  }
+  return "unknown";
+}
+
+std::string_view PrefillOutcomeName(PrefillOutcome outcome) noexcept {
+  switch (outcome) {
+    case PrefillOutcome::kFilled: return "filled";
+    case PrefillOutcome::kFresh: return "fresh";
+    case PrefillOutcome::kReplaced: return "replaced";
+    case PrefillOutcome::kDirect: return "direct";
+  }
+  return "unknown";
+}
+
+std::unique_ptr<Cache> Cache::Open(const Options& options, std::shared_ptr<spdlog::logger> logger) {
+  if (!logger) logger = spdlog::get("cachemgr");
+  if (!logger) {
+    // Not registered: a logger with no sinks, so nothing is written anywhere.
+    logger = std::make_shared<spdlog::logger>("cachemgr-null", spdlog::sinks_init_list{});
+  }
+  ValidateOptions(options);
+  auto index = index::Index::Open(options.index);
+  auto backend = storage::MakeBackend(options.backend, logger);
+  auto source = source::MakeSource(options.source, logger);
+  return std::make_unique<engine::CacheImpl>(options, logger, std::move(backend),
+                                             std::move(source), std::move(index));
+}
+
+namespace engine {
+
+int64_t NowSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::chrono::microseconds Since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                               start);
+}
+
+CacheImpl::CacheImpl(Options options, std::shared_ptr<spdlog::logger> logger,
+                     std::unique_ptr<storage::Backend> backend,
+                     std::unique_ptr<source::Source> source, std::unique_ptr<index::Index> index)
+    : options_(std::move(options)),
+      log_(std::move(logger)),
+      backend_(std::move(backend)),
+      source_(std::move(source)),
+      index_(std::move(index)),
+      owner_(OwnerId()) {
+  auto index_dir = std::filesystem::absolute(options_.index).parent_path();
+  lock_dir_ = index_dir / "locks";
+  std::error_code ec;
+  std::filesystem::create_directories(lock_dir_, ec);
+  if (ec) {
+    throw Error(Errc::kIo, "lock dir " + lock_dir_.string() + ": " + ec.message());
+  }
+  backend_kind_ = backend_->kind();
+  location_ = backend_->location();
+  log_->debug("cache opened backend={} location={} source={} index={}", backend_kind_, location_,
+              source_->kind(), options_.index);
+}
+
+CacheImpl::~CacheImpl() = default;
+
+std::optional<index::EntryRow> CacheImpl::FindLive(const std::string& image_id) {
+  return WithIndex([&](index::Index& ix) { return ix.FindEntry(backend_kind_, location_, image_id); });
+}
+
+storage::ImageRef CacheImpl::EntryRef(const std::string& name) const {
+  return {backend_->entry_pool(), name};
+}
+
+storage::SnapRef CacheImpl::EntrySnap(const index::EntryRow& row) const {
+  return {EntryRef(row.cache_name), row.snap_name.empty() ? kSnapName : row.snap_name};
+}
+
+uint64_t CacheImpl::AccountedBytes(const index::EntryRow& row) const {
+  return options_.cache.size_accounting == SizeAccounting::kAllocated ? row.allocated_bytes
+                                                                       : row.virtual_size;
+}
+
+namespace {
+std::string OsHash(const source::ImageMeta& meta) {
+  if (meta.os_hash_value.empty()) return "";
+  return meta.os_hash_algo + ":" + meta.os_hash_value;
+}
+}  // namespace
+
+bool CacheImpl::IsStale(const index::EntryRow& row, const source::ImageMeta& meta) const {
+  policy::ImageVersion cached{row.checksum, row.os_hash, row.image_updated_at};
+  policy::ImageVersion now{meta.checksum, OsHash(meta), meta.updated_at};
+  return policy::CheckStaleness(cached, now, options_.cache.stale_on_updated_at) !=
+         policy::Staleness::kFresh;
+}
+
+CacheImpl::ImageLocks CacheImpl::LockImage(const std::string& key,
+                                           std::chrono::milliseconds timeout) {
+  ImageLocks locks;
+  auto start = std::chrono::steady_clock::now();
+  locks.file = FileLock::Acquire(lock_dir_ / (key + ".lock"), timeout, "image lock " + key);
+  auto left = timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now() - start);
+  locks.backend = backend_->AcquireLock(key, std::max(left, std::chrono::milliseconds(0)));
+  return locks;
+}
+
+void CacheImpl::Event(const std::string& kind, const std::string& image_id, uint64_t bytes,
+                      std::chrono::microseconds micros) {
+  try {
+    WithIndex([&](index::Index& ix) {
+      ix.RecordEvent({NowSeconds(), kind, image_id, bytes, micros.count()});
+    });
+  } catch (const std::exception& e) {
+    // Stats are not worth failing a volume for.
+    log_->warn("event not recorded kind={} image={} error={}", kind, image_id, e.what());
+  }
+}
+
+EntryInfo CacheImpl::ToInfo(const index::EntryRow& row) {
+  EntryInfo info;
+  info.image_id = row.image_id;
+  info.backend = row.backend;
+  info.pool = row.pool;
+  info.cache_name = row.cache_name;
+  info.state = row.state == index::State::kReady      ? EntryState::kReady
+               : row.state == index::State::kCreating ? EntryState::kCreating
+                                                      : EntryState::kEvicting;
+  info.virtual_size = row.virtual_size;
+  info.allocated_bytes = row.allocated_bytes;
+  info.disk_format = row.disk_format;
+  info.checksum = row.checksum;
+  if (auto colon = row.os_hash.find(':'); colon != std::string::npos) {
+    info.os_hash_algo = row.os_hash.substr(0, colon);
+    info.os_hash_value = row.os_hash.substr(colon + 1);
+  }
+  info.image_updated_at = row.image_updated_at;
+  info.depth = row.depth;
+  info.created_at = row.created_at;
+  info.last_used = row.last_used;
+  info.hits = row.hits;
+  info.pinned = row.pinned;
+  info.volumes = WithIndex([&](index::Index& ix) { return ix.CountVolumes(row.id); });
+  return info;
+}
+
+std::optional<EntryInfo> CacheImpl::Lookup(const std::string& image_id) {
+  ValidateImageId(image_id);
+  auto row = FindLive(image_id);
+  if (!row) return std::nullopt;
+  return ToInfo(*row);
+}
+
+std::vector<EntryInfo> CacheImpl::List() {
+  auto rows =
+      WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
+  std::vector<EntryInfo> out;
+  for (const auto& row : rows) out.push_back(ToInfo(row));
+  return out;
+}
+
+namespace {
+Plan ParsePlan(const std::string& s) {
+  for (Plan p : {Plan::kClone, Plan::kCopy, Plan::kFlattenClone, Plan::kMiss, Plan::kDirect,
+                 Plan::kUncached}) {
+    if (PlanName(p) == s) return p;
+  }
+  return Plan::kClone;
+}
+}  // namespace
+
+std::vector<VolumeInfo> CacheImpl::Volumes(const std::string& image_id) {
+  if (!image_id.empty()) ValidateImageId(image_id);
+  auto rows = WithIndex([&](index::Index& ix) { return ix.ListVolumes(); });
+  std::vector<VolumeInfo> out;
+  for (const auto& v : rows) {
+    if (v.pool != backend_->volume_pool()) continue;
+    if (!image_id.empty() && v.image_id != image_id) continue;
+    out.push_back({v.name, v.image_id, ParsePlan(v.plan), v.depth, v.size_bytes, v.created_at});
+  }
+  return out;
+}
+
+Stats CacheImpl::GetStats() {
+  Stats stats;
+  auto totals = WithIndex([&](index::Index& ix) { return ix.EventTotalsByKind(); });
+  for (const auto& t : totals) {
+    if (t.kind == "hit") {
+      stats.hits += t.count;
+      stats.bytes_saved += t.bytes;
+    } else if (t.kind == "miss" || t.kind == "uncached") {
+      stats.misses += t.count;
+      stats.bytes_downloaded += t.bytes;
+    } else if (t.kind == "direct") {
+      stats.direct += t.count;
+      stats.bytes_saved += t.bytes;
+    } else if (t.kind == "evict" || t.kind == "defer") {
+      stats.evictions += t.count;
+    } else if (t.kind == "stale") {
+      stats.stale += t.count;
+    } else if (t.kind == "error") {
+      stats.errors += t.count;
+    } else if (t.kind.starts_with("plan:")) {
+      stats.by_plan.push_back(
+          {t.kind.substr(5), PathStats{t.count, std::chrono::microseconds(t.micros)}});
+    }
+  }
+  auto rows =
+      WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
+  for (const auto& row : rows) {
+    if (row.pinned) {
+      stats.pinned_bytes += AccountedBytes(row);
+    } else if (row.state == index::State::kReady) {
+      stats.entries += 1;
+      stats.cached_bytes += AccountedBytes(row);
+    }
+  }
+  stats.volumes = Volumes("").size();
+  stats.max_size_gb = options_.cache.max_size_gb;
+  stats.max_count = options_.cache.max_count;
+  return stats;
+}
+
+}  // namespace engine
+}  // namespace cachemgr

@@ -1,0 +1,142 @@
+// engine/cache_impl.h: the Cache behind the public API, split by responsibility:
+//   cache_impl.cpp   Open, wiring, lookups, stats
+//   fill.cpp         the miss path: single flight, staging, metadata, snapshot, rename
+//   volume.cpp       the hit path: clone plan, clone/copy/flatten, resize, volume rows
+//   evict.cpp        evicting one entry, limits, the periodic pass (gc, purge, flatten)
+//   maintenance.cpp  verify, rebuild-index, doctor, source listing
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cachemgr/cache.h"
+#include "engine/single_flight.h"
+#include "index/index.h"
+#include "source/source.h"
+#include "storage/backend.h"
+
+namespace cachemgr::engine {
+
+// Keys of the metadata written on every entry image (RBD image-meta; a sidecar file
+// locally). kMetaSchema is written last: its presence marks the metadata complete.
+inline constexpr const char* kMetaImageId = "cachemgr.image_id";
+inline constexpr const char* kMetaUpdatedAt = "cachemgr.updated_at";
+inline constexpr const char* kMetaChecksum = "cachemgr.checksum";
+inline constexpr const char* kMetaOsHash = "cachemgr.os_hash";
+inline constexpr const char* kMetaDiskFormat = "cachemgr.disk_format";
+inline constexpr const char* kMetaDepth = "cachemgr.depth";
+inline constexpr const char* kMetaCreatedAt = "cachemgr.created_at";
+inline constexpr const char* kMetaSchema = "cachemgr.schema";
+inline constexpr const char* kMetaSchemaVersion = "1";
+
+class CacheImpl final : public Cache {
+ public:
+  CacheImpl(Options options, std::shared_ptr<spdlog::logger> logger,
+            std::unique_ptr<storage::Backend> backend, std::unique_ptr<source::Source> source,
+            std::unique_ptr<index::Index> index);
+  ~CacheImpl() override;
+
+  CreateVolumeResult CreateVolume(const CreateVolumeRequest& request) override;
+  void DeleteVolume(const std::string& volume) override;
+  PrefillResult Prefill(const std::string& image_id, const ProgressFn& progress) override;
+  EvictReport RunEvictionPass(const EvictOptions& options) override;
+  std::optional<EntryInfo> Lookup(const std::string& image_id) override;
+  std::vector<EntryInfo> List() override;
+  std::vector<VolumeInfo> Volumes(const std::string& image_id) override;
+  Stats GetStats() override;
+  VerifyResult Verify(const std::string& image_id) override;
+  RebuildReport RebuildIndex() override;
+  std::vector<std::string> SourceImages() override;
+  std::vector<Check> Doctor() override;
+
+ private:
+  // What EnsureEntry did to make sure an image is cached.
+  struct Ensured {
+    index::EntryRow row;
+    bool filled = false;    // this caller fetched (or direct-cloned) the entry
+    bool direct = false;    // the entry is a clone of the source's own RBD image
+    bool replaced = false;  // a stale entry was replaced
+    uint64_t bytes_downloaded = 0;
+    std::chrono::microseconds fill{}, wait{};
+  };
+  // The per-image locks across processes and hosts, held together.
+  struct ImageLocks {
+    std::unique_ptr<FileLock> file;
+    std::unique_ptr<storage::Lock> backend;
+  };
+
+  // --- shared helpers (cache_impl.cpp)
+  template <class F>
+  auto WithIndex(F&& f) {
+    std::lock_guard lock(index_mu_);
+    return f(*index_);
+  }
+  std::optional<index::EntryRow> FindLive(const std::string& image_id);
+  storage::ImageRef EntryRef(const std::string& name) const;
+  storage::SnapRef EntrySnap(const index::EntryRow& row) const;
+  uint64_t AccountedBytes(const index::EntryRow& row) const;
+  bool IsStale(const index::EntryRow& row, const source::ImageMeta& meta) const;
+  // Locks key (an entry name) in this host's lock dir and on the backend.
+  ImageLocks LockImage(const std::string& key, std::chrono::milliseconds timeout);
+  void Event(const std::string& kind, const std::string& image_id, uint64_t bytes,
+             std::chrono::microseconds micros);
+  EntryInfo ToInfo(const index::EntryRow& row);
+
+  // --- miss path (fill.cpp)
+  source::ImageMeta DescribeActive(const std::string& image_id);
+  bool Admits(const source::ImageMeta& meta) const;
+  Ensured EnsureEntry(const source::ImageMeta& meta, const ProgressFn& progress);
+  Ensured EnsureEntryLocked(const source::ImageMeta& meta, const ProgressFn& progress);
+  index::EntryRow Fill(const source::ImageMeta& meta, const ProgressFn& progress, Ensured* out);
+  // An entry-named image with no live row (a crash after rename, a lost index, another
+  // host's fill): adopted as a ready row when its metadata is complete (and, given
+  // `meta`, fresh); removed otherwise. Caller holds the image's locks.
+  std::optional<index::EntryRow> AdoptOrphan(const std::string& name,
+                                             const source::ImageMeta* meta,
+                                             std::vector<EvictAction>* actions);
+  std::optional<index::EntryRow> RowFromMetadata(const std::string& name);
+
+  // --- hit path (volume.cpp)
+  CreateVolumeResult MakeVolume(const index::EntryRow& entry, const CreateVolumeRequest& request,
+                                std::optional<Plan> fill_plan);
+  CreateVolumeResult MakeUncached(const source::ImageMeta& meta,
+                                  const CreateVolumeRequest& request);
+  void FlattenEntry(const index::EntryRow& entry);
+
+  // --- eviction (evict.cpp)
+  // Evicts one entry (removed, or deferred to the trash while it has clones). Takes the
+  // image's locks unless `locked`. Returns what was done.
+  EvictAction EvictEntry(index::EntryRow row, const std::string& kind, const std::string& reason,
+                         bool locked);
+  // Removes an image and all its snapshots; the failpoints are those of eviction.
+  void RemoveImageFully(const storage::ImageRef& ref);
+  // Finishes or removes what a dead fill or eviction left of `row`. Caller holds locks.
+  void CleanupLeftover(const index::EntryRow& row, std::vector<EvictAction>* actions);
+  // Evicts LRU entries until the limits hold with `incoming` bytes admitted.
+  void EnforceLimits(std::optional<uint64_t> incoming, int64_t exclude_id, bool dry_run,
+                     std::vector<EvictAction>* actions);
+  void GcLeftovers(bool dry_run, std::vector<EvictAction>* actions);
+  void PurgeDeferred(bool dry_run, std::vector<EvictAction>* actions);
+
+  Options options_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::unique_ptr<storage::Backend> backend_;
+  std::unique_ptr<source::Source> source_;
+  std::mutex index_mu_;
+  std::unique_ptr<index::Index> index_;
+  SingleFlight<Ensured> flights_;
+  std::filesystem::path lock_dir_;
+  std::string owner_;
+  std::string backend_kind_;
+  std::string location_;
+};
+
+int64_t NowSeconds();
+std::chrono::microseconds Since(std::chrono::steady_clock::time_point start);
+
+}  // namespace cachemgr::engine

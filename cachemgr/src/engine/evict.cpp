@@ -1,0 +1,362 @@
+// Eviction: one entry at a time, the limits, and the periodic pass (gc of half-made
+// leftovers, purge of deferred deletes, stale and gone entries, background flatten).
+#include <spdlog/spdlog.h>
+
+#include <set>
+
+#include "engine/cache_impl.h"
+#include "engine/failpoints.h"
+#include "engine/naming.h"
+#include "policy/eviction.h"
+
+namespace cachemgr::engine {
+
+namespace {
+// How long the pass waits for an image another caller is working on before skipping it.
+constexpr auto kPassLockWait = std::chrono::milliseconds(200);
+
+bool IgnoreNotFound(const std::function<void()>& fn) {
+  try {
+    fn();
+    return true;
+  } catch (const Error& e) {
+    if (e.code() != Errc::kNotFound) throw;
+    return false;
+  }
+}
+}  // namespace
+
+void CacheImpl::RemoveImageFully(const storage::ImageRef& ref) {
+  if (!backend_->Exists(ref)) return;
+  for (const auto& snap : backend_->ListSnapshots(ref)) {
+    storage::SnapRef sref{ref, snap.name};
+    if (snap.is_protected) {
+      backend_->UnprotectSnapshot(sref);
+      Failpoint("after_unprotect");
+    }
+    IgnoreNotFound([&] { backend_->RemoveSnapshot(sref); });
+    Failpoint("after_remove_snapshot");
+  }
+  IgnoreNotFound([&] { backend_->Remove(ref); });
+  Failpoint("after_remove_image");
+}
+
+EvictAction CacheImpl::EvictEntry(index::EntryRow row, const std::string& kind,
+                                  const std::string& reason, bool locked) {
+  EvictAction action{kind, row.image_id, row.cache_name, AccountedBytes(row), reason, false};
+  ImageLocks locks;
+  if (!locked) {
+    try {
+      locks = LockImage(row.cache_name, kPassLockWait);
+    } catch (const Error& e) {
+      if (e.code() != Errc::kBusy) throw;
+      action.reason += "; skipped: image busy";
+      return action;
+    }
+  }
+  if (row.state == index::State::kReady) {
+    if (!WithIndex([&](index::Index& ix) {
+          return ix.TransitionEntry(row.id, index::State::kReady, index::State::kEvicting, owner_);
+        })) {
+      action.reason += "; skipped: entry changed meanwhile";
+      return action;
+    }
+    row.state = index::State::kEvicting;
+    row.owner = owner_;
+  }
+  Failpoint("after_mark_evicting");
+
+  const auto ref = EntryRef(row.cache_name);
+  const auto snap = EntrySnap(row);
+  std::vector<storage::ImageRef> children;
+  if (backend_->Exists(ref)) {
+    try {
+      children = backend_->Children(snap);
+    } catch (const Error& e) {
+      if (e.code() != Errc::kNotFound) throw;
+    }
+  }
+  bool deferred = !children.empty();
+  bool in_trash = false;
+  if (!deferred && !backend_->Exists(ref)) {
+    // A crash after the move to the trash: the object lives on there for its clones.
+    for (const auto& t : backend_->ListTrash()) {
+      if (t.original.name == row.cache_name && t.has_children) in_trash = true;
+    }
+    deferred = in_trash;
+  }
+  if (!deferred) {
+    try {
+      RemoveImageFully(ref);
+    } catch (const Error& e) {
+      // A clone made between the children check and the unprotect keeps it busy.
+      if (backend_->Children(snap).empty()) throw;
+      deferred = true;
+    }
+  }
+  if (deferred) {
+    auto outcome = in_trash ? storage::RemoveOutcome::kTrashed : backend_->Remove(ref);
+    Failpoint("after_trash");
+    row.pinned = true;
+    row.owner.clear();
+    WithIndex([&](index::Index& ix) { ix.UpdateEntry(row); });
+    action.kind = "defer";
+    action.reason += "; kept for " + std::to_string(children.size()) + " clone(s)" +
+                     (outcome == storage::RemoveOutcome::kTrashed ? " in the trash" : "");
+    log_->info("entry deferred image={} entry={} clones={} bytes={}", row.image_id,
+               row.cache_name, children.size(), action.bytes);
+  } else {
+    Failpoint("before_delete_row");
+    WithIndex([&](index::Index& ix) { ix.DeleteEntry(row.id); });
+    log_->info("entry evicted image={} entry={} kind={} bytes={}", row.image_id, row.cache_name,
+               kind, action.bytes);
+  }
+  action.done = true;
+  Event(action.kind == "defer" ? "defer" : kind, row.image_id, action.bytes, {});
+  return action;
+}
+
+void CacheImpl::CleanupLeftover(const index::EntryRow& row, std::vector<EvictAction>* actions) {
+  if (row.state == index::State::kEvicting) {
+    // An eviction died half-way: finish it.
+    auto action = EvictEntry(row, "gc", "eviction by " + row.owner + " did not finish", true);
+    if (actions) actions->push_back(action);
+    return;
+  }
+  // A fill died: remove its staging image; a renamed image is handled as an orphan.
+  if (StagingKey(row.cache_name)) RemoveImageFully(EntryRef(row.cache_name));
+  WithIndex([&](index::Index& ix) { ix.DeleteEntry(row.id); });
+  log_->info("removed half-made entry image={} staging={} owner={}", row.image_id,
+             row.cache_name, row.owner);
+  if (actions) {
+    actions->push_back({"gc", row.image_id, row.cache_name, 0,
+                        "fill by " + row.owner + " did not finish", true});
+  }
+}
+
+void CacheImpl::EnforceLimits(std::optional<uint64_t> incoming, int64_t exclude_id, bool dry_run,
+                              std::vector<EvictAction>* actions) {
+  const auto& c = options_.cache;
+  if (c.max_count == 0 && c.max_size_gb <= 0) return;
+  auto rows =
+      WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
+  std::vector<policy::EvictionCandidate> candidates;
+  std::map<int64_t, index::EntryRow> by_id;
+  for (const auto& row : rows) {
+    if (row.pinned) continue;
+    candidates.push_back({row.id, row.virtual_size, row.allocated_bytes, row.last_used,
+                          row.state == index::State::kReady && row.id != exclude_id});
+    by_id[row.id] = row;
+  }
+  policy::EvictionLimits limits{c.max_size_gb, c.max_count,
+                                c.size_accounting == SizeAccounting::kAllocated};
+  auto plan = policy::PlanEviction(candidates, limits, incoming);
+  std::string reason = c.max_count != 0 && plan.count_before + (incoming ? 1 : 0) > c.max_count
+                           ? "over max_count " + std::to_string(c.max_count)
+                           : "over max_size_gb " + std::to_string(c.max_size_gb);
+  for (int64_t id : plan.victims) {
+    const auto& row = by_id[id];
+    if (dry_run) {
+      if (actions) {
+        actions->push_back({"evict", row.image_id, row.cache_name, AccountedBytes(row), reason,
+                            false});
+      }
+      continue;
+    }
+    auto action = EvictEntry(row, "evict", reason, false);
+    if (actions) actions->push_back(action);
+  }
+  if (!plan.limits_hold) {
+    log_->warn("cache limits cannot hold: the rest is busy bytes={} count={}", plan.bytes_after,
+               plan.count_after);
+  }
+}
+
+void CacheImpl::GcLeftovers(bool dry_run, std::vector<EvictAction>* actions) {
+  auto rows =
+      WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
+  // Rows of fills and evictions: if we can take the image's locks, their owner is gone.
+  for (const auto& row : rows) {
+    if (row.pinned || row.state == index::State::kReady) continue;
+    if (dry_run) {
+      actions->push_back({"gc", row.image_id, row.cache_name, 0,
+                          std::string(index::StateName(row.state)) + " row of " + row.owner,
+                          false});
+      continue;
+    }
+    try {
+      auto locks = LockImage(EntryName(row.image_id), kPassLockWait);
+      auto fresh = WithIndex([&](index::Index& ix) { return ix.GetEntry(row.id); });
+      if (fresh && !fresh->pinned && fresh->state != index::State::kReady) {
+        CleanupLeftover(*fresh, actions);
+      }
+    } catch (const Error& e) {
+      if (e.code() != Errc::kBusy) throw;  // in progress: not a leftover
+    }
+  }
+  // Objects on the backend: staging ones nobody is filling, entry-named ones no row knows.
+  std::set<std::string> live_names;
+  for (const auto& row :
+       WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
+    if (!row.pinned) live_names.insert(row.cache_name);
+  }
+  for (const auto& name : backend_->List(backend_->entry_pool())) {
+    auto key = StagingKey(name);
+    bool orphan_entry = IsEntryName(name) && !live_names.count(name);
+    if (!key && !orphan_entry) continue;
+    if (dry_run) {
+      actions->push_back({"gc", "", name, 0, key ? "staging object" : "entry without a row",
+                          false});
+      continue;
+    }
+    try {
+      auto locks = LockImage(key ? *key : name, kPassLockWait);
+      if (key) {
+        RemoveImageFully(EntryRef(name));
+        actions->push_back({"gc", "", name, 0, "staging object of a fill that did not finish",
+                            true});
+        log_->info("removed staging object name={}", name);
+      } else {
+        bool now_known = false;
+        for (const auto& row : WithIndex(
+                 [&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
+          if (!row.pinned && row.cache_name == name) now_known = true;
+        }
+        if (!now_known && backend_->Exists(EntryRef(name))) AdoptOrphan(name, nullptr, actions);
+      }
+    } catch (const Error& e) {
+      if (e.code() != Errc::kBusy) throw;
+    }
+  }
+}
+
+void CacheImpl::PurgeDeferred(bool dry_run, std::vector<EvictAction>* actions) {
+  std::vector<storage::TrashEntry> remaining;
+  for (const auto& t : backend_->ListTrash()) {
+    const auto& name = t.original.name;
+    if (!IsEntryName(name) && !StagingKey(name)) {
+      continue;  // not ours
+    }
+    if (t.has_children || dry_run) {
+      if (!t.has_children) actions->push_back({"purge", "", name, 0, "no clones left", false});
+      remaining.push_back(t);
+      continue;
+    }
+    if (backend_->PurgeTrash(t)) {
+      actions->push_back({"purge", "", name, 0, "no clones left", true});
+      log_->info("purged deferred entry name={}", name);
+    } else {
+      remaining.push_back(t);
+    }
+  }
+  // Pinned rows whose object is gone from the trash are done.
+  auto rows =
+      WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
+  for (const auto& row : rows) {
+    if (!row.pinned) continue;
+    bool still = false;
+    for (const auto& t : remaining) still = still || t.original.name == row.cache_name;
+    if (still || dry_run) continue;
+    WithIndex([&](index::Index& ix) { ix.DeleteEntry(row.id); });
+    Event("purge", row.image_id, AccountedBytes(row), {});
+    for (auto& a : *actions) {
+      if (a.kind == "purge" && a.name == row.cache_name && a.image_id.empty()) {
+        a.image_id = row.image_id;
+        a.bytes = AccountedBytes(row);
+      }
+    }
+  }
+}
+
+EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
+  auto start = std::chrono::steady_clock::now();
+  auto pass_lock = FileLock::Acquire(lock_dir_ / "eviction-pass.lock", std::chrono::milliseconds(0),
+                                     "eviction pass");
+  EvictReport report;
+  auto measure = [&](uint64_t* count, uint64_t* bytes, uint64_t* pinned) {
+    *count = 0;
+    *bytes = 0;
+    if (pinned) *pinned = 0;
+    for (const auto& row :
+         WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
+      if (row.pinned) {
+        if (pinned) *pinned += AccountedBytes(row);
+      } else if (row.state == index::State::kReady) {
+        *count += 1;
+        *bytes += AccountedBytes(row);
+      }
+    }
+  };
+  measure(&report.entries_before, &report.bytes_before, nullptr);
+
+  GcLeftovers(options.dry_run, &report.actions);
+  PurgeDeferred(options.dry_run, &report.actions);
+
+  if (options.check_source) {
+    auto rows =
+        WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
+    for (const auto& row : rows) {
+      if (row.pinned || row.state != index::State::kReady) continue;
+      std::string kind, reason;
+      try {
+        auto meta = source_->Describe(row.image_id);
+        if (meta.status == "deleted" || meta.status == "killed" ||
+            meta.status == "pending_delete") {
+          kind = "gone";
+          reason = "source status " + meta.status;
+        } else if (IsStale(row, meta)) {
+          kind = "stale";
+          reason = "source checksum or updated_at changed";
+        }
+      } catch (const Error& e) {
+        if (e.code() == Errc::kNotFound) {
+          kind = "gone";
+          reason = "image no longer in the source";
+        } else {
+          log_->warn("source check skipped image={} error={}", row.image_id, e.what());
+        }
+      }
+      if (kind.empty()) continue;
+      if (options.dry_run) {
+        report.actions.push_back({kind, row.image_id, row.cache_name, AccountedBytes(row), reason,
+                                  false});
+      } else {
+        report.actions.push_back(EvictEntry(row, kind, reason, false));
+      }
+    }
+  }
+
+  EnforceLimits(std::nullopt, 0, options.dry_run, &report.actions);
+
+  if (options.flatten_older_than.count() > 0) {
+    const int64_t cutoff = NowSeconds() - options.flatten_older_than.count();
+    for (auto v : WithIndex([&](index::Index& ix) { return ix.ListVolumes(); })) {
+      if (v.pool != backend_->volume_pool() || v.flattened || v.depth == 0 ||
+          v.created_at > cutoff) {
+        continue;
+      }
+      EvictAction action{"flatten", v.image_id, v.name, v.size_bytes, "older than cutoff", false};
+      if (!options.dry_run) {
+        try {
+          backend_->Flatten({v.pool, v.name}, {});
+          v.flattened = true;
+          v.depth = 0;
+          WithIndex([&](index::Index& ix) { ix.UpdateVolume(v); });
+          action.done = true;
+        } catch (const Error& e) {
+          action.reason = std::string("flatten failed: ") + e.what();
+        }
+      }
+      report.actions.push_back(action);
+    }
+  }
+
+  measure(&report.entries_after, &report.bytes_after, &report.pinned_bytes);
+  report.elapsed = Since(start);
+  log_->info("eviction pass actions={} entries={} bytes={} pinned={} ms={}",
+             report.actions.size(), report.entries_after, report.bytes_after,
+             report.pinned_bytes, report.elapsed.count() / 1000);
+  return report;
+}
+
+}  // namespace cachemgr::engine

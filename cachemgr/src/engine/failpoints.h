@@ -1,0 +1,32 @@
+// engine/failpoints.h: named steps at which the process can be made to crash.
+//
+// CACHEMGR_FAILPOINT=<name> makes the process std::abort() (no cleanup, no destructors)
+// when it reaches that step, so tests can crash a fill or an eviction at every step and
+// check that the next gc pass leaves nothing half-made. Every name is listed here so
+// tests iterate over all of them.
+#pragma once
+
+#include <array>
+#include <string_view>
+
+namespace cachemgr::engine {
+
+// Steps of the miss path (fill of a cache entry), in order.
+inline constexpr std::array<std::string_view, 8> kFillFailpoints = {
+    "after_insert_row", "after_fetch",  "after_metadata", "after_snapshot",
+    "after_protect",    "after_rename", "before_ready",   "after_ready",
+};
+
+// Steps of evicting one entry. after_trash is reached only when the entry still has
+// clones (deferred delete); the others only when it has none.
+inline constexpr std::array<std::string_view, 6> kEvictFailpoints = {
+    "after_mark_evicting", "after_unprotect", "after_remove_snapshot",
+    "after_remove_image",  "before_delete_row", "after_trash",
+};
+
+inline constexpr const char* kFailpointEnv = "CACHEMGR_FAILPOINT";
+
+// Aborts the process if $CACHEMGR_FAILPOINT names `step`.
+void Failpoint(std::string_view step);
+
+}  // namespace cachemgr::engine

@@ -1,0 +1,330 @@
+// The miss path: make sure an image is cached, filling it once across threads,
+// processes and hosts.
+#include <spdlog/spdlog.h>
+
+#include "engine/cache_impl.h"
+#include "engine/failpoints.h"
+#include "engine/naming.h"
+#include "fetch/fetch.h"
+#include "policy/eviction.h"
+
+namespace cachemgr::engine {
+
+namespace {
+
+std::string OsHash(const source::ImageMeta& meta) {
+  if (meta.os_hash_value.empty()) return "";
+  return meta.os_hash_algo + ":" + meta.os_hash_value;
+}
+
+uint64_t EstimatedSize(const source::ImageMeta& meta) {
+  return meta.virtual_size.value_or(meta.size.value_or(0));
+}
+
+// The source's own RBD image on our cluster, when it can be cloned instead of fetched.
+std::optional<source::RbdLocation> DirectLocation(const source::ImageMeta& meta,
+                                                  const std::string& cluster_id) {
+  if (cluster_id.empty() || meta.disk_format != "raw") return std::nullopt;
+  std::vector<std::string> urls;
+  if (!meta.direct_url.empty()) urls.push_back(meta.direct_url);
+  urls.insert(urls.end(), meta.locations.begin(), meta.locations.end());
+  for (const auto& url : urls) {
+    auto loc = source::ParseRbdLocation(url);
+    if (loc && loc->fsid == cluster_id && !loc->snap.empty()) return loc;
+  }
+  return std::nullopt;
+}
+
+// Removes what a failed fill made unless Commit() runs: the staging (or renamed) image
+// and the creating row. Never throws.
+class FillGuard {
+ public:
+  FillGuard(storage::Backend& backend, std::function<void()> delete_row,
+            std::shared_ptr<spdlog::logger> log)
+      : backend_(backend), delete_row_(std::move(delete_row)), log_(std::move(log)) {}
+  ~FillGuard() {
+    if (committed_) return;
+    if (image_) {
+      try {
+        if (backend_.Exists(*image_)) {
+          for (const auto& snap : backend_.ListSnapshots(*image_)) {
+            storage::SnapRef ref{*image_, snap.name};
+            if (snap.is_protected) backend_.UnprotectSnapshot(ref);
+            backend_.RemoveSnapshot(ref);
+          }
+          backend_.Remove(*image_);
+        }
+      } catch (const std::exception& e) {
+        log_->warn("failed fill left image={} behind for gc error={}", image_->name, e.what());
+      }
+    }
+    try {
+      delete_row_();
+    } catch (const std::exception& e) {
+      log_->warn("failed fill left its row behind for gc error={}", e.what());
+    }
+  }
+  void Track(const storage::ImageRef& image) { image_ = image; }
+  void Commit() { committed_ = true; }
+
+ private:
+  storage::Backend& backend_;
+  std::function<void()> delete_row_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::optional<storage::ImageRef> image_;
+  bool committed_ = false;
+};
+
+}  // namespace
+
+source::ImageMeta CacheImpl::DescribeActive(const std::string& image_id) {
+  auto meta = source_->Describe(image_id);
+  if (meta.status != "active") {
+    throw Error(Errc::kNotFound,
+                "image " + image_id + ": status is '" + meta.status + "', not active");
+  }
+  if (meta.id.empty()) meta.id = image_id;
+  return meta;
+}
+
+bool CacheImpl::Admits(const source::ImageMeta& meta) const {
+  uint64_t max_bytes = policy::MaxBytes({options_.cache.max_size_gb, options_.cache.max_count,
+                                         false});
+  return max_bytes == 0 || EstimatedSize(meta) <= max_bytes;
+}
+
+CacheImpl::Ensured CacheImpl::EnsureEntry(const source::ImageMeta& meta,
+                                          const ProgressFn& progress) {
+  auto start = std::chrono::steady_clock::now();
+  bool leader = false;
+  Ensured result = flights_.Do(
+      meta.id, [&] { return EnsureEntryLocked(meta, progress); }, &leader);
+  if (!leader) {
+    // A waiter: the fill was someone else's.
+    result.filled = false;
+    result.replaced = false;
+    result.bytes_downloaded = 0;
+    result.fill = {};
+    result.wait = Since(start);
+  }
+  return result;
+}
+
+CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
+                                                const ProgressFn& progress) {
+  const std::string name = EntryName(meta.id);
+  auto start = std::chrono::steady_clock::now();
+  auto fill_timeout = std::chrono::seconds(std::max<uint32_t>(options_.conversion.timeout_s, 60) +
+                                           600);
+  ImageLocks locks = LockImage(name, fill_timeout);
+  Ensured out;
+  out.wait = Since(start);
+
+  // Another process or host may have filled it while we waited for the locks.
+  if (auto row = FindLive(meta.id)) {
+    if (row->state == index::State::kReady && !IsStale(*row, meta)) {
+      out.row = *row;
+      out.direct = row->depth > 0;
+      return out;
+    }
+    if (row->state == index::State::kReady) {
+      log_->info("stale entry replaced image={} cached_checksum={} source_checksum={}", meta.id,
+                 row->checksum, meta.checksum);
+      EvictEntry(*row, "stale", "source checksum or updated_at changed", /*locked=*/true);
+      out.replaced = true;
+    } else {
+      // We hold the image's locks, so whoever made this row is gone.
+      CleanupLeftover(*row, nullptr);
+    }
+  }
+  if (backend_->Exists(EntryRef(name))) {
+    // A ready image without a row: a crash after rename, a lost index, another host.
+    if (auto adopted = AdoptOrphan(name, &meta, nullptr)) {
+      out.row = *adopted;
+      out.direct = adopted->depth > 0;
+      return out;
+    }
+  }
+
+  EnforceLimits(EstimatedSize(meta), 0, false, nullptr);
+  auto fill_start = std::chrono::steady_clock::now();
+  out.row = Fill(meta, progress, &out);
+  out.fill = Since(fill_start);
+  out.filled = true;
+  Event(out.direct ? "direct" : "miss", meta.id, out.bytes_downloaded, out.fill);
+  // With allocated accounting the real size is known only now.
+  EnforceLimits(std::nullopt, out.row.id, false, nullptr);
+  return out;
+}
+
+index::EntryRow CacheImpl::Fill(const source::ImageMeta& meta, const ProgressFn& progress,
+                                Ensured* out) {
+  const std::string final_name = EntryName(meta.id);
+  const std::string staging = StagingName(meta.id);
+  const auto staging_ref = EntryRef(staging);
+  const auto now = NowSeconds();
+
+  index::EntryRow row;
+  row.backend = backend_kind_;
+  row.pool = location_;
+  row.image_id = meta.id;
+  row.cache_name = staging;
+  row.snap_name = kSnapName;
+  row.state = index::State::kCreating;
+  row.disk_format = meta.disk_format;
+  row.checksum = meta.checksum;
+  row.os_hash = OsHash(meta);
+  row.image_updated_at = meta.updated_at;
+  row.created_at = now;
+  row.last_used = now;
+  row.owner = owner_;
+  row.id = WithIndex([&](index::Index& ix) { return ix.InsertEntry(row); });
+  Failpoint("after_insert_row");
+
+  FillGuard guard(
+      *backend_, [&] { WithIndex([&](index::Index& ix) { ix.DeleteEntry(row.id); }); }, log_);
+  guard.Track(staging_ref);
+
+  auto direct = DirectLocation(meta, backend_->cluster_id());
+  if (direct) {
+    storage::SnapRef parent{{direct->pool, direct->image}, direct->snap};
+    backend_->Clone(parent, staging_ref);
+    row.virtual_size = backend_->Stat(staging_ref).size;
+    row.depth = backend_->Depth(staging_ref);  // walked once here, recorded for every clone
+    out->direct = true;
+    log_->info("direct clone image={} parent={}/{}@{}", meta.id, direct->pool, direct->image,
+               direct->snap);
+  } else {
+    fetch::FetchOptions fetch_options;
+    fetch_options.conversion = options_.conversion;
+    if (progress) {
+      fetch_options.progress = [&](const std::string& stage, uint64_t done, uint64_t total) {
+        progress(Progress{meta.id, stage, done, total});
+      };
+    }
+    auto fetched = fetch::FetchInto(*source_, meta, *backend_, staging_ref, fetch_options, log_);
+    row.virtual_size = fetched.virtual_size;
+    row.depth = 0;
+    if (row.checksum.empty()) row.checksum = fetched.md5;
+    if (row.os_hash.empty() && !fetched.os_hash_value.empty()) {
+      row.os_hash = fetched.os_hash_algo + ":" + fetched.os_hash_value;
+    }
+    out->bytes_downloaded = fetched.bytes_downloaded;
+  }
+  Failpoint("after_fetch");
+
+  const std::map<std::string, std::string> metadata = {
+      {kMetaImageId, meta.id},
+      {kMetaUpdatedAt, row.image_updated_at},
+      {kMetaChecksum, row.checksum},
+      {kMetaOsHash, row.os_hash},
+      {kMetaDiskFormat, row.disk_format},
+      {kMetaDepth, std::to_string(row.depth)},
+      {kMetaCreatedAt, std::to_string(row.created_at)},
+  };
+  for (const auto& [key, value] : metadata) backend_->SetMetadata(staging_ref, key, value);
+  backend_->SetMetadata(staging_ref, kMetaSchema, kMetaSchemaVersion);  // last: complete
+  Failpoint("after_metadata");
+
+  storage::SnapRef snap{staging_ref, kSnapName};
+  backend_->CreateSnapshot(snap);
+  Failpoint("after_snapshot");
+  backend_->ProtectSnapshot(snap);
+  Failpoint("after_protect");
+
+  backend_->Rename(staging_ref, final_name);
+  guard.Track(EntryRef(final_name));
+  Failpoint("after_rename");
+
+  row.cache_name = final_name;
+  row.state = index::State::kReady;
+  row.allocated_bytes = backend_->AllocatedBytes(EntryRef(final_name));
+  row.owner.clear();
+  Failpoint("before_ready");
+  WithIndex([&](index::Index& ix) { ix.UpdateEntry(row); });
+  guard.Commit();
+  Failpoint("after_ready");
+  log_->info("cached image={} entry={} bytes={} depth={}", meta.id, final_name,
+             row.virtual_size, row.depth);
+  return row;
+}
+
+std::optional<index::EntryRow> CacheImpl::RowFromMetadata(const std::string& name) {
+  auto ref = EntryRef(name);
+  std::map<std::string, std::string> md;
+  try {
+    md = backend_->GetMetadata(ref);
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+  auto get = [&](const char* key) -> std::string {
+    auto it = md.find(key);
+    return it == md.end() ? "" : it->second;
+  };
+  if (get(kMetaSchema) != kMetaSchemaVersion) return std::nullopt;
+  const std::string image_id = get(kMetaImageId);
+  if (image_id.empty() || EntryName(image_id) != name) return std::nullopt;
+  bool protected_snap = false;
+  for (const auto& s : backend_->ListSnapshots(ref)) {
+    if (s.name == kSnapName && s.is_protected) protected_snap = true;
+  }
+  if (!protected_snap) return std::nullopt;
+
+  index::EntryRow row;
+  row.backend = backend_kind_;
+  row.pool = location_;
+  row.image_id = image_id;
+  row.cache_name = name;
+  row.snap_name = kSnapName;
+  row.state = index::State::kReady;
+  row.virtual_size = backend_->Stat(ref).size;
+  row.allocated_bytes = backend_->AllocatedBytes(ref);
+  row.disk_format = get(kMetaDiskFormat);
+  row.checksum = get(kMetaChecksum);
+  row.os_hash = get(kMetaOsHash);
+  row.image_updated_at = get(kMetaUpdatedAt);
+  try {
+    row.depth = static_cast<uint32_t>(std::stoul(get(kMetaDepth)));
+    row.created_at = std::stoll(get(kMetaCreatedAt));
+  } catch (...) {
+    return std::nullopt;
+  }
+  row.last_used = NowSeconds();
+  return row;
+}
+
+std::optional<index::EntryRow> CacheImpl::AdoptOrphan(const std::string& name,
+                                                      const source::ImageMeta* meta,
+                                                      std::vector<EvictAction>* actions) {
+  auto row = RowFromMetadata(name);
+  if (row && (!meta || !IsStale(*row, *meta))) {
+    row->id = WithIndex([&](index::Index& ix) { return ix.InsertEntry(*row); });
+    log_->info("adopted entry image={} entry={}", row->image_id, name);
+    if (actions) {
+      actions->push_back({"gc", row->image_id, name, row->virtual_size,
+                          "ready entry without a row: adopted", true});
+    }
+    return row;
+  }
+  // Incomplete or stale: it goes (deferred if something was cloned from it).
+  auto ref = EntryRef(name);
+  bool has_children = false;
+  try {
+    has_children = !backend_->Children({ref, kSnapName}).empty();
+  } catch (const Error&) {
+  }
+  if (has_children) {
+    backend_->Remove(ref);
+  } else {
+    RemoveImageFully(ref);
+  }
+  log_->info("removed orphan entry image={} entry={}", row ? row->image_id : "", name);
+  if (actions) {
+    actions->push_back({"gc", row ? row->image_id : "", name, 0,
+                        row ? "stale entry without a row" : "incomplete entry without a row",
+                        true});
+  }
+  return std::nullopt;
+}
+
+}  // namespace cachemgr::engine

@@ -1,0 +1,126 @@
+#include "engine/naming.h"
+
+#include <openssl/evp.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <random>
+
+#include "cachemgr/error.h"
+#include "storage/backend.h"
+
+namespace cachemgr::engine {
+
+namespace {
+
+bool IsHex40(const std::string& s) {
+  if (s.size() != 40) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+std::string Printable(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s.substr(0, 64)) {
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    }
+  }
+  if (s.size() > 64) out += "...";
+  return out;
+}
+
+std::string HostName() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "localhost";
+  return buf;
+}
+
+}  // namespace
+
+void ValidateImageId(const std::string& image_id) {
+  if (image_id.empty() || image_id.size() > 128) {
+    throw Error(Errc::kInvalidArgument,
+                "image id '" + Printable(image_id) + "': must be 1..128 characters");
+  }
+  if (image_id[0] == '.' || image_id[0] == '-') {
+    throw Error(Errc::kInvalidArgument,
+                "image id '" + Printable(image_id) + "': must not start with '.' or '-'");
+  }
+  for (char c : image_id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-';
+    if (!ok) {
+      throw Error(Errc::kInvalidArgument, "image id '" + Printable(image_id) +
+                                              "': only [A-Za-z0-9._-] are allowed");
+    }
+  }
+}
+
+void ValidateVolumeName(const std::string& volume) {
+  storage::ValidateName("volume", volume);
+  if (IsEntryName(volume) || volume.starts_with(kStagingPrefix)) {
+    throw Error(Errc::kInvalidArgument,
+                "volume '" + volume + "': name is reserved for cache entries");
+  }
+}
+
+std::string Sha1Hex(const std::string& data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha1(), nullptr) != 1) {
+    throw Error(Errc::kInternal, "sha1 failed");
+  }
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) {
+    out += kHex[md[i] >> 4];
+    out += kHex[md[i] & 15];
+  }
+  return out;
+}
+
+std::string EntryName(const std::string& image_id) { return Sha1Hex(image_id); }
+
+std::string StagingName(const std::string& image_id) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  char suffix[17];
+  std::snprintf(suffix, sizeof suffix, "%016llx", static_cast<unsigned long long>(rng()));
+  return kStagingPrefix + Sha1Hex(image_id) + "-" + suffix;
+}
+
+bool IsEntryName(const std::string& name) { return IsHex40(name); }
+
+std::optional<std::string> StagingKey(const std::string& name) {
+  std::string prefix = kStagingPrefix;
+  if (!name.starts_with(prefix) || name.size() < prefix.size() + 41) return std::nullopt;
+  std::string key = name.substr(prefix.size(), 40);
+  if (!IsHex40(key) || name[prefix.size() + 40] != '-') return std::nullopt;
+  return key;
+}
+
+std::string OwnerId() { return HostName() + ":" + std::to_string(getpid()); }
+
+bool OwnerAlive(const std::string& owner) {
+  auto colon = owner.rfind(':');
+  if (colon == std::string::npos) return false;
+  if (owner.substr(0, colon) != HostName()) return true;
+  pid_t pid = 0;
+  try {
+    pid = static_cast<pid_t>(std::stol(owner.substr(colon + 1)));
+  } catch (...) {
+    return false;
+  }
+  if (pid <= 0) return false;
+  return kill(pid, 0) == 0 || errno == EPERM;
+}
+
+}  // namespace cachemgr::engine

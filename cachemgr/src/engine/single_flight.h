@@ -1,0 +1,101 @@
+// engine/single_flight.h: one fill per image at a time.
+//
+// Three layers, because callers meet at three distances:
+//   - threads of one process: SingleFlight, where waiters get the leader's result or
+//     its error without touching any lock file;
+//   - processes of one host: FileLock, a flock on <index dir>/locks/<key>.lock;
+//   - hosts sharing an RBD pool: Backend::AcquireLock (a RADOS lock), taken by the
+//     engine after the file lock.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+namespace cachemgr::engine {
+
+template <class T>
+class SingleFlight {
+ public:
+  // Runs `fn` once for concurrent callers with the same key; the others wait and get
+  // its result (or its exception). `*leader` says whether this caller ran `fn`.
+  T Do(const std::string& key, const std::function<T()>& fn, bool* leader) {
+    std::shared_ptr<Call> call;
+    bool lead = false;
+    {
+      std::lock_guard lock(mu_);
+      auto& slot = calls_[key];
+      if (!slot) {
+        slot = std::make_shared<Call>();
+        lead = true;
+      }
+      call = slot;
+    }
+    if (leader) *leader = lead;
+    if (lead) {
+      try {
+        T value = fn();
+        Finish(key, call, std::move(value), nullptr);
+      } catch (...) {
+        Finish(key, call, std::nullopt, std::current_exception());
+        throw;
+      }
+    }
+    std::unique_lock lock(call->mu);
+    call->cv.wait(lock, [&] { return call->done; });
+    if (call->error) std::rethrow_exception(call->error);
+    return *call->value;
+  }
+
+ private:
+  struct Call {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    std::optional<T> value;
+    std::exception_ptr error;
+  };
+
+  void Finish(const std::string& key, const std::shared_ptr<Call>& call, std::optional<T> value,
+              std::exception_ptr error) {
+    {
+      std::lock_guard lock(mu_);
+      calls_.erase(key);  // later callers start a new flight (the entry may be evicted)
+    }
+    std::lock_guard lock(call->mu);
+    call->value = std::move(value);
+    call->error = error;
+    call->done = true;
+    call->cv.notify_all();
+  }
+
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Call>> calls_;
+};
+
+// An exclusive flock on a file, released (and the fd closed) by the destructor. flock
+// locks belong to the open file description, so two threads of one process exclude
+// each other too, and a crashed holder releases it with its last fd.
+class FileLock {
+ public:
+  // Waits up to `timeout` (0: one try), then throws kBusy naming `what`.
+  static std::unique_ptr<FileLock> Acquire(const std::filesystem::path& path,
+                                           std::chrono::milliseconds timeout,
+                                           const std::string& what);
+  ~FileLock();
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  explicit FileLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+}  // namespace cachemgr::engine
