@@ -71,4 +71,13 @@ struct RbdLocation {
 };
 std::optional<RbdLocation> ParseRbdLocation(const std::string& url);
 
+// Throws kInvalidArgument unless `id` can safely name an image in a URL or a file name:
+// [A-Za-z0-9._-], 1..200 chars, not starting with '.' or '-'.
+void ValidateImageId(const std::string& id);
+
+// Throws unless `meta` describes an image that can be fetched: status "active" (deleted,
+// pending_delete and killed images are kNotFound; queued, saving, deactivated and the
+// rest kRefused), container_format "bare" or empty (kRefused).
+void RequireUsable(const ImageMeta& meta);
+
 }  // namespace cachemgr::source

@@ -1,0 +1,325 @@
+#include "convert/format.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "cachemgr/error.h"
+#include "util/process.h"
+
+namespace cachemgr::convert {
+namespace {
+
+using json = nlohmann::json;
+
+bool HasAt(std::span<const std::byte> b, size_t off, std::string_view magic) {
+  if (b.size() < off + magic.size()) return false;
+  return std::memcmp(b.data() + off, magic.data(), magic.size()) == 0;
+}
+
+uint64_t Be64(const std::byte* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+uint32_t Be32(const std::byte* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+uint64_t Le64(const std::byte* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+
+class Fd {
+ public:
+  explicit Fd(const std::filesystem::path& path) : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {
+    if (fd_ < 0) throw Error(Errc::kIo, "cannot open " + path.string() + ": " + std::strerror(errno));
+  }
+  ~Fd() { ::close(fd_); }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+std::vector<std::byte> ReadAt(int fd, uint64_t offset, size_t len, const std::filesystem::path& p) {
+  std::vector<std::byte> buf(len);
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n = ::pread(fd, buf.data() + got, len - got, static_cast<off_t>(offset + got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw Error(Errc::kIo, "cannot read " + p.string() + ": " + std::strerror(errno));
+    }
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  buf.resize(got);
+  return buf;
+}
+
+[[noreturn]] void Refuse(const std::string& image_id, const std::string& reason) {
+  throw Error(Errc::kRefused, "image " + image_id + ": refused: " + reason);
+}
+
+const std::array<std::string_view, 2> kVmdkCreateTypes = {"monolithicSparse", "streamOptimized"};
+
+bool AllowedVmdkCreateType(const std::string& t) {
+  for (auto a : kVmdkCreateTypes) {
+    if (t == a) return true;
+  }
+  return false;
+}
+
+// Value of key="value" (or key=value) in a vmdk descriptor; empty if absent.
+std::string DescriptorValue(const std::string& desc, const std::string& key) {
+  size_t pos = 0;
+  while ((pos = desc.find(key, pos)) != std::string::npos) {
+    bool line_start = pos == 0 || desc[pos - 1] == '\n';
+    size_t p = pos + key.size();
+    while (p < desc.size() && desc[p] == ' ') ++p;
+    if (line_start && p < desc.size() && desc[p] == '=') {
+      ++p;
+      while (p < desc.size() && desc[p] == ' ') ++p;
+      size_t end = desc.find('\n', p);
+      std::string v = desc.substr(p, end == std::string::npos ? std::string::npos : end - p);
+      while (!v.empty() && (v.back() == '\r' || v.back() == ' ')) v.pop_back();
+      if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+      return v;
+    }
+    pos = p;
+  }
+  return {};
+}
+
+// Header-level checks, before qemu ever opens the file.
+void CheckHeader(const std::filesystem::path& file, const std::string& format,
+                 const std::string& image_id) {
+  Fd fd(file);
+  if (format == "qcow2") {
+    auto h = ReadAt(fd.get(), 0, 104, file);
+    if (h.size() < 72) Refuse(image_id, "qcow2 header is truncated");
+    uint32_t version = Be32(h.data() + 4);
+    if (Be64(h.data() + 8) != 0) Refuse(image_id, "qcow2 image has a backing file");
+    if (version >= 3) {
+      if (h.size() < 80) Refuse(image_id, "qcow2 v3 header is truncated");
+      uint64_t incompatible = Be64(h.data() + 72);
+      if (incompatible & (1u << 2)) Refuse(image_id, "qcow2 image has an external data file");
+    }
+  } else if (format == "vmdk") {
+    auto h = ReadAt(fd.get(), 0, 512, file);
+    if (h.size() < 44) Refuse(image_id, "vmdk header is truncated");
+    uint64_t desc_sector = Le64(h.data() + 28);
+    uint64_t desc_sectors = Le64(h.data() + 36);
+    if (desc_sector != 0 && desc_sectors != 0) {
+      if (desc_sectors > 2048) Refuse(image_id, "vmdk embedded descriptor is implausibly large");
+      auto d = ReadAt(fd.get(), desc_sector * 512, static_cast<size_t>(desc_sectors * 512), file);
+      std::string desc(reinterpret_cast<const char*>(d.data()), d.size());
+      desc = desc.substr(0, desc.find('\0'));
+      std::string create_type = DescriptorValue(desc, "createType");
+      if (!create_type.empty() && !AllowedVmdkCreateType(create_type)) {
+        Refuse(image_id, "vmdk create type '" + create_type +
+                             "' is not allowed (only monolithicSparse, streamOptimized)");
+      }
+      if (!DescriptorValue(desc, "parentFileNameHint").empty()) {
+        Refuse(image_id, "vmdk image has a parent (backing) file");
+      }
+    }
+  }
+}
+
+util::RunOptions Limits(const ConversionOptions& options) {
+  util::RunOptions r;
+  r.timeout = std::chrono::seconds(options.timeout_s == 0 ? 3600 : options.timeout_s);
+  r.cpu_limit_s = options.cpu_limit_s;
+  r.address_space_mb = options.address_space_mb;
+  return r;
+}
+
+std::string Tail(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  if (s.size() > 500) s = "..." + s.substr(s.size() - 500);
+  return s;
+}
+
+}  // namespace
+
+std::string DetectFormat(std::span<const std::byte> head, std::span<const std::byte> tail) {
+  if (HasAt(head, 0, "QFI\xfb")) return "qcow2";
+  if (HasAt(head, 0, std::string_view("QED\0", 4))) return "qed";
+  if (HasAt(head, 0, "KDMV")) return "vmdk";
+  if (HasAt(head, 0, "COWD")) return "vmdk-cowd";
+  if (HasAt(head, 0, "# Disk DescriptorFile")) return "vmdk-descriptor";
+  if (HasAt(head, 0x40, "\x7f\x10\xda\xbe")) return "vdi";
+  if (HasAt(head, 0, "conectix")) return "vpc";
+  if (HasAt(head, 0, "vhdxfile")) return "vhdx";
+  if (HasAt(head, 0, "LUKS\xba\xbe")) return "luks";
+  if (tail.size() >= 512 && HasAt(tail, tail.size() - 512, "conectix")) return "vpc";
+  // A fixed VHD from before VirtualPC 2004 has a 511-byte footer.
+  if (tail.size() >= 511 && HasAt(tail, tail.size() - 511, "conectix")) return "vpc";
+  return "raw";
+}
+
+std::string DetectFileFormat(const std::filesystem::path& file) {
+  Fd fd(file);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) {
+    throw Error(Errc::kIo, "cannot stat " + file.string() + ": " + std::strerror(errno));
+  }
+  auto head = ReadAt(fd.get(), 0, kHeaderBytes, file);
+  std::vector<std::byte> tail;
+  if (static_cast<uint64_t>(st.st_size) >= 1024) {
+    tail = ReadAt(fd.get(), static_cast<uint64_t>(st.st_size) - 512, 512, file);
+  }
+  return DetectFormat(head, tail);
+}
+
+std::string QemuFormat(const std::string& disk_format) {
+  if (disk_format == "raw" || disk_format == "iso") return "raw";
+  if (disk_format == "qcow2" || disk_format == "vmdk" || disk_format == "vdi" ||
+      disk_format == "vhdx") {
+    return disk_format;
+  }
+  if (disk_format == "vhd" || disk_format == "vpc") return "vpc";
+  return {};
+}
+
+void RequireFormatMatches(const std::string& image_id, const std::string& disk_format,
+                          const std::string& detected) {
+  std::string expected = QemuFormat(disk_format);
+  if (expected.empty()) {
+    Refuse(image_id, "disk_format '" + disk_format +
+                         "' is not supported (raw, qcow2, vmdk, vdi, vhd, vhdx, iso)");
+  }
+  if (detected == "qed") Refuse(image_id, "the file is a QED image, which is never let in");
+  if (detected == "luks") Refuse(image_id, "the file is a LUKS volume, which is not supported");
+  if (detected == "vmdk-descriptor") {
+    Refuse(image_id, "the file is a VMDK text descriptor: its extents are other files");
+  }
+  if (detected == "vmdk-cowd") Refuse(image_id, "the file is a VMware COWD sparse extent");
+  if (detected != expected) {
+    Refuse(image_id, "disk_format is '" + disk_format + "' but the header says '" + detected + "'");
+  }
+}
+
+InspectResult Inspect(const std::filesystem::path& file, const std::string& disk_format,
+                      const std::string& image_id, const ConversionOptions& options,
+                      std::shared_ptr<spdlog::logger> logger) {
+  if (!logger) logger = std::make_shared<spdlog::logger>("cachemgr-null");
+  const std::string detected = DetectFileFormat(file);
+  RequireFormatMatches(image_id, disk_format, detected);
+  const std::string format = QemuFormat(disk_format);
+  CheckHeader(file, format, image_id);
+
+  const std::string path = std::filesystem::absolute(file).string();
+  auto started = std::chrono::steady_clock::now();
+  util::RunResult r = util::Run(
+      {options.qemu_img, "info", "--output=json", "-f", format, path}, Limits(options));
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - started)
+                .count();
+  if (r.timed_out) {
+    throw Error(Errc::kTimeout, "image " + image_id + ": qemu-img info did not finish within " +
+                                    std::to_string(options.timeout_s) + " s");
+  }
+  if (r.signal != 0) {
+    Refuse(image_id, "qemu-img info was killed by signal " + std::to_string(r.signal) +
+                         " (CPU or memory limit reached)");
+  }
+  if (r.exit_code != 0) {
+    Refuse(image_id, "qemu-img info -f " + format + " cannot read it: " + Tail(r.err));
+  }
+  json info;
+  try {
+    info = json::parse(r.out);
+  } catch (const json::exception& e) {
+    throw Error(Errc::kInternal,
+                "image " + image_id + ": qemu-img info printed invalid JSON: " + e.what());
+  }
+  InspectResult result;
+  result.format = info.value("format", "");
+  result.virtual_size = info.value("virtual-size", uint64_t{0});
+  result.actual_size = info.value("actual-size", uint64_t{0});
+  if (result.format != format) {
+    Refuse(image_id, "qemu-img reads it as '" + result.format + "', not '" + format + "'");
+  }
+  if (info.contains("backing-filename") || info.contains("full-backing-filename")) {
+    Refuse(image_id, "it has a backing file '" + info.value("backing-filename", std::string()) + "'");
+  }
+  const json* specific = nullptr;
+  if (auto it = info.find("format-specific"); it != info.end() && it->is_object()) {
+    if (auto d = it->find("data"); d != it->end() && d->is_object()) specific = &*d;
+  }
+  if (format == "qcow2" && specific && specific->contains("data-file")) {
+    Refuse(image_id, "qcow2 image has an external data file '" +
+                         specific->value("data-file", std::string()) + "'");
+  }
+  if (format == "vmdk") {
+    std::string create_type = specific ? specific->value("create-type", "") : "";
+    if (!AllowedVmdkCreateType(create_type)) {
+      Refuse(image_id, "vmdk create type '" + create_type +
+                           "' is not allowed (only monolithicSparse, streamOptimized)");
+    }
+    if (specific) {
+      if (auto ex = specific->find("extents"); ex != specific->end() && ex->is_array()) {
+        for (const auto& e : *ex) {
+          std::string name = e.is_object() ? e.value("filename", "") : "";
+          if (name != path) Refuse(image_id, "vmdk has an external extent '" + name + "'");
+        }
+      }
+    }
+  }
+  const double limit = options.max_virtual_size_gb * 1024.0 * 1024.0 * 1024.0;
+  if (options.max_virtual_size_gb > 0 && static_cast<double>(result.virtual_size) > limit) {
+    Refuse(image_id, "virtual size " + std::to_string(result.virtual_size) +
+                         " bytes is above conversion.max_virtual_size_gb (" +
+                         std::to_string(options.max_virtual_size_gb) + " GiB)");
+  }
+  logger->debug("image inspected image={} format={} virtual_size={} ms={}", image_id, format,
+                result.virtual_size, ms);
+  return result;
+}
+
+void ConvertToRaw(const std::filesystem::path& src, const std::string& format,
+                  const std::filesystem::path& dst, const std::string& image_id,
+                  const ConversionOptions& options, std::shared_ptr<spdlog::logger> logger) {
+  if (!logger) logger = std::make_shared<spdlog::logger>("cachemgr-null");
+  auto started = std::chrono::steady_clock::now();
+  // -n is not used: qemu-img creates dst itself, sparse. -W is not used either: the
+  // conversion runs on one core, shared with the service that embeds us.
+  util::RunResult r = util::Run({options.qemu_img, "convert", "-f", format, "-O", "raw",
+                                 std::filesystem::absolute(src).string(),
+                                 std::filesystem::absolute(dst).string()},
+                                Limits(options));
+  if (r.timed_out || r.signal != 0 || r.exit_code != 0) {
+    std::error_code ec;
+    std::filesystem::remove(dst, ec);
+    if (r.timed_out) {
+      throw Error(Errc::kTimeout, "image " + image_id + ": qemu-img convert did not finish within " +
+                                      std::to_string(options.timeout_s) + " s");
+    }
+    if (r.signal != 0) {
+      throw Error(Errc::kRefused, "image " + image_id + ": qemu-img convert was killed by signal " +
+                                      std::to_string(r.signal) + " (CPU or memory limit reached)");
+    }
+    throw Error(Errc::kIo, "image " + image_id + ": qemu-img convert -f " + format +
+                               " -O raw failed: " + Tail(r.err));
+  }
+  logger->info("image converted image={} format={} ms={}", image_id, format,
+               std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - started)
+                   .count());
+}
+
+}  // namespace cachemgr::convert

@@ -1,0 +1,68 @@
+// convert/format.h: what an image file really is, whether it may be let in, and its
+// conversion to raw.
+//
+// A disk image is a program for qemu's block layer: a qcow2 can name a backing file or
+// an external data file, a vmdk can name extents anywhere on the host, so a hostile
+// upload could make the converter read /etc/shadow into a volume. The header is read
+// here first (no qemu), then `qemu-img info` runs with an explicit -f and limits, and
+// only then `qemu-img convert`.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "cachemgr/options.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace cachemgr::convert {
+
+// Bytes of the header DetectFormat needs to see (it is fine to pass fewer at the end
+// of a short file).
+inline constexpr size_t kHeaderBytes = 512;
+
+// The format the header bytes show: "qcow2", "vmdk" (sparse, "KDMV"), "vmdk-descriptor"
+// (a text descriptor: its extents are other files), "vdi", "vpc" (dynamic VHD), "vhdx",
+// "qed", "luks", or "raw" when no known magic is there. `tail` is the file's last 512
+// bytes when known: a fixed VHD has its "conectix" footer only there.
+std::string DetectFormat(std::span<const std::byte> head, std::span<const std::byte> tail = {});
+// Reads the head and tail of `file` and detects its format (kIo if unreadable).
+std::string DetectFileFormat(const std::filesystem::path& file);
+
+// The qemu format name for a Glance disk_format (vhd -> vpc, iso -> raw), or empty when
+// the disk_format is not one this project converts (ami, aki, ari, ploop, ...).
+std::string QemuFormat(const std::string& disk_format);
+
+// kRefused unless the detected format is what disk_format claims. A fixed VHD is raw
+// data with a footer, so it passes as "vpc"; "raw" claimed for a file with any image
+// magic is refused (the classic way to smuggle a qcow2 with a backing file).
+void RequireFormatMatches(const std::string& image_id, const std::string& disk_format,
+                          const std::string& detected);
+
+struct InspectResult {
+  std::string format;         // qemu's format name
+  uint64_t virtual_size = 0;  // bytes
+  uint64_t actual_size = 0;   // bytes allocated by the file
+};
+
+// Checks `file` (claimed `disk_format`) before conversion: header format matches, no
+// backing file, no external data file, vmdk create type in {monolithicSparse,
+// streamOptimized} with no extent outside the file, virtual size within
+// max_virtual_size_gb. Runs `qemu-img info` with the options' limits. kRefused (with
+// the image id and the reason) for anything unsafe; kIo/kTimeout if qemu-img fails.
+InspectResult Inspect(const std::filesystem::path& file, const std::string& disk_format,
+                      const std::string& image_id, const ConversionOptions& options,
+                      std::shared_ptr<spdlog::logger> logger);
+
+// `qemu-img convert -f <format> -O raw src dst` with the options' limits. dst must not
+// exist; on failure it is removed.
+void ConvertToRaw(const std::filesystem::path& src, const std::string& format,
+                  const std::filesystem::path& dst, const std::string& image_id,
+                  const ConversionOptions& options, std::shared_ptr<spdlog::logger> logger);
+
+}  // namespace cachemgr::convert

@@ -1,0 +1,294 @@
+// The Glance v2 image API as a Source.
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cachemgr/error.h"
+#include "source/http.h"
+#include "source/source.h"
+
+namespace cachemgr::source {
+namespace {
+
+using json = nlohmann::json;
+
+std::string Str(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_string()) return {};
+  return it->get<std::string>();
+}
+
+std::optional<uint64_t> U64(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_number_integer()) return std::nullopt;
+  return it->get<uint64_t>();
+}
+
+ImageMeta ParseImage(const json& j) {
+  ImageMeta m;
+  m.id = Str(j, "id");
+  m.status = Str(j, "status");
+  m.disk_format = Str(j, "disk_format");
+  m.container_format = Str(j, "container_format");
+  m.size = U64(j, "size");
+  m.virtual_size = U64(j, "virtual_size");
+  m.checksum = Str(j, "checksum");
+  m.os_hash_algo = Str(j, "os_hash_algo");
+  m.os_hash_value = Str(j, "os_hash_value");
+  m.updated_at = Str(j, "updated_at");
+  m.direct_url = Str(j, "direct_url");
+  if (auto it = j.find("locations"); it != j.end() && it->is_array()) {
+    for (const auto& loc : *it) {
+      if (loc.is_object()) {
+        std::string url = Str(loc, "url");
+        if (!url.empty()) m.locations.push_back(url);
+      }
+    }
+  }
+  return m;
+}
+
+// Parses "bytes START-END/TOTAL"; returns START or -1.
+int64_t ContentRangeStart(const std::string& value) {
+  auto pos = value.find("bytes ");
+  if (pos == std::string::npos) return -1;
+  char* end = nullptr;
+  const char* p = value.c_str() + pos + 6;
+  long long start = std::strtoll(p, &end, 10);
+  if (end == p || *end != '-') return -1;
+  return start;
+}
+
+class GlanceSource final : public Source {
+ public:
+  GlanceSource(const GlanceSourceOptions& options, std::shared_ptr<spdlog::logger> logger)
+      : options_(options), logger_(std::move(logger)) {
+    while (!options_.endpoint.empty() && options_.endpoint.back() == '/') {
+      options_.endpoint.pop_back();
+    }
+    if (options_.endpoint.rfind("http://", 0) != 0 && options_.endpoint.rfind("https://", 0) != 0) {
+      throw Error(Errc::kConfig, "source.glance.endpoint: '" + options_.endpoint +
+                                     "' is not an http:// or https:// URL");
+    }
+    if (options_.token.empty()) {
+      if (const char* env = std::getenv("OS_AUTH_TOKEN"); env && *env) options_.token = env;
+    }
+    if (!logger_) logger_ = std::make_shared<spdlog::logger>("cachemgr-null");
+    http_.ca_file = options_.ca_file;
+    http_.timeout_s = options_.timeout_s == 0 ? 30 : options_.timeout_s;
+  }
+
+  std::string kind() const override { return "glance"; }
+
+  ImageMeta Describe(const std::string& image_id) override {
+    ValidateImageId(image_id);
+    json j = GetJson("/v2/images/" + image_id, "image " + image_id);
+    ImageMeta m = ParseImage(j);
+    if (m.id != image_id) {
+      throw Error(Errc::kSource, "image " + image_id + ": Glance answered for image '" + m.id + "'");
+    }
+    return m;
+  }
+
+  std::vector<ImageMeta> ListActive() override {
+    std::vector<ImageMeta> out;
+    std::string path = "/v2/images?status=active&limit=200";
+    for (int page = 0; page < 100000 && !path.empty(); ++page) {
+      json j = GetJson(path, "image list");
+      if (auto it = j.find("images"); it != j.end() && it->is_array()) {
+        for (const auto& img : *it) {
+          ImageMeta m = ParseImage(img);
+          if (m.status == "active") out.push_back(std::move(m));
+        }
+      }
+      std::string next = Str(j, "next");
+      if (next.empty() || next.rfind("/v2/", 0) != 0) break;
+      path = next;
+    }
+    return out;
+  }
+
+  uint64_t Download(const std::string& image_id, const Sink& sink,
+                    const ProgressFn& progress) override {
+    ValidateImageId(image_id);
+    const std::string url = options_.endpoint + "/v2/images/" + image_id + "/file";
+    const std::string what = "image " + image_id;
+    uint64_t done = 0;      // bytes handed to the sink
+    uint64_t total = 0;     // from the first response's Content-Length, when known
+    bool range_ok = true;   // the server honours Range on this image
+    uint32_t failures = 0;
+    while (true) {
+      std::vector<std::string> headers = AuthHeaders();
+      if (done > 0 && range_ok) headers.push_back("Range: bytes=" + std::to_string(done) + "-");
+      uint64_t skip = 0;  // bytes of this response the sink already has
+      uint64_t seen = 0;  // bytes of this response so far
+      bool partial = false;
+      auto on_start = [&](long status, const std::map<std::string, std::string>& h) {
+        if (status == 206) {
+          auto it = h.find("content-range");
+          int64_t start = it == h.end() ? -1 : ContentRangeStart(it->second);
+          if (start != static_cast<int64_t>(done)) {
+            throw Error(Errc::kSource, what + ": Glance answered a Range request for byte " +
+                                           std::to_string(done) + " from byte " +
+                                           std::to_string(start));
+          }
+          partial = true;
+        } else if (status == 200) {
+          // A full body: either the first attempt, or a server that ignores Range. The
+          // sink must see each byte once, so the part it already has is skipped.
+          skip = done;
+          if (auto it = h.find("content-length"); it != h.end() && total == 0) {
+            total = std::strtoull(it->second.c_str(), nullptr, 10);
+          }
+        }
+      };
+      auto on_body = [&](std::span<const std::byte> data) {
+        uint64_t before = seen;
+        seen += data.size();
+        if (!partial && before < skip) {
+          uint64_t drop = std::min<uint64_t>(skip - before, data.size());
+          data = data.subspan(static_cast<size_t>(drop));
+        }
+        if (data.empty()) return;
+        sink(data);
+        done += data.size();
+        if (progress) progress(done, total);
+      };
+      HttpResult r = HttpGet(url, headers, http_, on_start, on_body);
+
+      if (!r.transport_error() && (r.status == 200 || r.status == 206)) {
+        if (total != 0 && done < total) {
+          // The body ended early without curl noticing (no Content-Length on a retry).
+          r.curl_code = 18;  // CURLE_PARTIAL_FILE
+          r.curl_error = "body ended at byte " + std::to_string(done) + " of " +
+                         std::to_string(total);
+        } else {
+          return done;
+        }
+      }
+      if (!r.transport_error()) {
+        if (r.status == 204) {
+          throw Error(Errc::kNotFound, what + ": Glance has no data for it (HTTP 204; "
+                                              "status queued?)");
+        }
+        if (done > 0 && range_ok && (r.status == 416 || r.status == 400)) {
+          // This store does not do Range (Glance's rbd store answers 400): start over
+          // and skip what the sink already has.
+          logger_->info("glance download restarts without Range image={} at={} status={}",
+                        image_id, done, r.status);
+          range_ok = false;
+          continue;
+        }
+        if (r.status < 500) ThrowForStatus(r, what);
+      }
+      // A 5xx or a dropped / stalled connection: retry with backoff, resuming.
+      if (failures >= options_.retries) {
+        if (r.transport_error()) {
+          throw Error(r.timed_out() ? Errc::kTimeout : Errc::kSource,
+                      what + ": download failed after " + std::to_string(failures + 1) +
+                          " attempt(s) at byte " + std::to_string(done) + ": " + r.curl_error);
+        }
+        ThrowForStatus(r, what);
+      }
+      if (r.transport_error() && !r.retryable_transport()) {
+        throw Error(Errc::kSource, what + ": download failed: " + r.curl_error);
+      }
+      ++failures;
+      auto delay = Backoff(failures);
+      logger_->warn("glance download retry image={} attempt={} at={} cause=\"{}\" delay_ms={}",
+                    image_id, failures, done,
+                    r.transport_error() ? r.curl_error : "HTTP " + std::to_string(r.status),
+                    delay.count());
+      std::this_thread::sleep_for(delay);
+    }
+  }
+
+  std::optional<std::filesystem::path> LocalPath(const std::string&) override {
+    return std::nullopt;
+  }
+
+  void Ping() override { GetJson("/v2/images?limit=1", "image list"); }
+
+ private:
+  std::vector<std::string> AuthHeaders() const {
+    std::vector<std::string> h;
+    if (!options_.token.empty()) h.push_back("X-Auth-Token: " + options_.token);
+    return h;
+  }
+
+  static std::chrono::milliseconds Backoff(uint32_t failures) {
+    // 200 ms, 400 ms, 800 ms, ... capped at 10 s.
+    uint64_t ms = 200ull << std::min<uint32_t>(failures - 1, 6);
+    return std::chrono::milliseconds(std::min<uint64_t>(ms, 10000));
+  }
+
+  [[noreturn]] void ThrowForStatus(const HttpResult& r, const std::string& what) const {
+    std::string body = r.error_body;
+    // Glance's error pages are small HTML; keep one line of them.
+    for (char& c : body) {
+      if (c == '\n' || c == '\r') c = ' ';
+    }
+    if (body.size() > 300) body.resize(300);
+    std::string detail = " (" + options_.endpoint + ")";
+    switch (r.status) {
+      case 401:
+        throw Error(Errc::kUnauthorized,
+                    what + ": Glance refused the credentials (HTTP 401)" + detail);
+      case 403:
+        throw Error(Errc::kUnauthorized, what + ": access forbidden (HTTP 403)" + detail);
+      case 404:
+        throw Error(Errc::kNotFound, what + ": not found in Glance (HTTP 404)" + detail);
+      default:
+        throw Error(Errc::kSource,
+                    what + ": Glance answered HTTP " + std::to_string(r.status) + detail + ": " + body);
+    }
+  }
+
+  json GetJson(const std::string& path, const std::string& what) {
+    HttpOptions o = http_;
+    o.total_timeout_s = http_.timeout_s * 4;
+    uint32_t failures = 0;
+    while (true) {
+      std::string body;
+      HttpResult r = HttpGetString(options_.endpoint + path, AuthHeaders(), o, &body);
+      if (!r.transport_error() && r.status >= 200 && r.status < 300) {
+        try {
+          return json::parse(body);
+        } catch (const json::exception& e) {
+          throw Error(Errc::kSource, what + ": Glance sent invalid JSON: " + e.what());
+        }
+      }
+      if (!r.transport_error() && r.status < 500) ThrowForStatus(r, what);
+      if (r.transport_error() && !r.retryable_transport()) {
+        throw Error(Errc::kSource, what + ": cannot reach Glance at " + options_.endpoint + ": " +
+                                       r.curl_error);
+      }
+      if (failures >= options_.retries) {
+        if (r.transport_error()) {
+          throw Error(r.timed_out() ? Errc::kTimeout : Errc::kSource,
+                      what + ": cannot reach Glance at " + options_.endpoint + " after " +
+                          std::to_string(failures + 1) + " attempt(s): " + r.curl_error);
+        }
+        ThrowForStatus(r, what);
+      }
+      ++failures;
+      std::this_thread::sleep_for(Backoff(failures));
+    }
+  }
+
+  GlanceSourceOptions options_;
+  std::shared_ptr<spdlog::logger> logger_;
+  HttpOptions http_;
+};
+
+}  // namespace
+
+std::unique_ptr<Source> MakeGlanceSource(const GlanceSourceOptions& options,
+                                         std::shared_ptr<spdlog::logger> logger) {
+  return std::make_unique<GlanceSource>(options, std::move(logger));
+}
+
+}  // namespace cachemgr::source

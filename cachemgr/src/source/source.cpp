@@ -1,0 +1,71 @@
+#include "source/source.h"
+
+#include "cachemgr/error.h"
+
+namespace cachemgr::source {
+
+std::unique_ptr<Source> MakeSource(const SourceOptions& options,
+                                   std::shared_ptr<spdlog::logger> logger) {
+  switch (options.type) {
+    case SourceType::kGlance:
+      return MakeGlanceSource(options.glance, std::move(logger));
+    case SourceType::kFile:
+      return MakeFileSource(options.file, std::move(logger));
+  }
+  throw Error(Errc::kConfig, "source.type: unknown source type");
+}
+
+std::optional<RbdLocation> ParseRbdLocation(const std::string& url) {
+  static const std::string kScheme = "rbd://";
+  if (url.rfind(kScheme, 0) != 0) return std::nullopt;
+  std::vector<std::string> parts;
+  size_t start = kScheme.size();
+  while (true) {
+    size_t slash = url.find('/', start);
+    parts.push_back(url.substr(start, slash == std::string::npos ? std::string::npos
+                                                                 : slash - start));
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  // Glance also writes rbd://<pool>/<image> (no fsid, no snapshot) for old images: not
+  // clonable safely since the cluster cannot be checked.
+  if (parts.size() != 4) return std::nullopt;
+  for (const auto& p : parts) {
+    if (p.empty()) return std::nullopt;
+  }
+  return RbdLocation{parts[0], parts[1], parts[2], parts[3]};
+}
+
+void ValidateImageId(const std::string& id) {
+  bool ok = !id.empty() && id.size() <= 200 && id[0] != '.' && id[0] != '-';
+  for (char c : id) {
+    bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                   c == '.' || c == '_' || c == '-';
+    if (!allowed) ok = false;
+  }
+  if (!ok) {
+    std::string shown;
+    for (char c : id.substr(0, 80)) {
+      shown += (c >= 0x20 && c < 0x7f) ? c : '?';
+    }
+    throw Error(Errc::kInvalidArgument,
+                "image id '" + shown +
+                    "' is not valid: expected 1..200 of [A-Za-z0-9._-], not starting with "
+                    "'.' or '-'");
+  }
+}
+
+void RequireUsable(const ImageMeta& meta) {
+  if (meta.status != "active") {
+    bool gone = meta.status == "deleted" || meta.status == "pending_delete" ||
+                meta.status == "killed";
+    throw Error(gone ? Errc::kNotFound : Errc::kRefused,
+                "image " + meta.id + ": status is '" + meta.status + "', not 'active'");
+  }
+  if (!meta.container_format.empty() && meta.container_format != "bare") {
+    throw Error(Errc::kRefused, "image " + meta.id + ": container_format '" +
+                                    meta.container_format + "' is not supported (only 'bare')");
+  }
+}
+
+}  // namespace cachemgr::source
