@@ -1,0 +1,402 @@
+#include "fetch/fetch.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <optional>
+#include <vector>
+
+#include "cachemgr/error.h"
+#include "convert/format.h"
+#include "util/hash.h"
+
+namespace cachemgr::fetch {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+std::chrono::microseconds Since(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t);
+}
+
+// Removes `dest` from the backend unless Commit() ran: whatever path failed (a writer
+// that was finished, an adopted hard link, a mismatch found after the fact), nothing
+// half-checked stays at dest.
+class DestGuard {
+ public:
+  DestGuard(storage::Backend& backend, storage::ImageRef dest, spdlog::logger& log)
+      : backend_(backend), dest_(std::move(dest)), log_(log) {}
+  ~DestGuard() {
+    if (committed_) return;
+    try {
+      if (backend_.Exists(dest_)) backend_.Remove(dest_);
+    } catch (const std::exception& e) {
+      log_.error("cannot remove failed fetch pool={} image={} error=\"{}\"", dest_.pool,
+                 dest_.name, e.what());
+    }
+  }
+  void Commit() { committed_ = true; }
+
+ private:
+  storage::Backend& backend_;
+  storage::ImageRef dest_;
+  spdlog::logger& log_;
+  bool committed_ = false;
+};
+
+// Staging files in conversion.dir, removed on every exit path.
+class StagingFiles {
+ public:
+  StagingFiles(const fs::path& dir, const std::string& image_id) {
+    static std::atomic<uint64_t> counter{0};
+    std::string stem = image_id + "." + std::to_string(::getpid()) + "." +
+                       std::to_string(counter.fetch_add(1));
+    download_ = dir / (stem + ".download");
+    raw_ = dir / (stem + ".raw");
+  }
+  ~StagingFiles() {
+    std::error_code ec;
+    fs::remove(download_, ec);
+    fs::remove(raw_, ec);
+  }
+  const fs::path& download() const { return download_; }
+  const fs::path& raw() const { return raw_; }
+
+ private:
+  fs::path download_, raw_;
+};
+
+class File {
+ public:
+  File(const fs::path& path, int flags) : path_(path), fd_(::open(path.c_str(), flags | O_CLOEXEC, 0600)) {
+    if (fd_ < 0) throw Error(Errc::kIo, "cannot open " + path.string() + ": " + std::strerror(errno));
+  }
+  ~File() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  void Write(std::span<const std::byte> data) {
+    while (!data.empty()) {
+      ssize_t n = ::write(fd_, data.data(), data.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw Error(Errc::kIo, "cannot write " + path_.string() + ": " + std::strerror(errno));
+      }
+      data = data.subspan(static_cast<size_t>(n));
+    }
+  }
+  size_t Read(std::span<std::byte> out) {
+    while (true) {
+      ssize_t n = ::read(fd_, out.data(), out.size());
+      if (n >= 0) return static_cast<size_t>(n);
+      if (errno != EINTR) {
+        throw Error(Errc::kIo, "cannot read " + path_.string() + ": " + std::strerror(errno));
+      }
+    }
+  }
+  void Close() {
+    if (fd_ >= 0 && ::close(fd_) != 0) {
+      fd_ = -1;
+      throw Error(Errc::kIo, "cannot close " + path_.string() + ": " + std::strerror(errno));
+    }
+    fd_ = -1;
+  }
+
+ private:
+  fs::path path_;
+  int fd_;
+};
+
+// md5 and the source's os_hash over the bytes as they pass, and the size check.
+class Integrity {
+ public:
+  Integrity(const source::ImageMeta& meta, spdlog::logger& log) : md5_("md5") {
+    std::string algo = meta.os_hash_algo.empty() ? "sha512" : meta.os_hash_algo;
+    if (util::Hasher::Supported(algo)) {
+      os_hash_.emplace(algo);
+    } else {
+      log.warn("image os_hash_algo not supported, only md5 is checked image={} algo={}", meta.id,
+               algo);
+    }
+  }
+  void Update(std::span<const std::byte> d) {
+    md5_.Update(d);
+    if (os_hash_) os_hash_->Update(d);
+    bytes_ += d.size();
+  }
+  uint64_t bytes() const { return bytes_; }
+
+  // Throws kCorrupt for a short or long download or a digest that differs from the
+  // source's; fills the result's digests.
+  void Verify(const source::ImageMeta& meta, FetchResult& result) {
+    result.bytes_downloaded = bytes_;
+    if (meta.size && bytes_ != *meta.size) {
+      throw Error(Errc::kCorrupt, "image " + meta.id + ": " +
+                                      (bytes_ < *meta.size ? "truncated download: got "
+                                                           : "download longer than the image: got ") +
+                                      std::to_string(bytes_) + " of " +
+                                      std::to_string(*meta.size) + " bytes");
+    }
+    result.md5 = md5_.HexDigest();
+    if (!meta.checksum.empty() && meta.checksum != result.md5) {
+      throw Error(Errc::kCorrupt, "image " + meta.id + ": checksum mismatch: source md5 " +
+                                      meta.checksum + ", got " + result.md5);
+    }
+    if (os_hash_) {
+      result.os_hash_algo = os_hash_->algo();
+      result.os_hash_value = os_hash_->HexDigest();
+      if (!meta.os_hash_value.empty() && meta.os_hash_algo == result.os_hash_algo &&
+          meta.os_hash_value != result.os_hash_value) {
+        throw Error(Errc::kCorrupt, "image " + meta.id + ": " + result.os_hash_algo +
+                                        " mismatch: source " + meta.os_hash_value.substr(0, 16) +
+                                        "..., got " + result.os_hash_value.substr(0, 16) + "...");
+      }
+    }
+  }
+
+ private:
+  util::Hasher md5_;
+  std::optional<util::Hasher> os_hash_;
+  uint64_t bytes_ = 0;
+};
+
+void CheckFreeSpace(const fs::path& dir, uint64_t need, const std::string& image_id,
+                    const std::string& what) {
+  struct statvfs vfs {};
+  if (::statvfs(dir.c_str(), &vfs) != 0) {
+    throw Error(Errc::kIo, "cannot statvfs conversion dir " + dir.string() + ": " + std::strerror(errno));
+  }
+  uint64_t avail = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+  if (avail < need) {
+    throw Error(Errc::kIo, "image " + image_id + ": conversion dir " + dir.string() + " has " +
+                               std::to_string(avail) + " bytes free, " + what + " needs " +
+                               std::to_string(need));
+  }
+}
+
+struct Context {
+  source::Source& source;
+  const source::ImageMeta& meta;
+  storage::Backend& backend;
+  const storage::ImageRef& dest;
+  const FetchOptions& options;
+  spdlog::logger& log;
+  FetchResult& result;
+  std::shared_ptr<spdlog::logger> logger;
+
+  source::ProgressFn Progress(const std::string& stage) const {
+    if (!options.progress) return {};
+    return [this, stage](uint64_t done, uint64_t total) { options.progress(stage, done, total); };
+  }
+};
+
+// Collects the first bytes so the header is checked before anything reaches the backend.
+class HeaderGate {
+ public:
+  explicit HeaderGate(std::function<void(std::span<const std::byte>)> check)
+      : check_(std::move(check)) {}
+  // Returns the bytes that may pass now (possibly none).
+  template <typename Out>
+  void Pass(std::span<const std::byte> d, Out&& out) {
+    if (done_) {
+      out(d);
+      return;
+    }
+    head_.insert(head_.end(), d.begin(), d.end());
+    if (head_.size() >= convert::kHeaderBytes) Flush(out);
+  }
+  template <typename Out>
+  void Flush(Out&& out) {
+    if (done_) return;
+    check_(head_);
+    done_ = true;
+    if (!head_.empty()) out(std::span<const std::byte>(head_));
+    head_.clear();
+    head_.shrink_to_fit();
+  }
+
+ private:
+  std::function<void(std::span<const std::byte>)> check_;
+  std::vector<std::byte> head_;
+  bool done_ = false;
+};
+
+// Raw: source -> hash -> backend writer, no temporary file.
+void StreamRaw(Context& c) {
+  if (!c.meta.size) {
+    throw Error(Errc::kSource, "image " + c.meta.id + ": the source does not say its size");
+  }
+  const uint64_t size = *c.meta.size;
+  Integrity integrity(c.meta, c.log);
+  auto started = Clock::now();
+  auto writer = c.backend.Create(c.dest, size);
+  HeaderGate gate([&](std::span<const std::byte> head) {
+    std::string detected = convert::DetectFormat(head);
+    c.result.detected_format = detected;
+    convert::RequireFormatMatches(c.meta.id, c.meta.disk_format, detected);
+  });
+  auto append = [&](std::span<const std::byte> d) { writer->Append(d); };
+  auto progress = c.Progress("download");
+  c.source.Download(
+      c.meta.id,
+      [&](std::span<const std::byte> d) {
+        integrity.Update(d);
+        if (integrity.bytes() > size) {
+          throw Error(Errc::kCorrupt, "image " + c.meta.id + ": download longer than its size " +
+                                          std::to_string(size));
+        }
+        gate.Pass(d, append);
+      },
+      progress);
+  gate.Flush(append);
+  // Before Finish: a mismatch drops the writer, which removes the image.
+  integrity.Verify(c.meta, c.result);
+  writer->Finish();
+  c.result.virtual_size = size;
+  c.result.download = Since(started);
+}
+
+// File source + raw: a hard link of the source's file, hashed all the same.
+bool AdoptRaw(Context& c, const fs::path& file) {
+  {
+    File f(file, O_RDONLY);
+    std::vector<std::byte> head(convert::kHeaderBytes);
+    head.resize(f.Read(head));
+    std::string detected = convert::DetectFormat(head);
+    c.result.detected_format = detected;
+    convert::RequireFormatMatches(c.meta.id, c.meta.disk_format, detected);
+  }
+  auto started = Clock::now();
+  if (!c.backend.Adopt(file, c.dest)) return false;
+  c.result.adopted = true;
+  c.result.import = Since(started);
+  started = Clock::now();
+  Integrity integrity(c.meta, c.log);
+  c.source.Download(c.meta.id, [&](std::span<const std::byte> d) { integrity.Update(d); },
+                    c.Progress("download"));
+  integrity.Verify(c.meta, c.result);
+  c.result.virtual_size = c.backend.Stat(c.dest).size;
+  c.result.download = Since(started);
+  return true;
+}
+
+// Anything else: staging file -> inspect -> qemu-img convert -> import.
+void ConvertAndImport(Context& c, const std::string& qemu_format) {
+  const fs::path dir = c.options.conversion.dir;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error(Errc::kIo, "cannot create conversion dir " + dir.string() + ": " + ec.message());
+  uint64_t size = c.meta.size.value_or(0);
+  CheckFreeSpace(dir, size + c.meta.virtual_size.value_or(0), c.meta.id,
+                 "the download and its conversion");
+  StagingFiles staging(dir, c.meta.id);
+
+  // Download, hashed on the way.
+  auto started = Clock::now();
+  Integrity integrity(c.meta, c.log);
+  {
+    File out(staging.download(), O_WRONLY | O_CREAT | O_EXCL);
+    c.source.Download(
+        c.meta.id,
+        [&](std::span<const std::byte> d) {
+          integrity.Update(d);
+          if (c.meta.size && integrity.bytes() > size) {
+            throw Error(Errc::kCorrupt, "image " + c.meta.id + ": download longer than its size " +
+                                            std::to_string(size));
+          }
+          out.Write(d);
+        },
+        c.Progress("download"));
+    out.Close();
+  }
+  integrity.Verify(c.meta, c.result);
+  c.result.download = Since(started);
+
+  // Inspect and convert.
+  started = Clock::now();
+  if (c.options.progress) c.options.progress("convert", 0, 0);
+  c.result.detected_format = convert::DetectFileFormat(staging.download());
+  convert::InspectResult info = convert::Inspect(staging.download(), c.meta.disk_format, c.meta.id,
+                                                 c.options.conversion, c.logger);
+  CheckFreeSpace(dir, info.virtual_size, c.meta.id, "the raw conversion");
+  convert::ConvertToRaw(staging.download(), qemu_format, staging.raw(), c.meta.id,
+                        c.options.conversion, c.logger);
+  fs::remove(staging.download(), ec);  // frees its space before the import
+  c.result.convert = Since(started);
+  uint64_t raw_size = fs::file_size(staging.raw());
+  c.result.virtual_size = raw_size;
+  if (c.options.progress) c.options.progress("convert", raw_size, raw_size);
+
+  // Import.
+  started = Clock::now();
+  if (!c.backend.Adopt(staging.raw(), c.dest)) {
+    auto writer = c.backend.Create(c.dest, raw_size);
+    File in(staging.raw(), O_RDONLY);
+    std::vector<std::byte> buf(4 << 20);
+    uint64_t done = 0;
+    while (size_t n = in.Read(buf)) {
+      writer->Append(std::span<const std::byte>(buf.data(), n));
+      done += n;
+      if (c.options.progress) c.options.progress("import", done, raw_size);
+    }
+    if (done != raw_size) {
+      throw Error(Errc::kIo, "image " + c.meta.id + ": converted file " + staging.raw().string() +
+                                 " changed while it was imported");
+    }
+    writer->Finish();
+  }
+  c.result.import = Since(started);
+}
+
+}  // namespace
+
+FetchResult FetchInto(source::Source& source, const source::ImageMeta& meta,
+                      storage::Backend& backend, const storage::ImageRef& dest,
+                      const FetchOptions& options, std::shared_ptr<spdlog::logger> logger) {
+  if (!logger) logger = std::make_shared<spdlog::logger>("cachemgr-null");
+  source::ValidateImageId(meta.id);
+  source::RequireUsable(meta);
+  const std::string qemu_format = convert::QemuFormat(meta.disk_format);
+  if (qemu_format.empty()) {
+    // Names the disk_format and what is supported.
+    convert::RequireFormatMatches(meta.id, meta.disk_format, "raw");
+  }
+  if (backend.Exists(dest)) {
+    throw Error(Errc::kAlreadyExists, "image " + meta.id + ": fetch target " + dest.pool + "/" +
+                                          dest.name + " already exists");
+  }
+
+  FetchResult result;
+  Context c{source, meta, backend, dest, options, *logger, result, logger};
+  DestGuard guard(backend, dest, *logger);
+  auto started = Clock::now();
+  try {
+    bool done = false;
+    if (qemu_format == "raw") {
+      if (auto local = source.LocalPath(meta.id)) done = AdoptRaw(c, *local);
+      if (!done) StreamRaw(c);
+    } else {
+      ConvertAndImport(c, qemu_format);
+    }
+  } catch (const Error& e) {
+    logger->warn("image fetch failed image={} pool={} dest={} code={} error=\"{}\"", meta.id,
+                 dest.pool, dest.name, ErrcName(e.code()), e.what());
+    throw;
+  }
+  guard.Commit();
+  logger->info(
+      "image fetched image={} format={} bytes={} virtual_size={} adopted={} download_ms={} "
+      "convert_ms={} import_ms={} ms={}",
+      meta.id, result.detected_format, result.bytes_downloaded, result.virtual_size,
+      result.adopted, result.download.count() / 1000, result.convert.count() / 1000,
+      result.import.count() / 1000,
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
+  return result;
+}
+
+}  // namespace cachemgr::fetch
