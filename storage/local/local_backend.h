@@ -1,0 +1,96 @@
+// storage/local/local_backend.h: the Backend on a plain directory (Nova's `_base` cache).
+//
+// Layout under the root:
+//   _base/<name>              cache entries (the engine names them sha1(image_id)), raw
+//   volumes/<name>            volumes: qcow2 overlays, reflinks or sparse copies
+//   <pool>/.meta/<name>.json  sidecar: format, metadata, snapshots, parent (the index is
+//                             rebuilt from these; a file without one is a raw image)
+//   <pool>/.tmp-*             files being made; renamed (linked) into place when durable
+//   .trash/<id>/              images removed while overlays still used them
+//   .locks/<key>.lock         flock files of AcquireLock
+//   .tmp/                     raw views of qcow2 files while they are read
+//
+// Snapshots are records in the sidecar (name, protected, size), not copies: the engine
+// never writes an image after snapshotting it, so a snapshot reads the image's first
+// `size` bytes. A qcow2 overlay's backing file is the parent image itself (absolute path).
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "cachemgr/options.h"
+#include "storage/backend.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace cachemgr::storage {
+
+class LocalBackend final : public Backend {
+ public:
+  // Creates the root's folders, resolves owner/group (kConfig naming an unknown one) and,
+  // for CloneMode::kAuto, probes whether reflink works on the root's filesystem.
+  LocalBackend(const LocalBackendOptions& options, std::shared_ptr<spdlog::logger> logger);
+  ~LocalBackend() override;
+
+  // The clone mode in effect (never kAuto).
+  CloneMode clone_mode() const;
+  // Where an image's file lives (it need not exist).
+  std::filesystem::path PathOf(const ImageRef& ref) const;
+  // "raw" or "qcow2": the on-disk format of an existing image.
+  std::string FormatOf(const ImageRef& ref);
+  // Whether FICLONE works between two files in `dir`.
+  static bool ReflinkWorks(const std::filesystem::path& dir);
+
+  std::string kind() const override;
+  std::string location() const override;
+  std::string entry_pool() const override;
+  std::string volume_pool() const override;
+  std::string cluster_id() const override;
+
+  bool Exists(const ImageRef& ref) override;
+  ImageInfo Stat(const ImageRef& ref) override;
+  std::vector<std::string> List(const std::string& pool) override;
+  uint64_t AllocatedBytes(const ImageRef& ref) override;
+  std::unique_ptr<ImageWriter> Create(const ImageRef& ref, uint64_t size) override;
+  bool Adopt(const std::filesystem::path& raw_file, const ImageRef& ref) override;
+  std::unique_ptr<ImageReader> Open(const ImageRef& ref,
+                                    const std::optional<std::string>& snap) override;
+  void Resize(const ImageRef& ref, uint64_t size) override;
+  void Rename(const ImageRef& from, const std::string& to_name) override;
+  RemoveOutcome Remove(const ImageRef& ref) override;
+
+  void CreateSnapshot(const SnapRef& snap) override;
+  void ProtectSnapshot(const SnapRef& snap) override;
+  void UnprotectSnapshot(const SnapRef& snap) override;
+  void RemoveSnapshot(const SnapRef& snap) override;
+  std::vector<SnapInfo> ListSnapshots(const ImageRef& ref) override;
+
+  void Clone(const SnapRef& parent, const ImageRef& child) override;
+  void Copy(const SnapRef& source, const ImageRef& dest, const ProgressFn& progress) override;
+  void Copy(const ImageRef& source, const ImageRef& dest, const ProgressFn& progress) override;
+  void Flatten(const ImageRef& ref, const ProgressFn& progress) override;
+  std::optional<SnapRef> Parent(const ImageRef& ref) override;
+  uint32_t Depth(const ImageRef& ref) override;
+  std::vector<ImageRef> Children(const SnapRef& snap) override;
+
+  std::map<std::string, std::string> GetMetadata(const ImageRef& ref) override;
+  void SetMetadata(const ImageRef& ref, const std::string& key, const std::string& value) override;
+  void RemoveMetadata(const ImageRef& ref, const std::string& key) override;
+
+  std::vector<TrashEntry> ListTrash() override;
+  bool PurgeTrash(const TrashEntry& entry) override;
+
+  std::unique_ptr<Lock> AcquireLock(const std::string& key,
+                                    std::chrono::milliseconds timeout) override;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cachemgr::storage

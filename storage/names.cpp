@@ -1,0 +1,50 @@
+// storage/names.cpp: the one check every backend applies to image and snapshot names.
+#include <string>
+
+#include "cachemgr/error.h"
+#include "storage/backend.h"
+
+namespace cachemgr::storage {
+
+namespace {
+constexpr size_t kMaxNameLength = 200;
+
+bool Allowed(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         c == '.' || c == '_' || c == '-';
+}
+
+// Names reach file paths (local backend) and RBD object names; quote them so a control
+// byte in a hostile name cannot garble the message or the log line.
+std::string Printable(const std::string& name) {
+  std::string out;
+  for (char c : name.substr(0, 64)) {
+    auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u < 0x7f) {
+      out += c;
+    } else {
+      static const char* kHex = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 15];
+    }
+  }
+  if (name.size() > 64) out += "...";
+  return "\"" + out + "\"";
+}
+}  // namespace
+
+void ValidateName(const std::string& what, const std::string& name) {
+  auto refuse = [&](const std::string& why) {
+    throw Error(Errc::kInvalidArgument, what + " name " + Printable(name) + ": " + why);
+  };
+  if (name.empty()) refuse("empty");
+  if (name.size() > kMaxNameLength)
+    refuse("longer than " + std::to_string(kMaxNameLength) + " characters");
+  if (name[0] == '.' || name[0] == '-') refuse("must not start with '.' or '-'");
+  for (char c : name) {
+    if (!Allowed(c)) refuse("only A-Z a-z 0-9 . _ - are allowed");
+  }
+}
+
+}  // namespace cachemgr::storage
