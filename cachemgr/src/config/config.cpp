@@ -1,0 +1,546 @@
+// The YAML config: every key of the CLI contract into options.h, in one place.
+//
+// Errors name the file, the line, the key path and the rule:
+//   /etc/cachemgr/cachemgr.yaml:7: cache.max_size_gb: must be >= 0
+// Type errors come from the parser; range and cross-field rules live only in
+// ValidateOptions (so options built in code get the same checks), and the parser adds
+// the line of the key they name.
+//
+// Relative paths in a config file (index, backend.local.root, backend.rbd.conf,
+// backend.rbd.keyring, source.glance.ca_file, source.file.dir, conversion.dir,
+// conversion.qemu_img when it contains a '/', log.file) are resolved against the
+// directory of the file, so a config works the same from any working directory.
+// ParseConfig (text, no file) leaves them as written.
+#include "cachemgr/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cachemgr/error.h"
+
+namespace cachemgr {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kDefaultConfigPath = "/etc/cachemgr/cachemgr.yaml";
+constexpr const char* kConfigEnv = "CACHEMGR_CONFIG";
+
+// Features librbd knows by name (rbd feature list of Ceph 16).
+const std::set<std::string, std::less<>> kRbdFeatures = {
+    "layering", "striping", "exclusive-lock", "object-map", "fast-diff", "deep-flatten",
+    "journaling"};
+const std::set<std::string, std::less<>> kLogLevels = {"trace", "debug",    "info", "warn",
+                                                       "error", "critical", "off"};
+
+std::size_t EditDistance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t subst = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, subst});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::string Join(const std::vector<std::string>& items, std::string_view sep) {
+  std::string out;
+  for (const auto& s : items) {
+    if (!out.empty()) out += sep;
+    out += s;
+  }
+  return out;
+}
+
+std::string Describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null: return "nothing";
+    case YAML::NodeType::Map: return "a map";
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Scalar: return "'" + node.Scalar() + "'";
+    default: return "an undefined value";
+  }
+}
+
+std::string Join(std::string_view prefix, std::string_view key) {
+  return prefix.empty() ? std::string(key) : std::string(prefix) + "." + std::string(key);
+}
+
+// One section of the file: its keys, each with what to do with its value.
+struct Key {
+  std::string name;
+  std::function<void(const YAML::Node& value, const std::string& path)> apply;
+};
+
+class Parser {
+ public:
+  Parser(std::string origin, fs::path base_dir)
+      : origin_(std::move(origin)), base_dir_(std::move(base_dir)) {}
+
+  Options Parse(std::string_view text) {
+    YAML::Node root;
+    try {
+      root = YAML::Load(std::string(text));
+    } catch (const YAML::ParserException& e) {
+      throw Error(Errc::kConfig, origin_ + ":" + std::to_string(e.mark.line + 1) + ":" +
+                                     std::to_string(e.mark.column + 1) + ": invalid YAML: " +
+                                     e.msg);
+    } catch (const YAML::Exception& e) {
+      throw Error(Errc::kConfig, origin_ + ": invalid YAML: " + e.what());
+    }
+    Options o;
+    if (!root.IsNull()) {
+      if (!root.IsMap()) Fail(root, "", "expected a map of sections at the top, got " + Describe(root));
+      ParseRoot(root, o);
+    }
+    try {
+      ValidateOptions(o);
+    } catch (const Error& e) {
+      // The rule names a key path ("cache.max_size_gb: ..."): point at its line.
+      const std::string msg = e.what();
+      const auto key_end = msg.find_first_of(":[");
+      const auto it = key_end == std::string::npos ? lines_.end() : lines_.find(msg.substr(0, key_end));
+      throw Error(Errc::kConfig,
+                  origin_ + (it == lines_.end() ? "" : ":" + std::to_string(it->second)) + ": " + msg);
+    }
+    return o;
+  }
+
+ private:
+  [[noreturn]] void Fail(const YAML::Node& node, const std::string& path,
+                         const std::string& rule) const {
+    std::string where = origin_;
+    if (node.IsDefined() && !node.Mark().is_null()) where += ":" + std::to_string(node.Mark().line + 1);
+    throw Error(Errc::kConfig, where + ": " + (path.empty() ? "" : path + ": ") + rule);
+  }
+
+  // Walks a map section: unknown and repeated keys are errors; returns the keys seen.
+  std::set<std::string> Section(const YAML::Node& node, const std::string& path,
+                                const std::vector<Key>& keys) {
+    std::set<std::string> seen;
+    if (!node.IsDefined() || node.IsNull()) return seen;  // "backend:" with nothing under it
+    if (!node.IsMap()) Fail(node, path, "expected a map, got " + Describe(node));
+    for (const auto& kv : node) {
+      const YAML::Node& k = kv.first;
+      if (!k.IsScalar()) Fail(k, path, "keys must be plain names, got " + Describe(k));
+      const std::string name = k.Scalar();
+      const std::string key_path = Join(path, name);
+      const auto it = std::find_if(keys.begin(), keys.end(),
+                                   [&](const Key& key) { return key.name == name; });
+      if (it == keys.end()) Fail(k, key_path, UnknownKey(name, keys));
+      if (!seen.insert(name).second) {
+        Fail(k, key_path, "set twice (first on line " + std::to_string(lines_[key_path]) + ")");
+      }
+      lines_[key_path] = k.Mark().line + 1;
+      it->apply(kv.second, key_path);
+    }
+    return seen;
+  }
+
+  static std::string UnknownKey(const std::string& name, const std::vector<Key>& keys) {
+    std::string best;
+    std::size_t best_distance = std::numeric_limits<std::size_t>::max();
+    std::vector<std::string> names;
+    for (const auto& key : keys) {
+      names.push_back(key.name);
+      const std::size_t d = EditDistance(name, key.name);
+      if (d < best_distance) {
+        best_distance = d;
+        best = key.name;
+      }
+    }
+    // Close enough to be a typo: a few edits, and fewer than half the name.
+    if (best_distance <= std::max<std::size_t>(2, name.size() / 3) &&
+        best_distance < std::max(name.size(), best.size())) {
+      return "unknown key; did you mean " + best + "?";
+    }
+    return "unknown key; known keys here: " + Join(names, ", ");
+  }
+
+  // --- scalar conversions; each names the key and the value it got.
+  std::string String(const YAML::Node& v, const std::string& path) const {
+    if (v.IsNull()) return "";
+    if (!v.IsScalar()) Fail(v, path, "expected a string, got " + Describe(v));
+    return v.Scalar();
+  }
+
+  std::string PathValue(const YAML::Node& v, const std::string& path) const {
+    std::string s = String(v, path);
+    if (s.empty() || base_dir_.empty()) return s;
+    fs::path p(s);
+    if (p.is_absolute()) return s;
+    return (base_dir_ / p).lexically_normal().string();
+  }
+
+  template <typename T>
+  T Integer(const YAML::Node& v, const std::string& path) const {
+    if (!v.IsScalar()) Fail(v, path, "expected an integer, got " + Describe(v));
+    const std::string& s = v.Scalar();
+    std::string_view text = s;
+    if (!text.empty() && text.front() == '+') text.remove_prefix(1);
+    const bool negative = !text.empty() && text.front() == '-';
+    const bool digits = text.size() > (negative ? 1U : 0U) &&
+                        std::all_of(text.begin() + (negative ? 1 : 0), text.end(),
+                                    [](char c) { return c >= '0' && c <= '9'; });
+    if (!digits) Fail(v, path, "expected an integer, got '" + s + "'");
+    if (std::is_unsigned_v<T> && negative) Fail(v, path, "must be >= 0 (got " + s + ")");
+    T value{};
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size()) {
+      Fail(v, path,
+           "must be between " + std::to_string(std::numeric_limits<T>::min()) + " and " +
+               std::to_string(std::numeric_limits<T>::max()) + " (got " + s + ")");
+    }
+    return value;
+  }
+
+  double Number(const YAML::Node& v, const std::string& path) const {
+    if (!v.IsScalar()) Fail(v, path, "expected a number, got " + Describe(v));
+    const std::string& s = v.Scalar();
+    char* end = nullptr;
+    errno = 0;
+    const double d = std::strtod(s.c_str(), &end);
+    if (s.empty() || end != s.c_str() + s.size() || errno == ERANGE || !std::isfinite(d) ||
+        std::isspace(static_cast<unsigned char>(s.front()))) {
+      Fail(v, path, "expected a number, got '" + s + "'");
+    }
+    return d;
+  }
+
+  bool Bool(const YAML::Node& v, const std::string& path) const {
+    if (v.IsScalar()) {
+      std::string s = v.Scalar();
+      std::transform(s.begin(), s.end(), s.begin(),
+                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+      if (s == "true" || s == "yes" || s == "on") return true;
+      if (s == "false" || s == "no" || s == "off") return false;
+    }
+    Fail(v, path, "expected true or false, got " + Describe(v));
+  }
+
+  template <typename E>
+  E Enum(const YAML::Node& v, const std::string& path,
+         const std::vector<std::pair<std::string, E>>& values) const {
+    std::vector<std::string> names;
+    for (const auto& [name, value] : values) names.push_back(name);
+    if (v.IsScalar()) {
+      for (const auto& [name, value] : values) {
+        if (v.Scalar() == name) return value;
+      }
+    }
+    Fail(v, path, "must be one of " + Join(names, ", ") + " (got " + Describe(v) + ")");
+  }
+
+  // Permission bits as an octal string ("0644"); a bare 644 reads the same way, because
+  // that is what anyone writing a mode means.
+  uint32_t Mode(const YAML::Node& v, const std::string& path) const {
+    if (v.IsScalar()) {
+      const std::string& s = v.Scalar();
+      uint32_t mode = 0;
+      const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), mode, 8);
+      if (!s.empty() && ec == std::errc() && end == s.data() + s.size() && mode <= 07777) {
+        return mode;
+      }
+    }
+    Fail(v, path, "expected an octal mode such as \"0644\", got " + Describe(v));
+  }
+
+  std::vector<std::string> StringList(const YAML::Node& v, const std::string& path) const {
+    if (v.IsNull()) return {};
+    if (!v.IsSequence()) Fail(v, path, "expected a list of strings, got " + Describe(v));
+    std::vector<std::string> out;
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      out.push_back(String(v[i], path + "[" + std::to_string(i) + "]"));
+    }
+    return out;
+  }
+
+  // --- the sections
+  void ParseRoot(const YAML::Node& root, Options& o) {
+    Section(root, "",
+            {{"index", [&](auto& v, auto& p) { o.index = PathValue(v, p); }},
+             {"backend", [&](auto& v, auto& p) { ParseBackend(v, p, o.backend); }},
+             {"source", [&](auto& v, auto& p) { ParseSource(v, p, o.source); }},
+             {"cache", [&](auto& v, auto& p) { ParseCache(v, p, o.cache); }},
+             {"conversion", [&](auto& v, auto& p) { ParseConversion(v, p, o.conversion); }},
+             {"log", [&](auto& v, auto& p) { ParseLog(v, p, o.log); }}});
+  }
+
+  void ParseBackend(const YAML::Node& node, const std::string& path, BackendOptions& b) {
+    Section(node, path,
+            {{"type",
+              [&](auto& v, auto& p) {
+                b.type = Enum<BackendType>(v, p, {{"local", BackendType::kLocal},
+                                                  {"rbd", BackendType::kRbd}});
+              }},
+             {"local", [&](auto& v, auto& p) { ParseLocal(v, p, b.local); }},
+             {"rbd", [&](auto& v, auto& p) { ParseRbd(v, p, b.rbd); }}});
+  }
+
+  void ParseLocal(const YAML::Node& node, const std::string& path, LocalBackendOptions& l) {
+    Section(node, path,
+            {{"root", [&](auto& v, auto& p) { l.root = PathValue(v, p); }},
+             {"clone_mode",
+              [&](auto& v, auto& p) {
+                l.clone_mode = Enum<CloneMode>(v, p,
+                                               {{"auto", CloneMode::kAuto},
+                                                {"qcow2", CloneMode::kQcow2},
+                                                {"reflink", CloneMode::kReflink},
+                                                {"copy", CloneMode::kCopy}});
+              }},
+             {"owner", [&](auto& v, auto& p) { l.owner = String(v, p); }},
+             {"group", [&](auto& v, auto& p) { l.group = String(v, p); }},
+             {"mode", [&](auto& v, auto& p) { l.mode = Mode(v, p); }}});
+  }
+
+  void ParseRbd(const YAML::Node& node, const std::string& path, RbdBackendOptions& r) {
+    Section(node, path,
+            {{"conf", [&](auto& v, auto& p) { r.conf = PathValue(v, p); }},
+             {"client", [&](auto& v, auto& p) { r.client = String(v, p); }},
+             {"keyring", [&](auto& v, auto& p) { r.keyring = PathValue(v, p); }},
+             {"pool", [&](auto& v, auto& p) { r.pool = String(v, p); }},
+             {"namespace", [&](auto& v, auto& p) { r.namespace_ = String(v, p); }},
+             {"queue_depth", [&](auto& v, auto& p) { r.queue_depth = Integer<uint32_t>(v, p); }},
+             {"connect_timeout_s",
+              [&](auto& v, auto& p) { r.connect_timeout_s = Integer<uint32_t>(v, p); }},
+             {"op_timeout_s", [&](auto& v, auto& p) { r.op_timeout_s = Integer<uint32_t>(v, p); }},
+             {"features", [&](auto& v, auto& p) { r.features = StringList(v, p); }}});
+  }
+
+  void ParseSource(const YAML::Node& node, const std::string& path, SourceOptions& s) {
+    Section(node, path,
+            {{"type",
+              [&](auto& v, auto& p) {
+                s.type = Enum<SourceType>(v, p, {{"glance", SourceType::kGlance},
+                                                 {"file", SourceType::kFile}});
+              }},
+             {"glance", [&](auto& v, auto& p) { ParseGlance(v, p, s.glance); }},
+             {"file", [&](auto& v, auto& p) { ParseFile(v, p, s.file); }}});
+  }
+
+  void ParseGlance(const YAML::Node& node, const std::string& path, GlanceSourceOptions& g) {
+    Section(node, path,
+            {{"endpoint", [&](auto& v, auto& p) { g.endpoint = String(v, p); }},
+             {"token", [&](auto& v, auto& p) { g.token = String(v, p); }},
+             {"ca_file", [&](auto& v, auto& p) { g.ca_file = PathValue(v, p); }},
+             {"timeout_s", [&](auto& v, auto& p) { g.timeout_s = Integer<uint32_t>(v, p); }},
+             {"retries", [&](auto& v, auto& p) { g.retries = Integer<uint32_t>(v, p); }}});
+  }
+
+  void ParseFile(const YAML::Node& node, const std::string& path, FileSourceOptions& f) {
+    Section(node, path, {{"dir", [&](auto& v, auto& p) { f.dir = PathValue(v, p); }}});
+  }
+
+  void ParseCache(const YAML::Node& node, const std::string& path, CacheOptions& c) {
+    // Cinder's names for the same settings; an operator may paste them from cinder.conf.
+    auto max_size = [&](auto& v, auto& p) { c.max_size_gb = Number(v, p); };
+    auto max_count = [&](auto& v, auto& p) { c.max_count = Integer<uint64_t>(v, p); };
+    auto depth = [&](auto& v, auto& p) { c.max_clone_depth = Integer<int>(v, p); };
+    const auto seen = Section(
+        node, path,
+        {{"max_size_gb", max_size},
+         {"image_volume_cache_max_size_gb", max_size},
+         {"max_count", max_count},
+         {"image_volume_cache_max_count", max_count},
+         {"max_clone_depth", depth},
+         {"rbd_max_clone_depth", depth},
+         {"size_accounting",
+          [&](auto& v, auto& p) {
+            c.size_accounting = Enum<SizeAccounting>(
+                v, p,
+                {{"provisioned", SizeAccounting::kProvisioned},
+                 {"allocated", SizeAccounting::kAllocated}});
+          }},
+         {"stale_on_updated_at", [&](auto& v, auto& p) { c.stale_on_updated_at = Bool(v, p); }}});
+    const std::pair<const char*, const char*> aliases[] = {
+        {"image_volume_cache_max_size_gb", "max_size_gb"},
+        {"image_volume_cache_max_count", "max_count"},
+        {"rbd_max_clone_depth", "max_clone_depth"}};
+    for (const auto& [alias, key] : aliases) {
+      if (seen.count(alias) && seen.count(key)) {
+        const std::string alias_path = Join(path, alias);
+        throw Error(Errc::kConfig, origin_ + ":" + std::to_string(lines_[alias_path]) + ": " +
+                                       alias_path + ": is Cinder's name for " + Join(path, key) +
+                                       ", which is set too; keep one of them");
+      }
+    }
+  }
+
+  void ParseConversion(const YAML::Node& node, const std::string& path, ConversionOptions& c) {
+    Section(node, path,
+            {{"dir", [&](auto& v, auto& p) { c.dir = PathValue(v, p); }},
+             {"max_virtual_size_gb",
+              [&](auto& v, auto& p) { c.max_virtual_size_gb = Number(v, p); }},
+             {"qemu_img",
+              [&](auto& v, auto& p) {
+                // A bare program name is looked up in PATH; only a path is resolved.
+                const std::string s = String(v, p);
+                c.qemu_img = s.find('/') == std::string::npos ? s : PathValue(v, p);
+              }},
+             {"timeout_s", [&](auto& v, auto& p) { c.timeout_s = Integer<uint32_t>(v, p); }},
+             {"cpu_limit_s", [&](auto& v, auto& p) { c.cpu_limit_s = Integer<uint32_t>(v, p); }},
+             {"address_space_mb",
+              [&](auto& v, auto& p) { c.address_space_mb = Integer<uint64_t>(v, p); }}});
+  }
+
+  void ParseLog(const YAML::Node& node, const std::string& path, LogOptions& l) {
+    Section(node, path,
+            {{"level", [&](auto& v, auto& p) { l.level = String(v, p); }},
+             {"file", [&](auto& v, auto& p) { l.file = PathValue(v, p); }},
+             {"max_file_mb", [&](auto& v, auto& p) { l.max_file_mb = Integer<uint32_t>(v, p); }},
+             {"max_files", [&](auto& v, auto& p) { l.max_files = Integer<uint32_t>(v, p); }}});
+  }
+
+  std::string origin_;
+  fs::path base_dir_;
+  std::map<std::string, int> lines_;  // key path -> line, for rules checked afterwards
+};
+
+[[noreturn]] void Invalid(const std::string& path, const std::string& rule) {
+  throw Error(Errc::kConfig, path + ": " + rule);
+}
+
+template <typename T>
+void Between(const std::string& path, T value, T lo, T hi) {
+  if (value < lo || value > hi) {
+    Invalid(path, "must be between " + std::to_string(lo) + " and " + std::to_string(hi) +
+                      " (got " + std::to_string(value) + ")");
+  }
+}
+
+void AtLeast(const std::string& path, uint64_t value, uint64_t lo) {
+  if (value < lo) {
+    Invalid(path, "must be >= " + std::to_string(lo) + " (got " + std::to_string(value) + ")");
+  }
+}
+
+void NonEmpty(const std::string& path, const std::string& value) {
+  if (value.empty()) Invalid(path, "must not be empty");
+}
+
+}  // namespace
+
+Options ParseConfig(std::string_view yaml_text, std::string_view origin) {
+  return Parser(std::string(origin), {}).Parse(yaml_text);
+}
+
+Options LoadConfigFile(const fs::path& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    throw Error(Errc::kConfig, "config file " + path.string() + ": is a directory");
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    throw Error(Errc::kConfig, "config file " + path.string() + ": cannot read: " +
+                                   std::strerror(err != 0 ? err : ENOENT));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) {
+    throw Error(Errc::kConfig, "config file " + path.string() + ": read failed");
+  }
+  const fs::path base = fs::absolute(path, ec).parent_path();
+  return Parser(path.string(), base).Parse(text.str());
+}
+
+fs::path DefaultConfigPath() {
+  const char* env = std::getenv(kConfigEnv);
+  if (env != nullptr && *env != '\0') return fs::path(env);
+  return fs::path(kDefaultConfigPath);
+}
+
+void ValidateOptions(const Options& o) {
+  NonEmpty("index", o.index);
+
+  const auto& local = o.backend.local;
+  if (o.backend.type == BackendType::kLocal) {
+    NonEmpty("backend.local.root", local.root);
+    if (!fs::path(local.root).is_absolute()) {
+      Invalid("backend.local.root", "must be an absolute path (got '" + local.root + "')");
+    }
+  }
+  if (local.mode > 07777) Invalid("backend.local.mode", "must be an octal mode <= 07777");
+
+  const auto& rbd = o.backend.rbd;
+  if (o.backend.type == BackendType::kRbd) {
+    NonEmpty("backend.rbd.pool", rbd.pool);
+    NonEmpty("backend.rbd.client", rbd.client);
+    if (rbd.client.rfind("client.", 0) == 0) {
+      Invalid("backend.rbd.client",
+              "give the name without the 'client.' prefix (got '" + rbd.client + "')");
+    }
+  }
+  Between<uint32_t>("backend.rbd.queue_depth", rbd.queue_depth, 1, 256);
+  AtLeast("backend.rbd.connect_timeout_s", rbd.connect_timeout_s, 1);
+  AtLeast("backend.rbd.op_timeout_s", rbd.op_timeout_s, 1);
+  for (std::size_t i = 0; i < rbd.features.size(); ++i) {
+    if (!kRbdFeatures.count(rbd.features[i])) {
+      std::vector<std::string> known(kRbdFeatures.begin(), kRbdFeatures.end());
+      Invalid("backend.rbd.features[" + std::to_string(i) + "]",
+              "must be one of " + Join(known, ", ") + " (got '" + rbd.features[i] + "')");
+    }
+  }
+  if (o.backend.type == BackendType::kRbd &&
+      std::find(rbd.features.begin(), rbd.features.end(), "layering") == rbd.features.end()) {
+    Invalid("backend.rbd.features", "must include layering (clones need it)");
+  }
+
+  const auto& glance = o.source.glance;
+  if (o.source.type == SourceType::kGlance) {
+    if (glance.endpoint.rfind("http://", 0) != 0 && glance.endpoint.rfind("https://", 0) != 0) {
+      Invalid("source.glance.endpoint",
+              "must be an http:// or https:// URL (got '" + glance.endpoint + "')");
+    }
+  }
+  AtLeast("source.glance.timeout_s", glance.timeout_s, 1);
+  Between<uint32_t>("source.glance.retries", glance.retries, 0, 100);
+  if (o.source.type == SourceType::kFile) NonEmpty("source.file.dir", o.source.file.dir);
+
+  const auto& cache = o.cache;
+  if (!(cache.max_size_gb >= 0) || !std::isfinite(cache.max_size_gb)) {
+    Invalid("cache.max_size_gb", "must be >= 0 (0 = unlimited)");
+  }
+  // librbd itself refuses chains much longer than this; a larger value is a typo.
+  if (cache.max_clone_depth > 64) {
+    Invalid("cache.max_clone_depth", "must be <= 64 (got " + std::to_string(cache.max_clone_depth) +
+                                         "); 0 or less means every volume is a full copy");
+  }
+
+  const auto& conv = o.conversion;
+  NonEmpty("conversion.dir", conv.dir);
+  NonEmpty("conversion.qemu_img", conv.qemu_img);
+  if (!(conv.max_virtual_size_gb > 0) || !std::isfinite(conv.max_virtual_size_gb)) {
+    Invalid("conversion.max_virtual_size_gb", "must be > 0");
+  }
+  AtLeast("conversion.timeout_s", conv.timeout_s, 1);
+  AtLeast("conversion.cpu_limit_s", conv.cpu_limit_s, 1);
+  AtLeast("conversion.address_space_mb", conv.address_space_mb, 64);
+
+  if (!kLogLevels.count(o.log.level)) {
+    std::vector<std::string> known = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+    Invalid("log.level", "must be one of " + Join(known, ", ") + " (got '" + o.log.level + "')");
+  }
+  AtLeast("log.max_file_mb", o.log.max_file_mb, 1);
+  AtLeast("log.max_files", o.log.max_files, 1);
+}
+
+}  // namespace cachemgr
