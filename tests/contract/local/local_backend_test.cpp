@@ -1,0 +1,321 @@
+// What only the local directory backend does: hard-link prefill, bases kept while
+// overlays use them, owner and mode, clone-mode detection, sidecars.
+#include <doctest/doctest.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "cachemgr/error.h"
+#include "contract/local/reflink_root.h"
+#include "storage/factory.h"
+#include "storage/local/local_backend.h"
+#include "support/test_util.h"
+
+namespace cachemgr::test {
+namespace {
+
+namespace fs = std::filesystem;
+using storage::ImageRef;
+using storage::LocalBackend;
+using storage::SnapRef;
+constexpr uint64_t kMiB = 1024 * 1024;
+// Nova names a base by sha1(image_id); any such name will do here.
+const std::string kBaseName = "a94a8fe5ccb19ba61c4c0873d391e987982fbbd3";
+
+std::unique_ptr<LocalBackend> MakeLocal(const fs::path& root, CloneMode mode = CloneMode::kQcow2,
+                                        const std::string& owner = "",
+                                        const std::string& group = "", uint32_t file_mode = 0644) {
+  LocalBackendOptions options;
+  options.root = root.string();
+  options.clone_mode = mode;
+  options.owner = owner;
+  options.group = group;
+  options.mode = file_mode;
+  return std::make_unique<LocalBackend>(options, nullptr);
+}
+
+struct stat StatOf(const fs::path& p) {
+  struct stat st {};
+  REQUIRE_MESSAGE(::stat(p.c_str(), &st) == 0, "stat " << p);
+  return st;
+}
+
+// Streams a raw file into a new image through Create().
+void Import(storage::Backend& b, const fs::path& raw, const ImageRef& ref) {
+  std::string data = ReadFile(raw);
+  auto w = b.Create(ref, data.size());
+  w->Append({reinterpret_cast<const std::byte*>(data.data()), data.size()});
+  w->Finish();
+}
+
+int QemuCompare(const fs::path& image, const std::string& format, const fs::path& raw) {
+  std::string out;
+  return RunCommand({"qemu-img", "compare", "-f", format, "-F", "raw", image.string(), raw.string()},
+                    &out);
+}
+
+std::string BackingOf(const fs::path& overlay) {
+  std::string out;
+  REQUIRE(RunCommand({"qemu-img", "info", "--output=json", "-f", "qcow2", overlay.string()},
+                     &out) == 0);
+  auto j = nlohmann::json::parse(out);
+  return j.value("backing-filename", "");
+}
+
+TEST_CASE("hard-link prefill from an image store on the same filesystem copies nothing") {
+  TempDir dir("local-adopt");
+  auto store = dir.path() / "images";
+  fs::create_directories(store);
+  auto src = store / "3f2c-image";
+  WriteRawImage(src, 8 * kMiB, 3 * kMiB, 42);
+  auto b = MakeLocal(dir.path() / "root");
+  ImageRef ref{b->entry_pool(), kBaseName};
+
+  REQUIRE(b->Adopt(src, ref));
+  auto s = StatOf(src);
+  auto d = StatOf(b->PathOf(ref));
+  CHECK(s.st_ino == d.st_ino);
+  CHECK(s.st_dev == d.st_dev);
+  CHECK(d.st_nlink == 2);
+  CHECK(b->Stat(ref).size == 8 * kMiB);
+  CHECK(QemuCompare(b->PathOf(ref), "raw", src) == 0);
+  CHECK(b->GetMetadata(ref).empty());
+  CHECK_THROWS_AS(b->Adopt(src, ref), Error);
+
+  // The cached entry survives the store deleting its file.
+  fs::remove(src);
+  CHECK(StatOf(b->PathOf(ref)).st_nlink == 1);
+  CHECK(b->Stat(ref).size == 8 * kMiB);
+}
+
+TEST_CASE("prefill across filesystems is refused so the caller copies") {
+  TempDir dir("local-adopt-xdev");
+  auto b = MakeLocal(dir.path() / "root");
+  // /dev/shm is a tmpfs: another filesystem than the run dir.
+  fs::path other = "/dev/shm/cachemgr-adopt-" + std::to_string(::getpid());
+  WriteRawImage(other, 1 * kMiB, 1 * kMiB, 7);
+  bool different = StatOf(other).st_dev != StatOf(dir.path()).st_dev;
+  ImageRef ref{b->entry_pool(), kBaseName};
+  bool adopted = b->Adopt(other, ref);
+  fs::remove(other);
+  REQUIRE_MESSAGE(different, "/dev/shm is on the run dir's filesystem here");
+  CHECK_FALSE(adopted);
+  CHECK_FALSE(b->Exists(ref));
+  CHECK_FALSE(fs::exists(b->PathOf(ref).parent_path() / ".meta" / (kBaseName + ".json")));
+}
+
+TEST_CASE("a base in use survives removal and goes once its last overlay is deleted") {
+  TempDir dir("local-trash");
+  auto src = dir.path() / "source.raw";
+  WriteRawImage(src, 6 * kMiB, 2 * kMiB, 11);
+  auto b = MakeLocal(dir.path() / "root");
+  ImageRef base{b->entry_pool(), kBaseName};
+  Import(*b, src, base);
+  SnapRef snap{base, "snap"};
+  b->CreateSnapshot(snap);
+  b->ProtectSnapshot(snap);
+  ImageRef v1{b->volume_pool(), "vm1-disk"};
+  ImageRef v2{b->volume_pool(), "vm2-disk"};
+  b->Clone(snap, v1);
+  b->Clone(snap, v2);
+  CHECK(BackingOf(b->PathOf(v1)) == b->PathOf(base).string());
+  CHECK(QemuCompare(b->PathOf(v1), "qcow2", src) == 0);
+
+  // The eviction pass removes the entry: its bytes are parked, not deleted.
+  CHECK(b->Remove(base) == storage::RemoveOutcome::kTrashed);
+  CHECK_FALSE(fs::exists(b->PathOf(base)));
+  auto trashed = BackingOf(b->PathOf(v1));
+  CHECK(trashed.find("/.trash/") != std::string::npos);
+  CHECK(fs::exists(trashed));
+  CHECK(QemuCompare(b->PathOf(v1), "qcow2", src) == 0);
+  CHECK(QemuCompare(b->PathOf(v2), "qcow2", src) == 0);
+
+  auto trash = b->ListTrash();
+  REQUIRE(trash.size() == 1);
+  CHECK(trash[0].original == base);
+  CHECK(trash[0].has_children);
+  CHECK_FALSE(b->PurgeTrash(trash[0]));
+
+  // One overlay gone: still in use.
+  CHECK(b->Remove(v1) == storage::RemoveOutcome::kRemoved);
+  CHECK_FALSE(b->PurgeTrash(b->ListTrash().at(0)));
+  CHECK(QemuCompare(b->PathOf(v2), "qcow2", src) == 0);
+  // The last overlay gone: the gc pass purges it.
+  CHECK(b->Remove(v2) == storage::RemoveOutcome::kRemoved);
+  trash = b->ListTrash();
+  REQUIRE(trash.size() == 1);
+  CHECK_FALSE(trash[0].has_children);
+  CHECK(b->PurgeTrash(trash[0]));
+  CHECK(b->ListTrash().empty());
+  CHECK_FALSE(fs::exists(trashed));
+}
+
+TEST_CASE("an overlay made by another tool is also seen as a user of a base") {
+  TempDir dir("local-foreign");
+  auto src = dir.path() / "source.raw";
+  WriteRawImage(src, 4 * kMiB, 1 * kMiB, 12);
+  auto b = MakeLocal(dir.path() / "root");
+  ImageRef base{b->entry_pool(), kBaseName};
+  Import(*b, src, base);
+  // Like a Nova instance disk: a qcow2 overlay with no sidecar, in a pool folder.
+  auto foreign = b->PathOf({b->volume_pool(), "instance-0001-disk"});
+  REQUIRE(RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                      b->PathOf(base).string(), foreign.string()}) == 0);
+  CHECK(b->Remove(base) == storage::RemoveOutcome::kTrashed);
+  CHECK(QemuCompare(foreign, "qcow2", src) == 0);
+}
+
+TEST_CASE("renaming a base keeps its overlays reading") {
+  TempDir dir("local-rename");
+  auto src = dir.path() / "source.raw";
+  WriteRawImage(src, 4 * kMiB, 2 * kMiB, 13);
+  auto b = MakeLocal(dir.path() / "root");
+  ImageRef staging{b->entry_pool(), "staging-1"};
+  Import(*b, src, staging);
+  b->CreateSnapshot({staging, "snap"});
+  b->ProtectSnapshot({staging, "snap"});
+  ImageRef v{b->volume_pool(), "vol"};
+  b->Clone({staging, "snap"}, v);
+  b->Rename(staging, kBaseName);
+  ImageRef base{b->entry_pool(), kBaseName};
+  CHECK(BackingOf(b->PathOf(v)) == b->PathOf(base).string());
+  CHECK(QemuCompare(b->PathOf(v), "qcow2", src) == 0);
+  REQUIRE(b->Parent(v).has_value());
+  CHECK(b->Parent(v)->image == base);
+  CHECK(b->Children({base, "snap"}).size() == 1);
+}
+
+TEST_CASE("owner, group and mode are applied to bases and volumes") {
+  REQUIRE_MESSAGE(::geteuid() == 0, "chown to another user needs root");
+  struct passwd* pw = ::getpwnam("nobody");
+  struct group* gr = ::getgrnam("nogroup");
+  REQUIRE(pw);
+  REQUIRE(gr);
+  TempDir dir("local-owner");
+  auto b = MakeLocal(dir.path() / "root", CloneMode::kQcow2, "nobody", "nogroup", 0640);
+  auto src = dir.path() / "source.raw";
+  WriteRawImage(src, 2 * kMiB, 1 * kMiB, 14);
+  ImageRef base{b->entry_pool(), kBaseName};
+  Import(*b, src, base);
+  b->CreateSnapshot({base, "snap"});
+  b->ProtectSnapshot({base, "snap"});
+  ImageRef clone{b->volume_pool(), "clone"};
+  ImageRef copy{b->volume_pool(), "copy"};
+  b->Clone({base, "snap"}, clone);
+  b->Copy(base, copy, {});
+  for (const auto& ref : {base, clone, copy}) {
+    CAPTURE(ref.name);
+    auto st = StatOf(b->PathOf(ref));
+    CHECK(st.st_uid == pw->pw_uid);
+    CHECK(st.st_gid == gr->gr_gid);
+    CHECK((st.st_mode & 07777) == 0640);
+  }
+  b->Flatten(clone, {});
+  CHECK((StatOf(b->PathOf(clone)).st_mode & 07777) == 0640);
+  CHECK(StatOf(b->PathOf(clone)).st_uid == pw->pw_uid);
+
+  auto adopted_src = dir.path() / "store.raw";
+  WriteRawImage(adopted_src, 1 * kMiB, 1 * kMiB, 15);
+  ImageRef adopted{b->entry_pool(), "adopted"};
+  REQUIRE(b->Adopt(adopted_src, adopted));
+  CHECK(StatOf(b->PathOf(adopted)).st_uid == pw->pw_uid);
+  CHECK((StatOf(b->PathOf(adopted)).st_mode & 07777) == 0640);
+}
+
+TEST_CASE("an unknown owner or group is a configuration error naming it") {
+  TempDir dir("local-badowner");
+  try {
+    MakeLocal(dir.path() / "root", CloneMode::kQcow2, "no-such-user-cm");
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.code() == Errc::kConfig);
+    CHECK(std::string(e.what()).find("no-such-user-cm") != std::string::npos);
+    CHECK(std::string(e.what()).find("backend.local.owner") != std::string::npos);
+  }
+  try {
+    MakeLocal(dir.path() / "root", CloneMode::kQcow2, "", "no-such-group-cm");
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.code() == Errc::kConfig);
+    CHECK(std::string(e.what()).find("no-such-group-cm") != std::string::npos);
+  }
+}
+
+TEST_CASE("auto mode picks reflink where the filesystem has it, else qcow2 overlays") {
+  TempDir dir("local-auto");
+  // Decide independently of the backend's probe: coreutils' cp --reflink=always.
+  auto a = dir.path() / "a";
+  WriteFile(a, std::string(4096, 'x'));
+  bool reflink_here = RunCommand({"cp", "--reflink=always", a.string(), (dir.path() / "b").string()}) == 0;
+  auto b = MakeLocal(dir.path() / "root", CloneMode::kAuto);
+  CHECK(b->clone_mode() == (reflink_here ? CloneMode::kReflink : CloneMode::kQcow2));
+  if (!reflink_here) {
+    try {
+      MakeLocal(dir.path() / "root2", CloneMode::kReflink);
+      FAIL("reflink mode accepted on a filesystem without it");
+    } catch (const Error& e) {
+      CHECK(e.code() == Errc::kConfig);
+    }
+  }
+  // And on a filesystem that has reflinks (XFS), auto picks them and clones share extents.
+  ReflinkRoot xfs;
+  auto r = MakeLocal(xfs.path() / "auto", CloneMode::kAuto);
+  CHECK(r->clone_mode() == CloneMode::kReflink);
+  auto src = dir.path() / "src.raw";
+  WriteRawImage(src, 4 * kMiB, 4 * kMiB, 16);
+  ImageRef base{r->entry_pool(), kBaseName};
+  Import(*r, src, base);
+  r->CreateSnapshot({base, "snap"});
+  r->ProtectSnapshot({base, "snap"});
+  ImageRef v{r->volume_pool(), "v"};
+  r->Clone({base, "snap"}, v);
+  CHECK(r->FormatOf(v) == "raw");
+  CHECK(r->Depth(v) == 0);
+  CHECK(QemuCompare(r->PathOf(v), "raw", src) == 0);
+}
+
+TEST_CASE("the sidecar carries what the index is rebuilt from") {
+  TempDir dir("local-sidecar");
+  auto root = dir.path() / "root";
+  auto b = MakeLocal(root);
+  ImageRef base{b->entry_pool(), kBaseName};
+  auto src = dir.path() / "s.raw";
+  WriteRawImage(src, 1 * kMiB, 1 * kMiB, 17);
+  Import(*b, src, base);
+  b->SetMetadata(base, "cachemgr.image_id", "3f2c");
+  b->CreateSnapshot({base, "snap"});
+  b->ProtectSnapshot({base, "snap"});
+  auto j = nlohmann::json::parse(ReadFile(root / "_base" / ".meta" / (kBaseName + ".json")));
+  CHECK(j["metadata"]["cachemgr.image_id"] == "3f2c");
+  CHECK(j["snapshots"][0]["name"] == "snap");
+  CHECK(j["snapshots"][0]["protected"] == true);
+  // A new backend on the same root (a restart) sees the same state.
+  auto again = MakeLocal(root);
+  CHECK(again->GetMetadata(base).at("cachemgr.image_id") == "3f2c");
+  CHECK(again->ListSnapshots(base).at(0).is_protected);
+  // No temporary names are left behind in the pool folder.
+  for (const auto& e : fs::directory_iterator(root / "_base"))
+    CHECK(e.path().filename().string().rfind(".tmp-", 0) != 0);
+}
+
+TEST_CASE("MakeBackend makes the local backend from options") {
+  TempDir dir("local-factory");
+  BackendOptions options;
+  options.type = BackendType::kLocal;
+  options.local.root = (dir.path() / "root").string();
+  options.local.clone_mode = CloneMode::kCopy;
+  auto b = storage::MakeBackend(options, nullptr);
+  CHECK(b->kind() == "local");
+  CHECK(b->entry_pool() == "_base");
+  CHECK(b->volume_pool() == "volumes");
+  CHECK(b->location() == fs::weakly_canonical(dir.path() / "root").string());
+  CHECK(fs::is_directory(dir.path() / "root" / "_base"));
+}
+
+}  // namespace
+}  // namespace cachemgr::test
