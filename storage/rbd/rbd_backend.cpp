@@ -137,6 +137,18 @@ bool AnySnapHasChildren(rbd_image_t image, const std::string& where) {
   return found;
 }
 
+// Throws kBusy when the named snapshot of an open image has clones.
+void RefuseIfChildren(rbd_image_t image, const std::string& snap, const std::string& where) {
+  Check(rbd_snap_set(image, snap.c_str()), "set snapshot", where);
+  const auto children = ListChildrenOfCurrentSnap(image, where);
+  (void)rbd_snap_set(image, nullptr);
+  if (!children.empty()) {
+    throw Error(Errc::kBusy, "rbd snapshot " + where + " has " +
+                                 std::to_string(children.size()) + " clone(s), e.g. " +
+                                 children.front().pool + "/" + children.front().name);
+  }
+}
+
 struct ProgressCtx {
   const ProgressFn* fn;
 };
@@ -461,6 +473,9 @@ void RbdBackend::UnprotectSnapshot(const SnapRef& snap) {
   Check(rbd_snap_is_protected(image.get(), snap.snap.c_str(), &is_protected),
         "check protection of", where);
   if (!is_protected) return;
+  // librbd lets a snapshot with clone v2 children be unprotected (v2 counts children
+  // itself); the engine relies on protection meaning "clones depend on this".
+  RefuseIfChildren(image.get(), snap.snap, where);
   Check(rbd_snap_unprotect(image.get(), snap.snap.c_str()), "unprotect", where);
 }
 
@@ -468,8 +483,11 @@ void RbdBackend::RemoveSnapshot(const SnapRef& snap) {
   auto pool = Pool(snap.image.pool);
   ValidateName("snapshot", snap.snap);
   auto image = OpenImage(*pool, snap.image.name, false);
-  Check(rbd_snap_remove(image.get(), snap.snap.c_str()), "remove snapshot",
-        pool->Where(snap.image.name) + "@" + snap.snap);
+  const std::string where = pool->Where(snap.image.name) + "@" + snap.snap;
+  // With clone v2 librbd would move a snapshot that has children to the snapshot trash;
+  // refuse instead, so a snapshot never disappears from under its clones silently.
+  RefuseIfChildren(image.get(), snap.snap, where);
+  Check(rbd_snap_remove(image.get(), snap.snap.c_str()), "remove snapshot", where);
 }
 
 std::vector<SnapInfo> RbdBackend::ListSnapshots(const ImageRef& ref) {
