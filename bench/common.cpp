@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include <fcntl.h>
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -52,13 +53,17 @@ void Results::Write(const std::string& path) const {
   if (!out) throw std::runtime_error("short write to " + path);
 }
 
-ChildResult RunChild(const std::vector<std::string>& argv) {
+ChildResult RunChild(const std::vector<std::string>& argv, bool quiet) {
   std::vector<char*> cargv;
   for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
   cargv.push_back(nullptr);
   auto start = Clock::now();
   pid_t pid = 0;
-  int rc = posix_spawnp(&pid, cargv[0], nullptr, nullptr, cargv.data(), environ);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (quiet) posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  int rc = posix_spawnp(&pid, cargv[0], &actions, nullptr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) throw std::runtime_error("cannot start " + argv[0]);
   int status = 0;
   struct rusage usage {};

@@ -50,8 +50,8 @@ struct ChildResult {
   double wall_ms = 0;
   uint64_t max_rss_kib = 0;
 };
-// Runs argv (no shell) with stdout/stderr inherited.
-ChildResult RunChild(const std::vector<std::string>& argv);
+// Runs argv (no shell); stdout goes to /dev/null when `quiet`, stderr is inherited.
+ChildResult RunChild(const std::vector<std::string>& argv, bool quiet = false);
 // Forks and runs `fn` in the child (its return value is the exit code).
 template <typename Fn>
 ChildResult ForkChild(Fn&& fn);

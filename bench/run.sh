@@ -1,0 +1,278 @@
+#!/usr/bin/env bash
+# bench/run.sh: every benchmark scenario against its baseline, on a throwaway Ceph
+# cluster and a real Glance API that this script starts and stops (by pid, also on
+# failure). Prints the table of medians, p90s and ratios, writes
+# bench/results/latest.json and draws bench/results/latest.png.
+#
+#   BUILD=build bench/run.sh            (what `make bench` runs)
+# Environment:
+#   BUILD           build dir holding bench/bench_* (default: build)
+#   BENCH_RUN_DIR   scratch dir for the cluster, Glance, images (default: $BUILD/bench-run)
+#   BENCH_RESULTS   where latest.json/png go (default: bench/results)
+#   BENCH_ONLY      space-separated scenarios to run (default: all):
+#                   hit burst miss rss flight index local import
+#   BENCH_REPS      repetitions of each miss and single-flight run (default: 3)
+#   BENCH_QUICK=1   fewer samples everywhere (a smoke run; its numbers are not the record)
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+build=$(cd "${BUILD:-build}" 2>/dev/null && pwd) || { echo "bench: no build dir ${BUILD:-build}" >&2; exit 2; }
+bin=$build/bench
+run=${BENCH_RUN_DIR:-$build/bench-run}
+results=${BENCH_RESULTS:-$repo/bench/results}
+only=${BENCH_ONLY:-hit burst miss rss flight index local import}
+reps=${BENCH_REPS:-3}
+quick=${BENCH_QUICK:-0}
+py=/usr/bin/python3  # Debian's python: it has the rbd and rados modules
+
+if [[ $quick == 1 ]]; then
+  n_hit=30; n_cinder=5; n_burst=100; n_local=50; n_index=20000; reps=${BENCH_REPS:-1}
+else
+  n_hit=200; n_cinder=15; n_burst=500; n_local=100; n_index=100000
+fi
+
+started=$(date +%s)
+rm -rf "$run"
+mkdir -p "$run"/{out,img,logs,idx,work}
+run=$(cd "$run" && pwd)
+out=$run/out
+ceph_dir=$run/ceph
+glance_dir=$run/glance
+conf=$ceph_dir/ceph.conf
+failures=()
+
+log() { printf '[bench %4ds] %s\n' $(( $(date +%s) - started )) "$*" >&2; }
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  log "stopping Glance and Ceph"
+  "$repo/tests/cluster/glance-stop.sh" "$glance_dir" >/dev/null 2>&1 || true
+  "$repo/tests/cluster/ceph-stop.sh" "$ceph_dir" >/dev/null 2>&1 || true
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+want() { [[ " $only " == *" $1 "* ]]; }
+
+# step NAME LIMIT_S CMD...: runs one measurement with a time limit; a failure is
+# recorded (the scenario shows as NOT RUN) and the run goes on with the next one.
+step() {
+  local name=$1 limit=$2
+  shift 2
+  if timeout --kill-after=10 "$limit" "$@" >>"$run/logs/steps.log" 2>&1; then
+    return 0
+  fi
+  log "FAILED: $name (see $run/logs/steps.log)"
+  tail -n 5 "$run/logs/steps.log" | sed 's/^/    /' >&2
+  failures+=("$name")
+  return 1
+}
+
+for prog in bench_rbd_floor bench_index bench_engine bench_qemu_img; do
+  [[ -x $bin/$prog ]] || { echo "bench: $bin/$prog missing (make build)" >&2; exit 2; }
+done
+
+# ---------------------------------------------------------------- services
+log "starting Ceph (memstore) and Glance in $run"
+CEPH_MEMSTORE_BYTES=${CEPH_MEMSTORE_BYTES:-$((10 * 1024 * 1024 * 1024))} \
+  "$repo/tests/cluster/ceph-start.sh" "$ceph_dir" >"$run/logs/ceph-start.log" 2>&1 \
+  || { cat "$run/logs/ceph-start.log" >&2; exit 1; }
+"$repo/tests/cluster/glance-start.sh" "$glance_dir" "$ceph_dir" >"$run/logs/glance-start.log" 2>&1 \
+  || { cat "$run/logs/glance-start.log" >&2; exit 1; }
+endpoint=$(cat "$glance_dir/endpoint")
+rbd_cmd() { rbd --conf "$conf" "$@"; }
+
+# ---------------------------------------------------------------- images
+# 1 GiB virtual: sparse = 64 MiB of data then a hole; dense = data everywhere.
+gib=$((1024 * 1024 * 1024))
+random_bytes() { openssl enc -aes-128-ctr -pass "pass:$1" -nosalt -pbkdf2 </dev/zero 2>/dev/null | head -c "$2"; }
+make_sparse() {  # make_sparse FILE SIZE SEED
+  random_bytes "$3" $((64 * 1024 * 1024)) >"$1"
+  truncate -s "$2" "$1"
+}
+upload() {  # upload NAME FORMAT FILE: prints the new image's id
+  local id
+  id=$(curl -fsS -X POST -H 'Content-Type: application/json' \
+    -d "{\"name\": \"$1\", \"disk_format\": \"$2\", \"container_format\": \"bare\"}" \
+    "$endpoint/v2/images" | $py -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+  curl -fsS -X PUT -H 'Content-Type: application/octet-stream' -T "$3" \
+    "$endpoint/v2/images/$id/file" >/dev/null
+  echo "$id"
+}
+declare -A image_id image_fmt
+add_image() {  # add_image LABEL FORMAT FILE
+  local t0=$(date +%s)
+  image_id[$1]=$(upload "bench-$1" "$2" "$3")
+  image_fmt[$1]=$2
+  log "image $1 ($2, $(du -h --apparent-size "$3" | cut -f1) file) uploaded in $(( $(date +%s) - t0 ))s: ${image_id[$1]}"
+}
+
+img=$run/img
+make_sparse "$img/raw-sparse.raw" $gib 1
+add_image raw-sparse raw "$img/raw-sparse.raw"
+if want miss; then
+  random_bytes 2 $gib >"$img/raw-dense.raw"
+  add_image raw-dense raw "$img/raw-dense.raw"
+  qemu-img convert -f raw -O qcow2 "$img/raw-dense.raw" "$img/qcow2-dense.qcow2"
+  rm -f "$img/raw-dense.raw"
+  add_image qcow2-dense qcow2 "$img/qcow2-dense.qcow2"
+  rm -f "$img/qcow2-dense.qcow2"
+fi
+if want miss || want local; then
+  qemu-img convert -f raw -O qcow2 "$img/raw-sparse.raw" "$img/qcow2-sparse.qcow2"
+  add_image qcow2-sparse qcow2 "$img/qcow2-sparse.qcow2"
+fi
+if want rss; then
+  make_sparse "$img/raw-sparse-4g.raw" $((4 * gib)) 3
+  add_image raw-sparse-4g raw "$img/raw-sparse-4g.raw"
+  rm -f "$img/raw-sparse-4g.raw"
+fi
+
+# engine ARGS...: bench_engine on the RBD backend; NS and IDX name the namespace and index.
+engine_rbd() {  # engine_rbd NS IDX CMD ARGS...
+  local ns=$1 idx=$2
+  shift 2
+  "$bin/bench_engine" "$@" --backend rbd --conf "$conf" --pool volumes --namespace "$ns" \
+    --endpoint "$endpoint" --index "$run/idx/$idx.db" --work "$run/work" \
+    --log "$run/logs/engine.log"
+}
+purge() { $py "$repo/bench/purge.py" --conf "$conf" --pool volumes --namespace "$1" \
+  >>"$run/logs/steps.log" 2>&1 || log "purge of namespace $1 left images behind"; }
+
+# ---------------------------------------------------------------- hit
+if want hit; then
+  log "hit: engine, librbd floor, Cinder sequence"
+  rbd_cmd create --size 1G volumes/bench-parent
+  rbd_cmd snap create volumes/bench-parent@snap >/dev/null 2>&1
+  rbd_cmd snap protect volumes/bench-parent@snap
+  rbd_cmd create --size 1G volumes/cinder-src
+  step "hit engine" 300 engine_rbd hot hot hit --image "${image_id[raw-sparse]}" \
+    --count $n_hit --scenario hit --out "$out/hit-engine.json"
+  step "hit floor" 300 "$bin/bench_rbd_floor" --conf "$conf" --pool volumes --parent bench-parent \
+    --snap snap --count $n_hit --scenario hit --name floor --out "$out/hit-floor.json"
+  step "hit cinder" 300 $py "$repo/bench/cinder_hit.py" --conf "$conf" --pool volumes \
+    --source cinder-src --count $n_cinder --out "$out/hit-cinder.json"
+fi
+
+# ---------------------------------------------------------------- burst
+if want burst; then
+  for c in 1 8 32; do
+    log "burst: $n_burst volumes at concurrency $c"
+    step "burst engine c$c" 300 engine_rbd hot hot burst --image "${image_id[raw-sparse]}" \
+      --count $n_burst --concurrency $c --scenario burst --out "$out/burst-engine-c$c.json"
+    if [[ $c != 8 ]]; then
+      [[ -n $(rbd_cmd ls volumes 2>/dev/null | grep -x bench-parent) ]] || {
+        rbd_cmd create --size 1G volumes/bench-parent
+        rbd_cmd snap create volumes/bench-parent@snap >/dev/null 2>&1
+        rbd_cmd snap protect volumes/bench-parent@snap; }
+      step "burst floor c$c" 300 "$bin/bench_rbd_floor" --conf "$conf" --pool volumes \
+        --parent bench-parent --snap snap --count $n_burst --concurrency $c --scenario burst \
+        --name "floor c$c" --out "$out/burst-floor-c$c.json"
+    fi
+  done
+fi
+if want hit || want burst; then purge hot; fi
+
+# ---------------------------------------------------------------- miss and memory
+rss_arg=()
+if want miss; then
+  for label in raw-sparse raw-dense qcow2-sparse qcow2-dense; do
+    for rep in $(seq 1 "$reps"); do
+      log "miss: $label, repetition $rep of $reps"
+      rss_arg=()
+      [[ $label == raw-sparse ]] && want rss && rss_arg=(--rss-label 1GiB)
+      step "miss engine $label" 600 engine_rbd "m-$label-$rep" "m-$label-$rep" miss \
+        --image "${image_id[$label]}" --label "$label" "${rss_arg[@]}" \
+        --out "$out/miss-engine-$label-$rep.json"
+      purge "m-$label-$rep"
+      step "miss cinder $label" 600 $py "$repo/bench/cinder_miss.py" --endpoint "$endpoint" \
+        --image-id "${image_id[$label]}" --format "${image_fmt[$label]}" --conf "$conf" \
+        --pool volumes --workdir "$run/work" --reps 1 --label "$label" \
+        --out "$out/miss-cinder-$label-$rep.json"
+    done
+  done
+fi
+if want rss; then
+  if ! want miss; then
+    log "memory: one raw miss of the 1 GiB image"
+    step "rss 1GiB" 600 engine_rbd rss-1 rss-1 miss --image "${image_id[raw-sparse]}" \
+      --label raw-sparse --rss-label 1GiB --out "$out/rss-1g.json"
+    purge rss-1
+  fi
+  log "memory: one raw miss of the 4 GiB image"
+  step "rss 4GiB" 900 engine_rbd rss-4 rss-4 miss --image "${image_id[raw-sparse-4g]}" \
+    --label raw-sparse-4GiB --rss-label 4GiB --out "$out/rss-4g.json"
+  purge rss-4
+fi
+
+# ---------------------------------------------------------------- single flight
+if want flight; then
+  for rep in $(seq 1 "$reps"); do
+    log "single flight: 32 concurrent cold requests vs one miss + 32 clones ($rep of $reps)"
+    step "single flight" 600 engine_rbd "sf-$rep" "sf-$rep" flight \
+      --image "${image_id[raw-sparse]}" --concurrency 32 --out "$out/flight-$rep.json"
+    purge "sf-$rep"
+    step "miss + 32 clones" 600 engine_rbd "ser-$rep" "ser-$rep" serial \
+      --image "${image_id[raw-sparse]}" --count 32 --out "$out/serial-$rep.json"
+    purge "ser-$rep"
+  done
+fi
+
+# ---------------------------------------------------------------- index
+if want index; then
+  log "index: $n_index entries"
+  step "index" 300 "$bin/bench_index" --dir "$run/work/index" --entries $n_index \
+    --out "$out/index.json"
+fi
+
+# ---------------------------------------------------------------- local backend
+if want local; then
+  log "local backend: hit and burst vs qemu-img create -b"
+  local_args=(--backend local --root "$run/local" --endpoint "$endpoint"
+              --index "$run/idx/local.db" --work "$run/work" --log "$run/logs/engine.log"
+              --image "${image_id[qcow2-sparse]}")
+  step "local hit engine" 300 "$bin/bench_engine" hit "${local_args[@]}" --count $n_local \
+    --scenario local_hit --out "$out/local-hit-engine.json"
+  step "local hit qemu-img" 300 "$bin/bench_qemu_img" --base "$img/raw-sparse.raw" \
+    --dir "$run/qemu" --count $n_local --scenario local_hit --name qemu-img \
+    --out "$out/local-hit-qemu.json"
+  for c in 1 8; do
+    step "local burst engine c$c" 300 "$bin/bench_engine" burst "${local_args[@]}" \
+      --count $n_burst --concurrency $c --scenario local_burst \
+      --out "$out/local-burst-engine-c$c.json"
+    step "local burst qemu-img c$c" 300 "$bin/bench_qemu_img" --base "$img/raw-sparse.raw" \
+      --dir "$run/qemu" --count $n_burst --concurrency $c --scenario local_burst \
+      --name "qemu-img c$c" --out "$out/local-burst-qemu-c$c.json"
+  done
+  rm -rf "$run/local" "$run/qemu"
+fi
+
+# ---------------------------------------------------------------- import (bench/import)
+if want import && [[ -x $repo/bench/import/run.sh ]]; then
+  log "import: Backend import vs rbd import (bench/import)"
+  step "import" 600 env BUILD="$build" BENCH_CEPH_CONF="$conf" BENCH_OUT="$out/import.json" \
+    "$repo/bench/import/run.sh"
+fi
+
+# ---------------------------------------------------------------- report
+elapsed=$(( $(date +%s) - started ))
+failed_json=$(printf '%s\n' "${failures[@]+"${failures[@]}"}" | $py -c \
+  'import json, sys; print(json.dumps([l for l in sys.stdin.read().splitlines() if l]))')
+cat >"$run/meta.json" <<EOF
+{"date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "nproc": $(nproc),
+ "cpu": "$(lscpu | sed -n 's/^Model name: *//p' | head -n1)",
+ "kernel": "$(uname -r)", "ceph": "$(ceph --version | awk '{print $3}')",
+ "commit": "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)",
+ "quick": $([[ $quick == 1 ]] && echo true || echo false), "scenarios": "$only",
+ "reps": $reps, "elapsed_s": $elapsed, "failed": $failed_json}
+EOF
+mkdir -p "$results"
+$py "$repo/bench/report.py" --in "$out" --meta "$run/meta.json" \
+  --json "$results/latest.json" --png "$results/latest.png"
+log "done in ${elapsed}s (before the report)"
+if (( ${#failures[@]} )); then
+  log "failed steps: ${failures[*]}"
+  exit 1
+fi
