@@ -7,7 +7,7 @@
 # and a fresh `create` of the same image must succeed, the volume must read back the
 # image, and nothing may be orphaned (index rows not ready, staging objects, extra
 # snapshots or trash entries, conversion files).
-# Eviction pass: with two entries (one with a clone) over max_count 1, `evict` aborts at
+# Eviction pass: with three entries (the oldest with a clone) over max_count 1, `evict` aborts at
 # the failpoint; then a clean pass and a fresh `create` must succeed, the existing
 # volume must still read back, the limit must hold and nothing may be orphaned.
 source "$(dirname "$0")/lib.sh"
@@ -92,16 +92,22 @@ for fp in "${failpoints[@]}"; do
     continue
   fi
 
-  # --- eviction pass: two entries over max_count 1, the older one with a clone
+  # --- eviction pass over max_count 1: the entry of `id` (made above, it has the clone
+  # v$n-a: deferred delete through the trash), then one without clones (removed at once),
+  # then the newest one, which stays.
+  id3=$(new_uuid)
+  make_image "$id3" raw 16 4
   id2=$(new_uuid)
   make_image "$id2" raw 16 4
   CFG=$cfg_fill
+  sleep 1  # last_used has second resolution: make the LRU order certain
+  cm prefill "$id3" >/dev/null || record "eviction setup for $fp" "$backend" \
+    "prefill succeeds" "$(last_err)" 1
+  sleep 1
   if ! cm create "$id2" "v$n-c" >/dev/null; then
     record "eviction setup for $fp" "$backend" "create succeeds" "$(last_err)" 1
     continue
   fi
-  sleep 1  # last_used has second resolution: make the LRU order certain
-  cm prefill "$id" >/dev/null
   outcome=$(run_fp "$fp" --config "$cfg_small" evict)
   if [[ $outcome == abort ]]; then
     reached_any=1

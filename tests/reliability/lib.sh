@@ -172,13 +172,24 @@ make_image() {
 
 sql() { sqlite3 -readonly -cmd '.timeout 5000' "$IDX" "$@" 2>/dev/null; }
 
+# Trash entries of the cache (deferred deletes), one a line.
+trash_entries() {
+  if [[ $BACKEND == rbd ]]; then
+    rbd_cmd trash ls --all "$POOL" 2>/dev/null
+  else
+    [[ -d $ROOT/.trash ]] && find "$ROOT/.trash" -mindepth 1 -maxdepth 1 -printf '%P\n'
+  fi
+}
+
 # Backend objects of the cache (image names), one a line.
 backend_images() {
   if [[ $BACKEND == rbd ]]; then
     rbd_cmd ls "$POOL" 2>/dev/null
   else
-    # lock files are not objects (flock targets under the root stay by design)
-    [[ -d $ROOT ]] && find "$ROOT" -type f -not -ipath '*lock*' -printf '%P\n' 2>/dev/null | sort
+    # lock files are not objects (flock targets under the root stay by design); the
+    # trash is counted apart (trash_entries)
+    [[ -d $ROOT ]] && find "$ROOT" -type f -not -path "$ROOT/.locks/*" \
+      -not -path "$ROOT/.trash/*" -printf '%P\n' 2>/dev/null | sort
   fi
 }
 
@@ -232,12 +243,11 @@ orphans() {
         [[ -n $want && $s == "$want" ]] || echo "snapshot $img@$s"
       done
     done
-    local trash pinned
-    trash=$(rbd_cmd trash ls --all "$POOL" 2>/dev/null | wc -l)
-    pinned=$(sql "SELECT count(*) FROM entries WHERE pinned = 1;")
-    if (( trash > ${pinned:-0} )); then
-      rbd_cmd trash ls --all "$POOL" 2>/dev/null | sed 's/^/trash /'
-    fi
+  fi
+  local pinned
+  pinned=$(sql "SELECT count(*) FROM entries WHERE pinned = 1;")
+  if (( $(trash_entries | wc -l) > ${pinned:-0} )); then
+    trash_entries | sed "s/^/trash (beyond ${pinned:-0} pinned rows) /"
   fi
   find "$CONV" -mindepth 1 2>/dev/null | sed 's/^/conversion file /'
 }
