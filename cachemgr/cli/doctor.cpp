@@ -1,0 +1,67 @@
+// cachemgr doctor: check config, backend, source, qemu-img and permissions.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "common.h"
+
+namespace cachemgr::cli {
+namespace {
+
+int Print(Context& ctx, const std::vector<Check>& checks) {
+  size_t failed = 0;
+  for (const auto& c : checks) failed += c.ok ? 0 : 1;
+  if (ctx.json) {
+    nlohmann::json doc = nlohmann::json::array();
+    for (const auto& c : checks)
+      doc.push_back({{"name", c.name}, {"ok", c.ok}, {"detail", c.detail}, {"fix", c.fix}});
+    PrintJson({{"checks", doc}, {"failed", failed}});
+  } else {
+    for (const auto& c : checks) {
+      std::cout << (c.ok ? "ok   " : "FAIL ") << c.name;
+      if (!c.detail.empty()) std::cout << ": " << c.detail;
+      std::cout << '\n';
+      if (!c.ok && !c.fix.empty()) std::cout << "     fix: " << c.fix << '\n';
+    }
+    std::cout << checks.size() - failed << " ok, " << failed << " failed\n";
+  }
+  return failed ? kExitFailed : kExitOk;
+}
+
+int RunDoctor(Context& ctx) {
+  // A config that does not load is the first thing doctor reports, in its own format,
+  // and still a config error (exit 2) as for every other command.
+  try {
+    ctx.options();
+  } catch (const Error& e) {
+    if (e.code() != Errc::kConfig) throw;
+    Print(ctx, {{"config", false, e.what(),
+                 "fix the key named above in " + ctx.ConfigPath().string() +
+                     " (every key is described in examples/cachemgr.yaml)"}});
+    return kExitUsage;
+  }
+  std::vector<Check> checks;
+  checks.push_back({"config", true, ctx.ConfigPath().string() + " loads and validates", ""});
+  try {
+    auto more = ctx.cache().Doctor();
+    checks.insert(checks.end(), more.begin(), more.end());
+  } catch (const Error& e) {
+    // Open itself failed (cluster down, index unwritable): that is a finding, not a crash.
+    checks.push_back({"open", false, e.what(),
+                      "see the message: check the backend section of the config, that the "
+                      "cluster is reachable and that the index folder is writable"});
+  }
+  return Print(ctx, checks);
+}
+
+}  // namespace
+
+void AddDoctor(CLI::App& app, Context& ctx) {
+  auto* sub = app.add_subcommand(
+      "doctor",
+      "Check the config, the backend (cluster, pool, root folder), the source, qemu-img and "
+      "permissions; print each check as ok or FAIL with what to do. Exit 1 if any failed.");
+  sub->callback([&ctx] { ctx.run = [&ctx] { return RunDoctor(ctx); }; });
+}
+
+}  // namespace cachemgr::cli

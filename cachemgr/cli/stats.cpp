@@ -1,0 +1,161 @@
+// cachemgr stats: counters and sizes, as a table, JSON, or Prometheus text.
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+
+#include "common.h"
+
+namespace cachemgr::cli {
+namespace {
+
+struct StatsArgs {
+  bool prometheus = false;
+  std::string output;
+};
+
+// The text exposition format (version 0.0.4) that node_exporter's textfile collector
+// reads: HELP and TYPE before each metric family, one sample a line.
+std::string Prometheus(const Stats& s) {
+  std::ostringstream out;
+  auto metric = [&](const char* name, const char* type, const char* help, auto value) {
+    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n'
+        << name << ' ' << value << '\n';
+  };
+  metric("cachemgr_hits_total", "counter", "Volumes made from a cached entry.", s.hits);
+  metric("cachemgr_misses_total", "counter", "Volumes whose image had to be fetched first.",
+         s.misses);
+  metric("cachemgr_direct_total", "counter",
+         "Volumes cloned straight from the source's own RBD image.", s.direct);
+  metric("cachemgr_evictions_total", "counter", "Entries evicted.", s.evictions);
+  metric("cachemgr_stale_total", "counter", "Entries replaced because the image changed.",
+         s.stale);
+  metric("cachemgr_errors_total", "counter", "Failed operations.", s.errors);
+  metric("cachemgr_downloaded_bytes_total", "counter", "Bytes fetched from the source.",
+         s.bytes_downloaded);
+  metric("cachemgr_saved_bytes_total", "counter", "Virtual bytes not copied thanks to clones.",
+         s.bytes_saved);
+  metric("cachemgr_entries", "gauge", "Cache entries.", s.entries);
+  metric("cachemgr_cached_bytes", "gauge",
+         "Bytes the entries take, as counted by cache.size_accounting.", s.cached_bytes);
+  metric("cachemgr_pinned_bytes", "gauge", "Bytes of evicted entries kept for their clones.",
+         s.pinned_bytes);
+  metric("cachemgr_volumes", "gauge", "Volumes recorded.", s.volumes);
+  metric("cachemgr_max_size_bytes", "gauge", "cache.max_size_gb in bytes; 0 = unlimited.",
+         static_cast<uint64_t>(s.max_size_gb * 1024.0 * 1024.0 * 1024.0));
+  metric("cachemgr_max_count", "gauge", "cache.max_count; 0 = unlimited.", s.max_count);
+  out << "# HELP cachemgr_volume_creates_total Volumes made, by plan.\n"
+         "# TYPE cachemgr_volume_creates_total counter\n";
+  for (const auto& [plan, ps] : s.by_plan)
+    out << "cachemgr_volume_creates_total{plan=\"" << plan << "\"} " << ps.count << '\n';
+  out << "# HELP cachemgr_volume_create_seconds_total Time spent making volumes, by plan.\n"
+         "# TYPE cachemgr_volume_create_seconds_total counter\n";
+  for (const auto& [plan, ps] : s.by_plan) {
+    char v[64];
+    std::snprintf(v, sizeof v, "%.6f", static_cast<double>(ps.total.count()) / 1e6);
+    out << "cachemgr_volume_create_seconds_total{plan=\"" << plan << "\"} " << v << '\n';
+  }
+  return out.str();
+}
+
+// The textfile collector may read at any moment: write a temp file, then rename.
+void WriteAtomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) throw Error{Errc::kIo, "--output " + tmp + ": cannot write"};
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::filesystem::remove(tmp, ec);
+    throw Error{Errc::kIo, "--output " + path + ": cannot rename into place"};
+  }
+}
+
+int RunStats(Context& ctx, const StatsArgs& args) {
+  const Stats s = ctx.cache().GetStats();
+  std::string text;
+  if (args.prometheus) {
+    text = Prometheus(s);
+  } else if (ctx.json) {
+    nlohmann::json by_plan = nlohmann::json::object();
+    for (const auto& [plan, ps] : s.by_plan)
+      by_plan[plan] = {{"count", ps.count}, {"total_ms", Millis(ps.total)},
+                       {"mean_ms", ps.count ? Millis(ps.total) / ps.count : 0.0}};
+    text = nlohmann::json{{"hits", s.hits},
+                          {"misses", s.misses},
+                          {"direct", s.direct},
+                          {"evictions", s.evictions},
+                          {"stale", s.stale},
+                          {"errors", s.errors},
+                          {"bytes_downloaded", s.bytes_downloaded},
+                          {"bytes_saved", s.bytes_saved},
+                          {"entries", s.entries},
+                          {"cached_bytes", s.cached_bytes},
+                          {"pinned_bytes", s.pinned_bytes},
+                          {"volumes", s.volumes},
+                          {"max_size_gb", s.max_size_gb},
+                          {"max_count", s.max_count},
+                          {"by_plan", by_plan}}
+               .dump(2) +
+           "\n";
+  } else {
+    const uint64_t creates = s.hits + s.misses + s.direct;
+    char ratio[32] = "-";
+    if (creates) std::snprintf(ratio, sizeof ratio, "%.1f%%", 100.0 * s.hits / creates);
+    Table t({"STAT", "VALUE"}, {false, true});
+    t.Add({"entries", std::to_string(s.entries) +
+                          (s.max_count ? " of " + std::to_string(s.max_count) : "")});
+    t.Add({"cached", HumanBytes(s.cached_bytes) +
+                         (s.max_size_gb > 0
+                              ? " of " + HumanBytes(static_cast<uint64_t>(s.max_size_gb * (1ull << 30)))
+                              : "")});
+    t.Add({"pinned", HumanBytes(s.pinned_bytes)});
+    t.Add({"volumes", std::to_string(s.volumes)});
+    t.Add({"hits", std::to_string(s.hits)});
+    t.Add({"misses", std::to_string(s.misses)});
+    t.Add({"direct", std::to_string(s.direct)});
+    t.Add({"hit ratio", ratio});
+    t.Add({"evictions", std::to_string(s.evictions)});
+    t.Add({"stale", std::to_string(s.stale)});
+    t.Add({"errors", std::to_string(s.errors)});
+    t.Add({"downloaded", HumanBytes(s.bytes_downloaded)});
+    t.Add({"saved by clones", HumanBytes(s.bytes_saved)});
+    text = t.Render();
+    if (!s.by_plan.empty()) {
+      Table p({"PLAN", "COUNT", "MEAN", "TOTAL"}, {false, true, true, true});
+      for (const auto& [plan, ps] : s.by_plan)
+        p.Add({plan, std::to_string(ps.count),
+               ps.count ? HumanDuration(ps.total / ps.count) : "-", HumanDuration(ps.total)});
+      text += "\n" + p.Render();
+    }
+  }
+  if (!args.output.empty()) WriteAtomically(args.output, text);
+  else std::cout << text;
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddStats(CLI::App& app, Context& ctx) {
+  auto args = std::make_shared<StatsArgs>();
+  auto* sub = app.add_subcommand(
+      "stats",
+      "Counters (hits, misses, evictions, bytes downloaded and saved) and sizes, as a "
+      "table, --json, or --prometheus: the text format for node_exporter's textfile "
+      "collector (metrics cachemgr_*), e.g. --prometheus --output "
+      "/var/lib/node_exporter/textfile/cachemgr.prom (written atomically).");
+  sub->add_flag("--prometheus", args->prometheus, "Prometheus text exposition format");
+  sub->add_option("--output,-o", args->output, "write to FILE (temp file + rename) instead of stdout");
+  sub->callback([&ctx, args] { ctx.run = [&ctx, args] { return RunStats(ctx, *args); }; });
+}
+
+}  // namespace cachemgr::cli
