@@ -1,0 +1,452 @@
+// The cache engine end to end on one backend: local (no fixture) or RBD (built with
+// ENGINE_RBD, FIXTURES ceph). The source is a directory of image files.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include <chrono>
+#include <filesystem>
+#include <set>
+#include <thread>
+
+#include "cachemgr/cache.h"
+#include "engine/failpoints.h"
+#include "engine_env.h"
+#include "storage/factory.h"
+#include "support/test_util.h"
+
+using namespace cachemgr;
+using namespace cachemgr::test;
+
+namespace {
+
+#ifdef ENGINE_RBD
+constexpr bool kRbd = true;
+#else
+constexpr bool kRbd = false;
+#endif
+constexpr uint64_t kMiB = 1 << 20;
+
+// One cache with its own dir, index, source dir and (RBD) namespace.
+struct Env {
+  TempDir dir{"engine"};
+  std::string ns = kRbd ? Unique("ns") : "";
+  Options options;
+  std::unique_ptr<storage::Backend> backend;
+
+  Env() {
+    if (kRbd) CreateRbdNamespace(ns);
+    options = EngineOptions(dir.path(), kRbd, ns);
+    backend = storage::MakeBackend(options.backend, nullptr);
+  }
+  std::filesystem::path Image(const std::string& id) const { return dir / ("images/" + id); }
+  // A raw image of `size` bytes, `data` of them written with `seed`.
+  std::string AddImage(uint64_t size = 8 * kMiB, uint32_t seed = 1, uint64_t data = 0) {
+    std::string id = Unique("img");
+    WriteRawImage(Image(id), size, data ? data : size / 2, seed);
+    return id;
+  }
+  std::unique_ptr<Cache> Open() const { return Cache::Open(options); }
+  storage::ImageRef Vol(const std::string& name) const { return {backend->volume_pool(), name}; }
+  // The volume reads back the image's bytes.
+  bool SameData(const std::string& volume, const std::string& image_id) const {
+    auto size = std::filesystem::file_size(Image(image_id));
+    return Md5OfImage(*backend, Vol(volume), size) == Md5OfFile(Image(image_id), size);
+  }
+  uint64_t CountRows(const std::string& sql) const {
+    SQLite::Database db(options.index, SQLite::OPEN_READONLY);
+    return static_cast<uint64_t>(db.execAndGet(sql).getInt64());
+  }
+  std::vector<std::string> EntryObjects() const {
+    return backend->List(backend->entry_pool());
+  }
+  std::string ChildPath() const { return ENGINE_CHILD; }
+  // Runs engine_child with ops; returns the raw wait status.
+  int RunChild(const std::vector<std::string>& ops, const std::string& failpoint = "",
+               uint64_t max_count = 0) const {
+    pid_t pid = fork();
+    if (pid == 0) {
+      if (!failpoint.empty()) setenv(engine::kFailpointEnv, failpoint.c_str(), 1);
+      std::vector<std::string> args = {ChildPath(), kRbd ? "rbd" : "local", dir.path().string(),
+                                       ns.empty() ? "-" : ns, std::to_string(max_count)};
+      args.insert(args.end(), ops.begin(), ops.end());
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return status;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("miss, then hits clone the cached entry") {
+  Env env;
+  auto id = env.AddImage();
+  auto cache = env.Open();
+  auto first = cache->CreateVolume({.image_id = id, .volume = "vol-a"});
+  CHECK(first.plan == Plan::kMiss);
+  CHECK(first.depth == 1);
+  CHECK(first.bytes_downloaded == 8 * kMiB);
+  CHECK(first.size_bytes == 8 * kMiB);
+  auto second = cache->CreateVolume({.image_id = id, .volume = "vol-b"});
+  CHECK(second.plan == Plan::kClone);
+  CHECK(second.depth == 1);
+  CHECK(second.bytes_downloaded == 0);
+  CHECK(env.SameData("vol-a", id));
+  CHECK(env.SameData("vol-b", id));
+
+  auto entry = cache->Lookup(id);
+  REQUIRE(entry);
+  CHECK(entry->state == EntryState::kReady);
+  CHECK(entry->volumes == 2);
+  CHECK(entry->hits >= 1);
+  CHECK(entry->cache_name.size() == 40);
+  auto stats = cache->GetStats();
+  CHECK(stats.misses == 1);
+  CHECK(stats.hits == 1);
+  CHECK(stats.entries == 1);
+  CHECK(stats.bytes_downloaded == 8 * kMiB);
+  CHECK(cache->Volumes(id).size() == 2);
+  CHECK(cache->Verify(id).ok);
+
+  // A third volume larger than the image is grown; a smaller one is refused.
+  auto big = cache->CreateVolume({.image_id = id, .volume = "vol-c", .size_bytes = 16 * kMiB});
+  CHECK(env.backend->Stat(env.Vol("vol-c")).size == 16 * kMiB);
+  CHECK(big.size_bytes == 16 * kMiB);
+  CHECK_THROWS_AS(([&] { cache->CreateVolume({.image_id = id, .volume = "vol-d", .size_bytes = kMiB}); }()), Error);
+  CHECK_FALSE(env.backend->Exists(env.Vol("vol-d")));
+  // A taken name is refused.
+  CHECK_THROWS_AS(([&] { cache->CreateVolume({.image_id = id, .volume = "vol-a"}); }()), Error);
+
+  cache->DeleteVolume("vol-b");
+  CHECK_FALSE(env.backend->Exists(env.Vol("vol-b")));
+  CHECK(cache->Volumes(id).size() == 2);
+}
+
+TEST_CASE("max_clone_depth 0 makes independent copies") {
+  Env env;
+  env.options.cache.max_clone_depth = 0;
+  auto id = env.AddImage();
+  auto cache = env.Open();
+  cache->CreateVolume({.image_id = id, .volume = "v1"});
+  auto r = cache->CreateVolume({.image_id = id, .volume = "v2"});
+  CHECK(r.plan == Plan::kCopy);
+  CHECK(r.depth == 0);
+  CHECK(env.backend->Depth(env.Vol("v2")) == 0);
+  CHECK(env.SameData("v2", id));
+}
+
+TEST_CASE("an image larger than max size is served but not cached") {
+  Env env;
+  env.options.cache.max_size_gb = 4.0 / 1024;  // 4 MiB
+  auto id = env.AddImage(8 * kMiB);
+  auto cache = env.Open();
+  auto r = cache->CreateVolume({.image_id = id, .volume = "big"});
+  CHECK(r.plan == Plan::kUncached);
+  CHECK(r.depth == 0);
+  CHECK_FALSE(cache->Lookup(id));
+  CHECK(env.SameData("big", id));
+  CHECK_THROWS_AS(cache->Prefill(id), Error);
+}
+
+TEST_CASE("a changed checksum replaces the entry; its old clones keep their data") {
+  Env env;
+  auto id = env.AddImage(8 * kMiB, 1);
+  auto cache = env.Open();
+  cache->CreateVolume({.image_id = id, .volume = "old"});
+  auto old_file = env.dir / "old-bytes";
+  std::filesystem::copy_file(env.Image(id), old_file);
+  WriteRawImage(env.Image(id), 8 * kMiB, 4 * kMiB, 2);  // new bytes, same size
+
+  auto r = cache->CreateVolume({.image_id = id, .volume = "new"});
+  CHECK(r.plan == Plan::kMiss);
+  CHECK(env.SameData("new", id));
+  CHECK(Md5OfImage(*env.backend, env.Vol("old"), 8 * kMiB) == Md5OfFile(old_file, 8 * kMiB));
+  CHECK(cache->GetStats().stale == 1);
+  CHECK(cache->GetStats().pinned_bytes == 8 * kMiB);  // the old entry, kept for "old"
+
+  cache->DeleteVolume("old");
+  auto report = cache->RunEvictionPass({});
+  CHECK(report.pinned_bytes == 0);
+  CHECK(env.backend->ListTrash().empty());
+  CHECK(env.CountRows("SELECT count(*) FROM entries") == 1);
+}
+
+TEST_CASE("a changed updated_at replaces the entry only when configured") {
+  Env env;
+  auto id = env.AddImage();
+  {
+    auto cache = env.Open();
+    cache->CreateVolume({.image_id = id, .volume = "v1"});
+  }
+  // Same bytes, new mtime (Glance bumps updated_at on metadata edits).
+  std::filesystem::last_write_time(env.Image(id), std::filesystem::file_time_type::clock::now() +
+                                                      std::chrono::hours(1));
+  {
+    auto cache = env.Open();
+    CHECK(cache->CreateVolume({.image_id = id, .volume = "v2"}).plan == Plan::kClone);
+  }
+  env.options.cache.stale_on_updated_at = true;
+  auto cache = env.Open();
+  CHECK(cache->CreateVolume({.image_id = id, .volume = "v3"}).plan == Plan::kMiss);
+  CHECK(cache->Prefill(id).outcome == PrefillOutcome::kFresh);
+}
+
+TEST_CASE("hostile image ids and reserved volume names are refused") {
+  Env env;
+  auto cache = env.Open();
+  for (const std::string& bad : std::vector<std::string>{"", "../etc/passwd", "a/b", "a;rm -rf", "-rf", ".hidden", "a b",
+                          std::string("a\0b", 3), "\xc3\xa9t\xc3\xa9", std::string(129, 'a'),
+                          "a@snap", "$(id)"}) {
+    CAPTURE(bad);
+    try {
+      cache->CreateVolume({.image_id = bad, .volume = "v"});
+      FAIL("accepted");
+    } catch (const Error& e) {
+      CHECK(e.code() == Errc::kInvalidArgument);
+    }
+  }
+  auto id = env.AddImage();
+  for (const std::string& bad : std::vector<std::string>{"../x", "staging-x", std::string(40, 'a'), ""}) {
+    CAPTURE(bad);
+    CHECK_THROWS_AS(([&] { cache->CreateVolume({.image_id = id, .volume = bad}); }()), Error);
+  }
+}
+
+TEST_CASE("eviction: limits hold after every insert, LRU order") {
+  Env env;
+  env.options.cache.max_count = 2;
+  env.options.cache.max_size_gb = 20.0 / 1024;  // 20 MiB
+  auto cache = env.Open();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(env.AddImage(8 * kMiB, i + 1));
+  auto live = [&] {
+    std::set<std::string> s;
+    uint64_t bytes = 0;
+    for (auto& e : cache->List()) {
+      if (!e.pinned && e.state == EntryState::kReady) {
+        s.insert(e.image_id);
+        bytes += e.virtual_size;
+      }
+    }
+    CHECK(bytes <= 20 * kMiB);
+    return s;
+  };
+  // No volumes kept, so nothing is pinned: each eviction removes.
+  auto use = [&](const std::string& id, const std::string& vol) {
+    cache->CreateVolume({.image_id = id, .volume = vol});
+    cache->DeleteVolume(vol);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // last_used is in seconds
+  };
+  use(ids[0], "a");
+  use(ids[1], "b");
+  CHECK(live() == std::set<std::string>{ids[0], ids[1]});
+  use(ids[0], "a2");  // ids[0] is now the most recently used
+  use(ids[2], "c");
+  CHECK(live() == std::set<std::string>{ids[0], ids[2]});  // ids[1] was the LRU one
+  use(ids[3], "d");
+  CHECK(live() == std::set<std::string>{ids[2], ids[3]});
+  use(ids[4], "e");
+  CHECK(live().size() == 2);
+  CHECK(cache->GetStats().evictions == 3);
+  CHECK(env.backend->ListTrash().empty());
+  // Only the two live entries remain on the backend.
+  uint64_t objects = 0;
+  for (auto& n : env.EntryObjects()) objects += n.size() == 40;
+  CHECK(objects == 2);
+}
+
+TEST_CASE("eviction defers an entry with clones; the clones keep their data") {
+  Env env;
+  auto a = env.AddImage(8 * kMiB, 1);
+  auto b = env.AddImage(8 * kMiB, 2);
+  {
+    auto cache = env.Open();
+    cache->CreateVolume({.image_id = a, .volume = "a1"});
+    cache->CreateVolume({.image_id = a, .volume = "a2"});
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  env.options.cache.max_count = 1;
+  auto cache = env.Open();
+  cache->CreateVolume({.image_id = b, .volume = "b1"});  // evicts a, which has 2 clones
+  CHECK_FALSE(cache->Lookup(a));
+  auto stats = cache->GetStats();
+  CHECK(stats.entries == 1);
+  CHECK(stats.pinned_bytes == 8 * kMiB);
+  CHECK(env.SameData("a1", a));
+  CHECK(env.SameData("a2", a));
+
+  auto report = cache->RunEvictionPass({});
+  CHECK(report.pinned_bytes == 8 * kMiB);  // still cloned
+  CHECK(env.SameData("a1", a));
+  cache->DeleteVolume("a1");
+  cache->DeleteVolume("a2");
+  report = cache->RunEvictionPass({});
+  CHECK(report.pinned_bytes == 0);
+  bool purged = false;
+  for (auto& act : report.actions) purged = purged || (act.kind == "purge" && act.done);
+  CHECK(purged);
+  CHECK(env.backend->ListTrash().empty());
+  // a can be cached again.
+  CHECK(cache->CreateVolume({.image_id = a, .volume = "a3"}).plan == Plan::kMiss);
+}
+
+TEST_CASE("single flight: 16 threads ask for one cold image, it is fetched once") {
+  Env env;
+  auto id = env.AddImage(32 * kMiB);
+  auto cache = env.Open();
+  std::vector<std::thread> threads;
+  std::vector<Plan> plans(16);
+  std::vector<std::string> errors(16);
+  for (int i = 0; i < 16; ++i) {
+    threads.emplace_back([&, i] {
+      try {
+        plans[i] = cache->CreateVolume({.image_id = id, .volume = "t" + std::to_string(i)}).plan;
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  int misses = 0;
+  for (int i = 0; i < 16; ++i) {
+    CHECK(errors[i] == "");
+    misses += plans[i] == Plan::kMiss;
+    CHECK(env.backend->Exists(env.Vol("t" + std::to_string(i))));
+  }
+  CHECK(misses == 1);
+  CHECK(env.CountRows("SELECT count(*) FROM events WHERE kind = 'miss'") == 1);
+}
+
+TEST_CASE("single flight: 16 threads in each of 4 processes, one download") {
+  Env env;
+  auto id = env.AddImage(32 * kMiB);
+  std::vector<pid_t> pids;
+  for (int p = 0; p < 4; ++p) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      std::string prefix = "p" + std::to_string(p);
+      std::vector<std::string> args = {env.ChildPath(), kRbd ? "rbd" : "local",
+                                       env.dir.path().string(), env.ns.empty() ? "-" : env.ns,
+                                       "0", "flight:" + id + ":16:" + prefix};
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    pids.push_back(pid);
+  }
+  for (pid_t pid : pids) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+  }
+  CHECK(env.CountRows("SELECT count(*) FROM events WHERE kind = 'miss'") == 1);
+  CHECK(env.CountRows("SELECT count(*) FROM volumes") == 64);
+  int present = 0;
+  for (int p = 0; p < 4; ++p) {
+    for (int t = 0; t < 16; ++t) {
+      present += env.backend->Exists(env.Vol("p" + std::to_string(p) + "-" + std::to_string(t)));
+    }
+  }
+  CHECK(present == 64);
+}
+
+TEST_CASE("crash at every failpoint, then gc leaves nothing half-made") {
+  std::vector<std::string_view> all(engine::kFillFailpoints.begin(),
+                                    engine::kFillFailpoints.end());
+  all.insert(all.end(), engine::kEvictFailpoints.begin(), engine::kEvictFailpoints.end());
+  for (auto fp : all) {
+    CAPTURE(fp);
+    Env env;
+    auto a = env.AddImage(4 * kMiB, 1);
+    auto b = env.AddImage(4 * kMiB, 2);
+    auto c = env.AddImage(4 * kMiB, 3);
+    // a is filled and evicted without clones, b is evicted with one: every step of the
+    // fill and of both kinds of eviction is reached.
+    int status = env.RunChild({"create:" + a + ":va", "delete:va", "create:" + b + ":vb",
+                               "create:" + c + ":vc"},
+                              std::string(fp), 1);
+    REQUIRE(WIFSIGNALED(status));
+    CHECK(WTERMSIG(status) == SIGABRT);
+
+    env.options.cache.max_count = 1;
+    auto cache = env.Open();
+    cache->RunEvictionPass({});
+    for (const auto& name : env.EntryObjects()) {
+      CAPTURE(name);
+      CHECK_FALSE(name.starts_with("staging-"));
+    }
+    for (const auto& t : env.backend->ListTrash()) CHECK(t.has_children);
+    CHECK(env.CountRows("SELECT count(*) FROM entries WHERE state != 'ready' AND pinned = 0") ==
+          0);
+    // Every entry-named object is known to the index.
+    for (const auto& name : env.EntryObjects()) {
+      if (name.size() != 40) continue;
+      CHECK(env.CountRows("SELECT count(*) FROM entries WHERE pinned = 0 AND cache_name = '" +
+                          name + "'") == 1);
+    }
+    for (const auto& id : {a, b, c}) {
+      auto r = cache->CreateVolume({.image_id = id, .volume = "after-" + id});
+      CHECK(env.SameData("after-" + id, id));
+    }
+  }
+}
+
+TEST_CASE("rebuild-index restores every ready entry from the backend") {
+  Env env;
+  std::vector<std::string> ids = {env.AddImage(4 * kMiB, 1), env.AddImage(4 * kMiB, 2),
+                                  env.AddImage(4 * kMiB, 3)};
+  {
+    auto cache = env.Open();
+    for (auto& id : ids) cache->Prefill(id);
+  }
+  for (auto suffix : {"", "-wal", "-shm"}) std::filesystem::remove(env.options.index + suffix);
+  auto cache = env.Open();
+  CHECK(cache->List().empty());
+  auto report = cache->RebuildIndex();
+  CHECK(report.entries_found == 3);
+  CHECK(report.entries_restored == 3);
+  for (auto& id : ids) {
+    auto e = cache->Lookup(id);
+    REQUIRE(e);
+    CHECK(e->state == EntryState::kReady);
+    auto r = cache->CreateVolume({.image_id = id, .volume = "r-" + id});
+    CHECK(r.plan == Plan::kClone);
+    CHECK(env.SameData("r-" + id, id));
+  }
+  CHECK(cache->RebuildIndex().entries_restored == 0);
+}
+
+TEST_CASE("prefill, doctor, eviction dry run") {
+  Env env;
+  auto id = env.AddImage();
+  auto cache = env.Open();
+  CHECK(cache->Prefill(id).outcome == PrefillOutcome::kFilled);
+  CHECK(cache->Prefill(id).outcome == PrefillOutcome::kFresh);
+  CHECK(cache->SourceImages() == std::vector<std::string>{id});
+  std::filesystem::remove(env.Image(id));  // gone from the source
+  auto dry = cache->RunEvictionPass({.dry_run = true});
+  REQUIRE(dry.actions.size() == 1);
+  CHECK(dry.actions[0].kind == "gone");
+  CHECK_FALSE(dry.actions[0].done);
+  CHECK(cache->Lookup(id));
+  auto report = cache->RunEvictionPass({});
+  CHECK_FALSE(cache->Lookup(id));
+  CHECK(report.entries_after == 0);
+  for (auto& check : cache->Doctor()) {
+    CAPTURE(check.name);
+    CAPTURE(check.detail);
+    CHECK(check.ok);
+  }
+}
