@@ -41,7 +41,7 @@ int RunDoctor(Context& ctx) {
     return kExitUsage;
   }
   std::vector<Check> checks;
-  checks.push_back({"config", true, ctx.ConfigPath().string() + " loads and validates", ""});
+  checks.push_back({"config file", true, ctx.ConfigPath().string() + " loads", ""});
   try {
     auto more = ctx.cache().Doctor();
     checks.insert(checks.end(), more.begin(), more.end());
