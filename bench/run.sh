@@ -35,6 +35,7 @@ started=$(date +%s)
 rm -rf "$run"
 mkdir -p "$run"/{out,img,logs,idx,work}
 run=$(cd "$run" && pwd)
+[[ $run != *" "* ]] || { echo "bench: BENCH_RUN_DIR must not contain spaces" >&2; exit 2; }
 out=$run/out
 ceph_dir=$run/ceph
 glance_dir=$run/glance
@@ -49,9 +50,11 @@ cleanup() {
   log "stopping Glance and Ceph"
   "$repo/tests/cluster/glance-stop.sh" "$glance_dir" >/dev/null 2>&1 || true
   "$repo/tests/cluster/ceph-stop.sh" "$ceph_dir" >/dev/null 2>&1 || true
+  rm -rf "$run/img" "$run/work" "$run/local" "$run/qemu"  # GiBs of images; out/ and logs/ stay
   exit "$rc"
 }
 trap cleanup EXIT
+trap 'log "command failed at line $LINENO: $BASH_COMMAND"' ERR
 trap 'exit 130' INT TERM
 
 want() { [[ " $only " == *" $1 "* ]]; }
@@ -67,7 +70,7 @@ step() {
   log "FAILED: $name (see $run/logs/steps.log)"
   tail -n 5 "$run/logs/steps.log" | sed 's/^/    /' >&2
   failures+=("$name")
-  return 1
+  return 0
 }
 
 for prog in bench_rbd_floor bench_index bench_engine bench_qemu_img; do
@@ -87,7 +90,10 @@ rbd_cmd() { rbd --conf "$conf" "$@"; }
 # ---------------------------------------------------------------- images
 # 1 GiB virtual: sparse = 64 MiB of data then a hole; dense = data everywhere.
 gib=$((1024 * 1024 * 1024))
-random_bytes() { openssl enc -aes-128-ctr -pass "pass:$1" -nosalt -pbkdf2 </dev/zero 2>/dev/null | head -c "$2"; }
+random_bytes() {  # random_bytes SEED COUNT (openssl dies of SIGPIPE when head has enough)
+  { openssl enc -aes-128-ctr -pass "pass:$1" -nosalt -pbkdf2 </dev/zero 2>/dev/null || true; } \
+    | head -c "$2"
+}
 make_sparse() {  # make_sparse FILE SIZE SEED
   random_bytes "$3" $((64 * 1024 * 1024)) >"$1"
   truncate -s "$2" "$1"
@@ -120,7 +126,7 @@ if want miss; then
   add_image qcow2-dense qcow2 "$img/qcow2-dense.qcow2"
   rm -f "$img/qcow2-dense.qcow2"
 fi
-if want miss || want local; then
+if want miss || want local || want flight; then
   qemu-img convert -f raw -O qcow2 "$img/raw-sparse.raw" "$img/qcow2-sparse.qcow2"
   add_image qcow2-sparse qcow2 "$img/qcow2-sparse.qcow2"
 fi
@@ -130,25 +136,29 @@ if want rss; then
   rm -f "$img/raw-sparse-4g.raw"
 fi
 
-# engine ARGS...: bench_engine on the RBD backend; NS and IDX name the namespace and index.
-engine_rbd() {  # engine_rbd NS IDX CMD ARGS...
-  local ns=$1 idx=$2
+# engine_rbd NS CMD ARGS...: argv of bench_engine on the RBD backend in namespace NS with
+# an index of its own (a fresh namespace and index make a cold cache).
+engine_rbd() {
+  local ns=$1 cmd=$2
   shift 2
-  "$bin/bench_engine" "$@" --backend rbd --conf "$conf" --pool volumes --namespace "$ns" \
-    --endpoint "$endpoint" --index "$run/idx/$idx.db" --work "$run/work" \
-    --log "$run/logs/engine.log"
+  echo "$bin/bench_engine" "$cmd" --backend rbd --conf "$conf" --pool volumes --namespace "$ns" \
+    --endpoint "$endpoint" --index "$run/idx/$ns.db" --work "$run/work" \
+    --log "$run/logs/engine.log" "$@"
 }
 purge() { $py "$repo/bench/purge.py" --conf "$conf" --pool volumes --namespace "$1" \
   >>"$run/logs/steps.log" 2>&1 || log "purge of namespace $1 left images behind"; }
 
 # ---------------------------------------------------------------- hit
-if want hit; then
-  log "hit: engine, librbd floor, Cinder sequence"
+if want hit || want burst; then
+  # The floor's parent and Cinder's cache volume: plain images in the default namespace.
   rbd_cmd create --size 1G volumes/bench-parent
   rbd_cmd snap create volumes/bench-parent@snap >/dev/null 2>&1
   rbd_cmd snap protect volumes/bench-parent@snap
   rbd_cmd create --size 1G volumes/cinder-src
-  step "hit engine" 300 engine_rbd hot hot hit --image "${image_id[raw-sparse]}" \
+fi
+if want hit; then
+  log "hit: engine, librbd floor, Cinder sequence"
+  step "hit engine" 300 $(engine_rbd hot hit) --image "${image_id[raw-sparse]}" \
     --count $n_hit --scenario hit --out "$out/hit-engine.json"
   step "hit floor" 300 "$bin/bench_rbd_floor" --conf "$conf" --pool volumes --parent bench-parent \
     --snap snap --count $n_hit --scenario hit --name floor --out "$out/hit-floor.json"
@@ -160,17 +170,11 @@ fi
 if want burst; then
   for c in 1 8 32; do
     log "burst: $n_burst volumes at concurrency $c"
-    step "burst engine c$c" 300 engine_rbd hot hot burst --image "${image_id[raw-sparse]}" \
+    step "burst engine c$c" 300 $(engine_rbd hot burst) --image "${image_id[raw-sparse]}" \
       --count $n_burst --concurrency $c --scenario burst --out "$out/burst-engine-c$c.json"
-    if [[ $c != 8 ]]; then
-      [[ -n $(rbd_cmd ls volumes 2>/dev/null | grep -x bench-parent) ]] || {
-        rbd_cmd create --size 1G volumes/bench-parent
-        rbd_cmd snap create volumes/bench-parent@snap >/dev/null 2>&1
-        rbd_cmd snap protect volumes/bench-parent@snap; }
-      step "burst floor c$c" 300 "$bin/bench_rbd_floor" --conf "$conf" --pool volumes \
-        --parent bench-parent --snap snap --count $n_burst --concurrency $c --scenario burst \
-        --name "floor c$c" --out "$out/burst-floor-c$c.json"
-    fi
+    step "burst floor c$c" 300 "$bin/bench_rbd_floor" --conf "$conf" --pool volumes \
+      --parent bench-parent --snap snap --count $n_burst --concurrency $c --scenario burst \
+      --name "floor c$c" --out "$out/burst-floor-c$c.json"
   done
 fi
 if want hit || want burst; then purge hot; fi
@@ -183,7 +187,7 @@ if want miss; then
       log "miss: $label, repetition $rep of $reps"
       rss_arg=()
       [[ $label == raw-sparse ]] && want rss && rss_arg=(--rss-label 1GiB)
-      step "miss engine $label" 600 engine_rbd "m-$label-$rep" "m-$label-$rep" miss \
+      step "miss engine $label" 600 $(engine_rbd "m-$label-$rep" miss) \
         --image "${image_id[$label]}" --label "$label" "${rss_arg[@]}" \
         --out "$out/miss-engine-$label-$rep.json"
       purge "m-$label-$rep"
@@ -197,12 +201,12 @@ fi
 if want rss; then
   if ! want miss; then
     log "memory: one raw miss of the 1 GiB image"
-    step "rss 1GiB" 600 engine_rbd rss-1 rss-1 miss --image "${image_id[raw-sparse]}" \
+    step "rss 1GiB" 600 $(engine_rbd rss-1 miss) --image "${image_id[raw-sparse]}" \
       --label raw-sparse --rss-label 1GiB --out "$out/rss-1g.json"
     purge rss-1
   fi
   log "memory: one raw miss of the 4 GiB image"
-  step "rss 4GiB" 900 engine_rbd rss-4 rss-4 miss --image "${image_id[raw-sparse-4g]}" \
+  step "rss 4GiB" 900 $(engine_rbd rss-4 miss) --image "${image_id[raw-sparse-4g]}" \
     --label raw-sparse-4GiB --rss-label 4GiB --out "$out/rss-4g.json"
   purge rss-4
 fi
@@ -210,12 +214,12 @@ fi
 # ---------------------------------------------------------------- single flight
 if want flight; then
   for rep in $(seq 1 "$reps"); do
-    log "single flight: 32 concurrent cold requests vs one miss + 32 clones ($rep of $reps)"
-    step "single flight" 600 engine_rbd "sf-$rep" "sf-$rep" flight \
-      --image "${image_id[raw-sparse]}" --concurrency 32 --out "$out/flight-$rep.json"
+    log "single flight (qcow2-sparse): 32 concurrent cold requests vs one miss + 32 clones ($rep of $reps)"
+    step "single flight" 600 $(engine_rbd "sf-$rep" flight) \
+      --image "${image_id[qcow2-sparse]}" --concurrency 32 --out "$out/flight-$rep.json"
     purge "sf-$rep"
-    step "miss + 32 clones" 600 engine_rbd "ser-$rep" "ser-$rep" serial \
-      --image "${image_id[raw-sparse]}" --count 32 --out "$out/serial-$rep.json"
+    step "miss + 32 clones" 600 $(engine_rbd "ser-$rep" serial) \
+      --image "${image_id[qcow2-sparse]}" --count 32 --out "$out/serial-$rep.json"
     purge "ser-$rep"
   done
 fi
@@ -238,7 +242,7 @@ if want local; then
   step "local hit qemu-img" 300 "$bin/bench_qemu_img" --base "$img/raw-sparse.raw" \
     --dir "$run/qemu" --count $n_local --scenario local_hit --name qemu-img \
     --out "$out/local-hit-qemu.json"
-  for c in 1 8; do
+  for c in 8; do  # the hit series above is the one-at-a-time case
     step "local burst engine c$c" 300 "$bin/bench_engine" burst "${local_args[@]}" \
       --count $n_burst --concurrency $c --scenario local_burst \
       --out "$out/local-burst-engine-c$c.json"
