@@ -164,7 +164,10 @@ TEST_CASE("a changed checksum replaces the entry; its old clones keep their data
   cache->CreateVolume({.image_id = id, .volume = "old"});
   auto old_file = env.dir / "old-bytes";
   std::filesystem::copy_file(env.Image(id), old_file);
-  WriteRawImage(env.Image(id), 8 * kMiB, 4 * kMiB, 2);  // new bytes, same size
+  // New bytes, same size, in a new file (a source never rewrites a file in place; the
+  // local backend may have hard-linked the old one as the entry).
+  WriteRawImage(env.dir / "new-bytes", 8 * kMiB, 4 * kMiB, 2);
+  std::filesystem::rename(env.dir / "new-bytes", env.Image(id));
 
   auto r = cache->CreateVolume({.image_id = id, .volume = "new"});
   CHECK(r.plan == Plan::kMiss);

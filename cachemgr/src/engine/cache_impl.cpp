@@ -225,7 +225,7 @@ Stats CacheImpl::GetStats() {
     } else if (t.kind == "direct") {
       stats.direct += t.count;
       stats.bytes_saved += t.bytes;
-    } else if (t.kind == "evict" || t.kind == "defer") {
+    } else if (t.kind == "evict") {
       stats.evictions += t.count;
     } else if (t.kind == "stale") {
       stats.stale += t.count;

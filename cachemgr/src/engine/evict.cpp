@@ -112,7 +112,8 @@ EvictAction CacheImpl::EvictEntry(index::EntryRow row, const std::string& kind,
                kind, action.bytes);
   }
   action.done = true;
-  Event(action.kind == "defer" ? "defer" : kind, row.image_id, action.bytes, {});
+  Event(kind, row.image_id, action.bytes, {});
+  if (action.kind == "defer") Event("defer", row.image_id, action.bytes, {});
   return action;
 }
 
