@@ -1,0 +1,582 @@
+#!/usr/bin/python3
+"""End-to-end tests of the `cachemgr` tool: every subcommand, its output and its exit code.
+
+Runs the real binary ($CACHEMGR_BIN) against a real backend:
+  --backend local  a directory under the test run dir
+  --backend rbd    the ceph fixture's cluster (${CACHEMGR_TEST_RUN_DIR}/ceph/ceph.conf, pool
+                   "volumes"), each test in its own RBD namespace so that passes never see
+                   another test's images.
+The source is a directory of image files (the file source) made here with qemu-img.
+Run by CTest (tests/cli/CMakeLists.txt) with Debian's /usr/bin/python3 (python3-rbd).
+"""
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import unittest
+import uuid
+
+BIN = os.environ.get("CACHEMGR_BIN", "")
+RUN_DIR = os.environ.get("CACHEMGR_TEST_RUN_DIR", "/tmp/cachemgr-test-run")
+BACKEND = "local"
+MiB = 1 << 20
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_BUSY = 0, 1, 2, 3, 4, 5
+
+
+def pattern(size, seed):
+    """Deterministic, non-zero, different per seed and per 64 KiB chunk."""
+    block = hashlib.sha256(("seed-%d" % seed).encode()).digest() * 2048  # 64 KiB
+    out = bytearray()
+    for i in range(size // len(block)):
+        out += i.to_bytes(8, "little") + block[8:]
+    return bytes(out[:size])
+
+
+def run(args, config=None, stdin=None, env=None):
+    e = dict(os.environ)
+    e.pop("CACHEMGR_CONFIG", None)
+    if env:
+        e.update(env)
+    argv = [BIN] + (["--config", config] if config else []) + list(args)
+    p = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=e, timeout=600)
+    return p.returncode, p.stdout, p.stderr
+
+
+class World:
+    """Images shared by all tests: a file-source directory of raw and qcow2 images."""
+
+    def __init__(self):
+        self.root = os.path.join(RUN_DIR, "cli-%s-%d" % (BACKEND, os.getpid()))
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.images = os.path.join(self.root, "images")
+        os.makedirs(self.images)
+        self.raw = {}  # image id -> raw bytes of its disk
+
+    def add_raw(self, image_id=None, size=4 * MiB, seed=None, directory=None):
+        image_id = image_id or str(uuid.uuid4())
+        data = pattern(size, seed if seed is not None else len(self.raw) + 1)
+        with open(os.path.join(directory or self.images, image_id), "wb") as f:
+            f.write(data)
+        self.raw[image_id] = data
+        return image_id
+
+    def add_qcow2(self, size=8 * MiB, seed=None):
+        image_id = str(uuid.uuid4())
+        data = pattern(size // 2, seed if seed is not None else len(self.raw) + 100)
+        data += b"\0" * (size - len(data))
+        tmp = os.path.join(self.root, image_id + ".raw")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", tmp,
+                        os.path.join(self.images, image_id)], check=True)
+        os.unlink(tmp)
+        self.raw[image_id] = data
+        return image_id
+
+
+WORLD = None
+
+
+class Env:
+    """One cache: its own index, local root (or RBD namespace), config file."""
+
+    counter = 0
+
+    def __init__(self, name, images=None, cache="", extra=""):
+        Env.counter += 1
+        self.name = "%s%d" % (name, Env.counter)
+        self.dir = os.path.join(WORLD.root, self.name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.index = os.path.join(self.dir, "index.db")
+        self.local_root = os.path.join(self.dir, "cache")
+        self.namespace = "cli-%d-%s" % (os.getpid(), self.name)
+        self.images = images or WORLD.images
+        self.config = self.write_config(cache=cache, extra=extra)
+
+    def write_config(self, cache="", extra="", path=None):
+        if BACKEND == "local":
+            backend = "backend:\n  type: local\n  local:\n    root: %s\n" % self.local_root
+        else:
+            backend = ("backend:\n  type: rbd\n  rbd:\n    conf: %s\n    pool: volumes\n"
+                       "    namespace: %s\n" % (os.path.join(RUN_DIR, "ceph", "ceph.conf"),
+                                                  self.namespace))
+        text = ("index: %s\n%ssource:\n  type: file\n  file:\n    dir: %s\n"
+                "conversion:\n  dir: %s\n" % (self.index, backend, self.images,
+                                             os.path.join(self.dir, "conversion")))
+        if cache:
+            text += "cache:\n" + "".join("  %s\n" % line for line in cache.split(";"))
+        text += extra
+        path = path or os.path.join(self.dir, "cachemgr.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def run(self, *args, **kw):
+        return run(list(args), config=self.config, **kw)
+
+    def json(self, *args):
+        rc, out, err = self.run("--json", *args)
+        assert rc == 0, "cachemgr %s: exit %d: %s" % (" ".join(args), rc, err)
+        return json.loads(out)
+
+    def read_volume(self, name, length):
+        """The first `length` bytes a guest would read from volume `name`."""
+        if BACKEND == "local":
+            path = os.path.join(self.local_root, "volumes", name)
+            out = os.path.join(self.dir, name + ".raw")
+            subprocess.run(["qemu-img", "convert", "-O", "raw", path, out], check=True)
+            with open(out, "rb") as f:
+                data = f.read(length)
+            os.unlink(out)
+            return data
+        import rados, rbd  # noqa: E401 (Debian's python3-rbd)
+        with rados.Rados(conffile=os.path.join(RUN_DIR, "ceph", "ceph.conf")) as cluster:
+            with cluster.open_ioctx("volumes") as io:
+                io.set_namespace(self.namespace)
+                with rbd.Image(io, name, read_only=True) as img:
+                    return img.read(0, length)
+
+    def volume_size(self, name):
+        if BACKEND == "local":
+            info = subprocess.run(["qemu-img", "info", "--output=json",
+                                   os.path.join(self.local_root, "volumes", name)],
+                                  check=True, capture_output=True, text=True).stdout
+            return json.loads(info)["virtual-size"]
+        import rados, rbd  # noqa: E401
+        with rados.Rados(conffile=os.path.join(RUN_DIR, "ceph", "ceph.conf")) as cluster:
+            with cluster.open_ioctx("volumes") as io:
+                io.set_namespace(self.namespace)
+                with rbd.Image(io, name, read_only=True) as img:
+                    return img.size()
+
+    def damage_entry(self, image_id):
+        """Makes the cached entry of `image_id` differ from what was cached."""
+        entry = self.json("show", image_id)
+        if BACKEND == "local":
+            # The base may be a hard link of the source file: break the link first so
+            # that only the cache's copy is damaged.
+            path = os.path.join(self.local_root, "_base", entry["cache_name"])
+            with open(path, "rb") as f:
+                data = bytearray(f.read())
+            data[0:16] = b"DAMAGED-BY-TEST!"
+            os.unlink(path)
+            with open(path, "wb") as f:
+                f.write(data)
+            return
+        # An RBD snapshot cannot be written: take away the protected snapshot instead.
+        import rados, rbd  # noqa: E401
+        with rados.Rados(conffile=os.path.join(RUN_DIR, "ceph", "ceph.conf")) as cluster:
+            with cluster.open_ioctx("volumes") as io:
+                io.set_namespace(self.namespace)
+                with rbd.Image(io, entry["cache_name"]) as img:
+                    for snap in list(img.list_snaps()):
+                        if img.is_protected_snap(snap["name"]):
+                            img.unprotect_snap(snap["name"])
+                        img.remove_snap(snap["name"])
+
+
+class CliTest(unittest.TestCase):
+    # --- usage and config errors: exit 2 -------------------------------------------
+
+    def test_help_documents_commands_config_and_exit_codes(self):
+        rc, out, _ = run(["--help"])
+        self.assertEqual(rc, EXIT_OK)
+        for word in ["create", "delete", "prefill", "evict", "list", "show", "stats", "verify",
+                     "rebuild-index", "doctor", "CACHEMGR_CONFIG", "/etc/cachemgr/cachemgr.yaml",
+                     "Exit codes", "5  busy"]:
+            self.assertIn(word, out)
+        rc, out, _ = run(["prefill", "--help"])
+        self.assertEqual(rc, EXIT_OK)
+        self.assertIn("--concurrency", out)
+
+    def test_usage_errors_exit_2(self):
+        env = Env("usage")
+        cases = [
+            [],                                     # no subcommand
+            ["frobnicate"],                         # unknown subcommand
+            ["create", "only-an-image"],            # missing VOLUME
+            ["show"],                               # missing IMAGE_ID
+            ["prefill", "--concurrency", "many"],   # not a number
+            ["--log-level", "loud", "list"],        # not a level
+        ]
+        for args in cases:
+            rc, _, err = env.run(*args)
+            self.assertEqual(rc, EXIT_USAGE, "%s: %s" % (args, err))
+            self.assertTrue(err.strip(), args)
+        rc, _, err = env.run("create", "img", "vol", "--size", "12Q")
+        self.assertEqual(rc, EXIT_USAGE)
+        self.assertIn("size '12Q'", err)
+        rc, _, err = env.run("evict", "--flatten-older-than", "3x")
+        self.assertEqual(rc, EXIT_USAGE)
+        self.assertIn("duration '3x'", err)
+        rc, _, err = env.run("prefill")
+        self.assertEqual(rc, EXIT_USAGE)
+        self.assertIn("no images given", err)
+        rc, _, err = env.run("prefill", "--concurrency", "0", "x")
+        self.assertEqual(rc, EXIT_USAGE)
+        rc, _, err = env.run("create", "../../etc/passwd", "vol")
+        self.assertEqual(rc, EXIT_USAGE, err)
+        self.assertIn("image id", err)
+
+    def test_config_errors_exit_2_naming_the_key(self):
+        env = Env("config")
+        rc, _, err = run(["list"], config=os.path.join(env.dir, "missing.yaml"))
+        self.assertEqual(rc, EXIT_USAGE)
+        self.assertIn("missing.yaml", err)
+        # The default path comes from $CACHEMGR_CONFIG.
+        rc, _, err = run(["list"], env={"CACHEMGR_CONFIG": os.path.join(env.dir, "nope.yaml")})
+        self.assertEqual(rc, EXIT_USAGE)
+        self.assertIn("nope.yaml", err)
+        bad = env.write_config(cache="max_size_gb: -1", path=os.path.join(env.dir, "neg.yaml"))
+        rc, _, err = run(["list"], config=bad)
+        self.assertEqual(rc, EXIT_USAGE)
+        self.assertIn("cache.max_size_gb", err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        typo = env.write_config(cache="max_cont: 3", path=os.path.join(env.dir, "typo.yaml"))
+        rc, _, err = run(["evict"], config=typo)
+        self.assertEqual(rc, EXIT_USAGE)
+        self.assertIn("max_cont", err)
+        rc, out, err = run(["doctor"], config=typo)
+        self.assertEqual(rc, EXIT_USAGE)
+        self.assertIn("FAIL config", out)
+        rc, out, err = run(["--json", "list"], config=typo)
+        self.assertEqual(rc, EXIT_USAGE)
+        self.assertEqual(json.loads(out)["error"]["code"], "config")
+
+    # --- not found (3) and refused (4) ---------------------------------------------
+
+    def test_unknown_image_exit_3(self):
+        env = Env("notfound")
+        ghost = str(uuid.uuid4())
+        rc, _, err = env.run("create", ghost, "vol-ghost")
+        self.assertEqual(rc, EXIT_NOT_FOUND, err)
+        self.assertIn(ghost, err)
+        rc, _, err = env.run("show", ghost)
+        self.assertEqual(rc, EXIT_NOT_FOUND)
+        self.assertIn(ghost, err)
+        rc, _, err = env.run("prefill", ghost)
+        self.assertEqual(rc, EXIT_NOT_FOUND)
+        self.assertIn(ghost, err)
+        rc, _, err = env.run("verify", ghost)
+        self.assertEqual(rc, EXIT_NOT_FOUND)
+        rc, _, err = env.run("delete", "no-such-volume")
+        self.assertEqual(rc, EXIT_NOT_FOUND, err)
+        self.assertIn("no-such-volume", err)
+
+    def test_refused_image_exit_4(self):
+        env = Env("refused")
+        # A qcow2 whose backing file points at a host file: never let in.
+        hostile = str(uuid.uuid4())
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/hostname", "-F",
+                        "raw", os.path.join(WORLD.images, hostile), "1M"], check=True)
+        rc, _, err = env.run("create", hostile, "vol-hostile")
+        self.assertEqual(rc, EXIT_REFUSED, err)
+        self.assertIn(hostile, err)
+        # A raw image whose source checksum does not match its bytes.
+        liar = WORLD.add_raw(size=1 * MiB)
+        with open(os.path.join(WORLD.images, liar + ".json"), "w") as f:
+            json.dump({"disk_format": "raw", "checksum": "0" * 32}, f)
+        rc, out, err = env.run("prefill", liar)
+        self.assertEqual(rc, EXIT_REFUSED, err)
+        self.assertIn(liar, err)
+        rc, _, _ = env.run("show", liar)
+        self.assertEqual(rc, EXIT_NOT_FOUND, "a refused image must not be cached")
+
+    # --- the main job: create, list, show, stats, delete ---------------------------
+
+    def test_create_list_show_stats_delete(self):
+        env = Env("main")
+        qcow = WORLD.add_qcow2()
+        raw = WORLD.add_raw()
+        rc, out, err = env.run("prefill", qcow)
+        self.assertEqual(rc, EXIT_OK, err)
+
+        made = env.json("create", qcow, "vm-1")
+        for key in ["volume", "image_id", "plan", "ms"]:
+            self.assertIn(key, made)
+        self.assertEqual((made["volume"], made["image_id"]), ("vm-1", qcow))
+        self.assertIn(made["plan"], ["clone", "copy", "flatten_clone"])  # prefilled: a hit
+        made = env.json("create", raw, "vm-2")
+        self.assertEqual(made["plan"], "miss")
+        rc, out, err = env.run("create", qcow, "vm-3", "--size", "16M")
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertIn("vm-3", out)
+        for vol, image in [("vm-1", qcow), ("vm-2", raw), ("vm-3", qcow)]:
+            data = WORLD.raw[image]
+            self.assertEqual(env.read_volume(vol, len(data)), data, "volume %s" % vol)
+        self.assertEqual(env.volume_size("vm-3"), 16 * MiB)
+        rc, _, err = env.run("create", qcow, "vm-1")
+        self.assertNotEqual(rc, EXIT_OK, "a taken volume name must fail")
+        rc, _, err = env.run("create", qcow, "vm-small", "--size", "1M")
+        self.assertEqual(rc, EXIT_USAGE, "smaller than the image: " + err)
+
+        rc, out, err = env.run("list")
+        self.assertEqual(rc, EXIT_OK, err)
+        header = out.splitlines()[0]
+        for col in ["IMAGE", "STATE", "SIZE", "ALLOCATED", "DEPTH", "HITS", "LAST USED",
+                    "VOLUMES", "PINNED"]:
+            self.assertIn(col, header)
+        self.assertIn(qcow, out)
+        self.assertIn(raw, out)
+        entries = {e["image_id"]: e for e in env.json("list")}
+        self.assertEqual(set(entries), {qcow, raw})
+        self.assertEqual(entries[qcow]["volumes"], 2)
+        self.assertEqual(entries[qcow]["hits"], 2)
+        self.assertEqual(entries[qcow]["virtual_size"], len(WORLD.raw[qcow]))
+
+        rc, out, err = env.run("show", qcow)
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertIn("vm-1", out)
+        self.assertIn("vm-3", out)
+        self.assertNotIn("vm-2", out)
+        shown = env.json("show", qcow)
+        self.assertEqual(sorted(v["name"] for v in shown["volume_list"]), ["vm-1", "vm-3"])
+
+        rc, out, err = env.run("stats")
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertIn("hits", out)
+        stats = env.json("stats")
+        self.assertEqual(stats["entries"], 2)
+        self.assertEqual(stats["volumes"], 3)
+        self.assertGreaterEqual(stats["hits"], 2)
+        self.assertGreaterEqual(stats["misses"], 2)
+        rc, prom, err = env.run("stats", "--prometheus")
+        self.assertEqual(rc, EXIT_OK, err)
+        self.check_prometheus(prom, stats)
+        out_file = os.path.join(env.dir, "cachemgr.prom")
+        rc, _, err = env.run("stats", "--prometheus", "--output", out_file)
+        self.assertEqual(rc, EXIT_OK, err)
+        with open(out_file) as f:
+            self.assertIn("cachemgr_entries 2", f.read())
+
+        rc, out, err = env.run("delete", "vm-1")
+        self.assertEqual(rc, EXIT_OK, err)
+        shown = env.json("show", qcow)
+        self.assertEqual([v["name"] for v in shown["volume_list"]], ["vm-3"])
+
+    def check_prometheus(self, text, stats):
+        families, samples = {}, {}
+        for line in text.splitlines():
+            if line.startswith("# HELP ") or line.startswith("# TYPE "):
+                kind, name = line.split()[1:3]
+                families.setdefault(name, set()).add(kind)
+                if kind == "TYPE":
+                    self.assertIn(line.split()[3], ["counter", "gauge"])
+                continue
+            m = re.fullmatch(r'(cachemgr_[a-z_]+)(\{[a-z_]+="[a-z_]+"\})? ([0-9.]+)', line)
+            self.assertIsNotNone(m, "not a sample line: %r" % line)
+            self.assertEqual(families.get(m.group(1)), {"HELP", "TYPE"},
+                             "HELP and TYPE come before " + m.group(1))
+            samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+        self.assertEqual(samples["cachemgr_hits_total"], stats["hits"])
+        self.assertEqual(samples["cachemgr_misses_total"], stats["misses"])
+        self.assertEqual(samples["cachemgr_entries"], 2)
+
+    # --- verify (4 on a mismatch), rebuild-index, doctor ---------------------------
+
+    def test_verify_finds_a_damaged_entry(self):
+        env = Env("verify")
+        good, bad = WORLD.add_raw(), WORLD.add_raw()
+        rc, _, err = env.run("prefill", good, bad)
+        self.assertEqual(rc, EXIT_OK, err)
+        rc, out, err = env.run("verify")
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertIn("2 checked, 0 mismatched", out)
+        env.damage_entry(bad)
+        rc, out, err = env.run("verify")
+        self.assertEqual(rc, EXIT_REFUSED, out + err)
+        self.assertIn("MISMATCH " + bad, out)
+        self.assertIn("ok       " + good, out)
+        self.assertIn(bad, err)
+        rc, out, err = env.run("verify", good)
+        self.assertEqual(rc, EXIT_OK, err)
+        doc = json.loads(env.run("--json", "verify")[1])
+        self.assertEqual(doc["mismatched"], 1)
+
+    def test_rebuild_index_restores_entries(self):
+        env = Env("rebuild")
+        ids = [WORLD.add_raw(size=2 * MiB) for _ in range(2)]
+        rc, _, err = env.run("prefill", *ids)
+        self.assertEqual(rc, EXIT_OK, err)
+        for suffix in ["", "-wal", "-shm"]:
+            if os.path.exists(env.index + suffix):
+                os.unlink(env.index + suffix)
+        self.assertEqual(env.json("list"), [])
+        rc, out, err = env.run("rebuild-index")
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertIn("restored 2", out)
+        self.assertEqual(sorted(e["image_id"] for e in env.json("list")), sorted(ids))
+        rc, out, err = env.run("create", ids[0], "after-rebuild")
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertNotIn("miss", out, "a restored entry is a hit")
+
+    def test_doctor(self):
+        env = Env("doctor")
+        rc, out, err = env.run("doctor")
+        self.assertEqual(rc, EXIT_OK, out + err)
+        self.assertIn("qemu-img", out)
+        self.assertNotIn("FAIL", out)
+        broken = Env("doctor", images=os.path.join(WORLD.root, "no-such-dir"))
+        rc, out, err = broken.run("doctor")
+        self.assertEqual(rc, EXIT_FAILED, out + err)
+        self.assertIn("FAIL", out)
+        self.assertIn("fix:", out)
+        doc = json.loads(broken.run("--json", "doctor")[1])
+        self.assertGreaterEqual(doc["failed"], 1)
+
+    # --- evict: dry run, the pass, busy (5), two passes at once ---------------------
+
+    def evict_setup(self, name, count=5, keep=2):
+        env = Env(name)
+        ids = [WORLD.add_raw(size=1 * MiB) for _ in range(count)]
+        rc, _, err = env.run("prefill", "--concurrency", "2", *ids)
+        self.assertEqual(rc, EXIT_OK, err)
+        # Lower the limit afterwards, as an operator would, so the pass has work to do.
+        env.write_config(cache="max_count: %d" % keep, path=env.config)
+        return env, ids
+
+    def test_evict_dry_run_then_pass(self):
+        env, ids = self.evict_setup("evict")
+        rc, out, err = env.run("evict", "--dry-run")
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertIn("dry run", out)
+        self.assertEqual(out.count("would do"), 3, out)
+        self.assertEqual(len(env.json("list")), 5, "a dry run changes nothing")
+        doc = env.json("evict")
+        evicted = [a for a in doc["actions"] if a["kind"] == "evict" and a["done"]]
+        self.assertEqual(len(evicted), 3, doc)
+        self.assertEqual((doc["entries_before"], doc["entries_after"]), (5, 2))
+        left = {e["image_id"] for e in env.json("list")}
+        self.assertEqual(len(left), 2)
+        self.assertTrue(left <= set(ids))
+        self.assertFalse(left & {a["image_id"] for a in evicted})
+        rc, out, err = env.run("evict")
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertIn("nothing to do", out)
+
+    def test_evict_busy_exit_5(self):
+        env, _ = self.evict_setup("busy", count=3, keep=1)
+        lock_dir = os.path.join(env.dir, "locks")
+        os.makedirs(lock_dir, exist_ok=True)
+        with open(os.path.join(lock_dir, "eviction-pass.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # as a running pass holds it
+            rc, out, err = env.run("evict")
+            self.assertEqual(rc, EXIT_BUSY, out + err)
+            self.assertTrue(err.strip())
+            self.assertEqual(len(env.json("list")), 3, "a busy pass does nothing")
+        rc, out, err = env.run("evict")
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertEqual(len(env.json("list")), 1)
+
+    def test_two_passes_at_once_do_the_work_once(self):
+        for round_ in range(3):
+            env, _ = self.evict_setup("twopass", count=6, keep=2)
+            argv = [BIN, "--config", env.config, "--json", "evict"]
+            barrier = threading.Barrier(2)
+            results = [None, None]
+
+            def one(i):
+                barrier.wait()
+                p = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+                results[i] = p
+
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            done = 0
+            codes = []
+            for p in results:
+                codes.append(p.returncode)
+                self.assertIn(p.returncode, [EXIT_OK, EXIT_BUSY], p.stderr)
+                if p.returncode == EXIT_OK:
+                    doc = json.loads(p.stdout)
+                    done += sum(1 for a in doc["actions"] if a["kind"] == "evict" and a["done"])
+                else:
+                    self.assertIn("error", json.loads(p.stdout))
+            self.assertEqual(done, 4, "4 entries over the limit, evicted once in all: %s" % codes)
+            self.assertEqual(len(env.json("list")), 2)
+            print("two passes, round %d: exit codes %s, evictions %d" % (round_, codes, done))
+
+    # --- prefill: 20 images, 4 at a time; inputs; failures --------------------------
+
+    def test_prefill_20_images_concurrency_4(self):
+        images = os.path.join(WORLD.root, "images20")
+        os.makedirs(images, exist_ok=True)
+        ids = [WORLD.add_raw("img20-%02d-%s" % (i, uuid.uuid4().hex[:8]), size=2 * MiB,
+                             directory=images) for i in range(20)]
+        env = Env("prefill20", images=images)
+        rc, out, err = env.run("prefill", "--concurrency", "4", *ids)
+        self.assertEqual(rc, EXIT_OK, err)
+        lines = out.splitlines()
+        for image_id in ids:
+            # One progress line as it finished, and one row in the summary table.
+            self.assertTrue(any(re.match(r"\[\d+/20\] %s: filled" % image_id, l) for l in lines),
+                            image_id)
+            self.assertTrue(any(re.match(r"%s\s+filled\s" % image_id, l) for l in lines),
+                            image_id)
+        self.assertRegex(out, r"total: 20 images: 20 filled, .* 0 skipped \(fresh\), 0 failed")
+        self.assertIn("(concurrency 4)", out)
+        self.assertEqual(len(env.json("list")), 20)
+
+        # Again: every entry is fresh, so every image is skipped.
+        doc = env.json("prefill", "--concurrency", "4", *ids)
+        self.assertEqual([r["image_id"] for r in doc["results"]], ids)
+        self.assertTrue(all(r["outcome"] == "skipped" for r in doc["results"]))
+        self.assertEqual(doc["totals"]["images"], 20)
+        self.assertEqual(doc["totals"]["skipped"], 20)
+        self.assertEqual(doc["totals"]["failed"], 0)
+
+        # --all with a filter, and --from-file - (stdin).
+        doc = env.json("prefill", "--all", "--filter", "^img20-0[0-4]-")
+        self.assertEqual(sorted(r["image_id"] for r in doc["results"]), sorted(ids[:5]))
+        rc, out, err = env.run("--json", "prefill", "--from-file", "-",
+                               stdin="# three of them\n%s\n\n%s\n%s\n" % tuple(ids[5:8]))
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertEqual([r["image_id"] for r in json.loads(out)["results"]], ids[5:8])
+
+    def test_prefill_failure_names_each_image(self):
+        env = Env("prefillfail")
+        good = WORLD.add_raw(size=1 * MiB)
+        ghosts = [str(uuid.uuid4()) for _ in range(2)]
+        rc, out, err = env.run("prefill", "--retries", "1", "--retry-base-ms", "10", good, *ghosts)
+        self.assertEqual(rc, EXIT_NOT_FOUND, out + err)  # all failures share "not found"
+        for g in ghosts:
+            self.assertIn("image %s failed" % g, err)
+        self.assertIn("2 of 3 images failed", err)
+        self.assertRegex(out, r"total: 3 images: 1 filled, .* 2 failed")
+        hostile = str(uuid.uuid4())
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/hostname", "-F",
+                        "raw", os.path.join(WORLD.images, hostile), "1M"], check=True)
+        rc, out, err = env.run("prefill", good, ghosts[0], hostile)
+        self.assertEqual(rc, EXIT_FAILED, "mixed causes: exit 1; " + err)
+        self.assertIn(hostile, err)
+
+
+def main():
+    global BACKEND, WORLD
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backend", choices=["local", "rbd"], default="local")
+    args, rest = parser.parse_known_args()
+    BACKEND = args.backend
+    if not BIN or not os.access(BIN, os.X_OK):
+        sys.exit("CACHEMGR_BIN is not set to the cachemgr binary")
+    if BACKEND == "rbd" and not os.path.exists(os.path.join(RUN_DIR, "ceph", "ceph.conf")):
+        sys.exit("no Ceph cluster at %s/ceph (the ceph fixture did not start)" % RUN_DIR)
+    WORLD = World()
+    result = unittest.main(argv=[sys.argv[0], "-v"] + rest, exit=False).result
+    if result.wasSuccessful():
+        shutil.rmtree(WORLD.root, ignore_errors=True)
+    sys.exit(0 if result.wasSuccessful() else 1)
+
+
+if __name__ == "__main__":
+    main()
