@@ -20,6 +20,7 @@ trap 'rc=$?; [ $rc = 0 ] || printf "\nDEMO FAILED (exit %s) at line %s\n" "$rc" 
 [ -x "$CACHEMGR" ] || fail "no cachemgr binary at $CACHEMGR (run 'make build' or set BUILD)"
 command -v qemu-img >/dev/null || fail "qemu-img not found (Debian package qemu-utils)"
 
+mkdir -p "${TMPDIR:-/tmp}"
 work=$(mktemp -d "${TMPDIR:-/tmp}/cachemgr-demo.XXXXXX")
 [ -n "${DEMO_KEEP:-}" ] || trap 'rc=$?; rm -rf "$work"; [ $rc = 0 ] || printf "\nDEMO FAILED (exit %s)\n" "$rc" >&2' EXIT
 mkdir -p "$work/images" "$work/cache"
