@@ -46,6 +46,16 @@ class CaptureStderr {
   int saved_ = -1;
 };
 
+LogOptions Opts(const std::string& level, const std::string& file = "", uint32_t max_file_mb = 10,
+                uint32_t max_files = 3) {
+  LogOptions o;
+  o.level = level;
+  o.file = file;
+  o.max_file_mb = max_file_mb;
+  o.max_files = max_files;
+  return o;
+}
+
 }  // namespace
 
 TEST_CASE("log levels parse, and a bad one names log.level") {
@@ -54,7 +64,7 @@ TEST_CASE("log levels parse, and a bad one names log.level") {
   CHECK(cachemgr::ParseLogLevel("error") == spdlog::level::err);
   CHECK(cachemgr::ParseLogLevel("off") == spdlog::level::off);
   try {
-    MakeLogger(LogOptions{.level = "loud"});
+    MakeLogger(Opts("loud"));
     FAIL("no error for level loud");
   } catch (const Error& e) {
     CHECK(e.code() == Errc::kConfig);
@@ -69,7 +79,7 @@ TEST_CASE("the logger writes at its level to stderr and the file") {
   const fs::path err = dir / "stderr.txt";
   {
     CaptureStderr capture(err);
-    auto logger = MakeLogger(LogOptions{.level = "warn", .file = file.string()});
+    auto logger = MakeLogger(Opts("warn", file.string()));
     CHECK(logger->level() == spdlog::level::warn);
     logger->info("quiet image=a");
     logger->warn("loud image=b");
@@ -88,7 +98,7 @@ TEST_CASE("with to_stderr false nothing reaches stderr") {
   const fs::path err = dir / "stderr.txt";
   {
     CaptureStderr capture(err);
-    auto logger = MakeLogger(LogOptions{.level = "trace", .file = (dir / "cm.log").string()}, false);
+    auto logger = MakeLogger(Opts("trace", (dir / "cm.log").string()), false);
     logger->error("only in the file");
     logger->flush();
   }
@@ -99,8 +109,7 @@ TEST_CASE("with to_stderr false nothing reaches stderr") {
 TEST_CASE("the log file rotates and keeps max_files") {
   TempDir dir("log");
   const fs::path file = dir / "cm.log";
-  auto logger = MakeLogger(
-      LogOptions{.level = "info", .file = file.string(), .max_file_mb = 1, .max_files = 2}, false);
+  auto logger = MakeLogger(Opts("info", file.string(), 1, 2), false);
   const std::string line(1000, 'x');
   for (int i = 0; i < 4000; ++i) logger->info("{} n={}", line, i);  // ~4 MB
   logger->flush();
@@ -116,7 +125,7 @@ TEST_CASE("a log file that cannot be opened names log.file") {
   // A regular file where a directory should be: the log cannot be created under it.
   cachemgr::test::WriteFile(dir / "notadir", "x");
   try {
-    MakeLogger(LogOptions{.level = "info", .file = (dir / "notadir/cm.log").string()}, false);
+    MakeLogger(Opts("info", (dir / "notadir/cm.log").string()), false);
     FAIL("no error");
   } catch (const Error& e) {
     CHECK(e.code() == Errc::kConfig);
