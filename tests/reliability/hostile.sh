@@ -17,6 +17,9 @@ make_image "$good-x" raw 8 2
 cp "$IMAGES/$good-x" "$IMAGES/../x"
 cp "$IMAGES/$good-x" "$WORK/x"
 touch "$WORK/canary"
+# id lists for prefill --from-file (a NUL byte cannot travel in argv)
+printf '%s\0evil\n' "$good" >"$WORK/nul-ids"
+printf '../x\n' >"$WORK/dot-ids"
 CFG_DIR=$WORK/c
 
 snapshot() {
@@ -53,7 +56,7 @@ declare -a names=(
   ""
 )
 # Each name as a row label: control bytes shown escaped.
-label() { printf '%q' "$1" | cut -c1-60; }
+label() { local n=${1//$WORK/\$WORK}; printf '%q' "$n" | cut -c1-60; }
 
 cm create "$good" vol-ok >/dev/null || record "setup" "$backend" "create of a good image" \
   "$(last_err)" 1
@@ -100,7 +103,5 @@ done
 # may report its failed items with exit 1 (the operation failed) or refuse the whole
 # list as invalid (2); either way nothing may be created.
 EXPECT_RC='1|2'
-printf '%s\0evil\n' "$good" >"$WORK/nul-ids"
 try "image id with a NUL (prefill --from-file)" prefill --from-file "$WORK/nul-ids"
-printf '../x\n' >"$WORK/dot-ids"
 try "image id ../x (prefill --from-file)" prefill --from-file "$WORK/dot-ids"

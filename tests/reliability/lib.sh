@@ -199,7 +199,9 @@ volume_spec() {
     echo "rbd:$POOL/$1:conf=$CEPH_CONF"
   else
     local f
-    f=$(find "$ROOT" -path "*volumes*" -name "$1*" -type f 2>/dev/null | head -n 1)
+    # the file itself, not its sidecar under .meta/
+    f=$(find "$ROOT" -path "*volumes*" -not -path '*/.meta/*' -type f \( -name "$1" -o -name "$1.*" \) \
+      2>/dev/null | head -n 1)
     echo "${f:-$ROOT/volumes/$1}"
   fi
 }
@@ -218,7 +220,9 @@ read_back() {
 # entries beyond the pinned rows, files in the conversion dir.
 orphans() {
   local ready_names vol_names
-  sql "SELECT 'index row ' || image_id || ' state=' || state FROM entries WHERE state != 'ready';"
+  # (pinned rows are evicted entries kept for their clones: counted against the trash)
+  sql "SELECT 'index row ' || image_id || ' state=' || state FROM entries
+       WHERE state != 'ready' AND pinned = 0;"
   ready_names=$(sql "SELECT cache_name FROM entries WHERE state = 'ready';")
   vol_names=$(sql "SELECT name FROM volumes;")
   local obj base known n
