@@ -205,7 +205,7 @@ void RequireFormatMatches(const std::string& image_id, const std::string& disk_f
   if (detected == "qed") Refuse(image_id, "the file is a QED image, which is never let in");
   if (detected == "luks") Refuse(image_id, "the file is a LUKS volume, which is not supported");
   if (detected == "vmdk-descriptor") {
-    Refuse(image_id, "the file is a VMDK text descriptor: its extents are other files");
+    Refuse(image_id, "the file is a VMDK text descriptor: its extents are external files");
   }
   if (detected == "vmdk-cowd") Refuse(image_id, "the file is a VMware COWD sparse extent");
   if (detected != expected) {

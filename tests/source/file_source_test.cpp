@@ -1,0 +1,363 @@
+// Hashing, format detection, the image-directory source, and the fetch pipeline on the
+// local backend, with a corpus of hostile images made here with qemu-img.
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "convert/format.h"
+#include "fetch_util.h"
+#include "source/source.h"
+#include "util/hash.h"
+
+namespace cachemgr::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string Md5(const fs::path& p) { return util::HashFile("md5", p.string()); }
+
+std::vector<std::string> EntryImages(FetchBed& bed) {
+  try {
+    return bed.backend->List(bed.backend->entry_pool());
+  } catch (const Error& e) {
+    if (e.code() == Errc::kNotFound) return {};
+    throw;
+  }
+}
+
+void WriteSidecar(const fs::path& dir, const std::string& id, const nlohmann::json& j) {
+  WriteFile(dir / (id + ".json"), j.dump());
+}
+
+// A directory source with a raw "golden" file made from a deterministic pattern.
+struct DirBed : FetchBed {
+  fs::path images;
+  std::unique_ptr<source::Source> source;
+  fs::path golden;
+  DirBed() {
+    images = tmp / "images";
+    fs::create_directories(images);
+    source = source::MakeFileSource({images.string()}, nullptr);
+    golden = tmp / "golden.raw";
+    WriteRawImage(golden, 8 << 20, 3 << 20, 7);
+  }
+  // Converts the golden image to `fmt` as image `id` in the directory.
+  void Add(const std::string& id, const std::string& fmt, std::vector<std::string> opts = {}) {
+    std::vector<std::string> args = {"convert", "-f", "raw", "-O", fmt};
+    for (auto& o : opts) args.push_back(o);
+    args.push_back(golden.string());
+    args.push_back((images / id).string());
+    QemuImg(args);
+  }
+  fetch::FetchResult Fetch(const std::string& id, const std::string& dest) {
+    auto meta = source->Describe(id);
+    return fetch::FetchInto(*source, meta, *backend, Ref(dest), options, nullptr);
+  }
+  // Fetching `id` fails with `code`, naming the image, leaving nothing behind.
+  Error FetchFails(const std::string& id, std::optional<source::ImageMeta> meta = std::nullopt) {
+    if (!meta) meta = source->Describe(id);
+    Error e = Thrown([&] {
+      fetch::FetchInto(*source, *meta, *backend, Ref("entry-" + id), options, nullptr);
+    });
+    CHECK_MESSAGE(std::string(e.what()).find(id) != std::string::npos, e.what());
+    CHECK(EntryImages(*this).empty());
+    CHECK(!backend->Exists(Ref("entry-" + id)));
+    CHECK(ConversionFiles() == 0);
+    return e;
+  }
+};
+
+TEST_CASE("hashers give the standard digests, whole or in pieces") {
+  const std::string abc = "abc";
+  auto digest = [&](const std::string& algo) {
+    util::Hasher h(algo);
+    h.Update(abc.data(), abc.size());
+    return h.HexDigest();
+  };
+  CHECK(digest("md5") == "900150983cd24fb0d6963f7d28e17f72");
+  CHECK(digest("sha1") == "a9993e364706816aba3e25717850c26c9cd0d89d");
+  CHECK(digest("sha256") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(digest("sha384").rfind("cb00753f45a35e8bb5a03d699ac65007", 0) == 0);
+  CHECK(digest("sha512").rfind("ddaf35a193617abacc417349ae204131", 0) == 0);
+  util::Hasher pieces("sha512");
+  pieces.Update("a", 1);
+  pieces.Update("bc", 2);
+  CHECK(pieces.HexDigest() == digest("sha512"));
+  CHECK(Thrown([] { util::Hasher h("crc32"); }).code() == Errc::kInvalidArgument);
+}
+
+TEST_CASE("the header tells the real format") {
+  TempDir tmp("detect");
+  struct Case {
+    std::string qemu_fmt;
+    std::vector<std::string> opts;
+    std::string expected;
+  };
+  std::vector<Case> cases = {
+      {"raw", {}, "raw"},
+      {"qcow2", {}, "qcow2"},
+      {"vmdk", {}, "vmdk"},
+      {"vmdk", {"-o", "subformat=streamOptimized"}, "vmdk"},
+      {"vmdk", {"-o", "subformat=monolithicFlat"}, "vmdk-descriptor"},
+      {"vdi", {}, "vdi"},
+      {"vpc", {}, "vpc"},
+      {"vpc", {"-o", "subformat=fixed"}, "vpc"},
+      {"vhdx", {}, "vhdx"},
+      {"qed", {}, "qed"},
+  };
+  int i = 0;
+  for (const auto& c : cases) {
+    CAPTURE(c.qemu_fmt);
+    CAPTURE(c.expected);
+    auto path = tmp / ("img" + std::to_string(i++));
+    std::vector<std::string> args = {"create", "-f", c.qemu_fmt};
+    args.insert(args.end(), c.opts.begin(), c.opts.end());
+    args.push_back(path.string());
+    args.push_back("4M");
+    QemuImg(args);
+    CHECK(convert::DetectFileFormat(path) == c.expected);
+  }
+  CHECK(convert::QemuFormat("vhd") == "vpc");
+  CHECK(convert::QemuFormat("ami").empty());
+}
+
+TEST_CASE("rbd locations and image ids") {
+  auto loc = source::ParseRbdLocation("rbd://1f2e-fsid/images/abc-123/snap");
+  REQUIRE(loc);
+  CHECK(loc->fsid == "1f2e-fsid");
+  CHECK(loc->pool == "images");
+  CHECK(loc->image == "abc-123");
+  CHECK(loc->snap == "snap");
+  CHECK(!source::ParseRbdLocation("rbd://images/abc"));
+  CHECK(!source::ParseRbdLocation("rbd://f//abc/snap"));
+  CHECK(!source::ParseRbdLocation("file:///var/lib/glance/images/abc"));
+  CHECK(!source::ParseRbdLocation("rbd://a/b/c/d/e"));
+  source::ValidateImageId("3f2c1b8e-0a6d-4c1e-9d55-0b9f5c2e7a10");
+  for (const std::string& bad : std::vector<std::string>{"", "../etc/passwd", "a/b", ".hidden", "-x", "a b", std::string(201, 'a')}) {
+    CAPTURE(bad);
+    CHECK(Thrown([&] { source::ValidateImageId(bad); }).code() == Errc::kInvalidArgument);
+  }
+}
+
+TEST_CASE("file source: describe, list, checksums, not found") {
+  DirBed bed;
+  fs::copy_file(bed.golden, bed.images / "img-raw");
+  bed.Add("img-qcow2", "qcow2");
+  WriteSidecar(bed.images, "img-claimed", {{"disk_format", "vmdk"}, {"checksum", "00"}});
+  fs::copy_file(bed.golden, bed.images / "img-claimed");
+
+  auto raw = bed.source->Describe("img-raw");
+  CHECK(raw.status == "active");
+  CHECK(raw.disk_format == "raw");
+  CHECK(raw.container_format == "bare");
+  CHECK(raw.size == fs::file_size(bed.golden));
+  CHECK(raw.virtual_size == raw.size);
+  CHECK(raw.checksum == Md5(bed.golden));
+  CHECK(raw.os_hash_algo == "sha512");
+  CHECK(raw.os_hash_value == util::HashFile("sha512", bed.golden.string()));
+  CHECK(raw.updated_at.size() == 20);  // 2026-01-02T03:04:05Z
+  CHECK(raw.updated_at.back() == 'Z');
+  CHECK(bed.source->LocalPath("img-raw") == fs::absolute(bed.images / "img-raw"));
+
+  CHECK(bed.source->Describe("img-qcow2").disk_format == "qcow2");
+  auto claimed = bed.source->Describe("img-claimed");
+  CHECK(claimed.disk_format == "vmdk");
+  CHECK(claimed.checksum == "00");
+
+  auto listed = bed.source->ListActive();
+  std::set<std::string> ids;
+  for (const auto& m : listed) ids.insert(m.id);
+  CHECK(ids == std::set<std::string>{"img-raw", "img-qcow2", "img-claimed"});
+
+  CHECK(Thrown([&] { bed.source->Describe("missing"); }).code() == Errc::kNotFound);
+  CHECK(Thrown([&] { bed.source->Describe("../images/img-raw"); }).code() ==
+        Errc::kInvalidArgument);
+  bed.source->Ping();
+}
+
+TEST_CASE("file source + raw: the file is hard-linked into the backend and still checked") {
+  DirBed bed;
+  fs::copy_file(bed.golden, bed.images / "raw1");
+  std::vector<std::string> stages;
+  bed.options.progress = [&](const std::string& stage, uint64_t, uint64_t) {
+    if (stages.empty() || stages.back() != stage) stages.push_back(stage);
+  };
+  auto r = bed.Fetch("raw1", "entry-raw1");
+  CHECK(r.adopted);
+  CHECK(r.detected_format == "raw");
+  CHECK(r.md5 == Md5(bed.golden));
+  CHECK(r.bytes_downloaded == fs::file_size(bed.golden));
+  CHECK(r.virtual_size == fs::file_size(bed.golden));
+  CHECK(bed.ReadImage(bed.Ref("entry-raw1")) == ReadFile(bed.golden));
+  CHECK(stages == std::vector<std::string>{"download"});
+  CHECK(bed.ConversionFiles() == 0);
+  // The target must be new.
+  CHECK(Thrown([&] { bed.Fetch("raw1", "entry-raw1"); }).code() == Errc::kAlreadyExists);
+}
+
+TEST_CASE("file source: every convertible format becomes the same raw bytes") {
+  DirBed bed;
+  const std::string golden = ReadFile(bed.golden);
+  struct Case {
+    std::string id, qemu_fmt, disk_format;
+    std::vector<std::string> opts;
+  };
+  std::vector<Case> cases = {
+      {"q2", "qcow2", "qcow2", {}},
+      {"q2c", "qcow2", "qcow2", {"-c"}},
+      {"vm", "vmdk", "vmdk", {}},
+      {"vms", "vmdk", "vmdk", {"-o", "subformat=streamOptimized"}},
+      {"vd", "vdi", "vdi", {}},
+      {"vh", "vpc", "vhd", {"-o", "subformat=dynamic,force_size=on"}},
+      {"vx", "vhdx", "vhdx", {}},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.id);
+    bed.Add(c.id, c.qemu_fmt, c.opts);
+    WriteSidecar(bed.images, c.id, {{"disk_format", c.disk_format}});
+    auto r = bed.Fetch(c.id, "entry-" + c.id);
+    CHECK(!r.adopted);
+    CHECK(r.detected_format == convert::QemuFormat(c.disk_format));
+    CHECK(r.virtual_size == golden.size());
+    CHECK(r.md5 == Md5(bed.images / c.id));
+    CHECK(r.convert.count() > 0);
+    CHECK(bed.ReadImage(bed.Ref("entry-" + c.id)) == golden);
+    CHECK(bed.ConversionFiles() == 0);
+  }
+}
+
+TEST_CASE("a checksum mismatch is kCorrupt and leaves nothing behind") {
+  DirBed bed;
+  fs::copy_file(bed.golden, bed.images / "bad-raw");
+  WriteSidecar(bed.images, "bad-raw", {{"disk_format", "raw"}, {"checksum", std::string(32, '0')}});
+  Error e = bed.FetchFails("bad-raw");
+  CHECK(e.code() == Errc::kCorrupt);
+  CHECK(std::string(e.what()).find("checksum mismatch") != std::string::npos);
+  // The source's own file is untouched by the failed adoption.
+  CHECK(Md5(bed.images / "bad-raw") == Md5(bed.golden));
+
+  bed.Add("bad-q2", "qcow2");
+  WriteSidecar(bed.images, "bad-q2",
+               {{"disk_format", "qcow2"},
+                {"os_hash_algo", "sha512"},
+                {"os_hash_value", std::string(128, 'f')}});
+  e = bed.FetchFails("bad-q2");
+  CHECK(e.code() == Errc::kCorrupt);
+  CHECK(std::string(e.what()).find("sha512 mismatch") != std::string::npos);
+}
+
+TEST_CASE("hostile and broken images are refused; nothing is left on the backend or in the "
+          "conversion dir") {
+  DirBed bed;
+  auto img = [&](const std::string& id) { return (bed.images / id).string(); };
+  auto expect = [&](const std::string& id, const std::string& disk_format, Errc code,
+                    const std::string& reason) {
+    CAPTURE(id);
+    WriteSidecar(bed.images, id, {{"disk_format", disk_format}});
+    Error e = bed.FetchFails(id);
+    CHECK_MESSAGE(e.code() == code, e.what());
+    CHECK_MESSAGE(std::string(e.what()).find(reason) != std::string::npos, e.what());
+  };
+
+  // qcow2 whose backing file is a host file: converting it would read that file.
+  WriteFile(bed.tmp / "secret", std::string(65536, 's'));
+  QemuImg({"create", "-f", "qcow2", "-b", (bed.tmp / "secret").string(), "-F", "raw",
+           img("backing"), "8M"});
+  expect("backing", "qcow2", Errc::kRefused, "backing file");
+
+  // qcow2 whose data lives in an external data file.
+  QemuImg({"create", "-f", "qcow2", "-o", "data_file=" + (bed.tmp / "secret-data").string(),
+           img("datafile"), "8M"});
+  expect("datafile", "qcow2", Errc::kRefused, "external data file");
+
+  // Claims raw, is qcow2 (would pass through as "raw" bytes, or worse, be probed).
+  bed.Add("q2-as-raw", "qcow2");
+  expect("q2-as-raw", "raw", Errc::kRefused, "header says 'qcow2'");
+  // Claims qcow2, is raw.
+  fs::copy_file(bed.golden, bed.images / "raw-as-q2");
+  expect("raw-as-q2", "qcow2", Errc::kRefused, "header says 'raw'");
+  // Claims vmdk, is vdi.
+  bed.Add("vdi-as-vmdk", "vdi");
+  expect("vdi-as-vmdk", "vmdk", Errc::kRefused, "header says 'vdi'");
+
+  // vmdk descriptors whose extents are other files.
+  QemuImg({"create", "-f", "vmdk", "-o", "subformat=monolithicFlat", img("vmdk-flat"), "8M"});
+  expect("vmdk-flat", "vmdk", Errc::kRefused, "external");
+  WriteFile(bed.images / "vmdk-etc",
+            "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+            "createType=\"monolithicFlat\"\n\nRW 16 FLAT \"/etc/passwd\" 0\n");
+  expect("vmdk-etc", "vmdk", Errc::kRefused, "external");
+  QemuImg({"create", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentFlat", img("vmdk-2gb"), "8M"});
+  expect("vmdk-2gb", "vmdk", Errc::kRefused, "external");
+  QemuImg({"create", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", img("vmdk-2gbs"), "8M"});
+  expect("vmdk-2gbs", "vmdk", Errc::kRefused, "external");
+
+  // QED is never let in, whatever it claims.
+  QemuImg({"create", "-f", "qed", img("qed"), "8M"});
+  expect("qed", "qcow2", Errc::kRefused, "QED");
+
+  // Larger than the configured limit.
+  QemuImg({"create", "-f", "qcow2", img("huge"), "3G"});
+  bed.options.conversion.max_virtual_size_gb = 2;
+  expect("huge", "qcow2", Errc::kRefused, "max_virtual_size_gb");
+  bed.options.conversion.max_virtual_size_gb = 1024;
+
+  // A qcow2 cut short: qemu-img cannot read it.
+  bed.Add("whole", "qcow2");
+  std::string whole = ReadFile(bed.images / "whole");
+  WriteFile(bed.images / "cut", whole.substr(0, 100));
+  expect("cut", "qcow2", Errc::kRefused, "qcow2");
+
+  // A disk_format this project does not convert.
+  fs::copy_file(bed.golden, bed.images / "ami");
+  expect("ami", "ami", Errc::kRefused, "not supported");
+
+  // Fewer bytes than the source says: truncated.
+  fs::copy_file(bed.golden, bed.images / "short");
+  auto meta = bed.source->Describe("short");
+  *meta.size += 4096;
+  meta.checksum.clear();
+  meta.os_hash_value.clear();
+  Error e = bed.FetchFails("short", meta);
+  CHECK(e.code() == Errc::kCorrupt);
+  CHECK(std::string(e.what()).find("truncated") != std::string::npos);
+  meta.disk_format = "qcow2";
+  bed.Add("short-q2", "qcow2");
+  meta = bed.source->Describe("short-q2");
+  *meta.size += 1;
+  meta.checksum.clear();
+  meta.os_hash_value.clear();
+  e = bed.FetchFails("short-q2", meta);
+  CHECK(e.code() == Errc::kCorrupt);
+
+  // The host file named by the hostile images was never read into an image.
+  CHECK(EntryImages(bed).empty());
+}
+
+TEST_CASE("a non-active or non-bare image is refused before any byte moves") {
+  DirBed bed;
+  fs::copy_file(bed.golden, bed.images / "img");
+  auto meta = bed.source->Describe("img");
+  meta.status = "queued";
+  CHECK(bed.FetchFails("img", meta).code() == Errc::kRefused);
+  meta.status = "deleted";
+  CHECK(bed.FetchFails("img", meta).code() == Errc::kNotFound);
+  meta.status = "active";
+  meta.container_format = "ova";
+  CHECK(bed.FetchFails("img", meta).code() == Errc::kRefused);
+}
+
+TEST_CASE("the conversion dir must have room for the download and the raw image") {
+  DirBed bed;
+  bed.Add("q2", "qcow2");
+  WriteSidecar(bed.images, "q2", {{"disk_format", "qcow2"}, {"virtual_size", uint64_t{1} << 60}});
+  Error e = bed.FetchFails("q2");
+  CHECK(e.code() == Errc::kIo);
+  CHECK(std::string(e.what()).find(bed.options.conversion.dir) != std::string::npos);
+  CHECK(std::string(e.what()).find("bytes free") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace cachemgr::test
