@@ -172,7 +172,8 @@ int Miss(const Args& args, Results& results) {
   s.extra = {{"fill_ms", {j["fill_ms"].get<double>()}},
              {"bytes_downloaded", {j["bytes"].get<uint64_t>()}},
              {"rss_mib", {rss_mib}}};
-  results.Add(std::move(s));
+  // A run made only for its memory figure (--miss-series 0) stays out of the miss table.
+  if (args.GetInt("miss-series", 1) != 0) results.Add(std::move(s));
   const std::string rss_label = args.Get("rss-label", "");
   if (!rss_label.empty()) {
     const double qd = static_cast<double>(args.GetInt("queue-depth", 16));

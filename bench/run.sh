@@ -11,7 +11,8 @@
 #   BENCH_RESULTS   where latest.json/png go (default: bench/results)
 #   BENCH_ONLY      space-separated scenarios to run (default: all):
 #                   hit burst miss rss flight index local import
-#   BENCH_REPS      repetitions of each miss and single-flight run (default: 3)
+#   BENCH_REPS      repetitions of each single-flight and import run (default: 3)
+#   BENCH_MISS_REPS repetitions of each miss, engine and Cinder alternating (default: 2)
 #   BENCH_QUICK=1   fewer samples everywhere (a smoke run; its numbers are not the record)
 set -euo pipefail
 
@@ -22,11 +23,12 @@ run=${BENCH_RUN_DIR:-$build/bench-run}
 results=${BENCH_RESULTS:-$repo/bench/results}
 only=${BENCH_ONLY:-hit burst miss rss flight index local import}
 reps=${BENCH_REPS:-3}
+miss_reps=${BENCH_MISS_REPS:-2}
 quick=${BENCH_QUICK:-0}
 py=/usr/bin/python3  # Debian's python: it has the rbd and rados modules
 
 if [[ $quick == 1 ]]; then
-  n_hit=30; n_cinder=5; n_burst=100; n_local=50; n_index=20000; reps=${BENCH_REPS:-1}
+  n_hit=30; n_cinder=5; n_burst=100; n_local=50; n_index=20000; reps=${BENCH_REPS:-1}; miss_reps=${BENCH_MISS_REPS:-1}
 else
   n_hit=200; n_cinder=15; n_burst=500; n_local=100; n_index=100000
 fi
@@ -126,14 +128,18 @@ if want miss; then
   add_image qcow2-dense qcow2 "$img/qcow2-dense.qcow2"
   rm -f "$img/qcow2-dense.qcow2"
 fi
-if want miss || want local || want flight; then
+if want miss || want local || want flight || want hit || want burst || want rss; then
   qemu-img convert -f raw -O qcow2 "$img/raw-sparse.raw" "$img/qcow2-sparse.qcow2"
   add_image qcow2-sparse qcow2 "$img/qcow2-sparse.qcow2"
 fi
 if want rss; then
-  make_sparse "$img/raw-sparse-4g.raw" $((4 * gib)) 3
-  add_image raw-sparse-4g raw "$img/raw-sparse-4g.raw"
-  rm -f "$img/raw-sparse-4g.raw"
+  # 4 GiB virtual, 64 MiB of data: the conversion and the import stream 4 GiB through
+  # the same window as the 1 GiB qcow2 image, without a 4 GiB upload through Glance.
+  make_sparse "$img/sparse-4g.raw" $((4 * gib)) 3
+  qemu-img convert -f raw -O qcow2 "$img/sparse-4g.raw" "$img/qcow2-sparse-4g.qcow2"
+  rm -f "$img/sparse-4g.raw"
+  add_image qcow2-sparse-4g qcow2 "$img/qcow2-sparse-4g.qcow2"
+  rm -f "$img/qcow2-sparse-4g.qcow2"
 fi
 
 # engine_rbd NS CMD ARGS...: argv of bench_engine on the RBD backend in namespace NS with
@@ -158,7 +164,7 @@ if want hit || want burst; then
 fi
 if want hit; then
   log "hit: engine, librbd floor, Cinder sequence"
-  step "hit engine" 300 $(engine_rbd hot hit) --image "${image_id[raw-sparse]}" \
+  step "hit engine" 300 $(engine_rbd hot hit) --image "${image_id[qcow2-sparse]}" \
     --count $n_hit --scenario hit --out "$out/hit-engine.json"
   step "hit floor" 300 "$bin/bench_rbd_floor" --conf "$conf" --pool volumes --parent bench-parent \
     --snap snap --count $n_hit --scenario hit --name floor --out "$out/hit-floor.json"
@@ -170,7 +176,7 @@ fi
 if want burst; then
   for c in 1 8 32; do
     log "burst: $n_burst volumes at concurrency $c"
-    step "burst engine c$c" 300 $(engine_rbd hot burst) --image "${image_id[raw-sparse]}" \
+    step "burst engine c$c" 300 $(engine_rbd hot burst) --image "${image_id[qcow2-sparse]}" \
       --count $n_burst --concurrency $c --scenario burst --out "$out/burst-engine-c$c.json"
     step "burst floor c$c" 300 "$bin/bench_rbd_floor" --conf "$conf" --pool volumes \
       --parent bench-parent --snap snap --count $n_burst --concurrency $c --scenario burst \
@@ -183,10 +189,13 @@ if want hit || want burst; then purge hot; fi
 rss_arg=()
 if want miss; then
   for label in raw-sparse raw-dense qcow2-sparse qcow2-dense; do
-    for rep in $(seq 1 "$reps"); do
-      log "miss: $label, repetition $rep of $reps"
+    for rep in $(seq 1 "$miss_reps"); do
+      log "miss: $label, repetition $rep of $miss_reps"
       rss_arg=()
-      [[ $label == raw-sparse ]] && want rss && rss_arg=(--rss-label 1GiB)
+      if want rss; then
+        [[ $label == qcow2-sparse ]] && rss_arg=(--rss-label "qcow2 1GiB")
+        [[ $label == raw-sparse ]] && rss_arg=(--rss-label "raw 1GiB")
+      fi
       step "miss engine $label" 600 $(engine_rbd "m-$label-$rep" miss) \
         --image "${image_id[$label]}" --label "$label" "${rss_arg[@]}" \
         --out "$out/miss-engine-$label-$rep.json"
@@ -200,14 +209,14 @@ if want miss; then
 fi
 if want rss; then
   if ! want miss; then
-    log "memory: one raw miss of the 1 GiB image"
-    step "rss 1GiB" 600 $(engine_rbd rss-1 miss) --image "${image_id[raw-sparse]}" \
-      --label raw-sparse --rss-label 1GiB --out "$out/rss-1g.json"
+    log "memory: one miss of the 1 GiB qcow2 image"
+    step "rss 1GiB" 600 $(engine_rbd rss-1 miss) --image "${image_id[qcow2-sparse]}" \
+      --label qcow2-sparse --rss-label "qcow2 1GiB" --out "$out/rss-1g.json"
     purge rss-1
   fi
-  log "memory: one raw miss of the 4 GiB image"
-  step "rss 4GiB" 900 $(engine_rbd rss-4 miss) --image "${image_id[raw-sparse-4g]}" \
-    --label raw-sparse-4GiB --rss-label 4GiB --out "$out/rss-4g.json"
+  log "memory: one miss of the 4 GiB qcow2 image"
+  step "rss 4GiB" 900 $(engine_rbd rss-4 miss) --image "${image_id[qcow2-sparse-4g]}" \
+    --label qcow2-sparse-4GiB --rss-label "qcow2 4GiB" --miss-series 0 --out "$out/rss-4g.json"
   purge rss-4
 fi
 
@@ -254,10 +263,22 @@ if want local; then
 fi
 
 # ---------------------------------------------------------------- import (bench/import)
-if want import && [[ -x $repo/bench/import/run.sh ]]; then
-  log "import: Backend import vs rbd import (bench/import)"
-  step "import" 600 env BUILD="$build" BENCH_CEPH_CONF="$conf" BENCH_OUT="$out/import.json" \
-    "$repo/bench/import/run.sh"
+# bench_import (bench/import/) alternates the backend's writer and `rbd import` on one
+# raw file; its per-run lines are folded into the table here, on this run's cluster.
+if want import; then
+  log "import: Backend writer vs rbd import of one 1 GiB raw file (bench/import)"
+  step "import" 600 "$bin/import/bench_import" --conf "$conf" --pool volumes \
+    --file "$run/work/import.raw" --make-raw 1024 --runs "$reps"
+  grep -E '^run [0-9]+ (writer|rbd-import) ' "$run/logs/steps.log" | $py -c '
+import json, sys
+ours, theirs = [], []
+for line in sys.stdin:
+    f = line.split()
+    (ours if f[2] == "writer" else theirs).append(float(f[3]) * 1000.0)
+series = [{"scenario": "import", "name": n, "unit": "ms", "samples": v, "extra": {}}
+          for n, v in (("engine", ours), ("rbd import", theirs)) if v]
+json.dump({"series": series}, open(sys.argv[1], "w"), indent=1)' "$out/import.json"
+  rm -f "$run/work/import.raw"
 fi
 
 # ---------------------------------------------------------------- report
@@ -270,7 +291,7 @@ cat >"$run/meta.json" <<EOF
  "kernel": "$(uname -r)", "ceph": "$(ceph --version | awk '{print $3}')",
  "commit": "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)",
  "quick": $([[ $quick == 1 ]] && echo true || echo false), "scenarios": "$only",
- "reps": $reps, "elapsed_s": $elapsed, "failed": $failed_json}
+ "reps": $reps, "miss_reps": $miss_reps, "elapsed_s": $elapsed, "failed": $failed_json}
 EOF
 mkdir -p "$results"
 $py "$repo/bench/report.py" --in "$out" --meta "$run/meta.json" \
