@@ -124,9 +124,14 @@ TEST_CASE("an index at schema 1 is upgraded and keeps its rows") {
 TEST_CASE("an index written by a newer schema is refused and left unchanged") {
   TempDir dir("index");
   const fs::path path = dir / "index.db";
-  { Index::Open(path); }
-  {
+  SUBCASE("a WAL-mode index") {
+    { Index::Open(path); }
     SQLite::Database db(path, SQLite::OPEN_READWRITE);
+    db.exec("PRAGMA user_version = 999");
+  }
+  SUBCASE("a rollback-journal file (opening must not switch it to WAL)") {
+    SQLite::Database db(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    db.exec("CREATE TABLE future (x)");
     db.exec("PRAGMA user_version = 999");
   }
   const std::string before = ReadFile(path);

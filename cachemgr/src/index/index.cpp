@@ -154,15 +154,19 @@ std::vector<VolumeRow> QueryVolumes(SQLite::Statement& q) {
 // Applies every migration newer than the file's user_version in one IMMEDIATE
 // transaction, so that two processes opening a fresh index at once cannot both
 // migrate it: the second waits for the lock, then sees the new version and does nothing.
-void Migrate(SQLite::Database& db, const fs::path& path) {
-  const int latest = Index::LatestSchemaVersion();
-  SQLite::Transaction tx(db, SQLite::TransactionBehavior::IMMEDIATE);
-  const int current = db.execAndGet("PRAGMA user_version").getInt();
+void RefuseNewer(const fs::path& path, int current, int latest) {
   if (current > latest) {
     throw Error(Errc::kConfig, "index " + path.string() + " was written by a newer cachemgr (schema " +
                                    std::to_string(current) + ", this one knows " +
                                    std::to_string(latest) + "): upgrade cachemgr");
   }
+}
+
+void Migrate(SQLite::Database& db, const fs::path& path) {
+  const int latest = Index::LatestSchemaVersion();
+  SQLite::Transaction tx(db, SQLite::TransactionBehavior::IMMEDIATE);
+  const int current = db.execAndGet("PRAGMA user_version").getInt();
+  RefuseNewer(path, current, latest);  // again: another process may have upgraded it
   if (current == latest) return;  // the transaction rolls back: nothing was written
   for (const Migration& m : Migrations()) {
     if (m.version <= current) continue;
@@ -219,6 +223,16 @@ std::unique_ptr<Index> Index::Open(const fs::path& path) {
     // The first read of the header: a file that is not SQLite fails here (NOTADB),
     // before anything could write to it.
     db->execAndGet("SELECT count(*) FROM sqlite_master");
+    // Refused before anything below could write to the file (switching to WAL does).
+    RefuseNewer(path, db->execAndGet("PRAGMA user_version").getInt(), LatestSchemaVersion());
+    // quick_check reads every page, which a truncated or damaged file fails; the index is
+    // small (one row per cached image), so this costs milliseconds.
+    const std::string check = db->execAndGet("PRAGMA quick_check").getString();
+    if (check != "ok") {
+      throw Error(Errc::kCorrupt, "index " + path.string() + ": corrupt (" + check +
+                                      "); it is left as is: move it aside and run "
+                                      "`cachemgr rebuild-index`");
+    }
     // WAL lets readers run while a writer commits; NORMAL is durable at checkpoints and
     // never corrupts on a crash in WAL mode. Asked for on every open: a no-op once set.
     const std::string mode = db->execAndGet("PRAGMA journal_mode = WAL").getString();
@@ -228,13 +242,6 @@ std::unique_ptr<Index> Index::Open(const fs::path& path) {
     }
     db->exec("PRAGMA synchronous = NORMAL");
     db->exec("PRAGMA foreign_keys = ON");
-    // quick_check reads every page, which a truncated or damaged file fails; the index is
-    // small (one row per cached image), so this costs milliseconds.
-    const std::string check = db->execAndGet("PRAGMA quick_check").getString();
-    if (check != "ok") {
-      throw Error(Errc::kCorrupt, "index " + path.string() + ": corrupt (" + check +
-                                      "); move it aside and run `cachemgr rebuild-index`");
-    }
     Migrate(*db, path);
   } catch (const SQLite::Exception& e) {
     const int code = e.getErrorCode();
