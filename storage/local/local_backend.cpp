@@ -519,6 +519,7 @@ struct LocalBackend::Impl {
                   progress);
       ApplyOwnership(fd.get(), tmp);
       FsyncFd(fd.get(), tmp);
+      RequireFree(dest);  // again: the copy took time
       Save(dest, Sidecar{});
       Publish(tmp, PathOf(dest), dest);
     } catch (...) {
@@ -579,6 +580,9 @@ class LocalWriter final : public ImageWriter {
     impl_.ApplyOwnership(fd_.get(), tmp_);
     FsyncFd(fd_.get(), tmp_);
     fd_.Reset();
+    // Checked again: the name may have been taken while the data streamed in, and the
+    // sidecar below must not overwrite that image's.
+    impl_.RequireFree(ref_);
     impl_.Save(ref_, Sidecar{});
     finished_ = true;  // Publish removes the temporary name itself, also on failure
     impl_.Publish(tmp_, impl_.PathOf(ref_), ref_);
