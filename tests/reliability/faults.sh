@@ -72,14 +72,15 @@ osd_kill() {
   local ready
   ready=$(sql "SELECT count(*) FROM entries WHERE state='ready';")
   if [[ ${ready:-0} != 0 ]]; then ok=1; obs+="; $ready ready entries"; fi
-  obs+="; $(head -n 1 "$WORK/create.err" | cut -c1-120)"
+  obs+="; $(err_line "$WORK/create.err")"
   record "OSD killed (SIGKILL) mid-import of 1 GiB" rbd \
     "error within the op timeout (15 s) + 60 s; no ready entry" "$obs" $ok
 }
 
 # A server that speaks enough of Glance v2 for one image and breaks its download.
 serve() {  # serve MODE IMAGE_ID FILE PORT_FILE
-  /usr/bin/python3 - "$@" <<'PY' &
+  # its output goes to a file: the caller reads the pid from a command substitution
+  /usr/bin/python3 - "$@" <<'PY' >>"$WORK/server.log" 2>&1 &
 import hashlib, http.server, json, os, socket, sys, time
 mode, image_id, path, port_file = sys.argv[1:5]
 data = open(path, "rb").read()
@@ -174,7 +175,7 @@ source_drop() {
         ok=1
         obs+="; left behind: $left"
       fi
-      obs+="; $(head -n 1 "$WORK/create-$mode.err" | cut -c1-120)"
+      obs+="; $(err_line "$WORK/create-$mode.err")"
       local what="image server drops the connection after half the bytes"
       [[ $mode == stall ]] && what="image server stops sending after half the bytes"
       record "$what (timeout_s 5, retries 1)" "$backend" \
@@ -196,7 +197,7 @@ conv_full() {
     cm create "$id" vol-1 >/dev/null
     rc=$?
     ok=0
-    obs="exit $rc: $(last_err | cut -c1-160)"
+    obs="exit $rc: $(last_err)"
     (( rc == 1 )) || ok=1
     grep -qiE 'space|full|ENOSPC|no room' "$WORK/last.err" || { ok=1; obs+=" (no word of space)"; }
     [[ -z $(orphans) ]] || { ok=1; obs+="; left: $(orphans | head -n 3 | tr '\n' ';')"; }
@@ -221,7 +222,7 @@ conv_full() {
   cm create "$id" vol-2 >/dev/null
   rc=$?
   ok=0
-  obs="exit $rc: $(last_err | cut -c1-160)"
+  obs="exit $rc: $(last_err)"
   (( rc == 1 || rc == 4 )) || ok=1
   grep -qiE 'space|free|full' "$WORK/last.err" || { ok=1; obs+=" (no word of space)"; }
   [[ -z $(orphans) ]] || { ok=1; obs+="; left: $(orphans | head -n 3 | tr '\n' ';')"; }

@@ -67,6 +67,7 @@ record() {
   # One line per cell: tabs and newlines would split the row.
   local cells=() c
   for c in "$1" "$2" "$3" "$4"; do
+    c=${c//$CACHEMGR_TEST_RUN_DIR/\$RUN}
     c=${c//$'\t'/ }
     c=${c//$'\n'/ }
     cells+=("${c:0:300}")
@@ -150,7 +151,14 @@ drop_pool() { ceph_cmd osd pool rm "$1" "$1" --yes-i-really-really-mean-it >/dev
 
 # cm ARGS...: the tool on the current cache; stdout to stdout, stderr to $WORK/last.err.
 cm() { "$CACHEMGR_BIN" --config "$CFG" "$@" 2>"$WORK/last.err"; }
-last_err() { head -c 400 "$WORK/last.err" | tr '\n' ' '; }
+last_err() { err_line "$WORK/last.err"; }
+# err_line FILE: the error line of the tool's stderr (log lines before it skipped).
+err_line() {
+  local line
+  line=$(grep -vE '^\S+: (warning|info|debug|trace): ' "$1" 2>/dev/null | grep -v '^\s*$' | head -n 1)
+  [[ -n $line ]] || line=$(tail -n 1 "$1" 2>/dev/null)
+  printf '%s' "${line:0:200}"
+}
 
 new_uuid() { cat /proc/sys/kernel/random/uuid; }
 
@@ -211,7 +219,11 @@ volume_spec() {
 read_back() {
   local spec
   spec=$(volume_spec "$1")
-  timeout 120 qemu-img compare -q -f raw "$IMAGES/../ref/$2.raw" "$spec" >/dev/null 2>&1
+  local out
+  if ! out=$(timeout 120 qemu-img compare -f raw "$IMAGES/../ref/$2.raw" "$spec" 2>&1); then
+    echo "read back $1: ${out//$'\n'/ }" >>"$WORK/readback.err"
+    return 1
+  fi
 }
 
 # orphans: every leftover that must not exist once a gc pass has run, one a line:

@@ -80,7 +80,7 @@ if (( fails == 0 && made > 0 )); then
 else
   record "soak: 2 creators + prefill loop + evict every 1 s, max_count 3" "$backend" \
     "no create, prefill or pass fails; each volume reads back when made" \
-    "$detail; $fails failures: $(head -n 3 "$WORK/logs/fail" 2>/dev/null | tr '\n' ';') $(tail -n 2 "$WORK"/logs/*.err 2>/dev/null | tr '\n' ' ' | cut -c1-200)" 1
+    "$detail; $fails failures: $(head -n 2 "$WORK/logs/fail" 2>/dev/null | tr '\n' ';') $(head -n 1 "$WORK/readback.err" 2>/dev/null | cut -c1-200)" 1
 fi
 
 # After the churn: every volume still reads its image.
