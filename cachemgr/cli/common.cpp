@@ -1,6 +1,7 @@
 // cli/common.cpp: the shared parsers, printers and the lazily opened cache.
 #include "common.h"
 
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,11 +13,8 @@
 #include <iostream>
 #include <sstream>
 
-#include <spdlog/spdlog.h>
-
 #include "cachemgr/config.h"
 #include "cachemgr/logging.h"
-
 
 namespace cachemgr::cli {
 
@@ -77,12 +75,18 @@ uint64_t ParseSize(std::string_view text) {
   if (suffix.size() == 3 && suffix[1] == 'I' && suffix[2] == 'B') suffix.resize(1);
   if (suffix.size() == 2 && suffix[1] == 'B') suffix.resize(1);
   int shift = 0;
-  if (suffix.empty() || suffix == "B") shift = 0;
-  else if (suffix == "K") shift = 10;
-  else if (suffix == "M") shift = 20;
-  else if (suffix == "G") shift = 30;
-  else if (suffix == "T") shift = 40;
-  else throw bad("unknown suffix '" + suffix + "' (use K, M, G or T; powers of 1024)");
+  if (suffix.empty() || suffix == "B")
+    shift = 0;
+  else if (suffix == "K")
+    shift = 10;
+  else if (suffix == "M")
+    shift = 20;
+  else if (suffix == "G")
+    shift = 30;
+  else if (suffix == "T")
+    shift = 40;
+  else
+    throw bad("unknown suffix '" + suffix + "' (use K, M, G or T; powers of 1024)");
   const long double value = std::strtold(number.c_str(), nullptr);
   const long double bytes = value * std::pow(2.0L, shift);
   if (!std::isfinite(bytes) || bytes >= 18446744073709551615.0L) throw bad("too large");
@@ -107,12 +111,23 @@ std::chrono::seconds ParseDuration(std::string_view text) {
     uint64_t unit = 1;
     if (i < s.size()) {
       switch (s[i]) {
-        case 's': unit = 1; break;
-        case 'm': unit = 60; break;
-        case 'h': unit = 3600; break;
-        case 'd': unit = 86400; break;
-        case 'w': unit = 7 * 86400; break;
-        default: throw bad(std::string("unknown unit '") + s[i] + "' (use s, m, h, d or w)");
+        case 's':
+          unit = 1;
+          break;
+        case 'm':
+          unit = 60;
+          break;
+        case 'h':
+          unit = 3600;
+          break;
+        case 'd':
+          unit = 86400;
+          break;
+        case 'w':
+          unit = 7 * 86400;
+          break;
+        default:
+          throw bad(std::string("unknown unit '") + s[i] + "' (use s, m, h, d or w)");
       }
       ++i;
     } else if (start != 0) {
@@ -143,9 +158,12 @@ double Millis(std::chrono::microseconds d) { return static_cast<double>(d.count(
 std::string HumanDuration(std::chrono::microseconds d) {
   char buf[32];
   const double ms = Millis(d);
-  if (ms < 1) std::snprintf(buf, sizeof buf, "%.2f ms", ms);
-  else if (ms < 1000) std::snprintf(buf, sizeof buf, "%.0f ms", ms);
-  else if (ms < 60000) std::snprintf(buf, sizeof buf, "%.1f s", ms / 1000);
+  if (ms < 1)
+    std::snprintf(buf, sizeof buf, "%.2f ms", ms);
+  else if (ms < 1000)
+    std::snprintf(buf, sizeof buf, "%.0f ms", ms);
+  else if (ms < 60000)
+    std::snprintf(buf, sizeof buf, "%.1f s", ms / 1000);
   else {
     const long long s = static_cast<long long>(ms / 1000);
     std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
@@ -184,8 +202,10 @@ std::string Table::Render() const {
     for (size_t c = 0; c < cells.size(); ++c) {
       const size_t pad = width[c] - cells[c].size();
       if (c) l += "  ";
-      if (right_[c]) l += std::string(pad, ' ') + cells[c];
-      else l += cells[c] + (c + 1 < cells.size() ? std::string(pad, ' ') : "");
+      if (right_[c])
+        l += std::string(pad, ' ') + cells[c];
+      else
+        l += cells[c] + (c + 1 < cells.size() ? std::string(pad, ' ') : "");
     }
     while (!l.empty() && l.back() == ' ') l.pop_back();
     out << l << '\n';
@@ -219,12 +239,8 @@ nlohmann::json ToJson(const EntryInfo& e) {
 }
 
 nlohmann::json ToJson(const VolumeInfo& v) {
-  return {{"name", v.name},
-          {"image_id", v.image_id},
-          {"plan", std::string(PlanName(v.plan))},
-          {"depth", v.depth},
-          {"size_bytes", v.size_bytes},
-          {"created_at", v.created_at}};
+  return {{"name", v.name},   {"image_id", v.image_id},     {"plan", std::string(PlanName(v.plan))},
+          {"depth", v.depth}, {"size_bytes", v.size_bytes}, {"created_at", v.created_at}};
 }
 
 bool ProgressOnTerminal() {

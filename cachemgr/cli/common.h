@@ -8,12 +8,11 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "cachemgr/cache.h"
 #include "cachemgr/error.h"
@@ -53,7 +52,7 @@ class Context {
   std::filesystem::path ConfigPath() const;
   const Options& options();  // loads and validates the config once (kConfig on failure)
   std::shared_ptr<spdlog::logger> logger();
-  Cache& cache();            // opens the cache once
+  Cache& cache();  // opens the cache once
 
  private:
   std::optional<Options> options_;
@@ -79,9 +78,9 @@ uint64_t ParseSize(std::string_view text);
 // "30d", "12h", "1h30m", "45s", "90" (seconds). Throws Error{kInvalidArgument}.
 std::chrono::seconds ParseDuration(std::string_view text);
 
-std::string HumanBytes(uint64_t bytes);                // "1.5 GiB", "512 B"
+std::string HumanBytes(uint64_t bytes);                  // "1.5 GiB", "512 B"
 std::string HumanDuration(std::chrono::microseconds d);  // "12 ms", "3.4 s", "2m05s"
-std::string HumanTime(int64_t unix_seconds);           // "2024-05-01 12:00:00" (local), "-" for 0
+std::string HumanTime(int64_t unix_seconds);             // "2024-05-01 12:00:00" (local), "-" for 0
 double Millis(std::chrono::microseconds d);
 
 // A plain-text table: columns padded to their widest cell, numbers right-aligned.

@@ -1,9 +1,8 @@
 // cachemgr create IMAGE_ID VOLUME [--size SIZE]: make a volume (hit, miss or direct).
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
-
-#include <CLI/CLI.hpp>
 
 #include "common.h"
 
@@ -58,9 +57,9 @@ int RunCreate(Context& ctx, const CreateArgs& args) {
                {"wait_ms", Millis(r.wait)}});
     return kExitOk;
   }
-  std::cout << "volume " << r.volume << " from image " << r.image_id << ": "
-            << PlanName(r.plan) << ", depth " << r.depth << ", " << HumanBytes(r.size_bytes)
-            << ", " << HumanDuration(r.elapsed);
+  std::cout << "volume " << r.volume << " from image " << r.image_id << ": " << PlanName(r.plan)
+            << ", depth " << r.depth << ", " << HumanBytes(r.size_bytes) << ", "
+            << HumanDuration(r.elapsed);
   if (r.bytes_downloaded) std::cout << " (downloaded " << HumanBytes(r.bytes_downloaded) << ")";
   if (r.wait.count()) std::cout << " (waited " << HumanDuration(r.wait) << " for another fill)";
   std::cout << '\n';
@@ -71,8 +70,9 @@ int RunCreate(Context& ctx, const CreateArgs& args) {
 
 void AddCreate(CLI::App& app, Context& ctx) {
   auto args = std::make_shared<CreateArgs>();
-  auto* sub = app.add_subcommand(
-      "create",
+  auto* sub =
+      app.add_subcommand("create", "make VOLUME from IMAGE_ID (hit, miss or direct); --size SIZE");
+  sub->footer(
       "Make VOLUME from IMAGE_ID: a clone of the cached entry (hit), or fetch and cache the "
       "image first (miss), or clone the source's own RBD image (direct). Prints the plan "
       "used (clone|copy|flatten_clone|miss|direct) and the time taken.");

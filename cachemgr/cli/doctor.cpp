@@ -1,7 +1,6 @@
 // cachemgr doctor: check config, backend, source, qemu-img and permissions.
-#include <iostream>
-
 #include <CLI/CLI.hpp>
+#include <iostream>
 
 #include "common.h"
 
@@ -57,8 +56,8 @@ int RunDoctor(Context& ctx) {
 }  // namespace
 
 void AddDoctor(CLI::App& app, Context& ctx) {
-  auto* sub = app.add_subcommand(
-      "doctor",
+  auto* sub = app.add_subcommand("doctor", "check config, backend, source, qemu-img, permissions");
+  sub->footer(
       "Check the config, the backend (cluster, pool, root folder), the source, qemu-img and "
       "permissions; print each check as ok or FAIL with what to do. Exit 1 if any failed.");
   sub->callback([&ctx] { ctx.run = [&ctx] { return RunDoctor(ctx); }; });

@@ -1,7 +1,6 @@
 // cachemgr evict: the periodic pass that cron or a systemd timer runs.
-#include <iostream>
-
 #include <CLI/CLI.hpp>
+#include <iostream>
 
 #include "common.h"
 
@@ -26,8 +25,10 @@ int RunEvict(Context& ctx, const EvictArgs& args) {
 
   size_t done = 0, failed = 0;
   for (const auto& a : report.actions) {
-    if (a.done) ++done;
-    else if (!args.dry_run) ++failed;
+    if (a.done)
+      ++done;
+    else if (!args.dry_run)
+      ++failed;
   }
   if (ctx.json) {
     nlohmann::json actions = nlohmann::json::array();
@@ -82,8 +83,9 @@ int RunEvict(Context& ctx, const EvictArgs& args) {
 
 void AddEvict(CLI::App& app, Context& ctx) {
   auto args = std::make_shared<EvictArgs>();
-  auto* sub = app.add_subcommand(
-      "evict",
+  auto* sub =
+      app.add_subcommand("evict", "the periodic pass: limits, stale, gone, gc, purge, flatten");
+  sub->footer(
       "The periodic pass (cron, systemd timer): evict least recently used entries until "
       "cache.max_size_gb and cache.max_count hold, replace stale entries, drop entries whose "
       "image is gone from the source, remove half-made leftovers whose owner is gone, purge "

@@ -1,7 +1,6 @@
 // cachemgr list: the cache entries, one a row.
-#include <iostream>
-
 #include <CLI/CLI.hpp>
+#include <iostream>
 
 #include "common.h"
 
@@ -16,9 +15,9 @@ int RunList(Context& ctx) {
     PrintJson(doc);
     return kExitOk;
   }
-  Table table({"IMAGE", "STATE", "SIZE", "ALLOCATED", "DEPTH", "HITS", "LAST USED", "VOLUMES",
-               "PINNED"},
-              {false, false, true, true, true, true, false, true, false});
+  Table table(
+      {"IMAGE", "STATE", "SIZE", "ALLOCATED", "DEPTH", "HITS", "LAST USED", "VOLUMES", "PINNED"},
+      {false, false, true, true, true, true, false, true, false});
   uint64_t size = 0, allocated = 0;
   for (const auto& e : entries) {
     table.Add({e.image_id, std::string(EntryStateName(e.state)), HumanBytes(e.virtual_size),
@@ -35,9 +34,10 @@ int RunList(Context& ctx) {
 }  // namespace
 
 void AddList(CLI::App& app, Context& ctx) {
-  auto* sub = app.add_subcommand(
-      "list", "List cache entries: image, state, size, allocated, depth, hits, last used, "
-              "volumes, pinned (evicted but kept for its clones).");
+  auto* sub = app.add_subcommand("list", "cache entries");
+  sub->footer(
+      "List cache entries: image, state, size, allocated, depth, hits, last used, "
+      "volumes, pinned (evicted but kept for its clones).");
   sub->callback([&ctx] { ctx.run = [&ctx] { return RunList(ctx); }; });
 }
 

@@ -5,10 +5,9 @@
 // options and the one place where library error codes become exit codes.
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
-
-#include <CLI/CLI.hpp>
 
 #include "cachemgr/config.h"
 #include "common.h"

@@ -7,6 +7,7 @@
 // one plain line per finished image, so logs and CI output stay readable.
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -18,8 +19,6 @@
 #include <regex>
 #include <set>
 #include <thread>
-
-#include <CLI/CLI.hpp>
 
 #include "common.h"
 
@@ -92,7 +91,8 @@ std::vector<std::string> CollectIds(Context& ctx, const PrefillArgs& args) {
       ids.insert(ids.end(), more.begin(), more.end());
     } else {
       std::ifstream in(args.from_file);
-      if (!in) throw Error{Errc::kInvalidArgument, "--from-file " + args.from_file + ": cannot read"};
+      if (!in)
+        throw Error{Errc::kInvalidArgument, "--from-file " + args.from_file + ": cannot read"};
       auto more = ReadIds(in);
       ids.insert(ids.end(), more.begin(), more.end());
     }
@@ -144,8 +144,8 @@ class Run {
     }
     cv_.notify_all();
     if (painter.joinable()) painter.join();
-    wall_ = std::chrono::duration_cast<std::chrono::microseconds>(
-        std::chrono::steady_clock::now() - start);
+    wall_ = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                                  start);
     return Report();
   }
 
@@ -207,8 +207,10 @@ class Run {
           std::chrono::steady_clock::now() - t0);
       ++finished_;
       const std::string line = FinishedLine(item);
-      if (tty_) pending_.push_back(line);
-      else Say(ctx_.json ? std::cerr : std::cout, line);
+      if (tty_)
+        pending_.push_back(line);
+      else
+        Say(ctx_.json ? std::cerr : std::cout, line);
     }
   }
 
@@ -245,8 +247,9 @@ class Run {
       pending_.clear();
       drawn = 0;
       if (!last) {
-        uint64_t done_bytes = 0, total_bytes = 0;
+        uint64_t done_bytes = 0;
         for (const auto& item : items_) {
+          if (item.status == Status::kDone) done_bytes += item.result.bytes_downloaded;
           if (item.status != Status::kRunning) continue;
           char line[256];
           std::snprintf(line, sizeof line, "  %-36.36s %-8.8s %s %10s\n", item.image_id.c_str(),
@@ -256,11 +259,10 @@ class Run {
           out += line;
           ++drawn;
           done_bytes += item.done_bytes;
-          total_bytes += item.total_bytes;
         }
         char overall[256];
-        std::snprintf(overall, sizeof overall, "overall %zu/%zu images %s %s\n", finished_,
-                      items_.size(), Bar(finished_, items_.size(), 30).c_str(),
+        std::snprintf(overall, sizeof overall, "overall %zu/%zu images %s %s downloaded\n",
+                      finished_, items_.size(), Bar(finished_, items_.size(), 30).c_str(),
                       HumanBytes(done_bytes).c_str());
         out += overall;
         ++drawn;
@@ -320,7 +322,8 @@ class Run {
                   {false, false, true, true, true, true});
       for (const auto& item : items_) {
         const bool ok = item.status != Status::kFailed;
-        table.Add({item.image_id, OutcomeText(item), ok ? HumanBytes(item.result.virtual_size) : "-",
+        table.Add({item.image_id, OutcomeText(item),
+                   ok ? HumanBytes(item.result.virtual_size) : "-",
                    ok ? HumanBytes(item.result.bytes_downloaded) : "-", HumanDuration(item.elapsed),
                    std::to_string(item.attempts)});
       }
@@ -362,8 +365,11 @@ int RunPrefill(Context& ctx, const PrefillArgs& args) {
   auto ids = CollectIds(ctx, args);
   if (ids.empty()) {
     if (args.all) {
-      if (ctx.json) PrintJson({{"results", nlohmann::json::array()}, {"totals", {{"images", 0}}}});
-      else std::cout << "no active images in the source" << (args.filter.empty() ? "" : " match --filter") << '\n';
+      if (ctx.json)
+        PrintJson({{"results", nlohmann::json::array()}, {"totals", {{"images", 0}}}});
+      else
+        std::cout << "no active images in the source"
+                  << (args.filter.empty() ? "" : " match --filter") << '\n';
       return kExitOk;
     }
     throw Error{Errc::kInvalidArgument,
@@ -377,8 +383,9 @@ int RunPrefill(Context& ctx, const PrefillArgs& args) {
 
 void AddPrefill(CLI::App& app, Context& ctx) {
   auto args = std::make_shared<PrefillArgs>();
-  auto* sub = app.add_subcommand(
-      "prefill",
+  auto* sub = app.add_subcommand("prefill",
+                                 "cache images ahead of use: IMAGE_ID..., --from-file F|-, --all");
+  sub->footer(
       "Cache images ahead of use without making volumes. Images come from the arguments, a "
       "file (one id a line, # comments), stdin (--from-file -) or every active image in the "
       "source (--all, optionally --filter REGEX). Entries already cached and fresh are "

@@ -1,7 +1,6 @@
 // cachemgr rebuild-index: rebuild the SQLite index from the backend's entry metadata.
-#include <iostream>
-
 #include <CLI/CLI.hpp>
+#include <iostream>
 
 #include "common.h"
 
@@ -27,8 +26,8 @@ int RunRebuildIndex(Context& ctx) {
 }  // namespace
 
 void AddRebuildIndex(CLI::App& app, Context& ctx) {
-  auto* sub = app.add_subcommand(
-      "rebuild-index",
+  auto* sub = app.add_subcommand("rebuild-index", "rebuild the SQLite index from backend metadata");
+  sub->footer(
       "Rebuild the SQLite index from the metadata each ready entry carries on the backend "
       "(after the index file was lost or damaged). Hit counts and volume records are not "
       "on the backend and start again from zero.");

@@ -1,7 +1,6 @@
 // cachemgr show IMAGE_ID: one entry with its volumes.
-#include <iostream>
-
 #include <CLI/CLI.hpp>
+#include <iostream>
 
 #include "common.h"
 
@@ -27,7 +26,8 @@ int RunShow(Context& ctx, const std::string& image_id) {
   kv.Add({"backend", e.backend});
   kv.Add({"pool", e.pool});
   kv.Add({"cache name", e.cache_name});
-  kv.Add({"virtual size", HumanBytes(e.virtual_size) + " (" + std::to_string(e.virtual_size) + ")"});
+  kv.Add(
+      {"virtual size", HumanBytes(e.virtual_size) + " (" + std::to_string(e.virtual_size) + ")"});
   kv.Add({"allocated", HumanBytes(e.allocated_bytes)});
   kv.Add({"source format", e.disk_format});
   kv.Add({"checksum", e.checksum.empty() ? "-" : "md5 " + e.checksum});
@@ -56,12 +56,11 @@ int RunShow(Context& ctx, const std::string& image_id) {
 
 void AddShow(CLI::App& app, Context& ctx) {
   auto image_id = std::make_shared<std::string>();
-  auto* sub = app.add_subcommand(
-      "show", "Show one cache entry and the volumes made from it (exit 3 if not cached).");
+  auto* sub = app.add_subcommand("show", "one entry, with its volumes");
+  sub->footer("Show one cache entry and the volumes made from it (exit 3 if not cached).");
   sub->add_option("IMAGE_ID", *image_id, "image id")->required();
-  sub->callback([&ctx, image_id] {
-    ctx.run = [&ctx, image_id] { return RunShow(ctx, *image_id); };
-  });
+  sub->callback(
+      [&ctx, image_id] { ctx.run = [&ctx, image_id] { return RunShow(ctx, *image_id); }; });
 }
 
 }  // namespace cachemgr::cli

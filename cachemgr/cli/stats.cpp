@@ -1,13 +1,12 @@
 // cachemgr stats: counters and sizes, as a table, JSON, or Prometheus text.
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
-
-#include <CLI/CLI.hpp>
 
 #include "common.h"
 
@@ -33,8 +32,7 @@ std::string Prometheus(const Stats& s) {
   metric("cachemgr_direct_total", "counter",
          "Volumes cloned straight from the source's own RBD image.", s.direct);
   metric("cachemgr_evictions_total", "counter", "Entries evicted.", s.evictions);
-  metric("cachemgr_stale_total", "counter", "Entries replaced because the image changed.",
-         s.stale);
+  metric("cachemgr_stale_total", "counter", "Entries replaced because the image changed.", s.stale);
   metric("cachemgr_errors_total", "counter", "Failed operations.", s.errors);
   metric("cachemgr_downloaded_bytes_total", "counter", "Bytes fetched from the source.",
          s.bytes_downloaded);
@@ -88,7 +86,8 @@ int RunStats(Context& ctx, const StatsArgs& args) {
   } else if (ctx.json) {
     nlohmann::json by_plan = nlohmann::json::object();
     for (const auto& [plan, ps] : s.by_plan)
-      by_plan[plan] = {{"count", ps.count}, {"total_ms", Millis(ps.total)},
+      by_plan[plan] = {{"count", ps.count},
+                       {"total_ms", Millis(ps.total)},
                        {"mean_ms", ps.count ? Millis(ps.total) / ps.count : 0.0}};
     text = nlohmann::json{{"hits", s.hits},
                           {"misses", s.misses},
@@ -112,12 +111,12 @@ int RunStats(Context& ctx, const StatsArgs& args) {
     char ratio[32] = "-";
     if (creates) std::snprintf(ratio, sizeof ratio, "%.1f%%", 100.0 * s.hits / creates);
     Table t({"STAT", "VALUE"}, {false, true});
-    t.Add({"entries", std::to_string(s.entries) +
-                          (s.max_count ? " of " + std::to_string(s.max_count) : "")});
-    t.Add({"cached", HumanBytes(s.cached_bytes) +
-                         (s.max_size_gb > 0
-                              ? " of " + HumanBytes(static_cast<uint64_t>(s.max_size_gb * (1ull << 30)))
-                              : "")});
+    t.Add({"entries",
+           std::to_string(s.entries) + (s.max_count ? " of " + std::to_string(s.max_count) : "")});
+    t.Add({"cached", HumanBytes(s.cached_bytes) + (s.max_size_gb > 0
+                                                       ? " of " + HumanBytes(static_cast<uint64_t>(
+                                                                      s.max_size_gb * (1ull << 30)))
+                                                       : "")});
     t.Add({"pinned", HumanBytes(s.pinned_bytes)});
     t.Add({"volumes", std::to_string(s.volumes)});
     t.Add({"hits", std::to_string(s.hits)});
@@ -133,13 +132,15 @@ int RunStats(Context& ctx, const StatsArgs& args) {
     if (!s.by_plan.empty()) {
       Table p({"PLAN", "COUNT", "MEAN", "TOTAL"}, {false, true, true, true});
       for (const auto& [plan, ps] : s.by_plan)
-        p.Add({plan, std::to_string(ps.count),
-               ps.count ? HumanDuration(ps.total / ps.count) : "-", HumanDuration(ps.total)});
+        p.Add({plan, std::to_string(ps.count), ps.count ? HumanDuration(ps.total / ps.count) : "-",
+               HumanDuration(ps.total)});
       text += "\n" + p.Render();
     }
   }
-  if (!args.output.empty()) WriteAtomically(args.output, text);
-  else std::cout << text;
+  if (!args.output.empty())
+    WriteAtomically(args.output, text);
+  else
+    std::cout << text;
   return kExitOk;
 }
 
@@ -147,14 +148,15 @@ int RunStats(Context& ctx, const StatsArgs& args) {
 
 void AddStats(CLI::App& app, Context& ctx) {
   auto args = std::make_shared<StatsArgs>();
-  auto* sub = app.add_subcommand(
-      "stats",
+  auto* sub = app.add_subcommand("stats", "counters and sizes; --prometheus for node_exporter");
+  sub->footer(
       "Counters (hits, misses, evictions, bytes downloaded and saved) and sizes, as a "
       "table, --json, or --prometheus: the text format for node_exporter's textfile "
       "collector (metrics cachemgr_*), e.g. --prometheus --output "
       "/var/lib/node_exporter/textfile/cachemgr.prom (written atomically).");
   sub->add_flag("--prometheus", args->prometheus, "Prometheus text exposition format");
-  sub->add_option("--output,-o", args->output, "write to FILE (temp file + rename) instead of stdout");
+  sub->add_option("--output,-o", args->output,
+                  "write to FILE (temp file + rename) instead of stdout");
   sub->callback([&ctx, args] { ctx.run = [&ctx, args] { return RunStats(ctx, *args); }; });
 }
 

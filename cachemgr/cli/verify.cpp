@@ -1,7 +1,6 @@
 // cachemgr verify [IMAGE_ID...]: re-hash entries against the source's checksum.
-#include <iostream>
-
 #include <CLI/CLI.hpp>
+#include <iostream>
 
 #include "common.h"
 
@@ -22,9 +21,12 @@ int RunVerify(Context& ctx, const std::vector<std::string>& requested) {
     } catch (const Error& e) {
       // One unreadable entry must not hide the verdict on the others; integrity errors
       // count as mismatches, other errors fail the run after the rest are checked.
-      if (e.code() == Errc::kCorrupt) results.push_back({id, false, e.what()});
-      else if (requested.size() == 1) throw;
-      else results.push_back({id, false, std::string("error: ") + e.what()});
+      if (e.code() == Errc::kCorrupt)
+        results.push_back({id, false, e.what()});
+      else if (requested.size() == 1)
+        throw;
+      else
+        results.push_back({id, false, std::string("error: ") + e.what()});
     }
   }
   size_t bad = 0;
@@ -50,8 +52,9 @@ int RunVerify(Context& ctx, const std::vector<std::string>& requested) {
 
 void AddVerify(CLI::App& app, Context& ctx) {
   auto ids = std::make_shared<std::vector<std::string>>();
-  auto* sub = app.add_subcommand(
-      "verify",
+  auto* sub =
+      app.add_subcommand("verify", "re-hash entries against the source (exit 4 on a mismatch)");
+  sub->footer(
       "Re-read cached entries (all ready ones, or the ids given) and compare them with the "
       "source's checksum. Exit 4 when any entry does not match.");
   sub->add_option("IMAGE_ID", *ids, "image ids to check (default: every ready entry)");
