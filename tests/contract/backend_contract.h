@@ -500,8 +500,18 @@ TEST_CASE("contract: copy is independent of its source") {
   CHECK(b.Depth(from_clone) == 0);
   CHECK_FALSE(b.Parent(from_clone).has_value());
   CHECK(b.Stat(from_snap).size == base.content.size());
-  // Copies keep holes.
-  CHECK(b.AllocatedBytes(from_snap) <= 3 * kMiB);
+  // Copies keep holes. The hole must cover a whole RBD object (4 MiB) to be visible
+  // there, so this uses its own 12 MiB image: 1 MiB data, 10 MiB hole, 1 MiB data.
+  {
+    ImageRef sparse = scrub.Add({b.entry_pool(), UniqueName("sparse")});
+    std::string sparse_content =
+        Pattern(1 * kMiB, 21) + std::string(10 * kMiB, '\0') + Pattern(1 * kMiB, 22);
+    CreateImage(b, sparse, sparse_content);
+    ImageRef sparse_copy = scrub.Add({b.volume_pool(), UniqueName("sparse-copy")});
+    b.Copy(sparse, sparse_copy, {});
+    CHECK(b.AllocatedBytes(sparse_copy) <= 8 * kMiB);
+    CHECK(ReadAll(b, sparse_copy) == sparse_content);
+  }
   CONTRACT_CHECK_ERRC(Errc::kAlreadyExists, b.Copy(clone, from_clone, {}));
 
   CHECK(b.Remove(clone) == storage::RemoveOutcome::kRemoved);
