@@ -112,13 +112,16 @@ sanitizer_suite() {
     count "$name" 0 1 "no tests matched"
     return 1
   fi
-  local tests=() targets=(cachemgr_cli) t exe known
+  local tests=() targets=() t exe known
   known=$(cmake --build "$dir" --target help 2>/dev/null | sed -n 's/^\.\.\. \([^ ]*\).*/\1/p')
   while IFS=$'\t' read -r t exe; do
     tests+=("$t")
     # cachemgr_add_test names the executable after the test (CTest shows no command for
-    # one not built yet); scripts need no build.
-    [[ -z $exe || $exe == "$dir"/* ]] || continue
+    # one not built yet); scripts need no build of their own but drive the cachemgr tool.
+    if [[ -n $exe && $exe != "$dir"/* ]]; then
+      [[ " ${targets[*]} " == *" cachemgr_cli "* ]] || targets+=(cachemgr_cli)
+      continue
+    fi
     grep -qx -- "$(basename "${exe:-$t}")" <<<"$known" && targets+=("$(basename "${exe:-$t}")")
   done <<<"$selected"
   echo "==== $name: building ${targets[*]}"
