@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 #include <spdlog/spdlog.h>
@@ -17,8 +18,18 @@ namespace {
 constexpr size_t kSparseBlock = 4096;
 
 bool IsZero(const std::byte* p, size_t n) {
-  // memcmp against itself shifted by one byte: all bytes equal, and the first is zero.
-  return n == 0 || (p[0] == std::byte{0} && std::memcmp(p, p + 1, n - 1) == 0);
+  // Whole 8-byte words, OR-ed 4 at a time (vectorized; data blocks usually stop at the
+  // first word), then the tail bytes.
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    uint64_t w[4];
+    std::memcpy(w, p + i, sizeof(w));
+    if ((w[0] | w[1] | w[2] | w[3]) != 0) return false;
+  }
+  for (; i < n; ++i) {
+    if (p[i] != std::byte{0}) return false;
+  }
+  return true;
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -99,6 +100,28 @@ class File {
       }
     }
   }
+  size_t PRead(std::span<std::byte> out, uint64_t offset) {
+    while (true) {
+      ssize_t n = ::pread(fd_, out.data(), out.size(), static_cast<off_t>(offset));
+      if (n >= 0) return static_cast<size_t>(n);
+      if (errno != EINTR) {
+        throw Error(Errc::kIo, "cannot read " + path_.string() + ": " + std::strerror(errno));
+      }
+    }
+  }
+  // Start of the next data at or after `offset` (`end` when only a hole is left). A
+  // file system without SEEK_DATA reports everything as data.
+  uint64_t NextData(uint64_t offset, uint64_t end) {
+    off_t r = ::lseek(fd_, static_cast<off_t>(offset), SEEK_DATA);
+    if (r >= 0) return std::min<uint64_t>(static_cast<uint64_t>(r), end);
+    return errno == ENXIO ? end : offset;
+  }
+  // End of the data that starts at `offset`.
+  uint64_t NextHole(uint64_t offset, uint64_t end) {
+    off_t r = ::lseek(fd_, static_cast<off_t>(offset), SEEK_HOLE);
+    if (r > static_cast<off_t>(offset)) return std::min<uint64_t>(static_cast<uint64_t>(r), end);
+    return end;
+  }
   void Close() {
     if (fd_ >= 0 && ::close(fd_) != 0) {
       fd_ = -1;
@@ -112,44 +135,36 @@ class File {
   int fd_;
 };
 
-// md5 and the source's os_hash over the bytes as they pass, and the size check.
+// The digests of the bytes as they pass, and the size check. Like Glance's own client,
+// the source's os_hash (sha512 by default) is what is verified when the source gives one
+// with a supported algorithm; md5 is computed only when there is no such os_hash or the
+// source gives no md5 (the index then records ours). md5 and sha512 in turn on the
+// download thread ran slower than the network; the digests now run on threads of their
+// own (util::ParallelHasher) and the download thread only copies.
 class Integrity {
  public:
-  Integrity(const source::ImageMeta& meta, spdlog::logger& log) : md5_("md5") {
-    std::string algo = meta.os_hash_algo.empty() ? "sha512" : meta.os_hash_algo;
-    if (util::Hasher::Supported(algo)) {
-      os_hash_.emplace(algo);
-    } else {
-      log.warn("image os_hash_algo not supported, only md5 is checked image={} algo={}", meta.id,
-               algo);
-    }
-  }
-  void Update(std::span<const std::byte> d) {
-    md5_.Update(d);
-    if (os_hash_) os_hash_->Update(d);
-    bytes_ += d.size();
-  }
-  uint64_t bytes() const { return bytes_; }
+  Integrity(const source::ImageMeta& meta, spdlog::logger& log)
+      : plan_(MakePlan(meta, log)), hasher_(plan_.algos) {}
+  void Update(std::span<const std::byte> d) { hasher_.Update(d); }
+  uint64_t bytes() const { return hasher_.bytes(); }
 
   // Throws kCorrupt for a short or long download or a digest that differs from the
   // source's; fills the result's digests.
   void Verify(const source::ImageMeta& meta, FetchResult& result) {
-    result.bytes_downloaded = bytes_;
-    if (meta.size && bytes_ != *meta.size) {
+    const uint64_t bytes = hasher_.bytes();
+    std::vector<std::string> digests = hasher_.Finish();
+    result.bytes_downloaded = bytes;
+    if (meta.size && bytes != *meta.size) {
       throw Error(Errc::kCorrupt, "image " + meta.id + ": " +
-                                      (bytes_ < *meta.size ? "truncated download: got "
-                                                           : "download longer than the image: got ") +
-                                      std::to_string(bytes_) + " of " +
+                                      (bytes < *meta.size ? "truncated download: got "
+                                                          : "download longer than the image: got ") +
+                                      std::to_string(bytes) + " of " +
                                       std::to_string(*meta.size) + " bytes");
     }
-    result.md5 = md5_.HexDigest();
-    if (!meta.checksum.empty() && meta.checksum != result.md5) {
-      throw Error(Errc::kCorrupt, "image " + meta.id + ": checksum mismatch: source md5 " +
-                                      meta.checksum + ", got " + result.md5);
-    }
-    if (os_hash_) {
-      result.os_hash_algo = os_hash_->algo();
-      result.os_hash_value = os_hash_->HexDigest();
+    if (plan_.os_hash) {
+      const size_t i = plan_.md5 ? 1 : 0;
+      result.os_hash_algo = plan_.algos[i];
+      result.os_hash_value = digests.at(i);
       if (!meta.os_hash_value.empty() && meta.os_hash_algo == result.os_hash_algo &&
           meta.os_hash_value != result.os_hash_value) {
         throw Error(Errc::kCorrupt, "image " + meta.id + ": " + result.os_hash_algo +
@@ -157,12 +172,41 @@ class Integrity {
                                         "..., got " + result.os_hash_value.substr(0, 16) + "...");
       }
     }
+    if (plan_.md5) {
+      result.md5 = digests.at(0);
+      if (!meta.checksum.empty() && meta.checksum != result.md5) {
+        throw Error(Errc::kCorrupt, "image " + meta.id + ": checksum mismatch: source md5 " +
+                                        meta.checksum + ", got " + result.md5);
+      }
+    } else {
+      // The bytes matched the source's os_hash, so they are the bytes its md5 is of.
+      result.md5 = meta.checksum;
+    }
   }
 
  private:
-  util::Hasher md5_;
-  std::optional<util::Hasher> os_hash_;
-  uint64_t bytes_ = 0;
+  struct Plan {
+    std::vector<std::string> algos;  // md5 first when computed
+    bool md5 = false, os_hash = false;
+  };
+  static Plan MakePlan(const source::ImageMeta& meta, spdlog::logger& log) {
+    Plan p;
+    std::string algo = meta.os_hash_algo.empty() ? "sha512" : meta.os_hash_algo;
+    const bool supported = util::Hasher::Supported(algo);
+    const bool verifiable = supported && !meta.os_hash_value.empty();
+    p.md5 = !verifiable || meta.checksum.empty();
+    p.os_hash = supported;
+    if (p.md5) p.algos.push_back("md5");
+    if (p.os_hash) p.algos.push_back(algo);
+    if (!supported) {
+      log.warn("image os_hash_algo not supported, only md5 is checked image={} algo={}", meta.id,
+               algo);
+    }
+    return p;
+  }
+
+  Plan plan_;
+  util::ParallelHasher hasher_;
 };
 
 void CheckFreeSpace(const fs::path& dir, uint64_t need, const std::string& image_id,
@@ -338,13 +382,32 @@ void ConvertAndImport(Context& c, const std::string& qemu_format) {
     auto writer = c.backend.Create(c.dest, raw_size);
     File in(staging.raw(), O_RDONLY);
     std::vector<std::byte> buf(4 << 20);
+    const std::vector<std::byte> zeros(buf.size());
     uint64_t done = 0;
-    while (size_t n = in.Read(buf)) {
-      writer->Append(std::span<const std::byte>(buf.data(), n));
-      done += n;
+    auto feed = [&](std::span<const std::byte> d) {
+      writer->Append(d);
+      done += d.size();
       if (c.options.progress) c.options.progress("import", done, raw_size);
+    };
+    // qemu-img leaves the zeros of a sparse image as holes in the raw file: they are
+    // handed to the writer from a zero buffer instead of read (it skips them too).
+    while (done < raw_size) {
+      const uint64_t data = in.NextData(done, raw_size);
+      while (done < data) {
+        feed(std::span(zeros.data(), static_cast<size_t>(std::min<uint64_t>(zeros.size(),
+                                                                             data - done))));
+      }
+      if (done >= raw_size) break;
+      const uint64_t hole = in.NextHole(done, raw_size);
+      while (done < hole) {
+        const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), hole - done));
+        const size_t n = in.PRead(std::span(buf.data(), want), done);
+        if (n == 0) break;  // shorter than it was: reported below
+        feed(std::span<const std::byte>(buf.data(), n));
+      }
+      if (done < hole) break;
     }
-    if (done != raw_size) {
+    if (done != raw_size || in.PRead(std::span(buf.data(), 1), raw_size) != 0) {
       throw Error(Errc::kIo, "image " + c.meta.id + ": converted file " + staging.raw().string() +
                                  " changed while it was imported");
     }

@@ -2,8 +2,9 @@
 //
 // An optional sidecar <id>.json ({"disk_format", "checksum", "os_hash_algo",
 // "os_hash_value", "virtual_size", "container_format"}) says what the image is meant to
-// be; without one the format is read from the header and the checksums are computed
-// from the file (and remembered while its size and mtime stay the same).
+// be; without one the format is read from the header and, when it names no digest, the
+// checksums are computed from the file (and remembered while its size and mtime stay
+// the same).
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -90,7 +91,10 @@ class FileSource final : public Source {
     m.checksum = str("checksum");
     m.os_hash_algo = str("os_hash_algo");
     m.os_hash_value = str("os_hash_value");
-    if (m.checksum.empty() || m.os_hash_value.empty()) {
+    // A sidecar that names a digest is the claim checked at fetch; the file's own digests
+    // stand in only when it names none (else a computed os_hash would always match and
+    // a wrong md5 claim would go unchecked).
+    if (m.checksum.empty() && m.os_hash_value.empty()) {
       Hashes h = ComputedHashes(image_id, st);
       if (m.checksum.empty()) m.checksum = h.md5;
       if (m.os_hash_value.empty()) {

@@ -14,6 +14,7 @@ namespace cachemgr::source {
 namespace {
 
 constexpr size_t kErrorBodyMax = 4096;
+constexpr long kReceiveBuffer = 512 * 1024;
 
 void GlobalInit() {
   static std::once_flag once;
@@ -117,6 +118,9 @@ HttpResult HttpGet(const std::string& url, const std::vector<std::string>& heade
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  // The default 16 KiB receive buffer means a write callback (hash copy, sink) per 16 KiB
+  // and more recv() calls: image bodies are GiBs.
+  curl_easy_setopt(c, CURLOPT_BUFFERSIZE, kReceiveBuffer);
   // Only http(s): a redirect to file:// or another scheme is never followed.
   curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);

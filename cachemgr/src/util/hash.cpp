@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -70,6 +71,104 @@ std::string Hasher::HexDigest() {
     digest_ += kHex[md[i] & 0xf];
   }
   return digest_;
+}
+
+ParallelHasher::ParallelHasher(const std::vector<std::string>& algos, size_t block_size,
+                               size_t depth) {
+  for (const auto& a : algos) hashers_.emplace_back(a);
+  if (hashers_.empty()) return;
+  blocks_.resize(std::max<size_t>(depth, 2));
+  for (auto& b : blocks_) b.resize(std::max<size_t>(block_size, 4096));
+  block_fill_.resize(blocks_.size());
+  consumed_.assign(hashers_.size(), 0);
+  threads_.reserve(hashers_.size());
+  try {
+    for (size_t i = 0; i < hashers_.size(); ++i) threads_.emplace_back([this, i] { Work(i); });
+  } catch (...) {
+    Stop();
+    throw;
+  }
+}
+
+ParallelHasher::~ParallelHasher() { Stop(); }
+
+void ParallelHasher::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    done_ = true;
+  }
+  work_cv_.notify_all();
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+}
+
+void ParallelHasher::Work(size_t worker) {
+  Hasher& hasher = hashers_[worker];
+  std::unique_lock lock(mu_);
+  while (true) {
+    work_cv_.wait(lock, [&] { return consumed_[worker] < published_ || done_; });
+    if (consumed_[worker] >= published_) return;  // done_ and nothing left
+    const uint64_t seq = consumed_[worker];
+    const size_t slot = seq % blocks_.size();
+    lock.unlock();
+    // The block is not refilled before every worker has moved past it.
+    try {
+      hasher.Update(blocks_[slot].data(), block_fill_[slot]);
+    } catch (...) {
+      lock.lock();
+      if (!error_) error_ = std::current_exception();
+      consumed_[worker] = seq + 1;
+      free_cv_.notify_all();
+      continue;
+    }
+    lock.lock();
+    consumed_[worker] = seq + 1;
+    free_cv_.notify_all();
+  }
+}
+
+void ParallelHasher::Publish() {
+  if (fill_ == 0) return;
+  std::unique_lock lock(mu_);
+  block_fill_[published_ % blocks_.size()] = fill_;
+  ++published_;
+  fill_ = 0;
+  work_cv_.notify_all();
+  // The next block to fill must be free: every worker past its previous use.
+  free_cv_.wait(lock, [&] {
+    for (uint64_t c : consumed_) {
+      if (published_ - c >= blocks_.size()) return false;
+    }
+    return true;
+  });
+}
+
+void ParallelHasher::Update(std::span<const std::byte> data) {
+  if (finished_) throw Error(Errc::kInternal, "parallel digest updated after Finish");
+  bytes_ += data.size();
+  if (hashers_.empty()) return;
+  while (!data.empty()) {
+    auto& block = blocks_[published_ % blocks_.size()];
+    const size_t n = std::min(data.size(), block.size() - fill_);
+    std::memcpy(block.data() + fill_, data.data(), n);
+    fill_ += n;
+    data = data.subspan(n);
+    if (fill_ == block.size()) Publish();
+  }
+}
+
+std::vector<std::string> ParallelHasher::Finish() {
+  if (finished_) throw Error(Errc::kInternal, "parallel digest finished twice");
+  finished_ = true;
+  if (!hashers_.empty()) {
+    Publish();
+    Stop();
+  }
+  if (error_) std::rethrow_exception(error_);
+  std::vector<std::string> out;
+  for (auto& h : hashers_) out.push_back(h.HexDigest());
+  return out;
 }
 
 std::string HashFile(const std::string& algo, const std::string& path) {

@@ -1,9 +1,15 @@
 // util/hash.h: streaming message digests (OpenSSL EVP) for image integrity checks.
 #pragma once
 
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace cachemgr::util {
 
@@ -32,6 +38,47 @@ class Hasher {
   std::string algo_;
   std::unique_ptr<Ctx> ctx_;
   std::string digest_;  // cached once computed
+};
+
+// Several digests over the same byte stream, each on a thread of its own, so that the
+// thread that feeds the bytes (a download) only copies them. The bytes go through a
+// fixed ring of `depth` blocks of `block_size` bytes: Update() waits while every block
+// is still being hashed, so memory stays at depth x block_size whatever the input rate.
+class ParallelHasher {
+ public:
+  // kInvalidArgument for an unsupported algorithm. No algorithms: Update only counts.
+  explicit ParallelHasher(const std::vector<std::string>& algos, size_t block_size = 1 << 20,
+                          size_t depth = 8);
+  // Stops and joins the workers (digests not taken are dropped).
+  ~ParallelHasher();
+  ParallelHasher(const ParallelHasher&) = delete;
+  ParallelHasher& operator=(const ParallelHasher&) = delete;
+
+  void Update(std::span<const std::byte> data);
+  uint64_t bytes() const { return bytes_; }
+  // Waits for every block; returns the lowercase hex digests in the order of `algos`.
+  // Rethrows a worker's error. Once only.
+  std::vector<std::string> Finish();
+
+ private:
+  void Publish();  // hands the block being filled to the workers
+  void Work(size_t worker);
+  void Stop();
+
+  std::vector<Hasher> hashers_;
+  std::vector<std::vector<std::byte>> blocks_;
+  std::vector<size_t> block_fill_;  // bytes in each published block
+  size_t fill_ = 0;                 // bytes in the block being filled (blocks_[published_ % depth])
+  uint64_t bytes_ = 0;
+
+  std::mutex mu_;
+  std::condition_variable work_cv_, free_cv_;
+  uint64_t published_ = 0;          // blocks handed out
+  std::vector<uint64_t> consumed_;  // blocks each worker is done with
+  bool done_ = false;
+  bool finished_ = false;
+  std::exception_ptr error_;
+  std::vector<std::thread> threads_;
 };
 
 // Hex digest of a whole file (kIo when it cannot be read).
