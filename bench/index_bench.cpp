@@ -2,8 +2,9 @@
 //
 // Fills an index with `entries` ready rows (one transaction, not timed as a goal), then
 //   lookup:  FindEntry of random image ids, each timed;
-//   select:  what an eviction pass does to choose victims: read every row of the
-//            backend's pool (ListEntries), turn them into candidates, PlanEviction with
+//   select:  what an eviction pass does to choose victims: the live totals (one
+//            aggregate over the entries_lru index), then ready rows least recently used
+//            first, page by page, only while PlanEvictionLru still needs candidates, with
 //            a max_count one below the current count (so exactly one LRU victim), timed
 //            whole and the policy alone;
 //   memory:  the process's VmHWM (peak RSS) before and after.
@@ -99,21 +100,31 @@ int main(int argc, char** argv) try {
   std::vector<double> select_ms, plan_ms;
   for (long s = 0; s < selects; ++s) {
     auto t0 = Clock::now();
-    auto rows = index->ListEntries(backend, pool);
-    std::vector<policy::EvictionCandidate> candidates;
-    candidates.reserve(rows.size());
-    for (const auto& r : rows) {
-      candidates.push_back({r.id, r.virtual_size, r.allocated_bytes, r.last_used,
-                            r.state == index::State::kReady});
-    }
     policy::EvictionLimits limits;
     limits.max_count = static_cast<uint64_t>(entries) - 1;
+    const auto sums = index->LiveTotals(backend, pool);
+    std::vector<index::LruRow> page;
+    size_t pos = 0;
+    auto next = [&]() -> std::optional<policy::EvictionCandidate> {
+      if (pos == page.size()) {
+        page = page.empty() ? index->ReadyByLastUsed(backend, pool, 64)
+                            : index->ReadyByLastUsed(backend, pool, 64, page.back().last_used,
+                                                     page.back().id);
+        pos = 0;
+        if (page.empty()) return std::nullopt;
+      }
+      const auto& r = page[pos++];
+      return policy::EvictionCandidate{r.id, r.virtual_size, r.allocated_bytes, r.last_used};
+    };
     auto t1 = Clock::now();
-    auto plan = policy::PlanEviction(candidates, limits);
+    auto plan = policy::PlanEvictionLru({sums.count, sums.virtual_bytes}, next, limits);
     plan_ms.push_back(MsSince(t1));
     select_ms.push_back(MsSince(t0));
     if (plan.victims.size() != 1) {
       throw std::runtime_error("expected one victim, got " + std::to_string(plan.victims.size()));
+    }
+    if (plan.victims[0] != 1) {  // row 0 has the oldest last_used
+      throw std::runtime_error("wrong victim " + std::to_string(plan.victims[0]));
     }
   }
   const uint64_t hwm_end = VmHwmKib();

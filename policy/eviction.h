@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -42,5 +43,19 @@ uint64_t MaxBytes(const EvictionLimits& limits);  // 0 = unlimited
 EvictionPlan PlanEviction(const std::vector<EvictionCandidate>& entries,
                           const EvictionLimits& limits,
                           std::optional<uint64_t> incoming_bytes = std::nullopt);
+
+// The same plan without every entry in memory: `totals` sums all entries (evictable or
+// not, as counted by limits.count_allocated), and `next_lru` yields the evictable ones
+// least recently used first (ties: older id first), nullopt when there are no more. It
+// is called only while the limits are exceeded, so a caller backed by a sorted query
+// reads only as many rows as there are victims (plus one).
+struct EvictionTotals {
+  uint64_t count = 0;
+  uint64_t bytes = 0;
+};
+EvictionPlan PlanEvictionLru(const EvictionTotals& totals,
+                             const std::function<std::optional<EvictionCandidate>()>& next_lru,
+                             const EvictionLimits& limits,
+                             std::optional<uint64_t> incoming_bytes = std::nullopt);
 
 }  // namespace cachemgr::policy

@@ -144,3 +144,22 @@ TEST_CASE("staleness") {
     CHECK(CheckStaleness(c.cached, c.source, c.on_updated_at) == c.want);
   }
 }
+
+TEST_CASE("the LRU plan reads candidates only while the limits are exceeded") {
+  // 10 entries of 1 GiB, max_count 8: two victims, and the third candidate is never read.
+  std::vector<cachemgr::policy::EvictionCandidate> lru;
+  for (int64_t i = 1; i <= 10; ++i) lru.push_back({i, 1ull << 30, 1, i, i != 2});
+  size_t reads = 0;
+  auto plan = cachemgr::policy::PlanEvictionLru(
+      {10, 10ull << 30},
+      [&]() -> std::optional<cachemgr::policy::EvictionCandidate> {
+        if (reads == lru.size()) return std::nullopt;
+        return lru[reads++];
+      },
+      {0, 8, false});
+  CHECK(plan.victims == std::vector<int64_t>{1, 3});  // 2 is busy: skipped
+  CHECK(reads == 3);
+  CHECK(plan.limits_hold);
+  CHECK(plan.count_after == 8);
+  CHECK(plan.bytes_after == 8ull << 30);
+}

@@ -81,6 +81,7 @@ TEST_CASE("defaults when keys are absent") {
     CHECK(o.cache.max_count == 0);
     CHECK(o.cache.max_clone_depth == 5);
     CHECK(o.cache.size_accounting == SizeAccounting::kProvisioned);
+    CHECK(o.cache.source_check_interval_s == 60);
     CHECK(o.log.level == "info");
   }
 }
@@ -122,6 +123,7 @@ cache:
   max_clone_depth: 0
   size_accounting: allocated
   stale_on_updated_at: true
+  source_check_interval_s: 0
 conversion:
   dir: /srv/conv
   max_virtual_size_gb: 64
@@ -163,6 +165,7 @@ log:
   CHECK(o.cache.max_clone_depth == 0);
   CHECK(o.cache.size_accounting == SizeAccounting::kAllocated);
   CHECK(o.cache.stale_on_updated_at);
+  CHECK(o.cache.source_check_interval_s == 0);
   CHECK(o.conversion.dir == "/srv/conv");
   CHECK(o.conversion.max_virtual_size_gb == doctest::Approx(64));
   CHECK(o.conversion.qemu_img == "/usr/local/bin/qemu-img");

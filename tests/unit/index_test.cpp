@@ -460,3 +460,52 @@ TEST_CASE("entry states have stable names") {
   }
   CHECK(Catch([] { ParseState("bogus"); }).code() == Errc::kCorrupt);
 }
+
+TEST_CASE("live totals and the LRU walk of ready entries follow every change") {
+  TempDir dir("index");
+  auto index = Index::Open(dir / "index.db");
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 5; ++i) {
+    auto row = MakeEntry("img-" + std::to_string(i));
+    row.state = State::kReady;
+    row.last_used = 100 - i * 10;  // img-4 is the oldest
+    row.virtual_size = 1000;
+    row.allocated_bytes = 10;
+    ids.push_back(index->InsertEntry(row));
+  }
+  auto totals = index->LiveTotals("rbd", "volumes");
+  CHECK(totals.count == 5);
+  CHECK(totals.virtual_bytes == 5000);
+  CHECK(totals.allocated_bytes == 50);
+  CHECK(index->LiveTotals("local", "volumes").count == 0);
+
+  // Pinned rows leave the totals; a resize and a delete are counted.
+  auto row = *index->GetEntry(ids[0]);
+  row.pinned = true;
+  index->UpdateEntry(row);
+  row = *index->GetEntry(ids[1]);
+  row.virtual_size = 3000;
+  row.state = State::kEvicting;
+  index->UpdateEntry(row);
+  index->DeleteEntry(ids[2]);
+  index->TouchEntry(ids[3], 1);  // now the oldest; a touch leaves the totals alone
+  totals = index->LiveTotals("rbd", "volumes");
+  CHECK(totals.count == 3);
+  CHECK(totals.virtual_bytes == 5000);
+  CHECK(totals.allocated_bytes == 30);
+
+  // Ready, live rows only, oldest first, page by page.
+  auto page = index->ReadyByLastUsed("rbd", "volumes", 1);
+  REQUIRE(page.size() == 1);
+  CHECK(page[0].id == ids[3]);
+  page = index->ReadyByLastUsed("rbd", "volumes", 10, page[0].last_used, page[0].id);
+  REQUIRE(page.size() == 1);
+  CHECK(page[0].id == ids[4]);
+  CHECK(page[0].virtual_size == 1000);
+  CHECK(index->ReadyByLastUsed("rbd", "volumes", 10, page[0].last_used, page[0].id).empty());
+
+  auto fresh = *index->GetEntry(ids[4]);
+  CHECK(fresh.source_checked_at == 0);
+  index->SetSourceChecked(ids[4], 1234);
+  CHECK(index->GetEntry(ids[4])->source_checked_at == 1234);
+}

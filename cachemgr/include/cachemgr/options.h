@@ -76,6 +76,9 @@ struct CacheOptions {
   // Glance bumps updated_at on metadata edits too, so only a changed checksum replaces an
   // entry unless this is set.
   bool stale_on_updated_at = false;
+  // A hit re-asks the source whether the entry is still current at most this often per
+  // entry (seconds; 0 = on every hit). The eviction pass checks every entry regardless.
+  uint32_t source_check_interval_s = 60;
 };
 
 struct ConversionOptions {

@@ -56,7 +56,7 @@ auto Guard(const fs::path& path, std::string_view what, Fn&& fn) -> decltype(fn(
 constexpr const char* kEntryColumns =
     "id, backend, pool, image_id, cache_name, snap_name, state, virtual_size, "
     "allocated_bytes, disk_format, checksum, os_hash, image_updated_at, depth, created_at, "
-    "last_used, hits, owner, pinned";
+    "last_used, hits, owner, pinned, source_checked_at";
 
 EntryRow ReadEntry(SQLite::Statement& q) {
   EntryRow r;
@@ -79,6 +79,7 @@ EntryRow ReadEntry(SQLite::Statement& q) {
   r.hits = static_cast<uint64_t>(q.getColumn(16).getInt64());
   r.owner = q.getColumn(17).getString();
   r.pinned = q.getColumn(18).getInt() != 0;
+  r.source_checked_at = q.getColumn(19).getInt64();
   return r;
 }
 
@@ -102,6 +103,7 @@ void BindEntry(SQLite::Statement& q, const EntryRow& r) {
   q.bind(16, static_cast<int64_t>(r.hits));
   q.bind(17, r.owner);
   q.bind(18, r.pinned ? 1 : 0);
+  q.bind(19, r.source_checked_at);
 }
 
 constexpr const char* kVolumeColumns =
@@ -303,8 +305,9 @@ int64_t Index::InsertEntry(const EntryRow& row) {
     SQLite::Statement q(*db_,
                         "INSERT INTO entries (backend, pool, image_id, cache_name, snap_name, "
                         "state, virtual_size, allocated_bytes, disk_format, checksum, os_hash, "
-                        "image_updated_at, depth, created_at, last_used, hits, owner, pinned) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                        "image_updated_at, depth, created_at, last_used, hits, owner, pinned, "
+                        "source_checked_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     BindEntry(q, row);
     q.exec();
     return db_->getLastInsertRowid();
@@ -318,9 +321,9 @@ void Index::UpdateEntry(const EntryRow& row) {
                         "snap_name = ?, state = ?, virtual_size = ?, allocated_bytes = ?, "
                         "disk_format = ?, checksum = ?, os_hash = ?, image_updated_at = ?, "
                         "depth = ?, created_at = ?, last_used = ?, hits = ?, owner = ?, "
-                        "pinned = ? WHERE id = ?");
+                        "pinned = ?, source_checked_at = ? WHERE id = ?");
     BindEntry(q, row);
-    q.bind(19, row.id);
+    q.bind(20, row.id);
     if (q.exec() == 0) {
       throw Error(Errc::kNotFound, "index " + path_.string() + ": no entry with id " +
                                        std::to_string(row.id) + " (image=" + row.image_id + ")");
@@ -353,6 +356,59 @@ void Index::TouchEntry(int64_t id, int64_t now) {
     q.bind(1, now);
     q.bind(2, id);
     q.exec();
+  });
+}
+
+void Index::SetSourceChecked(int64_t id, int64_t when) {
+  Guard(path_, "set source check entry id=" + std::to_string(id), [&] {
+    SQLite::Statement q(*db_, "UPDATE entries SET source_checked_at = ? WHERE id = ?");
+    q.bind(1, when);
+    q.bind(2, id);
+    q.exec();
+  });
+}
+
+EntryTotals Index::LiveTotals(const std::string& backend, const std::string& pool) {
+  return Guard(path_, "entry totals", [&] {
+    // Kept up to date by triggers on entries (schema/003): one row, not a scan.
+    SQLite::Statement q(*db_,
+                        "SELECT count, virtual_bytes, allocated_bytes FROM entry_totals "
+                        "WHERE backend = ? AND pool = ?");
+    q.bind(1, backend);
+    q.bind(2, pool);
+    EntryTotals t;
+    if (!q.executeStep()) return t;
+    t.count = static_cast<uint64_t>(q.getColumn(0).getInt64());
+    t.virtual_bytes = static_cast<uint64_t>(q.getColumn(1).getInt64());
+    t.allocated_bytes = static_cast<uint64_t>(q.getColumn(2).getInt64());
+    return t;
+  });
+}
+
+std::vector<LruRow> Index::ReadyByLastUsed(const std::string& backend, const std::string& pool,
+                                           size_t limit, int64_t after_last_used,
+                                           int64_t after_id) {
+  return Guard(path_, "list entries by last use", [&] {
+    SQLite::Statement q(*db_,
+                        "SELECT id, last_used, virtual_size, allocated_bytes FROM entries "
+                        "INDEXED BY entries_lru WHERE backend = ? AND pool = ? AND pinned = 0 "
+                        "AND state = 'ready' AND (last_used, id) > (?, ?) "
+                        "ORDER BY last_used, id LIMIT ?");
+    q.bind(1, backend);
+    q.bind(2, pool);
+    q.bind(3, after_last_used);
+    q.bind(4, after_id);
+    q.bind(5, static_cast<int64_t>(limit));
+    std::vector<LruRow> rows;
+    while (q.executeStep()) {
+      LruRow r;
+      r.id = q.getColumn(0).getInt64();
+      r.last_used = q.getColumn(1).getInt64();
+      r.virtual_size = static_cast<uint64_t>(q.getColumn(2).getInt64());
+      r.allocated_bytes = static_cast<uint64_t>(q.getColumn(3).getInt64());
+      rows.push_back(r);
+    }
+    return rows;
   });
 }
 

@@ -45,6 +45,22 @@ struct EntryRow {
   uint64_t hits = 0;
   std::string owner;        // "host:pid" of the process that made or is evicting it
   bool pinned = false;      // deleted from the cache but kept for clones (trash/parked)
+  int64_t source_checked_at = 0;  // unix seconds the source last confirmed it current
+};
+
+// Sums over the live (not pinned) entries of one backend and pool, every state.
+struct EntryTotals {
+  uint64_t count = 0;
+  uint64_t virtual_bytes = 0;
+  uint64_t allocated_bytes = 0;
+};
+
+// What the eviction pass needs of a candidate, read from the index alone.
+struct LruRow {
+  int64_t id = 0;
+  int64_t last_used = 0;
+  uint64_t virtual_size = 0;
+  uint64_t allocated_bytes = 0;
 };
 
 struct VolumeRow {
@@ -102,6 +118,14 @@ class Index {
   bool TransitionEntry(int64_t id, State from, State to, const std::string& owner);
   void DeleteEntry(int64_t id);
   void TouchEntry(int64_t id, int64_t now);  // last_used = now, hits += 1
+  void SetSourceChecked(int64_t id, int64_t when);
+  EntryTotals LiveTotals(const std::string& backend, const std::string& pool);
+  // Live ready entries least recently used first (ties: older id first), at most
+  // `limit`, starting after the row (after_last_used, after_id): pages of a keyset walk,
+  // so a caller reads only as far as it needs.
+  std::vector<LruRow> ReadyByLastUsed(const std::string& backend, const std::string& pool,
+                                      size_t limit, int64_t after_last_used = INT64_MIN,
+                                      int64_t after_id = 0);
   std::vector<EntryRow> ListEntries(const std::string& backend, const std::string& pool);
   std::vector<EntryRow> ListEntries();  // every backend and pool
   // Entries least recently used first (live and pinned), for the eviction pass.
