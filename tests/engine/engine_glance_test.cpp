@@ -2,9 +2,8 @@
 // real glance-api and Ceph cluster: direct clones of images in Glance's rbd store (same
 // cluster), flatten past the clone-depth limit, downloads from the file store, and the
 // failures that must leave nothing behind.
-#include <doctest/doctest.h>
-
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <doctest/doctest.h>
 
 #include <filesystem>
 #include <fstream>
@@ -108,7 +107,8 @@ GlanceImageState StateOf(storage::Backend& backend, const storage::ImageRef& ref
   s.size = backend.Stat(ref).size;
   s.md5 = Md5OfImage(backend, ref, s.size);
   s.metadata = backend.GetMetadata(ref);
-  for (const auto& snap : backend.ListSnapshots(ref)) s.snaps.insert({snap.name, snap.is_protected});
+  for (const auto& snap : backend.ListSnapshots(ref))
+    s.snaps.insert({snap.name, snap.is_protected});
   return s;
 }
 
@@ -124,10 +124,10 @@ TEST_CASE("a raw image in Glance's rbd store is cloned directly; later volumes a
 
   auto cache = env.Open();
   std::vector<Progress> progress;
-  auto first = cache->CreateVolume(
-      {.image_id = id, .volume = "vol-a", .progress = [&](const Progress& p) {
-         progress.push_back(p);
-       }});
+  auto first =
+      cache->CreateVolume({.image_id = id, .volume = "vol-a", .progress = [&](const Progress& p) {
+                             progress.push_back(p);
+                           }});
   CHECK(first.plan == Plan::kDirect);
   CHECK(first.bytes_downloaded == 0);
   CHECK(first.size_bytes == 6 * kMiB);
@@ -171,9 +171,9 @@ TEST_CASE("a raw image in Glance's rbd store is cloned directly; later volumes a
 
   // Writes to a volume stay in the volume: the other volume, the entry and Glance's
   // image keep their bytes.
-  REQUIRE(RunCommand({"rbd", "--conf", CephConf().string(), "bench", "--io-type", "write",
-                      "--io-size", "4096", "--io-total", "65536",
-                      "volumes/" + env.ns + "/vol-a"}) == 0);
+  REQUIRE(
+      RunCommand({"rbd", "--conf", CephConf().string(), "bench", "--io-type", "write", "--io-size",
+                  "4096", "--io-total", "65536", "volumes/" + env.ns + "/vol-a"}) == 0);
   CHECK_FALSE(env.SameData("vol-a"));
   CHECK(env.SameData("vol-b"));
   CHECK(cache->Verify(id).ok);
@@ -254,10 +254,10 @@ TEST_CASE("a qcow2 image from Glance's file store is a miss with a download, the
   std::string id = env.Upload("qcow2", qcow2);
   auto cache = env.Open();
   std::set<std::string> stages;
-  auto first = cache->CreateVolume(
-      {.image_id = id, .volume = "q1", .progress = [&](const Progress& p) {
-         stages.insert(p.stage);
-       }});
+  auto first =
+      cache->CreateVolume({.image_id = id, .volume = "q1", .progress = [&](const Progress& p) {
+                             stages.insert(p.stage);
+                           }});
   CHECK(first.plan == Plan::kMiss);
   CHECK(first.bytes_downloaded == fs::file_size(qcow2));
   CHECK(first.size_bytes == 6 * kMiB);
