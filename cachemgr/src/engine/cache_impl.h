@@ -102,8 +102,10 @@ class CacheImpl final : public Cache {
   std::optional<index::EntryRow> RowFromMetadata(const std::string& name);
 
   // --- hit path (volume.cpp)
+  // `source_checked_at`: when the source confirmed the entry current for this call
+  // (unix seconds), recorded with the volume; 0 when it was not asked.
   CreateVolumeResult MakeVolume(const index::EntryRow& entry, const CreateVolumeRequest& request,
-                                std::optional<Plan> fill_plan);
+                                std::optional<Plan> fill_plan, int64_t source_checked_at = 0);
   CreateVolumeResult MakeUncached(const source::ImageMeta& meta,
                                   const CreateVolumeRequest& request);
   void FlattenEntry(const index::EntryRow& entry);

@@ -14,6 +14,8 @@ namespace cachemgr::engine {
 namespace {
 // How long the pass waits for an image another caller is working on before skipping it.
 constexpr auto kPassLockWait = std::chrono::milliseconds(200);
+// Candidates read per query while choosing victims least recently used first.
+constexpr size_t kLruPage = 64;
 
 bool IgnoreNotFound(const std::function<void()>& fn) {
   try {
@@ -139,24 +141,45 @@ void CacheImpl::EnforceLimits(std::optional<uint64_t> incoming, int64_t exclude_
                               std::vector<EvictAction>* actions) {
   const auto& c = options_.cache;
   if (c.max_count == 0 && c.max_size_gb <= 0) return;
-  auto rows =
-      WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
-  std::vector<policy::EvictionCandidate> candidates;
-  std::map<int64_t, index::EntryRow> by_id;
-  for (const auto& row : rows) {
-    if (row.pinned) continue;
-    candidates.push_back({row.id, row.virtual_size, row.allocated_bytes, row.last_used,
-                          row.state == index::State::kReady && row.id != exclude_id});
-    by_id[row.id] = row;
-  }
   policy::EvictionLimits limits{c.max_size_gb, c.max_count,
                                 c.size_accounting == SizeAccounting::kAllocated};
-  auto plan = policy::PlanEviction(candidates, limits, incoming);
+  // Totals from an aggregate and candidates from a sorted walk that stops once the
+  // limits hold: the pass reads as many rows as it evicts, not the whole cache.
+  std::map<int64_t, index::EntryRow> by_id;
+  auto plan = WithIndex([&](index::Index& ix) {
+    const auto sums = ix.LiveTotals(backend_kind_, location_);
+    policy::EvictionTotals totals{
+        sums.count, limits.count_allocated ? sums.allocated_bytes : sums.virtual_bytes};
+    std::vector<index::LruRow> page;
+    size_t pos = 0;
+    bool last_page = false;
+    auto next = [&]() -> std::optional<policy::EvictionCandidate> {
+      if (pos == page.size()) {
+        if (last_page) return std::nullopt;
+        page = page.empty() ? ix.ReadyByLastUsed(backend_kind_, location_, kLruPage)
+                            : ix.ReadyByLastUsed(backend_kind_, location_, kLruPage,
+                                                 page.back().last_used, page.back().id);
+        pos = 0;
+        last_page = page.size() < kLruPage;
+        if (page.empty()) return std::nullopt;
+      }
+      const auto& r = page[pos++];
+      return policy::EvictionCandidate{r.id, r.virtual_size, r.allocated_bytes, r.last_used,
+                                       r.id != exclude_id};
+    };
+    auto p = policy::PlanEvictionLru(totals, next, limits, incoming);
+    for (int64_t id : p.victims) {
+      if (auto row = ix.GetEntry(id)) by_id[id] = *row;
+    }
+    return p;
+  });
   std::string reason = c.max_count != 0 && plan.count_before + (incoming ? 1 : 0) > c.max_count
                            ? "over max_count " + std::to_string(c.max_count)
                            : "over max_size_gb " + std::to_string(c.max_size_gb);
   for (int64_t id : plan.victims) {
-    const auto& row = by_id[id];
+    auto it = by_id.find(id);
+    if (it == by_id.end()) continue;  // removed meanwhile
+    const auto& row = it->second;
     if (dry_run) {
       if (actions) {
         actions->push_back({"evict", row.image_id, row.cache_name, AccountedBytes(row), reason,

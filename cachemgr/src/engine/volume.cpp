@@ -1,4 +1,5 @@
 // The hit path and the public entry points that make volumes.
+#include <SQLiteCpp/Transaction.h>
 #include <spdlog/spdlog.h>
 
 #include "engine/cache_impl.h"
@@ -53,8 +54,18 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
     for (int attempt = 0;; ++attempt) {
       auto row = FindLive(request.image_id);
       std::optional<source::ImageMeta> meta;
+      const bool ready = row && row->state == index::State::kReady;
+      // A ready entry confirmed by the source within the interval is served without
+      // asking again (a Glance GET costs more than the clone); eviction passes still
+      // check every entry. A file source answers from a stat: asked on every hit.
+      const int64_t interval = options_.source.type == SourceType::kFile
+                                   ? 0
+                                   : options_.cache.source_check_interval_s;
+      const int64_t now = NowSeconds();
+      const bool recently_checked = ready && interval > 0 && row->source_checked_at <= now &&
+                                    now - row->source_checked_at < interval;
       try {
-        meta = DescribeActive(request.image_id);
+        if (!recently_checked) meta = DescribeActive(request.image_id);
       } catch (const Error& e) {
         if (!(row && row->state == index::State::kReady && SourceUnreachable(e))) throw;
         log_->warn("source unreachable, serving cached entry image={} error={}",
@@ -64,14 +75,14 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
       CreateVolumeResult result;
       try {
         if (row && row->state == index::State::kReady && (!meta || !IsStale(*row, *meta))) {
-          result = MakeVolume(*row, request, std::nullopt);
+          result = MakeVolume(*row, request, std::nullopt, meta ? now : 0);
         } else if (!Admits(*meta)) {
           result = MakeUncached(*meta, request);
         } else {
           Ensured ensured = EnsureEntry(*meta, request.progress);
           std::optional<Plan> fill_plan;
           if (ensured.filled) fill_plan = ensured.direct ? Plan::kDirect : Plan::kMiss;
-          result = MakeVolume(ensured.row, request, fill_plan);
+          result = MakeVolume(ensured.row, request, fill_plan, now);
           result.bytes_downloaded = ensured.bytes_downloaded;
           result.fill = ensured.fill;
           result.wait = ensured.wait;
@@ -103,7 +114,8 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
 
 CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
                                          const CreateVolumeRequest& request,
-                                         std::optional<Plan> fill_plan) {
+                                         std::optional<Plan> fill_plan,
+                                         int64_t source_checked_at) {
   const uint64_t size = request.size_bytes ? request.size_bytes : entry.virtual_size;
   if (size < entry.virtual_size) {
     throw Error(Errc::kInvalidArgument,
@@ -152,15 +164,21 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
   row.depth = decision.volume_depth;
   row.plan = std::string(PlanName(fill_plan.value_or(plan)));
   row.size_bytes = size;
+  // One write transaction for the volume row, the entry's use (and source check) and
+  // the hit event.
   WithIndex([&](index::Index& ix) {
+    SQLite::Transaction tx(ix.db());
     ix.InsertVolume(row);
     ix.TouchEntry(entry.id, row.created_at);
+    if (source_checked_at != 0) ix.SetSourceChecked(entry.id, source_checked_at);
+    if (!fill_plan) {
+      // Bytes not copied thanks to the cache: the whole image, unless this was a copy.
+      ix.RecordEvent({row.created_at, "hit", entry.image_id,
+                      plan == Plan::kCopy ? 0 : entry.virtual_size, 0});
+    }
+    tx.commit();
   });
   guard.Commit();
-  if (!fill_plan) {
-    // Bytes not copied thanks to the cache: the whole image, unless this was a copy.
-    Event("hit", entry.image_id, plan == Plan::kCopy ? 0 : entry.virtual_size, {});
-  }
 
   CreateVolumeResult result;
   result.volume = request.volume;
