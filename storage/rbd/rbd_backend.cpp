@@ -2,10 +2,17 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <optional>
 #include <random>
+#include <sstream>
 #include <thread>
+#include <vector>
 
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/spdlog.h>
@@ -167,7 +174,144 @@ std::string RandomHex(size_t n) {
   return s;
 }
 
+// Who holds a lock, as written in its cookie:
+// host:boot-id:pid-namespace:pid:process-start-time:random.
+struct Holder {
+  std::string host, boot, pid_ns;
+  long pid = 0;
+  std::string start_time;
+
+  std::string Cookie(const std::string& random) const {
+    return host + ":" + boot + ":" + pid_ns + ":" + std::to_string(pid) + ":" + start_time +
+           ":" + random;
+  }
+};
+
+std::string ReadFirstLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+// The start time (in clock ticks since boot) of process `pid`, or nullopt when it is
+// gone or a zombie (a crashed child not yet reaped holds nothing any more).
+std::optional<std::string> ProcessStartTime(long pid) {
+  const std::string stat = ReadFirstLine("/proc/" + std::to_string(pid) + "/stat");
+  const auto paren = stat.rfind(')');
+  if (paren == std::string::npos) return std::nullopt;
+  std::istringstream fields(stat.substr(paren + 1));
+  std::string field;
+  // Fields after the command: state (3rd) ... starttime (22nd).
+  for (int i = 3; i <= 22 && fields >> field; ++i) {
+    if (i == 3 && (field == "Z" || field == "X" || field == "x")) return std::nullopt;
+    if (i == 22) return field;
+  }
+  return std::nullopt;
+}
+
+const Holder& ThisHolder() {
+  static const Holder holder = [] {
+    Holder h;
+    char host[256] = {};
+    (void)gethostname(host, sizeof(host) - 1);
+    h.host = host;
+    h.boot = ReadFirstLine("/proc/sys/kernel/random/boot_id");
+    h.boot.erase(std::remove(h.boot.begin(), h.boot.end(), '-'), h.boot.end());
+    std::error_code ec;
+    const auto ns = std::filesystem::read_symlink("/proc/self/ns/pid", ec).string();
+    for (char c : ns) {
+      if (std::isdigit(static_cast<unsigned char>(c))) h.pid_ns += c;
+    }
+    h.pid = getpid();
+    h.start_time = ProcessStartTime(h.pid).value_or("0");
+    return h;
+  }();
+  return holder;
+}
+
+std::vector<std::string> SplitCookie(const std::string& cookie) {
+  std::vector<std::string> parts;
+  std::string part;
+  std::istringstream in(cookie);
+  while (std::getline(in, part, ':')) parts.push_back(part);
+  return parts;
+}
+
+// Why the holder named by `cookie` is known to be gone, or nullopt when it may be
+// alive (another host, another PID namespace, a live process): then only its lease
+// frees the lock.
+std::optional<std::string> DeadHolderReason(const std::string& cookie) {
+  const Holder& self = ThisHolder();
+  const auto parts = SplitCookie(cookie);
+  if (parts.size() != 6 || parts[0] != self.host || self.boot.empty() ||
+      self.pid_ns.empty()) {
+    return std::nullopt;
+  }
+  if (parts[1] != self.boot) return "host rebooted since";
+  if (parts[2] != self.pid_ns) return std::nullopt;
+  long pid = 0;
+  try {
+    pid = std::stol(parts[3]);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (pid <= 0) return std::nullopt;
+  const auto start = ProcessStartTime(pid);
+  if (!start) return "pid " + parts[3] + " is gone";
+  if (*start != parts[4]) return "pid " + parts[3] + " was reused";
+  return std::nullopt;
+}
+
+// NUL-separated strings of a rados_list_lockers buffer.
+std::vector<std::string> SplitNul(const std::vector<char>& buf, size_t len) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos < len && pos < buf.size()) {
+    std::string s(buf.data() + pos);
+    pos += s.size() + 1;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
 }  // namespace
+
+bool RbdBackend::BreakDeadHolders(PoolCtx& pool, const std::string& oid) {
+  size_t tag_len = 64, clients_len = 1024, cookies_len = 1024, addrs_len = 1024;
+  std::vector<char> tag, clients, cookies, addrs;
+  ssize_t n = 0;
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    tag.assign(tag_len, 0);
+    clients.assign(clients_len, 0);
+    cookies.assign(cookies_len, 0);
+    addrs.assign(addrs_len, 0);
+    int exclusive = 0;
+    n = rados_list_lockers(pool.io.get(), oid.c_str(), kLockName, &exclusive, tag.data(),
+                           &tag_len, clients.data(), &clients_len, cookies.data(),
+                           &cookies_len, addrs.data(), &addrs_len);
+    if (n != -ERANGE) break;
+  }
+  if (n <= 0) return false;  // gone meanwhile, or unreadable: the caller waits and retries
+  const auto client_list = SplitNul(clients, clients_len);
+  const auto cookie_list = SplitNul(cookies, cookies_len);
+  bool broken = false;
+  for (size_t i = 0; i < client_list.size() && i < cookie_list.size(); ++i) {
+    const auto reason = DeadHolderReason(cookie_list[i]);
+    if (!reason) continue;
+    const int r = rados_break_lock(pool.io.get(), oid.c_str(), kLockName,
+                                   client_list[i].c_str(), cookie_list[i].c_str());
+    if (r < 0 && r != -ENOENT) {
+      log_->warn("rados lock of a dead holder not broken lock={} holder={} errno={}",
+                 pool.Where(oid), cookie_list[i], -r);
+      continue;
+    }
+    log_->warn("rados lock of a dead holder broken lock={} holder={} reason=\"{}\"",
+               pool.Where(oid), cookie_list[i], *reason);
+    broken = true;
+  }
+  return broken;
+}
 
 std::string PoolCtx::Where(const std::string& name) const {
   return ns.empty() ? pool + "/" + name : pool + "/" + ns + "/" + name;
@@ -706,10 +850,9 @@ std::unique_ptr<Lock> RbdBackend::AcquireLock(const std::string& key,
   ValidateName("lock", key);
   auto pool = Pool(options_.pool);
   const std::string oid = "cachemgr.lock." + key;
-  char host[256] = {};
-  (void)gethostname(host, sizeof(host) - 1);
-  // The cookie tells holders apart: two locks in one process must still exclude.
-  const std::string cookie = std::string(host) + ":" + std::to_string(getpid()) + ":" + RandomHex(16);
+  // The cookie tells holders apart (two locks in one process must still exclude) and
+  // names the holder, so a lock left by a crashed process of this host can be broken.
+  const std::string cookie = ThisHolder().Cookie(RandomHex(16));
   const auto start = Clock::now();
   const auto deadline = start + timeout;
   auto wait = std::chrono::milliseconds(20);
@@ -722,6 +865,7 @@ std::unique_ptr<Lock> RbdBackend::AcquireLock(const std::string& key,
       return std::make_unique<RbdLock>(pool, oid, cookie, log_);
     }
     if (r != -EBUSY && r != -EEXIST) Check(r, "lock", pool->Where(oid));
+    if (BreakDeadHolders(*pool, oid)) continue;
     if (Clock::now() >= deadline) {
       throw Error(Errc::kBusy, "rbd lock " + key + " in " + location() +
                                    " is held by another owner (waited " +

@@ -91,6 +91,10 @@ class RbdBackend final : public Backend {
   ImageHandle OpenImage(const PoolCtx& pool, const std::string& name, bool read_only,
                         const char* snap = nullptr);
   ImageOptionsHandle NewImageOptions() const;
+  // Breaks the locks on `oid` whose holder (named in the cookie) was a process of this
+  // host that is gone, so a crash does not block the image for the whole lease.
+  // Returns whether one was broken.
+  bool BreakDeadHolders(PoolCtx& pool, const std::string& oid);
   void CopyFrom(const ImageRef& source, const char* snap, const ImageRef& dest,
                 const ProgressFn& progress);
   // Removes the user snapshots of an open image (unprotecting them first).

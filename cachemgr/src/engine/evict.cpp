@@ -16,6 +16,9 @@ namespace {
 constexpr auto kPassLockWait = std::chrono::milliseconds(200);
 // Candidates read per query while choosing victims least recently used first.
 constexpr size_t kLruPage = 64;
+// How long a caller that already holds the image's locks (stale replacement, gc) waits
+// for hits still cloning the entry: a copy of a large image takes minutes.
+constexpr auto kLockedUseWait = std::chrono::minutes(30);
 
 bool IgnoreNotFound(const std::function<void()>& fn) {
   try {
@@ -47,14 +50,18 @@ EvictAction CacheImpl::EvictEntry(index::EntryRow row, const std::string& kind,
                                   const std::string& reason, bool locked) {
   EvictAction action{kind, row.image_id, row.cache_name, AccountedBytes(row), reason, false};
   ImageLocks locks;
-  if (!locked) {
-    try {
-      locks = LockImage(row.cache_name, kPassLockWait);
-    } catch (const Error& e) {
-      if (e.code() != Errc::kBusy) throw;
-      action.reason += "; skipped: image busy";
-      return action;
-    }
+  std::unique_ptr<FileLock> use;
+  try {
+    if (!locked) locks = LockImage(row.cache_name, kPassLockWait);
+    // Exclusive use lock: hits cloning the entry finish first, and later ones see it
+    // no longer ready (they re-check the row under their shared lock).
+    use = FileLock::Acquire(UseLockPath(lock_dir_, row.cache_name),
+                            locked ? kLockedUseWait : kPassLockWait,
+                            "entry use lock " + row.cache_name);
+  } catch (const Error& e) {
+    if (e.code() != Errc::kBusy || locked) throw;
+    action.reason += "; skipped: image busy";
+    return action;
   }
   if (row.state == index::State::kReady) {
     if (!WithIndex([&](index::Index& ix) {

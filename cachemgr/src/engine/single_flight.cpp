@@ -14,7 +14,7 @@ namespace cachemgr::engine {
 
 std::unique_ptr<FileLock> FileLock::Acquire(const std::filesystem::path& path,
                                             std::chrono::milliseconds timeout,
-                                            const std::string& what) {
+                                            const std::string& what, Mode mode) {
   std::error_code ec;
   std::filesystem::create_directories(path.parent_path(), ec);
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -24,7 +24,8 @@ std::unique_ptr<FileLock> FileLock::Acquire(const std::filesystem::path& path,
   auto deadline = std::chrono::steady_clock::now() + timeout;
   auto pause = std::chrono::milliseconds(2);
   for (;;) {
-    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return std::unique_ptr<FileLock>(new FileLock(fd));
+    const int op = mode == Mode::kShared ? LOCK_SH : LOCK_EX;
+    if (::flock(fd, op | LOCK_NB) == 0) return std::unique_ptr<FileLock>(new FileLock(fd));
     int err = errno;
     if (err != EWOULDBLOCK && err != EINTR) {
       ::close(fd);

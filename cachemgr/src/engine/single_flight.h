@@ -80,15 +80,19 @@ class SingleFlight {
   std::map<std::string, std::shared_ptr<Call>> calls_;
 };
 
-// An exclusive flock on a file, released (and the fd closed) by the destructor. flock
-// locks belong to the open file description, so two threads of one process exclude
-// each other too, and a crashed holder releases it with its last fd.
+// An exclusive (or shared) flock on a file, released (and the fd closed) by the
+// destructor. flock locks belong to the open file description and every Acquire opens
+// the file anew, so two threads of one process exclude each other too, and a crashed
+// holder releases it with its last fd.
 class FileLock {
  public:
-  // Waits up to `timeout` (0: one try), then throws kBusy naming `what`.
+  enum class Mode { kExclusive, kShared };
+  // Waits up to `timeout` (0: one try), then throws kBusy naming `what`. Shared holders
+  // do not exclude each other, only an exclusive one.
   static std::unique_ptr<FileLock> Acquire(const std::filesystem::path& path,
                                            std::chrono::milliseconds timeout,
-                                           const std::string& what);
+                                           const std::string& what,
+                                           Mode mode = Mode::kExclusive);
   ~FileLock();
   FileLock(const FileLock&) = delete;
   FileLock& operator=(const FileLock&) = delete;
@@ -97,5 +101,14 @@ class FileLock {
   explicit FileLock(int fd) : fd_(fd) {}
   int fd_;
 };
+
+// The file of an entry's use lock, apart from its fill lock (<key>.lock): hits hold it
+// shared while they clone the entry and record the volume; eviction and stale
+// replacement hold it exclusive, so they never remove an entry a clone is being made
+// of. Separate because a fill holds the fill lock for minutes and hits must not wait.
+inline std::filesystem::path UseLockPath(const std::filesystem::path& lock_dir,
+                                         const std::string& key) {
+  return lock_dir / (key + ".use.lock");
+}
 
 }  // namespace cachemgr::engine

@@ -25,6 +25,12 @@ class VolumeGuard {
     if (!armed_ || committed_) return;
     try {
       backend_.Remove(ref_);
+    } catch (const Error& e) {
+      // Not found: the clone or copy failed before it made anything (an entry evicted
+      // meanwhile, retried by CreateVolume), so nothing is half-made.
+      if (e.code() != Errc::kNotFound) {
+        log_->warn("half-made volume not removed volume={} error={}", ref_.name, e.what());
+      }
     } catch (const std::exception& e) {
       log_->warn("half-made volume not removed volume={} error={}", ref_.name, e.what());
     }
@@ -127,9 +133,22 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
   const storage::ImageRef volume{backend_->volume_pool(), request.volume};
   const auto snap = EntrySnap(entry);
   VolumeGuard guard(*backend_, volume, log_);
+  // Shared use lock while the clone is made and recorded: an eviction waits for it and
+  // then sees the entry no longer ready (see UseLockPath). Taken after any flatten,
+  // which needs the image's exclusive locks.
+  std::unique_ptr<FileLock> use;
+  auto hold_entry = [&] {
+    use = FileLock::Acquire(UseLockPath(lock_dir_, entry.cache_name), std::chrono::minutes(5),
+                            "entry use lock " + entry.cache_name, FileLock::Mode::kShared);
+    auto now = WithIndex([&](index::Index& ix) { return ix.GetEntry(entry.id); });
+    if (!now || now->state != index::State::kReady || now->cache_name != entry.cache_name) {
+      throw Error(Errc::kNotFound, "entry of image " + entry.image_id + ": evicted meanwhile");
+    }
+  };
   Plan plan = Plan::kClone;
   switch (decision.plan) {
     case policy::ClonePlan::kClone:
+      hold_entry();
       guard.Arm();
       backend_->Clone(snap, volume);
       plan = Plan::kClone;
@@ -141,6 +160,7 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
           request.progress(Progress{entry.image_id, "copy", done, total});
         };
       }
+      hold_entry();
       guard.Arm();
       backend_->Copy(snap, volume, progress);
       plan = Plan::kCopy;
@@ -148,6 +168,7 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
     }
     case policy::ClonePlan::kFlattenClone:
       FlattenEntry(entry);
+      hold_entry();
       guard.Arm();
       backend_->Clone(snap, volume);
       plan = Plan::kFlattenClone;
