@@ -6,6 +6,8 @@
 #   2. asan:  a clang build in $BUILD-asan with ASan+UBSan (and -DCACHEMGR_FUZZ=ON, so
 #             the same build also holds the libFuzzer targets) running the unit, policy,
 #             engine and local-contract tests, plus any test labelled "asan".
+#             Sanitizer suites leave out tests that need the ceph/glance fixtures
+#             (the main suite runs those).
 #   3. tsan:  a clang build in $BUILD-tsan with TSan running the concurrency tests
 #             (label "concurrency", or a name that says concurrency/single flight/race,
 #             and engine_local_test, which holds the single-flight cases).
