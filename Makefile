@@ -15,7 +15,7 @@ PKGS := cmake g++ make pkg-config clang libclang-rt-14-dev \
         libcli11-dev libssl-dev qemu-utils \
         ceph-mon ceph-osd ceph-common python3-rbd \
         glance-api python3-glance-store python3-boto3 \
-        gnuplot-nox procps iproute2 curl
+        gnuplot-nox procps iproute2 curl jq xfsprogs util-linux
 
 .PHONY: all deps build demo test test-unit bench clean
 all: build
