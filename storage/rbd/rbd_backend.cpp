@@ -510,7 +510,8 @@ std::unique_ptr<ImageWriter> RbdBackend::Create(const ImageRef& ref, uint64_t si
   Check(rbd_create4(pool->io.get(), ref.name.c_str(), size, opts.get()), "create",
         pool->Where(ref.name));
   log_->debug("rbd image created image={} size={}", pool->Where(ref.name), size);
-  return std::make_unique<RbdImageWriter>(pool, ref.name, size, options_.queue_depth, log_);
+  return std::make_unique<RbdImageWriter>(pool, ref.name, size, options_.queue_depth,
+                                          std::chrono::seconds(options_.op_timeout_s), log_);
 }
 
 bool RbdBackend::Adopt(const std::filesystem::path& /*raw_file*/, const ImageRef& ref) {

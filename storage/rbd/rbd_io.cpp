@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <system_error>
 
 #include <spdlog/spdlog.h>
 
@@ -35,13 +36,15 @@ bool IsZero(const std::byte* p, size_t n) {
 }  // namespace
 
 RbdImageWriter::RbdImageWriter(std::shared_ptr<PoolCtx> pool, std::string name, uint64_t size,
-                               uint32_t queue_depth, std::shared_ptr<spdlog::logger> logger)
+                               uint32_t queue_depth, std::chrono::seconds op_timeout,
+                               std::shared_ptr<spdlog::logger> logger)
     : pool_(std::move(pool)),
       name_(std::move(name)),
       where_(pool_->Where(name_)),
       log_(std::move(logger)),
       size_(size),
       queue_depth_(std::max<uint32_t>(queue_depth, 1)),
+      op_timeout_(op_timeout),
       start_(std::chrono::steady_clock::now()) {
   // The image exists already: from here on the destructor removes it on failure.
   const int r = rbd_open(pool_->io.get(), name_.c_str(), image_.out(), nullptr);
@@ -57,22 +60,75 @@ RbdImageWriter::RbdImageWriter(std::shared_ptr<PoolCtx> pool, std::string name, 
 
 RbdImageWriter::~RbdImageWriter() {
   if (finished_) return;
-  try {
-    // Every write must be done before the image can be closed and removed.
-    while (!in_flight_.empty()) {
-      Reap(in_flight_.front());
-      in_flight_.pop_front();
+  // Every write must be done before the image can be closed and removed, and the buffers
+  // freed. Against a dead OSD each of those steps waits out the op timeout, so they run on
+  // a thread of their own that owns what the writes still use; the caller waits for it a
+  // bounded time and, past that, the staging image is left for gc (its name says so).
+  struct Abandoned {
+    std::shared_ptr<PoolCtx> pool;
+    std::string name;
+    std::string where;
+    ImageHandle image;
+    std::deque<Batch> in_flight;
+    std::shared_ptr<spdlog::logger> log;
+    uint64_t bytes_in = 0;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+  };
+  auto job = std::make_shared<Abandoned>();
+  job->pool = pool_;
+  job->name = name_;
+  job->where = where_;
+  job->image = std::move(image_);
+  job->in_flight = std::move(in_flight_);
+  job->log = log_;
+  job->bytes_in = stats_.bytes_in;
+  const auto start = std::chrono::steady_clock::now();
+  auto cleanup = [job] {
+    for (auto& batch : job->in_flight) {
+      for (auto& c : batch.writes) rbd_aio_wait_for_complete(c.get());
     }
-  } catch (...) {
+    job->in_flight.clear();
+    job->image.reset();
+    const int r = rbd_remove(job->pool->io.get(), job->name.c_str());
+    if (r < 0 && r != -ENOENT) {
+      job->log->error(
+          "rbd import abandoned, removing the partial image failed, left for gc image={} "
+          "errno={}",
+          job->where, -r);
+    } else {
+      job->log->warn("rbd import abandoned, partial image removed image={} bytes_in={}",
+                     job->where, job->bytes_in);
+    }
+    std::lock_guard lock(job->mu);
+    job->done = true;
+    job->cv.notify_all();
+  };
+  if (op_timeout_.count() == 0) {
+    cleanup();  // no op timeout configured: every step ends on its own
+    return;
   }
-  image_.reset();
-  const int r = rbd_remove(pool_->io.get(), name_.c_str());
-  if (r < 0 && r != -ENOENT) {
-    log_->error("rbd import abandoned, removing the partial image failed image={} errno={}",
-                where_, -r);
-  } else {
-    log_->warn("rbd import abandoned, partial image removed image={} bytes_in={}", where_,
-               stats_.bytes_in);
+  // After a timed-out write the cluster is most likely unreachable: the removal would
+  // only time out as well, so the caller hears of the failure without waiting for it.
+  const auto budget = error_ == -ETIMEDOUT ? std::min<std::chrono::seconds>(op_timeout_,
+                                                                          std::chrono::seconds(5))
+                                           : op_timeout_;
+  try {
+    std::thread(cleanup).detach();
+  } catch (const std::system_error&) {
+    cleanup();
+    return;
+  }
+  std::unique_lock lock(job->mu);
+  if (!job->cv.wait_for(lock, budget, [&] { return job->done; })) {
+    log_->warn(
+        "rbd import abandoned, partial image not yet removed, left for gc if the removal "
+        "does not finish image={} ms={}",
+        where_,
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                              start)
+            .count());
   }
 }
 
@@ -211,29 +267,68 @@ RbdLock::RbdLock(std::shared_ptr<PoolCtx> pool, std::string oid, std::string coo
       oid_(std::move(oid)),
       cookie_(std::move(cookie)),
       log_(std::move(logger)),
-      renewer_([this] { RenewLoop(); }) {}
+      renewal_(std::make_shared<Renewal>()) {
+  renewal_->pool = pool_;
+  renewal_->oid = oid_;
+  renewal_->cookie = cookie_;
+  renewal_->log = log_;
+  renewer_ = std::thread([state = renewal_] { RenewLoop(state); });
+}
 
 RbdLock::~RbdLock() {
+  bool renewer_done = false;
   {
-    std::lock_guard lock(mu_);
-    stop_ = true;
+    std::unique_lock lock(renewal_->mu);
+    renewal_->stop = true;
+    renewal_->cv.notify_all();
+    renewer_done = renewal_->cv.wait_for(lock, kUnlockWait, [this] { return renewal_->done; });
   }
-  cv_.notify_all();
-  if (renewer_.joinable()) renewer_.join();
-  const int r = rados_unlock(pool_->io.get(), oid_.c_str(), kLockName, cookie_.c_str());
+  if (!renewer_done) {
+    // A renewal is stuck on an unreachable OSD: an unlock now could be overtaken by it,
+    // and would be stuck as well. The lease ends the lock.
+    renewer_.detach();
+    log_->warn("rados lock renewal still pending, the lease ends the lock lock={}",
+               pool_->Where(oid_));
+    return;
+  }
+  renewer_.join();
+  // Unlocking is a courtesy: the lease ends the lock anyway. With the OSD gone the unlock
+  // would wait out the op timeout, so it gets a short wait and is left to finish alone.
+  rados_completion_t c = nullptr;
+  int r = rados_aio_create_completion2(nullptr, nullptr, &c);
+  if (r == 0) {
+    r = rados_aio_unlock(pool_->io.get(), oid_.c_str(), kLockName, cookie_.c_str(), c);
+    if (r == 0) {
+      const auto deadline = std::chrono::steady_clock::now() + kUnlockWait;
+      while (!rados_aio_is_complete(c) && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+      r = rados_aio_is_complete(c) ? rados_aio_get_return_value(c) : -ETIMEDOUT;
+    }
+    rados_aio_release(c);  // a pending op keeps its own reference
+  }
   if (r < 0 && r != -ENOENT) {
-    log_->warn("rados unlock failed lock={} errno={}", pool_->Where(oid_), -r);
+    log_->warn("rados unlock failed, the lease ends the lock lock={} errno={}",
+               pool_->Where(oid_), -r);
   }
 }
 
-void RbdLock::RenewLoop() {
-  std::unique_lock lock(mu_);
-  while (!cv_.wait_for(lock, kLease / 3, [this] { return stop_; })) {
+void RbdLock::RenewLoop(const std::shared_ptr<Renewal>& state) {
+  std::unique_lock lock(state->mu);
+  while (!state->cv.wait_for(lock, kLease / 3, [&] { return state->stop; })) {
+    lock.unlock();  // the destructor must be able to stop waiting for a stuck renewal
     timeval lease{kLease.count(), 0};
-    const int r = rados_lock_exclusive(pool_->io.get(), oid_.c_str(), kLockName, cookie_.c_str(),
-                                       "cachemgr", &lease, LIBRADOS_LOCK_FLAG_MAY_RENEW);
-    if (r < 0) log_->warn("rados lock renewal failed lock={} errno={}", pool_->Where(oid_), -r);
+    const int r = rados_lock_exclusive(state->pool->io.get(), state->oid.c_str(), kLockName,
+                                       state->cookie.c_str(), "cachemgr", &lease,
+                                       LIBRADOS_LOCK_FLAG_MAY_RENEW);
+    if (r < 0) {
+      state->log->warn("rados lock renewal failed lock={} errno={}",
+                       state->pool->Where(state->oid), -r);
+    }
+    lock.lock();
   }
+  state->done = true;
+  state->cv.notify_all();
 }
 
 }  // namespace cachemgr::storage::rbd

@@ -22,11 +22,15 @@ namespace cachemgr::storage::rbd {
 // gathered into object-sized, object-aligned buffers; within a buffer only the runs of
 // non-zero 4 KiB blocks are written, so the image stays sparse; at most `queue_depth`
 // buffers have writes in flight; the first failed write wins and is thrown from the next
-// Append() or from Finish(). Without Finish() the destructor removes the image.
+// Append() or from Finish(). Without Finish() the destructor removes the image, waiting
+// for that at most `op_timeout` (5 s after a timed-out write: the cluster is most likely
+// unreachable); past that the removal goes on in the background and, if the process ends
+// first, the staging image is left for gc. op_timeout 0 waits without bound.
 class RbdImageWriter final : public ImageWriter {
  public:
   RbdImageWriter(std::shared_ptr<PoolCtx> pool, std::string name, uint64_t size,
-                 uint32_t queue_depth, std::shared_ptr<spdlog::logger> logger);
+                 uint32_t queue_depth, std::chrono::seconds op_timeout,
+                 std::shared_ptr<spdlog::logger> logger);
   ~RbdImageWriter() override;
 
   void Append(std::span<const std::byte> data) override;
@@ -51,6 +55,7 @@ class RbdImageWriter final : public ImageWriter {
   uint64_t size_;
   uint64_t object_size_ = 4 << 20;
   size_t queue_depth_;
+  std::chrono::seconds op_timeout_;
   std::vector<std::byte> cur_;     // the object being gathered
   size_t fill_ = 0;                // bytes of cur_ used
   uint64_t offset_ = 0;            // image offset of cur_[0]
@@ -81,21 +86,32 @@ class RbdImageReader final : public ImageReader {
 class RbdLock final : public Lock {
  public:
   static constexpr std::chrono::seconds kLease{30};
+  static constexpr std::chrono::seconds kUnlockWait{5};
 
   RbdLock(std::shared_ptr<PoolCtx> pool, std::string oid, std::string cookie,
           std::shared_ptr<spdlog::logger> logger);
   ~RbdLock() override;
 
  private:
-  void RenewLoop();
+  // Shared with the renewer thread, which may outlive the lock: a renewal stuck on a dead
+  // OSD is not waited for beyond kUnlockWait (the lease ends the lock anyway).
+  struct Renewal {
+    std::shared_ptr<PoolCtx> pool;
+    std::string oid;
+    std::string cookie;
+    std::shared_ptr<spdlog::logger> log;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool stop = false;
+    bool done = false;
+  };
+  static void RenewLoop(const std::shared_ptr<Renewal>& state);
 
   std::shared_ptr<PoolCtx> pool_;
   std::string oid_;
   std::string cookie_;
   std::shared_ptr<spdlog::logger> log_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
+  std::shared_ptr<Renewal> renewal_;
   std::thread renewer_;
 };
 

@@ -3,7 +3,8 @@
 #   osd-kill     RBD: a Ceph cluster of this test's own (ceph-start.sh in its work dir,
 #                so no other test loses its OSD); the OSD is killed (SIGKILL) while a
 #                1 GiB image is being imported. The create must fail within the op
-#                timeout and leave no ready entry.
+#                timeout (+ 60 s for the bounded cleanups), counted from the kill, and
+#                leave no ready entry.
 #   source-drop  an image server that stops mid-download: it drops the connection
 #                after half the bytes ("drop"), or stops sending ("stall"). The create
 #                must fail within the source timeout and leave nothing behind.
@@ -64,8 +65,10 @@ osd_kill() {
   local killed_ms=$(( $(now_ms) - t0 ))
   local rc
   rc=$(wait_pid "$pid" 120)
-  local took=$(( ($(now_ms) - t0) / 1000 ))
-  local ok=0 obs="OSD killed at ${killed_ms} ms; create: exit $rc after ${took}s"
+  # Measured from the kill: the promise is about the fault; how long the create took to
+  # reach the import (image fetch, a loaded machine) is not part of it.
+  local took=$(( ($(now_ms) - t0 - killed_ms) / 1000 ))
+  local ok=0 obs="OSD killed at ${killed_ms} ms; create: exit $rc ${took}s after the kill"
   if (( started == 0 )); then ok=1; obs+="; the import never began before the kill"; fi
   if [[ $rc == 0 || $rc == timeout ]]; then ok=1; fi
   if (( took > 15 + 60 )); then ok=1; obs+="; slower than op timeout + 60 s"; fi
