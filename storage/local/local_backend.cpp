@@ -321,6 +321,67 @@ struct LocalBackend::Impl {
     return root / ref.pool / ".meta" / (ref.name + ".json");
   }
   fs::path TrashDir() const { return root / ".trash"; }
+  fs::path BackingDir() const { return root / ".backing"; }
+
+  // The stable backing name of the file at `path` (`.backing/<inode>`); empty when the
+  // file cannot be stat'ed.
+  fs::path StableOf(const fs::path& path) const {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return {};
+    return BackingDir() / std::to_string(st.st_ino);
+  }
+
+  // Makes (or finds) the stable backing name of `path` and returns it.
+  fs::path EnsureStable(const fs::path& path) const {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) FailErrno("cannot stat", path, errno);
+    auto stable = BackingDir() / std::to_string(st.st_ino);
+    if (::link(path.c_str(), stable.c_str()) != 0) {
+      int e = errno;
+      struct stat have {};
+      if (e != EEXIST) FailErrno("cannot link " + path.string() + " as", stable, e);
+      // Made by an earlier clone. An inode number is not reused while this link holds it,
+      // so the same number is the same file.
+      if (::stat(stable.c_str(), &have) != 0 || have.st_ino != st.st_ino || have.st_dev != st.st_dev)
+        Fail(Errc::kBackend, stable.string() + ": not a link of " + path.string() +
+                                 " (move it away and retry)");
+      return stable;
+    }
+    FsyncDir(BackingDir());
+    return stable;
+  }
+
+  // Drops the stable name of a file whose last other name is going (or gone), when no
+  // overlay names it.
+  bool DropStableIfUnused(const fs::path& stable, const std::vector<Overlay>& overlays) const {
+    if (stable.empty()) return false;
+    for (const auto& o : overlays)
+      if (o.backing == stable) return false;
+    struct stat st {};
+    if (::lstat(stable.c_str(), &st) != 0 || st.st_nlink > 1) return false;
+    if (::unlink(stable.c_str()) != 0) return false;
+    log->debug("dropped backing link {}", stable.string());
+    return true;
+  }
+
+  // Stable names with no other name and no overlay: the old file of an image flattened
+  // in place once its overlays are gone, or a link a crash left. Dropping one can free
+  // the one it was backed by, hence the loop.
+  void SweepStable() const {
+    std::error_code ec;
+    bool dropped = true;
+    while (dropped) {
+      dropped = false;
+      auto overlays = ScanOverlays();
+      for (const auto& e : fs::directory_iterator(BackingDir(), ec)) {
+        if (DropStableIfUnused(e.path(), overlays)) {
+          dropped = true;
+          std::erase_if(overlays, [&](const Overlay& o) { return o.path == e.path(); });
+        }
+      }
+    }
+    FsyncDir(BackingDir());
+  }
 
   static void Check(const ImageRef& ref) {
     ValidateName("pool", ref.pool);
@@ -420,19 +481,31 @@ struct LocalBackend::Impl {
       if (h.is_qcow2 && h.backing)
         out.push_back({image, *h.backing, std::nullopt, dir.path().filename().string()});
     }
+    // A stable name whose image was flattened in place (a new inode under the old name)
+    // keeps the old overlay for its own users: it is a user of its parent too.
+    for (const auto& file : fs::directory_iterator(BackingDir(), ec)) {
+      auto h = ReadQcow2Header(file.path());
+      if (h.is_qcow2 && h.backing) out.push_back({file.path(), *h.backing, std::nullopt, {}});
+    }
     return out;
   }
 
+  // Overlays whose backing file is the file at `path`, by its own name or its stable one.
   std::vector<Overlay> UsersOf(const fs::path& path) const {
+    return UsersOf(path, ScanOverlays());
+  }
+  std::vector<Overlay> UsersOf(const fs::path& path, const std::vector<Overlay>& overlays) const {
     std::vector<Overlay> users;
     auto target = path.lexically_normal();
-    for (auto& o : ScanOverlays())
-      if (o.backing == target) users.push_back(std::move(o));
+    auto stable = StableOf(path);
+    for (const auto& o : overlays)
+      if (o.backing == target || (!stable.empty() && o.backing == stable)) users.push_back(o);
     return users;
   }
 
   Sidecar SidecarOf(const Overlay& o) const {
     if (o.ref) return Load(*o.ref);
+    if (o.trash_id.empty()) return {};  // a stable name only: no sidecar of its own
     auto entry = ReadJsonFile(TrashDir() / o.trash_id / "entry.json");
     return FromJson(entry.value("sidecar", json::object()));
   }
@@ -667,7 +740,7 @@ LocalBackend::LocalBackend(const LocalBackendOptions& options,
   if (ec)
     Fail(Errc::kConfig, "backend.local.root: cannot create " + options.root + ": " + ec.message());
   m.root = fs::weakly_canonical(fs::absolute(options.root));
-  for (const char* sub : {"_base", "volumes", ".trash", ".locks", ".tmp"}) {
+  for (const char* sub : {"_base", "volumes", ".trash", ".backing", ".locks", ".tmp"}) {
     fs::create_directories(m.root / sub, ec);
     if (ec)
       Fail(Errc::kConfig, "backend.local.root: cannot create " + (m.root / sub).string() + ": " +
@@ -857,8 +930,10 @@ void LocalBackend::Rename(const ImageRef& from, const std::string& to_name) {
   }
   // Overlays name their backing file by path: point them at the new name before the old
   // one goes, and carry their recorded parent along.
+  const auto from_normal = from_path.lexically_normal();
   for (const auto& o : impl_->UsersOf(from_path)) {
-    impl_->Rebase(o.path, to_path, format);
+    // Ours name the stable link, which does not move; only others' need the new name.
+    if (o.backing == from_normal) impl_->Rebase(o.path, to_path, format);
     if (o.ref) {
       Sidecar cs = impl_->Load(*o.ref);
       if (cs.parent && cs.parent->image == from) {
@@ -876,18 +951,24 @@ RemoveOutcome LocalBackend::Remove(const ImageRef& ref) {
   impl_->Require(ref);
   std::lock_guard lock(impl_->mu);
   auto path = PathOf(ref);
-  auto users = impl_->UsersOf(path);
+  auto overlays = impl_->ScanOverlays();
+  auto users = impl_->UsersOf(path, overlays);
   if (users.empty()) {
+    auto stable = impl_->StableOf(path);
     if (::unlink(path.c_str()) != 0) FailErrno("cannot remove", path, errno);
     impl_->DropSidecar(ref);
     FsyncDir(path.parent_path());
+    // The overlays seen above, less the file just removed: what still names a backing.
+    std::erase_if(overlays, [&](const Overlay& o) { return o.path == path; });
+    impl_->DropStableIfUnused(stable, overlays);
     impl_->log->info("removed image={}", RefName(ref));
     return RemoveOutcome::kRemoved;
   }
   // Still a backing file: park it in the trash under a fresh id, so the name is free for
-  // a new entry, and repoint the overlays (header only). The file is linked into the
-  // trash before the overlays move and unlinked after, so every overlay's backing file
-  // exists at every step.
+  // a new entry. Our overlays name its stable link and are not touched; overlays made by
+  // other tools against the name are repointed (header only) at the trash. The file is
+  // linked into the trash before they move and unlinked after, so every overlay's
+  // backing file exists at every step.
   Sidecar s = impl_->Load(ref);
   std::string format = impl_->Format(ref, s);
   std::string id = ref.name.substr(0, 100) + "." + RandomHex(12);
@@ -906,7 +987,9 @@ RemoveOutcome LocalBackend::Remove(const ImageRef& ref) {
                                 .count()}};
   WriteDurable(dir / "entry.json", entry.dump(2));
   FsyncDir(impl_->TrashDir());
-  for (const auto& o : users) impl_->Rebase(o.path, trashed, format);
+  const auto normal = path.lexically_normal();
+  for (const auto& o : users)
+    if (o.backing == normal) impl_->Rebase(o.path, trashed, format);
   if (::unlink(path.c_str()) != 0) FailErrno("cannot remove", path, errno);
   impl_->DropSidecar(ref);
   FsyncDir(path.parent_path());
@@ -996,8 +1079,9 @@ void LocalBackend::Clone(const SnapRef& parent, const ImageRef& child) {
   impl_->EnsurePool(child.pool);
   auto [tmp, fd] = MakeTemp(impl_->PoolDir(child.pool), child.name);
   try {
+    auto backing = impl_->EnsureStable(PathOf(parent.image));
     impl_->Qemu({"qemu-img", "create", "-q", "-f", "qcow2", "-F", parent_format, "-b",
-                 PathOf(parent.image).string(), tmp.string(), std::to_string(rec.size)});
+                 backing.string(), tmp.string(), std::to_string(rec.size)});
     Fd written = OpenOrFail(tmp, O_RDWR);
     impl_->ApplyOwnership(written.get(), tmp);
     FsyncFd(written.get(), tmp);
@@ -1087,6 +1171,7 @@ std::vector<ImageRef> LocalBackend::Children(const SnapRef& snap) {
   ValidateName("snapshot", snap.snap);
   std::vector<ImageRef> out;
   for (const auto& o : impl_->UsersOf(PathOf(snap.image))) {
+    if (!o.ref && o.trash_id.empty()) continue;  // an old inode under a stable name
     Sidecar cs = impl_->SidecarOf(o);
     if (!cs.parent || *cs.parent != snap) continue;
     if (o.ref) {
@@ -1149,12 +1234,17 @@ bool LocalBackend::PurgeTrash(const TrashEntry& entry) {
   std::lock_guard lock(impl_->mu);
   auto dir = impl_->TrashDir() / entry.id;
   if (!fs::exists(dir)) Fail(Errc::kNotFound, "trash entry " + entry.id + ": not found");
-  auto users = impl_->UsersOf(dir / "image");
-  if (!users.empty()) return false;
+  // Old files that only held the chain together go first: they may be the last users.
+  impl_->SweepStable();
+  auto overlays = impl_->ScanOverlays();
+  if (!impl_->UsersOf(dir / "image", overlays).empty()) return false;
+  auto stable = impl_->StableOf(dir / "image");
   std::error_code ec;
   fs::remove_all(dir, ec);
   if (ec) Fail(Errc::kBackend, "cannot remove trash entry " + dir.string() + ": " + ec.message());
   FsyncDir(impl_->TrashDir());
+  std::erase_if(overlays, [&](const Overlay& o) { return o.trash_id == entry.id; });
+  impl_->DropStableIfUnused(stable, overlays);
   impl_->log->info("purged trash_id={} image={}", entry.id, RefName(entry.original));
   return true;
 }

@@ -7,12 +7,23 @@
 //                             rebuilt from these; a file without one is a raw image)
 //   <pool>/.tmp-*             files being made; renamed (linked) into place when durable
 //   .trash/<id>/              images removed while overlays still used them
+//   .backing/<inode>          the name overlays use as their backing file: a hard link
+//                             of the parent, named by its inode (see below)
 //   .locks/<key>.lock         flock files of AcquireLock
 //   .tmp/                     raw views of qcow2 files while they are read
 //
 // Snapshots are records in the sidecar (name, protected, size), not copies: the engine
 // never writes an image after snapshotting it, so a snapshot reads the image's first
-// `size` bytes. A qcow2 overlay's backing file is the parent image itself (absolute path).
+// `size` bytes.
+//
+// A qcow2 overlay names its backing file by path, and a reader (qemu starting a VM,
+// qemu-img) reads that path from the header and opens it a moment later. So the path an
+// overlay of ours names is never one that changes: it is `.backing/<inode>`, a hard link
+// of the parent made at the first clone. Removing, renaming or flattening the parent
+// changes its own name only; the overlay's header is never rewritten and its backing
+// file never moves. The link goes when no overlay names it and no other name holds the
+// inode. Overlays made by other tools against `<pool>/<name>` are still seen as users;
+// those alone are repointed (header only) when their base leaves its name.
 #pragma once
 
 #include <filesystem>

@@ -186,6 +186,9 @@ trash_entries() {
     rbd_cmd trash ls --all "$POOL" 2>/dev/null
   else
     [[ -d $ROOT/.trash ]] && find "$ROOT/.trash" -mindepth 1 -maxdepth 1 -printf '%P\n'
+    # a stable backing link that no other name holds is a deferred delete too
+    [[ -d $ROOT/.backing ]] && find "$ROOT/.backing" -mindepth 1 -maxdepth 1 -links 1 \
+      -printf '.backing/%P\n'
   fi
 }
 
@@ -195,9 +198,10 @@ backend_images() {
     rbd_cmd ls "$POOL" 2>/dev/null
   else
     # lock files are not objects (flock targets under the root stay by design); the
-    # trash is counted apart (trash_entries)
+    # trash is counted apart (trash_entries), and so are the stable backing links
+    # (second names of images, or deferred deletes)
     [[ -d $ROOT ]] && find "$ROOT" -type f -not -path "$ROOT/.locks/*" \
-      -not -path "$ROOT/.trash/*" -printf '%P\n' 2>/dev/null | sort
+      -not -path "$ROOT/.trash/*" -not -path "$ROOT/.backing/*" -printf '%P\n' 2>/dev/null | sort
   fi
 }
 

@@ -123,15 +123,23 @@ TEST_CASE("a base in use survives removal and goes once its last overlay is dele
   ImageRef v2{b->volume_pool(), "vm2-disk"};
   b->Clone(snap, v1);
   b->Clone(snap, v2);
-  CHECK(BackingOf(b->PathOf(v1)) == b->PathOf(base).string());
+  // The overlays name the base's stable link: the same file, under a name that never
+  // changes while they need it.
+  auto backing = BackingOf(b->PathOf(v1));
+  CHECK(backing.find("/.backing/") != std::string::npos);
+  CHECK(BackingOf(b->PathOf(v2)) == backing);
+  CHECK(StatOf(backing).st_ino == StatOf(b->PathOf(base)).st_ino);
   CHECK(QemuCompare(b->PathOf(v1), "qcow2", src) == 0);
 
-  // The eviction pass removes the entry: its bytes are parked, not deleted.
+  // The eviction pass removes the entry: its bytes are parked, not deleted, and the
+  // overlays' headers are not touched (a reader that read one a moment ago still finds
+  // its backing file).
+  auto header_before = ReadFile(b->PathOf(v1));
   CHECK(b->Remove(base) == storage::RemoveOutcome::kTrashed);
   CHECK_FALSE(fs::exists(b->PathOf(base)));
-  auto trashed = BackingOf(b->PathOf(v1));
-  CHECK(trashed.find("/.trash/") != std::string::npos);
-  CHECK(fs::exists(trashed));
+  CHECK(ReadFile(b->PathOf(v1)) == header_before);
+  CHECK(BackingOf(b->PathOf(v1)) == backing);
+  CHECK(fs::exists(backing));
   CHECK(QemuCompare(b->PathOf(v1), "qcow2", src) == 0);
   CHECK(QemuCompare(b->PathOf(v2), "qcow2", src) == 0);
 
@@ -152,7 +160,42 @@ TEST_CASE("a base in use survives removal and goes once its last overlay is dele
   CHECK_FALSE(trash[0].has_children);
   CHECK(b->PurgeTrash(trash[0]));
   CHECK(b->ListTrash().empty());
-  CHECK_FALSE(fs::exists(trashed));
+  CHECK_FALSE(fs::exists(backing));
+  CHECK(fs::is_empty(dir.path() / "root" / ".backing"));
+}
+
+TEST_CASE("a base flattened in place keeps the old file for the overlays made before") {
+  TempDir dir("local-flatten-parent");
+  auto src = dir.path() / "source.raw";
+  WriteRawImage(src, 4 * kMiB, 2 * kMiB, 14);
+  auto b = MakeLocal(dir.path() / "root");
+  ImageRef base{b->entry_pool(), kBaseName};
+  Import(*b, src, base);
+  b->CreateSnapshot({base, "snap"});
+  b->ProtectSnapshot({base, "snap"});
+  // A mid-chain image (like an entry made by a direct clone) with an overlay of its own.
+  ImageRef mid{b->entry_pool(), "mid"};
+  b->Clone({base, "snap"}, mid);
+  b->CreateSnapshot({mid, "snap"});
+  b->ProtectSnapshot({mid, "snap"});
+  ImageRef top{b->volume_pool(), "top"};
+  b->Clone({mid, "snap"}, top);
+
+  b->Flatten(mid, {});
+  CHECK(b->Depth(mid) == 0);
+  CHECK(b->Depth(top) == 2);  // through the old file, still backed by the base
+  CHECK(QemuCompare(b->PathOf(top), "qcow2", src) == 0);
+  // The base is still in use through that old file: removing it parks it.
+  CHECK(b->Remove(base) == storage::RemoveOutcome::kTrashed);
+  CHECK(QemuCompare(b->PathOf(top), "qcow2", src) == 0);
+  CHECK(b->Remove(top) == storage::RemoveOutcome::kRemoved);
+  // The old file goes with its last overlay; then the base's trash entry is free.
+  auto trash = b->ListTrash();
+  REQUIRE(trash.size() == 1);
+  CHECK(b->PurgeTrash(trash[0]));
+  CHECK(b->ListTrash().empty());
+  CHECK(fs::is_empty(dir.path() / "root" / ".backing"));
+  CHECK(QemuCompare(b->PathOf(mid), "qcow2", src) == 0);
 }
 
 TEST_CASE("an overlay made by another tool is also seen as a user of a base") {
@@ -183,7 +226,7 @@ TEST_CASE("renaming a base keeps its overlays reading") {
   b->Clone({staging, "snap"}, v);
   b->Rename(staging, kBaseName);
   ImageRef base{b->entry_pool(), kBaseName};
-  CHECK(BackingOf(b->PathOf(v)) == b->PathOf(base).string());
+  CHECK(StatOf(BackingOf(b->PathOf(v))).st_ino == StatOf(b->PathOf(base)).st_ino);
   CHECK(QemuCompare(b->PathOf(v), "qcow2", src) == 0);
   REQUIRE(b->Parent(v).has_value());
   CHECK(b->Parent(v)->image == base);
