@@ -4,12 +4,17 @@
 What cinder.volume.drivers.rbd.RBDDriver.copy_image_to_volume does through
 image_utils.fetch_to_raw: download the image to a file, `qemu-img info` it, convert it
 with `qemu-img convert -O raw` to a second file (Cinder converts raw images too), then
-`rbd import` that file into the pool. The download uses curl, which is faster than
-glanceclient's Python loop, so this is the pipeline's best case. Each repetition
-removes its imported image afterwards (not timed).
+`rbd import` that file into the pool. Each repetition removes its imported image
+afterwards (not timed).
+
+--download glanceclient (the default) downloads as Cinder does: GlanceImageService.download
+iterates python-glanceclient's images.data(), which verifies the image's os_hash (sha512)
+or md5 as the bytes pass, and writes the chunks to the file. --download curl skips that
+check (curl, no digest): the pipeline's best case, reported beside it.
 
 usage: cinder_miss.py --endpoint URL --image-id ID --format raw|qcow2 --conf C
-                      --pool P --workdir DIR [--reps N] [--label L] --out FILE
+                      --pool P --workdir DIR [--reps N] [--label L]
+                      [--download glanceclient|curl] --out FILE
 """
 import argparse
 import json
@@ -30,6 +35,19 @@ def run(argv):
     return (time.perf_counter() - t0) * 1000.0
 
 
+def glanceclient_download(endpoint, image_id, path):
+    """Cinder's download: images.data() (checksum verified while iterating) to a file."""
+    from glanceclient import Client  # Debian's python3-glanceclient
+    t0 = time.perf_counter()
+    # Glance here runs without Keystone: any token passes.
+    client = Client("2", endpoint=endpoint, token="bench")
+    body = client.images.data(image_id)
+    with open(path, "wb") as f:
+        for chunk in body:
+            f.write(chunk)
+    return (time.perf_counter() - t0) * 1000.0
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--endpoint", required=True)
@@ -40,6 +58,7 @@ def main():
     p.add_argument("--workdir", required=True)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--label", default="")
+    p.add_argument("--download", choices=("glanceclient", "curl"), default="glanceclient")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
@@ -49,8 +68,11 @@ def main():
     try:
         for rep in range(a.reps):
             name = "cinder-miss-%d-%d" % (os.getpid(), rep)
-            d = run(["curl", "-fsS", "--max-time", "600", "-o", fetched,
-                     "%s/v2/images/%s/file" % (a.endpoint, a.image_id)])
+            if a.download == "curl":
+                d = run(["curl", "-fsS", "--max-time", "600", "-o", fetched,
+                         "%s/v2/images/%s/file" % (a.endpoint, a.image_id)])
+            else:
+                d = glanceclient_download(a.endpoint, a.image_id, fetched)
             c = run(["qemu-img", "info", "--output=json", "-f", a.format, fetched])
             c += run(["qemu-img", "convert", "-f", a.format, "-O", "raw", fetched, converted])
             i = run(["rbd", "--conf", a.conf, "import", "--no-progress",
@@ -69,7 +91,9 @@ def main():
                 os.unlink(f)
     scenario = "miss"
     series = [
-        {"scenario": scenario, "name": "cinder " + a.label, "unit": "ms", "samples": totals,
+        {"scenario": scenario,
+         "name": ("cinder " if a.download == "glanceclient" else "cinder-curl ") + a.label,
+         "unit": "ms", "samples": totals,
          "extra": {"label": a.label, "format": a.format, "download_ms": downloads,
                    "convert_ms": converts, "import_ms": imports}},
     ]

@@ -109,15 +109,21 @@ def build(series):
     labels = sorted({name.split(" ", 1)[1] for (sc, name) in series if sc == "miss"})
     for label in labels:
         e, c = g("miss", "engine " + label), g("miss", "cinder " + label)
+        cc = g("miss", "cinder-curl " + label)
         if e:
             t.row("miss", "engine, %s 1 GiB" % label, e["p50"], e["p90"], "ms",
                   "fill p50 %s ms, n=%d" % (fmt(pct(extra(e, "fill_ms") or [], 50)), e["n"]))
         if c:
-            t.row("miss", "Cinder pipeline, %s 1 GiB" % label, c["p50"], c["p90"], "ms",
+            t.row("miss", "Cinder pipeline (glanceclient download, checksum verified), %s 1 GiB" % label, c["p50"], c["p90"], "ms",
                   "download %s + convert %s + import %s ms" % (
                       fmt(pct(c["extra"].get("download_ms", []), 50)),
                       fmt(pct(c["extra"].get("convert_ms", []), 50)),
                       fmt(pct(c["extra"].get("import_ms", []), 50))))
+        if cc:
+            t.row("miss", "Cinder pipeline with curl (no checksum), %s 1 GiB" % label, cc["p50"],
+                  cc["p90"], "ms", "download %s ms; Cinder / engine %s" % (
+                      fmt(pct(cc["extra"].get("download_ms", []), 50)),
+                      fmt(ratio(p50(cc), p50(e)))))
         target = 2.0 if label.startswith("raw") else 1.5
         t.goal("miss %s: Cinder / engine" % label, ratio(p50(c), p50(e)), target, ">=")
     imp_e, imp_r = g("import", "engine"), g("import", "rbd import")

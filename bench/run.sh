@@ -201,10 +201,12 @@ if want miss; then
         --image "${image_id[$label]}" --label "$label" "${rss_arg[@]}" \
         --out "$out/miss-engine-$label-$rep.json"
       purge "m-$label-$rep"
-      step "miss cinder $label" 600 $py "$repo/bench/cinder_miss.py" --endpoint "$endpoint" \
-        --image-id "${image_id[$label]}" --format "${image_fmt[$label]}" --conf "$conf" \
-        --pool volumes --workdir "$run/work" --reps 1 --label "$label" \
-        --out "$out/miss-cinder-$label-$rep.json"
+      for dl in glanceclient curl; do
+        step "miss cinder ($dl) $label" 600 $py "$repo/bench/cinder_miss.py" --endpoint "$endpoint" \
+          --image-id "${image_id[$label]}" --format "${image_fmt[$label]}" --conf "$conf" \
+          --pool volumes --workdir "$run/work" --reps 1 --label "$label" --download "$dl" \
+          --out "$out/miss-cinder-$dl-$label-$rep.json"
+      done
     done
   done
 fi
