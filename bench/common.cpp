@@ -65,6 +65,10 @@ ChildResult RunChild(const std::vector<std::string>& argv, bool quiet) {
   int rc = posix_spawnp(&pid, cargv[0], &actions, nullptr, cargv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) throw std::runtime_error("cannot start " + argv[0]);
+  return WaitChild(pid, start);
+}
+
+ChildResult WaitChild(pid_t pid, Clock::time_point start) {
   int status = 0;
   struct rusage usage {};
   if (wait4(pid, &status, 0, &usage) < 0) throw std::runtime_error("wait4 failed");

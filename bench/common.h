@@ -7,6 +7,8 @@
 // bench/report.py merges these into the table, latest.json and the chart.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -52,6 +54,8 @@ struct ChildResult {
 };
 // Runs argv (no shell); stdout goes to /dev/null when `quiet`, stderr is inherited.
 ChildResult RunChild(const std::vector<std::string>& argv, bool quiet = false);
+// Waits for child `pid`, started at `start`, and reads its exit code and peak RSS.
+ChildResult WaitChild(pid_t pid, Clock::time_point start);
 // Forks and runs `fn` in the child (its return value is the exit code).
 template <typename Fn>
 ChildResult ForkChild(Fn&& fn);

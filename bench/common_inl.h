@@ -1,8 +1,6 @@
 // bench/common_inl.h: template part of common.h.
 #pragma once
 
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -29,14 +27,7 @@ ChildResult ForkChild(Fn&& fn) {
     std::cerr.flush();
     _exit(code);
   }
-  int status = 0;
-  struct rusage usage {};
-  if (wait4(pid, &status, 0, &usage) < 0) throw std::runtime_error("wait4 failed");
-  ChildResult r;
-  r.wall_ms = MsSince(start);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.max_rss_kib = static_cast<uint64_t>(usage.ru_maxrss);
-  return r;
+  return WaitChild(pid, start);
 }
 
 }  // namespace cachemgr::bench

@@ -37,7 +37,7 @@ uint64_t VmHwmKib() {
 
 std::string ImageId(long i) {
   // Glance ids are UUIDs: keep the key the same length and shape.
-  char buf[40];
+  char buf[64];
   std::snprintf(buf, sizeof buf, "00000000-0000-4000-8000-%012ld", i);
   return buf;
 }

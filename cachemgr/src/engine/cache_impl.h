@@ -132,6 +132,9 @@ class CacheImpl final : public Cache {
   std::mutex index_mu_;
   std::unique_ptr<index::Index> index_;
   SingleFlight<Ensured> flights_;
+  // Concurrent asks of the source about one image share one request: a burst of cold
+  // requests is one GET to Glance, not one each.
+  SingleFlight<source::ImageMeta> describes_;
   std::filesystem::path lock_dir_;
   std::string owner_;
   std::string backend_kind_;

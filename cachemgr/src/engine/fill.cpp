@@ -78,7 +78,8 @@ class FillGuard {
 }  // namespace
 
 source::ImageMeta CacheImpl::DescribeActive(const std::string& image_id) {
-  auto meta = source_->Describe(image_id);
+  auto meta = describes_.Do(
+      image_id, [&] { return source_->Describe(image_id); }, nullptr);
   if (meta.status != "active") {
     throw Error(Errc::kNotFound,
                 "image " + image_id + ": status is '" + meta.status + "', not active");
