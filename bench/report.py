@@ -199,8 +199,9 @@ def add_runtime_goal(t, meta):
 
 def print_table(t, meta, out):
     w = out.write
-    w("cachemgr bench  %s  nproc=%s  %s  (%s)\n\n" % (meta.get("date"), meta.get("nproc"),
-                                                    meta.get("cpu"), meta.get("commit")))
+    w("cachemgr bench  %s  nproc=%s  %s  (%s)  load %s -> %s\n\n" % (
+        meta.get("date"), meta.get("nproc"), meta.get("cpu"), meta.get("commit"),
+        meta.get("loadavg_start", "?"), meta.get("loadavg_end", "?")))
     w("| scenario | what | p50 | p90 | unit | note |\n|---|---|---:|---:|---|---|\n")
     for r in t.rows:
         w("| %s | %s | %s | %s | %s | %s |\n" % (r["scenario"], r["what"], fmt(r["p50"]),

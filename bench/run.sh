@@ -34,6 +34,7 @@ else
 fi
 
 started=$(date +%s)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)  # how busy the machine was: ratios hold, absolutes move
 rm -rf "$run"
 mkdir -p "$run"/{out,img,logs,idx,work}
 run=$(cd "$run" && pwd)
@@ -294,7 +295,8 @@ cat >"$run/meta.json" <<EOF
  "kernel": "$(uname -r)", "ceph": "$(ceph --version | awk '{print $3}')",
  "commit": "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)",
  "quick": $([[ $quick == 1 ]] && echo true || echo false), "scenarios": "$only",
- "reps": $reps, "miss_reps": $miss_reps, "elapsed_s": $elapsed, "failed": $failed_json}
+ "reps": $reps, "miss_reps": $miss_reps, "elapsed_s": $elapsed, "failed": $failed_json,
+ "loadavg_start": "$load_start", "loadavg_end": "$(cut -d' ' -f1-3 /proc/loadavg)"}
 EOF
 mkdir -p "$results"
 $py "$repo/bench/report.py" --in "$out" --meta "$run/meta.json" \
