@@ -70,6 +70,10 @@ class ImageWriter {
   // Appends bytes at the current end. May keep a bounded number of writes in flight;
   // the first failure is thrown from this call or from Finish().
   virtual void Append(std::span<const std::byte> data) = 0;
+  // Appends `n` zero bytes. A new image reads zeros already, so a writer skips what it
+  // can (whole objects or buffers) instead of looking at every byte; this default
+  // appends them from a zero buffer.
+  virtual void AppendZeros(uint64_t n);
   // Waits for every write, makes the data durable, and keeps the image.
   virtual ImportStats Finish() = 0;
 };

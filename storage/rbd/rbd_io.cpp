@@ -157,6 +157,34 @@ void RbdImageWriter::Append(std::span<const std::byte> data) {
   }
 }
 
+void RbdImageWriter::AppendZeros(uint64_t n) {
+  if (finished_) throw Error(Errc::kInternal, "rbd import " + where_ + ": Append after Finish");
+  ThrowIfFailed();
+  if (offset_ + fill_ + n > size_) {
+    throw Error(Errc::kInvalidArgument,
+                "rbd import " + where_ + ": zeros run past the image size " +
+                    std::to_string(size_) + " (at " + std::to_string(offset_ + fill_) + " + " +
+                    std::to_string(n) + ")");
+  }
+  stats_.bytes_in += n;
+  // The object being gathered may hold data: zeros fill it up to its end.
+  if (fill_ > 0) {
+    const size_t k = static_cast<size_t>(std::min<uint64_t>(n, cur_.size() - fill_));
+    std::memset(cur_.data() + fill_, 0, k);
+    fill_ += k;
+    n -= k;
+    if (fill_ == cur_.size()) Submit();
+    if (n == 0) return;
+  }
+  // Whole objects of zeros: a new image reads zeros there already, nothing to write.
+  const uint64_t skip = n - n % cur_.size();
+  offset_ += skip;
+  n -= skip;
+  // The rest begins the next object (cur_ may be a recycled buffer: cleared).
+  std::memset(cur_.data(), 0, static_cast<size_t>(n));
+  fill_ = static_cast<size_t>(n);
+}
+
 void RbdImageWriter::Submit() {
   Batch batch;
   batch.offset = offset_;

@@ -34,6 +34,7 @@ class RbdImageWriter final : public ImageWriter {
   ~RbdImageWriter() override;
 
   void Append(std::span<const std::byte> data) override;
+  void AppendZeros(uint64_t n) override;
   ImportStats Finish() override;
 
  private:

@@ -269,6 +269,36 @@ TEST_CASE("contract: bytes not appended read as zeros") {
   CHECK(AllZero(back.substr(head.size())));
 }
 
+TEST_CASE("contract: zeros appended as a count read back as zeros, between data") {
+  auto t = MakeTarget();
+  auto& b = *t.backend;
+  Scrub scrub(b);
+  ImageRef ref = scrub.Add({b.entry_pool(), UniqueName("zeros")});
+  // Data that ends inside an object, zeros across whole objects and into the next,
+  // data again, zeros to the end: every edge of the skipping.
+  const std::string a = Pattern(1 * kMiB + 12345, 4);
+  const uint64_t gap = 13 * kMiB + 777;
+  const std::string c = Pattern(2 * kMiB + 4096, 5);
+  const uint64_t tail = 3 * kMiB + 1;
+  const uint64_t size = a.size() + gap + c.size() + tail;
+  auto w = b.Create(ref, size);
+  w->Append({reinterpret_cast<const std::byte*>(a.data()), a.size()});
+  w->AppendZeros(gap);
+  w->Append({reinterpret_cast<const std::byte*>(c.data()), c.size()});
+  w->AppendZeros(tail);
+  auto stats = w->Finish();
+  CHECK(stats.bytes_in == size);
+  CHECK(stats.bytes_written <= 8 * kMiB);
+  const std::string expect = a + std::string(gap, '\0') + c + std::string(tail, '\0');
+  CHECK(ReadAll(b, ref) == expect);
+  CHECK(b.AllocatedBytes(ref) <= 12 * kMiB);
+
+  // Past the size: refused like Append.
+  ImageRef over = scrub.Add({b.entry_pool(), UniqueName("zeros-over")});
+  auto w2 = b.Create(over, 1 * kMiB);
+  CONTRACT_CHECK_ERRC(Errc::kInvalidArgument, w2->AppendZeros(1 * kMiB + 1));
+}
+
 TEST_CASE("contract: a writer destroyed without Finish leaves no image") {
   auto t = MakeTarget();
   auto& b = *t.backend;

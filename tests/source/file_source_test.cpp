@@ -228,6 +228,58 @@ TEST_CASE("file source: every convertible format becomes the same raw bytes") {
   }
 }
 
+TEST_CASE("a plain qcow2 is read through its map; a compressed one is converted") {
+  DirBed bed;
+  const uint64_t size = 8 << 20;
+
+  // Plain clusters: the map names where each data run lies in the file.
+  bed.Add("plain", "qcow2");
+  auto map = convert::MapPlainQcow2(bed.images / "plain", size, "plain", bed.options.conversion,
+                                    nullptr);
+  REQUIRE(map.has_value());
+  uint64_t covered = 0, data = 0;
+  const uint64_t file_size = fs::file_size(bed.images / "plain");
+  for (const auto& e : *map) {
+    CHECK(e.start == covered);
+    covered += e.length;
+    if (e.data) {
+      data += e.length;
+      CHECK(e.offset + e.length <= file_size);
+    }
+  }
+  CHECK(covered == size);
+  CHECK(data >= (3u << 20));  // the golden image's data run, maybe in whole clusters
+  CHECK(data < size);         // and its hole is not data
+  // The size a caller expects must be what the map covers.
+  CHECK_FALSE(convert::MapPlainQcow2(bed.images / "plain", size + 65536, "plain",
+                                     bed.options.conversion, nullptr));
+
+  // Compressible data written with -c: compressed clusters have no plain place in the
+  // file, so the image goes through qemu-img convert, to the same bytes.
+  const fs::path text = bed.tmp / "text.raw";
+  {
+    std::string line = "the same line of text, again and again\n";
+    std::string body;
+    while (body.size() < (2u << 20)) body += line;
+    WriteFile(text, body);
+    fs::resize_file(text, size);
+  }
+  QemuImg({"convert", "-c", "-f", "raw", "-O", "qcow2", text.string(),
+           (bed.images / "packed").string()});
+  CHECK_FALSE(convert::MapPlainQcow2(bed.images / "packed", size, "packed",
+                                     bed.options.conversion, nullptr));
+  WriteSidecar(bed.images, "packed", {{"disk_format", "qcow2"}});
+  auto r = bed.Fetch("packed", "entry-packed");
+  CHECK(r.virtual_size == size);
+  CHECK(bed.ReadImage(bed.Ref("entry-packed")) == ReadFile(text));
+
+  // And the mapped one reads back the same as its source.
+  WriteSidecar(bed.images, "plain", {{"disk_format", "qcow2"}});
+  bed.Fetch("plain", "entry-plain");
+  CHECK(bed.ReadImage(bed.Ref("entry-plain")) == ReadFile(bed.golden));
+  CHECK(bed.ConversionFiles() == 0);
+}
+
 TEST_CASE("a checksum mismatch is kCorrupt and leaves nothing behind") {
   DirBed bed;
   fs::copy_file(bed.golden, bed.images / "bad-raw");
@@ -293,6 +345,11 @@ TEST_CASE("hostile and broken images are refused; nothing is left on the backend
   expect("vmdk-2gb", "vmdk", Errc::kRefused, "external");
   QemuImg({"create", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", img("vmdk-2gbs"), "8M"});
   expect("vmdk-2gbs", "vmdk", Errc::kRefused, "external");
+
+  // An encrypted qcow2: its stored clusters are ciphertext.
+  QemuImg({"create", "--object", "secret,id=sec0,data=not-a-real-key", "-f", "qcow2", "-o",
+           "encrypt.format=luks,encrypt.key-secret=sec0", img("encrypted"), "8M"});
+  expect("encrypted", "qcow2", Errc::kRefused, "encrypted");
 
   // QED is never let in, whatever it claims.
   QemuImg({"create", "-f", "qed", img("qed"), "8M"});

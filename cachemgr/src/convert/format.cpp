@@ -261,6 +261,9 @@ InspectResult Inspect(const std::filesystem::path& file, const std::string& disk
   if (auto it = info.find("format-specific"); it != info.end() && it->is_object()) {
     if (auto d = it->find("data"); d != it->end() && d->is_object()) specific = &*d;
   }
+  if (info.value("encrypted", false)) {
+    Refuse(image_id, "the image is encrypted, which is not supported");
+  }
   if (format == "qcow2" && specific && specific->contains("data-file")) {
     Refuse(image_id, "qcow2 image has an external data file '" +
                          specific->value("data-file", std::string()) + "'");
@@ -289,6 +292,66 @@ InspectResult Inspect(const std::filesystem::path& file, const std::string& disk
   logger->debug("image inspected image={} format={} virtual_size={} ms={}", image_id, format,
                 result.virtual_size, ms);
   return result;
+}
+
+std::optional<std::vector<Extent>> MapPlainQcow2(const std::filesystem::path& file,
+                                                 uint64_t virtual_size,
+                                                 const std::string& image_id,
+                                                 const ConversionOptions& options,
+                                                 std::shared_ptr<spdlog::logger> logger) {
+  if (!logger) logger = std::make_shared<spdlog::logger>("cachemgr-null");
+  auto fallback = [&](const std::string& why) -> std::optional<std::vector<Extent>> {
+    logger->debug("qcow2 image is converted, not mapped image={} reason=\"{}\"", image_id, why);
+    return std::nullopt;
+  };
+  std::error_code ec;
+  const uint64_t file_size = std::filesystem::file_size(file, ec);
+  if (ec) return fallback("cannot stat the file: " + ec.message());
+  util::RunResult r =
+      util::Run({options.qemu_img, "map", "--output=json", "-f", "qcow2",
+                 std::filesystem::absolute(file).string()},
+                Limits(options));
+  if (r.timed_out || r.signal != 0 || r.exit_code != 0) {
+    return fallback("qemu-img map failed: " + Tail(r.err));
+  }
+  std::vector<Extent> extents;
+  try {
+    const json map = json::parse(r.out);
+    if (!map.is_array()) return fallback("qemu-img map printed no list");
+    uint64_t next = 0;
+    for (const auto& e : map) {
+      Extent x;
+      x.start = e.at("start").get<uint64_t>();
+      x.length = e.at("length").get<uint64_t>();
+      // zero: reads as zeros whatever is stored; neither data nor zero: unallocated,
+      // which with no backing file reads as zeros too.
+      x.data = e.value("data", false) && !e.value("zero", false);
+      if (e.value("depth", 0) != 0) return fallback("an extent comes from a backing file");
+      if (x.start != next || x.length == 0) return fallback("the map has a gap or an overlap");
+      if (x.data) {
+        if (!e.contains("offset")) return fallback("compressed or otherwise encoded clusters");
+        x.offset = e.at("offset").get<uint64_t>();
+        if (x.offset > file_size || x.length > file_size - x.offset) {
+          return fallback("an extent lies outside the file");
+        }
+      }
+      next = x.start + x.length;
+      // Neighbours of one kind that lie end to end in the file are one read.
+      if (!extents.empty()) {
+        Extent& last = extents.back();
+        if (last.data == x.data &&
+            (!x.data || last.offset + last.length == x.offset)) {
+          last.length += x.length;
+          continue;
+        }
+      }
+      extents.push_back(x);
+    }
+    if (next != virtual_size) return fallback("the map does not cover the virtual size");
+  } catch (const json::exception& e) {
+    return fallback(std::string("unreadable qemu-img map output: ") + e.what());
+  }
+  return extents;
 }
 
 void ConvertToRaw(const std::filesystem::path& src, const std::string& format,

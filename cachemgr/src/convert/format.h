@@ -11,8 +11,10 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "cachemgr/options.h"
 
@@ -58,6 +60,28 @@ struct InspectResult {
 InspectResult Inspect(const std::filesystem::path& file, const std::string& disk_format,
                       const std::string& image_id, const ConversionOptions& options,
                       std::shared_ptr<spdlog::logger> logger);
+
+// A run of guest bytes of a qcow2 image: `data` ones are stored as they are in the
+// image file at `offset`; the others read as zeros.
+struct Extent {
+  uint64_t start = 0;
+  uint64_t length = 0;
+  bool data = false;
+  uint64_t offset = 0;
+};
+
+// Where an inspected qcow2 image (no backing file, no data file, not encrypted) keeps
+// its guest bytes in its own file, from `qemu-img map` run with the options' limits:
+// extents in guest order covering [0, virtual_size). nullopt when the image cannot be
+// read that way: compressed clusters, an offset outside the file, a map that does not
+// cover the disk, or qemu-img failing; such an image goes through ConvertToRaw. Reading
+// the plain extents straight from the downloaded file is the conversion, without
+// writing and reading a raw copy.
+std::optional<std::vector<Extent>> MapPlainQcow2(const std::filesystem::path& file,
+                                                 uint64_t virtual_size,
+                                                 const std::string& image_id,
+                                                 const ConversionOptions& options,
+                                                 std::shared_ptr<spdlog::logger> logger);
 
 // `qemu-img convert -f <format> -O raw src dst` with the options' limits. dst must not
 // exist; on failure it is removed.

@@ -329,7 +329,61 @@ bool AdoptRaw(Context& c, const fs::path& file) {
   return true;
 }
 
-// Anything else: staging file -> inspect -> qemu-img convert -> import.
+// Hands an image's bytes, in order, to a new backend image: zeros as a count (the
+// writer skips them), data read from a file. Finish() checks that exactly `size`
+// bytes went in before the image is made visible.
+class Feeder {
+ public:
+  Feeder(Context& c, uint64_t size, fs::path from)
+      : c_(c),
+        size_(size),
+        from_(std::move(from)),
+        writer_(c.backend.Create(c.dest, size)),
+        buf_(4 << 20) {}
+
+  void Zeros(uint64_t n) {
+    if (done_ + n > size_) Changed();
+    writer_->AppendZeros(n);
+    done_ += n;
+    if (c_.options.progress) c_.options.progress("import", done_, size_);
+  }
+  void Data(File& in, uint64_t offset, uint64_t n) {
+    while (n > 0) {
+      const size_t want = static_cast<size_t>(std::min<uint64_t>(buf_.size(), n));
+      const size_t got = in.PRead(std::span(buf_.data(), want), offset);
+      if (got == 0) Changed();  // shorter than it was
+      Feed(std::span<const std::byte>(buf_.data(), got));
+      offset += got;
+      n -= got;
+    }
+  }
+  void Finish() {
+    if (done_ != size_) Changed();
+    writer_->Finish();
+  }
+
+ private:
+  void Feed(std::span<const std::byte> d) {
+    if (done_ + d.size() > size_) Changed();
+    writer_->Append(d);
+    done_ += d.size();
+    if (c_.options.progress) c_.options.progress("import", done_, size_);
+  }
+  [[noreturn]] void Changed() const {
+    throw Error(Errc::kIo, "image " + c_.meta.id + ": file " + from_.string() +
+                               " changed while it was imported");
+  }
+
+  Context& c_;
+  uint64_t size_;
+  fs::path from_;
+  std::unique_ptr<storage::ImageWriter> writer_;
+  std::vector<std::byte> buf_;
+  uint64_t done_ = 0;
+};
+
+// Anything else: staging file -> inspect -> map (plain qcow2) or qemu-img convert ->
+// import.
 void ConvertAndImport(Context& c, const std::string& qemu_format) {
   const fs::path dir = c.options.conversion.dir;
   std::error_code ec;
@@ -361,12 +415,38 @@ void ConvertAndImport(Context& c, const std::string& qemu_format) {
   integrity.Verify(c.meta, c.result);
   c.result.download = Since(started);
 
-  // Inspect and convert.
+  // Inspect.
   started = Clock::now();
   if (c.options.progress) c.options.progress("convert", 0, 0);
   c.result.detected_format = convert::DetectFileFormat(staging.download());
   convert::InspectResult info = convert::Inspect(staging.download(), c.meta.disk_format, c.meta.id,
                                                  c.options.conversion, c.logger);
+
+  // A qcow2 whose clusters are stored plainly is read straight from the download: its
+  // map is the conversion, and no raw copy is written and read back.
+  if (qemu_format == "qcow2") {
+    if (auto extents = convert::MapPlainQcow2(staging.download(), info.virtual_size, c.meta.id,
+                                              c.options.conversion, c.logger)) {
+      c.result.convert = Since(started);
+      c.result.virtual_size = info.virtual_size;
+      if (c.options.progress) c.options.progress("convert", info.virtual_size, info.virtual_size);
+      started = Clock::now();
+      File in(staging.download(), O_RDONLY);
+      Feeder feed(c, info.virtual_size, staging.download());
+      for (const auto& e : *extents) {
+        if (e.data) {
+          feed.Data(in, e.offset, e.length);
+        } else {
+          feed.Zeros(e.length);
+        }
+      }
+      feed.Finish();
+      c.result.import = Since(started);
+      return;
+    }
+  }
+
+  // Anything else: converted to a raw file, which is imported.
   CheckFreeSpace(dir, info.virtual_size, c.meta.id, "the raw conversion");
   convert::ConvertToRaw(staging.download(), qemu_format, staging.raw(), c.meta.id,
                         c.options.conversion, c.logger);
@@ -379,39 +459,25 @@ void ConvertAndImport(Context& c, const std::string& qemu_format) {
   // Import.
   started = Clock::now();
   if (!c.backend.Adopt(staging.raw(), c.dest)) {
-    auto writer = c.backend.Create(c.dest, raw_size);
     File in(staging.raw(), O_RDONLY);
-    std::vector<std::byte> buf(4 << 20);
-    const std::vector<std::byte> zeros(buf.size());
-    uint64_t done = 0;
-    auto feed = [&](std::span<const std::byte> d) {
-      writer->Append(d);
-      done += d.size();
-      if (c.options.progress) c.options.progress("import", done, raw_size);
-    };
+    Feeder feed(c, raw_size, staging.raw());
     // qemu-img leaves the zeros of a sparse image as holes in the raw file: they are
-    // handed to the writer from a zero buffer instead of read (it skips them too).
-    while (done < raw_size) {
-      const uint64_t data = in.NextData(done, raw_size);
-      while (done < data) {
-        feed(std::span(zeros.data(), static_cast<size_t>(std::min<uint64_t>(zeros.size(),
-                                                                             data - done))));
-      }
-      if (done >= raw_size) break;
-      const uint64_t hole = in.NextHole(done, raw_size);
-      while (done < hole) {
-        const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), hole - done));
-        const size_t n = in.PRead(std::span(buf.data(), want), done);
-        if (n == 0) break;  // shorter than it was: reported below
-        feed(std::span<const std::byte>(buf.data(), n));
-      }
-      if (done < hole) break;
+    // handed to the writer as a count instead of read.
+    uint64_t pos = 0;
+    while (pos < raw_size) {
+      const uint64_t data = in.NextData(pos, raw_size);
+      feed.Zeros(data - pos);
+      if (data >= raw_size) break;
+      const uint64_t hole = in.NextHole(data, raw_size);
+      feed.Data(in, data, hole - data);
+      pos = hole;
     }
-    if (done != raw_size || in.PRead(std::span(buf.data(), 1), raw_size) != 0) {
+    std::byte past_end{};
+    if (in.PRead(std::span(&past_end, 1), raw_size) != 0) {
       throw Error(Errc::kIo, "image " + c.meta.id + ": converted file " + staging.raw().string() +
                                  " changed while it was imported");
     }
-    writer->Finish();
+    feed.Finish();
   }
   c.result.import = Since(started);
 }

@@ -1,0 +1,18 @@
+// storage/backend.cpp: the default parts of the Backend interfaces.
+#include "storage/backend.h"
+
+#include <algorithm>
+#include <vector>
+
+namespace cachemgr::storage {
+
+void ImageWriter::AppendZeros(uint64_t n) {
+  static const std::vector<std::byte> kZeros(1 << 20);
+  while (n > 0) {
+    const size_t k = static_cast<size_t>(std::min<uint64_t>(kZeros.size(), n));
+    Append(std::span<const std::byte>(kZeros.data(), k));
+    n -= k;
+  }
+}
+
+}  // namespace cachemgr::storage
