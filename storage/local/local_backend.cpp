@@ -20,6 +20,7 @@
 #include <random>
 #include <spdlog/spdlog.h>
 #include <sstream>
+#include <shared_mutex>
 #include <thread>
 
 #include "cachemgr/error.h"
@@ -305,6 +306,10 @@ struct LocalBackend::Impl {
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
   std::recursive_mutex mu;  // sidecar read-modify-write
+  // Clones hold it shared, so clones of one parent run side by side (their qemu-img run
+  // is most of their time); what would pull a parent from under a clone in progress
+  // (unprotect, remove, rename, flatten, purge) holds it exclusive. Taken before `mu`.
+  std::shared_mutex users_mu;
 
   util::RunOptions run_options() const {
     util::RunOptions o;
@@ -938,6 +943,7 @@ void LocalBackend::Resize(const ImageRef& ref, uint64_t size) {
 void LocalBackend::Rename(const ImageRef& from, const std::string& to_name) {
   impl_->Require(from);
   ImageRef to{from.pool, to_name};
+  std::unique_lock no_clones(impl_->users_mu);
   std::lock_guard lock(impl_->mu);
   impl_->RequireFree(to);
   Sidecar s = impl_->Load(from);
@@ -973,6 +979,7 @@ void LocalBackend::Rename(const ImageRef& from, const std::string& to_name) {
 
 RemoveOutcome LocalBackend::Remove(const ImageRef& ref) {
   impl_->Require(ref);
+  std::unique_lock no_clones(impl_->users_mu);
   std::lock_guard lock(impl_->mu);
   auto path = PathOf(ref);
   auto overlays = impl_->ScanOverlays();
@@ -1056,6 +1063,7 @@ void LocalBackend::ProtectSnapshot(const SnapRef& snap) {
 
 void LocalBackend::UnprotectSnapshot(const SnapRef& snap) {
   impl_->Require(snap.image);
+  std::unique_lock no_clones(impl_->users_mu);
   std::lock_guard lock(impl_->mu);
   Sidecar s = impl_->Load(snap.image);
   auto& rec = FindSnap(s, snap);
@@ -1069,6 +1077,7 @@ void LocalBackend::UnprotectSnapshot(const SnapRef& snap) {
 
 void LocalBackend::RemoveSnapshot(const SnapRef& snap) {
   impl_->Require(snap.image);
+  std::unique_lock no_clones(impl_->users_mu);
   std::lock_guard lock(impl_->mu);
   Sidecar s = impl_->Load(snap.image);
   if (FindSnap(s, snap).is_protected)
@@ -1088,24 +1097,31 @@ std::vector<SnapInfo> LocalBackend::ListSnapshots(const ImageRef& ref) {
 
 void LocalBackend::Clone(const SnapRef& parent, const ImageRef& child) {
   impl_->Require(parent.image);
-  std::lock_guard lock(impl_->mu);
-  Sidecar ps = impl_->Load(parent.image);
-  auto& rec = FindSnap(ps, parent);
-  if (!rec.is_protected)
-    Fail(Errc::kInvalidArgument,
-         "snapshot " + RefName(parent.image) + "@" + parent.snap + ": not protected");
-  impl_->RequireFree(child);
+  std::shared_lock as_clone(impl_->users_mu);
+  uint64_t size = 0;
+  std::string parent_format;
+  fs::path backing;
+  {
+    std::lock_guard lock(impl_->mu);
+    Sidecar ps = impl_->Load(parent.image);
+    const auto& rec = FindSnap(ps, parent);
+    if (!rec.is_protected)
+      Fail(Errc::kInvalidArgument,
+           "snapshot " + RefName(parent.image) + "@" + parent.snap + ": not protected");
+    impl_->RequireFree(child);
+    size = rec.size;
+    parent_format = impl_->Format(parent.image, ps);
+    if (impl_->mode == CloneMode::kQcow2) backing = impl_->EnsureStable(PathOf(parent.image));
+  }
   if (impl_->mode != CloneMode::kQcow2) {
-    impl_->CopyTo(parent.image, rec.size, child, {});
+    impl_->CopyTo(parent.image, size, child, {});
     return;
   }
-  std::string parent_format = impl_->Format(parent.image, ps);
   impl_->EnsurePool(child.pool);
   auto [tmp, fd] = MakeTemp(impl_->PoolDir(child.pool), child.name);
   try {
-    auto backing = impl_->EnsureStable(PathOf(parent.image));
     impl_->Qemu({"qemu-img", "create", "-q", "-f", "qcow2", "-F", parent_format, "-b",
-                 backing.string(), tmp.string(), std::to_string(rec.size)});
+                 backing.string(), tmp.string(), std::to_string(size)});
     Fd written = OpenOrFail(tmp, O_RDWR);
     impl_->ApplyOwnership(written.get(), tmp);
     FsyncFd(written.get(), tmp);
@@ -1135,6 +1151,7 @@ void LocalBackend::Copy(const ImageRef& source, const ImageRef& dest, const Prog
 
 void LocalBackend::Flatten(const ImageRef& ref, const ProgressFn& progress) {
   impl_->Require(ref);
+  std::unique_lock no_clones(impl_->users_mu);
   std::lock_guard lock(impl_->mu);
   Sidecar s = impl_->Load(ref);
   auto path = PathOf(ref);
@@ -1255,6 +1272,7 @@ std::vector<TrashEntry> LocalBackend::ListTrash() {
 
 bool LocalBackend::PurgeTrash(const TrashEntry& entry) {
   ValidateName("trash id", entry.id);
+  std::unique_lock no_clones(impl_->users_mu);
   std::lock_guard lock(impl_->mu);
   auto dir = impl_->TrashDir() / entry.id;
   if (!fs::exists(dir)) Fail(Errc::kNotFound, "trash entry " + entry.id + ": not found");
