@@ -53,6 +53,14 @@ void Import(storage::Backend& b, const fs::path& raw, const ImageRef& ref) {
   w->Finish();
 }
 
+// Makes `ref`'s snapshot "snap" and protects it, as the engine does for an entry.
+SnapRef SnapAndProtect(storage::Backend& b, const ImageRef& ref) {
+  SnapRef snap{ref, "snap"};
+  b.CreateSnapshot(snap);
+  b.ProtectSnapshot(snap);
+  return snap;
+}
+
 int QemuCompare(const fs::path& image, const std::string& format, const fs::path& raw) {
   std::string out;
   return RunCommand({"qemu-img", "compare", "-f", format, "-F", "raw", image.string(), raw.string()},
@@ -116,9 +124,7 @@ TEST_CASE("a base in use survives removal and goes once its last overlay is dele
   auto b = MakeLocal(dir.path() / "root");
   ImageRef base{b->entry_pool(), kBaseName};
   Import(*b, src, base);
-  SnapRef snap{base, "snap"};
-  b->CreateSnapshot(snap);
-  b->ProtectSnapshot(snap);
+  SnapRef snap = SnapAndProtect(*b, base);
   ImageRef v1{b->volume_pool(), "vm1-disk"};
   ImageRef v2{b->volume_pool(), "vm2-disk"};
   b->Clone(snap, v1);
@@ -171,13 +177,11 @@ TEST_CASE("a base flattened in place keeps the old file for the overlays made be
   auto b = MakeLocal(dir.path() / "root");
   ImageRef base{b->entry_pool(), kBaseName};
   Import(*b, src, base);
-  b->CreateSnapshot({base, "snap"});
-  b->ProtectSnapshot({base, "snap"});
+  SnapAndProtect(*b, base);
   // A mid-chain image (like an entry made by a direct clone) with an overlay of its own.
   ImageRef mid{b->entry_pool(), "mid"};
   b->Clone({base, "snap"}, mid);
-  b->CreateSnapshot({mid, "snap"});
-  b->ProtectSnapshot({mid, "snap"});
+  SnapAndProtect(*b, mid);
   ImageRef top{b->volume_pool(), "top"};
   b->Clone({mid, "snap"}, top);
 
@@ -220,8 +224,7 @@ TEST_CASE("renaming a base keeps its overlays reading") {
   auto b = MakeLocal(dir.path() / "root");
   ImageRef staging{b->entry_pool(), "staging-1"};
   Import(*b, src, staging);
-  b->CreateSnapshot({staging, "snap"});
-  b->ProtectSnapshot({staging, "snap"});
+  SnapAndProtect(*b, staging);
   ImageRef v{b->volume_pool(), "vol"};
   b->Clone({staging, "snap"}, v);
   b->Rename(staging, kBaseName);
@@ -245,8 +248,7 @@ TEST_CASE("owner, group and mode are applied to bases and volumes") {
   WriteRawImage(src, 2 * kMiB, 1 * kMiB, 14);
   ImageRef base{b->entry_pool(), kBaseName};
   Import(*b, src, base);
-  b->CreateSnapshot({base, "snap"});
-  b->ProtectSnapshot({base, "snap"});
+  SnapAndProtect(*b, base);
   ImageRef clone{b->volume_pool(), "clone"};
   ImageRef copy{b->volume_pool(), "copy"};
   b->Clone({base, "snap"}, clone);
@@ -313,8 +315,7 @@ TEST_CASE("auto mode picks reflink where the filesystem has it, else qcow2 overl
   WriteRawImage(src, 4 * kMiB, 4 * kMiB, 16);
   ImageRef base{r->entry_pool(), kBaseName};
   Import(*r, src, base);
-  r->CreateSnapshot({base, "snap"});
-  r->ProtectSnapshot({base, "snap"});
+  SnapAndProtect(*r, base);
   ImageRef v{r->volume_pool(), "v"};
   r->Clone({base, "snap"}, v);
   CHECK(r->FormatOf(v) == "raw");
@@ -331,8 +332,7 @@ TEST_CASE("the sidecar carries what the index is rebuilt from") {
   WriteRawImage(src, 1 * kMiB, 1 * kMiB, 17);
   Import(*b, src, base);
   b->SetMetadata(base, "cachemgr.image_id", "3f2c");
-  b->CreateSnapshot({base, "snap"});
-  b->ProtectSnapshot({base, "snap"});
+  SnapAndProtect(*b, base);
   auto j = nlohmann::json::parse(ReadFile(root / "_base" / ".meta" / (kBaseName + ".json")));
   CHECK(j["metadata"]["cachemgr.image_id"] == "3f2c");
   CHECK(j["snapshots"][0]["name"] == "snap");
