@@ -15,4 +15,6 @@ void ImageWriter::AppendZeros(uint64_t n) {
   }
 }
 
+std::vector<Leftover> Backend::SweepTemporaries(bool /*dry_run*/) { return {}; }
+
 }  // namespace cachemgr::storage

@@ -95,6 +95,13 @@ class Lock {
 
 enum class RemoveOutcome { kRemoved, kTrashed };
 
+// A temporary that a writer which died (kill -9, a crash, power loss) left behind.
+struct Leftover {
+  std::string path;    // where it is (local: a `.tmp-*` file under the root)
+  uint64_t bytes = 0;  // space it holds
+  bool removed = false;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -165,6 +172,12 @@ class Backend {
   // local: flock under the root). Waits up to `timeout`, then throws kBusy.
   virtual std::unique_ptr<Lock> AcquireLock(const std::string& key,
                                             std::chrono::milliseconds timeout) = 0;
+
+  // --- what dead writers left
+  // Finds the backend's own temporaries that no live writer holds any more and removes
+  // them unless `dry_run`; a temporary a writer is still making is never listed. The
+  // default has none (RBD: staging images are named and collected by the engine's gc).
+  virtual std::vector<Leftover> SweepTemporaries(bool dry_run);
 };
 
 // Checks a backend image or snapshot name; throws kInvalidArgument naming it if bad.

@@ -8,7 +8,12 @@ namespace cachemgr::cli {
 namespace {
 
 int RunRebuildIndex(Context& ctx) {
-  const RebuildReport r = ctx.cache().RebuildIndex();
+  const auto aside = SetAsideDamagedIndex(ctx.options());
+  RebuildReport r = ctx.cache().RebuildIndex();
+  if (aside) {
+    r.messages.insert(r.messages.begin(),
+                      "the damaged index was moved to " + *aside + "; a new one was built");
+  }
   if (ctx.json) {
     PrintJson({{"entries_found", r.entries_found},
                {"entries_restored", r.entries_restored},
@@ -29,7 +34,8 @@ void AddRebuildIndex(CLI::App& app, Context& ctx) {
   auto* sub = app.add_subcommand("rebuild-index", "rebuild the SQLite index from backend metadata");
   sub->footer(
       "Rebuild the SQLite index from the metadata each ready entry carries on the backend "
-      "(after the index file was lost or damaged). Hit counts and volume records are not "
+      "(after the index file was lost or damaged: a damaged file is first moved aside to "
+      "<index>.damaged-<UTC time>). Hit counts and volume records are not "
       "on the backend and start again from zero.");
   sub->callback([&ctx] { ctx.run = [&ctx] { return RunRebuildIndex(ctx); }; });
 }

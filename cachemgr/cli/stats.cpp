@@ -44,6 +44,9 @@ std::string Prometheus(const Stats& s) {
   metric("cachemgr_pinned_bytes", "gauge", "Bytes of evicted entries kept for their clones.",
          s.pinned_bytes);
   metric("cachemgr_volumes", "gauge", "Volumes recorded.", s.volumes);
+  metric("cachemgr_leftovers", "gauge",
+         "Temporaries dead writers left, until the next eviction pass.", s.leftovers);
+  metric("cachemgr_leftover_bytes", "gauge", "Bytes those leftovers hold.", s.leftover_bytes);
   metric("cachemgr_max_size_bytes", "gauge", "cache.max_size_gb in bytes; 0 = unlimited.",
          static_cast<uint64_t>(s.max_size_gb * 1024.0 * 1024.0 * 1024.0));
   metric("cachemgr_max_count", "gauge", "cache.max_count; 0 = unlimited.", s.max_count);
@@ -101,6 +104,8 @@ int RunStats(Context& ctx, const StatsArgs& args) {
                           {"cached_bytes", s.cached_bytes},
                           {"pinned_bytes", s.pinned_bytes},
                           {"volumes", s.volumes},
+                          {"leftovers", s.leftovers},
+                          {"leftover_bytes", s.leftover_bytes},
                           {"max_size_gb", s.max_size_gb},
                           {"max_count", s.max_count},
                           {"by_plan", by_plan}}
@@ -119,6 +124,7 @@ int RunStats(Context& ctx, const StatsArgs& args) {
                                                        : "")});
     t.Add({"pinned", HumanBytes(s.pinned_bytes)});
     t.Add({"volumes", std::to_string(s.volumes)});
+    t.Add({"leftovers", std::to_string(s.leftovers) + " (" + HumanBytes(s.leftover_bytes) + ")"});
     t.Add({"hits", std::to_string(s.hits)});
     t.Add({"misses", std::to_string(s.misses)});
     t.Add({"direct", std::to_string(s.direct)});

@@ -108,12 +108,27 @@ std::string RandomHex(size_t n) {
   return out;
 }
 
-// A new file in `dir` under a name no image can have (images never start with '.').
+// A new file in `dir` under a name no image can have (images never start with '.'),
+// locked (flock) for as long as the returned descriptor is open: a `.tmp-*` file whose
+// lock is free belongs to a writer that died, and SweepTemporaries removes it. Keep the
+// descriptor open until the temporary name is gone (published or unlinked).
 std::pair<fs::path, Fd> MakeTemp(const fs::path& dir, const std::string& stem) {
-  std::string tmpl = (dir / (".tmp-" + stem + "-XXXXXX")).string();
-  int fd = ::mkostemp(tmpl.data(), O_CLOEXEC);
-  if (fd < 0) FailErrno("cannot create a temporary file in", dir, errno);
-  return {fs::path(tmpl), Fd(fd)};
+  for (;;) {
+    std::string tmpl = (dir / (".tmp-" + stem + "-XXXXXX")).string();
+    int raw = ::mkostemp(tmpl.data(), O_CLOEXEC);
+    if (raw < 0) FailErrno("cannot create a temporary file in", dir, errno);
+    Fd fd(raw);
+    while (::flock(fd.get(), LOCK_EX) != 0) {
+      if (errno != EINTR) FailErrno("cannot lock", tmpl, errno);
+    }
+    // A sweep may have seen the file between mkostemp and flock, found it unlocked and
+    // removed it: the name must still be ours, else start again under a new one.
+    struct stat by_fd {}, by_name {};
+    if (::fstat(fd.get(), &by_fd) == 0 && ::lstat(tmpl.c_str(), &by_name) == 0 &&
+        by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino) {
+      return {fs::path(tmpl), std::move(fd)};
+    }
+  }
 }
 
 // Writes `content` to `path` durably: temp file in the same folder, fsync, rename, fsync
@@ -123,7 +138,7 @@ void WriteDurable(const fs::path& path, const std::string& content) {
   try {
     PwriteAll(fd.get(), content.data(), content.size(), 0, tmp);
     FsyncFd(fd.get(), tmp);
-    fd.Reset();
+    // Renamed while still locked: a sweep never takes a temporary that is about to land.
     if (::rename(tmp.c_str(), path.c_str()) != 0) FailErrno("cannot rename into", path, errno);
   } catch (...) {
     ::unlink(tmp.c_str());
@@ -630,8 +645,8 @@ class LocalWriter final : public ImageWriter {
 
   ~LocalWriter() override {
     if (!finished_) {
+      ::unlink(tmp_.c_str());  // before the lock goes: see MakeTemp
       fd_.Reset();
-      ::unlink(tmp_.c_str());
     }
   }
 
@@ -680,13 +695,14 @@ class LocalWriter final : public ImageWriter {
     Flush();
     impl_.ApplyOwnership(fd_.get(), tmp_);
     FsyncFd(fd_.get(), tmp_);
-    fd_.Reset();
+    // fd_ (and its lock) stays open until the temporary name is gone: see MakeTemp.
     // Checked again: the name may have been taken while the data streamed in, and the
     // sidecar below must not overwrite that image's.
     impl_.RequireFree(ref_);
     impl_.Save(ref_, Sidecar{});
     finished_ = true;  // Publish removes the temporary name itself, also on failure
     impl_.Publish(tmp_, impl_.PathOf(ref_), ref_);
+    fd_.Reset();
     stats_.bytes_in = appended_;
     stats_.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(
         std::chrono::steady_clock::now() - start_);

@@ -97,6 +97,9 @@ class LocalBackend final : public Backend {
 
   std::unique_ptr<Lock> AcquireLock(const std::string& key,
                                     std::chrono::milliseconds timeout) override;
+  // `.tmp-*` regular files in the root's own folders (never through a symlink) whose
+  // writer's flock is free (local_temporaries.cpp).
+  std::vector<Leftover> SweepTemporaries(bool dry_run) override;
 
   struct Impl;
 

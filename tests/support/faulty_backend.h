@@ -86,6 +86,9 @@ class FaultyBackend final : public storage::Backend {
   bool PurgeTrash(const storage::TrashEntry& entry) override;
   std::unique_ptr<storage::Lock> AcquireLock(const std::string& key,
                                              std::chrono::milliseconds timeout) override;
+  std::vector<storage::Leftover> SweepTemporaries(bool dry_run) override {
+    return inner_->SweepTemporaries(dry_run);
+  }
 
   // Counts the call and throws if a fault is armed for it (used by the writer and reader
   // wrappers too).

@@ -148,6 +148,10 @@ struct Stats {
   uint64_t cached_bytes = 0;  // as counted by cache.size_accounting
   uint64_t pinned_bytes = 0;
   uint64_t volumes = 0;
+  // Temporaries that writers which died left on the backend (a kill -9 mid-fill), until
+  // the next eviction pass removes them; `doctor` lists them.
+  uint64_t leftovers = 0;
+  uint64_t leftover_bytes = 0;
   double max_size_gb = 0;
   uint64_t max_count = 0;
   std::vector<std::pair<std::string, PathStats>> by_plan;  // plan name -> count, time
@@ -173,6 +177,11 @@ struct Check {
   std::string detail;
   std::string fix;  // empty when ok
 };
+
+// For `rebuild-index`: when the index file is empty or damaged (kCorrupt), moves it and
+// its journal aside to `<index>.damaged-<UTC time>` so that Open starts a new index,
+// and returns that name; nothing when the file is missing or sound.
+std::optional<std::string> SetAsideDamagedIndex(const Options& options);
 
 class Cache {
  public:

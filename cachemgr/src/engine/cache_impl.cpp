@@ -247,6 +247,10 @@ Stats CacheImpl::GetStats() {
     }
   }
   stats.volumes = Volumes("").size();
+  for (const auto& l : backend_->SweepTemporaries(true)) {
+    stats.leftovers += 1;
+    stats.leftover_bytes += l.bytes;
+  }
   stats.max_size_gb = options_.cache.max_size_gb;
   stats.max_count = options_.cache.max_count;
   return stats;

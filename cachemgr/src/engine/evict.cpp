@@ -321,6 +321,11 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
   measure(&report.entries_before, &report.bytes_before, nullptr);
 
   GcLeftovers(options.dry_run, &report.actions);
+  for (const auto& l : backend_->SweepTemporaries(options.dry_run)) {
+    report.actions.push_back(
+        {"gc", "", l.path, l.bytes, "temporary of a writer that died", l.removed});
+    if (l.removed) log_->info("removed temporary path={} bytes={}", l.path, l.bytes);
+  }
   PurgeDeferred(options.dry_run, &report.actions);
 
   if (options.check_source) {

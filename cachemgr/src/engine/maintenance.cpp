@@ -11,6 +11,24 @@
 #include "engine/naming.h"
 #include "util/process.h"
 
+namespace cachemgr {
+
+std::optional<std::string> SetAsideDamagedIndex(const Options& options) {
+  ValidateOptions(options);
+  const std::filesystem::path path = options.index;
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return std::nullopt;
+  try {
+    index::Index::Open(path);
+    return std::nullopt;
+  } catch (const Error& e) {
+    if (e.code() != Errc::kCorrupt) throw;
+  }
+  return index::Index::SetAside(path).string();
+}
+
+}  // namespace cachemgr
+
 namespace cachemgr::engine {
 
 namespace {
@@ -141,6 +159,19 @@ std::vector<Check> CacheImpl::Doctor() {
   run("backend", "check the backend section: ceph.conf, keyring, pool or root", [&] {
     auto n = backend_->List(backend_->entry_pool()).size();
     return backend_kind_ + " " + location_ + ": reachable, " + std::to_string(n) + " image(s)";
+  });
+  run("leftovers", "run `cachemgr evict`: the pass removes them", [&] {
+    auto found = backend_->SweepTemporaries(true);
+    if (found.empty()) return std::string("no temporaries left by dead writers");
+    std::string list;
+    uint64_t bytes = 0;
+    for (const auto& l : found) {
+      list += (list.empty() ? "" : ", ") + l.path;
+      bytes += l.bytes;
+    }
+    throw Error(Errc::kBackend, std::to_string(found.size()) +
+                                    " temporaries left by dead writers (" +
+                                    std::to_string(bytes) + " bytes): " + list);
   });
   run("source", "check source.glance.endpoint / token or source.file.dir", [&] {
     source_->Ping();

@@ -210,17 +210,12 @@ Index::Index(std::unique_ptr<SQLite::Database> db) : db_(std::move(db)) {}
 Index::~Index() = default;
 
 std::unique_ptr<Index> Index::Open(const fs::path& path) {
-  if (path.has_parent_path()) {
-    std::error_code ec;
-    fs::create_directories(path.parent_path(), ec);
-    if (ec) {
-      throw Error(Errc::kIo, "index " + path.string() + ": cannot create its directory " +
-                                 path.parent_path().string() + ": " + ec.message());
-    }
-  }
+  PrepareFile(path);
   std::unique_ptr<SQLite::Database> db;
   try {
-    db = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    // No OPEN_CREATE: the file is there (PrepareFile), and if it went away since, a new
+    // empty one must not take its place.
+    db = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE);
     db->setBusyTimeout(kBusyTimeoutMs);
     // The first read of the header: a file that is not SQLite fails here (NOTADB),
     // before anything could write to it.
@@ -232,8 +227,8 @@ std::unique_ptr<Index> Index::Open(const fs::path& path) {
     const std::string check = db->execAndGet("PRAGMA quick_check").getString();
     if (check != "ok") {
       throw Error(Errc::kCorrupt, "index " + path.string() + ": corrupt (" + check +
-                                      "); it is left as is: move it aside and run "
-                                      "`cachemgr rebuild-index`");
+                                      "); it is left as is: run `cachemgr rebuild-index` (it "
+                                      "sets the file aside and rebuilds from the backend)");
     }
     // WAL lets readers run while a writer commits; NORMAL is durable at checkpoints and
     // never corrupts on a crash in WAL mode. Asked for on every open: a no-op once set.
@@ -250,8 +245,8 @@ std::unique_ptr<Index> Index::Open(const fs::path& path) {
     if (code == SQLITE_NOTADB || code == SQLITE_CORRUPT) {
       throw Error(Errc::kCorrupt, "index " + path.string() +
                                       ": not a valid SQLite database (" + e.what() +
-                                      "); it is left as is: move it aside and run "
-                                      "`cachemgr rebuild-index`");
+                                      "); it is left as is: run `cachemgr rebuild-index` (it "
+                                      "sets the file aside and rebuilds from the backend)");
     }
     Rethrow(e, path, "open");
   }

@@ -94,7 +94,16 @@ struct EventTotals {
 class Index {
  public:
   // Opens or creates the index at `path` and migrates it to the newest schema.
+  // A file that is there but empty or damaged is refused (kCorrupt, "run
+  // `cachemgr rebuild-index`"), never taken for a new index; a missing one is created
+  // whole (index_file.cpp).
   static std::unique_ptr<Index> Open(const std::filesystem::path& path);
+  // Creates a missing index file whole, and refuses one that is not a regular file
+  // (kConfig) or too short to be a database (kCorrupt). Open calls it first.
+  static void PrepareFile(const std::filesystem::path& path);
+  // Moves a damaged index file (and its -wal/-shm) to `<path>.damaged-<UTC time>` so
+  // that the next Open starts a new one; returns the new name.
+  static std::filesystem::path SetAside(const std::filesystem::path& path);
   ~Index();
   Index(const Index&) = delete;
   Index& operator=(const Index&) = delete;

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -67,6 +68,9 @@ RunResult Run(const std::vector<std::string>& argv, const RunOptions& options) {
   if (pipe2(exec_errno_pipe, O_CLOEXEC) != 0) {
     throw Error(Errc::kIo, std::string("pipe: ") + std::strerror(errno));
   }
+  // Read before fork: in the child, getppid() differs from this once the parent died,
+  // which is how the child sees a death that came before PR_SET_PDEATHSIG was armed.
+  const pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) {
     close(exec_errno_pipe[0]);
@@ -75,7 +79,11 @@ RunResult Run(const std::vector<std::string>& argv, const RunOptions& options) {
   }
   if (pid == 0) {
     // Child: only async-signal-safe calls from here on.
+    // Its own process group, so a timeout kills whatever it started too; and it dies
+    // with the tool (kill -9 included) instead of writing on as an orphan.
     setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull >= 0) dup2(devnull, 0);
     dup2(out.fd[1], 1);
@@ -95,6 +103,8 @@ RunResult Run(const std::vector<std::string>& argv, const RunOptions& options) {
     (void)ignored;
     _exit(127);
   }
+  // Also set here: a timeout may come before the child ran its own setpgid.
+  setpgid(pid, pid);
   close(exec_errno_pipe[1]);
   out.CloseWrite();
   err.CloseWrite();
