@@ -24,7 +24,7 @@ std::filesystem::path Context::ConfigPath() const {
 
 const Options& Context::options() {
   if (!options_) {
-    options_ = LoadConfigFile(ConfigPath());
+    options_ = LoadConfigFile(FindConfigFile(config_path));
     if (!log_level.empty()) options_->log.level = log_level;
   }
   return *options_;

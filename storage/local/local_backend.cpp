@@ -25,6 +25,7 @@
 
 #include "cachemgr/error.h"
 #include "storage/factory.h"
+#include "storage/local/local_root.h"
 #include "util/process.h"
 
 namespace cachemgr::storage {
@@ -781,9 +782,8 @@ LocalBackend::LocalBackend(const LocalBackendOptions& options,
   m.log = logger ? std::move(logger) : std::make_shared<spdlog::logger>("cachemgr.local");
   if (options.root.empty()) Fail(Errc::kConfig, "backend.local.root: must not be empty");
   std::error_code ec;
-  fs::create_directories(options.root, ec);
-  if (ec)
-    Fail(Errc::kConfig, "backend.local.root: cannot create " + options.root + ": " + ec.message());
+  // Before anything is created: the root must be the cache's own folder.
+  ClaimLocalRoot(fs::absolute(options.root));
   m.root = fs::weakly_canonical(fs::absolute(options.root));
   for (const char* sub : {"_base", "volumes", ".trash", ".backing", ".locks", ".tmp"}) {
     fs::create_directories(m.root / sub, ec);

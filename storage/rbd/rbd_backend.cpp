@@ -373,8 +373,19 @@ RbdBackend::RbdBackend(const RbdBackendOptions& options, std::shared_ptr<spdlog:
   fsid_ = fsid;
   cluster_ = std::move(cluster);
 
-  // Opening the configured pool now turns a missing pool into an error at start-up.
-  auto pool = Pool(options_.pool);
+  // Opening the configured pool now turns a missing pool into an error at start-up: a
+  // config error naming the key (the pool is the operator's to create, not ours).
+  std::shared_ptr<PoolCtx> pool;
+  try {
+    pool = Pool(options_.pool);
+  } catch (const Error& e) {
+    if (e.code() != Errc::kNotFound) throw;
+    throw Error(Errc::kConfig, "backend.rbd.pool: pool '" + options_.pool +
+                                   "' does not exist in cluster " + fsid_ +
+                                   "; create it (ceph osd pool create " + options_.pool +
+                                   "; rbd pool init " + options_.pool +
+                                   ") or name an existing pool");
+  }
   if (!options_.namespace_.empty()) {
     bool exists = false;
     // The namespace check needs the default-namespace ioctx of the pool.

@@ -3,7 +3,10 @@
 
 #include <doctest/doctest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
+#include <chrono>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -362,4 +365,85 @@ TEST_CASE("ValidateOptions checks options built in code") {
   o = Options{};
   o.backend.rbd.queue_depth = 300;
   CHECK_THROWS_AS(cachemgr::ValidateOptions(o), Error);
+}
+
+TEST_CASE("a config that is not a regular file of sane size is refused at once, naming it") {
+  TempDir dir("config");
+  std::string path;
+  SUBCASE("a character device that never ends") { path = "/dev/zero"; }
+  SUBCASE("a FIFO with no writer (would block for ever)") {
+    path = (dir / "fifo.yaml").string();
+    REQUIRE(mkfifo(path.c_str(), 0600) == 0);
+  }
+  SUBCASE("a directory") { path = dir.path().string(); }
+  SUBCASE("a file over 1 MiB") {
+    path = (dir / "huge.yaml").string();
+    WriteFile(path, "# " + std::string((1 << 20) + 10, 'x') + "\n");
+  }
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    cachemgr::LoadConfigFile(path);
+    FAIL("no error for " << path);
+  } catch (const Error& e) {
+    CHECK(e.code() == Errc::kConfig);
+    CHECK(std::string(e.what()).find(path) != std::string::npos);
+  }
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(2));
+}
+
+TEST_CASE("no config file found names every place it looked") {
+  TempDir dir("config");
+  {
+    ScopedEnv env("CACHEMGR_CONFIG", nullptr);
+    if (!std::filesystem::exists("/etc/cachemgr/cachemgr.yaml")) {
+      try {
+        cachemgr::FindConfigFile("");
+        FAIL("no error");
+      } catch (const Error& e) {
+        CHECK(e.code() == Errc::kConfig);
+        const std::string m = e.what();
+        CHECK(m.find("--config") != std::string::npos);
+        CHECK(m.find("$CACHEMGR_CONFIG") != std::string::npos);
+        CHECK(m.find("/etc/cachemgr/cachemgr.yaml") != std::string::npos);
+      }
+    }
+    const auto given = (dir / "given.yaml").string();
+    CHECK_THROWS_WITH_AS(cachemgr::FindConfigFile(given), doctest::Contains(given), Error);
+    WriteFile(given, "cache: {max_count: 2}\n");
+    CHECK(cachemgr::FindConfigFile(given) == given);
+  }
+  const auto from_env = (dir / "env.yaml").string();
+  ScopedEnv env("CACHEMGR_CONFIG", from_env.c_str());
+  CHECK_THROWS_WITH_AS(cachemgr::FindConfigFile(""), doctest::Contains(from_env), Error);
+}
+
+TEST_CASE("system folders are refused as root, index folder and conversion dir") {
+  TempDir dir("config");
+  std::filesystem::create_directory_symlink("/etc", dir / "etc-link");
+  const std::vector<std::string> system = {
+      "/", "/etc", "/usr", "/usr/lib", "/bin", "/lib64", "/boot", "/dev", "/proc/self",
+      "/sys", "/run", "/var", "/var/lib", "/home", "/root", "/tmp", "/tmp/../etc/ssl",
+      (dir / "etc-link").string(), (dir / "etc-link" / "x").string()};
+  for (const auto& folder : system) {
+    CAPTURE(folder);
+    Options o;
+    o.backend.local.root = folder;
+    CHECK_THROWS_WITH_AS(cachemgr::ValidateOptions(o), doctest::Contains("backend.local.root"),
+                         Error);
+    o = Options{};
+    o.index = folder + "/index.db";
+    CHECK_THROWS_WITH_AS(cachemgr::ValidateOptions(o), doctest::Contains("index"), Error);
+    o = Options{};
+    o.conversion.dir = folder;
+    CHECK_THROWS_WITH_AS(cachemgr::ValidateOptions(o), doctest::Contains("conversion.dir"), Error);
+  }
+  for (const std::string folder :
+       {"/var/lib/cachemgr", "/srv/cache", "/tmp/cachemgr", (dir / "cache").string()}) {
+    CAPTURE(folder);
+    Options o;
+    o.backend.local.root = folder;
+    o.index = folder + "/index.db";
+    o.conversion.dir = folder + "/conversion";
+    CHECK_NOTHROW(cachemgr::ValidateOptions(o));
+  }
 }

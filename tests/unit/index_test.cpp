@@ -4,6 +4,7 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -196,14 +197,63 @@ TEST_CASE("a truncated index is refused and never replaced") {
   CHECK(ReadFile(path) == before);
 }
 
-TEST_CASE("an empty file becomes a new index") {
-  // A zero-byte file is what SQLite itself makes before the first write; there is
-  // nothing in it to lose.
+TEST_CASE("an empty or cut-short file is refused as damaged, never taken for a new index") {
+  // A new index is linked into place whole, so a short file at the path is damage (a
+  // truncation, a full disk, a bad restore): taking it as empty would forget the cache.
+  TempDir dir("index");
+  const fs::path path = dir / "index.db";
+  std::string content;
+  SUBCASE("0 bytes") {}
+  SUBCASE("1 byte") { content = "S"; }
+  SUBCASE("the header cut short") { content = std::string("SQLite format 3\0", 16); }
+  SUBCASE("a page of zeros") { content = std::string(4096, '\0'); }
+  WriteFile(path, content);
+  Error e = Catch([&] { Index::Open(path); });
+  CHECK(e.code() == Errc::kCorrupt);
+  CHECK(std::string(e.what()).find(path.string()) != std::string::npos);
+  CHECK(std::string(e.what()).find("rebuild-index") != std::string::npos);
+  CHECK(ReadFile(path) == content);
+  CHECK(Catch([&] { Index::Open(path); }).code() == Errc::kCorrupt);  // still refused
+}
+
+TEST_CASE("a missing index is created whole, also by many openers at once") {
+  TempDir dir("index");
+  const fs::path path = dir / "sub" / "index.db";
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      try {
+        Index::Open(path);
+      } catch (const Error&) {
+        failures++;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(failures == 0);
+  CHECK(fs::file_size(path) >= 512);
+  CHECK(Index::Open(path)->SchemaVersion() == Index::LatestSchemaVersion());
+  for (const auto& e : fs::directory_iterator(path.parent_path())) {
+    CHECK(e.path().filename().string().find(".new-") == std::string::npos);
+  }
+}
+
+TEST_CASE("SetAside moves a damaged index and its journal to a timestamped name") {
   TempDir dir("index");
   const fs::path path = dir / "index.db";
   WriteFile(path, "");
-  auto index = Index::Open(path);
-  CHECK(index->SchemaVersion() == Index::LatestSchemaVersion());
+  WriteFile(dir / "index.db-wal", "old journal");
+  const fs::path aside = Index::SetAside(path);
+  CHECK(aside.parent_path() == path.parent_path());
+  CHECK(aside.filename().string().rfind("index.db.damaged-", 0) == 0);
+  CHECK(fs::exists(aside));
+  CHECK(ReadFile(fs::path(aside.string() + "-wal")) == "old journal");
+  CHECK(!fs::exists(path));
+  CHECK(!fs::exists(dir / "index.db-wal"));
+  CHECK(Index::Open(path)->SchemaVersion() == Index::LatestSchemaVersion());
+  WriteFile(path, "x");
+  CHECK(Index::SetAside(path) != aside);  // a second one in the same second keeps both
 }
 
 TEST_CASE("a directory in the way is an error naming the path") {

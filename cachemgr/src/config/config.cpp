@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "cachemgr/error.h"
+#include "config/config_file.h"
 
 namespace cachemgr {
 namespace {
@@ -445,23 +446,10 @@ Options ParseConfig(std::string_view yaml_text, std::string_view origin) {
 }
 
 Options LoadConfigFile(const fs::path& path) {
+  const std::string text = config::ReadConfigText(path);
   std::error_code ec;
-  if (fs::is_directory(path, ec)) {
-    throw Error(Errc::kConfig, "config file " + path.string() + ": is a directory");
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    const int err = errno;
-    throw Error(Errc::kConfig, "config file " + path.string() + ": cannot read: " +
-                                   std::strerror(err != 0 ? err : ENOENT));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) {
-    throw Error(Errc::kConfig, "config file " + path.string() + ": read failed");
-  }
   const fs::path base = fs::absolute(path, ec).parent_path();
-  return Parser(path.string(), base).Parse(text.str());
+  return Parser(path.string(), base).Parse(text);
 }
 
 fs::path DefaultConfigPath() {
@@ -543,6 +531,16 @@ void ValidateOptions(const Options& o) {
   }
   AtLeast("log.max_file_mb", o.log.max_file_mb, 1);
   AtLeast("log.max_files", o.log.max_files, 1);
+
+  // Last, after the rules on values: the folders the cache creates files in and removes
+  // files from are never the system's.
+  if (o.backend.type == BackendType::kLocal) {
+    config::RefuseSystemFolder("backend.local.root", local.root);
+  }
+  config::RefuseSystemFolder("index", fs::path(o.index).parent_path().empty()
+                                          ? fs::path(".")
+                                          : fs::path(o.index).parent_path());
+  config::RefuseSystemFolder("conversion.dir", conv.dir);
 }
 
 }  // namespace cachemgr

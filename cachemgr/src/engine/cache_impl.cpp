@@ -50,8 +50,10 @@ std::unique_ptr<Cache> Cache::Open(const Options& options, std::shared_ptr<spdlo
     logger = std::make_shared<spdlog::logger>("cachemgr-null", spdlog::sinks_init_list{});
   }
   ValidateOptions(options);
-  auto index = index::Index::Open(options.index);
+  // The backend first: it refuses a root that is not the cache's before the index (or
+  // anything else) is created.
   auto backend = storage::MakeBackend(options.backend, logger);
+  auto index = index::Index::Open(options.index);
   auto source = source::MakeSource(options.source, logger);
   return std::make_unique<engine::CacheImpl>(options, logger, std::move(backend),
                                              std::move(source), std::move(index));

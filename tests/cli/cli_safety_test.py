@@ -1,0 +1,292 @@
+#!/usr/bin/python3
+"""End-to-end tests of what the tool leaves behind and what it refuses to touch.
+
+A kill -9 at any moment leaves no child process and no temporary that one eviction pass
+does not remove; an index file that is empty is refused (4) until `rebuild-index`; a
+config that is not a regular file, a missing config, a system folder or a folder that
+is not the cache's are refused (2) before anything is created. Same harness as
+cli_test.py (its World, Env and run), on the local backend or the ceph fixture's RBD.
+"""
+import argparse
+import fcntl
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import unittest
+import uuid
+
+import cli_test as base
+from cli_test import (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, MiB, Env, run)
+
+
+def alive(pid):
+    """Whether `pid` is a running (not zombie) process."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for(predicate, timeout=30.0, step=0.005):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return None
+
+
+def temporaries(root):
+    """`.tmp-*` files anywhere under a local root."""
+    found = []
+    for dirpath, _, files in os.walk(root):
+        found += [os.path.join(dirpath, f) for f in files if f.startswith(".tmp-")]
+    return found
+
+
+def start(env, *args):
+    e = dict(os.environ)
+    e.pop("CACHEMGR_CONFIG", None)
+    return subprocess.Popen([base.BIN, "--config", env.config] + list(args),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=e)
+
+
+class SafetyTest(unittest.TestCase):
+    # --- children die with the tool ------------------------------------------------
+
+    def test_kill_9_during_conversion_leaves_no_qemu_img(self):
+        """A conversion child outlives nothing: kill -9 the tool, the child goes too."""
+        world = base.WORLD
+        pid_file = os.path.join(world.root, "fake-qemu-%s.pid" % uuid.uuid4().hex[:8])
+        fake = os.path.join(world.root, "fake-qemu-img-%s" % uuid.uuid4().hex[:8])
+        with open(fake, "w") as f:
+            f.write("#!/bin/sh\n"
+                    "if [ \"$1\" = convert ]; then echo $$ > %s; exec sleep 600; fi\n"
+                    "exec qemu-img \"$@\"\n" % pid_file)
+        os.chmod(fake, 0o755)
+        env = Env("pdeath")
+        with open(env.config) as f:
+            text = f.read()
+        with open(env.config, "w") as f:
+            f.write(text.replace("conversion:\n", "conversion:\n  qemu_img: %s\n" % fake))
+        qcow = world.add_qcow2(size=8 * MiB)
+        tool = start(env, "create", qcow, "vol-pdeath")
+        child = wait_for(lambda: os.path.exists(pid_file) and open(pid_file).read().strip())
+        self.assertTrue(child, "the fake qemu-img was never started")
+        child = int(child)
+        self.assertTrue(alive(child))
+        tool.send_signal(signal.SIGKILL)
+        tool.wait()
+        gone = wait_for(lambda: not alive(child), timeout=10)
+        if not gone:
+            os.kill(child, signal.SIGKILL)
+        self.assertTrue(gone, "qemu-img (pid %d) outlived the killed tool" % child)
+
+    # --- temporaries of dead writers -----------------------------------------------
+
+    def test_kill_9_mid_fill_then_one_pass_leaves_no_temporary(self):
+        if base.BACKEND != "local":
+            self.skipTest("local backend temporaries")
+        env = Env("leftover")
+        big = base.WORLD.add_raw(size=192 * MiB, seed=4242)
+        caught = 0
+        for attempt in range(4):
+            tool = start(env, "create", big, "vol-leftover-%d" % attempt)
+            # Kill at the moment a temporary exists (the import, a sidecar), or later.
+            wait_for(lambda: temporaries(env.local_root), timeout=20, step=0.002)
+            time.sleep(0.02 * attempt)
+            tool.send_signal(signal.SIGKILL)
+            tool.wait()
+            left = temporaries(env.local_root)
+            caught += len(left)
+            if not left:
+                continue
+            stats = env.json("stats")
+            self.assertEqual(stats["leftovers"], len(left), left)
+            rc, out, _ = env.run("doctor")
+            self.assertEqual(rc, EXIT_FAILED, out)
+            self.assertIn("FAIL leftovers", out)
+            for path in left:
+                self.assertIn(os.path.basename(path), out)
+            rc, out, err = env.run("evict")
+            self.assertEqual(rc, EXIT_OK, err)
+            self.assertEqual(temporaries(env.local_root), [], "one pass removes every .tmp-*")
+            self.assertEqual(env.json("stats")["leftovers"], 0)
+        self.assertGreater(caught, 0, "no kill landed while a temporary existed")
+        rc, out, err = env.run("doctor")
+        self.assertNotIn("FAIL leftovers", out)
+        rc, _, err = env.run("create", big, "vol-after-kills")
+        self.assertEqual(rc, EXIT_OK, err)
+
+    def test_a_pass_never_removes_a_live_writers_temporary_nor_foreign_files(self):
+        if base.BACKEND != "local":
+            self.skipTest("local backend temporaries")
+        env = Env("livetmp")
+        rc, _, err = env.run("prefill", base.WORLD.add_raw(size=1 * MiB))
+        self.assertEqual(rc, EXIT_OK, err)
+        base_dir = os.path.join(env.local_root, "_base")
+        live = os.path.join(base_dir, ".tmp-live-writer-abc123")
+        dead = os.path.join(base_dir, ".tmp-dead-writer-def456")
+        secret = os.path.join(env.dir, "not-the-caches")
+        link = os.path.join(base_dir, ".tmp-link-ghi789")
+        folder = os.path.join(base_dir, ".tmp-folder")
+        for path in (live, dead, secret):
+            with open(path, "wb") as f:
+                f.write(b"x" * 4096)
+        os.symlink(secret, link)
+        os.mkdir(folder)
+        holder = open(live, "rb")
+        fcntl.flock(holder, fcntl.LOCK_EX)  # a writer at work holds its temporary's lock
+        try:
+            self.assertEqual(env.json("stats")["leftovers"], 1)
+            rc, _, err = env.run("evict")
+            self.assertEqual(rc, EXIT_OK, err)
+            self.assertTrue(os.path.exists(live), "a live writer's temporary was removed")
+            self.assertFalse(os.path.exists(dead), "a dead writer's temporary was kept")
+            self.assertTrue(os.path.islink(link) and os.path.exists(secret))
+            self.assertTrue(os.path.isdir(folder))
+        finally:
+            holder.close()
+        rc, _, err = env.run("evict")
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertFalse(os.path.exists(live), "the writer died: its temporary goes")
+
+    # --- the index ---------------------------------------------------------------
+
+    def test_an_empty_index_is_refused_until_rebuild_index(self):
+        env = Env("emptyindex")
+        image = base.WORLD.add_raw(size=2 * MiB)
+        rc, _, err = env.run("prefill", image)
+        self.assertEqual(rc, EXIT_OK, err)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(env.index + suffix):
+                os.unlink(env.index + suffix)
+        os.truncate(env.index, 0)
+        for args in (["list"], ["create", image, "vol-on-empty"], ["evict"]):
+            rc, out, err = env.run(*args)
+            self.assertEqual(rc, EXIT_REFUSED, "%s: %s" % (args, err))
+            self.assertIn("rebuild-index", err)
+            self.assertEqual(os.path.getsize(env.index), 0, "the damaged file is left as is")
+        rc, out, err = env.run("rebuild-index")
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertIn("restored 1", out)
+        self.assertEqual(len(glob.glob(env.index + ".damaged-*")), 1)
+        self.assertEqual([e["image_id"] for e in env.json("list")], [image])
+
+    # --- config: found, a regular file, bounded ------------------------------------
+
+    def test_config_must_be_a_regular_file_of_bounded_size(self):
+        env = Env("badconfig")
+        fifo = os.path.join(env.dir, "fifo.yaml")
+        os.mkfifo(fifo)
+        huge = os.path.join(env.dir, "huge.yaml")
+        with open(huge, "w") as f:
+            f.write("# " + "x" * (2 * MiB) + "\n")
+        for path in ("/dev/zero", fifo, env.dir, huge):
+            t = time.monotonic()
+            rc, _, err = run(["list"], config=path)
+            self.assertEqual(rc, EXIT_USAGE, "%s: %s" % (path, err))
+            self.assertIn(path, err)
+            self.assertLess(time.monotonic() - t, 5, path)
+
+    def test_no_config_names_every_place_it_looked(self):
+        if os.path.exists("/etc/cachemgr/cachemgr.yaml"):
+            self.skipTest("this host has /etc/cachemgr/cachemgr.yaml")
+        rc, _, err = run(["list"])
+        self.assertEqual(rc, EXIT_USAGE, err)
+        for place in ("--config", "$CACHEMGR_CONFIG", "/etc/cachemgr/cachemgr.yaml"):
+            self.assertIn(place, err)
+        self.assertFalse(os.path.exists("/var/lib/cachemgr/index.db"))
+
+    # --- roots: never a system folder, never someone else's folder -----------------
+
+    def test_system_folders_are_refused_before_anything_is_made(self):
+        env = Env("sysroot")
+        for key, value in (("root", "/"), ("root", "/tmp/../etc"), ("root", "/usr"),
+                           ("index", "/etc/cachemgr-index.db"), ("conv", "/tmp"),
+                           ("conv", "/var")):
+            text = open(env.config).read()
+            if key == "root":
+                if base.BACKEND != "local":
+                    continue
+                text = text.replace("root: %s" % env.local_root, "root: %s" % value)
+                name = "backend.local.root"
+            elif key == "index":
+                text = text.replace("index: %s" % env.index, "index: %s" % value)
+                name = "index"
+            else:
+                text = text.replace("  dir: %s" % os.path.join(env.dir, "conversion"),
+                                    "  dir: %s" % value)
+                name = "conversion.dir"
+            path = os.path.join(env.dir, "sys-%s.yaml" % uuid.uuid4().hex[:6])
+            with open(path, "w") as f:
+                f.write(text)
+            rc, _, err = run(["list"], config=path)
+            self.assertEqual(rc, EXIT_USAGE, "%s=%s: %s" % (key, value, err))
+            self.assertIn(name, err)
+        self.assertFalse(os.path.exists(env.index), "nothing is made before the checks pass")
+        self.assertFalse(os.path.exists("/etc/cachemgr-index.db"))
+        self.assertFalse(os.path.exists("/_base"))
+
+    def test_a_folder_that_is_not_the_caches_is_refused(self):
+        if base.BACKEND != "local":
+            self.skipTest("local root")
+        env = Env("foreignroot")
+        os.makedirs(env.local_root)
+        mine = os.path.join(env.local_root, "operator-notes.txt")
+        with open(mine, "w") as f:
+            f.write("not the cache's\n")
+        rc, _, err = env.run("list")
+        self.assertEqual(rc, EXIT_USAGE, err)
+        self.assertIn("backend.local.root", err)
+        self.assertEqual(os.listdir(env.local_root), ["operator-notes.txt"])
+        self.assertFalse(os.path.exists(env.index), "nothing is made before the checks pass")
+        # An empty folder (or a new one) becomes the cache's and is marked.
+        os.unlink(mine)
+        rc, _, err = env.run("prefill", base.WORLD.add_raw(size=1 * MiB))
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertTrue(os.path.exists(os.path.join(env.local_root, ".cachemgr-root")))
+        rc, _, err = env.run("list")
+        self.assertEqual(rc, EXIT_OK, err)
+
+    # --- RBD: a missing pool is a config error ---------------------------------------
+
+    def test_missing_rbd_pool_is_a_config_error_naming_the_key(self):
+        if base.BACKEND != "rbd":
+            self.skipTest("rbd pool")
+        env = Env("nopool")
+        text = open(env.config).read().replace("pool: volumes", "pool: no-such-pool-%s" %
+                                               uuid.uuid4().hex[:6])
+        with open(env.config, "w") as f:
+            f.write(text)
+        rc, _, err = env.run("list")
+        self.assertEqual(rc, EXIT_USAGE, err)
+        self.assertIn("backend.rbd.pool", err)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backend", choices=["local", "rbd"], default="local")
+    args, rest = parser.parse_known_args()
+    base.BACKEND = args.backend
+    if not base.BIN or not os.access(base.BIN, os.X_OK):
+        sys.exit("CACHEMGR_BIN is not set to the cachemgr binary")
+    if base.BACKEND == "rbd" and not os.path.exists(
+            os.path.join(base.RUN_DIR, "ceph", "ceph.conf")):
+        sys.exit("no Ceph cluster at %s/ceph (the ceph fixture did not start)" % base.RUN_DIR)
+    base.WORLD = base.World()
+    result = unittest.main(argv=[sys.argv[0], "-v"] + rest, exit=False).result
+    if result.wasSuccessful():
+        import shutil
+        shutil.rmtree(base.WORLD.root, ignore_errors=True)
+    sys.exit(0 if result.wasSuccessful() else 1)
+
+
+if __name__ == "__main__":
+    main()
