@@ -85,7 +85,11 @@ void ClaimLocalRoot(const fs::path& root) {
     }
     return;
   }
-  const bool empty = fs::is_empty(root, ec);
+  // A new filesystem's lost+found does not make a folder someone's.
+  bool empty = true;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    empty = empty && e.path().filename() == "lost+found";
+  }
   if (ec) Refuse(root, "cannot be read: " + ec.message(), "make it readable by this user");
   if (empty || IsUnmarkedCacheRoot(root)) {
     WriteMarker(root);

@@ -200,8 +200,10 @@ backend_images() {
     # lock files are not objects (flock targets under the root stay by design); the
     # trash is counted apart (trash_entries), and so are the stable backing links
     # (second names of images, or deferred deletes)
+    # (the root's marker file says the folder is the cache's: not an object either)
     [[ -d $ROOT ]] && find "$ROOT" -type f -not -path "$ROOT/.locks/*" \
-      -not -path "$ROOT/.trash/*" -not -path "$ROOT/.backing/*" -printf '%P\n' 2>/dev/null | sort
+      -not -path "$ROOT/.trash/*" -not -path "$ROOT/.backing/*" \
+      -not -path "$ROOT/.cachemgr-root" -printf '%P\n' 2>/dev/null | sort
   fi
 }
 

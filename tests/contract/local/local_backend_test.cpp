@@ -362,3 +362,87 @@ TEST_CASE("MakeBackend makes the local backend from options") {
 
 }  // namespace
 }  // namespace cachemgr::test
+
+namespace cachemgr::test {
+namespace {
+
+std::vector<std::string> TempsUnder(const std::filesystem::path& root) {
+  std::vector<std::string> found;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(root)) {
+    if (e.path().filename().string().rfind(".tmp-", 0) == 0 && !e.is_directory()) {
+      found.push_back(e.path().string());
+    }
+  }
+  return found;
+}
+
+TEST_CASE("a writer's temporary is never swept; a dead writer's is, and nothing else") {
+  TempDir dir("local-sweep");
+  auto b = MakeLocal(dir / "root");
+  const ImageRef ref{"_base", kBaseName};
+  auto writer = b->Create(ref, 4 * kMiB);
+  writer->Append(std::span<const std::byte>(
+      reinterpret_cast<const std::byte*>(std::string(kMiB, 'x').data()), kMiB));
+  const auto live = TempsUnder(dir / "root");
+  REQUIRE(live.size() == 1);
+  CHECK(b->SweepTemporaries(true).empty());
+  CHECK(b->SweepTemporaries(false).empty());
+  CHECK(TempsUnder(dir / "root") == live);
+
+  // What a writer killed with -9 leaves: the same kind of name, no lock held.
+  const fs::path dead = dir / "root" / "volumes" / ".tmp-vol-XXdead";
+  const fs::path dead_meta = dir / "root" / "_base" / ".meta" / ".tmp-x.json-XXdead";
+  WriteFile(dead, std::string(8192, 'd'));
+  WriteFile(dead_meta, "{}");
+  // Not ours to remove: a symlink with the name (its target outside), a folder, a file
+  // in a folder the backend never writes temporaries in.
+  WriteFile(dir / "outside", "secret");
+  fs::create_symlink(dir / "outside", dir / "root" / "volumes" / ".tmp-link-XX");
+  fs::create_directory(dir / "root" / "volumes" / ".tmp-dir-XX");
+
+  auto found = b->SweepTemporaries(true);
+  CHECK(found.size() == 2);
+  for (const auto& l : found) CHECK(!l.removed);
+  CHECK(fs::exists(dead));
+  found = b->SweepTemporaries(false);
+  REQUIRE(found.size() == 2);
+  for (const auto& l : found) {
+    CHECK(l.removed);
+    CHECK((l.path == dead.string() || l.path == dead_meta.string()));
+  }
+  CHECK(!fs::exists(dead));
+  CHECK(!fs::exists(dead_meta));
+  CHECK(fs::is_symlink(dir / "root" / "volumes" / ".tmp-link-XX"));
+  CHECK(ReadFile(dir / "outside") == "secret");
+  CHECK(fs::is_directory(dir / "root" / "volumes" / ".tmp-dir-XX"));
+
+  // The live writer still finishes, and leaves no temporary behind.
+  writer->AppendZeros(3 * kMiB);
+  writer->Finish();
+  CHECK(b->Exists(ref));
+  CHECK(TempsUnder(dir / "root").empty());
+}
+
+TEST_CASE("a root that holds someone else's files is refused before anything is made") {
+  TempDir dir("local-root");
+  const fs::path root = dir / "root";
+  fs::create_directories(root);
+  WriteFile(root / "notes.txt", "mine");
+  try {
+    MakeLocal(root);
+    FAIL("an unmarked root with files in it was taken");
+  } catch (const Error& e) {
+    CHECK(e.code() == Errc::kConfig);
+    CHECK(std::string(e.what()).find("backend.local.root") != std::string::npos);
+  }
+  CHECK(std::distance(fs::directory_iterator(root), fs::directory_iterator{}) == 1);
+  fs::remove(root / "notes.txt");
+  MakeLocal(root);  // empty: made the cache's
+  CHECK(fs::is_regular_file(root / ".cachemgr-root"));
+  MakeLocal(root);  // marked: taken again
+  MakeLocal(dir / "new" / "root");
+  CHECK(fs::is_regular_file(dir / "new" / "root" / ".cachemgr-root"));
+}
+
+}  // namespace
+}  // namespace cachemgr::test
