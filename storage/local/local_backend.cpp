@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <linux/fs.h>
 #include <pwd.h>
+#include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -18,9 +19,8 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <spdlog/spdlog.h>
-#include <sstream>
 #include <shared_mutex>
+#include <sstream>
 #include <thread>
 
 #include "cachemgr/error.h"
@@ -124,7 +124,8 @@ std::pair<fs::path, Fd> MakeTemp(const fs::path& dir, const std::string& stem) {
     }
     // A sweep may have seen the file between mkostemp and flock, found it unlocked and
     // removed it: the name must still be ours, else start again under a new one.
-    struct stat by_fd {}, by_name {};
+    struct stat by_fd {};
+    struct stat by_name {};
     if (::fstat(fd.get(), &by_fd) == 0 && ::lstat(tmpl.c_str(), &by_name) == 0 &&
         by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino) {
       return {fs::path(tmpl), std::move(fd)};

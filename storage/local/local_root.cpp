@@ -52,8 +52,8 @@ void WriteMarker(const fs::path& root) {
 // A root made before roots were marked: only the cache's own folders, and the layout's
 // _base/.meta among them.
 bool IsUnmarkedCacheRoot(const fs::path& root) {
-  static const std::set<std::string> kOwn = {"_base", "volumes", ".trash",
-                                             ".backing", ".locks", ".tmp"};
+  static const std::set<std::string> kOwn = {"_base",    "volumes", ".trash",
+                                             ".backing", ".locks",  ".tmp"};
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(root, ec)) {
     const std::string name = e.path().filename().string();

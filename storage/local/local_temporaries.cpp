@@ -60,8 +60,8 @@ void SweepOne(int dir_fd, const std::string& dir_path, const std::string& name, 
   struct stat by_name {};
   if (::fstatat(dir_fd, name.c_str(), &by_name, AT_SYMLINK_NOFOLLOW) != 0) return;
   if (!S_ISREG(by_name.st_mode)) return;  // symlinks, fifos, folders: not ours to touch
-  Closer file{::openat(dir_fd, name.c_str(),
-                       O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)};
+  Closer file{
+      ::openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)};
   if (file.fd < 0) return;
   struct stat by_fd {};
   if (::fstat(file.fd, &by_fd) != 0 || by_fd.st_dev != by_name.st_dev ||

@@ -380,11 +380,10 @@ RbdBackend::RbdBackend(const RbdBackendOptions& options, std::shared_ptr<spdlog:
     pool = Pool(options_.pool);
   } catch (const Error& e) {
     if (e.code() != Errc::kNotFound) throw;
-    throw Error(Errc::kConfig, "backend.rbd.pool: pool '" + options_.pool +
-                                   "' does not exist in cluster " + fsid_ +
-                                   "; create it (ceph osd pool create " + options_.pool +
-                                   "; rbd pool init " + options_.pool +
-                                   ") or name an existing pool");
+    throw Error(Errc::kConfig,
+                "backend.rbd.pool: pool '" + options_.pool + "' does not exist in cluster " +
+                    fsid_ + "; create it (ceph osd pool create " + options_.pool +
+                    "; rbd pool init " + options_.pool + ") or name an existing pool");
   }
   if (!options_.namespace_.empty()) {
     bool exists = false;

@@ -420,10 +420,25 @@ TEST_CASE("no config file found names every place it looked") {
 TEST_CASE("system folders are refused as root, index folder and conversion dir") {
   TempDir dir("config");
   std::filesystem::create_directory_symlink("/etc", dir / "etc-link");
-  const std::vector<std::string> system = {
-      "/", "/etc", "/usr", "/usr/lib", "/bin", "/lib64", "/boot", "/dev", "/proc/self",
-      "/sys", "/run", "/var", "/var/lib", "/home", "/root", "/tmp", "/tmp/../etc/ssl",
-      (dir / "etc-link").string(), (dir / "etc-link" / "x").string()};
+  const std::vector<std::string> system = {"/",
+                                           "/etc",
+                                           "/usr",
+                                           "/usr/lib",
+                                           "/bin",
+                                           "/lib64",
+                                           "/boot",
+                                           "/dev",
+                                           "/proc/self",
+                                           "/sys",
+                                           "/run",
+                                           "/var",
+                                           "/var/lib",
+                                           "/home",
+                                           "/root",
+                                           "/tmp",
+                                           "/tmp/../etc/ssl",
+                                           (dir / "etc-link").string(),
+                                           (dir / "etc-link" / "x").string()};
   for (const auto& folder : system) {
     CAPTURE(folder);
     Options o;

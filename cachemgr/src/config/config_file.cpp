@@ -32,16 +32,16 @@ std::string KindOf(mode_t mode) {
 
 // Folders that are never a cache's, exactly.
 constexpr std::array<std::string_view, 20> kSystemFolders = {
-    "/",         "/bin",      "/boot",   "/dev",     "/etc",      "/home",    "/lib",
-    "/lib32",    "/lib64",    "/libx32", "/media",   "/mnt",      "/opt",     "/proc",
-    "/root",     "/run",      "/sbin",   "/srv",     "/sys",      "/tmp"};
+    "/",      "/bin", "/boot", "/dev",  "/etc",  "/home", "/lib",  "/lib32", "/lib64", "/libx32",
+    "/media", "/mnt", "/opt",  "/proc", "/root", "/run",  "/sbin", "/srv",   "/sys",   "/tmp"};
 // ... and more of them, exactly.
 constexpr std::array<std::string_view, 8> kSystemFoldersToo = {
     "/usr", "/var", "/var/lib", "/var/tmp", "/var/cache", "/var/log", "/var/run", "/usr/local"};
 // Trees that hold only the system's own files (or the kernel's views): nothing under
 // them is a cache.
-constexpr std::array<std::string_view, 11> kSystemTrees = {
-    "/proc", "/sys", "/dev", "/boot", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"};
+constexpr std::array<std::string_view, 11> kSystemTrees = {"/proc",  "/sys",   "/dev",   "/boot",
+                                                           "/etc",   "/bin",   "/sbin",  "/lib",
+                                                           "/lib32", "/lib64", "/libx32"};
 
 bool Under(std::string_view path, std::string_view tree) {
   return path == tree || (path.size() > tree.size() && path.substr(0, tree.size()) == tree &&
@@ -73,8 +73,8 @@ std::string ReadConfigText(const fs::path& path) {
   }
   if (static_cast<uint64_t>(st.st_size) > kMaxConfigBytes) {
     throw Error(Errc::kConfig, name + ": " + std::to_string(st.st_size) +
-                                   " bytes, over the limit of " +
-                                   std::to_string(kMaxConfigBytes) + " bytes for a config");
+                                   " bytes, over the limit of " + std::to_string(kMaxConfigBytes) +
+                                   " bytes for a config");
   }
   // The file may grow while it is read: read at most one byte over the limit.
   std::string text;
@@ -109,7 +109,8 @@ void RefuseSystemFolder(const std::string& key, const fs::path& dir) {
   system = system || (Under(p, "/usr") && !Under(p, "/usr/local"));  // merged /bin, /lib
   // A user's home folder itself (its files are the user's, not the cache's).
   if (Under(p, "/home") && p.find('/', 6) == std::string::npos) system = true;
-  if (const char* home = std::getenv("HOME"); home && *home && p == fs::path(home).lexically_normal().string()) {
+  if (const char* home = std::getenv("HOME");
+      home && *home && p == fs::path(home).lexically_normal().string()) {
     system = true;
   }
   if (system) {

@@ -170,8 +170,8 @@ std::vector<Check> CacheImpl::Doctor() {
       bytes += l.bytes;
     }
     throw Error(Errc::kBackend, std::to_string(found.size()) +
-                                    " temporaries left by dead writers (" +
-                                    std::to_string(bytes) + " bytes): " + list);
+                                    " temporaries left by dead writers (" + std::to_string(bytes) +
+                                    " bytes): " + list);
   });
   run("source", "check source.glance.endpoint / token or source.file.dir", [&] {
     source_->Ping();

@@ -243,8 +243,8 @@ std::unique_ptr<Index> Index::Open(const fs::path& path) {
   } catch (const SQLite::Exception& e) {
     const int code = e.getErrorCode();
     if (code == SQLITE_NOTADB || code == SQLITE_CORRUPT) {
-      throw Error(Errc::kCorrupt, "index " + path.string() +
-                                      ": not a valid SQLite database (" + e.what() +
+      throw Error(Errc::kCorrupt, "index " + path.string() + ": not a valid SQLite database (" +
+                                      e.what() +
                                       "); it is left as is: run `cachemgr rebuild-index` (it "
                                       "sets the file aside and rebuilds from the backend)");
     }

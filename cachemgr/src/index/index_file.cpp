@@ -6,11 +6,10 @@
 // index is therefore never created in place: it is made in a temporary file next to it
 // and linked into place whole. A file at the index path that is empty is then damage,
 // never a fresh index.
+#include <SQLiteCpp/SQLiteCpp.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <SQLiteCpp/SQLiteCpp.h>
 
 #include <cerrno>
 #include <cstring>
@@ -84,8 +83,8 @@ void Index::PrepareFile(const fs::path& path) {
     if (::stat(path.c_str(), &st) != 0) FailErrno(Errc::kIo, path, "cannot stat", errno);
   }
   if (!S_ISREG(st.st_mode)) {
-    throw Error(Errc::kConfig, "index " + path.string() +
-                                   ": not a regular file; point `index` at a file path");
+    throw Error(Errc::kConfig,
+                "index " + path.string() + ": not a regular file; point `index` at a file path");
   }
   if (st.st_size < kMinDatabaseBytes) {
     throw Error(Errc::kCorrupt, "index " + path.string() + ": damaged (" +
