@@ -5,7 +5,6 @@
 #include <grp.h>
 #include <linux/fs.h>
 #include <pwd.h>
-#include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -19,8 +18,9 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <shared_mutex>
+#include <spdlog/spdlog.h>
 #include <sstream>
+#include <shared_mutex>
 #include <thread>
 
 #include "cachemgr/error.h"
