@@ -67,7 +67,7 @@ class SafetyTest(unittest.TestCase):
         fake = os.path.join(world.root, "fake-qemu-img-%s" % uuid.uuid4().hex[:8])
         with open(fake, "w") as f:
             f.write("#!/bin/sh\n"
-                    "if [ \"$1\" = convert ]; then echo $$ > %s; exec sleep 600; fi\n"
+                    "case \"$1\" in convert|map) echo $$ > %s; exec sleep 600;; esac\n"
                     "exec qemu-img \"$@\"\n" % pid_file)
         os.chmod(fake, 0o755)
         env = Env("pdeath")
@@ -94,7 +94,9 @@ class SafetyTest(unittest.TestCase):
         if base.BACKEND != "local":
             self.skipTest("local backend temporaries")
         env = Env("leftover")
-        big = base.WORLD.add_raw(size=192 * MiB, seed=4242)
+        # A qcow2 is read into the backend through a writer (a raw file may be adopted
+        # by a hard link, with no temporary at all).
+        big = base.WORLD.add_qcow2(size=256 * MiB, seed=4242)
         caught = 0
         for attempt in range(4):
             tool = start(env, "create", big, "vol-leftover-%d" % attempt)

@@ -123,9 +123,10 @@ void RefuseSystemFolder(const std::string& key, const fs::path& dir) {
 
 }  // namespace config
 
-fs::path FindConfigFile(const std::string& explicit_path) {
+std::filesystem::path FindConfigFile(const std::string& explicit_path) {
   const char* env = std::getenv("CACHEMGR_CONFIG");
   const bool from_env = env != nullptr && *env != '\0';
+  namespace fs = std::filesystem;
   fs::path chosen = !explicit_path.empty() ? fs::path(explicit_path)
                     : from_env             ? fs::path(env)
                                            : DefaultConfigPath();
