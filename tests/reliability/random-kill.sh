@@ -56,10 +56,10 @@ for k in "${kinds[@]}"; do total[$k]=0; mid[$k]=0; fails[$k]=0; detail[$k]=""; d
 for (( i = 1; i <= kills; i++ )); do
   kind=${kinds[RANDOM % 4]}
   case $kind in
-    raw) id=$(new_uuid); make_image "$id" raw 40 24; max_ms=900 ;;
-    qcow2) id=$(new_uuid); make_image "$id" qcow2 40 24; max_ms=1200 ;;
-    compressed) id=$(new_uuid); make_compressed "$id" 40 24; max_ms=2500 ;;
-    hit) id=$hit_id; max_ms=400 ;;
+    raw) id=$(new_uuid); make_image "$id" raw 32 16; max_ms=700 ;;
+    qcow2) id=$(new_uuid); make_image "$id" qcow2 32 16; max_ms=900 ;;
+    compressed) id=$(new_uuid); make_compressed "$id" 32 16; max_ms=1800 ;;
+    hit) id=$hit_id; max_ms=300 ;;
   esac
   delay_ms=$((RANDOM % max_ms))
   vol="rk$i"
@@ -94,6 +94,8 @@ for (( i = 1; i <= kills; i++ )); do
     log "kill $i ($kind, ${delay_ms} ms): $obs"
     # Clean up what this kill left, so that the next kill is judged on its own.
     cm evict >/dev/null
+    find "$CONV" -mindepth 1 -delete 2>/dev/null
+    [[ $BACKEND == local ]] && find "$ROOT" -name '.tmp-*' -type f -delete 2>/dev/null
   fi
 done
 
