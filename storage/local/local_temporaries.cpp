@@ -41,6 +41,7 @@ std::vector<std::string> Names(int dir_fd) {
     ::close(dup_fd);
     return names;
   }
+  ::rewinddir(d);  // the duplicate shares the offset a previous listing left at the end
   while (struct dirent* e = ::readdir(d)) {
     std::string n = e->d_name;
     if (n != "." && n != "..") names.push_back(std::move(n));

@@ -408,13 +408,13 @@ TEST_CASE("no config file found names every place it looked") {
       }
     }
     const auto given = (dir / "given.yaml").string();
-    CHECK_THROWS_WITH_AS(cachemgr::FindConfigFile(given), doctest::Contains(given), Error);
+    CHECK_THROWS_WITH_AS(cachemgr::FindConfigFile(given), doctest::Contains(given.c_str()), Error);
     WriteFile(given, "cache: {max_count: 2}\n");
     CHECK(cachemgr::FindConfigFile(given) == given);
   }
   const auto from_env = (dir / "env.yaml").string();
   ScopedEnv env("CACHEMGR_CONFIG", from_env.c_str());
-  CHECK_THROWS_WITH_AS(cachemgr::FindConfigFile(""), doctest::Contains(from_env), Error);
+  CHECK_THROWS_WITH_AS(cachemgr::FindConfigFile(""), doctest::Contains(from_env.c_str()), Error);
 }
 
 TEST_CASE("system folders are refused as root, index folder and conversion dir") {
@@ -452,8 +452,8 @@ TEST_CASE("system folders are refused as root, index folder and conversion dir")
     o.conversion.dir = folder;
     CHECK_THROWS_WITH_AS(cachemgr::ValidateOptions(o), doctest::Contains("conversion.dir"), Error);
   }
-  for (const std::string folder :
-       {"/var/lib/cachemgr", "/srv/cache", "/tmp/cachemgr", (dir / "cache").string()}) {
+  for (const std::string& folder : std::vector<std::string>{
+           "/var/lib/cachemgr", "/srv/cache", "/tmp/cachemgr", (dir / "cache").string()}) {
     CAPTURE(folder);
     Options o;
     o.backend.local.root = folder;

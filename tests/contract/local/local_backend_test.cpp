@@ -369,7 +369,8 @@ namespace {
 std::vector<std::string> TempsUnder(const std::filesystem::path& root) {
   std::vector<std::string> found;
   for (const auto& e : std::filesystem::recursive_directory_iterator(root)) {
-    if (e.path().filename().string().rfind(".tmp-", 0) == 0 && !e.is_directory()) {
+    if (e.path().filename().string().rfind(".tmp-", 0) == 0 && e.is_regular_file() &&
+        !e.is_symlink()) {
       found.push_back(e.path().string());
     }
   }
