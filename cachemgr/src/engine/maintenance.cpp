@@ -142,6 +142,28 @@ std::vector<Check> CacheImpl::Doctor() {
     auto n = backend_->List(backend_->entry_pool()).size();
     return backend_kind_ + " " + location_ + ": reachable, " + std::to_string(n) + " image(s)";
   });
+  run("leftovers", "run `cachemgr evict`: it removes what a dead fill or create left", [&] {
+    std::vector<EvictAction> found;
+    GcLeftovers(true, &found);
+    GcVolumes(true, &found);
+    std::string foreign, half_made;
+    size_t n_foreign = 0, n_half = 0;
+    for (const auto& a : found) {
+      std::string& list = a.kind == "left alone" ? foreign : half_made;
+      (a.kind == "left alone" ? n_foreign : n_half) += 1;
+      list += (list.empty() ? "" : "; ") + a.name + " (" + a.reason + ")";
+    }
+    const std::string others =
+        n_foreign == 0 ? "no foreign objects"
+                       : std::to_string(n_foreign) +
+                             " object(s) not made by this cache, left alone: " + foreign;
+    if (n_half > 0) {
+      throw Error(Errc::kBackend, std::to_string(n_half) +
+                                      " half-made object(s) or row(s) not yet removed: " +
+                                      half_made + "; " + others);
+    }
+    return "nothing half-made; " + others;
+  });
   run("source", "check source.glance.endpoint / token or source.file.dir", [&] {
     source_->Ping();
     return source_->kind() + ": reachable";
