@@ -50,7 +50,7 @@ struct TrashEntry {
   std::string id;         // backend's id of the trashed image
   ImageRef original;      // where it lived
   bool has_children = false;
-  std::string identity;   // Identity() the image had before it was trashed
+  std::string identity;  // Identity() the image had before it was trashed
 };
 
 // Progress of a long verb: done and total in bytes (or objects); total 0 when unknown.

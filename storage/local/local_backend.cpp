@@ -469,8 +469,8 @@ struct LocalBackend::Impl {
       FailErrno("cannot stat", path, errno);
     std::string id = "ino-" + std::to_string(stx.stx_ino);
     if (stx.stx_mask & STATX_BTIME) {
-      id += "-" + std::to_string(stx.stx_btime.tv_sec) + "." +
-            std::to_string(stx.stx_btime.tv_nsec);
+      id +=
+          "-" + std::to_string(stx.stx_btime.tv_sec) + "." + std::to_string(stx.stx_btime.tv_nsec);
     }
     return id;
   }
@@ -1372,7 +1372,8 @@ std::unique_ptr<Lock> LocalBackend::AcquireLock(const std::string& key,
   while (true) {
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) {
       // A holder may have discarded (unlinked) the file this one locked: lock the new one.
-      struct stat held {}, now {};
+      struct stat held {};
+      struct stat now {};
       if (::fstat(fd.get(), &held) == 0 && ::stat(path.c_str(), &now) == 0 &&
           held.st_ino == now.st_ino && held.st_dev == now.st_dev)
         return std::make_unique<LocalLock>(std::move(fd), path);

@@ -188,7 +188,7 @@ class OwnershipTest(unittest.TestCase):
         codes = sorted(r[0] for r in results)
         self.assertEqual(codes, [EXIT_OK, EXIT_FAILED, EXIT_FAILED], results)
         shown = env.json("show", image)
-        self.assertEqual([v["name"] for v in shown["volumes"]], ["contested"])
+        self.assertEqual([v["name"] for v in shown["volume_list"]], ["contested"])
         self.assertEqual(env.read_volume("contested", 4 * MiB), cli_test.WORLD.raw[image])
         self.assertEqual(env.json("evict")["failed"], 0)
         self.assertEqual(env.read_volume("contested", 4 * MiB), cli_test.WORLD.raw[image])

@@ -59,9 +59,7 @@ struct Env {
     SQLite::Database db(options.index, SQLite::OPEN_READONLY);
     return static_cast<uint64_t>(db.execAndGet(sql).getInt64());
   }
-  std::vector<std::string> EntryObjects() const {
-    return backend->List(backend->entry_pool());
-  }
+  std::vector<std::string> EntryObjects() const { return backend->List(backend->entry_pool()); }
   std::string ChildPath() const { return ENGINE_CHILD; }
   // Runs engine_child with ops; returns the raw wait status.
   int RunChild(const std::vector<std::string>& ops, const std::string& failpoint = "",

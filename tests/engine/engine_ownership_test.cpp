@@ -197,11 +197,11 @@ TEST_CASE("evict leaves alone objects that only look like the cache's") {
   const std::string hex40 = "0123456789abcdef0123456789abcdef01234567";
   const std::string hex40b = "fedcba9876543210fedcba9876543210fedcba98";
   std::vector<storage::ImageRef> foreign = {
-      {b.entry_pool(), hex40},                                   // entry-shaped
-      {b.entry_pool(), "staging-" + hex40b + "-mine"},           // staging-shaped
-      {b.entry_pool(), "staging-vol-0123456789abcdef"},          // volume staging-shaped
+      {b.entry_pool(), hex40},                                       // entry-shaped
+      {b.entry_pool(), "staging-" + hex40b + "-mine"},               // staging-shaped
+      {b.entry_pool(), "staging-vol-0123456789abcdef"},              // volume staging-shaped
       {b.entry_pool(), "fedcba9876543210fedcba9876543210fedcba99"},  // copy of an entry
-      {b.entry_pool(), "staging-" + hex40 + "-copy"},            // copy of an entry
+      {b.entry_pool(), "staging-" + hex40 + "-copy"},                // copy of an entry
   };
   MakeForeign(b, foreign[0], 1);
   b.CreateSnapshot({foreign[0], "cachemgr-base"});
@@ -312,9 +312,9 @@ TEST_CASE("lock files and objects do not pile up: fills, evictions and a pass") 
   CHECK(count_files(env.dir / "state" / "locks") <= 2 * 2);
   if (kRbd) {
     std::string out;
-    REQUIRE(RunCommand({"rados", "--conf", CephConf().string(), "-p", "volumes", "-N", env.ns,
-                        "ls"},
-                       &out) == 0);
+    REQUIRE(
+        RunCommand({"rados", "--conf", CephConf().string(), "-p", "volumes", "-N", env.ns, "ls"},
+                   &out) == 0);
     size_t locks = 0;
     for (size_t pos = 0; (pos = out.find("cachemgr.lock.", pos)) != std::string::npos; ++pos) {
       ++locks;

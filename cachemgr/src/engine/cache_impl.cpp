@@ -205,7 +205,8 @@ std::vector<VolumeInfo> CacheImpl::Volumes(const std::string& image_id) {
   auto rows = WithIndex([&](index::Index& ix) { return ix.ListVolumes(); });
   std::vector<VolumeInfo> out;
   for (const auto& v : rows) {
-    if (v.pool != backend_->volume_pool()) continue;
+    // A volume still being made (its name claimed) is not one yet.
+    if (v.pool != backend_->volume_pool() || v.state != index::State::kReady) continue;
     if (!image_id.empty() && v.image_id != image_id) continue;
     out.push_back({v.name, v.image_id, ParsePlan(v.plan), v.depth, v.size_bytes, v.created_at});
   }

@@ -289,8 +289,8 @@ void CacheImpl::GcLeftovers(bool dry_run, std::vector<EvictAction>* actions) {
       if (own.exists && !own.ours) {
         LeaveAlone(name, own.why, actions);
       } else if (own.exists) {
-        actions->push_back({"gc", "", name, 0, key ? "staging object" : "entry without a row",
-                            false});
+        actions->push_back(
+            {"gc", "", name, 0, key ? "staging object" : "entry without a row", false});
       }
       continue;
     }
@@ -502,8 +502,8 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
   if (options.flatten_older_than.count() > 0) {
     const int64_t cutoff = NowSeconds() - options.flatten_older_than.count();
     for (auto v : WithIndex([&](index::Index& ix) { return ix.ListVolumes(); })) {
-      if (v.pool != backend_->volume_pool() || v.state != index::State::kReady ||
-          v.flattened || v.depth == 0 || v.created_at > cutoff) {
+      if (v.pool != backend_->volume_pool() || v.state != index::State::kReady || v.flattened ||
+          v.depth == 0 || v.created_at > cutoff) {
         continue;
       }
       EvictAction action{"flatten", v.image_id, v.name, v.size_bytes, "older than cutoff", false};

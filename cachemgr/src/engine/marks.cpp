@@ -41,8 +41,8 @@ Ownership CheckOwnership(storage::Backend& backend, const storage::ImageRef& ref
   }
   out.marked = true;
   if (mark_identity != out.identity) {
-    out.why = where + " is a copy of a cache object (its mark names " + mark_identity +
-              ", it is " + out.identity + ")";
+    out.why = where + " is a copy of a cache object (its mark names " + mark_identity + ", it is " +
+              out.identity + ")";
     return out;
   }
   if (recorded != nullptr && !recorded->empty() && *recorded != out.identity) {

@@ -109,9 +109,7 @@ std::string VolumeStagingName() {
   return std::string(kVolumeStagingPrefix) + suffix;
 }
 
-bool IsVolumeStagingName(const std::string& name) {
-  return name.starts_with(kVolumeStagingPrefix);
-}
+bool IsVolumeStagingName(const std::string& name) { return name.starts_with(kVolumeStagingPrefix); }
 
 bool IsEntryName(const std::string& name) { return IsHex40(name); }
 

@@ -34,7 +34,8 @@ std::unique_ptr<FileLock> FileLock::Acquire(const std::filesystem::path& path,
       // The lock file of an image no longer cached is removed by its holder (Discard):
       // a lock taken on a file that is no longer at `path` excludes nobody. Open the new
       // one and lock again.
-      struct stat held {}, now {};
+      struct stat held {};
+      struct stat now {};
       if (::fstat(fd, &held) == 0 && ::stat(path.c_str(), &now) == 0 && held.st_ino == now.st_ino &&
           held.st_dev == now.st_dev) {
         return std::unique_ptr<FileLock>(new FileLock(fd, path));

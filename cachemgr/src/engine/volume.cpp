@@ -167,8 +167,8 @@ index::VolumeRow CacheImpl::ClaimVolume(const CreateVolumeRequest& request) {
     auto held = WithIndex([&](index::Index& ix) { return ix.FindVolume(claim.pool, claim.name); });
     if (held && held->state == index::State::kCreating) {
       throw Error(Errc::kAlreadyExists,
-                  "volume " + request.volume + ": already exists: being created by " +
-                      held->owner + " (if that process is gone, `cachemgr evict` clears it)");
+                  "volume " + request.volume + ": already exists: being created by " + held->owner +
+                      " (if that process is gone, `cachemgr evict` clears it)");
     }
     throw Error(Errc::kAlreadyExists, "volume " + request.volume + ": already exists");
   }
@@ -200,8 +200,7 @@ void CacheImpl::PlaceVolume(index::VolumeRow* claim, VolumeGuardRef guard, uint6
 CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
                                          const CreateVolumeRequest& request,
                                          index::VolumeRow* claim, VolumeGuardRef guard,
-                                         std::optional<Plan> fill_plan,
-                                         int64_t source_checked_at) {
+                                         std::optional<Plan> fill_plan, int64_t source_checked_at) {
   const uint64_t size = request.size_bytes ? request.size_bytes : entry.virtual_size;
   if (size < entry.virtual_size) {
     throw Error(Errc::kInvalidArgument,

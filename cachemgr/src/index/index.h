@@ -46,7 +46,7 @@ struct EntryRow {
   std::string owner;        // "host:pid" of the process that made or is evicting it
   bool pinned = false;      // deleted from the cache but kept for clones (trash/parked)
   int64_t source_checked_at = 0;  // unix seconds the source last confirmed it current
-  std::string identity;     // the backend object's identity when made; '' before schema 004
+  std::string identity;           // the backend object's identity when made; '' before schema 004
 };
 
 // Sums over the live (not pinned) entries of one backend and pool, every state.
@@ -80,7 +80,7 @@ struct VolumeRow {
   State state = State::kReady;
   std::string owner;
   std::string staging_name;
-  std::string identity;     // the backend object's identity; '' before schema 004
+  std::string identity;  // the backend object's identity; '' before schema 004
 };
 
 struct EventRow {

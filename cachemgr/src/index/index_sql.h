@@ -15,7 +15,7 @@ namespace cachemgr::index {
 
 // Maps a SQLite failure to the one error type, naming the index and what was done.
 [[noreturn]] inline void Rethrow(const SQLite::Exception& e, const std::filesystem::path& path,
-                          std::string_view what) {
+                                 std::string_view what) {
   const int code = e.getErrorCode();
   const int extended = e.getExtendedErrorCode();
   std::string message = "index " + path.string() + ": " + std::string(what) + ": " + e.what();

@@ -96,7 +96,8 @@ std::vector<VolumeRow> Index::VolumesOf(int64_t entry_id) {
 
 std::vector<VolumeRow> Index::ListVolumes() {
   return Guard(path_, "list volumes", [&] {
-    SQLite::Statement q(*db_, std::string("SELECT ") + kVolumeColumns + " FROM volumes ORDER BY id");
+    SQLite::Statement q(*db_,
+                        std::string("SELECT ") + kVolumeColumns + " FROM volumes ORDER BY id");
     return QueryVolumes(q);
   });
 }
