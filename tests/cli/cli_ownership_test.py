@@ -215,6 +215,9 @@ class OwnershipTest(unittest.TestCase):
             self.assertEqual(objs.observe(pool, n), before[n], n)
             self.assertIn(n, left)
         self.assertEqual(len(env.json("list")), 1)
+        self.assertEqual(env.json("stats")["left_alone"], len(names))
+        rc, out, _ = env.run("stats", "--prometheus")
+        self.assertIn("cachemgr_left_alone %d" % len(names), out)
         rc, out, _ = env.run("doctor")
         self.assertIn(HEX40, out)
 

@@ -230,8 +230,9 @@ TEST_CASE("evict leaves alone objects that only look like the cache's") {
     CHECK(Observe(b, foreign[i]) == before[i]);
     CHECK(left_alone.count(foreign[i].name) == 1);
   }
-  // Not adopted either, and doctor lists them.
+  // Not adopted either; stats counts them and doctor lists them.
   CHECK(cache->List().size() == 1);
+  CHECK(cache->GetStats().left_alone == foreign.size());
   bool listed = false;
   for (const auto& c : cache->Doctor()) {
     if (c.name == "leftovers") listed = c.detail.find(hex40) != std::string::npos;
@@ -283,7 +284,10 @@ TEST_CASE("a create killed at any step leaves nothing after one pass") {
     int status = env.RunChild({"create:" + id + ":killed"}, std::string(fp));
     REQUIRE(WIFSIGNALED(status));
     auto cache = env.Open();
+    // Counted until the pass removes it (volume_after_claim: the row alone).
+    CHECK(cache->GetStats().half_made == 1);
     cache->RunEvictionPass({});
+    CHECK(cache->GetStats().half_made == 0);
     CHECK(StagingObjects(env).empty());
     CHECK_FALSE(env.backend->Exists(env.Vol("killed")));
     CHECK(env.CountRows("SELECT count(*) FROM volumes") == 0);

@@ -248,6 +248,18 @@ Stats CacheImpl::GetStats() {
     }
   }
   stats.volumes = Volumes("").size();
+  for (const auto& row : rows) {
+    if (!row.pinned && row.state != index::State::kReady) stats.half_made += 1;
+  }
+  for (const auto& v : WithIndex([&](index::Index& ix) { return ix.ListVolumes(); })) {
+    if (v.pool == backend_->volume_pool() && v.state == index::State::kCreating) {
+      stats.half_made += 1;
+    }
+  }
+  // Recorded by each eviction pass (bytes = how many): a count, not a scan of the backend.
+  if (auto last = WithIndex([&](index::Index& ix) { return ix.LastEvent(kEventLeftAlone); })) {
+    stats.left_alone = last->bytes;
+  }
   stats.max_size_gb = options_.cache.max_size_gb;
   stats.max_count = options_.cache.max_count;
   return stats;

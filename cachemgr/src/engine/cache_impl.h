@@ -36,6 +36,8 @@ inline constexpr const char* kMetaDepth = "cachemgr.depth";
 inline constexpr const char* kMetaCreatedAt = "cachemgr.created_at";
 inline constexpr const char* kMetaSchema = "cachemgr.schema";
 inline constexpr const char* kMetaSchemaVersion = "1";
+// The event each eviction pass records with, as its bytes, how many objects it left alone.
+inline constexpr const char* kEventLeftAlone = "pass_left_alone";
 
 class CacheImpl final : public Cache {
  public:

@@ -529,6 +529,11 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
   }
 
   measure(&report.entries_after, &report.bytes_after, &report.pinned_bytes);
+  if (!options.dry_run) {
+    uint64_t left_alone = 0;
+    for (const auto& a : report.actions) left_alone += a.kind == "left alone";
+    Event(kEventLeftAlone, "", left_alone, {});
+  }
   report.elapsed = Since(start);
   log_->info("eviction pass actions={} entries={} bytes={} pinned={} ms={}",
              report.actions.size(), report.entries_after, report.bytes_after,

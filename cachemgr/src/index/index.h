@@ -152,6 +152,8 @@ class Index {
   // --- events
   void RecordEvent(const EventRow& event);
   std::vector<EventTotals> EventTotalsByKind();
+  // The newest event of `kind`, if any.
+  std::optional<EventRow> LastEvent(const std::string& kind);
   // Events with ts >= since, oldest first.
   std::vector<EventRow> ListEvents(int64_t since = 0);
   // Deletes events older than `before` (unix seconds); returns how many.

@@ -166,6 +166,19 @@ std::vector<EventTotals> Index::EventTotalsByKind() {
   });
 }
 
+std::optional<EventRow> Index::LastEvent(const std::string& kind) {
+  return Guard(path_, "last event kind=" + kind, [&]() -> std::optional<EventRow> {
+    SQLite::Statement q(*db_,
+                        "SELECT ts, kind, image_id, bytes, micros FROM events WHERE kind = ? "
+                        "ORDER BY id DESC LIMIT 1");
+    q.bind(1, kind);
+    if (!q.executeStep()) return std::nullopt;
+    return EventRow{q.getColumn(0).getInt64(), q.getColumn(1).getString(),
+                    q.getColumn(2).getString(), static_cast<uint64_t>(q.getColumn(3).getInt64()),
+                    q.getColumn(4).getInt64()};
+  });
+}
+
 std::vector<EventRow> Index::ListEvents(int64_t since) {
   return Guard(path_, "list events", [&] {
     SQLite::Statement q(*db_,
