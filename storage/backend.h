@@ -50,6 +50,7 @@ struct TrashEntry {
   std::string id;         // backend's id of the trashed image
   ImageRef original;      // where it lived
   bool has_children = false;
+  std::string identity;  // Identity() the image had before it was trashed
 };
 
 // Progress of a long verb: done and total in bytes (or objects); total 0 when unknown.
@@ -91,6 +92,10 @@ class ImageReader {
 class Lock {
  public:
   virtual ~Lock() = default;
+  // Removes the lock's object (RBD) or file (local) while it is held, for a key no
+  // longer in use, so they do not pile up; the destructor still releases. Someone
+  // waiting for the key gets a new lock object, never a lock shared with this one.
+  virtual void Discard() = 0;
 };
 
 enum class RemoveOutcome { kRemoved, kTrashed };
@@ -129,7 +134,14 @@ class Backend {
   virtual std::unique_ptr<ImageReader> Open(const ImageRef& ref,
                                             const std::optional<std::string>& snap = {}) = 0;
   virtual void Resize(const ImageRef& ref, uint64_t size) = 0;  // grow only is enough
+  // Renames within the pool without ever replacing: kAlreadyExists if `to_name` is
+  // taken (by anything), and then neither image nor its metadata is touched.
   virtual void Rename(const ImageRef& from, const std::string& to_name) = 0;
+  // The object's own identity, not its name: the same across Rename, different for a
+  // copy (metadata and all) or for an image made again under the same name. RBD: the
+  // image id; local: inode number and birth time. The engine records it when it makes an
+  // object and acts on an object later only if it still matches. kNotFound if absent.
+  virtual std::string Identity(const ImageRef& ref) = 0;
   // Removes an image. One that still has clones is moved to the trash instead
   // (kTrashed): its clones keep reading, and PurgeTrash removes it once they are gone.
   virtual RemoveOutcome Remove(const ImageRef& ref) = 0;

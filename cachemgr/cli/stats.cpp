@@ -47,6 +47,13 @@ std::string Prometheus(const Stats& s) {
   metric("cachemgr_leftovers", "gauge",
          "Temporaries dead writers left, until the next eviction pass.", s.leftovers);
   metric("cachemgr_leftover_bytes", "gauge", "Bytes those leftovers hold.", s.leftover_bytes);
+  metric("cachemgr_half_made", "gauge",
+         "Fills, evictions and volume creates not finished (in progress or left by a dead "
+         "process until the next eviction pass).",
+         s.half_made);
+  metric("cachemgr_left_alone", "gauge",
+         "Objects the last eviction pass left alone: cache-like names the cache did not make.",
+         s.left_alone);
   metric("cachemgr_max_size_bytes", "gauge", "cache.max_size_gb in bytes; 0 = unlimited.",
          static_cast<uint64_t>(s.max_size_gb * 1024.0 * 1024.0 * 1024.0));
   metric("cachemgr_max_count", "gauge", "cache.max_count; 0 = unlimited.", s.max_count);
@@ -106,6 +113,8 @@ int RunStats(Context& ctx, const StatsArgs& args) {
                           {"volumes", s.volumes},
                           {"leftovers", s.leftovers},
                           {"leftover_bytes", s.leftover_bytes},
+                          {"half_made", s.half_made},
+                          {"left_alone", s.left_alone},
                           {"max_size_gb", s.max_size_gb},
                           {"max_count", s.max_count},
                           {"by_plan", by_plan}}
@@ -125,6 +134,8 @@ int RunStats(Context& ctx, const StatsArgs& args) {
     t.Add({"pinned", HumanBytes(s.pinned_bytes)});
     t.Add({"volumes", std::to_string(s.volumes)});
     t.Add({"leftovers", std::to_string(s.leftovers) + " (" + HumanBytes(s.leftover_bytes) + ")"});
+    t.Add({"half-made", std::to_string(s.half_made)});
+    t.Add({"left alone", std::to_string(s.left_alone)});
     t.Add({"hits", std::to_string(s.hits)});
     t.Add({"misses", std::to_string(s.misses)});
     t.Add({"direct", std::to_string(s.direct)});

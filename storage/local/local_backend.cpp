@@ -295,13 +295,17 @@ class LocalReader final : public ImageReader {
 
 class LocalLock final : public Lock {
  public:
-  explicit LocalLock(Fd fd) : fd_(std::move(fd)) {}
+  LocalLock(Fd fd, fs::path path) : fd_(std::move(fd)), path_(std::move(path)) {}
   ~LocalLock() override {
     if (fd_.get() >= 0) ::flock(fd_.get(), LOCK_UN);
   }
+  // Unlinked while held; AcquireLock re-checks after locking that it locked the file at
+  // the path, so a waiter on the old file takes a new one.
+  void Discard() override { ::unlink(path_.c_str()); }
 
  private:
   Fd fd_;
+  fs::path path_;
 };
 
 struct Overlay {
@@ -436,6 +440,58 @@ struct LocalBackend::Impl {
   }
   void DropSidecar(const ImageRef& ref) const { ::unlink(SidecarPath(ref).c_str()); }
 
+  // Writes the sidecar of an image about to appear at `ref`, never over the sidecar of an
+  // image that is there (kAlreadyExists then: a foreign image keeps its metadata). A
+  // sidecar without an image (a crash between the two links) is replaced. Returns the
+  // sidecar's inode for DropNewSidecar.
+  ino_t SaveNew(const ImageRef& ref, const Sidecar& s) const {
+    EnsurePool(ref.pool);
+    const auto path = SidecarPath(ref);
+    const std::string content = ToJson(s).dump(2);
+    auto [tmp, fd] = MakeTemp(path.parent_path(), path.filename().string());
+    struct stat st {};
+    try {
+      PwriteAll(fd.get(), content.data(), content.size(), 0, tmp);
+      FsyncFd(fd.get(), tmp);
+      if (::fstat(fd.get(), &st) != 0) FailErrno("cannot stat", tmp, errno);
+      // fd (and its lock) stays open until the temporary name is gone: see MakeTemp.
+      if (::link(tmp.c_str(), path.c_str()) != 0) {
+        const int e = errno;
+        if (e != EEXIST) FailErrno("cannot link into place", path, e);
+        if (ExistsChecked(ref))
+          Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
+        if (::rename(tmp.c_str(), path.c_str()) != 0) FailErrno("cannot rename into", path, errno);
+      }
+    } catch (...) {
+      ::unlink(tmp.c_str());
+      throw;
+    }
+    ::unlink(tmp.c_str());
+    FsyncDir(path.parent_path());
+    return st.st_ino;
+  }
+  // Removes the sidecar SaveNew wrote for an image that then did not appear, unless
+  // something else has replaced it since.
+  void DropNewSidecar(const ImageRef& ref, ino_t ino) const {
+    struct stat st {};
+    const auto path = SidecarPath(ref);
+    if (::lstat(path.c_str(), &st) == 0 && st.st_ino == ino) ::unlink(path.c_str());
+  }
+
+  // Identity of the file at `path`: its inode number and birth time. An inode number is
+  // reused once its file is gone; with the birth time it names one file on the root.
+  static std::string IdentityOf(const fs::path& path) {
+    struct statx stx {};
+    if (::statx(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW, STATX_INO | STATX_BTIME, &stx) != 0)
+      FailErrno("cannot stat", path, errno);
+    std::string id = "ino-" + std::to_string(stx.stx_ino);
+    if (stx.stx_mask & STATX_BTIME) {
+      id +=
+          "-" + std::to_string(stx.stx_btime.tv_sec) + "." + std::to_string(stx.stx_btime.tv_nsec);
+    }
+    return id;
+  }
+
   // The sidecar says what format a file is: a raw guest disk may begin with qcow2's magic,
   // and reading it as qcow2 would follow a backing file the guest chose. A sidecar that
   // says qcow2 over a file without the magic is trusted to be raw.
@@ -462,12 +518,22 @@ struct LocalBackend::Impl {
       FailErrno("cannot chmod", path, errno);
   }
 
-  // Makes `tmp` visible as `final_path` without replacing anything (link(2) fails on an
-  // existing name, rename(2) would not), then drops the temporary name.
-  void Publish(const fs::path& tmp, const fs::path& final_path, const ImageRef& ref) const {
+  // Makes `tmp` visible as `ref` with sidecar `s`, without replacing anything (link(2)
+  // fails on an existing name, rename(2) would not), then drops the temporary name, also
+  // on failure. The sidecar goes first, so the image never appears without it.
+  void Publish(const fs::path& tmp, const ImageRef& ref, const Sidecar& s) const {
+    ino_t sidecar = 0;
+    try {
+      sidecar = SaveNew(ref, s);
+    } catch (...) {
+      ::unlink(tmp.c_str());
+      throw;
+    }
+    const auto final_path = PathOf(ref);
     if (::link(tmp.c_str(), final_path.c_str()) != 0) {
       int e = errno;
       ::unlink(tmp.c_str());
+      DropNewSidecar(ref, sidecar);
       if (e == EEXIST) Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
       FailErrno("cannot link into place", final_path, e);
     }
@@ -615,8 +681,7 @@ struct LocalBackend::Impl {
       ApplyOwnership(fd.get(), tmp);
       FsyncFd(fd.get(), tmp);
       RequireFree(dest);  // again: the copy took time
-      Save(dest, Sidecar{});
-      Publish(tmp, PathOf(dest), dest);
+      Publish(tmp, dest, Sidecar{});
     } catch (...) {
       ::unlink(tmp.c_str());
       throw;
@@ -701,9 +766,8 @@ class LocalWriter final : public ImageWriter {
     // Checked again: the name may have been taken while the data streamed in, and the
     // sidecar below must not overwrite that image's.
     impl_.RequireFree(ref_);
-    impl_.Save(ref_, Sidecar{});
     finished_ = true;  // Publish removes the temporary name itself, also on failure
-    impl_.Publish(tmp_, impl_.PathOf(ref_), ref_);
+    impl_.Publish(tmp_, ref_, Sidecar{});
     fd_.Reset();
     stats_.bytes_in = appended_;
     stats_.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -886,11 +950,11 @@ bool LocalBackend::Adopt(const fs::path& raw_file, const ImageRef& ref) {
     Fail(Errc::kNotFound, "adopt " + raw_file.string() + ": not a regular file");
   impl_->EnsurePool(ref.pool);
   auto dest = PathOf(ref);
-  impl_->Save(ref, Sidecar{});
+  const ino_t sidecar = impl_->SaveNew(ref, Sidecar{});
   if (::link(raw_file.c_str(), dest.c_str()) != 0) {
     int e = errno;
+    impl_->DropNewSidecar(ref, sidecar);
     if (e == EEXIST) Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
-    impl_->DropSidecar(ref);
     // Another filesystem, a hard-link protection (fs.protected_hardlinks) or a link count
     // limit: the caller copies instead.
     if (e == EXDEV || e == EPERM || e == EMLINK || e == EACCES) {
@@ -967,12 +1031,13 @@ void LocalBackend::Rename(const ImageRef& from, const std::string& to_name) {
   std::string format = impl_->Format(from, s);
   auto from_path = PathOf(from);
   auto to_path = PathOf(to);
-  // Sidecar first: the image never appears at its new name without it.
-  impl_->Save(to, s);
+  // Sidecar first: the image never appears at its new name without it, and never over
+  // the sidecar of an image that took the name meanwhile (link(2) does not replace).
+  const ino_t sidecar = impl_->SaveNew(to, s);
   if (::link(from_path.c_str(), to_path.c_str()) != 0) {
     int e = errno;
+    impl_->DropNewSidecar(to, sidecar);
     if (e == EEXIST) Fail(Errc::kAlreadyExists, "image " + RefName(to) + ": already exists");
-    impl_->DropSidecar(to);
     FailErrno("cannot link " + from_path.string() + " as", to_path, e);
   }
   // Overlays name their backing file by path: point them at the new name before the old
@@ -992,6 +1057,11 @@ void LocalBackend::Rename(const ImageRef& from, const std::string& to_name) {
   ::unlink(from_path.c_str());
   impl_->DropSidecar(from);
   FsyncDir(from_path.parent_path());
+}
+
+std::string LocalBackend::Identity(const ImageRef& ref) {
+  impl_->Require(ref);
+  return Impl::IdentityOf(PathOf(ref));
 }
 
 RemoveOutcome LocalBackend::Remove(const ImageRef& ref) {
@@ -1145,8 +1215,7 @@ void LocalBackend::Clone(const SnapRef& parent, const ImageRef& child) {
     Sidecar cs;
     cs.format = "qcow2";
     cs.parent = parent;
-    impl_->Save(child, cs);
-    impl_->Publish(tmp, PathOf(child), child);
+    impl_->Publish(tmp, child, cs);
   } catch (...) {
     ::unlink(tmp.c_str());
     throw;
@@ -1279,6 +1348,7 @@ std::vector<TrashEntry> LocalBackend::ListTrash() {
       t.id = dir.path().filename().string();
       t.original = {entry["original"].value("pool", ""), entry["original"].value("name", "")};
       t.has_children = !impl_->UsersOf(dir.path() / "image").empty();
+      t.identity = Impl::IdentityOf(dir.path() / "image");  // the same inode as before
       out.push_back(std::move(t));
     } catch (const Error& e) {
       impl_->log->warn("unreadable trash entry dir={} cause={}", dir.path().string(), e.what());
@@ -1314,10 +1384,19 @@ std::unique_ptr<Lock> LocalBackend::AcquireLock(const std::string& key,
                                                 std::chrono::milliseconds timeout) {
   ValidateName("lock", key);
   auto path = impl_->root / ".locks" / (key + ".lock");
-  Fd fd = OpenOrFail(path, O_RDWR | O_CREAT, 0644);
+  Fd fd = OpenOrFail(path, O_RDWR | O_CREAT | O_NOFOLLOW, 0644);
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {
-    if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) return std::make_unique<LocalLock>(std::move(fd));
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) {
+      // A holder may have discarded (unlinked) the file this one locked: lock the new one.
+      struct stat held {};
+      struct stat now {};
+      if (::fstat(fd.get(), &held) == 0 && ::stat(path.c_str(), &now) == 0 &&
+          held.st_ino == now.st_ino && held.st_dev == now.st_dev)
+        return std::make_unique<LocalLock>(std::move(fd), path);
+      fd = OpenOrFail(path, O_RDWR | O_CREAT | O_NOFOLLOW, 0644);
+      continue;
+    }
     if (errno != EWOULDBLOCK && errno != EINTR) FailErrno("cannot lock", path, errno);
     if (std::chrono::steady_clock::now() >= deadline)
       Fail(Errc::kBusy, "lock " + key + ": held by another process (waited " +

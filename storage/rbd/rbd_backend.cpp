@@ -6,6 +6,7 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -560,6 +561,16 @@ void RbdBackend::Rename(const ImageRef& from, const std::string& to_name) {
         pool->Where(from.name) + " to " + to_name);
 }
 
+std::string RbdBackend::Identity(const ImageRef& ref) {
+  auto pool = Pool(ref.pool);
+  auto image = OpenImage(*pool, ref.name, true);
+  // The id is what the image keeps across rename, flatten and the trash; `rbd cp` and a
+  // new image of the same name get a new one.
+  char id[256] = {};  // ids are a few hex digits; this is far more than librbd writes
+  Check(rbd_get_id(image.get(), id, sizeof id - 1), "get id of", pool->Where(ref.name));
+  return id;
+}
+
 void RbdBackend::RemoveAllSnapshots(rbd_image_t image, const std::string& where) {
   std::vector<std::string> names;
   for (const auto& s : ListAllSnaps(image, where, &names)) {
@@ -829,7 +840,7 @@ std::vector<TrashEntry> RbdBackend::ListTrash() {
         info.source != RBD_TRASH_IMAGE_SOURCE_USER_PARENT) {
       continue;  // mirroring/migration/in-progress removals are not ours to purge
     }
-    TrashEntry e{info.id, ImageRef{options_.pool, info.name}, false};
+    TrashEntry e{info.id, ImageRef{options_.pool, info.name}, false, info.id};
     ImageHandle image;
     const int r = rbd_open_by_id_read_only(pool->io.get(), info.id, image.out(), nullptr);
     if (r == -ENOENT) continue;  // purged meanwhile

@@ -58,6 +58,7 @@ class RbdBackend final : public Backend {
                                     const std::optional<std::string>& snap) override;
   void Resize(const ImageRef& ref, uint64_t size) override;
   void Rename(const ImageRef& from, const std::string& to_name) override;
+  std::string Identity(const ImageRef& ref) override;
   RemoveOutcome Remove(const ImageRef& ref) override;
 
   void CreateSnapshot(const SnapRef& snap) override;

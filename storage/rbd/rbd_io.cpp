@@ -325,7 +325,10 @@ RbdLock::~RbdLock() {
   rados_completion_t c = nullptr;
   int r = rados_aio_create_completion2(nullptr, nullptr, &c);
   if (r == 0) {
-    r = rados_aio_unlock(pool_->io.get(), oid_.c_str(), kLockName, cookie_.c_str(), c);
+    // Discarded: the object goes while still locked (the renewer is stopped, so nothing
+    // makes it again); its lock goes with it.
+    r = discard_ ? rados_aio_remove(pool_->io.get(), oid_.c_str(), c)
+                 : rados_aio_unlock(pool_->io.get(), oid_.c_str(), kLockName, cookie_.c_str(), c);
     if (r == 0) {
       const auto deadline = std::chrono::steady_clock::now() + kUnlockWait;
       while (!rados_aio_is_complete(c) && std::chrono::steady_clock::now() < deadline) {

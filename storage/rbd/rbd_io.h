@@ -92,6 +92,8 @@ class RbdLock final : public Lock {
   RbdLock(std::shared_ptr<PoolCtx> pool, std::string oid, std::string cookie,
           std::shared_ptr<spdlog::logger> logger);
   ~RbdLock() override;
+  // The object is removed instead of unlocked when the lock is released.
+  void Discard() override { discard_ = true; }
 
  private:
   // Shared with the renewer thread, which may outlive the lock: a renewal stuck on a dead
@@ -114,6 +116,7 @@ class RbdLock final : public Lock {
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<Renewal> renewal_;
   std::thread renewer_;
+  bool discard_ = false;
 };
 
 inline constexpr const char* kLockName = "cachemgr";

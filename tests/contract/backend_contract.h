@@ -38,6 +38,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -603,6 +604,64 @@ TEST_CASE("contract: rename keeps data, metadata and snapshots") {
   CONTRACT_CHECK_ERRC(Errc::kAlreadyExists, b.Rename(other, to.name));
   CHECK(ReadAll(b, to) == content);
   CONTRACT_CHECK_ERRC(Errc::kInvalidArgument, b.Rename(other, "../escape"));
+}
+
+TEST_CASE("contract: a refused rename leaves the image at the name, data and metadata") {
+  auto t = MakeTarget();
+  auto& b = *t.backend;
+  Scrub scrub(b);
+  ImageRef theirs = scrub.Add({b.volume_pool(), UniqueName("theirs")});
+  CreateImage(b, theirs, Pattern(1 * kMiB, 41));
+  b.SetMetadata(theirs, "owner", "someone else");
+  b.CreateSnapshot({theirs, "keep"});
+  const std::string their_id = b.Identity(theirs);
+  ImageRef ours = scrub.Add({b.volume_pool(), UniqueName("ours")});
+  CreateImage(b, ours, Pattern(1 * kMiB, 42));
+  b.SetMetadata(ours, "owner", "cachemgr");
+  CONTRACT_CHECK_ERRC(Errc::kAlreadyExists, b.Rename(ours, theirs.name));
+  CHECK(ReadAll(b, theirs) == Pattern(1 * kMiB, 41));
+  CHECK(b.GetMetadata(theirs) == std::map<std::string, std::string>{{"owner", "someone else"}});
+  CHECK(b.ListSnapshots(theirs).size() == 1);
+  CHECK(b.Identity(theirs) == their_id);
+  CHECK(b.Exists(ours));
+  CHECK(b.GetMetadata(ours).at("owner") == "cachemgr");
+}
+
+TEST_CASE("contract: identity: kept across rename, new for a copy or a new image of the name") {
+  auto t = MakeTarget();
+  auto& b = *t.backend;
+  Scrub scrub(b);
+  auto base = MakeBase(b, scrub, 43);
+  const std::string id = b.Identity(base.ref);
+  CHECK_FALSE(id.empty());
+  CHECK(b.Identity(base.ref) == id);  // stable: not made up per call
+  // A fresh backend object sees the same identity (it is the object's, not the handle's).
+  CHECK(MakeTarget().backend->Identity(base.ref) == id);
+
+  ImageRef renamed = scrub.Add({b.entry_pool(), UniqueName("renamed")});
+  b.Rename(base.ref, renamed.name);
+  CHECK(b.Identity(renamed) == id);
+
+  // A copy carries the metadata along (as `rbd cp` does) but not the identity.
+  b.SetMetadata(renamed, "cachemgr.mark", "entry " + id);
+  ImageRef copy = scrub.Add({b.entry_pool(), UniqueName("copy")});
+  b.Copy(renamed, copy, {});
+  CHECK(b.Identity(copy) != id);
+  ImageRef clone = scrub.Add({b.volume_pool(), UniqueName("clone")});
+  b.Clone({renamed, "snap"}, clone);
+  CHECK(b.Identity(clone) != id);
+  CHECK(b.Identity(clone) != b.Identity(copy));
+
+  // The name removed and made again: another object, whatever its inode number.
+  ImageRef again = scrub.Add({b.volume_pool(), UniqueName("again")});
+  CreateImage(b, again, Pattern(1 * kMiB, 44));
+  const std::string first = b.Identity(again);
+  b.Remove(again);
+  CreateImage(b, again, Pattern(1 * kMiB, 44));
+  CHECK(b.Identity(again) != first);
+
+  ImageRef missing{b.volume_pool(), UniqueName("missing")};
+  CONTRACT_CHECK_ERRC(Errc::kNotFound, b.Identity(missing));
 }
 
 TEST_CASE("contract: metadata set, get, overwrite, remove") {

@@ -13,7 +13,7 @@ const char* VerbName(Verb verb) {
       "Open", "Read", "Resize", "Rename", "Remove", "CreateSnapshot", "ProtectSnapshot",
       "UnprotectSnapshot", "RemoveSnapshot", "ListSnapshots", "Clone", "Copy", "Flatten",
       "Parent", "Depth", "Children", "GetMetadata", "SetMetadata", "RemoveMetadata",
-      "ListTrash", "PurgeTrash", "AcquireLock"};
+      "ListTrash", "PurgeTrash", "AcquireLock", "Identity"};
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<size_t>(Verb::kCount_));
   return kNames[static_cast<size_t>(verb)];
 }
@@ -169,6 +169,10 @@ void FaultyBackend::Resize(const ImageRef& ref, uint64_t size) {
 void FaultyBackend::Rename(const ImageRef& from, const std::string& to_name) {
   Hit(Verb::kRename, Name(from));
   inner_->Rename(from, to_name);
+}
+std::string FaultyBackend::Identity(const ImageRef& ref) {
+  Hit(Verb::kIdentity, Name(ref));
+  return inner_->Identity(ref);
 }
 RemoveOutcome FaultyBackend::Remove(const ImageRef& ref) {
   Hit(Verb::kRemove, Name(ref));

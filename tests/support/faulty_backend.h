@@ -22,7 +22,7 @@ enum class Verb {
   kResize, kRename, kRemove, kCreateSnapshot, kProtectSnapshot, kUnprotectSnapshot,
   kRemoveSnapshot, kListSnapshots, kClone, kCopy, kFlatten, kParent, kDepth, kChildren,
   kGetMetadata, kSetMetadata, kRemoveMetadata, kListTrash, kPurgeTrash, kAcquireLock,
-  kCount_
+  kIdentity, kCount_
 };
 
 const char* VerbName(Verb verb);
@@ -63,6 +63,7 @@ class FaultyBackend final : public storage::Backend {
                                              const std::optional<std::string>& snap) override;
   void Resize(const storage::ImageRef& ref, uint64_t size) override;
   void Rename(const storage::ImageRef& from, const std::string& to_name) override;
+  std::string Identity(const storage::ImageRef& ref) override;
   storage::RemoveOutcome Remove(const storage::ImageRef& ref) override;
   void CreateSnapshot(const storage::SnapRef& snap) override;
   void ProtectSnapshot(const storage::SnapRef& snap) override;

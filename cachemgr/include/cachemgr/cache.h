@@ -152,6 +152,12 @@ struct Stats {
   // the next eviction pass removes them; `doctor` lists them.
   uint64_t leftovers = 0;
   uint64_t leftover_bytes = 0;
+  // Fills, evictions and volume creates not finished (their rows): in progress, or left
+  // by a dead process until the next eviction pass removes them.
+  uint64_t half_made = 0;
+  // Objects the last eviction pass found with cache-like names that the cache did not
+  // make (or copies of its own): reported, never changed; `doctor` lists them.
+  uint64_t left_alone = 0;
   double max_size_gb = 0;
   uint64_t max_count = 0;
   std::vector<std::pair<std::string, PathStats>> by_plan;  // plan name -> count, time

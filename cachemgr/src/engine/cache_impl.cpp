@@ -207,7 +207,8 @@ std::vector<VolumeInfo> CacheImpl::Volumes(const std::string& image_id) {
   auto rows = WithIndex([&](index::Index& ix) { return ix.ListVolumes(); });
   std::vector<VolumeInfo> out;
   for (const auto& v : rows) {
-    if (v.pool != backend_->volume_pool()) continue;
+    // A volume still being made (its name claimed) is not one yet.
+    if (v.pool != backend_->volume_pool() || v.state != index::State::kReady) continue;
     if (!image_id.empty() && v.image_id != image_id) continue;
     out.push_back({v.name, v.image_id, ParsePlan(v.plan), v.depth, v.size_bytes, v.created_at});
   }
@@ -249,6 +250,18 @@ Stats CacheImpl::GetStats() {
     }
   }
   stats.volumes = Volumes("").size();
+  for (const auto& row : rows) {
+    if (!row.pinned && row.state != index::State::kReady) stats.half_made += 1;
+  }
+  for (const auto& v : WithIndex([&](index::Index& ix) { return ix.ListVolumes(); })) {
+    if (v.pool == backend_->volume_pool() && v.state == index::State::kCreating) {
+      stats.half_made += 1;
+    }
+  }
+  // Recorded by each eviction pass (bytes = how many): a count, not a scan of the backend.
+  if (auto last = WithIndex([&](index::Index& ix) { return ix.LastEvent(kEventLeftAlone); })) {
+    stats.left_alone = last->bytes;
+  }
   for (const auto& l : backend_->SweepTemporaries(true)) {
     stats.leftovers += 1;
     stats.leftover_bytes += l.bytes;

@@ -22,6 +22,9 @@
 
 namespace cachemgr::engine {
 
+class VolumeGuard;  // volume.cpp
+using VolumeGuardRef = VolumeGuard*;
+
 // Keys of the metadata written on every entry image (RBD image-meta; a sidecar file
 // locally). kMetaSchema is written last: its presence marks the metadata complete.
 inline constexpr const char* kMetaImageId = "cachemgr.image_id";
@@ -33,6 +36,8 @@ inline constexpr const char* kMetaDepth = "cachemgr.depth";
 inline constexpr const char* kMetaCreatedAt = "cachemgr.created_at";
 inline constexpr const char* kMetaSchema = "cachemgr.schema";
 inline constexpr const char* kMetaSchemaVersion = "1";
+// The event each eviction pass records with, as its bytes, how many objects it left alone.
+inline constexpr const char* kEventLeftAlone = "pass_left_alone";
 
 class CacheImpl final : public Cache {
  public:
@@ -68,6 +73,12 @@ class CacheImpl final : public Cache {
   struct ImageLocks {
     std::unique_ptr<FileLock> file;
     std::unique_ptr<storage::Lock> backend;
+    // For an image no longer cached: its lock file and backend lock object go when the
+    // locks are released (they would pile up otherwise).
+    void Discard() {
+      if (file) file->Discard();
+      if (backend) backend->Discard();
+    }
   };
 
   // --- shared helpers (cache_impl.cpp)
@@ -104,10 +115,19 @@ class CacheImpl final : public Cache {
   // --- hit path (volume.cpp)
   // `source_checked_at`: when the source confirmed the entry current for this call
   // (unix seconds), recorded with the volume; 0 when it was not asked.
+  // Both make the volume under the claim's staging name and then place it (PlaceVolume).
   CreateVolumeResult MakeVolume(const index::EntryRow& entry, const CreateVolumeRequest& request,
+                                index::VolumeRow* claim, VolumeGuardRef guard,
                                 std::optional<Plan> fill_plan, int64_t source_checked_at = 0);
-  CreateVolumeResult MakeUncached(const source::ImageMeta& meta,
-                                  const CreateVolumeRequest& request);
+  CreateVolumeResult MakeUncached(const source::ImageMeta& meta, const CreateVolumeRequest& request,
+                                  index::VolumeRow* claim, VolumeGuardRef guard);
+  // Claims the volume name: a creating row with this process as owner and a random
+  // staging name, inserted before anything is made. kAlreadyExists if the name is held.
+  index::VolumeRow ClaimVolume(const CreateVolumeRequest& request);
+  // Marks the volume made under the claim's staging name, grows it to `size`, records
+  // its identity and renames it into place without replacing anything.
+  void PlaceVolume(index::VolumeRow* claim, VolumeGuardRef guard, uint64_t size,
+                   uint64_t current_size);
   void FlattenEntry(const index::EntryRow& entry);
 
   // --- eviction (evict.cpp)
@@ -123,6 +143,14 @@ class CacheImpl final : public Cache {
   void EnforceLimits(std::optional<uint64_t> incoming, int64_t exclude_id, bool dry_run,
                      std::vector<EvictAction>* actions);
   void GcLeftovers(bool dry_run, std::vector<EvictAction>* actions);
+  // Creating volume rows of dead owners: their staging object and, if its mark says it
+  // is that row's, the object at the name; then the row.
+  void GcVolumes(bool dry_run, std::vector<EvictAction>* actions);
+  // Reports an object that is not the cache's: logged, and listed in the pass's actions.
+  void LeaveAlone(const std::string& name, const std::string& why,
+                  std::vector<EvictAction>* actions);
+  // Removes this host's lock files of images no longer cached that nobody holds.
+  void SweepLockFiles(bool dry_run);
   void PurgeDeferred(bool dry_run, std::vector<EvictAction>* actions);
 
   Options options_;

@@ -6,6 +6,7 @@
 
 #include "engine/cache_impl.h"
 #include "engine/failpoints.h"
+#include "engine/marks.h"
 #include "engine/naming.h"
 #include "policy/eviction.h"
 
@@ -77,6 +78,17 @@ EvictAction CacheImpl::EvictEntry(index::EntryRow row, const std::string& kind,
 
   const auto ref = EntryRef(row.cache_name);
   const auto snap = EntrySnap(row);
+  if (auto own = CheckOwnership(*backend_, ref, kMarkEntry, &row.identity);
+      own.exists && !own.ours) {
+    // Something else holds the entry's name now: the entry is gone, that object stays.
+    WithIndex([&](index::Index& ix) { ix.DeleteEntry(row.id); });
+    LeaveAlone(row.cache_name, own.why, nullptr);
+    action.kind = "left alone";
+    action.reason += "; " + own.why + ": the entry's record is dropped, the object untouched";
+    action.bytes = 0;
+    action.done = true;
+    return action;
+  }
   std::vector<storage::ImageRef> children;
   if (backend_->Exists(ref)) {
     try {
@@ -117,6 +129,9 @@ EvictAction CacheImpl::EvictEntry(index::EntryRow row, const std::string& kind,
   } else {
     Failpoint("before_delete_row");
     WithIndex([&](index::Index& ix) { ix.DeleteEntry(row.id); });
+    // The image is no longer cached: its locks go with it (a refill makes new ones).
+    locks.Discard();
+    if (use) use->Discard();
     log_->info("entry evicted image={} entry={} kind={} bytes={}", row.image_id, row.cache_name,
                kind, action.bytes);
   }
@@ -133,7 +148,9 @@ void CacheImpl::CleanupLeftover(const index::EntryRow& row, std::vector<EvictAct
     if (actions) actions->push_back(action);
     return;
   }
-  // A fill died: remove its staging image; a renamed image is handled as an orphan.
+  // A fill died: remove its staging image (the row recorded its random name before it
+  // was made: the row is the intent record). An image renamed into place before the row
+  // went ready is handled as an orphan: adopted if its mark says it is ours.
   if (StagingKey(row.cache_name)) RemoveImageFully(EntryRef(row.cache_name));
   WithIndex([&](index::Index& ix) { ix.DeleteEntry(row.id); });
   log_->info("removed half-made entry image={} staging={} owner={}", row.image_id,
@@ -220,30 +237,80 @@ void CacheImpl::GcLeftovers(bool dry_run, std::vector<EvictAction>* actions) {
       auto fresh = WithIndex([&](index::Index& ix) { return ix.GetEntry(row.id); });
       if (fresh && !fresh->pinned && fresh->state != index::State::kReady) {
         CleanupLeftover(*fresh, actions);
+        // In the same pass: the image a dead fill renamed into place before its row went
+        // ready (ours if its mark says so, else left alone).
+        const std::string final_name = EntryName(fresh->image_id);
+        if (fresh->state == index::State::kCreating && !FindLive(fresh->image_id) &&
+            backend_->Exists(EntryRef(final_name))) {
+          AdoptOrphan(final_name, nullptr, actions);
+        }
+        if (!FindLive(fresh->image_id)) locks.Discard();
       }
     } catch (const Error& e) {
       if (e.code() != Errc::kBusy) throw;  // in progress: not a leftover
     }
   }
-  // Objects on the backend: staging ones nobody is filling, entry-named ones no row knows.
+  // Objects on the backend: staging ones no row names, entry-named ones no row knows.
+  // Only ours go (a complete mark with the object's own identity); others are reported.
   std::set<std::string> live_names;
   for (const auto& row :
        WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
     if (!row.pinned) live_names.insert(row.cache_name);
   }
+  std::set<std::string> volume_staging;
+  for (const auto& v : WithIndex([&](index::Index& ix) { return ix.ListVolumes(); })) {
+    if (v.state == index::State::kCreating) volume_staging.insert(v.staging_name);
+  }
+  // Volume staging objects no row names: a volume being made through another index, or
+  // left by one that was lost; no row of ours says it is ours to remove.
+  auto report_volume_staging = [&](const storage::ImageRef& ref) {
+    if (volume_staging.count(ref.name)) return;
+    auto own = CheckOwnership(*backend_, ref, kMarkVolume, nullptr);
+    if (own.exists) {
+      LeaveAlone(ref.name, own.ours ? "volume staging object no row of this index names" : own.why,
+                 actions);
+    }
+  };
+  if (backend_->volume_pool() != backend_->entry_pool()) {
+    for (const auto& name : backend_->List(backend_->volume_pool())) {
+      if (IsVolumeStagingName(name)) report_volume_staging({backend_->volume_pool(), name});
+    }
+  }
   for (const auto& name : backend_->List(backend_->entry_pool())) {
     auto key = StagingKey(name);
+    if (IsVolumeStagingName(name)) {
+      report_volume_staging(EntryRef(name));
+      continue;
+    }
     bool orphan_entry = IsEntryName(name) && !live_names.count(name);
-    if (!key && !orphan_entry) continue;
+    if ((!key || live_names.count(name)) && !orphan_entry) continue;
     if (dry_run) {
-      actions->push_back({"gc", "", name, 0, key ? "staging object" : "entry without a row",
-                          false});
+      auto own = CheckOwnership(*backend_, EntryRef(name), kMarkEntry, nullptr);
+      if (own.exists && !own.ours) {
+        LeaveAlone(name, own.why, actions);
+      } else if (own.exists) {
+        actions->push_back(
+            {"gc", "", name, 0, key ? "staging object" : "entry without a row", false});
+      }
       continue;
     }
     try {
       auto locks = LockImage(key ? *key : name, kPassLockWait);
       if (key) {
+        bool now_named = false;
+        for (const auto& row : WithIndex(
+                 [&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
+          if (!row.pinned && row.cache_name == name) now_named = true;
+        }
+        if (now_named) continue;
+        auto own = CheckOwnership(*backend_, EntryRef(name), kMarkEntry, nullptr);
+        if (!own.exists) continue;
+        if (!own.ours) {
+          LeaveAlone(name, own.why, actions);
+          continue;
+        }
         RemoveImageFully(EntryRef(name));
+        if (!live_names.count(*key)) locks.Discard();
         actions->push_back({"gc", "", name, 0, "staging object of a fill that did not finish",
                             true});
         log_->info("removed staging object name={}", name);
@@ -261,13 +328,84 @@ void CacheImpl::GcLeftovers(bool dry_run, std::vector<EvictAction>* actions) {
   }
 }
 
+void CacheImpl::GcVolumes(bool dry_run, std::vector<EvictAction>* actions) {
+  const std::string pool = backend_->volume_pool();
+  for (const auto& v : WithIndex([&](index::Index& ix) { return ix.ListVolumes(); })) {
+    if (v.pool != pool || v.state != index::State::kCreating || OwnerAlive(v.owner)) continue;
+    const std::string reason = "create of volume " + v.name + " by " + v.owner + " did not finish";
+    if (dry_run) {
+      actions->push_back({"gc", v.image_id, v.name, 0, reason, false});
+      continue;
+    }
+    // The staging object is this row's: its random name was recorded before it was made.
+    if (!v.staging_name.empty()) {
+      IgnoreNotFound([&] {
+        if (backend_->Exists({pool, v.staging_name})) RemoveImageFully({pool, v.staging_name});
+      });
+    }
+    // At the name: only the object whose mark and identity say it is this row's (renamed
+    // into place just before the owner died); anything else there is someone else's.
+    if (!v.identity.empty()) {
+      auto own = CheckOwnership(*backend_, {pool, v.name}, kMarkVolume, &v.identity);
+      if (own.ours) {
+        RemoveImageFully({pool, v.name});
+      } else if (own.exists) {
+        LeaveAlone(v.name, own.why, actions);
+      }
+    }
+    WithIndex([&](index::Index& ix) { ix.DeleteVolume(v.id); });
+    log_->info("removed half-made volume volume={} staging={} owner={}", v.name, v.staging_name,
+               v.owner);
+    actions->push_back({"gc", v.image_id, v.name, 0, reason, true});
+  }
+}
+
+void CacheImpl::SweepLockFiles(bool dry_run) {
+  if (dry_run) return;
+  std::set<std::string> live;
+  for (const auto& row :
+       WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
+    if (!row.pinned) live.insert(EntryName(row.image_id));
+  }
+  std::error_code ec;
+  for (const auto& file : std::filesystem::directory_iterator(lock_dir_, ec)) {
+    const std::string name = file.path().filename().string();
+    const std::string key = name.substr(0, 40);
+    if (!IsEntryName(key) || live.count(key)) continue;
+    if (name != key + ".lock" && name != key + ".use.lock") continue;
+    try {
+      auto lock = FileLock::Acquire(file.path(), std::chrono::milliseconds(0), "lock file " + name);
+      lock->Discard();
+    } catch (const Error&) {
+      // Held: in use.
+    }
+  }
+}
+
+void CacheImpl::LeaveAlone(const std::string& name, const std::string& why,
+                           std::vector<EvictAction>* actions) {
+  log_->warn("left alone: not the cache's object name={} cause={}", name, why);
+  if (actions) actions->push_back({"left alone", "", name, 0, why, true});
+}
+
 void CacheImpl::PurgeDeferred(bool dry_run, std::vector<EvictAction>* actions) {
   std::vector<storage::TrashEntry> remaining;
+  // The trash entries that are ours: those a pinned row recorded (by identity; by name
+  // for rows made before identities were recorded). A name alone proves nothing.
+  auto pinned_rows =
+      WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
+  auto recorded = [&](const storage::TrashEntry& t) {
+    for (const auto& row : pinned_rows) {
+      if (!row.pinned) continue;
+      if (row.identity.empty() ? row.cache_name == t.original.name
+                               : (row.identity == t.identity && row.cache_name == t.original.name))
+        return true;
+    }
+    return false;
+  };
   for (const auto& t : backend_->ListTrash()) {
     const auto& name = t.original.name;
-    if (!IsEntryName(name) && !StagingKey(name)) {
-      continue;  // not ours
-    }
+    if (!recorded(t)) continue;  // not ours
     if (t.has_children || dry_run) {
       if (!t.has_children) actions->push_back({"purge", "", name, 0, "no clones left", false});
       remaining.push_back(t);
@@ -321,6 +459,8 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
   measure(&report.entries_before, &report.bytes_before, nullptr);
 
   GcLeftovers(options.dry_run, &report.actions);
+  GcVolumes(options.dry_run, &report.actions);
+  SweepLockFiles(options.dry_run);
   for (const auto& l : backend_->SweepTemporaries(options.dry_run)) {
     report.actions.push_back(
         {"gc", "", l.path, l.bytes, "temporary of a writer that died", l.removed});
@@ -367,14 +507,20 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
   if (options.flatten_older_than.count() > 0) {
     const int64_t cutoff = NowSeconds() - options.flatten_older_than.count();
     for (auto v : WithIndex([&](index::Index& ix) { return ix.ListVolumes(); })) {
-      if (v.pool != backend_->volume_pool() || v.flattened || v.depth == 0 ||
-          v.created_at > cutoff) {
+      if (v.pool != backend_->volume_pool() || v.state != index::State::kReady || v.flattened ||
+          v.depth == 0 || v.created_at > cutoff) {
         continue;
       }
       EvictAction action{"flatten", v.image_id, v.name, v.size_bytes, "older than cutoff", false};
       if (!options.dry_run) {
         try {
+          auto own = CheckOwnership(*backend_, {v.pool, v.name}, kMarkVolume, &v.identity);
+          if (!own.ours) {
+            throw Error(Errc::kNotFound, own.exists ? own.why : "volume is gone");
+          }
           backend_->Flatten({v.pool, v.name}, {});
+          // A backend may make a new object to flatten: the mark and the row follow it.
+          if (!v.identity.empty()) v.identity = Mark(*backend_, {v.pool, v.name}, kMarkVolume);
           v.flattened = true;
           v.depth = 0;
           WithIndex([&](index::Index& ix) { ix.UpdateVolume(v); });
@@ -388,6 +534,11 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
   }
 
   measure(&report.entries_after, &report.bytes_after, &report.pinned_bytes);
+  if (!options.dry_run) {
+    uint64_t left_alone = 0;
+    for (const auto& a : report.actions) left_alone += a.kind == "left alone";
+    Event(kEventLeftAlone, "", left_alone, {});
+  }
   report.elapsed = Since(start);
   log_->info("eviction pass actions={} entries={} bytes={} pinned={} ms={}",
              report.actions.size(), report.entries_after, report.bytes_after,

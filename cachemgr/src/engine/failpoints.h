@@ -24,6 +24,12 @@ inline constexpr std::array<std::string_view, 6> kEvictFailpoints = {
     "after_remove_image",  "before_delete_row", "after_trash",
 };
 
+// Steps of making a volume (create), in order: the name claimed in the index, the
+// volume cloned or copied under its staging name, marked and grown, in place.
+inline constexpr std::array<std::string_view, 4> kCreateFailpoints = {
+    "volume_after_claim", "volume_after_clone", "volume_before_rename", "volume_after_rename",
+};
+
 inline constexpr const char* kFailpointEnv = "CACHEMGR_FAILPOINT";
 
 // Aborts the process if $CACHEMGR_FAILPOINT names `step`.

@@ -4,6 +4,7 @@
 
 #include "engine/cache_impl.h"
 #include "engine/failpoints.h"
+#include "engine/marks.h"
 #include "engine/naming.h"
 #include "fetch/fetch.h"
 #include "policy/eviction.h"
@@ -145,11 +146,26 @@ CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
       out.direct = adopted->depth > 0;
       return out;
     }
+    auto own = CheckOwnership(*backend_, EntryRef(name), kMarkEntry, nullptr);
+    if (own.exists) {
+      // Not ours (AdoptOrphan removes ours it cannot use): the fill could never rename
+      // into place, so it is not started.
+      throw Error(Errc::kAlreadyExists,
+                  "entry of image " + meta.id + ": its name " + EntryRef(name).pool + "/" + name +
+                      " is taken by an object this cache did not make (" + own.why +
+                      "); it is left untouched: move it away to cache this image");
+    }
   }
 
   EnforceLimits(EstimatedSize(meta), 0, false, nullptr);
   auto fill_start = std::chrono::steady_clock::now();
-  out.row = Fill(meta, progress, &out);
+  try {
+    out.row = Fill(meta, progress, &out);
+  } catch (...) {
+    // Nothing cached for the image: its locks would only pile up.
+    if (!FindLive(meta.id)) locks.Discard();
+    throw;
+  }
   out.fill = Since(fill_start);
   out.filled = true;
   Event(out.direct ? "direct" : "miss", meta.id, out.bytes_downloaded, out.fill);
@@ -214,6 +230,8 @@ index::EntryRow CacheImpl::Fill(const source::ImageMeta& meta, const ProgressFn&
   }
   Failpoint("after_fetch");
 
+  // The mark first: from here on the object carries its claim as well as its name.
+  row.identity = Mark(*backend_, staging_ref, kMarkEntry);
   const std::map<std::string, std::string> metadata = {
       {kMetaImageId, meta.id},
       {kMetaUpdatedAt, row.image_updated_at},
@@ -252,6 +270,8 @@ index::EntryRow CacheImpl::Fill(const source::ImageMeta& meta, const ProgressFn&
 
 std::optional<index::EntryRow> CacheImpl::RowFromMetadata(const std::string& name) {
   auto ref = EntryRef(name);
+  auto own = CheckOwnership(*backend_, ref, kMarkEntry, nullptr);
+  if (!own.ours) return std::nullopt;
   std::map<std::string, std::string> md;
   try {
     md = backend_->GetMetadata(ref);
@@ -278,6 +298,7 @@ std::optional<index::EntryRow> CacheImpl::RowFromMetadata(const std::string& nam
   row.cache_name = name;
   row.snap_name = kSnapName;
   row.state = index::State::kReady;
+  row.identity = own.identity;
   row.virtual_size = backend_->Stat(ref).size;
   row.allocated_bytes = backend_->AllocatedBytes(ref);
   row.disk_format = get(kMetaDiskFormat);
@@ -297,6 +318,13 @@ std::optional<index::EntryRow> CacheImpl::RowFromMetadata(const std::string& nam
 std::optional<index::EntryRow> CacheImpl::AdoptOrphan(const std::string& name,
                                                       const source::ImageMeta* meta,
                                                       std::vector<EvictAction>* actions) {
+  auto ref = EntryRef(name);
+  auto own = CheckOwnership(*backend_, ref, kMarkEntry, nullptr);
+  if (!own.exists) return std::nullopt;
+  if (!own.ours) {
+    LeaveAlone(name, own.why, actions);
+    return std::nullopt;
+  }
   auto row = RowFromMetadata(name);
   if (row && (!meta || !IsStale(*row, *meta))) {
     row->id = WithIndex([&](index::Index& ix) { return ix.InsertEntry(*row); });
@@ -307,15 +335,26 @@ std::optional<index::EntryRow> CacheImpl::AdoptOrphan(const std::string& name,
     }
     return row;
   }
-  // Incomplete or stale: it goes (deferred if something was cloned from it).
-  auto ref = EntryRef(name);
+  // Ours, but incomplete or stale: it goes (deferred if something was cloned from it).
   bool has_children = false;
   try {
     has_children = !backend_->Children({ref, kSnapName}).empty();
   } catch (const Error&) {
   }
   if (has_children) {
+    // A pinned row keeps the record of it, so the pass purges it (by its identity) once
+    // its clones are gone.
+    index::EntryRow pinned = row.value_or(index::EntryRow{});
+    pinned.backend = backend_kind_;
+    pinned.pool = location_;
+    if (pinned.image_id.empty()) pinned.image_id = name;
+    pinned.cache_name = name;
+    pinned.snap_name = kSnapName;
+    pinned.state = index::State::kReady;
+    pinned.identity = own.identity;
+    pinned.pinned = true;
     backend_->Remove(ref);
+    WithIndex([&](index::Index& ix) { ix.InsertEntry(pinned); });
   } else {
     RemoveImageFully(ref);
   }

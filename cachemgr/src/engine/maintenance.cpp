@@ -160,18 +160,40 @@ std::vector<Check> CacheImpl::Doctor() {
     auto n = backend_->List(backend_->entry_pool()).size();
     return backend_kind_ + " " + location_ + ": reachable, " + std::to_string(n) + " image(s)";
   });
-  run("leftovers", "run `cachemgr evict`: the pass removes them", [&] {
-    auto found = backend_->SweepTemporaries(true);
-    if (found.empty()) return std::string("no temporaries left by dead writers");
-    std::string list;
-    uint64_t bytes = 0;
-    for (const auto& l : found) {
-      list += (list.empty() ? "" : ", ") + l.path;
-      bytes += l.bytes;
+  run("leftovers", "run `cachemgr evict`: it removes what a dead fill or create left", [&] {
+    std::vector<EvictAction> found;
+    GcLeftovers(true, &found);
+    GcVolumes(true, &found);
+    std::string foreign, half_made;
+    size_t n_foreign = 0, n_half = 0;
+    for (const auto& a : found) {
+      std::string& list = a.kind == "left alone" ? foreign : half_made;
+      (a.kind == "left alone" ? n_foreign : n_half) += 1;
+      list += (list.empty() ? "" : "; ") + a.name + " (" + a.reason + ")";
     }
-    throw Error(Errc::kBackend, std::to_string(found.size()) +
-                                    " temporaries left by dead writers (" + std::to_string(bytes) +
-                                    " bytes): " + list);
+    const std::string others =
+        n_foreign == 0 ? "no foreign objects"
+                       : std::to_string(n_foreign) +
+                             " object(s) not made by this cache, left alone: " + foreign;
+    // Temporaries (local `.tmp-*`) whose writer died.
+    std::string temps;
+    uint64_t temp_bytes = 0;
+    auto dead = backend_->SweepTemporaries(true);
+    for (const auto& l : dead) {
+      temps += (temps.empty() ? "" : ", ") + l.path;
+      temp_bytes += l.bytes;
+    }
+    const std::string temporaries =
+        dead.empty() ? "no temporaries left by dead writers"
+                     : std::to_string(dead.size()) + " temporaries left by dead writers (" +
+                           std::to_string(temp_bytes) + " bytes): " + temps;
+    if (n_half > 0 || !dead.empty()) {
+      throw Error(Errc::kBackend, std::to_string(n_half) +
+                                      " half-made object(s) or row(s) not yet removed" +
+                                      (half_made.empty() ? "" : ": " + half_made) + "; " +
+                                      temporaries + "; " + others);
+    }
+    return "nothing half-made; " + temporaries + "; " + others;
   });
   run("source", "check source.glance.endpoint / token or source.file.dir", [&] {
     source_->Ping();

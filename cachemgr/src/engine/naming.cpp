@@ -97,6 +97,20 @@ std::string StagingName(const std::string& image_id) {
   return kStagingPrefix + Sha1Hex(image_id) + "-" + suffix;
 }
 
+namespace {
+constexpr std::string_view kVolumeStagingPrefix = "staging-vol-";
+}  // namespace
+
+std::string VolumeStagingName() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  char suffix[33];
+  std::snprintf(suffix, sizeof suffix, "%016llx%016llx", static_cast<unsigned long long>(rng()),
+                static_cast<unsigned long long>(rng()));
+  return std::string(kVolumeStagingPrefix) + suffix;
+}
+
+bool IsVolumeStagingName(const std::string& name) { return name.starts_with(kVolumeStagingPrefix); }
+
 bool IsEntryName(const std::string& name) { return IsHex40(name); }
 
 std::optional<std::string> StagingKey(const std::string& name) {

@@ -27,6 +27,10 @@ std::string StagingName(const std::string& image_id);  // staging-<sha1>-<random
 bool IsEntryName(const std::string& name);              // 40 lowercase hex digits
 // The sha1 part of a staging name; nullopt when `name` is not one.
 std::optional<std::string> StagingKey(const std::string& name);
+// "staging-vol-<random>": the name a volume is made under until it is renamed into
+// place; recorded in the volume's creating row before anything is made.
+std::string VolumeStagingName();
+bool IsVolumeStagingName(const std::string& name);
 
 // "host:pid" of this process, recorded as the owner of rows it is working on.
 std::string OwnerId();

@@ -96,10 +96,16 @@ class FileLock {
   ~FileLock();
   FileLock(const FileLock&) = delete;
   FileLock& operator=(const FileLock&) = delete;
+  // Removes the lock file while it is held (for an image no longer cached, so lock
+  // files do not pile up); the lock is still released by the destructor. Acquire checks
+  // after locking that the file is still the one at the path, so this cannot let two
+  // holders in.
+  void Discard();
 
  private:
-  explicit FileLock(int fd) : fd_(fd) {}
+  FileLock(int fd, std::filesystem::path path) : fd_(fd), path_(std::move(path)) {}
   int fd_;
+  std::filesystem::path path_;
 };
 
 // The file of an entry's use lock, apart from its fill lock (<key>.lock): hits hold it

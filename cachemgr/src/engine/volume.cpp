@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include "engine/cache_impl.h"
+#include "engine/failpoints.h"
+#include "engine/marks.h"
 #include "engine/naming.h"
 #include "fetch/fetch.h"
 #include "policy/clone_plan.h"
@@ -15,48 +17,79 @@ bool SourceUnreachable(const Error& e) {
   return e.code() == Errc::kSource || e.code() == Errc::kTimeout;
 }
 
-// Removes a half-made volume unless Commit() runs. Never throws.
+}  // namespace
+
+// Removes what this call made of a volume unless Commit() runs, and drops its claim:
+// the object under the staging name its claim recorded before anything was made (so it
+// can only be this call's), or, once this call renamed it into place, the volume at its
+// name. Never anything else: an object that held the name first is not this call's.
+// Never throws.
 class VolumeGuard {
  public:
-  VolumeGuard(storage::Backend& backend, storage::ImageRef ref,
+  VolumeGuard(storage::Backend& backend, std::function<void()> drop_claim,
               std::shared_ptr<spdlog::logger> log)
-      : backend_(backend), ref_(std::move(ref)), log_(std::move(log)) {}
+      : backend_(backend), drop_claim_(std::move(drop_claim)), log_(std::move(log)) {}
   ~VolumeGuard() {
-    if (!armed_ || committed_) return;
-    try {
-      backend_.Remove(ref_);
-    } catch (const Error& e) {
-      // Not found: the clone or copy failed before it made anything (an entry evicted
-      // meanwhile, retried by CreateVolume), so nothing is half-made.
-      if (e.code() != Errc::kNotFound) {
-        log_->warn("half-made volume not removed volume={} error={}", ref_.name, e.what());
+    if (committed_) return;
+    if (made_) {
+      try {
+        backend_.Remove(*made_);
+      } catch (const Error& e) {
+        // Not found: the clone or copy failed before it made anything.
+        if (e.code() != Errc::kNotFound) {
+          log_->warn("half-made volume not removed volume={} error={}", made_->name, e.what());
+        }
+      } catch (const std::exception& e) {
+        log_->warn("half-made volume not removed volume={} error={}", made_->name, e.what());
       }
+    }
+    try {
+      drop_claim_();
     } catch (const std::exception& e) {
-      log_->warn("half-made volume not removed volume={} error={}", ref_.name, e.what());
+      log_->warn("volume claim left for gc error={}", e.what());
     }
   }
-  void Arm() { armed_ = true; }
+  // What this call makes (or made) and must remove if it fails.
+  void Track(const storage::ImageRef& ref) { made_ = ref; }
   void Commit() { committed_ = true; }
 
  private:
   storage::Backend& backend_;
-  storage::ImageRef ref_;
+  std::function<void()> drop_claim_;
   std::shared_ptr<spdlog::logger> log_;
-  bool armed_ = false;
+  std::optional<storage::ImageRef> made_;
   bool committed_ = false;
 };
-
-}  // namespace
 
 CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
   auto start = std::chrono::steady_clock::now();
   ValidateImageId(request.image_id);
   ValidateVolumeName(request.volume);
   const std::string pool = backend_->volume_pool();
-  if (WithIndex([&](index::Index& ix) { return ix.FindVolume(pool, request.volume); })) {
-    throw Error(Errc::kAlreadyExists, "volume " + request.volume + ": already exists");
-  }
   try {
+    // The name is claimed before anything is made; a name taken on the backend by anyone
+    // is refused with nothing made and nothing touched.
+    index::VolumeRow claim = ClaimVolume(request);
+    VolumeGuard guard(
+        *backend_,
+        [&] {
+          WithIndex([&](index::Index& ix) {
+            auto now = ix.FindVolume(pool, request.volume);
+            if (now && now->id == claim.id && now->state == index::State::kCreating) {
+              ix.DeleteVolume(claim.id);
+            }
+          });
+        },
+        log_);
+    Failpoint("volume_after_claim");
+    if (backend_->Exists({pool, request.volume})) {
+      throw Error(Errc::kAlreadyExists,
+                  "volume " + request.volume + ": already exists on the backend (" + pool + "/" +
+                      request.volume +
+                      ") and was not made by this cache; it is left untouched: choose another "
+                      "name");
+    }
+    const storage::ImageRef staging{pool, claim.staging_name};
     for (int attempt = 0;; ++attempt) {
       auto row = FindLive(request.image_id);
       std::optional<source::ImageMeta> meta;
@@ -81,27 +114,27 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
       CreateVolumeResult result;
       try {
         if (row && row->state == index::State::kReady && (!meta || !IsStale(*row, *meta))) {
-          result = MakeVolume(*row, request, std::nullopt, meta ? now : 0);
+          result = MakeVolume(*row, request, &claim, &guard, std::nullopt, meta ? now : 0);
         } else if (!Admits(*meta)) {
-          result = MakeUncached(*meta, request);
+          result = MakeUncached(*meta, request, &claim, &guard);
         } else {
           Ensured ensured = EnsureEntry(*meta, request.progress);
           std::optional<Plan> fill_plan;
           if (ensured.filled) fill_plan = ensured.direct ? Plan::kDirect : Plan::kMiss;
-          result = MakeVolume(ensured.row, request, fill_plan, now);
+          result = MakeVolume(ensured.row, request, &claim, &guard, fill_plan, now);
           result.bytes_downloaded = ensured.bytes_downloaded;
           result.fill = ensured.fill;
           result.wait = ensured.wait;
         }
       } catch (const Error& e) {
         // The entry was evicted between the lookup and the clone: look again.
-        if (e.code() == Errc::kNotFound && attempt < 2 &&
-            !backend_->Exists({pool, request.volume})) {
+        if (e.code() == Errc::kNotFound && attempt < 2 && !backend_->Exists(staging)) {
           log_->info("entry vanished during clone, retrying image={}", request.image_id);
           continue;
         }
         throw;
       }
+      guard.Commit();
       result.elapsed = Since(start);
       Event("plan:" + std::string(PlanName(result.plan)), request.image_id,
             result.bytes_downloaded, result.elapsed);
@@ -118,10 +151,56 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
   }
 }
 
+index::VolumeRow CacheImpl::ClaimVolume(const CreateVolumeRequest& request) {
+  index::VolumeRow claim;
+  claim.image_id = request.image_id;
+  claim.name = request.volume;
+  claim.pool = backend_->volume_pool();
+  claim.created_at = NowSeconds();
+  claim.state = index::State::kCreating;
+  claim.owner = owner_;
+  claim.staging_name = VolumeStagingName();
+  try {
+    claim.id = WithIndex([&](index::Index& ix) { return ix.InsertVolume(claim); });
+  } catch (const Error& e) {
+    if (e.code() != Errc::kAlreadyExists) throw;
+    auto held = WithIndex([&](index::Index& ix) { return ix.FindVolume(claim.pool, claim.name); });
+    if (held && held->state == index::State::kCreating) {
+      throw Error(Errc::kAlreadyExists,
+                  "volume " + request.volume + ": already exists: being created by " + held->owner +
+                      " (if that process is gone, `cachemgr evict` clears it)");
+    }
+    throw Error(Errc::kAlreadyExists, "volume " + request.volume + ": already exists");
+  }
+  return claim;
+}
+
+void CacheImpl::PlaceVolume(index::VolumeRow* claim, VolumeGuardRef guard, uint64_t size,
+                            uint64_t current_size) {
+  const storage::ImageRef staging{claim->pool, claim->staging_name};
+  claim->identity = Mark(*backend_, staging, kMarkVolume);
+  if (size > current_size) backend_->Resize(staging, size);
+  // The row records the identity before the volume takes its name, so a crash after the
+  // rename leaves a row that says which object at the name is this create's.
+  WithIndex([&](index::Index& ix) { ix.UpdateVolume(*claim); });
+  Failpoint("volume_before_rename");
+  try {
+    backend_->Rename(staging, claim->name);
+  } catch (const Error& e) {
+    if (e.code() != Errc::kAlreadyExists) throw;
+    throw Error(Errc::kAlreadyExists,
+                "volume " + claim->name + ": already exists: the name was taken on the backend (" +
+                    claim->pool + "/" + claim->name +
+                    ") while this volume was made; that object is left untouched");
+  }
+  guard->Track({claim->pool, claim->name});
+  Failpoint("volume_after_rename");
+}
+
 CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
                                          const CreateVolumeRequest& request,
-                                         std::optional<Plan> fill_plan,
-                                         int64_t source_checked_at) {
+                                         index::VolumeRow* claim, VolumeGuardRef guard,
+                                         std::optional<Plan> fill_plan, int64_t source_checked_at) {
   const uint64_t size = request.size_bytes ? request.size_bytes : entry.virtual_size;
   if (size < entry.virtual_size) {
     throw Error(Errc::kInvalidArgument,
@@ -130,9 +209,8 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
                     std::to_string(entry.virtual_size) + " bytes)");
   }
   auto decision = policy::PlanClone(options_.cache.max_clone_depth, entry.depth);
-  const storage::ImageRef volume{backend_->volume_pool(), request.volume};
+  const storage::ImageRef volume{claim->pool, claim->staging_name};
   const auto snap = EntrySnap(entry);
-  VolumeGuard guard(*backend_, volume, log_);
   // Shared use lock while the clone is made and recorded: an eviction waits for it and
   // then sees the entry no longer ready (see UseLockPath). Taken after any flatten,
   // which needs the image's exclusive locks.
@@ -149,7 +227,7 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
   switch (decision.plan) {
     case policy::ClonePlan::kClone:
       hold_entry();
-      guard.Arm();
+      guard->Track(volume);
       backend_->Clone(snap, volume);
       plan = Plan::kClone;
       break;
@@ -161,7 +239,7 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
         };
       }
       hold_entry();
-      guard.Arm();
+      guard->Track(volume);
       backend_->Copy(snap, volume, progress);
       plan = Plan::kCopy;
       break;
@@ -169,27 +247,28 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
     case policy::ClonePlan::kFlattenClone:
       FlattenEntry(entry);
       hold_entry();
-      guard.Arm();
+      guard->Track(volume);
       backend_->Clone(snap, volume);
       plan = Plan::kFlattenClone;
       break;
   }
-  if (size > entry.virtual_size) backend_->Resize(volume, size);
+  Failpoint("volume_after_clone");
+  PlaceVolume(claim, guard, size, entry.virtual_size);
 
-  index::VolumeRow row;
+  index::VolumeRow& row = *claim;
   row.entry_id = entry.id;
   row.image_id = entry.image_id;
-  row.name = request.volume;
-  row.pool = volume.pool;
   row.created_at = NowSeconds();
   row.depth = decision.volume_depth;
   row.plan = std::string(PlanName(fill_plan.value_or(plan)));
   row.size_bytes = size;
+  row.state = index::State::kReady;
+  row.owner.clear();
   // One write transaction for the volume row, the entry's use (and source check) and
   // the hit event.
   WithIndex([&](index::Index& ix) {
     SQLite::Transaction tx(ix.db());
-    ix.InsertVolume(row);
+    ix.UpdateVolume(row);
     ix.TouchEntry(entry.id, row.created_at);
     if (source_checked_at != 0) ix.SetSourceChecked(entry.id, source_checked_at);
     if (!fill_plan) {
@@ -199,7 +278,6 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
     }
     tx.commit();
   });
-  guard.Commit();
 
   CreateVolumeResult result;
   result.volume = request.volume;
@@ -221,6 +299,9 @@ void CacheImpl::FlattenEntry(const index::EntryRow& entry) {
   if (row->depth == 0) return;
   auto start = std::chrono::steady_clock::now();
   backend_->Flatten(EntryRef(row->cache_name), {});
+  // A backend may make a new object to flatten (the local one writes a new file): the
+  // mark and the row follow it.
+  row->identity = Mark(*backend_, EntryRef(row->cache_name), kMarkEntry);
   row->depth = 0;
   row->allocated_bytes = backend_->AllocatedBytes(EntryRef(row->cache_name));
   backend_->SetMetadata(EntryRef(row->cache_name), kMetaDepth, "0");
@@ -230,8 +311,9 @@ void CacheImpl::FlattenEntry(const index::EntryRow& entry) {
 }
 
 CreateVolumeResult CacheImpl::MakeUncached(const source::ImageMeta& meta,
-                                           const CreateVolumeRequest& request) {
-  const storage::ImageRef volume{backend_->volume_pool(), request.volume};
+                                           const CreateVolumeRequest& request,
+                                           index::VolumeRow* claim, VolumeGuardRef guard) {
+  const storage::ImageRef volume{claim->pool, claim->staging_name};
   log_->info("image larger than the cache, fetching straight into the volume image={} volume={}",
              meta.id, request.volume);
   fetch::FetchOptions fetch_options;
@@ -242,26 +324,24 @@ CreateVolumeResult CacheImpl::MakeUncached(const source::ImageMeta& meta,
     };
   }
   auto start = std::chrono::steady_clock::now();
+  guard->Track(volume);
   auto fetched = fetch::FetchInto(*source_, meta, *backend_, volume, fetch_options, log_);
-  VolumeGuard guard(*backend_, volume, log_);
-  guard.Arm();
   const uint64_t size = request.size_bytes ? request.size_bytes : fetched.virtual_size;
   if (size < fetched.virtual_size) {
     throw Error(Errc::kInvalidArgument,
                 "volume " + request.volume + ": size " + std::to_string(size) +
                     " is smaller than image " + meta.id);
   }
-  if (size > fetched.virtual_size) backend_->Resize(volume, size);
-  index::VolumeRow row;
+  PlaceVolume(claim, guard, size, fetched.virtual_size);
+  index::VolumeRow& row = *claim;
   row.image_id = meta.id;
-  row.name = request.volume;
-  row.pool = volume.pool;
   row.created_at = NowSeconds();
   row.depth = 0;
   row.plan = "uncached";
   row.size_bytes = size;
-  WithIndex([&](index::Index& ix) { ix.InsertVolume(row); });
-  guard.Commit();
+  row.state = index::State::kReady;
+  row.owner.clear();
+  WithIndex([&](index::Index& ix) { ix.UpdateVolume(row); });
   Event("uncached", meta.id, fetched.bytes_downloaded, Since(start));
 
   CreateVolumeResult result;
@@ -280,10 +360,28 @@ void CacheImpl::DeleteVolume(const std::string& volume) {
   const std::string pool = backend_->volume_pool();
   auto row = WithIndex([&](index::Index& ix) { return ix.FindVolume(pool, volume); });
   if (!row) throw Error(Errc::kNotFound, "volume " + volume + ": not made by this cache");
-  try {
-    backend_->Remove({pool, volume});
-  } catch (const Error& e) {
-    if (e.code() != Errc::kNotFound) throw;
+  if (row->state != index::State::kReady) {
+    throw Error(Errc::kBusy, "volume " + volume + ": being created by " + row->owner +
+                                 " (if that process is gone, `cachemgr evict` clears it)");
+  }
+  const storage::ImageRef ref{pool, volume};
+  auto own = CheckOwnership(*backend_, ref, kMarkVolume, &row->identity);
+  if (own.exists && !own.ours) {
+    // The volume the cache made is gone and something else has the name now: that is
+    // someone else's, and the record of ours is dropped.
+    WithIndex([&](index::Index& ix) { ix.DeleteVolume(row->id); });
+    log_->warn("volume not deleted: not the cache's volume={} cause={}", volume, own.why);
+    throw Error(Errc::kAlreadyExists,
+                "volume " + volume + ": not deleted: " + own.why +
+                    "; the object is left untouched and the cache's record of its own volume "
+                    "(gone) is dropped");
+  }
+  if (own.exists) {
+    try {
+      backend_->Remove(ref);
+    } catch (const Error& e) {
+      if (e.code() != Errc::kNotFound) throw;
+    }
   }
   WithIndex([&](index::Index& ix) { ix.DeleteVolume(row->id); });
   log_->info("volume deleted volume={} image={}", volume, row->image_id);

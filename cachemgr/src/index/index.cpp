@@ -9,6 +9,7 @@
 #include <system_error>
 
 #include "cachemgr/error.h"
+#include "index/index_sql.h"
 #include "index/migrations.h"
 
 namespace cachemgr::index {
@@ -20,43 +21,10 @@ namespace fs = std::filesystem;
 // the call fails with kBusy.
 constexpr int kBusyTimeoutMs = 10000;
 
-// Maps a SQLite failure to the one error type, naming the index and what was done.
-[[noreturn]] void Rethrow(const SQLite::Exception& e, const fs::path& path,
-                          std::string_view what) {
-  const int code = e.getErrorCode();
-  const int extended = e.getExtendedErrorCode();
-  std::string message = "index " + path.string() + ": " + std::string(what) + ": " + e.what();
-  switch (code) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-      throw Error(Errc::kBusy, message + " (another process holds the index lock)");
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      throw Error(Errc::kCorrupt, message);
-    case SQLITE_CONSTRAINT:
-      if (extended == SQLITE_CONSTRAINT_UNIQUE || extended == SQLITE_CONSTRAINT_PRIMARYKEY) {
-        throw Error(Errc::kAlreadyExists, message);
-      }
-      throw Error(Errc::kInvalidArgument, message);
-    default:
-      throw Error(Errc::kIo, message);
-  }
-}
-
-// Runs `fn`, turning SQLite exceptions into cachemgr::Error.
-template <typename Fn>
-auto Guard(const fs::path& path, std::string_view what, Fn&& fn) -> decltype(fn()) {
-  try {
-    return fn();
-  } catch (const SQLite::Exception& e) {
-    Rethrow(e, path, what);
-  }
-}
-
 constexpr const char* kEntryColumns =
     "id, backend, pool, image_id, cache_name, snap_name, state, virtual_size, "
     "allocated_bytes, disk_format, checksum, os_hash, image_updated_at, depth, created_at, "
-    "last_used, hits, owner, pinned, source_checked_at";
+    "last_used, hits, owner, pinned, source_checked_at, identity";
 
 EntryRow ReadEntry(SQLite::Statement& q) {
   EntryRow r;
@@ -80,6 +48,7 @@ EntryRow ReadEntry(SQLite::Statement& q) {
   r.owner = q.getColumn(17).getString();
   r.pinned = q.getColumn(18).getInt() != 0;
   r.source_checked_at = q.getColumn(19).getInt64();
+  r.identity = q.getColumn(20).getString();
   return r;
 }
 
@@ -104,52 +73,12 @@ void BindEntry(SQLite::Statement& q, const EntryRow& r) {
   q.bind(17, r.owner);
   q.bind(18, r.pinned ? 1 : 0);
   q.bind(19, r.source_checked_at);
-}
-
-constexpr const char* kVolumeColumns =
-    "id, entry_id, image_id, name, pool, created_at, depth, plan, size_bytes, flattened";
-
-VolumeRow ReadVolume(SQLite::Statement& q) {
-  VolumeRow r;
-  r.id = q.getColumn(0).getInt64();
-  r.entry_id = q.getColumn(1).isNull() ? 0 : q.getColumn(1).getInt64();
-  r.image_id = q.getColumn(2).getString();
-  r.name = q.getColumn(3).getString();
-  r.pool = q.getColumn(4).getString();
-  r.created_at = q.getColumn(5).getInt64();
-  r.depth = static_cast<uint32_t>(q.getColumn(6).getInt64());
-  r.plan = q.getColumn(7).getString();
-  r.size_bytes = static_cast<uint64_t>(q.getColumn(8).getInt64());
-  r.flattened = q.getColumn(9).getInt() != 0;
-  return r;
-}
-
-void BindVolume(SQLite::Statement& q, const VolumeRow& r) {
-  // entry_id 0 means "no entry": NULL keeps the foreign key satisfied.
-  if (r.entry_id == 0) {
-    q.bind(1);
-  } else {
-    q.bind(1, r.entry_id);
-  }
-  q.bind(2, r.image_id);
-  q.bind(3, r.name);
-  q.bind(4, r.pool);
-  q.bind(5, r.created_at);
-  q.bind(6, static_cast<int64_t>(r.depth));
-  q.bind(7, r.plan);
-  q.bind(8, static_cast<int64_t>(r.size_bytes));
-  q.bind(9, r.flattened ? 1 : 0);
+  q.bind(20, r.identity);
 }
 
 std::vector<EntryRow> QueryEntries(SQLite::Statement& q) {
   std::vector<EntryRow> rows;
   while (q.executeStep()) rows.push_back(ReadEntry(q));
-  return rows;
-}
-
-std::vector<VolumeRow> QueryVolumes(SQLite::Statement& q) {
-  std::vector<VolumeRow> rows;
-  while (q.executeStep()) rows.push_back(ReadVolume(q));
   return rows;
 }
 
@@ -301,8 +230,8 @@ int64_t Index::InsertEntry(const EntryRow& row) {
                         "INSERT INTO entries (backend, pool, image_id, cache_name, snap_name, "
                         "state, virtual_size, allocated_bytes, disk_format, checksum, os_hash, "
                         "image_updated_at, depth, created_at, last_used, hits, owner, pinned, "
-                        "source_checked_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                        "source_checked_at, identity) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     BindEntry(q, row);
     q.exec();
     return db_->getLastInsertRowid();
@@ -316,9 +245,9 @@ void Index::UpdateEntry(const EntryRow& row) {
                         "snap_name = ?, state = ?, virtual_size = ?, allocated_bytes = ?, "
                         "disk_format = ?, checksum = ?, os_hash = ?, image_updated_at = ?, "
                         "depth = ?, created_at = ?, last_used = ?, hits = ?, owner = ?, "
-                        "pinned = ?, source_checked_at = ? WHERE id = ?");
+                        "pinned = ?, source_checked_at = ?, identity = ? WHERE id = ?");
     BindEntry(q, row);
-    q.bind(20, row.id);
+    q.bind(21, row.id);
     if (q.exec() == 0) {
       throw Error(Errc::kNotFound, "index " + path_.string() + ": no entry with id " +
                                        std::to_string(row.id) + " (image=" + row.image_id + ")");
@@ -433,136 +362,6 @@ std::vector<EntryRow> Index::ListEntriesByLastUsed(const std::string& backend,
     q.bind(1, backend);
     q.bind(2, pool);
     return QueryEntries(q);
-  });
-}
-
-int64_t Index::InsertVolume(const VolumeRow& row) {
-  return Guard(path_, "insert volume=" + row.name, [&] {
-    SQLite::Statement q(*db_,
-                        "INSERT INTO volumes (entry_id, image_id, name, pool, created_at, depth, "
-                        "plan, size_bytes, flattened) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    BindVolume(q, row);
-    q.exec();
-    return db_->getLastInsertRowid();
-  });
-}
-
-std::optional<VolumeRow> Index::FindVolume(const std::string& pool, const std::string& name) {
-  return Guard(path_, "find volume=" + name, [&]() -> std::optional<VolumeRow> {
-    SQLite::Statement q(*db_, std::string("SELECT ") + kVolumeColumns +
-                                  " FROM volumes WHERE pool = ? AND name = ?");
-    q.bind(1, pool);
-    q.bind(2, name);
-    if (!q.executeStep()) return std::nullopt;
-    return ReadVolume(q);
-  });
-}
-
-std::vector<VolumeRow> Index::VolumesOf(int64_t entry_id) {
-  return Guard(path_, "list volumes", [&] {
-    SQLite::Statement q(*db_, std::string("SELECT ") + kVolumeColumns +
-                                  " FROM volumes WHERE entry_id = ? ORDER BY id");
-    q.bind(1, entry_id);
-    return QueryVolumes(q);
-  });
-}
-
-std::vector<VolumeRow> Index::ListVolumes() {
-  return Guard(path_, "list volumes", [&] {
-    SQLite::Statement q(*db_, std::string("SELECT ") + kVolumeColumns + " FROM volumes ORDER BY id");
-    return QueryVolumes(q);
-  });
-}
-
-void Index::UpdateVolume(const VolumeRow& row) {
-  Guard(path_, "update volume=" + row.name, [&] {
-    SQLite::Statement q(*db_,
-                        "UPDATE volumes SET entry_id = ?, image_id = ?, name = ?, pool = ?, "
-                        "created_at = ?, depth = ?, plan = ?, size_bytes = ?, flattened = ? "
-                        "WHERE id = ?");
-    BindVolume(q, row);
-    q.bind(10, row.id);
-    if (q.exec() == 0) {
-      throw Error(Errc::kNotFound, "index " + path_.string() + ": no volume with id " +
-                                       std::to_string(row.id) + " (volume=" + row.name + ")");
-    }
-  });
-}
-
-void Index::DeleteVolume(int64_t id) {
-  Guard(path_, "delete volume id=" + std::to_string(id), [&] {
-    SQLite::Statement q(*db_, "DELETE FROM volumes WHERE id = ?");
-    q.bind(1, id);
-    q.exec();
-  });
-}
-
-uint64_t Index::CountVolumes(int64_t entry_id) {
-  return Guard(path_, "count volumes", [&] {
-    SQLite::Statement q(*db_, "SELECT count(*) FROM volumes WHERE entry_id = ?");
-    q.bind(1, entry_id);
-    q.executeStep();
-    return static_cast<uint64_t>(q.getColumn(0).getInt64());
-  });
-}
-
-void Index::RecordEvent(const EventRow& event) {
-  Guard(path_, "record event kind=" + event.kind, [&] {
-    SQLite::Statement q(*db_,
-                        "INSERT INTO events (ts, kind, image_id, bytes, micros) "
-                        "VALUES (?, ?, ?, ?, ?)");
-    q.bind(1, event.ts);
-    q.bind(2, event.kind);
-    q.bind(3, event.image_id);
-    q.bind(4, static_cast<int64_t>(event.bytes));
-    q.bind(5, event.micros);
-    q.exec();
-  });
-}
-
-std::vector<EventTotals> Index::EventTotalsByKind() {
-  return Guard(path_, "event totals", [&] {
-    SQLite::Statement q(*db_,
-                        "SELECT kind, count(*), coalesce(sum(bytes), 0), coalesce(sum(micros), 0) "
-                        "FROM events GROUP BY kind ORDER BY kind");
-    std::vector<EventTotals> totals;
-    while (q.executeStep()) {
-      EventTotals t;
-      t.kind = q.getColumn(0).getString();
-      t.count = static_cast<uint64_t>(q.getColumn(1).getInt64());
-      t.bytes = static_cast<uint64_t>(q.getColumn(2).getInt64());
-      t.micros = q.getColumn(3).getInt64();
-      totals.push_back(std::move(t));
-    }
-    return totals;
-  });
-}
-
-std::vector<EventRow> Index::ListEvents(int64_t since) {
-  return Guard(path_, "list events", [&] {
-    SQLite::Statement q(*db_,
-                        "SELECT ts, kind, image_id, bytes, micros FROM events WHERE ts >= ? "
-                        "ORDER BY ts, id");
-    q.bind(1, since);
-    std::vector<EventRow> rows;
-    while (q.executeStep()) {
-      EventRow e;
-      e.ts = q.getColumn(0).getInt64();
-      e.kind = q.getColumn(1).getString();
-      e.image_id = q.getColumn(2).getString();
-      e.bytes = static_cast<uint64_t>(q.getColumn(3).getInt64());
-      e.micros = q.getColumn(4).getInt64();
-      rows.push_back(std::move(e));
-    }
-    return rows;
-  });
-}
-
-uint64_t Index::PruneEvents(int64_t before) {
-  return Guard(path_, "prune events", [&] {
-    SQLite::Statement q(*db_, "DELETE FROM events WHERE ts < ?");
-    q.bind(1, before);
-    return static_cast<uint64_t>(q.exec());
   });
 }
 

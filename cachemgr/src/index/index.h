@@ -46,6 +46,7 @@ struct EntryRow {
   std::string owner;        // "host:pid" of the process that made or is evicting it
   bool pinned = false;      // deleted from the cache but kept for clones (trash/parked)
   int64_t source_checked_at = 0;  // unix seconds the source last confirmed it current
+  std::string identity;           // the backend object's identity when made; '' before schema 004
 };
 
 // Sums over the live (not pinned) entries of one backend and pool, every state.
@@ -74,6 +75,12 @@ struct VolumeRow {
   std::string plan;         // clone | copy | flatten_clone | miss | direct | uncached
   uint64_t size_bytes = 0;
   bool flattened = false;
+  // kCreating while the name is claimed and the volume is being made under
+  // `staging_name` by `owner` ("host:pid"); kReady once it is in place as `name`.
+  State state = State::kReady;
+  std::string owner;
+  std::string staging_name;
+  std::string identity;  // the backend object's identity; '' before schema 004
 };
 
 struct EventRow {
@@ -142,6 +149,7 @@ class Index {
                                               const std::string& pool);
 
   // --- volumes
+  // kAlreadyExists if a row (creating or ready) holds (pool, name): the claim of a name.
   int64_t InsertVolume(const VolumeRow& row);
   std::optional<VolumeRow> FindVolume(const std::string& pool, const std::string& name);
   std::vector<VolumeRow> VolumesOf(int64_t entry_id);
@@ -153,6 +161,8 @@ class Index {
   // --- events
   void RecordEvent(const EventRow& event);
   std::vector<EventTotals> EventTotalsByKind();
+  // The newest event of `kind`, if any.
+  std::optional<EventRow> LastEvent(const std::string& kind);
   // Events with ts >= since, oldest first.
   std::vector<EventRow> ListEvents(int64_t since = 0);
   // Deletes events older than `before` (unix seconds); returns how many.

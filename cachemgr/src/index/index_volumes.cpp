@@ -1,0 +1,210 @@
+// index/index_volumes.cpp: the volumes and events tables of the index.
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include <string>
+
+#include "cachemgr/error.h"
+#include "index/index.h"
+#include "index/index_sql.h"
+
+namespace cachemgr::index {
+namespace {
+
+constexpr const char* kVolumeColumns =
+    "id, entry_id, image_id, name, pool, created_at, depth, plan, size_bytes, flattened, "
+    "state, owner, staging_name, identity";
+
+VolumeRow ReadVolume(SQLite::Statement& q) {
+  VolumeRow r;
+  r.id = q.getColumn(0).getInt64();
+  r.entry_id = q.getColumn(1).isNull() ? 0 : q.getColumn(1).getInt64();
+  r.image_id = q.getColumn(2).getString();
+  r.name = q.getColumn(3).getString();
+  r.pool = q.getColumn(4).getString();
+  r.created_at = q.getColumn(5).getInt64();
+  r.depth = static_cast<uint32_t>(q.getColumn(6).getInt64());
+  r.plan = q.getColumn(7).getString();
+  r.size_bytes = static_cast<uint64_t>(q.getColumn(8).getInt64());
+  r.flattened = q.getColumn(9).getInt() != 0;
+  r.state = ParseState(q.getColumn(10).getString());
+  r.owner = q.getColumn(11).getString();
+  r.staging_name = q.getColumn(12).getString();
+  r.identity = q.getColumn(13).getString();
+  return r;
+}
+
+void BindVolume(SQLite::Statement& q, const VolumeRow& r) {
+  // entry_id 0 means "no entry": NULL keeps the foreign key satisfied.
+  if (r.entry_id == 0) {
+    q.bind(1);
+  } else {
+    q.bind(1, r.entry_id);
+  }
+  q.bind(2, r.image_id);
+  q.bind(3, r.name);
+  q.bind(4, r.pool);
+  q.bind(5, r.created_at);
+  q.bind(6, static_cast<int64_t>(r.depth));
+  q.bind(7, r.plan);
+  q.bind(8, static_cast<int64_t>(r.size_bytes));
+  q.bind(9, r.flattened ? 1 : 0);
+  q.bind(10, std::string(StateName(r.state)));
+  q.bind(11, r.owner);
+  q.bind(12, r.staging_name);
+  q.bind(13, r.identity);
+}
+
+std::vector<VolumeRow> QueryVolumes(SQLite::Statement& q) {
+  std::vector<VolumeRow> rows;
+  while (q.executeStep()) rows.push_back(ReadVolume(q));
+  return rows;
+}
+
+}  // namespace
+
+int64_t Index::InsertVolume(const VolumeRow& row) {
+  return Guard(path_, "insert volume=" + row.name, [&] {
+    SQLite::Statement q(*db_,
+                        "INSERT INTO volumes (entry_id, image_id, name, pool, created_at, depth, "
+                        "plan, size_bytes, flattened, state, owner, staging_name, identity) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    BindVolume(q, row);
+    q.exec();
+    return db_->getLastInsertRowid();
+  });
+}
+
+std::optional<VolumeRow> Index::FindVolume(const std::string& pool, const std::string& name) {
+  return Guard(path_, "find volume=" + name, [&]() -> std::optional<VolumeRow> {
+    SQLite::Statement q(*db_, std::string("SELECT ") + kVolumeColumns +
+                                  " FROM volumes WHERE pool = ? AND name = ?");
+    q.bind(1, pool);
+    q.bind(2, name);
+    if (!q.executeStep()) return std::nullopt;
+    return ReadVolume(q);
+  });
+}
+
+std::vector<VolumeRow> Index::VolumesOf(int64_t entry_id) {
+  return Guard(path_, "list volumes", [&] {
+    SQLite::Statement q(*db_, std::string("SELECT ") + kVolumeColumns +
+                                  " FROM volumes WHERE entry_id = ? ORDER BY id");
+    q.bind(1, entry_id);
+    return QueryVolumes(q);
+  });
+}
+
+std::vector<VolumeRow> Index::ListVolumes() {
+  return Guard(path_, "list volumes", [&] {
+    SQLite::Statement q(*db_,
+                        std::string("SELECT ") + kVolumeColumns + " FROM volumes ORDER BY id");
+    return QueryVolumes(q);
+  });
+}
+
+void Index::UpdateVolume(const VolumeRow& row) {
+  Guard(path_, "update volume=" + row.name, [&] {
+    SQLite::Statement q(*db_,
+                        "UPDATE volumes SET entry_id = ?, image_id = ?, name = ?, pool = ?, "
+                        "created_at = ?, depth = ?, plan = ?, size_bytes = ?, flattened = ?, "
+                        "state = ?, owner = ?, staging_name = ?, identity = ? WHERE id = ?");
+    BindVolume(q, row);
+    q.bind(14, row.id);
+    if (q.exec() == 0) {
+      throw Error(Errc::kNotFound, "index " + path_.string() + ": no volume with id " +
+                                       std::to_string(row.id) + " (volume=" + row.name + ")");
+    }
+  });
+}
+
+void Index::DeleteVolume(int64_t id) {
+  Guard(path_, "delete volume id=" + std::to_string(id), [&] {
+    SQLite::Statement q(*db_, "DELETE FROM volumes WHERE id = ?");
+    q.bind(1, id);
+    q.exec();
+  });
+}
+
+uint64_t Index::CountVolumes(int64_t entry_id) {
+  return Guard(path_, "count volumes", [&] {
+    SQLite::Statement q(*db_, "SELECT count(*) FROM volumes WHERE entry_id = ?");
+    q.bind(1, entry_id);
+    q.executeStep();
+    return static_cast<uint64_t>(q.getColumn(0).getInt64());
+  });
+}
+
+void Index::RecordEvent(const EventRow& event) {
+  Guard(path_, "record event kind=" + event.kind, [&] {
+    SQLite::Statement q(*db_,
+                        "INSERT INTO events (ts, kind, image_id, bytes, micros) "
+                        "VALUES (?, ?, ?, ?, ?)");
+    q.bind(1, event.ts);
+    q.bind(2, event.kind);
+    q.bind(3, event.image_id);
+    q.bind(4, static_cast<int64_t>(event.bytes));
+    q.bind(5, event.micros);
+    q.exec();
+  });
+}
+
+std::vector<EventTotals> Index::EventTotalsByKind() {
+  return Guard(path_, "event totals", [&] {
+    SQLite::Statement q(*db_,
+                        "SELECT kind, count(*), coalesce(sum(bytes), 0), coalesce(sum(micros), 0) "
+                        "FROM events GROUP BY kind ORDER BY kind");
+    std::vector<EventTotals> totals;
+    while (q.executeStep()) {
+      EventTotals t;
+      t.kind = q.getColumn(0).getString();
+      t.count = static_cast<uint64_t>(q.getColumn(1).getInt64());
+      t.bytes = static_cast<uint64_t>(q.getColumn(2).getInt64());
+      t.micros = q.getColumn(3).getInt64();
+      totals.push_back(std::move(t));
+    }
+    return totals;
+  });
+}
+
+std::optional<EventRow> Index::LastEvent(const std::string& kind) {
+  return Guard(path_, "last event kind=" + kind, [&]() -> std::optional<EventRow> {
+    SQLite::Statement q(*db_,
+                        "SELECT ts, kind, image_id, bytes, micros FROM events WHERE kind = ? "
+                        "ORDER BY id DESC LIMIT 1");
+    q.bind(1, kind);
+    if (!q.executeStep()) return std::nullopt;
+    return EventRow{q.getColumn(0).getInt64(), q.getColumn(1).getString(),
+                    q.getColumn(2).getString(), static_cast<uint64_t>(q.getColumn(3).getInt64()),
+                    q.getColumn(4).getInt64()};
+  });
+}
+
+std::vector<EventRow> Index::ListEvents(int64_t since) {
+  return Guard(path_, "list events", [&] {
+    SQLite::Statement q(*db_,
+                        "SELECT ts, kind, image_id, bytes, micros FROM events WHERE ts >= ? "
+                        "ORDER BY ts, id");
+    q.bind(1, since);
+    std::vector<EventRow> rows;
+    while (q.executeStep()) {
+      EventRow e;
+      e.ts = q.getColumn(0).getInt64();
+      e.kind = q.getColumn(1).getString();
+      e.image_id = q.getColumn(2).getString();
+      e.bytes = static_cast<uint64_t>(q.getColumn(3).getInt64());
+      e.micros = q.getColumn(4).getInt64();
+      rows.push_back(std::move(e));
+    }
+    return rows;
+  });
+}
+
+uint64_t Index::PruneEvents(int64_t before) {
+  return Guard(path_, "prune events", [&] {
+    SQLite::Statement q(*db_, "DELETE FROM events WHERE ts < ?");
+    q.bind(1, before);
+    return static_cast<uint64_t>(q.exec());
+  });
+}
+
+}  // namespace cachemgr::index
