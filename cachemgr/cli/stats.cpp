@@ -44,6 +44,9 @@ std::string Prometheus(const Stats& s) {
   metric("cachemgr_pinned_bytes", "gauge", "Bytes of evicted entries kept for their clones.",
          s.pinned_bytes);
   metric("cachemgr_volumes", "gauge", "Volumes recorded.", s.volumes);
+  metric("cachemgr_dead_work_dirs", "gauge",
+         "Working dirs of dead fills in conversion.dir, until the eviction pass removes them.",
+         s.dead_work_dirs);
   metric("cachemgr_max_size_bytes", "gauge", "cache.max_size_gb in bytes; 0 = unlimited.",
          static_cast<uint64_t>(s.max_size_gb * 1024.0 * 1024.0 * 1024.0));
   metric("cachemgr_max_count", "gauge", "cache.max_count; 0 = unlimited.", s.max_count);
@@ -101,6 +104,7 @@ int RunStats(Context& ctx, const StatsArgs& args) {
                           {"cached_bytes", s.cached_bytes},
                           {"pinned_bytes", s.pinned_bytes},
                           {"volumes", s.volumes},
+                          {"dead_work_dirs", s.dead_work_dirs},
                           {"max_size_gb", s.max_size_gb},
                           {"max_count", s.max_count},
                           {"by_plan", by_plan}}
@@ -119,6 +123,7 @@ int RunStats(Context& ctx, const StatsArgs& args) {
                                                        : "")});
     t.Add({"pinned", HumanBytes(s.pinned_bytes)});
     t.Add({"volumes", std::to_string(s.volumes)});
+    t.Add({"dead work dirs", std::to_string(s.dead_work_dirs)});
     t.Add({"hits", std::to_string(s.hits)});
     t.Add({"misses", std::to_string(s.misses)});
     t.Add({"direct", std::to_string(s.direct)});

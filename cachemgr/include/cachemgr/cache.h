@@ -148,6 +148,7 @@ struct Stats {
   uint64_t cached_bytes = 0;  // as counted by cache.size_accounting
   uint64_t pinned_bytes = 0;
   uint64_t volumes = 0;
+  uint64_t dead_work_dirs = 0;  // dead fills' working dirs in conversion.dir, until swept
   double max_size_gb = 0;
   uint64_t max_count = 0;
   std::vector<std::pair<std::string, PathStats>> by_plan;  // plan name -> count, time
