@@ -74,8 +74,8 @@ InspectResult Inspect(const std::filesystem::path& file, const std::string& disk
 //                      sector leaves qemu reading the header copy alone).
 //   qcow2, vmdk tables `qemu-img check` (run for qcow2, vmdk, vdi, vhdx; vpc has none):
 //                      references past the end of the file are corruptions (exit 2) or a
-//                      failed check (exit 1); a qcow2's image-end-offset past the file
-//                      size as well.
+//                      failed check (exit 1). (A qcow2's image-end-offset is no measure:
+//                      a whole compressed image ends before it.)
 //   data (all)         our check on `qemu-img map --output=json`: every allocated extent
 //                      stored plainly must lie inside the file (compressed ones must start
 //                      inside it). This alone catches a vdi cut anywhere after its header:
