@@ -131,6 +131,18 @@ class Backend {
   // (a hard link on the same filesystem); returns false when it cannot, and then the
   // caller streams the file through Create(). The file must not change afterwards.
   virtual bool Adopt(const std::filesystem::path& raw_file, const ImageRef& ref) = 0;
+  // Makes `ref` from a raw file that is not the cache's (an image store's file; `file` may
+  // be /proc/self/fd/N of an open descriptor) so that nothing done to either side reaches
+  // the other: a reflink where the backend can, a hard link only where the operator
+  // allowed it (and then checked for changes on every use). Returns false when the
+  // caller must copy. Never changes the file's owner or mode.
+  virtual bool AdoptShared(const std::filesystem::path& /*file*/, const ImageRef& /*ref*/) {
+    return false;
+  }
+  // kCorrupt naming `ref` when it is no longer what was made (a hard-linked base whose
+  // shared file changed); otherwise nothing. Backends whose images nobody else can
+  // write have nothing to check.
+  virtual void RequireIntact(const ImageRef& /*ref*/) {}
   virtual std::unique_ptr<ImageReader> Open(const ImageRef& ref,
                                             const std::optional<std::string>& snap = {}) = 0;
   virtual void Resize(const ImageRef& ref, uint64_t size) = 0;  // grow only is enough

@@ -54,6 +54,9 @@ std::string Prometheus(const Stats& s) {
   metric("cachemgr_left_alone", "gauge",
          "Objects the last eviction pass left alone: cache-like names the cache did not make.",
          s.left_alone);
+  metric("cachemgr_dead_work_dirs", "gauge",
+         "Working dirs of dead fills in conversion.dir, until the eviction pass removes them.",
+         s.dead_work_dirs);
   metric("cachemgr_max_size_bytes", "gauge", "cache.max_size_gb in bytes; 0 = unlimited.",
          static_cast<uint64_t>(s.max_size_gb * 1024.0 * 1024.0 * 1024.0));
   metric("cachemgr_max_count", "gauge", "cache.max_count; 0 = unlimited.", s.max_count);
@@ -115,6 +118,7 @@ int RunStats(Context& ctx, const StatsArgs& args) {
                           {"leftover_bytes", s.leftover_bytes},
                           {"half_made", s.half_made},
                           {"left_alone", s.left_alone},
+                          {"dead_work_dirs", s.dead_work_dirs},
                           {"max_size_gb", s.max_size_gb},
                           {"max_count", s.max_count},
                           {"by_plan", by_plan}}
@@ -136,6 +140,7 @@ int RunStats(Context& ctx, const StatsArgs& args) {
     t.Add({"leftovers", std::to_string(s.leftovers) + " (" + HumanBytes(s.leftover_bytes) + ")"});
     t.Add({"half-made", std::to_string(s.half_made)});
     t.Add({"left alone", std::to_string(s.left_alone)});
+    t.Add({"dead work dirs", std::to_string(s.dead_work_dirs)});
     t.Add({"hits", std::to_string(s.hits)});
     t.Add({"misses", std::to_string(s.misses)});
     t.Add({"direct", std::to_string(s.direct)});

@@ -201,6 +201,9 @@ struct SnapRecord {
 
 struct Sidecar {
   std::string format = "raw";
+  // Set when the file is a hard link of a file the cache does not own alone (see
+  // AdoptShared): "dev:ino:size:mtime_ns:ctime_ns:nlink" when it was adopted.
+  std::string shared_inode;
   std::map<std::string, std::string> metadata;
   std::vector<SnapRecord> snapshots;
   std::optional<SnapRef> parent;
@@ -216,6 +219,7 @@ json ToJson(const Sidecar& s) {
   json j;
   j["schema"] = 1;
   j["format"] = s.format;
+  if (!s.shared_inode.empty()) j["shared_inode"] = s.shared_inode;
   j["metadata"] = s.metadata;
   j["snapshots"] = json::array();
   for (const auto& snap : s.snapshots)
@@ -234,6 +238,7 @@ json ToJson(const Sidecar& s) {
 Sidecar FromJson(const json& j) {
   Sidecar s;
   s.format = j.value("format", "raw");
+  s.shared_inode = j.value("shared_inode", "");
   if (j.contains("metadata")) s.metadata = j["metadata"].get<std::map<std::string, std::string>>();
   if (j.contains("snapshots")) {
     for (const auto& e : j["snapshots"]) {
@@ -506,6 +511,49 @@ struct LocalBackend::Impl {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) FailErrno("cannot stat", path, errno);
     return static_cast<uint64_t>(st.st_size);
+  }
+
+  // A hard-linked base is only as good as the inode it shares: refused (kCorrupt) once its
+  // bytes, size or times differ from when it was adopted. Links the cache itself adds or
+  // drops (a clone's `.backing` name, a rename) move ctime with the link count: that
+  // alone is accepted and recorded anew; a ctime change with the same link count (chmod,
+  // chown, a write with its mtime put back) is not.
+  void CheckShared(const ImageRef& ref, Sidecar& s) {
+    if (s.shared_inode.empty()) return;
+    auto path = PathOf(ref);
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) FailErrno("cannot stat", path, errno);
+    const std::string now = SharedIdentity(st);
+    if (now == s.shared_inode) return;
+    auto fields = [](const std::string& id) {
+      std::vector<std::string> out;
+      std::stringstream in(id);
+      for (std::string f; std::getline(in, f, ':');) out.push_back(f);
+      return out;
+    };
+    auto was = fields(s.shared_inode), is = fields(now);
+    const bool same_content =
+        was.size() == 6 && is.size() == 6 && std::equal(was.begin(), was.begin() + 4, is.begin());
+    if (same_content && was[5] != is[5]) {
+      s.shared_inode = now;
+      Save(ref, s);
+      return;
+    }
+    Fail(Errc::kCorrupt,
+         "image " + RefName(ref) +
+             ": refused: it is a hard link of a file outside the cache "
+             "(backend.local.hardlink_prefill) and that file changed since it was adopted "
+             "(identity " +
+             s.shared_inode + ", now " + now +
+             "); remove the entry (cachemgr evict) so the image is fetched again");
+  }
+  static std::string SharedIdentity(const struct stat& st) {
+    auto ns = [](const struct timespec& t) {
+      return std::to_string(static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec);
+    };
+    return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
+           std::to_string(st.st_size) + ":" + ns(st.st_mtim) + ":" + ns(st.st_ctim) + ":" +
+           std::to_string(st.st_nlink);
   }
 
   void ApplyOwnership(int fd, const fs::path& path) const {
@@ -972,10 +1020,93 @@ bool LocalBackend::Adopt(const fs::path& raw_file, const ImageRef& ref) {
   return true;
 }
 
+bool LocalBackend::AdoptShared(const fs::path& file, const ImageRef& ref) {
+  impl_->RequireFree(ref);
+  // /proc/self/fd/N reaches the caller's open file itself, whatever its name is now.
+  Fd src = OpenOrFail(file, O_RDONLY);
+  struct stat st {};
+  if (::fstat(src.get(), &st) != 0) FailErrno("cannot stat", file, errno);
+  if (!S_ISREG(st.st_mode)) Fail(Errc::kRefused, "adopt " + file.string() + ": not a regular file");
+  impl_->EnsurePool(ref.pool);
+  auto dest = PathOf(ref);
+
+  // A reflink: an inode of our own sharing extents copy-on-write; owner and mode apply
+  // to it alone.
+  {
+    auto [tmp, fd] = MakeTemp(impl_->PoolDir(ref.pool), ref.name);
+    if (::ioctl(fd.get(), FICLONE, src.get()) == 0) {
+      try {
+        impl_->ApplyOwnership(fd.get(), tmp);
+        FsyncFd(fd.get(), tmp);
+        fd.Reset();
+        impl_->Save(ref, Sidecar{});
+        impl_->Publish(tmp, dest, ref);
+      } catch (const Error& e) {
+        ::unlink(tmp.c_str());
+        if (e.code() != Errc::kAlreadyExists) impl_->DropSidecar(ref);
+        throw;
+      }
+      impl_->log->info("adopted image={} file={} how=reflink bytes_copied=0", RefName(ref),
+                       file.string());
+      return true;
+    }
+    ::unlink(tmp.c_str());
+  }
+  if (!impl_->options.hardlink_prefill) return false;
+  // A hard link shares the inode: chown or chmod of the base would change the source.
+  const bool owner_differs = (impl_->uid && *impl_->uid != st.st_uid) ||
+                             (impl_->gid && *impl_->gid != st.st_gid) ||
+                             (st.st_mode & 07777) != (impl_->options.mode & 07777);
+  if (owner_differs) {
+    impl_->log->info(
+        "adopt copies: the configured owner/group/mode would change the shared file image={} "
+        "file={}",
+        RefName(ref), file.string());
+    return false;
+  }
+  std::lock_guard lock(impl_->mu);
+  impl_->Save(ref, Sidecar{});
+  if (::linkat(AT_FDCWD, file.c_str(), AT_FDCWD, dest.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+    int e = errno;
+    if (e == EEXIST) Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
+    impl_->DropSidecar(ref);
+    if (e == EXDEV || e == EPERM || e == EMLINK || e == EACCES || e == ENOENT) {
+      impl_->log->info("adopt falls back to a copy image={} file={} cause={}", RefName(ref),
+                       file.string(), Errno(e));
+      return false;
+    }
+    FailErrno("cannot link " + file.string() + " as", dest, e);
+  }
+  struct stat linked {};
+  if (::stat(dest.c_str(), &linked) != 0 || linked.st_ino != st.st_ino) {
+    ::unlink(dest.c_str());
+    impl_->DropSidecar(ref);
+    Fail(Errc::kCorrupt, "adopt " + file.string() + ": the linked file is not the one opened");
+  }
+  Sidecar s;
+  s.shared_inode = Impl::SharedIdentity(linked);
+  impl_->Save(ref, s);
+  FsyncDir(dest.parent_path());
+  impl_->log->info("adopted image={} file={} how=hardlink identity={} bytes_copied=0", RefName(ref),
+                   file.string(), s.shared_inode);
+  return true;
+}
+
+void LocalBackend::RequireIntact(const ImageRef& ref) {
+  impl_->Require(ref);
+  std::lock_guard lock(impl_->mu);
+  Sidecar s = impl_->Load(ref);
+  impl_->CheckShared(ref, s);
+}
+
 std::unique_ptr<ImageReader> LocalBackend::Open(const ImageRef& ref,
                                                 const std::optional<std::string>& snap) {
   impl_->Require(ref);
   Sidecar s = impl_->Load(ref);
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->CheckShared(ref, s);
+  }
   std::string format = impl_->Format(ref, s);
   uint64_t size = impl_->VirtualSize(ref, format);
   if (snap) {
@@ -1191,6 +1322,7 @@ void LocalBackend::Clone(const SnapRef& parent, const ImageRef& child) {
   {
     std::lock_guard lock(impl_->mu);
     Sidecar ps = impl_->Load(parent.image);
+    impl_->CheckShared(parent.image, ps);
     const auto& rec = FindSnap(ps, parent);
     if (!rec.is_protected)
       Fail(Errc::kInvalidArgument,
@@ -1225,13 +1357,22 @@ void LocalBackend::Clone(const SnapRef& parent, const ImageRef& child) {
 void LocalBackend::Copy(const SnapRef& source, const ImageRef& dest, const ProgressFn& progress) {
   impl_->Require(source.image);
   Sidecar s = impl_->Load(source.image);
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->CheckShared(source.image, s);
+  }
   uint64_t size = FindSnap(s, source).size;
   impl_->CopyTo(source.image, size, dest, progress);
 }
 
 void LocalBackend::Copy(const ImageRef& source, const ImageRef& dest, const ProgressFn& progress) {
   impl_->Require(source);
-  uint64_t size = impl_->VirtualSize(source, impl_->Format(source, impl_->Load(source)));
+  Sidecar s = impl_->Load(source);
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->CheckShared(source, s);
+  }
+  uint64_t size = impl_->VirtualSize(source, impl_->Format(source, s));
   impl_->CopyTo(source, size, dest, progress);
 }
 

@@ -68,6 +68,8 @@ class LocalBackend final : public Backend {
   uint64_t AllocatedBytes(const ImageRef& ref) override;
   std::unique_ptr<ImageWriter> Create(const ImageRef& ref, uint64_t size) override;
   bool Adopt(const std::filesystem::path& raw_file, const ImageRef& ref) override;
+  bool AdoptShared(const std::filesystem::path& file, const ImageRef& ref) override;
+  void RequireIntact(const ImageRef& ref) override;
   std::unique_ptr<ImageReader> Open(const ImageRef& ref,
                                     const std::optional<std::string>& snap) override;
   void Resize(const ImageRef& ref, uint64_t size) override;

@@ -561,6 +561,9 @@ class CliTest(unittest.TestCase):
         self.assertIn(hostile, err)
 
 
+from cli_untrusted_test import UntrustedFilesTest  # noqa: E402,F401 (run with these)
+
+
 def main():
     global BACKEND, WORLD
     parser = argparse.ArgumentParser()

@@ -1,14 +1,14 @@
 // The cache engine end to end on one backend: local (no fixture) or RBD (built with
 // ENGINE_RBD, FIXTURES ceph). The source is a directory of image files.
+#include <SQLiteCpp/SQLiteCpp.h>
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <SQLiteCpp/SQLiteCpp.h>
-
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <thread>
 
@@ -16,6 +16,7 @@
 #include "engine/failpoints.h"
 #include "engine_env.h"
 #include "engine_fixture.h"
+#include "fetch/workdir.h"
 #include "storage/factory.h"
 #include "support/test_util.h"
 
@@ -389,4 +390,105 @@ TEST_CASE("prefill, doctor, eviction dry run") {
     CAPTURE(check.detail);
     CHECK(check.ok);
   }
+}
+
+TEST_CASE("untrusted files: a symlink or a truncated image never becomes an entry") {
+  Env env;
+  const auto secret = env.dir / "secret";
+  WriteRawImage(secret, 4 * kMiB, 4 * kMiB, 9);
+  std::filesystem::permissions(
+      secret, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  const std::string link = Unique("link");
+  std::filesystem::create_symlink(secret, env.Image(link));
+  // A qcow2 cut in its data, with no sidecar: the source has no checksum but its own.
+  const std::string cut = Unique("cut");
+  const auto whole = env.dir / "whole.qcow2";
+  RunCommand({"qemu-img", "convert", "-f", "raw", "-O", "qcow2", env.Image(env.AddImage()).string(),
+              whole.string()});
+  std::filesystem::copy_file(whole, env.Image(cut));
+  std::filesystem::resize_file(env.Image(cut), std::filesystem::file_size(whole) * 2 / 3);
+
+  auto cache = env.Open();
+  auto fails = [&](const std::string& id, Errc code) {
+    CAPTURE(id);
+    try {
+      cache->CreateVolume({.image_id = id, .volume = "vol-" + id});
+      FAIL("created");
+    } catch (const Error& e) {
+      CHECK_MESSAGE(e.code() == code, e.what());
+      CHECK_MESSAGE(std::string(e.what()).find(id) != std::string::npos, e.what());
+    }
+    CHECK_FALSE(cache->Lookup(id));
+  };
+  fails(link, Errc::kRefused);
+  fails(cut, Errc::kCorrupt);
+  CHECK(env.EntryObjects().empty());
+  CHECK((std::filesystem::status(secret).permissions() & std::filesystem::perms::all) ==
+        (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write));
+}
+
+TEST_CASE("a dead fill's working dir: counted, listed by doctor, removed by the pass") {
+  Env env;
+  const std::filesystem::path conv = env.options.conversion.dir;
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    fetch::WorkDir w(conv, "img", nullptr);
+    _exit(0);  // as after kill -9: the directory stays, the lock goes
+  }
+  waitpid(pid, nullptr, 0);
+  auto cache = env.Open();
+  CHECK(cache->GetStats().dead_work_dirs == 1);
+  bool listed = false;
+  for (auto& check : cache->Doctor()) {
+    if (check.name == "work dirs")
+      listed = !check.ok && check.detail.find(conv.string()) != std::string::npos;
+  }
+  CHECK(listed);
+  auto report = cache->RunEvictionPass({});
+  bool swept = false;
+  for (const auto& a : report.actions)
+    swept = swept ||
+            (a.kind == "gc" && a.done && a.name.find(fetch::kWorkDirPrefix) != std::string::npos);
+  CHECK(swept);
+  CHECK(cache->GetStats().dead_work_dirs == 0);
+  CHECK(std::filesystem::is_empty(conv));
+}
+
+TEST_CASE("a hard-linked base whose source changed is refused, reported and replaced") {
+  if (kRbd) return;  // hard links are the local backend's alone
+  Env env;
+  env.options.backend.local.hardlink_prefill = true;
+  env.options.backend.local.mode = 0644;
+  auto id = env.AddImage();
+  std::filesystem::permissions(env.Image(id), static_cast<std::filesystem::perms>(0644));
+  auto cache = env.Open();
+  CHECK(cache->CreateVolume({.image_id = id, .volume = "vol-a"}).plan == Plan::kMiss);
+  // Rewritten in place, same size.
+  {
+    std::fstream f(env.Image(id), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(4096);
+    f << "rewritten under the cache";
+  }
+  try {
+    cache->CreateVolume({.image_id = id, .volume = "vol-b"});
+    FAIL("a hit on a changed shared inode");
+  } catch (const Error& e) {
+    CHECK_MESSAGE(e.code() == Errc::kCorrupt, e.what());
+    CHECK_MESSAGE(std::string(e.what()).find(cache->Lookup(id)->cache_name) != std::string::npos,
+                  e.what());
+  }
+  bool listed = false;
+  for (auto& check : cache->Doctor()) {
+    if (check.name == "entries") listed = !check.ok;
+  }
+  CHECK(listed);
+  auto report = cache->RunEvictionPass({});
+  bool reported = false;
+  for (const auto& a : report.actions)
+    reported = reported || (a.image_id == id && a.kind == "stale");
+  CHECK(reported);
+  // Fetched again from what the source holds now.
+  CHECK(cache->CreateVolume({.image_id = id, .volume = "vol-c"}).plan == Plan::kMiss);
+  CHECK(env.SameData("vol-c", id));
 }

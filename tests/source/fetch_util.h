@@ -5,12 +5,16 @@
 
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "cachemgr/error.h"
 #include "fetch/fetch.h"
+#include "source/source.h"
 #include "storage/factory.h"
 #include "support/test_util.h"
+#include "util/hash.h"
 
 namespace cachemgr::test {
 
@@ -71,5 +75,58 @@ inline void QemuImg(const std::vector<std::string>& args) {
   argv.insert(argv.end(), args.begin(), args.end());
   REQUIRE_MESSAGE(RunCommand(argv) == 0, "qemu-img failed");
 }
+
+inline std::string Md5(const std::filesystem::path& p) { return util::HashFile("md5", p.string()); }
+
+inline std::vector<std::string> EntryImages(FetchBed& bed) {
+  try {
+    return bed.backend->List(bed.backend->entry_pool());
+  } catch (const Error& e) {
+    if (e.code() == Errc::kNotFound) return {};
+    throw;
+  }
+}
+
+inline void WriteSidecar(const std::filesystem::path& dir, const std::string& id,
+                         const nlohmann::json& j) {
+  WriteFile(dir / (id + ".json"), j.dump());
+}
+
+// A directory source with a raw "golden" file made from a deterministic pattern.
+struct DirBed : FetchBed {
+  std::filesystem::path images;
+  std::unique_ptr<source::Source> source;
+  std::filesystem::path golden;
+  DirBed() {
+    images = tmp / "images";
+    std::filesystem::create_directories(images);
+    source = source::MakeFileSource({images.string()}, nullptr);
+    golden = tmp / "golden.raw";
+    WriteRawImage(golden, 8 << 20, 3 << 20, 7);
+  }
+  // Converts the golden image to `fmt` as image `id` in the directory.
+  void Add(const std::string& id, const std::string& fmt, std::vector<std::string> opts = {}) {
+    std::vector<std::string> args = {"convert", "-f", "raw", "-O", fmt};
+    for (auto& o : opts) args.push_back(o);
+    args.push_back(golden.string());
+    args.push_back((images / id).string());
+    QemuImg(args);
+  }
+  fetch::FetchResult Fetch(const std::string& id, const std::string& dest) {
+    auto meta = source->Describe(id);
+    return fetch::FetchInto(*source, meta, *backend, Ref(dest), options, nullptr);
+  }
+  // Fetching `id` fails with `code`, naming the image, leaving nothing behind.
+  Error FetchFails(const std::string& id, std::optional<source::ImageMeta> meta = std::nullopt) {
+    if (!meta) meta = source->Describe(id);
+    Error e = Thrown(
+        [&] { fetch::FetchInto(*source, *meta, *backend, Ref("entry-" + id), options, nullptr); });
+    CHECK_MESSAGE(std::string(e.what()).find(id) != std::string::npos, e.what());
+    CHECK(EntryImages(*this).empty());
+    CHECK(!backend->Exists(Ref("entry-" + id)));
+    CHECK(ConversionFiles() == 0);
+    return e;
+  }
+};
 
 }  // namespace cachemgr::test

@@ -9,65 +9,13 @@
 #include "convert/format.h"
 #include "fetch_util.h"
 #include "source/source.h"
+#include "storage/local/local_backend.h"
 #include "util/hash.h"
 
 namespace cachemgr::test {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string Md5(const fs::path& p) { return util::HashFile("md5", p.string()); }
-
-std::vector<std::string> EntryImages(FetchBed& bed) {
-  try {
-    return bed.backend->List(bed.backend->entry_pool());
-  } catch (const Error& e) {
-    if (e.code() == Errc::kNotFound) return {};
-    throw;
-  }
-}
-
-void WriteSidecar(const fs::path& dir, const std::string& id, const nlohmann::json& j) {
-  WriteFile(dir / (id + ".json"), j.dump());
-}
-
-// A directory source with a raw "golden" file made from a deterministic pattern.
-struct DirBed : FetchBed {
-  fs::path images;
-  std::unique_ptr<source::Source> source;
-  fs::path golden;
-  DirBed() {
-    images = tmp / "images";
-    fs::create_directories(images);
-    source = source::MakeFileSource({images.string()}, nullptr);
-    golden = tmp / "golden.raw";
-    WriteRawImage(golden, 8 << 20, 3 << 20, 7);
-  }
-  // Converts the golden image to `fmt` as image `id` in the directory.
-  void Add(const std::string& id, const std::string& fmt, std::vector<std::string> opts = {}) {
-    std::vector<std::string> args = {"convert", "-f", "raw", "-O", fmt};
-    for (auto& o : opts) args.push_back(o);
-    args.push_back(golden.string());
-    args.push_back((images / id).string());
-    QemuImg(args);
-  }
-  fetch::FetchResult Fetch(const std::string& id, const std::string& dest) {
-    auto meta = source->Describe(id);
-    return fetch::FetchInto(*source, meta, *backend, Ref(dest), options, nullptr);
-  }
-  // Fetching `id` fails with `code`, naming the image, leaving nothing behind.
-  Error FetchFails(const std::string& id, std::optional<source::ImageMeta> meta = std::nullopt) {
-    if (!meta) meta = source->Describe(id);
-    Error e = Thrown([&] {
-      fetch::FetchInto(*source, *meta, *backend, Ref("entry-" + id), options, nullptr);
-    });
-    CHECK_MESSAGE(std::string(e.what()).find(id) != std::string::npos, e.what());
-    CHECK(EntryImages(*this).empty());
-    CHECK(!backend->Exists(Ref("entry-" + id)));
-    CHECK(ConversionFiles() == 0);
-    return e;
-  }
-};
 
 TEST_CASE("hashers give the standard digests, whole or in pieces") {
   const std::string abc = "abc";
@@ -145,7 +93,8 @@ TEST_CASE("file source: describe, list, checksums, not found") {
   DirBed bed;
   fs::copy_file(bed.golden, bed.images / "img-raw");
   bed.Add("img-qcow2", "qcow2");
-  WriteSidecar(bed.images, "img-claimed", {{"disk_format", "vmdk"}, {"checksum", "00"}});
+  WriteSidecar(bed.images, "img-claimed",
+               {{"disk_format", "vmdk"}, {"checksum", std::string(32, '0')}});
   fs::copy_file(bed.golden, bed.images / "img-claimed");
 
   auto raw = bed.source->Describe("img-raw");
@@ -159,12 +108,17 @@ TEST_CASE("file source: describe, list, checksums, not found") {
   CHECK(raw.os_hash_value == util::HashFile("sha512", bed.golden.string()));
   CHECK(raw.updated_at.size() == 20);  // 2026-01-02T03:04:05Z
   CHECK(raw.updated_at.back() == 'Z');
-  CHECK(bed.source->LocalPath("img-raw") == fs::absolute(bed.images / "img-raw"));
+  {
+    auto local = bed.source->OpenLocal("img-raw");
+    REQUIRE(local.has_value());
+    CHECK(local->size() == fs::file_size(bed.golden));
+    CHECK(local->name() == (bed.images / "img-raw").string());
+  }
 
   CHECK(bed.source->Describe("img-qcow2").disk_format == "qcow2");
   auto claimed = bed.source->Describe("img-claimed");
   CHECK(claimed.disk_format == "vmdk");
-  CHECK(claimed.checksum == "00");
+  CHECK(claimed.checksum == std::string(32, '0'));
 
   auto listed = bed.source->ListActive();
   std::set<std::string> ids;
@@ -177,7 +131,7 @@ TEST_CASE("file source: describe, list, checksums, not found") {
   bed.source->Ping();
 }
 
-TEST_CASE("file source + raw: the file is hard-linked into the backend and still checked") {
+TEST_CASE("file source + raw: the file is reflinked (or copied) into the backend and checked") {
   DirBed bed;
   fs::copy_file(bed.golden, bed.images / "raw1");
   std::vector<std::string> stages;
@@ -185,7 +139,8 @@ TEST_CASE("file source + raw: the file is hard-linked into the backend and still
     if (stages.empty() || stages.back() != stage) stages.push_back(stage);
   };
   auto r = bed.Fetch("raw1", "entry-raw1");
-  CHECK(r.adopted);
+  // A reflink where the filesystem has them; a copy elsewhere, never a hard link.
+  CHECK(r.adopted == storage::LocalBackend::ReflinkWorks(bed.tmp.path()));
   CHECK(r.detected_format == "raw");
   CHECK(r.md5 == Md5(bed.golden));
   CHECK(r.bytes_downloaded == fs::file_size(bed.golden));

@@ -157,6 +157,11 @@ bool FaultyBackend::Adopt(const std::filesystem::path& raw_file, const ImageRef&
   Hit(Verb::kAdopt, Name(ref));
   return inner_->Adopt(raw_file, ref);
 }
+bool FaultyBackend::AdoptShared(const std::filesystem::path& file, const ImageRef& ref) {
+  Hit(Verb::kAdopt, Name(ref));
+  return inner_->AdoptShared(file, ref);
+}
+void FaultyBackend::RequireIntact(const ImageRef& ref) { inner_->RequireIntact(ref); }
 std::unique_ptr<ImageReader> FaultyBackend::Open(const ImageRef& ref,
                                                  const std::optional<std::string>& snap) {
   Hit(Verb::kOpen, Name(ref));

@@ -59,6 +59,8 @@ class FaultyBackend final : public storage::Backend {
   std::unique_ptr<storage::ImageWriter> Create(const storage::ImageRef& ref,
                                                uint64_t size) override;
   bool Adopt(const std::filesystem::path& raw_file, const storage::ImageRef& ref) override;
+  bool AdoptShared(const std::filesystem::path& file, const storage::ImageRef& ref) override;
+  void RequireIntact(const storage::ImageRef& ref) override;
   std::unique_ptr<storage::ImageReader> Open(const storage::ImageRef& ref,
                                              const std::optional<std::string>& snap) override;
   void Resize(const storage::ImageRef& ref, uint64_t size) override;

@@ -158,6 +158,7 @@ struct Stats {
   // Objects the last eviction pass found with cache-like names that the cache did not
   // make (or copies of its own): reported, never changed; `doctor` lists them.
   uint64_t left_alone = 0;
+  uint64_t dead_work_dirs = 0;  // dead fills' working dirs in conversion.dir, until swept
   double max_size_gb = 0;
   uint64_t max_count = 0;
   std::vector<std::pair<std::string, PathStats>> by_plan;  // plan name -> count, time

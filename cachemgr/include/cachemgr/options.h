@@ -28,6 +28,11 @@ struct LocalBackendOptions {
   std::string owner;        // user that owns bases and volumes (e.g. "qemu"); empty: unchanged
   std::string group;        // group of bases and volumes; empty: unchanged
   uint32_t mode = 0644;     // permission bits of bases and volumes
+  // A raw image from the file source becomes a base by reflink, else by copy. true also
+  // allows a hard link of the image store's file (no copy, for an NFS `_base` prefill):
+  // the base then shares the source's inode, so its identity is recorded and any change
+  // refuses the entry; it is copied anyway when owner/group/mode would change the file.
+  bool hardlink_prefill = false;
 };
 
 struct RbdBackendOptions {

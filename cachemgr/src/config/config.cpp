@@ -309,7 +309,8 @@ class Parser {
               }},
              {"owner", [&](auto& v, auto& p) { l.owner = String(v, p); }},
              {"group", [&](auto& v, auto& p) { l.group = String(v, p); }},
-             {"mode", [&](auto& v, auto& p) { l.mode = Mode(v, p); }}});
+             {"mode", [&](auto& v, auto& p) { l.mode = Mode(v, p); }},
+             {"hardlink_prefill", [&](auto& v, auto& p) { l.hardlink_prefill = Bool(v, p); }}});
   }
 
   void ParseRbd(const YAML::Node& node, const std::string& path, RbdBackendOptions& r) {

@@ -173,14 +173,18 @@ std::string DetectFormat(std::span<const std::byte> head, std::span<const std::b
 
 std::string DetectFileFormat(const std::filesystem::path& file) {
   Fd fd(file);
+  return DetectFdFormat(fd.get(), file.string());
+}
+
+std::string DetectFdFormat(int fd, const std::string& name) {
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) {
-    throw Error(Errc::kIo, "cannot stat " + file.string() + ": " + std::strerror(errno));
+  if (::fstat(fd, &st) != 0) {
+    throw Error(Errc::kIo, "cannot stat " + name + ": " + std::strerror(errno));
   }
-  auto head = ReadAt(fd.get(), 0, kHeaderBytes, file);
+  auto head = ReadAt(fd, 0, kHeaderBytes, name);
   std::vector<std::byte> tail;
   if (static_cast<uint64_t>(st.st_size) >= 1024) {
-    tail = ReadAt(fd.get(), static_cast<uint64_t>(st.st_size) - 512, 512, file);
+    tail = ReadAt(fd, static_cast<uint64_t>(st.st_size) - 512, 512, name);
   }
   return DetectFormat(head, tail);
 }
@@ -238,7 +242,14 @@ InspectResult Inspect(const std::filesystem::path& file, const std::string& disk
                          " (CPU or memory limit reached)");
   }
   if (r.exit_code != 0) {
-    Refuse(image_id, "qemu-img info -f " + format + " cannot read it: " + Tail(r.err));
+    const std::string err = Tail(r.err);
+    if (err.find("truncated") != std::string::npos ||
+        err.find("after end of file") != std::string::npos ||
+        err.find("after the end of file") != std::string::npos) {
+      throw Error(Errc::kCorrupt, "image " + image_id + ": refused: the " + format +
+                                      " image is truncated: qemu-img info: " + err);
+    }
+    Refuse(image_id, "qemu-img info -f " + format + " cannot read it: " + err);
   }
   json info;
   try {
@@ -292,6 +303,92 @@ InspectResult Inspect(const std::filesystem::path& file, const std::string& disk
   logger->debug("image inspected image={} format={} virtual_size={} ms={}", image_id, format,
                 result.virtual_size, ms);
   return result;
+}
+
+void CheckIntact(const std::filesystem::path& file, const std::string& format,
+                 const std::string& image_id, const ConversionOptions& options,
+                 std::shared_ptr<spdlog::logger> logger) {
+  if (!logger) logger = std::make_shared<spdlog::logger>("cachemgr-null");
+  auto corrupt = [&](const std::string& why) {
+    throw Error(Errc::kCorrupt, "image " + image_id + ": refused: the " + format +
+                                    " image is truncated or inconsistent: " + why);
+  };
+  Fd fd(file);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) {
+    throw Error(Errc::kIo, "cannot stat " + file.string() + ": " + std::strerror(errno));
+  }
+  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
+  const std::string path = std::filesystem::absolute(file).string();
+  auto started = std::chrono::steady_clock::now();
+
+  if (format == "vpc") {
+    // A dynamic VHD begins with a copy of its footer and ends with the footer itself.
+    auto head = ReadAt(fd.get(), 0, 8, file);
+    if (HasAt(head, 0, "conectix")) {
+      auto tail = file_size >= 512 ? ReadAt(fd.get(), file_size - 512, 512, file)
+                                   : std::vector<std::byte>{};
+      if (!HasAt(tail, 0, "conectix") && !HasAt(tail, 1, "conectix")) {
+        corrupt("the footer that must end a dynamic VHD is missing");
+      }
+    }
+  }
+
+  auto qemu_failed = [&](const util::RunResult& r, const std::string& what) {
+    if (r.timed_out) {
+      throw Error(Errc::kTimeout, "image " + image_id + ": qemu-img " + what +
+                                      " did not finish within " +
+                                      std::to_string(options.timeout_s) + " s");
+    }
+    if (r.signal != 0) {
+      Refuse(image_id, "qemu-img " + what + " was killed by signal " + std::to_string(r.signal) +
+                           " (CPU or memory limit reached)");
+    }
+  };
+
+  if (format == "qcow2" || format == "vmdk" || format == "vdi" || format == "vhdx") {
+    util::RunResult r = util::Run({options.qemu_img, "check", "--output=json", "-f", format, path},
+                                  Limits(options));
+    qemu_failed(r, "check");
+    // 0 clean, 3 leaked clusters only (harmless), 63 no check for this format; 2 is
+    // corruption and 1 a check that could not finish (tables it could not read).
+    if (r.exit_code == 1 || r.exit_code == 2) {
+      std::string detail = Tail(r.err);
+      if (detail.empty()) detail = Tail(r.out);
+      corrupt("qemu-img check: " + detail);
+    }
+  }
+
+  util::RunResult r =
+      util::Run({options.qemu_img, "map", "--output=json", "-f", format, path}, Limits(options));
+  qemu_failed(r, "map");
+  if (r.exit_code != 0) corrupt("qemu-img map cannot read its tables: " + Tail(r.err));
+  try {
+    const json map = json::parse(r.out);
+    if (!map.is_array())
+      throw Error(Errc::kInternal, "image " + image_id + ": qemu-img map printed no list");
+    for (const auto& e : map) {
+      if (!e.value("data", false) || !e.contains("offset")) continue;
+      const uint64_t offset = e.at("offset").get<uint64_t>();
+      const uint64_t length = e.at("length").get<uint64_t>();
+      const bool compressed = e.value("compressed", false);
+      const bool inside =
+          compressed ? offset < file_size : offset <= file_size && length <= file_size - offset;
+      if (!inside) {
+        corrupt("guest bytes at " + std::to_string(e.at("start").get<uint64_t>()) +
+                " are stored at file offset " + std::to_string(offset) + "+" +
+                std::to_string(length) + ", past the end of the file (" +
+                std::to_string(file_size) + " bytes)");
+      }
+    }
+  } catch (const json::exception& e) {
+    throw Error(Errc::kInternal,
+                "image " + image_id + ": qemu-img map printed invalid JSON: " + e.what());
+  }
+  logger->debug("image checked intact image={} format={} ms={}", image_id, format,
+                std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::steady_clock::now() - started)
+                    .count());
 }
 
 std::optional<std::vector<Extent>> MapPlainQcow2(const std::filesystem::path& file,
@@ -376,8 +473,12 @@ void ConvertToRaw(const std::filesystem::path& src, const std::string& format,
       throw Error(Errc::kRefused, "image " + image_id + ": qemu-img convert was killed by signal " +
                                       std::to_string(r.signal) + " (CPU or memory limit reached)");
     }
-    throw Error(Errc::kIo, "image " + image_id + ": qemu-img convert -f " + format +
-                               " -O raw failed: " + Tail(r.err));
+    // A read error is the image's (a stream cut short); anything else may be ours (the
+    // conversion dir, for one).
+    const Errc code =
+        r.err.find("error while reading") != std::string::npos ? Errc::kCorrupt : Errc::kIo;
+    throw Error(code, "image " + image_id + ": qemu-img convert -f " + format +
+                          " -O raw failed: " + Tail(r.err));
   }
   logger->info("image converted image={} format={} ms={}", image_id, format,
                std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -35,6 +35,9 @@ inline constexpr size_t kHeaderBytes = 512;
 std::string DetectFormat(std::span<const std::byte> head, std::span<const std::byte> tail = {});
 // Reads the head and tail of `file` and detects its format (kIo if unreadable).
 std::string DetectFileFormat(const std::filesystem::path& file);
+// The same from an open descriptor (pread only: its offset is left alone); `name` is for
+// messages.
+std::string DetectFdFormat(int fd, const std::string& name);
 
 // The qemu format name for a Glance disk_format (vhd -> vpc, iso -> raw), or empty when
 // the disk_format is not one this project converts (ami, aki, ari, ploop, ...).
@@ -60,6 +63,29 @@ struct InspectResult {
 InspectResult Inspect(const std::filesystem::path& file, const std::string& disk_format,
                       const std::string& image_id, const ConversionOptions& options,
                       std::shared_ptr<spdlog::logger> logger);
+
+// Refuses (kCorrupt, naming the image and the cause) an inspected image that is truncated
+// or inconsistent, whether or not the source gave a checksum. What catches what (files cut
+// in the header, in the tables and in the data, tests/source/file_source_test.cpp):
+//   header cut         every format: `qemu-img info` fails (Inspect refuses it).
+//   vhdx, vpc dynamic  qemu refuses to open a file whose BAT or free-block pointer lies
+//                      past the end (Inspect; kCorrupt when qemu says so).
+//   vpc                our check: the footer copy must end the file (a cut in the last
+//                      sector leaves qemu reading the header copy alone).
+//   qcow2, vmdk tables `qemu-img check` (run for qcow2, vmdk, vdi, vhdx; vpc has none):
+//                      references past the end of the file are corruptions (exit 2) or a
+//                      failed check (exit 1). (A qcow2's image-end-offset is no measure:
+//                      a whole compressed image ends before it.)
+//   data (all)         our check on `qemu-img map --output=json`: every allocated extent
+//                      stored plainly must lie inside the file (compressed ones must start
+//                      inside it). This alone catches a vdi cut anywhere after its header:
+//                      `qemu-img check` on vdi reports no error and the convert reads zeros.
+//   vmdk stream tail   a streamOptimized vmdk cut in its end-of-stream marker passes both;
+//                      its conversion fails reading, which ConvertToRaw reports as kCorrupt.
+// Runs qemu-img with the options' limits.
+void CheckIntact(const std::filesystem::path& file, const std::string& format,
+                 const std::string& image_id, const ConversionOptions& options,
+                 std::shared_ptr<spdlog::logger> logger);
 
 // A run of guest bytes of a qcow2 image: `data` ones are stored as they are in the
 // image file at `offset`; the others read as zeros.

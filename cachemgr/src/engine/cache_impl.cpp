@@ -6,6 +6,7 @@
 
 #include "cachemgr/config.h"
 #include "engine/naming.h"
+#include "fetch/workdir.h"
 #include "policy/eviction.h"
 #include "policy/staleness.h"
 #include "storage/factory.h"
@@ -266,6 +267,7 @@ Stats CacheImpl::GetStats() {
     stats.leftovers += 1;
     stats.leftover_bytes += l.bytes;
   }
+  stats.dead_work_dirs = fetch::ListDeadWorkDirs(options_.conversion.dir).size();
   stats.max_size_gb = options_.cache.max_size_gb;
   stats.max_count = options_.cache.max_count;
   return stats;

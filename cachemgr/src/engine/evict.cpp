@@ -8,6 +8,7 @@
 #include "engine/failpoints.h"
 #include "engine/marks.h"
 #include "engine/naming.h"
+#include "fetch/workdir.h"
 #include "policy/eviction.h"
 
 namespace cachemgr::engine {
@@ -467,6 +468,10 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
     if (l.removed) log_->info("removed temporary path={} bytes={}", l.path, l.bytes);
   }
   PurgeDeferred(options.dry_run, &report.actions);
+  for (const auto& dir : fetch::SweepWorkDirs(options_.conversion.dir, options.dry_run, log_)) {
+    report.actions.push_back(
+        {"gc", "", dir.string(), 0, "working dir of a fill that died", !options.dry_run});
+  }
 
   if (options.check_source) {
     auto rows =
@@ -475,6 +480,7 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
       if (row.pinned || row.state != index::State::kReady) continue;
       std::string kind, reason;
       try {
+        backend_->RequireIntact(EntryRef(row.cache_name));
         auto meta = source_->Describe(row.image_id);
         if (meta.status == "deleted" || meta.status == "killed" ||
             meta.status == "pending_delete") {
@@ -488,6 +494,9 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
         if (e.code() == Errc::kNotFound) {
           kind = "gone";
           reason = "image no longer in the source";
+        } else if (e.code() == Errc::kCorrupt) {
+          kind = "stale";  // refused as it is; fetched again on the next miss
+          reason = e.what();
         } else {
           log_->warn("source check skipped image={} error={}", row.image_id, e.what());
         }

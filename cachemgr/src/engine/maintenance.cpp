@@ -9,6 +9,7 @@
 #include "cachemgr/config.h"
 #include "engine/cache_impl.h"
 #include "engine/naming.h"
+#include "fetch/workdir.h"
 #include "util/process.h"
 
 namespace cachemgr {
@@ -198,6 +199,30 @@ std::vector<Check> CacheImpl::Doctor() {
   run("source", "check source.glance.endpoint / token or source.file.dir", [&] {
     source_->Ping();
     return source_->kind() + ": reachable";
+  });
+  run("work dirs", "run `cachemgr evict`: the eviction pass removes dead fills' directories", [&] {
+    auto dead = fetch::ListDeadWorkDirs(options_.conversion.dir);
+    if (dead.empty()) return options_.conversion.dir + ": no dead fill's working dir";
+    std::string names;
+    for (const auto& d : dead) names += (names.empty() ? "" : ", ") + d.string();
+    throw Error(Errc::kIo, std::to_string(dead.size()) + " working dir(s) of dead fills: " + names);
+  });
+  run("entries", "run `cachemgr evict`: it removes the entries named, to be fetched again", [&] {
+    std::string changed;
+    size_t n = 0;
+    for (const auto& row :
+         WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
+      if (row.state != index::State::kReady) continue;
+      ++n;
+      try {
+        backend_->RequireIntact(EntryRef(row.cache_name));
+      } catch (const Error& e) {
+        if (e.code() != Errc::kCorrupt) throw;
+        changed += std::string(changed.empty() ? "" : "; ") + e.what();
+      }
+    }
+    if (!changed.empty()) throw Error(Errc::kCorrupt, changed);
+    return std::to_string(n) + " ready entries intact";
   });
   run("qemu-img", "install qemu-utils or set conversion.qemu_img", [&] {
     util::RunOptions ro;

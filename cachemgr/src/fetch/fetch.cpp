@@ -14,6 +14,7 @@
 
 #include "cachemgr/error.h"
 #include "convert/format.h"
+#include "fetch/workdir.h"
 #include "util/hash.h"
 
 namespace cachemgr::fetch {
@@ -51,31 +52,26 @@ class DestGuard {
   bool committed_ = false;
 };
 
-// Staging files in conversion.dir, removed on every exit path.
+// The staging files of one fill, in its private working directory (see workdir.h),
+// which goes with them on every exit path.
 class StagingFiles {
  public:
-  StagingFiles(const fs::path& dir, const std::string& image_id) {
-    static std::atomic<uint64_t> counter{0};
-    std::string stem = image_id + "." + std::to_string(::getpid()) + "." +
-                       std::to_string(counter.fetch_add(1));
-    download_ = dir / (stem + ".download");
-    raw_ = dir / (stem + ".raw");
-  }
-  ~StagingFiles() {
-    std::error_code ec;
-    fs::remove(download_, ec);
-    fs::remove(raw_, ec);
-  }
+  StagingFiles(const fs::path& dir, const std::string& image_id, spdlog::logger& log)
+      : work_(dir, image_id, &log),
+        download_(work_.File("image.download")),
+        raw_(work_.File("image.raw")) {}
   const fs::path& download() const { return download_; }
   const fs::path& raw() const { return raw_; }
 
  private:
+  WorkDir work_;
   fs::path download_, raw_;
 };
 
 class File {
  public:
-  File(const fs::path& path, int flags) : path_(path), fd_(::open(path.c_str(), flags | O_CLOEXEC, 0600)) {
+  File(const fs::path& path, int flags)
+      : path_(path), fd_(::open(path.c_str(), flags | O_CLOEXEC | O_NOFOLLOW, 0600)) {
     if (fd_ < 0) throw Error(Errc::kIo, "cannot open " + path.string() + ": " + std::strerror(errno));
   }
   ~File() {
@@ -270,8 +266,33 @@ class HeaderGate {
   bool done_ = false;
 };
 
-// Raw: source -> hash -> backend writer, no temporary file.
-void StreamRaw(Context& c) {
+// Every byte of an opened source file, from its descriptor; kCorrupt when it changed
+// while read.
+void ReadLocal(const Context& c, const source::LocalFile& file, const source::Sink& sink) {
+  std::vector<std::byte> buf(4 << 20);
+  uint64_t done = 0;
+  auto progress = c.Progress("download");
+  while (true) {
+    ssize_t n = ::pread(file.fd(), buf.data(), buf.size(), static_cast<off_t>(done));
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      throw Error(Errc::kSource, "image " + c.meta.id + ": cannot read " + file.name() + ": " +
+                                     std::strerror(errno));
+    }
+    if (n == 0) break;
+    sink(std::span<const std::byte>(buf.data(), static_cast<size_t>(n)));
+    done += static_cast<uint64_t>(n);
+    if (progress) progress(done, file.size());
+  }
+  file.RequireUnchanged(c.meta.id);
+  if (done != file.size()) {
+    throw Error(Errc::kCorrupt,
+                "image " + c.meta.id + ": file " + file.name() + " changed while it was read");
+  }
+}
+
+// Raw: source (or its opened file) -> hash -> backend writer, no temporary file.
+void StreamRaw(Context& c, const source::LocalFile* local = nullptr) {
   if (!c.meta.size) {
     throw Error(Errc::kSource, "image " + c.meta.id + ": the source does not say its size");
   }
@@ -285,18 +306,19 @@ void StreamRaw(Context& c) {
     convert::RequireFormatMatches(c.meta.id, c.meta.disk_format, detected);
   });
   auto append = [&](std::span<const std::byte> d) { writer->Append(d); };
-  auto progress = c.Progress("download");
-  c.source.Download(
-      c.meta.id,
-      [&](std::span<const std::byte> d) {
-        integrity.Update(d);
-        if (integrity.bytes() > size) {
-          throw Error(Errc::kCorrupt, "image " + c.meta.id + ": download longer than its size " +
-                                          std::to_string(size));
-        }
-        gate.Pass(d, append);
-      },
-      progress);
+  auto sink = [&](std::span<const std::byte> d) {
+    integrity.Update(d);
+    if (integrity.bytes() > size) {
+      throw Error(Errc::kCorrupt,
+                  "image " + c.meta.id + ": download longer than its size " + std::to_string(size));
+    }
+    gate.Pass(d, append);
+  };
+  if (local) {
+    ReadLocal(c, *local, sink);
+  } else {
+    c.source.Download(c.meta.id, sink, c.Progress("download"));
+  }
   gate.Flush(append);
   // Before Finish: a mismatch drops the writer, which removes the image.
   integrity.Verify(c.meta, c.result);
@@ -305,28 +327,27 @@ void StreamRaw(Context& c) {
   c.result.download = Since(started);
 }
 
-// File source + raw: a hard link of the source's file, hashed all the same.
-bool AdoptRaw(Context& c, const fs::path& file) {
-  {
-    File f(file, O_RDONLY);
-    std::vector<std::byte> head(convert::kHeaderBytes);
-    head.resize(f.Read(head));
-    std::string detected = convert::DetectFormat(head);
-    c.result.detected_format = detected;
-    convert::RequireFormatMatches(c.meta.id, c.meta.disk_format, detected);
-  }
+// File source + raw: the backend adopts the opened file (a reflink, or a hard link when
+// configured) or, when it cannot, the bytes are streamed from the same descriptor. Either
+// way they are hashed from that descriptor and checked unchanged at the end, so what was
+// adopted is what was verified.
+void AdoptRaw(Context& c, const source::LocalFile& file) {
+  std::string detected = convert::DetectFdFormat(file.fd(), file.name());
+  c.result.detected_format = detected;
+  convert::RequireFormatMatches(c.meta.id, c.meta.disk_format, detected);
   auto started = Clock::now();
-  if (!c.backend.Adopt(file, c.dest)) return false;
+  if (!c.backend.AdoptShared(file.ProcPath(), c.dest)) {
+    StreamRaw(c, &file);
+    return;
+  }
   c.result.adopted = true;
   c.result.import = Since(started);
   started = Clock::now();
   Integrity integrity(c.meta, c.log);
-  c.source.Download(c.meta.id, [&](std::span<const std::byte> d) { integrity.Update(d); },
-                    c.Progress("download"));
+  ReadLocal(c, file, [&](std::span<const std::byte> d) { integrity.Update(d); });
   integrity.Verify(c.meta, c.result);
   c.result.virtual_size = c.backend.Stat(c.dest).size;
   c.result.download = Since(started);
-  return true;
 }
 
 // Hands an image's bytes, in order, to a new backend image: zeros as a count (the
@@ -392,7 +413,7 @@ void ConvertAndImport(Context& c, const std::string& qemu_format) {
   uint64_t size = c.meta.size.value_or(0);
   CheckFreeSpace(dir, size + c.meta.virtual_size.value_or(0), c.meta.id,
                  "the download and its conversion");
-  StagingFiles staging(dir, c.meta.id);
+  StagingFiles staging(dir, c.meta.id, c.log);
 
   // Download, hashed on the way.
   auto started = Clock::now();
@@ -421,6 +442,8 @@ void ConvertAndImport(Context& c, const std::string& qemu_format) {
   c.result.detected_format = convert::DetectFileFormat(staging.download());
   convert::InspectResult info = convert::Inspect(staging.download(), c.meta.disk_format, c.meta.id,
                                                  c.options.conversion, c.logger);
+  // Nothing is ready until verified, with or without a checksum from the source.
+  convert::CheckIntact(staging.download(), info.format, c.meta.id, c.options.conversion, c.logger);
 
   // A qcow2 whose clusters are stored plainly is read straight from the download: its
   // map is the conversion, and no raw copy is written and read back.
@@ -505,10 +528,12 @@ FetchResult FetchInto(source::Source& source, const source::ImageMeta& meta,
   DestGuard guard(backend, dest, *logger);
   auto started = Clock::now();
   try {
-    bool done = false;
     if (qemu_format == "raw") {
-      if (auto local = source.LocalPath(meta.id)) done = AdoptRaw(c, *local);
-      if (!done) StreamRaw(c);
+      if (auto local = source.OpenLocal(meta.id)) {
+        AdoptRaw(c, *local);
+      } else {
+        StreamRaw(c);
+      }
     } else {
       ConvertAndImport(c, qemu_format);
     }

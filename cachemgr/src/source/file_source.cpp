@@ -10,10 +10,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -40,36 +41,52 @@ std::string IsoTime(const struct timespec& ts) {
   return buf;
 }
 
+constexpr size_t kMaxSidecarBytes = 1 << 20;
+
+const char* KindOf(mode_t mode) {
+  if (S_ISLNK(mode)) return "a symlink";
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+  return "not a regular file";
+}
+
+bool IsHex(const std::string& s) {
+  return std::all_of(s.begin(), s.end(),
+                     [](char ch) { return std::isxdigit(static_cast<unsigned char>(ch)); });
+}
+
+// The image store is read, never changed, and never left: the directory is opened once
+// and every image and sidecar is opened inside it with O_NOFOLLOW, only when it is a
+// regular file, and read from that descriptor alone. A symlink to a secret elsewhere,
+// a FIFO that would hang a read or a device are refused by name.
 class FileSource final : public Source {
  public:
   FileSource(const FileSourceOptions& options, std::shared_ptr<spdlog::logger> logger)
       : dir_(options.dir), logger_(std::move(logger)) {
     if (!logger_) logger_ = std::make_shared<spdlog::logger>("cachemgr-null");
   }
+  ~FileSource() override {
+    if (dir_fd_ >= 0) ::close(dir_fd_);
+  }
 
   std::string kind() const override { return "file"; }
 
   ImageMeta Describe(const std::string& image_id) override {
     ValidateImageId(image_id);
-    fs::path path = dir_ / image_id;
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) {
-      if (errno == ENOENT) {
-        throw Error(Errc::kNotFound, "image " + image_id + ": no file " + path.string());
-      }
-      throw Error(Errc::kSource, "image " + image_id + ": cannot stat " + path.string() + ": " +
-                                     std::strerror(errno));
-    }
-    if (!S_ISREG(st.st_mode)) {
-      throw Error(Errc::kSource, "image " + image_id + ": " + path.string() + " is not a regular file");
-    }
+    LocalFile file = *OpenEntry(image_id, image_id, /*missing_ok=*/false);
     ImageMeta m;
     m.id = image_id;
     m.status = "active";
     m.container_format = "bare";
-    m.size = static_cast<uint64_t>(st.st_size);
-    m.updated_at = IsoTime(st.st_mtim);
-    m.direct_url = "file://" + fs::absolute(path).string();
+    m.size = file.size();
+    {
+      struct stat st {};
+      ::fstat(file.fd(), &st);
+      m.updated_at = IsoTime(st.st_mtim);
+    }
+    m.direct_url = "file://" + fs::absolute(dir_ / image_id).string();
     m.locations.push_back(m.direct_url);
 
     json sidecar = ReadSidecar(image_id);
@@ -79,7 +96,7 @@ class FileSource final : public Source {
     };
     m.disk_format = str("disk_format");
     if (m.disk_format.empty()) {
-      std::string detected = convert::DetectFileFormat(path);
+      std::string detected = convert::DetectFdFormat(file.fd(), file.name());
       m.disk_format = detected == "vpc" ? "vhd" : detected;
     }
     if (std::string c = str("container_format"); !c.empty()) m.container_format = c;
@@ -95,13 +112,14 @@ class FileSource final : public Source {
     // stand in only when it names none (else a computed os_hash would always match and
     // a wrong md5 claim would go unchecked).
     if (m.checksum.empty() && m.os_hash_value.empty()) {
-      Hashes h = ComputedHashes(image_id, st);
+      Hashes h = ComputedHashes(image_id, file);
       if (m.checksum.empty()) m.checksum = h.md5;
       if (m.os_hash_value.empty()) {
         m.os_hash_algo = "sha512";
         m.os_hash_value = h.sha512;
       }
     }
+    file.RequireUnchanged(image_id);
     return m;
   }
 
@@ -113,7 +131,6 @@ class FileSource final : public Source {
     for (const auto& entry : it) {
       std::string name = entry.path().filename().string();
       if (name.size() > 5 && name.ends_with(kSidecarSuffix)) continue;
-      if (!entry.is_regular_file(ec)) continue;
       try {
         ValidateImageId(name);
       } catch (const Error&) {
@@ -122,7 +139,11 @@ class FileSource final : public Source {
       try {
         out.push_back(Describe(name));
       } catch (const Error& e) {
-        if (e.code() != Errc::kNotFound) throw;  // removed while listing
+        if (e.code() == Errc::kNotFound) continue;  // removed while listing
+        if (e.code() != Errc::kRefused) throw;
+        // One hostile entry (a symlink, a FIFO, a bad sidecar) does not hide the rest.
+        logger_->warn("image store entry refused image={} dir={} error=\"{}\"", name, dir_.string(),
+                      e.what());
       }
     }
     return out;
@@ -131,47 +152,17 @@ class FileSource final : public Source {
   uint64_t Download(const std::string& image_id, const Sink& sink,
                     const ProgressFn& progress) override {
     ValidateImageId(image_id);
-    fs::path path = dir_ / image_id;
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      if (errno == ENOENT) throw Error(Errc::kNotFound, "image " + image_id + ": no file " + path.string());
-      throw Error(Errc::kSource, "image " + image_id + ": cannot open " + path.string() + ": " +
-                                     std::strerror(errno));
-    }
-    struct Closer {
-      int fd;
-      ~Closer() { ::close(fd); }
-    } closer{fd};
-    struct stat st {};
-    ::fstat(fd, &st);
-    uint64_t total = static_cast<uint64_t>(st.st_size);
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    std::vector<std::byte> buf(4 << 20);
-    uint64_t done = 0;
-    while (true) {
-      ssize_t n = ::read(fd, buf.data(), buf.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        throw Error(Errc::kSource, "image " + image_id + ": cannot read " + path.string() + ": " +
-                                       std::strerror(errno));
-      }
-      if (n == 0) break;
-      sink(std::span<const std::byte>(buf.data(), static_cast<size_t>(n)));
-      done += static_cast<uint64_t>(n);
-      if (progress) progress(done, total);
-    }
-    return done;
+    LocalFile file = *OpenEntry(image_id, image_id, /*missing_ok=*/false);
+    return ReadAll(image_id, file, sink, progress);
   }
 
-  std::optional<fs::path> LocalPath(const std::string& image_id) override {
+  std::optional<LocalFile> OpenLocal(const std::string& image_id) override {
     ValidateImageId(image_id);
-    fs::path path = dir_ / image_id;
-    std::error_code ec;
-    if (!fs::is_regular_file(path, ec)) return std::nullopt;
-    return fs::absolute(path);
+    return OpenEntry(image_id, image_id, /*missing_ok=*/false);
   }
 
   void Ping() override {
+    DirFd();
     if (::access(dir_.c_str(), R_OK | X_OK) != 0) {
       throw Error(Errc::kSource, "image directory " + dir_.string() + " is not readable: " +
                                      std::strerror(errno));
@@ -185,20 +176,141 @@ class FileSource final : public Source {
     std::string md5, sha512;
   };
 
-  json ReadSidecar(const std::string& image_id) {
-    fs::path p = dir_ / (image_id + kSidecarSuffix);
-    std::ifstream in(p);
-    if (!in) return json::object();
-    try {
-      json j = json::parse(in);
-      if (!j.is_object()) throw Error(Errc::kSource, "sidecar " + p.string() + " is not a JSON object");
-      return j;
-    } catch (const json::exception& e) {
-      throw Error(Errc::kSource, "sidecar " + p.string() + " is not valid JSON: " + e.what());
+  // The image directory, opened once (O_DIRECTORY): every entry is opened relative to it.
+  int DirFd() {
+    std::lock_guard lock(mu_);
+    if (dir_fd_ >= 0) return dir_fd_;
+    int fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+      throw Error(Errc::kSource, "cannot open image directory " + dir_.string() +
+                                     " (source.file.dir): " + std::strerror(errno));
     }
+    dir_fd_ = fd;
+    return dir_fd_;
   }
 
-  Hashes ComputedHashes(const std::string& image_id, const struct stat& st) {
+  // Opens `name` in the directory: never through a symlink, only a regular file (checked
+  // before the open, so a device is never opened, and on the open descriptor, so a swap
+  // in between is seen). nullopt for a missing file when `missing_ok`.
+  std::optional<LocalFile> OpenEntry(const std::string& name, const std::string& image_id,
+                                     bool missing_ok) {
+    const int dir = DirFd();
+    const std::string shown = (dir_ / name).string();
+    auto not_regular = [&](mode_t mode) {
+      return Error(Errc::kRefused, "image " + image_id + ": " + shown + " is " + KindOf(mode) +
+                                       "; the image store serves regular files only (replace it "
+                                       "with the file itself)");
+    };
+    auto fail = [&](int e) -> std::optional<LocalFile> {
+      if (e == ENOENT) {
+        if (missing_ok) return std::nullopt;
+        throw Error(Errc::kNotFound, "image " + image_id + ": no file " + shown);
+      }
+      if (e == ELOOP) throw not_regular(S_IFLNK);
+      throw Error(Errc::kSource,
+                  "image " + image_id + ": cannot open " + shown + ": " + std::strerror(e));
+    };
+    struct stat before {};
+    if (::fstatat(dir, name.c_str(), &before, AT_SYMLINK_NOFOLLOW) != 0) return fail(errno);
+    if (!S_ISREG(before.st_mode)) throw not_regular(before.st_mode);
+    int fd = ::openat(dir, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return fail(errno);
+    LocalFile file(fd, shown);
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) throw not_regular(st.st_mode);
+    return file;
+  }
+
+  // Every byte of `file` from its descriptor; kCorrupt when it changed while read.
+  uint64_t ReadAll(const std::string& image_id, const LocalFile& file, const Sink& sink,
+                   const ProgressFn& progress) {
+    const int fd = file.fd();
+    const uint64_t total = file.size();
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    std::vector<std::byte> buf(4 << 20);
+    uint64_t done = 0;
+    while (true) {
+      ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(done));
+      if (n < 0) {
+        if (errno == EINTR || errno == EAGAIN) continue;
+        throw Error(Errc::kSource, "image " + image_id + ": cannot read " + file.name() + ": " +
+                                       std::strerror(errno));
+      }
+      if (n == 0) break;
+      sink(std::span<const std::byte>(buf.data(), static_cast<size_t>(n)));
+      done += static_cast<uint64_t>(n);
+      if (progress) progress(done, total);
+    }
+    file.RequireUnchanged(image_id);
+    if (done != total) {
+      throw Error(Errc::kCorrupt, "image " + image_id + ": file " + file.name() +
+                                      " changed while it was read: " + std::to_string(done) +
+                                      " of " + std::to_string(total) + " bytes");
+    }
+    return done;
+  }
+
+  // The sidecar's claims, refused when they cannot be checked: a symlink or other
+  // non-regular file, more than kMaxSidecarBytes, a hash algorithm this tool does not
+  // compute, or a digest that is not hex of that algorithm's length.
+  json ReadSidecar(const std::string& image_id) {
+    const std::string name = image_id + kSidecarSuffix;
+    auto file = OpenEntry(name, image_id, /*missing_ok=*/true);
+    if (!file) return json::object();
+    const std::string& p = file->name();
+    if (file->size() > kMaxSidecarBytes) {
+      throw Error(Errc::kRefused, "sidecar " + p + " is " + std::to_string(file->size()) +
+                                      " bytes, more than the " + std::to_string(kMaxSidecarBytes) +
+                                      " a sidecar may have");
+    }
+    std::string text;
+    ReadAll(image_id, *file,
+            [&](std::span<const std::byte> d) {
+              text.append(reinterpret_cast<const char*>(d.data()), d.size());
+            },
+            {});
+    json j;
+    try {
+      j = json::parse(text);
+    } catch (const json::exception& e) {
+      throw Error(Errc::kSource, "sidecar " + p + " is not valid JSON: " + e.what());
+    }
+    if (!j.is_object()) throw Error(Errc::kSource, "sidecar " + p + " is not a JSON object");
+    auto str = [&](const char* key) {
+      auto it = j.find(key);
+      return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+    };
+    const std::string value = str("os_hash_value");
+    std::string algo = str("os_hash_algo");
+    if (algo.empty() && !value.empty()) algo = "sha512";
+    if (!algo.empty()) {
+      if (!util::Hasher::Supported(algo)) {
+        throw Error(Errc::kRefused, "sidecar " + p + " names hash algorithm '" + algo +
+                                        "', which cannot be checked (md5, sha1, sha256, sha384, "
+                                        "sha512); fix os_hash_algo in the sidecar");
+      }
+      if (!value.empty() && (!IsHex(value) || value.size() != DigestHexLength(algo))) {
+        throw Error(Errc::kRefused, "sidecar " + p + ": os_hash_value is not a " + algo +
+                                        " digest (" + std::to_string(DigestHexLength(algo)) +
+                                        " hex digits)");
+      }
+    }
+    if (const std::string md5 = str("checksum");
+        !md5.empty() && (md5.size() != 32 || !IsHex(md5))) {
+      throw Error(Errc::kRefused,
+                  "sidecar " + p + ": checksum is not an md5 digest (32 hex digits)");
+    }
+    return j;
+  }
+
+  static size_t DigestHexLength(const std::string& algo) {
+    util::Hasher h(algo);
+    return h.HexDigest().size();
+  }
+
+  Hashes ComputedHashes(const std::string& image_id, const LocalFile& file) {
+    struct stat st {};
+    ::fstat(file.fd(), &st);
     int64_t mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
     {
       std::lock_guard lock(mu_);
@@ -208,10 +320,12 @@ class FileSource final : public Source {
       }
     }
     util::Hasher md5("md5"), sha512("sha512");
-    Download(image_id, [&](std::span<const std::byte> d) {
-      md5.Update(d);
-      sha512.Update(d);
-    }, {});
+    ReadAll(image_id, file,
+            [&](std::span<const std::byte> d) {
+              md5.Update(d);
+              sha512.Update(d);
+            },
+            {});
     Hashes h{st.st_size, mtime_ns, md5.HexDigest(), sha512.HexDigest()};
     std::lock_guard lock(mu_);
     hashes_[image_id] = h;
@@ -221,6 +335,7 @@ class FileSource final : public Source {
   fs::path dir_;
   std::shared_ptr<spdlog::logger> logger_;
   std::mutex mu_;
+  int dir_fd_ = -1;
   std::map<std::string, Hashes> hashes_;
 };
 

@@ -206,9 +206,7 @@ class GlanceSource final : public Source {
     }
   }
 
-  std::optional<std::filesystem::path> LocalPath(const std::string&) override {
-    return std::nullopt;
-  }
+  std::optional<LocalFile> OpenLocal(const std::string&) override { return std::nullopt; }
 
   void Ping() override { GetJson("/v2/images?limit=1", "image list"); }
 

@@ -1,8 +1,64 @@
 #include "source/source.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
 #include "cachemgr/error.h"
 
 namespace cachemgr::source {
+
+namespace {
+int64_t MtimeNs(const struct stat& st) {
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+}
+}  // namespace
+
+LocalFile::LocalFile(int fd, std::string name) : fd_(fd), name_(std::move(name)) {
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) {
+    const int e = errno;
+    ::close(fd_);
+    fd_ = -1;
+    throw Error(Errc::kSource, "cannot stat " + name_ + ": " + std::strerror(e));
+  }
+  size_ = static_cast<uint64_t>(st.st_size);
+  mtime_ns_ = MtimeNs(st);
+}
+LocalFile::LocalFile(LocalFile&& o) noexcept
+    : fd_(std::exchange(o.fd_, -1)),
+      name_(std::move(o.name_)),
+      size_(o.size_),
+      mtime_ns_(o.mtime_ns_) {}
+LocalFile& LocalFile::operator=(LocalFile&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(o.fd_, -1);
+    name_ = std::move(o.name_);
+    size_ = o.size_;
+    mtime_ns_ = o.mtime_ns_;
+  }
+  return *this;
+}
+LocalFile::~LocalFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+std::filesystem::path LocalFile::ProcPath() const { return "/proc/self/fd/" + std::to_string(fd_); }
+void LocalFile::RequireUnchanged(const std::string& image_id) const {
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) {
+    throw Error(Errc::kSource,
+                "image " + image_id + ": cannot stat " + name_ + ": " + std::strerror(errno));
+  }
+  if (static_cast<uint64_t>(st.st_size) != size_ || MtimeNs(st) != mtime_ns_) {
+    throw Error(Errc::kCorrupt, "image " + image_id + ": file " + name_ +
+                                    " changed while it was read (size or mtime differ); "
+                                    "retry once it is no longer being written");
+  }
+}
 
 std::unique_ptr<Source> MakeSource(const SourceOptions& options,
                                    std::shared_ptr<spdlog::logger> logger) {

@@ -34,6 +34,34 @@ struct ImageMeta {
   std::vector<std::string> locations;  // every location url
 };
 
+// A regular file of the source opened read-only, without following symlinks. Move-only;
+// closes its descriptor.
+class LocalFile {
+ public:
+  LocalFile(int fd, std::string name);
+  LocalFile(LocalFile&& o) noexcept;
+  LocalFile& operator=(LocalFile&& o) noexcept;
+  LocalFile(const LocalFile&) = delete;
+  LocalFile& operator=(const LocalFile&) = delete;
+  ~LocalFile();
+
+  int fd() const { return fd_; }
+  const std::string& name() const { return name_; }  // for messages: dir/id
+  // A path that reaches the open file itself (/proc/self/fd/N), for a program or a
+  // linkat(AT_SYMLINK_FOLLOW); valid while this object lives.
+  std::filesystem::path ProcPath() const;
+  // kCorrupt naming the file when its size or mtime differ from when it was opened:
+  // whatever was read from it may be a mix of two versions.
+  void RequireUnchanged(const std::string& image_id) const;
+  uint64_t size() const { return size_; }
+
+ private:
+  int fd_ = -1;
+  std::string name_;
+  uint64_t size_ = 0;
+  int64_t mtime_ns_ = 0;
+};
+
 // Receives downloaded bytes in order. Throwing aborts the download.
 using Sink = std::function<void(std::span<const std::byte>)>;
 using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
@@ -51,9 +79,10 @@ class Source {
   // exactly once (retries resume where they stopped). Does not verify checksums.
   virtual uint64_t Download(const std::string& image_id, const Sink& sink,
                             const ProgressFn& progress = {}) = 0;
-  // A local file holding the image's bytes, when the source has one (file source):
-  // lets a backend hard-link it instead of copying.
-  virtual std::optional<std::filesystem::path> LocalPath(const std::string& image_id) = 0;
+  // The image's own file opened for reading, when the source has one (file source):
+  // lets a backend reflink (or, when configured, hard-link) it instead of copying.
+  // Everything is read from the descriptor, never by path again.
+  virtual std::optional<LocalFile> OpenLocal(const std::string& image_id) = 0;
   // A cheap reachability check for `doctor`; throws on failure.
   virtual void Ping() = 0;
 };

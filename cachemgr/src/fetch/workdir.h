@@ -1,0 +1,59 @@
+// fetch/workdir.h: the private working directory of one fill inside conversion.dir.
+//
+// conversion.dir may be shared (and writable by others): a name in it could be a symlink
+// planted to redirect qemu-img's output. So every fill makes its own directory with
+// mkdtemp (0700, named kWorkDirPrefix + 6 random characters), creates its files there
+// with O_EXCL|O_NOFOLLOW, and holds a flock on kLockName inside it for its whole life.
+// A fill killed with -9 leaves its directory; the lock is then free, which is how the
+// eviction pass (SweepWorkDirs) and doctor (ListDeadWorkDirs) tell it from a live one.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace spdlog {
+class logger;
+}
+
+namespace cachemgr::fetch {
+
+inline constexpr const char* kWorkDirPrefix = "cachemgr-fill.";
+inline constexpr const char* kLockName = "fill.lock";
+
+class WorkDir {
+ public:
+  // Creates the directory in `parent` (made if missing) and takes its lock. kIo naming
+  // the parent when it cannot. `log` (may be null) hears of a failed removal.
+  WorkDir(const std::filesystem::path& parent, const std::string& image_id, spdlog::logger* log);
+  // Removes the directory and everything in it; logs, never throws.
+  ~WorkDir();
+  WorkDir(const WorkDir&) = delete;
+  WorkDir& operator=(const WorkDir&) = delete;
+
+  const std::filesystem::path& path() const { return path_; }
+  // A path for a new file in the directory (not created).
+  std::filesystem::path File(const std::string& name) const { return path_ / name; }
+
+ private:
+  void Cleanup() noexcept;
+
+  std::filesystem::path path_;
+  int dir_fd_ = -1;
+  int lock_fd_ = -1;
+  spdlog::logger* log_ = nullptr;
+};
+
+// Working directories in `parent` left by fills that are no longer running: named
+// kWorkDirPrefix + 6 characters, a real directory (not a symlink), owned by this user,
+// and with no fill holding its lock. A directory whose lock file is missing counts only
+// once it is older than a minute (a fill between mkdtemp and its lock).
+std::vector<std::filesystem::path> ListDeadWorkDirs(const std::filesystem::path& parent);
+
+// Removes the dead working directories (all of ListDeadWorkDirs, each re-checked under
+// its lock); returns those removed (or that would be, with `dry_run`).
+std::vector<std::filesystem::path> SweepWorkDirs(const std::filesystem::path& parent, bool dry_run,
+                                                 const std::shared_ptr<spdlog::logger>& logger);
+
+}  // namespace cachemgr::fetch

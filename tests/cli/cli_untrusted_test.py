@@ -1,0 +1,112 @@
+"""The `cachemgr` tool against untrusted files: symlinks and truncated images in the image
+store, a dead fill's working dir in conversion.dir, and hostile --filter patterns.
+
+Imported by cli_test.py, whose Env, WORLD and run() it uses (through __main__, the
+running cli_test.py), so it runs on the backend cli_test.py was given.
+"""
+import json
+import os
+import subprocess
+import time
+import unittest
+import uuid
+
+import __main__ as cli
+
+MiB = 1 << 20
+
+
+class UntrustedFilesTest(unittest.TestCase):
+    def test_symlink_in_image_store_exit_4_target_untouched(self):
+        env = cli.Env("symlink")
+        secret = os.path.join(env.dir, "secret")
+        with open(secret, "wb") as f:
+            f.write(b"S" * MiB)
+        os.chmod(secret, 0o600)
+        link = str(uuid.uuid4())
+        os.symlink(secret, os.path.join(cli.WORLD.images, link))
+        rc, _, err = env.run("create", link, "vol-link")
+        self.assertEqual(rc, cli.EXIT_REFUSED, err)
+        self.assertIn(os.path.join(cli.WORLD.images, link), err)
+        self.assertIn("symlink", err)
+        self.assertEqual(os.stat(secret).st_mode & 0o7777, 0o600)
+        rc, _, _ = env.run("show", link)
+        self.assertEqual(rc, cli.EXIT_NOT_FOUND, "a refused image must not be cached")
+        os.unlink(os.path.join(cli.WORLD.images, link))
+
+    def test_truncated_image_without_checksum_exit_4(self):
+        env = cli.Env("truncated")
+        for fmt, disk_format in [("qcow2", "qcow2"), ("vmdk", "vmdk"), ("vdi", "vdi")]:
+            whole = cli.WORLD.add_qcow2(size=8 * MiB)
+            cut = str(uuid.uuid4())
+            path = os.path.join(cli.WORLD.images, cut)
+            subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", fmt,
+                            os.path.join(cli.WORLD.images, whole), path], check=True)
+            os.truncate(path, os.path.getsize(path) * 2 // 3)
+            with open(path + ".json", "w") as f:
+                json.dump({"disk_format": disk_format}, f)  # and no checksum
+            rc, _, err = env.run("create", cut, "vol-" + cut)
+            self.assertEqual(rc, cli.EXIT_REFUSED, fmt + ": " + err)
+            self.assertIn(cut, err)
+            rc, _, _ = env.run("show", cut)
+            self.assertEqual(rc, cli.EXIT_NOT_FOUND, fmt + ": a refused image must not be cached")
+
+    def test_sidecar_with_unknown_hash_algorithm_exit_4(self):
+        env = cli.Env("sidecaralgo")
+        image = cli.WORLD.add_raw(size=1 * MiB)
+        with open(os.path.join(cli.WORLD.images, image + ".json"), "w") as f:
+            json.dump({"disk_format": "raw", "os_hash_algo": "blake9", "os_hash_value": "00"}, f)
+        rc, _, err = env.run("create", image, "vol-algo")
+        self.assertEqual(rc, cli.EXIT_REFUSED, err)
+        self.assertIn("blake9", err)
+        self.assertIn(image + ".json", err)
+        os.unlink(os.path.join(cli.WORLD.images, image + ".json"))
+
+    def test_dead_fill_work_dir_counted_listed_and_swept(self):
+        env = cli.Env("deadfill")
+        conv = os.path.join(env.dir, "conversion")
+        dead = os.path.join(conv, "cachemgr-fill.k9dead")
+        os.makedirs(dead)
+        with open(os.path.join(dead, "fill.lock"), "w"):
+            pass  # no process holds its flock: the fill is gone
+        with open(os.path.join(dead, "image.download"), "wb") as f:
+            f.write(b"x" * MiB)
+        # Look-alikes that are not ours to remove: a symlink and an unrelated directory.
+        target = os.path.join(env.dir, "target")
+        os.makedirs(target)
+        os.symlink(target, os.path.join(conv, "cachemgr-fill.linked"))
+        os.makedirs(os.path.join(conv, "keep-me"))
+
+        self.assertEqual(env.json("stats")["dead_work_dirs"], 1)
+        rc, out, err = env.run("doctor")
+        self.assertEqual(rc, cli.EXIT_FAILED, out + err)
+        self.assertIn(dead, out)
+        rc, out, err = env.run("evict")
+        self.assertEqual(rc, cli.EXIT_OK, out + err)
+        self.assertFalse(os.path.exists(dead))
+        self.assertTrue(os.path.isdir(target))
+        self.assertTrue(os.path.islink(os.path.join(conv, "cachemgr-fill.linked")))
+        self.assertTrue(os.path.isdir(os.path.join(conv, "keep-me")))
+        self.assertEqual(env.json("stats")["dead_work_dirs"], 0)
+
+    def test_prefill_filter_is_bounded_and_checked(self):
+        images = os.path.join(cli.WORLD.root, "filter-images")
+        os.makedirs(images, exist_ok=True)
+        ids = ["a" * 40 + "-x", "a" * 30 + "-y"]
+        for image_id in ids:
+            cli.WORLD.add_raw(image_id=image_id, size=64 * 1024, directory=images)
+        env = cli.Env("filter", images=images)
+        # Exponential in a backtracking engine (std::regex: minutes, or a crash); linear
+        # in RE2.
+        started = time.monotonic()
+        rc, out, err = env.run("--json", "prefill", "--all", "--filter", "^(a|a)*$")
+        self.assertEqual(rc, cli.EXIT_OK, err)
+        self.assertEqual(json.loads(out)["results"], [])
+        rc, out, err = env.run("--json", "prefill", "--all", "--filter", "^(a|aa)+-x$")
+        self.assertEqual(rc, cli.EXIT_OK, err)
+        self.assertEqual([r["image_id"] for r in json.loads(out)["results"]], ids[:1])
+        self.assertLess(time.monotonic() - started, 20)
+        rc, _, err = env.run("prefill", "--all", "--filter", "(unclosed")
+        self.assertEqual(rc, cli.EXIT_USAGE, err)
+        self.assertIn("(unclosed", err)
+        self.assertIn("--filter", err)
