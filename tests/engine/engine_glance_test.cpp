@@ -204,9 +204,12 @@ TEST_CASE("a location on a disk Glance does not own is never cloned: the image's
   fs::path secret_file = env.dir / "secret.raw";
   WriteRawImage(secret_file, 6 * kMiB, 6 * kMiB, 99);
   const std::string secret = Unique("tenant-disk");
-  REQUIRE(RunCommand({"rbd", "--conf", conf, "import", secret_file.string(), "volumes/" + secret}) == 0);
-  REQUIRE(RunCommand({"rbd", "--conf", conf, "snap", "create", "volumes/" + secret + "@snap"}) == 0);
-  REQUIRE(RunCommand({"rbd", "--conf", conf, "snap", "protect", "volumes/" + secret + "@snap"}) == 0);
+  REQUIRE(RunCommand(
+              {"rbd", "--conf", conf, "import", secret_file.string(), "volumes/" + secret}) == 0);
+  REQUIRE(RunCommand({"rbd", "--conf", conf, "snap", "create", "volumes/" + secret + "@snap"}) ==
+          0);
+  REQUIRE(RunCommand({"rbd", "--conf", conf, "snap", "protect", "volumes/" + secret + "@snap"}) ==
+          0);
   // ... and another Glance image's RBD image in Glance's own pool (not named by our id).
   const std::string other = env.Upload("raw", secret_file, "ceph");
 

@@ -294,8 +294,8 @@ TEST_CASE("allowed unverified images are still bounded: no size stops at max_ima
 
   const std::string id = Unique("endless-qcow2");
   json image = env.Raw(id, 4 * kMiB, 11);
-  image["meta"] = {{"id", id}, {"status", "active"}, {"disk_format", "qcow2"},
-                   {"container_format", "bare"}};
+  image["meta"] = {
+      {"id", id}, {"status", "active"}, {"disk_format", "qcow2"}, {"container_format", "bare"}};
   image["endless"] = true;
   env.Serve(id, image);
   auto started = std::chrono::steady_clock::now();

@@ -105,8 +105,10 @@ nlohmann::json GetImage(const std::string& endpoint, const std::string& id) {
 }
 
 void AddLocation(const std::string& endpoint, const std::string& id, const std::string& url) {
-  nlohmann::json patch = nlohmann::json::array(
-      {{{"op", "add"}, {"path", "/locations/-"}, {"value", {{"url", url}, {"metadata", nlohmann::json::object()}}}}});
+  nlohmann::json patch =
+      nlohmann::json::array({{{"op", "add"},
+                              {"path", "/locations/-"},
+                              {"value", {{"url", url}, {"metadata", nlohmann::json::object()}}}}});
   Reply r = Request("PATCH", endpoint + "/v2/images/" + id,
                     {"Content-Type: application/openstack-images-v2.1-json-patch"}, patch.dump());
   if (r.status != 200) {

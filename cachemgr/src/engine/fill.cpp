@@ -42,8 +42,9 @@ struct Candidate {
 // it is on the backend's cluster, in a pool the operator allows, names the image by its
 // id (Glance's rbd store names each image by its id, snapshot "snap"), and the image there
 // has the size the source says: anything else could be another tenant's disk.
-std::vector<Candidate> DirectCandidates(const source::ImageMeta& meta, const std::string& cluster_id,
-                                        source::Source& source, storage::Backend& backend) {
+std::vector<Candidate> DirectCandidates(const source::ImageMeta& meta,
+                                        const std::string& cluster_id, source::Source& source,
+                                        storage::Backend& backend) {
   std::vector<Candidate> out;
   if (cluster_id.empty() || meta.disk_format != "raw") return out;
   std::vector<std::string> urls;
@@ -258,8 +259,8 @@ index::EntryRow CacheImpl::Fill(const source::ImageMeta& meta, const ProgressFn&
       c.refused = "snapshot " + c.loc->snap + " is " + std::to_string(size) +
                   " bytes, the source says " + std::to_string(*meta.size);
     }
-    log_->warn("direct clone refused, fetching instead image={} location={} reason=\"{}\"",
-               meta.id, c.url, c.refused);
+    log_->warn("direct clone refused, fetching instead image={} location={} reason=\"{}\"", meta.id,
+               c.url, c.refused);
     Event("direct_refused", meta.id, 0, {});
   }
   if (direct) {

@@ -47,7 +47,9 @@ std::optional<Pair> CommonDigest(const index::EntryRow& row, const source::Image
   return std::nullopt;
 }
 
-std::string Short(const std::string& hex) { return hex.size() > 16 ? hex.substr(0, 16) + "..." : hex; }
+std::string Short(const std::string& hex) {
+  return hex.size() > 16 ? hex.substr(0, 16) + "..." : hex;
+}
 
 }  // namespace
 
@@ -83,14 +85,16 @@ VerifyResult CacheImpl::Verify(const std::string& image_id) {
   }
   auto pair = CommonDigest(*row, meta);
   if (!pair) {
-    result.detail = source::CheckableDigest(meta)
-                        ? "the source's digest is not one the entry was verified with (" +
-                              (row->os_hash.empty() ? std::string("md5") : row->os_hash.substr(0, row->os_hash.find(':'))) +
-                              "): prefill it again to verify"
-                        : std::string("the source gives no digest that can be checked") +
-                              (options_.source.allow_unverified
-                                   ? " (cached unverified, source.allow_unverified)"
-                                   : "");
+    result.detail =
+        source::CheckableDigest(meta)
+            ? "the source's digest is not one the entry was verified with (" +
+                  (row->os_hash.empty() ? std::string("md5")
+                                        : row->os_hash.substr(0, row->os_hash.find(':'))) +
+                  "): prefill it again to verify"
+            : std::string("the source gives no digest that can be checked") +
+                  (options_.source.allow_unverified
+                       ? " (cached unverified, source.allow_unverified)"
+                       : "");
     return result;
   }
   if (pair->recorded != pair->source) {

@@ -209,16 +209,16 @@ class GlanceSource final : public Source {
     const uint64_t expected = bounds.size ? *bounds.size : bounds.max_bytes;
     const uint64_t rate = std::max<uint64_t>(options_.min_rate_kib_s, 1) * 1024;
     const bool has_deadline = bounds.size || bounds.max_bytes;
-    const uint64_t budget_ms = http_.timeout_s * 1000ull + expected / rate * 1000 +
-                               (expected % rate) * 1000 / rate;
+    const uint64_t budget_ms =
+        http_.timeout_s * 1000ull + expected / rate * 1000 + (expected % rate) * 1000 / rate;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(budget_ms);
     auto timed_out = [&] {
       return Error(Errc::kTimeout,
                    what + ": download did not finish within " + std::to_string(budget_ms / 1000) +
                        " s (source.glance.timeout_s " + std::to_string(http_.timeout_s) + " + " +
                        std::to_string(expected) + " bytes at source.glance.min_rate_kib_s " +
-                       std::to_string(options_.min_rate_kib_s) + "); got " +
-                       std::to_string(done) + " bytes");
+                       std::to_string(options_.min_rate_kib_s) + "); got " + std::to_string(done) +
+                       " bytes");
     };
     while (true) {
       HttpOptions http = http_;
@@ -384,16 +384,14 @@ class GlanceSource final : public Source {
     uint32_t failures = 0;
     while (true) {
       std::string body;
-      HttpResult r = HttpGet(options_.endpoint + path, AuthHeaders(), o, {},
-                             [&](std::span<const std::byte> data) {
-                               if (body.size() + data.size() > kMaxJsonBytes) {
-                                 throw Error(Errc::kSource,
-                                             what + ": Glance's answer is larger than " +
-                                                 std::to_string(kMaxJsonBytes >> 20) + " MiB");
-                               }
-                               body.append(reinterpret_cast<const char*>(data.data()),
-                                           data.size());
-                             });
+      HttpResult r = HttpGet(
+          options_.endpoint + path, AuthHeaders(), o, {}, [&](std::span<const std::byte> data) {
+            if (body.size() + data.size() > kMaxJsonBytes) {
+              throw Error(Errc::kSource, what + ": Glance's answer is larger than " +
+                                             std::to_string(kMaxJsonBytes >> 20) + " MiB");
+            }
+            body.append(reinterpret_cast<const char*>(data.data()), data.size());
+          });
       if (!r.transport_error() && r.status >= 200 && r.status < 300) {
         try {
           return json::parse(body);

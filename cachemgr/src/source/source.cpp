@@ -25,8 +25,8 @@ uint64_t Source::Download(const std::string& image_id, const DownloadBounds& bou
       },
       progress);
   if (bounds.size && got != *bounds.size) {
-    throw Error(Errc::kCorrupt, what + ": truncated download: got " + std::to_string(got) +
-                                    " of " + std::to_string(*bounds.size) + " declared bytes");
+    throw Error(Errc::kCorrupt, what + ": truncated download: got " + std::to_string(got) + " of " +
+                                    std::to_string(*bounds.size) + " declared bytes");
   }
   return got;
 }
@@ -121,7 +121,8 @@ void RequireVerifiable(const ImageMeta& meta, bool allow_unverified) {
   throw Error(Errc::kRefused,
               "image " + meta.id +
                   ": the source gives no digest that can be checked (no md5 checksum; "
-                  "os_hash_algo " + algo +
+                  "os_hash_algo " +
+                  algo +
                   ", known: sha256, sha384, sha512): its bytes cannot be verified. Add a "
                   "checksum to the image, or accept the risk with source.allow_unverified: true");
 }

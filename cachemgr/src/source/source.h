@@ -99,7 +99,7 @@ void RequireUsable(const ImageMeta& meta);
 
 // Limits on what a source may claim about an image.
 struct MetaLimits {
-  uint64_t max_image_bytes = 0;   // stored size (source.max_image_gb); 0 = none
+  uint64_t max_image_bytes = 0;    // stored size (source.max_image_gb); 0 = none
   uint64_t max_virtual_bytes = 0;  // disk size (conversion.max_virtual_size_gb); 0 = none
 };
 // Throws kRefused naming the image and the field unless the sizes the source gave are
