@@ -314,8 +314,10 @@ class GlanceSource final : public Source {
       // A 5xx or a dropped / stalled connection: retry with backoff, resuming.
       if (failures >= options_.retries) {
         if (short_body || r.curl_code == 18 /* CURLE_PARTIAL_FILE */) {
-          throw Error(Errc::kCorrupt, what + ": truncated download: " + r.curl_error + " after " +
-                                          std::to_string(failures + 1) + " attempt(s)");
+          throw Error(Errc::kCorrupt, what + ": truncated download: got " + std::to_string(done) +
+                                          " of " + std::to_string(total) + " bytes after " +
+                                          std::to_string(failures + 1) + " attempt(s) (" +
+                                          r.curl_error + ")");
         }
         if (r.transport_error()) {
           throw Error(r.timed_out() ? Errc::kTimeout : Errc::kSource,
