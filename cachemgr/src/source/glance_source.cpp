@@ -249,8 +249,11 @@ class GlanceSource final : public Source {
           skip = done;
           if (auto it = h.find("content-length"); it != h.end()) {
             uint64_t length = std::strtoull(it->second.c_str(), nullptr, 10);
-            if (bounds.size && length != *bounds.size) {
-              throw Error(Errc::kCorrupt, what + ": Glance sends " + std::to_string(length) +
+            // Longer than declared: refused before a byte is read. (Shorter: the body
+            // ends early and is reported as truncated.)
+            if (bounds.size && length > *bounds.size) {
+              throw Error(Errc::kCorrupt, what + ": body longer than its declared size: Glance "
+                                                 "sends " + std::to_string(length) +
                                               " bytes for an image it says is " +
                                               std::to_string(*bounds.size) + " bytes");
             }
