@@ -38,8 +38,8 @@ struct Candidate {
   std::string refused;
 };
 
-// The rbd:// locations the source gives, each judged. A location may be cloned only when
-// it is on the backend's cluster, in a pool the operator allows, names the image by its
+// The rbd:// locations on the backend's cluster the source gives, each judged. A location
+// may be cloned only when it is in a pool the operator allows, names the image by its
 // id (Glance's rbd store names each image by its id, snapshot "snap"), and the image there
 // has the size the source says: anything else could be another tenant's disk.
 std::vector<Candidate> DirectCandidates(const source::ImageMeta& meta,
@@ -55,31 +55,29 @@ std::vector<Candidate> DirectCandidates(const source::ImageMeta& meta,
   std::optional<std::vector<std::string>> pools;  // asked only when there is an rbd location
   for (const auto& url : urls) {
     auto loc = source::ParseRbdLocation(url);
-    if (!loc) continue;  // file://, http://, rbd://<pool>/<image>: fetched
+    // file://, http://, rbd://<pool>/<image>, another cluster's store: fetched, and
+    // nothing suspicious about them.
+    if (!loc || loc->fsid != cluster_id) continue;
     Candidate c{url, loc, ""};
-    if (loc->fsid != cluster_id) {
-      c.refused = "another cluster (fsid " + loc->fsid + ")";
+    if (!pools) pools = source.DirectPools();
+    if (std::find(pools->begin(), pools->end(), loc->pool) == pools->end()) {
+      std::string allowed;
+      for (const auto& p : *pools) allowed += (allowed.empty() ? "" : ",") + p;
+      c.refused = "pool " + loc->pool + " is not allowed (source.glance.direct_pools: " +
+                  (allowed.empty() ? "none" : allowed) + ")";
+    } else if (loc->image != meta.id) {
+      c.refused = "RBD image " + loc->image + " is not named by the image id";
+    } else if (!meta.size) {
+      c.refused = "the source gives no size to check the RBD image against";
     } else {
-      if (!pools) pools = source.DirectPools();
-      if (std::find(pools->begin(), pools->end(), loc->pool) == pools->end()) {
-        std::string allowed;
-        for (const auto& p : *pools) allowed += (allowed.empty() ? "" : ",") + p;
-        c.refused = "pool " + loc->pool + " is not allowed (source.glance.direct_pools: " +
-                    (allowed.empty() ? "none" : allowed) + ")";
-      } else if (loc->image != meta.id) {
-        c.refused = "RBD image " + loc->image + " is not named by the image id";
-      } else if (!meta.size) {
-        c.refused = "the source gives no size to check the RBD image against";
-      } else {
-        try {
-          const uint64_t size = backend.Stat({loc->pool, loc->image}).size;
-          if (size != *meta.size) {
-            c.refused = "RBD image is " + std::to_string(size) + " bytes, the source says " +
-                        std::to_string(*meta.size);
-          }
-        } catch (const Error& e) {
-          c.refused = std::string("cannot stat the RBD image: ") + e.what();
+      try {
+        const uint64_t size = backend.Stat({loc->pool, loc->image}).size;
+        if (size != *meta.size) {
+          c.refused = "RBD image is " + std::to_string(size) + " bytes, the source says " +
+                      std::to_string(*meta.size);
         }
+      } catch (const Error& e) {
+        c.refused = std::string("cannot stat the RBD image: ") + e.what();
       }
     }
     out.push_back(std::move(c));
