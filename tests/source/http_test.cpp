@@ -267,6 +267,7 @@ TEST_CASE("a download that ends before the image's size is kCorrupt; nothing is 
   Error e = Thrown([&] {
     fetch::FetchInto(*glance, m, *bed.backend, bed.Ref("entry-img9"), bed.options, nullptr);
   });
+  INFO(std::string(e.what()));
   CHECK(e.code() == Errc::kCorrupt);
   CHECK(std::string(e.what()).find("truncated download: got 200000 of 300000") !=
         std::string::npos);
