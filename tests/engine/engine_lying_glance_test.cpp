@@ -406,8 +406,16 @@ TEST_CASE("verify asks the source: a digest that changed there is a failure") {
   env.Serve(id, image);
   CHECK(!cache->Verify(id).ok);
 
-  // Or is gone.
+  // Or answers for no image at all: not ok either.
+  image["meta"] = {{"broken", true}};
+  env.Serve(id, image);
+  CHECK(!cache->Verify(id).ok);
+
+  // Gone from the source: the entry is checked against the digest it was verified with
+  // at fill, and says so.
   env.scenario["images"].erase(id);
   env.glance.Set(env.scenario);
-  CHECK(!cache->Verify(id).ok);
+  v = cache->Verify(id);
+  CHECK(v.ok);
+  CHECK(v.detail.find("not in the source any more") != std::string::npos);
 }

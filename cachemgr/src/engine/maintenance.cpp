@@ -77,11 +77,23 @@ VerifyResult CacheImpl::Verify(const std::string& image_id) {
   // The source is asked now: a digest remembered from the fill proves nothing about
   // what the source holds today.
   source::ImageMeta meta;
+  std::string gone;  // set when the source no longer has the image
   try {
     meta = source_->Describe(image_id);
   } catch (const Error& e) {
-    result.detail = std::string("cannot get the image's digest from the source: ") + e.what();
-    return result;
+    if (e.code() != Errc::kNotFound) {
+      result.detail = std::string("cannot get the image's digest from the source: ") + e.what();
+      return result;
+    }
+    // Deleted from the source (a flattened entry outlives it): the entry can only be
+    // checked against the digest it was verified with at fill.
+    gone = "not in the source any more; ";
+    meta.id = image_id;
+    meta.checksum = row->checksum;
+    if (auto colon = row->os_hash.find(':'); colon != std::string::npos) {
+      meta.os_hash_algo = row->os_hash.substr(0, colon);
+      meta.os_hash_value = row->os_hash.substr(colon + 1);
+    }
   }
   auto pair = CommonDigest(*row, meta);
   if (!pair) {
@@ -105,16 +117,18 @@ VerifyResult CacheImpl::Verify(const std::string& image_id) {
   if (row->disk_format != "raw") {
     // The entry holds the converted bytes; the source's digest is of the original file.
     result.ok = true;
-    result.detail = pair->algo + " verified at fill matches the source's; " + row->disk_format +
+    result.detail = gone + pair->algo + " verified at fill matches the source's; " +
+                    row->disk_format +
                     " converted to raw, its bytes are not comparable with the source digest";
     return result;
   }
   auto reader = backend_->Open(ref, row->snap_name);
   std::string got = HashOf(pair->algo, *reader);
   result.ok = got == pair->source;
-  result.detail = result.ok ? pair->algo + " of the entry matches the source's"
-                            : pair->algo + " mismatch: source " + Short(pair->source) +
-                                  ", entry data " + Short(got);
+  const std::string against = gone.empty() ? "the source's" : "the one verified at fill";
+  result.detail = gone + (result.ok ? pair->algo + " of the entry matches " + against
+                                    : pair->algo + " mismatch: " + against + " " +
+                                          Short(pair->source) + ", entry data " + Short(got));
   return result;
 }
 
