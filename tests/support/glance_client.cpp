@@ -104,11 +104,12 @@ nlohmann::json GetImage(const std::string& endpoint, const std::string& id) {
   return nlohmann::json::parse(r.body);
 }
 
-void AddLocation(const std::string& endpoint, const std::string& id, const std::string& url) {
-  nlohmann::json patch =
-      nlohmann::json::array({{{"op", "add"},
-                              {"path", "/locations/-"},
-                              {"value", {{"url", url}, {"metadata", nlohmann::json::object()}}}}});
+void AddLocation(const std::string& endpoint, const std::string& id, const std::string& url,
+                 const std::string& store) {
+  nlohmann::json metadata = nlohmann::json::object();
+  if (!store.empty()) metadata["store"] = store;
+  nlohmann::json patch = nlohmann::json::array(
+      {{{"op", "add"}, {"path", "/locations/-"}, {"value", {{"url", url}, {"metadata", metadata}}}}});
   Reply r = Request("PATCH", endpoint + "/v2/images/" + id,
                     {"Content-Type: application/openstack-images-v2.1-json-patch"}, patch.dump());
   if (r.status != 200) {
