@@ -31,6 +31,8 @@ std::string Prometheus(const Stats& s) {
          s.misses);
   metric("cachemgr_direct_total", "counter",
          "Volumes cloned straight from the source's own RBD image.", s.direct);
+  metric("cachemgr_direct_refused_total", "counter",
+         "Source RBD locations refused for a direct clone (fetched instead).", s.direct_refused);
   metric("cachemgr_evictions_total", "counter", "Entries evicted.", s.evictions);
   metric("cachemgr_stale_total", "counter", "Entries replaced because the image changed.", s.stale);
   metric("cachemgr_errors_total", "counter", "Failed operations.", s.errors);
@@ -105,6 +107,7 @@ int RunStats(Context& ctx, const StatsArgs& args) {
     text = nlohmann::json{{"hits", s.hits},
                           {"misses", s.misses},
                           {"direct", s.direct},
+                          {"direct_refused", s.direct_refused},
                           {"evictions", s.evictions},
                           {"stale", s.stale},
                           {"errors", s.errors},
@@ -144,6 +147,7 @@ int RunStats(Context& ctx, const StatsArgs& args) {
     t.Add({"hits", std::to_string(s.hits)});
     t.Add({"misses", std::to_string(s.misses)});
     t.Add({"direct", std::to_string(s.direct)});
+    t.Add({"direct refused", std::to_string(s.direct_refused)});
     t.Add({"hit ratio", ratio});
     t.Add({"evictions", std::to_string(s.evictions)});
     t.Add({"stale", std::to_string(s.stale)});

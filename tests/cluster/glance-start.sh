@@ -74,10 +74,13 @@ rm -f "$dir/endpoint"
 # authtoken: every request is an admin of an anonymous project.
 sed -e "s#/etc/glance/healthcheck_disable#$dir/healthcheck_disable#" \
   /etc/glance/glance-api-paste.ini >"$dir/glance-api-paste.ini"
-# Glance's default policy rules, not the package's policy.d: an empty rules file and an
-# empty rules directory of our own.
+# Glance's default policy rules, not the package's policy.d: a rules file and an empty
+# rules directory of our own. One rule differs: the store details (GET
+# /v2/info/stores/detail, where cachemgr learns the pool of the rbd store) are "role:admin"
+# by default, and the anonymous context of a Glance without Keystone has no roles; a
+# deployment gives cachemgr's user the admin role or sets source.glance.direct_pools.
 mkdir -p "$dir/policy.d"
-echo '{}' >"$dir/policy.yaml"
+echo '{"stores_info_detail": "@"}' >"$dir/policy.yaml"
 
 cat >"$conf" <<EOF
 [DEFAULT]

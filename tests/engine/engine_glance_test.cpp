@@ -194,6 +194,66 @@ TEST_CASE("a raw image in Glance's rbd store is cloned directly; later volumes a
   CHECK(StateOf(*env.backend, glance_image) == before);
 }
 
+TEST_CASE("a location on a disk Glance does not own is never cloned: the image's own bytes") {
+  GlanceEnv env;
+  const std::string conf = CephConf().string();
+  const std::string fsid = env.backend->cluster_id();
+  REQUIRE(!fsid.empty());
+  // Another tenant's disk of the same size (Glance checks only the size of a location),
+  // snapshotted and protected, in a pool that is not Glance's store...
+  fs::path secret_file = env.dir / "secret.raw";
+  WriteRawImage(secret_file, 6 * kMiB, 6 * kMiB, 99);
+  const std::string secret = Unique("tenant-disk");
+  REQUIRE(RunCommand(
+              {"rbd", "--conf", conf, "import", secret_file.string(), "volumes/" + secret}) == 0);
+  REQUIRE(RunCommand({"rbd", "--conf", conf, "snap", "create", "volumes/" + secret + "@snap"}) ==
+          0);
+  REQUIRE(RunCommand({"rbd", "--conf", conf, "snap", "protect", "volumes/" + secret + "@snap"}) ==
+          0);
+  // ... and another Glance image's RBD image in Glance's own pool (not named by our id).
+  const std::string other = env.Upload("raw", secret_file, "ceph");
+
+  const std::vector<std::string> lies = {"rbd://" + fsid + "/volumes/" + secret + "/snap",
+                                         "rbd://" + fsid + "/images/" + other + "/snap"};
+  auto cache = env.Open();
+  uint64_t refused = 0;
+  for (const auto& location : lies) {
+    CAPTURE(location);
+    std::string id = env.Upload("raw", env.golden);  // the fs store: its own bytes
+    // Through the rbd store: Glance then takes a location in any pool of the cluster.
+    glance::AddLocation(env.endpoint, id, location, "ceph");
+    auto record = glance::GetImage(env.endpoint, id);
+    REQUIRE(record["locations"].dump().find(location) != std::string::npos);
+
+    const std::string volume = "vol-" + id.substr(0, 8);
+    auto made = cache->CreateVolume({.image_id = id, .volume = volume});
+    CHECK(made.plan == Plan::kMiss);
+    CHECK(made.bytes_downloaded == 6 * kMiB);
+    CHECK(env.SameData(volume));
+    auto entry = cache->Lookup(id);
+    REQUIRE(entry);
+    CHECK(entry->depth == 0);
+    CHECK(!env.backend->Parent({env.backend->entry_pool(), entry->cache_name}));
+    auto stats = cache->GetStats();
+    CHECK(stats.direct == 0);
+    CHECK(stats.direct_refused == ++refused);
+  }
+  RunCommand({"rbd", "--conf", conf, "snap", "unprotect", "volumes/" + secret + "@snap"});
+  RunCommand({"rbd", "--conf", conf, "snap", "purge", "volumes/" + secret});
+  RunCommand({"rbd", "--conf", conf, "rm", "volumes/" + secret});
+}
+
+TEST_CASE("direct_pools: an empty list turns direct clones off") {
+  GlanceEnv env;
+  env.options.source.glance.direct_pools = std::vector<std::string>{};
+  std::string id = env.Upload("raw", env.golden, "ceph");
+  auto cache = env.Open();
+  auto made = cache->CreateVolume({.image_id = id, .volume = "vol-a"});
+  CHECK(made.plan == Plan::kMiss);
+  CHECK(env.SameData("vol-a"));
+  CHECK(cache->GetStats().direct_refused == 1);
+}
+
 TEST_CASE("flatten_clone: a direct entry past max_clone_depth is flattened, then cloned") {
   for (int max_depth : {1, 2}) {
     CAPTURE(max_depth);

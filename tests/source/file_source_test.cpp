@@ -326,7 +326,9 @@ TEST_CASE("hostile and broken images are refused; nothing is left on the backend
   fs::copy_file(bed.golden, bed.images / "ami");
   expect("ami", "ami", Errc::kRefused, "not supported");
 
-  // Fewer bytes than the source says: truncated.
+  // Fewer bytes than the source says: truncated (digests cleared, so allowed unverified:
+  // the size alone must catch it).
+  bed.options.allow_unverified = true;
   fs::copy_file(bed.golden, bed.images / "short");
   auto meta = bed.source->Describe("short");
   *meta.size += 4096;
@@ -365,6 +367,7 @@ TEST_CASE("the conversion dir must have room for the download and the raw image"
   DirBed bed;
   bed.Add("q2", "qcow2");
   WriteSidecar(bed.images, "q2", {{"disk_format", "qcow2"}, {"virtual_size", uint64_t{1} << 60}});
+  bed.options.conversion.max_virtual_size_gb = double(uint64_t{1} << 31);  // admits 1 EiB
   Error e = bed.FetchFails("q2");
   CHECK(e.code() == Errc::kIo);
   CHECK(std::string(e.what()).find(bed.options.conversion.dir) != std::string::npos);

@@ -255,7 +255,8 @@ TEST_CASE("ListActive follows the next links") {
 TEST_CASE("a download that ends before the image's size is kCorrupt; nothing is kept") {
   const std::string data = Data(200000);
   const std::string meta = R"({"id": "img9", "status": "active", "disk_format": "raw",
-      "container_format": "bare", "size": 300000, "checksum": "", "os_hash_algo": null})";
+      "container_format": "bare", "size": 300000,
+      "checksum": "0123456789abcdef0123456789abcdef", "os_hash_algo": null})";
   LoopbackServer server([&](const std::string& req, int) -> std::string {
     if (req.find("/file ") != std::string::npos) return Status(200, data);
     return Status(200, meta);
@@ -266,6 +267,7 @@ TEST_CASE("a download that ends before the image's size is kCorrupt; nothing is 
   Error e = Thrown([&] {
     fetch::FetchInto(*glance, m, *bed.backend, bed.Ref("entry-img9"), bed.options, nullptr);
   });
+  INFO(std::string(e.what()));
   CHECK(e.code() == Errc::kCorrupt);
   CHECK(std::string(e.what()).find("truncated download: got 200000 of 300000") !=
         std::string::npos);

@@ -45,9 +45,10 @@ Reply Request(const std::string& method, const std::string& url,
     curl_easy_setopt(c, CURLOPT_READDATA, file.get());
     curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE,
                      static_cast<curl_off_t>(std::filesystem::file_size(*upload)));
-  } else if (method == "POST") {
+  } else if (method == "POST" || method == "PATCH") {
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+    if (method == "PATCH") curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "PATCH");
   } else if (method != "GET") {
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
   }
@@ -101,6 +102,20 @@ nlohmann::json GetImage(const std::string& endpoint, const std::string& id) {
     throw std::runtime_error("GET /v2/images/" + id + ": HTTP " + std::to_string(r.status));
   }
   return nlohmann::json::parse(r.body);
+}
+
+void AddLocation(const std::string& endpoint, const std::string& id, const std::string& url,
+                 const std::string& store) {
+  nlohmann::json metadata = nlohmann::json::object();
+  if (!store.empty()) metadata["store"] = store;
+  nlohmann::json patch = nlohmann::json::array(
+      {{{"op", "add"}, {"path", "/locations/-"}, {"value", {{"url", url}, {"metadata", metadata}}}}});
+  Reply r = Request("PATCH", endpoint + "/v2/images/" + id,
+                    {"Content-Type: application/openstack-images-v2.1-json-patch"}, patch.dump());
+  if (r.status != 200) {
+    throw std::runtime_error("PATCH /v2/images/" + id + " (add location " + url + "): HTTP " +
+                             std::to_string(r.status) + ": " + r.body);
+  }
 }
 
 void DeleteImage(const std::string& endpoint, const std::string& id) {

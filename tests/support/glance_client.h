@@ -18,6 +18,11 @@ std::string CreateImage(const std::string& endpoint, const std::string& disk_for
 std::string CreateQueuedImage(const std::string& endpoint, const std::string& disk_format);
 // GET /v2/images/{id} as JSON.
 nlohmann::json GetImage(const std::string& endpoint, const std::string& id);
+// Adds a location (PATCH add /locations/-) to an image, read through `store` (a store id
+// of Glance's, e.g. "ceph"; "" lets Glance match the URL against its stores' prefixes).
+// Glance checks only that the location's size is the image's.
+void AddLocation(const std::string& endpoint, const std::string& id, const std::string& url,
+                 const std::string& store = "");
 // DELETE /v2/images/{id}; a missing image is not an error.
 void DeleteImage(const std::string& endpoint, const std::string& id);
 

@@ -461,4 +461,30 @@ TEST_CASE("system folders are refused as root, index folder and conversion dir")
     o.conversion.dir = folder + "/conversion";
     CHECK_NOTHROW(cachemgr::ValidateOptions(o));
   }
+TEST_CASE("the source's bounds: direct_pools, min_rate_kib_s, max_list_pages, max_image_gb") {
+  auto d = ParseConfig("", "test.yaml");
+  CHECK(!d.source.glance.direct_pools);  // unset: Glance's rbd store pools
+  CHECK(d.source.glance.min_rate_kib_s == 1024);
+  CHECK(d.source.glance.max_list_pages == 10000);
+  CHECK(d.source.max_image_gb == 0);
+  CHECK(!d.source.allow_unverified);
+  auto o = ParseConfig(
+      "source:\n  glance:\n    direct_pools: [images, images-ssd]\n    min_rate_kib_s: 64\n"
+      "    max_list_pages: 5\n  max_image_gb: 2.5\n  allow_unverified: true\n",
+      "test.yaml");
+  REQUIRE(o.source.glance.direct_pools);
+  CHECK(*o.source.glance.direct_pools == std::vector<std::string>{"images", "images-ssd"});
+  CHECK(o.source.glance.min_rate_kib_s == 64);
+  CHECK(o.source.glance.max_list_pages == 5);
+  CHECK(o.source.max_image_gb == 2.5);
+  CHECK(o.source.allow_unverified);
+  auto none = ParseConfig("source:\n  glance:\n    direct_pools: []\n", "test.yaml");
+  REQUIRE(none.source.glance.direct_pools);
+  CHECK(none.source.glance.direct_pools->empty());
+  CHECK(ConfigError("source:\n  glance:\n    min_rate_kib_s: 0\n")
+            .find("source.glance.min_rate_kib_s") != std::string::npos);
+  CHECK(ConfigError("source:\n  max_image_gb: -1\n").find("source.max_image_gb") !=
+        std::string::npos);
+  CHECK(ConfigError("source:\n  glance:\n    direct_pools: [\"\"]\n")
+            .find("source.glance.direct_pools[0]") != std::string::npos);
 }

@@ -142,6 +142,8 @@ struct PathStats {
 
 struct Stats {
   uint64_t hits = 0, misses = 0, evictions = 0, stale = 0, errors = 0, direct = 0;
+  // rbd:// locations not cloned (another pool, cluster, image name or size): fetched.
+  uint64_t direct_refused = 0;
   uint64_t bytes_downloaded = 0;
   uint64_t bytes_saved = 0;  // virtual bytes not copied thanks to clones
   uint64_t entries = 0;
@@ -167,7 +169,9 @@ struct Stats {
 struct VerifyResult {
   std::string image_id;
   bool ok = false;
-  std::string detail;  // "md5 matches", "checksum mismatch: ...", "entry missing on backend"
+  // "sha512 of the entry matches the source's", "the source's md5 changed: ...",
+  // "entry missing on backend"; ok only when the source was asked and agrees.
+  std::string detail;
 };
 
 struct RebuildReport {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,15 @@ struct GlanceSourceOptions {
   std::string ca_file;        // CA bundle for https; empty: the system's. TLS is always verified.
   uint32_t timeout_s = 30;    // connect timeout, and the low-speed limit window of a download
   uint32_t retries = 3;       // retries on 5xx and dropped connections (resumed with Range)
+  // Pools a direct clone may come from (an rbd://<fsid>/<pool>/<image id>/<snap> location
+  // on the backend's cluster). Unset: the pools of Glance's rbd stores, as
+  // GET /v2/info/stores/detail tells (none when it does not); an empty list: never.
+  std::optional<std::vector<std::string>> direct_pools;
+  // KiB/s. Each download must finish within timeout_s + size / this (size: the declared
+  // one, else source.max_image_gb): a trickle fails with kTimeout. Lower it for slow links.
+  uint32_t min_rate_kib_s = 1024;
+  // Pages of 200 images an image listing may take (prefill --all); more is kSource.
+  uint32_t max_list_pages = 10000;
 };
 
 struct FileSourceOptions {
@@ -71,6 +81,13 @@ struct SourceOptions {
   SourceType type = SourceType::kGlance;
   GlanceSourceOptions glance;
   FileSourceOptions file;
+  // GiB; the most one image's stored bytes may be: a larger declared size is refused, and
+  // a download with no declared size stops there (kRefused). 0 = conversion.max_virtual_size_gb.
+  double max_image_gb = 0;
+  // Accept images with no digest the tool can check (no md5 checksum, no os_hash in
+  // sha256/sha384/sha512). Risk: their bytes are cached and cloned as the source sent
+  // them, corrupt or tampered; default false refuses them (exit 4).
+  bool allow_unverified = false;
 };
 
 struct CacheOptions {

@@ -335,7 +335,9 @@ class Parser {
                                                  {"file", SourceType::kFile}});
               }},
              {"glance", [&](auto& v, auto& p) { ParseGlance(v, p, s.glance); }},
-             {"file", [&](auto& v, auto& p) { ParseFile(v, p, s.file); }}});
+             {"file", [&](auto& v, auto& p) { ParseFile(v, p, s.file); }},
+             {"max_image_gb", [&](auto& v, auto& p) { s.max_image_gb = Number(v, p); }},
+             {"allow_unverified", [&](auto& v, auto& p) { s.allow_unverified = Bool(v, p); }}});
   }
 
   void ParseGlance(const YAML::Node& node, const std::string& path, GlanceSourceOptions& g) {
@@ -344,7 +346,12 @@ class Parser {
              {"token", [&](auto& v, auto& p) { g.token = String(v, p); }},
              {"ca_file", [&](auto& v, auto& p) { g.ca_file = PathValue(v, p); }},
              {"timeout_s", [&](auto& v, auto& p) { g.timeout_s = Integer<uint32_t>(v, p); }},
-             {"retries", [&](auto& v, auto& p) { g.retries = Integer<uint32_t>(v, p); }}});
+             {"retries", [&](auto& v, auto& p) { g.retries = Integer<uint32_t>(v, p); }},
+             {"direct_pools", [&](auto& v, auto& p) { g.direct_pools = StringList(v, p); }},
+             {"min_rate_kib_s",
+              [&](auto& v, auto& p) { g.min_rate_kib_s = Integer<uint32_t>(v, p); }},
+             {"max_list_pages",
+              [&](auto& v, auto& p) { g.max_list_pages = Integer<uint32_t>(v, p); }}});
   }
 
   void ParseFile(const YAML::Node& node, const std::string& path, FileSourceOptions& f) {
@@ -504,6 +511,16 @@ void ValidateOptions(const Options& o) {
   }
   AtLeast("source.glance.timeout_s", glance.timeout_s, 1);
   Between<uint32_t>("source.glance.retries", glance.retries, 0, 100);
+  AtLeast("source.glance.min_rate_kib_s", glance.min_rate_kib_s, 1);
+  AtLeast("source.glance.max_list_pages", glance.max_list_pages, 1);
+  if (glance.direct_pools) {
+    for (std::size_t i = 0; i < glance.direct_pools->size(); ++i) {
+      NonEmpty("source.glance.direct_pools[" + std::to_string(i) + "]", (*glance.direct_pools)[i]);
+    }
+  }
+  if (!(o.source.max_image_gb >= 0) || !std::isfinite(o.source.max_image_gb)) {
+    Invalid("source.max_image_gb", "must be >= 0 (0 = conversion.max_virtual_size_gb)");
+  }
   if (o.source.type == SourceType::kFile) NonEmpty("source.file.dir", o.source.file.dir);
 
   const auto& cache = o.cache;

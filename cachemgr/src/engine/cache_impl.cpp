@@ -229,6 +229,8 @@ Stats CacheImpl::GetStats() {
     } else if (t.kind == "direct") {
       stats.direct += t.count;
       stats.bytes_saved += t.bytes;
+    } else if (t.kind == "direct_refused") {
+      stats.direct_refused += t.count;
     } else if (t.kind == "evict") {
       stats.evictions += t.count;
     } else if (t.kind == "stale") {

@@ -2,6 +2,8 @@
 // processes and hosts.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "engine/cache_impl.h"
 #include "engine/failpoints.h"
 #include "engine/marks.h"
@@ -22,18 +24,66 @@ uint64_t EstimatedSize(const source::ImageMeta& meta) {
   return meta.virtual_size.value_or(meta.size.value_or(0));
 }
 
-// The source's own RBD image on our cluster, when it can be cloned instead of fetched.
-std::optional<source::RbdLocation> DirectLocation(const source::ImageMeta& meta,
-                                                  const std::string& cluster_id) {
-  if (cluster_id.empty() || meta.disk_format != "raw") return std::nullopt;
+// The limits on what the source may claim about an image (source.max_image_gb,
+// conversion.max_virtual_size_gb).
+source::MetaLimits Limits(const Options& o) {
+  const auto max_virtual = static_cast<uint64_t>(o.conversion.max_virtual_size_gb * (1ull << 30));
+  const auto max_image = static_cast<uint64_t>(o.source.max_image_gb * (1ull << 30));
+  return {max_image ? max_image : max_virtual, max_virtual};
+}
+
+// An rbd:// location of the image and why it may not be cloned (empty: it may).
+struct Candidate {
+  std::string url;
+  std::optional<source::RbdLocation> loc;
+  std::string refused;
+};
+
+// The rbd:// locations on the backend's cluster the source gives, each judged. A location
+// may be cloned only when it is in a pool the operator allows, names the image by its
+// id (Glance's rbd store names each image by its id, snapshot "snap"), and the image there
+// has the size the source says: anything else could be another tenant's disk.
+std::vector<Candidate> DirectCandidates(const source::ImageMeta& meta,
+                                        const std::string& cluster_id, source::Source& source,
+                                        storage::Backend& backend) {
+  std::vector<Candidate> out;
+  if (cluster_id.empty() || meta.disk_format != "raw") return out;
   std::vector<std::string> urls;
   if (!meta.direct_url.empty()) urls.push_back(meta.direct_url);
-  urls.insert(urls.end(), meta.locations.begin(), meta.locations.end());
+  for (const auto& url : meta.locations) {
+    if (std::find(urls.begin(), urls.end(), url) == urls.end()) urls.push_back(url);
+  }
+  std::optional<std::vector<std::string>> pools;  // asked only when there is an rbd location
   for (const auto& url : urls) {
     auto loc = source::ParseRbdLocation(url);
-    if (loc && loc->fsid == cluster_id && !loc->snap.empty()) return loc;
+    // file://, http://, rbd://<pool>/<image>, another cluster's store: fetched, and
+    // nothing suspicious about them.
+    if (!loc || loc->fsid != cluster_id) continue;
+    Candidate c{url, loc, ""};
+    if (!pools) pools = source.DirectPools();
+    if (std::find(pools->begin(), pools->end(), loc->pool) == pools->end()) {
+      std::string allowed;
+      for (const auto& p : *pools) allowed += (allowed.empty() ? "" : ",") + p;
+      c.refused = "pool " + loc->pool + " is not allowed (source.glance.direct_pools: " +
+                  (allowed.empty() ? "none" : allowed) + ")";
+    } else if (loc->image != meta.id) {
+      c.refused = "RBD image " + loc->image + " is not named by the image id";
+    } else if (!meta.size) {
+      c.refused = "the source gives no size to check the RBD image against";
+    } else {
+      try {
+        const uint64_t size = backend.Stat({loc->pool, loc->image}).size;
+        if (size != *meta.size) {
+          c.refused = "RBD image is " + std::to_string(size) + " bytes, the source says " +
+                      std::to_string(*meta.size);
+        }
+      } catch (const Error& e) {
+        c.refused = std::string("cannot stat the RBD image: ") + e.what();
+      }
+    }
+    out.push_back(std::move(c));
   }
-  return std::nullopt;
+  return out;
 }
 
 // Removes what a failed fill made unless Commit() runs: the staging (or renamed) image
@@ -86,6 +136,8 @@ source::ImageMeta CacheImpl::DescribeActive(const std::string& image_id) {
                 "image " + image_id + ": status is '" + meta.status + "', not active");
   }
   if (meta.id.empty()) meta.id = image_id;
+  // Before the size decides anything (admission, eviction, an uncached volume's size).
+  source::RequireBounded(meta, Limits(options_));
   return meta;
 }
 
@@ -157,7 +209,9 @@ CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
     }
   }
 
-  EnforceLimits(EstimatedSize(meta), 0, false, nullptr);
+  // Nothing is evicted for the image before its real size is known: a source that
+  // overstates it (or a fill that fails) must not empty the cache. The pass after the
+  // fill makes room.
   auto fill_start = std::chrono::steady_clock::now();
   try {
     out.row = Fill(meta, progress, &out);
@@ -202,11 +256,28 @@ index::EntryRow CacheImpl::Fill(const source::ImageMeta& meta, const ProgressFn&
       *backend_, [&] { WithIndex([&](index::Index& ix) { ix.DeleteEntry(row.id); }); }, log_);
   guard.Track(staging_ref);
 
-  auto direct = DirectLocation(meta, backend_->cluster_id());
+  std::optional<source::RbdLocation> direct;
+  for (auto& c : DirectCandidates(meta, backend_->cluster_id(), *source_, *backend_)) {
+    if (direct) break;
+    if (c.refused.empty()) {
+      storage::SnapRef parent{{c.loc->pool, c.loc->image}, c.loc->snap};
+      backend_->Clone(parent, staging_ref);
+      const uint64_t size = backend_->Stat(staging_ref).size;
+      if (size == *meta.size) {
+        direct = c.loc;
+        row.virtual_size = size;
+        break;
+      }
+      // The snapshot is not the image head: its size is what the clone shows.
+      backend_->Remove(staging_ref);
+      c.refused = "snapshot " + c.loc->snap + " is " + std::to_string(size) +
+                  " bytes, the source says " + std::to_string(*meta.size);
+    }
+    log_->warn("direct clone refused, fetching instead image={} location={} reason=\"{}\"", meta.id,
+               c.url, c.refused);
+    Event("direct_refused", meta.id, 0, {});
+  }
   if (direct) {
-    storage::SnapRef parent{{direct->pool, direct->image}, direct->snap};
-    backend_->Clone(parent, staging_ref);
-    row.virtual_size = backend_->Stat(staging_ref).size;
     row.depth = backend_->Depth(staging_ref);  // walked once here, recorded for every clone
     out->direct = true;
     log_->info("direct clone image={} parent={}/{}@{}", meta.id, direct->pool, direct->image,
@@ -214,6 +285,8 @@ index::EntryRow CacheImpl::Fill(const source::ImageMeta& meta, const ProgressFn&
   } else {
     fetch::FetchOptions fetch_options;
     fetch_options.conversion = options_.conversion;
+    fetch_options.max_image_bytes = Limits(options_).max_image_bytes;
+    fetch_options.allow_unverified = options_.source.allow_unverified;
     if (progress) {
       fetch_options.progress = [&](const std::string& stage, uint64_t done, uint64_t total) {
         progress(Progress{meta.id, stage, done, total});

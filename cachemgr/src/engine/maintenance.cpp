@@ -1,5 +1,4 @@
 // verify, rebuild-index, doctor and the source listing.
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -10,6 +9,7 @@
 #include "engine/cache_impl.h"
 #include "engine/naming.h"
 #include "fetch/workdir.h"
+#include "util/hash.h"
 #include "util/process.h"
 
 namespace cachemgr {
@@ -34,27 +34,40 @@ namespace cachemgr::engine {
 
 namespace {
 
-std::string Md5Of(storage::ImageReader& reader) {
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  EVP_DigestInit_ex(ctx.get(), EVP_md5(), nullptr);
+std::string HashOf(const std::string& algo, storage::ImageReader& reader) {
+  util::Hasher hasher(algo);
   std::vector<std::byte> buf(4 << 20);
   uint64_t offset = 0;
   for (;;) {
     size_t n = reader.Read(offset, buf);
     if (n == 0) break;
-    EVP_DigestUpdate(ctx.get(), buf.data(), n);
+    hasher.Update(std::span<const std::byte>(buf.data(), n));
     offset += n;
   }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx.get(), md, &len);
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out += kHex[md[i] >> 4];
-    out += kHex[md[i] & 15];
+  return hasher.HexDigest();
+}
+
+// The digest the entry was verified with at fill that the source still gives a value
+// for: its os_hash (a known algorithm), else its md5. nullopt when they share none.
+struct Pair {
+  std::string algo, recorded, source;
+};
+std::optional<Pair> CommonDigest(const index::EntryRow& row, const source::ImageMeta& meta) {
+  if (auto colon = row.os_hash.find(':'); colon != std::string::npos) {
+    std::string algo = row.os_hash.substr(0, colon);
+    const bool known = algo == "sha256" || algo == "sha384" || algo == "sha512";
+    if (known && meta.os_hash_algo == algo && !meta.os_hash_value.empty()) {
+      return Pair{algo, row.os_hash.substr(colon + 1), meta.os_hash_value};
+    }
   }
-  return out;
+  if (!row.checksum.empty() && !meta.checksum.empty()) {
+    return Pair{"md5", row.checksum, meta.checksum};
+  }
+  return std::nullopt;
+}
+
+std::string Short(const std::string& hex) {
+  return hex.size() > 16 ? hex.substr(0, 16) + "..." : hex;
 }
 
 }  // namespace
@@ -80,18 +93,61 @@ VerifyResult CacheImpl::Verify(const std::string& image_id) {
     result.detail = "snapshot " + row->snap_name + " missing or not protected";
     return result;
   }
-  if (row->disk_format != "raw" || row->checksum.empty()) {
-    // The entry holds the converted bytes; the source's md5 is of the original file.
+  // The source is asked now: a digest remembered from the fill proves nothing about
+  // what the source holds today.
+  source::ImageMeta meta;
+  std::string gone;  // set when the source no longer has the image
+  try {
+    meta = source_->Describe(image_id);
+  } catch (const Error& e) {
+    if (e.code() != Errc::kNotFound) {
+      result.detail = std::string("cannot get the image's digest from the source: ") + e.what();
+      return result;
+    }
+    // Deleted from the source (a flattened entry outlives it): the entry can only be
+    // checked against the digest it was verified with at fill.
+    gone = "not in the source any more; ";
+    meta.id = image_id;
+    meta.checksum = row->checksum;
+    if (auto colon = row->os_hash.find(':'); colon != std::string::npos) {
+      meta.os_hash_algo = row->os_hash.substr(0, colon);
+      meta.os_hash_value = row->os_hash.substr(colon + 1);
+    }
+  }
+  auto pair = CommonDigest(*row, meta);
+  if (!pair) {
+    result.detail =
+        source::CheckableDigest(meta)
+            ? "the source's digest is not one the entry was verified with (" +
+                  (row->os_hash.empty() ? std::string("md5")
+                                        : row->os_hash.substr(0, row->os_hash.find(':'))) +
+                  "): prefill it again to verify"
+            : std::string("the source gives no digest that can be checked") +
+                  (options_.source.allow_unverified
+                       ? " (cached unverified, source.allow_unverified)"
+                       : "");
+    return result;
+  }
+  if (pair->recorded != pair->source) {
+    result.detail = "the source's " + pair->algo + " changed: source " + Short(pair->source) +
+                    ", entry verified with " + Short(pair->recorded);
+    return result;
+  }
+  if (row->disk_format != "raw") {
+    // The entry holds the converted bytes; the source's digest is of the original file.
     result.ok = true;
-    result.detail = "entry and protected snapshot present; " + row->disk_format +
-                    " bytes are not comparable with the source checksum";
+    result.detail = gone + pair->algo + " verified at fill matches the source's; " +
+                    row->disk_format +
+                    " converted to raw, its bytes are not comparable with the source digest";
     return result;
   }
   auto reader = backend_->Open(ref, row->snap_name);
-  std::string md5 = Md5Of(*reader);
-  result.ok = md5 == row->checksum;
-  result.detail = result.ok ? "md5 matches"
-                            : "checksum mismatch: source md5 " + row->checksum + ", got " + md5;
+  std::string got = HashOf(pair->algo, *reader);
+  result.ok = got == pair->source;
+  const std::string against = gone.empty() ? "the source's" : "the one verified at fill";
+  result.detail = gone + (result.ok ? pair->algo + " of the entry matches " + against
+                                    : pair->algo + " mismatch: " + against + " " +
+                                          Short(pair->source) + ", entry data " + Short(got));
   return result;
 }
 

@@ -318,6 +318,11 @@ CreateVolumeResult CacheImpl::MakeUncached(const source::ImageMeta& meta,
              meta.id, request.volume);
   fetch::FetchOptions fetch_options;
   fetch_options.conversion = options_.conversion;
+  fetch_options.allow_unverified = options_.source.allow_unverified;
+  if (options_.source.max_image_gb > 0) {
+    fetch_options.max_image_bytes =
+        static_cast<uint64_t>(options_.source.max_image_gb * (1ull << 30));
+  }
   if (request.progress) {
     fetch_options.progress = [&](const std::string& stage, uint64_t done, uint64_t total) {
       request.progress(Progress{meta.id, stage, done, total});

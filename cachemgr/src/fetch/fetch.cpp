@@ -228,6 +228,7 @@ struct Context {
   spdlog::logger& log;
   FetchResult& result;
   std::shared_ptr<spdlog::logger> logger;
+  source::DownloadBounds bounds;  // the declared size, else the configured maximum
 
   source::ProgressFn Progress(const std::string& stage) const {
     if (!options.progress) return {};
@@ -317,7 +318,7 @@ void StreamRaw(Context& c, const source::LocalFile* local = nullptr) {
   if (local) {
     ReadLocal(c, *local, sink);
   } else {
-    c.source.Download(c.meta.id, sink, c.Progress("download"));
+    c.source.Download(c.meta.id, c.bounds, sink, c.Progress("download"));
   }
   gate.Flush(append);
   // Before Finish: a mismatch drops the writer, which removes the image.
@@ -421,7 +422,7 @@ void ConvertAndImport(Context& c, const std::string& qemu_format) {
   {
     File out(staging.download(), O_WRONLY | O_CREAT | O_EXCL);
     c.source.Download(
-        c.meta.id,
+        c.meta.id, c.bounds,
         [&](std::span<const std::byte> d) {
           integrity.Update(d);
           if (c.meta.size && integrity.bytes() > size) {
@@ -513,6 +514,13 @@ FetchResult FetchInto(source::Source& source, const source::ImageMeta& meta,
   if (!logger) logger = std::make_shared<spdlog::logger>("cachemgr-null");
   source::ValidateImageId(meta.id);
   source::RequireUsable(meta);
+  // What the source claims is checked before anything is made: sizes are bounds, and an
+  // image whose bytes cannot be verified is not fetched unless the operator allows it.
+  const uint64_t max_virtual =
+      static_cast<uint64_t>(options.conversion.max_virtual_size_gb * (1ull << 30));
+  const uint64_t max_image = options.max_image_bytes ? options.max_image_bytes : max_virtual;
+  source::RequireBounded(meta, {max_image, max_virtual});
+  source::RequireVerifiable(meta, options.allow_unverified);
   const std::string qemu_format = convert::QemuFormat(meta.disk_format);
   if (qemu_format.empty()) {
     // Names the disk_format and what is supported.
@@ -524,7 +532,7 @@ FetchResult FetchInto(source::Source& source, const source::ImageMeta& meta,
   }
 
   FetchResult result;
-  Context c{source, meta, backend, dest, options, *logger, result, logger};
+  Context c{source, meta, backend, dest, options, *logger, result, logger, {meta.size, max_image}};
   DestGuard guard(backend, dest, *logger);
   auto started = Clock::now();
   try {

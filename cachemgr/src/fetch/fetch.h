@@ -28,6 +28,11 @@ namespace cachemgr::fetch {
 
 struct FetchOptions {
   ConversionOptions conversion;
+  // Bytes a download with no declared size may bring (source.max_image_gb); a declared
+  // size over it is refused too. 0 = conversion.max_virtual_size_gb.
+  uint64_t max_image_bytes = 0;
+  // Fetch images with no digest that can be checked (source.allow_unverified).
+  bool allow_unverified = false;
   // stage: "download" | "convert" | "import"; total 0 when unknown.
   std::function<void(const std::string& stage, uint64_t done, uint64_t total)> progress;
 };

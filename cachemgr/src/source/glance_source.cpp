@@ -3,7 +3,9 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "cachemgr/error.h"
@@ -21,10 +23,31 @@ std::string Str(const json& j, const char* key) {
   return it->get<std::string>();
 }
 
-std::optional<uint64_t> U64(const json& j, const char* key) {
+// No disk is this large (librbd's own limit is lower): a bigger "size" is a lie.
+constexpr uint64_t kPlausibleBytes = 1ull << 60;
+// An answer of the JSON API larger than this is not Glance's (a page of 200 images with
+// long location lists is well under 1 MiB).
+constexpr size_t kMaxJsonBytes = 64ull << 20;
+
+// A byte count from the source: absent or null is nullopt; anything but a whole number
+// in 0..kPlausibleBytes is recorded in `invalid` (and nullopt).
+std::optional<uint64_t> Bytes(const json& j, const char* key, std::vector<std::string>* invalid) {
   auto it = j.find(key);
-  if (it == j.end() || !it->is_number_integer()) return std::nullopt;
-  return it->get<uint64_t>();
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  std::string shown = it->dump();
+  if (shown.size() > 40) shown = shown.substr(0, 40) + "...";
+  if (it->is_number_unsigned()) {
+    uint64_t v = it->get<uint64_t>();
+    if (v <= kPlausibleBytes) return v;
+    invalid->push_back(std::string(key) + ": " + shown + " bytes is beyond any disk");
+  } else if (it->is_number_integer()) {
+    invalid->push_back(std::string(key) + ": " + shown + " is negative");
+  } else if (it->is_number_float()) {
+    invalid->push_back(std::string(key) + ": " + shown + " is not a whole number of bytes");
+  } else {
+    invalid->push_back(std::string(key) + ": " + shown + " is not a number");
+  }
+  return std::nullopt;
 }
 
 ImageMeta ParseImage(const json& j) {
@@ -33,8 +56,8 @@ ImageMeta ParseImage(const json& j) {
   m.status = Str(j, "status");
   m.disk_format = Str(j, "disk_format");
   m.container_format = Str(j, "container_format");
-  m.size = U64(j, "size");
-  m.virtual_size = U64(j, "virtual_size");
+  m.size = Bytes(j, "size", &m.invalid);
+  m.virtual_size = Bytes(j, "virtual_size", &m.invalid);
   m.checksum = Str(j, "checksum");
   m.os_hash_algo = Str(j, "os_hash_algo");
   m.os_hash_value = Str(j, "os_hash_value");
@@ -90,37 +113,121 @@ class GlanceSource final : public Source {
     if (m.id != image_id) {
       throw Error(Errc::kSource, "image " + image_id + ": Glance answered for image '" + m.id + "'");
     }
+    RequireBounded(m, {});
     return m;
   }
 
   std::vector<ImageMeta> ListActive() override {
     std::vector<ImageMeta> out;
     std::string path = "/v2/images?status=active&limit=200";
-    for (int page = 0; page < 100000 && !path.empty(); ++page) {
+    std::set<std::string> seen = {path};
+    for (uint32_t page = 1;; ++page) {
       json j = GetJson(path, "image list");
+      size_t images = 0;
       if (auto it = j.find("images"); it != j.end() && it->is_array()) {
         for (const auto& img : *it) {
           ImageMeta m = ParseImage(img);
+          ++images;
           if (m.status == "active") out.push_back(std::move(m));
         }
       }
       std::string next = Str(j, "next");
-      if (next.empty() || next.rfind("/v2/", 0) != 0) break;
+      if (next.empty()) break;
+      // Glance's next is "/v2/images?marker=<last id>&...": anything else is not a page
+      // of this listing, and a listing that does not end is not Glance's.
+      std::string shown = next.size() > 200 ? next.substr(0, 200) + "..." : next;
+      if (next.rfind(options_.endpoint + "/", 0) == 0) next = next.substr(options_.endpoint.size());
+      if (next.rfind("/v2/images?", 0) != 0) {
+        throw Error(Errc::kSource, "image list: Glance's next link '" + shown +
+                                       "' is not a page of " + options_.endpoint +
+                                       "/v2/images; listing stopped");
+      }
+      if (!seen.insert(next).second) {
+        throw Error(Errc::kSource, "image list: Glance's next link '" + shown +
+                                       "' repeats an earlier page; listing stopped after " +
+                                       std::to_string(page) + " page(s)");
+      }
+      if (images == 0) {
+        throw Error(Errc::kSource, "image list: Glance sent an empty page with a next link '" +
+                                       shown + "'; listing stopped");
+      }
+      if (page >= options_.max_list_pages) {
+        throw Error(Errc::kSource, "image list: more than " + std::to_string(page) +
+                                       " pages (source.glance.max_list_pages); listing stopped");
+      }
       path = next;
     }
     return out;
   }
 
+  std::vector<std::string> DirectPools() override {
+    if (options_.direct_pools) return *options_.direct_pools;
+    std::lock_guard lock(pools_mu_);
+    if (store_pools_) return *store_pools_;
+    std::vector<std::string> pools;
+    try {
+      // Glance with enabled_backends (multi-store) tells its stores to admins.
+      json j = GetJson("/v2/info/stores/detail", "store list");
+      if (auto it = j.find("stores"); it != j.end() && it->is_array()) {
+        for (const auto& store : *it) {
+          if (!store.is_object() || Str(store, "type") != "rbd") continue;
+          auto props = store.find("properties");
+          if (props == store.end() || !props->is_object()) continue;
+          std::string pool = Str(*props, "pool");
+          if (!pool.empty()) pools.push_back(pool);
+        }
+      }
+      std::string list;
+      for (const auto& pool : pools) list += (list.empty() ? "" : ",") + pool;
+      logger_->info("glance rbd store pools pools={}", list);
+    } catch (const Error& e) {
+      logger_->info(
+          "glance rbd store pools unknown, direct clones off unless source.glance.direct_pools "
+          "names them error=\"{}\"",
+          e.what());
+    }
+    store_pools_ = pools;
+    return pools;
+  }
+
   uint64_t Download(const std::string& image_id, const Sink& sink,
+                    const ProgressFn& progress) override {
+    return Download(image_id, DownloadBounds{}, sink, progress);
+  }
+
+  uint64_t Download(const std::string& image_id, const DownloadBounds& bounds, const Sink& sink,
                     const ProgressFn& progress) override {
     ValidateImageId(image_id);
     const std::string url = options_.endpoint + "/v2/images/" + image_id + "/file";
     const std::string what = "image " + image_id;
     uint64_t done = 0;      // bytes handed to the sink
-    uint64_t total = 0;     // from the first response's Content-Length, when known
+    uint64_t total = bounds.size.value_or(0);  // declared, else the first Content-Length
     bool range_ok = true;   // the server honours Range on this image
     uint32_t failures = 0;
+    // The whole download, retries included, must end by the deadline: a trickle that
+    // keeps the low-speed limit happy still fails.
+    const uint64_t expected = bounds.size ? *bounds.size : bounds.max_bytes;
+    const uint64_t rate = std::max<uint64_t>(options_.min_rate_kib_s, 1) * 1024;
+    const bool has_deadline = bounds.size || bounds.max_bytes;
+    const uint64_t budget_ms =
+        http_.timeout_s * 1000ull + expected / rate * 1000 + (expected % rate) * 1000 / rate;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(budget_ms);
+    auto timed_out = [&] {
+      return Error(Errc::kTimeout,
+                   what + ": download did not finish within " + std::to_string(budget_ms / 1000) +
+                       " s (source.glance.timeout_s " + std::to_string(http_.timeout_s) + " + " +
+                       std::to_string(expected) + " bytes at source.glance.min_rate_kib_s " +
+                       std::to_string(options_.min_rate_kib_s) + "); got " + std::to_string(done) +
+                       " bytes");
+    };
     while (true) {
+      HttpOptions http = http_;
+      if (has_deadline) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) throw timed_out();
+        http.total_timeout_ms = static_cast<uint64_t>(left.count());
+      }
       std::vector<std::string> headers = AuthHeaders();
       if (done > 0 && range_ok) headers.push_back("Range: bytes=" + std::to_string(done) + "-");
       uint64_t skip = 0;  // bytes of this response the sink already has
@@ -140,8 +247,17 @@ class GlanceSource final : public Source {
           // A full body: either the first attempt, or a server that ignores Range. The
           // sink must see each byte once, so the part it already has is skipped.
           skip = done;
-          if (auto it = h.find("content-length"); it != h.end() && total == 0) {
-            total = std::strtoull(it->second.c_str(), nullptr, 10);
+          if (auto it = h.find("content-length"); it != h.end()) {
+            uint64_t length = std::strtoull(it->second.c_str(), nullptr, 10);
+            // Longer than declared: refused before a byte is read. (Shorter: the body
+            // ends early and is reported as truncated.)
+            if (bounds.size && length > *bounds.size) {
+              throw Error(Errc::kCorrupt, what + ": body longer than its declared size: Glance "
+                                                 "sends " + std::to_string(length) +
+                                              " bytes for an image it says is " +
+                                              std::to_string(*bounds.size) + " bytes");
+            }
+            if (total == 0) total = length;
           }
         }
       };
@@ -153,15 +269,26 @@ class GlanceSource final : public Source {
           data = data.subspan(static_cast<size_t>(drop));
         }
         if (data.empty()) return;
+        if (bounds.size && done + data.size() > *bounds.size) {
+          throw Error(Errc::kCorrupt, what + ": body longer than its declared size " +
+                                          std::to_string(*bounds.size) + " bytes");
+        }
+        if (!bounds.size && bounds.max_bytes && done + data.size() > bounds.max_bytes) {
+          throw Error(Errc::kRefused, what + ": no declared size and the body passed " +
+                                          std::to_string(bounds.max_bytes) +
+                                          " bytes (source.max_image_gb)");
+        }
         sink(data);
         done += data.size();
         if (progress) progress(done, total);
       };
-      HttpResult r = HttpGet(url, headers, http_, on_start, on_body);
+      HttpResult r = HttpGet(url, headers, http, on_start, on_body);
 
+      bool short_body = false;
       if (!r.transport_error() && (r.status == 200 || r.status == 206)) {
         if (total != 0 && done < total) {
           // The body ended early without curl noticing (no Content-Length on a retry).
+          short_body = true;
           r.curl_code = 18;  // CURLE_PARTIAL_FILE
           r.curl_error = "body ended at byte " + std::to_string(done) + " of " +
                          std::to_string(total);
@@ -184,8 +311,17 @@ class GlanceSource final : public Source {
         }
         if (r.status < 500) ThrowForStatus(r, what);
       }
+      if (has_deadline && r.timed_out() && std::chrono::steady_clock::now() >= deadline) {
+        throw timed_out();
+      }
       // A 5xx or a dropped / stalled connection: retry with backoff, resuming.
       if (failures >= options_.retries) {
+        if (short_body || r.curl_code == 18 /* CURLE_PARTIAL_FILE */) {
+          throw Error(Errc::kCorrupt, what + ": truncated download: got " + std::to_string(done) +
+                                          " of " + std::to_string(total) + " bytes after " +
+                                          std::to_string(failures + 1) + " attempt(s) (" +
+                                          r.curl_error + ")");
+        }
         if (r.transport_error()) {
           throw Error(r.timed_out() ? Errc::kTimeout : Errc::kSource,
                       what + ": download failed after " + std::to_string(failures + 1) +
@@ -251,7 +387,14 @@ class GlanceSource final : public Source {
     uint32_t failures = 0;
     while (true) {
       std::string body;
-      HttpResult r = HttpGetString(options_.endpoint + path, AuthHeaders(), o, &body);
+      HttpResult r = HttpGet(
+          options_.endpoint + path, AuthHeaders(), o, {}, [&](std::span<const std::byte> data) {
+            if (body.size() + data.size() > kMaxJsonBytes) {
+              throw Error(Errc::kSource, what + ": Glance's answer is larger than " +
+                                             std::to_string(kMaxJsonBytes >> 20) + " MiB");
+            }
+            body.append(reinterpret_cast<const char*>(data.data()), data.size());
+          });
       if (!r.transport_error() && r.status >= 200 && r.status < 300) {
         try {
           return json::parse(body);
@@ -280,6 +423,8 @@ class GlanceSource final : public Source {
   GlanceSourceOptions options_;
   std::shared_ptr<spdlog::logger> logger_;
   HttpOptions http_;
+  std::mutex pools_mu_;
+  std::optional<std::vector<std::string>> store_pools_;  // from GET /v2/info/stores/detail
 };
 
 }  // namespace

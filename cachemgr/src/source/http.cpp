@@ -131,7 +131,9 @@ HttpResult HttpGet(const std::string& url, const std::vector<std::string>& heade
   // A stalled transfer (under 1 byte/s for timeout_s) fails instead of hanging forever.
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options.timeout_s));
-  if (options.total_timeout_s > 0) {
+  if (options.total_timeout_ms > 0) {
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(options.total_timeout_ms));
+  } else if (options.total_timeout_s > 0) {
     curl_easy_setopt(c, CURLOPT_TIMEOUT, static_cast<long>(options.total_timeout_s));
   }
   CURLcode rc = curl_easy_perform(c);

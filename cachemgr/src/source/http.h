@@ -17,6 +17,7 @@ struct HttpOptions {
   std::string ca_file;      // empty: the system's CA store
   uint32_t timeout_s = 30;  // connect timeout, and the window of the low-speed limit
   uint32_t total_timeout_s = 0;  // whole request; 0 = none (downloads are long)
+  uint64_t total_timeout_ms = 0;  // whole request in ms, when set (overrides total_timeout_s)
 };
 
 struct HttpResult {

@@ -11,6 +11,33 @@
 
 namespace cachemgr::source {
 
+uint64_t Source::Download(const std::string& image_id, const DownloadBounds& bounds,
+                          const Sink& sink, const ProgressFn& progress) {
+  const std::string what = "image " + image_id;
+  uint64_t got = 0;
+  Download(
+      image_id,
+      [&](std::span<const std::byte> data) {
+        if (bounds.size && got + data.size() > *bounds.size) {
+          throw Error(Errc::kCorrupt, what + ": body longer than its declared size " +
+                                          std::to_string(*bounds.size) + " bytes");
+        }
+        if (!bounds.size && bounds.max_bytes && got + data.size() > bounds.max_bytes) {
+          throw Error(Errc::kRefused, what + ": no declared size and the body passed " +
+                                          std::to_string(bounds.max_bytes) +
+                                          " bytes (source.max_image_gb)");
+        }
+        got += data.size();
+        sink(data);
+      },
+      progress);
+  if (bounds.size && got != *bounds.size) {
+    throw Error(Errc::kCorrupt, what + ": truncated download: got " + std::to_string(got) + " of " +
+                                    std::to_string(*bounds.size) + " declared bytes");
+  }
+  return got;
+}
+
 namespace {
 int64_t MtimeNs(const struct stat& st) {
   return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
@@ -109,6 +136,51 @@ void ValidateImageId(const std::string& id) {
                     "' is not valid: expected 1..200 of [A-Za-z0-9._-], not starting with "
                     "'.' or '-'");
   }
+}
+
+void RequireBounded(const ImageMeta& meta, const MetaLimits& limits) {
+  const std::string what = "image " + meta.id;
+  if (!meta.invalid.empty()) {
+    std::string fields;
+    for (const auto& f : meta.invalid) fields += (fields.empty() ? "" : "; ") + f;
+    throw Error(Errc::kRefused, what + ": the source describes it with impossible values: " +
+                                    fields + " (fix the image's record in the source)");
+  }
+  auto gib = [](uint64_t b) { return std::to_string(b / (1ull << 30)) + " GiB"; };
+  if (meta.size && limits.max_image_bytes && *meta.size > limits.max_image_bytes) {
+    throw Error(Errc::kRefused, what + ": size " + std::to_string(*meta.size) +
+                                    " bytes is over source.max_image_gb (" +
+                                    gib(limits.max_image_bytes) + ")");
+  }
+  if (meta.virtual_size && limits.max_virtual_bytes &&
+      *meta.virtual_size > limits.max_virtual_bytes) {
+    throw Error(Errc::kRefused, what + ": virtual_size " + std::to_string(*meta.virtual_size) +
+                                    " bytes is over conversion.max_virtual_size_gb (" +
+                                    gib(limits.max_virtual_bytes) + ")");
+  }
+}
+
+std::optional<Digest> CheckableDigest(const ImageMeta& meta) {
+  static const char* kStrong[] = {"sha256", "sha384", "sha512"};
+  if (!meta.os_hash_value.empty()) {
+    for (const char* algo : kStrong) {
+      if (meta.os_hash_algo == algo) return Digest{algo, meta.os_hash_value};
+    }
+  }
+  if (!meta.checksum.empty()) return Digest{"md5", meta.checksum};
+  return std::nullopt;
+}
+
+void RequireVerifiable(const ImageMeta& meta, bool allow_unverified) {
+  if (allow_unverified || CheckableDigest(meta)) return;
+  std::string algo = meta.os_hash_algo.empty() ? "none" : "'" + meta.os_hash_algo + "'";
+  throw Error(Errc::kRefused,
+              "image " + meta.id +
+                  ": the source gives no digest that can be checked (no md5 checksum; "
+                  "os_hash_algo " +
+                  algo +
+                  ", known: sha256, sha384, sha512): its bytes cannot be verified. Add a "
+                  "checksum to the image, or accept the risk with source.allow_unverified: true");
 }
 
 void RequireUsable(const ImageMeta& meta) {

@@ -32,6 +32,15 @@ struct ImageMeta {
   std::string updated_at;        // ISO 8601 as the source gives it
   std::string direct_url;        // e.g. rbd://<fsid>/<pool>/<image>/<snap>
   std::vector<std::string> locations;  // every location url
+  // Fields the source sent that cannot be true ("size: -1 is not a byte count"): such an
+  // image is refused before anything is made for it (RequireBounded).
+  std::vector<std::string> invalid;
+};
+
+// What a download may bring: the source's declared size is a bound, not a fact.
+struct DownloadBounds {
+  std::optional<uint64_t> size;  // declared bytes: a longer or shorter body is kCorrupt
+  uint64_t max_bytes = 0;        // with no declared size: more is kRefused; 0 = no bound
 };
 
 // A regular file of the source opened read-only, without following symlinks. Move-only;
@@ -79,6 +88,14 @@ class Source {
   // exactly once (retries resume where they stopped). Does not verify checksums.
   virtual uint64_t Download(const std::string& image_id, const Sink& sink,
                             const ProgressFn& progress = {}) = 0;
+  // The same within `bounds`: the sink never sees a byte past the declared size (or
+  // max_bytes), and a body of another length throws (kCorrupt; kRefused past max_bytes).
+  // A source that can stall (HTTP) also derives its overall deadline from the bounds.
+  virtual uint64_t Download(const std::string& image_id, const DownloadBounds& bounds,
+                            const Sink& sink, const ProgressFn& progress = {});
+  // Pools whose RBD images the source itself stores images in (Glance's rbd stores), the
+  // only ones a direct clone may come from unless configured; empty when unknown.
+  virtual std::vector<std::string> DirectPools() { return {}; }
   // The image's own file opened for reading, when the source has one (file source):
   // lets a backend reflink (or, when configured, hard-link) it instead of copying.
   // Everything is read from the descriptor, never by path again.
@@ -108,5 +125,23 @@ void ValidateImageId(const std::string& id);
 // pending_delete and killed images are kNotFound; queued, saving, deactivated and the
 // rest kRefused), container_format "bare" or empty (kRefused).
 void RequireUsable(const ImageMeta& meta);
+
+// Limits on what a source may claim about an image.
+struct MetaLimits {
+  uint64_t max_image_bytes = 0;    // stored size (source.max_image_gb); 0 = none
+  uint64_t max_virtual_bytes = 0;  // disk size (conversion.max_virtual_size_gb); 0 = none
+};
+// Throws kRefused naming the image and the field unless the sizes the source gave are
+// plausible: no invalid field, size and virtual_size within `limits`.
+void RequireBounded(const ImageMeta& meta, const MetaLimits& limits);
+
+// The digest a fetch can check: os_hash with a known algorithm (sha256, sha384, sha512),
+// else the md5 checksum; nullopt when there is none.
+struct Digest {
+  std::string algo, value;
+};
+std::optional<Digest> CheckableDigest(const ImageMeta& meta);
+// Throws kRefused unless the image has a checkable digest or `allow_unverified`.
+void RequireVerifiable(const ImageMeta& meta, bool allow_unverified);
 
 }  // namespace cachemgr::source
