@@ -218,7 +218,7 @@ class GlanceSource final : public Source {
                        " s (source.glance.timeout_s " + std::to_string(http_.timeout_s) + " + " +
                        std::to_string(expected) + " bytes at source.glance.min_rate_kib_s " +
                        std::to_string(options_.min_rate_kib_s) + "); got " + std::to_string(done) +
-                       " bytes");
+                       " bytes in " + std::to_string(failures + 1) + " attempt(s)");
     };
     while (true) {
       HttpOptions http = http_;
