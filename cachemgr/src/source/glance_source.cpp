@@ -252,8 +252,10 @@ class GlanceSource final : public Source {
             // Longer than declared: refused before a byte is read. (Shorter: the body
             // ends early and is reported as truncated.)
             if (bounds.size && length > *bounds.size) {
-              throw Error(Errc::kCorrupt, what + ": body longer than its declared size: Glance "
-                                                 "sends " + std::to_string(length) +
+              throw Error(Errc::kCorrupt, what +
+                                              ": body longer than its declared size: Glance "
+                                              "sends " +
+                                              std::to_string(length) +
                                               " bytes for an image it says is " +
                                               std::to_string(*bounds.size) + " bytes");
             }
