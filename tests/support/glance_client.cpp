@@ -108,8 +108,10 @@ void AddLocation(const std::string& endpoint, const std::string& id, const std::
                  const std::string& store) {
   nlohmann::json metadata = nlohmann::json::object();
   if (!store.empty()) metadata["store"] = store;
-  nlohmann::json patch = nlohmann::json::array(
-      {{{"op", "add"}, {"path", "/locations/-"}, {"value", {{"url", url}, {"metadata", metadata}}}}});
+  nlohmann::json patch =
+      nlohmann::json::array({{{"op", "add"},
+                              {"path", "/locations/-"},
+                              {"value", {{"url", url}, {"metadata", metadata}}}}});
   Reply r = Request("PATCH", endpoint + "/v2/images/" + id,
                     {"Content-Type: application/openstack-images-v2.1-json-patch"}, patch.dump());
   if (r.status != 200) {

@@ -218,7 +218,7 @@ class GlanceSource final : public Source {
                        " s (source.glance.timeout_s " + std::to_string(http_.timeout_s) + " + " +
                        std::to_string(expected) + " bytes at source.glance.min_rate_kib_s " +
                        std::to_string(options_.min_rate_kib_s) + "); got " + std::to_string(done) +
-                       " bytes");
+                       " bytes in " + std::to_string(failures + 1) + " attempt(s)");
     };
     while (true) {
       HttpOptions http = http_;
@@ -252,8 +252,10 @@ class GlanceSource final : public Source {
             // Longer than declared: refused before a byte is read. (Shorter: the body
             // ends early and is reported as truncated.)
             if (bounds.size && length > *bounds.size) {
-              throw Error(Errc::kCorrupt, what + ": body longer than its declared size: Glance "
-                                                 "sends " + std::to_string(length) +
+              throw Error(Errc::kCorrupt, what +
+                                              ": body longer than its declared size: Glance "
+                                              "sends " +
+                                              std::to_string(length) +
                                               " bytes for an image it says is " +
                                               std::to_string(*bounds.size) + " bytes");
             }
