@@ -547,6 +547,16 @@ struct LocalBackend::Impl {
              s.shared_inode + ", now " + now +
              "); remove the entry (cachemgr evict) so the image is fetched again");
   }
+  // After a link of our own to or from a shared file (rename, `.backing`): its ctime moved
+  // for that alone, so the identity is recorded anew (checked just before).
+  void Relinked(const ImageRef& ref, Sidecar& s) {
+    if (s.shared_inode.empty()) return;
+    auto path = PathOf(ref);
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) FailErrno("cannot stat", path, errno);
+    s.shared_inode = SharedIdentity(st);
+    Save(ref, s);
+  }
   static std::string SharedIdentity(const struct stat& st) {
     auto ns = [](const struct timespec& t) {
       return std::to_string(static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec);
@@ -1159,6 +1169,7 @@ void LocalBackend::Rename(const ImageRef& from, const std::string& to_name) {
   std::lock_guard lock(impl_->mu);
   impl_->RequireFree(to);
   Sidecar s = impl_->Load(from);
+  impl_->CheckShared(from, s);
   std::string format = impl_->Format(from, s);
   auto from_path = PathOf(from);
   auto to_path = PathOf(to);
@@ -1187,6 +1198,7 @@ void LocalBackend::Rename(const ImageRef& from, const std::string& to_name) {
   }
   ::unlink(from_path.c_str());
   impl_->DropSidecar(from);
+  impl_->Relinked(to, s);
   FsyncDir(from_path.parent_path());
 }
 
@@ -1330,7 +1342,10 @@ void LocalBackend::Clone(const SnapRef& parent, const ImageRef& child) {
     impl_->RequireFree(child);
     size = rec.size;
     parent_format = impl_->Format(parent.image, ps);
-    if (impl_->mode == CloneMode::kQcow2) backing = impl_->EnsureStable(PathOf(parent.image));
+    if (impl_->mode == CloneMode::kQcow2) {
+      backing = impl_->EnsureStable(PathOf(parent.image));
+      impl_->Relinked(parent.image, ps);
+    }
   }
   if (impl_->mode != CloneMode::kQcow2) {
     impl_->CopyTo(parent.image, size, child, {});

@@ -198,6 +198,11 @@ TEST_CASE("mode accepts an octal string, quoted or not") {
   CHECK(ParseConfig("backend: {local: {mode: 644}}").backend.local.mode == 0644);
 }
 
+TEST_CASE("hard-link adoption of file-source images is off unless configured") {
+  CHECK_FALSE(ParseConfig("backend: {local: {}}").backend.local.hardlink_prefill);
+  CHECK(ParseConfig("backend: {local: {hardlink_prefill: true}}").backend.local.hardlink_prefill);
+}
+
 TEST_CASE("every error class names the key path and the rule") {
   struct Case {
     const char* what;

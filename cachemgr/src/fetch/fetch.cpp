@@ -333,7 +333,15 @@ void StreamRaw(Context& c, const source::LocalFile* local = nullptr) {
 // way they are hashed from that descriptor and checked unchanged at the end, so what was
 // adopted is what was verified.
 void AdoptRaw(Context& c, const source::LocalFile& file) {
-  std::string detected = convert::DetectFdFormat(file.fd(), file.name());
+  // The head alone, as StreamRaw sees it.
+  std::vector<std::byte> head(convert::kHeaderBytes);
+  ssize_t n = ::pread(file.fd(), head.data(), head.size(), 0);
+  if (n < 0) {
+    throw Error(Errc::kSource, "image " + c.meta.id + ": cannot read " + file.name() + ": " +
+                                   std::strerror(errno));
+  }
+  head.resize(static_cast<size_t>(n));
+  std::string detected = convert::DetectFormat(head);
   c.result.detected_format = detected;
   convert::RequireFormatMatches(c.meta.id, c.meta.disk_format, detected);
   auto started = Clock::now();

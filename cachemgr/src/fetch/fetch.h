@@ -2,11 +2,15 @@
 //
 // raw:    source bytes stream straight into Backend::Create's writer (no temporary file),
 //         md5 and os_hash computed on the fly and checked before Finish().
-// other:  downloaded (hashed) into a staging file in conversion.dir after its free space
-//         is checked, inspected (real format == disk_format, no backing file, no external
-//         data file, vmdk extents and create type allowed, virtual size within limits),
+// other:  downloaded (hashed) into a staging file in a private working dir of its own in
+//         conversion.dir (fetch/workdir.h) after its free space is checked, inspected
+//         (real format == disk_format, no backing file, no external data file, vmdk
+//         extents and create type allowed, virtual size within limits), checked intact
+//         (convert::CheckIntact: truncation is refused with or without a checksum),
 //         converted with `qemu-img convert -O raw` (argv, explicit -f, limits), imported.
-// file source + raw: Backend::Adopt (hard link) is tried first, the file is still hashed.
+// file source + raw: the source's opened file is offered to Backend::AdoptShared (a
+//         reflink, or a checked hard link when configured), else streamed from that same
+//         descriptor; hashed from it either way, and refused if it changed meanwhile.
 // On any failure nothing is left at `dest` or in conversion.dir.
 #pragma once
 
@@ -43,7 +47,7 @@ struct FetchResult {
   std::string detected_format;    // what the header said (raw, qcow2, ...)
   std::string md5;                // of the downloaded bytes
   std::string os_hash_algo, os_hash_value;
-  bool adopted = false;           // dest is a hard link of the source's file
+  bool adopted = false;  // dest shares the source file's extents or inode
   std::chrono::microseconds download{}, convert{}, import{};
 };
 
