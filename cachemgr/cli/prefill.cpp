@@ -127,8 +127,11 @@ std::vector<std::string> CollectIds(Context& ctx, const PrefillArgs& args) {
 
 class Run {
  public:
-  Run(Context& ctx, const PrefillArgs& args, std::vector<std::string> ids)
-      : ctx_(ctx), args_(args), tty_(ProgressOnTerminal()) {
+  // `start`: when the command began, so the time reported includes opening the cache and
+  // listing the source, not only the fills.
+  Run(Context& ctx, const PrefillArgs& args, std::vector<std::string> ids,
+      std::chrono::steady_clock::time_point start)
+      : ctx_(ctx), args_(args), tty_(ProgressOnTerminal()), start_(start) {
     for (auto& id : ids) {
       items_.emplace_back();
       items_.back().image_id = id;
@@ -137,7 +140,6 @@ class Run {
 
   int Go() {
     Cache& cache = ctx_.cache();
-    const auto start = std::chrono::steady_clock::now();
     const int workers = std::max(1, std::min<int>(args_.concurrency, items_.size()));
     std::vector<std::thread> pool;
     for (int i = 0; i < workers; ++i) pool.emplace_back([&] { Worker(cache); });
@@ -151,7 +153,7 @@ class Run {
     cv_.notify_all();
     if (painter.joinable()) painter.join();
     wall_ = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
-                                                                  start);
+                                                                  start_);
     return Report();
   }
 
@@ -355,6 +357,7 @@ class Run {
   Context& ctx_;
   const PrefillArgs& args_;
   const bool tty_;
+  const std::chrono::steady_clock::time_point start_;
   std::vector<Item> items_;  // fixed size: workers hold references into it
   std::atomic<size_t> next_{0};
   std::mutex mu_;
@@ -366,6 +369,7 @@ class Run {
 };
 
 int RunPrefill(Context& ctx, const PrefillArgs& args) {
+  const auto start = std::chrono::steady_clock::now();
   if (args.concurrency < 1) throw Error{Errc::kInvalidArgument, "--concurrency: must be >= 1"};
   if (args.retries < 0) throw Error{Errc::kInvalidArgument, "--retries: must be >= 0"};
   auto ids = CollectIds(ctx, args);
@@ -381,7 +385,7 @@ int RunPrefill(Context& ctx, const PrefillArgs& args) {
     throw Error{Errc::kInvalidArgument,
                 "no images given: name IMAGE_IDs, use --from-file FILE|- or --all"};
   }
-  Run run(ctx, args, std::move(ids));
+  Run run(ctx, args, std::move(ids), start);
   return run.Go();
 }
 

@@ -26,6 +26,7 @@
 #include "cachemgr/error.h"
 #include "storage/factory.h"
 #include "storage/local/local_root.h"
+#include "util/file_identity.h"
 #include "util/process.h"
 
 namespace cachemgr::storage {
@@ -558,12 +559,7 @@ struct LocalBackend::Impl {
     Save(ref, s);
   }
   static std::string SharedIdentity(const struct stat& st) {
-    auto ns = [](const struct timespec& t) {
-      return std::to_string(static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec);
-    };
-    return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
-           std::to_string(st.st_size) + ":" + ns(st.st_mtim) + ":" + ns(st.st_ctim) + ":" +
-           std::to_string(st.st_nlink);
+    return util::FileIdentity(st) + ":" + std::to_string(st.st_nlink);
   }
 
   void ApplyOwnership(int fd, const fs::path& path) const {

@@ -132,6 +132,7 @@ struct EvictReport {
   uint64_t entries_before = 0, entries_after = 0;
   uint64_t bytes_before = 0, bytes_after = 0;  // as counted by cache.size_accounting
   uint64_t pinned_bytes = 0;                   // evicted entries kept for their clones
+  uint64_t source_requests = 0;  // requests made to the source (Glance GETs) by the pass
   std::chrono::microseconds elapsed{};
 };
 

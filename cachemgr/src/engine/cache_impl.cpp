@@ -5,6 +5,7 @@
 #include <map>
 
 #include "cachemgr/config.h"
+#include "engine/digest_store.h"
 #include "engine/naming.h"
 #include "fetch/workdir.h"
 #include "policy/eviction.h"
@@ -91,6 +92,7 @@ CacheImpl::CacheImpl(Options options, std::shared_ptr<spdlog::logger> logger,
   }
   backend_kind_ = backend_->kind();
   location_ = backend_->location();
+  source_->SetDigestCache(MakeIndexDigestCache(index_mu_, *index_));
   log_->debug("cache opened backend={} location={} source={} index={}", backend_kind_, location_,
               source_->kind(), options_.index);
 }

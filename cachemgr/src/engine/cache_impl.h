@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -100,6 +101,8 @@ class CacheImpl final : public Cache {
 
   // --- miss path (fill.cpp)
   source::ImageMeta DescribeActive(const std::string& image_id);
+  // The checks DescribeActive makes, on an answer got otherwise (a listing).
+  source::ImageMeta RequireActive(source::ImageMeta meta, const std::string& image_id);
   bool Admits(const source::ImageMeta& meta) const;
   Ensured EnsureEntry(const source::ImageMeta& meta, const ProgressFn& progress);
   Ensured EnsureEntryLocked(const source::ImageMeta& meta, const ProgressFn& progress);
@@ -163,6 +166,10 @@ class CacheImpl final : public Cache {
   // Concurrent asks of the source about one image share one request: a burst of cold
   // requests is one GET to Glance, not one each.
   SingleFlight<source::ImageMeta> describes_;
+  // What SourceImages listed, taken (once) by Prefill instead of asking again: `prefill
+  // --all` is the listing's few requests, not one more per image.
+  std::mutex listed_mu_;
+  std::map<std::string, source::ImageMeta> listed_;
   std::filesystem::path lock_dir_;
   std::string owner_;
   std::string backend_kind_;

@@ -2,6 +2,8 @@
 // leftovers, purge of deferred deletes, stale and gone entries, background flatten).
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <map>
 #include <set>
 
 #include "engine/cache_impl.h"
@@ -473,15 +475,35 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
         {"gc", "", dir.string(), 0, "working dir of a fill that died", !options.dry_run});
   }
 
+  const uint64_t requests_before = source_->Requests();
   if (options.check_source) {
     auto rows =
         WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
+    // One listing answers for every entry (a few pages, not a GET per entry); an image it
+    // does not show is asked about alone, which tells gone from hidden.
+    std::map<std::string, source::ImageMeta> listed;
+    const bool any = std::any_of(rows.begin(), rows.end(), [](const index::EntryRow& r) {
+      return !r.pinned && r.state == index::State::kReady;
+    });
+    if (any) {
+      try {
+        if (auto all = source_->ListForCheck()) {
+          for (auto& m : *all) {
+            std::string id = m.id;
+            listed.emplace(std::move(id), std::move(m));
+          }
+        }
+      } catch (const Error& e) {
+        log_->warn("source list failed, asking per entry error={}", e.what());
+      }
+    }
     for (const auto& row : rows) {
       if (row.pinned || row.state != index::State::kReady) continue;
       std::string kind, reason;
       try {
         backend_->RequireIntact(EntryRef(row.cache_name));
-        auto meta = source_->Describe(row.image_id);
+        auto it = listed.find(row.image_id);
+        auto meta = it != listed.end() ? it->second : source_->Describe(row.image_id);
         if (meta.status == "deleted" || meta.status == "killed" ||
             meta.status == "pending_delete") {
           kind = "gone";
@@ -548,10 +570,11 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
     for (const auto& a : report.actions) left_alone += a.kind == "left alone";
     Event(kEventLeftAlone, "", left_alone, {});
   }
+  report.source_requests = source_->Requests() - requests_before;
   report.elapsed = Since(start);
-  log_->info("eviction pass actions={} entries={} bytes={} pinned={} ms={}",
+  log_->info("eviction pass actions={} entries={} bytes={} pinned={} source_requests={} ms={}",
              report.actions.size(), report.entries_after, report.bytes_after,
-             report.pinned_bytes, report.elapsed.count() / 1000);
+             report.pinned_bytes, report.source_requests, report.elapsed.count() / 1000);
   return report;
 }
 

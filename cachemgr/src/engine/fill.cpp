@@ -129,8 +129,12 @@ class FillGuard {
 }  // namespace
 
 source::ImageMeta CacheImpl::DescribeActive(const std::string& image_id) {
-  auto meta = describes_.Do(
-      image_id, [&] { return source_->Describe(image_id); }, nullptr);
+  return RequireActive(describes_.Do(
+                           image_id, [&] { return source_->Describe(image_id); }, nullptr),
+                       image_id);
+}
+
+source::ImageMeta CacheImpl::RequireActive(source::ImageMeta meta, const std::string& image_id) {
   if (meta.status != "active") {
     throw Error(Errc::kNotFound,
                 "image " + image_id + ": status is '" + meta.status + "', not active");

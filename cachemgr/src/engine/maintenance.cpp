@@ -180,7 +180,12 @@ RebuildReport CacheImpl::RebuildIndex() {
 
 std::vector<std::string> CacheImpl::SourceImages() {
   std::vector<std::string> ids;
-  for (const auto& meta : source_->ListActive()) ids.push_back(meta.id);
+  auto listed = source_->ListActive();
+  std::lock_guard lock(listed_mu_);
+  for (auto& meta : listed) {
+    ids.push_back(meta.id);
+    listed_[meta.id] = std::move(meta);
+  }
   return ids;
 }
 

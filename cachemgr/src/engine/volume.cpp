@@ -395,7 +395,15 @@ void CacheImpl::DeleteVolume(const std::string& volume) {
 PrefillResult CacheImpl::Prefill(const std::string& image_id, const ProgressFn& progress) {
   auto start = std::chrono::steady_clock::now();
   ValidateImageId(image_id);
-  auto meta = DescribeActive(image_id);
+  std::optional<source::ImageMeta> listed;
+  {
+    std::lock_guard lock(listed_mu_);
+    if (auto it = listed_.find(image_id); it != listed_.end()) {
+      listed = std::move(it->second);
+      listed_.erase(it);
+    }
+  }
+  auto meta = listed ? RequireActive(std::move(*listed), image_id) : DescribeActive(image_id);
   PrefillResult result;
   result.image_id = image_id;
   if (!Admits(meta)) {

@@ -98,6 +98,15 @@ struct EventTotals {
   int64_t micros = 0;
 };
 
+struct SourceDigestRow {
+  std::string location;  // the image store (file source: its absolute directory)
+  std::string image_id;
+  std::string identity;  // util::FileIdentity of the file the digests were computed from
+  std::string disk_format;  // read from the header ('' when the sidecar names it)
+  std::string md5, sha512;  // '' when not computed (the sidecar names a digest)
+  int64_t computed_at = 0;
+};
+
 class Index {
  public:
   // Opens or creates the index at `path` and migrates it to the newest schema.
@@ -157,6 +166,13 @@ class Index {
   void UpdateVolume(const VolumeRow& row);
   void DeleteVolume(int64_t id);
   uint64_t CountVolumes(int64_t entry_id);
+
+  // --- digests the file source computed (index_digests.cpp), one row per image of a
+  // source location, valid while the file's identity stays `identity`
+  std::optional<SourceDigestRow> FindSourceDigest(const std::string& location,
+                                                  const std::string& image_id);
+  void PutSourceDigest(const SourceDigestRow& row);  // replaces the image's row
+  void DeleteSourceDigest(const std::string& location, const std::string& image_id);
 
   // --- events
   void RecordEvent(const EventRow& event);

@@ -3,8 +3,10 @@
 // An optional sidecar <id>.json ({"disk_format", "checksum", "os_hash_algo",
 // "os_hash_value", "virtual_size", "container_format"}) says what the image is meant to
 // be; without one the format is read from the header and, when it names no digest, the
-// checksums are computed from the file (and remembered while its size and mtime stay
-// the same).
+// checksums are computed from the file. Both are computed once per file version and kept
+// (in the cache's index through a DigestCache, else in this object) with the file's
+// identity (device, inode, size, mtime and ctime in ns): while a stat gives the same
+// identity, Describe reads nothing of the image.
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -23,6 +25,7 @@
 #include "cachemgr/error.h"
 #include "convert/format.h"
 #include "source/source.h"
+#include "util/file_identity.h"
 #include "util/hash.h"
 
 namespace cachemgr::source {
@@ -65,6 +68,9 @@ class FileSource final : public Source {
  public:
   FileSource(const FileSourceOptions& options, std::shared_ptr<spdlog::logger> logger)
       : dir_(options.dir), logger_(std::move(logger)) {
+    std::error_code ec;
+    location_ = fs::absolute(dir_, ec).lexically_normal().string();
+    if (ec) location_ = dir_.string();
     if (!logger_) logger_ = std::make_shared<spdlog::logger>("cachemgr-null");
   }
   ~FileSource() override {
@@ -75,7 +81,12 @@ class FileSource final : public Source {
 
   ImageMeta Describe(const std::string& image_id) override {
     ValidateImageId(image_id);
-    LocalFile file = *OpenEntry(image_id, image_id, /*missing_ok=*/false);
+    std::optional<LocalFile> opened = OpenEntry(image_id, image_id, /*missing_ok=*/true);
+    if (!opened) {
+      Forget(image_id);  // a removed image's kept digests would only grow the index
+      throw Error(Errc::kNotFound, "image " + image_id + ": no file " + (dir_ / image_id).string());
+    }
+    LocalFile file = std::move(*opened);
     ImageMeta m;
     m.id = image_id;
     m.status = "active";
@@ -95,29 +106,25 @@ class FileSource final : public Source {
       return it != sidecar.end() && it->is_string() ? it->get<std::string>() : std::string();
     };
     m.disk_format = str("disk_format");
-    if (m.disk_format.empty()) {
-      std::string detected = convert::DetectFdFormat(file.fd(), file.name());
-      m.disk_format = detected == "vpc" ? "vhd" : detected;
-    }
     if (std::string c = str("container_format"); !c.empty()) m.container_format = c;
-    if (auto it = sidecar.find("virtual_size"); it != sidecar.end() && it->is_number_integer()) {
-      m.virtual_size = it->get<uint64_t>();
-    } else if (m.disk_format == "raw") {
-      m.virtual_size = m.size;
-    }
     m.checksum = str("checksum");
     m.os_hash_algo = str("os_hash_algo");
     m.os_hash_value = str("os_hash_value");
     // A sidecar that names a digest is the claim checked at fetch; the file's own digests
     // stand in only when it names none (else a computed os_hash would always match and
     // a wrong md5 claim would go unchecked).
-    if (m.checksum.empty() && m.os_hash_value.empty()) {
-      Hashes h = ComputedHashes(image_id, file);
-      if (m.checksum.empty()) m.checksum = h.md5;
-      if (m.os_hash_value.empty()) {
-        m.os_hash_algo = "sha512";
-        m.os_hash_value = h.sha512;
-      }
+    const bool need_hashes = m.checksum.empty() && m.os_hash_value.empty();
+    FileDigests known = Known(image_id, file, m.disk_format.empty(), need_hashes);
+    if (m.disk_format.empty()) m.disk_format = known.disk_format == "vpc" ? "vhd" : known.disk_format;
+    if (auto it = sidecar.find("virtual_size"); it != sidecar.end() && it->is_number_integer()) {
+      m.virtual_size = it->get<uint64_t>();
+    } else if (m.disk_format == "raw") {
+      m.virtual_size = m.size;
+    }
+    if (need_hashes) {
+      m.checksum = known.md5;
+      m.os_hash_algo = "sha512";
+      m.os_hash_value = known.sha512;
     }
     file.RequireUnchanged(image_id);
     return m;
@@ -161,6 +168,11 @@ class FileSource final : public Source {
     return OpenEntry(image_id, image_id, /*missing_ok=*/false);
   }
 
+  void SetDigestCache(std::shared_ptr<DigestCache> cache) override {
+    std::lock_guard lock(mu_);
+    cache_ = std::move(cache);
+  }
+
   void Ping() override {
     DirFd();
     if (::access(dir_.c_str(), R_OK | X_OK) != 0) {
@@ -170,12 +182,6 @@ class FileSource final : public Source {
   }
 
  private:
-  struct Hashes {
-    int64_t size = -1;
-    int64_t mtime_ns = -1;
-    std::string md5, sha512;
-  };
-
   // The image directory, opened once (O_DIRECTORY): every entry is opened relative to it.
   int DirFd() {
     std::lock_guard lock(mu_);
@@ -308,35 +314,103 @@ class FileSource final : public Source {
     return h.HexDigest().size();
   }
 
-  Hashes ComputedHashes(const std::string& image_id, const LocalFile& file) {
+  // The file's header format and digests as far as asked for, from the kept row when it
+  // was computed from this very version of the file (same identity), else read from the
+  // descriptor and kept. A file that changes while read is kCorrupt and nothing is kept.
+  FileDigests Known(const std::string& image_id, const LocalFile& file, bool need_format,
+                    bool need_hashes) {
     struct stat st {};
-    ::fstat(file.fd(), &st);
-    int64_t mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+    if (::fstat(file.fd(), &st) != 0) {
+      throw Error(Errc::kSource, "image " + image_id + ": cannot stat " + file.name() + ": " +
+                                     std::strerror(errno));
+    }
+    const std::string identity = util::FileIdentity(st);
+    std::optional<FileDigests> kept = Lookup(image_id);
+    if (!kept || kept->identity != identity) kept = FileDigests{identity, "", "", ""};
+    const bool have_format = !need_format || !kept->disk_format.empty();
+    const bool have_hashes = !need_hashes || (!kept->md5.empty() && !kept->sha512.empty());
+    if (have_format && have_hashes) return *kept;
+    if (!have_format) kept->disk_format = convert::DetectFdFormat(file.fd(), file.name());
+    if (!have_hashes) {
+      util::Hasher md5("md5"), sha512("sha512");
+      ReadAll(image_id, file,
+              [&](std::span<const std::byte> d) {
+                md5.Update(d);
+                sha512.Update(d);
+              },
+              {});
+      kept->md5 = md5.HexDigest();
+      kept->sha512 = sha512.HexDigest();
+    }
+    // Kept only when nothing moved while it was read (ctime included): a write that
+    // restored the size and mtime is another version, never labelled with these digests.
+    struct stat after {};
+    if (::fstat(file.fd(), &after) != 0 || util::FileIdentity(after) != identity) {
+      throw Error(Errc::kCorrupt, "image " + image_id + ": file " + file.name() +
+                                      " changed while it was read; retry once it is no longer "
+                                      "being written");
+    }
+    Store(image_id, *kept);
+    return *kept;
+  }
+
+  std::optional<FileDigests> Lookup(const std::string& image_id) {
+    std::shared_ptr<DigestCache> cache;
     {
       std::lock_guard lock(mu_);
-      auto it = hashes_.find(image_id);
-      if (it != hashes_.end() && it->second.size == st.st_size && it->second.mtime_ns == mtime_ns) {
+      cache = cache_;
+      if (!cache) {
+        auto it = kept_.find(image_id);
+        if (it == kept_.end()) return std::nullopt;
         return it->second;
       }
     }
-    util::Hasher md5("md5"), sha512("sha512");
-    ReadAll(image_id, file,
-            [&](std::span<const std::byte> d) {
-              md5.Update(d);
-              sha512.Update(d);
-            },
-            {});
-    Hashes h{st.st_size, mtime_ns, md5.HexDigest(), sha512.HexDigest()};
-    std::lock_guard lock(mu_);
-    hashes_[image_id] = h;
-    return h;
+    return cache->Find(Location(), image_id);
   }
+
+  void Store(const std::string& image_id, const FileDigests& d) {
+    std::shared_ptr<DigestCache> cache;
+    {
+      std::lock_guard lock(mu_);
+      cache = cache_;
+      if (!cache) {
+        kept_[image_id] = d;
+        return;
+      }
+    }
+    try {
+      cache->Put(Location(), image_id, d);
+    } catch (const Error& e) {
+      // Only the next process's speed depends on it: the digests are right either way.
+      logger_->warn("digests not kept image={} error=\"{}\"", image_id, e.what());
+    }
+  }
+
+  void Forget(const std::string& image_id) {
+    std::shared_ptr<DigestCache> cache;
+    {
+      std::lock_guard lock(mu_);
+      kept_.erase(image_id);
+      cache = cache_;
+    }
+    if (!cache) return;
+    try {
+      cache->Forget(Location(), image_id);
+    } catch (const Error& e) {
+      logger_->warn("digests not forgotten image={} error=\"{}\"", image_id, e.what());
+    }
+  }
+
+  // The store's name in the kept rows: its absolute directory.
+  const std::string& Location() const { return location_; }
 
   fs::path dir_;
   std::shared_ptr<spdlog::logger> logger_;
   std::mutex mu_;
   int dir_fd_ = -1;
-  std::map<std::string, Hashes> hashes_;
+  std::string location_;
+  std::shared_ptr<DigestCache> cache_;       // the index's, when the engine gave one
+  std::map<std::string, FileDigests> kept_;  // without one: this object's lifetime
 };
 
 }  // namespace

@@ -1,6 +1,7 @@
 // The Glance v2 image API as a Source.
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <mutex>
@@ -118,8 +119,20 @@ class GlanceSource final : public Source {
   }
 
   std::vector<ImageMeta> ListActive() override {
+    return ListPages("/v2/images?status=active&limit=200", /*active_only=*/true);
+  }
+
+  // Every image visible to the token, any status, in pages as large as Glance gives
+  // (api_limit_max, 1000 by default): a pass over thousands of entries is a few GETs.
+  // Glance's list API has no field selection; each page is bounded (kMaxJsonBytes).
+  std::optional<std::vector<ImageMeta>> ListForCheck() override {
+    return ListPages("/v2/images?limit=1000", /*active_only=*/false);
+  }
+
+  uint64_t Requests() const override { return requests_.load(); }
+
+  std::vector<ImageMeta> ListPages(std::string path, bool active_only) {
     std::vector<ImageMeta> out;
-    std::string path = "/v2/images?status=active&limit=200";
     std::set<std::string> seen = {path};
     for (uint32_t page = 1;; ++page) {
       json j = GetJson(path, "image list");
@@ -128,7 +141,7 @@ class GlanceSource final : public Source {
         for (const auto& img : *it) {
           ImageMeta m = ParseImage(img);
           ++images;
-          if (m.status == "active") out.push_back(std::move(m));
+          if (!active_only || m.status == "active") out.push_back(std::move(m));
         }
       }
       std::string next = Str(j, "next");
@@ -284,6 +297,7 @@ class GlanceSource final : public Source {
         done += data.size();
         if (progress) progress(done, total);
       };
+      requests_.fetch_add(1);
       HttpResult r = HttpGet(url, headers, http, on_start, on_body);
 
       bool short_body = false;
@@ -389,6 +403,7 @@ class GlanceSource final : public Source {
     uint32_t failures = 0;
     while (true) {
       std::string body;
+      requests_.fetch_add(1);
       HttpResult r = HttpGet(
           options_.endpoint + path, AuthHeaders(), o, {}, [&](std::span<const std::byte> data) {
             if (body.size() + data.size() > kMaxJsonBytes) {
@@ -427,6 +442,7 @@ class GlanceSource final : public Source {
   HttpOptions http_;
   std::mutex pools_mu_;
   std::optional<std::vector<std::string>> store_pools_;  // from GET /v2/info/stores/detail
+  std::atomic<uint64_t> requests_{0};
 };
 
 }  // namespace

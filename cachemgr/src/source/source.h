@@ -71,6 +71,26 @@ class LocalFile {
   int64_t mtime_ns_ = 0;
 };
 
+// What the file source learned from reading a whole image file, kept by the cache (the
+// index) so that the next process asks a stat, not a hash. Keyed by the image store
+// (`location`) and image id; valid only for the file version named by `identity`
+// (util::FileIdentity).
+struct FileDigests {
+  std::string identity;
+  std::string disk_format;  // read from the header; '' when not read
+  std::string md5, sha512;  // '' when not computed
+};
+class DigestCache {
+ public:
+  virtual ~DigestCache() = default;
+  // nullopt when nothing is kept; callers compare the identity themselves.
+  virtual std::optional<FileDigests> Find(const std::string& location,
+                                          const std::string& image_id) = 0;
+  virtual void Put(const std::string& location, const std::string& image_id,
+                   const FileDigests& digests) = 0;
+  virtual void Forget(const std::string& location, const std::string& image_id) = 0;
+};
+
 // Receives downloaded bytes in order. Throwing aborts the download.
 using Sink = std::function<void(std::span<const std::byte>)>;
 using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
@@ -102,6 +122,17 @@ class Source {
   virtual std::optional<LocalFile> OpenLocal(const std::string& image_id) = 0;
   // A cheap reachability check for `doctor`; throws on failure.
   virtual void Ping() = 0;
+  // Where a source that computes digests keeps them across processes (file source);
+  // others ignore it. Without one, digests are kept only while this object lives.
+  virtual void SetDigestCache(std::shared_ptr<DigestCache> /*cache*/) {}
+  // Every image the source lists, whatever its status, in as few requests as the source
+  // allows (Glance: pages of its list API), for a pass that checks many entries at once;
+  // an image absent from it must still be asked about alone (Describe). nullopt when
+  // Describe is as cheap as a listing (file source: a stat).
+  virtual std::optional<std::vector<ImageMeta>> ListForCheck() { return std::nullopt; }
+  // Requests made to the source by this object so far (HTTP requests for Glance; 0 for
+  // a source that makes none), for the pass's report and the bench.
+  virtual uint64_t Requests() const { return 0; }
 };
 
 std::unique_ptr<Source> MakeGlanceSource(const GlanceSourceOptions& options,
