@@ -412,3 +412,26 @@ TEST_CASE("a missing or queued image is kNotFound and creates nothing") {
   CHECK(env.CountRows("SELECT count(*) FROM volumes") == 0);
   CHECK(cache->List().empty());
 }
+
+TEST_CASE("the eviction pass asks Glance with its paged list, not a GET per entry") {
+  GlanceEnv env;
+  constexpr int kImages = 6;
+  std::vector<std::string> ids;
+  for (int i = 0; i < kImages; ++i) ids.push_back(env.Upload("raw", env.golden));  // the fs store
+  auto cache = env.Open();
+  for (const auto& id : ids) cache->Prefill(id);
+  auto report = cache->RunEvictionPass({});
+  CHECK(report.actions.empty());
+  // One page of up to 1000 images (two if other tests left many): never one per entry.
+  CHECK(report.source_requests >= 1);
+  CHECK(report.source_requests <= 2);
+  CHECK(report.entries_after == kImages);
+
+  // An entry whose image is gone is missing from the listing: asked about alone.
+  glance::DeleteImage(env.endpoint, ids[0]);
+  auto gone = cache->RunEvictionPass({});
+  REQUIRE(gone.actions.size() == 1);
+  CHECK(gone.actions[0].kind == "gone");
+  CHECK(gone.actions[0].image_id == ids[0]);
+  CHECK(gone.source_requests <= 3);
+}
