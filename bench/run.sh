@@ -10,7 +10,7 @@
 #   BENCH_RUN_DIR   scratch dir for the cluster, Glance, images (default: $BUILD/bench-run)
 #   BENCH_RESULTS   where latest.json/png go (default: bench/results)
 #   BENCH_ONLY      space-separated scenarios to run (default: all):
-#                   hit burst miss rss flight index local import
+#                   hit burst miss rss flight index local import digest
 #   BENCH_REPS      repetitions of each single-flight and import run (default: 3)
 #   BENCH_MISS_REPS repetitions of each miss, engine and Cinder alternating (default: 2)
 #   BENCH_QUICK=1   fewer samples everywhere (a smoke run; its numbers are not the record)
@@ -21,7 +21,7 @@ build=$(cd "${BUILD:-build}" 2>/dev/null && pwd) || { echo "bench: no build dir 
 bin=$build/bench
 run=${BENCH_RUN_DIR:-$build/bench-run}
 results=${BENCH_RESULTS:-$repo/bench/results}
-only=${BENCH_ONLY:-hit burst miss rss flight index local import}
+only=${BENCH_ONLY:-hit burst miss rss flight index local import digest}
 reps=${BENCH_REPS:-3}
 miss_reps=${BENCH_MISS_REPS:-2}
 quick=${BENCH_QUICK:-0}
@@ -286,6 +286,19 @@ series = [{"scenario": "import", "name": n, "unit": "ms", "samples": v, "extra":
           for n, v in (("engine", ours), ("rbd import", theirs)) if v]
 json.dump({"series": series}, open(sys.argv[1], "w"), indent=1)' "$out/import.json"
   rm -f "$run/work/import.raw"
+fi
+
+# ---------------------------------------------------------------- digest
+# Hits and passes that cost a stat (bench/digest_bench.sh): a 4 GiB hit against a 16 MiB
+# one, and `evict` / `prefill --all` over 1,000 cached images (200 with BENCH_QUICK)
+# for the file source and Glance, with Glance's requests per pass.
+if want digest; then
+  log "digest: hits by image size, passes over many cached images"
+  DIGEST_N=$([[ $quick == 1 ]] && echo 200 || echo 1000) GLANCE_ENDPOINT=$endpoint \
+    step digest 1800 bash -c '"$0" "$1" "$2" >"$3"' "$repo/bench/digest_bench.sh" \
+    "$build/cachemgr/cli/cachemgr" "$run/digest" "$out/digest.txt"
+  [[ -f $out/digest.txt ]] && sed 's/^/    /' "$out/digest.txt" >&2
+  rm -rf "$run/digest"
 fi
 
 # ---------------------------------------------------------------- report
