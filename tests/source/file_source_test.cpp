@@ -1,7 +1,12 @@
 // Hashing, format detection, the image-directory source, and the fetch pipeline on the
 // local backend, with a corpus of hostile images made here with qemu-img.
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 
+#include <chrono>
+#include <map>
+#include <thread>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -129,6 +134,75 @@ TEST_CASE("file source: describe, list, checksums, not found") {
   CHECK(Thrown([&] { bed.source->Describe("../images/img-raw"); }).code() ==
         Errc::kInvalidArgument);
   bed.source->Ping();
+}
+
+// A DigestCache kept in memory, shared by several sources as the index is by processes.
+struct MemoryDigests : source::DigestCache {
+  std::map<std::string, source::FileDigests> rows;
+  int puts = 0;
+  std::optional<source::FileDigests> Find(const std::string& l, const std::string& id) override {
+    auto it = rows.find(l + "/" + id);
+    if (it == rows.end()) return std::nullopt;
+    return it->second;
+  }
+  void Put(const std::string& l, const std::string& id, const source::FileDigests& d) override {
+    rows[l + "/" + id] = d;
+    ++puts;
+  }
+  void Forget(const std::string& l, const std::string& id) override { rows.erase(l + "/" + id); }
+};
+
+uint64_t BytesReadSoFar() {
+  std::ifstream in("/proc/self/io");
+  std::string key;
+  uint64_t value = 0;
+  while (in >> key >> value)
+    if (key == "rchar:") return value;
+  return 0;
+}
+
+TEST_CASE("file source: digests are computed once per file version, kept in the DigestCache") {
+  DirBed bed;
+  const fs::path img = bed.images / "img";
+  WriteRawImage(img, 32 << 20, 32 << 20, 5);
+  auto kept = std::make_shared<MemoryDigests>();
+  bed.source->SetDigestCache(kept);
+  auto first = bed.source->Describe("img");
+  CHECK(first.checksum == Md5(img));
+  CHECK(kept->puts == 1);
+
+  // Another source (the next process) with the same store asks a stat, not a hash.
+  auto next = source::MakeFileSource({bed.images.string()}, nullptr);
+  next->SetDigestCache(kept);
+  uint64_t before = BytesReadSoFar();
+  auto again = next->Describe("img");
+  CHECK(BytesReadSoFar() - before < (1 << 20));
+  CHECK(again.checksum == first.checksum);
+  CHECK(again.os_hash_value == first.os_hash_value);
+  CHECK(kept->puts == 1);
+
+  // Same size, mtime put back (touch -d), one byte changed: ctime tells it.
+  struct stat st {};
+  REQUIRE(::stat(img.c_str(), &st) == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  {
+    std::fstream f(img, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(1 << 20);
+    f.put('\x5a');
+  }
+  struct timespec times[2] = {st.st_atim, st.st_mtim};
+  REQUIRE(::utimensat(AT_FDCWD, img.c_str(), times, 0) == 0);
+  auto changed = next->Describe("img");
+  CHECK(changed.updated_at == first.updated_at);
+  CHECK(changed.size == first.size);
+  CHECK(changed.checksum == Md5(img));
+  CHECK(changed.checksum != first.checksum);
+  CHECK(kept->puts == 2);
+
+  // A removed image's row goes with it.
+  fs::remove(img);
+  CHECK(Thrown([&] { next->Describe("img"); }).code() == Errc::kNotFound);
+  CHECK(kept->rows.empty());
 }
 
 TEST_CASE("file source + raw: the file is reflinked (or copied) into the backend and checked") {
