@@ -3,10 +3,11 @@
 -- A file-source image without a sidecar digest is hashed (md5 and sha512) to learn what
 -- it is; that is a read of the whole image. The result is kept here, keyed by the image
 -- store (its absolute directory) and the image id, with the identity of the file it was
--- computed from: "dev:ino:size:mtime_ns:ctime_ns". While a stat of the file gives the
--- same identity, the digests (and the format read from its header) are answered from
--- this row; any other identity (rewritten in place, replaced, touched back to its old
--- mtime: ctime still moves) means another version, hashed again.
+-- computed from: "dev:ino:size:mtime_ns:ctime_ns:nlink". While a stat of the file gives the
+-- same identity (or one where only ctime moved with the link count: a hard link added or
+-- dropped), the digests (and the format read from its header) are answered from this
+-- row; any other identity (rewritten in place, replaced, touched back to its old mtime:
+-- ctime still moves) means another version, hashed again.
 CREATE TABLE source_digests (
   location     TEXT    NOT NULL,
   image_id     TEXT    NOT NULL,

@@ -526,16 +526,7 @@ struct LocalBackend::Impl {
     if (::stat(path.c_str(), &st) != 0) FailErrno("cannot stat", path, errno);
     const std::string now = SharedIdentity(st);
     if (now == s.shared_inode) return;
-    auto fields = [](const std::string& id) {
-      std::vector<std::string> out;
-      std::stringstream in(id);
-      for (std::string f; std::getline(in, f, ':');) out.push_back(f);
-      return out;
-    };
-    auto was = fields(s.shared_inode), is = fields(now);
-    const bool same_content =
-        was.size() == 6 && is.size() == 6 && std::equal(was.begin(), was.begin() + 4, is.begin());
-    if (same_content && was[5] != is[5]) {
+    if (util::SameFileVersion(s.shared_inode, now)) {
       s.shared_inode = now;
       Save(ref, s);
       return;
@@ -558,9 +549,7 @@ struct LocalBackend::Impl {
     s.shared_inode = SharedIdentity(st);
     Save(ref, s);
   }
-  static std::string SharedIdentity(const struct stat& st) {
-    return util::FileIdentity(st) + ":" + std::to_string(st.st_nlink);
-  }
+  static std::string SharedIdentity(const struct stat& st) { return util::FileIdentity(st); }
 
   void ApplyOwnership(int fd, const fs::path& path) const {
     if (uid || gid) {

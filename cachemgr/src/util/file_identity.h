@@ -3,8 +3,11 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <sstream>
 #include <string>
+#include <vector>
 
 namespace cachemgr::util {
 
@@ -12,14 +15,31 @@ inline int64_t Nanoseconds(const struct timespec& t) {
   return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
 }
 
-// "dev:ino:size:mtime_ns:ctime_ns". Any write, truncation, replacement or `touch -d`
-// back to an old mtime changes it (the kernel moves ctime on each and no one can set
-// it), so two stats with the same identity saw the same bytes. Used for the file
-// source's kept digests and for the hard-linked bases of the local backend.
+// "dev:ino:size:mtime_ns:ctime_ns:nlink". Any write, truncation, replacement or
+// `touch -d` back to an old mtime moves ctime (which no one can set), so two stats
+// with the same identity saw the same bytes. The file source's kept digests and the
+// local backend's hard-linked bases are both checked against it (SameFileVersion).
 inline std::string FileIdentity(const struct stat& st) {
   return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
          std::to_string(st.st_size) + ":" + std::to_string(Nanoseconds(st.st_mtim)) + ":" +
-         std::to_string(Nanoseconds(st.st_ctim));
+         std::to_string(Nanoseconds(st.st_ctim)) + ":" + std::to_string(st.st_nlink);
+}
+
+// Whether identity `is` is the same file version as `was`: equal, or only ctime moved
+// together with the link count (a hard link added or dropped, which changes no byte).
+// A ctime change with the same link count (a write with its mtime put back, chmod) is
+// another version.
+inline bool SameFileVersion(const std::string& was, const std::string& is) {
+  if (was == is) return true;
+  auto fields = [](const std::string& id) {
+    std::vector<std::string> out;
+    std::stringstream in(id);
+    for (std::string f; std::getline(in, f, ':');) out.push_back(f);
+    return out;
+  };
+  auto a = fields(was), b = fields(is);
+  return a.size() == 6 && b.size() == 6 && std::equal(a.begin(), a.begin() + 4, b.begin()) &&
+         a[5] != b[5];
 }
 
 }  // namespace cachemgr::util
