@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <linux/fs.h>
 #include <pwd.h>
+#include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -18,9 +19,8 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <spdlog/spdlog.h>
-#include <sstream>
 #include <shared_mutex>
+#include <sstream>
 #include <thread>
 
 #include "cachemgr/error.h"

@@ -5,11 +5,11 @@
 #include <sys/stat.h>
 
 #include <chrono>
-#include <map>
-#include <thread>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <thread>
 
 #include "convert/format.h"
 #include "fetch_util.h"

@@ -573,8 +573,8 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
   report.source_requests = source_->Requests() - requests_before;
   report.elapsed = Since(start);
   log_->info("eviction pass actions={} entries={} bytes={} pinned={} source_requests={} ms={}",
-             report.actions.size(), report.entries_after, report.bytes_after,
-             report.pinned_bytes, report.source_requests, report.elapsed.count() / 1000);
+             report.actions.size(), report.entries_after, report.bytes_after, report.pinned_bytes,
+             report.source_requests, report.elapsed.count() / 1000);
   return report;
 }
 

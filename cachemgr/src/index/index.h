@@ -101,7 +101,7 @@ struct EventTotals {
 struct SourceDigestRow {
   std::string location;  // the image store (file source: its absolute directory)
   std::string image_id;
-  std::string identity;  // util::FileIdentity of the file they were computed from
+  std::string identity;     // util::FileIdentity of the file they were computed from
   std::string disk_format;  // read from the header ('' when the sidecar names it)
   std::string md5, sha512;  // '' when not computed (the sidecar names a digest)
   int64_t computed_at = 0;

@@ -115,7 +115,8 @@ class FileSource final : public Source {
     // a wrong md5 claim would go unchecked).
     const bool need_hashes = m.checksum.empty() && m.os_hash_value.empty();
     FileDigests known = Known(image_id, file, m.disk_format.empty(), need_hashes);
-    if (m.disk_format.empty()) m.disk_format = known.disk_format == "vpc" ? "vhd" : known.disk_format;
+    if (m.disk_format.empty())
+      m.disk_format = known.disk_format == "vpc" ? "vhd" : known.disk_format;
     if (auto it = sidecar.find("virtual_size"); it != sidecar.end() && it->is_number_integer()) {
       m.virtual_size = it->get<uint64_t>();
     } else if (m.disk_format == "raw") {
