@@ -466,6 +466,8 @@ TEST_CASE("system folders are refused as root, index folder and conversion dir")
     o.conversion.dir = folder + "/conversion";
     CHECK_NOTHROW(cachemgr::ValidateOptions(o));
   }
+}
+
 TEST_CASE("the source's bounds: direct_pools, min_rate_kib_s, max_list_pages, max_image_gb") {
   auto d = ParseConfig("", "test.yaml");
   CHECK(!d.source.glance.direct_pools);  // unset: Glance's rbd store pools
