@@ -177,6 +177,10 @@ class Backend {
   // local: flock under the root). Waits up to `timeout`, then throws kBusy.
   virtual std::unique_ptr<Lock> AcquireLock(const std::string& key,
                                             std::chrono::milliseconds timeout) = 0;
+  // The keys that have a lock object (RBD: in a RADOS namespace of their own, so the
+  // listing holds nothing else) or lock file (local: under <root>/.locks), held or not:
+  // what a crashed holder left is found here and discarded by whoever takes it next.
+  virtual std::vector<std::string> ListLocks() = 0;
 };
 
 // Checks a backend image or snapshot name; throws kInvalidArgument naming it if bad.

@@ -98,6 +98,7 @@ class LocalBackend final : public Backend {
 
   std::unique_ptr<Lock> AcquireLock(const std::string& key,
                                     std::chrono::milliseconds timeout) override;
+  std::vector<std::string> ListLocks() override;
 
   struct Impl;
 

@@ -87,6 +87,7 @@ class FaultyBackend final : public storage::Backend {
   bool PurgeTrash(const storage::TrashEntry& entry) override;
   std::unique_ptr<storage::Lock> AcquireLock(const std::string& key,
                                              std::chrono::milliseconds timeout) override;
+  std::vector<std::string> ListLocks() override { return inner_->ListLocks(); }
 
   // Counts the call and throws if a fault is armed for it (used by the writer and reader
   // wrappers too).
