@@ -202,6 +202,10 @@ class Backend {
   // them unless `dry_run`; a temporary a writer is still making is never listed. The
   // default has none (RBD: staging images are named and collected by the engine's gc).
   virtual std::vector<Leftover> SweepTemporaries(bool dry_run);
+  // The keys that have a lock object (RBD: in a RADOS namespace of their own, so the
+  // listing holds nothing else) or lock file (local: under <root>/.locks), held or not:
+  // what a crashed holder left is found here and discarded by whoever takes it next.
+  virtual std::vector<std::string> ListLocks() = 0;
 };
 
 // Checks a backend image or snapshot name; throws kInvalidArgument naming it if bad.

@@ -1561,6 +1561,16 @@ std::unique_ptr<Lock> LocalBackend::AcquireLock(const std::string& key,
   }
 }
 
+std::vector<std::string> LocalBackend::ListLocks() {
+  std::vector<std::string> keys;
+  std::error_code ec;
+  for (const auto& file : fs::directory_iterator(impl_->root / ".locks", ec)) {
+    const std::string name = file.path().filename().string();
+    if (name.size() > 5 && name.ends_with(".lock")) keys.push_back(name.substr(0, name.size() - 5));
+  }
+  return keys;
+}
+
 std::unique_ptr<Backend> MakeLocalBackend(const LocalBackendOptions& options,
                                           std::shared_ptr<spdlog::logger> logger) {
   return std::make_unique<LocalBackend>(options, std::move(logger));

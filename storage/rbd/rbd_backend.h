@@ -84,11 +84,14 @@ class RbdBackend final : public Backend {
 
   std::unique_ptr<Lock> AcquireLock(const std::string& key,
                                     std::chrono::milliseconds timeout) override;
+  std::vector<std::string> ListLocks() override;
 
  private:
   // The ioctx of `pool` (the configured namespace applies when it is options_.pool).
   std::shared_ptr<PoolCtx> Pool(const std::string& pool);
   std::shared_ptr<PoolCtx> PoolNs(const std::string& pool, const std::string& ns);
+  // The RADOS namespace of the lock objects: "<namespace>.cachemgr-locks".
+  std::shared_ptr<PoolCtx> LockPool();
   ImageHandle OpenImage(const PoolCtx& pool, const std::string& name, bool read_only,
                         const char* snap = nullptr);
   ImageOptionsHandle NewImageOptions() const;

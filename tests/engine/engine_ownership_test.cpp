@@ -317,7 +317,8 @@ TEST_CASE("lock files and objects do not pile up: fills, evictions and a pass") 
   if (kRbd) {
     std::string out;
     REQUIRE(
-        RunCommand({"rados", "--conf", CephConf().string(), "-p", "volumes", "-N", env.ns, "ls"},
+        RunCommand({"rados", "--conf", CephConf().string(), "-p", "volumes", "-N",
+                    env.ns + ".cachemgr-locks", "ls"},
                    &out) == 0);
     size_t locks = 0;
     for (size_t pos = 0; (pos = out.find("cachemgr.lock.", pos)) != std::string::npos; ++pos) {
@@ -327,4 +328,64 @@ TEST_CASE("lock files and objects do not pile up: fills, evictions and a pass") 
   } else {
     CHECK(count_files(env.dir / "root" / ".locks") <= 2);
   }
+}
+
+TEST_CASE("a fill killed while it holds its locks leaves no lock once a pass ran; held ones stay") {
+  Env env;
+  auto cache = env.Open();
+  auto& b = *env.backend;
+  cache->Prefill(env.AddImage(kMiB, 1));  // a live entry: its locks may stay
+  auto before = b.ListLocks();
+  const std::set<std::string> live_keys(before.begin(), before.end());
+  // A miss stopped with its image locks held (no row, no object yet), then kill -9.
+  auto killed = env.AddImage(kMiB, 2);
+  pid_t pid = env.StartChild({"create:" + killed + ":killed"},
+                             std::string(engine::kFillLockedFailpoint) + ":sleep");
+  std::string key;
+  for (int i = 0; i < 600 && key.empty(); ++i) {
+    for (const auto& k : b.ListLocks()) {
+      if (!live_keys.count(k)) key = k;
+    }
+    if (key.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  REQUIRE_FALSE(key.empty());
+  // Held by the child now: taking it without waiting is refused.
+  CHECK(CodeOf([&] { b.AcquireLock(key, std::chrono::milliseconds(0)); }) == Errc::kBusy);
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  REQUIRE(WIFSIGNALED(status));
+  // A concurrent holder's lock on a key no entry has: the pass must not take it.
+  auto other = storage::MakeBackend(env.options.backend, nullptr);
+  const std::string held_key(40, 'e');
+  auto held = other->AcquireLock(held_key, std::chrono::seconds(5));
+
+  cache->RunEvictionPass({});
+  auto after = b.ListLocks();
+  const std::set<std::string> left(after.begin(), after.end());
+  CHECK_FALSE(left.count(key));
+  CHECK(left.count(held_key));
+  for (const auto& k : left) CHECK((k == held_key || live_keys.count(k)));
+  CHECK(CodeOf([&] { b.AcquireLock(held_key, std::chrono::milliseconds(0)); }) == Errc::kBusy);
+  // No engine lock file of the killed fill either.
+  std::error_code ec;
+  for (const auto& f : std::filesystem::directory_iterator(env.dir / "state" / "locks", ec)) {
+    CHECK_FALSE(f.path().filename().string().starts_with(key));
+  }
+  if (kRbd) {  // the lock objects live apart from the images, in a namespace of their own
+    std::string out;
+    REQUIRE(
+        RunCommand({"rados", "--conf", CephConf().string(), "-p", "volumes", "-N", env.ns, "ls"},
+                   &out) == 0);
+    CHECK(out.find("cachemgr.lock.") == std::string::npos);
+    REQUIRE(RunCommand({"rados", "--conf", CephConf().string(), "-p", "volumes", "-N",
+                        env.ns + ".cachemgr-locks", "ls"},
+                       &out) == 0);
+    CHECK(out.find("cachemgr.lock." + key) == std::string::npos);
+    CHECK(out.find("cachemgr.lock." + held_key) != std::string::npos);
+  }
+  // The image is cached normally afterwards.
+  held.reset();
+  cache->CreateVolume({.image_id = killed, .volume = "after"});
+  CHECK(env.SameData("after", killed));
 }

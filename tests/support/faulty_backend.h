@@ -92,6 +92,7 @@ class FaultyBackend final : public storage::Backend {
   std::vector<storage::Leftover> SweepTemporaries(bool dry_run) override {
     return inner_->SweepTemporaries(dry_run);
   }
+  std::vector<std::string> ListLocks() override { return inner_->ListLocks(); }
 
   // Counts the call and throws if a fault is armed for it (used by the writer and reader
   // wrappers too).

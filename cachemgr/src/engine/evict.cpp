@@ -381,6 +381,25 @@ void CacheImpl::SweepLockFiles(bool dry_run) {
       // Held: in use.
     }
   }
+  // The backend's lock objects (RBD) or files (local) of keys no longer cached: a holder
+  // discards its own, a crashed one leaves it. Taken with no wait (held: in use), the
+  // key checked again under the lock (a fill may have made it live meanwhile).
+  for (const auto& key : backend_->ListLocks()) {
+    if (!IsEntryName(key) || live.count(key)) continue;
+    try {
+      auto locks = LockImage(key, std::chrono::milliseconds(0));
+      bool now_live = false;
+      for (const auto& row :
+           WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
+        if (!row.pinned && EntryName(row.image_id) == key) now_live = true;
+      }
+      if (now_live) continue;
+      locks.Discard();
+      log_->info("removed lock of an image no longer cached key={}", key);
+    } catch (const Error& e) {
+      if (e.code() != Errc::kBusy) throw;
+    }
+  }
 }
 
 void CacheImpl::LeaveAlone(const std::string& name, const std::string& why,

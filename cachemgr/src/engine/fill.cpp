@@ -171,6 +171,7 @@ CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
   auto fill_timeout = std::chrono::seconds(std::max<uint32_t>(options_.conversion.timeout_s, 60) +
                                            600);
   ImageLocks locks = LockImage(name, fill_timeout);
+  Failpoint(kFillLockedFailpoint);
   Ensured out;
   out.wait = Since(start);
 
