@@ -1038,12 +1038,10 @@ bool LocalBackend::AdoptShared(const fs::path& file, const ImageRef& ref) {
       try {
         impl_->ApplyOwnership(fd.get(), tmp);
         FsyncFd(fd.get(), tmp);
-        fd.Reset();
-        impl_->Save(ref, Sidecar{});
-        impl_->Publish(tmp, dest, ref);
-      } catch (const Error& e) {
+        // Publish writes the sidecar, never over another image's, and drops the temporary.
+        impl_->Publish(tmp, ref, Sidecar{});
+      } catch (...) {
         ::unlink(tmp.c_str());
-        if (e.code() != Errc::kAlreadyExists) impl_->DropSidecar(ref);
         throw;
       }
       impl_->log->info("adopted image={} file={} how=reflink bytes_copied=0", RefName(ref),
@@ -1065,11 +1063,12 @@ bool LocalBackend::AdoptShared(const fs::path& file, const ImageRef& ref) {
     return false;
   }
   std::lock_guard lock(impl_->mu);
-  impl_->Save(ref, Sidecar{});
+  // Never over the sidecar of an image that is there (see SaveNew).
+  const ino_t new_sidecar = impl_->SaveNew(ref, Sidecar{});
   if (::linkat(AT_FDCWD, file.c_str(), AT_FDCWD, dest.c_str(), AT_SYMLINK_FOLLOW) != 0) {
     int e = errno;
+    impl_->DropNewSidecar(ref, new_sidecar);
     if (e == EEXIST) Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
-    impl_->DropSidecar(ref);
     if (e == EXDEV || e == EPERM || e == EMLINK || e == EACCES || e == ENOENT) {
       impl_->log->info("adopt falls back to a copy image={} file={} cause={}", RefName(ref),
                        file.string(), Errno(e));
