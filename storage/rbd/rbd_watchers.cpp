@@ -65,8 +65,8 @@ size_t RbdBackend::EvictWatchers(const ImageRef& ref) {
       continue;
     }
     ++cut;
-    log_->info("rbd watcher of a dead client cut off image={} watcher={} seconds={}", where,
-               addr, kBlocklistSeconds);
+    log_->info("rbd watcher of a dead client cut off image={} watcher={} seconds={}", where, addr,
+               kBlocklistSeconds);
   }
   if (cut > 0) rados_wait_for_latest_osdmap(cluster);
   return cut;
