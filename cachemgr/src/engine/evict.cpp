@@ -131,7 +131,10 @@ EvictAction CacheImpl::EvictEntry(index::EntryRow row, const std::string& kind,
   }
   if (!deferred) {
     try {
-      RemoveImageFully(ref);
+      // An eviction a dead owner began: its killed client's watches are cut off.
+      const bool left = row.state == index::State::kEvicting && row.owner != owner_ &&
+                        !OwnerAlive(row.owner);
+      left ? RemoveLeftObject(ref) : RemoveImageFully(ref);
     } catch (const Error& e) {
       // A clone made between the children check and the unprotect keeps it busy.
       if (backend_->Children(snap).empty()) throw;
