@@ -1048,10 +1048,9 @@ bool LocalBackend::AdoptShared(const fs::path& file, const ImageRef& ref) {
       try {
         impl_->ApplyOwnership(fd.get(), tmp);
         FsyncFd(fd.get(), tmp);
-        // Publish writes the sidecar only where none exists and never replaces an image;
-        // the temporary stays locked (fd) until its name is gone.
+        // Publish writes the sidecar, never over another image's, and drops the temporary.
         impl_->Publish(tmp, ref, Sidecar{});
-      } catch (const Error&) {
+      } catch (...) {
         ::unlink(tmp.c_str());
         throw;
       }
@@ -1074,11 +1073,11 @@ bool LocalBackend::AdoptShared(const fs::path& file, const ImageRef& ref) {
     return false;
   }
   std::lock_guard lock(impl_->mu);
-  // Only where no sidecar exists: a foreign one at this name is never written over.
-  const ino_t sidecar = impl_->SaveNew(ref, Sidecar{});
+  // Never over the sidecar of an image that is there (see SaveNew).
+  const ino_t new_sidecar = impl_->SaveNew(ref, Sidecar{});
   if (::linkat(AT_FDCWD, file.c_str(), AT_FDCWD, dest.c_str(), AT_SYMLINK_FOLLOW) != 0) {
     int e = errno;
-    impl_->DropNewSidecar(ref, sidecar);
+    impl_->DropNewSidecar(ref, new_sidecar);
     if (e == EEXIST) Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
     if (e == EXDEV || e == EPERM || e == EMLINK || e == EACCES || e == ENOENT) {
       impl_->log->info("adopt falls back to a copy image={} file={} cause={}", RefName(ref),

@@ -59,6 +59,7 @@ class RbdBackend final : public Backend {
   void Resize(const ImageRef& ref, uint64_t size) override;
   void Rename(const ImageRef& from, const std::string& to_name) override;
   std::string Identity(const ImageRef& ref) override;
+  size_t EvictWatchers(const ImageRef& ref) override;  // rbd_watchers.cpp
   RemoveOutcome Remove(const ImageRef& ref) override;
 
   void CreateSnapshot(const SnapRef& snap) override;

@@ -388,4 +388,72 @@ TEST_CASE("a fill killed while it holds its locks leaves no lock once a pass ran
   held.reset();
   cache->CreateVolume({.image_id = killed, .volume = "after"});
   CHECK(env.SameData("after", killed));
+namespace {
+// A client killed with `name` open for writing: its watch (and exclusive lock) stay on
+// the image until the OSD times the watch out (30 s), as after a kill -9 mid-import.
+void LeaveDeadWatcher(Env& env, const std::string& name) {
+  std::string out;
+  RunCommand({"timeout", "-s", "KILL", "3", "rbd", "--conf", CephConf().string(), "-p", "volumes",
+              "--namespace", env.ns, "bench", "--io-type", "write", "--io-size", "4096",
+              "--io-total", "1G", "--io-pattern", "rand", name},
+             &out);
+  std::string watchers;
+  RunCommand({"rbd", "--conf", CephConf().string(), "status", "-p", "volumes", "--namespace",
+              env.ns, name},
+             &watchers);
+  REQUIRE(watchers.find("watcher=") != std::string::npos);
+}
+}  // namespace
+
+TEST_CASE("a staging image a killed fill left open goes in one pass; a create then works") {
+  if (!kRbd) return;  // only RBD objects keep a dead client's watch
+  Env env;
+  auto id = env.AddImage(4 * kMiB, 7);
+  int status = env.RunChild({"create:" + id + ":v"}, "after_fetch");
+  REQUIRE(WIFSIGNALED(status));
+  auto staging = StagingObjects(env);
+  REQUIRE(staging.size() == 1);
+  LeaveDeadWatcher(env, staging[0]);
+  auto cache = env.Open();
+  cache->RunEvictionPass({});
+  CHECK(StagingObjects(env).empty());
+  CHECK(env.CountRows("SELECT count(*) FROM entries WHERE state != 'ready'") == 0);
+  cache->CreateVolume({.image_id = id, .volume = "v"});
+  CHECK(env.SameData("v", id));
+}
+
+TEST_CASE("a create after a fill killed with its staging image open works, without a pass") {
+  if (!kRbd) return;
+  Env env;
+  auto id = env.AddImage(4 * kMiB, 8);
+  REQUIRE(WIFSIGNALED(env.RunChild({"create:" + id + ":v"}, "after_metadata")));
+  auto staging = StagingObjects(env);
+  REQUIRE(staging.size() == 1);
+  LeaveDeadWatcher(env, staging[0]);
+  env.Open()->CreateVolume({.image_id = id, .volume = "v"});
+  CHECK(env.SameData("v", id));
+  CHECK(StagingObjects(env).empty());
+}
+
+TEST_CASE("an entry renamed into place before its row went ready is adopted in one pass") {
+  for (std::string fp : {"after_rename", "before_ready"}) {
+    CAPTURE(fp);
+    Env env;
+    auto id = env.AddImage(4 * kMiB, 9);
+    REQUIRE(WIFSIGNALED(env.RunChild({"create:" + id + ":v"}, fp)));
+    std::string entry;
+    for (const auto& name : env.EntryObjects()) {
+      if (name.size() == 40) entry = name;  // the entry's name (sha1 of the image id)
+    }
+    REQUIRE_FALSE(entry.empty());
+    REQUIRE(env.CountRows("SELECT count(*) FROM entries WHERE cache_name = '" + entry + "'") == 0);
+    if (kRbd) LeaveDeadWatcher(env, entry);
+    auto cache = env.Open();
+    cache->RunEvictionPass({});
+    CHECK(env.CountRows("SELECT count(*) FROM entries WHERE state = 'ready' AND cache_name = '" +
+                        entry + "'") == 1);
+    CHECK(env.CountRows("SELECT count(*) FROM entries WHERE state != 'ready'") == 0);
+    cache->CreateVolume({.image_id = id, .volume = "v"});
+    CHECK(env.SameData("v", id));
+  }
 }

@@ -66,6 +66,9 @@ class FaultyBackend final : public storage::Backend {
   void Resize(const storage::ImageRef& ref, uint64_t size) override;
   void Rename(const storage::ImageRef& from, const std::string& to_name) override;
   std::string Identity(const storage::ImageRef& ref) override;
+  size_t EvictWatchers(const storage::ImageRef& ref) override {
+    return inner_->EvictWatchers(ref);
+  }
   storage::RemoveOutcome Remove(const storage::ImageRef& ref) override;
   void CreateSnapshot(const storage::SnapRef& snap) override;
   void ProtectSnapshot(const storage::SnapRef& snap) override;

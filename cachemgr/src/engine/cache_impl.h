@@ -137,6 +137,9 @@ class CacheImpl final : public Cache {
                          bool locked);
   // Removes an image and all its snapshots; the failpoints are those of eviction.
   void RemoveImageFully(const storage::ImageRef& ref);
+  // RemoveImageFully for an object a dead owner left (no live owner may hold it): the
+  // watches its killed client left are cut off rather than waited out.
+  void RemoveLeftObject(const storage::ImageRef& ref);
   // Finishes or removes what a dead fill or eviction left of `row`. Caller holds locks.
   void CleanupLeftover(const index::EntryRow& row, std::vector<EvictAction>* actions);
   // Evicts LRU entries until the limits hold with `incoming` bytes admitted.

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <set>
+#include <thread>
 
 #include "engine/cache_impl.h"
 #include "engine/failpoints.h"
@@ -46,6 +47,27 @@ void CacheImpl::RemoveImageFully(const storage::ImageRef& ref) {
   }
   IgnoreNotFound([&] { backend_->Remove(ref); });
   Failpoint("after_remove_image");
+}
+
+void CacheImpl::RemoveLeftObject(const storage::ImageRef& ref) {
+  try {
+    RemoveImageFully(ref);
+    return;
+  } catch (const Error& e) {
+    if (e.code() != Errc::kBusy) throw;
+    // Watched by the client killed with it open: cut that off, then remove (the OSDs
+    // drop the watches once they see the new map).
+    if (backend_->EvictWatchers(ref) == 0) throw;
+  }
+  for (auto wait = std::chrono::milliseconds(50);; wait *= 2) {
+    try {
+      RemoveImageFully(ref);
+      return;
+    } catch (const Error& e) {
+      if (e.code() != Errc::kBusy || wait > std::chrono::seconds(3)) throw;
+    }
+    std::this_thread::sleep_for(wait);
+  }
 }
 
 EvictAction CacheImpl::EvictEntry(index::EntryRow row, const std::string& kind,
@@ -109,7 +131,10 @@ EvictAction CacheImpl::EvictEntry(index::EntryRow row, const std::string& kind,
   }
   if (!deferred) {
     try {
-      RemoveImageFully(ref);
+      // An eviction a dead owner began: its killed client's watches are cut off.
+      const bool left = row.state == index::State::kEvicting && row.owner != owner_ &&
+                        !OwnerAlive(row.owner);
+      left ? RemoveLeftObject(ref) : RemoveImageFully(ref);
     } catch (const Error& e) {
       // A clone made between the children check and the unprotect keeps it busy.
       if (backend_->Children(snap).empty()) throw;
@@ -152,7 +177,7 @@ void CacheImpl::CleanupLeftover(const index::EntryRow& row, std::vector<EvictAct
   // A fill died: remove its staging image (the row recorded its random name before it
   // was made: the row is the intent record). An image renamed into place before the row
   // went ready is handled as an orphan: adopted if its mark says it is ours.
-  if (StagingKey(row.cache_name)) RemoveImageFully(EntryRef(row.cache_name));
+  if (StagingKey(row.cache_name)) RemoveLeftObject(EntryRef(row.cache_name));
   WithIndex([&](index::Index& ix) { ix.DeleteEntry(row.id); });
   log_->info("removed half-made entry image={} staging={} owner={}", row.image_id,
              row.cache_name, row.owner);
@@ -310,7 +335,7 @@ void CacheImpl::GcLeftovers(bool dry_run, std::vector<EvictAction>* actions) {
           LeaveAlone(name, own.why, actions);
           continue;
         }
-        RemoveImageFully(EntryRef(name));
+        RemoveLeftObject(EntryRef(name));
         if (!live_names.count(*key)) locks.Discard();
         actions->push_back({"gc", "", name, 0, "staging object of a fill that did not finish",
                             true});
@@ -341,7 +366,7 @@ void CacheImpl::GcVolumes(bool dry_run, std::vector<EvictAction>* actions) {
     // The staging object is this row's: its random name was recorded before it was made.
     if (!v.staging_name.empty()) {
       IgnoreNotFound([&] {
-        if (backend_->Exists({pool, v.staging_name})) RemoveImageFully({pool, v.staging_name});
+        if (backend_->Exists({pool, v.staging_name})) RemoveLeftObject({pool, v.staging_name});
       });
     }
     // At the name: only the object whose mark and identity say it is this row's (renamed
@@ -349,7 +374,7 @@ void CacheImpl::GcVolumes(bool dry_run, std::vector<EvictAction>* actions) {
     if (!v.identity.empty()) {
       auto own = CheckOwnership(*backend_, {pool, v.name}, kMarkVolume, &v.identity);
       if (own.ours) {
-        RemoveImageFully({pool, v.name});
+        RemoveLeftObject({pool, v.name});
       } else if (own.exists) {
         LeaveAlone(v.name, own.why, actions);
       }

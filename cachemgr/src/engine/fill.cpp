@@ -430,7 +430,7 @@ std::optional<index::EntryRow> CacheImpl::AdoptOrphan(const std::string& name,
     backend_->Remove(ref);
     WithIndex([&](index::Index& ix) { ix.InsertEntry(pinned); });
   } else {
-    RemoveImageFully(ref);
+    RemoveLeftObject(ref);
   }
   log_->info("removed orphan entry image={} entry={}", row ? row->image_id : "", name);
   if (actions) {

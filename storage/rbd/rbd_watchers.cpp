@@ -1,0 +1,75 @@
+// The watchers a dead client left on an image, cut off so the image can be removed.
+//
+// A client killed with an image open keeps its watch on the image's header until the
+// OSD times it out (osd_client_watch_timeout, 30 s by default), and librbd refuses to
+// remove an image that has watchers. As `rbd lock break` and Cinder do, the watcher's
+// address is blocklisted for a short time: the OSDs drop its watches at once.
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "storage/rbd/rbd_backend.h"
+#include "storage/rbd/rbd_error.h"
+
+namespace cachemgr::storage::rbd {
+
+namespace {
+// Long enough for the OSDs to drop the watches, short enough that a dead client's address
+// reused by a new process is not refused for long.
+constexpr uint32_t kBlocklistSeconds = 60;
+}  // namespace
+
+size_t RbdBackend::EvictWatchers(const ImageRef& ref) {
+  auto pool = Pool(ref.pool);
+  const std::string where = pool->Where(ref.name);
+  rados_t cluster = pool->cluster->get();
+  const auto self_id = static_cast<int64_t>(rados_get_instance_id(cluster));
+  std::string self_addrs;
+  {
+    char* addrs = nullptr;
+    if (rados_getaddrs(cluster, &addrs) == 0 && addrs != nullptr) {
+      self_addrs = addrs;
+      std::free(addrs);
+    }
+  }
+  std::vector<std::string> others;
+  {
+    auto image = OpenImage(*pool, ref.name, true);  // our own watch is told apart by id
+    std::vector<rbd_image_watcher_t> watchers(16);
+    size_t n = watchers.size();
+    int r = rbd_watchers_list(image.get(), watchers.data(), &n);
+    if (r == -ERANGE) {
+      watchers.resize(n);
+      r = rbd_watchers_list(image.get(), watchers.data(), &n);
+    }
+    Check(r, "list watchers of", where);
+    for (size_t i = 0; i < n; ++i) {
+      const std::string addr = watchers[i].addr != nullptr ? watchers[i].addr : "";
+      if (watchers[i].id == self_id || addr.empty()) continue;
+      if (!self_addrs.empty() && self_addrs.find(addr) != std::string::npos) continue;
+      others.push_back(addr);
+    }
+    rbd_watchers_list_cleanup(watchers.data(), n);
+  }
+  size_t cut = 0;
+  for (auto& addr : others) {
+    const int r = rados_blocklist_add(cluster, addr.data(), kBlocklistSeconds);
+    if (r < 0) {
+      log_->warn("rbd watcher not cut off image={} watcher={} error={}", where, addr,
+                 r == -EACCES || r == -EPERM
+                     ? "the client key lacks the mon cap 'osd blocklist'; the watch ends when "
+                       "the OSD times it out"
+                     : std::to_string(r));
+      continue;
+    }
+    ++cut;
+    log_->info("rbd watcher of a dead client cut off image={} watcher={} seconds={}", where, addr,
+               kBlocklistSeconds);
+  }
+  if (cut > 0) rados_wait_for_latest_osdmap(cluster);
+  return cut;
+}
+
+}  // namespace cachemgr::storage::rbd
