@@ -368,5 +368,49 @@ TEST_CASE("a dead fill's working directory is found and swept; nothing else is")
   if (can_chown) CHECK(fs::exists(foreign));
 }
 
+TEST_CASE("a directory the cache did not make in the conversion dir is never removed") {
+  TempDir tmp("workdir-foreign");
+  const fs::path conv = tmp / "conversion";
+  fs::create_directories(conv);
+  const std::string prefix = fetch::kWorkDirPrefix;
+  const auto old = fs::file_time_type::clock::now() - std::chrono::hours(2);
+  // No lock file at all, old: once taken for a dead fill.
+  const fs::path mine = conv / (prefix + "MYDATA");
+  fs::create_directories(mine / "sub");
+  WriteFile(mine / "notes.txt", "precious");
+  WriteFile(mine / "sub" / "more.txt", "precious");
+  fs::last_write_time(mine, old);
+  // A lock file of the right name without the cache's mark, next to a fill's own names.
+  const fs::path unmarked = conv / (prefix + "NOMARK");
+  fs::create_directories(unmarked);
+  WriteFile(unmarked / fetch::kLockName, "");
+  WriteFile(unmarked / "image.raw", "precious");
+  fs::last_write_time(unmarked, old);
+  // A dead fill's directory into which someone put a file of their own.
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    fetch::WorkDir w(conv, "img", nullptr);
+    WriteFile(w.File("image.download"), "partial");
+    WriteFile(w.File("theirs.txt"), "precious");
+    ::_exit(0);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  auto dead = fetch::ListDeadWorkDirs(conv);
+  REQUIRE(dead.size() == 1);  // the marked one only: never MYDATA or NOMARK
+  CHECK(fetch::ListForeignWorkDirs(conv).size() == 2);
+
+  std::vector<fetch::LeftAlone> left;
+  CHECK(fetch::SweepWorkDirs(conv, /*dry_run=*/false, nullptr, &left).empty());
+  CHECK(left.size() == 3);
+  CHECK(ReadFile(mine / "notes.txt") == "precious");
+  CHECK(ReadFile(mine / "sub" / "more.txt") == "precious");
+  CHECK(ReadFile(unmarked / "image.raw") == "precious");
+  CHECK(ReadFile(dead[0] / "theirs.txt") == "precious");
+  CHECK_FALSE(fs::exists(dead[0] / "image.download"));  // the fill's own name went
+  CHECK(fs::exists(dead[0] / fetch::kLockName));
+}
+
 }  // namespace
 }  // namespace cachemgr::test

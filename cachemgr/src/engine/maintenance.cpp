@@ -258,10 +258,15 @@ std::vector<Check> CacheImpl::Doctor() {
   });
   run("work dirs", "run `cachemgr evict`: the eviction pass removes dead fills' directories", [&] {
     auto dead = fetch::ListDeadWorkDirs(options_.conversion.dir);
-    if (dead.empty()) return options_.conversion.dir + ": no dead fill's working dir";
+    std::string foreign;
+    for (const auto& f : fetch::ListForeignWorkDirs(options_.conversion.dir)) {
+      foreign += "; left alone " + f.path.string() + " (" + f.why + ")";
+    }
+    if (dead.empty()) return options_.conversion.dir + ": no dead fill's working dir" + foreign;
     std::string names;
     for (const auto& d : dead) names += (names.empty() ? "" : ", ") + d.string();
-    throw Error(Errc::kIo, std::to_string(dead.size()) + " working dir(s) of dead fills: " + names);
+    throw Error(Errc::kIo,
+                std::to_string(dead.size()) + " working dir(s) of dead fills: " + names + foreign);
   });
   run("entries", "run `cachemgr evict`: it removes the entries named, to be fetched again", [&] {
     std::string changed;
