@@ -110,6 +110,16 @@ TEST_CASE("a sidecar that is a symlink, too large, or names a hash it cannot che
   WriteSidecar(bed.images, "img", {{"os_hash_algo", "crc32"}});
   CHECK(Contains(Thrown([&] { bed.source->Describe("img"); }), "crc32"));
 
+  // Algorithms a hasher knows but a fill cannot verify with: refused here, not accepted
+  // and then fetched unverified (md5 goes in "checksum").
+  for (const std::string weak : {"sha1", "md5"}) {
+    WriteSidecar(bed.images, "img",
+                 {{"os_hash_algo", weak}, {"os_hash_value", util::HashFile(weak, bed.golden.string())}});
+    e = Thrown([&] { bed.source->Describe("img"); });
+    CHECK(e.code() == Errc::kRefused);
+    CHECK_MESSAGE(Contains(e, "'" + weak + "'"), e.what());
+  }
+
   // A digest that is not one of its algorithm.
   WriteSidecar(bed.images, "img", {{"os_hash_algo", "sha256"}, {"os_hash_value", "abc"}});
   CHECK(Thrown([&] { bed.source->Describe("img"); }).code() == Errc::kRefused);
@@ -134,6 +144,27 @@ TEST_CASE("a sidecar that is a symlink, too large, or names a hash it cannot che
   fs::remove(sidecar);
   WriteFile(sidecar, "{\"disk_format\": \"raw\", \"x\": \"" + std::string(2 << 20, 'x') + "\"}");
   CHECK(Thrown([&] { bed.source->Describe("img"); }).code() == Errc::kRefused);
+}
+
+TEST_CASE("digests match whatever the case of their hex letters") {
+  DirBed bed;
+  fs::copy_file(bed.golden, bed.images / "up");
+  auto upper = [](std::string h) {
+    for (auto& c : h) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return h;
+  };
+  WriteSidecar(bed.images, "up",
+               {{"disk_format", "raw"},
+                {"os_hash_algo", "sha256"},
+                {"os_hash_value", upper(util::HashFile("sha256", bed.golden.string()))},
+                {"checksum", upper(util::HashFile("md5", bed.golden.string()))}});
+  bed.Fetch("up", "entry-up");
+  CHECK(bed.ReadImage(bed.Ref("entry-up")) == ReadFile(bed.golden));
+  bed.backend->Remove(bed.Ref("entry-up"));
+  // Only the md5, upper case.
+  WriteSidecar(bed.images, "up",
+               {{"disk_format", "raw"}, {"checksum", upper(util::HashFile("md5", bed.golden.string()))}});
+  bed.Fetch("up", "entry-up");
 }
 
 TEST_CASE("a file that changes while it is read is kCorrupt") {

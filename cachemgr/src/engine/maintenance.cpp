@@ -128,7 +128,7 @@ VerifyResult CacheImpl::Verify(const std::string& image_id) {
                        : "");
     return result;
   }
-  if (pair->recorded != pair->source) {
+  if (!util::SameDigest(pair->recorded, pair->source)) {
     result.detail = "the source's " + pair->algo + " changed: source " + Short(pair->source) +
                     ", entry verified with " + Short(pair->recorded);
     return result;
@@ -143,7 +143,7 @@ VerifyResult CacheImpl::Verify(const std::string& image_id) {
   }
   auto reader = backend_->Open(ref, row->snap_name);
   std::string got = HashOf(pair->algo, *reader);
-  result.ok = got == pair->source;
+  result.ok = util::SameDigest(got, pair->source);
   const std::string against = gone.empty() ? "the source's" : "the one verified at fill";
   result.detail = gone + (result.ok ? pair->algo + " of the entry matches " + against
                                     : pair->algo + " mismatch: " + against + " " +
