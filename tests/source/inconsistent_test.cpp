@@ -108,8 +108,14 @@ TEST_CASE("inconsistent images of every format are refused with no checksum in t
   };
   auto le4 = [](uint64_t v) { return ToLe(v, 4); };
   const std::vector<Case> cases = {
-      {"vm", "vmdk", "vmdk", {}, VmdkGrainTable, [](uint64_t v) { return v != 0 && v != 1; },
-       le4, 1},
+      {"vm",
+       "vmdk",
+       "vmdk",
+       {},
+       VmdkGrainTable,
+       [](uint64_t v) { return v != 0 && v != 1; },
+       le4,
+       1},
       {"vh",
        "vpc",
        "vhd",

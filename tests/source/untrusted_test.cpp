@@ -113,8 +113,9 @@ TEST_CASE("a sidecar that is a symlink, too large, or names a hash it cannot che
   // Algorithms a hasher knows but a fill cannot verify with: refused here, not accepted
   // and then fetched unverified (md5 goes in "checksum").
   for (const std::string weak : {"sha1", "md5"}) {
-    WriteSidecar(bed.images, "img",
-                 {{"os_hash_algo", weak}, {"os_hash_value", util::HashFile(weak, bed.golden.string())}});
+    WriteSidecar(
+        bed.images, "img",
+        {{"os_hash_algo", weak}, {"os_hash_value", util::HashFile(weak, bed.golden.string())}});
     e = Thrown([&] { bed.source->Describe("img"); });
     CHECK(e.code() == Errc::kRefused);
     CHECK_MESSAGE(Contains(e, "'" + weak + "'"), e.what());
@@ -162,8 +163,9 @@ TEST_CASE("digests match whatever the case of their hex letters") {
   CHECK(bed.ReadImage(bed.Ref("entry-up")) == ReadFile(bed.golden));
   bed.backend->Remove(bed.Ref("entry-up"));
   // Only the md5, upper case.
-  WriteSidecar(bed.images, "up",
-               {{"disk_format", "raw"}, {"checksum", upper(util::HashFile("md5", bed.golden.string()))}});
+  WriteSidecar(
+      bed.images, "up",
+      {{"disk_format", "raw"}, {"checksum", upper(util::HashFile("md5", bed.golden.string()))}});
   bed.Fetch("up", "entry-up");
 }
 

@@ -572,15 +572,16 @@ void ValidateOptions(const Options& o) {
       return s;
     };
     auto under = [](const std::string& p, const std::string& dir) {
-      return p == dir || dir == "/" || (p.size() > dir.size() && p.starts_with(dir) &&
-                                        p[dir.size()] == '/');
+      return p == dir || dir == "/" ||
+             (p.size() > dir.size() && p.starts_with(dir) && p[dir.size()] == '/');
     };
     const std::string images = resolve(o.source.file.dir);
     std::vector<std::pair<std::string, fs::path>> written = {
         {"conversion.dir", conv.dir},
         {"index", fs::path(o.index).parent_path().empty() ? fs::path(".")
                                                           : fs::path(o.index).parent_path()}};
-    if (o.backend.type == BackendType::kLocal) written.push_back({"backend.local.root", local.root});
+    if (o.backend.type == BackendType::kLocal)
+      written.push_back({"backend.local.root", local.root});
     for (const auto& [key, dir] : written) {
       const std::string w = resolve(dir);
       if (under(w, images) || under(images, w)) {

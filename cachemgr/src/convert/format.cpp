@@ -410,8 +410,8 @@ void CheckIntact(const std::filesystem::path& file, const std::string& format,
     for (size_t i = 1; i < stored.size(); ++i) {
       const Stored& a = stored[i - 1];
       const Stored& b = stored[i];
-      const bool overlap = (a.compressed || b.compressed) ? a.offset == b.offset
-                                                          : b.offset < a.offset + a.length;
+      const bool overlap =
+          (a.compressed || b.compressed) ? a.offset == b.offset : b.offset < a.offset + a.length;
       if (overlap) {
         corrupt(where(a) + " and " + where(b) + " share the same file bytes");
       }

@@ -58,16 +58,15 @@ void Vhdx(int fd, const std::filesystem::path& file, std::vector<Region>* out) {
     const uint64_t n = std::min<uint64_t>(Le(t, 8, 4), 2047);
     for (uint64_t i = 0; i < n; ++i) {
       const size_t e = 16 + 32 * i;
-      out->push_back({Le(t, e + 16, 8), Le(t, e + 24, 4), "region table entry " +
-                                                              std::to_string(i)});
+      out->push_back(
+          {Le(t, e + 16, 8), Le(t, e + 24, 4), "region table entry " + std::to_string(i)});
     }
   }
 }
 
-void Vpc(int fd, const std::filesystem::path& file, uint64_t file_size,
-         std::vector<Region>* out) {
+void Vpc(int fd, const std::filesystem::path& file, uint64_t file_size, std::vector<Region>* out) {
   auto footer = Read(fd, 0, 512, file);
-  if (!Magic(footer, 0, "conectix", 8)) return;  // fixed: no tables, data from 0
+  if (!Magic(footer, 0, "conectix", 8)) return;                  // fixed: no tables, data from 0
   if (Be(footer, 60, 4) != 3 && Be(footer, 60, 4) != 4) return;  // not dynamic/differencing
   out->push_back({0, 512, "footer copy"});
   if (file_size >= 512) out->push_back({file_size - 512, 512, "footer"});

@@ -7,10 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
-#include <algorithm>
 #include <optional>
 
 #include "cachemgr/error.h"
@@ -238,26 +238,26 @@ std::vector<fs::path> SweepWorkDirs(const fs::path& parent, bool dry_run,
                                     const std::shared_ptr<spdlog::logger>& logger,
                                     std::vector<LeftAlone>* left_alone) {
   std::vector<fs::path> out;
-  ForEachDead(parent, [&](int parent_fd, const std::string& name, int dir_fd, Judged j,
-                          std::string why) {
-    const fs::path p = parent / name;
-    if (j == Judged::kDead && dry_run) {
-      out.push_back(p);
-      return;
-    }
-    if (j == Judged::kDead) {
-      why = RemoveFill(parent_fd, name, dir_fd);
-      if (why.empty()) {
-        if (logger) logger->info("removed dead fill's working directory dir={}", p.string());
-        out.push_back(p);
-        return;
-      }
-    }
-    if (logger) {
-      logger->warn("working directory left alone dir={} reason=\"{}\"", p.string(), why);
-    }
-    if (left_alone) left_alone->push_back({p, why});
-  });
+  ForEachDead(
+      parent, [&](int parent_fd, const std::string& name, int dir_fd, Judged j, std::string why) {
+        const fs::path p = parent / name;
+        if (j == Judged::kDead && dry_run) {
+          out.push_back(p);
+          return;
+        }
+        if (j == Judged::kDead) {
+          why = RemoveFill(parent_fd, name, dir_fd);
+          if (why.empty()) {
+            if (logger) logger->info("removed dead fill's working directory dir={}", p.string());
+            out.push_back(p);
+            return;
+          }
+        }
+        if (logger) {
+          logger->warn("working directory left alone dir={} reason=\"{}\"", p.string(), why);
+        }
+        if (left_alone) left_alone->push_back({p, why});
+      });
   return out;
 }
 
