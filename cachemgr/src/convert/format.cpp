@@ -372,6 +372,7 @@ void CheckIntact(const std::filesystem::path& file, const std::string& format,
     struct Stored {
       uint64_t offset, length, start;
       bool compressed;
+      std::string what;  // set when read from the format's table, not from the map
     };
     std::vector<Stored> stored;
     for (const auto& e : map) {
@@ -387,11 +388,23 @@ void CheckIntact(const std::filesystem::path& file, const std::string& format,
                 std::to_string(length) + ", past the end of the file (" +
                 std::to_string(file_size) + " bytes)");
       }
-      stored.push_back({offset, length, e.at("start").get<uint64_t>(), compressed});
+      stored.push_back({offset, length, e.at("start").get<uint64_t>(), compressed, ""});
+    }
+    if (auto blocks = StoredBlocks(fd.get(), file, format); !blocks.empty()) {
+      stored.clear();  // the format's own table is the one that names file offsets
+      for (const auto& b : blocks) {
+        if (b.offset > file_size || b.length > file_size - b.offset) {
+          corrupt(b.what + " stored at file offset " + std::to_string(b.offset) + "+" +
+                  std::to_string(b.length) + ", past the end of the file (" +
+                  std::to_string(file_size) + " bytes)");
+        }
+        stored.push_back({b.offset, b.length, 0, false, b.what});
+      }
     }
     auto where = [](const Stored& x) {
-      return "guest bytes at " + std::to_string(x.start) + " (file offset " +
-             std::to_string(x.offset) + ")";
+      const std::string what =
+          x.what.empty() ? "guest bytes at " + std::to_string(x.start) : x.what;
+      return what + " (file offset " + std::to_string(x.offset) + ")";
     };
     // No guest data inside the format's own header and tables.
     for (const auto& region : MetadataRegions(fd.get(), file, format, file_size)) {

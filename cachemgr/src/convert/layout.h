@@ -29,4 +29,10 @@ struct Region {
 std::vector<Region> MetadataRegions(int fd, const std::filesystem::path& file,
                                     const std::string& format, uint64_t file_size);
 
+// The file ranges holding guest data (and their bitmaps) that the format's own tables
+// name, for a format whose offsets `qemu-img map` does not report: vhdx (its BAT's
+// payload blocks and sector bitmaps). Empty for the others, whose map gives offsets.
+std::vector<Region> StoredBlocks(int fd, const std::filesystem::path& file,
+                                 const std::string& format);
+
 }  // namespace cachemgr::convert
