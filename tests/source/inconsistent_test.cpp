@@ -166,7 +166,10 @@ TEST_CASE("inconsistent images of every format are refused with no checksum in t
     if (c.name == "vm" || c.name == "vh") {
       const std::string tab = c.name + "-table";
       fs::copy_file(whole, bed.images / tab);
-      Patch(bed.images / tab, t.offset + used[0] * t.width, c.encode(t.offset / 512));
+      // vmdk: the grain at the grain table's sector; vpc: the block whose bitmap sector
+      // precedes the BAT, so that its data starts on the BAT.
+      const uint64_t sector = t.offset / 512 - (c.name == "vh" ? 1 : 0);
+      Patch(bed.images / tab, t.offset + used[0] * t.width, c.encode(sector));
       WriteSidecar(bed.images, tab, {{"disk_format", c.disk_format}});
       e = bed.FetchFails(tab);
       CHECK_MESSAGE(e.code() == Errc::kCorrupt, e.what());
