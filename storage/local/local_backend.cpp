@@ -539,8 +539,13 @@ struct LocalBackend::Impl {
       Save(ref, s);
       return;
     }
+    // The engine records the image id in the entry's metadata (cachemgr.image_id).
+    auto id = s.metadata.find("cachemgr.image_id");
+    const std::string who = id != s.metadata.end() && !id->second.empty()
+                                ? "image " + id->second + " (entry " + RefName(ref) + ")"
+                                : "entry " + RefName(ref);
     Fail(Errc::kCorrupt,
-         "image " + RefName(ref) +
+         who +
              ": refused: it is a hard link of a file outside the cache "
              "(backend.local.hardlink_prefill) and that file changed since it was adopted "
              "(identity " +

@@ -512,9 +512,14 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
     if (l.removed) log_->info("removed temporary path={} bytes={}", l.path, l.bytes);
   }
   PurgeDeferred(options.dry_run, &report.actions);
-  for (const auto& dir : fetch::SweepWorkDirs(options_.conversion.dir, options.dry_run, log_)) {
+  std::vector<fetch::LeftAlone> left_alone;
+  for (const auto& dir :
+       fetch::SweepWorkDirs(options_.conversion.dir, options.dry_run, log_, &left_alone)) {
     report.actions.push_back(
         {"gc", "", dir.string(), 0, "working dir of a fill that died", !options.dry_run});
+  }
+  for (const auto& l : left_alone) {
+    report.actions.push_back({"left alone", "", l.path.string(), 0, l.why, true});
   }
 
   if (options.check_source) {
