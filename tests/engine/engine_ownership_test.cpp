@@ -275,6 +275,59 @@ TEST_CASE("delete refuses an object made again under the volume's name") {
   CHECK_FALSE(b.Exists(env.Vol("mine")));
 }
 
+TEST_CASE("delete refuses a volume with snapshots the cache did not make") {
+  Env env;
+  auto id = env.AddImage(4 * kMiB, 1);
+  auto cache = env.Open();
+  auto& b = *env.backend;
+  cache->CreateVolume({.image_id = id, .volume = "v"});
+  b.CreateSnapshot({env.Vol("v"), "vm-backup"});
+  auto before = Observe(b, env.Vol("v"));
+  CHECK(CodeOf([&] { cache->DeleteVolume("v"); }) == Errc::kAlreadyExists);
+  REQUIRE(b.Exists(env.Vol("v")));
+  CHECK(Observe(b, env.Vol("v")) == before);
+  // Once the operator removed the snapshot, the volume is deleted as usual.
+  b.RemoveSnapshot({env.Vol("v"), "vm-backup"});
+  cache->DeleteVolume("v");
+  CHECK_FALSE(b.Exists(env.Vol("v")));
+}
+
+TEST_CASE("a hit never clones an object that took the entry's name; a lost entry is refilled") {
+  Env env;
+  auto id = env.AddImage(4 * kMiB, 1);
+  auto cache = env.Open();
+  auto& b = *env.backend;
+  cache->CreateVolume({.image_id = id, .volume = "first"});
+  auto entry = cache->Lookup(id);
+  REQUIRE(entry);
+  const storage::ImageRef ref{b.entry_pool(), entry->cache_name};
+  const storage::SnapRef snap{ref, entry->snap_name};
+  const auto metadata = b.GetMetadata(ref);  // the mark included: a copy of ours
+  cache->DeleteVolume("first");
+  // Another host's pass took the entry away (no clones: removed outright).
+  b.UnprotectSnapshot(snap);
+  b.RemoveSnapshot(snap);
+  b.Remove(ref);
+  SUBCASE("lost: the next create fills it again, as a miss") {
+    auto made = cache->CreateVolume({.image_id = id, .volume = "again"});
+    CHECK(made.plan == Plan::kMiss);
+    CHECK(env.SameData("again", id));
+    CHECK(cache->Lookup(id));
+  }
+  SUBCASE("an object made by someone else under the entry's name is never cloned") {
+    MakeForeign(b, ref, 9, 4 * kMiB);
+    b.CreateSnapshot(snap);
+    b.ProtectSnapshot(snap);
+    for (const auto& [k, v] : metadata) b.SetMetadata(ref, k, v);
+    auto before = Observe(b, ref);
+    CHECK(CodeOf([&] { cache->CreateVolume({.image_id = id, .volume = "stolen"}); }) ==
+          Errc::kAlreadyExists);
+    CHECK_FALSE(b.Exists(env.Vol("stolen")));
+    CHECK(Observe(b, ref) == before);
+    CHECK(StagingObjects(env).empty());
+  }
+}
+
 TEST_CASE("a create killed at any step leaves nothing after one pass") {
   for (auto fp : engine::kCreateFailpoints) {
     CAPTURE(fp);

@@ -129,6 +129,9 @@ class CacheImpl final : public Cache {
   void PlaceVolume(index::VolumeRow* claim, VolumeGuardRef guard, uint64_t size,
                    uint64_t current_size);
   void FlattenEntry(const index::EntryRow& entry);
+  // Throws unless the object at the entry's name is the one `row` recorded: kNotFound
+  // (and the row dropped) when it is gone, kAlreadyExists when another object is there.
+  void RequireEntryObject(const index::EntryRow& row);
 
   // --- eviction (evict.cpp)
   // Evicts one entry (removed, or deferred to the trash while it has clones). Takes the
