@@ -516,7 +516,7 @@ TEST_CASE("no folder the cache writes in may be inside the image store, or hold 
   o = base();
   o.source.file.dir = (dir / "cache" / "images").string();
   CHECK(names(error_of(o), "index: "));
-  o.index = (dir / "index.db").string();
+  o.index = (dir / "idx" / "index.db").string();
   CHECK(names(error_of(o), "backend.local.root: "));
   // A sibling whose name only begins like the store is apart from it.
   o = base();
