@@ -1,4 +1,7 @@
 // storage/local/local_backend.cpp: see local_backend.h for the layout and semantics.
+// Over 600 lines: Impl (paths, sidecars, publishing, overlays, trash) is private to this
+// file; it is to be split along those seams (the architecture work), with temporaries and
+// the root already apart (local_temporaries.cpp, local_root.cpp).
 #include "storage/local/local_backend.h"
 
 #include <fcntl.h>

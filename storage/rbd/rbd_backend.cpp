@@ -1,3 +1,6 @@
+// storage/rbd/rbd_backend.cpp: the Backend on librbd/librados (see rbd_backend.h).
+// Over 600 lines: the RADOS lock and snapshot/children code are to move to files of their
+// own (the architecture work); watchers are apart already (rbd_watchers.cpp).
 #include "storage/rbd/rbd_backend.h"
 
 #include <unistd.h>

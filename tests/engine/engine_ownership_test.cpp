@@ -8,6 +8,7 @@
 #include <set>
 #include <thread>
 
+#include "engine/naming.h"
 #include "engine_fixture.h"
 #include "support/cluster.h"
 
@@ -301,7 +302,7 @@ TEST_CASE("a hit never clones an object that took the entry's name; a lost entry
   auto entry = cache->Lookup(id);
   REQUIRE(entry);
   const storage::ImageRef ref{b.entry_pool(), entry->cache_name};
-  const storage::SnapRef snap{ref, entry->snap_name};
+  const storage::SnapRef snap{ref, engine::kSnapName};
   const auto metadata = b.GetMetadata(ref);  // the mark included: a copy of ours
   cache->DeleteVolume("first");
   // Another host's pass took the entry away (no clones: removed outright).
@@ -441,6 +442,8 @@ TEST_CASE("a fill killed while it holds its locks leaves no lock once a pass ran
   held.reset();
   cache->CreateVolume({.image_id = killed, .volume = "after"});
   CHECK(env.SameData("after", killed));
+}
+
 namespace {
 // A client killed with `name` open for writing: its watch (and exclusive lock) stay on
 // the image until the OSD times the watch out (30 s), as after a kill -9 mid-import.
