@@ -461,36 +461,6 @@ void LeaveDeadWatcher(Env& env, const std::string& name) {
 }
 }  // namespace
 
-TEST_CASE("a staging image a killed fill left open goes in one pass; a create then works") {
-  if (!kRbd) return;  // only RBD objects keep a dead client's watch
-  Env env;
-  auto id = env.AddImage(4 * kMiB, 7);
-  int status = env.RunChild({"create:" + id + ":v"}, "after_fetch");
-  REQUIRE(WIFSIGNALED(status));
-  auto staging = StagingObjects(env);
-  REQUIRE(staging.size() == 1);
-  LeaveDeadWatcher(env, staging[0]);
-  auto cache = env.Open();
-  cache->RunEvictionPass({});
-  CHECK(StagingObjects(env).empty());
-  CHECK(env.CountRows("SELECT count(*) FROM entries WHERE state != 'ready'") == 0);
-  cache->CreateVolume({.image_id = id, .volume = "v"});
-  CHECK(env.SameData("v", id));
-}
-
-TEST_CASE("a create after a fill killed with its staging image open works, without a pass") {
-  if (!kRbd) return;
-  Env env;
-  auto id = env.AddImage(4 * kMiB, 8);
-  REQUIRE(WIFSIGNALED(env.RunChild({"create:" + id + ":v"}, "after_metadata")));
-  auto staging = StagingObjects(env);
-  REQUIRE(staging.size() == 1);
-  LeaveDeadWatcher(env, staging[0]);
-  env.Open()->CreateVolume({.image_id = id, .volume = "v"});
-  CHECK(env.SameData("v", id));
-  CHECK(StagingObjects(env).empty());
-}
-
 TEST_CASE("an entry renamed into place before its row went ready is adopted in one pass") {
   for (std::string fp : {"after_rename", "before_ready"}) {
     CAPTURE(fp);

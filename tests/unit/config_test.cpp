@@ -468,7 +468,7 @@ TEST_CASE("system folders are refused as root, index folder and conversion dir")
   }
 }
 
-TEST_CASE("no folder the cache writes in may be inside the image store, or hold it") {
+TEST_CASE("no folder the cache writes in may be inside the image store; the root may not hold it") {
   TempDir dir("config");
   const std::string images = (dir / "images").string();
   std::filesystem::create_directories(images);
@@ -509,15 +509,19 @@ TEST_CASE("no folder the cache writes in may be inside the image store, or hold 
     o.backend.local.root = inside;
     CHECK(names(error_of(o), "backend.local.root: "));
   }
-  // The image store inside a folder the cache writes in.
+  // The image store inside the local root (whose folders the pass sweeps) is refused; inside
+  // the index's folder or conversion.dir it is not (they write and sweep only their own
+  // files and the cache's working dirs directly in them).
   Options o = base();
-  o.source.file.dir = (dir / "conversion" / "images").string();
-  CHECK(names(error_of(o), "conversion.dir: "));
-  o = base();
   o.source.file.dir = (dir / "cache" / "images").string();
-  CHECK(names(error_of(o), "index: "));
-  o.index = (dir / "idx" / "index.db").string();
   CHECK(names(error_of(o), "backend.local.root: "));
+  o = base();
+  o.source.file.dir = (dir / "conversion" / "images").string();
+  CHECK_NOTHROW(cachemgr::ValidateOptions(o));
+  o = base();
+  o.backend.local.root = (dir / "root").string();
+  o.source.file.dir = (dir / "cache" / "images").string();  // beside the index
+  CHECK_NOTHROW(cachemgr::ValidateOptions(o));
   // A sibling whose name only begins like the store is apart from it.
   o = base();
   o.conversion.dir = images + "-conversion";

@@ -561,7 +561,9 @@ void ValidateOptions(const Options& o) {
   config::RefuseSystemFolder("conversion.dir", conv.dir);
 
   // The image store is read, never written: no folder the cache writes in may be the
-  // source's image dir, inside it, or hold it.
+  // source's image dir or inside it. The local root may not hold it either (the pass
+  // sweeps the root's folders); the index's folder and conversion.dir may (only their own
+  // files and the cache's working dirs directly in them are ever written or swept).
   if (o.source.type == SourceType::kFile && !o.source.file.dir.empty()) {
     auto resolve = [](const fs::path& p) {
       std::error_code ec;
@@ -584,7 +586,8 @@ void ValidateOptions(const Options& o) {
       written.push_back({"backend.local.root", local.root});
     for (const auto& [key, dir] : written) {
       const std::string w = resolve(dir);
-      if (under(w, images) || under(images, w)) {
+      const bool holds = key == "backend.local.root" && under(images, w);
+      if (under(w, images) || holds) {
         Invalid(key, "'" + w + "' " + (under(w, images) ? "is inside" : "holds") +
                          " the image store source.file.dir ('" + images +
                          "'), which the cache only reads; use a folder apart from it");
