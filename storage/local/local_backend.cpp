@@ -4,6 +4,8 @@
 // the root already apart (local_temporaries.cpp, local_root.cpp).
 #include "storage/local/local_backend.h"
 
+#include <cstdio>
+
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/fs.h>
@@ -1172,6 +1174,21 @@ void LocalBackend::Resize(const ImageRef& ref, uint64_t size) {
 void LocalBackend::Rename(const ImageRef& from, const std::string& to_name) {
   impl_->Require(from);
   ImageRef to{from.pool, to_name};
+  // Processes (hosts sharing the root) renaming onto one name take turns: SaveNew takes a
+  // sidecar without an image for a crash's leftover, which it is not while another
+  // rename is between its sidecar and its link. The lock's file goes with the rename.
+  char key[32];
+  std::snprintf(key, sizeof key, "rename-%016zx", std::hash<std::string>{}(to.pool + "/" + to_name));
+  auto name_lock = AcquireLock(key, std::chrono::seconds(30));
+  struct DiscardOnExit {
+    Lock* lock;
+    ~DiscardOnExit() {
+      try {
+        lock->Discard();
+      } catch (...) {
+      }
+    }
+  } discard{name_lock.get()};
   std::unique_lock no_clones(impl_->users_mu);
   std::lock_guard lock(impl_->mu);
   impl_->RequireFree(to);

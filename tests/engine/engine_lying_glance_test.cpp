@@ -155,7 +155,9 @@ TEST_CASE("sizes that cannot be true are refused before anything is made") {
       {"size", "4194304"},
       {"virtual_size", -4096},
   };
-  for (const auto& [field, value] : lies) {
+  for (const auto& lie : lies) {
+    const std::string field = lie.first;  // named copies: lambdas below capture them
+    const json value = lie.second;
     CAPTURE(field);
     CAPTURE(value.dump());
     const std::string id = Unique("liar");
