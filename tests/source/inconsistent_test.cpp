@@ -177,7 +177,12 @@ TEST_CASE("inconsistent images of every format are refused with no checksum in t
 
     // The untouched image still passes.
     bed.Fetch(c.name, "entry-" + c.name);
-    CHECK(bed.ReadImage(bed.Ref("entry-" + c.name)) == ReadFile(bed.golden));
+    // The golden bytes, then zeros: vpc rounds the virtual size up to its disk geometry.
+    const std::string got = bed.ReadImage(bed.Ref("entry-" + c.name));
+    const std::string golden = ReadFile(bed.golden);
+    REQUIRE(got.size() >= golden.size());
+    CHECK(got.compare(0, golden.size(), golden) == 0);
+    CHECK(got.find_first_not_of('\0', golden.size()) == std::string::npos);
     bed.backend->Remove(bed.Ref("entry-" + c.name));
   }
 }
