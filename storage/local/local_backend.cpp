@@ -18,7 +18,9 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -540,7 +542,7 @@ struct LocalBackend::Impl {
     const bool same_content =
         was.size() == 6 && is.size() == 6 && std::equal(was.begin(), was.begin() + 4, is.begin());
     if (same_content && was[5] != is[5]) {
-      s.shared_inode = now;
+      s.shared_inode = SettledIdentity(st);
       Save(ref, s);
       return;
     }
@@ -564,8 +566,25 @@ struct LocalBackend::Impl {
     auto path = PathOf(ref);
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) FailErrno("cannot stat", path, errno);
-    s.shared_inode = SharedIdentity(st);
+    s.shared_inode = SettledIdentity(st);
     Save(ref, s);
+  }
+  // The identity to record now: returned once the clock has passed the file's times. File
+  // times come from a coarse clock (one tick, 1-10 ms): a write in the tick the identity
+  // was taken in would leave every field as recorded. Waiting out that tick (as git does
+  // for "racily clean" files) makes any change after this returns show in ctime.
+  static std::string SettledIdentity(const struct stat& st) {
+    auto ns = [](const struct timespec& t) {
+      return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
+    };
+    const int64_t newest = std::max(ns(st.st_ctim), ns(st.st_mtim));
+    for (int i = 0; i < 200; ++i) {  // a tick is at most 10 ms; 200 ms bounds a stuck clock
+      struct timespec now {};
+      ::clock_gettime(CLOCK_REALTIME_COARSE, &now);
+      if (ns(now) > newest) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return SharedIdentity(st);
   }
   static std::string SharedIdentity(const struct stat& st) {
     auto ns = [](const struct timespec& t) {
@@ -1103,7 +1122,7 @@ bool LocalBackend::AdoptShared(const fs::path& file, const ImageRef& ref) {
     Fail(Errc::kCorrupt, "adopt " + file.string() + ": the linked file is not the one opened");
   }
   Sidecar s;
-  s.shared_inode = Impl::SharedIdentity(linked);
+  s.shared_inode = Impl::SettledIdentity(linked);
   impl_->Save(ref, s);
   FsyncDir(dest.parent_path());
   impl_->log->info("adopted image={} file={} how=hardlink identity={} bytes_copied=0", RefName(ref),

@@ -608,7 +608,12 @@ RemoveOutcome RbdBackend::Remove(const ImageRef& ref) {
     auto image = OpenImage(*pool, ref.name, false);
     RemoveAllSnapshots(image.get(), where);
   }
-  Check(rbd_remove(pool->io.get(), ref.name.c_str()), "remove", where);
+  const int r = rbd_remove(pool->io.get(), ref.name.c_str());
+  if (r == -EBUSY) {
+    // Name what holds it, so the operator (and the pass's log) sees the cause.
+    Check(r, "remove", where + " (" + DescribeBusy(*pool, ref.name) + ")");
+  }
+  Check(r, "remove", where);
   log_->debug("rbd image removed image={}", where);
   return RemoveOutcome::kRemoved;
 }
