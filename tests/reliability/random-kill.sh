@@ -85,6 +85,13 @@ for (( i = 1; i <= kills; i++ )); do
   if ! cm evict >/dev/null; then obs+="pass failed: $(last_err); "; fi
   left=$( { orphans; stray_locks; } | head -n 6 | tr '\n' ';')
   [[ -z $left ]] || obs+="after one pass: $left "
+  if [[ -n $left && $BACKEND == rbd ]]; then
+    # What keeps a left image: its watchers and lock owners (for the log).
+    for obj in $(grep -o 'backend object [^;]*' <<<"$left" | awk '{print $3}'); do
+      obs+="[$obj: $(rbd_cmd status "$POOL/$obj" 2>&1 | tr -s '\n\t' '  ')"
+      obs+=" $(rbd_cmd lock ls "$POOL/$obj" 2>&1 | tr -s '\n\t' '  ')] "
+    done
+  fi
   # A create of the same image works: nothing the kill left is in the way. (Its volume
   # is deleted again, so that the next pass may evict the entry.)
   if ! cm create "$id" "$vol-after" >/dev/null; then
