@@ -154,6 +154,11 @@ class Backend {
   // image id; local: inode number and birth time. The engine records it when it makes an
   // object and acts on an object later only if it still matches. kNotFound if absent.
   virtual std::string Identity(const ImageRef& ref) = 0;
+  // Cuts off the clients still watching `ref` whose process is gone (a writer killed with
+  // the image open: the watch lingers until the OSD times it out, and Remove fails with
+  // kBusy meanwhile). Only for an object no live owner may hold. Returns how many were
+  // cut off; backends without watchers have nothing to do.
+  virtual size_t EvictWatchers(const ImageRef& /*ref*/) { return 0; }
   // Removes an image. One that still has clones is moved to the trash instead
   // (kTrashed): its clones keep reading, and PurgeTrash removes it once they are gone.
   virtual RemoveOutcome Remove(const ImageRef& ref) = 0;
@@ -202,6 +207,10 @@ class Backend {
   // them unless `dry_run`; a temporary a writer is still making is never listed. The
   // default has none (RBD: staging images are named and collected by the engine's gc).
   virtual std::vector<Leftover> SweepTemporaries(bool dry_run);
+  // The keys that have a lock object (RBD: in a RADOS namespace of their own, so the
+  // listing holds nothing else) or lock file (local: under <root>/.locks), held or not:
+  // what a crashed holder left is found here and discarded by whoever takes it next.
+  virtual std::vector<std::string> ListLocks() = 0;
 };
 
 // Checks a backend image or snapshot name; throws kInvalidArgument naming it if bad.

@@ -30,9 +30,12 @@ int RunEvict(Context& ctx, const EvictArgs& args) {
 
   size_t done = 0, failed = 0;
   for (const auto& a : report.actions) {
+    // Skipped (an image busy with a clone or a fill, an entry changed meanwhile) and left
+    // alone (not the cache's) are not failures: the next pass looks again.
+    const bool skipped = a.reason.find("skipped:") != std::string::npos || a.kind == "left alone";
     if (a.done)
       ++done;
-    else if (!args.dry_run)
+    else if (!args.dry_run && !skipped)
       ++failed;
   }
   if (ctx.json) {

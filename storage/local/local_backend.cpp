@@ -1,5 +1,10 @@
 // storage/local/local_backend.cpp: see local_backend.h for the layout and semantics.
+// Over 600 lines: Impl (paths, sidecars, publishing, overlays, trash) is private to this
+// file; it is to be split along those seams (the architecture work), with temporaries and
+// the root already apart (local_temporaries.cpp, local_root.cpp).
 #include "storage/local/local_backend.h"
+
+#include <cstdio>
 
 #include <fcntl.h>
 #include <grp.h>
@@ -14,7 +19,9 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -527,12 +534,17 @@ struct LocalBackend::Impl {
     const std::string now = SharedIdentity(st);
     if (now == s.shared_inode) return;
     if (util::SameFileVersion(s.shared_inode, now)) {
-      s.shared_inode = now;
+      s.shared_inode = SettledIdentity(st);
       Save(ref, s);
       return;
     }
+    // The engine records the image id in the entry's metadata (cachemgr.image_id).
+    auto id = s.metadata.find("cachemgr.image_id");
+    const std::string who = id != s.metadata.end() && !id->second.empty()
+                                ? "image " + id->second + " (entry " + RefName(ref) + ")"
+                                : "entry " + RefName(ref);
     Fail(Errc::kCorrupt,
-         "image " + RefName(ref) +
+         who +
              ": refused: it is a hard link of a file outside the cache "
              "(backend.local.hardlink_prefill) and that file changed since it was adopted "
              "(identity " +
@@ -546,10 +558,13 @@ struct LocalBackend::Impl {
     auto path = PathOf(ref);
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) FailErrno("cannot stat", path, errno);
-    s.shared_inode = SharedIdentity(st);
+    s.shared_inode = SettledIdentity(st);
     Save(ref, s);
   }
   static std::string SharedIdentity(const struct stat& st) { return util::FileIdentity(st); }
+  static std::string SettledIdentity(const struct stat& st) {
+    return util::SettledFileIdentity(st);
+  }
 
   void ApplyOwnership(int fd, const fs::path& path) const {
     if (uid || gid) {
@@ -1033,10 +1048,9 @@ bool LocalBackend::AdoptShared(const fs::path& file, const ImageRef& ref) {
       try {
         impl_->ApplyOwnership(fd.get(), tmp);
         FsyncFd(fd.get(), tmp);
-        // Publish writes the sidecar only where none exists and never replaces an image;
-        // the temporary stays locked (fd) until its name is gone.
+        // Publish writes the sidecar, never over another image's, and drops the temporary.
         impl_->Publish(tmp, ref, Sidecar{});
-      } catch (const Error&) {
+      } catch (...) {
         ::unlink(tmp.c_str());
         throw;
       }
@@ -1059,11 +1073,11 @@ bool LocalBackend::AdoptShared(const fs::path& file, const ImageRef& ref) {
     return false;
   }
   std::lock_guard lock(impl_->mu);
-  // Only where no sidecar exists: a foreign one at this name is never written over.
-  const ino_t sidecar = impl_->SaveNew(ref, Sidecar{});
+  // Never over the sidecar of an image that is there (see SaveNew).
+  const ino_t new_sidecar = impl_->SaveNew(ref, Sidecar{});
   if (::linkat(AT_FDCWD, file.c_str(), AT_FDCWD, dest.c_str(), AT_SYMLINK_FOLLOW) != 0) {
     int e = errno;
-    impl_->DropNewSidecar(ref, sidecar);
+    impl_->DropNewSidecar(ref, new_sidecar);
     if (e == EEXIST) Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
     if (e == EXDEV || e == EPERM || e == EMLINK || e == EACCES || e == ENOENT) {
       impl_->log->info("adopt falls back to a copy image={} file={} cause={}", RefName(ref),
@@ -1079,7 +1093,7 @@ bool LocalBackend::AdoptShared(const fs::path& file, const ImageRef& ref) {
     Fail(Errc::kCorrupt, "adopt " + file.string() + ": the linked file is not the one opened");
   }
   Sidecar s;
-  s.shared_inode = Impl::SharedIdentity(linked);
+  s.shared_inode = Impl::SettledIdentity(linked);
   impl_->Save(ref, s);
   FsyncDir(dest.parent_path());
   impl_->log->info("adopted image={} file={} how=hardlink identity={} bytes_copied=0", RefName(ref),
@@ -1150,6 +1164,21 @@ void LocalBackend::Resize(const ImageRef& ref, uint64_t size) {
 void LocalBackend::Rename(const ImageRef& from, const std::string& to_name) {
   impl_->Require(from);
   ImageRef to{from.pool, to_name};
+  // Processes (hosts sharing the root) renaming onto one name take turns: SaveNew takes a
+  // sidecar without an image for a crash's leftover, which it is not while another
+  // rename is between its sidecar and its link. The lock's file goes with the rename.
+  char key[32];
+  std::snprintf(key, sizeof key, "rename-%016zx", std::hash<std::string>{}(to.pool + "/" + to_name));
+  auto name_lock = AcquireLock(key, std::chrono::seconds(30));
+  struct DiscardOnExit {
+    Lock* lock;
+    ~DiscardOnExit() {
+      try {
+        lock->Discard();
+      } catch (...) {
+      }
+    }
+  } discard{name_lock.get()};
   std::unique_lock no_clones(impl_->users_mu);
   std::lock_guard lock(impl_->mu);
   impl_->RequireFree(to);
@@ -1544,6 +1573,16 @@ std::unique_ptr<Lock> LocalBackend::AcquireLock(const std::string& key,
                             std::to_string(timeout.count()) + " ms)");
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+}
+
+std::vector<std::string> LocalBackend::ListLocks() {
+  std::vector<std::string> keys;
+  std::error_code ec;
+  for (const auto& file : fs::directory_iterator(impl_->root / ".locks", ec)) {
+    const std::string name = file.path().filename().string();
+    if (name.size() > 5 && name.ends_with(".lock")) keys.push_back(name.substr(0, name.size() - 5));
+  }
+  return keys;
 }
 
 std::unique_ptr<Backend> MakeLocalBackend(const LocalBackendOptions& options,

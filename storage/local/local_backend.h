@@ -103,6 +103,7 @@ class LocalBackend final : public Backend {
   // `.tmp-*` regular files in the root's own folders (never through a symlink) whose
   // writer's flock is free (local_temporaries.cpp).
   std::vector<Leftover> SweepTemporaries(bool dry_run) override;
+  std::vector<std::string> ListLocks() override;
 
   struct Impl;
 

@@ -59,6 +59,7 @@ class RbdBackend final : public Backend {
   void Resize(const ImageRef& ref, uint64_t size) override;
   void Rename(const ImageRef& from, const std::string& to_name) override;
   std::string Identity(const ImageRef& ref) override;
+  size_t EvictWatchers(const ImageRef& ref) override;  // rbd_watchers.cpp
   RemoveOutcome Remove(const ImageRef& ref) override;
 
   void CreateSnapshot(const SnapRef& snap) override;
@@ -84,11 +85,14 @@ class RbdBackend final : public Backend {
 
   std::unique_ptr<Lock> AcquireLock(const std::string& key,
                                     std::chrono::milliseconds timeout) override;
+  std::vector<std::string> ListLocks() override;
 
  private:
   // The ioctx of `pool` (the configured namespace applies when it is options_.pool).
   std::shared_ptr<PoolCtx> Pool(const std::string& pool);
   std::shared_ptr<PoolCtx> PoolNs(const std::string& pool, const std::string& ns);
+  // The RADOS namespace of the lock objects: "<namespace>.cachemgr-locks".
+  std::shared_ptr<PoolCtx> LockPool();
   ImageHandle OpenImage(const PoolCtx& pool, const std::string& name, bool read_only,
                         const char* snap = nullptr);
   ImageOptionsHandle NewImageOptions() const;
@@ -100,6 +104,11 @@ class RbdBackend final : public Backend {
                 const ProgressFn& progress);
   // Removes the user snapshots of an open image (unprotecting them first).
   void RemoveAllSnapshots(rbd_image_t image, const std::string& where);
+  // rbd_watchers.cpp: breaks the exclusive lock a client other than this one holds on an
+  // image a dead process was making (1 if broken); what keeps an image busy, for errors.
+  size_t BreakDeadLock(const PoolCtx& pool, const std::string& name,
+                       const std::string& self_addrs);
+  std::string DescribeBusy(const PoolCtx& pool, const std::string& name);
 
   RbdBackendOptions options_;
   std::shared_ptr<spdlog::logger> log_;

@@ -120,5 +120,8 @@ class RbdLock final : public Lock {
 };
 
 inline constexpr const char* kLockName = "cachemgr";
+// Lock objects are "cachemgr.lock.<key>" in a RADOS namespace of their own.
+inline constexpr const char* kLockPrefix = "cachemgr.lock.";
+inline constexpr const char* kLockNamespace = "cachemgr-locks";
 
 }  // namespace cachemgr::storage::rbd

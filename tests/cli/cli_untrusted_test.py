@@ -67,8 +67,10 @@ class UntrustedFilesTest(unittest.TestCase):
         conv = os.path.join(env.dir, "conversion")
         dead = os.path.join(conv, "cachemgr-fill.k9dead")
         os.makedirs(dead)
-        with open(os.path.join(dead, "fill.lock"), "w"):
-            pass  # no process holds its flock: the fill is gone
+        with open(os.path.join(dead, "fill.lock"), "w") as f:
+            # The mark a fill writes in its lock file; no process holds its flock: the fill
+            # is gone.
+            f.write("cachemgr fill working directory\n")
         with open(os.path.join(dead, "image.download"), "wb") as f:
             f.write(b"x" * MiB)
         # Look-alikes that are not ours to remove: a symlink and an unrelated directory.

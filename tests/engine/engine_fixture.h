@@ -64,6 +64,14 @@ struct Env {
   // Runs engine_child with ops; returns the raw wait status.
   int RunChild(const std::vector<std::string>& ops, const std::string& failpoint = "",
                uint64_t max_count = 0) const {
+    pid_t pid = StartChild(ops, failpoint, max_count);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return status;
+  }
+  // Starts engine_child with ops and returns its pid (the caller waits for it).
+  pid_t StartChild(const std::vector<std::string>& ops, const std::string& failpoint = "",
+                   uint64_t max_count = 0) const {
     pid_t pid = fork();
     if (pid == 0) {
       if (!failpoint.empty()) setenv(engine::kFailpointEnv, failpoint.c_str(), 1);
@@ -76,9 +84,7 @@ struct Env {
       execv(argv[0], argv.data());
       _exit(127);
     }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return status;
+    return pid;
   }
 };
 

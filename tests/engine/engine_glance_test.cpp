@@ -243,6 +243,39 @@ TEST_CASE("a location on a disk Glance does not own is never cloned: the image's
   RunCommand({"rbd", "--conf", conf, "rm", "volumes/" + secret});
 }
 
+TEST_CASE("in Glance's own pool, only its protected snapshot \"snap\" of the image is cloned") {
+  GlanceEnv env;
+  const std::string conf = CephConf().string();
+  const std::string fsid = env.backend->cluster_id();
+  auto cache = env.Open();
+  uint64_t refused = 0;
+  // An RBD image in Glance's pool named by the image's own id and of its size, but whose
+  // snapshot Glance did not make: unprotected, or another name.
+  for (const std::string snap_case : {"unprotected", "other-name"}) {
+    CAPTURE(snap_case);
+    std::string id = env.Upload("raw", env.golden);  // the fs store: its own bytes
+    fs::path other = env.dir / ("other-" + snap_case + ".raw");
+    WriteRawImage(other, 6 * kMiB, 6 * kMiB, 77);
+    REQUIRE(RunCommand({"rbd", "--conf", conf, "import", other.string(), "images/" + id}) == 0);
+    const std::string snap = snap_case == "unprotected" ? "snap" : "s2";
+    REQUIRE(RunCommand({"rbd", "--conf", conf, "snap", "create",
+                        "images/" + id + "@" + snap}) == 0);
+    if (snap_case == "other-name") {
+      REQUIRE(RunCommand({"rbd", "--conf", conf, "snap", "protect",
+                          "images/" + id + "@" + snap}) == 0);
+    }
+    const std::string location = "rbd://" + fsid + "/images/" + id + "/" + snap;
+    glance::AddLocation(env.endpoint, id, location, "ceph");
+
+    const std::string volume = "vol-" + id.substr(0, 8);
+    auto made = cache->CreateVolume({.image_id = id, .volume = volume});
+    CHECK(made.plan == Plan::kMiss);
+    CHECK(env.SameData(volume));
+    CHECK(cache->GetStats().direct_refused == ++refused);
+    cache->DeleteVolume(volume);
+  }
+}
+
 TEST_CASE("direct_pools: an empty list turns direct clones off") {
   GlanceEnv env;
   env.options.source.glance.direct_pools = std::vector<std::string>{};

@@ -8,6 +8,7 @@
 #include <set>
 #include <thread>
 
+#include "engine/naming.h"
 #include "engine_fixture.h"
 #include "support/cluster.h"
 
@@ -275,6 +276,59 @@ TEST_CASE("delete refuses an object made again under the volume's name") {
   CHECK_FALSE(b.Exists(env.Vol("mine")));
 }
 
+TEST_CASE("delete refuses a volume with snapshots the cache did not make") {
+  Env env;
+  auto id = env.AddImage(4 * kMiB, 1);
+  auto cache = env.Open();
+  auto& b = *env.backend;
+  cache->CreateVolume({.image_id = id, .volume = "v"});
+  b.CreateSnapshot({env.Vol("v"), "vm-backup"});
+  auto before = Observe(b, env.Vol("v"));
+  CHECK(CodeOf([&] { cache->DeleteVolume("v"); }) == Errc::kAlreadyExists);
+  REQUIRE(b.Exists(env.Vol("v")));
+  CHECK(Observe(b, env.Vol("v")) == before);
+  // Once the operator removed the snapshot, the volume is deleted as usual.
+  b.RemoveSnapshot({env.Vol("v"), "vm-backup"});
+  cache->DeleteVolume("v");
+  CHECK_FALSE(b.Exists(env.Vol("v")));
+}
+
+TEST_CASE("a hit never clones an object that took the entry's name; a lost entry is refilled") {
+  Env env;
+  auto id = env.AddImage(4 * kMiB, 1);
+  auto cache = env.Open();
+  auto& b = *env.backend;
+  cache->CreateVolume({.image_id = id, .volume = "first"});
+  auto entry = cache->Lookup(id);
+  REQUIRE(entry);
+  const storage::ImageRef ref{b.entry_pool(), entry->cache_name};
+  const storage::SnapRef snap{ref, engine::kSnapName};
+  const auto metadata = b.GetMetadata(ref);  // the mark included: a copy of ours
+  cache->DeleteVolume("first");
+  // Another host's pass took the entry away (no clones: removed outright).
+  b.UnprotectSnapshot(snap);
+  b.RemoveSnapshot(snap);
+  b.Remove(ref);
+  SUBCASE("lost: the next create fills it again, as a miss") {
+    auto made = cache->CreateVolume({.image_id = id, .volume = "again"});
+    CHECK(made.plan == Plan::kMiss);
+    CHECK(env.SameData("again", id));
+    CHECK(cache->Lookup(id));
+  }
+  SUBCASE("an object made by someone else under the entry's name is never cloned") {
+    MakeForeign(b, ref, 9, 4 * kMiB);
+    b.CreateSnapshot(snap);
+    b.ProtectSnapshot(snap);
+    for (const auto& [k, v] : metadata) b.SetMetadata(ref, k, v);
+    auto before = Observe(b, ref);
+    CHECK(CodeOf([&] { cache->CreateVolume({.image_id = id, .volume = "stolen"}); }) ==
+          Errc::kAlreadyExists);
+    CHECK_FALSE(b.Exists(env.Vol("stolen")));
+    CHECK(Observe(b, ref) == before);
+    CHECK(StagingObjects(env).empty());
+  }
+}
+
 TEST_CASE("a create killed at any step leaves nothing after one pass") {
   for (auto fp : engine::kCreateFailpoints) {
     CAPTURE(fp);
@@ -317,7 +371,8 @@ TEST_CASE("lock files and objects do not pile up: fills, evictions and a pass") 
   if (kRbd) {
     std::string out;
     REQUIRE(
-        RunCommand({"rados", "--conf", CephConf().string(), "-p", "volumes", "-N", env.ns, "ls"},
+        RunCommand({"rados", "--conf", CephConf().string(), "-p", "volumes", "-N",
+                    env.ns + ".cachemgr-locks", "ls"},
                    &out) == 0);
     size_t locks = 0;
     for (size_t pos = 0; (pos = out.find("cachemgr.lock.", pos)) != std::string::npos; ++pos) {
@@ -326,5 +381,105 @@ TEST_CASE("lock files and objects do not pile up: fills, evictions and a pass") 
     CHECK(locks <= 2);
   } else {
     CHECK(count_files(env.dir / "root" / ".locks") <= 2);
+  }
+}
+
+TEST_CASE("a fill killed while it holds its locks leaves no lock once a pass ran; held ones stay") {
+  Env env;
+  auto cache = env.Open();
+  auto& b = *env.backend;
+  cache->Prefill(env.AddImage(kMiB, 1));  // a live entry: its locks may stay
+  auto before = b.ListLocks();
+  const std::set<std::string> live_keys(before.begin(), before.end());
+  // A miss stopped with its image locks held (no row, no object yet), then kill -9.
+  auto killed = env.AddImage(kMiB, 2);
+  pid_t pid = env.StartChild({"create:" + killed + ":killed"},
+                             std::string(engine::kFillLockedFailpoint) + ":sleep");
+  std::string key;
+  for (int i = 0; i < 600 && key.empty(); ++i) {
+    for (const auto& k : b.ListLocks()) {
+      if (!live_keys.count(k)) key = k;
+    }
+    if (key.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  REQUIRE_FALSE(key.empty());
+  // Held by the child now: taking it without waiting is refused.
+  CHECK(CodeOf([&] { b.AcquireLock(key, std::chrono::milliseconds(0)); }) == Errc::kBusy);
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  REQUIRE(WIFSIGNALED(status));
+  // A concurrent holder's lock on a key no entry has: the pass must not take it.
+  auto other = storage::MakeBackend(env.options.backend, nullptr);
+  const std::string held_key(40, 'e');
+  auto held = other->AcquireLock(held_key, std::chrono::seconds(5));
+
+  cache->RunEvictionPass({});
+  auto after = b.ListLocks();
+  const std::set<std::string> left(after.begin(), after.end());
+  CHECK_FALSE(left.count(key));
+  CHECK(left.count(held_key));
+  for (const auto& k : left) CHECK((k == held_key || live_keys.count(k)));
+  CHECK(CodeOf([&] { b.AcquireLock(held_key, std::chrono::milliseconds(0)); }) == Errc::kBusy);
+  // No engine lock file of the killed fill either.
+  std::error_code ec;
+  for (const auto& f : std::filesystem::directory_iterator(env.dir / "state" / "locks", ec)) {
+    CHECK_FALSE(f.path().filename().string().starts_with(key));
+  }
+  if (kRbd) {  // the lock objects live apart from the images, in a namespace of their own
+    std::string out;
+    REQUIRE(
+        RunCommand({"rados", "--conf", CephConf().string(), "-p", "volumes", "-N", env.ns, "ls"},
+                   &out) == 0);
+    CHECK(out.find("cachemgr.lock.") == std::string::npos);
+    REQUIRE(RunCommand({"rados", "--conf", CephConf().string(), "-p", "volumes", "-N",
+                        env.ns + ".cachemgr-locks", "ls"},
+                       &out) == 0);
+    CHECK(out.find("cachemgr.lock." + key) == std::string::npos);
+    CHECK(out.find("cachemgr.lock." + held_key) != std::string::npos);
+  }
+  // The image is cached normally afterwards.
+  held.reset();
+  cache->CreateVolume({.image_id = killed, .volume = "after"});
+  CHECK(env.SameData("after", killed));
+}
+
+namespace {
+// A client killed with `name` open for writing: its watch (and exclusive lock) stay on
+// the image until the OSD times the watch out (30 s), as after a kill -9 mid-import.
+void LeaveDeadWatcher(Env& env, const std::string& name) {
+  std::string out;
+  RunCommand({"timeout", "-s", "KILL", "3", "rbd", "--conf", CephConf().string(), "-p", "volumes",
+              "--namespace", env.ns, "bench", "--io-type", "write", "--io-size", "4096",
+              "--io-total", "1G", "--io-pattern", "rand", name},
+             &out);
+  std::string watchers;
+  RunCommand({"rbd", "--conf", CephConf().string(), "status", "-p", "volumes", "--namespace",
+              env.ns, name},
+             &watchers);
+  REQUIRE(watchers.find("watcher=") != std::string::npos);
+}
+}  // namespace
+
+TEST_CASE("an entry renamed into place before its row went ready is adopted in one pass") {
+  for (std::string fp : {"after_rename", "before_ready"}) {
+    CAPTURE(fp);
+    Env env;
+    auto id = env.AddImage(4 * kMiB, 9);
+    REQUIRE(WIFSIGNALED(env.RunChild({"create:" + id + ":v"}, fp)));
+    std::string entry;
+    for (const auto& name : env.EntryObjects()) {
+      if (name.size() == 40) entry = name;  // the entry's name (sha1 of the image id)
+    }
+    REQUIRE_FALSE(entry.empty());
+    REQUIRE(env.CountRows("SELECT count(*) FROM entries WHERE cache_name = '" + entry + "'") == 0);
+    if (kRbd) LeaveDeadWatcher(env, entry);
+    auto cache = env.Open();
+    cache->RunEvictionPass({});
+    CHECK(env.CountRows("SELECT count(*) FROM entries WHERE state = 'ready' AND cache_name = '" +
+                        entry + "'") == 1);
+    CHECK(env.CountRows("SELECT count(*) FROM entries WHERE state != 'ready'") == 0);
+    cache->CreateVolume({.image_id = id, .volume = "v"});
+    CHECK(env.SameData("v", id));
   }
 }

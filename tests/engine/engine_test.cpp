@@ -455,6 +455,32 @@ TEST_CASE("a dead fill's working dir: counted, listed by doctor, removed by the 
   CHECK(std::filesystem::is_empty(conv));
 }
 
+TEST_CASE("a directory the cache did not make in conversion.dir: not a dead fill, never removed") {
+  Env env;
+  const std::filesystem::path conv = env.options.conversion.dir;
+  const std::filesystem::path mine = conv / (std::string(fetch::kWorkDirPrefix) + "MYDATA");
+  std::filesystem::create_directories(mine);
+  { std::ofstream(mine / "notes.txt") << "precious"; }
+  std::filesystem::last_write_time(
+      mine, std::filesystem::file_time_type::clock::now() - std::chrono::hours(2));
+  auto cache = env.Open();
+  CHECK(cache->GetStats().dead_work_dirs == 0);
+  for (auto& check : cache->Doctor()) {
+    if (check.name != "work dirs") continue;
+    CHECK_MESSAGE(check.ok, check.detail);  // not listed as a dead fill
+    CHECK_MESSAGE(check.detail.find("left alone " + mine.string()) != std::string::npos,
+                  check.detail);
+  }
+  auto report = cache->RunEvictionPass({});
+  bool left = false;
+  for (const auto& a : report.actions) {
+    CHECK_FALSE((a.kind == "gc" && a.name == mine.string()));
+    left = left || (a.kind == "left alone" && a.name == mine.string());
+  }
+  CHECK(left);
+  CHECK(std::filesystem::exists(mine / "notes.txt"));
+}
+
 TEST_CASE("a hard-linked base whose source changed is refused, reported and replaced") {
   if (kRbd) return;  // hard links are the local backend's alone
   Env env;
@@ -490,6 +516,7 @@ TEST_CASE("a hard-linked base whose source changed is refused, reported and repl
     CHECK_MESSAGE(e.code() == Errc::kCorrupt, e.what());
     CHECK_MESSAGE(std::string(e.what()).find(cache->Lookup(id)->cache_name) != std::string::npos,
                   e.what());
+    CHECK_MESSAGE(std::string(e.what()).find("image " + id) != std::string::npos, e.what());
   }
   bool listed = false;
   for (auto& check : cache->Doctor()) {

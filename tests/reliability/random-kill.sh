@@ -14,7 +14,8 @@ source "$(dirname "$0")/lib.sh"
 backend=${1:?usage: random-kill.sh local|rbd [KILLS]}
 kills=${2:-20}
 rel_init "random-kill-$backend"
-# max_count keeps the cache (and so each pass and each orphan check) small.
+# max_count keeps the cache (and so each pass and each orphan check) small; 16 MiB images
+# (8 MiB of data) keep each kill short, the delays span the operations at that size.
 new_cache "$WORK/c" "$backend" 3
 seed=${RANDOM_KILL_SEED:-$RANDOM}
 RANDOM=$seed
@@ -46,7 +47,7 @@ stray_locks() {
 
 # A ready entry to hit: made once, remade when an eviction took it.
 hit_id=$(new_uuid)
-make_image "$hit_id" raw 32 16
+make_image "$hit_id" raw 16 8
 cm prefill "$hit_id" >/dev/null || { record "random kills: setup" "$backend" \
   "prefill of the hit image works" "$(last_err)" 1; exit 1; }
 
@@ -57,9 +58,9 @@ for k in "${kinds[@]}"; do total[$k]=0; mid[$k]=0; fails[$k]=0; detail[$k]=""; d
 for (( i = 1; i <= kills; i++ )); do
   kind=${kinds[RANDOM % 4]}
   case $kind in
-    raw) id=$(new_uuid); make_image "$id" raw 32 16; max_ms=700 ;;
-    qcow2) id=$(new_uuid); make_image "$id" qcow2 32 16; max_ms=900 ;;
-    compressed) id=$(new_uuid); make_compressed "$id" 32 16; max_ms=1800 ;;
+    raw) id=$(new_uuid); make_image "$id" raw 16 8; max_ms=500 ;;
+    qcow2) id=$(new_uuid); make_image "$id" qcow2 16 8; max_ms=650 ;;
+    compressed) id=$(new_uuid); make_compressed "$id" 16 8; max_ms=1200 ;;
     hit) id=$hit_id; max_ms=300
       cm prefill "$hit_id" >/dev/null ;;  # cached again if the limit evicted it
   esac
@@ -84,6 +85,13 @@ for (( i = 1; i <= kills; i++ )); do
   if ! cm evict >/dev/null; then obs+="pass failed: $(last_err); "; fi
   left=$( { orphans; stray_locks; } | head -n 6 | tr '\n' ';')
   [[ -z $left ]] || obs+="after one pass: $left "
+  if [[ -n $left && $BACKEND == rbd ]]; then
+    # What keeps a left image: its watchers and lock owners (for the log).
+    for obj in $(grep -o 'backend object [^;]*' <<<"$left" | awk '{print $3}'); do
+      obs+="[$obj: $(rbd_cmd status "$POOL/$obj" 2>&1 | tr -s '\n\t' '  ')"
+      obs+=" $(rbd_cmd lock ls "$POOL/$obj" 2>&1 | tr -s '\n\t' '  ')] "
+    done
+  fi
   # A create of the same image works: nothing the kill left is in the way. (Its volume
   # is deleted again, so that the next pass may evict the entry.)
   if ! cm create "$id" "$vol-after" >/dev/null; then

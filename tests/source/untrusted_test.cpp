@@ -110,6 +110,17 @@ TEST_CASE("a sidecar that is a symlink, too large, or names a hash it cannot che
   WriteSidecar(bed.images, "img", {{"os_hash_algo", "crc32"}});
   CHECK(Contains(Thrown([&] { bed.source->Describe("img"); }), "crc32"));
 
+  // Algorithms a hasher knows but a fill cannot verify with: refused here, not accepted
+  // and then fetched unverified (md5 goes in "checksum").
+  for (const std::string weak : {"sha1", "md5"}) {
+    WriteSidecar(
+        bed.images, "img",
+        {{"os_hash_algo", weak}, {"os_hash_value", util::HashFile(weak, bed.golden.string())}});
+    e = Thrown([&] { bed.source->Describe("img"); });
+    CHECK(e.code() == Errc::kRefused);
+    CHECK_MESSAGE(Contains(e, "'" + weak + "'"), e.what());
+  }
+
   // A digest that is not one of its algorithm.
   WriteSidecar(bed.images, "img", {{"os_hash_algo", "sha256"}, {"os_hash_value", "abc"}});
   CHECK(Thrown([&] { bed.source->Describe("img"); }).code() == Errc::kRefused);
@@ -134,6 +145,28 @@ TEST_CASE("a sidecar that is a symlink, too large, or names a hash it cannot che
   fs::remove(sidecar);
   WriteFile(sidecar, "{\"disk_format\": \"raw\", \"x\": \"" + std::string(2 << 20, 'x') + "\"}");
   CHECK(Thrown([&] { bed.source->Describe("img"); }).code() == Errc::kRefused);
+}
+
+TEST_CASE("digests match whatever the case of their hex letters") {
+  DirBed bed;
+  fs::copy_file(bed.golden, bed.images / "up");
+  auto upper = [](std::string h) {
+    for (auto& c : h) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return h;
+  };
+  WriteSidecar(bed.images, "up",
+               {{"disk_format", "raw"},
+                {"os_hash_algo", "sha256"},
+                {"os_hash_value", upper(util::HashFile("sha256", bed.golden.string()))},
+                {"checksum", upper(util::HashFile("md5", bed.golden.string()))}});
+  bed.Fetch("up", "entry-up");
+  CHECK(bed.ReadImage(bed.Ref("entry-up")) == ReadFile(bed.golden));
+  bed.backend->Remove(bed.Ref("entry-up"));
+  // Only the md5, upper case.
+  WriteSidecar(
+      bed.images, "up",
+      {{"disk_format", "raw"}, {"checksum", upper(util::HashFile("md5", bed.golden.string()))}});
+  bed.Fetch("up", "entry-up");
 }
 
 TEST_CASE("a file that changes while it is read is kCorrupt") {
@@ -366,6 +399,50 @@ TEST_CASE("a dead fill's working directory is found and swept; nothing else is")
   CHECK(ReadFile(target / "keep") == "keep");
   CHECK(fs::exists(conv / "unrelated"));
   if (can_chown) CHECK(fs::exists(foreign));
+}
+
+TEST_CASE("a directory the cache did not make in the conversion dir is never removed") {
+  TempDir tmp("workdir-foreign");
+  const fs::path conv = tmp / "conversion";
+  fs::create_directories(conv);
+  const std::string prefix = fetch::kWorkDirPrefix;
+  const auto old = fs::file_time_type::clock::now() - std::chrono::hours(2);
+  // No lock file at all, old: once taken for a dead fill.
+  const fs::path mine = conv / (prefix + "MYDATA");
+  fs::create_directories(mine / "sub");
+  WriteFile(mine / "notes.txt", "precious");
+  WriteFile(mine / "sub" / "more.txt", "precious");
+  fs::last_write_time(mine, old);
+  // A lock file of the right name without the cache's mark, next to a fill's own names.
+  const fs::path unmarked = conv / (prefix + "NOMARK");
+  fs::create_directories(unmarked);
+  WriteFile(unmarked / fetch::kLockName, "");
+  WriteFile(unmarked / "image.raw", "precious");
+  fs::last_write_time(unmarked, old);
+  // A dead fill's directory into which someone put a file of their own.
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    fetch::WorkDir w(conv, "img", nullptr);
+    WriteFile(w.File("image.download"), "partial");
+    WriteFile(w.File("theirs.txt"), "precious");
+    ::_exit(0);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  auto dead = fetch::ListDeadWorkDirs(conv);
+  REQUIRE(dead.size() == 1);  // the marked one only: never MYDATA or NOMARK
+  CHECK(fetch::ListForeignWorkDirs(conv).size() == 2);
+
+  std::vector<fetch::LeftAlone> left;
+  CHECK(fetch::SweepWorkDirs(conv, /*dry_run=*/false, nullptr, &left).empty());
+  CHECK(left.size() == 3);
+  CHECK(ReadFile(mine / "notes.txt") == "precious");
+  CHECK(ReadFile(mine / "sub" / "more.txt") == "precious");
+  CHECK(ReadFile(unmarked / "image.raw") == "precious");
+  CHECK(ReadFile(dead[0] / "theirs.txt") == "precious");
+  CHECK_FALSE(fs::exists(dead[0] / "image.download"));  // the fill's own name went
+  CHECK(fs::exists(dead[0] / fetch::kLockName));
 }
 
 }  // namespace

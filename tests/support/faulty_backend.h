@@ -66,6 +66,9 @@ class FaultyBackend final : public storage::Backend {
   void Resize(const storage::ImageRef& ref, uint64_t size) override;
   void Rename(const storage::ImageRef& from, const std::string& to_name) override;
   std::string Identity(const storage::ImageRef& ref) override;
+  size_t EvictWatchers(const storage::ImageRef& ref) override {
+    return inner_->EvictWatchers(ref);
+  }
   storage::RemoveOutcome Remove(const storage::ImageRef& ref) override;
   void CreateSnapshot(const storage::SnapRef& snap) override;
   void ProtectSnapshot(const storage::SnapRef& snap) override;
@@ -92,6 +95,7 @@ class FaultyBackend final : public storage::Backend {
   std::vector<storage::Leftover> SweepTemporaries(bool dry_run) override {
     return inner_->SweepTemporaries(dry_run);
   }
+  std::vector<std::string> ListLocks() override { return inner_->ListLocks(); }
 
   // Counts the call and throws if a fault is armed for it (used by the writer and reader
   // wrappers too).

@@ -466,6 +466,68 @@ TEST_CASE("system folders are refused as root, index folder and conversion dir")
     o.conversion.dir = folder + "/conversion";
     CHECK_NOTHROW(cachemgr::ValidateOptions(o));
   }
+}
+
+TEST_CASE("no folder the cache writes in may be inside the image store; the root may not hold it") {
+  TempDir dir("config");
+  const std::string images = (dir / "images").string();
+  std::filesystem::create_directories(images);
+  std::filesystem::create_directory_symlink(images, dir / "images-link");
+  auto base = [&] {
+    Options o;
+    o.backend.type = cachemgr::BackendType::kLocal;
+    o.source.type = SourceType::kFile;
+    o.source.file.dir = images;
+    o.backend.local.root = (dir / "cache").string();
+    o.index = (dir / "cache" / "index.db").string();
+    o.conversion.dir = (dir / "conversion").string();
+    return o;
+  };
+  auto error_of = [](const Options& o) -> std::string {
+    try {
+      cachemgr::ValidateOptions(o);
+    } catch (const Error& e) {
+      CHECK(e.code() == Errc::kConfig);
+      return e.what();
+    }
+    return "accepted";
+  };
+  auto names = [](const std::string& msg, const std::string& key) {
+    return msg.find(key) != std::string::npos && msg.find("source.file.dir") != std::string::npos;
+  };
+  CHECK_NOTHROW(cachemgr::ValidateOptions(base()));
+  for (const std::string& inside :
+       {images, images + "/", images + "/sub", (dir / "images-link" / "x").string()}) {
+    CAPTURE(inside);
+    Options o = base();
+    o.conversion.dir = inside;
+    CHECK(names(error_of(o), "conversion.dir: "));
+    o = base();
+    o.index = inside + "/index.db";
+    CHECK(names(error_of(o), "index: "));
+    o = base();
+    o.backend.local.root = inside;
+    CHECK(names(error_of(o), "backend.local.root: "));
+  }
+  // The image store inside the local root (whose folders the pass sweeps) is refused; inside
+  // the index's folder or conversion.dir it is not (they write and sweep only their own
+  // files and the cache's working dirs directly in them).
+  Options o = base();
+  o.source.file.dir = (dir / "cache" / "images").string();
+  CHECK(names(error_of(o), "backend.local.root: "));
+  o = base();
+  o.source.file.dir = (dir / "conversion" / "images").string();
+  CHECK_NOTHROW(cachemgr::ValidateOptions(o));
+  o = base();
+  o.backend.local.root = (dir / "root").string();
+  o.source.file.dir = (dir / "cache" / "images").string();  // beside the index
+  CHECK_NOTHROW(cachemgr::ValidateOptions(o));
+  // A sibling whose name only begins like the store is apart from it.
+  o = base();
+  o.conversion.dir = images + "-conversion";
+  CHECK_NOTHROW(cachemgr::ValidateOptions(o));
+}
+
 TEST_CASE("the source's bounds: direct_pools, min_rate_kib_s, max_list_pages, max_image_gb") {
   auto d = ParseConfig("", "test.yaml");
   CHECK(!d.source.glance.direct_pools);  // unset: Glance's rbd store pools

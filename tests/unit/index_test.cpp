@@ -442,6 +442,40 @@ TEST_CASE("volumes: insert, find, list, update, count, delete; they outlive thei
   CHECK(index->ListVolumes().size() == 1);
 }
 
+TEST_CASE("a volume name is claimed by a creating row; its identity is recorded") {
+  TempDir dir("index");
+  auto index = Index::Open(dir / "index.db");
+  VolumeRow claim{.image_id = "img-a", .name = "vm-1", .pool = "volumes", .plan = ""};
+  claim.state = State::kCreating;
+  claim.owner = "host:42";
+  claim.staging_name = "staging-vol-0123";
+  claim.id = index->InsertVolume(claim);
+  auto found = index->FindVolume("volumes", "vm-1");
+  REQUIRE(found);
+  CHECK(found->state == State::kCreating);
+  CHECK(found->owner == "host:42");
+  CHECK(found->staging_name == "staging-vol-0123");
+  // A second claim of the name loses, whatever state the first is in.
+  CHECK(Catch([&] { index->InsertVolume(claim); }).code() == Errc::kAlreadyExists);
+  claim.state = State::kReady;
+  claim.identity = "1a2b3c";
+  index->UpdateVolume(claim);
+  found = index->FindVolume("volumes", "vm-1");
+  CHECK(found->state == State::kReady);
+  CHECK(found->identity == "1a2b3c");
+  CHECK(Catch([&] { index->InsertVolume(claim); }).code() == Errc::kAlreadyExists);
+  // Entries record their object's identity too.
+  auto entry = MakeEntry("img-b");
+  entry.identity = "ino-12-345.6";
+  const int64_t id = index->InsertEntry(entry);
+  CHECK(index->GetEntry(id)->identity == "ino-12-345.6");
+  // The newest event of a kind (the pass's count of objects left alone).
+  CHECK_FALSE(index->LastEvent("pass_left_alone"));
+  index->RecordEvent({.ts = 1, .kind = "pass_left_alone", .image_id = "", .bytes = 3, .micros = 0});
+  index->RecordEvent({.ts = 2, .kind = "pass_left_alone", .image_id = "", .bytes = 0, .micros = 0});
+  CHECK(index->LastEvent("pass_left_alone")->bytes == 0);
+}
+
 TEST_CASE("events: recorded, totalled by kind, listed and pruned") {
   TempDir dir("index");
   auto index = Index::Open(dir / "index.db");

@@ -559,6 +559,41 @@ void ValidateOptions(const Options& o) {
                                           ? fs::path(".")
                                           : fs::path(o.index).parent_path());
   config::RefuseSystemFolder("conversion.dir", conv.dir);
+
+  // The image store is read, never written: no folder the cache writes in may be the
+  // source's image dir or inside it. The local root may not hold it either (the pass
+  // sweeps the root's folders); the index's folder and conversion.dir may (only their own
+  // files and the cache's working dirs directly in them are ever written or swept).
+  if (o.source.type == SourceType::kFile && !o.source.file.dir.empty()) {
+    auto resolve = [](const fs::path& p) {
+      std::error_code ec;
+      fs::path r = fs::weakly_canonical(fs::absolute(p, ec), ec);
+      if (ec) r = fs::absolute(p).lexically_normal();
+      std::string s = r.string();
+      while (s.size() > 1 && s.back() == '/') s.pop_back();
+      return s;
+    };
+    auto under = [](const std::string& p, const std::string& dir) {
+      return p == dir || dir == "/" ||
+             (p.size() > dir.size() && p.starts_with(dir) && p[dir.size()] == '/');
+    };
+    const std::string images = resolve(o.source.file.dir);
+    std::vector<std::pair<std::string, fs::path>> written = {
+        {"conversion.dir", conv.dir},
+        {"index", fs::path(o.index).parent_path().empty() ? fs::path(".")
+                                                          : fs::path(o.index).parent_path()}};
+    if (o.backend.type == BackendType::kLocal)
+      written.push_back({"backend.local.root", local.root});
+    for (const auto& [key, dir] : written) {
+      const std::string w = resolve(dir);
+      const bool holds = key == "backend.local.root" && under(images, w);
+      if (under(w, images) || holds) {
+        Invalid(key, "'" + w + "' " + (under(w, images) ? "is inside" : "holds") +
+                         " the image store source.file.dir ('" + images +
+                         "'), which the cache only reads; use a folder apart from it");
+      }
+    }
+  }
 }
 
 }  // namespace cachemgr

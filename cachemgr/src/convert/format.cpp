@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "cachemgr/error.h"
+#include "convert/layout.h"
 #include "util/process.h"
 
 namespace cachemgr::convert {
@@ -367,6 +369,12 @@ void CheckIntact(const std::filesystem::path& file, const std::string& format,
     const json map = json::parse(r.out);
     if (!map.is_array())
       throw Error(Errc::kInternal, "image " + image_id + ": qemu-img map printed no list");
+    struct Stored {
+      uint64_t offset, length, start;
+      bool compressed;
+      std::string what;  // set when read from the format's table, not from the map
+    };
+    std::vector<Stored> stored;
     for (const auto& e : map) {
       if (!e.value("data", false) || !e.contains("offset")) continue;
       const uint64_t offset = e.at("offset").get<uint64_t>();
@@ -379,6 +387,46 @@ void CheckIntact(const std::filesystem::path& file, const std::string& format,
                 " are stored at file offset " + std::to_string(offset) + "+" +
                 std::to_string(length) + ", past the end of the file (" +
                 std::to_string(file_size) + " bytes)");
+      }
+      stored.push_back({offset, length, e.at("start").get<uint64_t>(), compressed, ""});
+    }
+    if (auto blocks = StoredBlocks(fd.get(), file, format); !blocks.empty()) {
+      stored.clear();  // the format's own table is the one that names file offsets
+      for (const auto& b : blocks) {
+        if (b.offset > file_size || b.length > file_size - b.offset) {
+          corrupt(b.what + " stored at file offset " + std::to_string(b.offset) + "+" +
+                  std::to_string(b.length) + ", past the end of the file (" +
+                  std::to_string(file_size) + " bytes)");
+        }
+        stored.push_back({b.offset, b.length, 0, false, b.what});
+      }
+    }
+    auto where = [](const Stored& x) {
+      const std::string what =
+          x.what.empty() ? "guest bytes at " + std::to_string(x.start) : x.what;
+      return what + " (file offset " + std::to_string(x.offset) + ")";
+    };
+    // No guest data inside the format's own header and tables.
+    for (const auto& region : MetadataRegions(fd.get(), file, format, file_size)) {
+      for (const auto& x : stored) {
+        const uint64_t len = x.compressed ? 1 : x.length;
+        if (x.offset < region.offset + region.length && region.offset < x.offset + len) {
+          corrupt(where(x) + " lie in the " + format + " " + region.what + " (file bytes " +
+                  std::to_string(region.offset) + "+" + std::to_string(region.length) + ")");
+        }
+      }
+    }
+    // No two guest ranges stored in the same file bytes (compressed ones are sized by
+    // their guest length, so only their start is compared).
+    std::sort(stored.begin(), stored.end(),
+              [](const Stored& a, const Stored& b) { return a.offset < b.offset; });
+    for (size_t i = 1; i < stored.size(); ++i) {
+      const Stored& a = stored[i - 1];
+      const Stored& b = stored[i];
+      const bool overlap =
+          (a.compressed || b.compressed) ? a.offset == b.offset : b.offset < a.offset + a.length;
+      if (overlap) {
+        corrupt(where(a) + " and " + where(b) + " share the same file bytes");
       }
     }
   } catch (const json::exception& e) {

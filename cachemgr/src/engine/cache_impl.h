@@ -132,6 +132,9 @@ class CacheImpl final : public Cache {
   void PlaceVolume(index::VolumeRow* claim, VolumeGuardRef guard, uint64_t size,
                    uint64_t current_size);
   void FlattenEntry(const index::EntryRow& entry);
+  // Throws unless the object at the entry's name is the one `row` recorded: kNotFound
+  // (and the row dropped) when it is gone, kAlreadyExists when another object is there.
+  void RequireEntryObject(const index::EntryRow& row);
 
   // --- eviction (evict.cpp)
   // Evicts one entry (removed, or deferred to the trash while it has clones). Takes the
@@ -140,6 +143,9 @@ class CacheImpl final : public Cache {
                          bool locked);
   // Removes an image and all its snapshots; the failpoints are those of eviction.
   void RemoveImageFully(const storage::ImageRef& ref);
+  // RemoveImageFully for an object a dead owner left (no live owner may hold it): the
+  // watches its killed client left are cut off rather than waited out.
+  void RemoveLeftObject(const storage::ImageRef& ref);
   // Finishes or removes what a dead fill or eviction left of `row`. Caller holds locks.
   void CleanupLeftover(const index::EntryRow& row, std::vector<EvictAction>* actions);
   // Evicts LRU entries until the limits hold with `incoming` bytes admitted.

@@ -30,9 +30,13 @@ inline constexpr std::array<std::string_view, 4> kCreateFailpoints = {
     "volume_after_claim", "volume_after_clone", "volume_before_rename", "volume_after_rename",
 };
 
+// The miss path with its image locks held and nothing recorded yet (no row, no object).
+inline constexpr const char* kFillLockedFailpoint = "after_lock";
+
 inline constexpr const char* kFailpointEnv = "CACHEMGR_FAILPOINT";
 
-// Aborts the process if $CACHEMGR_FAILPOINT names `step`.
+// Aborts the process if $CACHEMGR_FAILPOINT names `step`; stops it there (until it is
+// killed) if it says "<step>:sleep".
 void Failpoint(std::string_view step);
 
 }  // namespace cachemgr::engine

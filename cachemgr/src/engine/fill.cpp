@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 
 #include "engine/cache_impl.h"
 #include "engine/failpoints.h"
@@ -39,6 +40,20 @@ struct Candidate {
   std::string refused;
 };
 
+// The snapshot Glance's rbd store makes of every image it stores.
+constexpr const char* kGlanceSnap = "snap";
+
+// 8-4-4-4-12 lowercase or uppercase hex: how Glance names images.
+bool IsCanonicalUuid(const std::string& id) {
+  if (id.size() != 36) return false;
+  for (size_t i = 0; i < id.size(); ++i) {
+    const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash != (id[i] == '-')) return false;
+    if (!dash && !std::isxdigit(static_cast<unsigned char>(id[i]))) return false;
+  }
+  return true;
+}
+
 // The rbd:// locations on the backend's cluster the source gives, each judged. A location
 // may be cloned only when it is in a pool the operator allows, names the image by its
 // id (Glance's rbd store names each image by its id, snapshot "snap"), and the image there
@@ -66,16 +81,32 @@ std::vector<Candidate> DirectCandidates(const source::ImageMeta& meta,
       for (const auto& p : *pools) allowed += (allowed.empty() ? "" : ",") + p;
       c.refused = "pool " + loc->pool + " is not allowed (source.glance.direct_pools: " +
                   (allowed.empty() ? "none" : allowed) + ")";
+    } else if (!IsCanonicalUuid(meta.id)) {
+      // Glance names every image by a UUID it chose, and its rbd store names the RBD image
+      // the same; a disk named otherwise (volume-<uuid>, <uuid>_disk, a chosen name) is
+      // someone else's, whatever the source claims.
+      c.refused = "image id " + meta.id + " is not a Glance image UUID";
     } else if (loc->image != meta.id) {
       c.refused = "RBD image " + loc->image + " is not named by the image id";
+    } else if (loc->snap != kGlanceSnap) {
+      c.refused = "snapshot " + loc->snap + " is not the one Glance's rbd store makes (" +
+                  kGlanceSnap + ")";
     } else if (!meta.size) {
       c.refused = "the source gives no size to check the RBD image against";
     } else {
       try {
         const uint64_t size = backend.Stat({loc->pool, loc->image}).size;
+        bool protected_snap = false;
+        for (const auto& snap : backend.ListSnapshots({loc->pool, loc->image})) {
+          if (snap.name == loc->snap) protected_snap = snap.is_protected;
+        }
         if (size != *meta.size) {
           c.refused = "RBD image is " + std::to_string(size) + " bytes, the source says " +
                       std::to_string(*meta.size);
+        } else if (!protected_snap) {
+          // Glance protects the snapshot it makes; an unprotected one is still changing
+          // hands, or was never Glance's.
+          c.refused = "snapshot " + loc->snap + " is not protected";
         }
       } catch (const Error& e) {
         c.refused = std::string("cannot stat the RBD image: ") + e.what();
@@ -175,6 +206,7 @@ CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
   auto fill_timeout = std::chrono::seconds(std::max<uint32_t>(options_.conversion.timeout_s, 60) +
                                            600);
   ImageLocks locks = LockImage(name, fill_timeout);
+  Failpoint(kFillLockedFailpoint);
   Ensured out;
   out.wait = Since(start);
 
@@ -433,7 +465,7 @@ std::optional<index::EntryRow> CacheImpl::AdoptOrphan(const std::string& name,
     backend_->Remove(ref);
     WithIndex([&](index::Index& ix) { ix.InsertEntry(pinned); });
   } else {
-    RemoveImageFully(ref);
+    RemoveLeftObject(ref);
   }
   log_->info("removed orphan entry image={} entry={}", row ? row->image_id : "", name);
   if (actions) {

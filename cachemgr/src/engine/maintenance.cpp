@@ -128,7 +128,7 @@ VerifyResult CacheImpl::Verify(const std::string& image_id) {
                        : "");
     return result;
   }
-  if (pair->recorded != pair->source) {
+  if (!util::SameDigest(pair->recorded, pair->source)) {
     result.detail = "the source's " + pair->algo + " changed: source " + Short(pair->source) +
                     ", entry verified with " + Short(pair->recorded);
     return result;
@@ -143,7 +143,7 @@ VerifyResult CacheImpl::Verify(const std::string& image_id) {
   }
   auto reader = backend_->Open(ref, row->snap_name);
   std::string got = HashOf(pair->algo, *reader);
-  result.ok = got == pair->source;
+  result.ok = util::SameDigest(got, pair->source);
   const std::string against = gone.empty() ? "the source's" : "the one verified at fill";
   result.detail = gone + (result.ok ? pair->algo + " of the entry matches " + against
                                     : pair->algo + " mismatch: " + against + " " +
@@ -263,10 +263,15 @@ std::vector<Check> CacheImpl::Doctor() {
   });
   run("work dirs", "run `cachemgr evict`: the eviction pass removes dead fills' directories", [&] {
     auto dead = fetch::ListDeadWorkDirs(options_.conversion.dir);
-    if (dead.empty()) return options_.conversion.dir + ": no dead fill's working dir";
+    std::string foreign;
+    for (const auto& f : fetch::ListForeignWorkDirs(options_.conversion.dir)) {
+      foreign += "; left alone " + f.path.string() + " (" + f.why + ")";
+    }
+    if (dead.empty()) return options_.conversion.dir + ": no dead fill's working dir" + foreign;
     std::string names;
     for (const auto& d : dead) names += (names.empty() ? "" : ", ") + d.string();
-    throw Error(Errc::kIo, std::to_string(dead.size()) + " working dir(s) of dead fills: " + names);
+    throw Error(Errc::kIo,
+                std::to_string(dead.size()) + " working dir(s) of dead fills: " + names + foreign);
   });
   run("entries", "run `cachemgr evict`: it removes the entries named, to be fetched again", [&] {
     std::string changed;

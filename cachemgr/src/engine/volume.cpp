@@ -197,6 +197,40 @@ void CacheImpl::PlaceVolume(index::VolumeRow* claim, VolumeGuardRef guard, uint6
   Failpoint("volume_after_rename");
 }
 
+void CacheImpl::RequireEntryObject(const index::EntryRow& row) {
+  // The object at the entry's name must be the one this row recorded (its identity: the
+  // RBD image id, the local inode and birth time): another host's pass may have removed
+  // it, or someone may have put another object there. A clone of it would serve a VM
+  // whatever that object holds. Rows from before identities were recorded are trusted.
+  if (row.identity.empty()) return;
+  const auto ref = EntryRef(row.cache_name);
+  std::string identity;
+  try {
+    identity = backend_->Identity(ref);
+  } catch (const Error& e) {
+    if (e.code() != Errc::kNotFound) throw;
+  }
+  if (identity == row.identity) return;
+  // Ours is gone: the row goes, so the caller fills the image again (a miss, not an error).
+  WithIndex([&](index::Index& ix) {
+    auto still = ix.GetEntry(row.id);
+    if (still && !still->pinned && still->cache_name == row.cache_name) ix.DeleteEntry(row.id);
+  });
+  if (identity.empty()) {
+    log_->warn("cache entry lost image={} entry={}: filled again", row.image_id, row.cache_name);
+    throw Error(Errc::kNotFound, "entry of image " + row.image_id + ": lost on the backend");
+  }
+  log_->warn("cache entry name holds an object the cache did not make image={} entry={} "
+             "recorded={} found={}",
+             row.image_id, row.cache_name, row.identity, identity);
+  throw Error(Errc::kAlreadyExists,
+              "image " + row.image_id + ": its cache entry " + ref.pool + "/" + ref.name +
+                  " is not the object the cache made (identity " + identity + ", recorded " +
+                  row.identity +
+                  "); it is left untouched and no volume is cloned from it: move it away, "
+                  "then create again");
+}
+
 CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
                                          const CreateVolumeRequest& request,
                                          index::VolumeRow* claim, VolumeGuardRef guard,
@@ -222,6 +256,7 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
     if (!now || now->state != index::State::kReady || now->cache_name != entry.cache_name) {
       throw Error(Errc::kNotFound, "entry of image " + entry.image_id + ": evicted meanwhile");
     }
+    RequireEntryObject(*now);
   };
   Plan plan = Plan::kClone;
   switch (decision.plan) {
@@ -297,6 +332,7 @@ void CacheImpl::FlattenEntry(const index::EntryRow& entry) {
     throw Error(Errc::kNotFound, "entry of image " + entry.image_id + ": evicted meanwhile");
   }
   if (row->depth == 0) return;
+  RequireEntryObject(*row);  // never flatten (write into) an object the cache did not make
   auto start = std::chrono::steady_clock::now();
   backend_->Flatten(EntryRef(row->cache_name), {});
   // A backend may make a new object to flatten (the local one writes a new file): the
@@ -382,6 +418,17 @@ void CacheImpl::DeleteVolume(const std::string& volume) {
                     "(gone) is dropped");
   }
   if (own.exists) {
+    // Snapshots and clones of the volume are someone else's (a backup, a template): the
+    // cache made none. The volume stays until they are gone, as Cinder refuses too.
+    std::string snaps;
+    for (const auto& snap : backend_->ListSnapshots(ref)) {
+      snaps += (snaps.empty() ? "" : ", ") + snap.name;
+    }
+    if (!snaps.empty()) {
+      throw Error(Errc::kAlreadyExists,
+                  "volume " + volume + ": not deleted: it has snapshots the cache did not make (" +
+                      snaps + "); remove them (and their clones) first");
+    }
     try {
       backend_->Remove(ref);
     } catch (const Error& e) {

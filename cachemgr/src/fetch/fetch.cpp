@@ -162,7 +162,7 @@ class Integrity {
       result.os_hash_algo = plan_.algos[i];
       result.os_hash_value = digests.at(i);
       if (!meta.os_hash_value.empty() && meta.os_hash_algo == result.os_hash_algo &&
-          meta.os_hash_value != result.os_hash_value) {
+          !util::SameDigest(meta.os_hash_value, result.os_hash_value)) {
         throw Error(Errc::kCorrupt, "image " + meta.id + ": " + result.os_hash_algo +
                                         " mismatch: source " + meta.os_hash_value.substr(0, 16) +
                                         "..., got " + result.os_hash_value.substr(0, 16) + "...");
@@ -170,7 +170,7 @@ class Integrity {
     }
     if (plan_.md5) {
       result.md5 = digests.at(0);
-      if (!meta.checksum.empty() && meta.checksum != result.md5) {
+      if (!meta.checksum.empty() && !util::SameDigest(meta.checksum, result.md5)) {
         throw Error(Errc::kCorrupt, "image " + meta.id + ": checksum mismatch: source md5 " +
                                         meta.checksum + ", got " + result.md5);
       }

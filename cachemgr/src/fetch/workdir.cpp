@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -39,28 +40,86 @@ int OpenOwnDir(int parent_fd, const std::string& name) {
   return fd;
 }
 
-// The lock of a dead fill, taken (the caller closes it); -1 when a fill still runs, or
-// when the lock file is missing and the directory is younger than a minute. -2 when the
-// lock file is missing and the directory is old: dead as well.
-int TakeDeadLock(int dir_fd) {
-  int lock = ::openat(dir_fd, kLockName, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-  if (lock < 0) {
-    struct stat st {};
-    if (errno == ENOENT && ::fstat(dir_fd, &st) == 0 && ::time(nullptr) - st.st_mtime > 60) {
-      return -2;
-    }
-    return -1;
-  }
-  struct stat st {};
-  if (::fstat(lock, &st) != 0 || !S_ISREG(st.st_mode) || ::flock(lock, LOCK_EX | LOCK_NB) != 0) {
-    ::close(lock);
-    return -1;
-  }
-  return lock;
+// The names a fill makes in its directory (fetch.cpp), besides the lock: the only
+// names a sweep unlinks.
+constexpr const char* kFillFiles[] = {"image.download", "image.raw"};
+
+// True when the lock file open at `lock` carries the mark WorkDir writes at creation.
+bool HasMark(int lock) {
+  const std::string mark = kLockMark;
+  std::string got(mark.size(), '\0');
+  return ::pread(lock, got.data(), got.size(), 0) == static_cast<ssize_t>(got.size()) &&
+         got == mark;
 }
 
-// Removes what is in `dir_fd` (files, symlinks themselves, and directories below), never
-// following a symlink.
+enum class Judged { kLive, kDead, kForeign };
+
+// Judges a directory that looks like a working dir. Ours only when it holds the lock
+// file (a regular file) with the cache's mark; dead when no fill holds that lock. The
+// lock, when dead, is left open in `*lock` (the caller closes it).
+Judged Judge(int dir_fd, int* lock, std::string* why) {
+  *lock = ::openat(dir_fd, kLockName, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (*lock < 0) {
+    *why = errno == ENOENT ? "no fill lock in it: not made by the cache"
+                           : std::string("its fill lock cannot be opened: ") + std::strerror(errno);
+    return Judged::kForeign;
+  }
+  struct stat st {};
+  if (::fstat(*lock, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != ::geteuid()) {
+    ::close(*lock);
+    *lock = -1;
+    *why = "its fill lock is not a regular file of this user: not made by the cache";
+    return Judged::kForeign;
+  }
+  if (::flock(*lock, LOCK_EX | LOCK_NB) != 0) {
+    ::close(*lock);
+    *lock = -1;
+    return Judged::kLive;  // a fill still runs (or is writing its mark)
+  }
+  if (!HasMark(*lock)) {
+    ::close(*lock);
+    *lock = -1;
+    *why = "its fill lock lacks the cache's mark: not made by the cache";
+    return Judged::kForeign;
+  }
+  return Judged::kDead;
+}
+
+// Unlinks the names a fill makes (never a directory, never recursing); then, when only
+// the lock is left, the lock and the directory. "" when the directory went, else why not.
+std::string RemoveFill(int parent_fd, const std::string& name, int dir_fd) {
+  for (const char* f : kFillFiles) {
+    struct stat st {};
+    if (::fstatat(dir_fd, f, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode)) {
+      ::unlinkat(dir_fd, f, 0);
+    }
+  }
+  std::vector<std::string> rest;
+  if (int dup = ::dup(dir_fd); dup >= 0) {
+    if (DIR* d = ::fdopendir(dup)) {
+      while (struct dirent* e = ::readdir(d)) {
+        std::string n = e->d_name;
+        if (n != "." && n != ".." && n != kLockName) rest.push_back(n);
+      }
+      ::closedir(d);
+    } else {
+      ::close(dup);
+    }
+  }
+  if (!rest.empty()) {
+    std::string names;
+    for (const auto& n : rest) names += (names.empty() ? "" : ", ") + n;
+    return "holds names a fill does not make (" + names + "): left alone";
+  }
+  ::unlinkat(dir_fd, kLockName, 0);
+  if (::unlinkat(parent_fd, name.c_str(), AT_REMOVEDIR) != 0) {
+    return std::string("cannot remove it: ") + std::strerror(errno);
+  }
+  return "";
+}
+
+// Removes the names in `dir_fd` that are not directories (a fill makes no directory),
+// never following a symlink.
 void RemoveContents(int dir_fd) {
   int dup = ::dup(dir_fd);
   if (dup < 0) return;
@@ -75,17 +134,12 @@ void RemoveContents(int dir_fd) {
     if (n != "." && n != "..") names.push_back(n);
   }
   ::closedir(d);
-  for (const auto& n : names) {
-    if (::unlinkat(dir_fd, n.c_str(), 0) == 0) continue;
-    if (errno != EISDIR && errno != EPERM) continue;
-    int sub = ::openat(dir_fd, n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (sub < 0) continue;
-    RemoveContents(sub);
-    ::close(sub);
-    ::unlinkat(dir_fd, n.c_str(), AT_REMOVEDIR);
-  }
+  for (const auto& n : names) ::unlinkat(dir_fd, n.c_str(), 0);
 }
 
+// Calls fn(parent_fd, name, dir_fd, judged, why) for each directory in `parent` that
+// looks like a working dir and is not a live fill's. One that is not a real directory
+// of this user is skipped (a symlink, another user's).
 template <typename Fn>
 void ForEachDead(const fs::path& parent, Fn&& fn) {
   int parent_fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -101,11 +155,14 @@ void ForEachDead(const fs::path& parent, Fn&& fn) {
       ::close(dup);
     }
   }
+  std::sort(names.begin(), names.end());
   for (const auto& name : names) {
     int dir_fd = OpenOwnDir(parent_fd, name);
     if (dir_fd < 0) continue;
-    int lock = TakeDeadLock(dir_fd);
-    if (lock != -1) fn(parent_fd, name, dir_fd);
+    int lock = -1;
+    std::string why;
+    const Judged j = Judge(dir_fd, &lock, &why);
+    if (j != Judged::kLive) fn(parent_fd, name, dir_fd, j, why);
     if (lock >= 0) ::close(lock);
     ::close(dir_fd);
   }
@@ -133,7 +190,9 @@ WorkDir::WorkDir(const fs::path& parent, const std::string& image_id, spdlog::lo
     lock_fd_ =
         ::openat(dir_fd_, kLockName, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   }
-  if (dir_fd_ < 0 || lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX) != 0) {
+  const std::string mark = kLockMark;
+  if (dir_fd_ < 0 || lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX) != 0 ||
+      ::write(lock_fd_, mark.data(), mark.size()) != static_cast<ssize_t>(mark.size())) {
     const int e = errno;
     Cleanup();
     throw Error(Errc::kIo, "image " + image_id + ": cannot lock working directory " +
@@ -161,28 +220,44 @@ void WorkDir::Cleanup() noexcept {
 
 std::vector<fs::path> ListDeadWorkDirs(const fs::path& parent) {
   std::vector<fs::path> out;
-  ForEachDead(parent, [&](int, const std::string& name, int) { out.push_back(parent / name); });
+  ForEachDead(parent, [&](int, const std::string& name, int, Judged j, const std::string&) {
+    if (j == Judged::kDead) out.push_back(parent / name);
+  });
+  return out;
+}
+
+std::vector<LeftAlone> ListForeignWorkDirs(const fs::path& parent) {
+  std::vector<LeftAlone> out;
+  ForEachDead(parent, [&](int, const std::string& name, int, Judged j, const std::string& why) {
+    if (j == Judged::kForeign) out.push_back({parent / name, why});
+  });
   return out;
 }
 
 std::vector<fs::path> SweepWorkDirs(const fs::path& parent, bool dry_run,
-                                    const std::shared_ptr<spdlog::logger>& logger) {
+                                    const std::shared_ptr<spdlog::logger>& logger,
+                                    std::vector<LeftAlone>* left_alone) {
   std::vector<fs::path> out;
-  ForEachDead(parent, [&](int parent_fd, const std::string& name, int dir_fd) {
-    const fs::path p = parent / name;
-    if (!dry_run) {
-      RemoveContents(dir_fd);
-      if (::unlinkat(parent_fd, name.c_str(), AT_REMOVEDIR) != 0) {
-        if (logger) {
-          logger->warn("cannot remove dead fill's working directory dir={} error=\"{}\"",
-                       p.string(), std::strerror(errno));
+  ForEachDead(
+      parent, [&](int parent_fd, const std::string& name, int dir_fd, Judged j, std::string why) {
+        const fs::path p = parent / name;
+        if (j == Judged::kDead && dry_run) {
+          out.push_back(p);
+          return;
         }
-        return;
-      }
-      if (logger) logger->info("removed dead fill's working directory dir={}", p.string());
-    }
-    out.push_back(p);
-  });
+        if (j == Judged::kDead) {
+          why = RemoveFill(parent_fd, name, dir_fd);
+          if (why.empty()) {
+            if (logger) logger->info("removed dead fill's working directory dir={}", p.string());
+            out.push_back(p);
+            return;
+          }
+        }
+        if (logger) {
+          logger->warn("working directory left alone dir={} reason=\"{}\"", p.string(), why);
+        }
+        if (left_alone) left_alone->push_back({p, why});
+      });
   return out;
 }
 

@@ -21,6 +21,15 @@ namespace cachemgr::fetch {
 
 inline constexpr const char* kWorkDirPrefix = "cachemgr-fill.";
 inline constexpr const char* kLockName = "fill.lock";
+// What a fill writes into its lock file when it makes it (O_EXCL): only a directory whose
+// lock carries it is the cache's to sweep.
+inline constexpr const char* kLockMark = "cachemgr fill working directory\n";
+
+// A directory that looks like a working dir but is not the cache's to remove, and why.
+struct LeftAlone {
+  std::filesystem::path path;
+  std::string why;
+};
 
 class WorkDir {
  public:
@@ -46,14 +55,21 @@ class WorkDir {
 };
 
 // Working directories in `parent` left by fills that are no longer running: named
-// kWorkDirPrefix + 6 characters, a real directory (not a symlink), owned by this user,
-// and with no fill holding its lock. A directory whose lock file is missing counts only
-// once it is older than a minute (a fill between mkdtemp and its lock).
+// kWorkDirPrefix + 6 characters, a real directory (not a symlink) owned by this user,
+// holding the lock file kLockName with kLockMark in it, and no fill holding that lock.
+// Anything else is not the cache's: a directory with no lock file or no mark in it is
+// never listed here (see ListForeignWorkDirs), whatever its name or age.
 std::vector<std::filesystem::path> ListDeadWorkDirs(const std::filesystem::path& parent);
 
-// Removes the dead working directories (all of ListDeadWorkDirs, each re-checked under
-// its lock); returns those removed (or that would be, with `dry_run`).
+// Directories of this user named like working dirs that the cache did not make.
+std::vector<LeftAlone> ListForeignWorkDirs(const std::filesystem::path& parent);
+
+// Sweeps the dead working directories (each re-checked under its lock): unlinks only the
+// names a fill makes (never recursing), then the lock and the directory when nothing
+// else is left. Returns those removed (or that would be, with `dry_run`); the others,
+// and the directories not made by the cache, go to `left_alone` (may be null), untouched.
 std::vector<std::filesystem::path> SweepWorkDirs(const std::filesystem::path& parent, bool dry_run,
-                                                 const std::shared_ptr<spdlog::logger>& logger);
+                                                 const std::shared_ptr<spdlog::logger>& logger,
+                                                 std::vector<LeftAlone>* left_alone = nullptr);
 
 }  // namespace cachemgr::fetch

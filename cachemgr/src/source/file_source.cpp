@@ -291,10 +291,13 @@ class FileSource final : public Source {
     std::string algo = str("os_hash_algo");
     if (algo.empty() && !value.empty()) algo = "sha512";
     if (!algo.empty()) {
-      if (!util::Hasher::Supported(algo)) {
+      // The algorithms a fill verifies with (source::CheckableDigest); md5 belongs in
+      // "checksum".
+      if (algo != "sha256" && algo != "sha384" && algo != "sha512") {
         throw Error(Errc::kRefused, "sidecar " + p + " names hash algorithm '" + algo +
-                                        "', which cannot be checked (md5, sha1, sha256, sha384, "
-                                        "sha512); fix os_hash_algo in the sidecar");
+                                        "', which a fill cannot verify with (os_hash_algo: "
+                                        "sha256, sha384 or sha512; an md5 goes in \"checksum\"); "
+                                        "fix os_hash_algo in the sidecar");
       }
       if (!value.empty() && (!IsHex(value) || value.size() != DigestHexLength(algo))) {
         throw Error(Errc::kRefused, "sidecar " + p + ": os_hash_value is not a " + algo +
@@ -358,6 +361,8 @@ class FileSource final : public Source {
                                       " changed while it was read; retry once it is no longer "
                                       "being written");
     }
+    // Kept once the clock has passed the file's times, so a rewrite from now on shows.
+    kept->identity = util::SettledFileIdentity(st);
     Store(image_id, *kept);
     return *kept;
   }

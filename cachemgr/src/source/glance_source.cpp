@@ -235,6 +235,7 @@ class GlanceSource final : public Source {
     };
     while (true) {
       HttpOptions http = http_;
+      http.low_speed_bytes_s = rate;
       if (has_deadline) {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
             deadline - std::chrono::steady_clock::now());
@@ -341,7 +342,12 @@ class GlanceSource final : public Source {
         if (r.transport_error()) {
           throw Error(r.timed_out() ? Errc::kTimeout : Errc::kSource,
                       what + ": download failed after " + std::to_string(failures + 1) +
-                          " attempt(s) at byte " + std::to_string(done) + ": " + r.curl_error);
+                          " attempt(s) at byte " + std::to_string(done) + ": " + r.curl_error +
+                          (r.timed_out() ? " (slower than source.glance.min_rate_kib_s " +
+                                               std::to_string(options_.min_rate_kib_s) +
+                                               " for source.glance.timeout_s " +
+                                               std::to_string(http_.timeout_s) + " s)"
+                                         : std::string()));
         }
         ThrowForStatus(r, what);
       }

@@ -128,8 +128,10 @@ HttpResult HttpGet(const std::string& url, const std::vector<std::string>& heade
   curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
   if (!options.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, options.ca_file.c_str());
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, static_cast<long>(options.timeout_s));
-  // A stalled transfer (under 1 byte/s for timeout_s) fails instead of hanging forever.
-  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  // A stalled or trickling transfer (under low_speed_bytes_s for timeout_s) fails instead
+  // of hanging for as long as a lying size would allow.
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT,
+                   static_cast<long>(std::max<uint64_t>(options.low_speed_bytes_s, 1)));
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options.timeout_s));
   if (options.total_timeout_ms > 0) {
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(options.total_timeout_ms));

@@ -18,6 +18,10 @@ struct HttpOptions {
   uint32_t timeout_s = 30;  // connect timeout, and the window of the low-speed limit
   uint32_t total_timeout_s = 0;  // whole request; 0 = none (downloads are long)
   uint64_t total_timeout_ms = 0;  // whole request in ms, when set (overrides total_timeout_s)
+  // The low-speed limit: a transfer slower than this (bytes/s, averaged over timeout_s)
+  // fails. 1 catches a stall; downloads set the source's minimum rate, so a trickle fails
+  // within timeout_s whatever size the source declared.
+  uint64_t low_speed_bytes_s = 1;
 };
 
 struct HttpResult {

@@ -2,11 +2,14 @@
 #pragma once
 
 #include <sys/stat.h>
+#include <time.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace cachemgr::util {
@@ -23,6 +26,21 @@ inline std::string FileIdentity(const struct stat& st) {
   return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
          std::to_string(st.st_size) + ":" + std::to_string(Nanoseconds(st.st_mtim)) + ":" +
          std::to_string(Nanoseconds(st.st_ctim)) + ":" + std::to_string(st.st_nlink);
+}
+
+// FileIdentity(st), returned once the clock has passed the file's times. File times come
+// from a coarse clock (one tick, 1-10 ms): a write in the tick the identity was taken in
+// would leave every field as recorded. Waiting out that tick (as git does for "racily
+// clean" files) makes any change after this returns show in ctime.
+inline std::string SettledFileIdentity(const struct stat& st) {
+  const int64_t newest = std::max(Nanoseconds(st.st_ctim), Nanoseconds(st.st_mtim));
+  for (int i = 0; i < 200; ++i) {  // a tick is at most 10 ms; 200 ms bounds a stuck clock
+    struct timespec now {};
+    ::clock_gettime(CLOCK_REALTIME_COARSE, &now);
+    if (Nanoseconds(now) > newest) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return FileIdentity(st);
 }
 
 // Whether identity `is` is the same file version as `was`: equal, or only ctime moved

@@ -13,6 +13,17 @@
 
 namespace cachemgr::util {
 
+// Two hex digests are the same digest whatever the case of their letters (Glance and
+// sidecars may give upper-case hex; ours is lower-case).
+inline bool SameDigest(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
+    if (lower(a[i]) != lower(b[i])) return false;
+  }
+  return true;
+}
+
 // One digest computed over bytes fed in order. The algorithms are the ones Glance uses
 // for checksum (md5) and os_hash_algo (sha512 by default; sha1/sha256/sha384 possible).
 class Hasher {

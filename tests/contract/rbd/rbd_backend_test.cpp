@@ -127,12 +127,13 @@ TEST_CASE("identity: location, pools and fsid") {
   CHECK_FALSE(b->Adopt("/nonexistent", {"volumes", "x"}));
 }
 
-TEST_CASE("a missing pool is kNotFound naming the pool") {
+TEST_CASE("a missing pool is a config error naming the pool and its key") {
   auto options = test::FixtureRbdOptions();
   options.pool = "no-such-pool";
   auto e = Catch([&] { storage::MakeRbdBackend(options, nullptr); });
-  CHECK(e.code() == Errc::kNotFound);
+  CHECK(e.code() == Errc::kConfig);
   CHECK(Contains(e.what(), "no-such-pool"));
+  CHECK(Contains(e.what(), "backend.rbd.pool"));
 }
 
 TEST_CASE("monitors down: kTimeout within the connect timeout, no hang") {
