@@ -360,6 +360,23 @@ struct LocalBackend::Impl {
     return root / ref.pool / ".meta" / (ref.name + ".json");
   }
   fs::path TrashDir() const { return root / ".trash"; }
+
+  // The id of a trash folder for `name` ("<name>.<hex>") whose image is the file at
+  // `path` (same device and inode): a move to the trash that a kill interrupted. "" if none.
+  std::string TrashedCopyOf(const fs::path& path, const std::string& name) const {
+    struct stat want {};
+    if (::lstat(path.c_str(), &want) != 0) return "";
+    const std::string prefix = name.substr(0, 100) + ".";
+    std::error_code ec;
+    for (const auto& dir : fs::directory_iterator(TrashDir(), ec)) {
+      const std::string id = dir.path().filename().string();
+      if (id.compare(0, prefix.size(), prefix) != 0) continue;
+      struct stat st {};
+      if (::lstat((dir.path() / "image").c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+      if (st.st_dev == want.st_dev && st.st_ino == want.st_ino) return id;
+    }
+    return "";
+  }
   fs::path BackingDir() const { return root / ".backing"; }
 
   // The stable backing name of the file at `path` (`.backing/<inode>`); empty when the
@@ -1222,6 +1239,13 @@ std::string LocalBackend::Identity(const ImageRef& ref) {
 }
 
 RemoveOutcome LocalBackend::Remove(const ImageRef& ref) {
+  Impl::Check(ref);
+  if (!impl_->ExistsChecked(ref)) {
+    // A sidecar without its image is what a kill between Publish's two links leaves (the
+    // sidecar goes first). The caller owns the name: the leftover goes with the remove.
+    std::lock_guard lock(impl_->mu);
+    if (!impl_->ExistsChecked(ref)) impl_->DropSidecar(ref);
+  }
   impl_->Require(ref);
   std::unique_lock no_clones(impl_->users_mu);
   std::lock_guard lock(impl_->mu);
@@ -1246,14 +1270,21 @@ RemoveOutcome LocalBackend::Remove(const ImageRef& ref) {
   // backing file exists at every step.
   Sidecar s = impl_->Load(ref);
   std::string format = impl_->Format(ref, s);
-  std::string id = ref.name.substr(0, 100) + "." + RandomHex(12);
+  // A move that a kill cut short left this very file (same inode) in a trash folder of
+  // the same name already: that folder is finished, not a second one made.
+  std::string id = impl_->TrashedCopyOf(path, ref.name);
+  const bool resumed = !id.empty();
+  if (!resumed) id = ref.name.substr(0, 100) + "." + RandomHex(12);
   auto dir = impl_->TrashDir() / id;
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) Fail(Errc::kBackend, "cannot create trash folder " + dir.string() + ": " + ec.message());
   auto trashed = dir / "image";
-  if (::link(path.c_str(), trashed.c_str()) != 0)
-    FailErrno("cannot link " + path.string() + " into the trash as", trashed, errno);
+  if (!resumed) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec)
+      Fail(Errc::kBackend, "cannot create trash folder " + dir.string() + ": " + ec.message());
+    if (::link(path.c_str(), trashed.c_str()) != 0)
+      FailErrno("cannot link " + path.string() + " into the trash as", trashed, errno);
+  }
   json entry{{"original", {{"pool", ref.pool}, {"name", ref.name}}},
              {"format", format},
              {"sidecar", ToJson(s)},

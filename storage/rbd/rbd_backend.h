@@ -104,10 +104,7 @@ class RbdBackend final : public Backend {
                 const ProgressFn& progress);
   // Removes the user snapshots of an open image (unprotecting them first).
   void RemoveAllSnapshots(rbd_image_t image, const std::string& where);
-  // rbd_watchers.cpp: breaks the exclusive lock a client other than this one holds on an
-  // image a dead process was making (1 if broken); what keeps an image busy, for errors.
-  size_t BreakDeadLock(const PoolCtx& pool, const std::string& name,
-                       const std::string& self_addrs);
+  // rbd_watchers.cpp: what keeps an image busy (its watchers, its lock owner), for errors.
   std::string DescribeBusy(const PoolCtx& pool, const std::string& name);
 
   RbdBackendOptions options_;

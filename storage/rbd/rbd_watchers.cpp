@@ -3,11 +3,9 @@
 // A client killed with an image open keeps its watch on the image's header until the
 // OSD times it out (osd_client_watch_timeout, 30 s by default), and librbd refuses to
 // remove an image that has watchers. As `rbd lock break` and Cinder do, the watcher's
-// address is blocklisted for a short time: the OSDs drop its watches at once. A client
-// killed while it held the image's exclusive lock (a metadata write, a resize) leaves that
-// lock behind as well; librbd's remove must take it, so a lock whose owner is not this
-// client is broken (rbd_lock_break blocklists the owner first, as `rbd lock rm` does).
-// Only called for an object the index says a dead process was making.
+// address is blocklisted for a short time: the OSDs drop its watches at once, and the
+// exclusive lock it may have held is then broken by librbd's remove itself (its owner no
+// longer watches). Only called for an object the index says a dead process was making.
 #include <spdlog/spdlog.h>
 
 #include <cstdlib>
@@ -82,29 +80,6 @@ std::vector<std::string> WatcherAddrs(rbd_image_t image) {
 }
 }  // namespace
 
-size_t RbdBackend::BreakDeadLock(const PoolCtx& pool, const std::string& name,
-                                 const std::string& self_addrs) {
-  const std::string where = pool.Where(name);
-  ImageHandle image;
-  try {
-    image = OpenImage(pool, name, false);
-  } catch (const Error&) {
-    return 0;  // gone, or not openable for writing: the remove says why
-  }
-  const std::string owner = LockOwner(image.get());
-  if (owner.empty() || IsSelf(owner, self_addrs)) {
-    return 0;
-  }
-  const int r = rbd_lock_break(image.get(), RBD_LOCK_MODE_EXCLUSIVE, owner.c_str());
-  if (r < 0) {
-    log_->warn("rbd exclusive lock of a dead client not broken image={} owner={} error={}", where,
-               owner, r);
-    return 0;
-  }
-  log_->info("rbd exclusive lock of a dead client broken image={} owner={}", where, owner);
-  return 1;
-}
-
 std::string RbdBackend::DescribeBusy(const PoolCtx& pool, const std::string& name) {
   try {
     auto image = OpenImage(pool, name, true);
@@ -150,7 +125,6 @@ size_t RbdBackend::EvictWatchers(const ImageRef& ref) {
     rbd_watchers_list_cleanup(watchers.data(), n);
   }
   size_t cut = 0;
-  cut += BreakDeadLock(*pool, ref.name, self_addrs);
   for (auto& addr : others) {
     const int r = rados_blocklist_add(cluster, addr.data(), kBlocklistSeconds);
     if (r < 0) {

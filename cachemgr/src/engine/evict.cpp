@@ -39,7 +39,12 @@ bool IgnoreNotFound(const std::function<void()>& fn) {
 }  // namespace
 
 void CacheImpl::RemoveImageFully(const storage::ImageRef& ref) {
-  if (!backend_->Exists(ref)) return;
+  if (!backend_->Exists(ref)) {
+    // Nothing at the name; the remove still takes what a kill may have left of it (a
+    // local sidecar written before its image).
+    IgnoreNotFound([&] { backend_->Remove(ref); });
+    return;
+  }
   for (const auto& snap : backend_->ListSnapshots(ref)) {
     storage::SnapRef sref{ref, snap.name};
     if (snap.is_protected) {
@@ -369,9 +374,7 @@ void CacheImpl::GcVolumes(bool dry_run, std::vector<EvictAction>* actions) {
     }
     // The staging object is this row's: its random name was recorded before it was made.
     if (!v.staging_name.empty()) {
-      IgnoreNotFound([&] {
-        if (backend_->Exists({pool, v.staging_name})) RemoveLeftObject({pool, v.staging_name});
-      });
+      IgnoreNotFound([&] { RemoveLeftObject({pool, v.staging_name}); });
     }
     // At the name: only the object whose mark and identity say it is this row's (renamed
     // into place just before the owner died); anything else there is someone else's.

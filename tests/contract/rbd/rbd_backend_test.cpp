@@ -2,7 +2,9 @@
 // (and, for cephx, on a cluster this test starts itself).
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -406,6 +408,59 @@ TEST_CASE("clones get the configured features, format 2") {
   }
   b->Remove(clone);
   b->Remove(base);
+}
+
+TEST_CASE("an image a killed client held open and locked is removed once it is cut off") {
+  // The state a create killed mid-write leaves: its watch on the header (kept until the
+  // OSD times it out, 30 s) and the image's exclusive lock. Cutting the client off
+  // (blocklist its watch, break its lock) lets the remove go through at once.
+  auto options = test::FixtureRbdOptions();
+  auto b = storage::MakeRbdBackend(options, nullptr);
+  ImageRef ref{"volumes", Unique("held")};
+  Import(*b, ref, Data(4 * kMiB, 3));
+  const std::string spec = "volumes/" + (options.namespace_.empty() ? "" : options.namespace_ + "/") +
+                           ref.name;
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::execlp("rbd", "rbd", "--conf", options.conf.c_str(), "bench", "--io-type", "write",
+             "--io-size", "4096", "--io-total", "100G", spec.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  // Wait until the writer holds the exclusive lock (librbd breaks it once the watch is gone).
+  bool locked = false;
+  for (int i = 0; i < 200 && !locked; ++i) {
+    std::string out;
+    test::RunCommand({"rbd", "--conf", options.conf, "lock", "ls", spec}, &out);
+    locked = Contains(out, "exclusive lock");
+    if (!locked) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  REQUIRE(locked);
+
+  const auto start = std::chrono::steady_clock::now();
+  CHECK(b->EvictWatchers(ref) >= 1);
+  // The OSDs see the new map quickly; the remove is retried briefly as the pass does.
+  bool removed = false;
+  std::string last;
+  for (int i = 0; i < 40 && !removed; ++i) {
+    try {
+      b->Remove(ref);
+      removed = true;
+    } catch (const Error& e) {
+      last = e.what();
+      REQUIRE_MESSAGE(e.code() == Errc::kBusy, last);
+      // A busy remove names what keeps the image.
+      CHECK_MESSAGE(Contains(last, "watchers ["), last);
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+  }
+  CHECK_MESSAGE(removed, last);
+  CHECK_FALSE(b->Exists(ref));
+  // Well inside the 30 s the OSD would have taken to time the watch out by itself.
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(20));
 }
 
 TEST_CASE("a lock held by a destroyed holder is free again; waiting for it works") {
