@@ -159,6 +159,13 @@ class Backend {
   // kBusy meanwhile). Only for an object no live owner may hold. Returns how many were
   // cut off; backends without watchers have nothing to do.
   virtual size_t EvictWatchers(const ImageRef& /*ref*/) { return 0; }
+  // Removes what a Rename killed midway may leave at `ref` when no image opens there: a
+  // name still bound to the object whose Identity is `identity` (an RBD id object or
+  // directory entry naming an image that is gone), which would refuse the name for ever.
+  // Touches nothing bound to another identity. Returns whether something was removed.
+  virtual bool RemoveDanglingName(const ImageRef& /*ref*/, const std::string& /*identity*/) {
+    return false;
+  }
   // Removes an image. One that still has clones is moved to the trash instead
   // (kTrashed): its clones keep reading, and PurgeTrash removes it once they are gone.
   virtual RemoveOutcome Remove(const ImageRef& ref) = 0;

@@ -34,6 +34,7 @@
 #include "storage/factory.h"
 #include "storage/local/local_root.h"
 #include "util/file_identity.h"
+#include "util/hash.h"
 #include "util/process.h"
 
 namespace cachemgr::storage {
@@ -212,6 +213,9 @@ struct Sidecar {
   // Set when the file is a hard link of a file the cache does not own alone (see
   // AdoptShared): "dev:ino:size:mtime_ns:ctime_ns:nlink" when it was adopted.
   std::string shared_inode;
+  // sha256 of the shared file's bytes when it was adopted: a link-count change moves
+  // ctime as a write does, and only the bytes tell the two apart.
+  std::string shared_sha256;
   std::map<std::string, std::string> metadata;
   std::vector<SnapRecord> snapshots;
   std::optional<SnapRef> parent;
@@ -228,6 +232,7 @@ json ToJson(const Sidecar& s) {
   j["schema"] = 1;
   j["format"] = s.format;
   if (!s.shared_inode.empty()) j["shared_inode"] = s.shared_inode;
+  if (!s.shared_sha256.empty()) j["shared_sha256"] = s.shared_sha256;
   j["metadata"] = s.metadata;
   j["snapshots"] = json::array();
   for (const auto& snap : s.snapshots)
@@ -247,6 +252,7 @@ Sidecar FromJson(const json& j) {
   Sidecar s;
   s.format = j.value("format", "raw");
   s.shared_inode = j.value("shared_inode", "");
+  s.shared_sha256 = j.value("shared_sha256", "");
   if (j.contains("metadata")) s.metadata = j["metadata"].get<std::map<std::string, std::string>>();
   if (j.contains("snapshots")) {
     for (const auto& e : j["snapshots"]) {
@@ -539,10 +545,11 @@ struct LocalBackend::Impl {
   }
 
   // A hard-linked base is only as good as the inode it shares: refused (kCorrupt) once its
-  // bytes, size or times differ from when it was adopted. Links the cache itself adds or
-  // drops (a clone's `.backing` name, a rename) move ctime with the link count: that
-  // alone is accepted and recorded anew; a ctime change with the same link count (chmod,
-  // chown, a write with its mtime put back) is not.
+  // bytes, size or times differ from when it was adopted. A link added or dropped (the
+  // cache's own `.backing` name or rename, or anyone's `ln`) moves ctime with the link
+  // count, and so does a write with its mtime put back: when only ctime and the link
+  // count moved, the bytes are hashed and compared with those adopted, and the new
+  // identity is recorded only if they are the same.
   void CheckShared(const ImageRef& ref, Sidecar& s) {
     if (s.shared_inode.empty()) return;
     auto path = PathOf(ref);
@@ -550,10 +557,13 @@ struct LocalBackend::Impl {
     if (::stat(path.c_str(), &st) != 0) FailErrno("cannot stat", path, errno);
     const std::string now = SharedIdentity(st);
     if (now == s.shared_inode) return;
-    if (util::SameFileVersion(s.shared_inode, now)) {
-      s.shared_inode = SettledIdentity(st);
-      Save(ref, s);
-      return;
+    if (util::OnlyLinksMoved(s.shared_inode, now) && !s.shared_sha256.empty()) {
+      const auto [sha, read_from] = HashShared(path);
+      if (sha == s.shared_sha256 && read_from == now) {
+        s.shared_inode = SettledIdentity(st);
+        Save(ref, s);
+        return;
+      }
     }
     // The engine records the image id in the entry's metadata (cachemgr.image_id).
     auto id = s.metadata.find("cachemgr.image_id");
@@ -579,6 +589,27 @@ struct LocalBackend::Impl {
     Save(ref, s);
   }
   static std::string SharedIdentity(const struct stat& st) { return util::FileIdentity(st); }
+  // sha256 of the file at `path` and the identity it had while read ("" digest if it
+  // changed meanwhile: the caller then sees no match).
+  static std::pair<std::string, std::string> HashShared(const fs::path& path) {
+    Fd fd = OpenOrFail(path, O_RDONLY);
+    struct stat before {};
+    if (::fstat(fd.get(), &before) != 0) FailErrno("cannot stat", path, errno);
+    util::Hasher sha("sha256");
+    std::vector<char> buf(1 << 20);
+    for (;;) {
+      const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) FailErrno("cannot read", path, errno);
+      if (n == 0) break;
+      sha.Update(buf.data(), static_cast<size_t>(n));
+    }
+    struct stat after {};
+    if (::fstat(fd.get(), &after) != 0) FailErrno("cannot stat", path, errno);
+    const std::string id = SharedIdentity(before);
+    if (SharedIdentity(after) != id) return {"", ""};
+    return {sha.HexDigest(), id};
+  }
   static std::string SettledIdentity(const struct stat& st) {
     return util::SettledFileIdentity(st);
   }
@@ -1110,6 +1141,14 @@ bool LocalBackend::AdoptShared(const fs::path& file, const ImageRef& ref) {
     Fail(Errc::kCorrupt, "adopt " + file.string() + ": the linked file is not the one opened");
   }
   Sidecar s;
+  // The bytes as adopted, so a later link-count change can be told from a rewrite.
+  const auto [sha, hashed_as] = Impl::HashShared(dest);
+  if (sha.empty() || hashed_as != Impl::SharedIdentity(linked)) {
+    ::unlink(dest.c_str());
+    impl_->DropSidecar(ref);
+    Fail(Errc::kCorrupt, "adopt " + file.string() + ": the file changed while it was linked");
+  }
+  s.shared_sha256 = sha;
   s.shared_inode = Impl::SettledIdentity(linked);
   impl_->Save(ref, s);
   FsyncDir(dest.parent_path());

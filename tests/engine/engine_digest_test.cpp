@@ -128,3 +128,22 @@ TEST_CASE("a removed image's kept digests go with it") {
   CHECK(report.actions[0].kind == "gone");
   CHECK(env.CountRows("SELECT COUNT(*) FROM source_digests") == 0);
 }
+
+TEST_CASE("a rewrite with its mtime put back is noticed even when a hard link comes with it") {
+  // Only ctime and the link count tell this from a link alone: the kept digests are
+  // never carried over to another identity, so the image is hashed again.
+  Env env;
+  auto id = env.AddImage(4 * kMiB, 11, 4 * kMiB);
+  auto cache = env.Open();
+  CHECK(cache->CreateVolume({.image_id = id, .volume = "v1"}).plan == Plan::kMiss);
+  const auto old_md5 = cache->Lookup(id)->checksum;
+  RewriteKeepingMtime(env.Image(id), kMiB);
+  const auto link = env.Image(id).string() + ".someone-elses-link";
+  std::filesystem::create_hard_link(env.Image(id), link);
+  auto next = env.Open();
+  auto again = next->CreateVolume({.image_id = id, .volume = "v2"});
+  CHECK(again.plan == Plan::kMiss);
+  CHECK(env.SameData("v2", id));
+  CHECK(next->Lookup(id)->checksum != old_md5);
+  std::filesystem::remove(link);
+}

@@ -265,6 +265,24 @@ TEST_CASE("a raw base never shares the source's inode unless configured, and the
   fs::permissions(bed.images / "raw2", fs::perms::owner_read);
   CHECK(Thrown([&] { bed.backend->RequireIntact(bed.Ref("entry-chmod")); }).code() ==
         Errc::kCorrupt);
+
+  // A link added by anyone moves ctime and the link count and no byte: still intact.
+  fs::copy_file(bed.golden, bed.images / "raw3");
+  fs::permissions(bed.images / "raw3", fs::perms::owner_read | fs::perms::owner_write);
+  bed.Fetch("raw3", "entry-links");
+  fs::create_hard_link(bed.images / "raw3", bed.tmp / "someone-elses-link");
+  bed.backend->RequireIntact(bed.Ref("entry-links"));
+  CHECK(bed.ReadImage(bed.Ref("entry-links")) == golden);
+  // A rewrite with its size and mtime put back, together with a link added or dropped:
+  // only ctime and the link count differ, as for a link alone; the bytes tell.
+  struct stat before {};
+  REQUIRE(::stat((bed.images / "raw3").c_str(), &before) == 0);
+  OverwriteInPlace(bed.images / "raw3", 4096, "rewritten, mtime put back");
+  struct timespec times[2] = {before.st_atim, before.st_mtim};
+  REQUIRE(::utimensat(AT_FDCWD, (bed.images / "raw3").c_str(), times, 0) == 0);
+  fs::remove(bed.tmp / "someone-elses-link");
+  CHECK(Thrown([&] { bed.backend->RequireIntact(bed.Ref("entry-links")); }).code() ==
+        Errc::kCorrupt);
 }
 
 // Cuts a copy of `whole` to `size` bytes as image `id`.

@@ -69,6 +69,9 @@ class FaultyBackend final : public storage::Backend {
   size_t EvictWatchers(const storage::ImageRef& ref) override {
     return inner_->EvictWatchers(ref);
   }
+  bool RemoveDanglingName(const storage::ImageRef& ref, const std::string& identity) override {
+    return inner_->RemoveDanglingName(ref, identity);
+  }
   storage::RemoveOutcome Remove(const storage::ImageRef& ref) override;
   void CreateSnapshot(const storage::SnapRef& snap) override;
   void ProtectSnapshot(const storage::SnapRef& snap) override;

@@ -384,6 +384,10 @@ void CacheImpl::GcVolumes(bool dry_run, std::vector<EvictAction>* actions) {
         RemoveLeftObject({pool, v.name});
       } else if (own.exists) {
         LeaveAlone(v.name, own.why, actions);
+      } else {
+        // A rename killed midway may have bound the name to this row's (now removed)
+        // object: unbound, or the name could never be made again.
+        backend_->RemoveDanglingName({pool, v.name}, v.identity);
       }
     }
     WithIndex([&](index::Index& ix) { ix.DeleteVolume(v.id); });

@@ -330,12 +330,8 @@ class FileSource final : public Source {
     }
     const std::string identity = util::FileIdentity(st);
     std::optional<FileDigests> kept = Lookup(image_id);
-    // A link added or dropped (a hard-linked base of the cache) moves ctime and the link
-    // count and no byte: the same version, as the local backend's guard judges it.
-    if (kept && kept->identity != identity && util::SameFileVersion(kept->identity, identity)) {
-      kept->identity = identity;
-      Store(image_id, *kept);
-    }
+    // Any other identity is another version: a link added or dropped moves ctime as a
+    // write with its mtime put back does, so even that is hashed again.
     if (!kept || kept->identity != identity) kept = FileDigests{identity, "", "", ""};
     const bool have_format = !need_format || !kept->disk_format.empty();
     const bool have_hashes = !need_hashes || (!kept->md5.empty() && !kept->sha512.empty());
@@ -355,8 +351,7 @@ class FileSource final : public Source {
     // Kept only when nothing moved while it was read (ctime included): a write that
     // restored the size and mtime is another version, never labelled with these digests.
     struct stat after {};
-    if (::fstat(file.fd(), &after) != 0 ||
-        !util::SameFileVersion(identity, util::FileIdentity(after))) {
+    if (::fstat(file.fd(), &after) != 0 || util::FileIdentity(after) != identity) {
       throw Error(Errc::kCorrupt, "image " + image_id + ": file " + file.name() +
                                       " changed while it was read; retry once it is no longer "
                                       "being written");

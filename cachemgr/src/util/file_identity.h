@@ -21,7 +21,7 @@ inline int64_t Nanoseconds(const struct timespec& t) {
 // "dev:ino:size:mtime_ns:ctime_ns:nlink". Any write, truncation, replacement or
 // `touch -d` back to an old mtime moves ctime (which no one can set), so two stats
 // with the same identity saw the same bytes. The file source's kept digests and the
-// local backend's hard-linked bases are both checked against it (SameFileVersion).
+// local backend's hard-linked bases are both checked against it.
 inline std::string FileIdentity(const struct stat& st) {
   return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
          std::to_string(st.st_size) + ":" + std::to_string(Nanoseconds(st.st_mtim)) + ":" +
@@ -43,12 +43,10 @@ inline std::string SettledFileIdentity(const struct stat& st) {
   return FileIdentity(st);
 }
 
-// Whether identity `is` is the same file version as `was`: equal, or only ctime moved
-// together with the link count (a hard link added or dropped, which changes no byte).
-// A ctime change with the same link count (a write with its mtime put back, chmod) is
-// another version.
-inline bool SameFileVersion(const std::string& was, const std::string& is) {
-  if (was == is) return true;
+// Whether identity `is` differs from `was` only in ctime and the link count: a hard link
+// added or dropped, or a write with its mtime put back together with a link (ctime cannot
+// tell the two apart). Not proof of the same bytes: the caller compares those.
+inline bool OnlyLinksMoved(const std::string& was, const std::string& is) {
   auto fields = [](const std::string& id) {
     std::vector<std::string> out;
     std::stringstream in(id);

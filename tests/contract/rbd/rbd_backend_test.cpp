@@ -463,6 +463,45 @@ TEST_CASE("an image a killed client held open and locked is removed once it is c
   CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(20));
 }
 
+TEST_CASE("a name a killed rename left bound to a removed image is unbound, and only that") {
+  auto options = test::FixtureRbdOptions();
+  auto b = storage::MakeRbdBackend(options, nullptr);
+  ImageRef staging{"volumes", Unique("staging")};
+  ImageRef name{"volumes", Unique("name")};
+  Import(*b, staging, Data(kMiB, 5));
+  const std::string id = b->Identity(staging);
+  // The first step of a rename: the new name's id object, written before the directory
+  // is rebound. Killed there; then the staging image is removed by the pass.
+  std::vector<std::string> rados{"rados", "--conf", options.conf, "-p", "volumes"};
+  if (!options.namespace_.empty()) {
+    rados.push_back("-N");
+    rados.push_back(options.namespace_);
+  }
+  test::TempDir tmp("dangling");
+  const std::string file = (tmp / "id-object").string();
+  auto cmd = [&](std::vector<std::string> extra) {
+    auto argv = rados;
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return test::RunCommand(argv);
+  };
+  REQUIRE(cmd({"get", "rbd_id." + staging.name, file}) == 0);
+  REQUIRE(cmd({"put", "rbd_id." + name.name, file}) == 0);
+  // While the image exists, the name is not dangling: nothing is touched.
+  CHECK_FALSE(b->RemoveDanglingName(name, id));
+  b->Remove(staging);
+  CHECK_FALSE(b->Exists(name));
+  CHECK(Catch([&] { Import(*b, name, Data(kMiB, 6)); }).code() == Errc::kAlreadyExists);
+  // Another identity: not the cache's binding, left as it is.
+  CHECK_FALSE(b->RemoveDanglingName(name, "1234abcd"));
+  CHECK(cmd({"stat", "rbd_id." + name.name}) == 0);
+  // The row's own identity: unbound, and the name can be made again.
+  CHECK(b->RemoveDanglingName(name, id));
+  CHECK(cmd({"stat", "rbd_id." + name.name}) != 0);
+  Import(*b, name, Data(kMiB, 6));
+  CHECK(b->Exists(name));
+  b->Remove(name);
+}
+
 TEST_CASE("a lock held by a destroyed holder is free again; waiting for it works") {
   auto options = test::FixtureRbdOptions();
   auto a = storage::MakeRbdBackend(options, nullptr);

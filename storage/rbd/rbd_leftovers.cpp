@@ -1,0 +1,57 @@
+// What a killed rbd_rename leaves at the new name, and its removal.
+//
+// A format-2 rename writes the new name's id object (rbd_id.<new>), rebinds the name in
+// the pool's directory, then removes the old id object. Killed between those steps, and
+// once the pass has removed the staging image, the new name can be left bound to an image
+// that is gone: `rbd create` of that name then fails with "exists" and nothing opens it.
+// Such a binding is removed only when it names the very image (by id) that the cache's
+// own row recorded, and no image header with that id exists.
+#include <rados/librados.h>
+#include <rbd/librbd.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include "storage/rbd/rbd_backend.h"
+#include "storage/rbd/rbd_error.h"
+
+namespace cachemgr::storage::rbd {
+
+namespace {
+// The image id an id object holds (a length-prefixed string, little-endian), "" if none.
+std::string ReadIdObject(rados_ioctx_t io, const std::string& name) {
+  char buf[256] = {};
+  const int n = rados_read(io, ("rbd_id." + name).c_str(), buf, sizeof buf, 0);
+  if (n < 4) return "";
+  uint32_t len = 0;
+  std::memcpy(&len, buf, 4);  // hosts are little-endian, as the encoding is
+  if (len == 0 || len > static_cast<uint32_t>(n) - 4) return "";
+  return std::string(buf + 4, len);
+}
+}  // namespace
+
+bool RbdBackend::RemoveDanglingName(const ImageRef& ref, const std::string& identity) {
+  if (identity.empty()) return false;
+  auto pool = Pool(ref.pool);
+  ValidateName("image", ref.name);
+  const std::string where = pool->Where(ref.name);
+  if (ReadIdObject(pool->io.get(), ref.name) != identity) return false;
+  uint64_t size = 0;
+  time_t mtime = 0;
+  const int header = rados_stat(pool->io.get(), ("rbd_header." + identity).c_str(), &size, &mtime);
+  if (header != -ENOENT) return false;  // the image is there (or unknown): not dangling
+  // rbd_remove clears the id object and any directory entry of a name whose header is
+  // gone; it reports ENOENT for the image it could not open.
+  const int r = rbd_remove(pool->io.get(), ref.name.c_str());
+  if (r < 0 && r != -ENOENT) Check(r, "remove the dangling name", where);
+  const bool gone = ReadIdObject(pool->io.get(), ref.name).empty();
+  if (gone) {
+    log_->info("removed a name left bound to a removed image image={} id={}", where, identity);
+  }
+  return gone;
+}
+
+}  // namespace cachemgr::storage::rbd
