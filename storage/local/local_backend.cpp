@@ -480,7 +480,14 @@ struct LocalBackend::Impl {
   // image that is there (kAlreadyExists then: a foreign image keeps its metadata). A
   // sidecar without an image (a crash between the two links) is replaced. Returns the
   // sidecar's inode for DropNewSidecar.
-  ino_t SaveNew(const ImageRef& ref, const Sidecar& s) const {
+  // The sidecar stays locked (flock, held by `held`) until the caller drops the returned
+  // value, after its image is linked: a pass never takes a sidecar whose image is on its
+  // way for one a kill left alone (SweepLoneSidecars).
+  struct NewSidecar {
+    ino_t ino = 0;
+    Fd held;
+  };
+  NewSidecar SaveNew(const ImageRef& ref, const Sidecar& s) const {
     EnsurePool(ref.pool);
     const auto path = SidecarPath(ref);
     const std::string content = ToJson(s).dump(2);
@@ -504,7 +511,7 @@ struct LocalBackend::Impl {
     }
     ::unlink(tmp.c_str());
     FsyncDir(path.parent_path());
-    return st.st_ino;
+    return {st.st_ino, std::move(fd)};
   }
   // Removes the sidecar SaveNew wrote for an image that then did not appear, unless
   // something else has replaced it since.
@@ -628,7 +635,7 @@ struct LocalBackend::Impl {
   // fails on an existing name, rename(2) would not), then drops the temporary name, also
   // on failure. The sidecar goes first, so the image never appears without it.
   void Publish(const fs::path& tmp, const ImageRef& ref, const Sidecar& s) const {
-    ino_t sidecar = 0;
+    NewSidecar sidecar;
     try {
       sidecar = SaveNew(ref, s);
     } catch (...) {
@@ -639,7 +646,7 @@ struct LocalBackend::Impl {
     if (::link(tmp.c_str(), final_path.c_str()) != 0) {
       int e = errno;
       ::unlink(tmp.c_str());
-      DropNewSidecar(ref, sidecar);
+      DropNewSidecar(ref, sidecar.ino);
       if (e == EEXIST) Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
       FailErrno("cannot link into place", final_path, e);
     }
@@ -1056,10 +1063,10 @@ bool LocalBackend::Adopt(const fs::path& raw_file, const ImageRef& ref) {
     Fail(Errc::kNotFound, "adopt " + raw_file.string() + ": not a regular file");
   impl_->EnsurePool(ref.pool);
   auto dest = PathOf(ref);
-  const ino_t sidecar = impl_->SaveNew(ref, Sidecar{});
+  const auto sidecar = impl_->SaveNew(ref, Sidecar{});
   if (::link(raw_file.c_str(), dest.c_str()) != 0) {
     int e = errno;
-    impl_->DropNewSidecar(ref, sidecar);
+    impl_->DropNewSidecar(ref, sidecar.ino);
     if (e == EEXIST) Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
     // Another filesystem, a hard-link protection (fs.protected_hardlinks) or a link count
     // limit: the caller copies instead.
@@ -1122,10 +1129,10 @@ bool LocalBackend::AdoptShared(const fs::path& file, const ImageRef& ref) {
   }
   std::lock_guard lock(impl_->mu);
   // Never over the sidecar of an image that is there (see SaveNew).
-  const ino_t new_sidecar = impl_->SaveNew(ref, Sidecar{});
+  const auto new_sidecar = impl_->SaveNew(ref, Sidecar{});
   if (::linkat(AT_FDCWD, file.c_str(), AT_FDCWD, dest.c_str(), AT_SYMLINK_FOLLOW) != 0) {
     int e = errno;
-    impl_->DropNewSidecar(ref, new_sidecar);
+    impl_->DropNewSidecar(ref, new_sidecar.ino);
     if (e == EEXIST) Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
     if (e == EXDEV || e == EPERM || e == EMLINK || e == EACCES || e == ENOENT) {
       impl_->log->info("adopt falls back to a copy image={} file={} cause={}", RefName(ref),
@@ -1245,10 +1252,10 @@ void LocalBackend::Rename(const ImageRef& from, const std::string& to_name) {
   auto to_path = PathOf(to);
   // Sidecar first: the image never appears at its new name without it, and never over
   // the sidecar of an image that took the name meanwhile (link(2) does not replace).
-  const ino_t sidecar = impl_->SaveNew(to, s);
+  const auto sidecar = impl_->SaveNew(to, s);
   if (::link(from_path.c_str(), to_path.c_str()) != 0) {
     int e = errno;
-    impl_->DropNewSidecar(to, sidecar);
+    impl_->DropNewSidecar(to, sidecar.ino);
     if (e == EEXIST) Fail(Errc::kAlreadyExists, "image " + RefName(to) + ": already exists");
     FailErrno("cannot link " + from_path.string() + " as", to_path, e);
   }
@@ -1321,9 +1328,12 @@ RemoveOutcome LocalBackend::Remove(const ImageRef& ref) {
     fs::create_directories(dir, ec);
     if (ec)
       Fail(Errc::kBackend, "cannot create trash folder " + dir.string() + ": " + ec.message());
-    if (::link(path.c_str(), trashed.c_str()) != 0)
-      FailErrno("cannot link " + path.string() + " into the trash as", trashed, errno);
   }
+  // Locked while incomplete: a pass removes an unlocked folder that holds no image.
+  Fd folder_lock = OpenOrFail(dir, O_RDONLY | O_DIRECTORY);
+  ::flock(folder_lock.get(), LOCK_EX);
+  if (!resumed && ::link(path.c_str(), trashed.c_str()) != 0)
+    FailErrno("cannot link " + path.string() + " into the trash as", trashed, errno);
   json entry{{"original", {{"pool", ref.pool}, {"name", ref.name}}},
              {"format", format},
              {"sidecar", ToJson(s)},
@@ -1608,6 +1618,11 @@ bool LocalBackend::PurgeTrash(const TrashEntry& entry) {
   auto overlays = impl_->ScanOverlays();
   if (!impl_->UsersOf(dir / "image", overlays).empty()) return false;
   auto stable = impl_->StableOf(dir / "image");
+  // The image goes first, under the folder's lock: a purge killed midway leaves a folder
+  // without an image, which the next pass removes (SweepTemporaries).
+  Fd folder_lock = OpenOrFail(dir, O_RDONLY | O_DIRECTORY);
+  ::flock(folder_lock.get(), LOCK_EX);
+  ::unlink((dir / "image").c_str());
   std::error_code ec;
   fs::remove_all(dir, ec);
   if (ec) Fail(Errc::kBackend, "cannot remove trash entry " + dir.string() + ": " + ec.message());

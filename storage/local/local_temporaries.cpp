@@ -6,13 +6,24 @@
 // sweep takes the lock, checks that the name still holds the inode it locked, and
 // unlinks it while holding the lock. A writer that loses the race between mkostemp and
 // its own flock sees its name gone and makes another.
+//
+// The same lock rule finds two more kinds of leftover: a sidecar whose image never
+// appeared or is already gone (SaveNew keeps the sidecar locked until its image is
+// linked), and a trash folder that holds no image (a move or purge killed midway; Remove
+// and PurgeTrash hold the folder's lock while it is incomplete). Only the names the
+// backend makes are touched: `.tmp-<stem>-XXXXXX`, `<pool>/.meta/<name>.json` that reads
+// as a sidecar, and a trash folder's `entry.json`.
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -22,6 +33,19 @@ namespace cachemgr::storage {
 namespace {
 
 constexpr std::string_view kTempPrefix = ".tmp-";
+
+// Whether `name` is one MakeTemp makes: ".tmp-<stem>-" and mkostemp's six characters.
+bool IsTempName(const std::string& name) {
+  if (name.compare(0, kTempPrefix.size(), kTempPrefix) != 0) return false;
+  const auto dash = name.rfind('-');
+  if (dash == std::string::npos || dash < kTempPrefix.size() || name.size() - dash - 1 != 6)
+    return false;
+  for (size_t i = dash + 1; i < name.size(); ++i) {
+    const char c = name[i];
+    if (!std::isalnum(static_cast<unsigned char>(c))) return false;
+  }
+  return true;
+}
 
 // Closes a descriptor on scope exit.
 struct Closer {
@@ -85,9 +109,77 @@ void SweepOne(int dir_fd, const std::string& dir_path, const std::string& name, 
 
 void SweepDir(int dir_fd, const std::string& dir_path, bool dry_run, std::vector<Leftover>* out) {
   for (const auto& name : Names(dir_fd)) {
-    if (name.compare(0, kTempPrefix.size(), kTempPrefix) == 0) {
+    if (IsTempName(name)) {
       SweepOne(dir_fd, dir_path, name, dry_run, out);
     }
+  }
+}
+
+}  // namespace
+
+namespace {
+
+bool Absent(int dir_fd, const std::string& name) {
+  struct stat st {};
+  return ::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT;
+}
+
+// `<pool>/.meta/<name>.json` whose image `<pool>/<name>` is absent and whose lock is free.
+void SweepSidecars(int pool_fd, const std::string& pool_path, bool dry_run,
+                   std::vector<Leftover>* out) {
+  Closer meta{OpenDirAt(pool_fd, ".meta")};
+  if (meta.fd < 0) return;
+  for (const auto& file : Names(meta.fd)) {
+    if (file.size() <= 5 || file.compare(file.size() - 5, 5, ".json") != 0) continue;
+    const std::string image = file.substr(0, file.size() - 5);
+    if (!Absent(pool_fd, image)) continue;
+    Closer fd{::openat(meta.fd, file.c_str(),
+                       O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)};
+    struct stat st {};
+    if (fd.fd < 0 || ::fstat(fd.fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 1 << 20)
+      continue;
+    // Only what reads as a sidecar of ours: a JSON object with the backend's schema key.
+    std::string head(static_cast<size_t>(std::min<off_t>(st.st_size, 4096)), '\0');
+    if (::pread(fd.fd, head.data(), head.size(), 0) < 0 ||
+        head.find("\"schema\"") == std::string::npos || head.find('{') != 0) {
+      continue;
+    }
+    if (::flock(fd.fd, LOCK_EX | LOCK_NB) != 0) continue;  // its image is on its way
+    struct stat again {};
+    if (!Absent(pool_fd, image) || ::fstatat(meta.fd, file.c_str(), &again, AT_SYMLINK_NOFOLLOW) != 0 ||
+        again.st_ino != st.st_ino) {
+      continue;
+    }
+    Leftover l;
+    l.path = pool_path + "/.meta/" + file;
+    l.bytes = static_cast<uint64_t>(st.st_blocks) * 512;
+    if (!dry_run) l.removed = ::unlinkat(meta.fd, file.c_str(), 0) == 0;
+    out->push_back(std::move(l));
+  }
+}
+
+// `.trash/<id>/` with no `image` and nothing but `entry.json`, whose lock is free.
+void SweepTrash(int trash_fd, const std::string& trash_path, bool dry_run,
+                std::vector<Leftover>* out) {
+  for (const auto& id : Names(trash_fd)) {
+    Closer dir{OpenDirAt(trash_fd, id)};
+    if (dir.fd < 0) continue;
+    auto names = Names(dir.fd);
+    bool only_entry = true;
+    for (const auto& n : names) only_entry = only_entry && n == "entry.json";
+    if (!only_entry) continue;  // an image (in use or not), or files not ours
+    if (::flock(dir.fd, LOCK_EX | LOCK_NB) != 0) continue;  // being made or purged
+    names = Names(dir.fd);
+    only_entry = true;
+    for (const auto& n : names) only_entry = only_entry && n == "entry.json";
+    if (!only_entry) continue;
+    Leftover l;
+    l.path = trash_path + "/" + id;
+    if (!dry_run) {
+      if (!names.empty()) ::unlinkat(dir.fd, "entry.json", 0);
+      l.removed = ::unlinkat(trash_fd, id.c_str(), AT_REMOVEDIR) == 0;
+    }
+    out->push_back(std::move(l));
   }
 }
 
@@ -105,6 +197,11 @@ std::vector<Leftover> LocalBackend::SweepTemporaries(bool dry_run) {
     if (dir.fd < 0) continue;
     const std::string dir_path = root + "/" + name;
     SweepDir(dir.fd, dir_path, dry_run, &found);
+    if (name == ".trash") {
+      SweepTrash(dir.fd, dir_path, dry_run, &found);
+    } else if (name[0] != '.') {
+      SweepSidecars(dir.fd, dir_path, dry_run, &found);
+    }
     for (const auto& sub_name : Names(dir.fd)) {
       Closer sub{OpenDirAt(dir.fd, sub_name)};
       if (sub.fd >= 0) SweepDir(sub.fd, dir_path + "/" + sub_name, dry_run, &found);

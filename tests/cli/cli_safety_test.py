@@ -160,6 +160,74 @@ class SafetyTest(unittest.TestCase):
         self.assertEqual(rc, EXIT_OK, err)
         self.assertFalse(os.path.exists(live), "the writer died: its temporary goes")
 
+    def test_a_pass_removes_lone_sidecars_and_empty_trash_folders_and_nothing_else(self):
+        """What a kill leaves between two steps of the local backend (a sidecar written
+        before its image, or left after it; a trash folder whose image was never linked or
+        was purged) goes in one pass; look-alikes of the user's and a locked sidecar stay."""
+        if base.BACKEND != "local":
+            self.skipTest("local backend leftovers")
+        env = Env("lonesidecar")
+        rc, _, err = env.run("prefill", base.WORLD.add_raw(size=1 * MiB))
+        self.assertEqual(rc, EXIT_OK, err)
+        root = env.local_root
+        meta = os.path.join(root, "volumes", ".meta")
+        os.makedirs(meta, exist_ok=True)
+        sidecar = json.dumps({"schema": 1, "format": "raw", "metadata": {}, "snapshots": [],
+                              "parent": None})
+        lone = os.path.join(meta, "vol-killed.json")
+        held = os.path.join(meta, "vol-on-its-way.json")
+        not_ours = os.path.join(meta, "notes.json")
+        for path, text in ((lone, sidecar), (held, sidecar), (not_ours, '["a user file"]')):
+            with open(path, "w") as f:
+                f.write(text)
+        trash = os.path.join(root, ".trash")
+        os.makedirs(trash, exist_ok=True)
+        purged = os.path.join(trash, "a" * 40 + ".0123456789ab")
+        os.mkdir(purged)
+        with open(os.path.join(purged, "entry.json"), "w") as f:
+            f.write("{}")
+        users = os.path.join(trash, "users-folder")
+        os.mkdir(users)
+        with open(os.path.join(users, "keep.txt"), "w") as f:
+            f.write("mine")
+        user_tmp = os.path.join(root, "_base", ".tmp-x")
+        with open(user_tmp, "w") as f:
+            f.write("a user's file, not a temporary of the cache's")
+        holder = open(held, "rb")
+        fcntl.flock(holder, fcntl.LOCK_EX)  # a writer about to link its image
+        try:
+            self.assertEqual(env.json("stats")["leftovers"], 2)
+            rc, _, err = env.run("evict")
+            self.assertEqual(rc, EXIT_OK, err)
+            self.assertFalse(os.path.exists(lone), "a lone sidecar outlived the pass")
+            self.assertFalse(os.path.exists(purged), "an imageless trash folder outlived the pass")
+            for path in (held, not_ours, users, user_tmp):
+                self.assertTrue(os.path.exists(path), "the pass removed " + path)
+        finally:
+            holder.close()
+        rc, _, err = env.run("evict")
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertFalse(os.path.exists(held), "its writer died: the sidecar goes")
+
+    def test_a_volume_removed_behind_its_row_does_not_hold_the_name(self):
+        """A `delete` killed after the volume went but before its row: the name is free."""
+        env = Env("stalerow")
+        image = base.WORLD.add_raw(size=1 * MiB)
+        rc, _, err = env.run("create", image, "vol-gone")
+        self.assertEqual(rc, EXIT_OK, err)
+        if base.BACKEND == "local":
+            path = os.path.join(env.local_root, "volumes", "vol-gone")
+            os.unlink(path)
+            side = os.path.join(env.local_root, "volumes", ".meta", "vol-gone.json")
+            if os.path.exists(side):
+                os.unlink(side)
+        else:
+            subprocess.run(["rbd", "--conf", os.path.join(base.RUN_DIR, "ceph", "ceph.conf"),
+                            "rm", "volumes/%s/vol-gone" % env.namespace],
+                           check=True, capture_output=True)
+        rc, _, err = env.run("create", image, "vol-gone")
+        self.assertEqual(rc, EXIT_OK, err)
+
     # --- the index ---------------------------------------------------------------
 
     def test_an_empty_index_is_refused_until_rebuild_index(self):

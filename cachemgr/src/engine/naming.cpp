@@ -6,7 +6,10 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <random>
+#include <sstream>
 
 #include "cachemgr/error.h"
 #include "storage/backend.h"
@@ -121,20 +124,47 @@ std::optional<std::string> StagingKey(const std::string& name) {
   return key;
 }
 
-std::string OwnerId() { return HostName() + ":" + std::to_string(getpid()); }
+namespace {
+// Field 22 of /proc/<pid>/stat: when the process started, in clock ticks since boot. With
+// the pid it names one process: a pid is reused, the pair is not. "" if unknown.
+std::string StartTime(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto paren = stat.rfind(')');  // the command name may hold spaces and parentheses
+  if (paren == std::string::npos) return "";
+  std::istringstream fields(stat.substr(paren + 2));
+  std::string f;
+  for (int i = 3; i <= 22 && fields >> f; ++i) {
+    if (i == 22) return f;
+  }
+  return "";
+}
+}  // namespace
+
+// "host:pid.start": the start time tells a reused pid from the owner that died.
+std::string OwnerId() {
+  const std::string start = StartTime(getpid());
+  return HostName() + ":" + std::to_string(getpid()) + (start.empty() ? "" : "." + start);
+}
 
 bool OwnerAlive(const std::string& owner) {
   auto colon = owner.rfind(':');
   if (colon == std::string::npos) return false;
   if (owner.substr(0, colon) != HostName()) return true;
+  const std::string last = owner.substr(colon + 1);
+  const auto dot = last.find('.');
   pid_t pid = 0;
   try {
-    pid = static_cast<pid_t>(std::stol(owner.substr(colon + 1)));
+    pid = static_cast<pid_t>(std::stol(last.substr(0, dot)));
   } catch (...) {
     return false;
   }
   if (pid <= 0) return false;
-  return kill(pid, 0) == 0 || errno == EPERM;
+  if (!(kill(pid, 0) == 0 || errno == EPERM)) return false;
+  // Owners written before start times were recorded: the pid alone decides.
+  if (dot == std::string::npos) return true;
+  const std::string now = StartTime(pid);
+  return now.empty() || now == last.substr(dot + 1);
 }
 
 }  // namespace cachemgr::engine

@@ -32,9 +32,10 @@ std::optional<std::string> StagingKey(const std::string& name);
 std::string VolumeStagingName();
 bool IsVolumeStagingName(const std::string& name);
 
-// "host:pid" of this process, recorded as the owner of rows it is working on.
+// "host:pid.start" of this process (start: its start time, so a reused pid is not taken
+// for it), recorded as the owner of rows it is working on.
 std::string OwnerId();
-// Whether the owner recorded as "host:pid" is a live process on this host. Owners on
+// Whether the owner recorded as "host:pid[.start]" is a live process on this host. Owners on
 // other hosts are reported alive (they cannot be checked from here).
 bool OwnerAlive(const std::string& owner);
 

@@ -165,6 +165,15 @@ index::VolumeRow CacheImpl::ClaimVolume(const CreateVolumeRequest& request) {
   } catch (const Error& e) {
     if (e.code() != Errc::kAlreadyExists) throw;
     auto held = WithIndex([&](index::Index& ix) { return ix.FindVolume(claim.pool, claim.name); });
+    // A ready row whose volume is gone (a `delete` killed between the two, or removed
+    // outside the cache) holds the name for nothing: dropped, and the name claimed.
+    if (held && held->state == index::State::kReady &&
+        !backend_->Exists({claim.pool, claim.name})) {
+      log_->info("dropped the row of a volume that no longer exists volume={}", claim.name);
+      WithIndex([&](index::Index& ix) { ix.DeleteVolume(held->id); });
+      claim.id = WithIndex([&](index::Index& ix) { return ix.InsertVolume(claim); });
+      return claim;
+    }
     if (held && held->state == index::State::kCreating) {
       throw Error(Errc::kAlreadyExists,
                   "volume " + request.volume + ": already exists: being created by " + held->owner +
