@@ -162,7 +162,9 @@ class Backend {
   // Removes what a Rename killed midway may leave at `ref` when no image opens there: a
   // name still bound to the object whose Identity is `identity` (an RBD id object or
   // directory entry naming an image that is gone), which would refuse the name for ever.
-  // Touches nothing bound to another identity. Returns whether something was removed.
+  // Touches nothing bound to another identity; an empty `identity` is for a name only the
+  // caller ever used (a staging name): any binding without an image goes. Returns whether
+  // something was removed.
   virtual bool RemoveDanglingName(const ImageRef& /*ref*/, const std::string& /*identity*/) {
     return false;
   }

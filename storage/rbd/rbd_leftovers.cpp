@@ -5,7 +5,10 @@
 // once the pass has removed the staging image, the new name can be left bound to an image
 // that is gone: `rbd create` of that name then fails with "exists" and nothing opens it.
 // Such a binding is removed only when it names the very image (by id) that the cache's
-// own row recorded, and no image header with that id exists.
+// own row recorded, and no image header with that id exists. The same is left at a
+// staging name by a create or import killed between the directory entry and the header;
+// a staging name is the dead row's alone (random, recorded before anything was made), so
+// there any binding without a header goes (identity "").
 #include <rados/librados.h>
 #include <rbd/librbd.h>
 #include <spdlog/spdlog.h>
@@ -34,24 +37,29 @@ std::string ReadIdObject(rados_ioctx_t io, const std::string& name) {
 }  // namespace
 
 bool RbdBackend::RemoveDanglingName(const ImageRef& ref, const std::string& identity) {
-  if (identity.empty()) return false;
   auto pool = Pool(ref.pool);
   ValidateName("image", ref.name);
   const std::string where = pool->Where(ref.name);
-  if (ReadIdObject(pool->io.get(), ref.name) != identity) return false;
-  uint64_t size = 0;
-  time_t mtime = 0;
-  const int header = rados_stat(pool->io.get(), ("rbd_header." + identity).c_str(), &size, &mtime);
-  if (header != -ENOENT) return false;  // the image is there (or unknown): not dangling
+  const std::string bound = ReadIdObject(pool->io.get(), ref.name);
+  if (!identity.empty() && bound != identity) return false;
+  if (!bound.empty()) {
+    uint64_t size = 0;
+    time_t mtime = 0;
+    const int header = rados_stat(pool->io.get(), ("rbd_header." + bound).c_str(), &size, &mtime);
+    if (header != -ENOENT) return false;  // the image is there (or unknown): not dangling
+  } else if (Exists(ref)) {
+    return false;
+  }
   // rbd_remove clears the id object and any directory entry of a name whose header is
   // gone; it reports ENOENT for the image it could not open.
   const int r = rbd_remove(pool->io.get(), ref.name.c_str());
   if (r < 0 && r != -ENOENT) Check(r, "remove the dangling name", where);
   const bool gone = ReadIdObject(pool->io.get(), ref.name).empty();
-  if (gone) {
-    log_->info("removed a name left bound to a removed image image={} id={}", where, identity);
+  const bool removed = r == 0 || (!bound.empty() && gone);
+  if (removed) {
+    log_->info("removed a name left bound to a removed image image={} id={}", where, bound);
   }
-  return gone;
+  return removed;
 }
 
 }  // namespace cachemgr::storage::rbd

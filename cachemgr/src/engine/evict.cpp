@@ -186,7 +186,10 @@ void CacheImpl::CleanupLeftover(const index::EntryRow& row, std::vector<EvictAct
   // A fill died: remove its staging image (the row recorded its random name before it
   // was made: the row is the intent record). An image renamed into place before the row
   // went ready is handled as an orphan: adopted if its mark says it is ours.
-  if (StagingKey(row.cache_name)) RemoveLeftObject(EntryRef(row.cache_name));
+  if (StagingKey(row.cache_name)) {
+    RemoveLeftObject(EntryRef(row.cache_name));
+    backend_->RemoveDanglingName(EntryRef(row.cache_name), "");  // see GcVolumes
+  }
   WithIndex([&](index::Index& ix) { ix.DeleteEntry(row.id); });
   log_->info("removed half-made entry image={} staging={} owner={}", row.image_id,
              row.cache_name, row.owner);
@@ -375,6 +378,9 @@ void CacheImpl::GcVolumes(bool dry_run, std::vector<EvictAction>* actions) {
     // The staging object is this row's: its random name was recorded before it was made.
     if (!v.staging_name.empty()) {
       IgnoreNotFound([&] { RemoveLeftObject({pool, v.staging_name}); });
+      // A clone killed between its directory entry and its header leaves a listing that
+      // nothing opens: the name was this row's alone.
+      backend_->RemoveDanglingName({pool, v.staging_name}, "");
     }
     // At the name: only the object whose mark and identity say it is this row's (renamed
     // into place just before the owner died); anything else there is someone else's.
