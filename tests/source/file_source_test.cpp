@@ -1,6 +1,8 @@
 // Hashing, format detection, the image-directory source, and the fetch pipeline on the
 // local backend, with a corpus of hostile images made here with qemu-img.
 #include <doctest/doctest.h>
+
+#include "support/test_util.h"
 #include <fcntl.h>
 #include <sys/stat.h>
 
@@ -152,15 +154,6 @@ struct MemoryDigests : source::DigestCache {
   void Forget(const std::string& l, const std::string& id) override { rows.erase(l + "/" + id); }
 };
 
-uint64_t BytesReadSoFar() {
-  std::ifstream in("/proc/self/io");
-  std::string key;
-  uint64_t value = 0;
-  while (in >> key >> value)
-    if (key == "rchar:") return value;
-  return 0;
-}
-
 TEST_CASE("file source: digests are computed once per file version, kept in the DigestCache") {
   DirBed bed;
   const fs::path img = bed.images / "img";
@@ -174,9 +167,9 @@ TEST_CASE("file source: digests are computed once per file version, kept in the 
   // Another source (the next process) with the same store asks a stat, not a hash.
   auto next = source::MakeFileSource({bed.images.string()}, nullptr);
   next->SetDigestCache(kept);
-  uint64_t before = BytesReadSoFar();
+  uint64_t before = test::BytesReadSoFar();
   auto again = next->Describe("img");
-  CHECK(BytesReadSoFar() - before < (1 << 20));
+  CHECK(test::BytesReadSoFar() - before < (1 << 20));
   CHECK(again.checksum == first.checksum);
   CHECK(again.os_hash_value == first.os_hash_value);
   CHECK(kept->puts == 1);

@@ -32,6 +32,15 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
+uint64_t BytesReadSoFar() {
+  std::ifstream in("/proc/self/io");
+  std::string key;
+  uint64_t value = 0;
+  while (in >> key >> value)
+    if (key == "rchar:") return value;
+  return 0;
+}
+
 int RunCommand(const std::vector<std::string>& argv, std::string* out) {
   util::RunOptions options;
   options.timeout = std::chrono::seconds(600);

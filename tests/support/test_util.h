@@ -25,6 +25,10 @@ class TempDir {
 // The run dir the CTest fixtures use ($CACHEMGR_TEST_RUN_DIR).
 std::filesystem::path RunDir();
 
+// Bytes this process has read through read(2)/pread(2) so far, all threads (rchar of
+// /proc/self/io); 0 if unknown.
+uint64_t BytesReadSoFar();
+
 // Runs a command (argv, no shell); returns its exit code, stdout into *out if given.
 int RunCommand(const std::vector<std::string>& argv, std::string* out = nullptr);
 
