@@ -14,7 +14,7 @@ PKGS := cmake g++ make pkg-config clang libclang-rt-14-dev \
         libspdlog-dev libfmt-dev doctest-dev libcurl4-openssl-dev nlohmann-json3-dev \
         libcli11-dev libssl-dev libre2-dev qemu-utils \
         ceph-mon ceph-osd ceph-common python3-rbd \
-        glance-api python3-glance-store python3-boto3 \
+        glance-api python3-glance-store python3-boto3 keystone \
         gnuplot-nox procps iproute2 curl jq xfsprogs util-linux
 
 .PHONY: all deps build demo test test-unit bench clean

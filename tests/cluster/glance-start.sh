@@ -8,14 +8,19 @@
 # touched), with one worker; config, database, logs and the pid file live in DIR.
 # The base URL is written to DIR/endpoint once GET /versions answers.
 #
+# With KEYSTONE_DIR (a keystone-start.sh dir), the API is Keystone-protected instead:
+# paste flavor "keystone", [keystone_authtoken] validating with that Keystone's admin, and
+# the image service registered in its catalog (public and internal, RegionOne).
+#
 # Idempotent: if the API in DIR already answers, it prints so and exits 0.
 # Stop it with glance-stop.sh DIR (by the pid file; the worker's process group too).
 set -euo pipefail
 
-usage() { echo "usage: $0 DIR CEPH_DIR" >&2; exit 2; }
-[[ $# -eq 2 ]] || usage
+usage() { echo "usage: $0 DIR CEPH_DIR [KEYSTONE_DIR]" >&2; exit 2; }
+[[ $# -eq 2 || $# -eq 3 ]] || usage
 dir=$1
 ceph_dir=$2
+keystone_dir=${3:-}
 
 readonly kTimeoutS=${GLANCE_START_TIMEOUT_S:-90}
 start_s=$(date +%s.%N)
@@ -65,6 +70,13 @@ free_port() {  # a free loopback TCP port, never 9292
   done
 }
 
+if [[ -n $keystone_dir ]]; then
+  [[ -s $keystone_dir/auth_url && -s $keystone_dir/credentials.env ]] \
+    || fail "no Keystone in $keystone_dir (keystone fixture not up?)"
+  # shellcheck disable=SC1091
+  source "$keystone_dir/credentials.env"
+fi
+
 port=$(free_port)
 endpoint=http://127.0.0.1:$port
 mkdir -p "$dir"/{images,staging,tasks,log,lock}
@@ -102,7 +114,7 @@ public_endpoint = $endpoint
 connection = sqlite:///$dir/glance.sqlite
 
 [paste_deploy]
-flavor =
+flavor = ${keystone_dir:+keystone}
 config_file = $dir/glance-api-paste.ini
 
 [glance_store]
@@ -130,6 +142,36 @@ lock_path = $dir/lock
 policy_file = $dir/policy.yaml
 policy_dirs = $dir/policy.d
 EOF
+
+if [[ -n $keystone_dir ]]; then
+  chmod 600 "$conf"
+  cat >>"$conf" <<EOF
+
+[keystone_authtoken]
+www_authenticate_uri = $OS_AUTH_URL
+auth_url = $OS_AUTH_URL
+auth_type = password
+username = $OS_USERNAME
+password = $OS_PASSWORD
+user_domain_name = $OS_USER_DOMAIN_NAME
+project_name = $OS_PROJECT_NAME
+project_domain_name = $OS_PROJECT_DOMAIN_NAME
+region_name = $OS_REGION_NAME
+EOF
+  # The image service and its endpoints in the catalog (cachemgr may find Glance there).
+  token_headers=$(curl -fsS -D - -o /dev/null -H 'Content-Type: application/json' \
+    -d '{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"'"$OS_USERNAME"'","domain":{"name":"'"$OS_USER_DOMAIN_NAME"'"},"password":"'"$OS_PASSWORD"'"}}},"scope":{"project":{"name":"'"$OS_PROJECT_NAME"'","domain":{"name":"'"$OS_PROJECT_DOMAIN_NAME"'"}}}}}' \
+    "$OS_AUTH_URL/auth/tokens") || fail "Keystone refused the fixture's admin password"
+  token=$(tr -d '\r' <<<"$token_headers" | awk -F': ' 'tolower($1)=="x-subject-token"{print $2}')
+  service_id=$(curl -fsS -H "X-Auth-Token: $token" -H 'Content-Type: application/json' \
+    -d '{"service":{"type":"image","name":"glance"}}' "$OS_AUTH_URL/services" | jq -r .service.id) \
+    || fail "image service not registered"
+  for iface in public internal; do
+    curl -fsS -o /dev/null -H "X-Auth-Token: $token" -H 'Content-Type: application/json' \
+      -d '{"endpoint":{"service_id":"'"$service_id"'","interface":"'$iface'","region_id":"RegionOne","url":"'"$endpoint"'"}}' \
+      "$OS_AUTH_URL/endpoints" || fail "image endpoint ($iface) not registered"
+  done
+fi
 
 glance-manage --config-file "$conf" --log-file "$dir/log/glance-manage.log" db_sync \
   >"$dir/log/glance-manage.out" 2>&1 \
