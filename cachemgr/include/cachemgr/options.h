@@ -56,10 +56,38 @@ struct BackendOptions {
   RbdBackendOptions rbd;
 };
 
+// Keystone v3 authentication (source.glance.auth). Either an application credential
+// (id + secret: the recommended way for services) or a password (a user and a project,
+// each by id or by name + domain). Secrets never appear in logs, errors or output.
+struct KeystoneAuthOptions {
+  std::string auth_url;  // e.g. https://keystone.example:5000/v3; empty: no Keystone
+  std::string application_credential_id;
+  std::string application_credential_secret;
+  std::string username;
+  std::string user_id;
+  std::string password;
+  std::string user_domain_name = "Default";
+  std::string user_domain_id;
+  std::string project_name;
+  std::string project_id;
+  std::string project_domain_name = "Default";
+  std::string project_domain_id;
+  std::string region_name;           // of the catalog's image endpoint; empty: any
+  std::string interface = "public";  // public, internal or admin
+  // Seconds before expiry a token is renewed; a renewal also follows a 401.
+  uint32_t renew_before_s = 60;
+  bool enabled() const { return !auth_url.empty(); }
+};
+
 struct GlanceSourceOptions {
-  std::string endpoint = "http://127.0.0.1:9292";  // Glance v2 API base URL
+  // Glance v2 API base URL. Empty with Keystone auth: the catalog's image endpoint (of
+  // auth.region_name and auth.interface).
+  std::string endpoint = "http://127.0.0.1:9292";
+  KeystoneAuthOptions auth;
   std::string token;          // X-Auth-Token; empty: $OS_AUTH_TOKEN; empty too: none sent
   std::string ca_file;        // CA bundle for https; empty: the system's. TLS is always verified.
+  std::string client_cert;    // PEM client certificate for https (Glance and Keystone); optional
+  std::string client_key;     // its PEM private key; empty: in client_cert
   uint32_t timeout_s = 30;    // connect timeout, and the low-speed limit window of a download
   uint32_t retries = 3;       // retries on 5xx and dropped connections (resumed with Range)
   // Pools a direct clone may come from (an rbd://<fsid>/<pool>/<image id>/<snap> location

@@ -341,10 +341,14 @@ class Parser {
   }
 
   void ParseGlance(const YAML::Node& node, const std::string& path, GlanceSourceOptions& g) {
-    Section(node, path,
+    const auto seen = Section(
+        node, path,
             {{"endpoint", [&](auto& v, auto& p) { g.endpoint = String(v, p); }},
+             {"auth", [&](auto& v, auto& p) { ParseKeystone(v, p, g.auth); }},
              {"token", [&](auto& v, auto& p) { g.token = String(v, p); }},
              {"ca_file", [&](auto& v, auto& p) { g.ca_file = PathValue(v, p); }},
+             {"client_cert", [&](auto& v, auto& p) { g.client_cert = PathValue(v, p); }},
+             {"client_key", [&](auto& v, auto& p) { g.client_key = PathValue(v, p); }},
              {"timeout_s", [&](auto& v, auto& p) { g.timeout_s = Integer<uint32_t>(v, p); }},
              {"retries", [&](auto& v, auto& p) { g.retries = Integer<uint32_t>(v, p); }},
              {"direct_pools", [&](auto& v, auto& p) { g.direct_pools = StringList(v, p); }},
@@ -352,6 +356,31 @@ class Parser {
               [&](auto& v, auto& p) { g.min_rate_kib_s = Integer<uint32_t>(v, p); }},
              {"max_list_pages",
               [&](auto& v, auto& p) { g.max_list_pages = Integer<uint32_t>(v, p); }}});
+    // With Keystone and no endpoint, the image endpoint comes from the catalog.
+    if (g.auth.enabled() && !seen.count("endpoint")) g.endpoint.clear();
+  }
+
+  void ParseKeystone(const YAML::Node& node, const std::string& path, KeystoneAuthOptions& a) {
+    auto s = [&](std::string& field) {
+      return [&field, this](auto& v, auto& p) { field = String(v, p); };
+    };
+    Section(node, path,
+            {{"auth_url", s(a.auth_url)},
+             {"application_credential_id", s(a.application_credential_id)},
+             {"application_credential_secret", s(a.application_credential_secret)},
+             {"username", s(a.username)},
+             {"user_id", s(a.user_id)},
+             {"password", s(a.password)},
+             {"user_domain_name", s(a.user_domain_name)},
+             {"user_domain_id", s(a.user_domain_id)},
+             {"project_name", s(a.project_name)},
+             {"project_id", s(a.project_id)},
+             {"project_domain_name", s(a.project_domain_name)},
+             {"project_domain_id", s(a.project_domain_id)},
+             {"region_name", s(a.region_name)},
+             {"interface", s(a.interface)},
+             {"renew_before_s",
+              [&](auto& v, auto& p) { a.renew_before_s = Integer<uint32_t>(v, p); }}});
   }
 
   void ParseFile(const YAML::Node& node, const std::string& path, FileSourceOptions& f) {

@@ -11,6 +11,7 @@
 
 #include "cachemgr/error.h"
 #include "source/http.h"
+#include "source/keystone.h"
 #include "source/source.h"
 
 namespace cachemgr::source {
@@ -90,19 +91,23 @@ class GlanceSource final : public Source {
  public:
   GlanceSource(const GlanceSourceOptions& options, std::shared_ptr<spdlog::logger> logger)
       : options_(options), logger_(std::move(logger)) {
-    while (!options_.endpoint.empty() && options_.endpoint.back() == '/') {
-      options_.endpoint.pop_back();
-    }
-    if (options_.endpoint.rfind("http://", 0) != 0 && options_.endpoint.rfind("https://", 0) != 0) {
-      throw Error(Errc::kConfig, "source.glance.endpoint: '" + options_.endpoint +
-                                     "' is not an http:// or https:// URL");
-    }
-    if (options_.token.empty()) {
-      if (const char* env = std::getenv("OS_AUTH_TOKEN"); env && *env) options_.token = env;
-    }
     if (!logger_) logger_ = std::make_shared<spdlog::logger>("cachemgr-null");
     http_.ca_file = options_.ca_file;
+    http_.client_cert = options_.client_cert;
+    http_.client_key = options_.client_key;
     http_.timeout_s = options_.timeout_s == 0 ? 30 : options_.timeout_s;
+    if (options_.auth.enabled()) {
+      keystone_ = std::make_unique<KeystoneSession>(options_.auth, http_, logger_);
+    } else if (options_.token.empty()) {
+      if (const char* env = std::getenv("OS_AUTH_TOKEN"); env && *env) options_.token = env;
+    }
+    if (!options_.endpoint.empty()) {
+      SetEndpoint(options_.endpoint);
+    } else if (!keystone_) {
+      throw Error(Errc::kConfig,
+                  "source.glance.endpoint: empty; set it, or source.glance.auth to find it in "
+                  "Keystone's catalog");
+    }
   }
 
   std::string kind() const override { return "glance"; }
@@ -149,10 +154,10 @@ class GlanceSource final : public Source {
       // Glance's next is "/v2/images?marker=<last id>&...": anything else is not a page
       // of this listing, and a listing that does not end is not Glance's.
       std::string shown = next.size() > 200 ? next.substr(0, 200) + "..." : next;
-      if (next.rfind(options_.endpoint + "/", 0) == 0) next = next.substr(options_.endpoint.size());
+      if (next.rfind(Base() + "/", 0) == 0) next = next.substr(endpoint_.size());
       if (next.rfind("/v2/images?", 0) != 0) {
         throw Error(Errc::kSource, "image list: Glance's next link '" + shown +
-                                       "' is not a page of " + options_.endpoint +
+                                       "' is not a page of " + endpoint_ +
                                        "/v2/images; listing stopped");
       }
       if (!seen.insert(next).second) {
@@ -211,7 +216,8 @@ class GlanceSource final : public Source {
   uint64_t Download(const std::string& image_id, const DownloadBounds& bounds, const Sink& sink,
                     const ProgressFn& progress) override {
     ValidateImageId(image_id);
-    const std::string url = options_.endpoint + "/v2/images/" + image_id + "/file";
+    const std::string url = Base() + "/v2/images/" + image_id + "/file";
+    bool reauthenticated = false;
     const std::string what = "image " + image_id;
     uint64_t done = 0;      // bytes handed to the sink
     uint64_t total = bounds.size.value_or(0);  // declared, else the first Content-Length
@@ -242,7 +248,8 @@ class GlanceSource final : public Source {
         if (left.count() <= 0) throw timed_out();
         http.total_timeout_ms = static_cast<uint64_t>(left.count());
       }
-      std::vector<std::string> headers = AuthHeaders();
+      std::string token;
+      std::vector<std::string> headers = AuthHeaders(&token);
       if (done > 0 && range_ok) headers.push_back("Range: bytes=" + std::to_string(done) + "-");
       uint64_t skip = 0;  // bytes of this response the sink already has
       uint64_t seen = 0;  // bytes of this response so far
@@ -326,6 +333,7 @@ class GlanceSource final : public Source {
           range_ok = false;
           continue;
         }
+        if (Reauthenticate(r, token, &reauthenticated)) continue;
         if (r.status < 500) ThrowForStatus(r, what);
       }
       if (has_deadline && r.timed_out() && std::chrono::steady_clock::now() >= deadline) {
@@ -369,10 +377,43 @@ class GlanceSource final : public Source {
   void Ping() override { GetJson("/v2/images?limit=1", "image list"); }
 
  private:
-  std::vector<std::string> AuthHeaders() const {
+  void SetEndpoint(std::string url) {
+    while (!url.empty() && url.back() == '/') url.pop_back();
+    if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
+      throw Error(Errc::kConfig, "source.glance.endpoint: '" + url +
+                                     "' is not an http:// or https:// URL");
+    }
+    endpoint_ = url;
+  }
+
+  // The Glance base URL: configured, else the catalog's (looked up once, on first use).
+  const std::string& Base() {
+    std::call_once(endpoint_once_, [this] {
+      if (endpoint_.empty()) {
+        SetEndpoint(keystone_->Endpoint("image"));
+        logger_->info("glance endpoint from the keystone catalog endpoint={}", endpoint_);
+      }
+    });
+    return endpoint_;
+  }
+
+  // Headers of one request; `token` gets the token sent (for Invalidate on a 401).
+  std::vector<std::string> AuthHeaders(std::string* token = nullptr) {
     std::vector<std::string> h;
-    if (!options_.token.empty()) h.push_back("X-Auth-Token: " + options_.token);
+    std::string t = keystone_ ? keystone_->Token() : options_.token;
+    if (!t.empty()) h.push_back("X-Auth-Token: " + t);
+    if (token) *token = t;
     return h;
+  }
+
+  // A 401 with a Keystone token: the token is dropped and the request made once more
+  // with a new one; true when that is worth doing.
+  bool Reauthenticate(const HttpResult& r, const std::string& token, bool* done_once) {
+    if (r.transport_error() || r.status != 401 || !keystone_ || *done_once) return false;
+    *done_once = true;
+    logger_->info("glance refused the token, authenticating again endpoint={}", endpoint_);
+    keystone_->Invalidate(token);
+    return true;
   }
 
   static std::chrono::milliseconds Backoff(uint32_t failures) {
@@ -388,7 +429,7 @@ class GlanceSource final : public Source {
       if (c == '\n' || c == '\r') c = ' ';
     }
     if (body.size() > 300) body.resize(300);
-    std::string detail = " (" + options_.endpoint + ")";
+    std::string detail = " (" + endpoint_ + ")";
     switch (r.status) {
       case 401:
         throw Error(Errc::kUnauthorized,
@@ -407,11 +448,14 @@ class GlanceSource final : public Source {
     HttpOptions o = http_;
     o.total_timeout_s = http_.timeout_s * 4;
     uint32_t failures = 0;
+    bool reauthenticated = false;
     while (true) {
       std::string body;
       requests_.fetch_add(1);
+      std::string token;
+      std::vector<std::string> headers = AuthHeaders(&token);
       HttpResult r = HttpGet(
-          options_.endpoint + path, AuthHeaders(), o, {}, [&](std::span<const std::byte> data) {
+          Base() + path, headers, o, {}, [&](std::span<const std::byte> data) {
             if (body.size() + data.size() > kMaxJsonBytes) {
               throw Error(Errc::kSource, what + ": Glance's answer is larger than " +
                                              std::to_string(kMaxJsonBytes >> 20) + " MiB");
@@ -425,15 +469,16 @@ class GlanceSource final : public Source {
           throw Error(Errc::kSource, what + ": Glance sent invalid JSON: " + e.what());
         }
       }
+      if (Reauthenticate(r, token, &reauthenticated)) continue;
       if (!r.transport_error() && r.status < 500) ThrowForStatus(r, what);
       if (r.transport_error() && !r.retryable_transport()) {
-        throw Error(Errc::kSource, what + ": cannot reach Glance at " + options_.endpoint + ": " +
+        throw Error(Errc::kSource, what + ": cannot reach Glance at " + endpoint_ + ": " +
                                        r.curl_error);
       }
       if (failures >= options_.retries) {
         if (r.transport_error()) {
           throw Error(r.timed_out() ? Errc::kTimeout : Errc::kSource,
-                      what + ": cannot reach Glance at " + options_.endpoint + " after " +
+                      what + ": cannot reach Glance at " + endpoint_ + " after " +
                           std::to_string(failures + 1) + " attempt(s): " + r.curl_error);
         }
         ThrowForStatus(r, what);
@@ -446,6 +491,9 @@ class GlanceSource final : public Source {
   GlanceSourceOptions options_;
   std::shared_ptr<spdlog::logger> logger_;
   HttpOptions http_;
+  std::unique_ptr<KeystoneSession> keystone_;  // with source.glance.auth
+  std::once_flag endpoint_once_;
+  std::string endpoint_;  // the Glance base URL, no trailing slash
   std::mutex pools_mu_;
   std::optional<std::vector<std::string>> store_pools_;  // from GET /v2/info/stores/detail
   std::atomic<uint64_t> requests_{0};

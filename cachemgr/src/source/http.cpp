@@ -94,8 +94,10 @@ bool HttpResult::retryable_transport() const {
 
 bool HttpResult::timed_out() const { return curl_code == CURLE_OPERATION_TIMEDOUT; }
 
-HttpResult HttpGet(const std::string& url, const std::vector<std::string>& headers,
-                   const HttpOptions& options,
+namespace {
+
+HttpResult Perform(const std::string& url, const std::vector<std::string>& headers,
+                   const std::string* post_body, const HttpOptions& options,
                    const std::function<void(long, const std::map<std::string, std::string>&)>&
                        on_start,
                    const std::function<void(std::span<const std::byte>)>& on_body) {
@@ -112,6 +114,10 @@ HttpResult HttpGet(const std::string& url, const std::vector<std::string>& heade
   CURL* c = curl.get();
   curl_easy_setopt(c, CURLOPT_URL, url.c_str());
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
+  if (post_body) {
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(post_body->size()));
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, post_body->data());
+  }
   curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, OnHeader);
   curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, OnWrite);
@@ -127,6 +133,10 @@ HttpResult HttpGet(const std::string& url, const std::vector<std::string>& heade
   curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
   curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
   if (!options.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, options.ca_file.c_str());
+  if (!options.client_cert.empty()) {
+    curl_easy_setopt(c, CURLOPT_SSLCERT, options.client_cert.c_str());
+  }
+  if (!options.client_key.empty()) curl_easy_setopt(c, CURLOPT_SSLKEY, options.client_key.c_str());
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, static_cast<long>(options.timeout_s));
   // A stalled or trickling transfer (under low_speed_bytes_s for timeout_s) fails instead
   // of hanging for as long as a lying size would allow.
@@ -148,6 +158,30 @@ HttpResult HttpGet(const std::string& url, const std::vector<std::string>& heade
     on_start(result.status, result.headers);  // an empty body (204, HEAD-like answers)
   }
   return result;
+}
+
+}  // namespace
+
+HttpResult HttpGet(const std::string& url, const std::vector<std::string>& headers,
+                   const HttpOptions& options,
+                   const std::function<void(long, const std::map<std::string, std::string>&)>&
+                       on_start,
+                   const std::function<void(std::span<const std::byte>)>& on_body) {
+  return Perform(url, headers, nullptr, options, on_start, on_body);
+}
+
+HttpResult HttpPostString(const std::string& url, const std::vector<std::string>& headers,
+                          const std::string& request, const HttpOptions& options,
+                          std::string* body) {
+  body->clear();
+  HttpResult r = Perform(url, headers, &request, options, {},
+                         [body, &url](std::span<const std::byte> data) {
+                           if (body->size() + data.size() > (16u << 20)) {
+                             throw Error(Errc::kSource, url + ": answer larger than 16 MiB");
+                           }
+                           body->append(reinterpret_cast<const char*>(data.data()), data.size());
+                         });
+  return r;
 }
 
 HttpResult HttpGetString(const std::string& url, const std::vector<std::string>& headers,

@@ -15,6 +15,8 @@ namespace cachemgr::source {
 
 struct HttpOptions {
   std::string ca_file;      // empty: the system's CA store
+  std::string client_cert;  // PEM client certificate for mutual TLS; empty: none
+  std::string client_key;   // its PEM key; empty: in client_cert
   uint32_t timeout_s = 30;  // connect timeout, and the window of the low-speed limit
   uint32_t total_timeout_s = 0;  // whole request; 0 = none (downloads are long)
   uint64_t total_timeout_ms = 0;  // whole request in ms, when set (overrides total_timeout_s)
@@ -45,6 +47,12 @@ HttpResult HttpGet(const std::string& url, const std::vector<std::string>& heade
                    const std::function<void(long, const std::map<std::string, std::string>&)>&
                        on_start,
                    const std::function<void(std::span<const std::byte>)>& on_body);
+
+// POST `request` (headers name its type); the whole 2xx body returned in `body`
+// (at most 16 MiB).
+HttpResult HttpPostString(const std::string& url, const std::vector<std::string>& headers,
+                          const std::string& request, const HttpOptions& options,
+                          std::string* body);
 
 // GET with the whole 2xx body returned in `body`.
 HttpResult HttpGetString(const std::string& url, const std::vector<std::string>& headers,
