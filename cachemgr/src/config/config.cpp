@@ -343,19 +343,18 @@ class Parser {
   void ParseGlance(const YAML::Node& node, const std::string& path, GlanceSourceOptions& g) {
     const auto seen = Section(
         node, path,
-            {{"endpoint", [&](auto& v, auto& p) { g.endpoint = String(v, p); }},
-             {"auth", [&](auto& v, auto& p) { ParseKeystone(v, p, g.auth); }},
-             {"token", [&](auto& v, auto& p) { g.token = String(v, p); }},
-             {"ca_file", [&](auto& v, auto& p) { g.ca_file = PathValue(v, p); }},
-             {"client_cert", [&](auto& v, auto& p) { g.client_cert = PathValue(v, p); }},
-             {"client_key", [&](auto& v, auto& p) { g.client_key = PathValue(v, p); }},
-             {"timeout_s", [&](auto& v, auto& p) { g.timeout_s = Integer<uint32_t>(v, p); }},
-             {"retries", [&](auto& v, auto& p) { g.retries = Integer<uint32_t>(v, p); }},
-             {"direct_pools", [&](auto& v, auto& p) { g.direct_pools = StringList(v, p); }},
-             {"min_rate_kib_s",
-              [&](auto& v, auto& p) { g.min_rate_kib_s = Integer<uint32_t>(v, p); }},
-             {"max_list_pages",
-              [&](auto& v, auto& p) { g.max_list_pages = Integer<uint32_t>(v, p); }}});
+        {{"endpoint", [&](auto& v, auto& p) { g.endpoint = String(v, p); }},
+         {"auth", [&](auto& v, auto& p) { ParseKeystone(v, p, g.auth); }},
+         {"token", [&](auto& v, auto& p) { g.token = String(v, p); }},
+         {"ca_file", [&](auto& v, auto& p) { g.ca_file = PathValue(v, p); }},
+         {"client_cert", [&](auto& v, auto& p) { g.client_cert = PathValue(v, p); }},
+         {"client_key", [&](auto& v, auto& p) { g.client_key = PathValue(v, p); }},
+         {"timeout_s", [&](auto& v, auto& p) { g.timeout_s = Integer<uint32_t>(v, p); }},
+         {"retries", [&](auto& v, auto& p) { g.retries = Integer<uint32_t>(v, p); }},
+         {"direct_pools", [&](auto& v, auto& p) { g.direct_pools = StringList(v, p); }},
+         {"min_rate_kib_s", [&](auto& v, auto& p) { g.min_rate_kib_s = Integer<uint32_t>(v, p); }},
+         {"max_list_pages",
+          [&](auto& v, auto& p) { g.max_list_pages = Integer<uint32_t>(v, p); }}});
     // With Keystone and no endpoint, the image endpoint comes from the catalog.
     if (g.auth.enabled() && !seen.count("endpoint")) g.endpoint.clear();
   }

@@ -380,8 +380,8 @@ class GlanceSource final : public Source {
   void SetEndpoint(std::string url) {
     while (!url.empty() && url.back() == '/') url.pop_back();
     if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
-      throw Error(Errc::kConfig, "source.glance.endpoint: '" + url +
-                                     "' is not an http:// or https:// URL");
+      throw Error(Errc::kConfig,
+                  "source.glance.endpoint: '" + url + "' is not an http:// or https:// URL");
     }
     endpoint_ = url;
   }
@@ -454,8 +454,8 @@ class GlanceSource final : public Source {
       requests_.fetch_add(1);
       std::string token;
       std::vector<std::string> headers = AuthHeaders(&token);
-      HttpResult r = HttpGet(
-          Base() + path, headers, o, {}, [&](std::span<const std::byte> data) {
+      HttpResult r =
+          HttpGet(Base() + path, headers, o, {}, [&](std::span<const std::byte> data) {
             if (body.size() + data.size() > kMaxJsonBytes) {
               throw Error(Errc::kSource, what + ": Glance's answer is larger than " +
                                              std::to_string(kMaxJsonBytes >> 20) + " MiB");
@@ -472,8 +472,8 @@ class GlanceSource final : public Source {
       if (Reauthenticate(r, token, &reauthenticated)) continue;
       if (!r.transport_error() && r.status < 500) ThrowForStatus(r, what);
       if (r.transport_error() && !r.retryable_transport()) {
-        throw Error(Errc::kSource, what + ": cannot reach Glance at " + endpoint_ + ": " +
-                                       r.curl_error);
+        throw Error(Errc::kSource,
+                    what + ": cannot reach Glance at " + endpoint_ + ": " + r.curl_error);
       }
       if (failures >= options_.retries) {
         if (r.transport_error()) {

@@ -96,11 +96,11 @@ bool HttpResult::timed_out() const { return curl_code == CURLE_OPERATION_TIMEDOU
 
 namespace {
 
-HttpResult Perform(const std::string& url, const std::vector<std::string>& headers,
-                   const std::string* post_body, const HttpOptions& options,
-                   const std::function<void(long, const std::map<std::string, std::string>&)>&
-                       on_start,
-                   const std::function<void(std::span<const std::byte>)>& on_body) {
+HttpResult Perform(
+    const std::string& url, const std::vector<std::string>& headers, const std::string* post_body,
+    const HttpOptions& options,
+    const std::function<void(long, const std::map<std::string, std::string>&)>& on_start,
+    const std::function<void(std::span<const std::byte>)>& on_body) {
   GlobalInit();
   HttpResult result;
   std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
@@ -162,11 +162,10 @@ HttpResult Perform(const std::string& url, const std::vector<std::string>& heade
 
 }  // namespace
 
-HttpResult HttpGet(const std::string& url, const std::vector<std::string>& headers,
-                   const HttpOptions& options,
-                   const std::function<void(long, const std::map<std::string, std::string>&)>&
-                       on_start,
-                   const std::function<void(std::span<const std::byte>)>& on_body) {
+HttpResult HttpGet(
+    const std::string& url, const std::vector<std::string>& headers, const HttpOptions& options,
+    const std::function<void(long, const std::map<std::string, std::string>&)>& on_start,
+    const std::function<void(std::span<const std::byte>)>& on_body) {
   return Perform(url, headers, nullptr, options, on_start, on_body);
 }
 
@@ -174,13 +173,13 @@ HttpResult HttpPostString(const std::string& url, const std::vector<std::string>
                           const std::string& request, const HttpOptions& options,
                           std::string* body) {
   body->clear();
-  HttpResult r = Perform(url, headers, &request, options, {},
-                         [body, &url](std::span<const std::byte> data) {
-                           if (body->size() + data.size() > (16u << 20)) {
-                             throw Error(Errc::kSource, url + ": answer larger than 16 MiB");
-                           }
-                           body->append(reinterpret_cast<const char*>(data.data()), data.size());
-                         });
+  HttpResult r =
+      Perform(url, headers, &request, options, {}, [body, &url](std::span<const std::byte> data) {
+        if (body->size() + data.size() > (16u << 20)) {
+          throw Error(Errc::kSource, url + ": answer larger than 16 MiB");
+        }
+        body->append(reinterpret_cast<const char*>(data.data()), data.size());
+      });
   return r;
 }
 

@@ -1,8 +1,8 @@
 #include "source/keystone.h"
 
 #include <ctime>
-#include <thread>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "cachemgr/error.h"
 
@@ -40,11 +40,12 @@ std::string Redact(std::string text, const KeystoneAuthOptions& o) {
 KeystoneSession::KeystoneSession(KeystoneAuthOptions options, HttpOptions http,
                                  std::shared_ptr<spdlog::logger> logger)
     : options_(std::move(options)), http_(std::move(http)), logger_(std::move(logger)) {
-  while (!options_.auth_url.empty() && options_.auth_url.back() == '/') options_.auth_url.pop_back();
+  while (!options_.auth_url.empty() && options_.auth_url.back() == '/')
+    options_.auth_url.pop_back();
   const std::string& u = options_.auth_url;
   if (u.rfind("http://", 0) != 0 && u.rfind("https://", 0) != 0) {
-    throw Error(Errc::kConfig, "source.glance.auth.auth_url: '" + u +
-                                   "' is not an http:// or https:// URL");
+    throw Error(Errc::kConfig,
+                "source.glance.auth.auth_url: '" + u + "' is not an http:// or https:// URL");
   }
   // "…:5000" and "…:5000/v3" are both in use: v3 is the only API spoken here.
   if (u.size() < 3 || u.compare(u.size() - 3, 3, "/v3") != 0) options_.auth_url += "/v3";
@@ -76,10 +77,10 @@ std::string KeystoneSession::RequestBody() const {
   const KeystoneAuthOptions& o = options_;
   json identity;
   if (!o.application_credential_id.empty()) {
-    identity = {{"methods", {"application_credential"}},
-                {"application_credential",
-                 {{"id", o.application_credential_id},
-                  {"secret", o.application_credential_secret}}}};
+    identity = {
+        {"methods", {"application_credential"}},
+        {"application_credential",
+         {{"id", o.application_credential_id}, {"secret", o.application_credential_secret}}}};
     // An application credential carries its own project: no scope.
     return json{{"auth", {{"identity", identity}}}}.dump();
   }
@@ -96,21 +97,21 @@ std::string KeystoneSession::RequestBody() const {
   if (!o.project_id.empty()) {
     auth["scope"] = {{"project", {{"id", o.project_id}}}};
   } else if (!o.project_name.empty()) {
-    auth["scope"] = {{"project",
-                      {{"name", o.project_name},
-                       {"domain", o.project_domain_id.empty()
-                                      ? json{{"name", o.project_domain_name}}
-                                      : json{{"id", o.project_domain_id}}}}}};
+    auth["scope"] = {
+        {"project",
+         {{"name", o.project_name},
+          {"domain", o.project_domain_id.empty() ? json{{"name", o.project_domain_name}}
+                                                 : json{{"id", o.project_domain_id}}}}}};
   }
   return json{{"auth", auth}}.dump();
 }
 
 void KeystoneSession::AuthenticateLocked() {
   const std::string url = options_.auth_url + "/auth/tokens";
-  const std::string who = options_.application_credential_id.empty()
-                              ? "user " + (options_.user_id.empty() ? options_.username
-                                                                    : options_.user_id)
-                              : "application credential " + options_.application_credential_id;
+  const std::string who =
+      options_.application_credential_id.empty()
+          ? "user " + (options_.user_id.empty() ? options_.username : options_.user_id)
+          : "application credential " + options_.application_credential_id;
   HttpOptions o = http_;
   o.total_timeout_s = http_.timeout_s * 2;
   std::string body;
@@ -148,7 +149,8 @@ void KeystoneSession::AuthenticateLocked() {
   try {
     j = json::parse(body);
   } catch (const json::exception&) {
-    throw Error(Errc::kSource, "Keystone at " + options_.auth_url + ": the token answer is not JSON");
+    throw Error(Errc::kSource,
+                "Keystone at " + options_.auth_url + ": the token answer is not JSON");
   }
   if (subject == r.headers.end() || subject->second.empty() || !j.contains("token") ||
       !j["token"].is_object()) {
@@ -173,8 +175,8 @@ std::string KeystoneSession::Token() {
   std::lock_guard lock(mu_);
   // Renew renew_before_s early, but never sooner than half way through a short life.
   auto now = std::chrono::system_clock::now();
-  auto margin = std::min<std::chrono::seconds>(std::chrono::seconds(options_.renew_before_s),
-                                               lifetime_ / 2);
+  auto margin =
+      std::min<std::chrono::seconds>(std::chrono::seconds(options_.renew_before_s), lifetime_ / 2);
   if (token_.empty() || now + margin >= expires_) {
     if (!token_.empty()) logger_->info("keystone token renewal auth_url={}", options_.auth_url);
     AuthenticateLocked();
@@ -205,13 +207,14 @@ std::string KeystoneSession::Endpoint(const std::string& service_type) {
       found_other += " " + Str(ep, "interface") + "@" + (region.empty() ? "-" : region);
     }
   }
-  throw Error(Errc::kConfig,
-              "Keystone at " + options_.auth_url + ": the catalog has no " + service_type +
-                  " endpoint for interface '" + options_.interface + "'" +
-                  (options_.region_name.empty() ? "" : " in region '" + options_.region_name + "'") +
-                  (found_other.empty() ? " (no " + service_type + " service at all)"
-                                       : " (it has:" + found_other + ")") +
-                  "; set source.glance.endpoint, auth.interface or auth.region_name");
+  throw Error(
+      Errc::kConfig,
+      "Keystone at " + options_.auth_url + ": the catalog has no " + service_type +
+          " endpoint for interface '" + options_.interface + "'" +
+          (options_.region_name.empty() ? "" : " in region '" + options_.region_name + "'") +
+          (found_other.empty() ? " (no " + service_type + " service at all)"
+                               : " (it has:" + found_other + ")") +
+          "; set source.glance.endpoint, auth.interface or auth.region_name");
 }
 
 uint64_t KeystoneSession::authentications() const {
