@@ -13,14 +13,18 @@ int Print(Context& ctx, const std::vector<Check>& checks) {
   if (ctx.json) {
     nlohmann::json doc = nlohmann::json::array();
     for (const auto& c : checks)
-      doc.push_back({{"name", c.name}, {"ok", c.ok}, {"detail", c.detail}, {"fix", c.fix}});
+      doc.push_back({{"name", c.name},
+                     {"ok", c.ok},
+                     {"warning", c.warning},
+                     {"detail", c.detail},
+                     {"fix", c.fix}});
     PrintJson({{"checks", doc}, {"failed", failed}});
   } else {
     for (const auto& c : checks) {
-      std::cout << (c.ok ? "ok   " : "FAIL ") << c.name;
+      std::cout << (!c.ok ? "FAIL " : c.warning ? "WARN " : "ok   ") << c.name;
       if (!c.detail.empty()) std::cout << ": " << c.detail;
       std::cout << '\n';
-      if (!c.ok && !c.fix.empty()) std::cout << "     fix: " << c.fix << '\n';
+      if ((!c.ok || c.warning) && !c.fix.empty()) std::cout << "     fix: " << c.fix << '\n';
     }
     std::cout << checks.size() - failed << " ok, " << failed << " failed\n";
   }

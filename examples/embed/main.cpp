@@ -1,21 +1,27 @@
 // embed: the smallest program that embeds libcachemgr.
 //
 //   embed <config.yaml> <image-id> [count=1] [volume-prefix=embed] [size-bytes=0]
+//         [interval-ms=0]
 //
 // Opens the cache from a YAML config with a logger of its own (stderr), makes `count`
-// volumes from one image and prints how each one was made and how long it took.
+// volumes from one image, `interval-ms` apart, and prints how each one was made and how
+// long it took. One cache object serves them all, as in a long-running service.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <cstdio>
 #include <string>
+#include <thread>
 
 #include "cachemgr/cache.h"
 #include "cachemgr/config.h"
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s <config.yaml> <image-id> [count] [prefix] [size-bytes]\n",
+    std::fprintf(stderr,
+                 "usage: %s <config.yaml> <image-id> [count] [prefix] [size-bytes] "
+                 "[interval-ms]\n",
                  argv[0]);
     return 2;
   }
@@ -23,6 +29,7 @@ int main(int argc, char** argv) {
   const int count = argc > 3 ? std::stoi(argv[3]) : 1;
   const std::string prefix = argc > 4 ? argv[4] : "embed";
   const uint64_t size = argc > 5 ? std::stoull(argv[5]) : 0;
+  const auto interval = std::chrono::milliseconds(argc > 6 ? std::stoull(argv[6]) : 0);
 
   // The library never installs sinks: the program decides where messages go.
   auto logger = spdlog::stderr_color_mt("embed");
@@ -33,6 +40,7 @@ int main(int argc, char** argv) {
     std::printf("%-24s %-14s %5s %12s %10s %10s %10s\n", "volume", "plan", "depth", "bytes",
                 "total_ms", "fill_ms", "wait_ms");
     for (int i = 0; i < count; ++i) {
+      if (i > 0) std::this_thread::sleep_for(interval);
       cachemgr::CreateVolumeRequest request;
       request.image_id = image_id;
       request.volume = prefix + "-" + std::to_string(i);

@@ -187,7 +187,8 @@ struct Check {
   std::string name;
   bool ok = false;
   std::string detail;
-  std::string fix;  // empty when ok
+  std::string fix;  // empty when ok, unless a warning
+  bool warning = false;  // ok, but something the operator should change (`fix` says what)
 };
 
 // For `rebuild-index`: when the index file is empty or damaged (kCorrupt), moves it and

@@ -76,6 +76,9 @@ struct KeystoneAuthOptions {
   std::string interface = "public";  // public, internal or admin
   // Seconds before expiry a token is renewed; a renewal also follows a 401.
   uint32_t renew_before_s = 60;
+  // Files the credentials were read from (the config, a clouds.yaml, a secure.yaml):
+  // `doctor` warns when one is readable by group or others. Filled by the config loader.
+  std::vector<std::string> credential_files;
   bool enabled() const { return !auth_url.empty(); }
 };
 
@@ -84,6 +87,9 @@ struct GlanceSourceOptions {
   // auth.region_name and auth.interface).
   std::string endpoint = "http://127.0.0.1:9292";
   KeystoneAuthOptions auth;
+  // A named cloud of clouds.yaml whose auth, region, interface and CA are used when
+  // `auth` is not set ($OS_CLOUD when this is empty and no auth or token is set).
+  std::string cloud;
   std::string token;          // X-Auth-Token; empty: $OS_AUTH_TOKEN; empty too: none sent
   std::string ca_file;        // CA bundle for https; empty: the system's. TLS is always verified.
   std::string client_cert;    // PEM client certificate for https (Glance and Keystone); optional

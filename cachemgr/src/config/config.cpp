@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "cachemgr/error.h"
+#include "config/clouds_yaml.h"
 #include "config/config_file.h"
 
 namespace cachemgr {
@@ -112,6 +113,7 @@ class Parser {
       if (!root.IsMap()) Fail(root, "", "expected a map of sections at the top, got " + Describe(root));
       ParseRoot(root, o);
     }
+    ResolveGlanceAuth(o);
     try {
       ValidateOptions(o);
     } catch (const Error& e) {
@@ -345,6 +347,7 @@ class Parser {
         node, path,
         {{"endpoint", [&](auto& v, auto& p) { g.endpoint = String(v, p); }},
          {"auth", [&](auto& v, auto& p) { ParseKeystone(v, p, g.auth); }},
+         {"cloud", [&](auto& v, auto& p) { g.cloud = String(v, p); }},
          {"token", [&](auto& v, auto& p) { g.token = String(v, p); }},
          {"ca_file", [&](auto& v, auto& p) { g.ca_file = PathValue(v, p); }},
          {"client_cert", [&](auto& v, auto& p) { g.client_cert = PathValue(v, p); }},
@@ -355,8 +358,41 @@ class Parser {
          {"min_rate_kib_s", [&](auto& v, auto& p) { g.min_rate_kib_s = Integer<uint32_t>(v, p); }},
          {"max_list_pages",
           [&](auto& v, auto& p) { g.max_list_pages = Integer<uint32_t>(v, p); }}});
-    // With Keystone and no endpoint, the image endpoint comes from the catalog.
-    if (g.auth.enabled() && !seen.count("endpoint")) g.endpoint.clear();
+    glance_endpoint_set_ = seen.count("endpoint") > 0;
+    if (seen.count("auth") && seen.count("cloud")) {
+      Fail(node["cloud"], Join(path, "cloud"), "set auth or cloud, not both");
+    }
+    // Secrets written in this file: doctor checks who may read it.
+    if (!g.token.empty() || !g.auth.password.empty() ||
+        !g.auth.application_credential_secret.empty()) {
+      g.auth.credential_files.push_back(origin_);
+    }
+  }
+
+  // The Glance source's credentials, in this order: source.glance.auth, then the cloud
+  // named by source.glance.cloud, then source.glance.token, then $OS_CLOUD (the token
+  // of $OS_AUTH_TOKEN is the source's last resort). With Keystone and no endpoint set,
+  // the image endpoint comes from the catalog.
+  void ResolveGlanceAuth(Options& o) {
+    GlanceSourceOptions& g = o.source.glance;
+    if (o.source.type != SourceType::kGlance) return;
+    if (!g.auth.enabled()) {
+      std::string why = "source.glance.cloud";
+      if (g.cloud.empty() && g.token.empty()) {
+        if (const char* env = std::getenv("OS_CLOUD"); env != nullptr && *env != '\0') {
+          g.cloud = env;
+          why = "$OS_CLOUD";
+        }
+      }
+      if (!g.cloud.empty()) {
+        const std::string endpoint = g.endpoint;
+        config::ApplyCloud(g.cloud, why, g);
+        if (glance_endpoint_set_) g.endpoint = endpoint;  // the config's own wins
+        else if (g.endpoint == endpoint) g.endpoint.clear();  // no override: the catalog's
+        return;
+      }
+    }
+    if (g.auth.enabled() && !glance_endpoint_set_) g.endpoint.clear();
   }
 
   void ParseKeystone(const YAML::Node& node, const std::string& path, KeystoneAuthOptions& a) {
@@ -451,6 +487,7 @@ class Parser {
   std::string origin_;
   fs::path base_dir_;
   std::map<std::string, int> lines_;  // key path -> line, for rules checked afterwards
+  bool glance_endpoint_set_ = false;  // source.glance.endpoint written in the file
 };
 
 [[noreturn]] void Invalid(const std::string& path, const std::string& rule) {
@@ -532,7 +569,10 @@ void ValidateOptions(const Options& o) {
 
   const auto& glance = o.source.glance;
   if (o.source.type == SourceType::kGlance) {
-    if (glance.endpoint.rfind("http://", 0) != 0 && glance.endpoint.rfind("https://", 0) != 0) {
+    // Empty with Keystone auth: the catalog's image endpoint.
+    const bool from_catalog = glance.endpoint.empty() && glance.auth.enabled();
+    if (!from_catalog && glance.endpoint.rfind("http://", 0) != 0 &&
+        glance.endpoint.rfind("https://", 0) != 0) {
       Invalid("source.glance.endpoint",
               "must be an http:// or https:// URL (got '" + glance.endpoint + "')");
     }

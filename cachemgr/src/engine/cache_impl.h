@@ -61,6 +61,7 @@ class CacheImpl final : public Cache {
   std::vector<Check> Doctor() override;
 
  private:
+  Check SecretFilesCheck() const;
   // What EnsureEntry did to make sure an image is cached.
   struct Ensured {
     index::EntryRow row;

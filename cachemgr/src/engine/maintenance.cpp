@@ -1,6 +1,9 @@
 // verify, rebuild-index, doctor and the source listing.
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include <memory>
 #include <vector>
@@ -189,6 +192,34 @@ std::vector<std::string> CacheImpl::SourceImages() {
   return ids;
 }
 
+// The files holding the Glance source's secrets (the config, clouds.yaml, secure.yaml)
+// must be readable by their owner alone: a warning names each one that is not.
+Check CacheImpl::SecretFilesCheck() const {
+  Check c{"secret files", true, "", ""};
+  std::string loose;
+  std::string fine;
+  for (const auto& file : options_.source.glance.auth.credential_files) {
+    struct stat st {};
+    if (::stat(file.c_str(), &st) != 0) continue;  // a config given as text, not a file
+    if ((st.st_mode & 077) != 0) {
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%03o", static_cast<unsigned>(st.st_mode & 0777));
+      loose += (loose.empty() ? "" : "; ") + file + " (mode " + mode + ")";
+      c.fix += (c.fix.empty() ? "chmod 600 " : " ") + file;
+    } else {
+      fine += (fine.empty() ? "" : ", ") + file;
+    }
+  }
+  if (!loose.empty()) {
+    c.warning = true;
+    c.detail = "holding a password, secret or token and readable by group or others: " + loose;
+    c.fix += " (and keep the owner the user cachemgr runs as)";
+  } else {
+    c.detail = fine.empty() ? "no secret in a file" : "readable by their owner alone: " + fine;
+  }
+  return c;
+}
+
 std::vector<Check> CacheImpl::Doctor() {
   std::vector<Check> checks;
   auto run = [&](const std::string& name, const std::string& fix,
@@ -257,10 +288,11 @@ std::vector<Check> CacheImpl::Doctor() {
     }
     return "nothing half-made; " + temporaries + "; " + others;
   });
-  run("source", "check source.glance.endpoint / token or source.file.dir", [&] {
-    source_->Ping();
-    return source_->kind() + ": reachable";
-  });
+  run("source",
+      "check source.glance (endpoint, auth or cloud and its clouds.yaml, token, ca_file) or "
+      "source.file.dir",
+      [&] { return source_->Ping(); });
+  if (options_.source.type == SourceType::kGlance) checks.push_back(SecretFilesCheck());
   run("work dirs", "run `cachemgr evict`: the eviction pass removes dead fills' directories", [&] {
     auto dead = fetch::ListDeadWorkDirs(options_.conversion.dir);
     std::string foreign;

@@ -174,12 +174,13 @@ class FileSource final : public Source {
     cache_ = std::move(cache);
   }
 
-  void Ping() override {
+  std::string Ping() override {
     DirFd();
     if (::access(dir_.c_str(), R_OK | X_OK) != 0) {
       throw Error(Errc::kSource, "image directory " + dir_.string() + " is not readable: " +
                                      std::strerror(errno));
     }
+    return "image directory " + dir_.string() + ": readable";
   }
 
  private:

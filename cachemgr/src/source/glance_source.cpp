@@ -360,7 +360,8 @@ class GlanceSource final : public Source {
         ThrowForStatus(r, what);
       }
       if (r.transport_error() && !r.retryable_transport()) {
-        throw Error(Errc::kSource, what + ": download failed: " + r.curl_error);
+        throw Error(Errc::kSource,
+                    what + ": download from " + endpoint_ + " failed: " + r.transport_message());
       }
       ++failures;
       auto delay = Backoff(failures);
@@ -374,7 +375,19 @@ class GlanceSource final : public Source {
 
   std::optional<LocalFile> OpenLocal(const std::string&) override { return std::nullopt; }
 
-  void Ping() override { GetJson("/v2/images?limit=1", "image list"); }
+  // Authenticates (with Keystone), finds the endpoint (in the catalog) and lists one
+  // image: every step a create takes before its download.
+  std::string Ping() override {
+    GetJson("/v2/images?limit=1", "image list");
+    std::string detail = "Glance at " + Base() + ": answers";
+    if (keystone_) {
+      detail += options_.endpoint.empty() ? " (endpoint from the catalog)" : "";
+      detail += "; authenticated at " + keystone_->auth_url() + " as " + keystone_->who();
+    } else {
+      detail += options_.token.empty() ? " (no token sent)" : " (with a static token)";
+    }
+    return detail;
+  }
 
  private:
   void SetEndpoint(std::string url) {
@@ -473,13 +486,13 @@ class GlanceSource final : public Source {
       if (!r.transport_error() && r.status < 500) ThrowForStatus(r, what);
       if (r.transport_error() && !r.retryable_transport()) {
         throw Error(Errc::kSource,
-                    what + ": cannot reach Glance at " + endpoint_ + ": " + r.curl_error);
+                    what + ": cannot reach Glance at " + endpoint_ + ": " + r.transport_message());
       }
       if (failures >= options_.retries) {
         if (r.transport_error()) {
           throw Error(r.timed_out() ? Errc::kTimeout : Errc::kSource,
                       what + ": cannot reach Glance at " + endpoint_ + " after " +
-                          std::to_string(failures + 1) + " attempt(s): " + r.curl_error);
+                          std::to_string(failures + 1) + " attempt(s): " + r.transport_message());
         }
         ThrowForStatus(r, what);
       }

@@ -94,6 +94,27 @@ bool HttpResult::retryable_transport() const {
 
 bool HttpResult::timed_out() const { return curl_code == CURLE_OPERATION_TIMEDOUT; }
 
+std::string HttpResult::transport_message() const {
+  switch (static_cast<CURLcode>(curl_code)) {
+    case CURLE_PEER_FAILED_VERIFICATION:
+      return curl_error +
+             " (TLS: the server's certificate was refused; check that source.glance.ca_file "
+             "or the cloud's cacert is the CA that signed it, that it has not expired, and "
+             "that its names include the host of the URL)";
+    case CURLE_SSL_CONNECT_ERROR:
+      return curl_error +
+             " (TLS handshake failed; if the server asks for a client certificate, set "
+             "source.glance.client_cert and client_key)";
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+      return curl_error + " (TLS: check the files named by source.glance.ca_file, "
+                          "client_cert and client_key)";
+    default:
+      return curl_error;
+  }
+}
+
 namespace {
 
 HttpResult Perform(

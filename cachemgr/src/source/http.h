@@ -37,6 +37,9 @@ struct HttpResult {
   // The connection failed or dropped, or the transfer stalled: worth a retry.
   bool retryable_transport() const;
   bool timed_out() const;
+  // curl's message, and for a TLS failure (an unknown CA, an expired certificate, a
+  // name mismatch, a client certificate refused) what to check.
+  std::string transport_message() const;
 };
 
 // Performs GET `url` with `headers` ("Name: value"). 2xx body bytes go to `on_body` in

@@ -108,10 +108,7 @@ std::string KeystoneSession::RequestBody() const {
 
 void KeystoneSession::AuthenticateLocked() {
   const std::string url = options_.auth_url + "/auth/tokens";
-  const std::string who =
-      options_.application_credential_id.empty()
-          ? "user " + (options_.user_id.empty() ? options_.username : options_.user_id)
-          : "application credential " + options_.application_credential_id;
+  const std::string who = this->who();
   HttpOptions o = http_;
   o.total_timeout_s = http_.timeout_s * 2;
   std::string body;
@@ -128,7 +125,7 @@ void KeystoneSession::AuthenticateLocked() {
   if (r.transport_error()) {
     throw Error(r.timed_out() ? Errc::kTimeout : Errc::kSource,
                 "Keystone at " + options_.auth_url + ": cannot authenticate " + who + ": " +
-                    Redact(r.curl_error, options_));
+                    Redact(r.transport_message(), options_));
   }
   if (r.status == 401 || r.status == 403) {
     throw Error(Errc::kUnauthorized,
@@ -215,6 +212,12 @@ std::string KeystoneSession::Endpoint(const std::string& service_type) {
           (found_other.empty() ? " (no " + service_type + " service at all)"
                                : " (it has:" + found_other + ")") +
           "; set source.glance.endpoint, auth.interface or auth.region_name");
+}
+
+std::string KeystoneSession::who() const {
+  return options_.application_credential_id.empty()
+             ? "user " + (options_.user_id.empty() ? options_.username : options_.user_id)
+             : "application credential " + options_.application_credential_id;
 }
 
 uint64_t KeystoneSession::authentications() const {

@@ -32,6 +32,10 @@ class KeystoneSession {
   std::string Endpoint(const std::string& service_type);
   // Keystone token requests made so far (tests and doctor).
   uint64_t authentications() const;
+  // The v3 auth URL, and who authenticates ("application credential ID" or "user NAME"):
+  // never a secret.
+  const std::string& auth_url() const { return options_.auth_url; }
+  std::string who() const;
 
  private:
   void AuthenticateLocked();

@@ -120,8 +120,9 @@ class Source {
   // lets a backend reflink (or, when configured, hard-link) it instead of copying.
   // Everything is read from the descriptor, never by path again.
   virtual std::optional<LocalFile> OpenLocal(const std::string& image_id) = 0;
-  // A cheap reachability check for `doctor`; throws on failure.
-  virtual void Ping() = 0;
+  // A cheap reachability check for `doctor` (authenticating first when the source
+  // does); returns what was reached, throws on failure.
+  virtual std::string Ping() = 0;
   // Where a source that computes digests keeps them across processes (file source);
   // others ignore it. Without one, digests are kept only while this object lives.
   virtual void SetDigestCache(std::shared_ptr<DigestCache> /*cache*/) {}
