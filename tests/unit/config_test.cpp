@@ -555,3 +555,86 @@ TEST_CASE("the source's bounds: direct_pools, min_rate_kib_s, max_list_pages, ma
   CHECK(ConfigError("source:\n  glance:\n    direct_pools: [\"\"]\n")
             .find("source.glance.direct_pools[0]") != std::string::npos);
 }
+
+TEST_CASE("Keystone auth: the endpoint from the catalog unless written, auth or cloud not both") {
+  const std::string head = "source:\n  type: glance\n  glance:\n";
+  const std::string auth =
+      "    auth:\n      auth_url: https://ks.example:5000\n"
+      "      application_credential_id: abc\n      application_credential_secret: s3cr3t\n";
+  Options o = ParseConfig(head + auth);
+  CHECK(o.source.glance.endpoint.empty());  // found in the catalog
+  CHECK(o.source.glance.auth.credential_files == std::vector<std::string>{"<string>"});
+  o = ParseConfig(head + "    endpoint: https://glance.example:9292\n" + auth);
+  CHECK(o.source.glance.endpoint == "https://glance.example:9292");
+  // Without Keystone an endpoint is needed, and the default is Glance on loopback.
+  CHECK(ParseConfig(head + "    token: t\n").source.glance.endpoint == "http://127.0.0.1:9292");
+  const std::string both = ConfigError(head + auth + "    cloud: mine\n");
+  CHECK(both.find("source.glance.cloud: set auth or cloud, not both") != std::string::npos);
+  CHECK(both.find("s3cr3t") == std::string::npos);
+}
+
+TEST_CASE("a named cloud of clouds.yaml, secure.yaml merged, $OS_CLOUD as the last resort") {
+  TempDir dir;
+  const auto clouds = dir.path() / "clouds.yaml";
+  const auto secure = dir.path() / "secure.yaml";
+  WriteFile(clouds,
+            "clouds:\n"
+            "  prod:\n"
+            "    region_name: RegionTwo\n"
+            "    interface: internal\n"
+            "    cacert: ~/ca.pem\n"
+            "    auth:\n"
+            "      auth_url: https://ks.example:5000/v3\n"
+            "      username: svc\n"
+            "      project_name: services\n"
+            "      domain_name: Corp\n"
+            "  app:\n"
+            "    auth_type: v3applicationcredential\n"
+            "    auth: {auth_url: 'https://ks.example', application_credential_id: id1,\n"
+            "           application_credential_secret: sec}\n"
+            "  tok:\n"
+            "    auth_type: token\n"
+            "    auth: {auth_url: 'https://ks.example', token: abc}\n"
+            "  insecure:\n"
+            "    verify: false\n"
+            "    auth: {auth_url: 'https://ks.example', username: u, password: p}\n");
+  WriteFile(secure, "clouds:\n  prod:\n    auth:\n      password: from-secure\n");
+  ScopedEnv file("OS_CLIENT_CONFIG_FILE", clouds.c_str());
+  ScopedEnv secure_file("OS_CLIENT_SECURE_FILE", secure.c_str());
+  ScopedEnv home("HOME", dir.path().c_str());
+  ScopedEnv cloud("OS_CLOUD", nullptr);
+  const std::string head = "source:\n  type: glance\n  glance:\n";
+
+  Options o = ParseConfig(head + "    cloud: prod\n");
+  const auto& a = o.source.glance.auth;
+  CHECK(a.auth_url == "https://ks.example:5000/v3");
+  CHECK(a.username == "svc");
+  CHECK(a.password == "from-secure");
+  CHECK(a.project_name == "services");
+  CHECK(a.user_domain_name == "Corp");
+  CHECK(a.project_domain_name == "Corp");
+  CHECK(a.region_name == "RegionTwo");
+  CHECK(a.interface == "internal");
+  CHECK(o.source.glance.ca_file == (dir.path() / "ca.pem").string());
+  CHECK(o.source.glance.endpoint.empty());
+  CHECK(a.credential_files == std::vector<std::string>{clouds.string(), secure.string()});
+
+  {
+    ScopedEnv env_cloud("OS_CLOUD", "app");
+    o = ParseConfig(head);
+    CHECK(o.source.glance.auth.application_credential_id == "id1");
+    // The config's own credentials win over $OS_CLOUD.
+    CHECK(!ParseConfig(head + "    token: t\n").source.glance.auth.enabled());
+    // $OS_CLOUD means nothing to a file source.
+    CHECK(ParseConfig("source:\n  type: file\n  file:\n    dir: /srv/images\n")
+              .source.glance.auth.application_credential_id.empty());
+  }
+  std::string e = ConfigError(head + "    cloud: tok\n");
+  CHECK(e.find("auth_type: 'token' is not spoken here") != std::string::npos);
+  e = ConfigError(head + "    cloud: insecure\n");
+  CHECK(e.find("always verifies TLS") != std::string::npos);
+  e = ConfigError(head + "    cloud: nope\n");
+  CHECK(e.find(clouds.string() + ": no cloud 'nope' (named by source.glance.cloud)") !=
+        std::string::npos);
+  CHECK(e.find("it has: prod, app, tok, insecure") != std::string::npos);
+}
