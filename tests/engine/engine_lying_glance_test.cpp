@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -444,4 +445,35 @@ TEST_CASE("verify asks the source: a digest that changed there is a failure") {
   v = cache->Verify(id);
   CHECK(v.ok);
   CHECK(v.detail.find("not in the source any more") != std::string::npos);
+}
+
+TEST_CASE("a pass whose listing fails never calls an entry gone on a 404") {
+  Env env;
+  env.options.source.glance.retries = 0;
+  auto cache = env.Open();
+  const std::string kept = Victim(env, *cache);
+  // A mis-addressed Glance (every answer a 404), then one whose listing breaks while an
+  // image's own record answers 404: neither may evict what is cached.
+  for (std::string lie : {"everything", "list"}) {
+    CAPTURE(lie);
+    json scenario = env.scenario;
+    if (lie == "everything") {
+      scenario["everything"] = "404";
+    } else {
+      scenario["list"] = "fail";
+      scenario["images"].erase(kept);
+    }
+    env.glance.Set(scenario);
+    auto report = cache->RunEvictionPass({});
+    for (const auto& a : report.actions) CHECK(a.kind != "gone");
+    CHECK(cache->Lookup(kept));
+  }
+  // A listing that works and lacks the image: now it is gone.
+  json scenario = env.scenario;
+  scenario["images"].erase(kept);
+  env.glance.Set(scenario);
+  auto report = cache->RunEvictionPass({});
+  CHECK(std::any_of(report.actions.begin(), report.actions.end(),
+                    [&](const EvictAction& a) { return a.kind == "gone" && a.image_id == kept; }));
+  CHECK(!cache->Lookup(kept));
 }

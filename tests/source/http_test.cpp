@@ -17,7 +17,9 @@
 #include <thread>
 
 #include "fetch_util.h"
+#include "source/secrets.h"
 #include "source/source.h"
+#include "util/url.h"
 
 namespace cachemgr::test {
 namespace {
@@ -296,6 +298,61 @@ TEST_CASE("a stalled transfer fails with kTimeout instead of hanging") {
   Error e = Thrown([&] { Download(*glance, "img8"); });
   CHECK(e.code() == Errc::kTimeout);
   CHECK(std::string(e.what()).find("img8") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace cachemgr::test
+
+namespace cachemgr::test {
+namespace {
+
+TEST_CASE("secrets are removed however they are written, before a message is cut") {
+  const std::string secret = "Sekr3t\"Quote\\Back\xc3\xa4";
+  const std::string echoed = R"({"password": "Sekr3t\"Quote\\Back\u00e4"})";
+  CHECK(source::Redact(echoed, {secret}).find("Sekr3t") == std::string::npos);
+  CHECK(source::Redact("p=Sekr3t%22Quote%5CBack%C3%A4", {secret}) == "p=***");
+  CHECK(source::Redact(std::string("raw ") + secret + " and again " + secret, {secret, ""}) ==
+        "raw *** and again ***");
+  CHECK(source::Redact("nothing here", {""}) == "nothing here");
+  CHECK(util::HasUserInfo("https://svc:pw@glance.example:9292/v2"));
+  CHECK(!util::HasUserInfo("https://glance.example:9292/v2?x=a@b"));
+  CHECK(util::WithoutUserInfo("https://svc:p@w@glance.example/x") == "https://glance.example/x");
+}
+
+TEST_CASE("an error page that echoes the token never shows it") {
+  const std::string token = "gAAAAABtokenvalue-that-must-stay-secret";
+  LoopbackServer server([&](const std::string& req, int) {
+    auto pos = req.find("X-Auth-Token: ");
+    const std::string sent = pos == std::string::npos ? "" : req.substr(pos + 14, token.size());
+    return Status(500, "Forbidden: token " + sent + " is not allowed");
+  });
+  auto glance = Glance(server.url(), 0, token);
+  try {
+    glance->Describe("11111111-2222-3333-4444-555555555555");
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("HTTP 500") != std::string::npos);
+    CHECK(std::string(e.what()).find("token *** is not allowed") != std::string::npos);
+    CHECK(std::string(e.what()).find(token) == std::string::npos);
+  }
+}
+
+TEST_CASE("a versioned endpoint is Glance's root; a 404 to the image list is not 'not found'") {
+  LoopbackServer server([&](const std::string& req, int) {
+    // Only the root's own paths exist: ".../v2/v2/images" would be a 404.
+    if (req.rfind("GET /v2/images?", 0) == 0) return Status(200, R"({"images": []})");
+    return Status(404, "no such path");
+  });
+  CHECK_NOTHROW(Glance(server.url() + "/v2/")->ListActive());
+  CHECK(server.requests().back().rfind("GET /v2/images?", 0) == 0);
+  // A URL that is not Glance's root at all: the listing's 404 is an endpoint error.
+  try {
+    Glance(server.url() + "/not-glance")->ListActive();
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.code() == Errc::kSource);
+    CHECK(std::string(e.what()).find("Glance's API root") != std::string::npos);
+  }
 }
 
 }  // namespace

@@ -58,6 +58,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         s = scenario()
         if url.path == "/_requests":
             return self.send_json({"requests": n - 1})
+        if s.get("everything") == "404":  # a mis-addressed endpoint: nothing is found
+            return self.send_json({"error": "not found"}, 404)
+        if url.path == "/v2/images" and s.get("list") == "fail":
+            return self.send_json({"error": "listing broke"}, 500)
         if url.path == "/v2/info/stores/detail":
             if "stores" not in s:
                 return self.send_json({"error": "no such thing"}, 404)

@@ -617,7 +617,7 @@ TEST_CASE("a named cloud of clouds.yaml, secure.yaml merged, $OS_CLOUD as the la
   CHECK(a.interface == "internal");
   CHECK(o.source.glance.ca_file == (dir.path() / "ca.pem").string());
   CHECK(o.source.glance.endpoint.empty());
-  CHECK(a.credential_files == std::vector<std::string>{clouds.string(), secure.string()});
+  CHECK(a.credential_files == std::vector<std::string>{secure.string()});  // clouds.yaml: no secret
 
   {
     ScopedEnv env_cloud("OS_CLOUD", "app");
@@ -637,4 +637,68 @@ TEST_CASE("a named cloud of clouds.yaml, secure.yaml merged, $OS_CLOUD as the la
   CHECK(e.find(clouds.string() + ": no cloud 'nope' (named by source.glance.cloud)") !=
         std::string::npos);
   CHECK(e.find("it has: prod, app, tok, insecure") != std::string::npos);
+}
+
+TEST_CASE("Keystone settings a create would trip over are config errors, secrets unquoted") {
+  const std::string head = "source:\n  type: glance\n  glance:\n";
+  CHECK(ConfigError(head + "    auth:\n      application_credential_id: a\n"
+                           "      application_credential_secret: s3cr3t\n")
+            .find("source.glance.auth.auth_url: missing") != std::string::npos);
+  const std::string url = "    auth:\n      auth_url: https://ks.example/v3\n";
+  CHECK(ConfigError(head + url + "      application_credential_id: a\n")
+            .find("application_credential_secret: missing") != std::string::npos);
+  CHECK(ConfigError(head + url + "      username: u\n").find("source.glance.auth.password: missing") !=
+        std::string::npos);
+  CHECK(ConfigError(head + url + "      password: s3cr3t\n").find("no credentials") !=
+        std::string::npos);
+  const std::string app = "      application_credential_id: a\n      application_credential_secret: s3cr3t\n";
+  std::string e = ConfigError(head + url + app + "      interface: PUBLIC\n");
+  CHECK(e.find("source.glance.auth.interface: must be public, internal or admin") != std::string::npos);
+  CHECK(e.find("s3cr3t") == std::string::npos);
+  e = ConfigError(head + "    auth:\n      auth_url: https://admin:UrlPw99@ks.example/v3\n" + app);
+  CHECK(e.find("credentials in the URL") != std::string::npos);
+  CHECK(e.find("UrlPw99") == std::string::npos);
+  e = ConfigError(head + "    endpoint: http://svc:EpPw55@glance.example:9292\n");
+  CHECK(e.find("source.glance.endpoint: credentials in the URL") != std::string::npos);
+  CHECK(e.find("EpPw55") == std::string::npos);
+}
+
+TEST_CASE("clouds.yaml: every spelling of verify off is refused; only secret files are listed") {
+  TempDir dir;
+  const auto clouds = dir.path() / "clouds.yaml";
+  ScopedEnv file("OS_CLIENT_CONFIG_FILE", clouds.c_str());
+  ScopedEnv secure_file("OS_CLIENT_SECURE_FILE", (dir.path() / "none.yaml").c_str());
+  ScopedEnv cloud("OS_CLOUD", nullptr);
+  const std::string head = "source:\n  type: glance\n  glance:\n    cloud: c\n";
+  for (std::string off : {"false", "FALSE", "No", "NO", "off", "Off", "n", "0"}) {
+    CAPTURE(off);
+    WriteFile(clouds, "clouds:\n  c:\n    verify: " + off +
+                          "\n    auth: {auth_url: 'https://ks', username: u, password: p}\n");
+    CHECK(ConfigError(head).find("always verifies TLS") != std::string::npos);
+  }
+  WriteFile(clouds, "clouds:\n  c:\n    verify: true\n    auth: {auth_url: 'https://ks', "
+                    "application_credential_id: i, application_credential_secret: s}\n");
+  CHECK(ParseConfig(head).source.glance.auth.credential_files ==
+        std::vector<std::string>{clouds.string()});
+  // The id in clouds.yaml, the secret elsewhere (secure.yaml): clouds.yaml holds no secret.
+  const auto secure = dir.path() / "secure.yaml";
+  ScopedEnv secure_env("OS_CLIENT_SECURE_FILE", secure.c_str());
+  WriteFile(clouds, "clouds:\n  c:\n    auth: {auth_url: 'https://ks', application_credential_id: i}\n"
+                    "    auth_type: v3applicationcredential\n");
+  WriteFile(secure, "clouds:\n  c:\n    auth: {application_credential_secret: s}\n");
+  CHECK(ParseConfig(head).source.glance.auth.credential_files ==
+        std::vector<std::string>{secure.string()});
+  // Messages that point the right way.
+  std::filesystem::remove(secure);
+  WriteFile(clouds, "clouds:\n  c: just a string\n");
+  CHECK(ConfigError(head).find("clouds.c: expected a map") != std::string::npos);
+  WriteFile(clouds, "clouds:\n  c:\n    auth: {auth_url: 'ftp://ks', application_credential_secret: [x]}\n");
+  CHECK(ConfigError(head).find("clouds.c.auth.application_credential_secret: expected a string") !=
+        std::string::npos);
+  WriteFile(clouds, "clouds:\n  c:\n    auth: {auth_url: 'ftp://ks', username: u, password: p}\n");
+  CHECK(ConfigError(head).find(clouds.string() + ": clouds.c.auth.auth_url: 'ftp://ks'") !=
+        std::string::npos);
+  std::filesystem::remove(clouds);
+  std::filesystem::create_directory(clouds);
+  CHECK(ConfigError(head).find("not a regular file (a directory)") != std::string::npos);
 }

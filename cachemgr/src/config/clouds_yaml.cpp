@@ -13,6 +13,7 @@
 
 #include "cachemgr/error.h"
 #include "config/config_file.h"
+#include "util/url.h"
 
 namespace cachemgr::config {
 namespace {
@@ -48,6 +49,13 @@ std::optional<fs::path> Find(const std::string& file, const char* env,
 }
 
 YAML::Node Load(const fs::path& path) {
+  std::error_code ec;
+  const auto st = fs::status(path, ec);  // through a symlink, as openstacksdk reads it
+  if (!ec && !fs::is_regular_file(st)) {
+    throw Error(Errc::kConfig, path.string() + ": not a regular file (" +
+                                   (fs::is_directory(st) ? "a directory" : "a FIFO, socket or device") +
+                                   "); clouds.yaml and secure.yaml must be YAML files");
+  }
   const std::string text = ReadConfigText(path);  // a regular file, bounded, no FIFO
   try {
     return YAML::Load(text);
@@ -70,6 +78,18 @@ void Merge(YAML::Node into, const YAML::Node& from) {
   }
 }
 
+// `verify:` turning TLS verification off, in any spelling YAML 1.1 (and openstacksdk)
+// reads as false: false, FALSE, no, No, off, n, 0.
+bool VerifyOff(const YAML::Node& node) {
+  if (!node.IsDefined() || node.IsNull() || !node.IsScalar()) return false;
+  if (node.Scalar() == "0") return true;
+  try {
+    return !node.as<bool>();
+  } catch (const YAML::Exception&) {
+    return false;  // a path to a CA bundle: verification on
+  }
+}
+
 }  // namespace
 
 void ApplyCloud(const std::string& name, const std::string& why, GlanceSourceOptions& g) {
@@ -84,6 +104,10 @@ void ApplyCloud(const std::string& name, const std::string& why, GlanceSourceOpt
   const std::string where = file->string();
   YAML::Node root = Load(*file);
   YAML::Node cloud = root.IsMap() && root["clouds"].IsMap() ? root["clouds"][name] : YAML::Node();
+  if (cloud.IsDefined() && !cloud.IsNull() && !cloud.IsMap()) {
+    throw Error(Errc::kConfig, where + ": clouds." + name + ": expected a map (auth, region_name, "
+                                       "...), got a " + (cloud.IsSequence() ? "list" : "value"));
+  }
   if (!cloud.IsMap()) {
     std::string known;
     if (root.IsMap() && root["clouds"].IsMap()) {
@@ -95,20 +119,31 @@ void ApplyCloud(const std::string& name, const std::string& why, GlanceSourceOpt
                                    (known.empty() ? "the file has no clouds" : "it has: " + known));
   }
   cloud = YAML::Clone(cloud);
-  g.auth.credential_files.push_back(where);
+  // A file is listed for doctor's permission check only when it holds a secret.
+  auto holds_secret = [](const YAML::Node& c) {
+    const YAML::Node a = c.IsMap() ? c["auth"] : YAML::Node();
+    if (!a.IsMap()) return false;
+    for (const char* key : {"password", "application_credential_secret", "token"}) {
+      if (a[key].IsDefined() && !a[key].IsNull()) return true;
+    }
+    return false;
+  };
+  if (holds_secret(cloud)) g.auth.credential_files.push_back(where);
   if (auto secure = Find("secure.yaml", "OS_CLIENT_SECURE_FILE", nullptr)) {
     YAML::Node s = Load(*secure);
     if (s.IsMap() && s["clouds"].IsMap() && s["clouds"][name].IsMap()) {
       Merge(cloud, s["clouds"][name]);
-      g.auth.credential_files.push_back(secure->string());
+      if (holds_secret(s["clouds"][name])) g.auth.credential_files.push_back(secure->string());
     }
   }
 
-  auto text = [&](const YAML::Node& node, const std::string& key) -> std::string {
+  // `prefix`: the key path within the cloud ("" or "auth."), for messages.
+  auto text = [&](const YAML::Node& node, const std::string& key,
+                  const std::string& prefix = "") -> std::string {
     if (!node.IsMap() || !node[key].IsDefined() || node[key].IsNull()) return "";
     if (!node[key].IsScalar()) {
       throw Error(Errc::kConfig,
-                  where + ": clouds." + name + "." + key + ": expected a string");
+                  where + ": clouds." + name + "." + prefix + key + ": expected a string");
     }
     return node[key].Scalar();
   };
@@ -132,17 +167,26 @@ void ApplyCloud(const std::string& name, const std::string& why, GlanceSourceOpt
       {"project_domain_name", &a.project_domain_name},
       {"project_domain_id", &a.project_domain_id}};
   for (const auto& [key, field] : fields) {
-    if (std::string v = text(auth, key); !v.empty()) *field = v;
+    if (std::string v = text(auth, key, "auth."); !v.empty()) *field = v;
   }
   // Older clouds.yaml spell the project as a tenant, or give one domain for both.
-  if (a.project_name.empty()) a.project_name = text(auth, "tenant_name");
-  if (a.project_id.empty()) a.project_id = text(auth, "tenant_id");
-  if (std::string d = text(auth, "domain_name"); !d.empty()) {
-    if (text(auth, "user_domain_name").empty()) a.user_domain_name = d;
-    if (text(auth, "project_domain_name").empty()) a.project_domain_name = d;
+  if (a.project_name.empty()) a.project_name = text(auth, "tenant_name", "auth.");
+  if (a.project_id.empty()) a.project_id = text(auth, "tenant_id", "auth.");
+  if (std::string d = text(auth, "domain_name", "auth."); !d.empty()) {
+    if (text(auth, "user_domain_name", "auth.").empty()) a.user_domain_name = d;
+    if (text(auth, "project_domain_name", "auth.").empty()) a.project_domain_name = d;
   }
   if (a.auth_url.empty()) {
     throw Error(Errc::kConfig, where + ": clouds." + name + ".auth.auth_url: missing");
+  }
+  if (util::HasUserInfo(a.auth_url)) {
+    throw Error(Errc::kConfig, where + ": clouds." + name + ".auth.auth_url: credentials in the "
+                                       "URL (user:password@) are refused (got '" +
+                                       util::WithoutUserInfo(a.auth_url) + "')");
+  }
+  if (a.auth_url.rfind("http://", 0) != 0 && a.auth_url.rfind("https://", 0) != 0) {
+    throw Error(Errc::kConfig, where + ": clouds." + name + ".auth.auth_url: '" + a.auth_url +
+                                   "' is not an http:// or https:// URL");
   }
   const std::string type = text(cloud, "auth_type");
   const bool app = type == "v3applicationcredential" || type == "applicationcredential";
@@ -168,7 +212,11 @@ void ApplyCloud(const std::string& name, const std::string& why, GlanceSourceOpt
   if (a.interface == "publicURL") a.interface = "public";
   if (a.interface == "internalURL") a.interface = "internal";
   if (a.interface == "adminURL") a.interface = "admin";
-  if (std::string v = text(cloud, "verify"); v == "false" || v == "False" || v == "no") {
+  if (a.interface != "public" && a.interface != "internal" && a.interface != "admin") {
+    throw Error(Errc::kConfig, where + ": clouds." + name + ".interface: '" + a.interface +
+                                   "' is not public, internal or admin");
+  }
+  if (VerifyOff(cloud["verify"])) {
     throw Error(Errc::kConfig, where + ": clouds." + name +
                                    ".verify: false: cachemgr always verifies TLS; set cacert to "
                                    "the CA that signed the endpoints' certificates");

@@ -33,6 +33,7 @@
 #include "cachemgr/error.h"
 #include "config/clouds_yaml.h"
 #include "config/config_file.h"
+#include "util/url.h"
 
 namespace cachemgr {
 namespace {
@@ -359,6 +360,12 @@ class Parser {
          {"max_list_pages",
           [&](auto& v, auto& p) { g.max_list_pages = Integer<uint32_t>(v, p); }}});
     glance_endpoint_set_ = seen.count("endpoint") > 0;
+    if (seen.count("auth") && g.auth.auth_url.empty()) {
+      // Without it the section would be ignored and requests go out unauthenticated.
+      Fail(node["auth"], Join(path, "auth.auth_url"),
+           "missing: Keystone's URL (e.g. https://keystone.example:5000/v3) is needed with "
+           "the auth section");
+    }
     if (seen.count("auth") && seen.count("cloud")) {
       Fail(node["cloud"], Join(path, "cloud"), "set auth or cloud, not both");
     }
@@ -531,6 +538,41 @@ fs::path DefaultConfigPath() {
   return fs::path(kDefaultConfigPath);
 }
 
+namespace {
+
+// source.glance.auth (or what a cloud of clouds.yaml put there): complete credentials,
+// a URL, an interface Keystone knows. Never quotes a secret.
+void ValidateKeystone(const KeystoneAuthOptions& a) {
+  const std::string& u = a.auth_url;
+  if (util::HasUserInfo(u)) {
+    Invalid("source.glance.auth.auth_url", "credentials in the URL (user:password@) are "
+                                           "refused (got '" + util::WithoutUserInfo(u) +
+                                               "'); give them as the auth section's keys");
+  }
+  if (u.rfind("http://", 0) != 0 && u.rfind("https://", 0) != 0) {
+    Invalid("source.glance.auth.auth_url", "must be an http:// or https:// URL (got '" + u + "')");
+  }
+  if (a.interface != "public" && a.interface != "internal" && a.interface != "admin") {
+    Invalid("source.glance.auth.interface",
+            "must be public, internal or admin (got '" + a.interface + "')");
+  }
+  if (!a.application_credential_id.empty()) {
+    if (a.application_credential_secret.empty()) {
+      Invalid("source.glance.auth.application_credential_secret",
+              "missing: application_credential_id needs it");
+    }
+    return;
+  }
+  if (a.username.empty() && a.user_id.empty()) {
+    Invalid("source.glance.auth", "no credentials: set application_credential_id + "
+                                  "application_credential_secret, or a user (username or "
+                                  "user_id) with a password");
+  }
+  if (a.password.empty()) Invalid("source.glance.auth.password", "missing: password auth needs it");
+}
+
+}  // namespace
+
 void ValidateOptions(const Options& o) {
   NonEmpty("index", o.index);
 
@@ -577,6 +619,12 @@ void ValidateOptions(const Options& o) {
               "must be an http:// or https:// URL (got '" + glance.endpoint + "')");
     }
   }
+  if (util::HasUserInfo(glance.endpoint)) {
+    Invalid("source.glance.endpoint", "credentials in the URL (user:password@) are refused "
+                                      "(got '" + util::WithoutUserInfo(glance.endpoint) +
+                                          "'); use source.glance.auth or token");
+  }
+  if (glance.auth.enabled()) ValidateKeystone(glance.auth);
   AtLeast("source.glance.timeout_s", glance.timeout_s, 1);
   Between<uint32_t>("source.glance.retries", glance.retries, 0, 100);
   AtLeast("source.glance.min_rate_kib_s", glance.min_rate_kib_s, 1);

@@ -549,6 +549,7 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
     const bool any = std::any_of(rows.begin(), rows.end(), [](const index::EntryRow& r) {
       return !r.pinned && r.state == index::State::kReady;
     });
+    bool listing_failed = false;
     if (any) {
       try {
         if (auto all = source_->ListForCheck()) {
@@ -558,6 +559,7 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
           }
         }
       } catch (const Error& e) {
+        listing_failed = true;
         log_->warn("source list failed, asking per entry error={}", e.what());
       }
     }
@@ -577,7 +579,12 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
           reason = "source checksum or updated_at changed";
         }
       } catch (const Error& e) {
-        if (e.code() == Errc::kNotFound) {
+        if (e.code() == Errc::kNotFound && listing_failed) {
+          // A source whose listing failed may be mis-addressed (every answer a 404): an
+          // entry is called gone only by a source that can list its images.
+          log_->warn("source check skipped image={} error=\"{}\" (the listing failed too)",
+                     row.image_id, e.what());
+        } else if (e.code() == Errc::kNotFound) {
           kind = "gone";
           reason = "image no longer in the source";
         } else if (e.code() == Errc::kCorrupt) {

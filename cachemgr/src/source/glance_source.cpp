@@ -12,6 +12,7 @@
 #include "cachemgr/error.h"
 #include "source/http.h"
 #include "source/keystone.h"
+#include "source/secrets.h"
 #include "source/source.h"
 
 namespace cachemgr::source {
@@ -87,6 +88,8 @@ int64_t ContentRangeStart(const std::string& value) {
   return start;
 }
 
+constexpr const char* kImageList = "image list";
+
 class GlanceSource final : public Source {
  public:
   GlanceSource(const GlanceSourceOptions& options, std::shared_ptr<spdlog::logger> logger)
@@ -140,7 +143,7 @@ class GlanceSource final : public Source {
     std::vector<ImageMeta> out;
     std::set<std::string> seen = {path};
     for (uint32_t page = 1;; ++page) {
-      json j = GetJson(path, "image list");
+      json j = GetJson(path, kImageList);
       size_t images = 0;
       if (auto it = j.find("images"); it != j.end() && it->is_array()) {
         for (const auto& img : *it) {
@@ -334,7 +337,7 @@ class GlanceSource final : public Source {
           continue;
         }
         if (Reauthenticate(r, token, &reauthenticated)) continue;
-        if (r.status < 500) ThrowForStatus(r, what);
+        if (r.status < 500) ThrowForStatus(r, what, token);
       }
       if (has_deadline && r.timed_out() && std::chrono::steady_clock::now() >= deadline) {
         throw timed_out();
@@ -357,7 +360,7 @@ class GlanceSource final : public Source {
                                                std::to_string(http_.timeout_s) + " s)"
                                          : std::string()));
         }
-        ThrowForStatus(r, what);
+        ThrowForStatus(r, what, token);
       }
       if (r.transport_error() && !r.retryable_transport()) {
         throw Error(Errc::kSource,
@@ -378,7 +381,7 @@ class GlanceSource final : public Source {
   // Authenticates (with Keystone), finds the endpoint (in the catalog) and lists one
   // image: every step a create takes before its download.
   std::string Ping() override {
-    GetJson("/v2/images?limit=1", "image list");
+    GetJson("/v2/images?limit=1", kImageList);
     std::string detail = "Glance at " + Base() + ": answers";
     if (keystone_) {
       detail += options_.endpoint.empty() ? " (endpoint from the catalog)" : "";
@@ -392,9 +395,23 @@ class GlanceSource final : public Source {
  private:
   void SetEndpoint(std::string url) {
     while (!url.empty() && url.back() == '/') url.pop_back();
+    if (HasUserInfo(url)) {
+      throw Error(Errc::kConfig, "source.glance.endpoint: '" + WithoutUserInfo(url) +
+                                     "' with credentials in the URL (user:password@) is "
+                                     "refused; use source.glance.auth or token");
+    }
     if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
       throw Error(Errc::kConfig,
                   "source.glance.endpoint: '" + url + "' is not an http:// or https:// URL");
+    }
+    // Catalogs (and operators) often give the versioned URL ".../v2": every path here
+    // starts with /v2 itself, as keystoneauth's discovery would find the root.
+    if (const size_t slash = url.rfind('/'); slash != std::string::npos && slash > 8) {
+      const std::string last = url.substr(slash + 1);
+      const bool version = last == "v1" || last == "v2" ||
+                           (last.rfind("v2.", 0) == 0 && last.size() > 3 &&
+                            last.find_first_not_of("0123456789", 3) == std::string::npos);
+      if (version) url.resize(slash);
     }
     endpoint_ = url;
   }
@@ -435,9 +452,12 @@ class GlanceSource final : public Source {
     return std::chrono::milliseconds(std::min<uint64_t>(ms, 10000));
   }
 
-  [[noreturn]] void ThrowForStatus(const HttpResult& r, const std::string& what) const {
-    std::string body = r.error_body;
-    // Glance's error pages are small HTML; keep one line of them.
+  // `token`: the one the request carried, never shown even if the answer echoes it.
+  [[noreturn]] void ThrowForStatus(const HttpResult& r, const std::string& what,
+                                   const std::string& token) const {
+    std::string body = Redact(r.error_body, {token, options_.token, options_.auth.password,
+                                             options_.auth.application_credential_secret});
+    // Glance's error pages are small HTML; keep one line of them (cut after redacting).
     for (char& c : body) {
       if (c == '\n' || c == '\r') c = ' ';
     }
@@ -450,6 +470,13 @@ class GlanceSource final : public Source {
       case 403:
         throw Error(Errc::kUnauthorized, what + ": access forbidden (HTTP 403)" + detail);
       case 404:
+        // The list of images is never missing from a Glance: a 404 there means the URL is
+        // not Glance's API root, and no 404 from it says that an image is gone.
+        if (what == kImageList) {
+          throw Error(Errc::kSource, what + ": HTTP 404 from " + endpoint_ +
+                                         "/v2/images: is source.glance.endpoint (or the "
+                                         "catalog's image endpoint) Glance's API root?");
+        }
         throw Error(Errc::kNotFound, what + ": not found in Glance (HTTP 404)" + detail);
       default:
         throw Error(Errc::kSource,
@@ -483,7 +510,7 @@ class GlanceSource final : public Source {
         }
       }
       if (Reauthenticate(r, token, &reauthenticated)) continue;
-      if (!r.transport_error() && r.status < 500) ThrowForStatus(r, what);
+      if (!r.transport_error() && r.status < 500) ThrowForStatus(r, what, token);
       if (r.transport_error() && !r.retryable_transport()) {
         throw Error(Errc::kSource,
                     what + ": cannot reach Glance at " + endpoint_ + ": " + r.transport_message());
@@ -494,7 +521,7 @@ class GlanceSource final : public Source {
                       what + ": cannot reach Glance at " + endpoint_ + " after " +
                           std::to_string(failures + 1) + " attempt(s): " + r.transport_message());
         }
-        ThrowForStatus(r, what);
+        ThrowForStatus(r, what, token);
       }
       ++failures;
       std::this_thread::sleep_for(Backoff(failures));

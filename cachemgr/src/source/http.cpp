@@ -110,6 +110,19 @@ std::string HttpResult::transport_message() const {
     case CURLE_SSL_CIPHER:
       return curl_error + " (TLS: check the files named by source.glance.ca_file, "
                           "client_cert and client_key)";
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_COULDNT_CONNECT:
+      // A server that wants a client certificate drops the connection after the
+      // handshake (TLS 1.3): curl sees a reset, not a TLS error.
+      if (https && (curl_code != CURLE_COULDNT_CONNECT ||
+                    curl_error.find("getpeername") != std::string::npos)) {
+        return curl_error +
+               " (over https this is often the server refusing the TLS session: if it asks "
+               "for a client certificate, set source.glance.client_cert and client_key)";
+      }
+      return curl_error;
     default:
       return curl_error;
   }
@@ -124,6 +137,7 @@ HttpResult Perform(
     const std::function<void(std::span<const std::byte>)>& on_body) {
   GlobalInit();
   HttpResult result;
+  result.https = url.rfind("https://", 0) == 0;
   std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
   if (!curl) throw Error(Errc::kInternal, "curl_easy_init failed");
   struct curl_slist* list = nullptr;

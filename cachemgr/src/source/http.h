@@ -33,6 +33,7 @@ struct HttpResult {
   std::map<std::string, std::string> headers;  // of the final response, names lowercase
   std::string error_body;  // first bytes of a non-2xx body (for error messages)
   uint64_t body_bytes = 0; // 2xx body bytes handed to on_body
+  bool https = false;      // the URL was https (a dropped connection may be TLS refusing us)
   bool transport_error() const { return curl_code != 0; }
   // The connection failed or dropped, or the transfer stalled: worth a retry.
   bool retryable_transport() const;

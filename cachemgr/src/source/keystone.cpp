@@ -3,8 +3,10 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <vector>
 
 #include "cachemgr/error.h"
+#include "source/secrets.h"
 
 namespace cachemgr::source {
 namespace {
@@ -23,15 +25,20 @@ std::string Str(const json& j, const char* key) {
   return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
-// Removes every occurrence of a secret from `text` (Keystone never echoes one, but an
-// error body or a proxy's might).
-std::string Redact(std::string text, const KeystoneAuthOptions& o) {
-  for (const std::string* secret : {&o.password, &o.application_credential_secret}) {
-    if (secret->empty()) continue;
-    for (size_t pos; (pos = text.find(*secret)) != std::string::npos;) {
-      text.replace(pos, secret->size(), "***");
-    }
+// `text` without the credentials' secrets (Keystone never echoes one, but an error body
+// or a proxy's might).
+std::string RedactSecrets(std::string text, const KeystoneAuthOptions& o) {
+  return Redact(std::move(text),
+                std::vector<std::string>{o.password, o.application_credential_secret});
+}
+
+// One line of at most `max` bytes of an error body, secrets removed first.
+std::string Excerpt(const std::string& body, const KeystoneAuthOptions& o, size_t max = 300) {
+  std::string text = RedactSecrets(body, o);
+  for (char& c : text) {
+    if (c == '\n' || c == '\r') c = ' ';
   }
+  if (text.size() > max) text.resize(max);
   return text;
 }
 
@@ -43,6 +50,11 @@ KeystoneSession::KeystoneSession(KeystoneAuthOptions options, HttpOptions http,
   while (!options_.auth_url.empty() && options_.auth_url.back() == '/')
     options_.auth_url.pop_back();
   const std::string& u = options_.auth_url;
+  if (HasUserInfo(u)) {
+    throw Error(Errc::kConfig, "source.glance.auth.auth_url: '" + WithoutUserInfo(u) +
+                                   "' with credentials in the URL (user:password@) is refused; "
+                                   "give them as the auth section's keys");
+  }
   if (u.rfind("http://", 0) != 0 && u.rfind("https://", 0) != 0) {
     throw Error(Errc::kConfig,
                 "source.glance.auth.auth_url: '" + u + "' is not an http:// or https:// URL");
@@ -125,7 +137,7 @@ void KeystoneSession::AuthenticateLocked() {
   if (r.transport_error()) {
     throw Error(r.timed_out() ? Errc::kTimeout : Errc::kSource,
                 "Keystone at " + options_.auth_url + ": cannot authenticate " + who + ": " +
-                    Redact(r.transport_message(), options_));
+                    RedactSecrets(r.transport_message(), options_));
   }
   if (r.status == 401 || r.status == 403) {
     throw Error(Errc::kUnauthorized,
@@ -134,10 +146,7 @@ void KeystoneSession::AuthenticateLocked() {
                     "); check source.glance.auth or the cloud's entry in clouds.yaml");
   }
   if (r.status != 201 && r.status != 200) {
-    std::string detail = Redact(r.error_body.substr(0, 300), options_);
-    for (char& c : detail) {
-      if (c == '\n' || c == '\r') c = ' ';
-    }
+    const std::string detail = Excerpt(r.error_body, options_);
     throw Error(Errc::kSource, "Keystone at " + options_.auth_url + ": authenticating " + who +
                                    " answered HTTP " + std::to_string(r.status) + ": " + detail);
   }
@@ -200,7 +209,16 @@ std::string KeystoneSession::Endpoint(const std::string& service_type) {
       std::string region = Str(ep, "region_id");
       if (region.empty()) region = Str(ep, "region");
       const bool region_ok = options_.region_name.empty() || region == options_.region_name;
-      if (Str(ep, "interface") == options_.interface && region_ok) return Str(ep, "url");
+      if (Str(ep, "interface") == options_.interface && region_ok) {
+        const std::string url = Str(ep, "url");
+        if (HasUserInfo(url)) {
+          throw Error(Errc::kSource, "Keystone at " + options_.auth_url + ": the catalog's " +
+                                         service_type + " endpoint " + WithoutUserInfo(url) +
+                                         " carries credentials in its URL; refused (set "
+                                         "source.glance.endpoint)");
+        }
+        return url;
+      }
       found_other += " " + Str(ep, "interface") + "@" + (region.empty() ? "-" : region);
     }
   }
