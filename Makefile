@@ -8,35 +8,52 @@ JOBS ?= $(shell nproc)
 BUILD_TYPE ?= RelWithDebInfo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Debian 12 packages: toolchain, libraries, and the real services the tests start.
-PKGS := cmake g++ make pkg-config clang libclang-rt-14-dev \
+# Debian 12 packages. The demo needs only the toolchain, the libraries and qemu-utils;
+# tests and benchmarks add the real services they start and their tools.
+DEMO_PKGS := cmake g++ make pkg-config \
         libsqlitecpp-dev libsqlite3-dev sqlite3 librbd-dev librados-dev libyaml-cpp-dev \
-        libspdlog-dev libfmt-dev doctest-dev libcurl4-openssl-dev nlohmann-json3-dev \
-        libcli11-dev libssl-dev libre2-dev qemu-utils \
+        libspdlog-dev libfmt-dev libcurl4-openssl-dev nlohmann-json3-dev \
+        libcli11-dev libssl-dev libre2-dev qemu-utils
+TEST_PKGS := $(DEMO_PKGS) clang libclang-rt-14-dev doctest-dev \
         ceph-mon ceph-osd ceph-common python3-rbd \
-        glance-api python3-glance-store python3-boto3 keystone \
-        gnuplot-nox procps iproute2 curl jq xfsprogs util-linux
+        glance-api python3-glance-store python3-boto3 keystone python3-cryptography \
+        prometheus gnuplot-nox procps iproute2 curl jq xfsprogs util-linux
+PKGS ?= $(TEST_PKGS)
 
-.PHONY: all deps build demo test test-unit bench clean
+# The demo's build: the library and the tool only. Tests and benchmarks configure the
+# same folder with everything on.
+DEMO_CONFIG := -DCACHEMGR_BUILD_TESTS=OFF -DCACHEMGR_BUILD_BENCH=OFF -DCACHEMGR_BUILD_EXAMPLES=OFF
+FULL_CONFIG := -DCACHEMGR_BUILD_TESTS=ON -DCACHEMGR_BUILD_BENCH=ON -DCACHEMGR_BUILD_EXAMPLES=ON
+
+.PHONY: all deps demo-deps build demo test bench clean
 all: build
 
-deps:
-	@missing=""; for p in $(PKGS); do \
+# install-missing LIST[,APT-FLAGS]: apt-get install whichever of LIST is not installed yet.
+define install-missing
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "deps: installing$$missing"; \
 	  $(SUDO) apt-get update -q && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(2) $$missing; \
 	else echo "deps: all Debian packages present"; fi
+endef
 
-$(BUILD)/CMakeCache.txt:
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+deps:
+	$(call install-missing,$(PKGS))
 
-build: deps $(BUILD)/CMakeCache.txt
+# The demo skips recommended packages (documentation, extra tools): only what it runs.
+demo-deps:
+	$(call install-missing,$(DEMO_PKGS),--no-install-recommends)
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(FULL_CONFIG)
 	cmake --build $(BUILD) -j $(JOBS)
 
-demo: build
+demo: demo-deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(DEMO_CONFIG)
+	cmake --build $(BUILD) -j $(JOBS) --target cachemgr_cli
 	BUILD=$(BUILD) examples/demo.sh
 
 test: build

@@ -34,8 +34,30 @@ std::shared_ptr<spdlog::logger> Context::logger() {
   if (logger_) return logger_;
   LogOptions log = options_ ? options_->log : LogOptions{};
   if (!log_level.empty()) log.level = log_level;
+  // The tool is quiet: stderr carries warnings and errors unless asked for more.
+  spdlog::level::level_enum on_stderr = spdlog::level::warn;
+  if (!log_level.empty()) {
+    on_stderr = ParseLogLevel(log_level);
+  } else if (verbose > 0) {
+    on_stderr = verbose == 1 ? spdlog::level::info : spdlog::level::debug;
+  }
+  const spdlog::level::level_enum in_file = ParseLogLevel(log.level);
+  // The logger lets through what either sink wants; each sink keeps its own level.
+  log.level = spdlog::level::to_string_view(std::min(on_stderr, in_file)).data();
   logger_ = MakeLogger(log);
+  auto& sinks = logger_->sinks();
+  if (!sinks.empty()) sinks.front()->set_level(on_stderr);  // stderr comes first
+  for (size_t i = 1; i < sinks.size(); ++i) sinks[i]->set_level(in_file);
   return logger_;
+}
+
+void Context::LogToFile(const std::string& line) {
+  if (!logger_) return;  // nothing opened: no log file either
+  const auto& sinks = logger_->sinks();
+  for (size_t i = 1; i < sinks.size(); ++i) {
+    sinks[i]->log(spdlog::details::log_msg(logger_->name(), spdlog::level::err, line));
+    sinks[i]->flush();
+  }
 }
 
 Cache& Context::cache() {

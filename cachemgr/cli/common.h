@@ -44,13 +44,19 @@ class Context {
  public:
   std::string config_path;  // --config; empty: DefaultConfigPath()
   bool json = false;        // --json
-  std::string log_level;    // --log-level; empty: the config's log.level
+  // What stderr shows: warnings and errors by default; -v info, -vv debug; --log-level
+  // sets stderr and the log file alike. The log file (log.file) keeps the config's
+  // log.level otherwise.
+  std::string log_level;    // --log-level; empty: see above
+  int verbose = 0;          // -v count
 
   // The subcommand's body, set by its parse callback; returns the exit code.
   std::function<int()> run;
 
   std::filesystem::path ConfigPath() const;
   const Options& options();  // loads and validates the config once (kConfig on failure)
+  // Writes an error line to log.file (not stderr: the caller printed it there already).
+  void LogToFile(const std::string& line);
   std::shared_ptr<spdlog::logger> logger();
   Cache& cache();  // opens the cache once
 

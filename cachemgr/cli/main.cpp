@@ -65,8 +65,12 @@ int Main(int argc, char** argv) {
   app.add_option("--config,-c", ctx.config_path,
                  "config file (default: $CACHEMGR_CONFIG, else /etc/cachemgr/cachemgr.yaml)");
   app.add_flag("--json", ctx.json, "print one JSON document on stdout");
+  app.add_flag("-v,--verbose", ctx.verbose,
+               "more on stderr: -v progress and info lines, -vv debug (default: warnings and "
+               "errors only)");
   app.add_option("--log-level", ctx.log_level,
-                 "trace|debug|info|warn|error|critical|off (default: the config's log.level)")
+                 "trace|debug|info|warn|error|critical|off for stderr and log.file alike "
+                 "(default: stderr warn, log.file the config's log.level)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
 
   // The table of subcommands (CLI.md is the contract for their names).
@@ -88,7 +92,7 @@ int Main(int argc, char** argv) {
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::cerr << "cachemgr: " << e.what() << "\n(run 'cachemgr --help' for usage)\n";
+    std::cerr << "cachemgr: " << e.what() << " (run 'cachemgr --help' for usage)\n";
     return kExitUsage;
   }
 
@@ -98,6 +102,7 @@ int Main(int argc, char** argv) {
   auto fail = [&](int exit_code, std::string_view code, const std::string& message) {
     std::cout.flush();
     std::cerr << command << ": " << message << '\n';
+    ctx.LogToFile(command + " failed (exit " + std::to_string(exit_code) + "): " + message);
     if (ctx.json) {
       PrintJson({{"error", {{"code", code}, {"message", message}, {"exit_code", exit_code}}}});
     }

@@ -61,7 +61,8 @@ std::string Prometheus(const Stats& s) {
          s.dead_work_dirs);
   metric("cachemgr_max_size_bytes", "gauge", "cache.max_size_gb in bytes; 0 = unlimited.",
          static_cast<uint64_t>(s.max_size_gb * 1024.0 * 1024.0 * 1024.0));
-  metric("cachemgr_max_count", "gauge", "cache.max_count; 0 = unlimited.", s.max_count);
+  // Not *_count: that suffix belongs to histograms and summaries (promtool says so).
+  metric("cachemgr_max_entries", "gauge", "cache.max_count; 0 = unlimited.", s.max_count);
   out << "# HELP cachemgr_volume_creates_total Volumes made, by plan.\n"
          "# TYPE cachemgr_volume_creates_total counter\n";
   for (const auto& [plan, ps] : s.by_plan)

@@ -375,6 +375,11 @@ class CliTest(unittest.TestCase):
             self.assertEqual(families.get(m.group(1)), {"HELP", "TYPE"},
                              "HELP and TYPE come before " + m.group(1))
             samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+        # The ecosystem's own linter (Debian's prometheus package) accepts every family.
+        lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                              text=True)
+        self.assertEqual((lint.returncode, lint.stdout + lint.stderr), (0, ""))
+        self.assertIn('cachemgr_volume_creates_total{plan="miss"}', text)
         self.assertEqual(samples["cachemgr_hits_total"], stats["hits"])
         self.assertEqual(samples["cachemgr_misses_total"], stats["misses"])
         self.assertEqual(samples["cachemgr_entries"], 2)
