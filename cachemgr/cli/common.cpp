@@ -1,6 +1,7 @@
 // cli/common.cpp: the shared parsers, printers and the lazily opened cache.
 #include "common.h"
 
+#include <spdlog/sinks/sink.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
