@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PKGS := cmake g++ make pkg-config clang libclang-rt-14-dev \
         libsqlitecpp-dev libsqlite3-dev sqlite3 librbd-dev librados-dev libyaml-cpp-dev \
         libspdlog-dev libfmt-dev doctest-dev libcurl4-openssl-dev nlohmann-json3-dev \
-        libcli11-dev libssl-dev libre2-dev qemu-utils \
+        libcli11-dev libssl-dev libre2-dev qemu-utils pybind11-dev python3-dev \
         ceph-mon ceph-osd ceph-common python3-rbd \
         glance-api python3-glance-store python3-boto3 keystone \
         gnuplot-nox procps iproute2 curl jq xfsprogs util-linux
