@@ -179,7 +179,10 @@ struct Callback {
       try {
         fn(p);
       } catch (py::error_already_set& e) {
-        std::string what = e.what();
+        // "Stop: enough" for the engine's log and other waiters; not the whole traceback.
+        std::string what = py::str(e.type().attr("__name__")).cast<std::string>();
+        const std::string value = py::str(e.value()).cast<std::string>();
+        if (!value.empty()) what += ": " + value;
         raised = std::move(e);
         // The engine unwinds (removing what the call half-made) as on any failure.
         throw Error(Errc::kInternal, "progress callback raised: " + what);
