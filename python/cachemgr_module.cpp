@@ -168,7 +168,7 @@ void RaiseError(const Error& e) {
 // One call's callback. Lives on the binding function's stack, so the engine's copies of
 // the std::function only copy a pointer: no Python object is touched without the GIL.
 struct Callback {
-  py::object fn;                              // None: no callback
+  py::object fn;                                // None: no callback
   std::optional<py::error_already_set> raised;  // what the callback raised, re-raised after
 
   ProgressFn Make() {
@@ -267,35 +267,38 @@ py::dict StatsDict(const Stats& s) {
   py::dict by_plan;
   for (const auto& [plan, ps] : s.by_plan)
     by_plan[py::str(plan)] = py::dict("count"_a = ps.count, "total_ms"_a = Ms(ps.total));
-  return py::dict("hits"_a = s.hits, "misses"_a = s.misses, "evictions"_a = s.evictions,
-                  "stale"_a = s.stale, "errors"_a = s.errors, "direct"_a = s.direct,
-                  "direct_refused"_a = s.direct_refused, "bytes_downloaded"_a = s.bytes_downloaded,
-                  "bytes_saved"_a = s.bytes_saved, "entries"_a = s.entries,
-                  "cached_bytes"_a = s.cached_bytes, "pinned_bytes"_a = s.pinned_bytes,
-                  "volumes"_a = s.volumes, "leftovers"_a = s.leftovers,
-                  "leftover_bytes"_a = s.leftover_bytes, "half_made"_a = s.half_made,
-                  "left_alone"_a = s.left_alone, "dead_work_dirs"_a = s.dead_work_dirs,
-                  "max_size_gb"_a = s.max_size_gb, "max_count"_a = s.max_count,
-                  "by_plan"_a = by_plan);
+  return py::dict(
+      "hits"_a = s.hits, "misses"_a = s.misses, "evictions"_a = s.evictions, "stale"_a = s.stale,
+      "errors"_a = s.errors, "direct"_a = s.direct, "direct_refused"_a = s.direct_refused,
+      "bytes_downloaded"_a = s.bytes_downloaded, "bytes_saved"_a = s.bytes_saved,
+      "entries"_a = s.entries, "cached_bytes"_a = s.cached_bytes, "pinned_bytes"_a = s.pinned_bytes,
+      "volumes"_a = s.volumes, "leftovers"_a = s.leftovers, "leftover_bytes"_a = s.leftover_bytes,
+      "half_made"_a = s.half_made, "left_alone"_a = s.left_alone,
+      "dead_work_dirs"_a = s.dead_work_dirs, "max_size_gb"_a = s.max_size_gb,
+      "max_count"_a = s.max_count, "by_plan"_a = by_plan);
 }
 
 // to_dict() and __repr__ from a list of attribute names.
 template <class C>
 void AddDictAndRepr(py::class_<C>& cls, std::vector<const char*> names, const char* repr_name) {
-  cls.def("to_dict", [names](py::object self) {
-    py::dict d;
-    for (const char* n : names) {
-      py::object v = self.attr(n);
-      if (py::isinstance<py::list>(v)) {
-        py::list items;
-        for (auto item : v) items.append(py::hasattr(item, "to_dict") ? item.attr("to_dict")()
-                                                                       : py::reinterpret_borrow<py::object>(item));
-        v = items;
-      }
-      d[n] = v;
-    }
-    return d;
-  }, "The attributes as a dict (JSON-ready).");
+  cls.def(
+      "to_dict",
+      [names](py::object self) {
+        py::dict d;
+        for (const char* n : names) {
+          py::object v = self.attr(n);
+          if (py::isinstance<py::list>(v)) {
+            py::list items;
+            for (auto item : v)
+              items.append(py::hasattr(item, "to_dict") ? item.attr("to_dict")()
+                                                        : py::reinterpret_borrow<py::object>(item));
+            v = items;
+          }
+          d[n] = v;
+        }
+        return d;
+      },
+      "The attributes as a dict (JSON-ready).");
   cls.def("__repr__", [names, repr_name](py::object self) {
     std::string out = std::string(repr_name) + "(";
     bool first = true;
@@ -368,16 +371,20 @@ PYBIND11_MODULE(cachemgr, m) {
       .def_readonly("depth", &CreateVolumeResult::depth, "parent-chain length of the volume")
       .def_readonly("size_bytes", &CreateVolumeResult::size_bytes)
       .def_readonly("bytes_downloaded", &CreateVolumeResult::bytes_downloaded)
-      .def_property_readonly("elapsed_ms", [](const CreateVolumeResult& r) { return Ms(r.elapsed); })
+      .def_property_readonly("elapsed_ms",
+                             [](const CreateVolumeResult& r) { return Ms(r.elapsed); })
       .def_property_readonly("fill_ms", [](const CreateVolumeResult& r) { return Ms(r.fill); })
       .def_property_readonly("wait_ms", [](const CreateVolumeResult& r) { return Ms(r.wait); });
-  AddDictAndRepr(made, {"volume", "image_id", "plan", "depth", "size_bytes", "bytes_downloaded",
-                        "elapsed_ms", "fill_ms", "wait_ms"}, "CreateVolumeResult");
+  AddDictAndRepr(made,
+                 {"volume", "image_id", "plan", "depth", "size_bytes", "bytes_downloaded",
+                  "elapsed_ms", "fill_ms", "wait_ms"},
+                 "CreateVolumeResult");
 
   py::class_<PrefillResult> prefill(m, "PrefillResult", "What prefill did.");
   prefill.def_readonly("image_id", &PrefillResult::image_id)
       .def_property_readonly(
-          "outcome", [](const PrefillResult& r) { return std::string(PrefillOutcomeName(r.outcome)); },
+          "outcome",
+          [](const PrefillResult& r) { return std::string(PrefillOutcomeName(r.outcome)); },
           "'filled', 'fresh', 'replaced' or 'direct'")
       .def_readonly("bytes_downloaded", &PrefillResult::bytes_downloaded)
       .def_readonly("virtual_size", &PrefillResult::virtual_size)
@@ -405,23 +412,28 @@ PYBIND11_MODULE(cachemgr, m) {
       .def_readonly("hits", &EntryInfo::hits)
       .def_readonly("volumes", &EntryInfo::volumes)
       .def_readonly("pinned", &EntryInfo::pinned);
-  AddDictAndRepr(entry, {"image_id", "backend", "pool", "cache_name", "state", "virtual_size",
-                         "allocated_bytes", "disk_format", "checksum", "os_hash_algo",
-                         "os_hash_value", "image_updated_at", "depth", "created_at", "last_used",
-                         "hits", "volumes", "pinned"}, "Entry");
+  AddDictAndRepr(
+      entry,
+      {"image_id", "backend", "pool", "cache_name", "state", "virtual_size", "allocated_bytes",
+       "disk_format", "checksum", "os_hash_algo", "os_hash_value", "image_updated_at", "depth",
+       "created_at", "last_used", "hits", "volumes", "pinned"},
+      "Entry");
 
   py::class_<VolumeInfo> volume(m, "Volume", "A volume the cache made (volumes()).");
   volume.def_readonly("name", &VolumeInfo::name)
       .def_readonly("image_id", &VolumeInfo::image_id)
-      .def_property_readonly("plan", [](const VolumeInfo& v) { return std::string(PlanName(v.plan)); })
+      .def_property_readonly("plan",
+                             [](const VolumeInfo& v) { return std::string(PlanName(v.plan)); })
       .def_readonly("depth", &VolumeInfo::depth)
       .def_readonly("size_bytes", &VolumeInfo::size_bytes)
       .def_readonly("created_at", &VolumeInfo::created_at, "unix seconds");
-  AddDictAndRepr(volume, {"name", "image_id", "plan", "depth", "size_bytes", "created_at"}, "Volume");
+  AddDictAndRepr(volume, {"name", "image_id", "plan", "depth", "size_bytes", "created_at"},
+                 "Volume");
 
   py::class_<EvictAction> action(m, "EvictAction", "One action of an eviction pass.");
-  action.def_readonly("kind", &EvictAction::kind,
-                      "'evict', 'stale', 'gone', 'gc', 'purge', 'flatten' or 'defer'")
+  action
+      .def_readonly("kind", &EvictAction::kind,
+                    "'evict', 'stale', 'gone', 'gc', 'purge', 'flatten' or 'defer'")
       .def_readonly("image_id", &EvictAction::image_id)
       .def_readonly("name", &EvictAction::name)
       .def_readonly("bytes", &EvictAction::bytes)
@@ -438,8 +450,9 @@ PYBIND11_MODULE(cachemgr, m) {
       .def_readonly("pinned_bytes", &EvictReport::pinned_bytes)
       .def_readonly("source_requests", &EvictReport::source_requests)
       .def_property_readonly("elapsed_ms", [](const EvictReport& r) { return Ms(r.elapsed); });
-  AddDictAndRepr(report, {"actions", "entries_before", "entries_after", "bytes_before",
-                          "bytes_after", "pinned_bytes", "source_requests", "elapsed_ms"},
+  AddDictAndRepr(report,
+                 {"actions", "entries_before", "entries_after", "bytes_before", "bytes_after",
+                  "pinned_bytes", "source_requests", "elapsed_ms"},
                  "EvictReport");
 
   py::class_<VerifyResult> verify(m, "VerifyResult", "Whether an entry's bytes match the source.");
@@ -475,8 +488,8 @@ PYBIND11_MODULE(cachemgr, m) {
                   "a service stays quiet), 'error', 'critical' or 'off'.")
       .def(
           "create_volume",
-          [](PyCache& self, const std::string& image_id, const std::string& volume,
-             uint64_t size, py::object progress) {
+          [](PyCache& self, const std::string& image_id, const std::string& volume, uint64_t size,
+             py::object progress) {
             auto cache = self.Get();
             Callback cb{std::move(progress), std::nullopt};
             CreateVolumeRequest request{image_id, volume, size, cb.Make()};
@@ -517,8 +530,7 @@ PYBIND11_MODULE(cachemgr, m) {
                 std::chrono::seconds(static_cast<int64_t>(flatten_older_than));
             return Call(nullptr, [&] { return cache->RunEvictionPass(options); });
           },
-          py::kw_only(), "dry_run"_a = false, "check_source"_a = true,
-          "flatten_older_than"_a = 0.0,
+          py::kw_only(), "dry_run"_a = false, "check_source"_a = true, "flatten_older_than"_a = 0.0,
           "The eviction pass (limits, stale and gone entries, gc, purge, optional flatten of "
           "volumes older than flatten_older_than seconds). dry_run: report, change nothing. "
           "Raises BusyError if another pass is running.")
