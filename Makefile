@@ -14,7 +14,7 @@ DEMO_PKGS := cmake g++ make pkg-config \
         libsqlitecpp-dev libsqlite3-dev sqlite3 librbd-dev librados-dev libyaml-cpp-dev \
         libspdlog-dev libfmt-dev libcurl4-openssl-dev nlohmann-json3-dev \
         libcli11-dev libssl-dev libre2-dev qemu-utils
-TEST_PKGS := $(DEMO_PKGS) clang libclang-rt-14-dev doctest-dev \
+TEST_PKGS := $(DEMO_PKGS) clang libclang-rt-14-dev doctest-dev pybind11-dev python3-dev \
         ceph-mon ceph-osd ceph-common python3-rbd \
         glance-api python3-glance-store python3-boto3 keystone python3-cryptography \
         prometheus gnuplot-nox procps iproute2 curl jq xfsprogs util-linux

@@ -72,5 +72,22 @@ if [ "$rc" -eq 127 ]; then
   exit 1
 fi
 
+# The Python module, when built: in lib/python3/dist-packages (where Debian's python3
+# looks), importable from there, and loading the installed library.
+module=$(ls "$prefix"/lib/python3/dist-packages/cachemgr*.so 2>/dev/null | head -n 1 || true)
+if [ -n "$module" ] && [ -z "$sanitize" ]; then
+  echo "== the installed Python module imports"
+  PYTHONPATH="$prefix/lib/python3/dist-packages" /usr/bin/python3 -c \
+    'import cachemgr, sys; assert cachemgr.__file__.startswith(sys.argv[1]), cachemgr.__file__' \
+    "$prefix/"
+  if command -v ldd >/dev/null 2>&1 && ldd "$module" | grep -q libcachemgr; then
+    ldd "$module" | grep libcachemgr | grep -q "$prefix/" || {
+      echo "installed module does not resolve libcachemgr from $prefix:" >&2
+      ldd "$module" >&2
+      exit 1
+    }
+  fi
+fi
+
 rm -rf "$work"
 echo "install test passed"
