@@ -2,10 +2,13 @@
 #   make demo   install what is missing, build, run the main job on the local backend
 #   make test   install what is missing, build, start Ceph + Glance, run every test
 #   make bench  the benchmarks against their baselines (bench/README.md)
-# Variables: BUILD (build dir), JOBS (parallel compile jobs).
+#   make deb    the Debian packages cachemgr and libcachemgr-dev in $(DEB_OUT), checked
+#               by lintian (tools/build-debs.sh; the source tree is copied, not written)
+# Variables: BUILD (build dir), JOBS (parallel compile jobs), DEB_OUT (default $(BUILD)/deb).
 BUILD ?= build
 JOBS ?= $(shell nproc)
 BUILD_TYPE ?= RelWithDebInfo
+DEB_OUT ?= $(BUILD)/deb
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian 12 packages: toolchain, libraries, and the real services the tests start.
@@ -16,12 +19,19 @@ PKGS := cmake g++ make pkg-config clang libclang-rt-14-dev \
         ceph-mon ceph-osd ceph-common python3-rbd \
         glance-api python3-glance-store python3-boto3 keystone \
         gnuplot-nox procps iproute2 curl jq xfsprogs util-linux
+# What `make deb` needs (debian/control's Build-Depends and the packaging tools); `make
+# test` installs them too, for the package test.
+DEB_PKGS := cmake g++ pkg-config libsqlitecpp-dev libsqlite3-dev librbd-dev librados-dev \
+        libyaml-cpp-dev libspdlog-dev libfmt-dev libcurl4-openssl-dev nlohmann-json3-dev \
+        libcli11-dev libssl-dev libre2-dev qemu-utils \
+        debhelper dpkg-dev lintian help2man git xz-utils
 
-.PHONY: all deps build demo test test-unit bench clean
+.PHONY: all deps build demo test test-unit bench deb deb-deps clean
 all: build
 
-deps:
-	@missing=""; for p in $(PKGS); do \
+# $(call install_missing,PACKAGES): apt-get install those not installed yet.
+define install_missing
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -29,6 +39,13 @@ deps:
 	  $(SUDO) apt-get update -q && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	else echo "deps: all Debian packages present"; fi
+endef
+
+deps:
+	$(call install_missing,$(PKGS) $(DEB_PKGS))
+
+deb-deps:
+	$(call install_missing,$(DEB_PKGS))
 
 $(BUILD)/CMakeCache.txt:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
@@ -44,6 +61,11 @@ test: build
 
 bench: build
 	BUILD=$(BUILD) bench/run.sh
+
+deb: deb-deps
+	rm -rf $(DEB_OUT)
+	JOBS=$(JOBS) tools/build-debs.sh $(DEB_OUT)
+	lintian --fail-on error --display-info $(DEB_OUT)/*.changes
 
 clean:
 	rm -rf $(BUILD)
