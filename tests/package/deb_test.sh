@@ -80,8 +80,9 @@ zcat "$root/usr/share/man/man1/cachemgr.1.gz" | grep -q 'prefill' \
 echo "==== the unpacked tool loads the unpacked library (RUNPATH, no LD_LIBRARY_PATH)"
 unset LD_LIBRARY_PATH
 ldd "$root/usr/bin/cachemgr" | grep libcachemgr
-ldd "$root/usr/bin/cachemgr" | grep libcachemgr | grep -q "=> $lib/libcachemgr.so.0" \
-  || fail "unpacked cachemgr does not resolve libcachemgr from $lib"
+resolved=$(ldd "$root/usr/bin/cachemgr" | sed -n 's/^[[:space:]]*libcachemgr\.so\.0 => \(.*\) (0x.*/\1/p')
+[ -n "$resolved" ] && [ "$(realpath "$resolved")" = "$(realpath "$lib/libcachemgr.so.0")" ] \
+  || fail "unpacked cachemgr does not resolve libcachemgr from $lib (ldd: '$resolved')"
 v=$("$root/usr/bin/cachemgr" --version)
 echo "$v"
 [ "$v" = "cachemgr ${version%-*}" ] || fail "cachemgr --version says '$v'"
