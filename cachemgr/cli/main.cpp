@@ -60,6 +60,8 @@ int Main(int argc, char** argv) {
       "id, so that new volumes are clones made in milliseconds.",
       "cachemgr"};
   app.footer(kFooter);
+  app.set_version_flag("--version", std::string("cachemgr ") + CACHEMGR_VERSION,
+                       "print the version and exit");
   app.require_subcommand(1, 1);
   app.fallthrough();  // global options are accepted after the subcommand too
   app.add_option("--config,-c", ctx.config_path,
@@ -90,6 +92,8 @@ int Main(int argc, char** argv) {
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::cerr << "cachemgr: " << e.what() << " (run 'cachemgr --help' for usage)\n";
