@@ -12,10 +12,16 @@
 //   - a progress callback re-acquires the GIL; an exception it raises aborts the call
 //     (the engine cleans up as on any failure) and is re-raised to the caller as is;
 //   - cachemgr::Error becomes cachemgr.Error (or its subclass for the code) with .code,
-//     the stable name of the code ("not_found"), and .exit_code, the tool's exit code.
+//     the stable name of the code ("not_found"), and .exit_code, the tool's exit code;
+//   - a cache call from inside a progress callback is refused (it could wait for the
+//     call running the callback).
+// Over 600 lines for now: the whole public API is bound in this one module file; the
+// result types' bindings are to move to a file of their own.
 #include <pybind11/eval.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <spdlog/sinks/sink.h>
+#include <spdlog/spdlog.h>
 
 #include <array>
 #include <chrono>
@@ -158,8 +164,13 @@ void RaiseError(const Error& e) {
   PyObject* cls = g_base;
   for (size_t i = 0; i < kCodeClasses.size(); ++i)
     if (kCodeClasses[i].code == e.code()) cls = g_classes[i];
+  // A message may quote bytes that are not UTF-8 (a path): U+FFFD for them, never a
+  // UnicodeDecodeError in place of the error.
+  const std::string what = e.what();
+  py::object message = py::reinterpret_steal<py::object>(
+      PyUnicode_DecodeUTF8(what.data(), static_cast<Py_ssize_t>(what.size()), "replace"));
   py::object instance = py::reinterpret_borrow<py::object>(cls)(
-      e.what(), std::string(ErrcName(e.code())), ExitCodeFor(e.code()));
+      message, std::string(ErrcName(e.code())), ExitCodeFor(e.code()));
   PyErr_SetObject(cls, instance.ptr());
 }
 
@@ -167,6 +178,10 @@ void RaiseError(const Error& e) {
 
 // One call's callback. Lives on the binding function's stack, so the engine's copies of
 // the std::function only copy a pointer: no Python object is touched without the GIL.
+// Depth of progress callbacks running on this thread. A cache call made from inside
+// one could wait for the very call that runs the callback (its fill): refused.
+thread_local int t_in_callback = 0;
+
 struct Callback {
   py::object fn;                                // None: no callback
   std::optional<py::error_already_set> raised;  // what the callback raised, re-raised after
@@ -177,6 +192,10 @@ struct Callback {
       if (raised) throw Error(Errc::kInternal, "progress callback failed earlier");
       py::gil_scoped_acquire gil;
       try {
+        ++t_in_callback;
+        struct Leave {
+          ~Leave() { --t_in_callback; }
+        } leave;
         fn(p);
       } catch (py::error_already_set& e) {
         // "Stop: enough" for the engine's log and other waiters; not the whole traceback.
@@ -204,6 +223,11 @@ struct Callback {
 // Runs `f` with the GIL released; a Python exception raised by `cb` is re-raised as is.
 template <class F>
 auto Call(Callback* cb, F&& f) {
+  if (t_in_callback > 0) {
+    throw Error(Errc::kInvalidArgument,
+                "a cachemgr call from inside a progress callback could wait for the call "
+                "running that callback; make it after the call returns");
+  }
   try {
     py::gil_scoped_release release;
     return f();
@@ -227,11 +251,28 @@ class PyCache {
                                        const std::optional<std::string>& log_level,
                                        bool log_to_stderr) {
     std::shared_ptr<Cache> cache = Call(nullptr, [&] {
+      // Quiet by default, as the tool: stderr gets warnings and errors unless log_level
+      // asks for more; log.file keeps the config's log.level (log_level sets both).
+      spdlog::level::level_enum on_stderr = spdlog::level::warn;
+      if (log_level) {
+        try {
+          on_stderr = ParseLogLevel(*log_level);
+        } catch (const Error&) {
+          throw Error(Errc::kInvalidArgument,
+                      "log_level: '" + *log_level +
+                          "' is not one of trace, debug, info, warn, error, critical, off");
+        }
+      }
       const auto file = FindConfigFile(path.value_or(""));
       Options options = LoadConfigFile(file);
-      // Quiet by default: a service's stderr gets warnings and errors only, unless asked.
-      options.log.level = log_level.value_or("warn");
+      if (log_level) options.log.level = *log_level;
+      const spdlog::level::level_enum in_file = ParseLogLevel(options.log.level);
+      options.log.level = spdlog::level::to_string_view(std::min(on_stderr, in_file)).data();
       auto logger = MakeLogger(options.log, log_to_stderr);
+      auto& sinks = logger->sinks();
+      for (size_t i = 0; i < sinks.size(); ++i) {
+        sinks[i]->set_level(log_to_stderr && i == 0 ? on_stderr : in_file);
+      }
       return std::shared_ptr<Cache>(Cache::Open(options, logger));
     });
     return std::make_unique<PyCache>(std::move(cache));

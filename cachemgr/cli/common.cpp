@@ -45,7 +45,18 @@ std::shared_ptr<spdlog::logger> Context::logger() {
   const spdlog::level::level_enum in_file = ParseLogLevel(log.level);
   // The logger lets through what either sink wants; each sink keeps its own level.
   log.level = spdlog::level::to_string_view(std::min(on_stderr, in_file)).data();
-  logger_ = MakeLogger(log);
+  try {
+    logger_ = MakeLogger(log);
+  } catch (const Error& e) {
+    if (log.file.empty()) throw;
+    // A log file this user cannot write must not stop the command: stderr only.
+    const std::string file = log.file;
+    log.file.clear();
+    logger_ = MakeLogger(log);
+    logger_->warn("log.file {} cannot be opened ({}); logging to stderr only: make it "
+                  "writable by this user or change log.file",
+                  file, e.what());
+  }
   auto& sinks = logger_->sinks();
   if (!sinks.empty()) sinks.front()->set_level(on_stderr);  // stderr comes first
   for (size_t i = 1; i < sinks.size(); ++i) sinks[i]->set_level(in_file);
@@ -53,10 +64,18 @@ std::shared_ptr<spdlog::logger> Context::logger() {
 }
 
 void Context::LogToFile(const std::string& line) {
-  if (!logger_) return;  // nothing opened: no log file either
+  if (!logger_) {
+    if (!options_) return;  // no config loaded: no log file known
+    try {
+      logger();
+    } catch (const Error&) {
+      return;
+    }
+  }
   const auto& sinks = logger_->sinks();
   for (size_t i = 1; i < sinks.size(); ++i) {
-    sinks[i]->log(spdlog::details::log_msg(logger_->name(), spdlog::level::err, line));
+    if (!sinks[i]->should_log(spdlog::level::err)) continue;  // log.level off
+    sinks[i]->log(spdlog::details::log_msg(logger_->name(), spdlog::level::err, OneLine(line)));
     sinks[i]->flush();
   }
 }
@@ -238,7 +257,26 @@ std::string Table::Render() const {
   return out.str();
 }
 
-void PrintJson(const nlohmann::json& doc) { std::cout << doc.dump(2) << std::endl; }
+// Bytes that are not UTF-8 (a path or a tool's output in a message) are written as
+// U+FFFD: one JSON document whatever the text holds.
+void PrintJson(const nlohmann::json& doc) {
+  std::cout << doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+}
+
+std::string OneLine(std::string text) {
+  // A tool's output inside a message (qemu-img check, a server's answer) spans lines.
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    if (c == '\n' || c == '\r') {
+      if (!out.empty() && out.back() != ' ') out += "; ";
+    } else {
+      out += c;
+    }
+  }
+  while (!out.empty() && (out.back() == ' ' || out.back() == ';')) out.pop_back();
+  return out;
+}
 
 nlohmann::json ToJson(const EntryInfo& e) {
   return {{"image_id", e.image_id},

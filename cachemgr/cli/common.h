@@ -104,6 +104,8 @@ class Table {
 };
 
 // Prints `doc` as the one JSON document on stdout.
+// `text` on one line: line breaks become "; ".
+std::string OneLine(std::string text);
 void PrintJson(const nlohmann::json& doc);
 
 nlohmann::json ToJson(const EntryInfo& e);

@@ -68,8 +68,8 @@ int Main(int argc, char** argv) {
                  "config file (default: $CACHEMGR_CONFIG, else /etc/cachemgr/cachemgr.yaml)");
   app.add_flag("--json", ctx.json, "print one JSON document on stdout");
   app.add_flag("-v,--verbose", ctx.verbose,
-               "more on stderr: -v progress and info lines, -vv debug (default: warnings and "
-               "errors only)");
+               "more on stderr: -v info lines, -vv debug (default: warnings and errors only; "
+               "a terminal also shows progress bars)");
   app.add_option("--log-level", ctx.log_level,
                  "trace|debug|info|warn|error|critical|off for stderr and log.file alike "
                  "(default: stderr warn, log.file the config's log.level)")
@@ -105,10 +105,11 @@ int Main(int argc, char** argv) {
                                   : "cachemgr " + app.get_subcommands().front()->get_name();
   auto fail = [&](int exit_code, std::string_view code, const std::string& message) {
     std::cout.flush();
-    std::cerr << command << ": " << message << '\n';
+    std::cerr << command << ": " << OneLine(message) << '\n';
     ctx.LogToFile(command + " failed (exit " + std::to_string(exit_code) + "): " + message);
     if (ctx.json) {
-      PrintJson({{"error", {{"code", code}, {"message", message}, {"exit_code", exit_code}}}});
+      PrintJson(
+          {{"error", {{"code", code}, {"message", OneLine(message)}, {"exit_code", exit_code}}}});
     }
     return exit_code;
   };

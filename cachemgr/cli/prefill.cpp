@@ -345,11 +345,16 @@ class Run {
     }
     std::cout.flush();
     if (failed == 0) return kExitOk;
-    for (const auto& item : items_)
-      if (item.status == Status::kFailed)
-        std::cerr << "cachemgr prefill: image " << item.image_id << " failed: " << item.error
-                  << '\n';
-    std::cerr << "cachemgr prefill: " << failed << " of " << items_.size() << " images failed\n";
+    for (const auto& item : items_) {
+      if (item.status != Status::kFailed) continue;
+      const std::string line = "cachemgr prefill: image " + item.image_id + " failed: " + item.error;
+      std::cerr << OneLine(line) << '\n';
+      ctx_.LogToFile(line);
+    }
+    const std::string summary = "cachemgr prefill: " + std::to_string(failed) + " of " +
+                                std::to_string(items_.size()) + " images failed";
+    std::cerr << summary << '\n';
+    ctx_.LogToFile(summary);
     // One shared cause keeps its own exit code (3 not found, 4 refused, ...); mixed: 1.
     return codes.size() == 1 ? ExitCodeFor(*codes.begin()) : kExitFailed;
   }

@@ -95,6 +95,10 @@ void WriteAtomically(const std::string& path, const std::string& text) {
 }
 
 int RunStats(Context& ctx, const StatsArgs& args) {
+  if (args.prometheus && ctx.json) {
+    throw Error(Errc::kInvalidArgument,
+                "--json and --prometheus are two output formats: give one of them");
+  }
   const Stats s = ctx.cache().GetStats();
   std::string text;
   if (args.prometheus) {

@@ -43,8 +43,12 @@ int RunVerify(Context& ctx, const std::vector<std::string>& requested) {
   }
   if (!bad) return kExitOk;
   std::cout.flush();
-  for (const auto& r : results)
-    if (!r.ok) std::cerr << "cachemgr verify: image " << r.image_id << ": " << r.detail << '\n';
+  for (const auto& r : results) {
+    if (r.ok) continue;
+    const std::string line = "cachemgr verify: image " + r.image_id + ": " + r.detail;
+    std::cerr << OneLine(line) << '\n';
+    ctx.LogToFile(line);
+  }
   return kExitRefused;
 }
 

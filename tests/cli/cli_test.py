@@ -361,6 +361,45 @@ class CliTest(unittest.TestCase):
         shown = env.json("show", qcow)
         self.assertEqual([v["name"] for v in shown["volume_list"]], ["vm-3"])
 
+    def test_quiet_by_default_one_line_errors_and_the_log_file(self):
+        log_file = os.path.join(WORLD.root, "quiet-%s.log" % BACKEND)
+        env = Env("quiet", extra="log:\n  level: info\n  file: %s\n" % log_file)
+        image = WORLD.add_raw()
+        rc, _, err = env.run("create", image, "vm-q")
+        self.assertEqual((rc, err), (EXIT_OK, ""), "stderr carries warnings and errors only")
+        for cmd in (["list"], ["stats"], ["doctor"], ["evict", "--dry-run"], ["verify"]):
+            rc, _, err = env.run(*cmd)
+            self.assertEqual(err, "", "%s wrote to stderr: %s" % (cmd, err))
+        rc, _, err = env.run("-v", "list")
+        self.assertIn("info:", err)
+        with open(log_file) as f:
+            self.assertIn("volume made", f.read(), "log.file keeps the config's level")
+        # An error: one line on stderr, and the same line in log.file.
+        rc, _, err = env.run("create", "no-such-image-q", "vm-q2")
+        self.assertEqual(rc, EXIT_NOT_FOUND)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        with open(log_file) as f:
+            self.assertIn("cachemgr create failed (exit 3)", f.read())
+        # --json and --prometheus are two formats: refused, one JSON document.
+        rc, out, err = env.run("--json", "stats", "--prometheus")
+        self.assertEqual(rc, EXIT_USAGE, err)
+        self.assertEqual(json.loads(out)["error"]["code"], "invalid_argument")
+        # A message with bytes that are not UTF-8 is still one JSON document.
+        p = subprocess.run([BIN, "--json", "-c", os.fsencode(env.dir) + b"/no\xff.yaml", "list"],
+                           capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, EXIT_USAGE, p.stderr)
+        self.assertIn("error", json.loads(p.stdout.decode()))
+        # A log file this user cannot write: a warning, and the command still works.
+        # (A regular file where its folder should be: refused even to root.)
+        blocked = os.path.join(env.dir, "blocked")
+        with open(blocked, "w") as f:
+            f.write("not a folder\n")
+        bad = env.write_config(extra="log:\n  file: %s/x.log\n" % blocked,
+                               path=os.path.join(env.dir, "bad-log.yaml"))
+        rc, out, err = run(["list"], config=bad)
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertIn("logging to stderr only", err)
+
     def check_prometheus(self, text, stats):
         families, samples = {}, {}
         for line in text.splitlines():

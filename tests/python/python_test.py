@@ -331,6 +331,31 @@ class PythonModuleTest(unittest.TestCase):
         self.assertEqual(made.plan, "miss")
         self.assertEqual(self.env.read_volume("vol-stopped", 8 * MiB), WORLD.raw[image])
 
+    def test_a_call_from_inside_a_progress_callback_is_refused(self):
+        # create_volume of the same cold image from its own callback would wait for the
+        # fill that runs the callback: refused at once, and the outer call aborts cleanly.
+        image = WORLD.add_raw(4 * MiB)
+        inner = []
+
+        def reenter(p):
+            try:
+                self.cache.create_volume(image, "vol-inner")
+            except cachemgr.InvalidArgumentError as e:
+                inner.append(e)
+                raise
+
+        with self.assertRaises(cachemgr.InvalidArgumentError):
+            self.cache.create_volume(image, "vol-outer", progress=reenter)
+        self.assertEqual(len(inner), 1)
+        self.assertEqual(inner[0].code, "invalid_argument")
+        self.assertIn("inside a progress callback", str(inner[0]))
+        self.assertEqual(self.cache.volumes(), [])
+        self.assertEqual(self.cache.create_volume(image, "vol-outer").plan, "miss")
+        # A bad log level names the argument.
+        with self.assertRaises(cachemgr.InvalidArgumentError) as bad:
+            cachemgr.Cache.open(self.env.config, log_level="loud")
+        self.assertIn("log_level", str(bad.exception))
+
     def test_gil_released_while_the_engine_waits(self):
         # The leader's fill stops in its progress callback until the main thread says go;
         # meanwhile a second thread's create of the same image waits inside the engine for

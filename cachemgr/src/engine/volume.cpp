@@ -65,6 +65,13 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
   auto start = std::chrono::steady_clock::now();
   ValidateImageId(request.image_id);
   ValidateVolumeName(request.volume);
+  // Neither librbd nor qemu-img makes a disk near 2^63 bytes: refused before any work.
+  constexpr uint64_t kMaxVolumeBytes = uint64_t{1} << 60;  // 1 EiB
+  if (request.size_bytes > kMaxVolumeBytes) {
+    throw Error(Errc::kInvalidArgument, "volume " + request.volume + ": size " +
+                                            std::to_string(request.size_bytes) +
+                                            " bytes is over 1 EiB; give the disk size in bytes");
+  }
   const std::string pool = backend_->volume_pool();
   try {
     // The name is claimed before anything is made; a name taken on the backend by anyone
