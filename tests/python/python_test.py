@@ -264,7 +264,7 @@ class PythonModuleTest(unittest.TestCase):
         with self.assertRaises(cachemgr.ConfigError) as cm:
             cachemgr.Cache.open(os.path.join(self.env.dir, "missing.yaml"))
         self.assertEqual((cm.exception.code, cm.exception.exit_code), ("config", 2))
-        with self.assertRaises(cachemgr.ConfigError):
+        with self.assertRaises(cachemgr.InvalidArgumentError):  # an argument, not the config
             self.env.open(log_level="chatty")
         self.cache.close()
         self.assertTrue(self.cache.closed)
