@@ -1,7 +1,8 @@
 // The Keystone session against the real test Keystone (fixture keystone, 40 s tokens):
 // threads that need a token at once share one authentication, and after a 401 one
-// renewal; the token is renewed before it expires; the catalog gives the image endpoint
-// and names what it has when asked for what it has not.
+// renewal; the token is renewed before it expires; the catalog gives a service's
+// endpoint and names what it has when asked for what it has not. Needs Keystone alone,
+// so the TSan suite runs it too.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -98,12 +99,13 @@ TEST_CASE("a token is renewed before it expires") {
   CHECK(renewed_after >= std::chrono::seconds(18));  // not at once: about half its life
 }
 
-TEST_CASE("the catalog's image endpoint, and a clear error for a missing one") {
+TEST_CASE("the catalog's endpoint of a service, and a clear error for a missing one") {
+  // Keystone's own identity endpoints are in the catalog (the image endpoint's lookup
+  // runs against a real Glance in source_keystone).
   auto options = AppCredential();
   source::KeystoneSession session(options, {}, nullptr);
-  const std::string glance = ReadFile(RunDir() / "glance_ks" / "endpoint");
-  CHECK(session.Endpoint("image").rfind(glance.substr(0, glance.find_last_not_of("\n/") + 1), 0) ==
-        0);
+  const std::string base = options.auth_url.substr(0, options.auth_url.rfind("/v3"));
+  CHECK(session.Endpoint("identity").rfind(base, 0) == 0);
   try {
     session.Endpoint("no-such-service");
     FAIL("no error");
@@ -114,7 +116,7 @@ TEST_CASE("the catalog's image endpoint, and a clear error for a missing one") {
   options.region_name = "Elsewhere";
   source::KeystoneSession other(options, {}, nullptr);
   try {
-    other.Endpoint("image");
+    other.Endpoint("identity");
     FAIL("no error");
   } catch (const Error& e) {
     CHECK(std::string(e.what()).find("region 'Elsewhere'") != std::string::npos);
