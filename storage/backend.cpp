@@ -2,6 +2,8 @@
 #include "storage/backend.h"
 
 #include <algorithm>
+
+#include "cachemgr/error.h"
 #include <vector>
 
 namespace cachemgr::storage {
@@ -13,6 +15,18 @@ void ImageWriter::AppendZeros(uint64_t n) {
     Append(std::span<const std::byte>(kZeros.data(), k));
     n -= k;
   }
+}
+
+std::map<std::string, std::string> Backend::ListIdentities(const std::string& pool) {
+  std::map<std::string, std::string> out;
+  for (const auto& name : List(pool)) {
+    try {
+      out[name] = Identity({pool, name});
+    } catch (const Error& e) {
+      if (e.code() != Errc::kNotFound) throw;  // removed meanwhile
+    }
+  }
+  return out;
 }
 
 std::vector<Leftover> Backend::SweepTemporaries(bool /*dry_run*/) { return {}; }

@@ -124,6 +124,9 @@ class Backend {
   virtual bool Exists(const ImageRef& ref) = 0;
   virtual ImageInfo Stat(const ImageRef& ref) = 0;              // kNotFound if absent
   virtual std::vector<std::string> List(const std::string& pool) = 0;
+  // Every image of `pool` with its Identity(), in as few round trips as the backend can
+  // (RBD: one listing); an image removed meanwhile is left out.
+  virtual std::map<std::string, std::string> ListIdentities(const std::string& pool);
   virtual uint64_t AllocatedBytes(const ImageRef& ref) = 0;     // bytes really used
   // Creates `ref` of `size` bytes and returns a writer that fills it front to back.
   virtual std::unique_ptr<ImageWriter> Create(const ImageRef& ref, uint64_t size) = 0;
@@ -220,6 +223,15 @@ class Backend {
   // listing holds nothing else) or lock file (local: under <root>/.locks), held or not:
   // what a crashed holder left is found here and discarded by whoever takes it next.
   virtual std::vector<std::string> ListLocks() = 0;
+
+  // --- small records every host sharing this storage reads and writes
+  // A table maps keys (ValidateName rules) to short values (at most 4 KiB). RBD: the omap
+  // of one RADOS object per table, beside the lock objects; local: one file per key
+  // under <root>/.state/<table>/, written to a temporary and renamed. Each WriteTable is
+  // atomic (RBD: one write op; local: per key). A table never written reads empty.
+  virtual std::map<std::string, std::string> ReadTable(const std::string& table) = 0;
+  virtual void WriteTable(const std::string& table, const std::map<std::string, std::string>& set,
+                          const std::vector<std::string>& erase = {}) = 0;
 };
 
 // Checks a backend image or snapshot name; throws kInvalidArgument naming it if bad.

@@ -3,6 +3,7 @@
 // file; it is to be split along those seams (the architecture work), with temporaries and
 // the root already apart (local_temporaries.cpp, local_root.cpp).
 #include "storage/local/local_backend.h"
+#include "storage/local/local_files.h"
 
 #include <cstdio>
 
@@ -140,22 +141,6 @@ std::pair<fs::path, Fd> MakeTemp(const fs::path& dir, const std::string& stem) {
       return {fs::path(tmpl), std::move(fd)};
     }
   }
-}
-
-// Writes `content` to `path` durably: temp file in the same folder, fsync, rename, fsync
-// of the folder.
-void WriteDurable(const fs::path& path, const std::string& content) {
-  auto [tmp, fd] = MakeTemp(path.parent_path(), path.filename().string());
-  try {
-    PwriteAll(fd.get(), content.data(), content.size(), 0, tmp);
-    FsyncFd(fd.get(), tmp);
-    // Renamed while still locked: a sweep never takes a temporary that is about to land.
-    if (::rename(tmp.c_str(), path.c_str()) != 0) FailErrno("cannot rename into", path, errno);
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  FsyncDir(path.parent_path());
 }
 
 uint32_t Be32(const unsigned char* p) {
@@ -335,6 +320,22 @@ struct Overlay {
 };
 
 }  // namespace
+
+// Declared in local_files.h.
+void WriteDurable(const fs::path& path, const std::string& content) {
+  auto [tmp, fd] = MakeTemp(path.parent_path(), path.filename().string());
+  try {
+    PwriteAll(fd.get(), content.data(), content.size(), 0, tmp);
+    FsyncFd(fd.get(), tmp);
+    // Renamed while still locked: a sweep never takes a temporary that is about to land.
+    if (::rename(tmp.c_str(), path.c_str()) != 0) FailErrno("cannot rename into", path, errno);
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  FsyncDir(path.parent_path());
+}
+
 
 // ---------------------------------------------------------------------------------
 

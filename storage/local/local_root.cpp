@@ -52,7 +52,7 @@ void WriteMarker(const fs::path& root) {
 // A root made before roots were marked: only the cache's own folders, and the layout's
 // _base/.meta among them.
 bool IsUnmarkedCacheRoot(const fs::path& root) {
-  static const std::set<std::string> kOwn = {"_base",    "volumes", ".trash",
+  static const std::set<std::string> kOwn = {"_base",    "volumes", ".trash", ".state",
                                              ".backing", ".locks",  ".tmp"};
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(root, ec)) {

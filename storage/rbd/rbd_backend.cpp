@@ -234,6 +234,14 @@ const Holder& ThisHolder() {
   return holder;
 }
 
+// This process under the host id the operator gave (several hosts run on one machine in
+// tests: a holder of another id is another host, freed by its lease alone).
+Holder HolderAs(const std::string& host_id) {
+  Holder h = ThisHolder();
+  if (!host_id.empty()) h.host = host_id;
+  return h;
+}
+
 std::vector<std::string> SplitCookie(const std::string& cookie) {
   std::vector<std::string> parts;
   std::string part;
@@ -245,8 +253,8 @@ std::vector<std::string> SplitCookie(const std::string& cookie) {
 // Why the holder named by `cookie` is known to be gone, or nullopt when it may be
 // alive (another host, another PID namespace, a live process): then only its lease
 // frees the lock.
-std::optional<std::string> DeadHolderReason(const std::string& cookie) {
-  const Holder& self = ThisHolder();
+// `self` is this process as its cookies name it (the configured host id, if any).
+std::optional<std::string> DeadHolderReason(const std::string& cookie, const Holder& self) {
   const auto parts = SplitCookie(cookie);
   if (parts.size() != 6 || parts[0] != self.host || self.boot.empty() ||
       self.pid_ns.empty()) {
@@ -301,7 +309,7 @@ bool RbdBackend::BreakDeadHolders(PoolCtx& pool, const std::string& oid) {
   const auto cookie_list = SplitNul(cookies, cookies_len);
   bool broken = false;
   for (size_t i = 0; i < client_list.size() && i < cookie_list.size(); ++i) {
-    const auto reason = DeadHolderReason(cookie_list[i]);
+    const auto reason = DeadHolderReason(cookie_list[i], HolderAs(options_.host_id));
     if (!reason) continue;
     const int r = rados_break_lock(pool.io.get(), oid.c_str(), kLockName,
                                    client_list[i].c_str(), cookie_list[i].c_str());
@@ -479,7 +487,7 @@ ImageInfo RbdBackend::Stat(const ImageRef& ref) {
   return info;
 }
 
-std::vector<std::string> RbdBackend::List(const std::string& pool_name) {
+std::map<std::string, std::string> RbdBackend::ListIdentities(const std::string& pool_name) {
   auto pool = Pool(pool_name);
   std::vector<rbd_image_spec_t> specs(64);
   size_t max = 0;
@@ -493,11 +501,17 @@ std::vector<std::string> RbdBackend::List(const std::string& pool_name) {
     Check(r, "list images in", pool->Where(""));
     break;
   }
-  std::vector<std::string> names;
-  for (size_t i = 0; i < max; ++i) names.emplace_back(specs[i].name);
+  // rbd_list2 gives each image's id with its name: the identity, in one round trip.
+  std::map<std::string, std::string> out;
+  for (size_t i = 0; i < max; ++i) out.emplace(specs[i].name, specs[i].id);
   rbd_image_spec_list_cleanup(specs.data(), max);
-  std::sort(names.begin(), names.end());
-  return names;
+  return out;
+}
+
+std::vector<std::string> RbdBackend::List(const std::string& pool_name) {
+  std::vector<std::string> names;
+  for (auto& [name, id] : ListIdentities(pool_name)) names.push_back(name);
+  return names;  // sorted: the map's order
 }
 
 uint64_t RbdBackend::AllocatedBytes(const ImageRef& ref) {
@@ -882,7 +896,7 @@ std::unique_ptr<Lock> RbdBackend::AcquireLock(const std::string& key,
   const std::string oid = kLockPrefix + key;
   // The cookie tells holders apart (two locks in one process must still exclude) and
   // names the holder, so a lock left by a crashed process of this host can be broken.
-  const std::string cookie = ThisHolder().Cookie(RandomHex(16));
+  const std::string cookie = HolderAs(options_.host_id).Cookie(RandomHex(16));
   const auto start = Clock::now();
   const auto deadline = start + timeout;
   auto wait = std::chrono::milliseconds(20);

@@ -51,6 +51,7 @@ class RbdBackend final : public Backend {
   bool Exists(const ImageRef& ref) override;
   ImageInfo Stat(const ImageRef& ref) override;
   std::vector<std::string> List(const std::string& pool) override;
+  std::map<std::string, std::string> ListIdentities(const std::string& pool) override;
   uint64_t AllocatedBytes(const ImageRef& ref) override;
   std::unique_ptr<ImageWriter> Create(const ImageRef& ref, uint64_t size) override;
   bool Adopt(const std::filesystem::path& raw_file, const ImageRef& ref) override;
@@ -87,6 +88,11 @@ class RbdBackend final : public Backend {
   std::unique_ptr<Lock> AcquireLock(const std::string& key,
                                     std::chrono::milliseconds timeout) override;
   std::vector<std::string> ListLocks() override;
+
+  // rbd_tables.cpp
+  std::map<std::string, std::string> ReadTable(const std::string& table) override;
+  void WriteTable(const std::string& table, const std::map<std::string, std::string>& set,
+                  const std::vector<std::string>& erase) override;
 
  private:
   // The ioctx of `pool` (the configured namespace applies when it is options_.pool).

@@ -99,6 +99,16 @@ class FaultyBackend final : public storage::Backend {
     return inner_->SweepTemporaries(dry_run);
   }
   std::vector<std::string> ListLocks() override { return inner_->ListLocks(); }
+  std::map<std::string, std::string> ListIdentities(const std::string& pool) override {
+    return inner_->ListIdentities(pool);
+  }
+  std::map<std::string, std::string> ReadTable(const std::string& table) override {
+    return inner_->ReadTable(table);
+  }
+  void WriteTable(const std::string& table, const std::map<std::string, std::string>& set,
+                  const std::vector<std::string>& erase) override {
+    inner_->WriteTable(table, set, erase);
+  }
 
   // Counts the call and throws if a fault is armed for it (used by the writer and reader
   // wrappers too).

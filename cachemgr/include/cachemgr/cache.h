@@ -141,6 +141,17 @@ struct PathStats {
   std::chrono::microseconds total{};
 };
 
+// The pool-wide figures the last eviction pass on any host sharing the pool (or local
+// root) wrote, and when each host last ran a pass.
+struct PoolTotals {
+  uint64_t entries = 0;
+  uint64_t bytes = 0;         // as counted by cache.size_accounting
+  uint64_t pinned_bytes = 0;  // evicted entries kept in the trash for their clones
+  int64_t at = 0;             // unix seconds of that pass; 0: no pass has run yet
+  std::string host;           // the host that ran it
+  std::vector<std::pair<std::string, int64_t>> hosts;  // host id -> its last pass
+};
+
 struct Stats {
   uint64_t hits = 0, misses = 0, evictions = 0, stale = 0, errors = 0, direct = 0;
   // rbd:// locations not cloned (another pool, cluster, image name or size): fetched.
@@ -165,6 +176,7 @@ struct Stats {
   double max_size_gb = 0;
   uint64_t max_count = 0;
   std::vector<std::pair<std::string, PathStats>> by_plan;  // plan name -> count, time
+  PoolTotals pool;  // the whole pool, as the last pass on any host saw it
 };
 
 struct VerifyResult {

@@ -45,6 +45,8 @@ struct RbdBackendOptions {
   uint32_t queue_depth = 16;      // aio writes in flight during an import (memory ~ depth x 4 MiB)
   uint32_t connect_timeout_s = 10;  // monitors must answer within this, else kTimeout
   uint32_t op_timeout_s = 60;       // rados/librbd operation timeout (osd and mon op timeouts)
+  // Names this host in lock cookies (Options::host_id is copied here); empty: hostname.
+  std::string host_id;
   // Features of images and clones this backend creates. Clones are format 2 / clone v2.
   std::vector<std::string> features = {"layering", "exclusive-lock", "object-map", "fast-diff",
                                        "deep-flatten"};
@@ -155,6 +157,9 @@ struct LogOptions {
 
 struct Options {
   std::string index = "/var/lib/cachemgr/index.db";  // SQLite index; its folder holds locks
+  // Names this host in the cluster's locks and records ([A-Za-z0-9._-], 1..64 chars);
+  // empty: the hostname. Hosts sharing a pool (or a local root) must have distinct ids.
+  std::string host_id;
   BackendOptions backend;
   SourceOptions source;
   CacheOptions cache;

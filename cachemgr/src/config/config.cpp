@@ -284,6 +284,7 @@ class Parser {
   void ParseRoot(const YAML::Node& root, Options& o) {
     Section(root, "",
             {{"index", [&](auto& v, auto& p) { o.index = PathValue(v, p); }},
+             {"host_id", [&](auto& v, auto& p) { o.host_id = String(v, p); }},
              {"backend", [&](auto& v, auto& p) { ParseBackend(v, p, o.backend); }},
              {"source", [&](auto& v, auto& p) { ParseSource(v, p, o.source); }},
              {"cache", [&](auto& v, auto& p) { ParseCache(v, p, o.cache); }},
@@ -578,6 +579,18 @@ void ValidateKeystone(const KeystoneAuthOptions& a) {
 
 void ValidateOptions(const Options& o) {
   NonEmpty("index", o.index);
+  if (!o.host_id.empty()) {
+    const bool ok =
+        o.host_id.size() <= 64 && o.host_id[0] != '.' && o.host_id[0] != '-' &&
+        std::all_of(o.host_id.begin(), o.host_id.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+        });
+    if (!ok) {
+      Invalid("host_id", "'" + o.host_id +
+                             "': use 1..64 of [A-Za-z0-9._-], not starting with '.' or '-' "
+                             "(or leave it empty for the hostname)");
+    }
+  }
 
   const auto& local = o.backend.local;
   if (o.backend.type == BackendType::kLocal) {

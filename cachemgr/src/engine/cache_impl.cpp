@@ -54,7 +54,9 @@ std::unique_ptr<Cache> Cache::Open(const Options& options, std::shared_ptr<spdlo
   ValidateOptions(options);
   // The backend first: it refuses a root that is not the cache's before the index (or
   // anything else) is created.
-  auto backend = storage::MakeBackend(options.backend, logger);
+  BackendOptions backend_options = options.backend;
+  backend_options.rbd.host_id = options.host_id;
+  auto backend = storage::MakeBackend(backend_options, logger);
   auto index = index::Index::Open(options.index);
   auto source = source::MakeSource(options.source, logger);
   return std::make_unique<engine::CacheImpl>(options, logger, std::move(backend),
@@ -82,7 +84,8 @@ CacheImpl::CacheImpl(Options options, std::shared_ptr<spdlog::logger> logger,
       backend_(std::move(backend)),
       source_(std::move(source)),
       index_(std::move(index)),
-      owner_(OwnerId()) {
+      owner_(OwnerId()),
+      host_id_(options_.host_id.empty() ? HostName() : options_.host_id) {
   auto index_dir = std::filesystem::absolute(options_.index).parent_path();
   lock_dir_ = index_dir / "locks";
   std::error_code ec;
@@ -274,6 +277,11 @@ Stats CacheImpl::GetStats() {
   stats.dead_work_dirs = fetch::ListDeadWorkDirs(options_.conversion.dir).size();
   stats.max_size_gb = options_.cache.max_size_gb;
   stats.max_count = options_.cache.max_count;
+  try {
+    stats.pool = ReadTotals();
+  } catch (const Error& e) {
+    log_->warn("pool totals not read error={}", e.what());
+  }
   return stats;
 }
 

@@ -4,6 +4,7 @@
 //   volume.cpp       the hit path: clone plan, clone/copy/flatten, resize, volume rows
 //   evict.cpp        evicting one entry, limits, the periodic pass (gc, purge, flatten)
 //   maintenance.cpp  verify, rebuild-index, doctor, source listing
+//   shared.cpp       what the hosts sharing the pool keep on it; reconciling with it
 #pragma once
 
 #include <chrono>
@@ -137,6 +138,22 @@ class CacheImpl final : public Cache {
   // (and the row dropped) when it is gone, kAlreadyExists when another object is there.
   void RequireEntryObject(const index::EntryRow& row);
 
+  // --- hosts sharing the pool (shared.cpp)
+  // The pool's pass lock (one pass at a time across hosts); kBusy naming it after `wait`.
+  std::unique_ptr<storage::Lock> LockPass(std::chrono::milliseconds wait);
+  // Tells the other hosts of a use of `row`, at most once a minute per entry; never throws.
+  void ShareUse(const index::EntryRow& row, int64_t now);
+  // Records (and forgets) an entry kept in the trash for its clones, so any host purges it.
+  void ShareDeferred(const index::EntryRow& row, uint64_t bytes);
+  std::map<std::string, std::string> SharedDeferred();
+  void ForgetDeferred(const std::string& identity);
+  // Brings this index in line with the pool: rows of entries another host evicted or
+  // replaced are dropped (a replacement adopted), entries other hosts made are adopted,
+  // and last uses are merged both ways. Caller holds the pass lock.
+  void Reconcile(bool dry_run, std::vector<EvictAction>* actions);
+  void PublishTotals(const EvictReport& report);
+  PoolTotals ReadTotals();
+
   // --- eviction (evict.cpp)
   // Evicts one entry (removed, or deferred to the trash while it has clones). Takes the
   // image's locks unless `locked`. Returns what was done.
@@ -179,6 +196,7 @@ class CacheImpl final : public Cache {
   std::map<std::string, source::ImageMeta> listed_;
   std::filesystem::path lock_dir_;
   std::string owner_;
+  std::string host_id_;  // Options::host_id, or the hostname
   std::string backend_kind_;
   std::string location_;
 };

@@ -145,13 +145,23 @@ EvictAction CacheImpl::EvictEntry(index::EntryRow row, const std::string& kind,
                         !OwnerAlive(row.owner);
       left ? RemoveLeftObject(ref) : RemoveImageFully(ref);
     } catch (const Error& e) {
-      // A clone made between the children check and the unprotect keeps it busy.
-      if (backend_->Children(snap).empty()) throw;
+      // A clone made (on this host or another) between the children check and the
+      // unprotect or snapshot removal keeps it: the clone is attached, so the image goes
+      // to the trash for it (Remove trashes an image any of whose snapshots has a child).
+      if (!backend_->Exists(ref)) throw;
+      bool children_now = true;
+      try {
+        children_now = !backend_->Children(snap).empty();
+      } catch (const Error&) {
+        // The snapshot is gone (moved to the trash namespace with its clone): Remove decides.
+      }
+      if (!children_now) throw;
       deferred = true;
     }
   }
   if (deferred) {
     auto outcome = in_trash ? storage::RemoveOutcome::kTrashed : backend_->Remove(ref);
+    if (outcome == storage::RemoveOutcome::kTrashed) ShareDeferred(row, action.bytes);
     Failpoint("after_trash");
     row.pinned = true;
     row.owner.clear();
@@ -456,7 +466,15 @@ void CacheImpl::PurgeDeferred(bool dry_run, std::vector<EvictAction>* actions) {
   // for rows made before identities were recorded). A name alone proves nothing.
   auto pinned_rows =
       WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
+  // And those another host deferred (the pool's `deferred` table): any host purges them.
+  const auto shared = SharedDeferred();
   auto recorded = [&](const storage::TrashEntry& t) {
+    if (!t.identity.empty()) {
+      auto it = shared.find(Sha1Hex(t.identity));
+      if (it != shared.end() && it->second.starts_with(t.original.name + " " + t.identity + " ")) {
+        return true;
+      }
+    }
     for (const auto& row : pinned_rows) {
       if (!row.pinned) continue;
       if (row.identity.empty() ? row.cache_name == t.original.name
@@ -474,10 +492,23 @@ void CacheImpl::PurgeDeferred(bool dry_run, std::vector<EvictAction>* actions) {
       continue;
     }
     if (backend_->PurgeTrash(t)) {
+      if (!t.identity.empty() && shared.count(Sha1Hex(t.identity))) ForgetDeferred(t.identity);
       actions->push_back({"purge", "", name, 0, "no clones left", true});
       log_->info("purged deferred entry name={}", name);
     } else {
       remaining.push_back(t);
+    }
+  }
+  // Records of deferred entries no longer in the trash (purged by their host, or by hand).
+  if (!dry_run) {
+    for (const auto& [key, value] : shared) {
+      bool in_trash = false;
+      for (const auto& t : remaining) in_trash = in_trash || Sha1Hex(t.identity) == key;
+      const auto space = value.find(' ');
+      const auto end = value.find(' ', space == std::string::npos ? 0 : space + 1);
+      if (!in_trash && space != std::string::npos && end != std::string::npos) {
+        ForgetDeferred(value.substr(space + 1, end - space - 1));
+      }
     }
   }
   // Pinned rows whose object is gone from the trash are done.
@@ -503,6 +534,9 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
   auto start = std::chrono::steady_clock::now();
   auto pass_lock = FileLock::Acquire(lock_dir_ / "eviction-pass.lock", std::chrono::milliseconds(0),
                                      "eviction pass");
+  // One pass per pool across every host that shares it (a RADOS lock with a lease on RBD:
+  // a killed host's lock runs out by itself).
+  auto pool_pass_lock = LockPass(std::chrono::milliseconds(0));
   EvictReport report;
   auto measure = [&](uint64_t* count, uint64_t* bytes, uint64_t* pinned) {
     *count = 0;
@@ -604,6 +638,9 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
     }
   }
 
+  // The limits and the LRU order are the pool's: every entry any host made, each with its
+  // last use by any host.
+  Reconcile(options.dry_run, &report.actions);
   EnforceLimits(std::nullopt, 0, options.dry_run, &report.actions);
 
   if (options.flatten_older_than.count() > 0) {
@@ -640,6 +677,7 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
     uint64_t left_alone = 0;
     for (const auto& a : report.actions) left_alone += a.kind == "left alone";
     Event(kEventLeftAlone, "", left_alone, {});
+    PublishTotals(report);
   }
   report.source_requests = source_->Requests() - requests_before;
   report.elapsed = Since(start);

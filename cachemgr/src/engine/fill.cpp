@@ -259,8 +259,21 @@ CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
   out.fill = Since(fill_start);
   out.filled = true;
   Event(out.direct ? "direct" : "miss", meta.id, out.bytes_downloaded, out.fill);
-  // With allocated accounting the real size is known only now.
-  EnforceLimits(std::nullopt, out.row.id, false, nullptr);
+  // With allocated accounting the real size is known only now. The limits are the pool's:
+  // enforced under its pass lock after a reconcile; a pass running on another host makes
+  // room itself.
+  try {
+    auto pass = LockPass(std::chrono::milliseconds(0));
+    Reconcile(false, nullptr);
+    EnforceLimits(std::nullopt, out.row.id, false, nullptr);
+  } catch (const Error& e) {
+    // The image is cached either way; the next pass enforces what this could not.
+    if (e.code() == Errc::kBusy) {
+      log_->info("limits left to the pass running elsewhere image={}", meta.id);
+    } else {
+      log_->warn("limits not enforced after the fill image={} error={}", meta.id, e.what());
+    }
+  }
   return out;
 }
 

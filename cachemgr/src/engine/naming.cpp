@@ -41,13 +41,13 @@ std::string Printable(const std::string& s) {
   return out;
 }
 
+}  // namespace
+
 std::string HostName() {
   char buf[256] = {};
   if (gethostname(buf, sizeof buf - 1) != 0) return "localhost";
   return buf;
 }
-
-}  // namespace
 
 void ValidateImageId(const std::string& image_id) {
   if (image_id.empty() || image_id.size() > 128) {

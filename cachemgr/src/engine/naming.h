@@ -32,6 +32,9 @@ std::optional<std::string> StagingKey(const std::string& name);
 std::string VolumeStagingName();
 bool IsVolumeStagingName(const std::string& name);
 
+// This machine's hostname ("localhost" when it cannot be read).
+std::string HostName();
+
 // "host:pid.start" of this process (start: its start time, so a reused pid is not taken
 // for it), recorded as the owner of rows it is working on.
 std::string OwnerId();

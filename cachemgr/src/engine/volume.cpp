@@ -229,14 +229,21 @@ void CacheImpl::RequireEntryObject(const index::EntryRow& row) {
     if (e.code() != Errc::kNotFound) throw;
   }
   if (identity == row.identity) return;
+  // Another host evicted ours and filled the image again: that entry is the cache's (its
+  // mark carries its own identity), so the row goes and the caller adopts it.
+  const bool replaced_by_ours =
+      !identity.empty() && CheckOwnership(*backend_, ref, kMarkEntry, nullptr).ours;
   // Ours is gone: the row goes, so the caller fills the image again (a miss, not an error).
   WithIndex([&](index::Index& ix) {
     auto still = ix.GetEntry(row.id);
     if (still && !still->pinned && still->cache_name == row.cache_name) ix.DeleteEntry(row.id);
   });
-  if (identity.empty()) {
-    log_->warn("cache entry lost image={} entry={}: filled again", row.image_id, row.cache_name);
-    throw Error(Errc::kNotFound, "entry of image " + row.image_id + ": lost on the backend");
+  if (identity.empty() || replaced_by_ours) {
+    log_->info("cache entry {} on the backend image={} entry={}",
+               identity.empty() ? "gone (evicted by another host, or lost)"
+                                : "made again by another host",
+               row.image_id, row.cache_name);
+    throw Error(Errc::kNotFound, "entry of image " + row.image_id + ": changed on the backend");
   }
   log_->warn("cache entry name holds an object the cache did not make image={} entry={} "
              "recorded={} found={}",
@@ -331,6 +338,7 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
     }
     tx.commit();
   });
+  ShareUse(entry, row.created_at);
 
   CreateVolumeResult result;
   result.volume = request.volume;

@@ -24,7 +24,7 @@ constexpr int kBusyTimeoutMs = 10000;
 constexpr const char* kEntryColumns =
     "id, backend, pool, image_id, cache_name, snap_name, state, virtual_size, "
     "allocated_bytes, disk_format, checksum, os_hash, image_updated_at, depth, created_at, "
-    "last_used, hits, owner, pinned, source_checked_at, identity";
+    "last_used, hits, owner, pinned, source_checked_at, identity, shared_at";
 
 EntryRow ReadEntry(SQLite::Statement& q) {
   EntryRow r;
@@ -49,6 +49,7 @@ EntryRow ReadEntry(SQLite::Statement& q) {
   r.pinned = q.getColumn(18).getInt() != 0;
   r.source_checked_at = q.getColumn(19).getInt64();
   r.identity = q.getColumn(20).getString();
+  r.shared_at = q.getColumn(21).getInt64();
   return r;
 }
 
@@ -74,6 +75,7 @@ void BindEntry(SQLite::Statement& q, const EntryRow& r) {
   q.bind(18, r.pinned ? 1 : 0);
   q.bind(19, r.source_checked_at);
   q.bind(20, r.identity);
+  q.bind(21, r.shared_at);
 }
 
 std::vector<EntryRow> QueryEntries(SQLite::Statement& q) {
@@ -230,8 +232,8 @@ int64_t Index::InsertEntry(const EntryRow& row) {
                         "INSERT INTO entries (backend, pool, image_id, cache_name, snap_name, "
                         "state, virtual_size, allocated_bytes, disk_format, checksum, os_hash, "
                         "image_updated_at, depth, created_at, last_used, hits, owner, pinned, "
-                        "source_checked_at, identity) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                        "source_checked_at, identity, shared_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     BindEntry(q, row);
     q.exec();
     return db_->getLastInsertRowid();
@@ -245,9 +247,10 @@ void Index::UpdateEntry(const EntryRow& row) {
                         "snap_name = ?, state = ?, virtual_size = ?, allocated_bytes = ?, "
                         "disk_format = ?, checksum = ?, os_hash = ?, image_updated_at = ?, "
                         "depth = ?, created_at = ?, last_used = ?, hits = ?, owner = ?, "
-                        "pinned = ?, source_checked_at = ?, identity = ? WHERE id = ?");
+                        "pinned = ?, source_checked_at = ?, identity = ?, shared_at = ? "
+                        "WHERE id = ?");
     BindEntry(q, row);
-    q.bind(21, row.id);
+    q.bind(22, row.id);
     if (q.exec() == 0) {
       throw Error(Errc::kNotFound, "index " + path_.string() + ": no entry with id " +
                                        std::to_string(row.id) + " (image=" + row.image_id + ")");
@@ -279,6 +282,25 @@ void Index::TouchEntry(int64_t id, int64_t now) {
     SQLite::Statement q(*db_, "UPDATE entries SET last_used = ?, hits = hits + 1 WHERE id = ?");
     q.bind(1, now);
     q.bind(2, id);
+    q.exec();
+  });
+}
+
+void Index::SetShared(int64_t id, int64_t when) {
+  Guard(path_, "set shared entry id=" + std::to_string(id), [&] {
+    SQLite::Statement q(*db_, "UPDATE entries SET shared_at = ? WHERE id = ?");
+    q.bind(1, when);
+    q.bind(2, id);
+    q.exec();
+  });
+}
+
+void Index::MergeLastUsed(int64_t id, int64_t when) {
+  Guard(path_, "merge last use entry id=" + std::to_string(id), [&] {
+    SQLite::Statement q(*db_, "UPDATE entries SET last_used = ? WHERE id = ? AND last_used < ?");
+    q.bind(1, when);
+    q.bind(2, id);
+    q.bind(3, when);
     q.exec();
   });
 }

@@ -47,6 +47,7 @@ struct EntryRow {
   bool pinned = false;      // deleted from the cache but kept for clones (trash/parked)
   int64_t source_checked_at = 0;  // unix seconds the source last confirmed it current
   std::string identity;           // the backend object's identity when made; '' before schema 004
+  int64_t shared_at = 0;  // unix seconds this host last wrote its use to the cluster (006)
 };
 
 // Sums over the live (not pinned) entries of one backend and pool, every state.
@@ -144,6 +145,8 @@ class Index {
   void DeleteEntry(int64_t id);
   void TouchEntry(int64_t id, int64_t now);  // last_used = now, hits += 1
   void SetSourceChecked(int64_t id, int64_t when);
+  void SetShared(int64_t id, int64_t when);       // shared_at = when
+  void MergeLastUsed(int64_t id, int64_t when);   // last_used = max(last_used, when)
   EntryTotals LiveTotals(const std::string& backend, const std::string& pool);
   // Live ready entries least recently used first (ties: older id first), at most
   // `limit`, starting after the row (after_last_used, after_id): pages of a keyset walk,

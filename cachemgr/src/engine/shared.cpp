@@ -1,0 +1,216 @@
+// What the hosts sharing one pool (or one local root) keep on the backend so that they
+// act as one cache, and how this host's index is reconciled with it.
+//
+// The backend holds the truth: an entry is its image (complete metadata, mark and
+// protected snapshot); the index only remembers it. Beside the images, small tables
+// (Backend::ReadTable/WriteTable) hold what no image can:
+//   uses      entry name -> "<unix seconds> <host>": the entry's last use by any host,
+//             written by a hit at most once a minute per host (coarse on purpose).
+//   deferred  sha1(identity) -> "<entry name> <identity> <image id> <bytes>": entries
+//             evicted while clones still read them, kept in the trash until any host's
+//             pass finds their clones gone and purges them.
+//   totals    the last pass's pool-wide figures (entries, bytes, pinned_bytes, at, host).
+//   hosts     host id -> "<unix seconds> <what>": when each host last ran a pass or filled.
+// Only one pass runs per pool at a time (the backend lock "eviction-pass", a RADOS lock
+// with a lease on RBD): before it enforces the limits it reconciles, so the limits and
+// the LRU order are the pool's, not this host's.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <set>
+#include <sstream>
+
+#include "engine/cache_impl.h"
+#include "engine/marks.h"
+#include "engine/naming.h"
+
+namespace cachemgr::engine {
+
+namespace {
+constexpr const char* kUses = "uses";
+constexpr const char* kDeferred = "deferred";
+constexpr const char* kTotals = "totals";
+constexpr const char* kHosts = "hosts";
+constexpr const char* kPassLock = "eviction-pass";
+// A hit tells the other hosts of a use at most this often per entry.
+constexpr int64_t kShareEverySeconds = 60;
+constexpr auto kReconcileLockWait = std::chrono::milliseconds(200);
+
+int64_t LeadingSeconds(const std::string& value) {
+  try {
+    return std::stoll(value);
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+std::vector<std::string> Words(const std::string& s) {
+  std::istringstream in(s);
+  std::vector<std::string> out;
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+}  // namespace
+
+std::unique_ptr<storage::Lock> CacheImpl::LockPass(std::chrono::milliseconds wait) {
+  try {
+    return backend_->AcquireLock(kPassLock, wait);
+  } catch (const Error& e) {
+    if (e.code() != Errc::kBusy) throw;
+    throw Error(Errc::kBusy, "eviction pass: another host's pass holds the lock of " + location_ +
+                                 " (" + e.what() +
+                                 "); one pass runs at a time per pool: try again later");
+  }
+}
+
+void CacheImpl::ShareUse(const index::EntryRow& row, int64_t now) {
+  if (row.shared_at != 0 && now >= row.shared_at && now - row.shared_at < kShareEverySeconds) {
+    return;
+  }
+  try {
+    backend_->WriteTable(kUses, {{row.cache_name, std::to_string(now) + " " + host_id_}});
+    WithIndex([&](index::Index& ix) { ix.SetShared(row.id, now); });
+  } catch (const Error& e) {
+    // Advisory: the pool's LRU order is a little older, the volume is made all the same.
+    log_->warn("entry use not shared with the other hosts entry={} error={}", row.cache_name,
+               e.what());
+  }
+}
+
+void CacheImpl::ShareDeferred(const index::EntryRow& row, uint64_t bytes) {
+  if (row.identity.empty()) return;
+  backend_->WriteTable(kDeferred, {{Sha1Hex(row.identity), row.cache_name + " " + row.identity +
+                                                               " " + row.image_id + " " +
+                                                               std::to_string(bytes)}});
+}
+
+std::map<std::string, std::string> CacheImpl::SharedDeferred() {
+  return backend_->ReadTable(kDeferred);
+}
+
+void CacheImpl::ForgetDeferred(const std::string& identity) {
+  backend_->WriteTable(kDeferred, {}, {Sha1Hex(identity)});
+}
+
+void CacheImpl::Reconcile(bool dry_run, std::vector<EvictAction>* actions) {
+  const auto objects = backend_->ListIdentities(backend_->entry_pool());
+  auto live_rows = [&] {
+    std::map<std::string, index::EntryRow> out;
+    for (auto& row :
+         WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
+      if (!row.pinned) out[row.cache_name] = std::move(row);
+    }
+    return out;
+  };
+  auto rows = live_rows();
+  if (!dry_run) {
+    // Rows whose object another host evicted (gone) or evicted and filled again (another
+    // identity): forgotten, and the object at the name adopted if it is a complete entry.
+    for (const auto& [name, row] : rows) {
+      if (row.state != index::State::kReady || row.identity.empty()) continue;
+      auto it = objects.find(name);
+      if (it != objects.end() && it->second == row.identity) continue;
+      try {
+        auto locks = LockImage(name, kReconcileLockWait);
+        auto now = WithIndex([&](index::Index& ix) { return ix.GetEntry(row.id); });
+        if (!now || now->pinned || now->state != index::State::kReady) continue;
+        std::string identity;
+        try {
+          identity = backend_->Identity(EntryRef(name));
+        } catch (const Error& e) {
+          if (e.code() != Errc::kNotFound) throw;
+        }
+        if (identity == now->identity) continue;  // listed before it was made
+        WithIndex([&](index::Index& ix) { ix.DeleteEntry(now->id); });
+        log_->info("entry changed on the backend by another host image={} entry={} now={}",
+                   now->image_id, name, identity.empty() ? "gone" : "another object");
+        if (actions) {
+          actions->push_back({"gc", now->image_id, name, 0,
+                              identity.empty() ? "evicted by another host: record dropped"
+                                               : "replaced by another host: record dropped",
+                              true});
+        }
+        if (!identity.empty()) AdoptOrphan(name, nullptr, actions);
+      } catch (const Error& e) {
+        if (e.code() != Errc::kBusy) throw;
+      }
+    }
+    // Entries other hosts made that this index does not know yet.
+    for (const auto& [name, identity] : objects) {
+      if (!IsEntryName(name) || rows.count(name)) continue;
+      try {
+        auto locks = LockImage(name, kReconcileLockWait);
+        bool known = false;
+        for (const auto& [n, r] : live_rows()) known = known || n == name;
+        if (!known && backend_->Exists(EntryRef(name))) AdoptOrphan(name, nullptr, actions);
+      } catch (const Error& e) {
+        if (e.code() != Errc::kBusy) throw;
+      }
+    }
+    rows = live_rows();
+  }
+
+  // Last uses: each row takes the pool's latest; the pool learns this host's newer ones.
+  const auto uses = backend_->ReadTable(kUses);
+  const int64_t now = NowSeconds();
+  std::map<std::string, std::string> tell;
+  std::vector<std::string> forget;
+  std::vector<int64_t> told;
+  for (const auto& [name, row] : rows) {
+    auto it = uses.find(name);
+    const int64_t shared = it == uses.end() ? 0 : LeadingSeconds(it->second);
+    if (shared > row.last_used) {
+      WithIndex([&](index::Index& ix) { ix.MergeLastUsed(row.id, std::min(shared, now)); });
+    } else if (row.last_used > shared && row.state == index::State::kReady) {
+      tell[name] = std::to_string(row.last_used) + " " + host_id_;
+      told.push_back(row.id);
+    }
+  }
+  for (const auto& [name, value] : uses) {
+    if (!objects.count(name) && !rows.count(name)) forget.push_back(name);
+  }
+  if (dry_run) return;
+  backend_->WriteTable(kUses, tell, forget);
+  WithIndex([&](index::Index& ix) {
+    for (int64_t id : told) ix.SetShared(id, now);
+  });
+}
+
+void CacheImpl::PublishTotals(const EvictReport& report) {
+  const std::string now = std::to_string(NowSeconds());
+  uint64_t pinned = 0;
+  for (const auto& [key, value] : SharedDeferred()) {
+    const auto w = Words(value);
+    if (w.size() >= 4) pinned += static_cast<uint64_t>(std::max<int64_t>(0, LeadingSeconds(w[3])));
+  }
+  try {
+    backend_->WriteTable(kTotals, {{"entries", std::to_string(report.entries_after)},
+                                   {"bytes", std::to_string(report.bytes_after)},
+                                   {"pinned_bytes", std::to_string(std::max(pinned, report.pinned_bytes))},
+                                   {"at", now},
+                                   {"host", host_id_}});
+    backend_->WriteTable(kHosts, {{host_id_, now + " pass"}});
+  } catch (const Error& e) {
+    log_->warn("pool totals not written error={}", e.what());
+  }
+}
+
+PoolTotals CacheImpl::ReadTotals() {
+  PoolTotals t;
+  auto totals = backend_->ReadTable(kTotals);
+  auto num = [&](const char* key) -> uint64_t {
+    auto it = totals.find(key);
+    return it == totals.end() ? 0 : static_cast<uint64_t>(std::max<int64_t>(0, LeadingSeconds(it->second)));
+  };
+  t.entries = num("entries");
+  t.bytes = num("bytes");
+  t.pinned_bytes = num("pinned_bytes");
+  t.at = static_cast<int64_t>(num("at"));
+  if (auto it = totals.find("host"); it != totals.end()) t.host = it->second;
+  for (const auto& [host, value] : backend_->ReadTable(kHosts)) {
+    t.hosts.emplace_back(host, LeadingSeconds(value));
+  }
+  return t;
+}
+
+}  // namespace cachemgr::engine

@@ -1,0 +1,107 @@
+// Tables shared by the hosts of one pool: the omap of one RADOS object per table,
+// "cachemgr.table.<name>", in the RADOS namespace of the lock objects (never an RBD
+// namespace: nothing there is an image). A write is one RADOS write op, so it applies
+// whole or not at all; a read pages through the omap.
+#include <rados/librados.h>
+
+#include <cerrno>
+#include <string>
+#include <vector>
+
+#include "storage/rbd/rbd_backend.h"
+#include "storage/rbd/rbd_error.h"
+
+namespace cachemgr::storage::rbd {
+
+namespace {
+constexpr const char* kTablePrefix = "cachemgr.table.";
+constexpr size_t kMaxValue = 4096;
+// Keys read per round trip.
+constexpr uint64_t kPage = 1024;
+
+struct ReadOp {
+  rados_read_op_t op = rados_create_read_op();
+  ~ReadOp() { rados_release_read_op(op); }
+};
+struct WriteOp {
+  rados_write_op_t op = rados_create_write_op();
+  ~WriteOp() { rados_release_write_op(op); }
+};
+struct OmapIter {
+  rados_omap_iter_t it = nullptr;
+  ~OmapIter() {
+    if (it) rados_omap_get_end(it);
+  }
+};
+}  // namespace
+
+std::map<std::string, std::string> RbdBackend::ReadTable(const std::string& table) {
+  ValidateName("table", table);
+  auto pool = LockPool();
+  const std::string oid = kTablePrefix + table;
+  std::map<std::string, std::string> out;
+  std::string after;
+  for (;;) {
+    ReadOp read;
+    OmapIter iter;
+    unsigned char more = 0;
+    int prval = 0;
+    rados_read_op_omap_get_vals2(read.op, after.c_str(), "", kPage, &iter.it, &more, &prval);
+    const int r = rados_read_op_operate(read.op, pool->io.get(), oid.c_str(), 0);
+    if (r == -ENOENT) return out;  // never written
+    Check(r, "read table", pool->Where(oid));
+    Check(prval, "read table", pool->Where(oid));
+    size_t n = 0;
+    for (;;) {
+      char* key = nullptr;
+      char* val = nullptr;
+      size_t key_len = 0, val_len = 0;
+      Check(rados_omap_get_next2(iter.it, &key, &val, &key_len, &val_len), "read table",
+            pool->Where(oid));
+      if (!key) break;
+      after.assign(key, key_len);
+      out[after] = std::string(val ? val : "", val_len);
+      ++n;
+    }
+    if (!more || n == 0) return out;
+  }
+}
+
+void RbdBackend::WriteTable(const std::string& table,
+                            const std::map<std::string, std::string>& set,
+                            const std::vector<std::string>& erase) {
+  ValidateName("table", table);
+  if (set.empty() && erase.empty()) return;
+  std::vector<const char*> keys, vals, erase_keys;
+  std::vector<size_t> key_lens, val_lens, erase_lens;
+  for (const auto& [k, v] : set) {
+    ValidateName("table key", k);
+    if (v.size() > kMaxValue) {
+      throw Error(Errc::kInvalidArgument, "table " + table + " key " + k + ": value over 4 KiB");
+    }
+    keys.push_back(k.c_str());
+    key_lens.push_back(k.size());
+    vals.push_back(v.c_str());
+    val_lens.push_back(v.size());
+  }
+  for (const auto& k : erase) {
+    erase_keys.push_back(k.c_str());
+    erase_lens.push_back(k.size());
+  }
+  auto pool = LockPool();
+  const std::string oid = kTablePrefix + table;
+  WriteOp write;
+  rados_write_op_create(write.op, LIBRADOS_CREATE_IDEMPOTENT, nullptr);
+  if (!keys.empty()) {
+    rados_write_op_omap_set2(write.op, keys.data(), vals.data(), key_lens.data(),
+                             val_lens.data(), keys.size());
+  }
+  if (!erase_keys.empty()) {
+    rados_write_op_omap_rm_keys2(write.op, erase_keys.data(), erase_lens.data(),
+                                 erase_keys.size());
+  }
+  Check(rados_write_op_operate2(write.op, pool->io.get(), oid.c_str(), nullptr, 0),
+        "write table", pool->Where(oid));
+}
+
+}  // namespace cachemgr::storage::rbd
