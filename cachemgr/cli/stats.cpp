@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +13,13 @@
 
 namespace cachemgr::cli {
 namespace {
+
+nlohmann::json PoolJson(const PoolTotals& p) {
+  nlohmann::json hosts = nlohmann::json::object();
+  for (const auto& [host, at] : p.hosts) hosts[host] = at;
+  return {{"entries", p.entries}, {"cached_bytes", p.bytes}, {"pinned_bytes", p.pinned_bytes},
+          {"last_pass_at", p.at},  {"last_pass_host", p.host}, {"hosts", hosts}};
+}
 
 struct StatsArgs {
   bool prometheus = false;
@@ -63,6 +71,19 @@ std::string Prometheus(const Stats& s) {
          static_cast<uint64_t>(s.max_size_gb * 1024.0 * 1024.0 * 1024.0));
   // Not *_count: that suffix belongs to histograms and summaries (promtool says so).
   metric("cachemgr_max_entries", "gauge", "cache.max_count; 0 = unlimited.", s.max_count);
+  // The whole pool (every host sharing it), as the last eviction pass on any host saw it.
+  metric("cachemgr_pool_entries", "gauge",
+         "Cache entries in the pool across every host sharing it (last pass).", s.pool.entries);
+  metric("cachemgr_pool_cached_bytes", "gauge",
+         "Bytes of the pool's cache entries across every host (last pass).", s.pool.bytes);
+  metric("cachemgr_pool_pinned_bytes", "gauge",
+         "Bytes of the pool's evicted entries kept for their clones (last pass).",
+         s.pool.pinned_bytes);
+  metric("cachemgr_pool_last_pass_timestamp_seconds", "gauge",
+         "When the last eviction pass on any host sharing the pool ran.",
+         static_cast<uint64_t>(std::max<int64_t>(0, s.pool.at)));
+  metric("cachemgr_pool_hosts", "gauge", "Hosts that have run an eviction pass on the pool.",
+         static_cast<uint64_t>(s.pool.hosts.size()));
   out << "# HELP cachemgr_volume_creates_total Volumes made, by plan.\n"
          "# TYPE cachemgr_volume_creates_total counter\n";
   for (const auto& [plan, ps] : s.by_plan)
@@ -129,7 +150,8 @@ int RunStats(Context& ctx, const StatsArgs& args) {
                           {"dead_work_dirs", s.dead_work_dirs},
                           {"max_size_gb", s.max_size_gb},
                           {"max_count", s.max_count},
-                          {"by_plan", by_plan}}
+                          {"by_plan", by_plan},
+                          {"pool", PoolJson(s.pool)}}
                .dump(2) +
            "\n";
   } else {
@@ -159,6 +181,15 @@ int RunStats(Context& ctx, const StatsArgs& args) {
     t.Add({"errors", std::to_string(s.errors)});
     t.Add({"downloaded", HumanBytes(s.bytes_downloaded)});
     t.Add({"saved by clones", HumanBytes(s.bytes_saved)});
+    if (s.pool.at > 0) {
+      t.Add({"pool entries", std::to_string(s.pool.entries) + " (all hosts, pass by " +
+                                 s.pool.host + " at " + HumanTime(s.pool.at) + ")"});
+      t.Add({"pool cached", HumanBytes(s.pool.bytes)});
+      t.Add({"pool pinned", HumanBytes(s.pool.pinned_bytes)});
+      t.Add({"pool hosts", std::to_string(s.pool.hosts.size())});
+    } else {
+      t.Add({"pool entries", "- (no eviction pass has run on the pool yet)"});
+    }
     text = t.Render();
     if (!s.by_plan.empty()) {
       Table p({"PLAN", "COUNT", "MEAN", "TOTAL"}, {false, true, true, true});

@@ -146,6 +146,11 @@ class CacheImpl final : public Cache {
   // Records (and forgets) an entry kept in the trash for its clones, so any host purges it.
   void ShareDeferred(const index::EntryRow& row, uint64_t bytes);
   std::map<std::string, std::string> SharedDeferred();
+  // Records a fill's staging name in the pool before anything is made (started), and
+  // forgets it when the fill ends either way (never throws then).
+  void ShareFill(const std::string& staging, bool started);
+  std::map<std::string, std::string> SharedFills();
+  void ForgetFill(const std::string& staging);
   void ForgetDeferred(const std::string& identity);
   // Brings this index in line with the pool: rows of entries another host evicted or
   // replaced are dropped (a replacement adopted), entries other hosts made are adopted,

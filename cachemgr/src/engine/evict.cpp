@@ -324,7 +324,26 @@ void CacheImpl::GcLeftovers(bool dry_run, std::vector<EvictAction>* actions) {
       if (IsVolumeStagingName(name)) report_volume_staging({backend_->volume_pool(), name});
     }
   }
-  for (const auto& name : backend_->List(backend_->entry_pool())) {
+  const auto fills = SharedFills();
+  const auto listed_names = backend_->List(backend_->entry_pool());
+  const std::set<std::string> listed(listed_names.begin(), listed_names.end());
+  // Fill records whose staging object is gone (the fill ended, and its host died before
+  // forgetting it): nothing to remove but the record. A fill still running holds the
+  // image's lock, and its object may not exist yet: those are left.
+  if (!dry_run) {
+    for (const auto& [staging, value] : fills) {
+      if (listed.count(staging)) continue;
+      auto key = StagingKey(staging);
+      if (!key) continue;
+      try {
+        auto locks = LockImage(*key, std::chrono::milliseconds(0));
+        if (!backend_->Exists(EntryRef(staging))) ForgetFill(staging);
+      } catch (const Error& e) {
+        if (e.code() != Errc::kBusy) throw;
+      }
+    }
+  }
+  for (const auto& name : listed_names) {
     auto key = StagingKey(name);
     if (IsVolumeStagingName(name)) {
       report_volume_staging(EntryRef(name));
@@ -353,11 +372,15 @@ void CacheImpl::GcLeftovers(bool dry_run, std::vector<EvictAction>* actions) {
         if (now_named) continue;
         auto own = CheckOwnership(*backend_, EntryRef(name), kMarkEntry, nullptr);
         if (!own.exists) continue;
-        if (!own.ours) {
+        // A fill killed before its fetch ended left an unmarked object: the cache's if the
+        // pool's record of fills names it (recorded before the object was made).
+        const bool recorded_fill = !own.marked && fills.count(name) > 0;
+        if (!own.ours && !recorded_fill) {
           LeaveAlone(name, own.why, actions);
           continue;
         }
         RemoveLeftObject(EntryRef(name));
+        if (fills.count(name)) ForgetFill(name);
         if (!live_names.count(*key)) locks.Discard();
         actions->push_back({"gc", "", name, 0, "staging object of a fill that did not finish",
                             true});
@@ -537,6 +560,7 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
   // One pass per pool across every host that shares it (a RADOS lock with a lease on RBD:
   // a killed host's lock runs out by itself).
   auto pool_pass_lock = LockPass(std::chrono::milliseconds(0));
+  Failpoint(kPassLockedFailpoint);
   EvictReport report;
   auto measure = [&](uint64_t* count, uint64_t* bytes, uint64_t* pinned) {
     *count = 0;

@@ -33,6 +33,9 @@ inline constexpr std::array<std::string_view, 4> kCreateFailpoints = {
 // The miss path with its image locks held and nothing recorded yet (no row, no object).
 inline constexpr const char* kFillLockedFailpoint = "after_lock";
 
+// The eviction pass holding the pool's pass lock, before it does anything.
+inline constexpr const char* kPassLockedFailpoint = "pass_locked";
+
 inline constexpr const char* kFailpointEnv = "CACHEMGR_FAILPOINT";
 
 // Aborts the process if $CACHEMGR_FAILPOINT names `step`; stops it there (until it is

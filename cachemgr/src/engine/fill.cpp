@@ -302,7 +302,15 @@ index::EntryRow CacheImpl::Fill(const source::ImageMeta& meta, const ProgressFn&
   Failpoint("after_insert_row");
 
   FillGuard guard(
-      *backend_, [&] { WithIndex([&](index::Index& ix) { ix.DeleteEntry(row.id); }); }, log_);
+      *backend_,
+      [&] {
+        WithIndex([&](index::Index& ix) { ix.DeleteEntry(row.id); });
+        ShareFill(staging, false);
+      },
+      log_);
+  // The pool's intent record too: if this host dies, another host's pass knows the staging
+  // object (unmarked until the fetch ends) is the cache's, and removes it.
+  ShareFill(staging, true);
   guard.Track(staging_ref);
 
   std::optional<source::RbdLocation> direct;
@@ -384,6 +392,7 @@ index::EntryRow CacheImpl::Fill(const source::ImageMeta& meta, const ProgressFn&
   Failpoint("before_ready");
   WithIndex([&](index::Index& ix) { ix.UpdateEntry(row); });
   guard.Commit();
+  ShareFill(staging, false);
   Failpoint("after_ready");
   log_->info("cached image={} entry={} bytes={} depth={}", meta.id, final_name,
              row.virtual_size, row.depth);

@@ -10,7 +10,10 @@
 //             evicted while clones still read them, kept in the trash until any host's
 //             pass finds their clones gone and purges them.
 //   totals    the last pass's pool-wide figures (entries, bytes, pinned_bytes, at, host).
-//   hosts     host id -> "<unix seconds> <what>": when each host last ran a pass or filled.
+//   fills     staging name -> "<unix seconds> <host>": fills in progress, recorded before
+//             their staging object is made; a dead host's staging object is the cache's by
+//             this record (it carries no mark until its fetch ends), and any pass removes it.
+//   hosts     host id -> "<unix seconds> <what>": when each host last ran a pass.
 // Only one pass runs per pool at a time (the backend lock "eviction-pass", a RADOS lock
 // with a lease on RBD): before it enforces the limits it reconciles, so the limits and
 // the LRU order are the pool's, not this host's.
@@ -31,6 +34,7 @@ constexpr const char* kUses = "uses";
 constexpr const char* kDeferred = "deferred";
 constexpr const char* kTotals = "totals";
 constexpr const char* kHosts = "hosts";
+constexpr const char* kFills = "fills";
 constexpr const char* kPassLock = "eviction-pass";
 // A hit tells the other hosts of a use at most this often per entry.
 constexpr int64_t kShareEverySeconds = 60;
@@ -82,6 +86,26 @@ void CacheImpl::ShareDeferred(const index::EntryRow& row, uint64_t bytes) {
   backend_->WriteTable(kDeferred, {{Sha1Hex(row.identity), row.cache_name + " " + row.identity +
                                                                " " + row.image_id + " " +
                                                                std::to_string(bytes)}});
+}
+
+void CacheImpl::ShareFill(const std::string& staging, bool started) {
+  if (started) {
+    // Before the object exists: without the record a dead fill's object is no one's.
+    backend_->WriteTable(kFills, {{staging, std::to_string(NowSeconds()) + " " + host_id_}});
+    return;
+  }
+  try {
+    backend_->WriteTable(kFills, {}, {staging});
+  } catch (const Error& e) {
+    log_->warn("fill record not removed (the pass removes it) staging={} error={}", staging,
+               e.what());
+  }
+}
+
+std::map<std::string, std::string> CacheImpl::SharedFills() { return backend_->ReadTable(kFills); }
+
+void CacheImpl::ForgetFill(const std::string& staging) {
+  backend_->WriteTable(kFills, {}, {staging});
 }
 
 std::map<std::string, std::string> CacheImpl::SharedDeferred() {
