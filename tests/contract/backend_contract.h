@@ -769,3 +769,5 @@ TEST_CASE("contract: locks are exclusive until released") {
 }
 
 }  // namespace cachemgr::contract
+
+#include "shared_contract.h"  // IWYU pragma: export

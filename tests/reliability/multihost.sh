@@ -19,10 +19,11 @@ new_cache "$WORK/shared" "$backend" 2
 SHARED_IMAGES=$IMAGES
 SHARED_ROOT=$ROOT
 
-# host_config NAME MAX_COUNT: a config for host NAME on the shared pool/root; sets
-# CFG_<NAME> and IDX_<NAME>.
+# host_config NAME MAX_COUNT [SHARE_S]: a config for host NAME on the shared pool/root
+# (cache.share_use_interval_s SHARE_S, default 0: every hit tells the pool, as the LRU
+# case orders uses seconds apart); sets CFG_<NAME> and IDX_<NAME>.
 host_config() {
-  local name=$1 max=$2 dir=$WORK/host-$1
+  local name=$1 max=$2 share=${3:-0} dir=$WORK/host-$1
   mkdir -p "$dir/conv"
   IDX=$dir/index.db
   CONV=$dir/conv
@@ -30,6 +31,7 @@ host_config() {
   IMAGES=$SHARED_IMAGES
   write_config "$dir/cachemgr.yaml" "$max"
   echo "host_id: $name" >>"$dir/cachemgr.yaml"
+  sed -i "s/^cache:$/cache:\n  share_use_interval_s: $share/" "$dir/cachemgr.yaml"
   printf -v "CFG_$name" '%s' "$dir/cachemgr.yaml"
   printf -v "IDX_$name" '%s' "$IDX"
 }
@@ -56,6 +58,15 @@ staging_objects() {
   fi
 }
 entry_of() { printf '%s' "$1" | sha1sum | cut -c1-40; }
+# shared_use ENTRY: the pool's record of the entry's last use ("<seconds> <host>").
+shared_use() {
+  if [[ $BACKEND == rbd ]]; then
+    timeout 30 rados --conf "$CEPH_CONF" -p "$POOL" -N cachemgr-locks getomapval \
+      cachemgr.table.uses "$1" /dev/stdout 2>/dev/null
+  else
+    cat "$SHARED_ROOT/.state/uses/$1" 2>/dev/null
+  fi
+}
 IMAGES=$SHARED_IMAGES
 
 for h in a b c; do host_config "$h" 2; done
@@ -103,7 +114,6 @@ on b evict >/dev/null
 rc=$?
 n=$(entry_objects | wc -l)
 bad=""
-for v in v1-b1 v1-a1 v1-b2 v1-b3 v2-a v2-b v2-c; do :; done
 read_back v2-a "${img[2]}" || bad+=" v2-a"
 read_back v2-b "${img[3]}" || bad+=" v2-b"
 read_back v2-c "${img[4]}" || bad+=" v2-c"
@@ -224,4 +234,22 @@ else
   record "A killed (SIGKILL) mid-fill; B creates the image, then B's pass" "$backend" \
     "ready through B within the lease plus one fill; no staging object left" \
     "exit $rc (plan $plan) in ${took} s; left: $left; $(last_err)" 1
+fi
+
+# ---- 6. the hit path's cluster writes: one use record per interval, not one per hit
+host_config d 2 60
+six=$(new_uuid)
+make_image "$six" raw 8 2
+on d create "$six" v6-d1 >/dev/null || record "setup: d creates" "$backend" "exit 0" "$(last_err)" 1
+first=$(shared_use "$(entry_of "$six")")
+sleep 1.2
+on d create "$six" v6-d2 >/dev/null
+on d create "$six" v6-d3 >/dev/null
+second=$(shared_use "$(entry_of "$six")")
+if [[ -n $first && $first == "$second" && $first == *" d" ]]; then
+  record "three creates within share_use_interval_s (60 s) on one host" "$backend" \
+    "the pool's use record written once (by the first)" "'$first' unchanged" 0
+else
+  record "three creates within share_use_interval_s (60 s) on one host" "$backend" \
+    "the pool's use record written once (by the first)" "first '$first', then '$second'" 1
 fi

@@ -85,6 +85,8 @@ TEST_CASE("defaults when keys are absent") {
     CHECK(o.cache.max_clone_depth == 5);
     CHECK(o.cache.size_accounting == SizeAccounting::kProvisioned);
     CHECK(o.cache.source_check_interval_s == 60);
+    CHECK(o.cache.share_use_interval_s == 60);
+    CHECK(o.host_id.empty());
     CHECK(o.log.level == "info");
   }
 }
@@ -127,6 +129,8 @@ cache:
   size_accounting: allocated
   stale_on_updated_at: true
   source_check_interval_s: 0
+  share_use_interval_s: 5
+host_id: node-7.rack2
 conversion:
   dir: /srv/conv
   max_virtual_size_gb: 64
@@ -169,6 +173,8 @@ log:
   CHECK(o.cache.size_accounting == SizeAccounting::kAllocated);
   CHECK(o.cache.stale_on_updated_at);
   CHECK(o.cache.source_check_interval_s == 0);
+  CHECK(o.cache.share_use_interval_s == 5);
+  CHECK(o.host_id == "node-7.rack2");
   CHECK(o.conversion.dir == "/srv/conv");
   CHECK(o.conversion.max_virtual_size_gb == doctest::Approx(64));
   CHECK(o.conversion.qemu_img == "/usr/local/bin/qemu-img");
@@ -701,4 +707,15 @@ TEST_CASE("clouds.yaml: every spelling of verify off is refused; only secret fil
   std::filesystem::remove(clouds);
   std::filesystem::create_directory(clouds);
   CHECK(ConfigError(head).find("not a regular file (a directory)") != std::string::npos);
+}
+
+TEST_CASE("host_id: names a host in locks and records; anything else is refused") {
+  CHECK(ParseConfig("host_id: compute-01\n", "t.yaml").host_id == "compute-01");
+  for (const char* bad : {"host_id: \"a b\"\n", "host_id: \"a:b\"\n", "host_id: \"../x\"\n",
+                          "host_id: \"-x\"\n", "host_id: \".x\"\n", "host_id: [a]\n"}) {
+    CAPTURE(bad);
+    CHECK(ConfigError(bad).find("host_id") != std::string::npos);
+  }
+  CHECK(ConfigError("host_id: " + std::string(65, 'h') + "\n").find("host_id") !=
+        std::string::npos);
 }

@@ -137,6 +137,9 @@ struct CacheOptions {
   // A hit re-asks the source whether the entry is still current at most this often per
   // entry (seconds; 0 = on every hit). The eviction pass checks every entry regardless.
   uint32_t source_check_interval_s = 60;
+  // Hosts sharing a pool: a hit tells the others of its use of an entry at most this often
+  // (seconds; 0 = on every hit), so the pool-wide LRU order is this coarse.
+  uint32_t share_use_interval_s = 60;
 };
 
 struct ConversionOptions {

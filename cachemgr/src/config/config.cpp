@@ -455,7 +455,9 @@ class Parser {
           }},
          {"stale_on_updated_at", [&](auto& v, auto& p) { c.stale_on_updated_at = Bool(v, p); }},
          {"source_check_interval_s",
-          [&](auto& v, auto& p) { c.source_check_interval_s = Integer<uint32_t>(v, p); }}});
+          [&](auto& v, auto& p) { c.source_check_interval_s = Integer<uint32_t>(v, p); }},
+         {"share_use_interval_s",
+          [&](auto& v, auto& p) { c.share_use_interval_s = Integer<uint32_t>(v, p); }}});
     const std::pair<const char*, const char*> aliases[] = {
         {"image_volume_cache_max_size_gb", "max_size_gb"},
         {"image_volume_cache_max_count", "max_count"},

@@ -1,5 +1,7 @@
 // verify, rebuild-index, doctor and the source listing.
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -252,6 +254,20 @@ std::vector<Check> CacheImpl::Doctor() {
   run("backend", "check the backend section: ceph.conf, keyring, pool or root", [&] {
     auto n = backend_->List(backend_->entry_pool()).size();
     return backend_kind_ + " " + location_ + ": reachable, " + std::to_string(n) + " image(s)";
+  });
+  run("hosts", "check that the backend's lock namespace is writable by this client", [&] {
+    // The hosts sharing this pool (or root) and the last pass any of them ran.
+    const auto totals = ReadTotals();
+    std::string hosts;
+    for (const auto& [host, at] : totals.hosts) {
+      hosts += (hosts.empty() ? "" : ", ") + host + " (last pass " +
+               std::to_string(std::max<int64_t>(0, NowSeconds() - at)) + " s ago)";
+    }
+    return "this host is " + host_id_ + "; " +
+           (hosts.empty() ? std::string("no eviction pass has run on ") + location_ + " yet"
+                          : "hosts that ran passes on " + location_ + ": " + hosts +
+                                "; pool-wide " + std::to_string(totals.entries) +
+                                " entries at the last pass, by " + totals.host);
   });
   run("leftovers", "run `cachemgr evict`: it removes what a dead fill or create left", [&] {
     std::vector<EvictAction> found;

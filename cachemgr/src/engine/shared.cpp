@@ -5,7 +5,8 @@
 // protected snapshot); the index only remembers it. Beside the images, small tables
 // (Backend::ReadTable/WriteTable) hold what no image can:
 //   uses      entry name -> "<unix seconds> <host>": the entry's last use by any host,
-//             written by a hit at most once a minute per host (coarse on purpose).
+//             written by a hit at most once per cache.share_use_interval_s (a
+//             minute by default) per host: coarse on purpose.
 //   deferred  sha1(identity) -> "<entry name> <identity> <image id> <bytes>": entries
 //             evicted while clones still read them, kept in the trash until any host's
 //             pass finds their clones gone and purges them.
@@ -36,8 +37,6 @@ constexpr const char* kTotals = "totals";
 constexpr const char* kHosts = "hosts";
 constexpr const char* kFills = "fills";
 constexpr const char* kPassLock = "eviction-pass";
-// A hit tells the other hosts of a use at most this often per entry.
-constexpr int64_t kShareEverySeconds = 60;
 constexpr auto kReconcileLockWait = std::chrono::milliseconds(200);
 
 int64_t LeadingSeconds(const std::string& value) {
@@ -68,7 +67,8 @@ std::unique_ptr<storage::Lock> CacheImpl::LockPass(std::chrono::milliseconds wai
 }
 
 void CacheImpl::ShareUse(const index::EntryRow& row, int64_t now) {
-  if (row.shared_at != 0 && now >= row.shared_at && now - row.shared_at < kShareEverySeconds) {
+  const int64_t every = options_.cache.share_use_interval_s;
+  if (row.shared_at != 0 && now >= row.shared_at && now - row.shared_at < every) {
     return;
   }
   try {

@@ -134,9 +134,19 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
           result.wait = ensured.wait;
         }
       } catch (const Error& e) {
-        // The entry was evicted between the lookup and the clone: look again.
+        // The entry was evicted between the lookup and the clone: look again. A row still
+        // ready names an entry another host left half-evicted (its snapshot gone): the
+        // row goes, and the next attempt adopts or fills the image under its locks.
         if (e.code() == Errc::kNotFound && attempt < 2 && !backend_->Exists(staging)) {
           log_->info("entry vanished during clone, retrying image={}", request.image_id);
+          if (row && row->state == index::State::kReady) {
+            WithIndex([&](index::Index& ix) {
+              auto still = ix.GetEntry(row->id);
+              if (still && !still->pinned && still->state == index::State::kReady) {
+                ix.DeleteEntry(row->id);
+              }
+            });
+          }
           continue;
         }
         throw;
