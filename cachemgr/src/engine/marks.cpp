@@ -1,5 +1,7 @@
 #include "engine/marks.h"
 
+#include <map>
+
 #include "cachemgr/error.h"
 
 namespace cachemgr::engine {
@@ -19,8 +21,16 @@ Ownership CheckOwnership(storage::Backend& backend, const storage::ImageRef& ref
     if (e.code() == Errc::kNotFound) return out;
     throw;
   }
+  std::map<std::string, std::string> metadata;
+  try {
+    metadata = backend.GetMetadata(ref);
+  } catch (const Error& e) {
+    // Renamed or removed since its identity was read (another host's create or pass
+    // moving it along): nothing is at the name now.
+    if (e.code() == Errc::kNotFound) return Ownership{};
+    throw;
+  }
   out.exists = true;
-  const auto metadata = backend.GetMetadata(ref);
   auto it = metadata.find(kMetaMark);
   const std::string mark = it == metadata.end() ? "" : it->second;
   const std::string where = ref.pool + "/" + ref.name;
