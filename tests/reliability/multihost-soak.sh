@@ -196,18 +196,6 @@ else
     "$detail; $fails failures: $(head -n 3 "$L/fail" 2>/dev/null | tr '\n' ';')" 1
 fi
 
-# --- the end: every volume deleted (by the host that made it), then a final pass
-# (each host deletes its own, the three at once)
-for h in $(seq 1 $hosts); do
-  for vol in $(cat "$L"/alive-"$h"-* 2>/dev/null); do
-    "$CACHEMGR_BIN" --config "$(cfg "$h")" delete "$vol" >/dev/null 2>"$L/final-delete-$h.err" ||
-      echo "final delete $vol on host $h: $(err_line "$L/final-delete-$h.err")" >>"$L/final-fail"
-  done &
-done
-wait
-dfail=$(count "$L/final-fail")
-(( dfail == 0 )) || log "$(cat "$L/final-fail")"
-left_vols=$(rbd_cmd ls "$SPEC" 2>/dev/null | grep -cvE '^[0-9a-f]{40}$')
 # evict_until_done H: a pass on host H, retried while another pass holds the lock.
 evict_until_done() {
   local rc i
@@ -220,11 +208,37 @@ evict_until_done() {
   (( rc == 0 )) || log "final evict on host $1: exit $rc: $(err_line "$L/final-evict.err")"
   return "$rc"
 }
+entry_images() { rbd_cmd ls "$SPEC" 2>/dev/null | grep -E '^[0-9a-f]{40}$' | sort; }
+
+# --- a pass right after the loops, their last volumes still there: entries with clones
+# beyond the limit go to the trash, at most max_count stay.
+efail=0 pass_note=""
+evict_until_done 1 || { efail=1; pass_note="; the pass failed"; }
+n_live=$(entry_images | grep -c .)
+n_trash=$(rbd_cmd trash ls --all "$SPEC" 2>/dev/null | grep -c .)
+n_vols=$(rbd_cmd ls "$SPEC" 2>/dev/null | grep -cvE '^[0-9a-f]{40}$')
+record "multi-host soak: limits after a final pass, volumes still there" rbd \
+  "<= $max_count entry images in the pool (the trash holds the evicted ones with clones)" \
+  "$n_live entry images, $n_trash in the trash, $n_vols volumes$pass_note" \
+  "$(( n_live > max_count || efail ))"
+
+# --- the end: every volume deleted (by the host that made it), then a final pass
+# (each host deletes its own, the three at once)
+for h in $(seq 1 $hosts); do
+  for vol in $(cat "$L"/alive-"$h"-* 2>/dev/null); do
+    "$CACHEMGR_BIN" --config "$(cfg "$h")" delete "$vol" >/dev/null 2>"$L/final-delete-$h.err" ||
+      echo "final delete $vol on host $h: $(err_line "$L/final-delete-$h.err")" >>"$L/final-fail"
+  done &
+done
+wait
+dfail=$(count "$L/final-fail")
+(( dfail == 0 )) || log "$(cat "$L/final-fail")"
+left_vols=$(rbd_cmd ls "$SPEC" 2>/dev/null | grep -cvE '^[0-9a-f]{40}$')
 # The final pass, then one on every host so that each index is reconciled with the pool.
 efail=0
 for h in 1 $(seq 1 $hosts); do evict_until_done "$h" || efail=$((efail + 1)); done
 
-entries=$(rbd_cmd ls "$SPEC" 2>/dev/null | grep -E '^[0-9a-f]{40}$' | sort)
+entries=$(entry_images)
 n_entries=$(grep -c . <<<"$entries")
 trash=$(rbd_cmd trash ls --all "$SPEC" 2>/dev/null)
 n_trash=$(grep -c . <<<"$trash")
