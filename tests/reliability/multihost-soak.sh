@@ -223,12 +223,14 @@ record "multi-host soak: limits after a final pass, volumes still there" rbd \
   "$(( n_live > max_count || efail ))"
 
 # --- the end: every volume deleted (by the host that made it), then a final pass
-# (each host deletes its own, the three at once)
+# (each host deletes its own, every worker's at once)
 for h in $(seq 1 $hosts); do
-  for vol in $(cat "$L"/alive-"$h"-* 2>/dev/null); do
-    "$CACHEMGR_BIN" --config "$(cfg "$h")" delete "$vol" >/dev/null 2>"$L/final-delete-$h.err" ||
-      echo "final delete $vol on host $h: $(err_line "$L/final-delete-$h.err")" >>"$L/final-fail"
-  done &
+  for w in $(seq 1 "$workers"); do
+    for vol in $(cat "$L/alive-$h-$w" 2>/dev/null); do
+      "$CACHEMGR_BIN" --config "$(cfg "$h")" delete "$vol" >/dev/null 2>"$L/final-delete-$h-$w.err" ||
+        echo "final delete $vol on host $h: $(err_line "$L/final-delete-$h-$w.err")" >>"$L/final-fail"
+    done &
+  done
 done
 wait
 dfail=$(count "$L/final-fail")
