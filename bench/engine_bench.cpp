@@ -8,17 +8,26 @@
 //                                                        process whose peak RSS is read
 //   bench_engine flight   --concurrency K                K concurrent CreateVolume, cold
 //   bench_engine serial   --count K                      one miss, then K hits, in turn
+//   bench_engine hosts    --hosts H --concurrency K      H processes, each a host of its
+//                         --count N                      own (host_id, index, conversion
+//                                                        dir) on the same pool, K threads
+//                                                        each: N volumes in all from one
+//                                                        cached entry (volumes/s)
 // Common: --backend rbd|local --image ID --endpoint URL --index PATH --work DIR
 //         rbd: --conf C --pool P [--namespace NS]; local: --root DIR
 //         --scenario NAME (series scenario) --out FILE
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/spdlog.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <mutex>
 #include <thread>
 
@@ -219,6 +228,125 @@ int Serial(const Args& args, Results& results) {
   return 0;
 }
 
+
+double SteadyMs(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(t.time_since_epoch()).count();
+}
+
+// Hosts sharing one pool: `hosts` processes, each a host of its own (host_id, index and
+// the lock folder beside it, conversion dir) with its own cluster connection, each
+// making its share of `count` volumes from one cached entry on `concurrency` threads.
+// Every host first connects and warms (the first fills the entry, the others adopt it),
+// then all start at once; the window runs from the first start to the last volume (the
+// steady clock is the machine's, so the hosts' times compare).
+int Hosts(const Args& args, Results& results) {
+  const long hosts = args.GetInt("hosts", 3), concurrency = args.GetInt("concurrency", 8);
+  const long count = args.GetInt("count", 240);
+  const std::string image = args.Get("image"), out = args.Get("out"), tag = UniqueTag();
+  const std::filesystem::path index = args.Get("index");
+  struct Child {
+    pid_t pid;
+    int ready;  // the host writes a byte once warm
+    int go;     // the parent writes a byte to start them all (EOF: give up)
+    std::string file;
+  };
+  std::vector<Child> children;
+  for (long h = 1; h <= hosts; ++h) {
+    int ready[2], go[2];
+    if (pipe(ready) != 0 || pipe(go) != 0) throw std::runtime_error("pipe failed");
+    const long share = count / hosts + (h <= count % hosts ? 1 : 0);
+    const std::string file = out + ".host" + std::to_string(h);
+    std::cout.flush();
+    std::cerr.flush();
+    const pid_t pid = fork();
+    if (pid < 0) throw std::runtime_error("fork failed");
+    if (pid == 0) {
+      close(ready[0]);
+      close(go[1]);
+      for (const auto& c : children) {
+        close(c.ready);
+        close(c.go);
+      }
+      int code = 1;
+      try {
+        const std::string host = "bench-h" + std::to_string(h);
+        Options o = MakeOptions(args);
+        o.host_id = host;
+        const auto dir = index.parent_path() / (index.stem().string() + "-" + host);
+        std::filesystem::create_directories(dir);
+        o.index = (dir / index.filename()).string();
+        o.conversion.dir = args.Get("work") + "/" + host + "/conversion";
+        std::filesystem::create_directories(o.conversion.dir);
+        auto cache = Cache::Open(o, MakeLogger(args));
+        const std::string prefix = "hosts-" + tag + "-h" + std::to_string(h);
+        Warm(*cache, image, prefix);
+        char c = 'r';
+        if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1) {
+          throw std::runtime_error("no start signal");
+        }
+        const double start_ms = SteadyMs(Clock::now());
+        auto b = RunBurst(*cache, image, prefix, share, concurrency);
+        const double end_ms = SteadyMs(Clock::now());
+        for (const auto& r : b.results) Expect(r, Plan::kClone);
+        nlohmann::json j = {{"start_ms", start_ms}, {"end_ms", end_ms}, {"volume_ms", b.latencies}};
+        std::ofstream(file) << j.dump();
+        code = 0;
+      } catch (const std::exception& e) {
+        std::cerr << "bench_engine hosts: host " << h << ": " << e.what() << "\n";
+      }
+      std::cout.flush();
+      std::cerr.flush();
+      _exit(code);
+    }
+    close(ready[1]);
+    close(go[0]);
+    children.push_back({pid, ready[0], go[1], file});
+  }
+  bool all_ready = true;
+  for (const auto& c : children) {
+    char ch = 0;
+    all_ready = all_ready && read(c.ready, &ch, 1) == 1;
+  }
+  if (all_ready) {
+    for (const auto& c : children) {
+      const char ch = 'g';
+      all_ready = all_ready && write(c.go, &ch, 1) == 1;
+    }
+  }
+  for (const auto& c : children) {
+    close(c.ready);
+    close(c.go);
+  }
+  int failed = 0;
+  for (const auto& c : children) {
+    int status = 0;
+    if (waitpid(c.pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      ++failed;
+    }
+  }
+  if (!all_ready || failed > 0) {
+    throw std::runtime_error(std::to_string(failed) + " of " + std::to_string(hosts) +
+                             " hosts failed");
+  }
+  double first = std::numeric_limits<double>::max(), last = 0;
+  std::vector<double> latencies;
+  for (const auto& c : children) {
+    auto j = nlohmann::json::parse(std::ifstream(c.file));
+    std::filesystem::remove(c.file);
+    first = std::min(first, j["start_ms"].get<double>());
+    last = std::max(last, j["end_ms"].get<double>());
+    for (double ms : j["volume_ms"]) latencies.push_back(ms);
+  }
+  const double window = last - first;
+  Series s{args.Get("scenario", "hosts"),
+           "engine " + std::to_string(hosts) + "x" + std::to_string(concurrency), "volumes/s",
+           {static_cast<double>(count) * 1000.0 / window}, {}};
+  s.extra = {{"count", count}, {"hosts", hosts}, {"concurrency", concurrency},
+             {"total_ms", {window}}, {"volume_ms", latencies}};
+  results.Add(std::move(s));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -237,6 +365,8 @@ int main(int argc, char** argv) try {
     rc = Flight(args, results);
   } else if (cmd == "serial") {
     rc = Serial(args, results);
+  } else if (cmd == "hosts") {
+    rc = Hosts(args, results);
   } else {
     throw std::runtime_error("unknown command " + cmd);
   }

@@ -5,7 +5,9 @@
 // engine can go below.
 //
 //   bench_rbd_floor --conf C --pool P --parent IMG --snap S --count N
-//                   [--concurrency K] [--scenario hit] [--name floor] --out FILE
+//                   [--concurrency K] [--scenario hit] [--name floor] [--rate 1] --out FILE
+// --rate 1: the series is the run's volumes/s (one sample; runs of the same series add
+// up to several), the clone latencies go to extra.volume_ms.
 #include <rados/librados.h>
 #include <rbd/librbd.h>
 
@@ -84,11 +86,19 @@ int main(int argc, char** argv) try {
   if (!error.empty()) throw std::runtime_error(error);
 
   Results results;
+  const double per_s = static_cast<double>(count) * 1000.0 / total_ms;
   Series s{args.Get("scenario", "hit"), args.Get("name", "floor"), "ms", latencies, {}};
   s.extra["concurrency"] = concurrency;
   s.extra["count"] = count;
   s.extra["total_ms"] = total_ms;
-  s.extra["volumes_per_s"] = static_cast<double>(count) * 1000.0 / total_ms;
+  s.extra["volumes_per_s"] = per_s;
+  if (args.GetInt("rate", 0) != 0) {
+    s.unit = "volumes/s";
+    s.samples = {per_s};
+    s.extra["total_ms"] = std::vector<double>{total_ms};
+    s.extra["volume_ms"] = latencies;
+    s.extra.erase("volumes_per_s");
+  }
   results.Add(std::move(s));
   results.Write(args.Get("out", "-"));
   return 0;

@@ -105,6 +105,18 @@ def build(series):
         t.goal("burst c%d: engine volumes/s" % c, extra(e, "volumes_per_s") if e else None,
                100, ">=", " vol/s")
 
+    # --- hosts sharing a pool (volumes/s: one sample per run)
+    he, hf = g("hosts", "engine 3x8"), g("hosts", "floor c24")
+    for s, label in ((he, "engine: 3 hosts (own host_id and index, one pool) x 8 threads, one cached image"),
+                     (hf, "librbd floor: 24 concurrent rbd_clone3")):
+        if s:
+            t.row("hosts", label, s["p50"], s["p90"], "volumes/s",
+                  "median of %d runs of %s volumes; per volume p50 %s ms" % (
+                      s["n"], extra(s, "count"), fmt(pct(extra(s, "volume_ms") or [], 50))))
+    if he and hf:
+        t.row("hosts", "engine / librbd floor at 24 concurrent volumes", ratio(p50(he), p50(hf)),
+              float("nan"), "x", "medians of the same run; runs alternate which side goes first")
+
     # --- miss
     labels = sorted({name.split(" ", 1)[1] for (sc, name) in series if sc == "miss"})
     for label in labels:

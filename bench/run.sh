@@ -10,8 +10,9 @@
 #   BENCH_RUN_DIR   scratch dir for the cluster, Glance, images (default: $BUILD/bench-run)
 #   BENCH_RESULTS   where latest.json/png go (default: bench/results)
 #   BENCH_ONLY      space-separated scenarios to run (default: all):
-#                   hit burst miss rss flight index local import digest
+#                   hit burst hosts miss rss flight index local import digest
 #   BENCH_REPS      repetitions of each single-flight and import run (default: 3)
+#   BENCH_HOSTS_REPS runs of each side of the hosts scenario, alternating (default: 5)
 #   BENCH_MISS_REPS repetitions of each miss, engine and Cinder alternating (default: 2)
 #   BENCH_QUICK=1   fewer samples everywhere (a smoke run; its numbers are not the record)
 set -euo pipefail
@@ -21,16 +22,19 @@ build=$(cd "${BUILD:-build}" 2>/dev/null && pwd) || { echo "bench: no build dir 
 bin=$build/bench
 run=${BENCH_RUN_DIR:-$build/bench-run}
 results=${BENCH_RESULTS:-$repo/bench/results}
-only=${BENCH_ONLY:-hit burst miss rss flight index local import digest}
+only=${BENCH_ONLY:-hit burst hosts miss rss flight index local import digest}
 reps=${BENCH_REPS:-3}
 miss_reps=${BENCH_MISS_REPS:-2}
+hosts_reps=${BENCH_HOSTS_REPS:-5}
 quick=${BENCH_QUICK:-0}
 py=/usr/bin/python3  # Debian's python: it has the rbd and rados modules
 
 if [[ $quick == 1 ]]; then
   n_hit=30; n_cinder=5; n_burst=100; n_local=50; n_index=20000; reps=${BENCH_REPS:-1}; miss_reps=${BENCH_MISS_REPS:-1}
+  n_hosts=120
 else
   n_hit=200; n_cinder=15; n_burst=500; n_local=100; n_index=100000
+  n_hosts=240
 fi
 
 started=$(date +%s)
@@ -129,7 +133,7 @@ if want miss; then
   add_image qcow2-dense qcow2 "$img/qcow2-dense.qcow2"
   rm -f "$img/qcow2-dense.qcow2"
 fi
-if want miss || want local || want flight || want hit || want burst || want rss; then
+if want miss || want local || want flight || want hit || want burst || want hosts || want rss; then
   qemu-img convert -f raw -O qcow2 "$img/raw-sparse.raw" "$img/qcow2-sparse.qcow2"
   add_image qcow2-sparse qcow2 "$img/qcow2-sparse.qcow2"
 fi
@@ -156,7 +160,7 @@ purge() { $py "$repo/bench/purge.py" --conf "$conf" --pool volumes --namespace "
   >>"$run/logs/steps.log" 2>&1 || log "purge of namespace $1 left images behind"; }
 
 # ---------------------------------------------------------------- hit
-if want hit || want burst; then
+if want hit || want burst || want hosts; then
   # The floor's parent and Cinder's cache volume: plain images in the default namespace.
   rbd_cmd create --size 1G volumes/bench-parent
   rbd_cmd snap create volumes/bench-parent@snap >/dev/null 2>&1
@@ -189,6 +193,30 @@ if want burst; then
 fi
 # The hot namespace is not purged: its clones hold no data, and removing ~2,000 of them
 # one by one would cost minutes of the time budget.
+
+# ---------------------------------------------------------------- hosts sharing a pool
+# Three hosts (processes with their own host_id, index and conversion dir, one pool) x 8
+# threads making volumes from one cached image, against the librbd floor at the same 24
+# concurrent clones; runs alternate which side goes first, each side a few seconds.
+# Namespace "hosts" keeps its clones (no data) like the hot one.
+if want hosts; then
+  log "hosts: 3 hosts x 8 threads vs the librbd floor at 24 clones, $hosts_reps runs each, $n_hosts volumes a run"
+  for rep in $(seq 1 "$hosts_reps"); do
+    sides="engine floor"
+    (( rep % 2 == 0 )) && sides="floor engine"
+    for side in $sides; do
+      if [[ $side == engine ]]; then
+        step "hosts engine 3x8 run $rep" 300 $(engine_rbd hosts hosts) \
+          --image "${image_id[qcow2-sparse]}" --hosts 3 --concurrency 8 --count $n_hosts \
+          --scenario hosts --out "$out/hosts-engine-$rep.json"
+      else
+        step "hosts floor c24 run $rep" 300 "$bin/bench_rbd_floor" --conf "$conf" --pool volumes \
+          --parent bench-parent --snap snap --count $n_hosts --concurrency 24 --rate 1 \
+          --scenario hosts --name "floor c24" --out "$out/hosts-floor-$rep.json"
+      fi
+    done
+  done
+fi
 
 # ---------------------------------------------------------------- miss and memory
 rss_arg=()
