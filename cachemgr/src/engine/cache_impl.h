@@ -154,7 +154,8 @@ class CacheImpl final : public Cache {
   void ForgetDeferred(const std::string& identity);
   // Brings this index in line with the pool: rows of entries another host evicted or
   // replaced are dropped (a replacement adopted), entries other hosts made are adopted,
-  // and last uses are merged both ways. Caller holds the pass lock.
+  // and last uses are merged both ways. Safe without the pass lock (each change is made
+  // under the image's locks); the pass runs it under that lock before the limits.
   void Reconcile(bool dry_run, std::vector<EvictAction>* actions);
   void PublishTotals(const EvictReport& report);
   PoolTotals ReadTotals();
