@@ -223,6 +223,11 @@ class Backend {
   // listing holds nothing else) or lock file (local: under <root>/.locks), held or not:
   // what a crashed holder left is found here and discarded by whoever takes it next.
   virtual std::vector<std::string> ListLocks() = 0;
+  // A folder on the storage itself where flock(2) excludes across every host that shares
+  // it (local: <root>/.locks), for the engine's shared/exclusive entry use locks; none
+  // where the storage keeps a clone safe by itself (RBD clone v2: the child attaches to
+  // the snapshot atomically, and an image with children goes to the trash).
+  virtual std::optional<std::filesystem::path> SharedLockDir() const { return std::nullopt; }
 
   // --- small records every host sharing this storage reads and writes
   // A table maps keys (ValidateName rules) to short values (at most 4 KiB). RBD: the omap

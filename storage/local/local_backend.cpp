@@ -1661,6 +1661,8 @@ std::unique_ptr<Lock> LocalBackend::AcquireLock(const std::string& key,
   }
 }
 
+std::optional<fs::path> LocalBackend::SharedLockDir() const { return impl_->root / ".locks"; }
+
 std::vector<std::string> LocalBackend::ListLocks() {
   std::vector<std::string> keys;
   std::error_code ec;

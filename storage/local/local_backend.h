@@ -104,6 +104,7 @@ class LocalBackend final : public Backend {
   // writer's flock is free (local_temporaries.cpp).
   std::vector<Leftover> SweepTemporaries(bool dry_run) override;
   std::vector<std::string> ListLocks() override;
+  std::optional<std::filesystem::path> SharedLockDir() const override;
   // local_tables.cpp
   std::map<std::string, std::string> ReadTable(const std::string& table) override;
   void WriteTable(const std::string& table, const std::map<std::string, std::string>& set,

@@ -251,8 +251,8 @@ std::vector<std::string> SplitCookie(const std::string& cookie) {
 }
 
 // Why the holder named by `cookie` is known to be gone, or nullopt when it may be
-// alive (another host, another PID namespace, a live process): then only its lease
-// frees the lock.
+// alive (another host, another boot, another PID namespace, a live process): then only
+// its lease frees the lock.
 // `self` is this process as its cookies name it (the configured host id, if any).
 std::optional<std::string> DeadHolderReason(const std::string& cookie, const Holder& self) {
   const auto parts = SplitCookie(cookie);
@@ -260,7 +260,9 @@ std::optional<std::string> DeadHolderReason(const std::string& cookie, const Hol
       self.pid_ns.empty()) {
     return std::nullopt;
   }
-  if (parts[1] != self.boot) return "host rebooted since";
+  // Another boot id: this host rebooted since, or another machine uses the same host id
+  // (cloned VMs share a hostname). Only the lease frees it: a live holder is never broken.
+  if (parts[1] != self.boot) return std::nullopt;
   if (parts[2] != self.pid_ns) return std::nullopt;
   long pid = 0;
   try {

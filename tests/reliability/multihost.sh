@@ -253,3 +253,42 @@ else
   record "three creates within share_use_interval_s (60 s) on one host" "$backend" \
     "the pool's use record written once (by the first)" "first '$first', then '$second'" 1
 fi
+
+# ---- 7. clones and evictions racing across hosts (max_count 1, three images)
+for h in e f g; do host_config "$h" 1; done
+race=()
+for i in 1 2 3; do race+=("$(new_uuid)"); make_image "${race[-1]}" raw 8 4; done
+racer() {  # racer HOST: creates until the deadline, one line per create: "rc volume image"
+  local h=$1 n=0 id cfg="CFG_$1"
+  while (( $(date +%s) < deadline )); do
+    id=${race[RANDOM % 3]}
+    n=$((n + 1))
+    "$CACHEMGR_BIN" --config "${!cfg}" create "$id" "r-$h-$n" >/dev/null 2>>"$WORK/race-$h.err"
+    echo "$? r-$h-$n $id"
+  done >"$WORK/race-$h.out"
+}
+evictor() {
+  local cfg="CFG_$1"
+  while (( $(date +%s) < deadline )); do
+    "$CACHEMGR_BIN" --config "${!cfg}" evict >/dev/null 2>&1
+    sleep 0.3
+  done
+}
+deadline=$(( $(date +%s) + 12 ))
+racer e & racer f & racer g & evictor e & evictor f &
+wait
+made=$(cat "$WORK"/race-*.out | wc -l)
+failed=$(awk '$1 != 0' "$WORK"/race-*.out | wc -l)
+unreadable=0
+while read -r rc vol id; do
+  (( rc == 0 )) || continue
+  read_back "$vol" "$id" || unreadable=$((unreadable + 1))
+done < <(cat "$WORK"/race-*.out)
+if (( made > 0 && failed == 0 && unreadable == 0 )); then
+  record "3 hosts create while 2 run passes (max_count 1), 12 s" "$backend" \
+    "no create fails; every volume reads back" "$made creates, 0 failed, all read back" 0
+else
+  record "3 hosts create while 2 run passes (max_count 1), 12 s" "$backend" \
+    "no create fails; every volume reads back" \
+    "$made creates, $failed failed ($(cat "$WORK"/race-*.err | grep -v '^$' | head -n 2 | tr '\n' ' ')), $unreadable unreadable" 1
+fi

@@ -99,6 +99,9 @@ class FaultyBackend final : public storage::Backend {
     return inner_->SweepTemporaries(dry_run);
   }
   std::vector<std::string> ListLocks() override { return inner_->ListLocks(); }
+  std::optional<std::filesystem::path> SharedLockDir() const override {
+    return inner_->SharedLockDir();
+  }
   std::map<std::string, std::string> ListIdentities(const std::string& pool) override {
     return inner_->ListIdentities(pool);
   }

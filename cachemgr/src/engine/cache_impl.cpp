@@ -93,6 +93,7 @@ CacheImpl::CacheImpl(Options options, std::shared_ptr<spdlog::logger> logger,
   if (ec) {
     throw Error(Errc::kIo, "lock dir " + lock_dir_.string() + ": " + ec.message());
   }
+  use_lock_dir_ = backend_->SharedLockDir().value_or(lock_dir_);
   backend_kind_ = backend_->kind();
   location_ = backend_->location();
   source_->SetDigestCache(MakeIndexDigestCache(index_mu_, *index_));

@@ -159,6 +159,9 @@ class CacheImpl final : public Cache {
   void Reconcile(bool dry_run, std::vector<EvictAction>* actions);
   void PublishTotals(const EvictReport& report);
   PoolTotals ReadTotals();
+  // Why this host's id looks shared with another machine (the pool's `hosts` table names
+  // another machine id for it), or "".
+  std::string HostIdClash();
 
   // --- eviction (evict.cpp)
   // Evicts one entry (removed, or deferred to the trash while it has clones). Takes the
@@ -201,6 +204,9 @@ class CacheImpl final : public Cache {
   std::mutex listed_mu_;
   std::map<std::string, source::ImageMeta> listed_;
   std::filesystem::path lock_dir_;
+  // Where entry use locks live: on the shared storage when the backend has such a folder
+  // (hosts sharing a local root exclude each other's clones and evictions), else lock_dir_.
+  std::filesystem::path use_lock_dir_;
   std::string owner_;
   std::string host_id_;  // Options::host_id, or the hostname
   std::string backend_kind_;

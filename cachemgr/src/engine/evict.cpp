@@ -88,7 +88,7 @@ EvictAction CacheImpl::EvictEntry(index::EntryRow row, const std::string& kind,
     if (!locked) locks = LockImage(row.cache_name, kPassLockWait);
     // Exclusive use lock: hits cloning the entry finish first, and later ones see it
     // no longer ready (they re-check the row under their shared lock).
-    use = FileLock::Acquire(UseLockPath(lock_dir_, row.cache_name),
+    use = FileLock::Acquire(UseLockPath(use_lock_dir_, row.cache_name),
                             locked ? kLockedUseWait : kPassLockWait,
                             "entry use lock " + row.cache_name);
   } catch (const Error& e) {
@@ -353,8 +353,10 @@ void CacheImpl::GcLeftovers(bool dry_run, std::vector<EvictAction>* actions) {
     if ((!key || live_names.count(name)) && !orphan_entry) continue;
     if (dry_run) {
       auto own = CheckOwnership(*backend_, EntryRef(name), kMarkEntry, nullptr);
-      if (own.exists && !own.ours) {
+      if (own.exists && !own.ours && !(key && !own.marked && fills.count(name))) {
         LeaveAlone(name, own.why, actions);
+      } else if (own.exists && !key && RowFromMetadata(name)) {
+        // A complete entry another host made: the pass adopts it, nothing to remove.
       } else if (own.exists) {
         actions->push_back(
             {"gc", "", name, 0, key ? "staging object" : "entry without a row", false});
@@ -492,7 +494,7 @@ void CacheImpl::PurgeDeferred(bool dry_run, std::vector<EvictAction>* actions) {
   // And those another host deferred (the pool's `deferred` table): any host purges them.
   const auto shared = SharedDeferred();
   auto recorded = [&](const storage::TrashEntry& t) {
-    if (!t.identity.empty()) {
+    if (!t.identity.empty() && IsEntryName(t.original.name)) {
       auto it = shared.find(Sha1Hex(t.identity));
       if (it != shared.end() && it->second.starts_with(t.original.name + " " + t.identity + " ")) {
         return true;

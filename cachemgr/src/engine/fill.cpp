@@ -442,7 +442,9 @@ std::optional<index::EntryRow> CacheImpl::RowFromMetadata(const std::string& nam
   } catch (...) {
     return std::nullopt;
   }
-  row.last_used = NowSeconds();
+  // Not "now": an adopted entry is as old as its last use the pool knows (the reconcile
+  // merges that in), else as its fill; adopting must not make it the most recent.
+  row.last_used = row.created_at;
   return row;
 }
 

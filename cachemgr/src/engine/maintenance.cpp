@@ -269,6 +269,13 @@ std::vector<Check> CacheImpl::Doctor() {
                                 "; pool-wide " + std::to_string(totals.entries) +
                                 " entries at the last pass, by " + totals.host);
   });
+  if (auto clash = HostIdClash(); !clash.empty()) {
+    checks.push_back({"host id", true, clash,
+                      "give every host sharing the pool its own host_id (cloned machines share "
+                      "a hostname): two hosts under one id wait out each other's lock leases "
+                      "and mix their records",
+                      true});
+  }
   run("leftovers", "run `cachemgr evict`: it removes what a dead fill or create left", [&] {
     std::vector<EvictAction> found;
     GcLeftovers(true, &found);

@@ -21,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <fstream>
 #include <set>
 #include <sstream>
 
@@ -45,6 +46,19 @@ int64_t LeadingSeconds(const std::string& value) {
   } catch (const std::exception&) {
     return 0;
   }
+}
+
+// What tells machines apart when two use one host id: /etc/machine-id, else the boot id.
+std::string MachineId() {
+  for (const char* path : {"/etc/machine-id", "/proc/sys/kernel/random/boot_id"}) {
+    std::ifstream in(path);
+    std::string id;
+    if (std::getline(in, id) && !id.empty()) {
+      id.erase(std::remove(id.begin(), id.end(), '-'), id.end());
+      return id;
+    }
+  }
+  return "unknown";
 }
 
 std::vector<std::string> Words(const std::string& s) {
@@ -175,6 +189,8 @@ void CacheImpl::Reconcile(bool dry_run, std::vector<EvictAction>* actions) {
   }
 
   // Last uses: each row takes the pool's latest; the pool learns this host's newer ones.
+  // A dry run changes nothing, the index included: it plans on this host's view.
+  if (dry_run) return;
   const auto uses = backend_->ReadTable(kUses);
   const int64_t now = NowSeconds();
   std::map<std::string, std::string> tell;
@@ -193,7 +209,6 @@ void CacheImpl::Reconcile(bool dry_run, std::vector<EvictAction>* actions) {
   for (const auto& [name, value] : uses) {
     if (!objects.count(name) && !rows.count(name)) forget.push_back(name);
   }
-  if (dry_run) return;
   backend_->WriteTable(kUses, tell, forget);
   WithIndex([&](index::Index& ix) {
     for (int64_t id : told) ix.SetShared(id, now);
@@ -213,10 +228,20 @@ void CacheImpl::PublishTotals(const EvictReport& report) {
                                    {"pinned_bytes", std::to_string(std::max(pinned, report.pinned_bytes))},
                                    {"at", now},
                                    {"host", host_id_}});
-    backend_->WriteTable(kHosts, {{host_id_, now + " pass"}});
+    backend_->WriteTable(kHosts, {{host_id_, now + " pass " + MachineId()}});
   } catch (const Error& e) {
     log_->warn("pool totals not written error={}", e.what());
   }
+}
+
+std::string CacheImpl::HostIdClash() {
+  const auto hosts = backend_->ReadTable(kHosts);
+  auto it = hosts.find(host_id_);
+  if (it == hosts.end()) return "";
+  const auto w = Words(it->second);
+  if (w.size() < 3 || w[2] == MachineId()) return "";
+  return "host id " + host_id_ + " was last used on " + location_ + " by another machine (" +
+         w[2] + ", this one is " + MachineId() + ")";
 }
 
 PoolTotals CacheImpl::ReadTotals() {

@@ -2,6 +2,8 @@
 #include <SQLiteCpp/Transaction.h>
 #include <spdlog/spdlog.h>
 
+#include <functional>
+
 #include "engine/cache_impl.h"
 #include "engine/failpoints.h"
 #include "engine/marks.h"
@@ -285,7 +287,7 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
   // which needs the image's exclusive locks.
   std::unique_ptr<FileLock> use;
   auto hold_entry = [&] {
-    use = FileLock::Acquire(UseLockPath(lock_dir_, entry.cache_name), std::chrono::minutes(5),
+    use = FileLock::Acquire(UseLockPath(use_lock_dir_, entry.cache_name), std::chrono::minutes(5),
                             "entry use lock " + entry.cache_name, FileLock::Mode::kShared);
     auto now = WithIndex([&](index::Index& ix) { return ix.GetEntry(entry.id); });
     if (!now || now->state != index::State::kReady || now->cache_name != entry.cache_name) {
@@ -293,12 +295,34 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
     }
     RequireEntryObject(*now);
   };
+  // A clone or copy refused because another host left the entry half-evicted (its snapshot
+  // unprotected or gone, that host killed midway) is the entry gone, not an error: the
+  // caller drops the row and adopts or fills the image under its locks.
+  auto from_entry = [&](const std::function<void()>& make) {
+    try {
+      make();
+    } catch (const Error& e) {
+      if (e.code() == Errc::kNotFound) throw;
+      bool intact = false;
+      try {
+        for (const auto& s : backend_->ListSnapshots(snap.image)) {
+          intact = intact || (s.name == snap.snap && s.is_protected);
+        }
+      } catch (const Error&) {
+      }
+      if (intact) throw;
+      log_->info("entry half-evicted by another host image={} entry={} error={}",
+                 entry.image_id, entry.cache_name, e.what());
+      throw Error(Errc::kNotFound, "entry of image " + entry.image_id +
+                                       ": its snapshot is no longer protected (being evicted)");
+    }
+  };
   Plan plan = Plan::kClone;
   switch (decision.plan) {
     case policy::ClonePlan::kClone:
       hold_entry();
       guard->Track(volume);
-      backend_->Clone(snap, volume);
+      from_entry([&] { backend_->Clone(snap, volume); });
       plan = Plan::kClone;
       break;
     case policy::ClonePlan::kCopy: {
@@ -310,7 +334,7 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
       }
       hold_entry();
       guard->Track(volume);
-      backend_->Copy(snap, volume, progress);
+      from_entry([&] { backend_->Copy(snap, volume, progress); });
       plan = Plan::kCopy;
       break;
     }
@@ -318,7 +342,7 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
       FlattenEntry(entry);
       hold_entry();
       guard->Track(volume);
-      backend_->Clone(snap, volume);
+      from_entry([&] { backend_->Clone(snap, volume); });
       plan = Plan::kFlattenClone;
       break;
   }
