@@ -26,7 +26,7 @@ export TMPDIR=$work/tmp
 
 echo "==== build the packages"
 # noopt (-O0): the packages are built as `make deb` builds them (same rules, same
-# hardening flags but the fortify ones, which need optimisation) in about half the
+# hardening flags but the fortify ones, which need optimisation) in about 40% less
 # compile time; what this test checks does not depend on the optimisation level.
 DEB_BUILD_OPTIONS="noopt ${DEB_BUILD_OPTIONS:-}" JOBS=${JOBS:-2} "$src/tools/build-debs.sh" "$out"
 version=$(dpkg-parsechangelog -l "$src/debian/changelog" -S Version)
