@@ -2,7 +2,9 @@
 # Runs every test suite; this is all `make test` needs.
 #
 #   1. main:  every CTest test of $BUILD (CTest starts and stops Ceph and Glance itself
-#             through the fixtures in tests/cluster/).
+#             through the fixtures in tests/cluster/), PARALLEL tests at a time (most of
+#             them wait on Ceph, Glance or sleeps; the few that must not overlap say so
+#             with RUN_SERIAL or RESOURCE_LOCK).
 #   2. asan:  a clang build in $BUILD-asan with ASan+UBSan (and -DCACHEMGR_FUZZ=ON, so
 #             the same build also holds the libFuzzer targets) running the unit, policy,
 #             engine and local-contract tests, plus any test labelled "asan".
@@ -17,11 +19,13 @@
 # within 45 minutes on 2 cores. The last line is `summary: N passed, N failed` (tests
 # across all suites); the exit status is non-zero if anything failed.
 #
-# Variables: BUILD (main build dir), JOBS, FUZZ_SECONDS (default 20),
+# Variables: BUILD (main build dir), JOBS, PARALLEL (tests the main suite runs at once,
+# default 3; 1 runs them one by one), FUZZ_SECONDS (default 20),
 # SUITES (default "main asan tsan fuzz": a subset runs only those).
 set -uo pipefail
 BUILD=${BUILD:-build}
 JOBS=${JOBS:-$(nproc)}
+PARALLEL=${PARALLEL:-3}
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 SUITES=${SUITES:-main asan tsan fuzz}
 cd "$(dirname "$0")/.."
@@ -148,9 +152,9 @@ export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:supp
 # ---- 1. main
 if wants main; then
   rm -f "$results_tsv"
-  echo "==== main: ctest on $BUILD"
+  echo "==== main: ctest -j $PARALLEL on $BUILD"
   ctest_suite main "$BUILD/run-all-main.log" --test-dir "$BUILD" --output-on-failure \
-    --timeout 900
+    --timeout 900 -j "$PARALLEL"
 fi
 
 # ---- 2. ASan + UBSan (this build also holds the fuzz targets)

@@ -6,7 +6,8 @@
 # are moved to OUTDIR.
 #   tools/build-debs.sh OUTDIR
 # Variables: JOBS (parallel compile jobs, default 2), CMAKE_CXX_COMPILER_LAUNCHER
-# (e.g. ccache; used when set), DEB_BUILD_OPTIONS (added to).
+# (e.g. ccache; used when set), DEB_BUILD_OPTIONS (added to), DEB_NICE (nice level of
+# the build, default 10; the package test runs it at 0 beside other tests).
 set -euo pipefail
 
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,7 +53,7 @@ export DEB_BUILD_OPTIONS="parallel=${JOBS:-2} ${DEB_BUILD_OPTIONS:-}"
 case "${CMAKE_CXX_COMPILER_LAUNCHER:-}" in
   *ccache*) export CCACHE_BASEDIR=$tree CCACHE_NOHASHDIR=1 ;;
 esac
-(cd "$tree" && nice -n 10 dpkg-buildpackage -us -uc)
+(cd "$tree" && nice -n "${DEB_NICE:-10}" dpkg-buildpackage -us -uc)
 
 for f in "$work"/*; do [ -f "$f" ] && mv -f "$f" "$out/"; done
 echo "== built into $out:"

@@ -4,8 +4,9 @@
 # cache of its own: a local root under the run dir, or a pool of its own on the
 # fixture's Ceph cluster (RBD). Images come from a file source (a directory of files
 # named by image id) unless a script says otherwise, so a failure points at the engine
-# and the backend, not at Glance. Each case appends one row to the results table
-# ($CACHEMGR_RESULTS, rendered by render-results.sh into RESULTS.md).
+# and the backend, not at Glance. Each case adds one row to the results table
+# ($CACHEMGR_RESULTS, rendered by render-results.sh into RESULTS.md); a script's rows go
+# in together when it exits.
 set -uo pipefail
 
 : "${CACHEMGR_BIN:?set by CTest: path of the cachemgr tool}"
@@ -27,7 +28,21 @@ rel_init() {
   WORK=$CACHEMGR_TEST_RUN_DIR/reliability/$TEST_NAME
   rm -rf "$WORK"
   mkdir -p "$WORK" "$(dirname "$RESULTS")"
+  # This script's rows, added to the table in one block at exit: scripts run side by
+  # side (ctest -j), and their rows must not interleave.
+  ROWS=$CACHEMGR_TEST_RUN_DIR/reliability/$TEST_NAME.rows
+  rm -f "$ROWS"
   trap rel_exit EXIT
+}
+
+# flush_rows: appends this script's rows to the results table, under a lock.
+flush_rows() {
+  [[ -s ${ROWS:-} ]] || return 0
+  (
+    flock -w 60 9 || true
+    cat "$ROWS" >>"$RESULTS"
+  ) 9>>"$RESULTS.lock"
+  rm -f "$ROWS"
 }
 
 rel_exit() {
@@ -36,6 +51,7 @@ rel_exit() {
   for (( i = ${#CLEANUPS[@]} - 1; i >= 0; i-- )); do
     eval "${CLEANUPS[i]}" >/dev/null 2>&1 || true
   done
+  flush_rows
   if (( FAILS == 0 && rc == 0 )); then
     rm -rf "$WORK"
   else
@@ -72,7 +88,7 @@ record() {
     c=${c//$'\n'/ }
     cells+=("${c:0:300}")
   done
-  printf '%s\t%s\t%s\t%s\t%s\n' "${cells[@]}" "$verdict" >>"$RESULTS"
+  printf '%s\t%s\t%s\t%s\t%s\n' "${cells[@]}" "$verdict" >>"${ROWS:-$RESULTS}"
   log "$verdict: [$2] $1 | expected: $3 | observed: $4"
 }
 

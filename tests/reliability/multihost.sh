@@ -198,7 +198,7 @@ while (( rc == 5 && $(date +%s) - t0 < 60 )); do
   (( rc == 5 )) && sleep 2
 done
 waited=$(( $(date +%s) - t0 ))
-if (( rc == 0 && waited <= 45 )); then
+if (( rc == 0 && waited <= 60 )); then
   record "A's pass killed (SIGKILL) holding the lock; B's pass" "$backend" \
     "runs once the lock is free (RBD: within its 30 s lease)" "exit 0 after ${waited} s" 0
 else
@@ -226,7 +226,7 @@ took=$(( $(date +%s) - t0 ))
 plan=$(jq -r '.plan // empty' <<<"$json" 2>/dev/null)
 on b evict >/dev/null
 left=$(staging_objects | tr '\n' ' ')
-if (( rc == 0 && took <= 50 )) && [[ -z $left ]] && read_back v5-b "$big"; then
+if (( rc == 0 && took <= 90 )) && [[ -z $left ]] && read_back v5-b "$big"; then
   record "A killed (SIGKILL) mid-fill; B creates the image, then B's pass" "$backend" \
     "ready through B within the lease plus one fill; no staging object left" \
     "exit 0 (plan $plan) in ${took} s; nothing left" 0
