@@ -217,7 +217,8 @@ backend_images() {
     # trash is counted apart (trash_entries), and so are the stable backing links
     # (second names of images, or deferred deletes)
     # (the root's marker file says the folder is the cache's: not an object either)
-    [[ -d $ROOT ]] && find "$ROOT" -type f -not -path "$ROOT/.locks/*" \
+    # (nor are the records hosts sharing the root keep under .state/: tables, not images)
+    [[ -d $ROOT ]] && find "$ROOT" -type f -not -path "$ROOT/.locks/*" -not -path "$ROOT/.state/*" \
       -not -path "$ROOT/.trash/*" -not -path "$ROOT/.backing/*" \
       -not -path "$ROOT/.cachemgr-root" -printf '%P\n' 2>/dev/null | sort
   fi

@@ -192,13 +192,6 @@ std::optional<EntryInfo> CacheImpl::Lookup(const std::string& image_id) {
 }
 
 std::vector<EntryInfo> CacheImpl::List() {
-  // The pool is the truth: entries other hosts made or evicted since this host last looked
-  // are brought in first (as a pass would, without evicting anything).
-  try {
-    Reconcile(false, nullptr);
-  } catch (const Error& e) {
-    log_->warn("listing this host's index only: the pool could not be read error={}", e.what());
-  }
   auto rows =
       WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
   std::vector<EntryInfo> out;

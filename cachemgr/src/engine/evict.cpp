@@ -706,6 +706,9 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
     PublishTotals(report);
   }
   report.source_requests = source_->Requests() - requests_before;
+  // The lock object goes with the pass (a waiter makes a new one): a pool keeps no lock
+  // objects between passes.
+  pool_pass_lock->Discard();
   report.elapsed = Since(start);
   log_->info("eviction pass actions={} entries={} bytes={} pinned={} source_requests={} ms={}",
              report.actions.size(), report.entries_after, report.bytes_after, report.pinned_bytes,

@@ -266,6 +266,7 @@ CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
     auto pass = LockPass(std::chrono::milliseconds(0));
     Reconcile(false, nullptr);
     EnforceLimits(std::nullopt, out.row.id, false, nullptr);
+    pass->Discard();
   } catch (const Error& e) {
     // The image is cached either way; the next pass enforces what this could not.
     if (e.code() == Errc::kBusy) {

@@ -180,7 +180,11 @@ void CacheImpl::Reconcile(bool dry_run, std::vector<EvictAction>* actions) {
         auto locks = LockImage(name, kReconcileLockWait);
         bool known = false;
         for (const auto& [n, r] : live_rows()) known = known || n == name;
-        if (!known && backend_->Exists(EntryRef(name))) AdoptOrphan(name, nullptr, actions);
+        // Only the cache's own: objects that merely look like entries are the gc's to
+        // report (once), not this step's.
+        if (!known && CheckOwnership(*backend_, EntryRef(name), kMarkEntry, nullptr).ours) {
+          AdoptOrphan(name, nullptr, actions);
+        }
       } catch (const Error& e) {
         if (e.code() != Errc::kBusy) throw;
       }
