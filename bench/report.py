@@ -201,6 +201,56 @@ def build(series):
         if e and q:
             t.goal("local burst c%d: engine / qemu-img volumes/s" % c,
                    ratio(extra(e, "volumes_per_s"), extra(q, "volumes_per_s")), 1.0, ">=")
+
+    # --- many hosts on one pool (bench/multihost_sim.sh)
+    run = g("sim16", "run")
+    if run:
+        x = run["extra"]
+        t.row("sim16", "%d hosts (processes, own host_id and index), one pool, %d images, max_count %d: creates/s"
+              % (x["hosts"], x["images"], x["max_count"]), run["p50"], float("nan"), "creates/s",
+              "%d creates in %d s, %d failed; plans %s" % (
+                  x["creates"], x["wall_s"], x["failed"],
+                  " ".join("%s %d" % kv for kv in sorted(x["plans"].items()))))
+        for name, label in (("create hit", "create, hit (cached entry)"),
+                            ("create miss", "create, miss (fill of a 2-9 MiB image)"),
+                            ("pass", "evict pass that ran (wall, process)")):
+            s = g("sim16", name)
+            if s:
+                note = "n=%d, p95 %s ms" % (s["n"], fmt(pct(s["samples"], 95)))
+                if name == "create hit":
+                    note += ("; %d not ready in the host's index (another host's fill, or an entry "
+                             "to adopt) went through the image lock, lock wait p50 %s ms") % (
+                                 x["waited"], fmt(x.get("wait_ms_p50")))
+                if name == "pass":
+                    note += "; %d ran, %d exit 5 (another host's pass), %d other exits" % (
+                        x["passes"], x["busy"], x["pass_bad"])
+                t.row("sim16", label, s["p50"], s["p90"], "ms", note)
+        t.row("sim16", "misses per image vs its evictions", float(sum(x["misses"])), float("nan"),
+              "misses", "image misses/evictions: %s; refills with no eviction before: %d" % (
+                  " ".join("%d:%d/%d" % (k, m, e)
+                           for k, (m, e) in enumerate(zip(x["misses"], x["evictions"]))),
+                  x["refills_unexplained"]))
+        st = x["state"]
+        for name, tb in sorted(st["tables"].items()):
+            t.row("sim16", "pool-wide table %s at the end (omap of cachemgr.table.%s)" % (name, name),
+                  float(tb["keys"]), float("nan"), "keys", "%d bytes" % tb["bytes"])
+        t.row("sim16", "lock objects (cachemgr.lock.*) at the end", float(st["lock_objects"]),
+              float("nan"), "objects", "pool: %d entries, %d volumes, %d in the trash" % (
+                  st["entries"], st["volumes"], st["trash"]))
+        for name, label in (("create_hit", "one create, hit"), ("create_miss", "one create, miss"),
+                            ("evict", "one pass, nothing to do"), ("delete", "one delete"),
+                            ("rbd_clone", "a bare rbd clone of the entry's snapshot, the floor")):
+            if name in x["ops"]:
+                t.row("sim16", "OSD ops of %s (one host, quiet cluster)" % label,
+                      float(x["ops"][name]), float("nan"), "ops",
+                      "least of runs %s; idle 2 s: %s" % (
+                          ",".join(map(str, x["ops_runs"][name])),
+                          ",".join(map(str, x["ops_runs"].get("idle_2s", [])))))
+    t.goal("sim16: failed creates", float(run["extra"]["failed"]) if run else None, 0, "<=", "")
+    t.goal("sim16: passes that exit other than 0 or 5", float(run["extra"]["pass_bad"]) if run else None,
+           0, "<=", "")
+    t.goal("sim16: refills of an image with no eviction before",
+           float(run["extra"]["refills_unexplained"]) if run else None, 0, "<=", "")
     return t
 
 

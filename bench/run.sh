@@ -10,11 +10,12 @@
 #   BENCH_RUN_DIR   scratch dir for the cluster, Glance, images (default: $BUILD/bench-run)
 #   BENCH_RESULTS   where latest.json/png go (default: bench/results)
 #   BENCH_ONLY      space-separated scenarios to run (default: all):
-#                   hit burst hosts miss rss flight index local import digest
+#                   hit burst hosts miss rss flight index local import digest sim16
 #   BENCH_REPS      repetitions of each single-flight and import run (default: 3)
 #   BENCH_HOSTS_REPS runs of each side of the hosts scenario, alternating (default: 5)
 #   BENCH_MISS_REPS repetitions of each miss, engine and Cinder alternating (default: 2)
 #   BENCH_QUICK=1   fewer samples everywhere (a smoke run; its numbers are not the record)
+#   HOSTS, SIM_SECONDS, SIM_IMAGES ...  the sim16 scenario's (bench/multihost_sim.sh)
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +23,7 @@ build=$(cd "${BUILD:-build}" 2>/dev/null && pwd) || { echo "bench: no build dir 
 bin=$build/bench
 run=${BENCH_RUN_DIR:-$build/bench-run}
 results=${BENCH_RESULTS:-$repo/bench/results}
-only=${BENCH_ONLY:-hit burst hosts miss rss flight index local import digest}
+only=${BENCH_ONLY:-hit burst hosts miss rss flight index local import digest sim16}
 reps=${BENCH_REPS:-3}
 miss_reps=${BENCH_MISS_REPS:-2}
 hosts_reps=${BENCH_HOSTS_REPS:-5}
@@ -80,18 +81,29 @@ step() {
   return 0
 }
 
-for prog in bench_rbd_floor bench_index bench_engine bench_qemu_img; do
+need=()
+for sc in hit burst hosts miss rss flight local; do want $sc && need+=(bench_rbd_floor bench_engine); done
+want local && need+=(bench_qemu_img)
+want index && need+=(bench_index)
+{ want digest || want sim16; } && need+=(../cachemgr/cli/cachemgr)
+for prog in $(printf '%s\n' "${need[@]+"${need[@]}"}" | sort -u); do
   [[ -x $bin/$prog ]] || { echo "bench: $bin/$prog missing (make build)" >&2; exit 2; }
 done
+# Glance and its images serve every scenario but index, import and sim16 (file source).
+glance=0
+for sc in hit burst hosts miss rss flight local digest; do want $sc && glance=1; done
 
 # ---------------------------------------------------------------- services
 log "starting Ceph (memstore) and Glance in $run"
 CEPH_MEMSTORE_BYTES=${CEPH_MEMSTORE_BYTES:-$((10 * 1024 * 1024 * 1024))} \
   "$repo/tests/cluster/ceph-start.sh" "$ceph_dir" >"$run/logs/ceph-start.log" 2>&1 \
   || { cat "$run/logs/ceph-start.log" >&2; exit 1; }
-"$repo/tests/cluster/glance-start.sh" "$glance_dir" "$ceph_dir" >"$run/logs/glance-start.log" 2>&1 \
-  || { cat "$run/logs/glance-start.log" >&2; exit 1; }
-endpoint=$(cat "$glance_dir/endpoint")
+endpoint=""
+if (( glance )); then
+  "$repo/tests/cluster/glance-start.sh" "$glance_dir" "$ceph_dir" >"$run/logs/glance-start.log" 2>&1 \
+    || { cat "$run/logs/glance-start.log" >&2; exit 1; }
+  endpoint=$(cat "$glance_dir/endpoint")
+fi
 rbd_cmd() { rbd --conf "$conf" "$@"; }
 
 # ---------------------------------------------------------------- images
@@ -123,8 +135,10 @@ add_image() {  # add_image LABEL FORMAT FILE
 }
 
 img=$run/img
-make_sparse "$img/raw-sparse.raw" $gib 1
-add_image raw-sparse raw "$img/raw-sparse.raw"
+if (( glance )); then
+  make_sparse "$img/raw-sparse.raw" $gib 1
+  add_image raw-sparse raw "$img/raw-sparse.raw"
+fi
 if want miss; then
   random_bytes 2 $gib >"$img/raw-dense.raw"
   add_image raw-dense raw "$img/raw-dense.raw"
@@ -327,6 +341,19 @@ if want digest; then
     "$build/cachemgr/cli/cachemgr" "$run/digest" "$out/digest.txt"
   [[ -f $out/digest.txt ]] && sed 's/^/    /' "$out/digest.txt" >&2
   rm -rf "$run/digest"
+fi
+
+# ---------------------------------------------------------------- many hosts on one pool
+# bench/multihost_sim.sh: HOSTS (16) processes with their own host_id, index and
+# conversion dir create, delete and evict on one namespace of "volumes" for SIM_SECONDS
+# (60), file source of 8 small images, max_count 4; before that, the OSD ops of a single
+# hit, miss, pass and delete on this quiet cluster. Its lines go to out/sim16.txt, its
+# series to out/sim16.json.
+if want sim16; then
+  log "sim16: ${HOSTS:-16} hosts on one pool for ${SIM_SECONDS:-60}s, and the round trips of one create, miss and pass"
+  step sim16 400 bash -c '"$0" "$1" "$2" "$3" "$4" >"$5"' "$repo/bench/multihost_sim.sh" \
+    "$build/cachemgr/cli/cachemgr" "$conf" "$run/sim" "$out/sim16.json" "$out/sim16.txt"
+  [[ -f $out/sim16.txt ]] && sed 's/^/    /' "$out/sim16.txt" >&2
 fi
 
 # ---------------------------------------------------------------- report
