@@ -144,7 +144,11 @@ void CacheImpl::Reconcile(bool dry_run, std::vector<EvictAction>* actions) {
   if (!dry_run) {
     // Rows whose object another host evicted (gone) or evicted and filled again (another
     // identity): forgotten, and the object at the name adopted if it is a complete entry.
-    for (const auto& [name, row] : rows) {
+    // (Not structured bindings: the lambdas below capture `row`, which C++20 allows of a
+    // binding only from clang 16.)
+    for (const auto& kv : rows) {
+      const std::string& name = kv.first;
+      const index::EntryRow& row = kv.second;
       if (row.state != index::State::kReady || row.identity.empty()) continue;
       auto it = objects.find(name);
       if (it != objects.end() && it->second == row.identity) continue;
@@ -200,7 +204,9 @@ void CacheImpl::Reconcile(bool dry_run, std::vector<EvictAction>* actions) {
   std::map<std::string, std::string> tell;
   std::vector<std::string> forget;
   std::vector<int64_t> told;
-  for (const auto& [name, row] : rows) {
+  for (const auto& kv : rows) {
+    const std::string& name = kv.first;
+    const index::EntryRow& row = kv.second;
     auto it = uses.find(name);
     const int64_t shared = it == uses.end() ? 0 : LeadingSeconds(it->second);
     if (shared > row.last_used) {
