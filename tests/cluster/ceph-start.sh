@@ -57,23 +57,13 @@ fail() {
   exit 1
 }
 
-free_port() {  # a free loopback TCP port, never 3300 or 6789
-  local port
-  while :; do
-    port=$(( 20000 + RANDOM % 30000 ))
-    [[ $port == 3300 || $port == 6789 ]] && continue
-    # bash's /dev/tcp connect fails when nothing listens there
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return
-    fi
-  done
-}
+# shellcheck source-path=SCRIPTDIR source=ports.sh
+source "$(dirname "$0")/ports.sh"
 
-mon_port=$(free_port)
-# The OSD binds a range of its own; keep it away from other clusters' mons and the
-# well-known ports by using a per-run window above the mon port range.
-osd_port_min=$(( 50000 + RANDOM % 10000 ))
+mon_port=$(free_port 3300 6789)
+# The OSD binds any free port of a window of its own, per run, below the ephemeral range
+# (a busy port of it, e.g. another cluster's mon, is skipped).
+osd_port_min=$(port_window 200)
 osd_port_max=$(( osd_port_min + 200 ))
 fsid=$(cat /proc/sys/kernel/random/uuid)
 

@@ -58,17 +58,8 @@ fail() {
 
 [[ -f $ceph_dir/ceph.conf ]] || fail "no Ceph conf at $ceph_dir/ceph.conf (ceph fixture not up?)"
 
-free_port() {  # a free loopback TCP port, never 9292
-  local port
-  while :; do
-    port=$(( 20000 + RANDOM % 30000 ))
-    [[ $port == 9292 ]] && continue
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return
-    fi
-  done
-}
+# shellcheck source-path=SCRIPTDIR source=ports.sh
+source "$(dirname "$0")/ports.sh"
 
 if [[ -n $keystone_dir ]]; then
   [[ -s $keystone_dir/auth_url && -s $keystone_dir/credentials.env ]] \
@@ -77,7 +68,7 @@ if [[ -n $keystone_dir ]]; then
   source "$keystone_dir/credentials.env"
 fi
 
-port=$(free_port)
+port=$(free_port 9292)
 endpoint=http://127.0.0.1:$port
 mkdir -p "$dir"/{images,staging,tasks,log,lock}
 rm -f "$dir/endpoint"
@@ -158,7 +149,47 @@ project_name = $OS_PROJECT_NAME
 project_domain_name = $OS_PROJECT_DOMAIN_NAME
 region_name = $OS_REGION_NAME
 EOF
-  # The image service and its endpoints in the catalog (cachemgr may find Glance there).
+fi
+
+glance-manage --config-file "$conf" --log-file "$dir/log/glance-manage.log" db_sync \
+  >"$dir/log/glance-manage.out" 2>&1 \
+  || fail "glance-manage db_sync failed: $(tail -n 20 "$dir/log/glance-manage.out")"
+
+# setsid: the API and the worker it forks share a process group of their own, so
+# glance-stop.sh can signal them together without touching anything else.
+launch() {
+  setsid glance-api --config-file "$conf" >"$dir/log/glance-api.out" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  # The wait is counted from here: the manage steps before it take as long as a loaded
+  # machine makes them (bounded by the caller, e.g. the CTest fixture's TIMEOUT).
+  launched_s=$(date +%s)
+}
+launch
+binds=1
+until answers "$endpoint"; do
+  if ! alive; then
+    # Another fixture took the port between the pick and the bind: pick again.
+    if (( binds < 3 )) && grep -q 'Could not bind' "$dir/log/glance-api.out"; then
+      echo "glance-start: port $port taken before glance-api bound it; picking another" >&2
+      port=$(free_port 9292)
+      endpoint=http://127.0.0.1:$port
+      sed -i -e "s#^bind_port = .*#bind_port = $port#" \
+        -e "s#^public_endpoint = .*#public_endpoint = $endpoint#" "$conf"
+      binds=$((binds + 1))
+      launch
+      continue
+    fi
+    fail "glance-api exited"
+  fi
+  if (( $(date +%s) - launched_s > kTimeoutS )); then
+    fail "glance-api did not answer GET /versions within ${kTimeoutS}s"
+  fi
+  sleep 0.3
+done
+
+if [[ -n $keystone_dir ]]; then
+  # The image service and its endpoints in the catalog (cachemgr may find Glance there),
+  # registered once the port is final.
   token_headers=$(curl -fsS -D - -o /dev/null -H 'Content-Type: application/json' \
     -d '{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"'"$OS_USERNAME"'","domain":{"name":"'"$OS_USER_DOMAIN_NAME"'"},"password":"'"$OS_PASSWORD"'"}}},"scope":{"project":{"name":"'"$OS_PROJECT_NAME"'","domain":{"name":"'"$OS_PROJECT_DOMAIN_NAME"'"}}}}}' \
     "$OS_AUTH_URL/auth/tokens") || fail "Keystone refused the fixture's admin password"
@@ -172,26 +203,6 @@ EOF
       "$OS_AUTH_URL/endpoints" || fail "image endpoint ($iface) not registered"
   done
 fi
-
-glance-manage --config-file "$conf" --log-file "$dir/log/glance-manage.log" db_sync \
-  >"$dir/log/glance-manage.out" 2>&1 \
-  || fail "glance-manage db_sync failed: $(tail -n 20 "$dir/log/glance-manage.out")"
-
-# setsid: the API and the worker it forks share a process group of their own, so
-# glance-stop.sh can signal them together without touching anything else.
-setsid glance-api --config-file "$conf" >"$dir/log/glance-api.out" 2>&1 </dev/null &
-echo $! >"$pidfile"
-# The wait is counted from here: the manage steps before it take as long as a loaded
-# machine makes them (bounded by the caller, e.g. the CTest fixture's TIMEOUT).
-launched_s=$(date +%s)
-
-until answers "$endpoint"; do
-  alive || fail "glance-api exited"
-  if (( $(date +%s) - launched_s > kTimeoutS )); then
-    fail "glance-api did not answer GET /versions within ${kTimeoutS}s"
-  fi
-  sleep 0.3
-done
 echo "$endpoint" >"$dir/endpoint"
 
 end_s=$(date +%s.%N)

@@ -48,19 +48,10 @@ fail() {
   exit 1
 }
 
-free_port() {  # a free loopback TCP port, never Keystone's well-known ones
-  local port
-  while :; do
-    port=$(( 20000 + RANDOM % 30000 ))
-    [[ $port == 35357 ]] && continue
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return
-    fi
-  done
-}
+# shellcheck source-path=SCRIPTDIR source=ports.sh
+source "$(dirname "$0")/ports.sh"
 
-port=$(free_port)
+port=$(free_port 5000 35357)
 auth_url=http://127.0.0.1:$port/v3
 mkdir -p "$dir"/{log,fernet-keys,credential-keys}
 chmod 700 "$dir"/{fernet-keys,credential-keys}
