@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -31,7 +32,16 @@ uint64_t BytesRead() {
 void RewriteKeepingMtime(const std::filesystem::path& path, uint64_t offset) {
   struct stat before {};
   REQUIRE(::stat(path.c_str(), &before) == 0);
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // ctime moves visibly
+  // Until the filesystem's (coarse) clock has passed the old ctime: the rewrite then
+  // gets a ctime of its own.
+  REQUIRE(WaitUntil(
+      [&] {
+        struct timespec now {};
+        ::clock_gettime(CLOCK_REALTIME_COARSE, &now);
+        return now.tv_sec > before.st_ctim.tv_sec ||
+               (now.tv_sec == before.st_ctim.tv_sec && now.tv_nsec > before.st_ctim.tv_nsec);
+      },
+      std::chrono::seconds(5)));
   int fd = ::open(path.c_str(), O_RDWR);
   REQUIRE(fd >= 0);
   unsigned char b = 0;

@@ -54,9 +54,8 @@ class LyingGlance {
               static_cast<char*>(nullptr));
       ::_exit(127);
     }
-    for (int i = 0; i < 200 && !fs::exists(port_file_); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    // Until the server has written the port it listens on.
+    WaitUntil([&] { return fs::exists(port_file_); }, std::chrono::seconds(10));
     REQUIRE_MESSAGE(fs::exists(port_file_), "lying_glance.py did not start");
     url_ = "http://127.0.0.1:" + ReadFile(port_file_);
   }

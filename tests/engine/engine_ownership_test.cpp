@@ -396,12 +396,15 @@ TEST_CASE("a fill killed while it holds its locks leaves no lock once a pass ran
   pid_t pid = env.StartChild({"create:" + killed + ":killed"},
                              std::string(engine::kFillLockedFailpoint) + ":sleep");
   std::string key;
-  for (int i = 0; i < 600 && key.empty(); ++i) {
-    for (const auto& k : b.ListLocks()) {
-      if (!live_keys.count(k)) key = k;
-    }
-    if (key.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  // Until the child holds the new image's lock.
+  WaitUntil(
+      [&] {
+        for (const auto& k : b.ListLocks()) {
+          if (!live_keys.count(k)) key = k;
+        }
+        return !key.empty();
+      },
+      std::chrono::seconds(30));
   REQUIRE_FALSE(key.empty());
   // Held by the child now: taking it without waiting is refused.
   CHECK(CodeOf([&] { b.AcquireLock(key, std::chrono::milliseconds(0)); }) == Errc::kBusy);

@@ -18,6 +18,7 @@
 #include "engine_fixture.h"
 #include "fetch/workdir.h"
 #include "storage/factory.h"
+#include "support/engine_harness.h"
 #include "support/test_util.h"
 
 using namespace cachemgr;
@@ -164,7 +165,8 @@ TEST_CASE("eviction: limits hold after every insert, LRU order") {
   Env env;
   env.options.cache.max_count = 2;
   env.options.cache.max_size_gb = 20.0 / 1024;  // 20 MiB
-  auto cache = env.Open();
+  auto engine = OpenDrivenEngine(env.options);
+  auto& cache = engine.cache;
   std::vector<std::string> ids;
   for (int i = 0; i < 5; ++i) ids.push_back(env.AddImage(8 * kMiB, i + 1));
   auto live = [&] {
@@ -183,7 +185,7 @@ TEST_CASE("eviction: limits hold after every insert, LRU order") {
   auto use = [&](const std::string& id, const std::string& vol) {
     cache->CreateVolume({.image_id = id, .volume = vol});
     cache->DeleteVolume(vol);
-    std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // last_used is in seconds
+    engine.clock->Advance(std::chrono::seconds(1));  // last_used is in seconds
   };
   use(ids[0], "a");
   use(ids[1], "b");
@@ -207,14 +209,15 @@ TEST_CASE("eviction defers an entry with clones; the clones keep their data") {
   Env env;
   auto a = env.AddImage(8 * kMiB, 1);
   auto b = env.AddImage(8 * kMiB, 2);
+  auto clock = std::make_shared<FakeClock>();
   {
-    auto cache = env.Open();
+    auto cache = OpenDrivenEngine(env.options, clock).cache;
     cache->CreateVolume({.image_id = a, .volume = "a1"});
     cache->CreateVolume({.image_id = a, .volume = "a2"});
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  clock->Advance(std::chrono::seconds(1));
   env.options.cache.max_count = 1;
-  auto cache = env.Open();
+  auto cache = OpenDrivenEngine(env.options, clock).cache;
   cache->CreateVolume({.image_id = b, .volume = "b1"});  // evicts a, which has 2 clones
   CHECK_FALSE(cache->Lookup(a));
   auto stats = cache->GetStats();

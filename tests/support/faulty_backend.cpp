@@ -13,7 +13,9 @@ const char* VerbName(Verb verb) {
       "Open", "Read", "Resize", "Rename", "Remove", "CreateSnapshot", "ProtectSnapshot",
       "UnprotectSnapshot", "RemoveSnapshot", "ListSnapshots", "Clone", "Copy", "Flatten",
       "Parent", "Depth", "Children", "GetMetadata", "SetMetadata", "RemoveMetadata",
-      "ListTrash", "PurgeTrash", "AcquireLock", "Identity"};
+      "ListTrash", "PurgeTrash", "AcquireLock", "Identity", "RequireIntact", "ListIdentities",
+      "EvictWatchers", "RemoveDanglingName", "SweepTemporaries", "ListLocks", "ReadTable",
+      "WriteTable"};
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<size_t>(Verb::kCount_));
   return kNames[static_cast<size_t>(verb)];
 }
@@ -161,7 +163,10 @@ bool FaultyBackend::AdoptShared(const std::filesystem::path& file, const ImageRe
   Hit(Verb::kAdopt, Name(ref));
   return inner_->AdoptShared(file, ref);
 }
-void FaultyBackend::RequireIntact(const ImageRef& ref) { inner_->RequireIntact(ref); }
+void FaultyBackend::RequireIntact(const ImageRef& ref) {
+  Hit(Verb::kRequireIntact, Name(ref));
+  inner_->RequireIntact(ref);
+}
 std::unique_ptr<ImageReader> FaultyBackend::Open(const ImageRef& ref,
                                                  const std::optional<std::string>& snap) {
   Hit(Verb::kOpen, Name(ref));
@@ -256,6 +261,37 @@ std::unique_ptr<Lock> FaultyBackend::AcquireLock(const std::string& key,
                                                  std::chrono::milliseconds timeout) {
   Hit(Verb::kAcquireLock, key);
   return inner_->AcquireLock(key, timeout);
+}
+
+size_t FaultyBackend::EvictWatchers(const ImageRef& ref) {
+  Hit(Verb::kEvictWatchers, Name(ref));
+  return inner_->EvictWatchers(ref);
+}
+bool FaultyBackend::RemoveDanglingName(const ImageRef& ref, const std::string& identity) {
+  Hit(Verb::kRemoveDanglingName, Name(ref));
+  return inner_->RemoveDanglingName(ref, identity);
+}
+std::vector<Leftover> FaultyBackend::SweepTemporaries(bool dry_run) {
+  Hit(Verb::kSweepTemporaries, "temporaries");
+  return inner_->SweepTemporaries(dry_run);
+}
+std::vector<std::string> FaultyBackend::ListLocks() {
+  Hit(Verb::kListLocks, "locks");
+  return inner_->ListLocks();
+}
+std::map<std::string, std::string> FaultyBackend::ListIdentities(const std::string& pool) {
+  Hit(Verb::kListIdentities, pool);
+  return inner_->ListIdentities(pool);
+}
+std::map<std::string, std::string> FaultyBackend::ReadTable(const std::string& table) {
+  Hit(Verb::kReadTable, "table " + table);
+  return inner_->ReadTable(table);
+}
+void FaultyBackend::WriteTable(const std::string& table,
+                               const std::map<std::string, std::string>& set,
+                               const std::vector<std::string>& erase) {
+  Hit(Verb::kWriteTable, "table " + table);
+  inner_->WriteTable(table, set, erase);
 }
 
 }  // namespace cachemgr::test

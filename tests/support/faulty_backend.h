@@ -22,7 +22,8 @@ enum class Verb {
   kResize, kRename, kRemove, kCreateSnapshot, kProtectSnapshot, kUnprotectSnapshot,
   kRemoveSnapshot, kListSnapshots, kClone, kCopy, kFlatten, kParent, kDepth, kChildren,
   kGetMetadata, kSetMetadata, kRemoveMetadata, kListTrash, kPurgeTrash, kAcquireLock,
-  kIdentity, kCount_
+  kIdentity, kRequireIntact, kListIdentities, kEvictWatchers, kRemoveDanglingName,
+  kSweepTemporaries, kListLocks, kReadTable, kWriteTable, kCount_
 };
 
 const char* VerbName(Verb verb);
@@ -66,12 +67,8 @@ class FaultyBackend final : public storage::Backend {
   void Resize(const storage::ImageRef& ref, uint64_t size) override;
   void Rename(const storage::ImageRef& from, const std::string& to_name) override;
   std::string Identity(const storage::ImageRef& ref) override;
-  size_t EvictWatchers(const storage::ImageRef& ref) override {
-    return inner_->EvictWatchers(ref);
-  }
-  bool RemoveDanglingName(const storage::ImageRef& ref, const std::string& identity) override {
-    return inner_->RemoveDanglingName(ref, identity);
-  }
+  size_t EvictWatchers(const storage::ImageRef& ref) override;
+  bool RemoveDanglingName(const storage::ImageRef& ref, const std::string& identity) override;
   storage::RemoveOutcome Remove(const storage::ImageRef& ref) override;
   void CreateSnapshot(const storage::SnapRef& snap) override;
   void ProtectSnapshot(const storage::SnapRef& snap) override;
@@ -95,23 +92,15 @@ class FaultyBackend final : public storage::Backend {
   bool PurgeTrash(const storage::TrashEntry& entry) override;
   std::unique_ptr<storage::Lock> AcquireLock(const std::string& key,
                                              std::chrono::milliseconds timeout) override;
-  std::vector<storage::Leftover> SweepTemporaries(bool dry_run) override {
-    return inner_->SweepTemporaries(dry_run);
-  }
-  std::vector<std::string> ListLocks() override { return inner_->ListLocks(); }
+  std::vector<storage::Leftover> SweepTemporaries(bool dry_run) override;
+  std::vector<std::string> ListLocks() override;
   std::optional<std::filesystem::path> SharedLockDir() const override {
     return inner_->SharedLockDir();
   }
-  std::map<std::string, std::string> ListIdentities(const std::string& pool) override {
-    return inner_->ListIdentities(pool);
-  }
-  std::map<std::string, std::string> ReadTable(const std::string& table) override {
-    return inner_->ReadTable(table);
-  }
+  std::map<std::string, std::string> ListIdentities(const std::string& pool) override;
+  std::map<std::string, std::string> ReadTable(const std::string& table) override;
   void WriteTable(const std::string& table, const std::map<std::string, std::string>& set,
-                  const std::vector<std::string>& erase) override {
-    inner_->WriteTable(table, set, erase);
-  }
+                  const std::vector<std::string>& erase) override;
 
   // Counts the call and throws if a fault is armed for it (used by the writer and reader
   // wrappers too).

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <cstring>
+#include <thread>
 
 #include "util/process.h"
 
@@ -39,6 +40,15 @@ uint64_t BytesReadSoFar() {
   while (in >> key >> value)
     if (key == "rchar:") return value;
   return 0;
+}
+
+bool WaitUntil(const std::function<bool()>& ready, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    if (ready()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 int RunCommand(const std::vector<std::string>& argv, std::string* out) {

@@ -1,8 +1,10 @@
 // tests/support/test_util.h: helpers every test executable shares.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -28,6 +30,10 @@ std::filesystem::path RunDir();
 // Bytes this process has read through read(2)/pread(2) so far, all threads (rchar of
 // /proc/self/io); 0 if unknown.
 uint64_t BytesReadSoFar();
+
+// Waits for `ready` to hold, asking it again every few ms (for what another process does,
+// which no clock of this one can move); false if it still does not hold after `limit`.
+bool WaitUntil(const std::function<bool()>& ready, std::chrono::milliseconds limit);
 
 // Runs a command (argv, no shell); returns its exit code, stdout into *out if given.
 int RunCommand(const std::vector<std::string>& argv, std::string* out = nullptr);

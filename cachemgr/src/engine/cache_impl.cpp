@@ -56,36 +56,30 @@ std::unique_ptr<Cache> Cache::Open(const Options& options, std::shared_ptr<spdlo
   // anything else) is created.
   BackendOptions backend_options = options.backend;
   backend_options.rbd.host_id = options.host_id;
-  auto backend = storage::MakeBackend(backend_options, logger);
-  auto index = index::Index::Open(options.index);
-  auto source = source::MakeSource(options.source, logger);
-  return std::make_unique<engine::CacheImpl>(options, logger, std::move(backend),
-                                             std::move(source), std::move(index));
+  engine::Parts parts;
+  parts.backend = storage::MakeBackend(backend_options, logger);
+  parts.index = index::Index::Open(options.index);
+  parts.source = source::MakeSource(options.source, logger);
+  parts.clock = std::make_shared<util::SystemClock>();
+  return std::make_unique<engine::CacheImpl>(options, logger, std::move(parts));
 }
 
 namespace engine {
 
-int64_t NowSeconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::chrono::microseconds Since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
-                                                               start);
-}
-
-CacheImpl::CacheImpl(Options options, std::shared_ptr<spdlog::logger> logger,
-                     std::unique_ptr<storage::Backend> backend,
-                     std::unique_ptr<source::Source> source, std::unique_ptr<index::Index> index)
+CacheImpl::CacheImpl(Options options, std::shared_ptr<spdlog::logger> logger, Parts parts)
     : options_(std::move(options)),
       log_(std::move(logger)),
-      backend_(std::move(backend)),
-      source_(std::move(source)),
-      index_(std::move(index)),
+      clock_(std::move(parts.clock)),
+      backend_(std::move(parts.backend)),
+      source_(std::move(parts.source)),
+      index_(std::move(parts.index)),
       owner_(OwnerId()),
       host_id_(options_.host_id.empty() ? HostName() : options_.host_id) {
+  if (!log_ || !clock_ || !backend_ || !source_ || !index_) {
+    throw Error(Errc::kInvalidArgument,
+                "cache engine: a part is missing (logger, clock, backend, source and index "
+                "are all required)");
+  }
   auto index_dir = std::filesystem::absolute(options_.index).parent_path();
   lock_dir_ = index_dir / "locks";
   std::error_code ec;
@@ -96,7 +90,7 @@ CacheImpl::CacheImpl(Options options, std::shared_ptr<spdlog::logger> logger,
   use_lock_dir_ = backend_->SharedLockDir().value_or(lock_dir_);
   backend_kind_ = backend_->kind();
   location_ = backend_->location();
-  source_->SetDigestCache(MakeIndexDigestCache(index_mu_, *index_));
+  source_->SetDigestCache(MakeIndexDigestCache(index_mu_, *index_, clock_));
   log_->debug("cache opened backend={} location={} source={} index={}", backend_kind_, location_,
               source_->kind(), options_.index);
 }
@@ -137,10 +131,10 @@ bool CacheImpl::IsStale(const index::EntryRow& row, const source::ImageMeta& met
 CacheImpl::ImageLocks CacheImpl::LockImage(const std::string& key,
                                            std::chrono::milliseconds timeout) {
   ImageLocks locks;
-  auto start = std::chrono::steady_clock::now();
+  auto start = clock_->SteadyNow();
   locks.file = FileLock::Acquire(lock_dir_ / (key + ".lock"), timeout, "image lock " + key);
   auto left = timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
-                            std::chrono::steady_clock::now() - start);
+                            clock_->SteadyNow() - start);
   locks.backend = backend_->AcquireLock(key, std::max(left, std::chrono::milliseconds(0)));
   return locks;
 }
@@ -149,7 +143,7 @@ void CacheImpl::Event(const std::string& kind, const std::string& image_id, uint
                       std::chrono::microseconds micros) {
   try {
     WithIndex([&](index::Index& ix) {
-      ix.RecordEvent({NowSeconds(), kind, image_id, bytes, micros.count()});
+      ix.RecordEvent({Now(), kind, image_id, bytes, micros.count()});
     });
   } catch (const std::exception& e) {
     // Stats are not worth failing a volume for.

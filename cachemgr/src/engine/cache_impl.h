@@ -2,7 +2,9 @@
 //   cache_impl.cpp   Open, wiring, lookups, stats
 //   fill.cpp         the miss path: single flight, staging, metadata, snapshot, rename
 //   volume.cpp       the hit path: clone plan, clone/copy/flatten, resize, volume rows
-//   evict.cpp        evicting one entry, limits, the periodic pass (gc, purge, flatten)
+//   evict.cpp        evicting one entry, the limits, purging deferred entries
+//   gc.cpp           what dead fills, evictions and volume creates left
+//   pass.cpp         the periodic eviction pass, step by step
 //   maintenance.cpp  verify, rebuild-index, doctor, source listing
 //   shared.cpp       what the hosts sharing the pool keep on it; reconciling with it
 #pragma once
@@ -13,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -21,6 +24,7 @@
 #include "index/index.h"
 #include "source/source.h"
 #include "storage/backend.h"
+#include "util/clock.h"
 
 namespace cachemgr::engine {
 
@@ -41,11 +45,20 @@ inline constexpr const char* kMetaSchemaVersion = "1";
 // The event each eviction pass records with, as its bytes, how many objects it left alone.
 inline constexpr const char* kEventLeftAlone = "pass_left_alone";
 
+// What the engine works with, made by Cache::Open from the options, or by a test (a
+// fault-injecting backend, a fake clock). Every part is required.
+struct Parts {
+  std::unique_ptr<storage::Backend> backend;
+  std::unique_ptr<source::Source> source;
+  std::unique_ptr<index::Index> index;
+  std::shared_ptr<const util::Clock> clock;
+};
+
 class CacheImpl final : public Cache {
  public:
-  CacheImpl(Options options, std::shared_ptr<spdlog::logger> logger,
-            std::unique_ptr<storage::Backend> backend, std::unique_ptr<source::Source> source,
-            std::unique_ptr<index::Index> index);
+  // The engine's own constructor (not the public API): `options` validated by the caller,
+  // `logger` non-null.
+  CacheImpl(Options options, std::shared_ptr<spdlog::logger> logger, Parts parts);
   ~CacheImpl() override;
 
   CreateVolumeResult CreateVolume(const CreateVolumeRequest& request) override;
@@ -100,6 +113,8 @@ class CacheImpl final : public Cache {
   void Event(const std::string& kind, const std::string& image_id, uint64_t bytes,
              std::chrono::microseconds micros);
   EntryInfo ToInfo(const index::EntryRow& row);
+  // Unix seconds from the engine's clock: every time the engine records or compares.
+  int64_t Now() const { return clock_->WallSeconds(); }
 
   // --- miss path (fill.cpp)
   source::ImageMeta DescribeActive(const std::string& image_id);
@@ -178,7 +193,29 @@ class CacheImpl final : public Cache {
   // Evicts LRU entries until the limits hold with `incoming` bytes admitted.
   void EnforceLimits(std::optional<uint64_t> incoming, int64_t exclude_id, bool dry_run,
                      std::vector<EvictAction>* actions);
+  // Leftovers of dead fills and evictions (gc.cpp): their rows, then objects on the
+  // backend no row accounts for.
   void GcLeftovers(bool dry_run, std::vector<EvictAction>* actions);
+  void GcLeftoverRows(bool dry_run, std::vector<EvictAction>* actions);
+  void GcLeftoverObjects(bool dry_run, std::vector<EvictAction>* actions);
+  // Whether a live (not pinned) row names the entry-pool object `name`.
+  bool NamedByLiveRow(const std::string& name);
+  // A volume staging object no creating row of this index names: reported, never removed.
+  void ReportVolumeStaging(const storage::ImageRef& ref, const std::set<std::string>& volume_staging,
+                           std::vector<EvictAction>* actions);
+  // Forgets the pool's records of fills whose staging object is gone and whose lock is free.
+  void ForgetEndedFills(const std::map<std::string, std::string>& fills,
+                        const std::set<std::string>& listed);
+  // Dry run: what the pass would do with a staging or row-less entry object.
+  void ReportLeftObject(const std::string& name, bool staging,
+                        const std::map<std::string, std::string>& fills,
+                        std::vector<EvictAction>* actions);
+  // Removes a dead fill's staging object `name` (of image key `key`) when it is ours.
+  // Caller holds the image's locks.
+  void RemoveFillStaging(const std::string& name, const std::string& key,
+                         const std::set<std::string>& live_names,
+                         const std::map<std::string, std::string>& fills, ImageLocks* locks,
+                         std::vector<EvictAction>* actions);
   // Creating volume rows of dead owners: their staging object and, if its mark says it
   // is that row's, the object at the name; then the row.
   void GcVolumes(bool dry_run, std::vector<EvictAction>* actions);
@@ -189,8 +226,31 @@ class CacheImpl final : public Cache {
   void SweepLockFiles(bool dry_run);
   void PurgeDeferred(bool dry_run, std::vector<EvictAction>* actions);
 
+  // --- the eviction pass's steps (pass.cpp)
+  struct EntryTotals {
+    uint64_t count = 0, bytes = 0;  // live ready entries
+    uint64_t pinned_bytes = 0;      // deferred entries kept for their clones
+  };
+  EntryTotals MeasureEntries();
+  // Temporaries of writers and working dirs of fills that died.
+  void SweepDeadFiles(bool dry_run, std::vector<EvictAction>* actions);
+  // Evicts the ready entries the source calls gone or stale.
+  void CheckSourceForEntries(bool dry_run, std::vector<EvictAction>* actions);
+  std::map<std::string, source::ImageMeta> ListSourceForCheck(bool* failed);
+  // What the source says of one entry: kind "gone" or "stale" with a reason, or kind "".
+  struct Verdict {
+    std::string kind, reason;
+  };
+  Verdict JudgeBySource(const index::EntryRow& row,
+                        const std::map<std::string, source::ImageMeta>& listed,
+                        bool listing_failed);
+  // The background flatten: volumes made more than `older_than` ago by the clock.
+  void FlattenOldVolumes(std::chrono::seconds older_than, bool dry_run,
+                         std::vector<EvictAction>* actions);
+
   Options options_;
   std::shared_ptr<spdlog::logger> log_;
+  std::shared_ptr<const util::Clock> clock_;
   std::unique_ptr<storage::Backend> backend_;
   std::unique_ptr<source::Source> source_;
   std::mutex index_mu_;
@@ -213,7 +273,18 @@ class CacheImpl final : public Cache {
   std::string location_;
 };
 
-int64_t NowSeconds();
-std::chrono::microseconds Since(std::chrono::steady_clock::time_point start);
+// Measures how long a step took, for logs, events and results only: never what the
+// engine decides (that takes its time from the Clock), so it runs in real time under a
+// test's fake clock too.
+class Stopwatch {
+ public:
+  std::chrono::microseconds Elapsed() const {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - start_);
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
 
 }  // namespace cachemgr::engine

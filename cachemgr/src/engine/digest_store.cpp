@@ -8,7 +8,8 @@ namespace {
 
 class IndexDigestCache final : public source::DigestCache {
  public:
-  IndexDigestCache(std::mutex& mu, index::Index& index) : mu_(mu), index_(index) {}
+  IndexDigestCache(std::mutex& mu, index::Index& index, std::shared_ptr<const util::Clock> clock)
+      : mu_(mu), index_(index), clock_(std::move(clock)) {}
 
   std::optional<source::FileDigests> Find(const std::string& location,
                                           const std::string& image_id) override {
@@ -22,7 +23,7 @@ class IndexDigestCache final : public source::DigestCache {
            const source::FileDigests& d) override {
     std::lock_guard lock(mu_);
     index_.PutSourceDigest(
-        {location, image_id, d.identity, d.disk_format, d.md5, d.sha512, NowSeconds()});
+        {location, image_id, d.identity, d.disk_format, d.md5, d.sha512, clock_->WallSeconds()});
   }
 
   void Forget(const std::string& location, const std::string& image_id) override {
@@ -33,12 +34,14 @@ class IndexDigestCache final : public source::DigestCache {
  private:
   std::mutex& mu_;
   index::Index& index_;
+  std::shared_ptr<const util::Clock> clock_;
 };
 
 }  // namespace
 
-std::shared_ptr<source::DigestCache> MakeIndexDigestCache(std::mutex& mu, index::Index& index) {
-  return std::make_shared<IndexDigestCache>(mu, index);
+std::shared_ptr<source::DigestCache> MakeIndexDigestCache(
+    std::mutex& mu, index::Index& index, std::shared_ptr<const util::Clock> clock) {
+  return std::make_shared<IndexDigestCache>(mu, index, std::move(clock));
 }
 
 }  // namespace cachemgr::engine

@@ -1,41 +1,26 @@
-// Eviction: one entry at a time, the limits, and the periodic pass (gc of half-made
-// leftovers, purge of deferred deletes, stale and gone entries, background flatten).
-// Over 600 lines for now: the pass's gc steps (GcLeftovers, GcVolumes, SweepLockFiles)
-// are to move to a gc.cpp of their own with the engine split of the architecture work.
+// Eviction of entries: one at a time (removed, or deferred to the trash while it has
+// clones), the limits (least recently used first), and the purge of deferred entries
+// whose clones are gone. The pass that runs them is in pass.cpp, its gc in gc.cpp.
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
 #include <map>
-#include <set>
 #include <thread>
 
 #include "engine/cache_impl.h"
+#include "engine/eviction_steps.h"
 #include "engine/failpoints.h"
 #include "engine/marks.h"
 #include "engine/naming.h"
-#include "fetch/workdir.h"
 #include "policy/eviction.h"
 
 namespace cachemgr::engine {
 
 namespace {
-// How long the pass waits for an image another caller is working on before skipping it.
-constexpr auto kPassLockWait = std::chrono::milliseconds(200);
 // Candidates read per query while choosing victims least recently used first.
 constexpr size_t kLruPage = 64;
 // How long a caller that already holds the image's locks (stale replacement, gc) waits
 // for hits still cloning the entry: a copy of a large image takes minutes.
 constexpr auto kLockedUseWait = std::chrono::minutes(30);
-
-bool IgnoreNotFound(const std::function<void()>& fn) {
-  try {
-    fn();
-    return true;
-  } catch (const Error& e) {
-    if (e.code() != Errc::kNotFound) throw;
-    return false;
-  }
-}
 }  // namespace
 
 void CacheImpl::RemoveImageFully(const storage::ImageRef& ref) {
@@ -186,29 +171,6 @@ EvictAction CacheImpl::EvictEntry(index::EntryRow row, const std::string& kind,
   return action;
 }
 
-void CacheImpl::CleanupLeftover(const index::EntryRow& row, std::vector<EvictAction>* actions) {
-  if (row.state == index::State::kEvicting) {
-    // An eviction died half-way: finish it.
-    auto action = EvictEntry(row, "gc", "eviction by " + row.owner + " did not finish", true);
-    if (actions) actions->push_back(action);
-    return;
-  }
-  // A fill died: remove its staging image (the row recorded its random name before it
-  // was made: the row is the intent record). An image renamed into place before the row
-  // went ready is handled as an orphan: adopted if its mark says it is ours.
-  if (StagingKey(row.cache_name)) {
-    RemoveLeftObject(EntryRef(row.cache_name));
-    backend_->RemoveDanglingName(EntryRef(row.cache_name), "");  // see GcVolumes
-  }
-  WithIndex([&](index::Index& ix) { ix.DeleteEntry(row.id); });
-  log_->info("removed half-made entry image={} staging={} owner={}", row.image_id,
-             row.cache_name, row.owner);
-  if (actions) {
-    actions->push_back({"gc", row.image_id, row.cache_name, 0,
-                        "fill by " + row.owner + " did not finish", true});
-  }
-}
-
 void CacheImpl::EnforceLimits(std::optional<uint64_t> incoming, int64_t exclude_id, bool dry_run,
                               std::vector<EvictAction>* actions) {
   const auto& c = options_.cache;
@@ -265,217 +227,6 @@ void CacheImpl::EnforceLimits(std::optional<uint64_t> incoming, int64_t exclude_
   if (!plan.limits_hold) {
     log_->warn("cache limits cannot hold: the rest is busy bytes={} count={}", plan.bytes_after,
                plan.count_after);
-  }
-}
-
-void CacheImpl::GcLeftovers(bool dry_run, std::vector<EvictAction>* actions) {
-  auto rows =
-      WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
-  // Rows of fills and evictions: if we can take the image's locks, their owner is gone.
-  for (const auto& row : rows) {
-    if (row.pinned || row.state == index::State::kReady) continue;
-    if (dry_run) {
-      actions->push_back({"gc", row.image_id, row.cache_name, 0,
-                          std::string(index::StateName(row.state)) + " row of " + row.owner,
-                          false});
-      continue;
-    }
-    try {
-      auto locks = LockImage(EntryName(row.image_id), kPassLockWait);
-      auto fresh = WithIndex([&](index::Index& ix) { return ix.GetEntry(row.id); });
-      if (fresh && !fresh->pinned && fresh->state != index::State::kReady) {
-        CleanupLeftover(*fresh, actions);
-        // In the same pass: the image a dead fill renamed into place before its row went
-        // ready (ours if its mark says so, else left alone).
-        const std::string final_name = EntryName(fresh->image_id);
-        if (fresh->state == index::State::kCreating && !FindLive(fresh->image_id) &&
-            backend_->Exists(EntryRef(final_name))) {
-          AdoptOrphan(final_name, nullptr, actions);
-        }
-        if (!FindLive(fresh->image_id)) locks.Discard();
-      }
-    } catch (const Error& e) {
-      if (e.code() != Errc::kBusy) throw;  // in progress: not a leftover
-    }
-  }
-  // Objects on the backend: staging ones no row names, entry-named ones no row knows.
-  // Only ours go (a complete mark with the object's own identity); others are reported.
-  std::set<std::string> live_names;
-  for (const auto& row :
-       WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
-    if (!row.pinned) live_names.insert(row.cache_name);
-  }
-  std::set<std::string> volume_staging;
-  for (const auto& v : WithIndex([&](index::Index& ix) { return ix.ListVolumes(); })) {
-    if (v.state == index::State::kCreating) volume_staging.insert(v.staging_name);
-  }
-  // Volume staging objects no row names: a volume being made through another index, or
-  // left by one that was lost; no row of ours says it is ours to remove.
-  auto report_volume_staging = [&](const storage::ImageRef& ref) {
-    if (volume_staging.count(ref.name)) return;
-    auto own = CheckOwnership(*backend_, ref, kMarkVolume, nullptr);
-    if (own.exists) {
-      LeaveAlone(ref.name, own.ours ? "volume staging object no row of this index names" : own.why,
-                 actions);
-    }
-  };
-  if (backend_->volume_pool() != backend_->entry_pool()) {
-    for (const auto& name : backend_->List(backend_->volume_pool())) {
-      if (IsVolumeStagingName(name)) report_volume_staging({backend_->volume_pool(), name});
-    }
-  }
-  const auto fills = SharedFills();
-  const auto listed_names = backend_->List(backend_->entry_pool());
-  const std::set<std::string> listed(listed_names.begin(), listed_names.end());
-  // Fill records whose staging object is gone (the fill ended, and its host died before
-  // forgetting it): nothing to remove but the record. A fill still running holds the
-  // image's lock, and its object may not exist yet: those are left.
-  if (!dry_run) {
-    for (const auto& [staging, value] : fills) {
-      if (listed.count(staging)) continue;
-      auto key = StagingKey(staging);
-      if (!key) continue;
-      try {
-        auto locks = LockImage(*key, std::chrono::milliseconds(0));
-        if (!backend_->Exists(EntryRef(staging))) ForgetFill(staging);
-      } catch (const Error& e) {
-        if (e.code() != Errc::kBusy) throw;
-      }
-    }
-  }
-  for (const auto& name : listed_names) {
-    auto key = StagingKey(name);
-    if (IsVolumeStagingName(name)) {
-      report_volume_staging(EntryRef(name));
-      continue;
-    }
-    bool orphan_entry = IsEntryName(name) && !live_names.count(name);
-    if ((!key || live_names.count(name)) && !orphan_entry) continue;
-    if (dry_run) {
-      auto own = CheckOwnership(*backend_, EntryRef(name), kMarkEntry, nullptr);
-      if (own.exists && !own.ours && !(key && !own.marked && fills.count(name))) {
-        LeaveAlone(name, own.why, actions);
-      } else if (own.exists && !key && RowFromMetadata(name)) {
-        // A complete entry another host made: the pass adopts it, nothing to remove.
-      } else if (own.exists) {
-        actions->push_back(
-            {"gc", "", name, 0, key ? "staging object" : "entry without a row", false});
-      }
-      continue;
-    }
-    try {
-      auto locks = LockImage(key ? *key : name, kPassLockWait);
-      if (key) {
-        bool now_named = false;
-        for (const auto& row : WithIndex(
-                 [&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
-          if (!row.pinned && row.cache_name == name) now_named = true;
-        }
-        if (now_named) continue;
-        auto own = CheckOwnership(*backend_, EntryRef(name), kMarkEntry, nullptr);
-        if (!own.exists) continue;
-        // A fill killed before its fetch ended left an unmarked object: the cache's if the
-        // pool's record of fills names it (recorded before the object was made).
-        const bool recorded_fill = !own.marked && fills.count(name) > 0;
-        if (!own.ours && !recorded_fill) {
-          LeaveAlone(name, own.why, actions);
-          continue;
-        }
-        RemoveLeftObject(EntryRef(name));
-        if (fills.count(name)) ForgetFill(name);
-        if (!live_names.count(*key)) locks.Discard();
-        actions->push_back({"gc", "", name, 0, "staging object of a fill that did not finish",
-                            true});
-        log_->info("removed staging object name={}", name);
-      } else {
-        bool now_known = false;
-        for (const auto& row : WithIndex(
-                 [&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
-          if (!row.pinned && row.cache_name == name) now_known = true;
-        }
-        if (!now_known && backend_->Exists(EntryRef(name))) AdoptOrphan(name, nullptr, actions);
-      }
-    } catch (const Error& e) {
-      if (e.code() != Errc::kBusy) throw;
-    }
-  }
-}
-
-void CacheImpl::GcVolumes(bool dry_run, std::vector<EvictAction>* actions) {
-  const std::string pool = backend_->volume_pool();
-  for (const auto& v : WithIndex([&](index::Index& ix) { return ix.ListVolumes(); })) {
-    if (v.pool != pool || v.state != index::State::kCreating || OwnerAlive(v.owner)) continue;
-    const std::string reason = "create of volume " + v.name + " by " + v.owner + " did not finish";
-    if (dry_run) {
-      actions->push_back({"gc", v.image_id, v.name, 0, reason, false});
-      continue;
-    }
-    // The staging object is this row's: its random name was recorded before it was made.
-    if (!v.staging_name.empty()) {
-      IgnoreNotFound([&] { RemoveLeftObject({pool, v.staging_name}); });
-      // A clone killed between its directory entry and its header leaves a listing that
-      // nothing opens: the name was this row's alone.
-      backend_->RemoveDanglingName({pool, v.staging_name}, "");
-    }
-    // At the name: only the object whose mark and identity say it is this row's (renamed
-    // into place just before the owner died); anything else there is someone else's.
-    if (!v.identity.empty()) {
-      auto own = CheckOwnership(*backend_, {pool, v.name}, kMarkVolume, &v.identity);
-      if (own.ours) {
-        RemoveLeftObject({pool, v.name});
-      } else if (own.exists) {
-        LeaveAlone(v.name, own.why, actions);
-      } else {
-        // A rename killed midway may have bound the name to this row's (now removed)
-        // object: unbound, or the name could never be made again.
-        backend_->RemoveDanglingName({pool, v.name}, v.identity);
-      }
-    }
-    WithIndex([&](index::Index& ix) { ix.DeleteVolume(v.id); });
-    log_->info("removed half-made volume volume={} staging={} owner={}", v.name, v.staging_name,
-               v.owner);
-    actions->push_back({"gc", v.image_id, v.name, 0, reason, true});
-  }
-}
-
-void CacheImpl::SweepLockFiles(bool dry_run) {
-  if (dry_run) return;
-  std::set<std::string> live;
-  for (const auto& row :
-       WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
-    if (!row.pinned) live.insert(EntryName(row.image_id));
-  }
-  std::error_code ec;
-  for (const auto& file : std::filesystem::directory_iterator(lock_dir_, ec)) {
-    const std::string name = file.path().filename().string();
-    const std::string key = name.substr(0, 40);
-    if (!IsEntryName(key) || live.count(key)) continue;
-    if (name != key + ".lock" && name != key + ".use.lock") continue;
-    try {
-      auto lock = FileLock::Acquire(file.path(), std::chrono::milliseconds(0), "lock file " + name);
-      lock->Discard();
-    } catch (const Error&) {
-      // Held: in use.
-    }
-  }
-  // The backend's lock objects (RBD) or files (local) of keys no longer cached: a holder
-  // discards its own, a crashed one leaves it. Taken with no wait (held: in use), the
-  // key checked again under the lock (a fill may have made it live meanwhile).
-  for (const auto& key : backend_->ListLocks()) {
-    if (!IsEntryName(key) || live.count(key)) continue;
-    try {
-      auto locks = LockImage(key, std::chrono::milliseconds(0));
-      bool now_live = false;
-      for (const auto& row :
-           WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
-        if (!row.pinned && EntryName(row.image_id) == key) now_live = true;
-      }
-      if (now_live) continue;
-      locks.Discard();
-      log_->info("removed lock of an image no longer cached key={}", key);
-    } catch (const Error& e) {
-      if (e.code() != Errc::kBusy) throw;
-    }
   }
 }
 
@@ -553,167 +304,6 @@ void CacheImpl::PurgeDeferred(bool dry_run, std::vector<EvictAction>* actions) {
       }
     }
   }
-}
-
-EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
-  auto start = std::chrono::steady_clock::now();
-  auto pass_lock = FileLock::Acquire(lock_dir_ / "eviction-pass.lock", std::chrono::milliseconds(0),
-                                     "eviction pass");
-  // One pass per pool across every host that shares it (a RADOS lock with a lease on RBD:
-  // a killed host's lock runs out by itself).
-  auto pool_pass_lock = LockPass(std::chrono::milliseconds(0));
-  Failpoint(kPassLockedFailpoint);
-  EvictReport report;
-  auto measure = [&](uint64_t* count, uint64_t* bytes, uint64_t* pinned) {
-    *count = 0;
-    *bytes = 0;
-    if (pinned) *pinned = 0;
-    for (const auto& row :
-         WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
-      if (row.pinned) {
-        if (pinned) *pinned += AccountedBytes(row);
-      } else if (row.state == index::State::kReady) {
-        *count += 1;
-        *bytes += AccountedBytes(row);
-      }
-    }
-  };
-  measure(&report.entries_before, &report.bytes_before, nullptr);
-
-  GcLeftovers(options.dry_run, &report.actions);
-  GcVolumes(options.dry_run, &report.actions);
-  SweepLockFiles(options.dry_run);
-  for (const auto& l : backend_->SweepTemporaries(options.dry_run)) {
-    report.actions.push_back(
-        {"gc", "", l.path, l.bytes, "temporary of a writer that died", l.removed});
-    if (l.removed) log_->info("removed temporary path={} bytes={}", l.path, l.bytes);
-  }
-  PurgeDeferred(options.dry_run, &report.actions);
-  std::vector<fetch::LeftAlone> left_alone;
-  for (const auto& dir :
-       fetch::SweepWorkDirs(options_.conversion.dir, options.dry_run, log_, &left_alone)) {
-    report.actions.push_back(
-        {"gc", "", dir.string(), 0, "working dir of a fill that died", !options.dry_run});
-  }
-  for (const auto& l : left_alone) {
-    report.actions.push_back({"left alone", "", l.path.string(), 0, l.why, true});
-  }
-
-  const uint64_t requests_before = source_->Requests();
-  if (options.check_source) {
-    auto rows =
-        WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
-    // One listing answers for every entry (a few pages, not a GET per entry); an image it
-    // does not show is asked about alone, which tells gone from hidden.
-    std::map<std::string, source::ImageMeta> listed;
-    const bool any = std::any_of(rows.begin(), rows.end(), [](const index::EntryRow& r) {
-      return !r.pinned && r.state == index::State::kReady;
-    });
-    bool listing_failed = false;
-    if (any) {
-      try {
-        if (auto all = source_->ListForCheck()) {
-          for (auto& m : *all) {
-            std::string id = m.id;
-            listed.emplace(std::move(id), std::move(m));
-          }
-        }
-      } catch (const Error& e) {
-        listing_failed = true;
-        log_->warn("source list failed, asking per entry error={}", e.what());
-      }
-    }
-    for (const auto& row : rows) {
-      if (row.pinned || row.state != index::State::kReady) continue;
-      std::string kind, reason;
-      try {
-        backend_->RequireIntact(EntryRef(row.cache_name));
-        auto it = listed.find(row.image_id);
-        auto meta = it != listed.end() ? it->second : source_->Describe(row.image_id);
-        if (meta.status == "deleted" || meta.status == "killed" ||
-            meta.status == "pending_delete") {
-          kind = "gone";
-          reason = "source status " + meta.status;
-        } else if (IsStale(row, meta)) {
-          kind = "stale";
-          reason = "source checksum or updated_at changed";
-        }
-      } catch (const Error& e) {
-        if (e.code() == Errc::kNotFound && listing_failed) {
-          // A source whose listing failed may be mis-addressed (every answer a 404): an
-          // entry is called gone only by a source that can list its images.
-          log_->warn("source check skipped image={} error=\"{}\" (the listing failed too)",
-                     row.image_id, e.what());
-        } else if (e.code() == Errc::kNotFound) {
-          kind = "gone";
-          reason = "image no longer in the source";
-        } else if (e.code() == Errc::kCorrupt) {
-          kind = "stale";  // refused as it is; fetched again on the next miss
-          reason = e.what();
-        } else {
-          log_->warn("source check skipped image={} error={}", row.image_id, e.what());
-        }
-      }
-      if (kind.empty()) continue;
-      if (options.dry_run) {
-        report.actions.push_back({kind, row.image_id, row.cache_name, AccountedBytes(row), reason,
-                                  false});
-      } else {
-        report.actions.push_back(EvictEntry(row, kind, reason, false));
-      }
-    }
-  }
-
-  // The limits and the LRU order are the pool's: every entry any host made, each with its
-  // last use by any host.
-  Reconcile(options.dry_run, &report.actions);
-  EnforceLimits(std::nullopt, 0, options.dry_run, &report.actions);
-
-  if (options.flatten_older_than.count() > 0) {
-    const int64_t cutoff = NowSeconds() - options.flatten_older_than.count();
-    for (auto v : WithIndex([&](index::Index& ix) { return ix.ListVolumes(); })) {
-      if (v.pool != backend_->volume_pool() || v.state != index::State::kReady || v.flattened ||
-          v.depth == 0 || v.created_at > cutoff) {
-        continue;
-      }
-      EvictAction action{"flatten", v.image_id, v.name, v.size_bytes, "older than cutoff", false};
-      if (!options.dry_run) {
-        try {
-          auto own = CheckOwnership(*backend_, {v.pool, v.name}, kMarkVolume, &v.identity);
-          if (!own.ours) {
-            throw Error(Errc::kNotFound, own.exists ? own.why : "volume is gone");
-          }
-          backend_->Flatten({v.pool, v.name}, {});
-          // A backend may make a new object to flatten: the mark and the row follow it.
-          if (!v.identity.empty()) v.identity = Mark(*backend_, {v.pool, v.name}, kMarkVolume);
-          v.flattened = true;
-          v.depth = 0;
-          WithIndex([&](index::Index& ix) { ix.UpdateVolume(v); });
-          action.done = true;
-        } catch (const Error& e) {
-          action.reason = std::string("flatten failed: ") + e.what();
-        }
-      }
-      report.actions.push_back(action);
-    }
-  }
-
-  measure(&report.entries_after, &report.bytes_after, &report.pinned_bytes);
-  if (!options.dry_run) {
-    uint64_t left_alone = 0;
-    for (const auto& a : report.actions) left_alone += a.kind == "left alone";
-    Event(kEventLeftAlone, "", left_alone, {});
-    PublishTotals(report);
-  }
-  report.source_requests = source_->Requests() - requests_before;
-  // The lock object goes with the pass (a waiter makes a new one): a pool keeps no lock
-  // objects between passes.
-  pool_pass_lock->Discard();
-  report.elapsed = Since(start);
-  log_->info("eviction pass actions={} entries={} bytes={} pinned={} source_requests={} ms={}",
-             report.actions.size(), report.entries_after, report.bytes_after, report.pinned_bytes,
-             report.source_requests, report.elapsed.count() / 1000);
-  return report;
 }
 
 }  // namespace cachemgr::engine

@@ -184,7 +184,7 @@ bool CacheImpl::Admits(const source::ImageMeta& meta) const {
 
 CacheImpl::Ensured CacheImpl::EnsureEntry(const source::ImageMeta& meta,
                                           const ProgressFn& progress) {
-  auto start = std::chrono::steady_clock::now();
+  const Stopwatch timer;
   bool leader = false;
   Ensured result = flights_.Do(
       meta.id, [&] { return EnsureEntryLocked(meta, progress); }, &leader);
@@ -194,7 +194,7 @@ CacheImpl::Ensured CacheImpl::EnsureEntry(const source::ImageMeta& meta,
     result.replaced = false;
     result.bytes_downloaded = 0;
     result.fill = {};
-    result.wait = Since(start);
+    result.wait = timer.Elapsed();
   }
   return result;
 }
@@ -202,13 +202,13 @@ CacheImpl::Ensured CacheImpl::EnsureEntry(const source::ImageMeta& meta,
 CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
                                                 const ProgressFn& progress) {
   const std::string name = EntryName(meta.id);
-  auto start = std::chrono::steady_clock::now();
+  const Stopwatch timer;
   auto fill_timeout = std::chrono::seconds(std::max<uint32_t>(options_.conversion.timeout_s, 60) +
                                            600);
   ImageLocks locks = LockImage(name, fill_timeout);
   Failpoint(kFillLockedFailpoint);
   Ensured out;
-  out.wait = Since(start);
+  out.wait = timer.Elapsed();
 
   // Another process or host may have filled it while we waited for the locks.
   if (auto row = FindLive(meta.id)) {
@@ -248,7 +248,7 @@ CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
   // Nothing is evicted for the image before its real size is known: a source that
   // overstates it (or a fill that fails) must not empty the cache. The pass after the
   // fill makes room.
-  auto fill_start = std::chrono::steady_clock::now();
+  const Stopwatch fill_timer;
   try {
     out.row = Fill(meta, progress, &out);
   } catch (...) {
@@ -256,7 +256,7 @@ CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
     if (!FindLive(meta.id)) locks.Discard();
     throw;
   }
-  out.fill = Since(fill_start);
+  out.fill = fill_timer.Elapsed();
   out.filled = true;
   Event(out.direct ? "direct" : "miss", meta.id, out.bytes_downloaded, out.fill);
   // With allocated accounting the real size is known only now. The limits are the pool's:
@@ -283,7 +283,7 @@ index::EntryRow CacheImpl::Fill(const source::ImageMeta& meta, const ProgressFn&
   const std::string final_name = EntryName(meta.id);
   const std::string staging = StagingName(meta.id);
   const auto staging_ref = EntryRef(staging);
-  const auto now = NowSeconds();
+  const auto now = Now();
 
   index::EntryRow row;
   row.backend = backend_kind_;

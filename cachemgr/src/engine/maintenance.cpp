@@ -261,7 +261,7 @@ std::vector<Check> CacheImpl::Doctor() {
     std::string hosts;
     for (const auto& [host, at] : totals.hosts) {
       hosts += (hosts.empty() ? "" : ", ") + host + " (last pass " +
-               std::to_string(std::max<int64_t>(0, NowSeconds() - at)) + " s ago)";
+               std::to_string(std::max<int64_t>(0, Now() - at)) + " s ago)";
     }
     return "this host is " + host_id_ + "; " +
            (hosts.empty() ? std::string("no eviction pass has run on ") + location_ + " yet"

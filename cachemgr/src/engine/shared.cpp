@@ -105,7 +105,7 @@ void CacheImpl::ShareDeferred(const index::EntryRow& row, uint64_t bytes) {
 void CacheImpl::ShareFill(const std::string& staging, bool started) {
   if (started) {
     // Before the object exists: without the record a dead fill's object is no one's.
-    backend_->WriteTable(kFills, {{staging, std::to_string(NowSeconds()) + " " + host_id_}});
+    backend_->WriteTable(kFills, {{staging, std::to_string(Now()) + " " + host_id_}});
     return;
   }
   try {
@@ -200,7 +200,7 @@ void CacheImpl::Reconcile(bool dry_run, std::vector<EvictAction>* actions) {
   // A dry run changes nothing, the index included: it plans on this host's view.
   if (dry_run) return;
   const auto uses = backend_->ReadTable(kUses);
-  const int64_t now = NowSeconds();
+  const int64_t now = Now();
   std::map<std::string, std::string> tell;
   std::vector<std::string> forget;
   std::vector<int64_t> told;
@@ -226,7 +226,7 @@ void CacheImpl::Reconcile(bool dry_run, std::vector<EvictAction>* actions) {
 }
 
 void CacheImpl::PublishTotals(const EvictReport& report) {
-  const std::string now = std::to_string(NowSeconds());
+  const std::string now = std::to_string(Now());
   uint64_t pinned = 0;
   for (const auto& [key, value] : SharedDeferred()) {
     const auto w = Words(value);

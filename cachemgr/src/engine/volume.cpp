@@ -64,7 +64,7 @@ class VolumeGuard {
 };
 
 CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
-  auto start = std::chrono::steady_clock::now();
+  const Stopwatch timer;
   ValidateImageId(request.image_id);
   ValidateVolumeName(request.volume);
   // Neither librbd nor qemu-img makes a disk near 2^63 bytes: refused before any work.
@@ -109,7 +109,7 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
       const int64_t interval = options_.source.type == SourceType::kFile
                                    ? 0
                                    : options_.cache.source_check_interval_s;
-      const int64_t now = NowSeconds();
+      const int64_t now = Now();
       const bool recently_checked = ready && interval > 0 && row->source_checked_at <= now &&
                                     now - row->source_checked_at < interval;
       try {
@@ -154,7 +154,7 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
         throw;
       }
       guard.Commit();
-      result.elapsed = Since(start);
+      result.elapsed = timer.Elapsed();
       Event("plan:" + std::string(PlanName(result.plan)), request.image_id,
             result.bytes_downloaded, result.elapsed);
       log_->info("volume made image={} volume={} plan={} depth={} ms={}", request.image_id,
@@ -163,7 +163,7 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
       return result;
     }
   } catch (const Error& e) {
-    Event("error", request.image_id, 0, Since(start));
+    Event("error", request.image_id, 0, timer.Elapsed());
     // The caller gets the error (the tool prints it once); the log keeps it at info, and
     // the index counts it.
     log_->info("volume failed image={} volume={} error={}", request.image_id, request.volume,
@@ -177,7 +177,7 @@ index::VolumeRow CacheImpl::ClaimVolume(const CreateVolumeRequest& request) {
   claim.image_id = request.image_id;
   claim.name = request.volume;
   claim.pool = backend_->volume_pool();
-  claim.created_at = NowSeconds();
+  claim.created_at = Now();
   claim.state = index::State::kCreating;
   claim.owner = owner_;
   claim.staging_name = VolumeStagingName();
@@ -352,7 +352,7 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
   index::VolumeRow& row = *claim;
   row.entry_id = entry.id;
   row.image_id = entry.image_id;
-  row.created_at = NowSeconds();
+  row.created_at = Now();
   row.depth = decision.volume_depth;
   row.plan = std::string(PlanName(fill_plan.value_or(plan)));
   row.size_bytes = size;
@@ -393,7 +393,7 @@ void CacheImpl::FlattenEntry(const index::EntryRow& entry) {
   }
   if (row->depth == 0) return;
   RequireEntryObject(*row);  // never flatten (write into) an object the cache did not make
-  auto start = std::chrono::steady_clock::now();
+  const Stopwatch timer;
   backend_->Flatten(EntryRef(row->cache_name), {});
   // A backend may make a new object to flatten (the local one writes a new file): the
   // mark and the row follow it.
@@ -403,7 +403,7 @@ void CacheImpl::FlattenEntry(const index::EntryRow& entry) {
   backend_->SetMetadata(EntryRef(row->cache_name), kMetaDepth, "0");
   WithIndex([&](index::Index& ix) { ix.UpdateEntry(*row); });
   log_->info("flattened entry image={} entry={} ms={}", row->image_id, row->cache_name,
-             Since(start).count() / 1000);
+             timer.Elapsed().count() / 1000);
 }
 
 CreateVolumeResult CacheImpl::MakeUncached(const source::ImageMeta& meta,
@@ -424,7 +424,7 @@ CreateVolumeResult CacheImpl::MakeUncached(const source::ImageMeta& meta,
       request.progress(Progress{meta.id, stage, done, total});
     };
   }
-  auto start = std::chrono::steady_clock::now();
+  const Stopwatch timer;
   guard->Track(volume);
   auto fetched = fetch::FetchInto(*source_, meta, *backend_, volume, fetch_options, log_);
   const uint64_t size = request.size_bytes ? request.size_bytes : fetched.virtual_size;
@@ -436,14 +436,14 @@ CreateVolumeResult CacheImpl::MakeUncached(const source::ImageMeta& meta,
   PlaceVolume(claim, guard, size, fetched.virtual_size);
   index::VolumeRow& row = *claim;
   row.image_id = meta.id;
-  row.created_at = NowSeconds();
+  row.created_at = Now();
   row.depth = 0;
   row.plan = "uncached";
   row.size_bytes = size;
   row.state = index::State::kReady;
   row.owner.clear();
   WithIndex([&](index::Index& ix) { ix.UpdateVolume(row); });
-  Event("uncached", meta.id, fetched.bytes_downloaded, Since(start));
+  Event("uncached", meta.id, fetched.bytes_downloaded, timer.Elapsed());
 
   CreateVolumeResult result;
   result.volume = request.volume;
@@ -452,7 +452,7 @@ CreateVolumeResult CacheImpl::MakeUncached(const source::ImageMeta& meta,
   result.depth = 0;
   result.size_bytes = size;
   result.bytes_downloaded = fetched.bytes_downloaded;
-  result.fill = Since(start);
+  result.fill = timer.Elapsed();
   return result;
 }
 
@@ -500,7 +500,7 @@ void CacheImpl::DeleteVolume(const std::string& volume) {
 }
 
 PrefillResult CacheImpl::Prefill(const std::string& image_id, const ProgressFn& progress) {
-  auto start = std::chrono::steady_clock::now();
+  const Stopwatch timer;
   ValidateImageId(image_id);
   std::optional<source::ImageMeta> listed;
   {
@@ -530,7 +530,7 @@ PrefillResult CacheImpl::Prefill(const std::string& image_id, const ProgressFn& 
     result.bytes_downloaded = ensured.bytes_downloaded;
     result.virtual_size = ensured.row.virtual_size;
   }
-  result.elapsed = Since(start);
+  result.elapsed = timer.Elapsed();
   return result;
 }
 

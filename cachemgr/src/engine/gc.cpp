@@ -1,0 +1,278 @@
+// Gc of what dead fills, evictions and volume creates left: their rows, their staging
+// objects, entry objects no row knows (adopted when ours and complete), and lock files of
+// images no longer cached. Run by the eviction pass (pass.cpp).
+#include <spdlog/spdlog.h>
+
+#include <map>
+#include <set>
+
+#include "engine/cache_impl.h"
+#include "engine/eviction_steps.h"
+#include "engine/marks.h"
+#include "engine/naming.h"
+
+namespace cachemgr::engine {
+
+void CacheImpl::CleanupLeftover(const index::EntryRow& row, std::vector<EvictAction>* actions) {
+  if (row.state == index::State::kEvicting) {
+    // An eviction died half-way: finish it.
+    auto action = EvictEntry(row, "gc", "eviction by " + row.owner + " did not finish", true);
+    if (actions) actions->push_back(action);
+    return;
+  }
+  // A fill died: remove its staging image (the row recorded its random name before it
+  // was made: the row is the intent record). An image renamed into place before the row
+  // went ready is handled as an orphan: adopted if its mark says it is ours.
+  if (StagingKey(row.cache_name)) {
+    RemoveLeftObject(EntryRef(row.cache_name));
+    backend_->RemoveDanglingName(EntryRef(row.cache_name), "");  // see GcVolumes
+  }
+  WithIndex([&](index::Index& ix) { ix.DeleteEntry(row.id); });
+  log_->info("removed half-made entry image={} staging={} owner={}", row.image_id,
+             row.cache_name, row.owner);
+  if (actions) {
+    actions->push_back({"gc", row.image_id, row.cache_name, 0,
+                        "fill by " + row.owner + " did not finish", true});
+  }
+}
+
+void CacheImpl::GcLeftovers(bool dry_run, std::vector<EvictAction>* actions) {
+  GcLeftoverRows(dry_run, actions);
+  // Objects on the backend: staging ones no row names, entry-named ones no row knows.
+  // Only ours go (a complete mark with the object's own identity); others are reported.
+  GcLeftoverObjects(dry_run, actions);
+}
+
+void CacheImpl::GcLeftoverRows(bool dry_run, std::vector<EvictAction>* actions) {
+  auto rows =
+      WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
+  // Rows of fills and evictions: if we can take the image's locks, their owner is gone.
+  for (const auto& row : rows) {
+    if (row.pinned || row.state == index::State::kReady) continue;
+    if (dry_run) {
+      actions->push_back({"gc", row.image_id, row.cache_name, 0,
+                          std::string(index::StateName(row.state)) + " row of " + row.owner,
+                          false});
+      continue;
+    }
+    try {
+      auto locks = LockImage(EntryName(row.image_id), kPassLockWait);
+      auto fresh = WithIndex([&](index::Index& ix) { return ix.GetEntry(row.id); });
+      if (fresh && !fresh->pinned && fresh->state != index::State::kReady) {
+        CleanupLeftover(*fresh, actions);
+        // In the same pass: the image a dead fill renamed into place before its row went
+        // ready (ours if its mark says so, else left alone).
+        const std::string final_name = EntryName(fresh->image_id);
+        if (fresh->state == index::State::kCreating && !FindLive(fresh->image_id) &&
+            backend_->Exists(EntryRef(final_name))) {
+          AdoptOrphan(final_name, nullptr, actions);
+        }
+        if (!FindLive(fresh->image_id)) locks.Discard();
+      }
+    } catch (const Error& e) {
+      if (e.code() != Errc::kBusy) throw;  // in progress: not a leftover
+    }
+  }
+}
+
+bool CacheImpl::NamedByLiveRow(const std::string& name) {
+  bool named = false;
+  for (const auto& row :
+       WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
+    if (!row.pinned && row.cache_name == name) named = true;
+  }
+  return named;
+}
+
+void CacheImpl::GcLeftoverObjects(bool dry_run, std::vector<EvictAction>* actions) {
+  std::set<std::string> live_names;
+  for (const auto& row :
+       WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
+    if (!row.pinned) live_names.insert(row.cache_name);
+  }
+  std::set<std::string> volume_staging;
+  for (const auto& v : WithIndex([&](index::Index& ix) { return ix.ListVolumes(); })) {
+    if (v.state == index::State::kCreating) volume_staging.insert(v.staging_name);
+  }
+  if (backend_->volume_pool() != backend_->entry_pool()) {
+    for (const auto& name : backend_->List(backend_->volume_pool())) {
+      if (IsVolumeStagingName(name)) {
+        ReportVolumeStaging({backend_->volume_pool(), name}, volume_staging, actions);
+      }
+    }
+  }
+  const auto fills = SharedFills();
+  const auto listed_names = backend_->List(backend_->entry_pool());
+  const std::set<std::string> listed(listed_names.begin(), listed_names.end());
+  if (!dry_run) ForgetEndedFills(fills, listed);
+  for (const auto& name : listed_names) {
+    auto key = StagingKey(name);
+    if (IsVolumeStagingName(name)) {
+      ReportVolumeStaging(EntryRef(name), volume_staging, actions);
+      continue;
+    }
+    bool orphan_entry = IsEntryName(name) && !live_names.count(name);
+    if ((!key || live_names.count(name)) && !orphan_entry) continue;
+    if (dry_run) {
+      ReportLeftObject(name, key.has_value(), fills, actions);
+      continue;
+    }
+    try {
+      auto locks = LockImage(key ? *key : name, kPassLockWait);
+      if (key) {
+        RemoveFillStaging(name, *key, live_names, fills, &locks, actions);
+      } else if (!NamedByLiveRow(name) && backend_->Exists(EntryRef(name))) {
+        AdoptOrphan(name, nullptr, actions);
+      }
+    } catch (const Error& e) {
+      if (e.code() != Errc::kBusy) throw;
+    }
+  }
+}
+
+void CacheImpl::ReportVolumeStaging(const storage::ImageRef& ref,
+                                    const std::set<std::string>& volume_staging,
+                                    std::vector<EvictAction>* actions) {
+  // Volume staging objects no row names: a volume being made through another index, or
+  // left by one that was lost; no row of ours says it is ours to remove.
+  if (volume_staging.count(ref.name)) return;
+  auto own = CheckOwnership(*backend_, ref, kMarkVolume, nullptr);
+  if (own.exists) {
+    LeaveAlone(ref.name, own.ours ? "volume staging object no row of this index names" : own.why,
+               actions);
+  }
+}
+
+void CacheImpl::ForgetEndedFills(const std::map<std::string, std::string>& fills,
+                                 const std::set<std::string>& listed) {
+  // Fill records whose staging object is gone (the fill ended, and its host died before
+  // forgetting it): nothing to remove but the record. A fill still running holds the
+  // image's lock, and its object may not exist yet: those are left.
+  for (const auto& entry : fills) {
+    const std::string& staging = entry.first;
+    if (listed.count(staging)) continue;
+    auto key = StagingKey(staging);
+    if (!key) continue;
+    try {
+      auto locks = LockImage(*key, std::chrono::milliseconds(0));
+      if (!backend_->Exists(EntryRef(staging))) ForgetFill(staging);
+    } catch (const Error& e) {
+      if (e.code() != Errc::kBusy) throw;
+    }
+  }
+}
+
+void CacheImpl::ReportLeftObject(const std::string& name, bool staging,
+                                 const std::map<std::string, std::string>& fills,
+                                 std::vector<EvictAction>* actions) {
+  auto own = CheckOwnership(*backend_, EntryRef(name), kMarkEntry, nullptr);
+  if (own.exists && !own.ours && !(staging && !own.marked && fills.count(name))) {
+    LeaveAlone(name, own.why, actions);
+  } else if (own.exists && !staging && RowFromMetadata(name)) {
+    // A complete entry another host made: the pass adopts it, nothing to remove.
+  } else if (own.exists) {
+    actions->push_back(
+        {"gc", "", name, 0, staging ? "staging object" : "entry without a row", false});
+  }
+}
+
+void CacheImpl::RemoveFillStaging(const std::string& name, const std::string& key,
+                                  const std::set<std::string>& live_names,
+                                  const std::map<std::string, std::string>& fills,
+                                  ImageLocks* locks, std::vector<EvictAction>* actions) {
+  if (NamedByLiveRow(name)) return;
+  auto own = CheckOwnership(*backend_, EntryRef(name), kMarkEntry, nullptr);
+  if (!own.exists) return;
+  // A fill killed before its fetch ended left an unmarked object: the cache's if the
+  // pool's record of fills names it (recorded before the object was made).
+  const bool recorded_fill = !own.marked && fills.count(name) > 0;
+  if (!own.ours && !recorded_fill) {
+    LeaveAlone(name, own.why, actions);
+    return;
+  }
+  RemoveLeftObject(EntryRef(name));
+  if (fills.count(name)) ForgetFill(name);
+  if (!live_names.count(key)) locks->Discard();
+  actions->push_back({"gc", "", name, 0, "staging object of a fill that did not finish", true});
+  log_->info("removed staging object name={}", name);
+}
+
+void CacheImpl::GcVolumes(bool dry_run, std::vector<EvictAction>* actions) {
+  const std::string pool = backend_->volume_pool();
+  for (const auto& v : WithIndex([&](index::Index& ix) { return ix.ListVolumes(); })) {
+    if (v.pool != pool || v.state != index::State::kCreating || OwnerAlive(v.owner)) continue;
+    const std::string reason = "create of volume " + v.name + " by " + v.owner + " did not finish";
+    if (dry_run) {
+      actions->push_back({"gc", v.image_id, v.name, 0, reason, false});
+      continue;
+    }
+    // The staging object is this row's: its random name was recorded before it was made.
+    if (!v.staging_name.empty()) {
+      IgnoreNotFound([&] { RemoveLeftObject({pool, v.staging_name}); });
+      // A clone killed between its directory entry and its header leaves a listing that
+      // nothing opens: the name was this row's alone.
+      backend_->RemoveDanglingName({pool, v.staging_name}, "");
+    }
+    // At the name: only the object whose mark and identity say it is this row's (renamed
+    // into place just before the owner died); anything else there is someone else's.
+    if (!v.identity.empty()) {
+      auto own = CheckOwnership(*backend_, {pool, v.name}, kMarkVolume, &v.identity);
+      if (own.ours) {
+        RemoveLeftObject({pool, v.name});
+      } else if (own.exists) {
+        LeaveAlone(v.name, own.why, actions);
+      } else {
+        // A rename killed midway may have bound the name to this row's (now removed)
+        // object: unbound, or the name could never be made again.
+        backend_->RemoveDanglingName({pool, v.name}, v.identity);
+      }
+    }
+    WithIndex([&](index::Index& ix) { ix.DeleteVolume(v.id); });
+    log_->info("removed half-made volume volume={} staging={} owner={}", v.name, v.staging_name,
+               v.owner);
+    actions->push_back({"gc", v.image_id, v.name, 0, reason, true});
+  }
+}
+
+void CacheImpl::SweepLockFiles(bool dry_run) {
+  if (dry_run) return;
+  std::set<std::string> live;
+  for (const auto& row :
+       WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
+    if (!row.pinned) live.insert(EntryName(row.image_id));
+  }
+  std::error_code ec;
+  for (const auto& file : std::filesystem::directory_iterator(lock_dir_, ec)) {
+    const std::string name = file.path().filename().string();
+    const std::string key = name.substr(0, 40);
+    if (!IsEntryName(key) || live.count(key)) continue;
+    if (name != key + ".lock" && name != key + ".use.lock") continue;
+    try {
+      auto lock = FileLock::Acquire(file.path(), std::chrono::milliseconds(0), "lock file " + name);
+      lock->Discard();
+    } catch (const Error&) {
+      // Held: in use.
+    }
+  }
+  // The backend's lock objects (RBD) or files (local) of keys no longer cached: a holder
+  // discards its own, a crashed one leaves it. Taken with no wait (held: in use), the
+  // key checked again under the lock (a fill may have made it live meanwhile).
+  for (const auto& key : backend_->ListLocks()) {
+    if (!IsEntryName(key) || live.count(key)) continue;
+    try {
+      auto locks = LockImage(key, std::chrono::milliseconds(0));
+      bool now_live = false;
+      for (const auto& row :
+           WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
+        if (!row.pinned && EntryName(row.image_id) == key) now_live = true;
+      }
+      if (now_live) continue;
+      locks.Discard();
+      log_->info("removed lock of an image no longer cached key={}", key);
+    } catch (const Error& e) {
+      if (e.code() != Errc::kBusy) throw;
+    }
+  }
+}
+
+}  // namespace cachemgr::engine

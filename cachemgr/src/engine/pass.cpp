@@ -1,0 +1,196 @@
+// The periodic eviction pass, as its steps: gc of what dead work left, purge of deferred
+// entries, the source check (stale and gone entries), the pool's limits, and the
+// background flatten of old volumes.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <map>
+
+#include "engine/cache_impl.h"
+#include "engine/failpoints.h"
+#include "engine/marks.h"
+#include "fetch/workdir.h"
+
+namespace cachemgr::engine {
+
+EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
+  const Stopwatch timer;
+  auto pass_lock = FileLock::Acquire(lock_dir_ / "eviction-pass.lock", std::chrono::milliseconds(0),
+                                     "eviction pass");
+  // One pass per pool across every host that shares it (a RADOS lock with a lease on RBD:
+  // a killed host's lock runs out by itself).
+  auto pool_pass_lock = LockPass(std::chrono::milliseconds(0));
+  Failpoint(kPassLockedFailpoint);
+  EvictReport report;
+  const auto before = MeasureEntries();
+  report.entries_before = before.count;
+  report.bytes_before = before.bytes;
+
+  GcLeftovers(options.dry_run, &report.actions);
+  GcVolumes(options.dry_run, &report.actions);
+  SweepLockFiles(options.dry_run);
+  SweepDeadFiles(options.dry_run, &report.actions);
+  PurgeDeferred(options.dry_run, &report.actions);
+
+  const uint64_t requests_before = source_->Requests();
+  if (options.check_source) CheckSourceForEntries(options.dry_run, &report.actions);
+
+  // The limits and the LRU order are the pool's: every entry any host made, each with its
+  // last use by any host.
+  Reconcile(options.dry_run, &report.actions);
+  EnforceLimits(std::nullopt, 0, options.dry_run, &report.actions);
+
+  if (options.flatten_older_than.count() > 0) {
+    FlattenOldVolumes(options.flatten_older_than, options.dry_run, &report.actions);
+  }
+
+  const auto after = MeasureEntries();
+  report.entries_after = after.count;
+  report.bytes_after = after.bytes;
+  report.pinned_bytes = after.pinned_bytes;
+  if (!options.dry_run) {
+    uint64_t left_alone = 0;
+    for (const auto& a : report.actions) left_alone += a.kind == "left alone";
+    Event(kEventLeftAlone, "", left_alone, {});
+    PublishTotals(report);
+  }
+  report.source_requests = source_->Requests() - requests_before;
+  // The lock object goes with the pass (a waiter makes a new one): a pool keeps no lock
+  // objects between passes.
+  pool_pass_lock->Discard();
+  report.elapsed = timer.Elapsed();
+  log_->info("eviction pass actions={} entries={} bytes={} pinned={} source_requests={} ms={}",
+             report.actions.size(), report.entries_after, report.bytes_after, report.pinned_bytes,
+             report.source_requests, report.elapsed.count() / 1000);
+  return report;
+}
+
+CacheImpl::EntryTotals CacheImpl::MeasureEntries() {
+  EntryTotals totals;
+  for (const auto& row :
+       WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
+    if (row.pinned) {
+      totals.pinned_bytes += AccountedBytes(row);
+    } else if (row.state == index::State::kReady) {
+      totals.count += 1;
+      totals.bytes += AccountedBytes(row);
+    }
+  }
+  return totals;
+}
+
+void CacheImpl::SweepDeadFiles(bool dry_run, std::vector<EvictAction>* actions) {
+  for (const auto& l : backend_->SweepTemporaries(dry_run)) {
+    actions->push_back({"gc", "", l.path, l.bytes, "temporary of a writer that died", l.removed});
+    if (l.removed) log_->info("removed temporary path={} bytes={}", l.path, l.bytes);
+  }
+  std::vector<fetch::LeftAlone> left_alone;
+  for (const auto& dir : fetch::SweepWorkDirs(options_.conversion.dir, dry_run, log_, &left_alone)) {
+    actions->push_back({"gc", "", dir.string(), 0, "working dir of a fill that died", !dry_run});
+  }
+  for (const auto& l : left_alone) {
+    actions->push_back({"left alone", "", l.path.string(), 0, l.why, true});
+  }
+}
+
+void CacheImpl::CheckSourceForEntries(bool dry_run, std::vector<EvictAction>* actions) {
+  auto rows =
+      WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
+  const bool any = std::any_of(rows.begin(), rows.end(), [](const index::EntryRow& r) {
+    return !r.pinned && r.state == index::State::kReady;
+  });
+  bool listing_failed = false;
+  const auto listed = any ? ListSourceForCheck(&listing_failed)
+                          : std::map<std::string, source::ImageMeta>{};
+  for (const auto& row : rows) {
+    if (row.pinned || row.state != index::State::kReady) continue;
+    const auto verdict = JudgeBySource(row, listed, listing_failed);
+    if (verdict.kind.empty()) continue;
+    if (dry_run) {
+      actions->push_back({verdict.kind, row.image_id, row.cache_name, AccountedBytes(row),
+                          verdict.reason, false});
+    } else {
+      actions->push_back(EvictEntry(row, verdict.kind, verdict.reason, false));
+    }
+  }
+}
+
+std::map<std::string, source::ImageMeta> CacheImpl::ListSourceForCheck(bool* failed) {
+  // One listing answers for every entry (a few pages, not a GET per entry); an image it
+  // does not show is asked about alone, which tells gone from hidden.
+  std::map<std::string, source::ImageMeta> listed;
+  try {
+    if (auto all = source_->ListForCheck()) {
+      for (auto& m : *all) {
+        std::string id = m.id;
+        listed.emplace(std::move(id), std::move(m));
+      }
+    }
+  } catch (const Error& e) {
+    *failed = true;
+    log_->warn("source list failed, asking per entry error={}", e.what());
+  }
+  return listed;
+}
+
+CacheImpl::Verdict CacheImpl::JudgeBySource(
+    const index::EntryRow& row, const std::map<std::string, source::ImageMeta>& listed,
+    bool listing_failed) {
+  Verdict verdict;
+  try {
+    backend_->RequireIntact(EntryRef(row.cache_name));
+    auto it = listed.find(row.image_id);
+    auto meta = it != listed.end() ? it->second : source_->Describe(row.image_id);
+    if (meta.status == "deleted" || meta.status == "killed" || meta.status == "pending_delete") {
+      verdict = {"gone", "source status " + meta.status};
+    } else if (IsStale(row, meta)) {
+      verdict = {"stale", "source checksum or updated_at changed"};
+    }
+  } catch (const Error& e) {
+    if (e.code() == Errc::kNotFound && listing_failed) {
+      // A source whose listing failed may be mis-addressed (every answer a 404): an
+      // entry is called gone only by a source that can list its images.
+      log_->warn("source check skipped image={} error=\"{}\" (the listing failed too)",
+                 row.image_id, e.what());
+    } else if (e.code() == Errc::kNotFound) {
+      verdict = {"gone", "image no longer in the source"};
+    } else if (e.code() == Errc::kCorrupt) {
+      verdict = {"stale", e.what()};  // refused as it is; fetched again on the next miss
+    } else {
+      log_->warn("source check skipped image={} error={}", row.image_id, e.what());
+    }
+  }
+  return verdict;
+}
+
+void CacheImpl::FlattenOldVolumes(std::chrono::seconds older_than, bool dry_run,
+                                  std::vector<EvictAction>* actions) {
+  const int64_t cutoff = Now() - older_than.count();
+  for (auto v : WithIndex([&](index::Index& ix) { return ix.ListVolumes(); })) {
+    if (v.pool != backend_->volume_pool() || v.state != index::State::kReady || v.flattened ||
+        v.depth == 0 || v.created_at > cutoff) {
+      continue;
+    }
+    EvictAction action{"flatten", v.image_id, v.name, v.size_bytes, "older than cutoff", false};
+    if (!dry_run) {
+      try {
+        auto own = CheckOwnership(*backend_, {v.pool, v.name}, kMarkVolume, &v.identity);
+        if (!own.ours) {
+          throw Error(Errc::kNotFound, own.exists ? own.why : "volume is gone");
+        }
+        backend_->Flatten({v.pool, v.name}, {});
+        // A backend may make a new object to flatten: the mark and the row follow it.
+        if (!v.identity.empty()) v.identity = Mark(*backend_, {v.pool, v.name}, kMarkVolume);
+        v.flattened = true;
+        v.depth = 0;
+        WithIndex([&](index::Index& ix) { ix.UpdateVolume(v); });
+        action.done = true;
+      } catch (const Error& e) {
+        action.reason = std::string("flatten failed: ") + e.what();
+      }
+    }
+    actions->push_back(action);
+  }
+}
+
+}  // namespace cachemgr::engine
