@@ -125,11 +125,12 @@ std::vector<std::string> CollectIds(Context& ctx, const PrefillArgs& args) {
   return unique;
 }
 
-class Run {
+// One prefill: the images, the workers that fill them, the bars, the report.
+class PrefillRun {
  public:
   // `start`: when the command began, so the time reported includes opening the cache and
   // listing the source, not only the fills.
-  Run(Context& ctx, const PrefillArgs& args, std::vector<std::string> ids,
+  PrefillRun(Context& ctx, const PrefillArgs& args, std::vector<std::string> ids,
       std::chrono::steady_clock::time_point start)
       : ctx_(ctx), args_(args), tty_(ProgressOnTerminal()), start_(start) {
     for (auto& id : ids) {
@@ -168,48 +169,7 @@ class Run {
         std::lock_guard lock(mu_);
         item.status = Status::kRunning;
       }
-      for (int attempt = 1;; ++attempt) {
-        {
-          std::lock_guard lock(mu_);
-          item.attempts = attempt;
-        }
-        try {
-          PrefillResult r = cache.Prefill(item.image_id, [&](const Progress& p) {
-            std::lock_guard lock(mu_);
-            item.stage = p.stage;
-            item.done_bytes = p.done_bytes;
-            item.total_bytes = p.total_bytes;
-          });
-          std::lock_guard lock(mu_);
-          item.result = r;
-          item.status = Status::kDone;
-          break;
-        } catch (const Error& e) {
-          if (attempt <= args_.retries && Retryable(e.code())) {
-            const int delay_ms =
-                std::min(30000, args_.retry_base_ms * (1 << std::min(attempt - 1, 14)));
-            {
-              std::lock_guard lock(mu_);
-              Say(std::cerr, "image " + item.image_id + ": attempt " + std::to_string(attempt) +
-                                 " failed (" + e.what() + "); retrying in " +
-                                 std::to_string(delay_ms) + " ms");
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
-            continue;
-          }
-          std::lock_guard lock(mu_);
-          item.status = Status::kFailed;
-          item.error_code = e.code();
-          item.error = e.what();
-          break;
-        } catch (const std::exception& e) {
-          std::lock_guard lock(mu_);
-          item.status = Status::kFailed;
-          item.error_code = Errc::kInternal;
-          item.error = e.what();
-          break;
-        }
-      }
+      PrefillWithRetries(cache, item);
       std::lock_guard lock(mu_);
       item.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(
           std::chrono::steady_clock::now() - t0);
@@ -219,6 +179,53 @@ class Run {
         pending_.push_back(line);
       else
         Say(ctx_.json ? std::cerr : std::cout, line);
+    }
+  }
+
+  // Prefills one image, again after a retryable failure (up to --retries, backing off);
+  // the item records the result or the last error.
+  void PrefillWithRetries(Cache& cache, Item& item) {
+    for (int attempt = 1;; ++attempt) {
+      {
+        std::lock_guard lock(mu_);
+        item.attempts = attempt;
+      }
+      try {
+        PrefillResult r = cache.Prefill(item.image_id, [&](const Progress& p) {
+          std::lock_guard lock(mu_);
+          item.stage = p.stage;
+          item.done_bytes = p.done_bytes;
+          item.total_bytes = p.total_bytes;
+        });
+        std::lock_guard lock(mu_);
+        item.result = r;
+        item.status = Status::kDone;
+        return;
+      } catch (const Error& e) {
+        if (attempt <= args_.retries && Retryable(e.code())) {
+          const int delay_ms =
+              std::min(30000, args_.retry_base_ms * (1 << std::min(attempt - 1, 14)));
+          {
+            std::lock_guard lock(mu_);
+            Say(std::cerr, "image " + item.image_id + ": attempt " + std::to_string(attempt) +
+                               " failed (" + e.what() + "); retrying in " +
+                               std::to_string(delay_ms) + " ms");
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+          continue;
+        }
+        std::lock_guard lock(mu_);
+        item.status = Status::kFailed;
+        item.error_code = e.code();
+        item.error = e.what();
+        return;
+      } catch (const std::exception& e) {
+        std::lock_guard lock(mu_);
+        item.status = Status::kFailed;
+        item.error_code = Errc::kInternal;
+        item.error = e.what();
+        return;
+      }
     }
   }
 
@@ -282,81 +289,100 @@ class Run {
     }
   }
 
-  int Report() {
+  // What the items came to, over every item.
+  struct Totals {
     size_t failed = 0;
     std::map<std::string, size_t> by_outcome;
     uint64_t downloaded = 0, total_size = 0;
     std::set<Errc> codes;
+    size_t count(const char* outcome) const {
+      auto it = by_outcome.find(outcome);
+      return it == by_outcome.end() ? 0 : it->second;
+    }
+  };
+
+  int Report() {
+    Totals t;
     for (const auto& item : items_) {
-      ++by_outcome[OutcomeText(item)];
+      ++t.by_outcome[OutcomeText(item)];
       if (item.status == Status::kFailed) {
-        ++failed;
-        codes.insert(*item.error_code);
+        ++t.failed;
+        t.codes.insert(*item.error_code);
         continue;
       }
-      downloaded += item.result.bytes_downloaded;
-      total_size += item.result.virtual_size;
+      t.downloaded += item.result.bytes_downloaded;
+      t.total_size += item.result.virtual_size;
     }
-    auto count = [&](const char* k) { return by_outcome.count(k) ? by_outcome[k] : 0; };
-
     if (ctx_.json) {
-      nlohmann::json results = nlohmann::json::array();
-      for (const auto& item : items_) {
-        nlohmann::json r = {{"image_id", item.image_id},
-                            {"outcome", OutcomeText(item)},
-                            {"attempts", item.attempts},
-                            {"ms", Millis(item.elapsed)}};
-        if (item.status == Status::kFailed) {
-          r["error"] = {{"code", ErrcName(*item.error_code)}, {"message", item.error}};
-        } else {
-          r["virtual_size"] = item.result.virtual_size;
-          r["bytes_downloaded"] = item.result.bytes_downloaded;
-        }
-        results.push_back(std::move(r));
-      }
-      PrintJson({{"results", results},
-                 {"totals",
-                  {{"images", items_.size()},
-                   {"filled", count("filled")},
-                   {"replaced", count("replaced")},
-                   {"direct", count("direct")},
-                   {"skipped", count("skipped")},
-                   {"failed", failed},
-                   {"bytes_downloaded", downloaded},
-                   {"virtual_bytes", total_size},
-                   {"ms", Millis(wall_)}}}});
+      PrintJsonReport(t);
     } else {
-      Table table({"IMAGE", "OUTCOME", "SIZE", "DOWNLOADED", "TIME", "ATTEMPTS"},
-                  {false, false, true, true, true, true});
-      for (const auto& item : items_) {
-        const bool ok = item.status != Status::kFailed;
-        table.Add({item.image_id, OutcomeText(item),
-                   ok ? HumanBytes(item.result.virtual_size) : "-",
-                   ok ? HumanBytes(item.result.bytes_downloaded) : "-", HumanDuration(item.elapsed),
-                   std::to_string(item.attempts)});
-      }
-      std::cout << '\n' << table.Render();
-      std::cout << "total: " << items_.size() << " images: " << count("filled") << " filled, "
-                << count("replaced") << " replaced, " << count("direct") << " direct, "
-                << count("skipped") << " skipped (fresh), " << failed << " failed; "
-                << HumanBytes(downloaded) << " downloaded, " << HumanBytes(total_size)
-                << " cached, in " << HumanDuration(wall_) << " (concurrency "
-                << std::max(1, std::min<int>(args_.concurrency, items_.size())) << ")\n";
+      PrintTableReport(t);
     }
     std::cout.flush();
-    if (failed == 0) return kExitOk;
+    if (t.failed == 0) return kExitOk;
+    ReportFailures(t);
+    // One shared cause keeps its own exit code (3 not found, 4 refused, ...); mixed: 1.
+    return t.codes.size() == 1 ? ExitCodeFor(*t.codes.begin()) : kExitFailed;
+  }
+
+  void PrintJsonReport(const Totals& t) const {
+    nlohmann::json results = nlohmann::json::array();
+    for (const auto& item : items_) {
+      nlohmann::json r = {{"image_id", item.image_id},
+                          {"outcome", OutcomeText(item)},
+                          {"attempts", item.attempts},
+                          {"ms", Millis(item.elapsed)}};
+      if (item.status == Status::kFailed) {
+        r["error"] = {{"code", ErrcName(*item.error_code)}, {"message", item.error}};
+      } else {
+        r["virtual_size"] = item.result.virtual_size;
+        r["bytes_downloaded"] = item.result.bytes_downloaded;
+      }
+      results.push_back(std::move(r));
+    }
+    PrintJson({{"results", results},
+               {"totals",
+                {{"images", items_.size()},
+                 {"filled", t.count("filled")},
+                 {"replaced", t.count("replaced")},
+                 {"direct", t.count("direct")},
+                 {"skipped", t.count("skipped")},
+                 {"failed", t.failed},
+                 {"bytes_downloaded", t.downloaded},
+                 {"virtual_bytes", t.total_size},
+                 {"ms", Millis(wall_)}}}});
+  }
+
+  void PrintTableReport(const Totals& t) const {
+    Table table({"IMAGE", "OUTCOME", "SIZE", "DOWNLOADED", "TIME", "ATTEMPTS"},
+                {false, false, true, true, true, true});
+    for (const auto& item : items_) {
+      const bool ok = item.status != Status::kFailed;
+      table.Add({item.image_id, OutcomeText(item), ok ? HumanBytes(item.result.virtual_size) : "-",
+                 ok ? HumanBytes(item.result.bytes_downloaded) : "-", HumanDuration(item.elapsed),
+                 std::to_string(item.attempts)});
+    }
+    std::cout << '\n' << table.Render();
+    std::cout << "total: " << items_.size() << " images: " << t.count("filled") << " filled, "
+              << t.count("replaced") << " replaced, " << t.count("direct") << " direct, "
+              << t.count("skipped") << " skipped (fresh), " << t.failed << " failed; "
+              << HumanBytes(t.downloaded) << " downloaded, " << HumanBytes(t.total_size)
+              << " cached, in " << HumanDuration(wall_) << " (concurrency "
+              << std::max(1, std::min<int>(args_.concurrency, items_.size())) << ")\n";
+  }
+
+  // Each failed image and the count on stderr and in the log file.
+  void ReportFailures(const Totals& t) {
     for (const auto& item : items_) {
       if (item.status != Status::kFailed) continue;
       const std::string line = "cachemgr prefill: image " + item.image_id + " failed: " + item.error;
       std::cerr << OneLine(line) << '\n';
       ctx_.LogToFile(line);
     }
-    const std::string summary = "cachemgr prefill: " + std::to_string(failed) + " of " +
+    const std::string summary = "cachemgr prefill: " + std::to_string(t.failed) + " of " +
                                 std::to_string(items_.size()) + " images failed";
     std::cerr << summary << '\n';
     ctx_.LogToFile(summary);
-    // One shared cause keeps its own exit code (3 not found, 4 refused, ...); mixed: 1.
-    return codes.size() == 1 ? ExitCodeFor(*codes.begin()) : kExitFailed;
   }
 
   Context& ctx_;
@@ -390,7 +416,7 @@ int RunPrefill(Context& ctx, const PrefillArgs& args) {
     throw Error{Errc::kInvalidArgument,
                 "no images given: name IMAGE_IDs, use --from-file FILE|- or --all"};
   }
-  Run run(ctx, args, std::move(ids), start);
+  PrefillRun run(ctx, args, std::move(ids), start);
   return run.Go();
 }
 

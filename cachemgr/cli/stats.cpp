@@ -115,90 +115,94 @@ void WriteAtomically(const std::string& path, const std::string& text) {
   }
 }
 
+// `stats --json`: every counter and size, and the pool's totals.
+std::string StatsJson(const Stats& s) {
+  nlohmann::json by_plan = nlohmann::json::object();
+  for (const auto& [plan, ps] : s.by_plan)
+    by_plan[plan] = {{"count", ps.count},
+                     {"total_ms", Millis(ps.total)},
+                     {"mean_ms", ps.count ? Millis(ps.total) / ps.count : 0.0}};
+  return nlohmann::json{{"hits", s.hits},
+                        {"misses", s.misses},
+                        {"direct", s.direct},
+                        {"direct_refused", s.direct_refused},
+                        {"evictions", s.evictions},
+                        {"stale", s.stale},
+                        {"errors", s.errors},
+                        {"bytes_downloaded", s.bytes_downloaded},
+                        {"bytes_saved", s.bytes_saved},
+                        {"entries", s.entries},
+                        {"cached_bytes", s.cached_bytes},
+                        {"pinned_bytes", s.pinned_bytes},
+                        {"volumes", s.volumes},
+                        {"leftovers", s.leftovers},
+                        {"leftover_bytes", s.leftover_bytes},
+                        {"half_made", s.half_made},
+                        {"left_alone", s.left_alone},
+                        {"dead_work_dirs", s.dead_work_dirs},
+                        {"max_size_gb", s.max_size_gb},
+                        {"max_count", s.max_count},
+                        {"by_plan", by_plan},
+                        {"pool", PoolJson(s.pool)}}
+             .dump(2) +
+         "\n";
+}
+
+// `stats` for people: a table of counters and sizes, then one of the plans' times.
+std::string StatsTable(const Stats& s) {
+  const uint64_t creates = s.hits + s.misses + s.direct;
+  char ratio[32] = "-";
+  if (creates) std::snprintf(ratio, sizeof ratio, "%.1f%%", 100.0 * s.hits / creates);
+  Table t({"STAT", "VALUE"}, {false, true});
+  t.Add({"entries",
+         std::to_string(s.entries) + (s.max_count ? " of " + std::to_string(s.max_count) : "")});
+  t.Add({"cached", HumanBytes(s.cached_bytes) + (s.max_size_gb > 0
+                                                     ? " of " + HumanBytes(static_cast<uint64_t>(
+                                                                    s.max_size_gb * (1ull << 30)))
+                                                     : "")});
+  t.Add({"pinned", HumanBytes(s.pinned_bytes)});
+  t.Add({"volumes", std::to_string(s.volumes)});
+  t.Add({"leftovers", std::to_string(s.leftovers) + " (" + HumanBytes(s.leftover_bytes) + ")"});
+  t.Add({"half-made", std::to_string(s.half_made)});
+  t.Add({"left alone", std::to_string(s.left_alone)});
+  t.Add({"dead work dirs", std::to_string(s.dead_work_dirs)});
+  t.Add({"hits", std::to_string(s.hits)});
+  t.Add({"misses", std::to_string(s.misses)});
+  t.Add({"direct", std::to_string(s.direct)});
+  t.Add({"direct refused", std::to_string(s.direct_refused)});
+  t.Add({"hit ratio", ratio});
+  t.Add({"evictions", std::to_string(s.evictions)});
+  t.Add({"stale", std::to_string(s.stale)});
+  t.Add({"errors", std::to_string(s.errors)});
+  t.Add({"downloaded", HumanBytes(s.bytes_downloaded)});
+  t.Add({"saved by clones", HumanBytes(s.bytes_saved)});
+  if (s.pool.at > 0) {
+    t.Add({"pool entries", std::to_string(s.pool.entries) + " (all hosts, pass by " +
+                               s.pool.host + " at " + HumanTime(s.pool.at) + ")"});
+    t.Add({"pool cached", HumanBytes(s.pool.bytes)});
+    t.Add({"pool pinned", HumanBytes(s.pool.pinned_bytes)});
+    t.Add({"pool hosts", std::to_string(s.pool.hosts.size())});
+  } else {
+    t.Add({"pool entries", "- (no eviction pass has run on the pool yet)"});
+  }
+  std::string text = t.Render();
+  if (!s.by_plan.empty()) {
+    Table p({"PLAN", "COUNT", "MEAN", "TOTAL"}, {false, true, true, true});
+    for (const auto& [plan, ps] : s.by_plan)
+      p.Add({plan, std::to_string(ps.count), ps.count ? HumanDuration(ps.total / ps.count) : "-",
+             HumanDuration(ps.total)});
+    text += "\n" + p.Render();
+  }
+  return text;
+}
+
 int RunStats(Context& ctx, const StatsArgs& args) {
   if (args.prometheus && ctx.json) {
     throw Error(Errc::kInvalidArgument,
                 "--json and --prometheus are two output formats: give one of them");
   }
   const Stats s = ctx.cache().GetStats();
-  std::string text;
-  if (args.prometheus) {
-    text = Prometheus(s);
-  } else if (ctx.json) {
-    nlohmann::json by_plan = nlohmann::json::object();
-    for (const auto& [plan, ps] : s.by_plan)
-      by_plan[plan] = {{"count", ps.count},
-                       {"total_ms", Millis(ps.total)},
-                       {"mean_ms", ps.count ? Millis(ps.total) / ps.count : 0.0}};
-    text = nlohmann::json{{"hits", s.hits},
-                          {"misses", s.misses},
-                          {"direct", s.direct},
-                          {"direct_refused", s.direct_refused},
-                          {"evictions", s.evictions},
-                          {"stale", s.stale},
-                          {"errors", s.errors},
-                          {"bytes_downloaded", s.bytes_downloaded},
-                          {"bytes_saved", s.bytes_saved},
-                          {"entries", s.entries},
-                          {"cached_bytes", s.cached_bytes},
-                          {"pinned_bytes", s.pinned_bytes},
-                          {"volumes", s.volumes},
-                          {"leftovers", s.leftovers},
-                          {"leftover_bytes", s.leftover_bytes},
-                          {"half_made", s.half_made},
-                          {"left_alone", s.left_alone},
-                          {"dead_work_dirs", s.dead_work_dirs},
-                          {"max_size_gb", s.max_size_gb},
-                          {"max_count", s.max_count},
-                          {"by_plan", by_plan},
-                          {"pool", PoolJson(s.pool)}}
-               .dump(2) +
-           "\n";
-  } else {
-    const uint64_t creates = s.hits + s.misses + s.direct;
-    char ratio[32] = "-";
-    if (creates) std::snprintf(ratio, sizeof ratio, "%.1f%%", 100.0 * s.hits / creates);
-    Table t({"STAT", "VALUE"}, {false, true});
-    t.Add({"entries",
-           std::to_string(s.entries) + (s.max_count ? " of " + std::to_string(s.max_count) : "")});
-    t.Add({"cached", HumanBytes(s.cached_bytes) + (s.max_size_gb > 0
-                                                       ? " of " + HumanBytes(static_cast<uint64_t>(
-                                                                      s.max_size_gb * (1ull << 30)))
-                                                       : "")});
-    t.Add({"pinned", HumanBytes(s.pinned_bytes)});
-    t.Add({"volumes", std::to_string(s.volumes)});
-    t.Add({"leftovers", std::to_string(s.leftovers) + " (" + HumanBytes(s.leftover_bytes) + ")"});
-    t.Add({"half-made", std::to_string(s.half_made)});
-    t.Add({"left alone", std::to_string(s.left_alone)});
-    t.Add({"dead work dirs", std::to_string(s.dead_work_dirs)});
-    t.Add({"hits", std::to_string(s.hits)});
-    t.Add({"misses", std::to_string(s.misses)});
-    t.Add({"direct", std::to_string(s.direct)});
-    t.Add({"direct refused", std::to_string(s.direct_refused)});
-    t.Add({"hit ratio", ratio});
-    t.Add({"evictions", std::to_string(s.evictions)});
-    t.Add({"stale", std::to_string(s.stale)});
-    t.Add({"errors", std::to_string(s.errors)});
-    t.Add({"downloaded", HumanBytes(s.bytes_downloaded)});
-    t.Add({"saved by clones", HumanBytes(s.bytes_saved)});
-    if (s.pool.at > 0) {
-      t.Add({"pool entries", std::to_string(s.pool.entries) + " (all hosts, pass by " +
-                                 s.pool.host + " at " + HumanTime(s.pool.at) + ")"});
-      t.Add({"pool cached", HumanBytes(s.pool.bytes)});
-      t.Add({"pool pinned", HumanBytes(s.pool.pinned_bytes)});
-      t.Add({"pool hosts", std::to_string(s.pool.hosts.size())});
-    } else {
-      t.Add({"pool entries", "- (no eviction pass has run on the pool yet)"});
-    }
-    text = t.Render();
-    if (!s.by_plan.empty()) {
-      Table p({"PLAN", "COUNT", "MEAN", "TOTAL"}, {false, true, true, true});
-      for (const auto& [plan, ps] : s.by_plan)
-        p.Add({plan, std::to_string(ps.count), ps.count ? HumanDuration(ps.total / ps.count) : "-",
-               HumanDuration(ps.total)});
-      text += "\n" + p.Render();
-    }
-  }
+  const std::string text = args.prometheus ? Prometheus(s) : ctx.json ? StatsJson(s) : StatsTable(s);
   if (!args.output.empty())
     WriteAtomically(args.output, text);
   else

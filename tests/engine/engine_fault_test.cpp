@@ -45,13 +45,16 @@ struct Path {
   std::function<void(Env&, DrivenEngine&, bool ok)> check;
   std::function<void(Env&, DrivenEngine&)> again;
   std::function<void(Env&, DrivenEngine&)> clean;  // after the clean run only (may be empty)
+  // An eviction stopped by a fault leaves its row evicting: the record of an eviction
+  // begun, never served, that the next pass finishes (`again` checks it did).
+  bool evicting_ok_after_fault = false;
 };
 
 // Nothing half-made, whatever the call did: no staging object of an entry or a volume
-// on either pool, no temporary of a writer, no creating or evicting row, no ready row
-// whose entry object is missing or unusable (snapshot gone or unprotected), and no
-// entry-named object that no row records.
-void CheckNothingHalfMade(Env& env, DrivenEngine& engine) {
+// on either pool, no temporary of a writer, no creating row (nor an evicting one unless
+// `evicting_ok`), no ready row whose entry object is missing or unusable (snapshot gone
+// or unprotected), and no entry-named object that no row records.
+void CheckNothingHalfMade(Env& env, DrivenEngine& engine, bool evicting_ok = false) {
   auto& b = *env.backend;
   std::set<std::string> pools = {b.entry_pool(), b.volume_pool()};
   for (const auto& pool : pools) {
@@ -62,7 +65,13 @@ void CheckNothingHalfMade(Env& env, DrivenEngine& engine) {
     }
   }
   CHECK(b.SweepTemporaries(true).empty());
-  CHECK(env.CountRows("SELECT count(*) FROM entries WHERE state != 'ready'") == 0);
+  // (A pinned row is a deferred entry kept for its clones: its state stays evicting.)
+  CHECK(env.CountRows("SELECT count(*) FROM entries WHERE state = 'creating' AND pinned = 0") ==
+        0);
+  if (!evicting_ok) {
+    CHECK(env.CountRows("SELECT count(*) FROM entries WHERE state = 'evicting' AND pinned = 0") ==
+          0);
+  }
   CHECK(env.CountRows("SELECT count(*) FROM volumes WHERE state != 'ready'") == 0);
   std::set<std::string> recorded;
   for (const auto& e : engine.cache->List()) {
@@ -122,7 +131,8 @@ void DriveFaults(const Path& path) {
     for (uint64_t n = 1; n <= per_verb[v]; ++n) {
       const Verb verb = static_cast<Verb>(v);
       CAPTURE(path.name);
-      CAPTURE(VerbName(verb));
+      const std::string verb_name = VerbName(verb);
+      CAPTURE(verb_name);
       CAPTURE(n);
       Env env;
       auto engine = fresh(env);
@@ -142,10 +152,16 @@ void DriveFaults(const Path& path) {
       CHECK(engine.faults->faults() == faults_before + 1);
       if (!ok) CHECK(error.find("injected fault") != std::string::npos);
       ok ? ++absorbed : ++failed;
-      path.check(env, engine, ok);
-      CheckNothingHalfMade(env, engine);
-      path.again(env, engine);
-      CheckNothingHalfMade(env, engine);
+      {
+        INFO("after the call with the fault");
+        path.check(env, engine, ok);
+        CheckNothingHalfMade(env, engine, path.evicting_ok_after_fault);
+      }
+      {
+        INFO("after the same call again, without faults");
+        path.again(env, engine);
+        CheckNothingHalfMade(env, engine);
+      }
     }
   }
   MESSAGE(path.name << ": " << total << " backend calls; " << failed << " faults failed the call, "
@@ -238,8 +254,8 @@ TEST_CASE("hit by flatten-clone: a fault at any backend call leaves nothing half
 }
 
 TEST_CASE("eviction pass: a fault at any backend call leaves nothing half-made") {
-  // Images: P (deferred for its clone, whose clone is then deleted: purged), X and A
-  // (evicted by the limit, A deferred for its clone "va"), B and C (kept), G (gone from
+  // Images: P (deferred for its clone, whose clone is then deleted: purged), A and B
+  // (evicted by the limit, A deferred for its clone "va"), C and X (kept), G (gone from
   // the source). Uses are a second apart on the fake clock: the LRU order is exact.
   struct Ids {
     std::string p, x, a, b, c, g;
@@ -249,6 +265,7 @@ TEST_CASE("eviction pass: a fault at any backend call leaves nothing half-made")
   Path path;
   path.name = "eviction pass";
   path.configure = [](Env& env) { env.options.cache.max_count = 2; };
+  path.evicting_ok_after_fault = true;
   path.setup = [ids](Env& env, DrivenEngine& engine) {
     auto& cache = *engine.cache;
     auto tick = [&] { engine.clock->Advance(std::chrono::seconds(1)); };
@@ -288,11 +305,17 @@ TEST_CASE("eviction pass: a fault at any backend call leaves nothing half-made")
     for (const auto& e : engine.cache->List()) {
       if (!e.pinned && e.state == EntryState::kReady) live.insert(e.image_id);
     }
-    CHECK(live == std::set<std::string>{ids->c, ids->x});
-    // A stays in the trash for its clone; P is purged.
-    auto trash = env.backend->ListTrash();
-    REQUIRE(trash.size() == 1);
-    CHECK(trash[0].original.name == engine::EntryName(ids->a));
+    // The limit holds, the gone image is not kept, the most recently used one is. (Which
+    // other one stays depends on the faults: a source check a fault skipped lets the
+    // limit take another entry first; the clean run's exact set is checked below.)
+    CHECK(live.size() <= 2);
+    CHECK_FALSE(live.count(ids->g));
+    CHECK(live.count(ids->x));
+    // P is purged. A is kept in the trash for its clone until a pass finds the clone
+    // flattened (the pass flattens after it purges: the next one purges A).
+    for (const auto& t : env.backend->ListTrash()) {
+      CHECK(t.original.name == engine::EntryName(ids->a));
+    }
     CHECK(env.SameData("va", ids->a));
     auto stats = engine.cache->GetStats();
     CHECK(stats.half_made == 0);
@@ -302,6 +325,13 @@ TEST_CASE("eviction pass: a fault at any backend call leaves nothing half-made")
     if (ok) final_state(env, engine);
     // Whatever the pass did, the clone keeps its data.
     CHECK(env.SameData("va", ids->a));
+  };
+  path.clean = [ids](Env&, DrivenEngine& engine) {
+    std::set<std::string> live;
+    for (const auto& e : engine.cache->List()) {
+      if (!e.pinned && e.state == EntryState::kReady) live.insert(e.image_id);
+    }
+    CHECK(live == std::set<std::string>{ids->c, ids->x});
   };
   path.again = [pass, final_state](Env& env, DrivenEngine& engine) {
     engine.cache->RunEvictionPass(pass);

@@ -22,6 +22,7 @@
 #include "cachemgr/cache.h"
 #include "engine/single_flight.h"
 #include "index/index.h"
+#include "policy/clone_plan.h"
 #include "source/source.h"
 #include "storage/backend.h"
 #include "util/clock.h"
@@ -124,6 +125,18 @@ class CacheImpl final : public Cache {
   Ensured EnsureEntry(const source::ImageMeta& meta, const ProgressFn& progress);
   Ensured EnsureEntryLocked(const source::ImageMeta& meta, const ProgressFn& progress);
   index::EntryRow Fill(const source::ImageMeta& meta, const ProgressFn& progress, Ensured* out);
+  // Fill's steps: the creating row (the intent record, naming the staging object before
+  // it is made); a clone of the source's own RBD image when one may be cloned (its
+  // location; nullopt: fetch instead); the fetch and conversion (bytes downloaded); the
+  // mark, metadata and protected snapshot that make the object an entry.
+  index::EntryRow InsertFillRow(const source::ImageMeta& meta, const std::string& staging);
+  std::optional<source::RbdLocation> CloneDirect(const source::ImageMeta& meta,
+                                                 const storage::ImageRef& staging_ref,
+                                                 index::EntryRow* row);
+  uint64_t FetchToStaging(const source::ImageMeta& meta, const storage::ImageRef& staging_ref,
+                          const ProgressFn& progress, index::EntryRow* row);
+  void CompleteEntryObject(const storage::ImageRef& staging_ref, const source::ImageMeta& meta,
+                           index::EntryRow* row);
   // An entry-named image with no live row (a crash after rename, a lost index, another
   // host's fill): adopted as a ready row when its metadata is complete (and, given
   // `meta`, fresh); removed otherwise. Caller holds the image's locks.
@@ -148,6 +161,17 @@ class CacheImpl final : public Cache {
   // its identity and renames it into place without replacing anything.
   void PlaceVolume(index::VolumeRow* claim, VolumeGuardRef guard, uint64_t size,
                    uint64_t current_size);
+  // Makes the volume object `volume` from the entry by `how`; returns the plan used. `use`
+  // receives the entry's shared use lock, to hold until the volume is recorded.
+  Plan MakeFromEntry(const index::EntryRow& entry, const CreateVolumeRequest& request,
+                     policy::ClonePlan how, const storage::ImageRef& volume, VolumeGuardRef guard,
+                     std::unique_ptr<FileLock>* use);
+  // The entry's shared use lock, taken once the row is still ready and its object the one
+  // the row recorded (kNotFound otherwise).
+  std::unique_ptr<FileLock> HoldEntry(const index::EntryRow& entry);
+  // Runs `make` (a clone or copy of the entry's snapshot); a failure because the snapshot
+  // is no longer protected (another host half-evicted it) becomes kNotFound.
+  void FromEntrySnapshot(const index::EntryRow& entry, const std::function<void()>& make);
   void FlattenEntry(const index::EntryRow& entry);
   // Throws unless the object at the entry's name is the one `row` recorded: kNotFound
   // (and the row dropped) when it is gone, kAlreadyExists when another object is there.

@@ -283,23 +283,7 @@ index::EntryRow CacheImpl::Fill(const source::ImageMeta& meta, const ProgressFn&
   const std::string final_name = EntryName(meta.id);
   const std::string staging = StagingName(meta.id);
   const auto staging_ref = EntryRef(staging);
-  const auto now = Now();
-
-  index::EntryRow row;
-  row.backend = backend_kind_;
-  row.pool = location_;
-  row.image_id = meta.id;
-  row.cache_name = staging;
-  row.snap_name = kSnapName;
-  row.state = index::State::kCreating;
-  row.disk_format = meta.disk_format;
-  row.checksum = meta.checksum;
-  row.os_hash = OsHash(meta);
-  row.image_updated_at = meta.updated_at;
-  row.created_at = now;
-  row.last_used = now;
-  row.owner = owner_;
-  row.id = WithIndex([&](index::Index& ix) { return ix.InsertEntry(row); });
+  index::EntryRow row = InsertFillRow(meta, staging);
   Failpoint("after_insert_row");
 
   FillGuard guard(
@@ -314,73 +298,16 @@ index::EntryRow CacheImpl::Fill(const source::ImageMeta& meta, const ProgressFn&
   ShareFill(staging, true);
   guard.Track(staging_ref);
 
-  std::optional<source::RbdLocation> direct;
-  for (auto& c : DirectCandidates(meta, backend_->cluster_id(), *source_, *backend_)) {
-    if (direct) break;
-    if (c.refused.empty()) {
-      storage::SnapRef parent{{c.loc->pool, c.loc->image}, c.loc->snap};
-      backend_->Clone(parent, staging_ref);
-      const uint64_t size = backend_->Stat(staging_ref).size;
-      if (size == *meta.size) {
-        direct = c.loc;
-        row.virtual_size = size;
-        break;
-      }
-      // The snapshot is not the image head: its size is what the clone shows.
-      backend_->Remove(staging_ref);
-      c.refused = "snapshot " + c.loc->snap + " is " + std::to_string(size) +
-                  " bytes, the source says " + std::to_string(*meta.size);
-    }
-    log_->warn("direct clone refused, fetching instead image={} location={} reason=\"{}\"", meta.id,
-               c.url, c.refused);
-    Event("direct_refused", meta.id, 0, {});
-  }
-  if (direct) {
+  if (auto direct = CloneDirect(meta, staging_ref, &row)) {
     row.depth = backend_->Depth(staging_ref);  // walked once here, recorded for every clone
     out->direct = true;
     log_->info("direct clone image={} parent={}/{}@{}", meta.id, direct->pool, direct->image,
                direct->snap);
   } else {
-    fetch::FetchOptions fetch_options;
-    fetch_options.conversion = options_.conversion;
-    fetch_options.max_image_bytes = Limits(options_).max_image_bytes;
-    fetch_options.allow_unverified = options_.source.allow_unverified;
-    if (progress) {
-      fetch_options.progress = [&](const std::string& stage, uint64_t done, uint64_t total) {
-        progress(Progress{meta.id, stage, done, total});
-      };
-    }
-    auto fetched = fetch::FetchInto(*source_, meta, *backend_, staging_ref, fetch_options, log_);
-    row.virtual_size = fetched.virtual_size;
-    row.depth = 0;
-    if (row.checksum.empty()) row.checksum = fetched.md5;
-    if (row.os_hash.empty() && !fetched.os_hash_value.empty()) {
-      row.os_hash = fetched.os_hash_algo + ":" + fetched.os_hash_value;
-    }
-    out->bytes_downloaded = fetched.bytes_downloaded;
+    out->bytes_downloaded = FetchToStaging(meta, staging_ref, progress, &row);
   }
   Failpoint("after_fetch");
-
-  // The mark first: from here on the object carries its claim as well as its name.
-  row.identity = Mark(*backend_, staging_ref, kMarkEntry);
-  const std::map<std::string, std::string> metadata = {
-      {kMetaImageId, meta.id},
-      {kMetaUpdatedAt, row.image_updated_at},
-      {kMetaChecksum, row.checksum},
-      {kMetaOsHash, row.os_hash},
-      {kMetaDiskFormat, row.disk_format},
-      {kMetaDepth, std::to_string(row.depth)},
-      {kMetaCreatedAt, std::to_string(row.created_at)},
-  };
-  for (const auto& [key, value] : metadata) backend_->SetMetadata(staging_ref, key, value);
-  backend_->SetMetadata(staging_ref, kMetaSchema, kMetaSchemaVersion);  // last: complete
-  Failpoint("after_metadata");
-
-  storage::SnapRef snap{staging_ref, kSnapName};
-  backend_->CreateSnapshot(snap);
-  Failpoint("after_snapshot");
-  backend_->ProtectSnapshot(snap);
-  Failpoint("after_protect");
+  CompleteEntryObject(staging_ref, meta, &row);
 
   backend_->Rename(staging_ref, final_name);
   guard.Track(EntryRef(final_name));
@@ -398,6 +325,97 @@ index::EntryRow CacheImpl::Fill(const source::ImageMeta& meta, const ProgressFn&
   log_->info("cached image={} entry={} bytes={} depth={}", meta.id, final_name,
              row.virtual_size, row.depth);
   return row;
+}
+
+index::EntryRow CacheImpl::InsertFillRow(const source::ImageMeta& meta,
+                                         const std::string& staging) {
+  const auto now = Now();
+  index::EntryRow row;
+  row.backend = backend_kind_;
+  row.pool = location_;
+  row.image_id = meta.id;
+  row.cache_name = staging;
+  row.snap_name = kSnapName;
+  row.state = index::State::kCreating;
+  row.disk_format = meta.disk_format;
+  row.checksum = meta.checksum;
+  row.os_hash = OsHash(meta);
+  row.image_updated_at = meta.updated_at;
+  row.created_at = now;
+  row.last_used = now;
+  row.owner = owner_;
+  row.id = WithIndex([&](index::Index& ix) { return ix.InsertEntry(row); });
+  return row;
+}
+
+std::optional<source::RbdLocation> CacheImpl::CloneDirect(const source::ImageMeta& meta,
+                                                          const storage::ImageRef& staging_ref,
+                                                          index::EntryRow* row) {
+  for (auto& c : DirectCandidates(meta, backend_->cluster_id(), *source_, *backend_)) {
+    if (c.refused.empty()) {
+      storage::SnapRef parent{{c.loc->pool, c.loc->image}, c.loc->snap};
+      backend_->Clone(parent, staging_ref);
+      const uint64_t size = backend_->Stat(staging_ref).size;
+      if (size == *meta.size) {
+        row->virtual_size = size;
+        return c.loc;
+      }
+      // The snapshot is not the image head: its size is what the clone shows.
+      backend_->Remove(staging_ref);
+      c.refused = "snapshot " + c.loc->snap + " is " + std::to_string(size) +
+                  " bytes, the source says " + std::to_string(*meta.size);
+    }
+    log_->warn("direct clone refused, fetching instead image={} location={} reason=\"{}\"", meta.id,
+               c.url, c.refused);
+    Event("direct_refused", meta.id, 0, {});
+  }
+  return std::nullopt;
+}
+
+uint64_t CacheImpl::FetchToStaging(const source::ImageMeta& meta,
+                                   const storage::ImageRef& staging_ref,
+                                   const ProgressFn& progress, index::EntryRow* row) {
+  fetch::FetchOptions fetch_options;
+  fetch_options.conversion = options_.conversion;
+  fetch_options.max_image_bytes = Limits(options_).max_image_bytes;
+  fetch_options.allow_unverified = options_.source.allow_unverified;
+  if (progress) {
+    fetch_options.progress = [&](const std::string& stage, uint64_t done, uint64_t total) {
+      progress(Progress{meta.id, stage, done, total});
+    };
+  }
+  auto fetched = fetch::FetchInto(*source_, meta, *backend_, staging_ref, fetch_options, log_);
+  row->virtual_size = fetched.virtual_size;
+  row->depth = 0;
+  if (row->checksum.empty()) row->checksum = fetched.md5;
+  if (row->os_hash.empty() && !fetched.os_hash_value.empty()) {
+    row->os_hash = fetched.os_hash_algo + ":" + fetched.os_hash_value;
+  }
+  return fetched.bytes_downloaded;
+}
+
+void CacheImpl::CompleteEntryObject(const storage::ImageRef& staging_ref,
+                                    const source::ImageMeta& meta, index::EntryRow* row) {
+  // The mark first: from here on the object carries its claim as well as its name.
+  row->identity = Mark(*backend_, staging_ref, kMarkEntry);
+  const std::map<std::string, std::string> metadata = {
+      {kMetaImageId, meta.id},
+      {kMetaUpdatedAt, row->image_updated_at},
+      {kMetaChecksum, row->checksum},
+      {kMetaOsHash, row->os_hash},
+      {kMetaDiskFormat, row->disk_format},
+      {kMetaDepth, std::to_string(row->depth)},
+      {kMetaCreatedAt, std::to_string(row->created_at)},
+  };
+  for (const auto& [key, value] : metadata) backend_->SetMetadata(staging_ref, key, value);
+  backend_->SetMetadata(staging_ref, kMetaSchema, kMetaSchemaVersion);  // last: complete
+  Failpoint("after_metadata");
+
+  storage::SnapRef snap{staging_ref, kSnapName};
+  backend_->CreateSnapshot(snap);
+  Failpoint("after_snapshot");
+  backend_->ProtectSnapshot(snap);
+  Failpoint("after_protect");
 }
 
 std::optional<index::EntryRow> CacheImpl::RowFromMetadata(const std::string& name) {

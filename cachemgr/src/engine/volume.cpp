@@ -268,6 +268,75 @@ void CacheImpl::RequireEntryObject(const index::EntryRow& row) {
                   "then create again");
 }
 
+std::unique_ptr<FileLock> CacheImpl::HoldEntry(const index::EntryRow& entry) {
+  auto use = FileLock::Acquire(UseLockPath(use_lock_dir_, entry.cache_name),
+                               std::chrono::minutes(5), "entry use lock " + entry.cache_name,
+                               FileLock::Mode::kShared);
+  auto now = WithIndex([&](index::Index& ix) { return ix.GetEntry(entry.id); });
+  if (!now || now->state != index::State::kReady || now->cache_name != entry.cache_name) {
+    throw Error(Errc::kNotFound, "entry of image " + entry.image_id + ": evicted meanwhile");
+  }
+  RequireEntryObject(*now);
+  return use;
+}
+
+void CacheImpl::FromEntrySnapshot(const index::EntryRow& entry, const std::function<void()>& make) {
+  // A clone or copy refused because another host left the entry half-evicted (its snapshot
+  // unprotected or gone, that host killed midway) is the entry gone, not an error: the
+  // caller drops the row and adopts or fills the image under its locks.
+  const auto snap = EntrySnap(entry);
+  try {
+    make();
+  } catch (const Error& e) {
+    if (e.code() == Errc::kNotFound) throw;
+    bool intact = false;
+    try {
+      for (const auto& s : backend_->ListSnapshots(snap.image)) {
+        intact = intact || (s.name == snap.snap && s.is_protected);
+      }
+    } catch (const Error&) {
+    }
+    if (intact) throw;
+    log_->info("entry half-evicted by another host image={} entry={} error={}", entry.image_id,
+               entry.cache_name, e.what());
+    throw Error(Errc::kNotFound, "entry of image " + entry.image_id +
+                                     ": its snapshot is no longer protected (being evicted)");
+  }
+}
+
+Plan CacheImpl::MakeFromEntry(const index::EntryRow& entry, const CreateVolumeRequest& request,
+                              policy::ClonePlan how, const storage::ImageRef& volume,
+                              VolumeGuardRef guard, std::unique_ptr<FileLock>* use) {
+  const auto snap = EntrySnap(entry);
+  switch (how) {
+    case policy::ClonePlan::kClone:
+      *use = HoldEntry(entry);
+      guard->Track(volume);
+      FromEntrySnapshot(entry, [&] { backend_->Clone(snap, volume); });
+      return Plan::kClone;
+    case policy::ClonePlan::kCopy: {
+      storage::ProgressFn progress;
+      if (request.progress) {
+        progress = [&](uint64_t done, uint64_t total) {
+          request.progress(Progress{entry.image_id, "copy", done, total});
+        };
+      }
+      *use = HoldEntry(entry);
+      guard->Track(volume);
+      FromEntrySnapshot(entry, [&] { backend_->Copy(snap, volume, progress); });
+      return Plan::kCopy;
+    }
+    case policy::ClonePlan::kFlattenClone:
+      // The use lock is taken after the flatten, which needs the image's exclusive locks.
+      FlattenEntry(entry);
+      *use = HoldEntry(entry);
+      guard->Track(volume);
+      FromEntrySnapshot(entry, [&] { backend_->Clone(snap, volume); });
+      return Plan::kFlattenClone;
+  }
+  throw Error(Errc::kInvalidArgument, "entry of image " + entry.image_id + ": unknown clone plan");
+}
+
 CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
                                          const CreateVolumeRequest& request,
                                          index::VolumeRow* claim, VolumeGuardRef guard,
@@ -280,72 +349,11 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
                     std::to_string(entry.virtual_size) + " bytes)");
   }
   auto decision = policy::PlanClone(options_.cache.max_clone_depth, entry.depth);
-  const storage::ImageRef volume{claim->pool, claim->staging_name};
-  const auto snap = EntrySnap(entry);
   // Shared use lock while the clone is made and recorded: an eviction waits for it and
-  // then sees the entry no longer ready (see UseLockPath). Taken after any flatten,
-  // which needs the image's exclusive locks.
+  // then sees the entry no longer ready (see UseLockPath).
   std::unique_ptr<FileLock> use;
-  auto hold_entry = [&] {
-    use = FileLock::Acquire(UseLockPath(use_lock_dir_, entry.cache_name), std::chrono::minutes(5),
-                            "entry use lock " + entry.cache_name, FileLock::Mode::kShared);
-    auto now = WithIndex([&](index::Index& ix) { return ix.GetEntry(entry.id); });
-    if (!now || now->state != index::State::kReady || now->cache_name != entry.cache_name) {
-      throw Error(Errc::kNotFound, "entry of image " + entry.image_id + ": evicted meanwhile");
-    }
-    RequireEntryObject(*now);
-  };
-  // A clone or copy refused because another host left the entry half-evicted (its snapshot
-  // unprotected or gone, that host killed midway) is the entry gone, not an error: the
-  // caller drops the row and adopts or fills the image under its locks.
-  auto from_entry = [&](const std::function<void()>& make) {
-    try {
-      make();
-    } catch (const Error& e) {
-      if (e.code() == Errc::kNotFound) throw;
-      bool intact = false;
-      try {
-        for (const auto& s : backend_->ListSnapshots(snap.image)) {
-          intact = intact || (s.name == snap.snap && s.is_protected);
-        }
-      } catch (const Error&) {
-      }
-      if (intact) throw;
-      log_->info("entry half-evicted by another host image={} entry={} error={}",
-                 entry.image_id, entry.cache_name, e.what());
-      throw Error(Errc::kNotFound, "entry of image " + entry.image_id +
-                                       ": its snapshot is no longer protected (being evicted)");
-    }
-  };
-  Plan plan = Plan::kClone;
-  switch (decision.plan) {
-    case policy::ClonePlan::kClone:
-      hold_entry();
-      guard->Track(volume);
-      from_entry([&] { backend_->Clone(snap, volume); });
-      plan = Plan::kClone;
-      break;
-    case policy::ClonePlan::kCopy: {
-      storage::ProgressFn progress;
-      if (request.progress) {
-        progress = [&](uint64_t done, uint64_t total) {
-          request.progress(Progress{entry.image_id, "copy", done, total});
-        };
-      }
-      hold_entry();
-      guard->Track(volume);
-      from_entry([&] { backend_->Copy(snap, volume, progress); });
-      plan = Plan::kCopy;
-      break;
-    }
-    case policy::ClonePlan::kFlattenClone:
-      FlattenEntry(entry);
-      hold_entry();
-      guard->Track(volume);
-      from_entry([&] { backend_->Clone(snap, volume); });
-      plan = Plan::kFlattenClone;
-      break;
-  }
+  const Plan plan = MakeFromEntry(entry, request, decision.plan,
+                                  {claim->pool, claim->staging_name}, guard, &use);
   Failpoint("volume_after_clone");
   PlaceVolume(claim, guard, size, entry.virtual_size);
 

@@ -412,19 +412,9 @@ class Feeder {
   uint64_t done_ = 0;
 };
 
-// Anything else: staging file -> inspect -> map (plain qcow2) or qemu-img convert ->
-// import.
-void ConvertAndImport(Context& c, const std::string& qemu_format) {
-  const fs::path dir = c.options.conversion.dir;
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) throw Error(Errc::kIo, "cannot create conversion dir " + dir.string() + ": " + ec.message());
-  uint64_t size = c.meta.size.value_or(0);
-  CheckFreeSpace(dir, size + c.meta.virtual_size.value_or(0), c.meta.id,
-                 "the download and its conversion");
-  StagingFiles staging(dir, c.meta.id, c.log);
-
-  // Download, hashed on the way.
+// The download into the staging file, hashed on the way and verified.
+void DownloadVerified(Context& c, const StagingFiles& staging) {
+  const uint64_t size = c.meta.size.value_or(0);
   auto started = Clock::now();
   Integrity integrity(c.meta, c.log);
   {
@@ -444,55 +434,51 @@ void ConvertAndImport(Context& c, const std::string& qemu_format) {
   }
   integrity.Verify(c.meta, c.result);
   c.result.download = Since(started);
+}
 
-  // Inspect.
-  started = Clock::now();
+// The download's format and sizes, checked safe and intact before anything uses it.
+convert::InspectResult InspectDownload(Context& c, const StagingFiles& staging) {
   if (c.options.progress) c.options.progress("convert", 0, 0);
   c.result.detected_format = convert::DetectFileFormat(staging.download());
   convert::InspectResult info = convert::Inspect(staging.download(), c.meta.disk_format, c.meta.id,
                                                  c.options.conversion, c.logger);
   // Nothing is ready until verified, with or without a checksum from the source.
   convert::CheckIntact(staging.download(), info.format, c.meta.id, c.options.conversion, c.logger);
+  return info;
+}
 
-  // A qcow2 whose clusters are stored plainly is read straight from the download: its
-  // map is the conversion, and no raw copy is written and read back.
-  if (qemu_format == "qcow2") {
-    if (auto extents = convert::MapPlainQcow2(staging.download(), info.virtual_size, c.meta.id,
-                                              c.options.conversion, c.logger)) {
-      c.result.convert = Since(started);
-      c.result.virtual_size = info.virtual_size;
-      if (c.options.progress) c.options.progress("convert", info.virtual_size, info.virtual_size);
-      started = Clock::now();
-      File in(staging.download(), O_RDONLY);
-      Feeder feed(c, info.virtual_size, staging.download());
-      for (const auto& e : *extents) {
-        if (e.data) {
-          feed.Data(in, e.offset, e.length);
-        } else {
-          feed.Zeros(e.length);
-        }
-      }
-      feed.Finish();
-      c.result.import = Since(started);
-      return;
+// A qcow2 whose clusters are stored plainly is read straight from the download: its map
+// is the conversion, and no raw copy is written and read back. False when it is not one.
+bool ImportPlainQcow2(Context& c, const StagingFiles& staging, const convert::InspectResult& info,
+                      Clock::time_point convert_started) {
+  auto extents = convert::MapPlainQcow2(staging.download(), info.virtual_size, c.meta.id,
+                                        c.options.conversion, c.logger);
+  if (!extents) return false;
+  c.result.convert = Since(convert_started);
+  c.result.virtual_size = info.virtual_size;
+  if (c.options.progress) c.options.progress("convert", info.virtual_size, info.virtual_size);
+  auto started = Clock::now();
+  File in(staging.download(), O_RDONLY);
+  Feeder feed(c, info.virtual_size, staging.download());
+  for (const auto& e : *extents) {
+    if (e.data) {
+      feed.Data(in, e.offset, e.length);
+    } else {
+      feed.Zeros(e.length);
     }
   }
+  feed.Finish();
+  c.result.import = Since(started);
+  return true;
+}
 
-  // Anything else: converted to a raw file, which is imported.
-  CheckFreeSpace(dir, info.virtual_size, c.meta.id, "the raw conversion");
-  convert::ConvertToRaw(staging.download(), qemu_format, staging.raw(), c.meta.id,
-                        c.options.conversion, c.logger);
-  fs::remove(staging.download(), ec);  // frees its space before the import
-  c.result.convert = Since(started);
-  uint64_t raw_size = fs::file_size(staging.raw());
-  c.result.virtual_size = raw_size;
-  if (c.options.progress) c.options.progress("convert", raw_size, raw_size);
-
-  // Import.
-  started = Clock::now();
-  if (!c.backend.Adopt(staging.raw(), c.dest)) {
-    File in(staging.raw(), O_RDONLY);
-    Feeder feed(c, raw_size, staging.raw());
+// The raw file written by the conversion, into the backend: adopted whole when the
+// backend can, else streamed with its holes handed over as counts.
+void ImportRawFile(Context& c, const fs::path& raw, uint64_t raw_size) {
+  auto started = Clock::now();
+  if (!c.backend.Adopt(raw, c.dest)) {
+    File in(raw, O_RDONLY);
+    Feeder feed(c, raw_size, raw);
     // qemu-img leaves the zeros of a sparse image as holes in the raw file: they are
     // handed to the writer as a count instead of read.
     uint64_t pos = 0;
@@ -506,12 +492,40 @@ void ConvertAndImport(Context& c, const std::string& qemu_format) {
     }
     std::byte past_end{};
     if (in.PRead(std::span(&past_end, 1), raw_size) != 0) {
-      throw Error(Errc::kIo, "image " + c.meta.id + ": converted file " + staging.raw().string() +
+      throw Error(Errc::kIo, "image " + c.meta.id + ": converted file " + raw.string() +
                                  " changed while it was imported");
     }
     feed.Finish();
   }
   c.result.import = Since(started);
+}
+
+// Anything else: staging file -> inspect -> map (plain qcow2) or qemu-img convert ->
+// import.
+void ConvertAndImport(Context& c, const std::string& qemu_format) {
+  const fs::path dir = c.options.conversion.dir;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error(Errc::kIo, "cannot create conversion dir " + dir.string() + ": " + ec.message());
+  CheckFreeSpace(dir, c.meta.size.value_or(0) + c.meta.virtual_size.value_or(0), c.meta.id,
+                 "the download and its conversion");
+  StagingFiles staging(dir, c.meta.id, c.log);
+
+  DownloadVerified(c, staging);
+  const auto convert_started = Clock::now();
+  const convert::InspectResult info = InspectDownload(c, staging);
+  if (qemu_format == "qcow2" && ImportPlainQcow2(c, staging, info, convert_started)) return;
+
+  // Anything else: converted to a raw file, which is imported.
+  CheckFreeSpace(dir, info.virtual_size, c.meta.id, "the raw conversion");
+  convert::ConvertToRaw(staging.download(), qemu_format, staging.raw(), c.meta.id,
+                        c.options.conversion, c.logger);
+  fs::remove(staging.download(), ec);  // frees its space before the import
+  c.result.convert = Since(convert_started);
+  const uint64_t raw_size = fs::file_size(staging.raw());
+  c.result.virtual_size = raw_size;
+  if (c.options.progress) c.options.progress("convert", raw_size, raw_size);
+  ImportRawFile(c, staging.raw(), raw_size);
 }
 
 }  // namespace
