@@ -300,42 +300,48 @@ TEST_CASE("eviction pass: a fault at any backend call leaves nothing half-made")
     engine.clock->Advance(std::chrono::hours(2));
   };
   path.run = [pass](Env&, DrivenEngine& engine) { engine.cache->RunEvictionPass(pass); };
-  auto final_state = [ids](Env& env, DrivenEngine& engine) {
+  // What holds after a pass that succeeded; `last_clean`: it ran without faults (a fault
+  // the pass absorbs may leave work to the next pass: a skipped source check keeps G, a
+  // skipped purge keeps P).
+  auto settled = [ids](Env& env, DrivenEngine& engine, bool last_clean) {
     std::set<std::string> live;
     for (const auto& e : engine.cache->List()) {
       if (!e.pinned && e.state == EntryState::kReady) live.insert(e.image_id);
     }
-    // The limit holds, the gone image is not kept, the most recently used one is. (Which
+    // The limit holds, the most recently used entry is kept, the gone one is not. (Which
     // other one stays depends on the faults: a source check a fault skipped lets the
     // limit take another entry first; the clean run's exact set is checked below.)
     CHECK(live.size() <= 2);
-    CHECK_FALSE(live.count(ids->g));
     CHECK(live.count(ids->x));
+    if (last_clean) CHECK_FALSE(live.count(ids->g));
     // P is purged. A is kept in the trash for its clone until a pass finds the clone
     // flattened (the pass flattens after it purges: the next one purges A).
     for (const auto& t : env.backend->ListTrash()) {
-      CHECK(t.original.name == engine::EntryName(ids->a));
+      CAPTURE(t.original.name);
+      CHECK((t.original.name == engine::EntryName(ids->a) ||
+             (!last_clean && t.original.name == engine::EntryName(ids->p))));
     }
     CHECK(env.SameData("va", ids->a));
     auto stats = engine.cache->GetStats();
     CHECK(stats.half_made == 0);
     CHECK(stats.leftovers == 0);
   };
-  path.check = [ids, final_state](Env& env, DrivenEngine& engine, bool ok) {
-    if (ok) final_state(env, engine);
+  path.check = [ids, settled](Env& env, DrivenEngine& engine, bool ok) {
+    if (ok) settled(env, engine, false);
     // Whatever the pass did, the clone keeps its data.
     CHECK(env.SameData("va", ids->a));
   };
-  path.clean = [ids](Env&, DrivenEngine& engine) {
+  path.clean = [ids, settled](Env& env, DrivenEngine& engine) {
+    settled(env, engine, true);
     std::set<std::string> live;
     for (const auto& e : engine.cache->List()) {
       if (!e.pinned && e.state == EntryState::kReady) live.insert(e.image_id);
     }
     CHECK(live == std::set<std::string>{ids->c, ids->x});
   };
-  path.again = [pass, final_state](Env& env, DrivenEngine& engine) {
+  path.again = [pass, settled](Env& env, DrivenEngine& engine) {
     engine.cache->RunEvictionPass(pass);
-    final_state(env, engine);
+    settled(env, engine, true);
   };
   DriveFaults(path);
 }

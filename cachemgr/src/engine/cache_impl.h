@@ -207,18 +207,37 @@ class CacheImpl final : public Cache {
   // image's locks unless `locked`. Returns what was done.
   EvictAction EvictEntry(index::EntryRow row, const std::string& kind, const std::string& reason,
                          bool locked);
+  // EvictEntry's steps: what keeps the entry's object (clones, or its place in the trash
+  // for them); its removal (false: a clone made meanwhile keeps it); its move to the trash
+  // with the row pinned.
+  struct EntryClones {
+    size_t count = 0;       // clones of its snapshot seen
+    bool in_trash = false;  // already in the trash, kept there for its clones
+  };
+  EntryClones FindClones(const index::EntryRow& row, const storage::ImageRef& ref,
+                         const storage::SnapRef& snap);
+  bool RemoveUnlessCloned(const index::EntryRow& row, const storage::ImageRef& ref,
+                          const storage::SnapRef& snap);
+  void DeferEntry(index::EntryRow* row, const EntryClones& clones, EvictAction* action);
   // Removes an image and all its snapshots; the failpoints are those of eviction.
   void RemoveImageFully(const storage::ImageRef& ref);
   // RemoveImageFully for an object a dead owner left (no live owner may hold it): the
   // watches its killed client left are cut off rather than waited out.
   void RemoveLeftObject(const storage::ImageRef& ref);
-  // Finishes or removes what a dead fill or eviction left of `row`. Caller holds locks.
-  void CleanupLeftover(const index::EntryRow& row, std::vector<EvictAction>* actions);
   // Evicts LRU entries until the limits hold with `incoming` bytes admitted.
   void EnforceLimits(std::optional<uint64_t> incoming, int64_t exclude_id, bool dry_run,
                      std::vector<EvictAction>* actions);
-  // Leftovers of dead fills and evictions (gc.cpp): their rows, then objects on the
-  // backend no row accounts for.
+  // Reports an object that is not the cache's: logged, and listed in the pass's actions.
+  void LeaveAlone(const std::string& name, const std::string& why,
+                  std::vector<EvictAction>* actions);
+  // Purges deferred entries whose clones are gone, and forgets their records.
+  void PurgeDeferred(bool dry_run, std::vector<EvictAction>* actions);
+
+  // --- gc of what dead work left (gc.cpp)
+  // Finishes or removes what a dead fill or eviction left of `row`. Caller holds locks.
+  void CleanupLeftover(const index::EntryRow& row, std::vector<EvictAction>* actions);
+  // Leftovers of dead fills and evictions: their rows, then objects on the backend no
+  // row accounts for.
   void GcLeftovers(bool dry_run, std::vector<EvictAction>* actions);
   void GcLeftoverRows(bool dry_run, std::vector<EvictAction>* actions);
   void GcLeftoverObjects(bool dry_run, std::vector<EvictAction>* actions);
@@ -243,12 +262,8 @@ class CacheImpl final : public Cache {
   // Creating volume rows of dead owners: their staging object and, if its mark says it
   // is that row's, the object at the name; then the row.
   void GcVolumes(bool dry_run, std::vector<EvictAction>* actions);
-  // Reports an object that is not the cache's: logged, and listed in the pass's actions.
-  void LeaveAlone(const std::string& name, const std::string& why,
-                  std::vector<EvictAction>* actions);
   // Removes this host's lock files of images no longer cached that nobody holds.
   void SweepLockFiles(bool dry_run);
-  void PurgeDeferred(bool dry_run, std::vector<EvictAction>* actions);
 
   // --- the eviction pass's steps (pass.cpp)
   struct EntryTotals {

@@ -106,56 +106,11 @@ EvictAction CacheImpl::EvictEntry(index::EntryRow row, const std::string& kind,
     action.done = true;
     return action;
   }
-  std::vector<storage::ImageRef> children;
-  if (backend_->Exists(ref)) {
-    try {
-      children = backend_->Children(snap);
-    } catch (const Error& e) {
-      if (e.code() != Errc::kNotFound) throw;
-    }
-  }
-  bool deferred = !children.empty();
-  bool in_trash = false;
-  if (!deferred && !backend_->Exists(ref)) {
-    // A crash after the move to the trash: the object lives on there for its clones.
-    for (const auto& t : backend_->ListTrash()) {
-      if (t.original.name == row.cache_name && t.has_children) in_trash = true;
-    }
-    deferred = in_trash;
-  }
-  if (!deferred) {
-    try {
-      // An eviction a dead owner began: its killed client's watches are cut off.
-      const bool left = row.state == index::State::kEvicting && row.owner != owner_ &&
-                        !OwnerAlive(row.owner);
-      left ? RemoveLeftObject(ref) : RemoveImageFully(ref);
-    } catch (const Error& e) {
-      // A clone made (on this host or another) between the children check and the
-      // unprotect or snapshot removal keeps it: the clone is attached, so the image goes
-      // to the trash for it (Remove trashes an image any of whose snapshots has a child).
-      if (!backend_->Exists(ref)) throw;
-      bool children_now = true;
-      try {
-        children_now = !backend_->Children(snap).empty();
-      } catch (const Error&) {
-        // The snapshot is gone (moved to the trash namespace with its clone): Remove decides.
-      }
-      if (!children_now) throw;
-      deferred = true;
-    }
-  }
+  const EntryClones clones = FindClones(row, ref, snap);
+  bool deferred = clones.count > 0 || clones.in_trash;
+  if (!deferred) deferred = !RemoveUnlessCloned(row, ref, snap);
   if (deferred) {
-    auto outcome = in_trash ? storage::RemoveOutcome::kTrashed : backend_->Remove(ref);
-    if (outcome == storage::RemoveOutcome::kTrashed) ShareDeferred(row, action.bytes);
-    Failpoint("after_trash");
-    row.pinned = true;
-    row.owner.clear();
-    WithIndex([&](index::Index& ix) { ix.UpdateEntry(row); });
-    action.kind = "defer";
-    action.reason += "; kept for " + std::to_string(children.size()) + " clone(s)" +
-                     (outcome == storage::RemoveOutcome::kTrashed ? " in the trash" : "");
-    log_->info("entry deferred image={} entry={} clones={} bytes={}", row.image_id,
-               row.cache_name, children.size(), action.bytes);
+    DeferEntry(&row, clones, &action);
   } else {
     Failpoint("before_delete_row");
     WithIndex([&](index::Index& ix) { ix.DeleteEntry(row.id); });
@@ -169,6 +124,65 @@ EvictAction CacheImpl::EvictEntry(index::EntryRow row, const std::string& kind,
   Event(kind, row.image_id, action.bytes, {});
   if (action.kind == "defer") Event("defer", row.image_id, action.bytes, {});
   return action;
+}
+
+CacheImpl::EntryClones CacheImpl::FindClones(const index::EntryRow& row,
+                                             const storage::ImageRef& ref,
+                                             const storage::SnapRef& snap) {
+  EntryClones clones;
+  if (backend_->Exists(ref)) {
+    try {
+      clones.count = backend_->Children(snap).size();
+    } catch (const Error& e) {
+      if (e.code() != Errc::kNotFound) throw;
+    }
+  }
+  if (clones.count == 0 && !backend_->Exists(ref)) {
+    // A crash after the move to the trash: the object lives on there for its clones.
+    for (const auto& t : backend_->ListTrash()) {
+      if (t.original.name == row.cache_name && t.has_children) clones.in_trash = true;
+    }
+  }
+  return clones;
+}
+
+bool CacheImpl::RemoveUnlessCloned(const index::EntryRow& row, const storage::ImageRef& ref,
+                                   const storage::SnapRef& snap) {
+  try {
+    // An eviction a dead owner began: its killed client's watches are cut off.
+    const bool left = row.state == index::State::kEvicting && row.owner != owner_ &&
+                      !OwnerAlive(row.owner);
+    left ? RemoveLeftObject(ref) : RemoveImageFully(ref);
+    return true;
+  } catch (const Error& e) {
+    // A clone made (on this host or another) between the children check and the
+    // unprotect or snapshot removal keeps it: the clone is attached, so the image goes
+    // to the trash for it (Remove trashes an image any of whose snapshots has a child).
+    if (!backend_->Exists(ref)) throw;
+    bool children_now = true;
+    try {
+      children_now = !backend_->Children(snap).empty();
+    } catch (const Error&) {
+      // The snapshot is gone (moved to the trash namespace with its clone): Remove decides.
+    }
+    if (!children_now) throw;
+    return false;
+  }
+}
+
+void CacheImpl::DeferEntry(index::EntryRow* row, const EntryClones& clones, EvictAction* action) {
+  auto outcome = clones.in_trash ? storage::RemoveOutcome::kTrashed
+                                 : backend_->Remove(EntryRef(row->cache_name));
+  if (outcome == storage::RemoveOutcome::kTrashed) ShareDeferred(*row, action->bytes);
+  Failpoint("after_trash");
+  row->pinned = true;
+  row->owner.clear();
+  WithIndex([&](index::Index& ix) { ix.UpdateEntry(*row); });
+  action->kind = "defer";
+  action->reason += "; kept for " + std::to_string(clones.count) + " clone(s)" +
+                    (outcome == storage::RemoveOutcome::kTrashed ? " in the trash" : "");
+  log_->info("entry deferred image={} entry={} clones={} bytes={}", row->image_id,
+             row->cache_name, clones.count, action->bytes);
 }
 
 void CacheImpl::EnforceLimits(std::optional<uint64_t> incoming, int64_t exclude_id, bool dry_run,
