@@ -1,0 +1,116 @@
+# The layers of libcachemgr, as the build enforces them.
+#
+#   cli (cachemgr/cli)       public headers only, through the library target cachemgr
+#   engine                   cachemgr/src/engine: the Cache behind cachemgr/cache.h
+#   middle                   policy, storage, index, source, fetch, convert, config
+#   base                     cachemgr/src/util, cachemgr/src/log
+#
+# Within the middle layer the arrows are: fetch -> {source, storage, convert};
+# source -> convert; policy sees nothing at all (it is pure: plain structs in, a plan
+# out). config sits in the middle layer (only the engine and the cli read options from
+# YAML); storage, index and convert see only the base.
+#
+# The public headers (cachemgr/include/cachemgr/*.h) sit with the layer that implements
+# them: error.h, options.h and logging.h (the vocabulary every layer speaks, util/ and
+# log/ implement them) with the base; config.h with config; cache.h with the engine.
+#
+# Each layer is one STATIC library (position-independent, hidden visibility) named
+# cachemgr_<layer>, linking only the layers it may use. Private headers are included by
+# folder ("util/hash.h", "storage/backend.h"); instead of the two roots that used to
+# show every folder to everyone (cachemgr/src and the repository root), each layer gets
+# a root of its own in the build tree, ${CMAKE_BINARY_DIR}/layers/<layer>, that holds
+# symbolic links to its own folder, the folders below it and the public headers it may
+# use, and nothing else: an upward include is "No such file or directory".
+# tests/layers checks that it is.
+#
+# The shared (or static) library cachemgr is made of the layers' object files; tests and
+# tools that use internals link the layer libraries instead.
+
+# Where a folder named in an include ("util/...", "storage/...") lives in the source tree.
+function(_cachemgr_folder_dir folder out)
+  if(folder STREQUAL "policy" OR folder STREQUAL "storage")
+    set(${out} ${PROJECT_SOURCE_DIR}/${folder} PARENT_SCOPE)
+  else()
+    set(${out} ${PROJECT_SOURCE_DIR}/cachemgr/src/${folder} PARENT_SCOPE)
+  endif()
+endfunction()
+
+# cachemgr_add_layer(NAME FOLDERS f... [PUBLIC_HEADERS h...] [LAYERS l...])
+# Makes the library cachemgr_NAME and its include root: FOLDERS are the private-header
+# folders it sees (its own and those below), PUBLIC_HEADERS the cachemgr/*.h it sees,
+# LAYERS the layer libraries it links (and whose roots' content it must also see).
+function(cachemgr_add_layer name)
+  cmake_parse_arguments(L "" "" "FOLDERS;PUBLIC_HEADERS;LAYERS" ${ARGN})
+  set(root ${CMAKE_BINARY_DIR}/layers/${name})
+  file(REMOVE_RECURSE ${root})
+  file(MAKE_DIRECTORY ${root})
+  foreach(folder IN LISTS L_FOLDERS)
+    _cachemgr_folder_dir(${folder} dir)
+    file(CREATE_LINK ${dir} ${root}/${folder} SYMBOLIC)
+  endforeach()
+  if(L_PUBLIC_HEADERS)
+    file(MAKE_DIRECTORY ${root}/cachemgr)
+    foreach(header IN LISTS L_PUBLIC_HEADERS)
+      file(CREATE_LINK ${PROJECT_SOURCE_DIR}/cachemgr/include/cachemgr/${header}
+           ${root}/cachemgr/${header} SYMBOLIC)
+    endforeach()
+  endif()
+
+  set(target cachemgr_${name})
+  add_library(${target} STATIC)
+  set_target_properties(${target} PROPERTIES
+    POSITION_INDEPENDENT_CODE ON
+    CXX_VISIBILITY_PRESET hidden
+    VISIBILITY_INLINES_HIDDEN ON)
+  # PUBLIC: a layer above (and a test) sees what this layer sees; nothing more.
+  target_include_directories(${target} PUBLIC ${root} ${CACHEMGR_GENERATED_INCLUDE_DIR})
+  target_compile_features(${target} PUBLIC cxx_std_20)
+  if(NOT CACHEMGR_SHARED)
+    target_compile_definitions(${target} PUBLIC CACHEMGR_STATIC_DEFINE)
+  endif()
+  foreach(layer IN LISTS L_LAYERS)
+    target_link_libraries(${target} PUBLIC cachemgr_${layer})
+  endforeach()
+  set_property(GLOBAL APPEND PROPERTY CACHEMGR_LAYER_TARGETS ${target})
+endfunction()
+
+# Bottom to top. A layer's FOLDERS and PUBLIC_HEADERS repeat those of the layers it
+# links: its root is all it sees.
+set(_base_folders util log)
+set(_base_headers error.h options.h logging.h)
+
+cachemgr_add_layer(base FOLDERS ${_base_folders} PUBLIC_HEADERS ${_base_headers})
+target_link_libraries(cachemgr_base PUBLIC spdlog::spdlog
+                      PRIVATE Threads::Threads OpenSSL::Crypto)
+
+cachemgr_add_layer(policy FOLDERS policy)
+
+cachemgr_add_layer(convert FOLDERS convert ${_base_folders}
+                   PUBLIC_HEADERS ${_base_headers} LAYERS base)
+target_link_libraries(cachemgr_convert PRIVATE nlohmann_json::nlohmann_json)
+
+cachemgr_add_layer(config FOLDERS config ${_base_folders}
+                   PUBLIC_HEADERS ${_base_headers} config.h LAYERS base)
+target_link_libraries(cachemgr_config PRIVATE yaml-cpp)
+
+cachemgr_add_layer(index FOLDERS index ${_base_folders}
+                   PUBLIC_HEADERS ${_base_headers} LAYERS base)
+target_link_libraries(cachemgr_index PUBLIC SQLiteCpp)
+
+cachemgr_add_layer(storage FOLDERS storage ${_base_folders}
+                   PUBLIC_HEADERS ${_base_headers} LAYERS base)
+target_link_libraries(cachemgr_storage PRIVATE nlohmann_json::nlohmann_json)  # rbd/: Ceph
+
+cachemgr_add_layer(source FOLDERS source convert ${_base_folders}
+                   PUBLIC_HEADERS ${_base_headers} LAYERS convert base)
+target_link_libraries(cachemgr_source PRIVATE CURL::libcurl OpenSSL::Crypto
+                      nlohmann_json::nlohmann_json)
+
+cachemgr_add_layer(fetch FOLDERS fetch source storage convert ${_base_folders}
+                   PUBLIC_HEADERS ${_base_headers} LAYERS source storage convert base)
+
+cachemgr_add_layer(engine
+  FOLDERS engine policy storage index source fetch convert config ${_base_folders}
+  PUBLIC_HEADERS ${_base_headers} config.h cache.h
+  LAYERS policy storage index source fetch convert config base)
+target_link_libraries(cachemgr_engine PRIVATE SQLiteCpp OpenSSL::Crypto Threads::Threads)
