@@ -17,10 +17,11 @@
 # Each layer is one STATIC library (position-independent, hidden visibility) named
 # cachemgr_<layer>, linking only the layers it may use. Private headers are included by
 # folder ("util/hash.h", "storage/backend.h"); instead of the two roots that used to
-# show every folder to everyone (cachemgr/src and the repository root), each layer gets
-# a root of its own in the build tree, ${CMAKE_BINARY_DIR}/layers/<layer>, that holds
-# symbolic links to its own folder, the folders below it and the public headers it may
-# use, and nothing else: an upward include is "No such file or directory".
+# show every folder to everyone (cachemgr/src and the repository root), each layer has
+# a root of its own in the build tree, ${PROJECT_BINARY_DIR}/layers/<layer>, holding
+# symbolic links to its own folders and public headers only. A layer's include path is
+# its root and the roots of the layers it links (PUBLIC), so what it may include is
+# exactly what it links: an upward include is "No such file or directory", and
 # tests/layers checks that it is.
 #
 # The shared (or static) library cachemgr is made of the layers' object files; tests and
@@ -36,12 +37,12 @@ function(_cachemgr_folder_dir folder out)
 endfunction()
 
 # cachemgr_add_layer(NAME FOLDERS f... [PUBLIC_HEADERS h...] [LAYERS l...])
-# Makes the library cachemgr_NAME and its include root: FOLDERS are the private-header
-# folders it sees (its own and those below), PUBLIC_HEADERS the cachemgr/*.h it sees,
-# LAYERS the layer libraries it links (and whose roots' content it must also see).
+# Makes the library cachemgr_NAME and its include root: FOLDERS are its private-header
+# folders, PUBLIC_HEADERS the cachemgr/*.h it implements, LAYERS the layers it uses
+# (linked PUBLIC, so their roots, and the roots below them, are on its include path).
 function(cachemgr_add_layer name)
   cmake_parse_arguments(L "" "" "FOLDERS;PUBLIC_HEADERS;LAYERS" ${ARGN})
-  set(root ${CMAKE_BINARY_DIR}/layers/${name})
+  set(root ${PROJECT_BINARY_DIR}/layers/${name})
   file(REMOVE_RECURSE ${root})
   file(MAKE_DIRECTORY ${root})
   foreach(folder IN LISTS L_FOLDERS)
@@ -74,43 +75,31 @@ function(cachemgr_add_layer name)
   set_property(GLOBAL APPEND PROPERTY CACHEMGR_LAYER_TARGETS ${target})
 endfunction()
 
-# Bottom to top. A layer's FOLDERS and PUBLIC_HEADERS repeat those of the layers it
-# links: its root is all it sees.
-set(_base_folders util log)
-set(_base_headers error.h options.h logging.h)
-
-cachemgr_add_layer(base FOLDERS ${_base_folders} PUBLIC_HEADERS ${_base_headers})
+# Bottom to top.
+cachemgr_add_layer(base FOLDERS util log PUBLIC_HEADERS error.h options.h logging.h)
 target_link_libraries(cachemgr_base PUBLIC spdlog::spdlog
                       PRIVATE Threads::Threads OpenSSL::Crypto)
 
-cachemgr_add_layer(policy FOLDERS policy)
+cachemgr_add_layer(policy FOLDERS policy)  # pure: links nothing
 
-cachemgr_add_layer(convert FOLDERS convert ${_base_folders}
-                   PUBLIC_HEADERS ${_base_headers} LAYERS base)
+cachemgr_add_layer(convert FOLDERS convert LAYERS base)
 target_link_libraries(cachemgr_convert PRIVATE nlohmann_json::nlohmann_json)
 
-cachemgr_add_layer(config FOLDERS config ${_base_folders}
-                   PUBLIC_HEADERS ${_base_headers} config.h LAYERS base)
+cachemgr_add_layer(config FOLDERS config PUBLIC_HEADERS config.h LAYERS base)
 target_link_libraries(cachemgr_config PRIVATE yaml-cpp)
 
-cachemgr_add_layer(index FOLDERS index ${_base_folders}
-                   PUBLIC_HEADERS ${_base_headers} LAYERS base)
+cachemgr_add_layer(index FOLDERS index LAYERS base)
 target_link_libraries(cachemgr_index PUBLIC SQLiteCpp)
 
-cachemgr_add_layer(storage FOLDERS storage ${_base_folders}
-                   PUBLIC_HEADERS ${_base_headers} LAYERS base)
+cachemgr_add_layer(storage FOLDERS storage LAYERS base)
 target_link_libraries(cachemgr_storage PRIVATE nlohmann_json::nlohmann_json)  # rbd/: Ceph
 
-cachemgr_add_layer(source FOLDERS source convert ${_base_folders}
-                   PUBLIC_HEADERS ${_base_headers} LAYERS convert base)
+cachemgr_add_layer(source FOLDERS source LAYERS convert base)
 target_link_libraries(cachemgr_source PRIVATE CURL::libcurl OpenSSL::Crypto
                       nlohmann_json::nlohmann_json)
 
-cachemgr_add_layer(fetch FOLDERS fetch source storage convert ${_base_folders}
-                   PUBLIC_HEADERS ${_base_headers} LAYERS source storage convert base)
+cachemgr_add_layer(fetch FOLDERS fetch LAYERS source storage convert base)
 
-cachemgr_add_layer(engine
-  FOLDERS engine policy storage index source fetch convert config ${_base_folders}
-  PUBLIC_HEADERS ${_base_headers} config.h cache.h
-  LAYERS policy storage index source fetch convert config base)
+cachemgr_add_layer(engine FOLDERS engine PUBLIC_HEADERS cache.h
+                   LAYERS policy storage index source fetch convert config base)
 target_link_libraries(cachemgr_engine PRIVATE SQLiteCpp OpenSSL::Crypto Threads::Threads)
