@@ -72,7 +72,8 @@ for f in usr/bin/cachemgr etc/cachemgr/cachemgr.yaml \
 done
 [ -d "$root/var/lib/cachemgr" ] || fail "missing /var/lib/cachemgr"
 # The index migrations are compiled into libcachemgr: nothing reads them at run time.
-[ ! -e "$root/usr/share/cachemgr" ] || fail "/usr/share/cachemgr is shipped: $(find "$root/usr/share/cachemgr")"
+[ ! -e "$root/usr/share/cachemgr" ] \
+  || fail "/usr/share/cachemgr is shipped: $(find "$root/usr/share/cachemgr")"
 cmp "$src/examples/cachemgr.yaml" "$root/etc/cachemgr/cachemgr.yaml" \
   || fail "/etc/cachemgr/cachemgr.yaml is not examples/cachemgr.yaml"
 ls "$lib"/libcachemgr.so.0* >/dev/null 2>&1 || fail "no libcachemgr.so.0 in $lib"
