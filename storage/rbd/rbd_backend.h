@@ -7,6 +7,7 @@
 // stay valid even if they outlive the backend object.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -22,6 +23,13 @@ class logger;
 }
 
 namespace cachemgr::storage::rbd {
+
+// Milliseconds since `start`, for the ms= field of log lines and messages.
+inline long long MsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now() - start)
+      .count();
+}
 
 // An open ioctx and the cluster it belongs to. Members are declared cluster -> ioctx so
 // the ioctx is destroyed first.
