@@ -127,7 +127,7 @@ void SweepSidecars(int pool_fd, const std::string& pool_path, bool dry_run,
     const std::string image = file.substr(0, file.size() - 5);
     if (!Absent(pool_fd, image)) continue;
     const util::UniqueFd fd{::openat(meta.get(), file.c_str(),
-                       O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)};
+                                     O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)};
     struct stat st {};
     if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 1 << 20)
       continue;
@@ -139,7 +139,8 @@ void SweepSidecars(int pool_fd, const std::string& pool_path, bool dry_run,
     }
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // its image is on its way
     struct stat again {};
-    if (!Absent(pool_fd, image) || ::fstatat(meta.get(), file.c_str(), &again, AT_SYMLINK_NOFOLLOW) != 0 ||
+    if (!Absent(pool_fd, image) ||
+        ::fstatat(meta.get(), file.c_str(), &again, AT_SYMLINK_NOFOLLOW) != 0 ||
         again.st_ino != st.st_ino) {
       continue;
     }

@@ -26,8 +26,8 @@ namespace cachemgr::storage::rbd {
 
 // Milliseconds since `start`, for the ms= field of log lines and messages.
 inline long long MsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now() - start)
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               start)
       .count();
 }
 

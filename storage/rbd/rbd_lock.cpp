@@ -20,6 +20,7 @@
 #include "storage/rbd/rbd_buffers.h"
 #include "storage/rbd/rbd_error.h"
 #include "util/hex.h"
+#include "util/proc_stat.h"
 
 namespace cachemgr::storage::rbd {
 namespace {
@@ -49,17 +50,9 @@ std::string ReadFirstLine(const std::string& path) {
 // The start time (in clock ticks since boot) of process `pid`, or nullopt when it is
 // gone or a zombie (a crashed child not yet reaped holds nothing any more).
 std::optional<std::string> ProcessStartTime(long pid) {
-  const std::string stat = ReadFirstLine("/proc/" + std::to_string(pid) + "/stat");
-  const auto paren = stat.rfind(')');
-  if (paren == std::string::npos) return std::nullopt;
-  std::istringstream fields(stat.substr(paren + 1));
-  std::string field;
-  // Fields after the command: state (3rd) ... starttime (22nd).
-  for (int i = 3; i <= 22 && fields >> field; ++i) {
-    if (i == 3 && (field == "Z" || field == "X" || field == "x")) return std::nullopt;
-    if (i == 22) return field;
-  }
-  return std::nullopt;
+  const auto stat = util::ReadProcStat(pid);
+  if (!stat || stat->state == 'Z' || stat->state == 'X' || stat->state == 'x') return std::nullopt;
+  return stat->start_time;
 }
 
 const Holder& ThisHolder() {

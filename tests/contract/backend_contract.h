@@ -33,7 +33,7 @@
 // rely on); their helpers in contract_support.h.
 #pragma once
 
+#include "contract/contract_clones.h"  // IWYU pragma: export
+#include "contract/contract_images.h"  // IWYU pragma: export
 #include "contract/contract_support.h"
-#include "contract/contract_images.h"   // IWYU pragma: export
-#include "contract/contract_clones.h"   // IWYU pragma: export
-#include "contract/shared_contract.h"   // IWYU pragma: export
+#include "contract/shared_contract.h"  // IWYU pragma: export

@@ -13,6 +13,7 @@
 #include "cachemgr/error.h"
 #include "storage/backend.h"
 #include "util/hex.h"
+#include "util/proc_stat.h"
 
 namespace cachemgr::engine {
 
@@ -47,8 +48,8 @@ void ValidateImageId(const std::string& image_id) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '.' || c == '_' || c == '-';
     if (!ok) {
-      throw Error(Errc::kInvalidArgument, "image id '" + util::Printable(image_id) +
-                                              "': only [A-Za-z0-9._-] are allowed");
+      throw Error(Errc::kInvalidArgument,
+                  "image id '" + util::Printable(image_id) + "': only [A-Za-z0-9._-] are allowed");
     }
   }
 }
@@ -80,9 +81,7 @@ namespace {
 constexpr std::string_view kVolumeStagingPrefix = "staging-vol-";
 }  // namespace
 
-std::string VolumeStagingName() {
-  return std::string(kVolumeStagingPrefix) + util::RandomHex(32);
-}
+std::string VolumeStagingName() { return std::string(kVolumeStagingPrefix) + util::RandomHex(32); }
 
 bool IsVolumeStagingName(const std::string& name) { return name.starts_with(kVolumeStagingPrefix); }
 
@@ -97,19 +96,10 @@ std::optional<std::string> StagingKey(const std::string& name) {
 }
 
 namespace {
-// Field 22 of /proc/<pid>/stat: when the process started, in clock ticks since boot. With
-// the pid it names one process: a pid is reused, the pair is not. "" if unknown.
+// When the process started ("" if unknown): see util::ProcStat.
 std::string StartTime(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto paren = stat.rfind(')');  // the command name may hold spaces and parentheses
-  if (paren == std::string::npos) return "";
-  std::istringstream fields(stat.substr(paren + 2));
-  std::string f;
-  for (int i = 3; i <= 22 && fields >> f; ++i) {
-    if (i == 22) return f;
-  }
-  return "";
+  const auto stat = util::ReadProcStat(pid);
+  return stat ? stat->start_time : "";
 }
 }  // namespace
 
