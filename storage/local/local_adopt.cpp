@@ -52,50 +52,57 @@ bool LocalBackend::AdoptShared(const fs::path& file, const ImageRef& ref) {
   if (::fstat(src.get(), &st) != 0) FailErrno("cannot stat", file, errno);
   if (!S_ISREG(st.st_mode)) Fail(Errc::kRefused, "adopt " + file.string() + ": not a regular file");
   impl_->EnsurePool(ref.pool);
-  auto dest = PathOf(ref);
-
-  // A reflink: an inode of our own sharing extents copy-on-write; owner and mode apply
-  // to it alone.
-  {
-    auto [tmp, fd] = MakeTemp(impl_->PoolDir(ref.pool), ref.name);
-    if (::ioctl(fd.get(), FICLONE, src.get()) == 0) {
-      try {
-        impl_->ApplyOwnership(fd.get(), tmp);
-        FsyncFd(fd.get(), tmp);
-        // Publish writes the sidecar, never over another image's, and drops the temporary.
-        impl_->Publish(tmp, ref, Sidecar{});
-      } catch (...) {
-        ::unlink(tmp.c_str());
-        throw;
-      }
-      impl_->log->info("adopted image={} file={} how=reflink bytes_copied=0", RefName(ref),
-                       file.string());
-      return true;
-    }
-    ::unlink(tmp.c_str());
-  }
+  if (impl_->AdoptByReflink(src.get(), file, ref)) return true;
   if (!impl_->options.hardlink_prefill) return false;
+  return impl_->AdoptByHardLink(file, st, ref);
+}
+
+// A reflink: an inode of our own sharing extents copy-on-write; owner and mode apply
+// to it alone. False when the filesystem cannot reflink `src_fd` here.
+bool LocalBackend::Impl::AdoptByReflink(int src_fd, const fs::path& file, const ImageRef& ref) {
+  auto [tmp, fd] = MakeTemp(PoolDir(ref.pool), ref.name);
+  if (::ioctl(fd.get(), FICLONE, src_fd) == 0) {
+    try {
+      ApplyOwnership(fd.get(), tmp);
+      FsyncFd(fd.get(), tmp);
+      // Publish writes the sidecar, never over another image's, and drops the temporary.
+      Publish(tmp, ref, Sidecar{});
+    } catch (...) {
+      ::unlink(tmp.c_str());
+      throw;
+    }
+    log->info("adopted image={} file={} how=reflink bytes_copied=0", RefName(ref), file.string());
+    return true;
+  }
+  ::unlink(tmp.c_str());
+  return false;
+}
+
+// A hard link of `file` (whose stat is `st`), when the configured owner, group and mode
+// are already the file's. False when the caller must copy instead.
+bool LocalBackend::Impl::AdoptByHardLink(const fs::path& file, const struct stat& st,
+                                         const ImageRef& ref) {
+  const auto dest = PathOf(ref);
   // A hard link shares the inode: chown or chmod of the base would change the source.
-  const bool owner_differs = (impl_->uid && *impl_->uid != st.st_uid) ||
-                             (impl_->gid && *impl_->gid != st.st_gid) ||
-                             (st.st_mode & 07777) != (impl_->options.mode & 07777);
+  const bool owner_differs = (uid && *uid != st.st_uid) || (gid && *gid != st.st_gid) ||
+                             (st.st_mode & 07777) != (options.mode & 07777);
   if (owner_differs) {
-    impl_->log->info(
+    log->info(
         "adopt copies: the configured owner/group/mode would change the shared file image={} "
         "file={}",
         RefName(ref), file.string());
     return false;
   }
-  std::lock_guard lock(impl_->mu);
+  std::lock_guard lock(mu);
   // Never over the sidecar of an image that is there (see SaveNew).
-  const auto new_sidecar = impl_->SaveNew(ref, Sidecar{});
+  const auto new_sidecar = SaveNew(ref, Sidecar{});
   if (::linkat(AT_FDCWD, file.c_str(), AT_FDCWD, dest.c_str(), AT_SYMLINK_FOLLOW) != 0) {
     int e = errno;
-    impl_->DropNewSidecar(ref, new_sidecar.ino);
+    DropNewSidecar(ref, new_sidecar.ino);
     if (e == EEXIST) Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
     if (e == EXDEV || e == EPERM || e == EMLINK || e == EACCES || e == ENOENT) {
-      impl_->log->info("adopt falls back to a copy image={} file={} cause={}", RefName(ref),
-                       file.string(), Errno(e));
+      log->info("adopt falls back to a copy image={} file={} cause={}", RefName(ref), file.string(),
+                Errno(e));
       return false;
     }
     FailErrno("cannot link " + file.string() + " as", dest, e);
@@ -103,7 +110,7 @@ bool LocalBackend::AdoptShared(const fs::path& file, const ImageRef& ref) {
   struct stat linked {};
   if (::stat(dest.c_str(), &linked) != 0 || linked.st_ino != st.st_ino) {
     ::unlink(dest.c_str());
-    impl_->DropSidecar(ref);
+    DropSidecar(ref);
     Fail(Errc::kCorrupt, "adopt " + file.string() + ": the linked file is not the one opened");
   }
   Sidecar s;
@@ -111,15 +118,15 @@ bool LocalBackend::AdoptShared(const fs::path& file, const ImageRef& ref) {
   const auto [sha, hashed_as] = Impl::HashShared(dest);
   if (sha.empty() || hashed_as != Impl::SharedIdentity(linked)) {
     ::unlink(dest.c_str());
-    impl_->DropSidecar(ref);
+    DropSidecar(ref);
     Fail(Errc::kCorrupt, "adopt " + file.string() + ": the file changed while it was linked");
   }
   s.shared_sha256 = sha;
   s.shared_inode = Impl::SettledIdentity(linked);
-  impl_->Save(ref, s);
+  Save(ref, s);
   FsyncDir(dest.parent_path());
-  impl_->log->info("adopted image={} file={} how=hardlink identity={} bytes_copied=0", RefName(ref),
-                   file.string(), s.shared_inode);
+  log->info("adopted image={} file={} how=hardlink identity={} bytes_copied=0", RefName(ref),
+            file.string(), s.shared_inode);
   return true;
 }
 

@@ -101,6 +101,8 @@ struct LocalBackend::Impl {
   void DropNewSidecar(const ImageRef& ref, ino_t ino) const;
 
   // local_adopt.cpp: hard-linked (shared) bases.
+  bool AdoptByReflink(int src_fd, const fs::path& file, const ImageRef& ref);
+  bool AdoptByHardLink(const fs::path& file, const struct stat& st, const ImageRef& ref);
   void CheckShared(const ImageRef& ref, Sidecar& s);
   void Relinked(const ImageRef& ref, Sidecar& s);
   static std::string SharedIdentity(const struct stat& st);
@@ -127,8 +129,10 @@ struct LocalBackend::Impl {
                    const ProgressFn& progress) const;
   void CopyTo(const ImageRef& src, uint64_t size, const ImageRef& dest, const ProgressFn& progress);
 
-  // local_trash.cpp
+  // local_trash.cpp: the two ways Remove takes an image away.
   std::string TrashedCopyOf(const fs::path& file, const std::string& name) const;
+  void RemoveUnused(const ImageRef& ref, std::vector<Overlay> overlays);
+  void MoveToTrash(const ImageRef& ref, const std::vector<Overlay>& users);
 };
 
 }  // namespace cachemgr::storage

@@ -58,33 +58,44 @@ RemoveOutcome LocalBackend::Remove(const ImageRef& ref) {
   impl_->Require(ref);
   std::unique_lock no_clones(impl_->users_mu);
   std::lock_guard lock(impl_->mu);
-  auto path = PathOf(ref);
   auto overlays = impl_->ScanOverlays();
-  auto users = impl_->UsersOf(path, overlays);
+  auto users = impl_->UsersOf(PathOf(ref), overlays);
   if (users.empty()) {
-    auto stable = impl_->StableOf(path);
-    if (::unlink(path.c_str()) != 0) FailErrno("cannot remove", path, errno);
-    impl_->DropSidecar(ref);
-    FsyncDir(path.parent_path());
-    // The overlays seen above, less the file just removed: what still names a backing.
-    std::erase_if(overlays, [&](const Overlay& o) { return o.path == path; });
-    impl_->DropStableIfUnused(stable, overlays);
-    impl_->log->info("removed image={}", RefName(ref));
+    impl_->RemoveUnused(ref, std::move(overlays));
     return RemoveOutcome::kRemoved;
   }
-  // Still a backing file: park it in the trash under a fresh id, so the name is free for
-  // a new entry. Our overlays name its stable link and are not touched; overlays made by
-  // other tools against the name are repointed (header only) at the trash. The file is
-  // linked into the trash before they move and unlinked after, so every overlay's
-  // backing file exists at every step.
-  Sidecar s = impl_->Load(ref);
-  std::string format = impl_->Format(ref, s);
+  impl_->MoveToTrash(ref, users);
+  return RemoveOutcome::kTrashed;
+}
+
+// Removes an image no overlay uses; `overlays` is every overlay under the root.
+void LocalBackend::Impl::RemoveUnused(const ImageRef& ref, std::vector<Overlay> overlays) {
+  const auto path = PathOf(ref);
+  auto stable = StableOf(path);
+  if (::unlink(path.c_str()) != 0) FailErrno("cannot remove", path, errno);
+  DropSidecar(ref);
+  FsyncDir(path.parent_path());
+  // The overlays seen above, less the file just removed: what still names a backing.
+  std::erase_if(overlays, [&](const Overlay& o) { return o.path == path; });
+  DropStableIfUnused(stable, overlays);
+  log->info("removed image={}", RefName(ref));
+}
+
+// Still a backing file: park it in the trash under a fresh id, so the name is free for
+// a new entry. Our overlays name its stable link and are not touched; overlays made by
+// other tools against the name are repointed (header only) at the trash. The file is
+// linked into the trash before they move and unlinked after, so every overlay's
+// backing file exists at every step.
+void LocalBackend::Impl::MoveToTrash(const ImageRef& ref, const std::vector<Overlay>& users) {
+  const auto path = PathOf(ref);
+  Sidecar s = Load(ref);
+  std::string format = Format(ref, s);
   // A move that a kill cut short left this very file (same inode) in a trash folder of
   // the same name already: that folder is finished, not a second one made.
-  std::string id = impl_->TrashedCopyOf(path, ref.name);
+  std::string id = TrashedCopyOf(path, ref.name);
   const bool resumed = !id.empty();
   if (!resumed) id = ref.name.substr(0, 100) + "." + util::RandomHex(12);
-  auto dir = impl_->TrashDir() / id;
+  auto dir = TrashDir() / id;
   auto trashed = dir / "image";
   if (!resumed) {
     std::error_code ec;
@@ -102,15 +113,14 @@ RemoveOutcome LocalBackend::Remove(const ImageRef& ref) {
                                 std::chrono::system_clock::now().time_since_epoch())
                                 .count()}};
   WriteDurable(dir / "entry.json", entry.dump(2));
-  FsyncDir(impl_->TrashDir());
+  FsyncDir(TrashDir());
   const auto normal = path.lexically_normal();
   for (const auto& o : users)
-    if (o.backing == normal) impl_->Rebase(o.path, trashed, format);
+    if (o.backing == normal) Rebase(o.path, trashed, format);
   if (::unlink(path.c_str()) != 0) FailErrno("cannot remove", path, errno);
-  impl_->DropSidecar(ref);
+  DropSidecar(ref);
   FsyncDir(path.parent_path());
-  impl_->log->info("trashed image={} trash_id={} overlays={}", RefName(ref), id, users.size());
-  return RemoveOutcome::kTrashed;
+  log->info("trashed image={} trash_id={} overlays={}", RefName(ref), id, users.size());
 }
 
 std::vector<TrashEntry> LocalBackend::ListTrash() {
