@@ -91,6 +91,15 @@ RbdBackend::RbdBackend(const RbdBackendOptions& options, std::shared_ptr<spdlog:
   }
   const auto start = Clock::now();
   const std::string entity = "client." + options_.client;
+  Connect(entity);
+  OpenConfiguredPool();
+  log_->info("rbd connected conf={} client={} fsid={} location={} ms={}", options_.conf, entity,
+             fsid_, location(), MsSince(start));
+}
+
+// Connects to the cluster as `entity` with the timeouts of the options; cluster_ and
+// fsid_ are set once it answered.
+void RbdBackend::Connect(const std::string& entity) {
   const std::string what = "cluster (conf " + options_.conf + ", " + entity + ")";
   auto cluster = std::make_shared<ClusterHandle>();
   Check(rados_create2(cluster->out(), "ceph", entity.c_str(), 0), "create handle for", what);
@@ -128,7 +137,10 @@ RbdBackend::RbdBackend(const RbdBackendOptions& options, std::shared_ptr<spdlog:
   Check(rados_cluster_fsid(cluster->get(), fsid, sizeof(fsid)), "read fsid of", what);
   fsid_ = fsid;
   cluster_ = std::move(cluster);
+}
 
+// Opens the configured pool and makes the configured namespace in it if missing.
+void RbdBackend::OpenConfiguredPool() {
   // Opening the configured pool now turns a missing pool into an error at start-up: a
   // config error naming the key (the pool is the operator's to create, not ours).
   std::shared_ptr<PoolCtx> pool;
@@ -155,8 +167,6 @@ RbdBackend::RbdBackend(const RbdBackendOptions& options, std::shared_ptr<spdlog:
       log_->info("rbd namespace created pool={} namespace={}", options_.pool, options_.namespace_);
     }
   }
-  log_->info("rbd connected conf={} client={} fsid={} location={} ms={}", options_.conf, entity,
-             fsid_, location(), MsSince(start));
 }
 
 RbdBackend::~RbdBackend() = default;

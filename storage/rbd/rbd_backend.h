@@ -69,7 +69,8 @@ class RbdBackend final : public Backend {
   void Rename(const ImageRef& from, const std::string& to_name) override;
   std::string Identity(const ImageRef& ref) override;
   size_t EvictWatchers(const ImageRef& ref) override;  // rbd_watchers.cpp
-  bool RemoveDanglingName(const ImageRef& ref, const std::string& identity) override;  // rbd_leftovers.cpp
+  bool RemoveDanglingName(const ImageRef& ref,
+                          const std::string& identity) override;  // rbd_leftovers.cpp
   RemoveOutcome Remove(const ImageRef& ref) override;
 
   void CreateSnapshot(const SnapRef& snap) override;
@@ -103,6 +104,9 @@ class RbdBackend final : public Backend {
                   const std::vector<std::string>& erase) override;
 
  private:
+  // Construction steps.
+  void Connect(const std::string& entity);
+  void OpenConfiguredPool();
   // The ioctx of `pool` (the configured namespace applies when it is options_.pool).
   std::shared_ptr<PoolCtx> Pool(const std::string& pool);
   std::shared_ptr<PoolCtx> PoolNs(const std::string& pool, const std::string& ns);
