@@ -46,6 +46,9 @@ namespace fs = std::filesystem;
 constexpr const char* kDefaultConfigPath = "/etc/cachemgr/cachemgr.yaml";
 constexpr const char* kConfigEnv = "CACHEMGR_CONFIG";
 
+// The fewest events a bounded events table keeps (cache.events_max_rows).
+constexpr uint64_t kMinEventRows = 1000;
+
 // Features librbd knows by name (rbd feature list of Ceph 16).
 const std::set<std::string, std::less<>> kRbdFeatures = {
     "layering", "striping", "exclusive-lock", "object-map", "fast-diff", "deep-flatten",
@@ -457,7 +460,11 @@ class Parser {
          {"source_check_interval_s",
           [&](auto& v, auto& p) { c.source_check_interval_s = Integer<uint32_t>(v, p); }},
          {"share_use_interval_s",
-          [&](auto& v, auto& p) { c.share_use_interval_s = Integer<uint32_t>(v, p); }}});
+          [&](auto& v, auto& p) { c.share_use_interval_s = Integer<uint32_t>(v, p); }},
+         {"events_max_age_days",
+          [&](auto& v, auto& p) { c.events_max_age_days = Integer<uint32_t>(v, p); }},
+         {"events_max_rows",
+          [&](auto& v, auto& p) { c.events_max_rows = Integer<uint64_t>(v, p); }}});
     const std::pair<const char*, const char*> aliases[] = {
         {"image_volume_cache_max_size_gb", "max_size_gb"},
         {"image_volume_cache_max_count", "max_count"},
@@ -665,6 +672,13 @@ void ValidateOptions(const Options& o) {
   if (cache.max_clone_depth > 64) {
     Invalid("cache.max_clone_depth", "must be <= 64 (got " + std::to_string(cache.max_clone_depth) +
                                          "); 0 or less means every volume is a full copy");
+  }
+  // A century is surely a typo; fewer rows than this would let the events of hits
+  // push out the one `stats` reads of the last pass.
+  Between<uint32_t>("cache.events_max_age_days", cache.events_max_age_days, 0, 36500);
+  if (cache.events_max_rows != 0 && cache.events_max_rows < kMinEventRows) {
+    Invalid("cache.events_max_rows", "must be 0 (no limit) or >= " + std::to_string(kMinEventRows) +
+                                         " (got " + std::to_string(cache.events_max_rows) + ")");
   }
 
   const auto& conv = o.conversion;
