@@ -8,8 +8,10 @@ import fcntl
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import threading
+import time
 import unittest
 import uuid
 
@@ -79,6 +81,28 @@ class CliUpkeepTest(unittest.TestCase):
         # Lower the limit afterwards, as an operator would, so the pass has work to do.
         env.write_config(cache="max_count: %d" % keep, path=env.config)
         return env, ids
+
+    def test_evict_prunes_events_to_their_bounds(self):
+        env = cli.Env("events", cache="events_max_rows: 1000;events_max_age_days: 30")
+        image = cli.WORLD.add_raw(size=1 * cli.MiB)
+        rc, _, err = env.run("create", image, "vol-events")
+        self.assertEqual(rc, cli.EXIT_OK, err)
+        # Two months of hits written straight into the index: 500 too old, 3000 recent.
+        now = int(time.time())
+        rows = [(now - 60 * 86400, image)] * 500 + [(now - i, image) for i in range(3000)]
+        with sqlite3.connect(env.index) as db:
+            db.executemany("INSERT INTO events (ts, kind, image_id) VALUES (?, 'hit', ?)", rows)
+        self.assertEqual(env.json("stats")["hits"], 3500)
+        rc, _, err = env.run("evict")
+        self.assertEqual(rc, cli.EXIT_OK, err)
+        db = sqlite3.connect(env.index)
+        count, oldest = db.execute("SELECT count(*), min(ts) FROM events").fetchone()
+        db.close()
+        self.assertEqual(count, 1000, "the newest events_max_rows are kept")
+        self.assertGreater(oldest, now - 30 * 86400, "none older than events_max_age_days")
+        # stats counts what is kept: the create's events were the oldest (gone), and the
+        # pass's own record of its run is among the 1000.
+        self.assertEqual(env.json("stats")["hits"], 999)
 
     def test_evict_dry_run_then_pass(self):
         env, ids = self.evict_setup("evict")
