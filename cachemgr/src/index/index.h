@@ -187,9 +187,10 @@ class Index {
   void DeleteSourceDigest(const std::string& location, const std::string& image_id);
 
   // --- events (index_events.cpp)
-  // Every kPruneEvery-th event recorded also deletes, in one bounded statement, up to
-  // 2 * kPruneEvery events the retention no longer keeps (its "now" is event.ts): the
-  // table stays near its bound without a pass, and a hit pays for it rarely.
+  // Every kPruneEvery-th event recorded (by rowid, across processes) also deletes up to
+  // 2 * kPruneEvery events the retention no longer keeps (PruneEventBatch, its "now" is
+  // event.ts): the table stays near its bound without a pass, and a hit pays for it
+  // rarely (a few ms once in 256 events).
   static constexpr uint64_t kPruneEvery = 256;
   void RecordEvent(const EventRow& event);
   // Per kind, from the totals the triggers of schema/007 keep: a few rows, not a scan.
