@@ -227,3 +227,13 @@ TEST_CASE("a transaction commits all of its statements, or none") {
     CHECK(ErrcName(Catch([&] { tx.Commit(); }).code()) == ErrcName(Errc::kInternal));
   }
 }
+
+TEST_CASE("a transaction that is not committed leaves nothing behind") {
+  TempDir dir("index");
+  auto index = Index::Open(dir / "index.db");
+  {
+    Transaction tx(*index, "test");
+    index->InsertEntry(MakeEntry("img-a"));
+  }
+  CHECK(index->ListEntries().empty());
+}

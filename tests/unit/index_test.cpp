@@ -480,41 +480,6 @@ TEST_CASE("a volume name is claimed by a creating row; its identity is recorded"
   CHECK(index->LastEvent("pass_left_alone")->bytes == 0);
 }
 
-TEST_CASE("events: recorded, totalled by kind, listed and pruned") {
-  TempDir dir("index");
-  auto index = Index::Open(dir / "index.db");
-  CHECK(index->EventTotalsByKind().empty());
-  index->RecordEvent({.ts = 10, .kind = "miss", .image_id = "a", .bytes = 100, .micros = 7});
-  index->RecordEvent({.ts = 20, .kind = "hit", .image_id = "a", .bytes = 0, .micros = 1});
-  index->RecordEvent({.ts = 30, .kind = "hit", .image_id = "b", .bytes = 0, .micros = 2});
-  index->RecordEvent({.ts = 40, .kind = "miss", .image_id = "b", .bytes = 50, .micros = 3});
-  auto totals = index->EventTotalsByKind();
-  REQUIRE(totals.size() == 2);
-  CHECK(totals[0].kind == "hit");
-  CHECK(totals[0].count == 2);
-  CHECK(totals[0].micros == 3);
-  CHECK(totals[1].kind == "miss");
-  CHECK(totals[1].count == 2);
-  CHECK(totals[1].bytes == 150);
-  CHECK(index->ListEvents().size() == 4);
-  auto recent = index->ListEvents(25);
-  REQUIRE(recent.size() == 2);
-  CHECK(recent[0].ts == 30);
-  CHECK(recent[0].image_id == "b");
-  CHECK(index->PruneEvents(25) == 2);
-  CHECK(index->ListEvents().size() == 2);
-}
-
-TEST_CASE("a transaction that is not committed leaves nothing behind") {
-  TempDir dir("index");
-  auto index = Index::Open(dir / "index.db");
-  {
-    Transaction tx(*index, "test");
-    index->InsertEntry(MakeEntry("img-a"));
-  }
-  CHECK(index->ListEntries().empty());
-}
-
 TEST_CASE("several processes' connections share one index") {
   TempDir dir("index");
   const fs::path path = dir / "index.db";
