@@ -89,7 +89,9 @@ cachemgr_add_layer(config FOLDERS config PUBLIC_HEADERS config.h LAYERS base)
 target_link_libraries(cachemgr_config PRIVATE yaml-cpp)
 
 cachemgr_add_layer(index FOLDERS index LAYERS base)
-target_link_libraries(cachemgr_index PUBLIC SQLiteCpp)
+# PRIVATE: the index owns its transactions (index::Transaction) and maps every SQLite
+# error to cachemgr::Error; no layer above sees a SQLite type.
+target_link_libraries(cachemgr_index PRIVATE SQLiteCpp)
 
 cachemgr_add_layer(storage FOLDERS storage LAYERS base)
 target_link_libraries(cachemgr_storage PRIVATE nlohmann_json::nlohmann_json)  # rbd/: Ceph
@@ -102,4 +104,4 @@ cachemgr_add_layer(fetch FOLDERS fetch LAYERS source storage convert base)
 
 cachemgr_add_layer(engine FOLDERS engine PUBLIC_HEADERS cache.h
                    LAYERS policy storage index source fetch convert config base)
-target_link_libraries(cachemgr_engine PRIVATE SQLiteCpp OpenSSL::Crypto Threads::Threads)
+target_link_libraries(cachemgr_engine PRIVATE OpenSSL::Crypto Threads::Threads)

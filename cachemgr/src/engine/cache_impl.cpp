@@ -57,7 +57,8 @@ std::unique_ptr<Cache> Cache::Open(const Options& options, std::shared_ptr<spdlo
   BackendOptions backend_options = options.backend;
   backend_options.rbd.host_id = options.host_id;
   auto backend = storage::MakeBackend(backend_options, logger);
-  auto index = index::Index::Open(options.index);
+  auto index = index::Index::Open(
+      options.index, {options.cache.events_max_age_days, options.cache.events_max_rows});
   auto source = source::MakeSource(options.source, logger);
   return std::make_unique<engine::CacheImpl>(options, logger, std::move(backend),
                                              std::move(source), std::move(index));
@@ -154,6 +155,18 @@ void CacheImpl::Event(const std::string& kind, const std::string& image_id, uint
   } catch (const std::exception& e) {
     // Stats are not worth failing a volume for.
     log_->warn("event not recorded kind={} image={} error={}", kind, image_id, e.what());
+  }
+}
+
+void CacheImpl::PruneEvents() {
+  try {
+    uint64_t pruned = 0;
+    for (uint64_t n = index::Index::kPruneBatch; n == index::Index::kPruneBatch; pruned += n) {
+      n = WithIndex([&](index::Index& ix) { return ix.PruneEventBatch(NowSeconds()); });
+    }
+    if (pruned > 0) log_->info("events pruned rows={}", pruned);
+  } catch (const std::exception& e) {
+    log_->warn("events not pruned error={}", e.what());
   }
 }
 
