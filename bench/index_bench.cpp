@@ -10,7 +10,6 @@
 //   memory:  the process's VmHWM (peak RSS) before and after.
 //
 //   bench_index --dir DIR [--entries 100000] [--lookups 20000] [--selects 20] --out FILE
-#include <SQLiteCpp/Transaction.h>
 
 #include <filesystem>
 #include <fstream>
@@ -19,6 +18,7 @@
 
 #include "common.h"
 #include "index/index.h"
+#include "index/transaction.h"
 #include "policy/eviction.h"
 
 using namespace cachemgr;
@@ -60,7 +60,7 @@ int main(int argc, char** argv) try {
 
   auto fill_start = Clock::now();
   {
-    SQLite::Transaction tx(index->db());
+    index::Transaction tx(*index, "fill the bench index");
     for (long i = 0; i < entries; ++i) {
       index::EntryRow row;
       row.backend = backend;
@@ -81,7 +81,7 @@ int main(int argc, char** argv) try {
       row.owner = "host:1";
       index->InsertEntry(row);
     }
-    tx.commit();
+    tx.Commit();
   }
   const double fill_ms = MsSince(fill_start);
 

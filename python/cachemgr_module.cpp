@@ -15,9 +15,8 @@
 //     the stable name of the code ("not_found"), and .exit_code, the tool's exit code;
 //   - a cache call from inside a progress callback is refused (it could wait for the
 //     call running the callback).
-// Over 600 lines for now: the whole public API is bound in this one module file; the
-// result types' bindings are to move to a file of their own.
-#include <pybind11/eval.h>
+//
+// The exception classes are bound in errors.cpp, the result types in results.cpp.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 #include <spdlog/sinks/sink.h>
@@ -32,6 +31,7 @@
 #include <string>
 #include <utility>
 
+#include "binding.h"
 #include "cachemgr/cache.h"
 #include "cachemgr/config.h"
 #include "cachemgr/error.h"
@@ -43,136 +43,6 @@ using namespace py::literals;
 
 namespace cachemgr::python {
 namespace {
-
-// ---- exceptions ------------------------------------------------------------------
-
-// The classes are plain Python classes (defined below with py::exec) so that they pickle
-// and behave like any exception: str(e) is the message.
-constexpr const char* kExceptionClasses = R"py(
-class Error(Exception):
-    """A failure of the cache: .code is the stable name of its kind ("not_found",
-    "config", "busy", ...), .exit_code the exit code the `cachemgr` tool uses for it,
-    str(e) the message, which names the thing and the cause."""
-
-    def __init__(self, message, code="internal", exit_code=1):
-        super().__init__(message)
-        self.code = code
-        self.exit_code = exit_code
-
-    def __reduce__(self):
-        return (type(self), (str(self), self.code, self.exit_code))
-
-
-class InvalidArgumentError(Error, ValueError):
-    """A malformed argument: a hostile image id, a bad size (code "invalid_argument")."""
-
-
-class ConfigError(Error):
-    """The configuration is invalid; the message names the key (code "config")."""
-
-
-class NotFoundError(Error, LookupError):
-    """An image, entry, volume or pool does not exist (code "not_found")."""
-
-
-class AlreadyExistsError(Error):
-    """A name is taken (code "already_exists")."""
-
-
-class CorruptError(Error):
-    """Integrity: a checksum mismatch, truncated data, a damaged index (code "corrupt")."""
-
-
-class RefusedError(Error):
-    """The image is of a kind that is never let in (code "refused")."""
-
-
-class BusyError(Error):
-    """Another process or host holds the lock (code "busy"): try again later."""
-
-
-class BackendError(Error):
-    """The storage backend (librbd/librados, the filesystem) failed (code "backend")."""
-
-
-class SourceError(Error):
-    """The image source (Glance, the image directory) failed (code "source")."""
-
-
-class UnauthorizedError(Error):
-    """The source or cephx refused the credentials (code "unauthorized")."""
-
-
-class TimeoutError(Error):
-    """An operation did not finish within its configured time (code "timeout")."""
-
-
-class IoError(Error):
-    """A local file operation failed (code "io")."""
-
-
-class InternalError(Error):
-    """A bug: an invariant did not hold (code "internal")."""
-)py";
-
-struct CodeClass {
-  Errc code;
-  const char* class_name;
-};
-constexpr std::array<CodeClass, 13> kCodeClasses = {{
-    {Errc::kInvalidArgument, "InvalidArgumentError"},
-    {Errc::kConfig, "ConfigError"},
-    {Errc::kNotFound, "NotFoundError"},
-    {Errc::kAlreadyExists, "AlreadyExistsError"},
-    {Errc::kCorrupt, "CorruptError"},
-    {Errc::kRefused, "RefusedError"},
-    {Errc::kBusy, "BusyError"},
-    {Errc::kBackend, "BackendError"},
-    {Errc::kSource, "SourceError"},
-    {Errc::kUnauthorized, "UnauthorizedError"},
-    {Errc::kTimeout, "TimeoutError"},
-    {Errc::kIo, "IoError"},
-    {Errc::kInternal, "InternalError"},
-}};
-
-// The same mapping as the tool's (cli/main.cpp, the contract in README): services that
-// shell out today and call the module tomorrow keep their handling.
-int ExitCodeFor(Errc code) noexcept {
-  switch (code) {
-    case Errc::kInvalidArgument:
-    case Errc::kConfig:
-      return 2;
-    case Errc::kNotFound:
-      return 3;
-    case Errc::kCorrupt:
-    case Errc::kRefused:
-      return 4;
-    case Errc::kBusy:
-      return 5;
-    default:
-      return 1;
-  }
-}
-
-// Borrowed from the module's dict, which lives as long as the interpreter: the
-// translator runs with the GIL held. Deliberately never released (no destructor that
-// would run after the interpreter is gone).
-PyObject* g_base = nullptr;
-std::array<PyObject*, kCodeClasses.size()> g_classes{};
-
-void RaiseError(const Error& e) {
-  PyObject* cls = g_base;
-  for (size_t i = 0; i < kCodeClasses.size(); ++i)
-    if (kCodeClasses[i].code == e.code()) cls = g_classes[i];
-  // A message may quote bytes that are not UTF-8 (a path): U+FFFD for them, never a
-  // UnicodeDecodeError in place of the error.
-  const std::string what = e.what();
-  py::object message = py::reinterpret_steal<py::object>(
-      PyUnicode_DecodeUTF8(what.data(), static_cast<Py_ssize_t>(what.size()), "replace"));
-  py::object instance = py::reinterpret_borrow<py::object>(cls)(
-      message, std::string(ErrcName(e.code())), ExitCodeFor(e.code()));
-  PyErr_SetObject(cls, instance.ptr());
-}
 
 // ---- progress callbacks ----------------------------------------------------------
 
@@ -236,8 +106,6 @@ auto Call(Callback* cb, F&& f) {
     throw;
   }
 }
-
-double Ms(std::chrono::microseconds d) { return static_cast<double>(d.count()) / 1000.0; }
 
 // ---- the Cache object ------------------------------------------------------------
 
@@ -319,40 +187,6 @@ py::dict StatsDict(const Stats& s) {
       "max_count"_a = s.max_count, "by_plan"_a = by_plan);
 }
 
-// to_dict() and __repr__ from a list of attribute names.
-template <class C>
-void AddDictAndRepr(py::class_<C>& cls, std::vector<const char*> names, const char* repr_name) {
-  cls.def(
-      "to_dict",
-      [names](py::object self) {
-        py::dict d;
-        for (const char* n : names) {
-          py::object v = self.attr(n);
-          if (py::isinstance<py::list>(v)) {
-            py::list items;
-            for (auto item : v)
-              items.append(py::hasattr(item, "to_dict") ? item.attr("to_dict")()
-                                                        : py::reinterpret_borrow<py::object>(item));
-            v = items;
-          }
-          d[n] = v;
-        }
-        return d;
-      },
-      "The attributes as a dict (JSON-ready).");
-  cls.def("__repr__", [names, repr_name](py::object self) {
-    std::string out = std::string(repr_name) + "(";
-    bool first = true;
-    for (const char* n : names) {
-      py::object v = self.attr(n);
-      if (py::isinstance<py::list>(v)) continue;
-      out += (first ? "" : ", ") + std::string(n) + "=" + py::repr(v).cast<std::string>();
-      first = false;
-    }
-    return out + ")";
-  });
-}
-
 }  // namespace
 }  // namespace cachemgr::python
 
@@ -369,154 +203,8 @@ PYBIND11_MODULE(cachemgr, m) {
       "A Cache may be shared by any number of threads: calls release the GIL. Failures "
       "raise cachemgr.Error (a subclass per .code).";
   m.attr("__version__") = CACHEMGR_VERSION;
-
-  // Exceptions: defined in Python inside the module's namespace (their __module__ is
-  // "cachemgr", so they pickle and print as cachemgr.NotFoundError).
-  {
-    py::dict ns = m.attr("__dict__");
-    py::exec(kExceptionClasses, ns);
-    g_base = ns["Error"].ptr();
-    py::dict codes;
-    for (size_t i = 0; i < kCodeClasses.size(); ++i) {
-      g_classes[i] = ns[kCodeClasses[i].class_name].ptr();
-      codes[py::str(std::string(ErrcName(kCodeClasses[i].code)))] = ns[kCodeClasses[i].class_name];
-    }
-    m.attr("ERROR_CLASSES") = codes;  // code name -> class
-  }
-  py::register_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const Error& e) {
-      RaiseError(e);
-    }
-  });
-
-  py::class_<Progress>(m, "Progress", "Progress of a long step, given to a progress callback.")
-      .def_readonly("image_id", &Progress::image_id)
-      .def_readonly("stage", &Progress::stage,
-                    "'download', 'convert', 'import', 'flatten' or 'copy'")
-      .def_readonly("done_bytes", &Progress::done_bytes)
-      .def_readonly("total_bytes", &Progress::total_bytes, "0 when unknown")
-      .def("__repr__", [](const Progress& p) {
-        return "Progress(image_id='" + p.image_id + "', stage='" + p.stage +
-               "', done_bytes=" + std::to_string(p.done_bytes) +
-               ", total_bytes=" + std::to_string(p.total_bytes) + ")";
-      });
-
-  py::class_<CreateVolumeResult> made(m, "CreateVolumeResult", "What create_volume made, and how.");
-  made.def_readonly("volume", &CreateVolumeResult::volume)
-      .def_readonly("image_id", &CreateVolumeResult::image_id)
-      .def_property_readonly(
-          "plan", [](const CreateVolumeResult& r) { return std::string(PlanName(r.plan)); },
-          "'clone', 'copy', 'flatten_clone', 'miss', 'direct' or 'uncached'")
-      .def_readonly("depth", &CreateVolumeResult::depth, "parent-chain length of the volume")
-      .def_readonly("size_bytes", &CreateVolumeResult::size_bytes)
-      .def_readonly("bytes_downloaded", &CreateVolumeResult::bytes_downloaded)
-      .def_property_readonly("elapsed_ms",
-                             [](const CreateVolumeResult& r) { return Ms(r.elapsed); })
-      .def_property_readonly("fill_ms", [](const CreateVolumeResult& r) { return Ms(r.fill); })
-      .def_property_readonly("wait_ms", [](const CreateVolumeResult& r) { return Ms(r.wait); });
-  AddDictAndRepr(made,
-                 {"volume", "image_id", "plan", "depth", "size_bytes", "bytes_downloaded",
-                  "elapsed_ms", "fill_ms", "wait_ms"},
-                 "CreateVolumeResult");
-
-  py::class_<PrefillResult> prefill(m, "PrefillResult", "What prefill did.");
-  prefill.def_readonly("image_id", &PrefillResult::image_id)
-      .def_property_readonly(
-          "outcome",
-          [](const PrefillResult& r) { return std::string(PrefillOutcomeName(r.outcome)); },
-          "'filled', 'fresh', 'replaced' or 'direct'")
-      .def_readonly("bytes_downloaded", &PrefillResult::bytes_downloaded)
-      .def_readonly("virtual_size", &PrefillResult::virtual_size)
-      .def_property_readonly("elapsed_ms", [](const PrefillResult& r) { return Ms(r.elapsed); });
-  AddDictAndRepr(prefill, {"image_id", "outcome", "bytes_downloaded", "virtual_size", "elapsed_ms"},
-                 "PrefillResult");
-
-  py::class_<EntryInfo> entry(m, "Entry", "A cache entry (list(), lookup()).");
-  entry.def_readonly("image_id", &EntryInfo::image_id)
-      .def_readonly("backend", &EntryInfo::backend)
-      .def_readonly("pool", &EntryInfo::pool)
-      .def_readonly("cache_name", &EntryInfo::cache_name)
-      .def_property_readonly(
-          "state", [](const EntryInfo& e) { return std::string(EntryStateName(e.state)); })
-      .def_readonly("virtual_size", &EntryInfo::virtual_size)
-      .def_readonly("allocated_bytes", &EntryInfo::allocated_bytes)
-      .def_readonly("disk_format", &EntryInfo::disk_format)
-      .def_readonly("checksum", &EntryInfo::checksum)
-      .def_readonly("os_hash_algo", &EntryInfo::os_hash_algo)
-      .def_readonly("os_hash_value", &EntryInfo::os_hash_value)
-      .def_readonly("image_updated_at", &EntryInfo::image_updated_at)
-      .def_readonly("depth", &EntryInfo::depth)
-      .def_readonly("created_at", &EntryInfo::created_at, "unix seconds")
-      .def_readonly("last_used", &EntryInfo::last_used, "unix seconds")
-      .def_readonly("hits", &EntryInfo::hits)
-      .def_readonly("volumes", &EntryInfo::volumes)
-      .def_readonly("pinned", &EntryInfo::pinned);
-  AddDictAndRepr(
-      entry,
-      {"image_id", "backend", "pool", "cache_name", "state", "virtual_size", "allocated_bytes",
-       "disk_format", "checksum", "os_hash_algo", "os_hash_value", "image_updated_at", "depth",
-       "created_at", "last_used", "hits", "volumes", "pinned"},
-      "Entry");
-
-  py::class_<VolumeInfo> volume(m, "Volume", "A volume the cache made (volumes()).");
-  volume.def_readonly("name", &VolumeInfo::name)
-      .def_readonly("image_id", &VolumeInfo::image_id)
-      .def_property_readonly("plan",
-                             [](const VolumeInfo& v) { return std::string(PlanName(v.plan)); })
-      .def_readonly("depth", &VolumeInfo::depth)
-      .def_readonly("size_bytes", &VolumeInfo::size_bytes)
-      .def_readonly("created_at", &VolumeInfo::created_at, "unix seconds");
-  AddDictAndRepr(volume, {"name", "image_id", "plan", "depth", "size_bytes", "created_at"},
-                 "Volume");
-
-  py::class_<EvictAction> action(m, "EvictAction", "One action of an eviction pass.");
-  action
-      .def_readonly("kind", &EvictAction::kind,
-                    "'evict', 'stale', 'gone', 'gc', 'purge', 'flatten' or 'defer'")
-      .def_readonly("image_id", &EvictAction::image_id)
-      .def_readonly("name", &EvictAction::name)
-      .def_readonly("bytes", &EvictAction::bytes)
-      .def_readonly("reason", &EvictAction::reason)
-      .def_readonly("done", &EvictAction::done, "False in a dry run, or when the action failed");
-  AddDictAndRepr(action, {"kind", "image_id", "name", "bytes", "reason", "done"}, "EvictAction");
-
-  py::class_<EvictReport> report(m, "EvictReport", "What an eviction pass did (or would do).");
-  report.def_readonly("actions", &EvictReport::actions)
-      .def_readonly("entries_before", &EvictReport::entries_before)
-      .def_readonly("entries_after", &EvictReport::entries_after)
-      .def_readonly("bytes_before", &EvictReport::bytes_before)
-      .def_readonly("bytes_after", &EvictReport::bytes_after)
-      .def_readonly("pinned_bytes", &EvictReport::pinned_bytes)
-      .def_readonly("source_requests", &EvictReport::source_requests)
-      .def_property_readonly("elapsed_ms", [](const EvictReport& r) { return Ms(r.elapsed); });
-  AddDictAndRepr(report,
-                 {"actions", "entries_before", "entries_after", "bytes_before", "bytes_after",
-                  "pinned_bytes", "source_requests", "elapsed_ms"},
-                 "EvictReport");
-
-  py::class_<VerifyResult> verify(m, "VerifyResult", "Whether an entry's bytes match the source.");
-  verify.def_readonly("image_id", &VerifyResult::image_id)
-      .def_readonly("ok", &VerifyResult::ok)
-      .def_readonly("detail", &VerifyResult::detail);
-  AddDictAndRepr(verify, {"image_id", "ok", "detail"}, "VerifyResult");
-
-  py::class_<Check> check(m, "Check", "One check of doctor().");
-  check.def_readonly("name", &Check::name)
-      .def_readonly("ok", &Check::ok)
-      .def_readonly("detail", &Check::detail)
-      .def_readonly("fix", &Check::fix)
-      .def_readonly("warning", &Check::warning);
-  AddDictAndRepr(check, {"name", "ok", "detail", "fix", "warning"}, "Check");
-
-  py::class_<RebuildReport> rebuild(m, "RebuildReport", "What rebuild_index() restored.");
-  rebuild.def_readonly("entries_found", &RebuildReport::entries_found)
-      .def_readonly("entries_restored", &RebuildReport::entries_restored)
-      .def_readonly("skipped", &RebuildReport::skipped)
-      .def_readonly("messages", &RebuildReport::messages);
-  AddDictAndRepr(rebuild, {"entries_found", "entries_restored", "skipped", "messages"},
-                 "RebuildReport");
+  BindErrors(m);
+  BindResults(m);
 
   py::class_<PyCache>(m, "Cache",
                       "An open cache. Thread-safe: share one among a service's threads; every "

@@ -3,6 +3,7 @@
 
 #include "cachemgr/error.h"
 #include "storage/backend.h"
+#include "util/hex.h"
 
 namespace cachemgr::storage {
 
@@ -16,27 +17,12 @@ bool Allowed(char c) {
 
 // Names reach file paths (local backend) and RBD object names; quote them so a control
 // byte in a hostile name cannot garble the message or the log line.
-std::string Printable(const std::string& name) {
-  std::string out;
-  for (char c : name.substr(0, 64)) {
-    auto u = static_cast<unsigned char>(c);
-    if (u >= 0x20 && u < 0x7f) {
-      out += c;
-    } else {
-      static const char* kHex = "0123456789abcdef";
-      out += "\\x";
-      out += kHex[u >> 4];
-      out += kHex[u & 15];
-    }
-  }
-  if (name.size() > 64) out += "...";
-  return "\"" + out + "\"";
-}
+std::string Quoted(const std::string& name) { return "\"" + util::Printable(name) + "\""; }
 }  // namespace
 
 void ValidateName(const std::string& what, const std::string& name) {
   auto refuse = [&](const std::string& why) {
-    throw Error(Errc::kInvalidArgument, what + " name " + Printable(name) + ": " + why);
+    throw Error(Errc::kInvalidArgument, what + " name " + Quoted(name) + ": " + why);
   };
   if (name.empty()) refuse("empty");
   if (name.size() > kMaxNameLength)

@@ -1,10 +1,42 @@
-// storage/local/local_files.h: file helpers the local backend's files share.
+// storage/local/local_files.h: file and descriptor helpers the local backend's files share.
+// Every failure is an Error naming the file (kNotFound for ENOENT, else kBackend).
 #pragma once
 
+#include <sys/types.h>
+
+#include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
+
+#include "cachemgr/error.h"
+#include "storage/backend.h"
+#include "util/unique_fd.h"
 
 namespace cachemgr::storage {
+
+using util::UniqueFd;
+
+[[noreturn]] void Fail(Errc code, const std::string& message);
+std::string Errno(int e);
+// "<what> <path>: <strerror(e)>".
+[[noreturn]] void FailErrno(const std::string& what, const std::filesystem::path& path, int e);
+// "pool/name", how messages name an image.
+std::string RefName(const ImageRef& ref);
+
+UniqueFd OpenOrFail(const std::filesystem::path& path, int flags, mode_t mode = 0);
+void FsyncFd(int fd, const std::filesystem::path& path);
+void FsyncDir(const std::filesystem::path& dir);
+void PwriteAll(int fd, const char* data, size_t n, uint64_t offset,
+               const std::filesystem::path& path);
+bool IsRegularFile(const std::filesystem::path& path);
+
+// A new file in `dir` under a name no image can have (images never start with '.'),
+// locked (flock) for as long as the returned descriptor is open: a `.tmp-*` file whose
+// lock is free belongs to a writer that died, and SweepTemporaries removes it. Keep the
+// descriptor open until the temporary name is gone (published or unlinked).
+std::pair<std::filesystem::path, UniqueFd> MakeTemp(const std::filesystem::path& dir,
+                                                    const std::string& stem);
 
 // Writes `content` to `path` durably: a locked `.tmp-*` file in the same folder (a sweep
 // removes it if the writer dies), fsync, rename over `path`, fsync of the folder.

@@ -1,7 +1,7 @@
 // storage/local/local_temporaries.cpp: finding and removing the `.tmp-*` files that
 // writers which died left under the root.
 //
-// Every temporary is made by MakeTemp (local_backend.cpp), which holds an flock on it
+// Every temporary is made by MakeTemp (local_files.cpp), which holds an flock on it
 // until its name is gone. So a `.tmp-*` file whose flock can be taken has no writer: the
 // sweep takes the lock, checks that the name still holds the inode it locked, and
 // unlinks it while holding the lock. A writer that loses the race between mkostemp and
@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "storage/local/local_backend.h"
+#include "util/unique_fd.h"
 
 namespace cachemgr::storage {
 namespace {
@@ -46,14 +47,6 @@ bool IsTempName(const std::string& name) {
   }
   return true;
 }
-
-// Closes a descriptor on scope exit.
-struct Closer {
-  int fd = -1;
-  ~Closer() {
-    if (fd >= 0) ::close(fd);
-  }
-};
 
 // Names in `dir` (opened without following a symlink at its last component).
 std::vector<std::string> Names(int dir_fd) {
@@ -85,15 +78,15 @@ void SweepOne(int dir_fd, const std::string& dir_path, const std::string& name, 
   struct stat by_name {};
   if (::fstatat(dir_fd, name.c_str(), &by_name, AT_SYMLINK_NOFOLLOW) != 0) return;
   if (!S_ISREG(by_name.st_mode)) return;  // symlinks, fifos, folders: not ours to touch
-  Closer file{
+  const util::UniqueFd file{
       ::openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)};
-  if (file.fd < 0) return;
+  if (file.get() < 0) return;
   struct stat by_fd {};
-  if (::fstat(file.fd, &by_fd) != 0 || by_fd.st_dev != by_name.st_dev ||
+  if (::fstat(file.get(), &by_fd) != 0 || by_fd.st_dev != by_name.st_dev ||
       by_fd.st_ino != by_name.st_ino) {
     return;
   }
-  if (::flock(file.fd, LOCK_EX | LOCK_NB) != 0) return;  // a live writer holds it
+  if (::flock(file.get(), LOCK_EX | LOCK_NB) != 0) return;  // a live writer holds it
   // The name may have been replaced between the stat and the lock.
   struct stat again {};
   if (::fstatat(dir_fd, name.c_str(), &again, AT_SYMLINK_NOFOLLOW) != 0 ||
@@ -127,33 +120,34 @@ bool Absent(int dir_fd, const std::string& name) {
 // `<pool>/.meta/<name>.json` whose image `<pool>/<name>` is absent and whose lock is free.
 void SweepSidecars(int pool_fd, const std::string& pool_path, bool dry_run,
                    std::vector<Leftover>* out) {
-  Closer meta{OpenDirAt(pool_fd, ".meta")};
-  if (meta.fd < 0) return;
-  for (const auto& file : Names(meta.fd)) {
+  const util::UniqueFd meta{OpenDirAt(pool_fd, ".meta")};
+  if (meta.get() < 0) return;
+  for (const auto& file : Names(meta.get())) {
     if (file.size() <= 5 || file.compare(file.size() - 5, 5, ".json") != 0) continue;
     const std::string image = file.substr(0, file.size() - 5);
     if (!Absent(pool_fd, image)) continue;
-    Closer fd{::openat(meta.fd, file.c_str(),
-                       O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)};
+    const util::UniqueFd fd{::openat(meta.get(), file.c_str(),
+                                     O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)};
     struct stat st {};
-    if (fd.fd < 0 || ::fstat(fd.fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 1 << 20)
+    if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 1 << 20)
       continue;
     // Only what reads as a sidecar of ours: a JSON object with the backend's schema key.
     std::string head(static_cast<size_t>(std::min<off_t>(st.st_size, 4096)), '\0');
-    if (::pread(fd.fd, head.data(), head.size(), 0) < 0 ||
+    if (::pread(fd.get(), head.data(), head.size(), 0) < 0 ||
         head.find("\"schema\"") == std::string::npos || head.find('{') != 0) {
       continue;
     }
-    if (::flock(fd.fd, LOCK_EX | LOCK_NB) != 0) continue;  // its image is on its way
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // its image is on its way
     struct stat again {};
-    if (!Absent(pool_fd, image) || ::fstatat(meta.fd, file.c_str(), &again, AT_SYMLINK_NOFOLLOW) != 0 ||
+    if (!Absent(pool_fd, image) ||
+        ::fstatat(meta.get(), file.c_str(), &again, AT_SYMLINK_NOFOLLOW) != 0 ||
         again.st_ino != st.st_ino) {
       continue;
     }
     Leftover l;
     l.path = pool_path + "/.meta/" + file;
     l.bytes = static_cast<uint64_t>(st.st_blocks) * 512;
-    if (!dry_run) l.removed = ::unlinkat(meta.fd, file.c_str(), 0) == 0;
+    if (!dry_run) l.removed = ::unlinkat(meta.get(), file.c_str(), 0) == 0;
     out->push_back(std::move(l));
   }
 }
@@ -162,21 +156,21 @@ void SweepSidecars(int pool_fd, const std::string& pool_path, bool dry_run,
 void SweepTrash(int trash_fd, const std::string& trash_path, bool dry_run,
                 std::vector<Leftover>* out) {
   for (const auto& id : Names(trash_fd)) {
-    Closer dir{OpenDirAt(trash_fd, id)};
-    if (dir.fd < 0) continue;
-    auto names = Names(dir.fd);
+    const util::UniqueFd dir{OpenDirAt(trash_fd, id)};
+    if (dir.get() < 0) continue;
+    auto names = Names(dir.get());
     bool only_entry = true;
     for (const auto& n : names) only_entry = only_entry && n == "entry.json";
     if (!only_entry) continue;  // an image (in use or not), or files not ours
-    if (::flock(dir.fd, LOCK_EX | LOCK_NB) != 0) continue;  // being made or purged
-    names = Names(dir.fd);
+    if (::flock(dir.get(), LOCK_EX | LOCK_NB) != 0) continue;  // being made or purged
+    names = Names(dir.get());
     only_entry = true;
     for (const auto& n : names) only_entry = only_entry && n == "entry.json";
     if (!only_entry) continue;
     Leftover l;
     l.path = trash_path + "/" + id;
     if (!dry_run) {
-      if (!names.empty()) ::unlinkat(dir.fd, "entry.json", 0);
+      if (!names.empty()) ::unlinkat(dir.get(), "entry.json", 0);
       l.removed = ::unlinkat(trash_fd, id.c_str(), AT_REMOVEDIR) == 0;
     }
     out->push_back(std::move(l));
@@ -188,23 +182,23 @@ void SweepTrash(int trash_fd, const std::string& trash_path, bool dry_run,
 std::vector<Leftover> LocalBackend::SweepTemporaries(bool dry_run) {
   std::vector<Leftover> found;
   const std::string root = location();
-  Closer root_fd{::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
-  if (root_fd.fd < 0) return found;
+  const util::UniqueFd root_fd{::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+  if (root_fd.get() < 0) return found;
   // The root's folders (pools, .tmp, .trash) and theirs (.meta, a trashed image's
   // folder): the only places MakeTemp is ever asked to write.
-  for (const auto& name : Names(root_fd.fd)) {
-    Closer dir{OpenDirAt(root_fd.fd, name)};
-    if (dir.fd < 0) continue;
+  for (const auto& name : Names(root_fd.get())) {
+    const util::UniqueFd dir{OpenDirAt(root_fd.get(), name)};
+    if (dir.get() < 0) continue;
     const std::string dir_path = root + "/" + name;
-    SweepDir(dir.fd, dir_path, dry_run, &found);
+    SweepDir(dir.get(), dir_path, dry_run, &found);
     if (name == ".trash") {
-      SweepTrash(dir.fd, dir_path, dry_run, &found);
+      SweepTrash(dir.get(), dir_path, dry_run, &found);
     } else if (name[0] != '.') {
-      SweepSidecars(dir.fd, dir_path, dry_run, &found);
+      SweepSidecars(dir.get(), dir_path, dry_run, &found);
     }
-    for (const auto& sub_name : Names(dir.fd)) {
-      Closer sub{OpenDirAt(dir.fd, sub_name)};
-      if (sub.fd >= 0) SweepDir(sub.fd, dir_path + "/" + sub_name, dry_run, &found);
+    for (const auto& sub_name : Names(dir.get())) {
+      const util::UniqueFd sub{OpenDirAt(dir.get(), sub_name)};
+      if (sub.get() >= 0) SweepDir(sub.get(), dir_path + "/" + sub_name, dry_run, &found);
     }
   }
   return found;

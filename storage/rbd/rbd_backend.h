@@ -7,6 +7,7 @@
 // stay valid even if they outlive the backend object.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -22,6 +23,13 @@ class logger;
 }
 
 namespace cachemgr::storage::rbd {
+
+// Milliseconds since `start`, for the ms= field of log lines and messages.
+inline long long MsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               start)
+      .count();
+}
 
 // An open ioctx and the cluster it belongs to. Members are declared cluster -> ioctx so
 // the ioctx is destroyed first.
@@ -61,7 +69,8 @@ class RbdBackend final : public Backend {
   void Rename(const ImageRef& from, const std::string& to_name) override;
   std::string Identity(const ImageRef& ref) override;
   size_t EvictWatchers(const ImageRef& ref) override;  // rbd_watchers.cpp
-  bool RemoveDanglingName(const ImageRef& ref, const std::string& identity) override;  // rbd_leftovers.cpp
+  bool RemoveDanglingName(const ImageRef& ref,
+                          const std::string& identity) override;  // rbd_leftovers.cpp
   RemoveOutcome Remove(const ImageRef& ref) override;
 
   void CreateSnapshot(const SnapRef& snap) override;
@@ -95,6 +104,9 @@ class RbdBackend final : public Backend {
                   const std::vector<std::string>& erase) override;
 
  private:
+  // Construction steps.
+  void Connect(const std::string& entity);
+  void OpenConfiguredPool();
   // The ioctx of `pool` (the configured namespace applies when it is options_.pool).
   std::shared_ptr<PoolCtx> Pool(const std::string& pool);
   std::shared_ptr<PoolCtx> PoolNs(const std::string& pool, const std::string& ns);

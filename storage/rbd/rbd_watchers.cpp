@@ -6,16 +6,16 @@
 // address is blocklisted for a short time: the OSDs drop its watches at once, and the
 // exclusive lock it may have held is then broken by librbd's remove itself (its owner no
 // longer watches). Only called for an object the index says a dead process was making.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdlib>
 #include <string>
 #include <vector>
 
-#include <fmt/format.h>
-#include <fmt/ranges.h>
-
 #include "storage/rbd/rbd_backend.h"
+#include "storage/rbd/rbd_buffers.h"
 #include "storage/rbd/rbd_error.h"
 
 namespace cachemgr::storage::rbd {
@@ -62,14 +62,17 @@ std::string LockOwner(rbd_image_t image) {
   return owner;
 }
 
+// rbd_watchers_list into `watchers` (grown as librbd asks); `n` is the count listed.
+int ListWatchers(rbd_image_t image, std::vector<rbd_image_watcher_t>& watchers, size_t& n) {
+  return CallWithBuffer(watchers, n, [&](rbd_image_watcher_t* data, size_t* count) {
+    return rbd_watchers_list(image, data, count);
+  });
+}
+
 std::vector<std::string> WatcherAddrs(rbd_image_t image) {
   std::vector<rbd_image_watcher_t> watchers(16);
-  size_t n = watchers.size();
-  int r = rbd_watchers_list(image, watchers.data(), &n);
-  if (r == -ERANGE) {
-    watchers.resize(n);
-    r = rbd_watchers_list(image, watchers.data(), &n);
-  }
+  size_t n = 0;
+  const int r = ListWatchers(image, watchers, n);
   std::vector<std::string> out;
   if (r != 0) return out;
   for (size_t i = 0; i < n; ++i) {
@@ -109,13 +112,8 @@ size_t RbdBackend::EvictWatchers(const ImageRef& ref) {
   {
     auto image = OpenImage(*pool, ref.name, true);  // our own watch is told apart by id
     std::vector<rbd_image_watcher_t> watchers(16);
-    size_t n = watchers.size();
-    int r = rbd_watchers_list(image.get(), watchers.data(), &n);
-    if (r == -ERANGE) {
-      watchers.resize(n);
-      r = rbd_watchers_list(image.get(), watchers.data(), &n);
-    }
-    Check(r, "list watchers of", where);
+    size_t n = 0;
+    Check(ListWatchers(image.get(), watchers, n), "list watchers of", where);
     for (size_t i = 0; i < n; ++i) {
       const std::string addr = watchers[i].addr != nullptr ? watchers[i].addr : "";
       if (watchers[i].id == self_id || addr.empty()) continue;

@@ -18,15 +18,23 @@ prefix=$work/prefix
 echo "== install into $prefix"
 "$cmake" --install "$build_dir" --prefix "$prefix"
 
-# Only public headers are installed: a private one would leak the engine's internals.
+# Only public headers are installed (with the generated export.h): a private one would
+# leak the engine's internals.
 for h in "$prefix"/include/cachemgr/*.h; do
   case $(basename "$h") in
-    cache.h|config.h|error.h|options.h|logging.h) ;;
+    cache.h|config.h|error.h|options.h|logging.h|export.h) ;;
     *) echo "unexpected installed header: $h" >&2; exit 1 ;;
   esac
 done
 test -f "$prefix/include/cachemgr/cache.h"
 test -f "$prefix/include/cachemgr/logging.h"
+test -f "$prefix/include/cachemgr/export.h"
+# Nothing the library does not read at run time: the schema migrations are compiled in.
+if [ -e "$prefix/share/cachemgr" ]; then
+  echo "unexpected install of $prefix/share/cachemgr (the migrations are compiled in):" >&2
+  find "$prefix/share/cachemgr" >&2
+  exit 1
+fi
 
 echo "== configure the consumer"
 # The prefix is the only place to find cachemgr; the build tree's package registry is off.
@@ -87,6 +95,21 @@ if [ -n "$module" ] && [ -z "$sanitize" ]; then
       exit 1
     }
   fi
+fi
+
+echo "== the build tree's package: the consumer again, with cachemgr_DIR=$build_dir"
+"$cmake" -S "$consumer_src" -B "$work/build-tree" -DCMAKE_BUILD_TYPE=Release \
+  -Dcachemgr_DIR="$build_dir" -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF \
+  ${sanitize:+"-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=$sanitize"}
+"$cmake" --build "$work/build-tree"
+out=$("$work/build-tree/consumer")
+echo "$out" | grep -qx 'max_count=7'
+if command -v ldd >/dev/null 2>&1 && ldd "$work/build-tree/consumer" | grep -q libcachemgr; then
+  ldd "$work/build-tree/consumer" | grep libcachemgr | grep -q "$build_dir/" || {
+    echo "build-tree consumer is not linked against $build_dir:" >&2
+    ldd "$work/build-tree/consumer" >&2
+    exit 1
+  }
 fi
 
 rm -rf "$work"

@@ -64,13 +64,16 @@ for f in usr/bin/cachemgr etc/cachemgr/cachemgr.yaml \
          usr/share/doc/cachemgr/examples/cachemgr-evict usr/share/doc/cachemgr/copyright \
          usr/share/man/man1/cachemgr.1.gz \
          usr/include/cachemgr/cache.h usr/include/cachemgr/config.h \
-         usr/include/cachemgr/logging.h \
+         usr/include/cachemgr/logging.h usr/include/cachemgr/export.h \
          usr/lib/$multiarch/cmake/cachemgr/cachemgrConfig.cmake \
          usr/lib/$multiarch/cmake/cachemgr/cachemgrConfigVersion.cmake \
          usr/lib/$multiarch/cmake/cachemgr/cachemgrTargets.cmake; do
   [ -f "$root/$f" ] || fail "missing in the unpacked packages: /$f"
 done
 [ -d "$root/var/lib/cachemgr" ] || fail "missing /var/lib/cachemgr"
+# The index migrations are compiled into libcachemgr: nothing reads them at run time.
+[ ! -e "$root/usr/share/cachemgr" ] \
+  || fail "/usr/share/cachemgr is shipped: $(find "$root/usr/share/cachemgr")"
 cmp "$src/examples/cachemgr.yaml" "$root/etc/cachemgr/cachemgr.yaml" \
   || fail "/etc/cachemgr/cachemgr.yaml is not examples/cachemgr.yaml"
 ls "$lib"/libcachemgr.so.0* >/dev/null 2>&1 || fail "no libcachemgr.so.0 in $lib"

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cachemgr/error.h"
+#include "config_test_util.h"
 #include "support/test_util.h"
 
 using cachemgr::BackendType;
@@ -21,51 +22,10 @@ using cachemgr::Options;
 using cachemgr::ParseConfig;
 using cachemgr::SizeAccounting;
 using cachemgr::SourceType;
+using cachemgr::test::ConfigError;
+using cachemgr::test::ScopedEnv;
 using cachemgr::test::TempDir;
 using cachemgr::test::WriteFile;
-
-namespace {
-
-// The kConfig error a text gives, or a failed check if it parses.
-std::string ConfigError(const std::string& yaml) {
-  try {
-    ParseConfig(yaml, "test.yaml");
-  } catch (const Error& e) {
-    CHECK_MESSAGE(e.code() == Errc::kConfig, "code ", cachemgr::ErrcName(e.code()));
-    return e.what();
-  }
-  FAIL_CHECK("parsed without error: " << yaml);
-  return "";
-}
-
-// Sets an environment variable for one scope.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    const char* old = getenv(name);
-    had_ = old != nullptr;
-    if (had_) old_ = old;
-    if (value) {
-      setenv(name, value, 1);
-    } else {
-      unsetenv(name);
-    }
-  }
-  ~ScopedEnv() {
-    if (had_) {
-      setenv(name_, old_.c_str(), 1);
-    } else {
-      unsetenv(name_);
-    }
-  }
-
- private:
-  const char* name_;
-  bool had_ = false;
-  std::string old_;
-};
-
-}  // namespace
 
 TEST_CASE("defaults when keys are absent") {
   for (const char* text : {"", "# only a comment\n", "cache:\n", "backend: {}\n"}) {
@@ -296,70 +256,6 @@ TEST_CASE("every error class names the key path and the rule") {
   }
 }
 
-TEST_CASE("a missing or unreadable file is a config error naming it") {
-  TempDir dir("config");
-  const auto missing = dir / "nope.yaml";
-  try {
-    cachemgr::LoadConfigFile(missing);
-    FAIL("no error for a missing file");
-  } catch (const Error& e) {
-    CHECK(e.code() == Errc::kConfig);
-    CHECK(std::string(e.what()).find(missing.string()) != std::string::npos);
-    CHECK(std::string(e.what()).find("No such file") != std::string::npos);
-  }
-  CHECK_THROWS_AS(cachemgr::LoadConfigFile(dir.path()), Error);
-}
-
-TEST_CASE("errors from a file name the file and the line") {
-  TempDir dir("config");
-  const auto path = dir / "cm.yaml";
-  WriteFile(path, "index: /tmp/x.db\ncache:\n  max_size_gb: -2\n");
-  try {
-    cachemgr::LoadConfigFile(path);
-    FAIL("no error");
-  } catch (const Error& e) {
-    CHECK(std::string(e.what()) == path.string() + ":3: cache.max_size_gb: must be >= 0 (0 = unlimited)");
-  }
-}
-
-TEST_CASE("relative paths in a file are resolved against its directory") {
-  TempDir dir("config");
-  const auto path = dir / "cm.yaml";
-  WriteFile(path,
-            "index: state/index.db\n"
-            "backend: {local: {root: ../cache}}\n"
-            "source: {type: file, file: {dir: images}}\n"
-            "conversion: {dir: /abs/conv, qemu_img: qemu-img}\n"
-            "log: {file: logs/cm.log}\n");
-  const Options o = cachemgr::LoadConfigFile(path);
-  CHECK(o.index == (dir.path() / "state/index.db").string());
-  CHECK(o.backend.local.root == (dir.path().parent_path() / "cache").string());
-  CHECK(o.source.file.dir == (dir.path() / "images").string());
-  CHECK(o.conversion.dir == "/abs/conv");
-  CHECK(o.conversion.qemu_img == "qemu-img");  // a program name stays a name (PATH lookup)
-  CHECK(o.log.file == (dir.path() / "logs/cm.log").string());
-}
-
-TEST_CASE("the config path comes from $CACHEMGR_CONFIG, else /etc/cachemgr") {
-  {
-    ScopedEnv env("CACHEMGR_CONFIG", "/srv/conf/cm.yaml");
-    CHECK(cachemgr::DefaultConfigPath() == "/srv/conf/cm.yaml");
-  }
-  {
-    ScopedEnv env("CACHEMGR_CONFIG", nullptr);
-    CHECK(cachemgr::DefaultConfigPath() == "/etc/cachemgr/cachemgr.yaml");
-  }
-  {
-    ScopedEnv env("CACHEMGR_CONFIG", "");
-    CHECK(cachemgr::DefaultConfigPath() == "/etc/cachemgr/cachemgr.yaml");
-  }
-  // The file named by the variable is the one that is read.
-  TempDir dir("config");
-  WriteFile(dir / "env.yaml", "cache: {max_count: 7}\n");
-  ScopedEnv env("CACHEMGR_CONFIG", (dir / "env.yaml").c_str());
-  CHECK(cachemgr::LoadConfigFile(cachemgr::DefaultConfigPath()).cache.max_count == 7);
-}
-
 TEST_CASE("ValidateOptions checks options built in code") {
   Options o;
   CHECK_NOTHROW(cachemgr::ValidateOptions(o));
@@ -378,337 +274,6 @@ TEST_CASE("ValidateOptions checks options built in code") {
   CHECK_THROWS_AS(cachemgr::ValidateOptions(o), Error);
 }
 
-TEST_CASE("a config that is not a regular file of sane size is refused at once, naming it") {
-  TempDir dir("config");
-  std::string path;
-  SUBCASE("a character device that never ends") { path = "/dev/zero"; }
-  SUBCASE("a FIFO with no writer (would block for ever)") {
-    path = (dir / "fifo.yaml").string();
-    REQUIRE(mkfifo(path.c_str(), 0600) == 0);
-  }
-  SUBCASE("a directory") { path = dir.path().string(); }
-  SUBCASE("a file over 1 MiB") {
-    path = (dir / "huge.yaml").string();
-    WriteFile(path, "# " + std::string((1 << 20) + 10, 'x') + "\n");
-  }
-  const auto start = std::chrono::steady_clock::now();
-  try {
-    cachemgr::LoadConfigFile(path);
-    FAIL("no error for " << path);
-  } catch (const Error& e) {
-    CHECK(e.code() == Errc::kConfig);
-    CHECK(std::string(e.what()).find(path) != std::string::npos);
-  }
-  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(2));
-}
-
-TEST_CASE("no config file found names every place it looked") {
-  TempDir dir("config");
-  {
-    ScopedEnv env("CACHEMGR_CONFIG", nullptr);
-    if (!std::filesystem::exists("/etc/cachemgr/cachemgr.yaml")) {
-      try {
-        cachemgr::FindConfigFile("");
-        FAIL("no error");
-      } catch (const Error& e) {
-        CHECK(e.code() == Errc::kConfig);
-        const std::string m = e.what();
-        CHECK(m.find("--config") != std::string::npos);
-        CHECK(m.find("$CACHEMGR_CONFIG") != std::string::npos);
-        CHECK(m.find("/etc/cachemgr/cachemgr.yaml") != std::string::npos);
-      }
-    }
-    const auto given = (dir / "given.yaml").string();
-    CHECK_THROWS_WITH_AS(cachemgr::FindConfigFile(given), doctest::Contains(given.c_str()), Error);
-    WriteFile(given, "cache: {max_count: 2}\n");
-    CHECK(cachemgr::FindConfigFile(given) == given);
-  }
-  const auto from_env = (dir / "env.yaml").string();
-  ScopedEnv env("CACHEMGR_CONFIG", from_env.c_str());
-  CHECK_THROWS_WITH_AS(cachemgr::FindConfigFile(""), doctest::Contains(from_env.c_str()), Error);
-}
-
-TEST_CASE("system folders are refused as root, index folder and conversion dir") {
-  TempDir dir("config");
-  std::filesystem::create_directory_symlink("/etc", dir / "etc-link");
-  const std::vector<std::string> system = {"/",
-                                           "/etc",
-                                           "/usr",
-                                           "/usr/lib",
-                                           "/bin",
-                                           "/lib64",
-                                           "/boot",
-                                           "/dev",
-                                           "/proc/self",
-                                           "/sys",
-                                           "/run",
-                                           "/var",
-                                           "/var/lib",
-                                           "/home",
-                                           "/root",
-                                           "/tmp",
-                                           "/tmp/../etc/ssl",
-                                           (dir / "etc-link").string(),
-                                           (dir / "etc-link" / "x").string()};
-  for (const auto& folder : system) {
-    CAPTURE(folder);
-    Options o;
-    o.backend.local.root = folder;
-    CHECK_THROWS_WITH_AS(cachemgr::ValidateOptions(o), doctest::Contains("backend.local.root"),
-                         Error);
-    o = Options{};
-    o.index = folder + "/index.db";
-    CHECK_THROWS_WITH_AS(cachemgr::ValidateOptions(o), doctest::Contains("index"), Error);
-    o = Options{};
-    o.conversion.dir = folder;
-    CHECK_THROWS_WITH_AS(cachemgr::ValidateOptions(o), doctest::Contains("conversion.dir"), Error);
-  }
-  for (const std::string& folder : std::vector<std::string>{
-           "/var/lib/cachemgr", "/srv/cache", "/tmp/cachemgr", (dir / "cache").string()}) {
-    CAPTURE(folder);
-    Options o;
-    o.backend.local.root = folder;
-    o.index = folder + "/index.db";
-    o.conversion.dir = folder + "/conversion";
-    CHECK_NOTHROW(cachemgr::ValidateOptions(o));
-  }
-}
-
-TEST_CASE("no folder the cache writes in may be inside the image store; the root may not hold it") {
-  TempDir dir("config");
-  const std::string images = (dir / "images").string();
-  std::filesystem::create_directories(images);
-  std::filesystem::create_directory_symlink(images, dir / "images-link");
-  auto base = [&] {
-    Options o;
-    o.backend.type = cachemgr::BackendType::kLocal;
-    o.source.type = SourceType::kFile;
-    o.source.file.dir = images;
-    o.backend.local.root = (dir / "cache").string();
-    o.index = (dir / "cache" / "index.db").string();
-    o.conversion.dir = (dir / "conversion").string();
-    return o;
-  };
-  auto error_of = [](const Options& o) -> std::string {
-    try {
-      cachemgr::ValidateOptions(o);
-    } catch (const Error& e) {
-      CHECK(e.code() == Errc::kConfig);
-      return e.what();
-    }
-    return "accepted";
-  };
-  auto names = [](const std::string& msg, const std::string& key) {
-    return msg.find(key) != std::string::npos && msg.find("source.file.dir") != std::string::npos;
-  };
-  CHECK_NOTHROW(cachemgr::ValidateOptions(base()));
-  for (const std::string& inside :
-       {images, images + "/", images + "/sub", (dir / "images-link" / "x").string()}) {
-    CAPTURE(inside);
-    Options o = base();
-    o.conversion.dir = inside;
-    CHECK(names(error_of(o), "conversion.dir: "));
-    o = base();
-    o.index = inside + "/index.db";
-    CHECK(names(error_of(o), "index: "));
-    o = base();
-    o.backend.local.root = inside;
-    CHECK(names(error_of(o), "backend.local.root: "));
-  }
-  // The image store inside the local root (whose folders the pass sweeps) is refused; inside
-  // the index's folder or conversion.dir it is not (they write and sweep only their own
-  // files and the cache's working dirs directly in them).
-  Options o = base();
-  o.source.file.dir = (dir / "cache" / "images").string();
-  CHECK(names(error_of(o), "backend.local.root: "));
-  o = base();
-  o.source.file.dir = (dir / "conversion" / "images").string();
-  CHECK_NOTHROW(cachemgr::ValidateOptions(o));
-  o = base();
-  o.backend.local.root = (dir / "root").string();
-  o.source.file.dir = (dir / "cache" / "images").string();  // beside the index
-  CHECK_NOTHROW(cachemgr::ValidateOptions(o));
-  // A sibling whose name only begins like the store is apart from it.
-  o = base();
-  o.conversion.dir = images + "-conversion";
-  CHECK_NOTHROW(cachemgr::ValidateOptions(o));
-}
-
-TEST_CASE("the source's bounds: direct_pools, min_rate_kib_s, max_list_pages, max_image_gb") {
-  auto d = ParseConfig("", "test.yaml");
-  CHECK(!d.source.glance.direct_pools);  // unset: Glance's rbd store pools
-  CHECK(d.source.glance.min_rate_kib_s == 1024);
-  CHECK(d.source.glance.max_list_pages == 10000);
-  CHECK(d.source.max_image_gb == 0);
-  CHECK(!d.source.allow_unverified);
-  auto o = ParseConfig(
-      "source:\n  glance:\n    direct_pools: [images, images-ssd]\n    min_rate_kib_s: 64\n"
-      "    max_list_pages: 5\n  max_image_gb: 2.5\n  allow_unverified: true\n",
-      "test.yaml");
-  REQUIRE(o.source.glance.direct_pools);
-  CHECK(*o.source.glance.direct_pools == std::vector<std::string>{"images", "images-ssd"});
-  CHECK(o.source.glance.min_rate_kib_s == 64);
-  CHECK(o.source.glance.max_list_pages == 5);
-  CHECK(o.source.max_image_gb == 2.5);
-  CHECK(o.source.allow_unverified);
-  auto none = ParseConfig("source:\n  glance:\n    direct_pools: []\n", "test.yaml");
-  REQUIRE(none.source.glance.direct_pools);
-  CHECK(none.source.glance.direct_pools->empty());
-  CHECK(ConfigError("source:\n  glance:\n    min_rate_kib_s: 0\n")
-            .find("source.glance.min_rate_kib_s") != std::string::npos);
-  CHECK(ConfigError("source:\n  max_image_gb: -1\n").find("source.max_image_gb") !=
-        std::string::npos);
-  CHECK(ConfigError("source:\n  glance:\n    direct_pools: [\"\"]\n")
-            .find("source.glance.direct_pools[0]") != std::string::npos);
-}
-
-TEST_CASE("Keystone auth: the endpoint from the catalog unless written, auth or cloud not both") {
-  const std::string head = "source:\n  type: glance\n  glance:\n";
-  const std::string auth =
-      "    auth:\n      auth_url: https://ks.example:5000\n"
-      "      application_credential_id: abc\n      application_credential_secret: s3cr3t\n";
-  Options o = ParseConfig(head + auth);
-  CHECK(o.source.glance.endpoint.empty());  // found in the catalog
-  CHECK(o.source.glance.auth.credential_files == std::vector<std::string>{"<string>"});
-  o = ParseConfig(head + "    endpoint: https://glance.example:9292\n" + auth);
-  CHECK(o.source.glance.endpoint == "https://glance.example:9292");
-  // Without Keystone an endpoint is needed, and the default is Glance on loopback.
-  CHECK(ParseConfig(head + "    token: t\n").source.glance.endpoint == "http://127.0.0.1:9292");
-  const std::string both = ConfigError(head + auth + "    cloud: mine\n");
-  CHECK(both.find("source.glance.cloud: set auth or cloud, not both") != std::string::npos);
-  CHECK(both.find("s3cr3t") == std::string::npos);
-}
-
-TEST_CASE("a named cloud of clouds.yaml, secure.yaml merged, $OS_CLOUD as the last resort") {
-  TempDir dir;
-  const auto clouds = dir.path() / "clouds.yaml";
-  const auto secure = dir.path() / "secure.yaml";
-  WriteFile(clouds,
-            "clouds:\n"
-            "  prod:\n"
-            "    region_name: RegionTwo\n"
-            "    interface: internal\n"
-            "    cacert: ~/ca.pem\n"
-            "    auth:\n"
-            "      auth_url: https://ks.example:5000/v3\n"
-            "      username: svc\n"
-            "      project_name: services\n"
-            "      domain_name: Corp\n"
-            "  app:\n"
-            "    auth_type: v3applicationcredential\n"
-            "    auth: {auth_url: 'https://ks.example', application_credential_id: id1,\n"
-            "           application_credential_secret: sec}\n"
-            "  tok:\n"
-            "    auth_type: token\n"
-            "    auth: {auth_url: 'https://ks.example', token: abc}\n"
-            "  insecure:\n"
-            "    verify: false\n"
-            "    auth: {auth_url: 'https://ks.example', username: u, password: p}\n");
-  WriteFile(secure, "clouds:\n  prod:\n    auth:\n      password: from-secure\n");
-  ScopedEnv file("OS_CLIENT_CONFIG_FILE", clouds.c_str());
-  ScopedEnv secure_file("OS_CLIENT_SECURE_FILE", secure.c_str());
-  ScopedEnv home("HOME", dir.path().c_str());
-  ScopedEnv cloud("OS_CLOUD", nullptr);
-  const std::string head = "source:\n  type: glance\n  glance:\n";
-
-  Options o = ParseConfig(head + "    cloud: prod\n");
-  const auto& a = o.source.glance.auth;
-  CHECK(a.auth_url == "https://ks.example:5000/v3");
-  CHECK(a.username == "svc");
-  CHECK(a.password == "from-secure");
-  CHECK(a.project_name == "services");
-  CHECK(a.user_domain_name == "Corp");
-  CHECK(a.project_domain_name == "Corp");
-  CHECK(a.region_name == "RegionTwo");
-  CHECK(a.interface == "internal");
-  CHECK(o.source.glance.ca_file == (dir.path() / "ca.pem").string());
-  CHECK(o.source.glance.endpoint.empty());
-  CHECK(a.credential_files == std::vector<std::string>{secure.string()});  // clouds.yaml: no secret
-
-  {
-    ScopedEnv env_cloud("OS_CLOUD", "app");
-    o = ParseConfig(head);
-    CHECK(o.source.glance.auth.application_credential_id == "id1");
-    // The config's own credentials win over $OS_CLOUD.
-    CHECK(!ParseConfig(head + "    token: t\n").source.glance.auth.enabled());
-    // $OS_CLOUD means nothing to a file source.
-    CHECK(ParseConfig("source:\n  type: file\n  file:\n    dir: /srv/images\n")
-              .source.glance.auth.application_credential_id.empty());
-  }
-  std::string e = ConfigError(head + "    cloud: tok\n");
-  CHECK(e.find("auth_type: 'token' is not spoken here") != std::string::npos);
-  e = ConfigError(head + "    cloud: insecure\n");
-  CHECK(e.find("always verifies TLS") != std::string::npos);
-  e = ConfigError(head + "    cloud: nope\n");
-  CHECK(e.find(clouds.string() + ": no cloud 'nope' (named by source.glance.cloud)") !=
-        std::string::npos);
-  CHECK(e.find("it has: prod, app, tok, insecure") != std::string::npos);
-}
-
-TEST_CASE("Keystone settings a create would trip over are config errors, secrets unquoted") {
-  const std::string head = "source:\n  type: glance\n  glance:\n";
-  CHECK(ConfigError(head + "    auth:\n      application_credential_id: a\n"
-                           "      application_credential_secret: s3cr3t\n")
-            .find("source.glance.auth.auth_url: missing") != std::string::npos);
-  const std::string url = "    auth:\n      auth_url: https://ks.example/v3\n";
-  CHECK(ConfigError(head + url + "      application_credential_id: a\n")
-            .find("application_credential_secret: missing") != std::string::npos);
-  CHECK(ConfigError(head + url + "      username: u\n").find("source.glance.auth.password: missing") !=
-        std::string::npos);
-  CHECK(ConfigError(head + url + "      password: s3cr3t\n").find("no credentials") !=
-        std::string::npos);
-  const std::string app = "      application_credential_id: a\n      application_credential_secret: s3cr3t\n";
-  std::string e = ConfigError(head + url + app + "      interface: PUBLIC\n");
-  CHECK(e.find("source.glance.auth.interface: must be public, internal or admin") != std::string::npos);
-  CHECK(e.find("s3cr3t") == std::string::npos);
-  e = ConfigError(head + "    auth:\n      auth_url: https://admin:UrlPw99@ks.example/v3\n" + app);
-  CHECK(e.find("credentials in the URL") != std::string::npos);
-  CHECK(e.find("UrlPw99") == std::string::npos);
-  e = ConfigError(head + "    endpoint: http://svc:EpPw55@glance.example:9292\n");
-  CHECK(e.find("source.glance.endpoint: credentials in the URL") != std::string::npos);
-  CHECK(e.find("EpPw55") == std::string::npos);
-}
-
-TEST_CASE("clouds.yaml: every spelling of verify off is refused; only secret files are listed") {
-  TempDir dir;
-  const auto clouds = dir.path() / "clouds.yaml";
-  ScopedEnv file("OS_CLIENT_CONFIG_FILE", clouds.c_str());
-  ScopedEnv secure_file("OS_CLIENT_SECURE_FILE", (dir.path() / "none.yaml").c_str());
-  ScopedEnv cloud("OS_CLOUD", nullptr);
-  const std::string head = "source:\n  type: glance\n  glance:\n    cloud: c\n";
-  for (std::string off : {"false", "FALSE", "No", "NO", "off", "Off", "n", "0"}) {
-    CAPTURE(off);
-    WriteFile(clouds, "clouds:\n  c:\n    verify: " + off +
-                          "\n    auth: {auth_url: 'https://ks', username: u, password: p}\n");
-    CHECK(ConfigError(head).find("always verifies TLS") != std::string::npos);
-  }
-  WriteFile(clouds, "clouds:\n  c:\n    verify: true\n    auth: {auth_url: 'https://ks', "
-                    "application_credential_id: i, application_credential_secret: s}\n");
-  CHECK(ParseConfig(head).source.glance.auth.credential_files ==
-        std::vector<std::string>{clouds.string()});
-  // The id in clouds.yaml, the secret elsewhere (secure.yaml): clouds.yaml holds no secret.
-  const auto secure = dir.path() / "secure.yaml";
-  ScopedEnv secure_env("OS_CLIENT_SECURE_FILE", secure.c_str());
-  WriteFile(clouds, "clouds:\n  c:\n    auth: {auth_url: 'https://ks', application_credential_id: i}\n"
-                    "    auth_type: v3applicationcredential\n");
-  WriteFile(secure, "clouds:\n  c:\n    auth: {application_credential_secret: s}\n");
-  CHECK(ParseConfig(head).source.glance.auth.credential_files ==
-        std::vector<std::string>{secure.string()});
-  // Messages that point the right way.
-  std::filesystem::remove(secure);
-  WriteFile(clouds, "clouds:\n  c: just a string\n");
-  CHECK(ConfigError(head).find("clouds.c: expected a map") != std::string::npos);
-  WriteFile(clouds, "clouds:\n  c:\n    auth: {auth_url: 'ftp://ks', application_credential_secret: [x]}\n");
-  CHECK(ConfigError(head).find("clouds.c.auth.application_credential_secret: expected a string") !=
-        std::string::npos);
-  WriteFile(clouds, "clouds:\n  c:\n    auth: {auth_url: 'ftp://ks', username: u, password: p}\n");
-  CHECK(ConfigError(head).find(clouds.string() + ": clouds.c.auth.auth_url: 'ftp://ks'") !=
-        std::string::npos);
-  std::filesystem::remove(clouds);
-  std::filesystem::create_directory(clouds);
-  CHECK(ConfigError(head).find("not a regular file (a directory)") != std::string::npos);
-}
-
 TEST_CASE("host_id: names a host in locks and records; anything else is refused") {
   CHECK(ParseConfig("host_id: compute-01\n", "t.yaml").host_id == "compute-01");
   for (const char* bad : {"host_id: \"a b\"\n", "host_id: \"a:b\"\n", "host_id: \"../x\"\n",
@@ -718,4 +283,28 @@ TEST_CASE("host_id: names a host in locks and records; anything else is refused"
   }
   CHECK(ConfigError("host_id: " + std::string(65, 'h') + "\n").find("host_id") !=
         std::string::npos);
+}
+
+TEST_CASE("cache.events_max_age_days and events_max_rows: read, defaulted, bounded") {
+  Options defaults = ParseConfig("{}", "test.yaml");
+  CHECK(defaults.cache.events_max_age_days == 90);
+  CHECK(defaults.cache.events_max_rows == 1000000);
+  Options o = ParseConfig("cache:\n  events_max_age_days: 400\n  events_max_rows: 5000000\n",
+                          "test.yaml");
+  CHECK(o.cache.events_max_age_days == 400);
+  CHECK(o.cache.events_max_rows == 5000000);
+  // 0 turns either bound off.
+  o = ParseConfig("cache: {events_max_age_days: 0, events_max_rows: 0}", "test.yaml");
+  CHECK(o.cache.events_max_age_days == 0);
+  CHECK(o.cache.events_max_rows == 0);
+  CHECK(ConfigError("cache:\n  events_max_rows: 10\n")
+            .find("test.yaml:2: cache.events_max_rows: must be 0 (no limit) or >= 1000 (got 10)") !=
+        std::string::npos);
+  CHECK(ConfigError("cache: {events_max_age_days: 40000}")
+            .find("cache.events_max_age_days: must be between 0 and 36500 (got 40000)") !=
+        std::string::npos);
+  CHECK(ConfigError("cache: {events_max_age_days: -1}").find("cache.events_max_age_days") !=
+        std::string::npos);
+  CHECK(ConfigError("cache: {events_max_rows: many}")
+            .find("cache.events_max_rows: expected an integer, got 'many'") != std::string::npos);
 }

@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "cachemgr/error.h"
+#include "index/index_sql.h"
 #include "index/migrations.h"
+#include "index/transaction.h"
 #include "support/test_util.h"
 
 namespace fs = std::filesystem;
@@ -21,7 +23,9 @@ using cachemgr::Error;
 using cachemgr::index::EntryRow;
 using cachemgr::index::EventRow;
 using cachemgr::index::Index;
+using cachemgr::index::IndexInternals;
 using cachemgr::index::State;
+using cachemgr::index::Transaction;
 using cachemgr::index::VolumeRow;
 using cachemgr::test::ReadFile;
 using cachemgr::test::TempDir;
@@ -76,9 +80,9 @@ TEST_CASE("a fresh index is at the latest schema, in WAL mode, with foreign keys
   CHECK(fs::exists(path));
   CHECK(Index::LatestSchemaVersion() >= 2);
   CHECK(index->SchemaVersion() == Index::LatestSchemaVersion());
-  CHECK(index->db().execAndGet("PRAGMA journal_mode").getString() == "wal");
-  CHECK(index->db().execAndGet("PRAGMA foreign_keys").getInt() == 1);
-  CHECK(index->db().execAndGet("PRAGMA busy_timeout").getInt() >= 1000);
+  CHECK(IndexInternals::Db(*index).execAndGet("PRAGMA journal_mode").getString() == "wal");
+  CHECK(IndexInternals::Db(*index).execAndGet("PRAGMA foreign_keys").getInt() == 1);
+  CHECK(IndexInternals::Db(*index).execAndGet("PRAGMA busy_timeout").getInt() >= 1000);
   CHECK(index->IntegrityCheck() == "ok");
   CHECK(index->path() == path);
   index.reset();
@@ -177,13 +181,13 @@ TEST_CASE("a truncated index is refused and never replaced") {
   const fs::path path = dir / "index.db";
   {
     auto index = Index::Open(path);
-    SQLite::Transaction tx(index->db());
+    Transaction tx(*index, "test");
     for (int i = 0; i < 2000; ++i) {
       auto row = MakeEntry("img-" + std::to_string(i));
       row.checksum = std::string(200, 'a' + static_cast<char>(i % 26));
       index->InsertEntry(row);
     }
-    tx.commit();
+    tx.Commit();
   }  // the last connection checkpoints the WAL into the file
   REQUIRE(!fs::exists(dir / "index.db-wal"));
   const auto full = fs::file_size(path);
@@ -372,7 +376,7 @@ TEST_CASE("the eviction order is least recently used first") {
   REQUIRE(rows.size() == 5);
   CHECK(rows.front().image_id == "img-4");
   CHECK(rows.back().image_id == "img-0");
-  CHECK(index->db()
+  CHECK(IndexInternals::Db(*index)
             .execAndGet("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
                         "tbl_name = 'entries' AND sql LIKE '%last_used%'")
             .getInt() == 1);
@@ -474,41 +478,6 @@ TEST_CASE("a volume name is claimed by a creating row; its identity is recorded"
   index->RecordEvent({.ts = 1, .kind = "pass_left_alone", .image_id = "", .bytes = 3, .micros = 0});
   index->RecordEvent({.ts = 2, .kind = "pass_left_alone", .image_id = "", .bytes = 0, .micros = 0});
   CHECK(index->LastEvent("pass_left_alone")->bytes == 0);
-}
-
-TEST_CASE("events: recorded, totalled by kind, listed and pruned") {
-  TempDir dir("index");
-  auto index = Index::Open(dir / "index.db");
-  CHECK(index->EventTotalsByKind().empty());
-  index->RecordEvent({.ts = 10, .kind = "miss", .image_id = "a", .bytes = 100, .micros = 7});
-  index->RecordEvent({.ts = 20, .kind = "hit", .image_id = "a", .bytes = 0, .micros = 1});
-  index->RecordEvent({.ts = 30, .kind = "hit", .image_id = "b", .bytes = 0, .micros = 2});
-  index->RecordEvent({.ts = 40, .kind = "miss", .image_id = "b", .bytes = 50, .micros = 3});
-  auto totals = index->EventTotalsByKind();
-  REQUIRE(totals.size() == 2);
-  CHECK(totals[0].kind == "hit");
-  CHECK(totals[0].count == 2);
-  CHECK(totals[0].micros == 3);
-  CHECK(totals[1].kind == "miss");
-  CHECK(totals[1].count == 2);
-  CHECK(totals[1].bytes == 150);
-  CHECK(index->ListEvents().size() == 4);
-  auto recent = index->ListEvents(25);
-  REQUIRE(recent.size() == 2);
-  CHECK(recent[0].ts == 30);
-  CHECK(recent[0].image_id == "b");
-  CHECK(index->PruneEvents(25) == 2);
-  CHECK(index->ListEvents().size() == 2);
-}
-
-TEST_CASE("a transaction that is not committed leaves nothing behind") {
-  TempDir dir("index");
-  auto index = Index::Open(dir / "index.db");
-  {
-    SQLite::Transaction tx(index->db());
-    index->InsertEntry(MakeEntry("img-a"));
-  }
-  CHECK(index->ListEntries().empty());
 }
 
 TEST_CASE("several processes' connections share one index") {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cachemgr/error.h"
+#include "cachemgr/export.h"
 #include "cachemgr/options.h"
 
 namespace spdlog {
@@ -36,7 +37,8 @@ enum class Plan {
   kDirect,        // cloned straight from the source's own RBD image; no bytes copied
   kUncached,      // too large for the cache: fetched straight into the volume
 };
-std::string_view PlanName(Plan plan) noexcept;  // "clone", "copy", "flatten_clone", ...
+// "clone", "copy", "flatten_clone", ...
+CACHEMGR_EXPORT std::string_view PlanName(Plan plan) noexcept;
 
 // Progress of a long step (download, conversion, import, flatten, copy).
 struct Progress {
@@ -67,7 +69,7 @@ struct CreateVolumeResult {
 };
 
 enum class EntryState { kCreating, kReady, kEvicting };
-std::string_view EntryStateName(EntryState state) noexcept;
+CACHEMGR_EXPORT std::string_view EntryStateName(EntryState state) noexcept;
 
 struct EntryInfo {
   std::string image_id;
@@ -100,7 +102,7 @@ struct VolumeInfo {
 };
 
 enum class PrefillOutcome { kFilled, kFresh, kReplaced, kDirect };
-std::string_view PrefillOutcomeName(PrefillOutcome outcome) noexcept;
+CACHEMGR_EXPORT std::string_view PrefillOutcomeName(PrefillOutcome outcome) noexcept;
 
 struct PrefillResult {
   std::string image_id;
@@ -206,9 +208,9 @@ struct Check {
 // For `rebuild-index`: when the index file is empty or damaged (kCorrupt), moves it and
 // its journal aside to `<index>.damaged-<UTC time>` so that Open starts a new index,
 // and returns that name; nothing when the file is missing or sound.
-std::optional<std::string> SetAsideDamagedIndex(const Options& options);
+CACHEMGR_EXPORT std::optional<std::string> SetAsideDamagedIndex(const Options& options);
 
-class Cache {
+class CACHEMGR_EXPORT Cache {
  public:
   // Opens (creating if needed) the index and connects the backend and the source.
   // `logger` may be null: then messages go to a logger named "cachemgr" if registered,

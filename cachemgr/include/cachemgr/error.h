@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include "cachemgr/export.h"
+
 namespace cachemgr {
 
 enum class Errc {
@@ -28,9 +30,9 @@ enum class Errc {
 };
 
 // Short stable name of a code ("not_found"), used in JSON output and logs.
-std::string_view ErrcName(Errc code) noexcept;
+CACHEMGR_EXPORT std::string_view ErrcName(Errc code) noexcept;
 
-class Error : public std::runtime_error {
+class CACHEMGR_EXPORT Error : public std::runtime_error {
  public:
   Error(Errc code, const std::string& message) : std::runtime_error(message), code_(code) {}
   Errc code() const noexcept { return code_; }

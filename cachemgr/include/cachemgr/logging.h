@@ -13,6 +13,7 @@
 #include <memory>
 #include <string_view>
 
+#include "cachemgr/export.h"
 #include "cachemgr/options.h"
 
 namespace spdlog {
@@ -23,13 +24,14 @@ namespace cachemgr {
 
 // "trace" | "debug" | "info" | "warn" | "error" | "critical" | "off" (and spdlog's
 // "warning", "err"); anything else is Error{kConfig} naming log.level.
-spdlog::level::level_enum ParseLogLevel(std::string_view level);
+CACHEMGR_EXPORT spdlog::level::level_enum ParseLogLevel(std::string_view level);
 
 // A logger named "cachemgr" at options.level, writing to stderr (when to_stderr; colours
 // only on a terminal) and, when options.file is set, to a rotating file
 // (options.max_file_mb per file, options.max_files kept). The logger is not registered
 // in spdlog's global registry. Error{kConfig} naming log.file if the file cannot be
 // opened.
-std::shared_ptr<spdlog::logger> MakeLogger(const LogOptions& options, bool to_stderr = true);
+CACHEMGR_EXPORT std::shared_ptr<spdlog::logger> MakeLogger(const LogOptions& options,
+                                                           bool to_stderr = true);
 
 }  // namespace cachemgr

@@ -140,6 +140,11 @@ struct CacheOptions {
   // Hosts sharing a pool: a hit tells the others of its use of an entry at most this often
   // (seconds; 0 = on every hit), so the pool-wide LRU order is this coarse.
   uint32_t share_use_interval_s = 60;
+  // The index keeps events (for `cachemgr stats`) this many days and at most this many
+  // rows (0 = no limit); older ones are deleted by the eviction pass and, a batch at a
+  // time, as events are recorded. A year of a busy host is about 5 million events.
+  uint32_t events_max_age_days = 90;
+  uint64_t events_max_rows = 1000000;
 };
 
 struct ConversionOptions {

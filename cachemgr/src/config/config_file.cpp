@@ -14,6 +14,7 @@
 
 #include "cachemgr/config.h"
 #include "cachemgr/error.h"
+#include "util/unique_fd.h"
 
 namespace cachemgr {
 namespace config {
@@ -53,15 +54,12 @@ bool Under(std::string_view path, std::string_view tree) {
 std::string ReadConfigText(const fs::path& path) {
   const std::string name = "config file " + path.string();
   // O_NONBLOCK: opening a FIFO with no writer must not wait for one.
-  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-  if (fd < 0) {
+  const util::UniqueFd owned(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (!owned) {
     const int e = errno;
     throw Error(Errc::kConfig, name + ": cannot read: " + std::strerror(e));
   }
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
+  const int fd = owned.get();
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     const int e = errno;

@@ -15,7 +15,9 @@
 
 #include "cachemgr/error.h"
 #include "convert/layout.h"
+#include "util/byte_order.h"
 #include "util/process.h"
+#include "util/unique_fd.h"
 
 namespace cachemgr::convert {
 namespace {
@@ -27,33 +29,11 @@ bool HasAt(std::span<const std::byte> b, size_t off, std::string_view magic) {
   return std::memcmp(b.data() + off, magic.data(), magic.size()) == 0;
 }
 
-uint64_t Be64(const std::byte* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
+util::UniqueFd OpenForRead(const std::filesystem::path& path) {
+  util::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw Error(Errc::kIo, "cannot open " + path.string() + ": " + std::strerror(errno));
+  return fd;
 }
-uint32_t Be32(const std::byte* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
-}
-uint64_t Le64(const std::byte* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
-}
-
-class Fd {
- public:
-  explicit Fd(const std::filesystem::path& path) : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {
-    if (fd_ < 0) throw Error(Errc::kIo, "cannot open " + path.string() + ": " + std::strerror(errno));
-  }
-  ~Fd() { ::close(fd_); }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 std::vector<std::byte> ReadAt(int fd, uint64_t offset, size_t len, const std::filesystem::path& p) {
   std::vector<std::byte> buf(len);
@@ -108,22 +88,22 @@ std::string DescriptorValue(const std::string& desc, const std::string& key) {
 // Header-level checks, before qemu ever opens the file.
 void CheckHeader(const std::filesystem::path& file, const std::string& format,
                  const std::string& image_id) {
-  Fd fd(file);
+  const util::UniqueFd fd = OpenForRead(file);
   if (format == "qcow2") {
     auto h = ReadAt(fd.get(), 0, 104, file);
     if (h.size() < 72) Refuse(image_id, "qcow2 header is truncated");
-    uint32_t version = Be32(h.data() + 4);
-    if (Be64(h.data() + 8) != 0) Refuse(image_id, "qcow2 image has a backing file");
+    uint32_t version = util::LoadBe32(h.data() + 4);
+    if (util::LoadBe64(h.data() + 8) != 0) Refuse(image_id, "qcow2 image has a backing file");
     if (version >= 3) {
       if (h.size() < 80) Refuse(image_id, "qcow2 v3 header is truncated");
-      uint64_t incompatible = Be64(h.data() + 72);
+      uint64_t incompatible = util::LoadBe64(h.data() + 72);
       if (incompatible & (1u << 2)) Refuse(image_id, "qcow2 image has an external data file");
     }
   } else if (format == "vmdk") {
     auto h = ReadAt(fd.get(), 0, 512, file);
     if (h.size() < 44) Refuse(image_id, "vmdk header is truncated");
-    uint64_t desc_sector = Le64(h.data() + 28);
-    uint64_t desc_sectors = Le64(h.data() + 36);
+    uint64_t desc_sector = util::LoadLe64(h.data() + 28);
+    uint64_t desc_sectors = util::LoadLe64(h.data() + 36);
     if (desc_sector != 0 && desc_sectors != 0) {
       if (desc_sectors > 2048) Refuse(image_id, "vmdk embedded descriptor is implausibly large");
       auto d = ReadAt(fd.get(), desc_sector * 512, static_cast<size_t>(desc_sectors * 512), file);
@@ -174,7 +154,7 @@ std::string DetectFormat(std::span<const std::byte> head, std::span<const std::b
 }
 
 std::string DetectFileFormat(const std::filesystem::path& file) {
-  Fd fd(file);
+  const util::UniqueFd fd = OpenForRead(file);
   return DetectFdFormat(fd.get(), file.string());
 }
 
@@ -315,7 +295,7 @@ void CheckIntact(const std::filesystem::path& file, const std::string& format,
     throw Error(Errc::kCorrupt, "image " + image_id + ": refused: the " + format +
                                     " image is truncated or inconsistent: " + why);
   };
-  Fd fd(file);
+  const util::UniqueFd fd = OpenForRead(file);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) {
     throw Error(Errc::kIo, "cannot stat " + file.string() + ": " + std::strerror(errno));

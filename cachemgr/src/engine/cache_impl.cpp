@@ -58,7 +58,8 @@ std::unique_ptr<Cache> Cache::Open(const Options& options, std::shared_ptr<spdlo
   backend_options.rbd.host_id = options.host_id;
   engine::Parts parts;
   parts.backend = storage::MakeBackend(backend_options, logger);
-  parts.index = index::Index::Open(options.index);
+  parts.index = index::Index::Open(
+      options.index, {options.cache.events_max_age_days, options.cache.events_max_rows});
   parts.source = source::MakeSource(options.source, logger);
   parts.clock = std::make_shared<util::SystemClock>();
   return std::make_unique<engine::CacheImpl>(options, logger, std::move(parts));
@@ -148,6 +149,18 @@ void CacheImpl::Event(const std::string& kind, const std::string& image_id, uint
   } catch (const std::exception& e) {
     // Stats are not worth failing a volume for.
     log_->warn("event not recorded kind={} image={} error={}", kind, image_id, e.what());
+  }
+}
+
+void CacheImpl::PruneEvents() {
+  try {
+    uint64_t pruned = 0;
+    for (uint64_t n = index::Index::kPruneBatch; n == index::Index::kPruneBatch; pruned += n) {
+      n = WithIndex([&](index::Index& ix) { return ix.PruneEventBatch(Now()); });
+    }
+    if (pruned > 0) log_->info("events pruned rows={}", pruned);
+  } catch (const std::exception& e) {
+    log_->warn("events not pruned error={}", e.what());
   }
 }
 

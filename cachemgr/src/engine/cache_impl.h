@@ -113,6 +113,9 @@ class CacheImpl final : public Cache {
   ImageLocks LockImage(const std::string& key, std::chrono::milliseconds timeout);
   void Event(const std::string& kind, const std::string& image_id, uint64_t bytes,
              std::chrono::microseconds micros);
+  // Deletes the events cache.events_max_age_days / events_max_rows no longer keep, a
+  // bounded batch per hold of the index; logs a failure (stats are not worth a pass).
+  void PruneEvents();
   EntryInfo ToInfo(const index::EntryRow& row);
   // Unix seconds from the engine's clock: every time the engine records or compares.
   int64_t Now() const { return clock_->WallSeconds(); }

@@ -8,11 +8,12 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
-#include <random>
 #include <sstream>
 
 #include "cachemgr/error.h"
 #include "storage/backend.h"
+#include "util/hex.h"
+#include "util/proc_stat.h"
 
 namespace cachemgr::engine {
 
@@ -26,21 +27,6 @@ bool IsHex40(const std::string& s) {
   return true;
 }
 
-std::string Printable(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s.substr(0, 64)) {
-    if (c >= 0x20 && c < 0x7f) {
-      out += static_cast<char>(c);
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    }
-  }
-  if (s.size() > 64) out += "...";
-  return out;
-}
-
 }  // namespace
 
 std::string HostName() {
@@ -52,18 +38,18 @@ std::string HostName() {
 void ValidateImageId(const std::string& image_id) {
   if (image_id.empty() || image_id.size() > 128) {
     throw Error(Errc::kInvalidArgument,
-                "image id '" + Printable(image_id) + "': must be 1..128 characters");
+                "image id '" + util::Printable(image_id) + "': must be 1..128 characters");
   }
   if (image_id[0] == '.' || image_id[0] == '-') {
     throw Error(Errc::kInvalidArgument,
-                "image id '" + Printable(image_id) + "': must not start with '.' or '-'");
+                "image id '" + util::Printable(image_id) + "': must not start with '.' or '-'");
   }
   for (char c : image_id) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '.' || c == '_' || c == '-';
     if (!ok) {
-      throw Error(Errc::kInvalidArgument, "image id '" + Printable(image_id) +
-                                              "': only [A-Za-z0-9._-] are allowed");
+      throw Error(Errc::kInvalidArgument,
+                  "image id '" + util::Printable(image_id) + "': only [A-Za-z0-9._-] are allowed");
     }
   }
 }
@@ -82,35 +68,20 @@ std::string Sha1Hex(const std::string& data) {
   if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha1(), nullptr) != 1) {
     throw Error(Errc::kInternal, "sha1 failed");
   }
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out += kHex[md[i] >> 4];
-    out += kHex[md[i] & 15];
-  }
-  return out;
+  return util::HexEncode({md, len});
 }
 
 std::string EntryName(const std::string& image_id) { return Sha1Hex(image_id); }
 
 std::string StagingName(const std::string& image_id) {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  char suffix[17];
-  std::snprintf(suffix, sizeof suffix, "%016llx", static_cast<unsigned long long>(rng()));
-  return kStagingPrefix + Sha1Hex(image_id) + "-" + suffix;
+  return kStagingPrefix + Sha1Hex(image_id) + "-" + util::RandomHex(16);
 }
 
 namespace {
 constexpr std::string_view kVolumeStagingPrefix = "staging-vol-";
 }  // namespace
 
-std::string VolumeStagingName() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  char suffix[33];
-  std::snprintf(suffix, sizeof suffix, "%016llx%016llx", static_cast<unsigned long long>(rng()),
-                static_cast<unsigned long long>(rng()));
-  return std::string(kVolumeStagingPrefix) + suffix;
-}
+std::string VolumeStagingName() { return std::string(kVolumeStagingPrefix) + util::RandomHex(32); }
 
 bool IsVolumeStagingName(const std::string& name) { return name.starts_with(kVolumeStagingPrefix); }
 
@@ -125,19 +96,10 @@ std::optional<std::string> StagingKey(const std::string& name) {
 }
 
 namespace {
-// Field 22 of /proc/<pid>/stat: when the process started, in clock ticks since boot. With
-// the pid it names one process: a pid is reused, the pair is not. "" if unknown.
+// When the process started ("" if unknown): see util::ProcStat.
 std::string StartTime(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto paren = stat.rfind(')');  // the command name may hold spaces and parentheses
-  if (paren == std::string::npos) return "";
-  std::istringstream fields(stat.substr(paren + 2));
-  std::string f;
-  for (int i = 3; i <= 22 && fields >> f; ++i) {
-    if (i == 22) return f;
-  }
-  return "";
+  const auto stat = util::ReadProcStat(pid);
+  return stat ? stat->start_time : "";
 }
 }  // namespace
 

@@ -52,6 +52,7 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
     uint64_t left_alone = 0;
     for (const auto& a : report.actions) left_alone += a.kind == "left alone";
     Event(kEventLeftAlone, "", left_alone, {});
+    PruneEvents();
     PublishTotals(report);
   }
   report.source_requests = source_->Requests() - requests_before;

@@ -1,5 +1,4 @@
 // The hit path and the public entry points that make volumes.
-#include <SQLiteCpp/Transaction.h>
 #include <spdlog/spdlog.h>
 
 #include <functional>
@@ -9,6 +8,7 @@
 #include "engine/marks.h"
 #include "engine/naming.h"
 #include "fetch/fetch.h"
+#include "index/transaction.h"
 #include "policy/clone_plan.h"
 
 namespace cachemgr::engine {
@@ -369,7 +369,7 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
   // One write transaction for the volume row, the entry's use (and source check) and
   // the hit event.
   WithIndex([&](index::Index& ix) {
-    SQLite::Transaction tx(ix.db());
+    index::Transaction tx(ix, "record volume " + request.volume);
     ix.UpdateVolume(row);
     ix.TouchEntry(entry.id, row.created_at);
     if (source_checked_at != 0) ix.SetSourceChecked(entry.id, source_checked_at);
@@ -378,7 +378,7 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
       ix.RecordEvent({row.created_at, "hit", entry.image_id,
                       plan == Plan::kCopy ? 0 : entry.virtual_size, 0});
     }
-    tx.commit();
+    tx.Commit();
   });
   ShareUse(entry, row.created_at);
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include "cachemgr/error.h"
 #include "index/index_sql.h"
@@ -95,6 +96,24 @@ void RefuseNewer(const fs::path& path, int current, int latest) {
   }
 }
 
+// quick_check reads every page of what it checks, which a truncated or damaged file
+// fails. Every table but events is checked whole on each open: they are small (a row per
+// image or volume), so this costs milliseconds. The events (millions of rows in a year,
+// read by `stats` alone) would cost a second or more on every command; damage there is
+// found by the statements that read them (kCorrupt as well) and by `verify`'s
+// integrity_check. "ok", or SQLite's first complaint.
+std::string QuickCheck(SQLite::Database& db) {
+  std::vector<std::string> tables;
+  SQLite::Statement q(db,
+                      "SELECT name FROM sqlite_master WHERE type = 'table' AND name <> 'events'");
+  while (q.executeStep()) tables.push_back(q.getColumn(0).getString());
+  for (const std::string& table : tables) {
+    const std::string check = db.execAndGet("PRAGMA quick_check(\"" + table + "\")").getString();
+    if (check != "ok") return check;
+  }
+  return "ok";
+}
+
 void Migrate(SQLite::Database& db, const fs::path& path) {
   const int latest = Index::LatestSchemaVersion();
   SQLite::Transaction tx(db, SQLite::TransactionBehavior::IMMEDIATE);
@@ -140,7 +159,7 @@ int Index::LatestSchemaVersion() {
 Index::Index(std::unique_ptr<SQLite::Database> db) : db_(std::move(db)) {}
 Index::~Index() = default;
 
-std::unique_ptr<Index> Index::Open(const fs::path& path) {
+std::unique_ptr<Index> Index::Open(const fs::path& path, const EventRetention& retention) {
   PrepareFile(path);
   std::unique_ptr<SQLite::Database> db;
   try {
@@ -153,9 +172,7 @@ std::unique_ptr<Index> Index::Open(const fs::path& path) {
     db->execAndGet("SELECT count(*) FROM sqlite_master");
     // Refused before anything below could write to the file (switching to WAL does).
     RefuseNewer(path, db->execAndGet("PRAGMA user_version").getInt(), LatestSchemaVersion());
-    // quick_check reads every page, which a truncated or damaged file fails; the index is
-    // small (one row per cached image), so this costs milliseconds.
-    const std::string check = db->execAndGet("PRAGMA quick_check").getString();
+    const std::string check = QuickCheck(*db);
     if (check != "ok") {
       throw Error(Errc::kCorrupt, "index " + path.string() + ": corrupt (" + check +
                                       "); it is left as is: run `cachemgr rebuild-index` (it "
@@ -183,6 +200,7 @@ std::unique_ptr<Index> Index::Open(const fs::path& path) {
   }
   auto index = std::unique_ptr<Index>(new Index(std::move(db)));
   index->path_ = path;
+  index->retention_ = retention;
   return index;
 }
 
@@ -386,7 +404,5 @@ std::vector<EntryRow> Index::ListEntriesByLastUsed(const std::string& backend,
     return QueryEntries(q);
   });
 }
-
-SQLite::Database& Index::db() { return *db_; }
 
 }  // namespace cachemgr::index

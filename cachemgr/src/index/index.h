@@ -108,13 +108,22 @@ struct SourceDigestRow {
   int64_t computed_at = 0;
 };
 
+// How long events are kept (for `stats`); 0 = no limit. The cache's come from
+// cache.events_max_age_days and cache.events_max_rows; an Index opened without one keeps
+// every event.
+struct EventRetention {
+  uint32_t max_age_days = 0;  // events older than this many days are deleted
+  uint64_t max_rows = 0;      // beyond this many events, the oldest are deleted
+};
+
 class Index {
  public:
   // Opens or creates the index at `path` and migrates it to the newest schema.
   // A file that is there but empty or damaged is refused (kCorrupt, "run
   // `cachemgr rebuild-index`"), never taken for a new index; a missing one is created
   // whole (index_file.cpp).
-  static std::unique_ptr<Index> Open(const std::filesystem::path& path);
+  static std::unique_ptr<Index> Open(const std::filesystem::path& path,
+                                     const EventRetention& retention = {});
   // Creates a missing index file whole, and refuses one that is not a regular file
   // (kConfig) or too short to be a database (kCorrupt). Open calls it first.
   static void PrepareFile(const std::filesystem::path& path);
@@ -177,8 +186,14 @@ class Index {
   void PutSourceDigest(const SourceDigestRow& row);  // replaces the image's row
   void DeleteSourceDigest(const std::string& location, const std::string& image_id);
 
-  // --- events
+  // --- events (index_events.cpp)
+  // Every kPruneEvery-th event recorded (by rowid, across processes) also deletes up to
+  // 2 * kPruneEvery events the retention no longer keeps (PruneEventBatch, its "now" is
+  // event.ts): the table stays near its bound without a pass, and a hit pays for it
+  // rarely (a few ms once in 256 events).
+  static constexpr uint64_t kPruneEvery = 256;
   void RecordEvent(const EventRow& event);
+  // Per kind, from the totals the triggers of schema/007 keep: a few rows, not a scan.
   std::vector<EventTotals> EventTotalsByKind();
   // The newest event of `kind`, if any.
   std::optional<EventRow> LastEvent(const std::string& kind);
@@ -186,16 +201,24 @@ class Index {
   std::vector<EventRow> ListEvents(int64_t since = 0);
   // Deletes events older than `before` (unix seconds); returns how many.
   uint64_t PruneEvents(int64_t before);
+  // Deletes at most `limit` of the events the retention no longer keeps at `now` (unix
+  // seconds): the oldest beyond max_rows, then those older than max_age_days; returns
+  // how many. A batch is short, so other writers get the lock in between; the eviction
+  // pass runs batches until one deletes fewer than kPruneBatch.
+  static constexpr uint64_t kPruneBatch = 10000;
+  uint64_t PruneEventBatch(int64_t now, uint64_t limit = kPruneBatch);
+  // Batches until every event the retention no longer keeps is gone; returns how many.
+  uint64_t ApplyEventRetention(int64_t now);
+  const EventRetention& event_retention() const { return retention_; }
 
   const std::filesystem::path& path() const { return path_; }
 
-  // For callers that need several statements in one transaction.
-  SQLite::Database& db();
-
  private:
+  friend struct IndexInternals;  // index_sql.h: the connection, for index/ alone
   explicit Index(std::unique_ptr<SQLite::Database> db);
   std::unique_ptr<SQLite::Database> db_;
   std::filesystem::path path_;
+  EventRetention retention_;
 };
 
 }  // namespace cachemgr::index

@@ -1,4 +1,4 @@
-// index/index_volumes.cpp: the volumes and events tables of the index.
+// index/index_volumes.cpp: the volumes table of the index.
 #include <SQLiteCpp/SQLiteCpp.h>
 
 #include <string>
@@ -131,79 +131,6 @@ uint64_t Index::CountVolumes(int64_t entry_id) {
     q.bind(1, entry_id);
     q.executeStep();
     return static_cast<uint64_t>(q.getColumn(0).getInt64());
-  });
-}
-
-void Index::RecordEvent(const EventRow& event) {
-  Guard(path_, "record event kind=" + event.kind, [&] {
-    SQLite::Statement q(*db_,
-                        "INSERT INTO events (ts, kind, image_id, bytes, micros) "
-                        "VALUES (?, ?, ?, ?, ?)");
-    q.bind(1, event.ts);
-    q.bind(2, event.kind);
-    q.bind(3, event.image_id);
-    q.bind(4, static_cast<int64_t>(event.bytes));
-    q.bind(5, event.micros);
-    q.exec();
-  });
-}
-
-std::vector<EventTotals> Index::EventTotalsByKind() {
-  return Guard(path_, "event totals", [&] {
-    SQLite::Statement q(*db_,
-                        "SELECT kind, count(*), coalesce(sum(bytes), 0), coalesce(sum(micros), 0) "
-                        "FROM events GROUP BY kind ORDER BY kind");
-    std::vector<EventTotals> totals;
-    while (q.executeStep()) {
-      EventTotals t;
-      t.kind = q.getColumn(0).getString();
-      t.count = static_cast<uint64_t>(q.getColumn(1).getInt64());
-      t.bytes = static_cast<uint64_t>(q.getColumn(2).getInt64());
-      t.micros = q.getColumn(3).getInt64();
-      totals.push_back(std::move(t));
-    }
-    return totals;
-  });
-}
-
-std::optional<EventRow> Index::LastEvent(const std::string& kind) {
-  return Guard(path_, "last event kind=" + kind, [&]() -> std::optional<EventRow> {
-    SQLite::Statement q(*db_,
-                        "SELECT ts, kind, image_id, bytes, micros FROM events WHERE kind = ? "
-                        "ORDER BY id DESC LIMIT 1");
-    q.bind(1, kind);
-    if (!q.executeStep()) return std::nullopt;
-    return EventRow{q.getColumn(0).getInt64(), q.getColumn(1).getString(),
-                    q.getColumn(2).getString(), static_cast<uint64_t>(q.getColumn(3).getInt64()),
-                    q.getColumn(4).getInt64()};
-  });
-}
-
-std::vector<EventRow> Index::ListEvents(int64_t since) {
-  return Guard(path_, "list events", [&] {
-    SQLite::Statement q(*db_,
-                        "SELECT ts, kind, image_id, bytes, micros FROM events WHERE ts >= ? "
-                        "ORDER BY ts, id");
-    q.bind(1, since);
-    std::vector<EventRow> rows;
-    while (q.executeStep()) {
-      EventRow e;
-      e.ts = q.getColumn(0).getInt64();
-      e.kind = q.getColumn(1).getString();
-      e.image_id = q.getColumn(2).getString();
-      e.bytes = static_cast<uint64_t>(q.getColumn(3).getInt64());
-      e.micros = q.getColumn(4).getInt64();
-      rows.push_back(std::move(e));
-    }
-    return rows;
-  });
-}
-
-uint64_t Index::PruneEvents(int64_t before) {
-  return Guard(path_, "prune events", [&] {
-    SQLite::Statement q(*db_, "DELETE FROM events WHERE ts < ?");
-    q.bind(1, before);
-    return static_cast<uint64_t>(q.exec());
   });
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cachemgr/error.h"
+#include "util/hex.h"
 
 namespace cachemgr::util {
 namespace {
@@ -64,12 +65,7 @@ std::string Hasher::HexDigest() {
   if (EVP_DigestFinal_ex(ctx_->ctx, md, &len) != 1) {
     throw Error(Errc::kInternal, algo_ + " digest final failed");
   }
-  static const char kHex[] = "0123456789abcdef";
-  digest_.reserve(len * 2);
-  for (unsigned int i = 0; i < len; ++i) {
-    digest_ += kHex[md[i] >> 4];
-    digest_ += kHex[md[i] & 0xf];
-  }
+  digest_ = HexEncode({md, len});
   return digest_;
 }
 

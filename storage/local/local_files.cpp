@@ -1,0 +1,94 @@
+// storage/local/local_files.cpp: see local_files.h.
+#include "storage/local/local_files.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace cachemgr::storage {
+
+namespace fs = std::filesystem;
+
+[[noreturn]] void Fail(Errc code, const std::string& message) { throw Error(code, message); }
+
+std::string Errno(int e) { return std::strerror(e); }
+
+[[noreturn]] void FailErrno(const std::string& what, const fs::path& path, int e) {
+  Fail(e == ENOENT ? Errc::kNotFound : Errc::kBackend,
+       what + " " + path.string() + ": " + Errno(e));
+}
+
+std::string RefName(const ImageRef& ref) { return ref.pool + "/" + ref.name; }
+
+UniqueFd OpenOrFail(const fs::path& path, int flags, mode_t mode) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  if (fd < 0) FailErrno("cannot open", path, errno);
+  return UniqueFd(fd);
+}
+
+void FsyncFd(int fd, const fs::path& path) {
+  if (::fsync(fd) != 0) FailErrno("fsync failed on", path, errno);
+}
+
+void FsyncDir(const fs::path& dir) {
+  UniqueFd fd = OpenOrFail(dir, O_RDONLY | O_DIRECTORY);
+  FsyncFd(fd.get(), dir);
+}
+
+void PwriteAll(int fd, const char* data, size_t n, uint64_t offset, const fs::path& path) {
+  while (n > 0) {
+    ssize_t w = ::pwrite(fd, data, n, static_cast<off_t>(offset));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      FailErrno("write failed on", path, errno);
+    }
+    data += w;
+    n -= static_cast<size_t>(w);
+    offset += static_cast<uint64_t>(w);
+  }
+}
+
+std::pair<fs::path, UniqueFd> MakeTemp(const fs::path& dir, const std::string& stem) {
+  for (;;) {
+    std::string tmpl = (dir / (".tmp-" + stem + "-XXXXXX")).string();
+    int raw = ::mkostemp(tmpl.data(), O_CLOEXEC);
+    if (raw < 0) FailErrno("cannot create a temporary file in", dir, errno);
+    UniqueFd fd(raw);
+    while (::flock(fd.get(), LOCK_EX) != 0) {
+      if (errno != EINTR) FailErrno("cannot lock", tmpl, errno);
+    }
+    // A sweep may have seen the file between mkostemp and flock, found it unlocked and
+    // removed it: the name must still be ours, else start again under a new one.
+    struct stat by_fd {};
+    struct stat by_name {};
+    if (::fstat(fd.get(), &by_fd) == 0 && ::lstat(tmpl.c_str(), &by_name) == 0 &&
+        by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino) {
+      return {fs::path(tmpl), std::move(fd)};
+    }
+  }
+}
+
+bool IsRegularFile(const fs::path& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+void WriteDurable(const fs::path& path, const std::string& content) {
+  auto [tmp, fd] = MakeTemp(path.parent_path(), path.filename().string());
+  try {
+    PwriteAll(fd.get(), content.data(), content.size(), 0, tmp);
+    FsyncFd(fd.get(), tmp);
+    // Renamed while still locked: a sweep never takes a temporary that is about to land.
+    if (::rename(tmp.c_str(), path.c_str()) != 0) FailErrno("cannot rename into", path, errno);
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  FsyncDir(path.parent_path());
+}
+
+}  // namespace cachemgr::storage

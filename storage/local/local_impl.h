@@ -1,0 +1,138 @@
+// storage/local/local_impl.h: the local backend's private state and the helpers its
+// files share. Each group of helpers is defined in the file named above it; their
+// comments are there.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cachemgr/error.h"
+#include "cachemgr/options.h"
+#include "storage/backend.h"
+#include "storage/local/local_backend.h"
+#include "storage/local/local_files.h"
+#include "storage/local/local_sidecar.h"
+#include "util/process.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace cachemgr::storage {
+
+namespace fs = std::filesystem;
+
+// A qcow2 file under the root with a backing file (see LocalBackend::Impl::ScanOverlays).
+struct Overlay {
+  fs::path path;
+  fs::path backing;
+  std::optional<ImageRef> ref;  // set for images in a pool
+  std::string trash_id;         // set for images in the trash
+};
+
+struct LocalBackend::Impl {
+  LocalBackendOptions options;
+  std::shared_ptr<spdlog::logger> log;
+  fs::path root;
+  CloneMode mode = CloneMode::kQcow2;
+  std::optional<uid_t> uid;
+  std::optional<gid_t> gid;
+  std::recursive_mutex mu;  // sidecar read-modify-write
+  // Clones hold it shared, so clones of one parent run side by side (their qemu-img run
+  // is most of their time); what would pull a parent from under a clone in progress
+  // (unprotect, remove, rename, flatten, purge) holds it exclusive. Taken before `mu`.
+  std::shared_mutex users_mu;
+
+  util::RunOptions run_options() const {
+    util::RunOptions o;
+    o.timeout = std::chrono::seconds(3600);
+    return o;
+  }
+  std::string Qemu(const std::vector<std::string>& argv) const {
+    return util::RunChecked(argv, run_options(), static_cast<int>(Errc::kBackend));
+  }
+
+  fs::path PoolDir(const std::string& pool) const { return root / pool; }
+  fs::path PathOf(const ImageRef& ref) const { return root / ref.pool / ref.name; }
+  fs::path SidecarPath(const ImageRef& ref) const {
+    return root / ref.pool / ".meta" / (ref.name + ".json");
+  }
+  fs::path TrashDir() const { return root / ".trash"; }
+  fs::path BackingDir() const { return root / ".backing"; }
+
+  // local_backend.cpp: names, formats, ownership, publishing.
+  static void Check(const ImageRef& ref);
+  void EnsurePool(const std::string& pool) const;
+  bool ExistsChecked(const ImageRef& ref) const { return IsRegularFile(PathOf(ref)); }
+  void Require(const ImageRef& ref) const;
+  void RequireFree(const ImageRef& ref) const;
+  static std::string IdentityOf(const fs::path& file);
+  std::string Format(const ImageRef& ref, const Sidecar& s) const;
+  uint64_t VirtualSize(const ImageRef& ref, const std::string& format) const;
+  void ApplyOwnership(int fd, const fs::path& file) const;
+  void Publish(const fs::path& tmp, const ImageRef& ref, const Sidecar& s) const;
+
+  // local_sidecar.cpp: reading and writing sidecars.
+  Sidecar Load(const ImageRef& ref) const;
+  void Save(const ImageRef& ref, const Sidecar& s) const;
+  void DropSidecar(const ImageRef& ref) const;
+  // SaveNew writes the sidecar of an image about to appear at `ref`, never over the
+  // sidecar of an image that is there (kAlreadyExists then: a foreign image keeps its
+  // metadata). A sidecar without an image (a crash between the two links) is replaced.
+  // Returns the sidecar's inode for DropNewSidecar. The sidecar stays locked (flock, held
+  // by `held`) until the caller drops the returned value, after its image is linked: a
+  // pass never takes a sidecar whose image is on its way for one a kill left alone
+  // (SweepLoneSidecars).
+  struct NewSidecar {
+    ino_t ino = 0;
+    UniqueFd held;
+  };
+  NewSidecar SaveNew(const ImageRef& ref, const Sidecar& s) const;
+  void DropNewSidecar(const ImageRef& ref, ino_t ino) const;
+
+  // local_adopt.cpp: hard-linked (shared) bases.
+  bool AdoptByReflink(int src_fd, const fs::path& file, const ImageRef& ref);
+  bool AdoptByHardLink(const fs::path& file, const struct stat& st, const ImageRef& ref);
+  void CheckShared(const ImageRef& ref, Sidecar& s);
+  void Relinked(const ImageRef& ref, Sidecar& s);
+  static std::string SharedIdentity(const struct stat& st);
+  static std::pair<std::string, std::string> HashShared(const fs::path& file);
+  static std::string SettledIdentity(const struct stat& st);
+
+  // local_links.cpp: the stable backing names `.backing/<inode>`.
+  fs::path StableOf(const fs::path& file) const;
+  fs::path EnsureStable(const fs::path& file) const;
+  bool DropStableIfUnused(const fs::path& stable, const std::vector<Overlay>& overlays) const;
+  void SweepStable() const;
+
+  // local_overlays.cpp: who uses a file as its backing file.
+  std::vector<Overlay> ScanOverlays() const;
+  std::vector<Overlay> UsersOf(const fs::path& file) const;
+  std::vector<Overlay> UsersOf(const fs::path& file, const std::vector<Overlay>& overlays) const;
+  Sidecar SidecarOf(const Overlay& o) const;
+  void Rebase(const fs::path& overlay, const fs::path& new_backing,
+              const std::string& backing_format) const;
+
+  // local_copy.cpp: independent copies (sparse, reflink or through qemu-img).
+  void Materialize(const fs::path& src, const std::string& src_format, uint64_t size,
+                   const fs::path& dest, int dest_fd, bool reflink,
+                   const ProgressFn& progress) const;
+  void CopyTo(const ImageRef& src, uint64_t size, const ImageRef& dest, const ProgressFn& progress);
+
+  // local_trash.cpp: the two ways Remove takes an image away.
+  std::string TrashedCopyOf(const fs::path& file, const std::string& name) const;
+  void RemoveUnused(const ImageRef& ref, std::vector<Overlay> overlays);
+  void MoveToTrash(const ImageRef& ref, const std::vector<Overlay>& users);
+};
+
+}  // namespace cachemgr::storage

@@ -1,0 +1,21 @@
+// storage/local/local_qcow2_header.h: what the local backend's scans read from a qcow2
+// header, without running qemu-img (a scan of every volume must stay cheap).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+
+namespace cachemgr::storage {
+
+struct Qcow2Header {
+  bool is_qcow2 = false;
+  uint64_t size = 0;                             // virtual size, bytes
+  std::optional<std::filesystem::path> backing;  // absolute
+};
+
+// The magic, virtual size and backing file name of the file at `path`; is_qcow2 false
+// when it cannot be read or is not qcow2.
+Qcow2Header ReadQcow2Header(const std::filesystem::path& path);
+
+}  // namespace cachemgr::storage

@@ -1,0 +1,150 @@
+// storage/local/local_sidecar.cpp: sidecars (see local_sidecar.h): their JSON, reading
+// and writing them beside their image, and the image metadata they hold.
+#include "storage/local/local_sidecar.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+
+#include "storage/local/local_impl.h"
+
+namespace cachemgr::storage {
+
+using nlohmann::json;
+
+json ToJson(const Sidecar& s) {
+  json j;
+  j["schema"] = 1;
+  j["format"] = s.format;
+  if (!s.shared_inode.empty()) j["shared_inode"] = s.shared_inode;
+  if (!s.shared_sha256.empty()) j["shared_sha256"] = s.shared_sha256;
+  j["metadata"] = s.metadata;
+  j["snapshots"] = json::array();
+  for (const auto& snap : s.snapshots)
+    j["snapshots"].push_back(
+        {{"name", snap.name}, {"protected", snap.is_protected}, {"size", snap.size}});
+  if (s.parent) {
+    j["parent"] = {
+        {"pool", s.parent->image.pool}, {"name", s.parent->image.name}, {"snap", s.parent->snap}};
+  } else {
+    j["parent"] = nullptr;
+  }
+  return j;
+}
+
+Sidecar FromJson(const json& j) {
+  Sidecar s;
+  s.format = j.value("format", "raw");
+  s.shared_inode = j.value("shared_inode", "");
+  s.shared_sha256 = j.value("shared_sha256", "");
+  if (j.contains("metadata")) s.metadata = j["metadata"].get<std::map<std::string, std::string>>();
+  if (j.contains("snapshots")) {
+    for (const auto& e : j["snapshots"]) {
+      s.snapshots.push_back({e.at("name").get<std::string>(), e.value("protected", false),
+                             e.value("size", uint64_t{0})});
+    }
+  }
+  if (j.contains("parent") && j["parent"].is_object()) {
+    const auto& p = j["parent"];
+    s.parent = SnapRef{{p.at("pool").get<std::string>(), p.at("name").get<std::string>()},
+                       p.at("snap").get<std::string>()};
+  }
+  return s;
+}
+
+json ReadJsonFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) FailErrno("cannot read", path, errno ? errno : ENOENT);
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    Fail(Errc::kCorrupt, "sidecar " + path.string() + ": " + e.what());
+  }
+}
+
+SnapRecord& FindSnap(Sidecar& s, const SnapRef& snap) {
+  ValidateName("snapshot", snap.snap);
+  auto* rec = s.Find(snap.snap);
+  if (!rec)
+    Fail(Errc::kNotFound, "snapshot " + RefName(snap.image) + "@" + snap.snap + ": not found");
+  return *rec;
+}
+
+Sidecar LocalBackend::Impl::Load(const ImageRef& ref) const {
+  auto path = SidecarPath(ref);
+  if (!fs::exists(path)) return {};  // an adopted or foreign raw file
+  return FromJson(ReadJsonFile(path));
+}
+
+void LocalBackend::Impl::Save(const ImageRef& ref, const Sidecar& s) const {
+  EnsurePool(ref.pool);
+  WriteDurable(SidecarPath(ref), ToJson(s).dump(2));
+}
+
+void LocalBackend::Impl::DropSidecar(const ImageRef& ref) const {
+  ::unlink(SidecarPath(ref).c_str());
+}
+
+LocalBackend::Impl::NewSidecar LocalBackend::Impl::SaveNew(const ImageRef& ref,
+                                                           const Sidecar& s) const {
+  EnsurePool(ref.pool);
+  const auto path = SidecarPath(ref);
+  const std::string content = ToJson(s).dump(2);
+  auto [tmp, fd] = MakeTemp(path.parent_path(), path.filename().string());
+  struct stat st {};
+  try {
+    PwriteAll(fd.get(), content.data(), content.size(), 0, tmp);
+    FsyncFd(fd.get(), tmp);
+    if (::fstat(fd.get(), &st) != 0) FailErrno("cannot stat", tmp, errno);
+    // fd (and its lock) stays open until the temporary name is gone: see MakeTemp.
+    if (::link(tmp.c_str(), path.c_str()) != 0) {
+      const int e = errno;
+      if (e != EEXIST) FailErrno("cannot link into place", path, e);
+      if (ExistsChecked(ref))
+        Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
+      if (::rename(tmp.c_str(), path.c_str()) != 0) FailErrno("cannot rename into", path, errno);
+    }
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  ::unlink(tmp.c_str());
+  FsyncDir(path.parent_path());
+  return {st.st_ino, std::move(fd)};
+}
+
+// Removes the sidecar SaveNew wrote for an image that then did not appear, unless
+// something else has replaced it since.
+void LocalBackend::Impl::DropNewSidecar(const ImageRef& ref, ino_t ino) const {
+  struct stat st {};
+  const auto path = SidecarPath(ref);
+  if (::lstat(path.c_str(), &st) == 0 && st.st_ino == ino) ::unlink(path.c_str());
+}
+
+// --- metadata
+
+std::map<std::string, std::string> LocalBackend::GetMetadata(const ImageRef& ref) {
+  impl_->Require(ref);
+  return impl_->Load(ref).metadata;
+}
+
+void LocalBackend::SetMetadata(const ImageRef& ref, const std::string& key,
+                               const std::string& value) {
+  impl_->Require(ref);
+  std::lock_guard lock(impl_->mu);
+  Sidecar s = impl_->Load(ref);
+  s.metadata[key] = value;
+  impl_->Save(ref, s);
+}
+
+void LocalBackend::RemoveMetadata(const ImageRef& ref, const std::string& key) {
+  impl_->Require(ref);
+  std::lock_guard lock(impl_->mu);
+  Sidecar s = impl_->Load(ref);
+  if (s.metadata.erase(key) > 0) impl_->Save(ref, s);
+}
+
+}  // namespace cachemgr::storage

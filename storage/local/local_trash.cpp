@@ -1,0 +1,172 @@
+// storage/local/local_trash.cpp: removing images, and the trash that keeps an image
+// other overlays still read from until the last of them is gone.
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+
+#include "storage/local/local_impl.h"
+#include "util/hex.h"
+
+namespace cachemgr::storage {
+
+using nlohmann::json;
+
+namespace {
+
+// Opens the trash folder `dir` and locks it (flock, as long as the result is open). A
+// folder is locked while incomplete: a pass removes an unlocked folder that holds no
+// image (SweepTemporaries).
+UniqueFd LockTrashFolder(const fs::path& dir) {
+  UniqueFd fd = OpenOrFail(dir, O_RDONLY | O_DIRECTORY);
+  ::flock(fd.get(), LOCK_EX);
+  return fd;
+}
+
+}  // namespace
+
+// The id of a trash folder for `name` ("<name>.<hex>") whose image is the file at
+// `path` (same device and inode): a move to the trash that a kill interrupted. "" if none.
+std::string LocalBackend::Impl::TrashedCopyOf(const fs::path& path, const std::string& name) const {
+  struct stat want {};
+  if (::lstat(path.c_str(), &want) != 0) return "";
+  const std::string prefix = name.substr(0, 100) + ".";
+  std::error_code ec;
+  for (const auto& dir : fs::directory_iterator(TrashDir(), ec)) {
+    const std::string id = dir.path().filename().string();
+    if (id.compare(0, prefix.size(), prefix) != 0) continue;
+    struct stat st {};
+    if (::lstat((dir.path() / "image").c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (st.st_dev == want.st_dev && st.st_ino == want.st_ino) return id;
+  }
+  return "";
+}
+
+RemoveOutcome LocalBackend::Remove(const ImageRef& ref) {
+  Impl::Check(ref);
+  if (!impl_->ExistsChecked(ref)) {
+    // A sidecar without its image is what a kill between Publish's two links leaves (the
+    // sidecar goes first). The caller owns the name: the leftover goes with the remove.
+    std::lock_guard lock(impl_->mu);
+    if (!impl_->ExistsChecked(ref)) impl_->DropSidecar(ref);
+  }
+  impl_->Require(ref);
+  std::unique_lock no_clones(impl_->users_mu);
+  std::lock_guard lock(impl_->mu);
+  auto overlays = impl_->ScanOverlays();
+  auto users = impl_->UsersOf(PathOf(ref), overlays);
+  if (users.empty()) {
+    impl_->RemoveUnused(ref, std::move(overlays));
+    return RemoveOutcome::kRemoved;
+  }
+  impl_->MoveToTrash(ref, users);
+  return RemoveOutcome::kTrashed;
+}
+
+// Removes an image no overlay uses; `overlays` is every overlay under the root.
+void LocalBackend::Impl::RemoveUnused(const ImageRef& ref, std::vector<Overlay> overlays) {
+  const auto path = PathOf(ref);
+  auto stable = StableOf(path);
+  if (::unlink(path.c_str()) != 0) FailErrno("cannot remove", path, errno);
+  DropSidecar(ref);
+  FsyncDir(path.parent_path());
+  // The overlays seen above, less the file just removed: what still names a backing.
+  std::erase_if(overlays, [&](const Overlay& o) { return o.path == path; });
+  DropStableIfUnused(stable, overlays);
+  log->info("removed image={}", RefName(ref));
+}
+
+// Still a backing file: park it in the trash under a fresh id, so the name is free for
+// a new entry. Our overlays name its stable link and are not touched; overlays made by
+// other tools against the name are repointed (header only) at the trash. The file is
+// linked into the trash before they move and unlinked after, so every overlay's
+// backing file exists at every step.
+void LocalBackend::Impl::MoveToTrash(const ImageRef& ref, const std::vector<Overlay>& users) {
+  const auto path = PathOf(ref);
+  Sidecar s = Load(ref);
+  std::string format = Format(ref, s);
+  // A move that a kill cut short left this very file (same inode) in a trash folder of
+  // the same name already: that folder is finished, not a second one made.
+  std::string id = TrashedCopyOf(path, ref.name);
+  const bool resumed = !id.empty();
+  if (!resumed) id = ref.name.substr(0, 100) + "." + util::RandomHex(12);
+  auto dir = TrashDir() / id;
+  auto trashed = dir / "image";
+  if (!resumed) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec)
+      Fail(Errc::kBackend, "cannot create trash folder " + dir.string() + ": " + ec.message());
+  }
+  const UniqueFd folder_lock = LockTrashFolder(dir);
+  if (!resumed && ::link(path.c_str(), trashed.c_str()) != 0)
+    FailErrno("cannot link " + path.string() + " into the trash as", trashed, errno);
+  json entry{{"original", {{"pool", ref.pool}, {"name", ref.name}}},
+             {"format", format},
+             {"sidecar", ToJson(s)},
+             {"trashed_at", std::chrono::duration_cast<std::chrono::seconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count()}};
+  WriteDurable(dir / "entry.json", entry.dump(2));
+  FsyncDir(TrashDir());
+  const auto normal = path.lexically_normal();
+  for (const auto& o : users)
+    if (o.backing == normal) Rebase(o.path, trashed, format);
+  if (::unlink(path.c_str()) != 0) FailErrno("cannot remove", path, errno);
+  DropSidecar(ref);
+  FsyncDir(path.parent_path());
+  log->info("trashed image={} trash_id={} overlays={}", RefName(ref), id, users.size());
+}
+
+std::vector<TrashEntry> LocalBackend::ListTrash() {
+  std::vector<TrashEntry> out;
+  std::error_code ec;
+  for (const auto& dir : fs::directory_iterator(impl_->TrashDir(), ec)) {
+    auto file = dir.path() / "entry.json";
+    if (!fs::exists(file)) continue;  // a crash between link and entry: PurgeTrash ignores it
+    try {
+      auto entry = ReadJsonFile(file);
+      TrashEntry t;
+      t.id = dir.path().filename().string();
+      t.original = {entry["original"].value("pool", ""), entry["original"].value("name", "")};
+      t.has_children = !impl_->UsersOf(dir.path() / "image").empty();
+      t.identity = Impl::IdentityOf(dir.path() / "image");  // the same inode as before
+      out.push_back(std::move(t));
+    } catch (const Error& e) {
+      impl_->log->warn("unreadable trash entry dir={} cause={}", dir.path().string(), e.what());
+    }
+  }
+  return out;
+}
+
+bool LocalBackend::PurgeTrash(const TrashEntry& entry) {
+  ValidateName("trash id", entry.id);
+  std::unique_lock no_clones(impl_->users_mu);
+  std::lock_guard lock(impl_->mu);
+  auto dir = impl_->TrashDir() / entry.id;
+  if (!fs::exists(dir)) Fail(Errc::kNotFound, "trash entry " + entry.id + ": not found");
+  // Old files that only held the chain together go first: they may be the last users.
+  impl_->SweepStable();
+  auto overlays = impl_->ScanOverlays();
+  if (!impl_->UsersOf(dir / "image", overlays).empty()) return false;
+  auto stable = impl_->StableOf(dir / "image");
+  // The image goes first, under the folder's lock: a purge killed midway leaves a folder
+  // without an image, which the next pass removes (SweepTemporaries).
+  const UniqueFd folder_lock = LockTrashFolder(dir);
+  ::unlink((dir / "image").c_str());
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  if (ec) Fail(Errc::kBackend, "cannot remove trash entry " + dir.string() + ": " + ec.message());
+  FsyncDir(impl_->TrashDir());
+  std::erase_if(overlays, [&](const Overlay& o) { return o.trash_id == entry.id; });
+  impl_->DropStableIfUnused(stable, overlays);
+  impl_->log->info("purged trash_id={} image={}", entry.id, RefName(entry.original));
+  return true;
+}
+
+}  // namespace cachemgr::storage
