@@ -11,6 +11,7 @@
 #include "index/index.h"
 #include "index/index_sql.h"
 #include "index/transaction.h"
+#include "support/expect_error.h"
 #include "support/test_util.h"
 
 namespace fs = std::filesystem;
@@ -23,24 +24,12 @@ using cachemgr::index::Index;
 using cachemgr::index::IndexInternals;
 using cachemgr::index::State;
 using cachemgr::index::Transaction;
+using cachemgr::test::CatchError;
 using cachemgr::test::ReadFile;
 using cachemgr::test::TempDir;
 using cachemgr::test::WriteFile;
 
 namespace {
-
-template <typename Fn>
-Error Catch(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e;
-  } catch (const std::exception& e) {
-    FAIL("expected cachemgr::Error, got another exception: " << e.what());
-  }
-  FAIL("expected cachemgr::Error, nothing was thrown");
-  return Error(Errc::kInternal, "unreachable");
-}
 
 bool Contains(const Error& e, const std::string& part) {
   return std::string(e.what()).find(part) != std::string::npos;
@@ -104,18 +93,18 @@ TEST_CASE("another connection's write lock is kBusy, naming the index and the pu
   SQLite::Database other(path, SQLite::OPEN_READWRITE);
   other.exec("BEGIN EXCLUSIVE");
 
-  Error begin = Catch([&] { Transaction tx(*index, "record volume vm-1"); });
+  Error begin = CatchError([&] { Transaction tx(*index, "record volume vm-1"); });
   CHECK(ErrcName(begin.code()) == ErrcName(Errc::kBusy));
   CHECK(Contains(begin, path.string()));
   CHECK(Contains(begin, "record volume vm-1"));
   CHECK(Contains(begin, "another process holds the index lock"));
 
-  Error insert = Catch([&] { index->InsertEntry(MakeEntry("img-a")); });
+  Error insert = CatchError([&] { index->InsertEntry(MakeEntry("img-a")); });
   CHECK(ErrcName(insert.code()) == ErrcName(Errc::kBusy));
   CHECK(Contains(insert, path.string()));
   CHECK(Contains(insert, "insert entry image=img-a"));
 
-  Error event = Catch([&] { index->RecordEvent({1, "hit", "img-a", 0, 0}); });
+  Error event = CatchError([&] { index->RecordEvent({1, "hit", "img-a", 0, 0}); });
   CHECK(ErrcName(event.code()) == ErrcName(Errc::kBusy));
   CHECK(Contains(event, "record event kind=hit"));
 
@@ -135,7 +124,7 @@ TEST_CASE("a garbage file is kCorrupt naming the file, and left as it was") {
   std::string garbage(8192, '\0');
   for (size_t i = 0; i < garbage.size(); ++i) garbage[i] = static_cast<char>((i * 131 + 7) % 251);
   WriteFile(path, garbage);
-  Error e = Catch([&] { Index::Open(path); });
+  Error e = CatchError([&] { Index::Open(path); });
   CHECK(ErrcName(e.code()) == ErrcName(Errc::kCorrupt));
   CHECK(Contains(e, path.string()));
   CHECK(Contains(e, "rebuild-index"));
@@ -156,7 +145,7 @@ TEST_CASE("damage found by a statement is kCorrupt naming the index and the stat
     other.exec("UPDATE sqlite_master SET rootpage = 100000 WHERE name = 'events'");
     other.exec("PRAGMA schema_version = " + std::to_string(version + 1));
   }
-  Error e = Catch([&] { index->ListEvents(); });
+  Error e = CatchError([&] { index->ListEvents(); });
   CHECK(ErrcName(e.code()) == ErrcName(Errc::kCorrupt));
   CHECK(Contains(e, path.string()));
   CHECK(Contains(e, "list events"));
@@ -170,7 +159,7 @@ TEST_CASE("a full index is kIo naming the index and the statement") {
   auto& db = IndexInternals::Db(*index);
   // A disk that is full, for this connection: no page beyond those there now.
   db.exec("PRAGMA max_page_count = " + std::to_string(db.execAndGet("PRAGMA page_count").getInt()));
-  Error e = Catch([&] {
+  Error e = CatchError([&] {
     for (int i = 0; i < 10000; ++i) {
       index->RecordEvent({i, "hit", std::string(200, 'x'), 0, 0});
     }
@@ -184,7 +173,7 @@ TEST_CASE("a unique key taken is kAlreadyExists naming the row") {
   TempDir dir("index");
   auto index = Index::Open(dir / "index.db");
   index->InsertEntry(MakeEntry("img-a"));
-  Error e = Catch([&] { index->InsertEntry(MakeEntry("img-a")); });
+  Error e = CatchError([&] { index->InsertEntry(MakeEntry("img-a")); });
   CHECK(ErrcName(e.code()) == ErrcName(Errc::kAlreadyExists));
   CHECK(Contains(e, "insert entry image=img-a"));
 }
@@ -202,7 +191,7 @@ TEST_CASE("a transaction commits all of its statements, or none") {
     CHECK(index->ListEntries().size() == 2);
   }
   SUBCASE("a failure inside rolls back what came before it") {
-    Error e = Catch([&] {
+    Error e = CatchError([&] {
       Transaction tx(*index, "two entries, one twice");
       index->InsertEntry(MakeEntry("img-a"));
       index->InsertEntry(MakeEntry("img-a"));
@@ -224,7 +213,7 @@ TEST_CASE("a transaction commits all of its statements, or none") {
   SUBCASE("committed twice") {
     Transaction tx(*index, "once");
     tx.Commit();
-    CHECK(ErrcName(Catch([&] { tx.Commit(); }).code()) == ErrcName(Errc::kInternal));
+    CHECK(ErrcName(CatchError([&] { tx.Commit(); }).code()) == ErrcName(Errc::kInternal));
   }
 }
 

@@ -15,6 +15,7 @@
 #include "index/index_sql.h"
 #include "index/migrations.h"
 #include "index/transaction.h"
+#include "support/expect_error.h"
 #include "support/test_util.h"
 
 namespace fs = std::filesystem;
@@ -27,23 +28,12 @@ using cachemgr::index::IndexInternals;
 using cachemgr::index::State;
 using cachemgr::index::Transaction;
 using cachemgr::index::VolumeRow;
+using cachemgr::test::CatchError;
 using cachemgr::test::ReadFile;
 using cachemgr::test::TempDir;
 using cachemgr::test::WriteFile;
 
 namespace {
-
-// Runs fn, which must throw cachemgr::Error; returns it.
-template <typename Fn>
-Error Catch(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e;
-  }
-  FAIL("expected cachemgr::Error, nothing was thrown");
-  return Error(Errc::kInternal, "unreachable");
-}
 
 EntryRow MakeEntry(const std::string& image_id, const std::string& pool = "volumes") {
   EntryRow r;
@@ -140,7 +130,7 @@ TEST_CASE("an index written by a newer schema is refused and left unchanged") {
     db.exec("PRAGMA user_version = 999");
   }
   const std::string before = ReadFile(path);
-  Error e = Catch([&] { Index::Open(path); });
+  Error e = CatchError([&] { Index::Open(path); });
   CHECK(e.code() == Errc::kConfig);
   const std::string msg = e.what();
   CHECK(msg.find(path.string()) != std::string::npos);
@@ -158,12 +148,12 @@ TEST_CASE("a file that is not SQLite is refused and never replaced") {
   std::string junk(16384, '\0');
   for (char& c : junk) c = static_cast<char>(rng());
   WriteFile(path, junk);
-  Error e = Catch([&] { Index::Open(path); });
+  Error e = CatchError([&] { Index::Open(path); });
   CHECK(e.code() == Errc::kCorrupt);
   CHECK(std::string(e.what()).find(path.string()) != std::string::npos);
   CHECK(ReadFile(path) == junk);
   // A second attempt is refused the same way: nothing was recreated in between.
-  CHECK(Catch([&] { Index::Open(path); }).code() == Errc::kCorrupt);
+  CHECK(CatchError([&] { Index::Open(path); }).code() == Errc::kCorrupt);
   CHECK(ReadFile(path) == junk);
 }
 
@@ -172,7 +162,7 @@ TEST_CASE("a text file is refused as not a database") {
   const fs::path path = dir / "index.db";
   const std::string text = "index: /var/lib/cachemgr/index.db\nbackend:\n  type: local\n";
   WriteFile(path, text);
-  CHECK(Catch([&] { Index::Open(path); }).code() == Errc::kCorrupt);
+  CHECK(CatchError([&] { Index::Open(path); }).code() == Errc::kCorrupt);
   CHECK(ReadFile(path) == text);
 }
 
@@ -195,7 +185,7 @@ TEST_CASE("a truncated index is refused and never replaced") {
   SUBCASE("cut mid-page") { fs::resize_file(path, full / 2 + 100); }
   SUBCASE("cut at a page boundary") { fs::resize_file(path, (full / 2) / 4096 * 4096); }
   const std::string before = ReadFile(path);
-  Error e = Catch([&] { Index::Open(path); });
+  Error e = CatchError([&] { Index::Open(path); });
   CHECK(e.code() == Errc::kCorrupt);
   CHECK(std::string(e.what()).find(path.string()) != std::string::npos);
   CHECK(ReadFile(path) == before);
@@ -212,12 +202,12 @@ TEST_CASE("an empty or cut-short file is refused as damaged, never taken for a n
   SUBCASE("the header cut short") { content = std::string("SQLite format 3\0", 16); }
   SUBCASE("a page of zeros") { content = std::string(4096, '\0'); }
   WriteFile(path, content);
-  Error e = Catch([&] { Index::Open(path); });
+  Error e = CatchError([&] { Index::Open(path); });
   CHECK(e.code() == Errc::kCorrupt);
   CHECK(std::string(e.what()).find(path.string()) != std::string::npos);
   CHECK(std::string(e.what()).find("rebuild-index") != std::string::npos);
   CHECK(ReadFile(path) == content);
-  CHECK(Catch([&] { Index::Open(path); }).code() == Errc::kCorrupt);  // still refused
+  CHECK(CatchError([&] { Index::Open(path); }).code() == Errc::kCorrupt);  // still refused
 }
 
 TEST_CASE("a missing index is created whole, also by many openers at once") {
@@ -263,7 +253,7 @@ TEST_CASE("SetAside moves a damaged index and its journal to a timestamped name"
 TEST_CASE("a directory in the way is an error naming the path") {
   TempDir dir("index");
   fs::create_directories(dir / "index.db");
-  Error e = Catch([&] { Index::Open(dir / "index.db"); });
+  Error e = CatchError([&] { Index::Open(dir / "index.db"); });
   CHECK(std::string(e.what()).find((dir / "index.db").string()) != std::string::npos);
 }
 
@@ -327,7 +317,7 @@ TEST_CASE("entries: insert, find, get, update, transition, touch, list, delete")
 
   EntryRow missing = changed;
   missing.id = id + 100;
-  CHECK(Catch([&] { index->UpdateEntry(missing); }).code() == Errc::kNotFound);
+  CHECK(CatchError([&] { index->UpdateEntry(missing); }).code() == Errc::kNotFound);
 
   index->InsertEntry(MakeEntry("img-b"));
   index->InsertEntry(MakeEntry("img-c", "other"));
@@ -345,7 +335,7 @@ TEST_CASE("UNIQUE(backend, pool, image_id) holds for live entries") {
   TempDir dir("index");
   auto index = Index::Open(dir / "index.db");
   const int64_t id = index->InsertEntry(MakeEntry("img-a"));
-  Error e = Catch([&] { index->InsertEntry(MakeEntry("img-a")); });
+  Error e = CatchError([&] { index->InsertEntry(MakeEntry("img-a")); });
   CHECK(e.code() == Errc::kAlreadyExists);
   CHECK(std::string(e.what()).find("img-a") != std::string::npos);
   // The same image in another pool or backend is another entry.
@@ -361,7 +351,7 @@ TEST_CASE("UNIQUE(backend, pool, image_id) holds for live entries") {
   CHECK(index->FindEntry("rbd", "volumes", "img-a")->id == again);
   // Unpinning the old row while a live one exists would break the key: refused.
   pinned.pinned = false;
-  CHECK(Catch([&] { index->UpdateEntry(pinned); }).code() == Errc::kAlreadyExists);
+  CHECK(CatchError([&] { index->UpdateEntry(pinned); }).code() == Errc::kAlreadyExists);
 }
 
 TEST_CASE("the eviction order is least recently used first") {
@@ -405,7 +395,7 @@ TEST_CASE("volumes: insert, find, list, update, count, delete; they outlive thei
   direct.plan = "direct";
   const int64_t v3 = index->InsertVolume(direct);
 
-  CHECK(Catch([&] { index->InsertVolume(v); }).code() == Errc::kAlreadyExists);
+  CHECK(CatchError([&] { index->InsertVolume(v); }).code() == Errc::kAlreadyExists);
   // A volume must point at an existing entry.
   VolumeRow dangling = v;
   dangling.name = "vm-9";
@@ -460,14 +450,14 @@ TEST_CASE("a volume name is claimed by a creating row; its identity is recorded"
   CHECK(found->owner == "host:42");
   CHECK(found->staging_name == "staging-vol-0123");
   // A second claim of the name loses, whatever state the first is in.
-  CHECK(Catch([&] { index->InsertVolume(claim); }).code() == Errc::kAlreadyExists);
+  CHECK(CatchError([&] { index->InsertVolume(claim); }).code() == Errc::kAlreadyExists);
   claim.state = State::kReady;
   claim.identity = "1a2b3c";
   index->UpdateVolume(claim);
   found = index->FindVolume("volumes", "vm-1");
   CHECK(found->state == State::kReady);
   CHECK(found->identity == "1a2b3c");
-  CHECK(Catch([&] { index->InsertVolume(claim); }).code() == Errc::kAlreadyExists);
+  CHECK(CatchError([&] { index->InsertVolume(claim); }).code() == Errc::kAlreadyExists);
   // Entries record their object's identity too.
   auto entry = MakeEntry("img-b");
   entry.identity = "ino-12-345.6";
@@ -511,7 +501,7 @@ TEST_CASE("entry states have stable names") {
   for (State s : {State::kCreating, State::kReady, State::kEvicting}) {
     CHECK(ParseState(StateName(s)) == s);
   }
-  CHECK(Catch([] { ParseState("bogus"); }).code() == Errc::kCorrupt);
+  CHECK(CatchError([] { ParseState("bogus"); }).code() == Errc::kCorrupt);
 }
 
 TEST_CASE("live totals and the LRU walk of ready entries follow every change") {
