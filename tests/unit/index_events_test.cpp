@@ -1,5 +1,6 @@
-// The events table: totals per kind kept by triggers, the retention that bounds the
-// table and the file, and `stats` on a year of events.
+// The events table: totals per kind kept by triggers (every event ever recorded, pruned
+// or not), the retention that bounds the table and the file, and `stats` on a year of
+// events.
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <doctest/doctest.h>
 #include <sqlite3.h>
@@ -56,6 +57,18 @@ void CheckTotalsMatchRows(Index& index) {
   }
 }
 
+// The totals are lifetime counts: the retention's deletes lower none of them.
+void CheckTotalsUnchanged(Index& index, const std::vector<EventTotals>& before) {
+  auto now = index.EventTotalsByKind();
+  REQUIRE(now.size() == before.size());
+  for (size_t i = 0; i < now.size(); ++i) {
+    CHECK(now[i].kind == before[i].kind);
+    CHECK(now[i].count == before[i].count);
+    CHECK(now[i].bytes == before[i].bytes);
+    CHECK(now[i].micros == before[i].micros);
+  }
+}
+
 int64_t RowCount(Index& index) {
   return IndexInternals::Db(index).execAndGet("SELECT count(*) FROM events").getInt64();
 }
@@ -109,7 +122,7 @@ TEST_CASE("events: recorded, totalled by kind, listed and pruned") {
   CHECK(index->ListEvents().size() == 2);
 }
 
-TEST_CASE("the totals per kind follow every insert and delete") {
+TEST_CASE("the totals per kind count every event recorded; pruning lowers none") {
   TempDir dir("index");
   auto index = Index::Open(dir / "index.db");
   CHECK(index->EventTotalsByKind().empty());
@@ -117,12 +130,70 @@ TEST_CASE("the totals per kind follow every insert and delete") {
     index->RecordEvent({i, i % 3 ? "hit" : "miss", "img", static_cast<uint64_t>(i), i * 2});
   }
   CheckTotalsMatchRows(*index);
+  const auto recorded = index->EventTotalsByKind();
   CHECK(index->PruneEvents(150) == 150);
-  CheckTotalsMatchRows(*index);
-  // A kind whose every event is gone is not listed (as a GROUP BY would not list it).
-  index->RecordEvent({1000, "evict", "img", 1, 1});
+  // Counters (Prometheus reads them as such) never go down.
+  CheckTotalsUnchanged(*index, recorded);
+  // The last event of a kind outlives its row.
+  index->RecordEvent({1000, "evict", "img-last", 7, 9});
   CHECK(index->PruneEvents(1001) == 151);
-  CHECK(index->EventTotalsByKind().empty());
+  CHECK(RowCount(*index) == 0);
+  auto totals = index->EventTotalsByKind();
+  REQUIRE(totals.size() == 3);
+  CHECK(totals[0].kind == "evict");
+  CHECK(totals[0].count == 1);
+  auto last = index->LastEvent("evict");
+  REQUIRE(last.has_value());
+  CHECK(last->ts == 1000);
+  CHECK(last->image_id == "img-last");
+  CHECK(last->bytes == 7);
+  CHECK(last->micros == 9);
+  CHECK_FALSE(index->LastEvent("stale").has_value());
+}
+
+TEST_CASE("the pass's last left-alone count outlives the retention") {
+  TempDir dir("index");
+  auto index = Index::Open(dir / "index.db", EventRetention{.max_age_days = 0, .max_rows = 1000});
+  index->RecordEvent({kNow, "pass_left_alone", "", 1, 0});
+  for (int64_t i = 1; i <= 3000; ++i) index->RecordEvent({kNow + i, "hit", "img", 0, 0});
+  index->ApplyEventRetention(kNow + 3000);
+  CHECK(RowCount(*index) == 1000);
+  auto last = index->LastEvent("pass_left_alone");
+  REQUIRE(last.has_value());
+  CHECK(last->bytes == 1);
+  CHECK(last->ts == kNow);
+}
+
+TEST_CASE("a prune that fails while an event is recorded costs the event nothing") {
+  TempDir dir("index");
+  auto index = Index::Open(dir / "index.db", EventRetention{.max_age_days = 0, .max_rows = 1000});
+  // Every delete of an event fails, as a damaged page among the oldest would.
+  IndexInternals::Db(*index).exec(
+      "CREATE TRIGGER refuse_delete BEFORE DELETE ON events BEGIN "
+      "SELECT RAISE(ABORT, 'damaged'); END");
+  const int64_t n = 3 * static_cast<int64_t>(Index::kPruneEvery);
+  {
+    // Inside a caller's transaction too, as the hit records its event.
+    Transaction tx(*index, "record events");
+    for (int64_t i = 1; i <= n; ++i) index->RecordEvent({kNow + i, "hit", "img", 0, 0});
+    tx.Commit();
+  }
+  CHECK(RowCount(*index) == n);
+  CHECK(index->EventTotalsByKind().at(0).count == static_cast<uint64_t>(n));
+  // The pass's own prune reports the failure.
+  index->RecordEvent({kNow + n + 1, "hit", "img", 0, 0});
+  const auto more = static_cast<int64_t>(1000 + Index::kPruneBatch);
+  for (int64_t i = 0; i < more; ++i) index->RecordEvent({kNow + n + 2 + i, "hit", "img", 0, 0});
+  CHECK_THROWS_AS(index->ApplyEventRetention(kNow + n + more + 2), cachemgr::Error);
+}
+
+TEST_CASE("max_rows beyond what SQLite counts keeps every event") {
+  TempDir dir("index");
+  auto index = Index::Open(dir / "index.db",
+                           EventRetention{.max_age_days = 0, .max_rows = UINT64_MAX});
+  for (int64_t i = 1; i <= 600; ++i) index->RecordEvent({kNow + i, "hit", "img", 0, 0});
+  CHECK(index->ApplyEventRetention(kNow + 600) == 0);
+  CHECK(RowCount(*index) == 600);
 }
 
 TEST_CASE("an index at schema 6 gets the totals of the events it has") {
@@ -163,7 +234,7 @@ TEST_CASE("the retention keeps the newest max_rows events") {
   auto rows = index->ListEvents();
   CHECK(rows.front().ts == kNow + 4001);  // the oldest went
   CHECK(rows.back().ts == kNow + 5000);
-  CheckTotalsMatchRows(*index);
+  CHECK(index->EventTotalsByKind().at(0).count == 5000);  // every event ever recorded
   // A batch deletes at most its limit.
   Fill(*index, 500, kNow + 6000, 1);
   CHECK(index->PruneEventBatch(kNow + 7000, 200) == 200);
@@ -180,7 +251,7 @@ TEST_CASE("the retention deletes the events older than max_age_days") {
   auto rows = index->ListEvents();
   REQUIRE(rows.size() == 2);
   CHECK(rows[0].ts == kNow - kDay - 1);
-  CheckTotalsMatchRows(*index);
+  CHECK(index->EventTotalsByKind().at(0).count == 5);  // every event ever recorded
   // Off (0, 0): nothing is ever deleted.
   auto keep_all = Index::Open(dir / "index.db");
   CHECK(keep_all->ApplyEventRetention(kNow + 1000 * kDay) == 0);
@@ -206,7 +277,9 @@ TEST_CASE("the file stops growing once the events are at their bound") {
   // large as the bound plus one fill needs, fill after fill.
   const int64_t steady = pages[1];
   for (size_t i = 2; i < pages.size(); ++i) CHECK(pages[i] <= steady + steady / 20);
-  CheckTotalsMatchRows(*index);
+  uint64_t recorded = 0;
+  for (const auto& t : index->EventTotalsByKind()) recorded += t.count;
+  CHECK(recorded == 6 * 40000);  // every event ever recorded
 }
 
 TEST_CASE("stats on a year of events (5 million rows): no scan of events, under 100 ms") {

@@ -116,6 +116,9 @@ std::string QuickCheck(SQLite::Database& db) {
 
 void Migrate(SQLite::Database& db, const fs::path& path) {
   const int latest = Index::LatestSchemaVersion();
+  // Nothing to migrate (every open but the first after an upgrade): no write lock, so a
+  // read-only command is not held up by another process's write transaction.
+  if (db.execAndGet("PRAGMA user_version").getInt() == latest) return;
   SQLite::Transaction tx(db, SQLite::TransactionBehavior::IMMEDIATE);
   const int current = db.execAndGet("PRAGMA user_version").getInt();
   RefuseNewer(path, current, latest);  // again: another process may have upgraded it

@@ -10,6 +10,8 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 
 #include <algorithm>
+#include <exception>
+#include <limits>
 #include <string>
 
 #include "cachemgr/error.h"
@@ -38,14 +40,29 @@ void Index::RecordEvent(const EventRow& event) {
   });
   // The rowid, not a counter of this object: every process sharing the index takes its
   // turn, and a process that records one event per run still prunes.
+  // The prune may run inside a caller's transaction (the hit records its event in the one
+  // that records its volume): in a savepoint of its own, and never its failure (a damaged
+  // page among the oldest events, a busy index) the caller's. The pass prunes again and
+  // reports what fails there; `doctor` checks the whole file.
   if (id > 0 && static_cast<uint64_t>(id) % kPruneEvery == 0) {
-    PruneEventBatch(event.ts, 2 * kPruneEvery);
+    try {
+      db_->exec("SAVEPOINT prune_events");
+      try {
+        PruneEventBatch(event.ts, 2 * kPruneEvery);
+        db_->exec("RELEASE prune_events");
+      } catch (const Error&) {
+        db_->exec("ROLLBACK TO prune_events");
+        db_->exec("RELEASE prune_events");
+      }
+    } catch (const std::exception&) {
+      // The savepoint itself failed: nothing of the prune stands; the event does.
+    }
   }
 }
 
 std::vector<EventTotals> Index::EventTotalsByKind() {
   return Guard(path_, "event totals", [&] {
-    // A kind whose events were all pruned keeps a row of zeros: not a kind seen.
+    // Every event ever recorded, pruned or not: counters that never go down.
     SQLite::Statement q(*db_,
                         "SELECT kind, count, bytes, micros FROM event_totals WHERE count > 0 "
                         "ORDER BY kind");
@@ -64,9 +81,10 @@ std::vector<EventTotals> Index::EventTotalsByKind() {
 
 std::optional<EventRow> Index::LastEvent(const std::string& kind) {
   return Guard(path_, "last event kind=" + kind, [&]() -> std::optional<EventRow> {
+    // From the totals, not the events: the retention may have pruned the row itself.
     SQLite::Statement q(*db_,
-                        "SELECT ts, kind, image_id, bytes, micros FROM events WHERE kind = ? "
-                        "ORDER BY id DESC LIMIT 1");
+                        "SELECT last_ts, kind, last_image_id, last_bytes, last_micros "
+                        "FROM event_totals WHERE kind = ? AND count > 0");
     q.bind(1, kind);
     if (!q.executeStep()) return std::nullopt;
     return EventRow{q.getColumn(0).getInt64(), q.getColumn(1).getString(),
@@ -107,15 +125,16 @@ uint64_t Index::PruneEventBatch(int64_t now, uint64_t limit) {
   uint64_t deleted = 0;
   if (retention_.max_rows > 0) {
     deleted += Guard(path_, "prune events beyond max_rows", [&]() -> uint64_t {
-      // The row count from the totals (a few rows), not count(*) over the table.
-      const auto rows = static_cast<uint64_t>(
-          db_->execAndGet("SELECT coalesce(sum(count), 0) FROM event_totals").getInt64());
-      if (rows <= retention_.max_rows) return 0;
-      // The oldest first: ids grow with time (INTEGER PRIMARY KEY, the rowid).
+      // The newest max_rows ids stay: ids grow with time (INTEGER PRIMARY KEY, the rowid)
+      // and rows only ever go oldest first, so the ids left are one run and this keeps
+      // max_rows rows. Two lookups at the ends of the rowid tree, not a count(*).
       SQLite::Statement q(*db_,
                           "DELETE FROM events WHERE id IN "
-                          "(SELECT id FROM events ORDER BY id LIMIT ?)");
-      q.bind(1, static_cast<int64_t>(std::min(rows - retention_.max_rows, limit)));
+                          "(SELECT id FROM events WHERE id <= (SELECT max(id) FROM events) - ? "
+                          "ORDER BY id LIMIT ?)");
+      constexpr uint64_t kMaxKeep = std::numeric_limits<int64_t>::max();
+      q.bind(1, static_cast<int64_t>(std::min(retention_.max_rows, kMaxKeep)));
+      q.bind(2, static_cast<int64_t>(std::min(limit, kMaxKeep)));
       return static_cast<uint64_t>(q.exec());
     });
   }
