@@ -50,9 +50,22 @@ int RunDoctor(Context& ctx) {
     checks.insert(checks.end(), more.begin(), more.end());
   } catch (const Error& e) {
     // Open itself failed (cluster down, index unwritable): that is a finding, not a crash.
-    checks.push_back({"open", false, e.what(),
-                      "see the message: check the backend section of the config, that the "
-                      "cluster is reachable and that the index folder is writable"});
+    std::string fix;
+    switch (e.code()) {
+      case Errc::kBusy:
+        fix = "another process holds the index or the cluster lock named in the message: "
+              "wait for it to finish (or find it with fuser on the index file) and run "
+              "doctor again";
+        break;
+      case Errc::kCorrupt:
+        fix = "the index is damaged: run `cachemgr rebuild-index`, which sets it aside and "
+              "rebuilds it from the backend";
+        break;
+      default:
+        fix = "see the message: check the backend section of the config, that the cluster "
+              "is reachable and that the index folder is writable";
+    }
+    checks.push_back({"open", false, e.what(), fix});
   }
   return Print(ctx, checks);
 }
