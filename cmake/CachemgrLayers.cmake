@@ -22,7 +22,9 @@
 # symbolic links to its own folders and public headers only. A layer's include path is
 # its root and the roots of the layers it links (PUBLIC), so what it may include is
 # exactly what it links: an upward include is "No such file or directory", and
-# tests/layers checks that it is.
+# tests/layers checks that it is, for every pair of layers. The roots cannot stop a ".."
+# or an absolute include (the folders are links into the source tree), so tests/layers
+# also reads every file of every layer folder and what the compiler opens for each.
 #
 # The shared (or static) library cachemgr is made of the layers' object files; tests and
 # tools that use internals link the layer libraries instead.
@@ -73,6 +75,72 @@ function(cachemgr_add_layer name)
     target_link_libraries(${target} PUBLIC cachemgr_${layer})
   endforeach()
   set_property(GLOBAL APPEND PROPERTY CACHEMGR_LAYER_TARGETS ${target})
+
+  # What the layer is meant to be, for the map tests/layers reads (see below).
+  set(dirs "")
+  foreach(folder IN LISTS L_FOLDERS)
+    _cachemgr_folder_dir(${folder} dir)
+    list(APPEND dirs "\"${folder}\": \"${dir}\"")
+  endforeach()
+  set(headers "")
+  foreach(header IN LISTS L_PUBLIC_HEADERS)
+    list(APPEND headers "\"${header}\"")
+  endforeach()
+  set(declared "")
+  foreach(layer IN LISTS L_LAYERS)
+    list(APPEND declared "\"${layer}\"")
+  endforeach()
+  string(JOIN ", " dirs ${dirs})
+  string(JOIN ", " headers ${headers})
+  string(JOIN ", " declared ${declared})
+  string(CONCAT entry "\"${name}\": {\"root\": \"${root}\", \"folders\": {${dirs}}, "
+                "\"public_headers\": [${headers}], \"declared\": [${declared}]")
+  set_property(GLOBAL APPEND PROPERTY CACHEMGR_LAYER_MAP_ENTRIES "${entry}")
+
+  # Written once, when the top directory is done: by then every target_link_libraries of
+  # a layer (here, or anywhere else) has been made, so "links" is what the build really
+  # does, next to "declared", what the LAYERS lists say it should.
+  get_property(deferred GLOBAL PROPERTY CACHEMGR_LAYER_MAP_DEFERRED)
+  if(NOT deferred)
+    set_property(GLOBAL PROPERTY CACHEMGR_LAYER_MAP_DEFERRED ON)
+    cmake_language(DEFER DIRECTORY ${PROJECT_SOURCE_DIR} CALL _cachemgr_write_layer_map)
+  endif()
+endfunction()
+
+# ${PROJECT_BINARY_DIR}/layers/map.json: each layer's folders (where they live in the
+# source tree), public headers, declared LAYERS and actual layer links. tests/layers reads
+# it instead of keeping a copy of the layering that could drift from this file.
+function(_cachemgr_write_layer_map)
+  get_property(entries GLOBAL PROPERTY CACHEMGR_LAYER_MAP_ENTRIES)
+  set(out "")
+  foreach(entry IN LISTS entries)
+    string(REGEX MATCH "^\"([a-z_]+)\"" _ "${entry}")
+    set(target cachemgr_${CMAKE_MATCH_1})
+    # LINK_LIBRARIES: what the layer's own sources compile with; INTERFACE_LINK_LIBRARIES:
+    # what it passes on. $<LINK_ONLY:...> (a PRIVATE link of a static library) gives no
+    # include path, so only plain layer names count.
+    set(lists "")
+    foreach(prop LINK_LIBRARIES INTERFACE_LINK_LIBRARIES)
+      get_target_property(libs ${target} ${prop})
+      set(names "")
+      foreach(lib IN LISTS libs)
+        if(lib MATCHES "^cachemgr_([a-z_]+)$")
+          list(APPEND names "\"${CMAKE_MATCH_1}\"")
+        endif()
+      endforeach()
+      string(JOIN ", " names ${names})
+      list(APPEND lists "[${names}]")
+    endforeach()
+    list(GET lists 0 links)
+    list(GET lists 1 interface)
+    list(APPEND out "    ${entry}, \"links\": ${links}, \"interface\": ${interface}}")
+  endforeach()
+  string(JOIN ",\n" out ${out})
+  file(WRITE ${PROJECT_BINARY_DIR}/layers/map.json
+    "{\n  \"source_dir\": \"${PROJECT_SOURCE_DIR}\",\n"
+    "  \"public_dir\": \"${PROJECT_SOURCE_DIR}/cachemgr/include/cachemgr\",\n"
+    "  \"generated_include\": \"${CACHEMGR_GENERATED_INCLUDE_DIR}\",\n"
+    "  \"layers\": {\n${out}\n  }\n}\n")
 endfunction()
 
 # Bottom to top.
