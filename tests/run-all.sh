@@ -20,12 +20,14 @@
 # across all suites); the exit status is non-zero if anything failed.
 #
 # Variables: BUILD (main build dir), JOBS, PARALLEL (tests the main suite runs at once,
-# default 3; 1 runs them one by one), FUZZ_SECONDS (default 20),
+# default 3; 1 runs them one by one), SAN_PARALLEL (tests a sanitizer suite runs at once,
+# default 2: they are CPU-bound and each has its own temporary dirs), FUZZ_SECONDS (default 20),
 # SUITES (default "main asan tsan fuzz": a subset runs only those).
 set -uo pipefail
 BUILD=${BUILD:-build}
 JOBS=${JOBS:-$(nproc)}
 PARALLEL=${PARALLEL:-3}
+SAN_PARALLEL=${SAN_PARALLEL:-2}
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 SUITES=${SUITES:-main asan tsan fuzz}
 cd "$(dirname "$0")/.."
@@ -141,7 +143,7 @@ sanitizer_suite() {
   regex="^($(printf '%s|' "${tests[@]}" | sed -e 's/|$//' -e 's/[.+]/\\&/g'))\$"
   echo "==== $name: ctest -R '$regex'"
   ctest_suite "$name" "$dir/run-all-$name-ctest.log" --test-dir "$dir" -R "$regex" \
-    --output-on-failure --timeout 900
+    --output-on-failure --timeout 900 -j "$SAN_PARALLEL"
 }
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=1}
