@@ -13,6 +13,13 @@ import shlex
 SOURCE_SUFFIXES = ('.cpp', '.cc', '.h', '.hpp', '.cpp.in', '.h.in')
 
 
+def from_argv(argv, usage):
+    """The map and the parallelism a test was given: BUILD_DIR [JOBS] (default 2)."""
+    if len(argv) < 2:
+        raise SystemExit(usage)
+    return LayerMap(argv[1]), int(argv[2]) if len(argv) > 2 else 2
+
+
 class LayerMap:
     def __init__(self, build_dir):
         self.build_dir = os.path.realpath(build_dir)

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from layer_map import LayerMap  # noqa: E402
+from layer_map import from_argv  # noqa: E402
 
 
 def headers_of(m, name):
@@ -66,11 +66,8 @@ def compile_batch(directory, flags, probes):
 
 
 def main():
-    if len(sys.argv) < 2:
-        raise SystemExit(__doc__)
     start = time.monotonic()
-    m = LayerMap(sys.argv[1])
-    jobs = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+    m, jobs = from_argv(sys.argv, __doc__)
     scratch = tempfile.mkdtemp(prefix='layers_probes.')
     work, expect = [], {}  # expect[probe] = (header that must be missing, or None; text)
     for name in m.layers:

@@ -28,7 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from layer_map import LayerMap, include_dirs, strip_command  # noqa: E402
+from layer_map import from_argv, include_dirs, strip_command  # noqa: E402
 
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]*)[>"]')
 
@@ -163,11 +163,8 @@ def check_text(m, errors):
 
 
 def main():
-    if len(sys.argv) < 2:
-        raise SystemExit(__doc__)
     start = time.monotonic()
-    m = LayerMap(sys.argv[1])
-    jobs = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+    m, jobs = from_argv(sys.argv, __doc__)
     errors = []
     check_include_paths(m, errors)
     files = check_text(m, errors)
