@@ -29,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from layer_map import from_argv  # noqa: E402
+from layer_map import from_argv, preprocess_args  # noqa: E402
 
 
 def headers_of(m, name):
@@ -53,7 +53,7 @@ def compile_batch(directory, flags, probes):
     build compiles every header anyway, and parsing the engine's whole tree again for
     each control (or for each forbidden include that was found after all) would cost
     seconds apiece on a loaded machine."""
-    r = subprocess.run(list(flags) + ['-E', '-fdirectives-only'] + probes, cwd=directory,
+    r = subprocess.run(preprocess_args(flags) + probes, cwd=directory,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     out = {p: [] for p in probes}
     for line in r.stderr.splitlines():

@@ -28,7 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from layer_map import from_argv, include_dirs, strip_command  # noqa: E402
+from layer_map import from_argv, include_dirs, preprocess_args, strip_command  # noqa: E402
 
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]*)[>"]')
 
@@ -61,7 +61,7 @@ def depends(directory, flags, sources, scratch):
     unit = os.path.join(scratch, f'unit{len(os.listdir(scratch))}.cpp')
     with open(unit, 'w') as f:
         f.writelines(f'#include "{src}"\n' for src in sources)
-    args = list(flags) + ['-E', '-fdirectives-only', '-H', '-o', os.devnull, unit]
+    args = preprocess_args(flags) + ['-H', '-o', os.devnull, unit]
     r = subprocess.run(args, cwd=directory, capture_output=True, text=True)
     if r.returncode != 0:
         return None, r.stderr
