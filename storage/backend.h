@@ -107,6 +107,12 @@ struct Leftover {
   bool removed = false;
 };
 
+// Free space of where entries live (cache.min_free_percent / min_free_gb).
+struct SpaceInfo {
+  uint64_t total_bytes = 0;  // what the floor's percent is taken of
+  uint64_t avail_bytes = 0;  // what may still be written
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -237,6 +243,11 @@ class Backend {
   virtual std::map<std::string, std::string> ReadTable(const std::string& table) = 0;
   virtual void WriteTable(const std::string& table, const std::map<std::string, std::string>& set,
                           const std::vector<std::string>& erase = {}) = 0;
+
+  // --- free space (local: local_space.cpp; rbd: rbd_space.cpp)
+  // The space of the filesystem or pool that holds entry_pool(). Throws kBackend naming
+  // the root or pool when it cannot be read.
+  virtual SpaceInfo FreeSpace() = 0;
 };
 
 // Checks a backend image or snapshot name; throws kInvalidArgument naming it if bad.

@@ -110,6 +110,8 @@ class LocalBackend final : public Backend {
   void WriteTable(const std::string& table, const std::map<std::string, std::string>& set,
                   const std::vector<std::string>& erase) override;
 
+  SpaceInfo FreeSpace() override;  // local_space.cpp
+
   struct Impl;
 
  private:

@@ -103,6 +103,8 @@ class RbdBackend final : public Backend {
   void WriteTable(const std::string& table, const std::map<std::string, std::string>& set,
                   const std::vector<std::string>& erase) override;
 
+  SpaceInfo FreeSpace() override;  // rbd_space.cpp
+
  private:
   // Construction steps.
   void Connect(const std::string& entity);

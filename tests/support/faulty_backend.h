@@ -101,6 +101,8 @@ class FaultyBackend final : public storage::Backend {
   std::map<std::string, std::string> ReadTable(const std::string& table) override;
   void WriteTable(const std::string& table, const std::map<std::string, std::string>& set,
                   const std::vector<std::string>& erase) override;
+  // Passed through: read only, and called only when a free-space floor is configured.
+  storage::SpaceInfo FreeSpace() override { return inner_->FreeSpace(); }
 
   // Counts the call and throws if a fault is armed for it (used by the writer and reader
   // wrappers too).

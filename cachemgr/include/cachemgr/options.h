@@ -22,6 +22,10 @@ enum class CloneMode { kAuto, kQcow2, kReflink, kCopy };
 // What counts against cache.max_size_gb: the virtual (provisioned) size of each entry,
 // or the bytes it actually allocates (smaller for sparse images, costs a stat call).
 enum class SizeAccounting { kProvisioned, kAllocated };
+// What a miss does when the free-space floor (cache.min_free_*) cannot hold with the image
+// cached: kUncached fetches it straight into the volume (only if the volume alone fits
+// above the floor, else it is refused); kRefuse fails the call (exit 1), naming the figures.
+enum class OnNoRoom { kUncached, kRefuse };
 
 struct LocalBackendOptions {
   std::string root = "/var/lib/cachemgr";  // holds _base/ (cache entries) and volumes/
@@ -145,6 +149,14 @@ struct CacheOptions {
   // time, as events are recorded. A year of a busy host is about 5 million events.
   uint32_t events_max_age_days = 90;
   uint64_t events_max_rows = 1000000;
+  // Free-space floor beside max_size_gb / max_count: the filesystem of the local root, or
+  // the RBD pool's MAX AVAIL (`ceph df`), is kept at least max(min_free_percent of its
+  // total, min_free_gb) free. A miss evicts least recently used entries first so its fill
+  // does not cross the floor; the eviction pass restores it. Both 0 = off (the default;
+  // no free-space query is made). Percent 0..99; GiB >= 0.
+  double min_free_percent = 0;
+  double min_free_gb = 0;
+  OnNoRoom on_no_room = OnNoRoom::kUncached;
 };
 
 struct ConversionOptions {

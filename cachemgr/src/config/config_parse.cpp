@@ -436,7 +436,15 @@ class Parser {
          {"events_max_age_days",
           [&](auto& v, auto& p) { c.events_max_age_days = Integer<uint32_t>(v, p); }},
          {"events_max_rows",
-          [&](auto& v, auto& p) { c.events_max_rows = Integer<uint64_t>(v, p); }}});
+          [&](auto& v, auto& p) { c.events_max_rows = Integer<uint64_t>(v, p); }},
+         // The free-space floor (validated in config_validate.cpp).
+         {"min_free_percent", [&](auto& v, auto& p) { c.min_free_percent = Number(v, p); }},
+         {"min_free_gb", [&](auto& v, auto& p) { c.min_free_gb = Number(v, p); }},
+         {"on_no_room",
+          [&](auto& v, auto& p) {
+            c.on_no_room = Enum<OnNoRoom>(
+                v, p, {{"uncached", OnNoRoom::kUncached}, {"refuse", OnNoRoom::kRefuse}});
+          }}});
     const std::pair<const char*, const char*> aliases[] = {
         {"image_volume_cache_max_size_gb", "max_size_gb"},
         {"image_volume_cache_max_count", "max_count"},

@@ -180,6 +180,13 @@ void ValidateOptions(const Options& o) {
     Invalid("cache.events_max_rows", "must be 0 (no limit) or >= " + std::to_string(kMinEventRows) +
                                          " (got " + std::to_string(cache.events_max_rows) + ")");
   }
+  // The free-space floor: 100% free could never hold; a negative floor is a typo.
+  if (!(cache.min_free_percent >= 0 && cache.min_free_percent <= 99)) {
+    Invalid("cache.min_free_percent", "must be between 0 and 99 (0 = off)");
+  }
+  if (!(cache.min_free_gb >= 0) || !std::isfinite(cache.min_free_gb)) {
+    Invalid("cache.min_free_gb", "must be >= 0 (0 = off)");
+  }
 
   const auto& conv = o.conversion;
   NonEmpty("conversion.dir", conv.dir);

@@ -7,6 +7,7 @@
 //   pass.cpp         the periodic eviction pass, step by step
 //   maintenance.cpp  verify, rebuild-index, doctor, source listing
 //   shared.cpp       what the hosts sharing the pool keep on it; reconciling with it
+//   floor.cpp        the free-space floor (cache.min_free_*): room before a miss, the pass
 #pragma once
 
 #include <chrono>
@@ -23,6 +24,7 @@
 #include "engine/single_flight.h"
 #include "index/index.h"
 #include "policy/clone_plan.h"
+#include "policy/free_space.h"
 #include "source/source.h"
 #include "storage/backend.h"
 #include "util/clock.h"
@@ -230,6 +232,23 @@ class CacheImpl final : public Cache {
   // Evicts LRU entries until the limits hold with `incoming` bytes admitted.
   void EnforceLimits(std::optional<uint64_t> incoming, int64_t exclude_id, bool dry_run,
                      std::vector<EvictAction>* actions);
+  // --- the free-space floor (floor.cpp)
+  // What a miss may do once the floor is checked: cache the image, or serve it uncached.
+  enum class Room { kCached, kUncached };
+  // Before a miss: evicts LRU entries so that writing the image (and, `with_volume`, a
+  // volume that is a full copy of it) keeps the floor. kUncached: only the volume alone
+  // fits (cache.on_no_room: uncached). Throws kBackend naming the figures when neither
+  // fits, or on_no_room is refuse. kCached at once when no floor is configured.
+  Room MakeRoomForFill(const source::ImageMeta& meta, bool with_volume);
+  // After the limits (EnforceLimits): evicts LRU entries until the floor holds. `freed`:
+  // what the limits' evictions just gave back (not yet in the backend's figures).
+  void RestoreFloor(uint64_t freed, int64_t exclude_id, bool dry_run,
+                    std::vector<EvictAction>* actions);
+  // The floor's plan over the ready entries least recently used first (rows of the
+  // victims in `rows`); `extra` is added to the backend's avail figure.
+  policy::FloorPlan PlanFloorNow(const storage::SpaceInfo& space, uint64_t extra,
+                                 uint64_t incoming, int64_t exclude_id, bool partial,
+                                 std::map<int64_t, index::EntryRow>* rows);
   // Reports an object that is not the cache's: logged, and listed in the pass's actions.
   void LeaveAlone(const std::string& name, const std::string& why,
                   std::vector<EvictAction>* actions);

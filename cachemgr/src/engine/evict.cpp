@@ -188,7 +188,10 @@ void CacheImpl::DeferEntry(index::EntryRow* row, const EntryClones& clones, Evic
 void CacheImpl::EnforceLimits(std::optional<uint64_t> incoming, int64_t exclude_id, bool dry_run,
                               std::vector<EvictAction>* actions) {
   const auto& c = options_.cache;
-  if (c.max_count == 0 && c.max_size_gb <= 0) return;
+  if (c.max_count == 0 && c.max_size_gb <= 0) {
+    RestoreFloor(0, exclude_id, dry_run, actions);  // the free-space floor (floor.cpp)
+    return;
+  }
   policy::EvictionLimits limits{c.max_size_gb, c.max_count,
                                 c.size_accounting == SizeAccounting::kAllocated};
   // Totals from an aggregate and candidates from a sorted walk that stops once the
@@ -224,6 +227,7 @@ void CacheImpl::EnforceLimits(std::optional<uint64_t> incoming, int64_t exclude_
   std::string reason = c.max_count != 0 && plan.count_before + (incoming ? 1 : 0) > c.max_count
                            ? "over max_count " + std::to_string(c.max_count)
                            : "over max_size_gb " + std::to_string(c.max_size_gb);
+  uint64_t freed = 0;
   for (int64_t id : plan.victims) {
     auto it = by_id.find(id);
     if (it == by_id.end()) continue;  // removed meanwhile
@@ -236,12 +240,15 @@ void CacheImpl::EnforceLimits(std::optional<uint64_t> incoming, int64_t exclude_
       continue;
     }
     auto action = EvictEntry(row, "evict", reason, false);
+    // What the free-space floor may count as given back (a deferred entry frees nothing).
+    if (action.done && action.kind == "evict") freed += row.allocated_bytes;
     if (actions) actions->push_back(action);
   }
   if (!plan.limits_hold) {
     log_->warn("cache limits cannot hold: the rest is busy bytes={} count={}", plan.bytes_after,
                plan.count_after);
   }
+  RestoreFloor(freed, exclude_id, dry_run, actions);  // the free-space floor (floor.cpp)
 }
 
 void CacheImpl::LeaveAlone(const std::string& name, const std::string& why,

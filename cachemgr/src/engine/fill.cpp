@@ -245,9 +245,10 @@ CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
     }
   }
 
-  // Nothing is evicted for the image before its real size is known: a source that
-  // overstates it (or a fill that fails) must not empty the cache. The pass after the
-  // fill makes room.
+  // Nothing is evicted for the limits before the image's real size is known: a source
+  // that overstates it (or a fill that fails) must not empty the cache. The pass after the
+  // fill makes room. (The free-space floor is the exception: the caller made room for the
+  // declared size first, MakeRoomForFill, since a full disk fails the fill itself.)
   const Stopwatch fill_timer;
   try {
     out.row = Fill(meta, progress, &out);

@@ -124,7 +124,8 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
       try {
         if (row && row->state == index::State::kReady && (!meta || !IsStale(*row, *meta))) {
           result = MakeVolume(*row, request, &claim, &guard, std::nullopt, meta ? now : 0);
-        } else if (!Admits(*meta)) {
+        } else if (!Admits(*meta) ||
+                   MakeRoomForFill(*meta, /*with_volume=*/true) == Room::kUncached) {
           result = MakeUncached(*meta, request, &claim, &guard);
         } else {
           Ensured ensured = EnsureEntry(*meta, request.progress);
@@ -530,6 +531,7 @@ PrefillResult CacheImpl::Prefill(const std::string& image_id, const ProgressFn& 
     result.outcome = PrefillOutcome::kFresh;
     result.virtual_size = row->virtual_size;
   } else {
+    MakeRoomForFill(meta, /*with_volume=*/false);  // the free-space floor; throws if no room
     Ensured ensured = EnsureEntry(meta, progress);
     result.outcome = ensured.replaced ? PrefillOutcome::kReplaced
                      : ensured.direct && ensured.filled ? PrefillOutcome::kDirect

@@ -1,0 +1,148 @@
+// The free-space floor (cache.min_free_percent / min_free_gb, cache.on_no_room): room made
+// by LRU eviction before a miss writes an image, and the floor restored after the limits
+// (the eviction pass, and the limits enforced after a fill). The decision is
+// policy::PlanFloor; evicting is EvictEntry, as for the limits.
+#include <spdlog/spdlog.h>
+
+#include <string>
+
+#include "engine/cache_impl.h"
+
+namespace cachemgr::engine {
+
+namespace {
+// Candidates read per query while choosing victims least recently used first.
+constexpr size_t kFloorPage = 64;
+
+policy::FloorLimits FloorOf(const CacheOptions& c) {
+  return {c.min_free_percent, c.min_free_gb};
+}
+
+std::string MiB(uint64_t bytes) {
+  return std::to_string((bytes + (1u << 19)) >> 20) + " MiB";
+}
+}  // namespace
+
+policy::FloorPlan CacheImpl::PlanFloorNow(const storage::SpaceInfo& space, uint64_t extra,
+                                          uint64_t incoming, int64_t exclude_id, bool partial,
+                                          std::map<int64_t, index::EntryRow>* rows) {
+  std::vector<index::LruRow> page;
+  size_t pos = 0;
+  bool last_page = false;
+  auto next = [&]() -> std::optional<policy::FloorCandidate> {
+    if (pos == page.size()) {
+      if (last_page) return std::nullopt;
+      page = WithIndex([&](index::Index& ix) {
+        return page.empty() ? ix.ReadyByLastUsed(backend_kind_, location_, kFloorPage)
+                            : ix.ReadyByLastUsed(backend_kind_, location_, kFloorPage,
+                                                 page.back().last_used, page.back().id);
+      });
+      pos = 0;
+      last_page = page.size() < kFloorPage;
+      if (page.empty()) return std::nullopt;
+    }
+    const auto r = page[pos++];
+    policy::FloorCandidate c{r.id, 0, r.id != exclude_id};
+    auto row = WithIndex([&](index::Index& ix) { return ix.GetEntry(r.id); });
+    if (!row || row->pinned || row->state != index::State::kReady) return c;
+    // An entry with clones is deferred (kept for them) when evicted: it frees nothing.
+    bool cloned = false;
+    try {
+      cloned = !backend_->Children(EntrySnap(*row)).empty();
+    } catch (const Error& e) {
+      if (e.code() != Errc::kNotFound) throw;
+    }
+    if (!cloned) {
+      c.freed_bytes = row->allocated_bytes ? row->allocated_bytes : row->virtual_size;
+      (*rows)[r.id] = *row;
+    }
+    return c;
+  };
+  // The backend's figure plus what this process freed and the figure may not show yet.
+  policy::FreeSpace now{space.total_bytes, space.avail_bytes + extra};
+  return policy::PlanFloor(now, FloorOf(options_.cache), incoming, next, partial);
+}
+
+CacheImpl::Room CacheImpl::MakeRoomForFill(const source::ImageMeta& meta, bool with_volume) {
+  const auto& c = options_.cache;
+  if (!FloorOf(c).enabled()) return Room::kCached;
+  const uint64_t image = meta.virtual_size.value_or(meta.size.value_or(0));
+  // A volume that is a full copy of its entry takes the image's bytes a second time.
+  const bool volume_copies =
+      c.max_clone_depth <= 0 || (options_.backend.type == BackendType::kLocal &&
+                                 options_.backend.local.clone_mode == CloneMode::kCopy);
+  const uint64_t cached = image + (with_volume && volume_copies ? image : 0);
+  const auto space = backend_->FreeSpace();
+  std::map<int64_t, index::EntryRow> rows;
+  auto plan = PlanFloorNow(space, 0, cached, 0, false, &rows);
+  Room room = Room::kCached;
+  if (!plan.holds && with_volume && c.on_no_room == OnNoRoom::kUncached) {
+    // Not cached: the volume alone still takes the image's bytes above the floor.
+    rows.clear();
+    auto alone = PlanFloorNow(space, 0, image, 0, false, &rows);
+    if (alone.holds) {
+      plan = alone;
+      room = Room::kUncached;
+    }
+  }
+  if (!plan.holds) {
+    const std::string what = with_volume && c.on_no_room == OnNoRoom::kUncached
+                                 ? "neither cached nor as an uncached volume"
+                                 : "cached";
+    throw Error(Errc::kBackend,
+                "image " + meta.id + ": no room on " + location_ + " " + what + ": " +
+                    MiB(plan.avail_before) + " free of " + MiB(space.total_bytes) +
+                    ", floor " + MiB(plan.floor_bytes) + ", the image needs " +
+                    MiB(room == Room::kCached ? cached : image) + ", evicting every entry " +
+                    "that can go frees " + MiB(plan.freeable_bytes) + " (short by " +
+                    MiB(plan.shortfall) + "; entries kept for clones free nothing): free space " +
+                    "or lower cache.min_free_percent / cache.min_free_gb" +
+                    (c.on_no_room == OnNoRoom::kRefuse ? " (or set cache.on_no_room: uncached)"
+                                                       : ""));
+  }
+  const std::string reason = "below the free-space floor " + MiB(plan.floor_bytes) + " with " +
+                             MiB(room == Room::kCached ? cached : image) + " of image " +
+                             meta.id;
+  for (int64_t id : plan.victims) {
+    auto it = rows.find(id);
+    if (it != rows.end()) EvictEntry(it->second, "evict", reason, false);
+  }
+  if (room == Room::kUncached) {
+    log_->info("no room to cache the image above the free-space floor, serving it uncached "
+               "image={} bytes={} avail={} floor={}",
+               meta.id, cached, plan.avail_before, plan.floor_bytes);
+  }
+  return room;
+}
+
+void CacheImpl::RestoreFloor(uint64_t freed, int64_t exclude_id, bool dry_run,
+                             std::vector<EvictAction>* actions) {
+  if (!FloorOf(options_.cache).enabled()) return;
+  // RBD: a removed image's space shows in the pool's MAX AVAIL only seconds later, so df is
+  // read once and what the evictions free is added here, never re-read in a loop.
+  const auto space = backend_->FreeSpace();
+  std::map<int64_t, index::EntryRow> rows;
+  const auto plan = PlanFloorNow(space, freed, 0, exclude_id, true, &rows);
+  const std::string reason = "below the free-space floor " + MiB(plan.floor_bytes);
+  for (int64_t id : plan.victims) {
+    auto it = rows.find(id);
+    if (it == rows.end()) continue;
+    const auto& row = it->second;
+    if (dry_run) {
+      if (actions) {
+        actions->push_back({"evict", row.image_id, row.cache_name, AccountedBytes(row), reason,
+                            false});
+      }
+      continue;
+    }
+    auto action = EvictEntry(row, "evict", reason, false);
+    if (actions) actions->push_back(action);
+  }
+  if (!plan.holds) {
+    log_->warn("free-space floor cannot hold: the rest is busy or kept for clones "
+               "location={} avail={} floor={} short={}",
+               location_, plan.avail_after, plan.floor_bytes, plan.shortfall);
+  }
+}
+
+}  // namespace cachemgr::engine
