@@ -424,6 +424,7 @@ class CliTest(unittest.TestCase):
 
 from cli_untrusted_test import UntrustedFilesTest  # noqa: E402,F401 (run with these)
 from cli_upkeep_test import CliUpkeepTest  # noqa: E402,F401
+from cli_floor_test import CliFloorTest  # noqa: E402,F401
 
 
 def main():

@@ -308,3 +308,27 @@ TEST_CASE("cache.events_max_age_days and events_max_rows: read, defaulted, bound
   CHECK(ConfigError("cache: {events_max_rows: many}")
             .find("cache.events_max_rows: expected an integer, got 'many'") != std::string::npos);
 }
+
+TEST_CASE("cache.min_free_percent, min_free_gb, on_no_room: read, defaulted, bounded") {
+  Options defaults = ParseConfig("{}", "test.yaml");
+  CHECK(defaults.cache.min_free_percent == 0);
+  CHECK(defaults.cache.min_free_gb == 0);
+  CHECK(defaults.cache.on_no_room == cachemgr::OnNoRoom::kUncached);
+  Options o = ParseConfig("cache:\n  min_free_percent: 12.5\n  min_free_gb: 0.25\n"
+                          "  on_no_room: refuse\n",
+                          "test.yaml");
+  CHECK(o.cache.min_free_percent == 12.5);
+  CHECK(o.cache.min_free_gb == 0.25);
+  CHECK(o.cache.on_no_room == cachemgr::OnNoRoom::kRefuse);
+  CHECK(ConfigError("cache:\n  min_free_percent: 100\n")
+            .find("test.yaml:2: cache.min_free_percent: must be between 0 and 99") !=
+        std::string::npos);
+  CHECK(ConfigError("cache: {min_free_percent: -1}").find("cache.min_free_percent") !=
+        std::string::npos);
+  CHECK(ConfigError("cache: {min_free_gb: -0.5}").find("cache.min_free_gb: must be >= 0") !=
+        std::string::npos);
+  CHECK(ConfigError("cache: {min_free_gb: lots}")
+            .find("cache.min_free_gb: expected a number, got 'lots'") != std::string::npos);
+  CHECK(ConfigError("cache: {on_no_room: wait}").find("cache.on_no_room: must be one of") !=
+        std::string::npos);
+}

@@ -244,6 +244,8 @@ class CacheImpl final : public Cache {
   // what the limits' evictions just gave back (not yet in the backend's figures).
   void RestoreFloor(uint64_t freed, int64_t exclude_id, bool dry_run,
                     std::vector<EvictAction>* actions);
+  // doctor: free space against the floor (nullopt when no floor is configured).
+  std::optional<Check> FloorCheck();
   // The floor's plan over the ready entries least recently used first (rows of the
   // victims in `rows`); `extra` is added to the backend's avail figure.
   policy::FloorPlan PlanFloorNow(const storage::SpaceInfo& space, uint64_t extra,

@@ -86,14 +86,15 @@ CacheImpl::Room CacheImpl::MakeRoomForFill(const source::ImageMeta& meta, bool w
     }
   }
   if (!plan.holds) {
-    const std::string what = with_volume && c.on_no_room == OnNoRoom::kUncached
-                                 ? "neither cached nor as an uncached volume"
-                                 : "cached";
+    const bool tried_uncached = with_volume && c.on_no_room == OnNoRoom::kUncached;
     throw Error(Errc::kBackend,
-                "image " + meta.id + ": no room on " + location_ + " " + what + ": " +
-                    MiB(plan.avail_before) + " free of " + MiB(space.total_bytes) +
-                    ", floor " + MiB(plan.floor_bytes) + ", the image needs " +
-                    MiB(room == Room::kCached ? cached : image) + ", evicting every entry " +
+                "image " + meta.id + ": no room on " + location_ + " above the free-space " +
+                    "floor, " + (tried_uncached ? "neither cached nor as an uncached volume"
+                                                : "refused") +
+                    ": " + MiB(plan.avail_before) + " free of " + MiB(space.total_bytes) +
+                    ", floor " + MiB(plan.floor_bytes) + ", the image needs " + MiB(cached) +
+                    (tried_uncached ? " cached (" + MiB(image) + " uncached)" : "") +
+                    ", evicting every entry " +
                     "that can go frees " + MiB(plan.freeable_bytes) + " (short by " +
                     MiB(plan.shortfall) + "; entries kept for clones free nothing): free space " +
                     "or lower cache.min_free_percent / cache.min_free_gb" +
@@ -143,6 +144,27 @@ void CacheImpl::RestoreFloor(uint64_t freed, int64_t exclude_id, bool dry_run,
                "location={} avail={} floor={} short={}",
                location_, plan.avail_after, plan.floor_bytes, plan.shortfall);
   }
+}
+
+std::optional<Check> CacheImpl::FloorCheck() {
+  const auto limits = FloorOf(options_.cache);
+  if (!limits.enabled()) return std::nullopt;
+  Check c{"free space", false, "", ""};
+  try {
+    const auto space = backend_->FreeSpace();
+    const auto floor = policy::FloorBytes({space.total_bytes, space.avail_bytes}, limits);
+    c.ok = space.avail_bytes >= floor;
+    c.detail = location_ + ": " + MiB(space.avail_bytes) + " free of " + MiB(space.total_bytes) +
+               ", floor " + MiB(floor) + (c.ok ? "" : ": below the floor");
+    if (!c.ok) {
+      c.fix = "run `cachemgr evict` (it evicts least recently used entries until the floor "
+              "holds), free space, or lower cache.min_free_percent / cache.min_free_gb";
+    }
+  } catch (const Error& e) {
+    c.detail = e.what();
+    c.fix = "check the backend section (RBD: the client needs mon 'allow r' for `ceph df`)";
+  }
+  return c;
 }
 
 }  // namespace cachemgr::engine

@@ -255,6 +255,7 @@ std::vector<Check> CacheImpl::Doctor() {
     auto n = backend_->List(backend_->entry_pool()).size();
     return backend_kind_ + " " + location_ + ": reachable, " + std::to_string(n) + " image(s)";
   });
+  if (auto floor = FloorCheck()) checks.push_back(*floor);  // the free-space floor
   run("hosts", "check that the backend's lock namespace is writable by this client", [&] {
     // The hosts sharing this pool (or root) and the last pass any of them ran.
     const auto totals = ReadTotals();

@@ -1,0 +1,206 @@
+// The free-space floor (cache.min_free_percent / min_free_gb, cache.on_no_room) end to end:
+// local on a small loop-mounted ext4 filesystem, RBD (ENGINE_RBD) on the fixture's pool.
+// Floors are set relative to the free space measured in the test, so the same fills cross
+// them on a 96 MiB filesystem and on a pool of any size. On RBD the pool's MAX AVAIL
+// follows writes and removals only after a few seconds: the test waits for the figure to
+// settle, and checks "never below the floor" once it has.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cachemgr/cache.h"
+#include "engine_env.h"
+#include "engine_fixture.h"
+#include "loop_fs.h"
+#include "storage/factory.h"
+#include "support/test_util.h"
+
+using namespace cachemgr;
+using namespace cachemgr::test;
+
+namespace {
+
+constexpr uint64_t kGiB = uint64_t{1} << 30;
+// One image's bytes (all data, no holes: what a fill writes is what its eviction frees).
+// Larger on RBD, where other tests write to the same pool meanwhile.
+constexpr uint64_t kImg = (kRbd ? 16 : 8) * kMiB;
+
+struct FloorEnv {
+  Env env;
+  std::optional<LoopFs> fs;
+
+  FloorEnv() {
+    if (!kRbd) {
+      fs.emplace(env.dir / "fs.img", env.dir / "mnt", 96 * kMiB);
+      const auto root = fs->mnt() / "cache";
+      std::filesystem::create_directories(root);
+      env.options.backend.local.root = root.string();
+      env.backend = storage::MakeBackend(env.options.backend, nullptr);
+    }
+  }
+  ~FloorEnv() { env.backend.reset(); }  // nothing holds the filesystem when it unmounts
+
+  std::string AddImage(uint32_t seed, uint64_t size = kImg) {
+    return env.AddImage(size, seed, size);
+  }
+  uint64_t Avail() { return env.backend->FreeSpace().avail_bytes; }
+  // Waits for the backend's figure to stop moving (RBD: MAX AVAIL lags writes and
+  // removals; local: at once).
+  uint64_t Settled() {
+    if (!kRbd) return Avail();
+    uint64_t last = Avail();
+    int same = 0;
+    WaitUntil(
+        [&] {
+          const uint64_t now = Avail();
+          same = now == last ? same + 1 : 0;
+          last = now;
+          return same >= 3;
+        },
+        std::chrono::seconds(30));
+    return last;
+  }
+  void SetFloor(uint64_t floor_bytes, OnNoRoom on_no_room = OnNoRoom::kUncached) {
+    env.options.cache.min_free_gb = static_cast<double>(floor_bytes) / kGiB;
+    env.options.cache.on_no_room = on_no_room;
+  }
+  uint64_t FloorBytes() const {
+    return static_cast<uint64_t>(std::llround(env.options.cache.min_free_gb * kGiB));
+  }
+  // Never below the floor: at once locally; on RBD once the figure has caught up.
+  bool AboveFloor() {
+    if (!kRbd) return Avail() >= FloorBytes();
+    return WaitUntil([&] { return Avail() >= FloorBytes(); }, std::chrono::seconds(30));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a fill that would cross the free-space floor evicts the least recently used first") {
+  FloorEnv f;
+  const auto a = f.AddImage(1), b = f.AddImage(2), c = f.AddImage(3);
+  const auto d = f.AddImage(4), e = f.AddImage(5);
+  {
+    auto cache = f.env.Open();
+    for (const auto& id : {a, b, c}) cache->Prefill(id);
+  }
+  // Half an image of room above the floor: the next fill must evict one entry first.
+  f.SetFloor(f.Settled() - kImg / 2);
+  auto cache = f.env.Open();
+  const auto p = cache->Prefill(d);
+  CHECK(p.outcome == PrefillOutcome::kFilled);
+  CHECK_FALSE(cache->Lookup(a));
+  CHECK(cache->Lookup(b));
+  CHECK(cache->Lookup(c));
+  CHECK(cache->Lookup(d));
+  CHECK(f.AboveFloor());
+
+  // A miss that makes a volume does the same, and the volume reads back the image.
+  f.Settled();
+  const auto r = cache->CreateVolume({.image_id = e, .volume = "vol-e"});
+  CHECK(r.plan == Plan::kMiss);
+  CHECK(f.env.SameData("vol-e", e));
+  CHECK_FALSE(cache->Lookup(b));
+  CHECK(cache->Lookup(c));
+  CHECK(cache->Lookup(e));
+  CHECK(f.AboveFloor());
+}
+
+TEST_CASE("a fill that cannot fit is refused or served uncached, never crossing the floor") {
+  FloorEnv f;
+  const auto img = f.AddImage(7);
+  const uint64_t avail = f.Settled();
+
+  SUBCASE("refuse: an error naming the figures and the keys, nothing made") {
+    f.SetFloor(avail - kImg / 2, OnNoRoom::kRefuse);
+    auto cache = f.env.Open();
+    try {
+      cache->CreateVolume({.image_id = img, .volume = "vol-refused"});
+      FAIL("the fill was not refused");
+    } catch (const Error& err) {
+      CHECK(err.code() == Errc::kBackend);
+      const std::string what = err.what();
+      CHECK(what.find("no room") != std::string::npos);
+      CHECK(what.find("floor") != std::string::npos);
+      CHECK(what.find("cache.min_free_percent") != std::string::npos);
+      CHECK(what.find("cache.on_no_room") != std::string::npos);
+    }
+    CHECK_FALSE(cache->Lookup(img));
+    CHECK_FALSE(f.env.backend->Exists(f.env.Vol("vol-refused")));
+    CHECK_THROWS_AS(cache->Prefill(img), Error);
+    CHECK(f.env.EntryObjects().empty());
+    CHECK(f.AboveFloor());
+  }
+  SUBCASE("uncached: the volume alone fits where the entry and its copy would not") {
+    // Volumes are full copies (depth 0): caching would take the image twice.
+    f.env.options.cache.max_clone_depth = 0;
+    f.SetFloor(avail - kImg - kImg / 2, OnNoRoom::kUncached);
+    auto cache = f.env.Open();
+    const auto r = cache->CreateVolume({.image_id = img, .volume = "vol-uncached"});
+    CHECK(r.plan == Plan::kUncached);
+    CHECK(f.env.SameData("vol-uncached", img));
+    CHECK_FALSE(cache->Lookup(img));
+    CHECK(f.AboveFloor());
+  }
+  SUBCASE("uncached: refused still when even the volume alone would cross the floor") {
+    f.SetFloor(avail - kImg / 2, OnNoRoom::kUncached);
+    auto cache = f.env.Open();
+    try {
+      cache->CreateVolume({.image_id = img, .volume = "vol-none"});
+      FAIL("the fill was not refused");
+    } catch (const Error& err) {
+      CHECK(err.code() == Errc::kBackend);
+      CHECK(std::string(err.what()).find("neither cached nor as an uncached volume") !=
+            std::string::npos);
+    }
+    CHECK_FALSE(f.env.backend->Exists(f.env.Vol("vol-none")));
+    CHECK(f.AboveFloor());
+  }
+}
+
+TEST_CASE("the eviction pass restores the free-space floor, least recently used first") {
+  FloorEnv f;
+  const auto a = f.AddImage(1), b = f.AddImage(2), c = f.AddImage(3);
+  {
+    auto cache = f.env.Open();
+    for (const auto& id : {a, b, c}) cache->Prefill(id);
+  }
+  if (!kRbd) {
+    // Something else fills the filesystem: one and a half images' worth.
+    const auto other = f.fs->mnt() / "other";
+    std::filesystem::create_directories(other);
+    WriteRawImage(other / "filler", kImg + kImg / 2, kImg + kImg / 2, 9);
+    ::sync();
+  }
+  // The floor half an image above what is free now (on RBD: as if others filled the pool).
+  f.SetFloor(f.Settled() + kImg / 2);
+  auto cache = f.env.Open();
+
+  auto dry = cache->RunEvictionPass({.dry_run = true});
+  int planned = 0;
+  for (const auto& act : dry.actions) {
+    if (act.kind == "evict" && act.reason.find("free-space floor") != std::string::npos) {
+      ++planned;
+      CHECK(act.image_id == a);
+      CHECK_FALSE(act.done);
+    }
+  }
+  CHECK(planned == 1);
+  CHECK(cache->Lookup(a));
+
+  auto report = cache->RunEvictionPass({});
+  std::vector<std::string> evicted;
+  for (const auto& act : report.actions) {
+    if (act.kind == "evict" && act.done) evicted.push_back(act.image_id);
+  }
+  CHECK(evicted == std::vector<std::string>{a});
+  CHECK_FALSE(cache->Lookup(a));
+  CHECK(cache->Lookup(b));
+  CHECK(cache->Lookup(c));
+  CHECK(f.AboveFloor());
+}
