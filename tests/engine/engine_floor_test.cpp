@@ -7,10 +7,13 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cachemgr/cache.h"
@@ -49,21 +52,33 @@ struct FloorEnv {
     return env.AddImage(size, seed, size);
   }
   uint64_t Avail() { return env.backend->FreeSpace().avail_bytes; }
-  // Waits for the backend's figure to stop moving (RBD: MAX AVAIL lags writes and
-  // removals; local: at once).
-  uint64_t Settled() {
+  // Fills the cache with `ids` (no floor yet) and returns the free space after them. On
+  // RBD, MAX AVAIL shows writes a few seconds late: it waits for the figure to take in at
+  // least half of what was written.
+  uint64_t Prefill(const std::vector<std::string>& ids) {
+    const uint64_t before = Avail();
+    {
+      auto cache = env.Open();
+      for (const auto& id : ids) cache->Prefill(id);
+    }
     if (!kRbd) return Avail();
-    uint64_t last = Avail();
-    int same = 0;
-    WaitUntil(
+    const uint64_t written = ids.size() * kImg;
+    uint64_t now = before;
+    Poll([&] {
+      now = Avail();
+      return now + written / 2 <= before;
+    });
+    return now;
+  }
+  // Asks again every 250 ms (each ask is a monitor command on RBD), for at most 30 s.
+  static bool Poll(const std::function<bool()>& ready) {
+    return WaitUntil(
         [&] {
-          const uint64_t now = Avail();
-          same = now == last ? same + 1 : 0;
-          last = now;
-          return same >= 3;
+          if (ready()) return true;
+          std::this_thread::sleep_for(std::chrono::milliseconds(250));
+          return false;
         },
         std::chrono::seconds(30));
-    return last;
   }
   void SetFloor(uint64_t floor_bytes, OnNoRoom on_no_room = OnNoRoom::kUncached) {
     env.options.cache.min_free_gb = static_cast<double>(floor_bytes) / kGiB;
@@ -75,7 +90,7 @@ struct FloorEnv {
   // Never below the floor: at once locally; on RBD once the figure has caught up.
   bool AboveFloor() {
     if (!kRbd) return Avail() >= FloorBytes();
-    return WaitUntil([&] { return Avail() >= FloorBytes(); }, std::chrono::seconds(30));
+    return Poll([&] { return Avail() >= FloorBytes(); });
   }
 };
 
@@ -85,12 +100,9 @@ TEST_CASE("a fill that would cross the free-space floor evicts the least recentl
   FloorEnv f;
   const auto a = f.AddImage(1), b = f.AddImage(2), c = f.AddImage(3);
   const auto d = f.AddImage(4), e = f.AddImage(5);
-  {
-    auto cache = f.env.Open();
-    for (const auto& id : {a, b, c}) cache->Prefill(id);
-  }
+  const uint64_t avail = f.Prefill({a, b, c});
   // Half an image of room above the floor: the next fill must evict one entry first.
-  f.SetFloor(f.Settled() - kImg / 2);
+  f.SetFloor(avail - kImg / 2);
   auto cache = f.env.Open();
   const auto p = cache->Prefill(d);
   CHECK(p.outcome == PrefillOutcome::kFilled);
@@ -101,7 +113,6 @@ TEST_CASE("a fill that would cross the free-space floor evicts the least recentl
   CHECK(f.AboveFloor());
 
   // A miss that makes a volume does the same, and the volume reads back the image.
-  f.Settled();
   const auto r = cache->CreateVolume({.image_id = e, .volume = "vol-e"});
   CHECK(r.plan == Plan::kMiss);
   CHECK(f.env.SameData("vol-e", e));
@@ -114,7 +125,7 @@ TEST_CASE("a fill that would cross the free-space floor evicts the least recentl
 TEST_CASE("a fill that cannot fit is refused or served uncached, never crossing the floor") {
   FloorEnv f;
   const auto img = f.AddImage(7);
-  const uint64_t avail = f.Settled();
+  const uint64_t avail = f.Avail();
 
   SUBCASE("refuse: an error naming the figures and the keys, nothing made") {
     f.SetFloor(avail - kImg / 2, OnNoRoom::kRefuse);
@@ -166,10 +177,7 @@ TEST_CASE("a fill that cannot fit is refused or served uncached, never crossing 
 TEST_CASE("the eviction pass restores the free-space floor, least recently used first") {
   FloorEnv f;
   const auto a = f.AddImage(1), b = f.AddImage(2), c = f.AddImage(3);
-  {
-    auto cache = f.env.Open();
-    for (const auto& id : {a, b, c}) cache->Prefill(id);
-  }
+  f.Prefill({a, b, c});
   if (!kRbd) {
     // Something else fills the filesystem: one and a half images' worth.
     const auto other = f.fs->mnt() / "other";
@@ -178,7 +186,7 @@ TEST_CASE("the eviction pass restores the free-space floor, least recently used 
     ::sync();
   }
   // The floor half an image above what is free now (on RBD: as if others filled the pool).
-  f.SetFloor(f.Settled() + kImg / 2);
+  f.SetFloor(f.Avail() + kImg / 2);
   auto cache = f.env.Open();
 
   auto dry = cache->RunEvictionPass({.dry_run = true});

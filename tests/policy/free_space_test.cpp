@@ -70,7 +70,7 @@ TEST_CASE("floor victims, LRU order, what frees nothing, and what cannot hold") 
        {{1, 0}, {2, 1 * kMiB}}, true, true, {}, 30 * kMiB, 0},
       {"pass below the floor restores it", {100 * kMiB, 12 * kMiB}, f, 0, three, true, true,
        {1, 2}, 27 * kMiB, 0},
-      {"pass short of the floor evicts everything", {100 * kMiB, 1 * kMiB}, f, 0, three, true,
+      {"pass short of the floor evicts everything", {100 * kMiB, 1 * kMiB}, {30, 0}, 0, three, true,
        false, {1, 2, 3}, 26 * kMiB, 0},
   };
   for (const auto& c : cases) {
@@ -103,7 +103,7 @@ TEST_CASE("after any admission the floor holds or nothing was evicted") {
   std::vector<FloorCandidate> cache;
   int refused = 0;
   for (int i = 0; i < 30; ++i) {
-    const uint64_t size = (1 + i % 4) * kMiB * (i == 17 ? 10 : 1);
+    const uint64_t size = i == 17 ? 40 * kMiB : (1 + i % 4) * kMiB;
     auto plan = Plan(space, limits, size, cache, false);
     if (!plan.holds) {
       CHECK(plan.victims.empty());

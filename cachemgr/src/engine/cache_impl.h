@@ -237,9 +237,10 @@ class CacheImpl final : public Cache {
   enum class Room { kCached, kUncached };
   // Before a miss: evicts LRU entries so that writing the image (and, `with_volume`, a
   // volume that is a full copy of it) keeps the floor. kUncached: only the volume alone
-  // fits (cache.on_no_room: uncached). Throws kBackend naming the figures when neither
-  // fits, or on_no_room is refuse. kCached at once when no floor is configured.
-  Room MakeRoomForFill(const source::ImageMeta& meta, bool with_volume);
+  // fits (cache.on_no_room: uncached), or the image is not `cacheable` (too large for
+  // max_size_gb) and the volume fits. Throws kBackend naming the figures when nothing fits,
+  // or on_no_room is refuse. No floor configured: at once, without asking the backend.
+  Room MakeRoomForFill(const source::ImageMeta& meta, bool with_volume, bool cacheable = true);
   // After the limits (EnforceLimits): evicts LRU entries until the floor holds. `freed`:
   // what the limits' evictions just gave back (not yet in the backend's figures).
   void RestoreFloor(uint64_t freed, int64_t exclude_id, bool dry_run,

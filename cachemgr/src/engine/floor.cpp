@@ -63,9 +63,10 @@ policy::FloorPlan CacheImpl::PlanFloorNow(const storage::SpaceInfo& space, uint6
   return policy::PlanFloor(now, FloorOf(options_.cache), incoming, next, partial);
 }
 
-CacheImpl::Room CacheImpl::MakeRoomForFill(const source::ImageMeta& meta, bool with_volume) {
+CacheImpl::Room CacheImpl::MakeRoomForFill(const source::ImageMeta& meta, bool with_volume,
+                                           bool cacheable) {
   const auto& c = options_.cache;
-  if (!FloorOf(c).enabled()) return Room::kCached;
+  if (!FloorOf(c).enabled()) return cacheable ? Room::kCached : Room::kUncached;
   const uint64_t image = meta.virtual_size.value_or(meta.size.value_or(0));
   // A volume that is a full copy of its entry takes the image's bytes a second time.
   const bool volume_copies =
@@ -74,9 +75,10 @@ CacheImpl::Room CacheImpl::MakeRoomForFill(const source::ImageMeta& meta, bool w
   const uint64_t cached = image + (with_volume && volume_copies ? image : 0);
   const auto space = backend_->FreeSpace();
   std::map<int64_t, index::EntryRow> rows;
-  auto plan = PlanFloorNow(space, 0, cached, 0, false, &rows);
-  Room room = Room::kCached;
-  if (!plan.holds && with_volume && c.on_no_room == OnNoRoom::kUncached) {
+  // Too large for the cache (max_size_gb): only the volume is made, and must fit.
+  auto plan = PlanFloorNow(space, 0, cacheable ? cached : image, 0, false, &rows);
+  Room room = cacheable ? Room::kCached : Room::kUncached;
+  if (!plan.holds && cacheable && with_volume && c.on_no_room == OnNoRoom::kUncached) {
     // Not cached: the volume alone still takes the image's bytes above the floor.
     rows.clear();
     auto alone = PlanFloorNow(space, 0, image, 0, false, &rows);
@@ -86,11 +88,14 @@ CacheImpl::Room CacheImpl::MakeRoomForFill(const source::ImageMeta& meta, bool w
     }
   }
   if (!plan.holds) {
-    const bool tried_uncached = with_volume && c.on_no_room == OnNoRoom::kUncached;
+    const bool tried_uncached =
+        !cacheable || (with_volume && c.on_no_room == OnNoRoom::kUncached);
     throw Error(Errc::kBackend,
                 "image " + meta.id + ": no room on " + location_ + " above the free-space " +
-                    "floor, " + (tried_uncached ? "neither cached nor as an uncached volume"
-                                                : "refused") +
+                    "floor, " +
+                    (!cacheable       ? "not even as an uncached volume (over cache.max_size_gb)"
+                     : tried_uncached ? "neither cached nor as an uncached volume"
+                                      : "refused") +
                     ": " + MiB(plan.avail_before) + " free of " + MiB(space.total_bytes) +
                     ", floor " + MiB(plan.floor_bytes) + ", the image needs " + MiB(cached) +
                     (tried_uncached ? " cached (" + MiB(image) + " uncached)" : "") +

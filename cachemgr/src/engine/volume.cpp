@@ -124,8 +124,8 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
       try {
         if (row && row->state == index::State::kReady && (!meta || !IsStale(*row, *meta))) {
           result = MakeVolume(*row, request, &claim, &guard, std::nullopt, meta ? now : 0);
-        } else if (!Admits(*meta) ||
-                   MakeRoomForFill(*meta, /*with_volume=*/true) == Room::kUncached) {
+        } else if (MakeRoomForFill(*meta, /*with_volume=*/true, Admits(*meta)) ==
+                   Room::kUncached) {  // too large for the cache, or the free-space floor
           result = MakeUncached(*meta, request, &claim, &guard);
         } else {
           Ensured ensured = EnsureEntry(*meta, request.progress);
