@@ -48,6 +48,16 @@ SpaceInfo RbdBackend::FreeSpace() {
                                     std::string(e.what()) +
                                     "); check the cluster with `ceph df --format json`");
   }
+  // The figures come from the ceph-mgr (the monitors only relay them): a cluster whose mgr
+  // never ran answers with no OSDs and no pools.
+  const bool no_stats = !df.contains("stats") || !df["stats"].is_object() ||
+                        df["stats"].value("num_osds", 0) == 0;
+  if (no_stats) {
+    throw Error(Errc::kBackend, what + ": the cluster reports no free space (`ceph df` is empty: "
+                                       "no ceph-mgr has reported statistics); start a ceph-mgr, "
+                                       "or turn the free-space floor off "
+                                       "(cache.min_free_percent and cache.min_free_gb 0)");
+  }
   if (df.contains("pools") && df["pools"].is_array()) {
     for (const auto& p : df["pools"]) {
       if (!p.is_object() || p.value("name", "") != options_.pool || !p.contains("stats")) continue;

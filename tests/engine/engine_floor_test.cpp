@@ -22,6 +22,9 @@
 #include "loop_fs.h"
 #include "storage/factory.h"
 #include "support/test_util.h"
+#ifdef ENGINE_RBD
+#include "support/cluster.h"
+#endif
 
 using namespace cachemgr;
 using namespace cachemgr::test;
@@ -33,12 +36,63 @@ constexpr uint64_t kGiB = uint64_t{1} << 30;
 // Larger on RBD, where other tests write to the same pool meanwhile.
 constexpr uint64_t kImg = (kRbd ? 16 : 8) * kMiB;
 
+#ifdef ENGINE_RBD
+// A ceph-mgr for the fixture's cluster, which has none: `ceph df` (the pool's MAX AVAIL)
+// is the mgr's. No Python modules (an empty module path: up in seconds, nothing else
+// changed in the cluster), statistics every second. Stopped by pid, also on failure.
+class Mgr {
+ public:
+  explicit Mgr(const std::filesystem::path& dir) : dir_(dir) {
+    std::filesystem::create_directories(dir_ / "data");
+    std::filesystem::create_directories(dir_ / "no-modules");
+    std::string out;
+    REQUIRE_MESSAGE(
+        RunCommand({"ceph-mgr", "--conf", CephConf().string(), "-i", Unique("floor"),
+                    "--mgr_data", (dir_ / "data").string(), "--pid_file",
+                    (dir_ / "mgr.pid").string(), "--admin_socket", (dir_ / "mgr.asok").string(),
+                    "--log_file", (dir_ / "mgr.log").string(), "--mgr_stats_period", "1",
+                    "--mgr_module_path", (dir_ / "no-modules").string()},
+                   &out) == 0,
+        "ceph-mgr did not start: " << out);
+  }
+  ~Mgr() {
+    pid_t pid = 0;
+    try {
+      pid = static_cast<pid_t>(std::stol(ReadFile(dir_ / "mgr.pid")));
+    } catch (...) {
+      return;  // never started
+    }
+    if (pid <= 1 || ::kill(pid, SIGTERM) != 0) return;
+    WaitUntil([&] { return ::kill(pid, 0) != 0; }, std::chrono::seconds(10));
+    if (::kill(pid, 0) == 0) ::kill(pid, SIGKILL);
+  }
+  Mgr(const Mgr&) = delete;
+  Mgr& operator=(const Mgr&) = delete;
+
+ private:
+  std::filesystem::path dir_;
+};
+#endif
+
 struct FloorEnv {
   Env env;
   std::optional<LoopFs> fs;
+#ifdef ENGINE_RBD
+  Mgr mgr{env.dir / "mgr"};
+#endif
 
   FloorEnv() {
-    if (!kRbd) {
+    if (kRbd) {
+      // Until the mgr has the OSD's statistics, FreeSpace throws (no figures yet).
+      REQUIRE_MESSAGE(Poll([&] {
+                        try {
+                          return env.backend->FreeSpace().avail_bytes > 0;
+                        } catch (const Error&) {
+                          return false;
+                        }
+                      }),
+                      "the pool's free space never showed in `ceph df`");
+    } else {
       fs.emplace(env.dir / "fs.img", env.dir / "mnt", 96 * kMiB);
       const auto root = fs->mnt() / "cache";
       std::filesystem::create_directories(root);
