@@ -40,9 +40,9 @@ struct FloorPlan {
                                  // and `evict_partial` was not asked
   uint64_t floor_bytes = 0;
   uint64_t avail_before = 0;
-  uint64_t avail_after = 0;      // avail_before + freed - incoming (0 when below)
-  uint64_t freeable_bytes = 0;   // what the candidates read could free in all
-  uint64_t shortfall = 0;        // bytes missing for the floor to hold (0 when it holds)
+  uint64_t avail_after = 0;     // avail_before + freed - incoming (0 when below)
+  uint64_t freeable_bytes = 0;  // what the candidates read could free in all
+  uint64_t shortfall = 0;       // bytes missing for the floor to hold (0 when it holds)
 };
 
 // `next_lru` yields candidates least recently used first, nullopt when there are no more;

@@ -50,13 +50,14 @@ SpaceInfo RbdBackend::FreeSpace() {
   }
   // The figures come from the ceph-mgr (the monitors only relay them): a cluster whose mgr
   // never ran answers with no OSDs and no pools.
-  const bool no_stats = !df.contains("stats") || !df["stats"].is_object() ||
-                        df["stats"].value("num_osds", 0) == 0;
+  const bool no_stats =
+      !df.contains("stats") || !df["stats"].is_object() || df["stats"].value("num_osds", 0) == 0;
   if (no_stats) {
-    throw Error(Errc::kBackend, what + ": the cluster reports no free space (`ceph df` is empty: "
-                                       "no ceph-mgr has reported statistics); start a ceph-mgr, "
-                                       "or turn the free-space floor off "
-                                       "(cache.min_free_percent and cache.min_free_gb 0)");
+    throw Error(Errc::kBackend, what +
+                                    ": the cluster reports no free space (`ceph df` is empty: "
+                                    "no ceph-mgr has reported statistics); start a ceph-mgr, "
+                                    "or turn the free-space floor off "
+                                    "(cache.min_free_percent and cache.min_free_gb 0)");
   }
   if (df.contains("pools") && df["pools"].is_array()) {
     for (const auto& p : df["pools"]) {
@@ -75,9 +76,10 @@ SpaceInfo RbdBackend::FreeSpace() {
       return info;
     }
   }
-  throw Error(Errc::kBackend, what + ": not in the monitors' df answer; check that the pool "
-                                     "exists and that client." + options_.client +
-                                     " may run `ceph df` (mon 'allow r')");
+  throw Error(Errc::kBackend, what +
+                                  ": not in the monitors' df answer; check that the pool "
+                                  "exists and that client." +
+                                  options_.client + " may run `ceph df` (mon 'allow r')");
 }
 
 }  // namespace cachemgr::storage::rbd

@@ -45,17 +45,18 @@ constexpr uint64_t kImg = (kRbd ? 16 : 8) * kMiB;
 class Mgr {
  public:
   explicit Mgr(const std::filesystem::path& dir)
-      : dir_(dir), pid_file_(CephConf().parent_path() / "run" / (dir.filename().string() + ".pid")) {
+      : dir_(dir),
+        pid_file_(CephConf().parent_path() / "run" / (dir.filename().string() + ".pid")) {
     std::filesystem::create_directories(dir_ / "data");
     std::filesystem::create_directories(dir_ / "no-modules");
     std::string out;
     REQUIRE_MESSAGE(
-        RunCommand({"ceph-mgr", "--conf", CephConf().string(), "-i", dir.filename().string(),
-                    "--mgr_data", (dir_ / "data").string(), "--pid_file", pid_file_.string(),
-                    "--admin_socket", (dir_ / "mgr.asok").string(),
-                    "--log_file", (dir_ / "mgr.log").string(), "--mgr_stats_period", "1",
-                    "--mgr_module_path", (dir_ / "no-modules").string()},
-                   &out) == 0,
+        RunCommand(
+            {"ceph-mgr", "--conf", CephConf().string(), "-i", dir.filename().string(), "--mgr_data",
+             (dir_ / "data").string(), "--pid_file", pid_file_.string(), "--admin_socket",
+             (dir_ / "mgr.asok").string(), "--log_file", (dir_ / "mgr.log").string(),
+             "--mgr_stats_period", "1", "--mgr_module_path", (dir_ / "no-modules").string()},
+            &out) == 0,
         "ceph-mgr did not start: " << out);
   }
   ~Mgr() {

@@ -19,10 +19,10 @@ class LoopFs {
     std::string out;
     REQUIRE(RunCommand({"truncate", "-s", std::to_string(bytes), image_.string()}) == 0);
     // No reserved blocks and no journal: every byte of the figures is the cache's to use.
-    REQUIRE_MESSAGE(RunCommand({"mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
-                                image_.string()},
-                               &out) == 0,
-                    "mkfs.ext4 failed: " << out);
+    REQUIRE_MESSAGE(
+        RunCommand({"mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", image_.string()},
+                   &out) == 0,
+        "mkfs.ext4 failed: " << out);
     REQUIRE_MESSAGE(RunCommand({"mount", "-o", "loop", image_.string(), mnt_.string()}, &out) == 0,
                     "loop mount failed (needs root): " << out);
     mounted_ = true;

@@ -1,11 +1,11 @@
 // policy/free_space: the free-space floor, as a table of cases.
+#include "policy/free_space.h"
+
 #include <doctest/doctest.h>
 
 #include <optional>
 #include <string>
 #include <vector>
-
-#include "policy/free_space.h"
 
 using namespace cachemgr::policy;
 
@@ -35,7 +35,7 @@ TEST_CASE("the floor is the larger of percent and GiB") {
   CHECK(FloorBytes(space, {0, 3}) == 3 * kGiB);
   CHECK(FloorBytes(space, {10, 20}) == 20 * kGiB);
   CHECK(FloorBytes(space, {25, 20}) == 25 * kGiB);
-  CHECK(FloorBytes({1000, 0}, {0.5, 0}) == 5);     // rounded up: never below the share
+  CHECK(FloorBytes({1000, 0}, {0.5, 0}) == 5);  // rounded up: never below the share
   CHECK(FloorBytes({1001, 0}, {0.5, 0}) == 6);
 }
 
@@ -61,17 +61,56 @@ TEST_CASE("floor victims, LRU order, what frees nothing, and what cannot hold") 
       {"one victim makes room", s, f, 15 * kMiB, three, false, true, {1}, 20 * kMiB, 0},
       {"LRU order until it holds", s, f, 22 * kMiB, three, false, true, {1, 2}, 23 * kMiB, 0},
       {"kept for clones frees nothing: skipped",
-       s, f, 15 * kMiB, {{1, 0}, {2, 10 * kMiB}}, false, true, {2}, 25 * kMiB, 0},
+       s,
+       f,
+       15 * kMiB,
+       {{1, 0}, {2, 10 * kMiB}},
+       false,
+       true,
+       {2},
+       25 * kMiB,
+       0},
       {"not evictable: skipped",
-       s, f, 15 * kMiB, {{1, 5 * kMiB, false}, {2, 10 * kMiB}}, false, true, {2}, 25 * kMiB, 0},
-      {"cannot hold: a fill evicts nothing", s, f, 40 * kMiB, three, false, false, {},
-       0, 5 * kMiB},
-      {"cannot hold: the pass evicts all it can", s, f, 0,
-       {{1, 0}, {2, 1 * kMiB}}, true, true, {}, 30 * kMiB, 0},
-      {"pass below the floor restores it", {100 * kMiB, 12 * kMiB}, f, 0, three, true, true,
-       {1, 2}, 27 * kMiB, 0},
-      {"pass short of the floor evicts everything", {100 * kMiB, 1 * kMiB}, {30, 0}, 0, three, true,
-       false, {1, 2, 3}, 26 * kMiB, 0},
+       s,
+       f,
+       15 * kMiB,
+       {{1, 5 * kMiB, false}, {2, 10 * kMiB}},
+       false,
+       true,
+       {2},
+       25 * kMiB,
+       0},
+      {"cannot hold: a fill evicts nothing", s, f, 40 * kMiB, three, false, false, {}, 0, 5 * kMiB},
+      {"cannot hold: the pass evicts all it can",
+       s,
+       f,
+       0,
+       {{1, 0}, {2, 1 * kMiB}},
+       true,
+       true,
+       {},
+       30 * kMiB,
+       0},
+      {"pass below the floor restores it",
+       {100 * kMiB, 12 * kMiB},
+       f,
+       0,
+       three,
+       true,
+       true,
+       {1, 2},
+       27 * kMiB,
+       0},
+      {"pass short of the floor evicts everything",
+       {100 * kMiB, 1 * kMiB},
+       {30, 0},
+       0,
+       three,
+       true,
+       false,
+       {1, 2, 3},
+       26 * kMiB,
+       0},
   };
   for (const auto& c : cases) {
     CAPTURE(c.name);

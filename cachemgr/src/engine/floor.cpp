@@ -14,13 +14,9 @@ namespace {
 // Candidates read per query while choosing victims least recently used first.
 constexpr size_t kFloorPage = 64;
 
-policy::FloorLimits FloorOf(const CacheOptions& c) {
-  return {c.min_free_percent, c.min_free_gb};
-}
+policy::FloorLimits FloorOf(const CacheOptions& c) { return {c.min_free_percent, c.min_free_gb}; }
 
-std::string MiB(uint64_t bytes) {
-  return std::to_string((bytes + (1u << 19)) >> 20) + " MiB";
-}
+std::string MiB(uint64_t bytes) { return std::to_string((bytes + (1u << 19)) >> 20) + " MiB"; }
 }  // namespace
 
 policy::FloorPlan CacheImpl::PlanFloorNow(const storage::SpaceInfo& space, uint64_t extra,
@@ -88,35 +84,32 @@ CacheImpl::Room CacheImpl::MakeRoomForFill(const source::ImageMeta& meta, bool w
     }
   }
   if (!plan.holds) {
-    const bool tried_uncached =
-        !cacheable || (with_volume && c.on_no_room == OnNoRoom::kUncached);
-    throw Error(Errc::kBackend,
-                "image " + meta.id + ": no room on " + location_ + " above the free-space " +
-                    "floor, " +
-                    (!cacheable       ? "not even as an uncached volume (over cache.max_size_gb)"
-                     : tried_uncached ? "neither cached nor as an uncached volume"
-                                      : "refused") +
-                    ": " + MiB(plan.avail_before) + " free of " + MiB(space.total_bytes) +
-                    ", floor " + MiB(plan.floor_bytes) + ", the image needs " + MiB(cached) +
-                    (tried_uncached ? " cached (" + MiB(image) + " uncached)" : "") +
-                    ", evicting every entry " +
-                    "that can go frees " + MiB(plan.freeable_bytes) + " (short by " +
-                    MiB(plan.shortfall) + "; entries kept for clones free nothing): free space " +
-                    "or lower cache.min_free_percent / cache.min_free_gb" +
-                    (c.on_no_room == OnNoRoom::kRefuse ? " (or set cache.on_no_room: uncached)"
-                                                       : ""));
+    const bool tried_uncached = !cacheable || (with_volume && c.on_no_room == OnNoRoom::kUncached);
+    throw Error(
+        Errc::kBackend,
+        "image " + meta.id + ": no room on " + location_ + " above the free-space floor, " +
+            (!cacheable       ? "not even as an uncached volume (over cache.max_size_gb)"
+             : tried_uncached ? "neither cached nor as an uncached volume"
+                              : "refused") +
+            ": " + MiB(plan.avail_before) + " free of " + MiB(space.total_bytes) + ", floor " +
+            MiB(plan.floor_bytes) + ", the image needs " + MiB(cached) +
+            (tried_uncached ? " cached (" + MiB(image) + " uncached)" : "") +
+            ", evicting every entry that can go frees " + MiB(plan.freeable_bytes) + " (short by " +
+            MiB(plan.shortfall) + "; entries kept for clones free nothing): free space " +
+            "or lower cache.min_free_percent / cache.min_free_gb" +
+            (c.on_no_room == OnNoRoom::kRefuse ? " (or set cache.on_no_room: uncached)" : ""));
   }
   const std::string reason = "below the free-space floor " + MiB(plan.floor_bytes) + " with " +
-                             MiB(room == Room::kCached ? cached : image) + " of image " +
-                             meta.id;
+                             MiB(room == Room::kCached ? cached : image) + " of image " + meta.id;
   for (int64_t id : plan.victims) {
     auto it = rows.find(id);
     if (it != rows.end()) EvictEntry(it->second, "evict", reason, false);
   }
   if (room == Room::kUncached) {
-    log_->info("no room to cache the image above the free-space floor, serving it uncached "
-               "image={} bytes={} avail={} floor={}",
-               meta.id, cached, plan.avail_before, plan.floor_bytes);
+    log_->info(
+        "no room to cache the image above the free-space floor, serving it uncached "
+        "image={} bytes={} avail={} floor={}",
+        meta.id, cached, plan.avail_before, plan.floor_bytes);
   }
   return room;
 }
@@ -136,8 +129,8 @@ void CacheImpl::RestoreFloor(uint64_t freed, int64_t exclude_id, bool dry_run,
     const auto& row = it->second;
     if (dry_run) {
       if (actions) {
-        actions->push_back({"evict", row.image_id, row.cache_name, AccountedBytes(row), reason,
-                            false});
+        actions->push_back(
+            {"evict", row.image_id, row.cache_name, AccountedBytes(row), reason, false});
       }
       continue;
     }
@@ -145,9 +138,10 @@ void CacheImpl::RestoreFloor(uint64_t freed, int64_t exclude_id, bool dry_run,
     if (actions) actions->push_back(action);
   }
   if (!plan.holds) {
-    log_->warn("free-space floor cannot hold: the rest is busy or kept for clones "
-               "location={} avail={} floor={} short={}",
-               location_, plan.avail_after, plan.floor_bytes, plan.shortfall);
+    log_->warn(
+        "free-space floor cannot hold: the rest is busy or kept for clones "
+        "location={} avail={} floor={} short={}",
+        location_, plan.avail_after, plan.floor_bytes, plan.shortfall);
   }
 }
 
@@ -162,8 +156,9 @@ std::optional<Check> CacheImpl::FloorCheck() {
     c.detail = location_ + ": " + MiB(space.avail_bytes) + " free of " + MiB(space.total_bytes) +
                ", floor " + MiB(floor) + (c.ok ? "" : ": below the floor");
     if (!c.ok) {
-      c.fix = "run `cachemgr evict` (it evicts least recently used entries until the floor "
-              "holds), free space, or lower cache.min_free_percent / cache.min_free_gb";
+      c.fix =
+          "run `cachemgr evict` (it evicts least recently used entries until the floor "
+          "holds), free space, or lower cache.min_free_percent / cache.min_free_gb";
     }
   } catch (const Error& e) {
     c.detail = e.what();
