@@ -50,14 +50,29 @@ class Mgr {
     std::filesystem::create_directories(dir_ / "data");
     std::filesystem::create_directories(dir_ / "no-modules");
     std::string out;
-    REQUIRE_MESSAGE(
-        RunCommand(
-            {"ceph-mgr", "--conf", CephConf().string(), "-i", dir.filename().string(), "--mgr_data",
-             (dir_ / "data").string(), "--pid_file", pid_file_.string(), "--admin_socket",
-             (dir_ / "mgr.asok").string(), "--log_file", (dir_ / "mgr.log").string(),
-             "--mgr_stats_period", "1", "--mgr_module_path", (dir_ / "no-modules").string()},
-            &out) == 0,
-        "ceph-mgr did not start: " << out);
+    REQUIRE_MESSAGE(RunCommand({"ceph-mgr",
+                                "--conf",
+                                CephConf().string(),
+                                "-i",
+                                dir.filename().string(),
+                                "--mgr_data",
+                                (dir_ / "data").string(),
+                                "--pid_file",
+                                pid_file_.string(),
+                                "--admin_socket",
+                                (dir_ / "mgr.asok").string(),
+                                "--log_file",
+                                (dir_ / "mgr.log").string(),
+                                "--mgr_stats_period",
+                                "1",
+                                "--mgr_tick_period",
+                                "1",
+                                "--mon_mgr_digest_period",
+                                "1",
+                                "--mgr_module_path",
+                                (dir_ / "no-modules").string()},
+                               &out) == 0,
+                    "ceph-mgr did not start: " << out);
   }
   ~Mgr() {
     pid_t pid = 0;
@@ -135,7 +150,23 @@ struct FloorEnv {
       now = Avail();
       return now + written - kImg / 4 <= before;  // all of it, give or take others' writes
     });
-    return now;
+    return Settled();
+  }
+  // The free space once the figure has stopped moving for 2.5 s (the mgr reports every
+  // second): what earlier steps wrote or freed is in it. Local: at once.
+  uint64_t Settled() {
+    if (!kRbd) return Avail();
+    uint64_t last = Avail();
+    auto since = std::chrono::steady_clock::now();
+    Poll([&] {
+      const uint64_t now = Avail();
+      if (now != last) {
+        last = now;
+        since = std::chrono::steady_clock::now();
+      }
+      return std::chrono::steady_clock::now() - since >= std::chrono::milliseconds(2500);
+    });
+    return last;
   }
   // Asks again every 250 ms (each ask is a monitor command on RBD), for at most 30 s.
   static bool Poll(const std::function<bool()>& ready) {
@@ -192,7 +223,7 @@ TEST_CASE("a fill that would cross the free-space floor evicts the least recentl
 TEST_CASE("a fill that cannot fit is refused or served uncached, never crossing the floor") {
   FloorEnv f;
   const auto img = f.AddImage(7);
-  const uint64_t avail = f.Avail();
+  const uint64_t avail = f.Settled();
 
   SUBCASE("refuse: an error naming the figures and the keys, nothing made") {
     f.SetFloor(avail - kImg / 2, OnNoRoom::kRefuse);
@@ -253,7 +284,7 @@ TEST_CASE("the eviction pass restores the free-space floor, least recently used 
     ::sync();
   }
   // The floor half an image above what is free now (on RBD: as if others filled the pool).
-  f.SetFloor(f.Avail() + kImg / 2);
+  f.SetFloor(f.Settled() + kImg / 2);
   auto cache = f.env.Open();
 
   auto dry = cache->RunEvictionPass({.dry_run = true});
