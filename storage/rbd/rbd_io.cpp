@@ -85,25 +85,32 @@ RbdImageWriter::~RbdImageWriter() {
   job->log = log_;
   job->bytes_in = stats_.bytes_in;
   const auto start = std::chrono::steady_clock::now();
-  auto cleanup = [job] {
-    for (auto& batch : job->in_flight) {
-      for (auto& c : batch.writes) rbd_aio_wait_for_complete(c.get());
+  // Also the body of a thread the library starts (below): nothing may escape it, or the
+  // host process ends (std::terminate). A failure leaves the staging image for gc.
+  auto cleanup = [job]() noexcept {
+    try {
+      for (auto& batch : job->in_flight) {
+        for (auto& c : batch.writes) rbd_aio_wait_for_complete(c.get());
+      }
+      job->in_flight.clear();
+      job->image.reset();
+      const int r = rbd_remove(job->pool->io.get(), job->name.c_str());
+      if (r < 0 && r != -ENOENT) {
+        job->log->error(
+            "rbd import abandoned, removing the partial image failed, left for gc image={} "
+            "errno={}",
+            job->where, -r);
+      } else {
+        job->log->warn("rbd import abandoned, partial image removed image={} bytes_in={}",
+                       job->where, job->bytes_in);
+      }
+      std::lock_guard lock(job->mu);
+      job->done = true;
+      job->cv.notify_all();
+    } catch (const std::exception& e) {
+      job->log->error("rbd import abandoned, cleanup failed, left for gc image={} error={}",
+                      job->where, e.what());
     }
-    job->in_flight.clear();
-    job->image.reset();
-    const int r = rbd_remove(job->pool->io.get(), job->name.c_str());
-    if (r < 0 && r != -ENOENT) {
-      job->log->error(
-          "rbd import abandoned, removing the partial image failed, left for gc image={} "
-          "errno={}",
-          job->where, -r);
-    } else {
-      job->log->warn("rbd import abandoned, partial image removed image={} bytes_in={}",
-                     job->where, job->bytes_in);
-    }
-    std::lock_guard lock(job->mu);
-    job->done = true;
-    job->cv.notify_all();
   };
   if (op_timeout_.count() == 0) {
     cleanup();  // no op timeout configured: every step ends on its own
@@ -120,15 +127,21 @@ RbdImageWriter::~RbdImageWriter() {
     cleanup();
     return;
   }
-  std::unique_lock lock(job->mu);
-  if (!job->cv.wait_for(lock, budget, [&] { return job->done; })) {
-    log_->warn(
-        "rbd import abandoned, partial image not yet removed, left for gc if the removal "
-        "does not finish image={} ms={}",
-        where_,
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
-                                                              start)
-            .count());
+  try {
+    std::unique_lock lock(job->mu);
+    if (!job->cv.wait_for(lock, budget, [&] { return job->done; })) {
+      log_->warn(
+          "rbd import abandoned, partial image not yet removed, left for gc if the removal "
+          "does not finish image={} ms={}",
+          where_,
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                start)
+              .count());
+    }
+  } catch (const std::exception& e) {
+    // Destructors never throw: the removal goes on alone, or gc removes the image.
+    log_->error("rbd import abandoned, waiting for the removal failed image={} error={}", where_,
+                e.what());
   }
 }
 

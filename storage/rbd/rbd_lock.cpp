@@ -235,6 +235,19 @@ RbdLock::RbdLock(std::shared_ptr<PoolCtx> pool, std::string oid, std::string coo
 }
 
 RbdLock::~RbdLock() {
+  // Destructors never throw: a failure here (a std::system_error from a mutex or a thread,
+  // librados' own) is logged, and the lease ends the lock.
+  try {
+    Release();
+  } catch (const std::exception& e) {
+    log_->error("rados lock not released, the lease ends the lock lock={} error={}",
+                pool_->Where(oid_), e.what());
+    // A std::thread destroyed while joinable ends the process; the renewer owns its state.
+    if (renewer_.joinable()) renewer_.detach();
+  }
+}
+
+void RbdLock::Release() {
   bool renewer_done = false;
   {
     std::unique_lock lock(renewal_->mu);
@@ -275,22 +288,33 @@ RbdLock::~RbdLock() {
   }
 }
 
-void RbdLock::RenewLoop(const std::shared_ptr<Renewal>& state) {
-  std::unique_lock lock(state->mu);
-  while (!state->cv.wait_for(lock, kLease / 3, [&] { return state->stop; })) {
+void RbdLock::RenewLoop(const std::shared_ptr<Renewal>& state) noexcept {
+  // The body of a thread the library starts: an exception escaping it would end the host
+  // process (std::terminate), so it is logged; the lease then ends the lock.
+  try {
+    RenewUntilStopped(*state);
+  } catch (const std::exception& e) {
+    state->log->error("rados lock renewal stopped by an error lock={} error={}",
+                      state->pool->Where(state->oid), e.what());
+  }
+}
+
+void RbdLock::RenewUntilStopped(Renewal& state) {
+  std::unique_lock lock(state.mu);
+  while (!state.cv.wait_for(lock, kLease / 3, [&] { return state.stop; })) {
     lock.unlock();  // the destructor must be able to stop waiting for a stuck renewal
     timeval lease{kLease.count(), 0};
-    const int r = rados_lock_exclusive(state->pool->io.get(), state->oid.c_str(), kLockName,
-                                       state->cookie.c_str(), "cachemgr", &lease,
+    const int r = rados_lock_exclusive(state.pool->io.get(), state.oid.c_str(), kLockName,
+                                       state.cookie.c_str(), "cachemgr", &lease,
                                        LIBRADOS_LOCK_FLAG_MAY_RENEW);
     if (r < 0) {
-      state->log->warn("rados lock renewal failed lock={} errno={}", state->pool->Where(state->oid),
-                       -r);
+      state.log->warn("rados lock renewal failed lock={} errno={}", state.pool->Where(state.oid),
+                      -r);
     }
     lock.lock();
   }
-  state->done = true;
-  state->cv.notify_all();
+  state.done = true;
+  state.cv.notify_all();
 }
 
 }  // namespace cachemgr::storage::rbd

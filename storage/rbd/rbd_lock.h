@@ -43,7 +43,12 @@ class RbdLock final : public Lock {
     bool stop = false;
     bool done = false;
   };
-  static void RenewLoop(const std::shared_ptr<Renewal>& state);
+  // The renewer thread's body: never throws (an escaping exception would end the host
+  // process); RenewUntilStopped does the work.
+  static void RenewLoop(const std::shared_ptr<Renewal>& state) noexcept;
+  static void RenewUntilStopped(Renewal& state);
+  // The destructor's work: stops the renewer, then unlocks (or removes) the object.
+  void Release();
 
   std::shared_ptr<PoolCtx> pool_;
   std::string oid_;

@@ -47,14 +47,26 @@ int main(int argc, char** argv) {
         int threads = std::stoi(op[2]);
         std::vector<std::thread> pool;
         std::vector<std::string> errors(threads);
-        for (int t = 0; t < threads; ++t) {
-          pool.emplace_back([&, t] {
-            try {
-              cache->CreateVolume({.image_id = op[1], .volume = op[3] + "-" + std::to_string(t)});
-            } catch (const std::exception& e) {
-              errors[t] = e.what();
-            }
-          });
+        try {
+          for (int t = 0; t < threads; ++t) {
+            pool.emplace_back([&, t] {
+              // Nothing may leave a thread body: an escaping exception ends the process.
+              try {
+                cache->CreateVolume({.image_id = op[1], .volume = op[3] + "-" + std::to_string(t)});
+              } catch (const std::exception& e) {
+                errors[t] = e.what();
+              } catch (...) {
+                errors[t] = "an exception that is not a std::exception";
+              }
+            });
+          }
+        } catch (const std::exception& e) {
+          // A thread that could not start: the started ones still finish before the cache
+          // they use is closed (a joinable thread destroyed would end the process).
+          for (auto& th : pool) th.join();
+          std::fprintf(stderr, "flight error: cannot start thread %zu: %s\n", pool.size(),
+                       e.what());
+          return 1;
         }
         for (auto& th : pool) th.join();
         for (const auto& e : errors) {

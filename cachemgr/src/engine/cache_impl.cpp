@@ -72,8 +72,8 @@ CacheImpl::CacheImpl(Options options, std::shared_ptr<spdlog::logger> logger, Pa
       log_(std::move(logger)),
       clock_(std::move(parts.clock)),
       backend_(std::move(parts.backend)),
-      source_(std::move(parts.source)),
       index_(std::move(parts.index)),
+      source_(std::move(parts.source)),
       owner_(OwnerId()),
       host_id_(options_.host_id.empty() ? HostName() : options_.host_id) {
   if (!log_ || !clock_ || !backend_ || !source_ || !index_) {

@@ -316,9 +316,11 @@ class CacheImpl final : public Cache {
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<const util::Clock> clock_;
   std::unique_ptr<storage::Backend> backend_;
-  std::unique_ptr<source::Source> source_;
   std::mutex index_mu_;
   std::unique_ptr<index::Index> index_;
+  // After the index and its mutex, so it goes first: it holds the index's DigestCache,
+  // which refers to both (digest_store.h).
+  std::unique_ptr<source::Source> source_;
   SingleFlight<Ensured> flights_;
   // Concurrent asks of the source about one image share one request: a burst of cold
   // requests is one GET to Glance, not one each.

@@ -99,7 +99,24 @@ void ParallelHasher::Stop() {
   }
 }
 
-void ParallelHasher::Work(size_t worker) {
+void ParallelHasher::Work(size_t worker) noexcept {
+  try {
+    HashBlocks(worker);
+  } catch (...) {
+    // Only the ring's lock can fail here (HashBlocks keeps the hashing's own errors): the
+    // feeder stops waiting for this worker and fails instead of ending the process.
+    worker_failed_.store(true);
+    free_cv_.notify_all();
+  }
+}
+
+void ParallelHasher::ThrowIfWorkerFailed() const {
+  if (worker_failed_.load()) {
+    throw Error(Errc::kInternal, "parallel digest: a digest thread failed; the digests are lost");
+  }
+}
+
+void ParallelHasher::HashBlocks(size_t worker) {
   Hasher& hasher = hashers_[worker];
   std::unique_lock lock(mu_);
   while (true) {
@@ -133,11 +150,13 @@ void ParallelHasher::Publish() {
   work_cv_.notify_all();
   // The next block to fill must be free: every worker past its previous use.
   free_cv_.wait(lock, [&] {
+    if (worker_failed_.load()) return true;
     for (uint64_t c : consumed_) {
       if (published_ - c >= blocks_.size()) return false;
     }
     return true;
   });
+  ThrowIfWorkerFailed();  // nothing more is written: the ring is no longer known free
 }
 
 void ParallelHasher::Update(std::span<const std::byte> data) {
@@ -161,6 +180,7 @@ std::vector<std::string> ParallelHasher::Finish() {
     Publish();
     Stop();
   }
+  ThrowIfWorkerFailed();
   if (error_) std::rethrow_exception(error_);
   std::vector<std::string> out;
   for (auto& h : hashers_) out.push_back(h.HexDigest());

@@ -1,6 +1,7 @@
 // util/hash.h: streaming message digests (OpenSSL EVP) for image integrity checks.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -73,8 +74,12 @@ class ParallelHasher {
 
  private:
   void Publish();  // hands the block being filled to the workers
-  void Work(size_t worker);
+  // A worker thread's body: never throws (an escaping exception would end the host
+  // process); HashBlocks does the work.
+  void Work(size_t worker) noexcept;
+  void HashBlocks(size_t worker);
   void Stop();
+  void ThrowIfWorkerFailed() const;
 
   std::vector<Hasher> hashers_;
   std::vector<std::vector<std::byte>> blocks_;
@@ -89,6 +94,8 @@ class ParallelHasher {
   bool done_ = false;
   bool finished_ = false;
   std::exception_ptr error_;
+  // A worker stopped by an error outside its hashing (its lock): set without the lock.
+  std::atomic<bool> worker_failed_{false};
   std::vector<std::thread> threads_;
 };
 
