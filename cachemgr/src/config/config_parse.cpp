@@ -436,7 +436,11 @@ class Parser {
          {"events_max_age_days",
           [&](auto& v, auto& p) { c.events_max_age_days = Integer<uint32_t>(v, p); }},
          {"events_max_rows",
-          [&](auto& v, auto& p) { c.events_max_rows = Integer<uint64_t>(v, p); }}});
+          [&](auto& v, auto& p) { c.events_max_rows = Integer<uint64_t>(v, p); }},
+         {"flatten_pinned_max",
+          [&](auto& v, auto& p) { c.flatten_pinned_max = Integer<uint32_t>(v, p); }},
+         {"flatten_pinned_budget_s",
+          [&](auto& v, auto& p) { c.flatten_pinned_budget_s = Integer<uint32_t>(v, p); }}});
     const std::pair<const char*, const char*> aliases[] = {
         {"image_volume_cache_max_size_gb", "max_size_gb"},
         {"image_volume_cache_max_count", "max_count"},

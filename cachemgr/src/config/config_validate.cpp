@@ -180,6 +180,11 @@ void ValidateOptions(const Options& o) {
     Invalid("cache.events_max_rows", "must be 0 (no limit) or >= " + std::to_string(kMinEventRows) +
                                          " (got " + std::to_string(cache.events_max_rows) + ")");
   }
+  // The pinned flatten: clones per pass and seconds per pass. More than a thousand
+  // flattens (each a full copy of its parent) in one pass, or a budget beyond a day, is
+  // surely a typo.
+  Between<uint32_t>("cache.flatten_pinned_max", cache.flatten_pinned_max, 0, 1000);
+  Between<uint32_t>("cache.flatten_pinned_budget_s", cache.flatten_pinned_budget_s, 0, 86400);
 
   const auto& conv = o.conversion;
   NonEmpty("conversion.dir", conv.dir);
