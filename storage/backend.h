@@ -203,6 +203,18 @@ class Backend {
   // Images cloned from a snapshot (including ones in the trash).
   virtual std::vector<ImageRef> Children(const SnapRef& snap) = 0;
 
+  // --- what a clone holds itself (the pinned flatten's measure)
+  // Bytes of data `ref` holds itself, not read from its parent: about 0 for a fresh clone,
+  // about what was written into it since. RBD: the diff API without the parent (whole
+  // objects from the object map when fast-diff is on); local: the blocks the image's file
+  // allocates (the default: a qcow2 overlay file holds only its own clusters and their
+  // tables, and an independent image owns every byte it allocates).
+  virtual uint64_t OwnBytes(const ImageRef& ref) { return AllocatedBytes(ref); }
+  // Whether Flatten changes the image where it is, so that a VM using it keeps running
+  // and its identity stays (RBD: an online flatten). false where Flatten writes a new
+  // object and swaps it in (local: a VM holding the old file would write on into it).
+  virtual bool FlattensInPlace() const { return false; }
+
   // --- metadata stored on the image (RBD image-meta; a sidecar file locally)
   virtual std::map<std::string, std::string> GetMetadata(const ImageRef& ref) = 0;
   virtual void SetMetadata(const ImageRef& ref, const std::string& key,

@@ -1,6 +1,7 @@
 // cachemgr evict: the periodic pass that cron or a systemd timer runs.
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <optional>
 #include <iostream>
 
 #include "common.h"
@@ -12,6 +13,7 @@ struct EvictArgs {
   bool dry_run = false;
   std::string flatten_older_than;
   bool no_source_check = false;
+  std::optional<uint32_t> flatten_pinned_max;
 };
 
 int RunEvict(Context& ctx, const EvictArgs& args) {
@@ -22,6 +24,7 @@ int RunEvict(Context& ctx, const EvictArgs& args) {
   options.check_source = !args.no_source_check;
   if (!args.flatten_older_than.empty())
     options.flatten_older_than = ParseDuration(args.flatten_older_than);
+  options.flatten_pinned_max = args.flatten_pinned_max;
 
   // kBusy (another pass holds the lock) propagates: main maps it to exit 5.
   const EvictReport report = ctx.cache().RunEvictionPass(options);
@@ -99,12 +102,17 @@ void AddEvict(CLI::App& app, Context& ctx) {
       "The periodic pass (cron, systemd timer): evict least recently used entries until "
       "cache.max_size_gb and cache.max_count hold, replace stale entries, drop entries whose "
       "image is gone from the source, remove half-made leftovers whose owner is gone, purge "
-      "deferred deletes whose clones are gone, and optionally flatten old volumes. Safe "
+      "deferred deletes whose clones are gone, and optionally flatten the clones that pin "
+      "evicted entries (RBD) and old volumes. Safe "
       "while prefills and creates run; exits 5 if another pass holds the lock.");
   sub->add_flag("--dry-run,-n", args->dry_run, "print what would be done; change nothing");
   sub->add_option("--flatten-older-than", args->flatten_older_than,
                   "flatten volumes older than DURATION (30d, 12h, 1h30m, 45s) so they no "
                   "longer depend on their entry");
+  sub->add_option("--flatten-pinned-max", args->flatten_pinned_max,
+                  "flatten up to N of the cache's clones that keep evicted entries pinned, "
+                  "so those entries are purged (overrides cache.flatten_pinned_max; 0 = none)")
+      ->check(CLI::Range(0, 1000));
   sub->add_flag("--no-source-check", args->no_source_check,
                 "do not ask the source whether entries are stale or gone (source down)");
   sub->callback([&ctx, args] { ctx.run = [&ctx, args] { return RunEvict(ctx, *args); }; });

@@ -86,6 +86,9 @@ class RbdBackend final : public Backend {
   std::optional<SnapRef> Parent(const ImageRef& ref) override;
   uint32_t Depth(const ImageRef& ref) override;
   std::vector<ImageRef> Children(const SnapRef& snap) override;
+  // rbd_diff.cpp
+  uint64_t OwnBytes(const ImageRef& ref) override;
+  bool FlattensInPlace() const override { return true; }  // rbd flatten is online
 
   std::map<std::string, std::string> GetMetadata(const ImageRef& ref) override;
   void SetMetadata(const ImageRef& ref, const std::string& key, const std::string& value) override;

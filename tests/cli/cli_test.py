@@ -202,6 +202,8 @@ class CliTest(unittest.TestCase):
             ["create", "only-an-image"],            # missing VOLUME
             ["show"],                               # missing IMAGE_ID
             ["prefill", "--concurrency", "many"],   # not a number
+            ["evict", "--flatten-pinned-max", "-1"],    # below the range
+            ["evict", "--flatten-pinned-max", "many"],  # not a number
             ["--log-level", "loud", "list"],        # not a level
         ]
         for args in cases:

@@ -252,4 +252,30 @@ TEST_CASE("contract: locks are exclusive until released") {
   CHECK(again);
 }
 
+TEST_CASE("contract: a clone owns what was written into it, not its parent's data") {
+  auto t = MakeTarget();
+  auto& b = *t.backend;
+  Scrub scrub(b);
+  // 16 MiB of data (four RBD objects), so one written object is not the whole image.
+  ImageRef parent = scrub.Add({b.entry_pool(), UniqueName("ownbase")});
+  CreateImage(b, parent, Pattern(16 * kMiB, 40));
+  SnapRef snap{parent, "snap"};
+  b.CreateSnapshot(snap);
+  b.ProtectSnapshot(snap);
+  CHECK(b.OwnBytes(parent) == b.AllocatedBytes(parent));  // independent: all of it
+  CHECK(b.OwnBytes(parent) >= 16 * kMiB);
+
+  ImageRef clone = scrub.Add({b.volume_pool(), UniqueName("own")});
+  b.Clone(snap, clone);
+  const uint64_t fresh = b.OwnBytes(clone);
+  // A linked clone holds nothing yet (a qcow2 overlay: its header and tables).
+  if (t.linked_clones) CHECK(fresh < 1 * kMiB);
+  t.write_bytes(clone, 0, 1 * kMiB, 0x5a);
+  const uint64_t written = b.OwnBytes(clone);
+  CHECK(written >= 1 * kMiB);
+  // At most the objects the write touched (RBD copies a whole 4 MiB object up).
+  if (t.linked_clones) CHECK(written <= fresh + 4 * kMiB);
+  CONTRACT_CHECK_ERRC(Errc::kNotFound, b.OwnBytes({b.volume_pool(), UniqueName("none")}));
+}
+
 }  // namespace cachemgr::contract

@@ -15,7 +15,7 @@ const char* VerbName(Verb verb) {
       "Parent", "Depth", "Children", "GetMetadata", "SetMetadata", "RemoveMetadata",
       "ListTrash", "PurgeTrash", "AcquireLock", "Identity", "RequireIntact", "ListIdentities",
       "EvictWatchers", "RemoveDanglingName", "SweepTemporaries", "ListLocks", "ReadTable",
-      "WriteTable"};
+      "WriteTable", "OwnBytes"};
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<size_t>(Verb::kCount_));
   return kNames[static_cast<size_t>(verb)];
 }
@@ -235,6 +235,10 @@ uint32_t FaultyBackend::Depth(const ImageRef& ref) {
 std::vector<ImageRef> FaultyBackend::Children(const SnapRef& snap) {
   Hit(Verb::kChildren, Name(snap));
   return inner_->Children(snap);
+}
+uint64_t FaultyBackend::OwnBytes(const ImageRef& ref) {
+  Hit(Verb::kOwnBytes, Name(ref));
+  return inner_->OwnBytes(ref);
 }
 std::map<std::string, std::string> FaultyBackend::GetMetadata(const ImageRef& ref) {
   Hit(Verb::kGetMetadata, Name(ref));

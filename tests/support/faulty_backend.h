@@ -23,7 +23,9 @@ enum class Verb {
   kRemoveSnapshot, kListSnapshots, kClone, kCopy, kFlatten, kParent, kDepth, kChildren,
   kGetMetadata, kSetMetadata, kRemoveMetadata, kListTrash, kPurgeTrash, kAcquireLock,
   kIdentity, kRequireIntact, kListIdentities, kEvictWatchers, kRemoveDanglingName,
-  kSweepTemporaries, kListLocks, kReadTable, kWriteTable, kCount_
+  kSweepTemporaries, kListLocks, kReadTable, kWriteTable,
+  kOwnBytes,  // the pinned flatten's measure
+  kCount_
 };
 
 const char* VerbName(Verb verb);
@@ -84,6 +86,8 @@ class FaultyBackend final : public storage::Backend {
   std::optional<storage::SnapRef> Parent(const storage::ImageRef& ref) override;
   uint32_t Depth(const storage::ImageRef& ref) override;
   std::vector<storage::ImageRef> Children(const storage::SnapRef& snap) override;
+  uint64_t OwnBytes(const storage::ImageRef& ref) override;
+  bool FlattensInPlace() const override { return inner_->FlattensInPlace(); }
   std::map<std::string, std::string> GetMetadata(const storage::ImageRef& ref) override;
   void SetMetadata(const storage::ImageRef& ref, const std::string& key,
                    const std::string& value) override;

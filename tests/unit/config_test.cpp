@@ -332,3 +332,21 @@ TEST_CASE("cache.min_free_percent, min_free_gb, on_no_room: read, defaulted, bou
   CHECK(ConfigError("cache: {on_no_room: wait}").find("cache.on_no_room: must be one of") !=
         std::string::npos);
 }
+
+TEST_CASE("cache.flatten_pinned_max and flatten_pinned_budget_s: read, defaulted, bounded") {
+  Options defaults = ParseConfig("{}", "test.yaml");
+  CHECK(defaults.cache.flatten_pinned_max == 0);  // off unless asked for
+  CHECK(defaults.cache.flatten_pinned_budget_s == 300);
+  Options o = ParseConfig("cache:\n  flatten_pinned_max: 4\n  flatten_pinned_budget_s: 0\n",
+                          "test.yaml");
+  CHECK(o.cache.flatten_pinned_max == 4);
+  CHECK(o.cache.flatten_pinned_budget_s == 0);
+  CHECK(ConfigError("cache:\n  flatten_pinned_max: 5000\n")
+            .find("test.yaml:2: cache.flatten_pinned_max: must be between 0 and 1000 (got 5000)") !=
+        std::string::npos);
+  CHECK(ConfigError("cache: {flatten_pinned_budget_s: 100000}")
+            .find("cache.flatten_pinned_budget_s: must be between 0 and 86400 (got 100000)") !=
+        std::string::npos);
+  CHECK(ConfigError("cache: {flatten_pinned_max: -1}").find("cache.flatten_pinned_max") !=
+        std::string::npos);
+}

@@ -118,6 +118,9 @@ struct EvictOptions {
   // Flatten volumes older than this (the background flatten that makes them
   // independent of their entry); 0 = do not flatten.
   std::chrono::seconds flatten_older_than{0};
+  // Overrides cache.flatten_pinned_max for this pass (clones flattened so that pinned
+  // entries can be purged; 0 = none).
+  std::optional<uint32_t> flatten_pinned_max;
 };
 
 struct EvictAction {

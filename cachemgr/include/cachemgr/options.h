@@ -157,6 +157,17 @@ struct CacheOptions {
   double min_free_percent = 0;
   double min_free_gb = 0;
   OnNoRoom on_no_room = OnNoRoom::kUncached;
+  // The pinned flatten (part of the pass's flatten step): evicted entries kept for their
+  // clones hold their bytes until the clones are gone; the pass flattens up to this many
+  // of this host's clones per pass, the entries that free the most bytes per byte copied
+  // first, so those entries can be purged. 0 = off (the default): a flatten turns a thin
+  // clone into a full copy, writing about the bytes it frees (more for an entry with many
+  // clones), which pays only where space held in the trash matters more than that I/O.
+  // RBD only (an online flatten); the local backend's flatten swaps the file under a VM.
+  uint32_t flatten_pinned_max = 0;
+  // Seconds the pinned flatten may take per pass: no flatten starts after it (the running
+  // one finishes; the first always starts, so every pass makes progress).
+  uint32_t flatten_pinned_budget_s = 300;
 };
 
 struct ConversionOptions {

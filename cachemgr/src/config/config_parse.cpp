@@ -444,7 +444,11 @@ class Parser {
           [&](auto& v, auto& p) {
             c.on_no_room = Enum<OnNoRoom>(
                 v, p, {{"uncached", OnNoRoom::kUncached}, {"refuse", OnNoRoom::kRefuse}});
-          }}});
+          }},
+         {"flatten_pinned_max",
+          [&](auto& v, auto& p) { c.flatten_pinned_max = Integer<uint32_t>(v, p); }},
+         {"flatten_pinned_budget_s",
+          [&](auto& v, auto& p) { c.flatten_pinned_budget_s = Integer<uint32_t>(v, p); }}});
     const std::pair<const char*, const char*> aliases[] = {
         {"image_volume_cache_max_size_gb", "max_size_gb"},
         {"image_volume_cache_max_count", "max_count"},

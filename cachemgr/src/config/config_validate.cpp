@@ -187,6 +187,11 @@ void ValidateOptions(const Options& o) {
   if (!(cache.min_free_gb >= 0) || !std::isfinite(cache.min_free_gb)) {
     Invalid("cache.min_free_gb", "must be >= 0 (0 = off)");
   }
+  // The pinned flatten: clones per pass and seconds per pass. More than a thousand
+  // flattens (each a full copy of its parent) in one pass, or a budget beyond a day, is
+  // surely a typo.
+  Between<uint32_t>("cache.flatten_pinned_max", cache.flatten_pinned_max, 0, 1000);
+  Between<uint32_t>("cache.flatten_pinned_budget_s", cache.flatten_pinned_budget_s, 0, 86400);
 
   const auto& conv = o.conversion;
   NonEmpty("conversion.dir", conv.dir);

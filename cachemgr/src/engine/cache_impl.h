@@ -312,6 +312,20 @@ class CacheImpl final : public Cache {
   void FlattenOldVolumes(std::chrono::seconds older_than, bool dry_run,
                          std::vector<EvictAction>* actions);
 
+  // --- the flatten step (flatten.cpp)
+  // Clones of pinned entries (cache.flatten_pinned_max, or the pass's override), then the
+  // purge of the entries they freed, then old volumes (--flatten-older-than).
+  void FlattenStep(const EvictOptions& options, bool dry_run, std::vector<EvictAction>* actions);
+  // Flattens up to `max` of this cache's clones of pinned entries, ranked by
+  // policy::PlanPinnedFlatten, within cache.flatten_pinned_budget_s. Returns how many.
+  size_t FlattenPinnedClones(uint32_t max, bool dry_run, std::vector<EvictAction>* actions);
+  // This cache's volumes that still depend on each of the `pinned` entries, by entry id.
+  std::map<int64_t, std::vector<index::VolumeRow>> PinningVolumes(
+      const std::vector<index::EntryRow>& pinned);
+  // Flattens volume `v` if it is the cache's (its mark and identity), and records it in
+  // its row; `action` says how it went.
+  void FlattenVolume(index::VolumeRow v, EvictAction* action);
+
   Options options_;
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<const util::Clock> clock_;

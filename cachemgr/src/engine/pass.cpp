@@ -1,6 +1,6 @@
 // The periodic eviction pass, as its steps: gc of what dead work left, purge of deferred
 // entries, the source check (stale and gone entries), the pool's limits, and the
-// background flatten of old volumes.
+// flatten step (flatten.cpp: clones of pinned entries, and old volumes).
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -40,9 +40,7 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
   Reconcile(options.dry_run, &report.actions);
   EnforceLimits(std::nullopt, 0, options.dry_run, &report.actions);
 
-  if (options.flatten_older_than.count() > 0) {
-    FlattenOldVolumes(options.flatten_older_than, options.dry_run, &report.actions);
-  }
+  FlattenStep(options, options.dry_run, &report.actions);
 
   const auto after = MeasureEntries();
   report.entries_after = after.count;
@@ -173,23 +171,7 @@ void CacheImpl::FlattenOldVolumes(std::chrono::seconds older_than, bool dry_run,
       continue;
     }
     EvictAction action{"flatten", v.image_id, v.name, v.size_bytes, "older than cutoff", false};
-    if (!dry_run) {
-      try {
-        auto own = CheckOwnership(*backend_, {v.pool, v.name}, kMarkVolume, &v.identity);
-        if (!own.ours) {
-          throw Error(Errc::kNotFound, own.exists ? own.why : "volume is gone");
-        }
-        backend_->Flatten({v.pool, v.name}, {});
-        // A backend may make a new object to flatten: the mark and the row follow it.
-        if (!v.identity.empty()) v.identity = Mark(*backend_, {v.pool, v.name}, kMarkVolume);
-        v.flattened = true;
-        v.depth = 0;
-        WithIndex([&](index::Index& ix) { ix.UpdateVolume(v); });
-        action.done = true;
-      } catch (const Error& e) {
-        action.reason = std::string("flatten failed: ") + e.what();
-      }
-    }
+    if (!dry_run) FlattenVolume(v, &action);
     actions->push_back(action);
   }
 }
