@@ -121,6 +121,7 @@ EvictAction CacheImpl::EvictEntry(index::EntryRow row, const std::string& kind,
                kind, action.bytes);
   }
   action.done = true;
+  NoteFate(row.image_id, kind);  // the reason of the image's next miss
   Event(kind, row.image_id, action.bytes, {});
   if (action.kind == "defer") Event("defer", row.image_id, action.bytes, {});
   return action;

@@ -249,6 +249,7 @@ CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
   // overstates it (or a fill that fails) must not empty the cache. The pass after the
   // fill makes room.
   const Stopwatch fill_timer;
+  const std::string miss_reason = MissReason(meta.id);  // before the fill notes "cached"
   try {
     out.row = Fill(meta, progress, &out);
   } catch (...) {
@@ -258,7 +259,10 @@ CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
   }
   out.fill = fill_timer.Elapsed();
   out.filled = true;
-  Event(out.direct ? "direct" : "miss", meta.id, out.bytes_downloaded, out.fill);
+  NoteFate(meta.id, "cached");
+  // A direct clone costs no download: not a miss, so no reason.
+  Event(out.direct ? "direct" : "miss", meta.id, out.bytes_downloaded, out.fill,
+        out.direct ? "" : miss_reason);
   // With allocated accounting the real size is known only now. The limits are the pool's:
   // enforced under its pass lock after a reconcile; a pass running on another host makes
   // room itself.
@@ -481,6 +485,7 @@ std::optional<index::EntryRow> CacheImpl::AdoptOrphan(const std::string& name,
   if (row && (!meta || !IsStale(*row, *meta))) {
     row->id = WithIndex([&](index::Index& ix) { return ix.InsertEntry(*row); });
     log_->info("adopted entry image={} entry={}", row->image_id, name);
+    NoteFate(row->image_id, "cached");
     if (actions) {
       actions->push_back({"gc", row->image_id, name, row->virtual_size,
                           "ready entry without a row: adopted", true});

@@ -451,7 +451,7 @@ CreateVolumeResult CacheImpl::MakeUncached(const source::ImageMeta& meta,
   row.state = index::State::kReady;
   row.owner.clear();
   WithIndex([&](index::Index& ix) { ix.UpdateVolume(row); });
-  Event("uncached", meta.id, fetched.bytes_downloaded, timer.Elapsed());
+  Event("uncached", meta.id, fetched.bytes_downloaded, timer.Elapsed(), "too_big");
 
   CreateVolumeResult result;
   result.volume = request.volume;
