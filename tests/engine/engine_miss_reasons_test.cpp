@@ -169,3 +169,29 @@ TEST_CASE("the record of entry fates is bounded with the events, live entries sp
   cache->Prefill(a);
   CHECK(Reasons(*cache)["cold"].count == 4);
 }
+
+TEST_CASE("another host's pass evicted it by a limit: capacity on this host too" *
+          doctest::skip(kRbd)) {
+  Env env;
+  env.options.cache.max_count = 1;
+  env.options.host_id = "host-a";
+  Options other = env.options;  // a second host on the same root, with its own index
+  other.host_id = "host-b";
+  std::filesystem::create_directories(env.dir / "state-b");
+  other.index = (env.dir / "state-b" / "index.db").string();
+  auto a = env.AddImage(kImage, 1);
+  auto b = env.AddImage(kImage, 2);
+  auto host_a = env.Open();
+  auto host_b = Cache::Open(other);
+  host_a->CreateVolume({.image_id = a, .volume = "a1"});
+  host_b->CreateVolume({.image_id = b, .volume = "b1"});  // the pool's limit: a goes
+  CHECK_FALSE(host_b->Lookup(a));
+  // Host a still has a's row; the object is gone: it fills a again, and says why.
+  CHECK(host_a->CreateVolume({.image_id = a, .volume = "a2"}).plan == Plan::kMiss);
+  CHECK(env.SameData("a2", a));
+  auto r = Reasons(*host_a);
+  CHECK(r["cold"].count == 1);
+  CHECK(r["capacity"].count == 1);
+  CHECK(r["lost"].count == 0);
+  CHECK(Reasons(*host_b)["cold"].count == 1);
+}

@@ -67,7 +67,7 @@ TEST_CASE("entry fates: the newest wins; pruned by age and count, a live entry's
   const int64_t day = 86400, now = 10 * day;
   index->NoteEntryFate("local", "/r", "old", now - 3 * day, "cached");
   index->NoteEntryFate("local", "/r", "old", now - 2 * day, "capacity");
-  CHECK(index->EntryFate("local", "/r", "old") == "capacity");
+  CHECK(index->EntryFate("local", "/r", "old")->fate == "capacity");
   CHECK_FALSE(index->EntryFate("local", "/other", "old"));
   index->NoteEntryFate("local", "/r", "live", now - 5 * day, "cached");
   index->NoteEntryFate("local", "/r", "a", now - 10, "stale");
@@ -83,6 +83,6 @@ TEST_CASE("entry fates: the newest wins; pruned by age and count, a live entry's
   CHECK(index->PruneEntryFates(now) == 2);
   CHECK_FALSE(index->EntryFate("local", "/r", "old"));
   CHECK_FALSE(index->EntryFate("local", "/r", "a"));
-  CHECK(index->EntryFate("local", "/r", "b") == "capacity");
-  CHECK(index->EntryFate("local", "/r", "live") == "cached");
+  CHECK(index->EntryFate("local", "/r", "b")->fate == "capacity");
+  CHECK(index->EntryFate("local", "/r", "live")->fate == "cached");
 }

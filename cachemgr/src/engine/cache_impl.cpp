@@ -162,6 +162,7 @@ void CacheImpl::PruneEvents() {
     // The fates misses are labelled by go with the events (schema/008).
     pruned = WithIndex([&](index::Index& ix) { return ix.PruneEntryFates(Now()); });
     if (pruned > 0) log_->info("entry fates pruned rows={}", pruned);
+    PruneSharedFates();
   } catch (const std::exception& e) {
     log_->warn("events not pruned error={}", e.what());
   }

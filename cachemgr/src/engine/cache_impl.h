@@ -122,13 +122,17 @@ class CacheImpl final : public Cache {
   int64_t Now() const { return clock_->WallSeconds(); }
 
   // --- why misses happen (miss_reasons.cpp)
-  // The reason of a miss of `image_id` now, from what last happened to its entry here:
-  // "cold", "capacity", "stale" or "lost" (too_big is the uncached path's own).
+  // The reason of a miss of `image_id` now, from what last happened to its entry (here,
+  // or on any host sharing the pool, the newer): "cold", "capacity", "stale" or "lost"
+  // (too_big is the uncached path's own).
   std::string MissReason(const std::string& image_id);
   // Records what happened to the image's entry: "cached" when it became ready (filled or
   // adopted), or the kind of an eviction ("evict" and other limits: capacity; "stale",
-  // "gone": stale). Never throws: a reason is not worth failing a fill or an eviction.
-  void NoteFate(const std::string& image_id, const std::string& what);
+  // "gone": stale); `share`: in the pool's table too, for the other hosts. Never throws:
+  // a reason is not worth failing a fill or an eviction.
+  void NoteFate(const std::string& image_id, const std::string& what, bool share = true);
+  // Bounds the pool's table of fates as the events are (the pass, under its lock).
+  void PruneSharedFates();
   void MissReasonStatsInto(Stats* stats);
 
   // --- miss path (fill.cpp)

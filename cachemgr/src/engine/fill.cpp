@@ -485,7 +485,7 @@ std::optional<index::EntryRow> CacheImpl::AdoptOrphan(const std::string& name,
   if (row && (!meta || !IsStale(*row, *meta))) {
     row->id = WithIndex([&](index::Index& ix) { return ix.InsertEntry(*row); });
     log_->info("adopted entry image={} entry={}", row->image_id, name);
-    NoteFate(row->image_id, "cached");
+    NoteFate(row->image_id, "cached", /*share=*/false);  // its filler shared it
     if (actions) {
       actions->push_back({"gc", row->image_id, name, row->virtual_size,
                           "ready entry without a row: adopted", true});

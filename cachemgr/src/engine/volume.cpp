@@ -376,7 +376,7 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
     if (!fill_plan) {
       // Bytes not copied thanks to the cache: the whole image, unless this was a copy.
       ix.RecordEvent({row.created_at, "hit", entry.image_id,
-                      plan == Plan::kCopy ? 0 : entry.virtual_size, 0});
+                      plan == Plan::kCopy ? 0 : entry.virtual_size, 0, ""});
     }
     tx.Commit();
   });

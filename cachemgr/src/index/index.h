@@ -100,6 +100,12 @@ struct EventTotals {
   int64_t micros = 0;
 };
 
+// What last happened to an image's entry (schema/008).
+struct EntryFateRow {
+  int64_t ts = 0;    // unix seconds
+  std::string fate;  // cached | capacity | stale
+};
+
 // Misses per reason (schema/008), every one ever recorded.
 struct MissTotals {
   std::string reason;  // cold | capacity | stale | too_big | lost | unknown (before 008)
@@ -223,8 +229,8 @@ class Index {
   // (index_fates.cpp, schema/008): "cached" | "capacity" | "stale".
   void NoteEntryFate(const std::string& backend, const std::string& pool,
                      const std::string& image_id, int64_t ts, const std::string& fate);
-  std::optional<std::string> EntryFate(const std::string& backend, const std::string& pool,
-                                       const std::string& image_id);
+  std::optional<EntryFateRow> EntryFate(const std::string& backend, const std::string& pool,
+                                        const std::string& image_id);
   std::vector<MissTotals> MissTotalsByReason();
   // Deletes the fates the event retention no longer keeps at `now` (older than
   // max_age_days, then the oldest beyond max_rows), never one of an image with a live

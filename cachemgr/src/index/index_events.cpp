@@ -90,7 +90,7 @@ std::optional<EventRow> Index::LastEvent(const std::string& kind) {
     if (!q.executeStep()) return std::nullopt;
     return EventRow{q.getColumn(0).getInt64(), q.getColumn(1).getString(),
                     q.getColumn(2).getString(), static_cast<uint64_t>(q.getColumn(3).getInt64()),
-                    q.getColumn(4).getInt64()};
+                    q.getColumn(4).getInt64(), ""};
   });
 }
 

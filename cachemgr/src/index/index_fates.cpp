@@ -43,16 +43,16 @@ void Index::NoteEntryFate(const std::string& backend, const std::string& pool,
   });
 }
 
-std::optional<std::string> Index::EntryFate(const std::string& backend, const std::string& pool,
-                                            const std::string& image_id) {
-  return Guard(path_, "entry fate image=" + image_id, [&]() -> std::optional<std::string> {
+std::optional<EntryFateRow> Index::EntryFate(const std::string& backend, const std::string& pool,
+                                             const std::string& image_id) {
+  return Guard(path_, "entry fate image=" + image_id, [&]() -> std::optional<EntryFateRow> {
     SQLite::Statement q(
-        *db_, "SELECT fate FROM entry_fates WHERE backend = ? AND pool = ? AND image_id = ?");
+        *db_, "SELECT ts, fate FROM entry_fates WHERE backend = ? AND pool = ? AND image_id = ?");
     q.bind(1, backend);
     q.bind(2, pool);
     q.bind(3, image_id);
     if (!q.executeStep()) return std::nullopt;
-    return q.getColumn(0).getString();
+    return EntryFateRow{q.getColumn(0).getInt64(), q.getColumn(1).getString()};
   });
 }
 
