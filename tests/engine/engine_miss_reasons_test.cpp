@@ -5,9 +5,11 @@
 // backend differently: cold and lost; the others are decided in the index alone.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <string>
+#include <thread>
 
 #include "cachemgr/cache.h"
 #include "engine_env.h"
@@ -158,6 +160,8 @@ TEST_CASE("the record of entry fates is bounded with the events, live entries sp
   auto cache = env.Open();
   cache->Prefill(a);
   cache->Prefill(b);  // evicts a
+  // b's eviction a second after a's: the record of it is the newer, by its time alone.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
   cache->Prefill(c);  // evicts b
   CHECK(env.CountRows("SELECT count(*) FROM entry_fates") == 3);
   cache->RunEvictionPass({});
@@ -165,6 +169,8 @@ TEST_CASE("the record of entry fates is bounded with the events, live entries sp
   CHECK(env.CountRows("SELECT count(*) FROM entry_fates WHERE fate = 'cached'") == 1);
   CHECK(env.CountRows("SELECT count(*) FROM entry_fates WHERE fate = 'capacity'") == 1);
   CHECK(env.CountRows("SELECT count(*) FROM entry_fates") == 2);
+  // So is the pool's record (`fates`): a's forgotten there too, b's and c's kept.
+  CHECK(env.backend->ReadTable("fates").size() == 2);
   // a's fate forgotten: its next miss is cold again, as for an image never seen.
   cache->Prefill(a);
   CHECK(Reasons(*cache)["cold"].count == 4);

@@ -11,7 +11,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <functional>
 #include <sstream>
+#include <vector>
 
 #include "engine/cache_impl.h"
 #include "engine/naming.h"
