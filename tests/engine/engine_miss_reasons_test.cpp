@@ -5,13 +5,12 @@
 // backend differently: cold and lost; the others are decided in the index alone.
 #include <doctest/doctest.h>
 
-#include <chrono>
 #include <filesystem>
 #include <map>
 #include <string>
-#include <thread>
 
 #include "cachemgr/cache.h"
+#include "engine/naming.h"
 #include "engine_env.h"
 #include "engine_fixture.h"
 #include "support/test_util.h"
@@ -150,27 +149,40 @@ TEST_CASE("the entry's object removed behind the cache's back: lost") {
   CHECK(MissEvents(env, "lost") == 1);
 }
 
-TEST_CASE("the record of entry fates is bounded with the events, live entries spared" * doctest::skip(kRbd)) {
+TEST_CASE("the record of entry fates is bounded with the events, live entries spared" *
+          doctest::skip(kRbd)) {
   Env env;
   env.options.cache.max_count = 1;
-  env.options.cache.events_max_rows = 1;
+  env.options.cache.events_max_age_days = 1;
   auto a = env.AddImage(kImage, 1);
   auto b = env.AddImage(kImage, 2);
   auto c = env.AddImage(kImage, 3);
   auto cache = env.Open();
   cache->Prefill(a);
   cache->Prefill(b);  // evicts a
-  // b's eviction a second after a's: the record of it is the newer, by its time alone.
-  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
   cache->Prefill(c);  // evicts b
   CHECK(env.CountRows("SELECT count(*) FROM entry_fates") == 3);
+  CHECK(env.backend->ReadTable("fates").size() == 3);
+  // Two days pass for a's and c's records (here and in the pool); b's are new.
+  const int64_t two_days = 2 * 86400;
+  {
+    SQLite::Database db(env.options.index, SQLite::OPEN_READWRITE);
+    db.exec("UPDATE entry_fates SET ts = ts - " + std::to_string(two_days) +
+            " WHERE image_id IN ('" + a + "', '" + c + "')");
+  }
+  const auto pool = env.backend->ReadTable("fates");
+  for (const auto& id : {a, c}) {
+    const auto& value = pool.at(engine::EntryName(id));
+    const int64_t ts = std::stoll(value.substr(0, value.find(' ')));
+    env.backend->WriteTable("fates", {{engine::EntryName(id), std::to_string(ts - two_days) +
+                                                                  value.substr(value.find(' '))}});
+  }
   cache->RunEvictionPass({});
-  // c's (cached, live) stays; of a's and b's (capacity), the newest within max_rows: b's.
-  CHECK(env.CountRows("SELECT count(*) FROM entry_fates WHERE fate = 'cached'") == 1);
-  CHECK(env.CountRows("SELECT count(*) FROM entry_fates WHERE fate = 'capacity'") == 1);
+  // a's went with the events older than events_max_age_days; c's stay (c is cached), b's.
   CHECK(env.CountRows("SELECT count(*) FROM entry_fates") == 2);
-  // So is the pool's record (`fates`): a's forgotten there too, b's and c's kept.
+  CHECK(env.CountRows("SELECT count(*) FROM entry_fates WHERE image_id = '" + a + "'") == 0);
   CHECK(env.backend->ReadTable("fates").size() == 2);
+  CHECK(env.backend->ReadTable("fates").count(engine::EntryName(a)) == 0);
   // a's fate forgotten: its next miss is cold again, as for an image never seen.
   cache->Prefill(a);
   CHECK(Reasons(*cache)["cold"].count == 4);
