@@ -186,12 +186,12 @@ struct Stats {
   std::vector<std::pair<std::string, PathStats>> by_plan;  // plan name -> count, time
   PoolTotals pool;  // the whole pool, as the last pass on any host saw it
   // Why the misses (`misses`: fills and uncached volumes; direct clones are not misses)
-  // happened, every reason listed in this order, 0 or not: "cold" (never cached here, or
-  // forgotten by the retention), "capacity" (evicted earlier by a limit), "stale" (the
-  // source changed the image, or withdrew it, since it was cached), "too_big" (larger
-  // than the cache admits: served uncached), "lost" (the entry vanished without the cache
-  // removing it: by hand, by another host), then "unknown" (recorded before reasons were;
-  // listed only when there are any). Counters that never go down; they add up to misses.
+  // happened, every reason listed in this order, 0 or not: "cold" (never cached here or in
+  // the pool, or forgotten), "capacity" (evicted earlier by a limit, on any host of the
+  // pool), "stale" (the source changed or withdrew the image since), "too_big" (larger than
+  // the cache admits: served uncached), "lost" (the entry vanished without any host's cache
+  // evicting it: removed by hand), then "unknown" (before reasons were; listed only if any).
+  // This host's misses: counters that never go down, adding up to `misses`.
   std::vector<std::pair<std::string, MissReasonStats>> misses_by_reason;
 };
 
