@@ -96,7 +96,8 @@ TEST_CASE("an entry evicted by max_count, then asked again: capacity" * doctest:
   CHECK(Reasons(*cache)["capacity"].count == 1);
 }
 
-TEST_CASE("the source changed the image: stale, on the request and after the pass" * doctest::skip(kRbd)) {
+TEST_CASE("the source changed the image: stale, on the request and after the pass" *
+          doctest::skip(kRbd)) {
   Env env;
   auto id = env.AddImage(kImage, 1);
   auto cache = env.Open();
