@@ -176,6 +176,10 @@ py::dict StatsDict(const Stats& s) {
   py::dict by_plan;
   for (const auto& [plan, ps] : s.by_plan)
     by_plan[py::str(plan)] = py::dict("count"_a = ps.count, "total_ms"_a = Ms(ps.total));
+  py::dict by_reason;
+  for (const auto& [reason, m] : s.misses_by_reason)
+    by_reason[py::str(reason)] =
+        py::dict("count"_a = m.count, "bytes_downloaded"_a = m.bytes_downloaded);
   return py::dict(
       "hits"_a = s.hits, "misses"_a = s.misses, "evictions"_a = s.evictions, "stale"_a = s.stale,
       "errors"_a = s.errors, "direct"_a = s.direct, "direct_refused"_a = s.direct_refused,
@@ -184,7 +188,8 @@ py::dict StatsDict(const Stats& s) {
       "volumes"_a = s.volumes, "leftovers"_a = s.leftovers, "leftover_bytes"_a = s.leftover_bytes,
       "half_made"_a = s.half_made, "left_alone"_a = s.left_alone,
       "dead_work_dirs"_a = s.dead_work_dirs, "max_size_gb"_a = s.max_size_gb,
-      "max_count"_a = s.max_count, "by_plan"_a = by_plan);
+      "max_count"_a = s.max_count, "by_plan"_a = by_plan,
+      "misses_by_reason"_a = by_reason);
 }
 
 }  // namespace

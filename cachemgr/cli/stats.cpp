@@ -84,6 +84,17 @@ std::string Prometheus(const Stats& s) {
          static_cast<uint64_t>(std::max<int64_t>(0, s.pool.at)));
   metric("cachemgr_pool_hosts", "gauge", "Hosts that have run an eviction pass on the pool.",
          static_cast<uint64_t>(s.pool.hosts.size()));
+  // Apart from cachemgr_misses_total (no label), so that a sum over it counts no miss twice.
+  out << "# HELP cachemgr_misses_by_reason_total Misses by why they happened.\n"
+         "# TYPE cachemgr_misses_by_reason_total counter\n";
+  for (const auto& [reason, m] : s.misses_by_reason)
+    out << "cachemgr_misses_by_reason_total{reason=\"" << reason << "\"} " << m.count << '\n';
+  out << "# HELP cachemgr_miss_bytes_total Bytes fetched from the source by misses, by why "
+         "they happened.\n"
+         "# TYPE cachemgr_miss_bytes_total counter\n";
+  for (const auto& [reason, m] : s.misses_by_reason)
+    out << "cachemgr_miss_bytes_total{reason=\"" << reason << "\"} " << m.bytes_downloaded
+        << '\n';
   out << "# HELP cachemgr_volume_creates_total Volumes made, by plan.\n"
          "# TYPE cachemgr_volume_creates_total counter\n";
   for (const auto& [plan, ps] : s.by_plan)
@@ -122,6 +133,9 @@ std::string StatsJson(const Stats& s) {
     by_plan[plan] = {{"count", ps.count},
                      {"total_ms", Millis(ps.total)},
                      {"mean_ms", ps.count ? Millis(ps.total) / ps.count : 0.0}};
+  nlohmann::json by_reason = nlohmann::json::object();
+  for (const auto& [reason, m] : s.misses_by_reason)
+    by_reason[reason] = {{"count", m.count}, {"bytes_downloaded", m.bytes_downloaded}};
   return nlohmann::json{{"hits", s.hits},
                         {"misses", s.misses},
                         {"direct", s.direct},
@@ -143,6 +157,7 @@ std::string StatsJson(const Stats& s) {
                         {"max_size_gb", s.max_size_gb},
                         {"max_count", s.max_count},
                         {"by_plan", by_plan},
+                        {"misses_by_reason", by_reason},
                         {"pool", PoolJson(s.pool)}}
              .dump(2) +
          "\n";
@@ -192,6 +207,12 @@ std::string StatsTable(const Stats& s) {
       p.Add({plan, std::to_string(ps.count), ps.count ? HumanDuration(ps.total / ps.count) : "-",
              HumanDuration(ps.total)});
     text += "\n" + p.Render();
+  }
+  if (s.misses > 0) {
+    Table m({"MISS REASON", "COUNT", "DOWNLOADED"}, {false, true, true});
+    for (const auto& [reason, ms] : s.misses_by_reason)
+      m.Add({reason, std::to_string(ms.count), HumanBytes(ms.bytes_downloaded)});
+    text += "\n" + m.Render();
   }
   return text;
 }

@@ -107,6 +107,32 @@ class CliUpkeepTest(unittest.TestCase):
         self.assertEqual(rc, cli.EXIT_OK, err)
         self.assertRegex(prom, r"(?m)^cachemgr_hits_total 3500$")
 
+    def test_stats_say_why_each_miss_happened(self):
+        env = cli.Env("reasons", cache="max_count: 1")
+        first, second = (cli.WORLD.add_raw(size=1 * cli.MiB) for _ in range(2))
+        for image, volume in [(first, "r1"), (second, "r2"), (first, "r3")]:
+            rc, _, err = env.run("create", image, volume)  # the second evicts the first
+            self.assertEqual(rc, cli.EXIT_OK, err)
+        stats = env.json("stats")
+        reasons = stats["misses_by_reason"]
+        self.assertEqual(sorted(reasons), ["capacity", "cold", "lost", "stale", "too_big"])
+        self.assertEqual(reasons["cold"], {"count": 2, "bytes_downloaded": 2 * cli.MiB})
+        self.assertEqual(reasons["capacity"], {"count": 1, "bytes_downloaded": 1 * cli.MiB})
+        self.assertEqual(sum(r["count"] for r in reasons.values()), stats["misses"])
+        rc, prom, err = env.run("stats", "--prometheus")
+        self.assertEqual(rc, cli.EXIT_OK, err)
+        self.assertRegex(prom, r'(?m)^cachemgr_misses_by_reason_total\{reason="cold"\} 2$')
+        self.assertRegex(prom, r'(?m)^cachemgr_misses_by_reason_total\{reason="capacity"\} 1$')
+        self.assertRegex(prom, r'(?m)^cachemgr_miss_bytes_total\{reason="capacity"\} %d$'
+                         % cli.MiB)
+        self.assertRegex(prom, r'(?m)^cachemgr_misses_by_reason_total\{reason="lost"\} 0$')
+        lint = subprocess.run(["promtool", "check", "metrics"], input=prom, capture_output=True,
+                              text=True)
+        self.assertEqual((lint.returncode, lint.stdout + lint.stderr), (0, ""))
+        rc, out, err = env.run("stats")
+        self.assertEqual(rc, cli.EXIT_OK, err)
+        self.assertRegex(out, r"(?m)^capacity +1 +1\.00 MiB *$")
+
     def test_evict_dry_run_then_pass(self):
         env, ids = self.evict_setup("evict")
         rc, out, err = env.run("evict", "--dry-run")

@@ -201,6 +201,7 @@ class PythonModuleTest(unittest.TestCase):
         self.assertEqual(stats["volumes"], 2 * THREADS)
         self.assertEqual(stats["bytes_downloaded"], len(data))
         self.assertEqual(stats["by_plan"]["miss"]["count"], 1)
+        self.assertEqual(stats["misses_by_reason"]["cold"]["count"], 1)
         self.assertEqual(stats["by_plan"]["clone"]["count"], 2 * THREADS - 1)
 
         report = self.cache.evict(dry_run=True)

@@ -157,6 +157,12 @@ struct PoolTotals {
   std::vector<std::pair<std::string, int64_t>> hosts;  // host id -> its last pass
 };
 
+// Misses of one reason (Stats::misses_by_reason).
+struct MissReasonStats {
+  uint64_t count = 0;
+  uint64_t bytes_downloaded = 0;  // what those misses fetched from the source
+};
+
 struct Stats {
   uint64_t hits = 0, misses = 0, evictions = 0, stale = 0, errors = 0, direct = 0;
   // rbd:// locations not cloned (another pool, cluster, image name or size): fetched.
@@ -182,6 +188,14 @@ struct Stats {
   uint64_t max_count = 0;
   std::vector<std::pair<std::string, PathStats>> by_plan;  // plan name -> count, time
   PoolTotals pool;  // the whole pool, as the last pass on any host saw it
+  // Why the misses (`misses`: fills and uncached volumes; direct clones are not misses)
+  // happened, every reason listed in this order, 0 or not: "cold" (never cached here or in
+  // the pool, or forgotten), "capacity" (evicted earlier by a limit, on any host of the
+  // pool), "stale" (the source changed or withdrew the image since), "too_big" (larger than
+  // the cache admits: served uncached), "lost" (the entry vanished without any host's cache
+  // evicting it: removed by hand), then "unknown" (before reasons were; listed only if any).
+  // This host's misses: counters that never go down, adding up to `misses`.
+  std::vector<std::pair<std::string, MissReasonStats>> misses_by_reason;
 };
 
 struct VerifyResult {

@@ -141,10 +141,10 @@ CacheImpl::ImageLocks CacheImpl::LockImage(const std::string& key,
 }
 
 void CacheImpl::Event(const std::string& kind, const std::string& image_id, uint64_t bytes,
-                      std::chrono::microseconds micros) {
+                      std::chrono::microseconds micros, const std::string& reason) {
   try {
     WithIndex([&](index::Index& ix) {
-      ix.RecordEvent({Now(), kind, image_id, bytes, micros.count()});
+      ix.RecordEvent({Now(), kind, image_id, bytes, micros.count(), reason});
     });
   } catch (const std::exception& e) {
     // Stats are not worth failing a volume for.
@@ -159,6 +159,10 @@ void CacheImpl::PruneEvents() {
       n = WithIndex([&](index::Index& ix) { return ix.PruneEventBatch(Now()); });
     }
     if (pruned > 0) log_->info("events pruned rows={}", pruned);
+    // The fates misses are labelled by go with the events (schema/008).
+    pruned = WithIndex([&](index::Index& ix) { return ix.PruneEntryFates(Now()); });
+    if (pruned > 0) log_->info("entry fates pruned rows={}", pruned);
+    PruneSharedFates();
   } catch (const std::exception& e) {
     log_->warn("events not pruned error={}", e.what());
   }
@@ -283,6 +287,7 @@ Stats CacheImpl::GetStats() {
     stats.leftover_bytes += l.bytes;
   }
   stats.dead_work_dirs = fetch::ListDeadWorkDirs(options_.conversion.dir).size();
+  MissReasonStatsInto(&stats);
   stats.max_size_gb = options_.cache.max_size_gb;
   stats.max_count = options_.cache.max_count;
   try {

@@ -113,14 +113,29 @@ class CacheImpl final : public Cache {
   bool IsStale(const index::EntryRow& row, const source::ImageMeta& meta) const;
   // Locks key (an entry name) in this host's lock dir and on the backend.
   ImageLocks LockImage(const std::string& key, std::chrono::milliseconds timeout);
+  // `reason`: why a miss happened (MissReason), for the kinds miss and uncached only.
   void Event(const std::string& kind, const std::string& image_id, uint64_t bytes,
-             std::chrono::microseconds micros);
+             std::chrono::microseconds micros, const std::string& reason = "");
   // Deletes the events cache.events_max_age_days / events_max_rows no longer keep, a
   // bounded batch per hold of the index; logs a failure (stats are not worth a pass).
   void PruneEvents();
   EntryInfo ToInfo(const index::EntryRow& row);
   // Unix seconds from the engine's clock: every time the engine records or compares.
   int64_t Now() const { return clock_->WallSeconds(); }
+
+  // --- why misses happen (miss_reasons.cpp)
+  // The reason of a miss of `image_id` now, from what last happened to its entry (here,
+  // or on any host sharing the pool, the newer): "cold", "capacity", "stale" or "lost"
+  // (too_big is the uncached path's own).
+  std::string MissReason(const std::string& image_id);
+  // Records what happened to the image's entry: "cached" when it became ready (filled or
+  // adopted), or the kind of an eviction ("evict" and other limits: capacity; "stale",
+  // "gone": stale); `share`: in the pool's table too, for the other hosts. Never throws:
+  // a reason is not worth failing a fill or an eviction.
+  void NoteFate(const std::string& image_id, const std::string& what, bool share = true);
+  // Bounds the pool's table of fates as the events are (the pass, under its lock).
+  void PruneSharedFates();
+  void MissReasonStatsInto(Stats* stats);
 
   // --- miss path (fill.cpp)
   source::ImageMeta DescribeActive(const std::string& image_id);

@@ -121,6 +121,9 @@ EvictAction CacheImpl::EvictEntry(index::EntryRow row, const std::string& kind,
                kind, action.bytes);
   }
   action.done = true;
+  // The reason of the image's next miss. A dead eviction finished by the gc left no
+  // reason: its entry counts as lost.
+  if (kind != "gc") NoteFate(row.image_id, kind);
   Event(kind, row.image_id, action.bytes, {});
   if (action.kind == "defer") Event("defer", row.image_id, action.bytes, {});
   return action;

@@ -250,6 +250,7 @@ CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
   // fill makes room. (The free-space floor is the exception: the caller made room for the
   // declared size first, MakeRoomForFill, since a full disk fails the fill itself.)
   const Stopwatch fill_timer;
+  const std::string miss_reason = MissReason(meta.id);  // before the fill notes "cached"
   try {
     out.row = Fill(meta, progress, &out);
   } catch (...) {
@@ -259,7 +260,10 @@ CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
   }
   out.fill = fill_timer.Elapsed();
   out.filled = true;
-  Event(out.direct ? "direct" : "miss", meta.id, out.bytes_downloaded, out.fill);
+  NoteFate(meta.id, "cached");
+  // A direct clone costs no download: not a miss, so no reason.
+  Event(out.direct ? "direct" : "miss", meta.id, out.bytes_downloaded, out.fill,
+        out.direct ? "" : miss_reason);
   // With allocated accounting the real size is known only now. The limits are the pool's:
   // enforced under its pass lock after a reconcile; a pass running on another host makes
   // room itself.
@@ -482,6 +486,7 @@ std::optional<index::EntryRow> CacheImpl::AdoptOrphan(const std::string& name,
   if (row && (!meta || !IsStale(*row, *meta))) {
     row->id = WithIndex([&](index::Index& ix) { return ix.InsertEntry(*row); });
     log_->info("adopted entry image={} entry={}", row->image_id, name);
+    NoteFate(row->image_id, "cached", /*share=*/false);  // its filler shared it
     if (actions) {
       actions->push_back({"gc", row->image_id, name, row->virtual_size,
                           "ready entry without a row: adopted", true});

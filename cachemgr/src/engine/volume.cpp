@@ -377,7 +377,7 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
     if (!fill_plan) {
       // Bytes not copied thanks to the cache: the whole image, unless this was a copy.
       ix.RecordEvent({row.created_at, "hit", entry.image_id,
-                      plan == Plan::kCopy ? 0 : entry.virtual_size, 0});
+                      plan == Plan::kCopy ? 0 : entry.virtual_size, 0, ""});
     }
     tx.Commit();
   });
@@ -452,7 +452,7 @@ CreateVolumeResult CacheImpl::MakeUncached(const source::ImageMeta& meta,
   row.state = index::State::kReady;
   row.owner.clear();
   WithIndex([&](index::Index& ix) { ix.UpdateVolume(row); });
-  Event("uncached", meta.id, fetched.bytes_downloaded, timer.Elapsed());
+  Event("uncached", meta.id, fetched.bytes_downloaded, timer.Elapsed(), "too_big");
 
   CreateVolumeResult result;
   result.volume = request.volume;

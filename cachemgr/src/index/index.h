@@ -90,6 +90,7 @@ struct EventRow {
   std::string image_id;
   uint64_t bytes = 0;
   int64_t micros = 0;
+  std::string reason;       // why a miss happened (schema/008); '' for other kinds
 };
 
 struct EventTotals {
@@ -97,6 +98,19 @@ struct EventTotals {
   uint64_t count = 0;
   uint64_t bytes = 0;
   int64_t micros = 0;
+};
+
+// What last happened to an image's entry (schema/008).
+struct EntryFateRow {
+  int64_t ts = 0;    // unix seconds
+  std::string fate;  // cached | capacity | stale
+};
+
+// Misses per reason (schema/008), every one ever recorded.
+struct MissTotals {
+  std::string reason;  // cold | capacity | stale | too_big | lost | unknown (before 008)
+  uint64_t count = 0;
+  uint64_t bytes = 0;  // downloaded by those misses
 };
 
 struct SourceDigestRow {
@@ -210,6 +224,18 @@ class Index {
   // Batches until every event the retention no longer keeps is gone; returns how many.
   uint64_t ApplyEventRetention(int64_t now);
   const EventRetention& event_retention() const { return retention_; }
+
+  // --- what last happened to each image's entry, for the reason of its next miss
+  // (index_fates.cpp, schema/008): "cached" | "capacity" | "stale".
+  void NoteEntryFate(const std::string& backend, const std::string& pool,
+                     const std::string& image_id, int64_t ts, const std::string& fate);
+  std::optional<EntryFateRow> EntryFate(const std::string& backend, const std::string& pool,
+                                        const std::string& image_id);
+  std::vector<MissTotals> MissTotalsByReason();
+  // Deletes the fates the event retention no longer keeps at `now` (older than
+  // max_age_days, then the oldest beyond max_rows), never one of an image with a live
+  // entry; returns how many.
+  uint64_t PruneEntryFates(int64_t now);
 
   const std::filesystem::path& path() const { return path_; }
 

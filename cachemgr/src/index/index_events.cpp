@@ -28,13 +28,14 @@ constexpr int64_t kSecondsPerDay = 86400;
 void Index::RecordEvent(const EventRow& event) {
   const int64_t id = Guard(path_, "record event kind=" + event.kind, [&] {
     SQLite::Statement q(*db_,
-                        "INSERT INTO events (ts, kind, image_id, bytes, micros) "
-                        "VALUES (?, ?, ?, ?, ?)");
+                        "INSERT INTO events (ts, kind, image_id, bytes, micros, reason) "
+                        "VALUES (?, ?, ?, ?, ?, ?)");
     q.bind(1, event.ts);
     q.bind(2, event.kind);
     q.bind(3, event.image_id);
     q.bind(4, static_cast<int64_t>(event.bytes));
     q.bind(5, event.micros);
+    q.bind(6, event.reason);
     q.exec();
     return db_->getLastInsertRowid();
   });
@@ -89,7 +90,7 @@ std::optional<EventRow> Index::LastEvent(const std::string& kind) {
     if (!q.executeStep()) return std::nullopt;
     return EventRow{q.getColumn(0).getInt64(), q.getColumn(1).getString(),
                     q.getColumn(2).getString(), static_cast<uint64_t>(q.getColumn(3).getInt64()),
-                    q.getColumn(4).getInt64()};
+                    q.getColumn(4).getInt64(), ""};
   });
 }
 
