@@ -57,8 +57,9 @@ struct ReuseDistance {
   uint64_t bytes = 0;    // their bytes, each as of its latest access
 };
 
-// Positions a new store starts with; the array doubles when the distinct keys fill half.
-constexpr uint64_t kReuseInitialCapacity = 1024;
+// Positions a new store starts with; the array doubles when the distinct keys fill half
+// of it, so a renumbering comes at most once in capacity / 2 accesses whatever the start.
+constexpr uint64_t kReuseInitialCapacity = 64;
 
 // Records an access of `key` taking `bytes` and returns its distance. O(log capacity)
 // store calls; when the positions run out, the marks are renumbered 1..k and the tree

@@ -42,7 +42,8 @@ struct Replay {
 
 // A fresh cache at max_count `count` (and the bytes of `count` images), the trace
 // replayed through it, one request a second (the LRU order is by last use in seconds),
-// each volume deleted once made so the cache holds only its entries.
+// each volume deleted once made so the cache holds only its entries. The index's tree is
+// renumbered every ~80 accesses (50 images, 64 positions to start).
 Replay RunTrace(const std::filesystem::path& dir, const std::vector<int>& trace, uint64_t count) {
   Options options = EngineOptions(dir, false, "");
   options.cache.max_count = count;
@@ -51,9 +52,16 @@ Replay RunTrace(const std::filesystem::path& dir, const std::vector<int>& trace,
     WriteRawImage(dir / "images" / ("zipf-" + std::to_string(i)), kImageBytes, kImageBytes,
                   static_cast<uint32_t>(i + 1));
   }
-  auto engine = OpenDrivenEngine(options);
+  auto clock = std::make_shared<FakeClock>();
+  auto engine = OpenDrivenEngine(options, clock);
   Replay out;
   for (size_t i = 0; i < trace.size(); ++i) {
+    // Half way, the cache is opened again: the histograms and the tree live in the index,
+    // as they do across the processes of the tool.
+    if (i == trace.size() / 2) {
+      engine.cache.reset();
+      engine = OpenDrivenEngine(options, clock);
+    }
     engine.clock->Advance(std::chrono::seconds(1));
     const std::string volume = "v-" + std::to_string(i);
     auto made = engine.cache->CreateVolume(

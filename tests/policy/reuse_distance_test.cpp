@@ -170,11 +170,9 @@ TEST_CASE("buckets: exact below 64, then eight to an octave") {
 
 TEST_CASE("the histogram predicts an LRU cache exactly where its buckets are exact") {
   std::mt19937_64 rng(11);
-  std::discrete_distribution<int> zipf([] {
-    std::vector<double> w;
-    for (int i = 1; i <= 50; ++i) w.push_back(1.0 / i);
-    return w;
-  }());
+  std::vector<double> weights;
+  for (int i = 1; i <= 50; ++i) weights.push_back(1.0 / i);
+  std::discrete_distribution<int> zipf(weights.begin(), weights.end());
   std::vector<std::string> trace;
   for (int i = 0; i < 1000; ++i) trace.push_back("img-" + std::to_string(zipf(rng)));
   MemoryStore store;
