@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "common.h"
+#include "stats_what_if.h"
 
 namespace cachemgr::cli {
 namespace {
@@ -24,6 +25,8 @@ nlohmann::json PoolJson(const PoolTotals& p) {
 struct StatsArgs {
   bool prometheus = false;
   std::string output;
+  bool what_if = false;            // --what-if: other cache sizes (stats_what_if.cpp)
+  double target_hit_ratio = 0.9;
 };
 
 // The text exposition format (version 0.0.4) that node_exporter's textfile collector
@@ -222,6 +225,20 @@ int RunStats(Context& ctx, const StatsArgs& args) {
     throw Error(Errc::kInvalidArgument,
                 "--json and --prometheus are two output formats: give one of them");
   }
+  if (args.what_if) {
+    if (args.prometheus) {
+      throw Error(Errc::kInvalidArgument,
+                  "--what-if prints a table or --json, not --prometheus: give one of them");
+    }
+    const WhatIfReport r = ctx.cache().WhatIf(args.target_hit_ratio);
+    const std::string text = ctx.json ? WhatIfJson(r) : WhatIfTable(r);
+    if (!args.output.empty()) {
+      WriteAtomically(args.output, text);
+    } else {
+      std::cout << text;
+    }
+    return kExitOk;
+  }
   const Stats s = ctx.cache().GetStats();
   const std::string text = args.prometheus ? Prometheus(s) : ctx.json ? StatsJson(s) : StatsTable(s);
   if (!args.output.empty())
@@ -244,6 +261,12 @@ void AddStats(CLI::App& app, Context& ctx) {
   sub->add_flag("--prometheus", args->prometheus, "Prometheus text exposition format");
   sub->add_option("--output,-o", args->output,
                   "write to FILE (temp file + rename) instead of stdout");
+  sub->add_flag("--what-if", args->what_if,
+                "hit ratio at 0.5x, 1x, 2x and 4x of max_count and max_size_gb, and the size "
+                "a target hit ratio needs (from the recorded reuse distances)");
+  sub->add_option("--target-hit-ratio", args->target_hit_ratio,
+                  "with --what-if: the hit ratio to size for, in (0, 1] (default 0.9)")
+      ->check(CLI::Range(0.000001, 1.0));
   sub->callback([&ctx, args] { ctx.run = [&ctx, args] { return RunStats(ctx, *args); }; });
 }
 

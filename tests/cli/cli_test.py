@@ -361,6 +361,27 @@ class CliTest(unittest.TestCase):
         shown = env.json("show", qcow)
         self.assertEqual([v["name"] for v in shown["volume_list"]], ["vm-3"])
 
+    def test_stats_what_if(self):
+        # max_count 1: a, b, a, a misses a (cold), b (cold), a (b came between), hits a.
+        env = Env("whatif", cache="max_count: 1")
+        a, b = WORLD.add_raw(size=MiB), WORLD.add_raw(size=MiB)
+        for i, image in enumerate([a, b, a, a]):
+            rc, _, err = env.run("create", image, "wi-%d" % i)
+            self.assertEqual(rc, EXIT_OK, err)
+        r = env.json("stats", "--what-if", "--target-hit-ratio", "0.5")
+        self.assertEqual((r["accesses"], r["cold"], r["measured_hits"]), (4, 2, 1))
+        self.assertEqual([s["factor"] for s in r["sizes"]], [0.5, 1, 2, 4])
+        self.assertEqual([s["max_count"] for s in r["sizes"]], [1, 1, 2, 4])
+        self.assertAlmostEqual(r["sizes"][1]["hit_ratio_by_count"], 0.25)  # as measured
+        self.assertAlmostEqual(r["sizes"][2]["hit_ratio_by_count"], 0.5)  # a stays at 2
+        self.assertEqual(r["target"]["max_count"], 2)
+        rc, out, err = env.run("stats", "--what-if")
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertIn("1x (today)", out)
+        self.assertIn("no size reaches it", out)  # 0.9 with half the accesses cold
+        rc, _, err = env.run("stats", "--what-if", "--target-hit-ratio", "1.5")
+        self.assertEqual(rc, EXIT_USAGE, err)
+
     def test_quiet_by_default_one_line_errors_and_the_log_file(self):
         log_file = os.path.join(WORLD.root, "quiet-%s.log" % BACKEND)
         env = Env("quiet", extra="log:\n  level: info\n  file: %s\n" % log_file)

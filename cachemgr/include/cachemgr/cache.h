@@ -198,6 +198,33 @@ struct Stats {
   std::vector<std::pair<std::string, MissReasonStats>> misses_by_reason;
 };
 
+// `stats --what-if`: the hit ratio an LRU cache of other sizes would have had over the
+// accesses recorded (volumes made from the cache, hit or miss), from the histograms of
+// their reuse distances (policy/reuse_distance.h). A model: it assumes the cache evicts
+// only by LRU at its limits (pinned entries, stale replacements and several hosts
+// sharing a pool make the real figure differ), and above 64 entries a bucket spans 1/8
+// of a power of two (the hits inside one are interpolated).
+struct WhatIfRow {
+  double factor = 0;              // of today's limits (1 = as configured)
+  uint64_t max_count = 0;         // 0 = unlimited
+  double max_size_gb = 0;         // 0 = unlimited
+  double hit_ratio_by_count = 0;  // predicted with max_count alone
+  double hit_ratio_by_size = 0;   // predicted with max_size_gb alone
+  double hit_ratio = 0;           // with both: the lower of the two (an upper bound)
+};
+struct WhatIfReport {
+  uint64_t accesses = 0;          // accesses recorded
+  uint64_t cold = 0;              // first accesses of an image: misses at any size
+  uint64_t measured_hits = 0;     // of the accesses recorded, those that were hits
+  double max_hit_ratio = 0;       // 1 - cold / accesses: no size does better
+  std::vector<WhatIfRow> rows;    // factors 0.5, 1, 2, 4
+  double target_hit_ratio = 0.9;
+  // The smallest max_count / max_size_gb (each alone) that would have reached the
+  // target; empty when none would (too many cold accesses) or nothing was recorded.
+  std::optional<uint64_t> count_for_target;
+  std::optional<double> size_gb_for_target;
+};
+
 struct VerifyResult {
   std::string image_id;
   bool ok = false;
@@ -255,6 +282,8 @@ class CACHEMGR_EXPORT Cache {
   virtual std::vector<EntryInfo> List() = 0;
   virtual std::vector<VolumeInfo> Volumes(const std::string& image_id) = 0;
   virtual Stats GetStats() = 0;
+  // The what-if of other cache sizes (see WhatIfReport); target in (0, 1].
+  virtual WhatIfReport WhatIf(double target_hit_ratio) = 0;
 
   // Re-reads an entry's bytes and compares them with the source's checksum.
   virtual VerifyResult Verify(const std::string& image_id) = 0;

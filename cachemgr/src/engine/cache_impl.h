@@ -72,6 +72,7 @@ class CacheImpl final : public Cache {
   std::vector<EntryInfo> List() override;
   std::vector<VolumeInfo> Volumes(const std::string& image_id) override;
   Stats GetStats() override;
+  WhatIfReport WhatIf(double target_hit_ratio) override;  // reuse.cpp
   VerifyResult Verify(const std::string& image_id) override;
   RebuildReport RebuildIndex() override;
   std::vector<std::string> SourceImages() override;
@@ -120,6 +121,10 @@ class CacheImpl final : public Cache {
   // bounded batch per hold of the index; logs a failure (stats are not worth a pass).
   void PruneEvents();
   EntryInfo ToInfo(const index::EntryRow& row);
+  // Records an access of the entry (hit or not) in the reuse-distance histograms, inside
+  // the caller's transaction on `ix` but in a savepoint of its own: a failure is logged
+  // and never fails the volume (reuse.cpp).
+  void RecordReuse(index::Index& ix, const index::EntryRow& entry, bool hit);
   // Unix seconds from the engine's clock: every time the engine records or compares.
   int64_t Now() const { return clock_->WallSeconds(); }
 

@@ -379,6 +379,7 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
       ix.RecordEvent({row.created_at, "hit", entry.image_id,
                       plan == Plan::kCopy ? 0 : entry.virtual_size, 0, ""});
     }
+    RecordReuse(ix, entry, !fill_plan);  // for `stats --what-if`
     tx.Commit();
   });
   ShareUse(entry, row.created_at);

@@ -140,7 +140,9 @@ class File {
 class Integrity {
  public:
   Integrity(const source::ImageMeta& meta, spdlog::logger& log)
-      : plan_(MakePlan(meta, log)), hasher_(plan_.algos) {}
+      // Blocks no larger than the image: a small image does not pay for 8 MiB of them.
+      : plan_(MakePlan(meta, log)),
+        hasher_(plan_.algos, std::clamp<uint64_t>(meta.size.value_or(1 << 20), 4096, 1 << 20)) {}
   void Update(std::span<const std::byte> d) { hasher_.Update(d); }
   uint64_t bytes() const { return hasher_.bytes(); }
 
@@ -270,7 +272,7 @@ class HeaderGate {
 // Every byte of an opened source file, from its descriptor; kCorrupt when it changed
 // while read.
 void ReadLocal(const Context& c, const source::LocalFile& file, const source::Sink& sink) {
-  std::vector<std::byte> buf(4 << 20);
+  std::vector<std::byte> buf(std::clamp<uint64_t>(file.size(), 4096, 4 << 20));
   uint64_t done = 0;
   auto progress = c.Progress("download");
   while (true) {

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -120,6 +121,28 @@ struct SourceDigestRow {
   std::string disk_format;  // read from the header ('' when the sidecar names it)
   std::string md5, sha512;  // '' when not computed (the sidecar names a digest)
   int64_t computed_at = 0;
+};
+
+// The reuse-distance tracker's state (index_reuse.cpp, schema/009); the engine reads
+// and writes it for policy/reuse_distance.h, which does the arithmetic.
+struct ReuseHeadRow {
+  uint64_t capacity = 0;  // positions of the Fenwick array; 0: nothing recorded yet
+  uint64_t last_seq = 0;  // position of the newest access
+};
+struct ReuseLastRow {
+  std::string image_id;
+  uint64_t seq = 0;    // position of the image's latest access
+  uint64_t bytes = 0;  // its bytes then
+};
+struct ReuseCellRow {
+  uint64_t pos = 0;
+  int64_t count = 0;
+  int64_t bytes = 0;
+};
+struct ReuseHistRow {
+  std::string unit;  // entries | bytes | outcome
+  int64_t bucket = 0;  // -1 = cold
+  uint64_t count = 0;
 };
 
 // How long events are kept (for `stats`); 0 = no limit. The cache's come from
@@ -236,6 +259,23 @@ class Index {
   // max_age_days, then the oldest beyond max_rows), never one of an image with a live
   // entry; returns how many.
   uint64_t PruneEntryFates(int64_t now);
+  // --- reuse distances (index_reuse.cpp): plain reads and writes, called inside the
+  // caller's transaction (one per access).
+  ReuseHeadRow GetReuseHead();
+  void SetReuseHead(const ReuseHeadRow& head);
+  std::optional<ReuseLastRow> GetReuseLast(const std::string& image_id);
+  void SetReuseLast(const ReuseLastRow& row);
+  ReuseCellRow GetReuseCell(uint64_t pos);  // zero when absent
+  void AddReuseCell(const ReuseCellRow& delta);
+  std::vector<ReuseLastRow> ListReuseLastBySeq();
+  // Replaces every mark and the whole tree (the renumbering); cells that are zero are
+  // not stored.
+  void ReplaceReuse(const std::vector<ReuseLastRow>& marks, const std::vector<ReuseCellRow>& cells);
+  void AddReuseHistogram(const std::string& unit, int64_t bucket, uint64_t n = 1);
+  std::vector<ReuseHistRow> ReuseHistogram();
+  // Runs `fn` in a savepoint (inside the caller's transaction, or alone): on a throw,
+  // what it wrote is undone and the error passed on; the caller's writes stand.
+  void InSavepoint(const std::string& name, const std::function<void()>& fn);
 
   const std::filesystem::path& path() const { return path_; }
 

@@ -235,7 +235,7 @@ class FileSource final : public Source {
     const int fd = file.fd();
     const uint64_t total = file.size();
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    std::vector<std::byte> buf(4 << 20);
+    std::vector<std::byte> buf(std::clamp<uint64_t>(total, 4096, 4 << 20));
     uint64_t done = 0;
     while (true) {
       ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(done));
