@@ -4,6 +4,7 @@
 // policy::PlanFloor; evicting is EvictEntry, as for the limits.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <string>
 
 #include "engine/cache_impl.h"
@@ -15,6 +16,10 @@ namespace {
 constexpr size_t kFloorPage = 64;
 
 policy::FloorLimits FloorOf(const CacheOptions& c) { return {c.min_free_percent, c.min_free_gb}; }
+
+// How long a write by this process still counts against the floor after it ended, on RBD
+// (the mgr refreshes `ceph df` every few seconds).
+constexpr std::chrono::seconds kSettle{15};
 
 std::string MiB(uint64_t bytes) { return std::to_string((bytes + (1u << 19)) >> 20) + " MiB"; }
 }  // namespace
@@ -59,10 +64,37 @@ policy::FloorPlan CacheImpl::PlanFloorNow(const storage::SpaceInfo& space, uint6
   return policy::PlanFloor(now, FloorOf(options_.cache), incoming, next, partial);
 }
 
-CacheImpl::Room CacheImpl::MakeRoomForFill(const source::ImageMeta& meta, bool with_volume,
-                                           bool cacheable) {
+CacheImpl::RoomHold::~RoomHold() {
+  if (!cache_ || bytes_ == 0) return;
+  std::lock_guard lock(cache_->floor_mu_);
+  auto it = cache_->floor_reserved_.find(key_);
+  if (it == cache_->floor_reserved_.end() || --it->second.holders > 0) return;
+  // RBD: the pool's MAX AVAIL shows a write seconds later; until then the bytes count.
+  if (cache_->backend_kind_ == "rbd") {
+    it->second.settled = std::chrono::steady_clock::now() + kSettle;
+  } else {
+    cache_->floor_reserved_.erase(it);
+  }
+}
+
+uint64_t CacheImpl::ReservedBytesLocked(const std::string& key) {
+  const auto now = std::chrono::steady_clock::now();
+  std::erase_if(floor_reserved_,
+                [&](const auto& r) { return r.second.holders == 0 && r.second.settled <= now; });
+  uint64_t bytes = 0;
+  for (const auto& [k, r] : floor_reserved_) {
+    if (k != key) bytes += r.bytes;
+  }
+  return bytes;
+}
+
+CacheImpl::RoomMade CacheImpl::MakeRoomForFill(const source::ImageMeta& meta, bool with_volume,
+                                               bool cacheable) {
   const auto& c = options_.cache;
-  if (!FloorOf(c).enabled()) return cacheable ? Room::kCached : Room::kUncached;
+  if (!FloorOf(c).enabled()) return {cacheable ? Room::kCached : Room::kUncached, {}};
+  // One miss at a time decides and reserves, so two cannot both take the last room.
+  std::lock_guard floor_lock(floor_mu_);
+  const uint64_t reserved = ReservedBytesLocked(meta.id);
   const uint64_t image = meta.virtual_size.value_or(meta.size.value_or(0));
   // A volume that is a full copy of its entry takes the image's bytes a second time.
   const bool volume_copies =
@@ -72,12 +104,12 @@ CacheImpl::Room CacheImpl::MakeRoomForFill(const source::ImageMeta& meta, bool w
   const auto space = backend_->FreeSpace();
   std::map<int64_t, index::EntryRow> rows;
   // Too large for the cache (max_size_gb): only the volume is made, and must fit.
-  auto plan = PlanFloorNow(space, 0, cacheable ? cached : image, 0, false, &rows);
+  auto plan = PlanFloorNow(space, 0, reserved + (cacheable ? cached : image), 0, false, &rows);
   Room room = cacheable ? Room::kCached : Room::kUncached;
   if (!plan.holds && cacheable && with_volume && c.on_no_room == OnNoRoom::kUncached) {
     // Not cached: the volume alone still takes the image's bytes above the floor.
     rows.clear();
-    auto alone = PlanFloorNow(space, 0, image, 0, false, &rows);
+    auto alone = PlanFloorNow(space, 0, reserved + image, 0, false, &rows);
     if (alone.holds) {
       plan = alone;
       room = Room::kUncached;
@@ -94,6 +126,7 @@ CacheImpl::Room CacheImpl::MakeRoomForFill(const source::ImageMeta& meta, bool w
             ": " + MiB(plan.avail_before) + " free of " + MiB(space.total_bytes) + ", floor " +
             MiB(plan.floor_bytes) + ", the image needs " + MiB(cached) +
             (tried_uncached ? " cached (" + MiB(image) + " uncached)" : "") +
+            (reserved ? ", other fills in progress hold " + MiB(reserved) : "") +
             ", evicting every entry that can go frees " + MiB(plan.freeable_bytes) + " (short by " +
             MiB(plan.shortfall) + "; entries kept for clones free nothing): free space " +
             "or lower cache.min_free_percent / cache.min_free_gb" +
@@ -111,7 +144,14 @@ CacheImpl::Room CacheImpl::MakeRoomForFill(const source::ImageMeta& meta, bool w
         "image={} bytes={} avail={} floor={}",
         meta.id, cached, plan.avail_before, plan.floor_bytes);
   }
-  return room;
+  // The threads of one fill share its reservation; each uncached volume has its own.
+  const uint64_t hold = room == Room::kCached ? cached : image;
+  const std::string key =
+      room == Room::kCached ? meta.id : meta.id + "/uncached/" + std::to_string(++floor_serial_);
+  auto& r = floor_reserved_[key];
+  r.bytes = std::max(r.bytes, hold);
+  ++r.holders;
+  return {room, RoomHold(this, key, hold)};
 }
 
 void CacheImpl::RestoreFloor(uint64_t freed, int64_t exclude_id, bool dry_run,

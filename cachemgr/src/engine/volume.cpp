@@ -124,8 +124,8 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
       try {
         if (row && row->state == index::State::kReady && (!meta || !IsStale(*row, *meta))) {
           result = MakeVolume(*row, request, &claim, &guard, std::nullopt, meta ? now : 0);
-        } else if (MakeRoomForFill(*meta, /*with_volume=*/true, Admits(*meta)) ==
-                   Room::kUncached) {  // too large for the cache, or the free-space floor
+        } else if (auto room = MakeRoomForFill(*meta, /*with_volume=*/true, Admits(*meta));
+                   room.room == Room::kUncached) {  // too large for the cache, or the floor
           result = MakeUncached(*meta, request, &claim, &guard);
         } else {
           Ensured ensured = EnsureEntry(*meta, request.progress);
@@ -532,7 +532,8 @@ PrefillResult CacheImpl::Prefill(const std::string& image_id, const ProgressFn& 
     result.outcome = PrefillOutcome::kFresh;
     result.virtual_size = row->virtual_size;
   } else {
-    MakeRoomForFill(meta, /*with_volume=*/false);  // the free-space floor; throws if no room
+    // The free-space floor; throws if no room. Held (reserved) until the fill is done.
+    [[maybe_unused]] const auto room = MakeRoomForFill(meta, /*with_volume=*/false);
     Ensured ensured = EnsureEntry(meta, progress);
     result.outcome = ensured.replaced ? PrefillOutcome::kReplaced
                      : ensured.direct && ensured.filled ? PrefillOutcome::kDirect
