@@ -70,7 +70,11 @@ int RunEvict(Context& ctx, const EvictArgs& args) {
                   {false, false, false, true, false, false});
       for (const auto& a : report.actions)
         table.Add({a.kind, a.image_id.empty() ? "-" : a.image_id, a.name, HumanBytes(a.bytes),
-                   a.done ? "done" : (args.dry_run ? "would do" : "FAILED"), a.reason});
+                   a.done                                             ? "done"
+                   : a.reason.find("skipped:") != std::string::npos ? "skipped"
+                   : args.dry_run                                     ? "would do"
+                                                                      : "FAILED",
+                   a.reason});
       std::cout << table.Render();
     }
     std::cout << "entries " << report.entries_before << " -> " << report.entries_after << ", "

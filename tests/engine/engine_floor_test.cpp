@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <thread>
@@ -341,5 +342,79 @@ TEST_CASE("misses at once each count the others' fills: the floor holds under co
     cached += m;
   }
   CHECK(cached == 1);
+  CHECK(f.AboveFloor());
+}
+
+TEST_CASE("a compressed image is held to its real size, not its download's") {
+  if (kRbd) return;  // the check is the engine's, the same on both backends
+  FloorEnv f;
+  // 40 MiB of one repeated line, compressed into a qcow2 of a few hundred KiB, with no
+  // declared virtual size: only its header tells how much the fill will write.
+  const std::string id = Unique("img");
+  const auto raw = f.env.dir / "compressible.raw";
+  {
+    std::ofstream out(raw, std::ios::binary);
+    const std::string line = "cachemgr free-space floor test line\n";
+    for (uint64_t n = 0; n < 40 * kMiB; n += line.size()) out << line;
+  }
+  std::string out;
+  REQUIRE(RunCommand({"qemu-img", "convert", "-c", "-O", "qcow2", raw.string(),
+                      f.env.Image(id).string()},
+                     &out) == 0);
+  std::filesystem::remove(raw);
+  REQUIRE(std::filesystem::file_size(f.env.Image(id)) < 4 * kMiB);
+  const uint64_t avail = f.Settled();
+  f.SetFloor(avail - 20 * kMiB, OnNoRoom::kRefuse);  // room for 20 MiB: not for 40
+  auto cache = f.env.Open();
+  try {
+    cache->CreateVolume({.image_id = id, .volume = "vol-cq"});
+    FAIL("a 40 MiB image was let in above a floor with room for 20 MiB");
+  } catch (const Error& e) {
+    CHECK(e.code() == Errc::kBackend);
+    CHECK(std::string(e.what()).find("no room") != std::string::npos);
+  }
+  CHECK_FALSE(cache->Lookup(id));
+  CHECK_FALSE(f.env.backend->Exists(f.env.Vol("vol-cq")));
+  CHECK(f.AboveFloor());
+}
+
+TEST_CASE("served uncached for want of room: the miss keeps its reason, not too_big") {
+  if (kRbd) return;
+  FloorEnv f;
+  const auto img = f.AddImage(31);
+  const uint64_t avail = f.Settled();
+  f.env.options.cache.max_clone_depth = 0;  // caching would take the image twice
+  f.SetFloor(avail - kImg - kImg / 2, OnNoRoom::kUncached);
+  auto cache = f.env.Open();
+  CHECK(cache->CreateVolume({.image_id = img, .volume = "vol-u"}).plan == Plan::kUncached);
+  std::map<std::string, uint64_t> reasons;
+  for (const auto& [reason, s] : cache->GetStats().misses_by_reason) reasons[reason] = s.count;
+  CHECK(reasons["cold"] == 1);
+  CHECK(reasons["too_big"] == 0);
+}
+
+TEST_CASE("a hit that copies the image makes room first, keeping the entry it copies") {
+  if (kRbd) return;  // the check is the engine's, the same on both backends
+  FloorEnv f;
+  const auto a = f.AddImage(41), b = f.AddImage(42);
+  const uint64_t avail = f.Prefill({a, b});
+  f.env.options.cache.max_clone_depth = 0;  // every volume a full copy
+  f.SetFloor(avail - kImg / 2, OnNoRoom::kRefuse);
+  auto cache = f.env.Open();
+  const auto r = cache->CreateVolume({.image_id = b, .volume = "vol-copy"});
+  CHECK(r.plan == Plan::kCopy);
+  CHECK(f.env.SameData("vol-copy", b));
+  CHECK_FALSE(cache->Lookup(a));  // least recently used, evicted for the copy
+  CHECK(cache->Lookup(b));        // the entry copied stays
+  CHECK(f.AboveFloor());
+  // No other entry left to evict: the next copy is refused, naming the figures.
+  try {
+    cache->CreateVolume({.image_id = b, .volume = "vol-copy2"});
+    FAIL("a copy was made below the floor");
+  } catch (const Error& e) {
+    CHECK(e.code() == Errc::kBackend);
+    CHECK(std::string(e.what()).find("full copy") != std::string::npos);
+  }
+  CHECK_FALSE(f.env.backend->Exists(f.env.Vol("vol-copy2")));
   CHECK(f.AboveFloor());
 }

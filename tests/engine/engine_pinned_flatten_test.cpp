@@ -111,9 +111,10 @@ TEST_CASE("the pass flattens the clones that pin most first and purges what they
   CHECK(env.backend->FlattensInPlace() == kRbd);
   if (!kRbd) {
     // The local backend's flatten swaps the file: never run under a volume a VM may use.
+    // Reported for as many clones as the pass would flatten (2 of the 3), not every one.
     pass = RunPass(*cache, 2);
     CHECK(pass.flattened == 0);
-    CHECK(pass.skipped == 3);
+    CHECK(pass.skipped == 2);
     CHECK(pass.pinned_bytes == 24 * kMiB);
     CHECK(env.backend->ListTrash().size() == 2);
     CHECK(all_read_back());

@@ -327,6 +327,8 @@ TEST_CASE("cache.min_free_percent, min_free_gb, on_no_room: read, defaulted, bou
         std::string::npos);
   CHECK(ConfigError("cache: {min_free_gb: -0.5}").find("cache.min_free_gb: must be >= 0") !=
         std::string::npos);
+  CHECK(ConfigError("cache: {min_free_gb: 1e30}").find("at most 1048576 (1 PiB)") !=
+        std::string::npos);
   CHECK(ConfigError("cache: {min_free_gb: lots}")
             .find("cache.min_free_gb: expected a number, got 'lots'") != std::string::npos);
   CHECK(ConfigError("cache: {on_no_room: wait}").find("cache.on_no_room: must be one of") !=

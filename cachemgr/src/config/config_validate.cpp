@@ -184,8 +184,9 @@ void ValidateOptions(const Options& o) {
   if (!(cache.min_free_percent >= 0 && cache.min_free_percent <= 99)) {
     Invalid("cache.min_free_percent", "must be between 0 and 99 (0 = off)");
   }
-  if (!(cache.min_free_gb >= 0) || !std::isfinite(cache.min_free_gb)) {
-    Invalid("cache.min_free_gb", "must be >= 0 (0 = off)");
+  // Over a pebibyte is a typo (a figure in MiB or bytes): every miss would be refused.
+  if (!(cache.min_free_gb >= 0 && cache.min_free_gb <= 1048576)) {
+    Invalid("cache.min_free_gb", "must be >= 0 (0 = off) and at most 1048576 (1 PiB)");
   }
   // The pinned flatten: clones per pass and seconds per pass. More than a thousand
   // flattens (each a full copy of its parent) in one pass, or a budget beyond a day, is

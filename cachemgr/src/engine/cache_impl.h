@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cachemgr/cache.h"
+#include "engine/floor_reservations.h"
 #include "engine/single_flight.h"
 #include "index/index.h"
 #include "policy/clone_plan.h"
@@ -261,35 +262,21 @@ class CacheImpl final : public Cache {
   // max_size_gb) and the volume fits. Throws kBackend naming the figures when nothing fits,
   // or on_no_room is refuse. No floor configured: at once, without asking the backend.
   //
-  // Misses of one process that run at once each count the bytes the others reserved (and,
-  // on RBD, wrote in the last seconds, which the pool's figure shows late): the returned
-  // hold keeps this fill's bytes reserved until it is destroyed, after the fill.
-  class RoomHold {
-   public:
-    RoomHold() = default;
-    RoomHold(CacheImpl* cache, std::string key, uint64_t bytes)
-        : cache_(cache), key_(std::move(key)), bytes_(bytes) {}
-    RoomHold(RoomHold&& o) noexcept : cache_(o.cache_), key_(std::move(o.key_)), bytes_(o.bytes_) {
-      o.cache_ = nullptr;
-    }
-    RoomHold& operator=(RoomHold&&) = delete;
-    RoomHold(const RoomHold&) = delete;
-    ~RoomHold();
-
-   private:
-    CacheImpl* cache_ = nullptr;
-    std::string key_;
-    uint64_t bytes_ = 0;
-  };
+  // Misses at once (threads, processes, hosts sharing a local root) each count the bytes
+  // the others reserved (and, on RBD, wrote in the last seconds, which the pool's figure
+  // shows late): the returned hold keeps this fill's bytes reserved until it goes, after
+  // the fill (engine/floor_reservations.h).
   struct RoomMade {
     Room room = Room::kCached;
-    RoomHold hold;
+    FloorReservations::Hold hold;
   };
   RoomMade MakeRoomForFill(const source::ImageMeta& meta, bool with_volume,
                            bool cacheable = true);
-  // Bytes of this process's fills in progress or just written, but those of `key` (its own
-  // image: the threads of one fill share it); floor_mu_ held.
-  uint64_t ReservedBytesLocked(const std::string& key);
+  // Before a hit whose volume is a full copy (a copy or flatten-then-clone plan, the local
+  // backend's copy mode): room for `size` bytes, the entry itself kept; kBackend naming the
+  // figures when there is none. An empty hold when no floor is set or the clone is thin.
+  FloorReservations::Hold MakeRoomForVolume(const index::EntryRow& entry, policy::ClonePlan plan,
+                                            uint64_t size);
   // After the limits (EnforceLimits): evicts LRU entries until the floor holds. `freed`:
   // what the limits' evictions just gave back (not yet in the backend's figures).
   void RestoreFloor(uint64_t freed, int64_t exclude_id, bool dry_run,
@@ -390,16 +377,6 @@ class CacheImpl final : public Cache {
   SingleFlight<source::ImageMeta> describes_;
   // What SourceImages listed, taken (once) by Prefill instead of asking again: `prefill
   // --all` is the listing's few requests, not one more per image.
-  // The free-space floor's reservations (floor.cpp): one miss at a time makes room, and
-  // counts the bytes of the fills still running or written moments ago.
-  std::mutex floor_mu_;
-  struct FloorReservation {
-    uint64_t bytes = 0;
-    int holders = 0;
-    std::chrono::steady_clock::time_point settled{};  // no holder left: counts until then
-  };
-  std::map<std::string, FloorReservation> floor_reserved_;  // by image id (uncached: per volume)
-  uint64_t floor_serial_ = 0;
   std::mutex listed_mu_;
   std::map<std::string, source::ImageMeta> listed_;
   std::filesystem::path lock_dir_;

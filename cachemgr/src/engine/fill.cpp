@@ -389,6 +389,15 @@ uint64_t CacheImpl::FetchToStaging(const source::ImageMeta& meta,
       progress(Progress{meta.id, stage, done, total});
     };
   }
+  // The floor's room was made for the size the source declared; a converted image can be
+  // larger (a compressed qcow2 with no declared virtual size): room for the rest, or refused.
+  std::optional<FloorReservations::Hold> larger;  // until the fill is done
+  fetch_options.before_import = [&](uint64_t virtual_size) {
+    if (virtual_size <= EstimatedSize(meta)) return;
+    auto real = meta;
+    real.virtual_size = virtual_size;
+    larger.emplace(MakeRoomForFill(real, /*with_volume=*/false).hold);
+  };
   auto fetched = fetch::FetchInto(*source_, meta, *backend_, staging_ref, fetch_options, log_);
   row->virtual_size = fetched.virtual_size;
   row->depth = 0;

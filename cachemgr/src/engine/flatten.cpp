@@ -74,8 +74,11 @@ size_t CacheImpl::FlattenPinnedClones(uint32_t max, bool dry_run,
   if (!backend_->FlattensInPlace()) {
     // The local backend flattens by writing a new file and renaming it over the old one:
     // a VM with the volume open would write on into the old file and lose those writes.
+    // Reported for as many clones as the pass would have flattened, not every one.
+    size_t reported = 0;
     for (const auto& [entry_id, volumes] : by_entry) {
       for (const auto& v : volumes) {
+        if (reported++ >= max) return 0;
         actions->push_back({"flatten", v.image_id, v.name, v.size_bytes,
                             "pins evicted entry " + rows[entry_id]->cache_name +
                                 "; skipped: this backend's flatten is not safe while a VM "

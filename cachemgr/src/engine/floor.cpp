@@ -8,6 +8,7 @@
 #include <string>
 
 #include "engine/cache_impl.h"
+#include "util/hex.h"
 
 namespace cachemgr::engine {
 
@@ -64,37 +65,16 @@ policy::FloorPlan CacheImpl::PlanFloorNow(const storage::SpaceInfo& space, uint6
   return policy::PlanFloor(now, FloorOf(options_.cache), incoming, next, partial);
 }
 
-CacheImpl::RoomHold::~RoomHold() {
-  if (!cache_ || bytes_ == 0) return;
-  std::lock_guard lock(cache_->floor_mu_);
-  auto it = cache_->floor_reserved_.find(key_);
-  if (it == cache_->floor_reserved_.end() || --it->second.holders > 0) return;
-  // RBD: the pool's MAX AVAIL shows a write seconds later; until then the bytes count.
-  if (cache_->backend_kind_ == "rbd") {
-    it->second.settled = std::chrono::steady_clock::now() + kSettle;
-  } else {
-    cache_->floor_reserved_.erase(it);
-  }
-}
-
-uint64_t CacheImpl::ReservedBytesLocked(const std::string& key) {
-  const auto now = std::chrono::steady_clock::now();
-  std::erase_if(floor_reserved_,
-                [&](const auto& r) { return r.second.holders == 0 && r.second.settled <= now; });
-  uint64_t bytes = 0;
-  for (const auto& [k, r] : floor_reserved_) {
-    if (k != key) bytes += r.bytes;
-  }
-  return bytes;
-}
-
 CacheImpl::RoomMade CacheImpl::MakeRoomForFill(const source::ImageMeta& meta, bool with_volume,
                                                bool cacheable) {
   const auto& c = options_.cache;
   if (!FloorOf(c).enabled()) return {cacheable ? Room::kCached : Room::kUncached, {}};
-  // One miss at a time decides and reserves, so two cannot both take the last room.
-  std::lock_guard floor_lock(floor_mu_);
-  const uint64_t reserved = ReservedBytesLocked(meta.id);
+  // One miss at a time decides and reserves, so two cannot both take the last room. RBD:
+  // a write counts for kSettle more, while the pool's figure catches up with it.
+  const FloorReservations reservations(use_lock_dir_ / "floor",
+                                       backend_kind_ == "rbd" ? kSettle : std::chrono::seconds(0));
+  const auto deciding = reservations.Decide(std::chrono::minutes(5));
+  const uint64_t reserved = reservations.Others(meta.id);
   const uint64_t image = meta.virtual_size.value_or(meta.size.value_or(0));
   // A volume that is a full copy of its entry takes the image's bytes a second time.
   const bool volume_copies =
@@ -144,14 +124,46 @@ CacheImpl::RoomMade CacheImpl::MakeRoomForFill(const source::ImageMeta& meta, bo
         "image={} bytes={} avail={} floor={}",
         meta.id, cached, plan.avail_before, plan.floor_bytes);
   }
-  // The threads of one fill share its reservation; each uncached volume has its own.
-  const uint64_t hold = room == Room::kCached ? cached : image;
-  const std::string key =
-      room == Room::kCached ? meta.id : meta.id + "/uncached/" + std::to_string(++floor_serial_);
-  auto& r = floor_reserved_[key];
-  r.bytes = std::max(r.bytes, hold);
-  ++r.holders;
-  return {room, RoomHold(this, key, hold)};
+  // The misses of one image share its fill (counted once); each uncached volume is its own.
+  const std::string key = room == Room::kCached ? meta.id : meta.id + "/uncached/" + util::RandomHex(8);
+  return {room, reservations.Reserve(key, room == Room::kCached ? cached : image)};
+}
+
+FloorReservations::Hold CacheImpl::MakeRoomForVolume(const index::EntryRow& entry,
+                                                     policy::ClonePlan plan, uint64_t size) {
+  const auto& c = options_.cache;
+  // A thin clone takes next to nothing; a copy (or a flatten before the clone) the image.
+  const bool copies = plan != policy::ClonePlan::kClone ||
+                      (options_.backend.type == BackendType::kLocal &&
+                       options_.backend.local.clone_mode == CloneMode::kCopy);
+  if (!FloorOf(c).enabled() || !copies) return {};
+  const FloorReservations reservations(use_lock_dir_ / "floor",
+                                       backend_kind_ == "rbd" ? kSettle : std::chrono::seconds(0));
+  const auto deciding = reservations.Decide(std::chrono::minutes(5));
+  const std::string key = entry.image_id + "/volume/" + util::RandomHex(8);
+  const uint64_t reserved = reservations.Others(key);
+  const auto space = backend_->FreeSpace();
+  std::map<int64_t, index::EntryRow> rows;
+  // The entry the volume is made from stays.
+  const auto room = PlanFloorNow(space, 0, reserved + size, entry.id, false, &rows);
+  if (!room.holds) {
+    throw Error(Errc::kBackend,
+                "image " + entry.image_id + ": no room on " + location_ +
+                    " above the free-space floor for a full copy of the cached image: " +
+                    MiB(room.avail_before) + " free of " + MiB(space.total_bytes) + ", floor " +
+                    MiB(room.floor_bytes) + ", the copy needs " + MiB(size) +
+                    (reserved ? ", other fills in progress hold " + MiB(reserved) : "") +
+                    ", evicting every other entry that can go frees " +
+                    MiB(room.freeable_bytes) + " (short by " + MiB(room.shortfall) +
+                    "): free space, or lower cache.min_free_percent / cache.min_free_gb");
+  }
+  const std::string reason = "below the free-space floor " + MiB(room.floor_bytes) + " with " +
+                             MiB(size) + " of a copy of image " + entry.image_id;
+  for (int64_t id : room.victims) {
+    auto it = rows.find(id);
+    if (it != rows.end()) EvictEntry(it->second, "evict", reason, false);
+  }
+  return reservations.Reserve(key, size);
 }
 
 void CacheImpl::RestoreFloor(uint64_t freed, int64_t exclude_id, bool dry_run,

@@ -350,6 +350,10 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
                     std::to_string(entry.virtual_size) + " bytes)");
   }
   auto decision = policy::PlanClone(options_.cache.max_clone_depth, entry.depth);
+  // A hit that copies the image: room above the free-space floor first (a miss made room
+  // for its volume with its fill).
+  [[maybe_unused]] const auto room =
+      fill_plan ? FloorReservations::Hold() : MakeRoomForVolume(entry, decision.plan, size);
   // Shared use lock while the clone is made and recorded: an eviction waits for it and
   // then sees the entry no longer ready (see UseLockPath).
   std::unique_ptr<FileLock> use;
@@ -434,6 +438,14 @@ CreateVolumeResult CacheImpl::MakeUncached(const source::ImageMeta& meta,
       request.progress(Progress{meta.id, stage, done, total});
     };
   }
+  // As for a fill (FetchToStaging): room for a converted image larger than declared.
+  std::optional<FloorReservations::Hold> larger;
+  fetch_options.before_import = [&](uint64_t virtual_size) {
+    if (virtual_size <= meta.virtual_size.value_or(meta.size.value_or(0))) return;
+    auto real = meta;
+    real.virtual_size = virtual_size;
+    larger.emplace(MakeRoomForFill(real, /*with_volume=*/true, /*cacheable=*/false).hold);
+  };
   const Stopwatch timer;
   guard->Track(volume);
   auto fetched = fetch::FetchInto(*source_, meta, *backend_, volume, fetch_options, log_);
@@ -453,7 +465,10 @@ CreateVolumeResult CacheImpl::MakeUncached(const source::ImageMeta& meta,
   row.state = index::State::kReady;
   row.owner.clear();
   WithIndex([&](index::Index& ix) { ix.UpdateVolume(row); });
-  Event("uncached", meta.id, fetched.bytes_downloaded, timer.Elapsed(), "too_big");
+  // too_big only for what the cache never admits (max_size_gb); served uncached for want of
+  // room above the free-space floor, the miss has the reason any miss would have.
+  Event("uncached", meta.id, fetched.bytes_downloaded, timer.Elapsed(),
+        Admits(meta) ? MissReason(meta.id) : "too_big");
 
   CreateVolumeResult result;
   result.volume = request.volume;

@@ -516,6 +516,7 @@ void ConvertAndImport(Context& c, const std::string& qemu_format) {
   DownloadVerified(c, staging);
   const auto convert_started = Clock::now();
   const convert::InspectResult info = InspectDownload(c, staging);
+  if (c.options.before_import) c.options.before_import(info.virtual_size);
   if (qemu_format == "qcow2" && ImportPlainQcow2(c, staging, info, convert_started)) return;
 
   // Anything else: converted to a raw file, which is imported.

@@ -39,6 +39,10 @@ struct FetchOptions {
   bool allow_unverified = false;
   // stage: "download" | "convert" | "import"; total 0 when unknown.
   std::function<void(const std::string& stage, uint64_t done, uint64_t total)> progress;
+  // Called once a converted image's virtual size is read from its header, before anything
+  // is written to the backend (a compressed qcow2's can be many times its download); may
+  // throw to refuse the image (the staging files go).
+  std::function<void(uint64_t virtual_size)> before_import;
 };
 
 struct FetchResult {

@@ -1,0 +1,132 @@
+#include "engine/floor_reservations.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string_view>
+
+#include "cachemgr/error.h"
+#include "util/flock.h"
+#include "util/hex.h"
+
+namespace cachemgr::engine {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+int64_t UnixNow() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string KeyName(const std::string& key) {
+  return util::HexEncode({reinterpret_cast<const unsigned char*>(key.data()), key.size()});
+}
+
+// "<bytes> <settled_until>" (the second 0 while held).
+bool ReadRecord(int fd, uint64_t* bytes, int64_t* until) {
+  char buf[64] = {};
+  const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return false;
+  unsigned long long b = 0;
+  long long u = 0;
+  if (std::sscanf(buf, "%llu %lld", &b, &u) != 2) return false;
+  *bytes = b;
+  *until = u;
+  return true;
+}
+
+void WriteRecord(int fd, uint64_t bytes, int64_t until) {
+  const std::string text = std::to_string(bytes) + " " + std::to_string(until) + "\n";
+  if (::ftruncate(fd, 0) != 0) return;
+  [[maybe_unused]] const ssize_t n = ::pwrite(fd, text.data(), text.size(), 0);
+}
+
+}  // namespace
+
+FloorReservations::Hold::~Hold() {
+  if (!fd_) return;
+  uint64_t bytes = 0;
+  int64_t until = 0;
+  if (settle_.count() > 0 && ReadRecord(fd_.get(), &bytes, &until)) {
+    WriteRecord(fd_.get(), bytes, UnixNow() + settle_.count());  // counted until then
+  } else {
+    std::error_code ec;
+    fs::remove(path_, ec);
+  }
+  fd_.Reset();  // the flock goes with the descriptor
+}
+
+util::UniqueFd FloorReservations::Decide(std::chrono::milliseconds timeout) const {
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  auto r = util::LockFile({dir_ / ".decide.lock", util::FlockMode::kExclusive, timeout});
+  if (r.failure) {
+    throw Error(r.failure->kind == util::LockFileFailure::Kind::kTimeout ? Errc::kBusy : Errc::kIo,
+                "free-space floor: cannot lock " + (dir_ / ".decide.lock").string() + ": " +
+                    (r.failure->kind == util::LockFileFailure::Kind::kTimeout
+                         ? "another miss holds it (waited " + std::to_string(timeout.count()) +
+                               " ms)"
+                         : std::string(std::strerror(r.failure->error))) +
+                    "; check the folder's permissions, or retry");
+  }
+  return std::move(r.fd);
+}
+
+uint64_t FloorReservations::Others(const std::string& key) const {
+  const std::string mine = KeyName(key) + ".";
+  uint64_t total = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with(".") || name.starts_with(mine)) continue;
+    util::UniqueFd fd(::open(entry.path().c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+    if (!fd) continue;
+    uint64_t bytes = 0;
+    int64_t until = 0;
+    const bool read = ReadRecord(fd.get(), &bytes, &until);
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (read) total += bytes;  // held: a fill in progress
+      continue;
+    }
+    // Nobody holds it: the fill ended (counted until its settle time) or its process died.
+    if (read && until > UnixNow()) {
+      total += bytes;
+      continue;
+    }
+    fs::remove(entry.path(), ec);
+  }
+  return total;
+}
+
+FloorReservations::Hold FloorReservations::Reserve(const std::string& key, uint64_t bytes) const {
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  // Written and locked under a hidden name, then renamed into place: no reader ever sees
+  // a file without its record and its lock.
+  const std::string name = KeyName(key) + "." + std::to_string(::getpid()) + "." +
+                           util::RandomHex(8);
+  const fs::path tmp = dir_ / ("." + name);
+  const fs::path path = dir_ / name;
+  util::UniqueFd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+  if (!fd || ::flock(fd.get(), LOCK_EX) != 0) {
+    throw Error(Errc::kIo, "free-space floor: cannot make the reservation " + tmp.string() + ": " +
+                               std::strerror(errno) + "; check the folder's permissions");
+  }
+  WriteRecord(fd.get(), bytes, 0);
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    throw Error(Errc::kIo, "free-space floor: cannot make the reservation " + path.string() +
+                               ": " + ec.message() + "; check the folder's permissions");
+  }
+  return Hold(std::move(fd), path, settle_);
+}
+
+}  // namespace cachemgr::engine
