@@ -18,10 +18,6 @@ constexpr size_t kFloorPage = 64;
 
 policy::FloorLimits FloorOf(const CacheOptions& c) { return {c.min_free_percent, c.min_free_gb}; }
 
-// How long a write by this process still counts against the floor after it ended, on RBD
-// (the mgr refreshes `ceph df` every few seconds).
-constexpr std::chrono::seconds kSettle{15};
-
 std::string MiB(uint64_t bytes) { return std::to_string((bytes + (1u << 19)) >> 20) + " MiB"; }
 }  // namespace
 
@@ -69,10 +65,8 @@ CacheImpl::RoomMade CacheImpl::MakeRoomForFill(const source::ImageMeta& meta, bo
                                                bool cacheable) {
   const auto& c = options_.cache;
   if (!FloorOf(c).enabled()) return {cacheable ? Room::kCached : Room::kUncached, {}};
-  // One miss at a time decides and reserves, so two cannot both take the last room. RBD:
-  // a write counts for kSettle more, while the pool's figure catches up with it.
-  const FloorReservations reservations(use_lock_dir_ / "floor",
-                                       backend_kind_ == "rbd" ? kSettle : std::chrono::seconds(0));
+  // One miss at a time decides and reserves, so two cannot both take the last room.
+  const FloorReservations reservations(use_lock_dir_ / "floor");
   const auto deciding = reservations.Decide(std::chrono::minutes(5));
   const uint64_t reserved = reservations.Others(meta.id);
   const uint64_t image = meta.virtual_size.value_or(meta.size.value_or(0));
@@ -137,8 +131,7 @@ FloorReservations::Hold CacheImpl::MakeRoomForVolume(const index::EntryRow& entr
                       (options_.backend.type == BackendType::kLocal &&
                        options_.backend.local.clone_mode == CloneMode::kCopy);
   if (!FloorOf(c).enabled() || !copies) return {};
-  const FloorReservations reservations(use_lock_dir_ / "floor",
-                                       backend_kind_ == "rbd" ? kSettle : std::chrono::seconds(0));
+  const FloorReservations reservations(use_lock_dir_ / "floor");
   const auto deciding = reservations.Decide(std::chrono::minutes(5));
   const std::string key = entry.image_id + "/volume/" + util::RandomHex(8);
   const uint64_t reserved = reservations.Others(key);

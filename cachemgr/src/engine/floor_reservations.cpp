@@ -19,48 +19,33 @@ namespace {
 
 namespace fs = std::filesystem;
 
-int64_t UnixNow() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 std::string KeyName(const std::string& key) {
   return util::HexEncode({reinterpret_cast<const unsigned char*>(key.data()), key.size()});
 }
 
-// "<bytes> <settled_until>" (the second 0 while held).
-bool ReadRecord(int fd, uint64_t* bytes, int64_t* until) {
-  char buf[64] = {};
+// The reserved bytes, in decimal.
+bool ReadRecord(int fd, uint64_t* bytes) {
+  char buf[32] = {};
   const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
   if (n <= 0) return false;
   unsigned long long b = 0;
-  long long u = 0;
-  if (std::sscanf(buf, "%llu %lld", &b, &u) != 2) return false;
+  if (std::sscanf(buf, "%llu", &b) != 1) return false;
   *bytes = b;
-  *until = u;
   return true;
 }
 
-void WriteRecord(int fd, uint64_t bytes, int64_t until) {
-  const std::string text = std::to_string(bytes) + " " + std::to_string(until) + "\n";
-  if (::ftruncate(fd, 0) != 0) return;
-  [[maybe_unused]] const ssize_t n = ::pwrite(fd, text.data(), text.size(), 0);
+bool WriteRecord(int fd, uint64_t bytes) {
+  const std::string text = std::to_string(bytes) + "\n";
+  return ::pwrite(fd, text.data(), text.size(), 0) == static_cast<ssize_t>(text.size());
 }
 
 }  // namespace
 
 FloorReservations::Hold::~Hold() {
   if (!fd_) return;
-  uint64_t bytes = 0;
-  int64_t until = 0;
-  if (settle_.count() > 0 && ReadRecord(fd_.get(), &bytes, &until)) {
-    WriteRecord(fd_.get(), bytes, UnixNow() + settle_.count());  // counted until then
-  } else {
-    std::error_code ec;
-    fs::remove(path_, ec);
-  }
-  fd_.Reset();  // the flock goes with the descriptor
+  std::error_code ec;
+  fs::remove(path_, ec);  // while still locked: no reader takes it for a dead one's
+  fd_.Reset();            // the flock goes with the descriptor
 }
 
 util::UniqueFd FloorReservations::Decide(std::chrono::milliseconds timeout) const {
@@ -89,18 +74,12 @@ uint64_t FloorReservations::Others(const std::string& key) const {
     util::UniqueFd fd(::open(entry.path().c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
     if (!fd) continue;
     uint64_t bytes = 0;
-    int64_t until = 0;
-    const bool read = ReadRecord(fd.get(), &bytes, &until);
+    const bool read = ReadRecord(fd.get(), &bytes);
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
       if (read) total += bytes;  // held: a fill in progress
       continue;
     }
-    // Nobody holds it: the fill ended (counted until its settle time) or its process died.
-    if (read && until > UnixNow()) {
-      total += bytes;
-      continue;
-    }
-    fs::remove(entry.path(), ec);
+    fs::remove(entry.path(), ec);  // nobody holds it: its process died
   }
   return total;
 }
@@ -119,14 +98,19 @@ FloorReservations::Hold FloorReservations::Reserve(const std::string& key, uint6
     throw Error(Errc::kIo, "free-space floor: cannot make the reservation " + tmp.string() + ": " +
                                std::strerror(errno) + "; check the folder's permissions");
   }
-  WriteRecord(fd.get(), bytes, 0);
+  if (!WriteRecord(fd.get(), bytes)) {
+    const int err = errno;
+    fs::remove(tmp, ec);
+    throw Error(Errc::kIo, "free-space floor: cannot write the reservation " + tmp.string() +
+                               ": " + std::strerror(err) + "; check the folder's free space");
+  }
   fs::rename(tmp, path, ec);
   if (ec) {
     fs::remove(tmp, ec);
     throw Error(Errc::kIo, "free-space floor: cannot make the reservation " + path.string() +
                                ": " + ec.message() + "; check the folder's permissions");
   }
-  return Hold(std::move(fd), path, settle_);
+  return Hold(std::move(fd), path);
 }
 
 }  // namespace cachemgr::engine

@@ -4,9 +4,10 @@
 // A miss reserves its image's bytes before it fills, so misses at once in other threads or
 // processes count them: the filesystem (or the pool's figure) shows a fill only as it is
 // written. Each reservation is a file in one folder, held under an exclusive flock while
-// the fill runs: a file nobody holds is a fill that ended (or a process that died).
-// Released reservations can keep counting for a settle time (RBD: the pool's MAX AVAIL
-// shows writes seconds late); the deadline is written into the file.
+// the fill runs: a file nobody holds is a fill that ended (or a process that died), and
+// is dropped. (A released reservation is not counted on: on RBD the pool's MAX AVAIL
+// shows a write seconds late, so a miss right after another's fill may still see the
+// earlier figure; counting the fill on for a while would count it twice once it shows.)
 #pragma once
 
 #include <chrono>
@@ -20,15 +21,14 @@ namespace cachemgr::engine {
 
 class FloorReservations {
  public:
-  FloorReservations(std::filesystem::path dir, std::chrono::seconds settle)
-      : dir_(std::move(dir)), settle_(settle) {}
+  explicit FloorReservations(std::filesystem::path dir) : dir_(std::move(dir)) {}
 
   // One reservation, released by the destructor (after the fill).
   class Hold {
    public:
     Hold() = default;
-    Hold(util::UniqueFd fd, std::filesystem::path path, std::chrono::seconds settle)
-        : fd_(std::move(fd)), path_(std::move(path)), settle_(settle) {}
+    Hold(util::UniqueFd fd, std::filesystem::path path)
+        : fd_(std::move(fd)), path_(std::move(path)) {}
     Hold(Hold&&) noexcept = default;
     Hold& operator=(Hold&&) noexcept = default;
     ~Hold();
@@ -36,21 +36,19 @@ class FloorReservations {
    private:
     util::UniqueFd fd_;
     std::filesystem::path path_;
-    std::chrono::seconds settle_{0};
   };
 
   // Exclusive across threads and processes while a miss decides and reserves: without it,
   // two could both take the last room. kBusy naming the folder past `timeout`.
   util::UniqueFd Decide(std::chrono::milliseconds timeout) const;
   // Bytes reserved by every holder but those of `key` (the same image: one fill serves
-  // them all). Removes the files of ended fills once settled. Under Decide.
+  // them all). Removes the files of ended fills. Under Decide.
   uint64_t Others(const std::string& key) const;
   // Reserves `bytes` for `key` until the hold goes. Under Decide.
   Hold Reserve(const std::string& key, uint64_t bytes) const;
 
  private:
   std::filesystem::path dir_;
-  std::chrono::seconds settle_;
 };
 
 }  // namespace cachemgr::engine
