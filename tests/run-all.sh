@@ -9,7 +9,8 @@
 #             the same build also holds the libFuzzer targets) running the unit, policy,
 #             engine and local-contract tests, plus any test labelled "asan".
 #             Sanitizer suites leave out tests that need the ceph/glance fixtures
-#             (the main suite runs those).
+#             (the main suite runs those) and tests labelled "nosan" (a load whose code
+#             the others already run).
 #   3. tsan:  a clang build in $BUILD-tsan with TSan running the concurrency tests
 #             (label "concurrency", or a name that says concurrency/single flight/race,
 #             and engine_local_test, which holds the single-flight cases).
@@ -91,6 +92,8 @@ for t in doc.get("tests", []):
     wd = os.path.relpath(props.get("WORKING_DIRECTORY", build), build)
     labs = props.get("LABELS", [])
     if {"ceph", "glance"} & set(props.get("FIXTURES_REQUIRED", [])):
+        continue
+    if "nosan" in labs:  # a load (thousands of fills) whose code other tests already run
         continue
     if ((dirs and re.fullmatch(dirs, wd)) or (names and re.search(names, t["name"]))
             or (labels and any(re.fullmatch(labels, l) for l in labs))):
