@@ -202,8 +202,10 @@ ImageHandle RbdBackend::OpenImage(const PoolCtx& pool, const std::string& name, 
                                   const char* snap) {
   ValidateName("image", name);
   ImageHandle image;
-  const int r = read_only ? rbd_open_read_only(pool.io.get(), name.c_str(), image.out(), snap)
-                          : rbd_open(pool.io.get(), name.c_str(), image.out(), snap);
+  const int r = WithImageCtxLock([&] {
+    return read_only ? rbd_open_read_only(pool.io.get(), name.c_str(), image.out(), snap)
+                     : rbd_open(pool.io.get(), name.c_str(), image.out(), snap);
+  });
   if (r < 0) {
     ThrowErrno(r, "open", snap != nullptr ? pool.Where(name) + "@" + snap : pool.Where(name));
   }
@@ -224,7 +226,8 @@ bool RbdBackend::Exists(const ImageRef& ref) {
   auto pool = Pool(ref.pool);
   ValidateName("image", ref.name);
   ImageHandle image;
-  const int r = rbd_open_read_only(pool->io.get(), ref.name.c_str(), image.out(), nullptr);
+  const int r = WithImageCtxLock(
+      [&] { return rbd_open_read_only(pool->io.get(), ref.name.c_str(), image.out(), nullptr); });
   if (r == -ENOENT) return false;
   Check(r, "open", pool->Where(ref.name));
   return true;
@@ -283,8 +286,9 @@ std::unique_ptr<ImageWriter> RbdBackend::Create(const ImageRef& ref, uint64_t si
   auto pool = Pool(ref.pool);
   ValidateName("image", ref.name);
   auto opts = NewImageOptions();
-  Check(rbd_create4(pool->io.get(), ref.name.c_str(), size, opts.get()), "create",
-        pool->Where(ref.name));
+  Check(WithImageCtxLock(
+            [&] { return rbd_create4(pool->io.get(), ref.name.c_str(), size, opts.get()); }),
+        "create", pool->Where(ref.name));
   log_->debug("rbd image created image={} size={}", pool->Where(ref.name), size);
   return std::make_unique<RbdImageWriter>(pool, ref.name, size, options_.queue_depth,
                                           std::chrono::seconds(options_.op_timeout_s), log_);
@@ -322,8 +326,9 @@ void RbdBackend::Rename(const ImageRef& from, const std::string& to_name) {
   auto pool = Pool(from.pool);
   ValidateName("image", from.name);
   ValidateName("image", to_name);
-  Check(rbd_rename(pool->io.get(), from.name.c_str(), to_name.c_str()), "rename",
-        pool->Where(from.name) + " to " + to_name);
+  Check(WithImageCtxLock(
+            [&] { return rbd_rename(pool->io.get(), from.name.c_str(), to_name.c_str()); }),
+        "rename", pool->Where(from.name) + " to " + to_name);
 }
 
 std::string RbdBackend::Identity(const ImageRef& ref) {
@@ -346,7 +351,8 @@ RemoveOutcome RbdBackend::Remove(const ImageRef& ref) {
   }
   if (has_children) {
     // Clone v2 children keep reading from a trashed parent; gc purges it later.
-    Check(rbd_trash_move(pool->io.get(), ref.name.c_str(), 0), "move to trash", where);
+    Check(WithImageCtxLock([&] { return rbd_trash_move(pool->io.get(), ref.name.c_str(), 0); }),
+          "move to trash", where);
     log_->info("rbd image has clones, moved to trash image={}", where);
     return RemoveOutcome::kTrashed;
   }
@@ -374,8 +380,10 @@ void RbdBackend::Clone(const SnapRef& parent, const ImageRef& child) {
   Check(rbd_image_options_set_uint64(opts.get(), RBD_IMAGE_OPTION_CLONE_FORMAT, 2), "set option",
         "clone_format");
   const auto start = Clock::now();
-  Check(rbd_clone3(parent_pool->io.get(), parent.image.name.c_str(), parent.snap.c_str(),
-                   child_pool->io.get(), child.name.c_str(), opts.get()),
+  Check(WithImageCtxLock([&] {
+          return rbd_clone3(parent_pool->io.get(), parent.image.name.c_str(), parent.snap.c_str(),
+                            child_pool->io.get(), child.name.c_str(), opts.get());
+        }),
         "clone",
         parent_pool->Where(parent.image.name) + "@" + parent.snap + " to " +
             child_pool->Where(child.name));
@@ -492,7 +500,8 @@ std::vector<TrashEntry> RbdBackend::ListTrash() {
     }
     TrashEntry e{info.id, ImageRef{options_.pool, info.name}, false, info.id};
     ImageHandle image;
-    const int r = rbd_open_by_id_read_only(pool->io.get(), info.id, image.out(), nullptr);
+    const int r = WithImageCtxLock(
+        [&] { return rbd_open_by_id_read_only(pool->io.get(), info.id, image.out(), nullptr); });
     if (r == -ENOENT) continue;  // purged meanwhile
     Check(r, "open trashed", pool->Where(info.name) + " (id " + info.id + ")");
     e.has_children = AnySnapHasChildren(image.get(), pool->Where(info.name));
@@ -507,8 +516,10 @@ bool RbdBackend::PurgeTrash(const TrashEntry& entry) {
   const std::string where = pool->Where(entry.original.name) + " (trash id " + entry.id + ")";
   {
     ImageHandle image;
-    Check(rbd_open_by_id(pool->io.get(), entry.id.c_str(), image.out(), nullptr), "open trashed",
-          where);
+    Check(WithImageCtxLock([&] {
+            return rbd_open_by_id(pool->io.get(), entry.id.c_str(), image.out(), nullptr);
+          }),
+          "open trashed", where);
     if (AnySnapHasChildren(image.get(), where)) return false;
     RemoveAllSnapshots(image.get(), where);
   }

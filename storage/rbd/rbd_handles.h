@@ -9,6 +9,7 @@
 #include <rados/librados.h>
 #include <rbd/librbd.h>
 
+#include <mutex>
 #include <utility>
 
 namespace cachemgr::storage::rbd {
@@ -50,8 +51,29 @@ struct ClusterClose {
 struct IoCtxClose {
   void operator()(rados_ioctx_t h) const { rados_ioctx_destroy(h); }
 };
+// librbd 16 is not safe against threads of one process making and dropping image
+// contexts at the same moment: its open and close state machines, run on librados' io
+// threads, were seen to lock a mutex of an image context already freed (std::system_error
+// "Invalid argument" or "Owner died" thrown on an io thread, which ends the process) and
+// to crash copying the configuration (md_config_t) of a new image context. Every call of
+// this library that opens or closes an image, or makes one (create, clone, rename, move to
+// trash: each opens an image context inside), runs under this one lock. Those are a few
+// round trips each; the calls that move data (reads, writes, copy, flatten, remove) are
+// not serialized.
+inline std::mutex& ImageCtxMutex() {
+  static std::mutex mu;
+  return mu;
+}
+template <typename Fn>
+int WithImageCtxLock(Fn&& fn) {
+  std::lock_guard lock(ImageCtxMutex());
+  return fn();
+}
+
 struct ImageClose {
-  void operator()(rbd_image_t h) const { (void)rbd_close(h); }
+  void operator()(rbd_image_t h) const {
+    (void)WithImageCtxLock([h] { return rbd_close(h); });
+  }
 };
 struct CompletionClose {
   void operator()(rbd_completion_t h) const { rbd_aio_release(h); }

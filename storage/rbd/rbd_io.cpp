@@ -47,7 +47,8 @@ RbdImageWriter::RbdImageWriter(std::shared_ptr<PoolCtx> pool, std::string name, 
       op_timeout_(op_timeout),
       start_(std::chrono::steady_clock::now()) {
   // The image exists already: from here on the destructor removes it on failure.
-  const int r = rbd_open(pool_->io.get(), name_.c_str(), image_.out(), nullptr);
+  const int r = WithImageCtxLock(
+      [&] { return rbd_open(pool_->io.get(), name_.c_str(), image_.out(), nullptr); });
   if (r < 0) {
     (void)rbd_remove(pool_->io.get(), name_.c_str());
     ThrowErrno(r, "open for import", where_);
@@ -118,9 +119,9 @@ RbdImageWriter::~RbdImageWriter() {
   }
   // After a timed-out write the cluster is most likely unreachable: the removal would
   // only time out as well, so the caller hears of the failure without waiting for it.
-  const auto budget = error_ == -ETIMEDOUT ? std::min<std::chrono::seconds>(op_timeout_,
-                                                                          std::chrono::seconds(5))
-                                           : op_timeout_;
+  const auto budget = error_ == -ETIMEDOUT
+                          ? std::min<std::chrono::seconds>(op_timeout_, std::chrono::seconds(5))
+                          : op_timeout_;
   try {
     std::thread(cleanup).detach();
   } catch (const std::system_error&) {
@@ -157,8 +158,8 @@ void RbdImageWriter::Append(std::span<const std::byte> data) {
   if (offset_ + fill_ + data.size() > size_) {
     throw Error(Errc::kInvalidArgument,
                 "rbd import " + where_ + ": data runs past the image size " +
-                    std::to_string(size_) + " (at " + std::to_string(offset_ + fill_) +
-                    " + " + std::to_string(data.size()) + ")");
+                    std::to_string(size_) + " (at " + std::to_string(offset_ + fill_) + " + " +
+                    std::to_string(data.size()) + ")");
   }
   stats_.bytes_in += data.size();
   while (!data.empty()) {
@@ -278,7 +279,7 @@ ImportStats RbdImageWriter::Finish() {
   Drain();
   ThrowIfFailed();
   Check(rbd_flush(image_.get()), "flush", where_);
-  const int r = rbd_close(image_.release());
+  const int r = WithImageCtxLock([image = image_.release()] { return rbd_close(image); });
   Check(r, "close after import", where_);
   finished_ = true;
   stats_.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -288,8 +289,7 @@ ImportStats RbdImageWriter::Finish() {
   return stats_;
 }
 
-RbdImageReader::RbdImageReader(std::shared_ptr<PoolCtx> pool, ImageHandle image,
-                               std::string where)
+RbdImageReader::RbdImageReader(std::shared_ptr<PoolCtx> pool, ImageHandle image, std::string where)
     : pool_(std::move(pool)), image_(std::move(image)), where_(std::move(where)) {
   Check(rbd_get_size(image_.get(), &size_), "get size", where_);
 }

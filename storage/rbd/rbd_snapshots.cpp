@@ -199,9 +199,11 @@ uint32_t RbdBackend::Depth(const ImageRef& ref) {
     auto parent_pool = PoolNs(p->pool, p->ns);
     where = parent_pool->Where(p->image_name);
     ImageHandle parent;
-    Check(
-        rbd_open_by_id_read_only(parent_pool->io.get(), p->image_id.c_str(), parent.out(), nullptr),
-        "open parent", where);
+    Check(WithImageCtxLock([&] {
+            return rbd_open_by_id_read_only(parent_pool->io.get(), p->image_id.c_str(),
+                                            parent.out(), nullptr);
+          }),
+          "open parent", where);
     image = std::move(parent);
   }
   return depth;

@@ -6,9 +6,11 @@
 
 #include <chrono>
 #include <cmath>
+#include <future>
 #include <random>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cachemgr/cache.h"
@@ -78,7 +80,14 @@ Replay RunTrace(const std::filesystem::path& dir, const std::vector<int>& trace,
 TEST_CASE("a Zipf trace replayed at 2C hits within 5 points of the prediction made at C") {
   const std::vector<int> trace = ZipfTrace();
   TempDir dir("what-if");
+  // The two replays share nothing (each its own directory, index and clock): the one at
+  // 2C runs on a thread of its own meanwhile. Each miss waits for qemu-img, so the two
+  // together take little more than one.
   const auto start = std::chrono::steady_clock::now();
+  auto replay_2c = std::async(std::launch::async, [&] {
+    Replay out = RunTrace(dir / "2c", trace, 2 * kC);
+    return std::make_pair(out, std::chrono::steady_clock::now());
+  });
   const Replay at_c = RunTrace(dir / "c", trace, kC);
   const auto mid = std::chrono::steady_clock::now();
 
@@ -101,15 +110,14 @@ TEST_CASE("a Zipf trace replayed at 2C hits within 5 points of the prediction ma
   // Each image's first request is cold.
   CHECK(r.cold == std::set<int>(trace.begin(), trace.end()).size());
 
-  const Replay at_2c = RunTrace(dir / "2c", trace, 2 * kC);
-  const auto end = std::chrono::steady_clock::now();
+  const auto [at_2c, end] = replay_2c.get();
   const double measured_2c = static_cast<double>(at_2c.hits) / kRequests;
   MESSAGE("at C=" << kC << ": measured " << measured_c << ", predicted "
                   << r.rows[1].hit_ratio_by_count << "; at 2C: predicted "
                   << r.rows[2].hit_ratio_by_count << " (by size " << r.rows[2].hit_ratio_by_size
-                  << "), measured " << measured_2c << "; replays took "
+                  << "), measured " << measured_2c << "; the replays, side by side, took "
                   << std::chrono::duration<double>(mid - start).count() << " s and "
-                  << std::chrono::duration<double>(end - mid).count() << " s");
+                  << std::chrono::duration<double>(end - start).count() << " s");
   CHECK(std::fabs(r.rows[2].hit_ratio_by_count - measured_2c) <= 0.05);
   CHECK(std::fabs(r.rows[2].hit_ratio_by_size - measured_2c) <= 0.05);
   // The second run's own histogram predicts the first's size from the other side.
