@@ -91,6 +91,7 @@ RbdBackend::RbdBackend(const RbdBackendOptions& options, std::shared_ptr<spdlog:
   }
   const auto start = Clock::now();
   const std::string entity = "client." + options_.client;
+  SetImageCtxLockWait(options_.op_timeout_s);
   Connect(entity);
   OpenConfiguredPool();
   log_->info("rbd connected conf={} client={} fsid={} location={} ms={}", options_.conf, entity,

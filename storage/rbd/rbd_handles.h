@@ -9,6 +9,10 @@
 #include <rados/librados.h>
 #include <rbd/librbd.h>
 
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
 #include <mutex>
 #include <utility>
 
@@ -60,20 +64,54 @@ struct IoCtxClose {
 // trash: each opens an image context inside), runs under this one lock. Those are a few
 // round trips each; the calls that move data (reads, writes, copy, flatten, remove) are
 // not serialized.
-inline std::mutex& ImageCtxMutex() {
-  static std::mutex mu;
+inline std::timed_mutex& ImageCtxMutex() {
+  static std::timed_mutex mu;
   return mu;
 }
+// How long a call waits for that lock: the longest op timeout of the backends of this
+// process (RbdBackend sets it; 0, no op timeout, waits without bound). Against a dead
+// OSD the holder may itself wait out an op timeout; without this bound every thread
+// behind it would wait out one more, one after another.
+inline std::atomic<int64_t>& ImageCtxLockWaitS() {
+  static std::atomic<int64_t> seconds{-1};  // -1: not set yet, waits without bound
+  return seconds;
+}
+inline void SetImageCtxLockWait(uint32_t op_timeout_s) {
+  const int64_t want = op_timeout_s == 0 ? INT64_MAX : op_timeout_s;
+  auto& cur = ImageCtxLockWaitS();
+  int64_t seen = cur.load();
+  while (seen < want && !cur.compare_exchange_weak(seen, want)) {
+  }
+}
+// Runs fn (which returns a librbd result) under the lock; -ETIMEDOUT (a kTimeout error
+// at the caller's Check) when the lock is not had within the wait.
 template <typename Fn>
 int WithImageCtxLock(Fn&& fn) {
-  std::lock_guard lock(ImageCtxMutex());
+  std::unique_lock lock(ImageCtxMutex(), std::defer_lock);
+  const int64_t wait = ImageCtxLockWaitS().load();
+  if (wait < 0 || wait == INT64_MAX) {
+    lock.lock();
+  } else if (!lock.try_lock_for(std::chrono::seconds(wait))) {
+    return -ETIMEDOUT;
+  }
   return fn();
 }
 
-struct ImageClose {
-  void operator()(rbd_image_t h) const {
-    (void)WithImageCtxLock([h] { return rbd_close(h); });
+// Closes an image whatever happens: under the lock when it is had within the wait, past
+// that without it (the cluster is not answering; the race above needs it to answer).
+inline int CloseImage(rbd_image_t h) {
+  std::unique_lock lock(ImageCtxMutex(), std::defer_lock);
+  const int64_t wait = ImageCtxLockWaitS().load();
+  if (wait < 0 || wait == INT64_MAX) {
+    lock.lock();
+  } else {
+    (void)lock.try_lock_for(std::chrono::seconds(wait));
   }
+  return rbd_close(h);
+}
+
+struct ImageClose {
+  void operator()(rbd_image_t h) const { (void)CloseImage(h); }
 };
 struct CompletionClose {
   void operator()(rbd_completion_t h) const { rbd_aio_release(h); }

@@ -279,7 +279,7 @@ ImportStats RbdImageWriter::Finish() {
   Drain();
   ThrowIfFailed();
   Check(rbd_flush(image_.get()), "flush", where_);
-  const int r = WithImageCtxLock([image = image_.release()] { return rbd_close(image); });
+  const int r = CloseImage(image_.release());
   Check(r, "close after import", where_);
   finished_ = true;
   stats_.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(
