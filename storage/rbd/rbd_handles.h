@@ -83,17 +83,22 @@ inline void SetImageCtxLockWait(uint32_t op_timeout_s) {
   while (seen < want && !cur.compare_exchange_weak(seen, want)) {
   }
 }
+// Takes the lock within the wait; false when the wait ran out.
+inline bool TakeImageCtxLock(std::unique_lock<std::timed_mutex>& lock) {
+  const int64_t wait = ImageCtxLockWaitS().load();
+  if (wait < 0 || wait == INT64_MAX) {
+    lock.lock();
+    return true;
+  }
+  return lock.try_lock_for(std::chrono::seconds(wait));
+}
+
 // Runs fn (which returns a librbd result) under the lock; -ETIMEDOUT (a kTimeout error
 // at the caller's Check) when the lock is not had within the wait.
 template <typename Fn>
 int WithImageCtxLock(Fn&& fn) {
   std::unique_lock lock(ImageCtxMutex(), std::defer_lock);
-  const int64_t wait = ImageCtxLockWaitS().load();
-  if (wait < 0 || wait == INT64_MAX) {
-    lock.lock();
-  } else if (!lock.try_lock_for(std::chrono::seconds(wait))) {
-    return -ETIMEDOUT;
-  }
+  if (!TakeImageCtxLock(lock)) return -ETIMEDOUT;
   return fn();
 }
 
@@ -101,12 +106,7 @@ int WithImageCtxLock(Fn&& fn) {
 // that without it (the cluster is not answering; the race above needs it to answer).
 inline int CloseImage(rbd_image_t h) {
   std::unique_lock lock(ImageCtxMutex(), std::defer_lock);
-  const int64_t wait = ImageCtxLockWaitS().load();
-  if (wait < 0 || wait == INT64_MAX) {
-    lock.lock();
-  } else {
-    (void)lock.try_lock_for(std::chrono::seconds(wait));
-  }
+  (void)TakeImageCtxLock(lock);
   return rbd_close(h);
 }
 
