@@ -1,10 +1,39 @@
 #!/usr/bin/python3
 """Merges the result files of one bench run into the table, latest.json and the chart.
 
-usage: report.py --in DIR --meta META.json --json OUT.json --png OUT.png [--gnuplot gnuplot]
+usage: report.py --in DIR --meta META.json --json OUT.json [--png OUT.png] [--gnuplot gnuplot]
 
-Every number in a ratio comes from the same run. A goal whose inputs are missing (a
-scenario that did not run) is reported as "not run", never as met.
+Exit status: 0 when no goal FAILED, 3 when one did, 2 when the result files are
+inconsistent (the same series twice in one file, or rounds of different units).
+
+Every number in a ratio comes from the same run.
+
+Series and rounds. Each result file (DIR/*.json) holds {"series": [{"scenario", "name",
+"unit", "samples", "extra"}]}. One file is one round of each series in it: the same
+(scenario, name) twice in one file is an error. Files that carry the same series are its
+rounds (run.sh writes hit-engine-1.json, hit-engine-2.json ... for repetitions); they are
+kept apart in the output as "rounds" (file, n, p50 of each), and p50/p90 are over the
+samples of all rounds together, with "n" (samples) and "rounds" beside them. A round that
+did not finish is a failed step (below), never a smaller series.
+
+Goals. A goal is declared in build() as
+
+    t.goal(SCENARIOS, TEXT, VALUE, TARGET, CMP, UNIT, inputs=[SERIES...])
+
+SCENARIOS: the series scenarios (the "scenario" of the result series: hit, miss, rss,
+local_hit ...) whose figures VALUE is made of; VALUE: the measured figure (None or NaN when
+its inputs are missing); CMP "<=" or ">=" against TARGET; UNIT printed after the target
+("x" for ratios); inputs: the series VALUE reads (their n and rounds are shown beside the
+goal). Declare the goal whether or not its scenario ran, so every goal is in the table.
+Its status:
+
+  FAILED   a step of run.sh that feeds one of SCENARIOS failed (bench/step_scenarios.py maps
+           step names to scenarios; a step name it does not know fails every goal), or
+           the scenarios were asked for and VALUE is still missing;
+  not run  VALUE is missing and a scenario was not asked for (BENCH_ONLY);
+  met / NOT MET  VALUE against TARGET.
+
+FAILED wins over the figures: a failed round never shows "met".
 """
 import argparse
 import glob
@@ -13,6 +42,16 @@ import math
 import os
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import step_scenarios  # noqa: E402
+
+EXIT_FAILED = 3
+EXIT_INCONSISTENT = 2
+
+
+class ReportError(Exception):
+    pass
 
 
 def pct(v, p):
@@ -25,24 +64,49 @@ def pct(v, p):
 
 
 def load(indir):
+    """Series by (scenario, name); a series met in several files keeps each as a round."""
     series = {}
     for path in sorted(glob.glob(os.path.join(indir, "*.json"))):
         with open(path) as f:
             doc = json.load(f)
+        fname = os.path.basename(path)
+        seen = set()
         for s in doc.get("series", []):
             key = (s["scenario"], s["name"])
-            if key in series:  # several files may add samples to one series
-                series[key]["samples"] += s["samples"]
-                for k, v in s.get("extra", {}).items():
-                    if isinstance(v, list):
-                        series[key]["extra"].setdefault(k, []).extend(v)
-            else:
+            if key in seen:
+                raise ReportError("%s: series %s/%s twice in one file" % (fname, *key))
+            seen.add(key)
+            rnd = {"file": fname, "n": len(s["samples"]), "p50": pct(s["samples"], 50)}
+            scalars = {k: v for k, v in s.get("extra", {}).items()
+                       if not isinstance(v, (list, dict))}
+            if scalars:
+                rnd["extra"] = scalars
+            if key not in series:
+                s = dict(s, samples=list(s["samples"]), extra=dict(s.get("extra", {})))
+                s["rounds"] = [rnd]
                 series[key] = s
+                continue
+            have = series[key]
+            if have.get("unit") != s.get("unit"):
+                raise ReportError("series %s/%s: unit %r in %s but %r in %s" % (
+                    key[0], key[1], s.get("unit"), fname, have.get("unit"),
+                    have["rounds"][0]["file"]))
+            have["samples"] += s["samples"]
+            # Lists (per-volume figures) add up; scalars stay per round in "rounds" and
+            # the first round's value stands for the series.
+            for k, v in s.get("extra", {}).items():
+                if isinstance(v, list):
+                    have["extra"].setdefault(k, []).extend(v)
+            have["rounds"].append(rnd)
     for s in series.values():
         s["p50"] = pct(s["samples"], 50)
         s["p90"] = pct(s["samples"], 90)
         s["n"] = len(s["samples"])
     return series
+
+
+def missing(x):
+    return x is None or (isinstance(x, float) and math.isnan(x))
 
 
 class Table:
@@ -54,14 +118,44 @@ class Table:
         self.rows.append({"scenario": scenario, "what": what, "p50": p50, "p90": p90,
                           "unit": unit, "note": note})
 
-    def goal(self, text, value, target, cmp, unit="x"):
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            status = "NOT RUN"
+    def goal(self, scenarios, text, value, target, cmp, unit="x", inputs=()):
+        assert cmp in ("<=", ">="), cmp
+        if missing(value):
+            status = None  # decided by judge(): not run or FAILED
         else:
             ok = value <= target if cmp == "<=" else value >= target
             status = "met" if ok else "NOT MET"
-        self.goals.append({"goal": text, "value": value, "target": "%s %s%s" % (cmp, target, unit),
-                           "status": status})
+        self.goals.append({
+            "goal": text, "scenarios": list(scenarios), "value": value,
+            "target": "%s %s%s" % (cmp, target, unit), "status": status,
+            "inputs": [{"series": "%s/%s" % (s["scenario"], s["name"]), "n": s["n"],
+                        "rounds": len(s.get("rounds", [])) or None}
+                       for s in inputs if s]})
+
+
+def judge(t, meta):
+    """Applies the run's failed steps and asked-for scenarios to every goal's status."""
+    failed_all, failed = [], {}
+    for step in meta.get("failed", []):
+        scs = step_scenarios.scenarios_of(step)
+        if scs is None:
+            failed_all.append(step)
+        for sc in scs or []:
+            failed.setdefault(sc, []).append(step)
+    asked = step_scenarios.requested(meta.get("scenarios"))
+    for gl in t.goals:
+        steps = list(dict.fromkeys(
+            failed_all + [st for sc in gl["scenarios"] for st in failed.get(sc, [])]))
+        if steps:
+            gl["status"] = "FAILED"
+            gl["why"] = "failed step%s: %s" % ("s" if len(steps) > 1 else "", ", ".join(steps))
+        elif gl["status"] is None:
+            if asked is not None and not set(gl["scenarios"]) <= asked | {"run"}:
+                gl["status"] = "not run"
+            else:
+                gl["status"] = "FAILED"
+                gl["why"] = "no figures from a scenario that ran"
+    return any(gl["status"] == "FAILED" for gl in t.goals)
 
 
 def fmt(x, digits=None):
@@ -70,6 +164,12 @@ def fmt(x, digits=None):
     if digits is None:
         digits = 0 if abs(x) >= 100 else (1 if abs(x) >= 10 else 2)
     return "%.*f" % (digits, x)
+
+
+def nr(s):
+    """Samples and rounds of a series, for a row's note."""
+    r = len(s.get("rounds", []))
+    return "n=%d" % s["n"] + (", %d rounds" % r if r > 1 else "")
 
 
 def ratio(a, b):
@@ -90,9 +190,11 @@ def build(series):
                      (cin, "Cinder hit: snapshot + protect + clone (python3-rbd)"),
                      (flo, "librbd floor: rbd_clone3 of a protected snapshot")):
         if s:
-            t.row("hit", label, s["p50"], s["p90"], "ms", "n=%d" % s["n"])
-    t.goal("hit p50: engine / floor", ratio(p50(eng), p50(flo)), 1.3, "<=")
-    t.goal("hit p50: Cinder / engine", ratio(p50(cin), p50(eng)), 3.0, ">=")
+            t.row("hit", label, s["p50"], s["p90"], "ms", nr(s))
+    t.goal(["hit"], "hit p50: engine / floor", ratio(p50(eng), p50(flo)), 1.3, "<=",
+           inputs=[eng, flo])
+    t.goal(["hit"], "hit p50: Cinder / engine", ratio(p50(cin), p50(eng)), 3.0, ">=",
+           inputs=[cin, eng])
 
     # --- burst
     for c in (1, 8, 32):
@@ -102,8 +204,8 @@ def build(series):
                 t.row("burst", "%s: %d volumes, concurrency %d" % (who, extra(s, "count"), c),
                       s["p50"], s["p90"], "ms/volume",
                       "%s volumes/s" % fmt(extra(s, "volumes_per_s")))
-        t.goal("burst c%d: engine volumes/s" % c, extra(e, "volumes_per_s") if e else None,
-               100, ">=", " vol/s")
+        t.goal(["burst"], "burst c%d: engine volumes/s" % c,
+               extra(e, "volumes_per_s") if e else None, 100, ">=", " vol/s", inputs=[e])
 
     # --- hosts sharing a pool (volumes/s: one sample per run)
     he, hf = g("hosts", "engine 3x8"), g("hosts", "floor c24")
@@ -118,13 +220,15 @@ def build(series):
               float("nan"), "x", "medians of the same run; runs alternate which side goes first")
 
     # --- miss
-    labels = sorted({name.split(" ", 1)[1] for (sc, name) in series if sc == "miss"})
+    # run.sh's images, whether or not they ran (every goal is in the table), and any other.
+    labels = sorted({"raw-sparse", "raw-dense", "qcow2-sparse", "qcow2-dense"}
+                    | {name.split(" ", 1)[1] for (sc, name) in series if sc == "miss"})
     for label in labels:
         e, c = g("miss", "engine " + label), g("miss", "cinder " + label)
         cc = g("miss", "cinder-curl " + label)
         if e:
             t.row("miss", "engine, %s 1 GiB" % label, e["p50"], e["p90"], "ms",
-                  "fill p50 %s ms, n=%d" % (fmt(pct(extra(e, "fill_ms") or [], 50)), e["n"]))
+                  "fill p50 %s ms, %s" % (fmt(pct(extra(e, "fill_ms") or [], 50)), nr(e)))
         if c:
             t.row("miss", "Cinder pipeline (glanceclient download, checksum verified), %s 1 GiB" % label, c["p50"], c["p90"], "ms",
                   "download %s + convert %s + import %s ms" % (
@@ -137,13 +241,14 @@ def build(series):
                       fmt(pct(cc["extra"].get("download_ms", []), 50)),
                       fmt(ratio(p50(cc), p50(e)))))
         target = 2.0 if label.startswith("raw") else 1.5
-        t.goal("miss %s: Cinder / engine" % label, ratio(p50(c), p50(e)), target, ">=")
+        t.goal(["miss"], "miss %s: Cinder / engine" % label, ratio(p50(c), p50(e)), target, ">=",
+               inputs=[c, e])
     imp_e, imp_r = g("import", "engine"), g("import", "rbd import")
     for s, label in ((imp_e, "Backend import of a raw file"), (imp_r, "rbd import of the same file")):
         if s:
-            t.row("import", label, s["p50"], s["p90"], s.get("unit", "ms"), "n=%d" % s["n"])
-    if imp_e or imp_r:
-        t.goal("import: rbd import / Backend import", ratio(p50(imp_r), p50(imp_e)), 1.0, ">=")
+            t.row("import", label, s["p50"], s["p90"], s.get("unit", "ms"), nr(s))
+    t.goal(["import"], "import: rbd import / Backend import", ratio(p50(imp_r), p50(imp_e)),
+           1.0, ">=", inputs=[imp_r, imp_e])
 
     # --- memory
     for key in ("raw 1GiB", "qcow2 1GiB", "qcow2 4GiB"):
@@ -152,20 +257,22 @@ def build(series):
             t.row("memory", "peak RSS of one miss, %s image" % key, s["p50"], s["p90"], "MiB",
                   "bound %s MiB (queue_depth x 4 MiB object + 100 MiB)" % fmt(extra(s, "bound_mib")))
     r1, r4 = g("rss", "miss qcow2 1GiB"), g("rss", "miss qcow2 4GiB")
-    t.goal("memory: peak RSS 4 GiB / 1 GiB image (qcow2)", ratio(p50(r4), p50(r1)), 1.25, "<=")
-    for key in ("raw 1GiB", "qcow2 4GiB"):
+    t.goal(["rss"], "memory: peak RSS 4 GiB / 1 GiB image (qcow2)", ratio(p50(r4), p50(r1)),
+           1.25, "<=", inputs=[r4, r1])
+    # The raw 1 GiB figure comes from the engine's miss, measured only when both run.
+    for key, scs in (("raw 1GiB", ["rss", "miss"]), ("qcow2 4GiB", ["rss"])):
         s = g("rss", "miss " + key)
-        t.goal("memory: peak RSS %s within the window bound" % key, p50(s),
-               extra(s, "bound_mib") or 164, "<=", " MiB")
+        t.goal(scs, "memory: peak RSS %s within the window bound" % key, p50(s),
+               extra(s, "bound_mib") or 164, "<=", " MiB", inputs=[s])
 
     # --- single flight
     sf, base = g("single_flight", "32 concurrent"), g("single_flight", "miss + 32 clones")
     for s, label in ((sf, "32 concurrent requests, one cold image"),
                      (base, "one miss + 32 clones, one after another")):
         if s:
-            t.row("single flight", label, s["p50"], s["p90"], "ms", "n=%d" % s["n"])
-    t.goal("single flight: 32 concurrent / (miss + 32 clones)", ratio(p50(sf), p50(base)),
-           1.2, "<=")
+            t.row("single flight", label, s["p50"], s["p90"], "ms", nr(s))
+    t.goal(["single_flight"], "single flight: 32 concurrent / (miss + 32 clones)",
+           ratio(p50(sf), p50(base)), 1.2, "<=", inputs=[sf, base])
 
     # --- index
     lk, sel, pl, rss = (g("index", n) for n in ("lookup", "select", "plan", "peak_rss"))
@@ -181,16 +288,17 @@ def build(series):
     if rss:
         t.row("index", "peak RSS of the index benchmark", rss["p50"], rss["p90"], "MiB",
               "at start %s MiB" % fmt(extra(rss, "start_mib")))
-    t.goal("index: victim selection p50 at %s entries" % (n_entries or 100000), p50(sel), 50, "<=", " ms")
+    t.goal(["index"], "index: victim selection p50 at %s entries" % (n_entries or 100000),
+           p50(sel), 50, "<=", " ms", inputs=[sel])
 
     # --- local backend
     le, lq = g("local_hit", "engine"), g("local_hit", "qemu-img")
     for s, label in ((le, "CreateVolume on a cached entry (local, qcow2 overlay)"),
                      (lq, "qemu-img create -f qcow2 -b BASE, per volume")):
         if s:
-            t.row("local hit", label, s["p50"], s["p90"], "ms", "n=%d" % s["n"])
-    if le or lq:
-        t.goal("local hit p50: qemu-img / engine", ratio(p50(lq), p50(le)), 1.0, ">=")
+            t.row("local hit", label, s["p50"], s["p90"], "ms", nr(s))
+    t.goal(["local_hit"], "local hit p50: qemu-img / engine", ratio(p50(lq), p50(le)), 1.0,
+           ">=", inputs=[lq, le])
     for c in (1, 8, 32):
         e, q = g("local_burst", "engine c%d" % c), g("local_burst", "qemu-img c%d" % c)
         for s, who in ((e, "engine"), (q, "qemu-img create")):
@@ -198,9 +306,10 @@ def build(series):
                 t.row("local burst", "%s: %d volumes, concurrency %d" % (who, extra(s, "count"), c),
                       s["p50"], s["p90"], "ms/volume",
                       "%s volumes/s" % fmt(extra(s, "volumes_per_s")))
-        if e and q:
-            t.goal("local burst c%d: engine / qemu-img volumes/s" % c,
-                   ratio(extra(e, "volumes_per_s"), extra(q, "volumes_per_s")), 1.0, ">=")
+        if c == 8:  # the concurrency run.sh runs; c=1 is the hit series
+            t.goal(["local_burst"], "local burst c%d: engine / qemu-img volumes/s" % c,
+                   ratio(extra(e, "volumes_per_s"), extra(q, "volumes_per_s")), 1.0, ">=",
+                   inputs=[e, q])
 
     # --- many hosts on one pool (bench/multihost_sim.sh)
     run = g("sim16", "run")
@@ -246,17 +355,19 @@ def build(series):
                       "least of runs %s; idle 2 s: %s" % (
                           ",".join(map(str, x["ops_runs"][name])),
                           ",".join(map(str, x["ops_runs"].get("idle_2s", [])))))
-    t.goal("sim16: failed creates", float(run["extra"]["failed"]) if run else None, 0, "<=", "")
-    t.goal("sim16: passes that exit other than 0 or 5", float(run["extra"]["pass_bad"]) if run else None,
-           0, "<=", "")
-    t.goal("sim16: refills of an image with no eviction before",
-           float(run["extra"]["refills_unexplained"]) if run else None, 0, "<=", "")
+    t.goal(["sim16"], "sim16: failed creates", float(run["extra"]["failed"]) if run else None,
+           0, "<=", "", inputs=[run])
+    t.goal(["sim16"], "sim16: passes that exit other than 0 or 5",
+           float(run["extra"]["pass_bad"]) if run else None, 0, "<=", "", inputs=[run])
+    t.goal(["sim16"], "sim16: refills of an image with no eviction before",
+           float(run["extra"]["refills_unexplained"]) if run else None, 0, "<=", "",
+           inputs=[run])
     return t
 
 
 def add_runtime_goal(t, meta):
-    t.goal("whole bench run (before the report)", float(meta.get("elapsed_s", "nan")), 900, "<=",
-           " s")
+    t.goal(["run"], "whole bench run (before the report)", float(meta.get("elapsed_s", "nan")),
+           900, "<=", " s")
 
 
 def print_table(t, meta, out):
@@ -268,9 +379,22 @@ def print_table(t, meta, out):
     for r in t.rows:
         w("| %s | %s | %s | %s | %s | %s |\n" % (r["scenario"], r["what"], fmt(r["p50"]),
                                                fmt(r["p90"]), r["unit"], r["note"]))
-    w("\n| goal | measured | target | status |\n|---|---:|---|---|\n")
+    w("\n| goal | measured | target | samples (rounds) | status |\n|---|---:|---|---|---|\n")
     for gl in t.goals:
-        w("| %s | %s | %s | %s |\n" % (gl["goal"], fmt(gl["value"]), gl["target"], gl["status"]))
+        w("| %s | %s | %s | %s | %s |\n" % (gl["goal"], fmt(gl["value"]), gl["target"],
+                                            inputs_text(gl), status_text(gl)))
+
+
+def inputs_text(gl):
+    """n (rounds) of each series a goal reads, "-" when it has none (or predates them)."""
+    parts = []
+    for i in gl.get("inputs") or []:
+        parts.append("%d (%s)" % (i["n"], i["rounds"]) if i.get("rounds") else "%d" % i["n"])
+    return ", ".join(parts) or "-"
+
+
+def status_text(gl):
+    return gl["status"] + (" (%s)" % gl["why"] if gl.get("why") else "")
 
 
 def chart(series, png, workdir, gnuplot):
@@ -327,14 +451,19 @@ def main():
     p.add_argument("--in", dest="indir", required=True)
     p.add_argument("--meta", required=True)
     p.add_argument("--json", required=True)
-    p.add_argument("--png", required=True)
+    p.add_argument("--png", help="the chart (gnuplot); none when not given")
     p.add_argument("--gnuplot", default="gnuplot")
     a = p.parse_args()
     with open(a.meta) as f:
         meta = json.load(f)
-    series = load(a.indir)
+    try:
+        series = load(a.indir)
+    except ReportError as e:
+        print("report: %s" % e, file=sys.stderr)
+        return EXIT_INCONSISTENT
     t = build(series)
     add_runtime_goal(t, meta)
+    any_failed = judge(t, meta)
     print_table(t, meta, sys.stdout)
     doc = {"meta": meta, "rows": t.rows, "goals": t.goals,
            "series": [{k: (round(v, 4) if isinstance(v, float) and not math.isnan(v) else v)
@@ -346,8 +475,13 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
     with open(a.json, "w") as f:
         f.write(text + "\n")
-    chart(series, os.path.abspath(a.png), os.path.join(a.indir, "chart"), a.gnuplot)
-    print("\nwrote %s and %s" % (a.json, a.png))
+    if a.png:
+        chart(series, os.path.abspath(a.png), os.path.join(a.indir, "chart"), a.gnuplot)
+    print("\nwrote %s%s" % (a.json, " and " + a.png if a.png else ""))
+    if any_failed:
+        print("report: goals FAILED: %s" % "; ".join(
+            gl["goal"] for gl in t.goals if gl["status"] == "FAILED"), file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
