@@ -8,7 +8,8 @@
 # Environment:
 #   BUILD           build dir holding bench/bench_* (default: build)
 #   BENCH_RUN_DIR   scratch dir for the cluster, Glance, images (default: $BUILD/bench-run)
-#   BENCH_RESULTS   where latest.json/png go (default: bench/results)
+#   BENCH_RESULTS   where latest.json/png go (default: bench/results; bench/results/quick
+#                   with BENCH_QUICK=1, which never writes bench/results/latest.*)
 #   BENCH_ONLY      space-separated scenarios to run (default: all):
 #                   hit burst hosts miss rss flight index local import digest sim16
 #   BENCH_REPS      repetitions of each single-flight and import run (default: 3)
@@ -369,11 +370,17 @@ cat >"$run/meta.json" <<EOF
  "reps": $reps, "miss_reps": $miss_reps, "elapsed_s": $elapsed, "failed": $failed_json,
  "loadavg_start": "$load_start", "loadavg_end": "$(cut -d' ' -f1-3 /proc/loadavg)"}
 EOF
-mkdir -p "$results"
-$py "$repo/bench/report.py" --in "$out" --meta "$run/meta.json" \
-  --json "$results/latest.json" --png "$results/latest.png"
-log "done in ${elapsed}s (before the report)"
-if (( ${#failures[@]} )); then
-  log "failed steps: ${failures[*]}"
-  exit 1
+# A quick run's figures are not the record: they never replace bench/results/latest.*.
+if [[ $quick == 1 && $(realpath -m "$results") == "$(realpath -m "$repo/bench/results")" ]]; then
+  results=$repo/bench/results/quick  # gitignored
 fi
+mkdir -p "$results"
+# report.py exits 3 when a goal FAILED (a step feeding it failed), 2 on inconsistent results.
+report_rc=0
+$py "$repo/bench/report.py" --in "$out" --meta "$run/meta.json" \
+  --json "$results/latest.json" --png "$results/latest.png" || report_rc=$?
+log "done in ${elapsed}s (before the report); results in $results"
+(( ${#failures[@]} )) && log "failed steps: ${failures[*]}"
+(( report_rc == 0 )) || { log "report: exit $report_rc"; exit "$report_rc"; }
+# A failed step that no goal reads (digest) still fails the run.
+(( ${#failures[@]} == 0 )) || exit 1
