@@ -475,14 +475,19 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
     with open(a.json, "w") as f:
         f.write(text + "\n")
+    chart_failed = False
     if a.png:
-        chart(series, os.path.abspath(a.png), os.path.join(a.indir, "chart"), a.gnuplot)
-    print("\nwrote %s%s" % (a.json, " and " + a.png if a.png else ""))
+        try:
+            chart(series, os.path.abspath(a.png), os.path.join(a.indir, "chart"), a.gnuplot)
+        except (OSError, subprocess.CalledProcessError) as e:
+            print("report: no chart: %s" % e, file=sys.stderr)
+            chart_failed = True
+    print("\nwrote %s%s" % (a.json, " and " + a.png if a.png and not chart_failed else ""))
     if any_failed:
         print("report: goals FAILED: %s" % "; ".join(
             gl["goal"] for gl in t.goals if gl["status"] == "FAILED"), file=sys.stderr)
         return EXIT_FAILED
-    return 0
+    return 1 if chart_failed else 0
 
 
 if __name__ == "__main__":

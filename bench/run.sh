@@ -69,7 +69,8 @@ trap 'exit 130' INT TERM
 want() { [[ " $only " == *" $1 "* ]]; }
 
 # step NAME LIMIT_S CMD...: runs one measurement with a time limit; a failure is
-# recorded (the scenario shows as NOT RUN) and the run goes on with the next one.
+# recorded (the goals of the scenarios it feeds show as FAILED, bench/step_scenarios.py)
+# and the run goes on with the next one.
 step() {
   local name=$1 limit=$2
   shift 2
