@@ -35,7 +35,10 @@ def load_goals(doc):
     old = any("scenarios" not in g for g in goals)
     if old:
         # Per-goal sample counts from the series the JSON keeps (their samples).
-        series = {(s["scenario"], s["name"]): s for s in doc.get("series", [])}
+        series = {(s["scenario"], s["name"]): dict(
+                      s, extra=s.get("extra", {}), n=len(s["samples"]),
+                      p50=report.pct(s["samples"], 50), p90=report.pct(s["samples"], 90))
+                  for s in doc.get("series", [])}
         t = report.build(series)
         report.add_runtime_goal(t, meta)
         by_text = {g["goal"]: g for g in t.goals}
@@ -51,8 +54,10 @@ def load_goals(doc):
         # Goals the report declares now that the old JSON lacks: their scenario did not run.
         have = {g["goal"] for g in goals}
         report.judge(t, meta)
-        goals += [dict(g, status="not run") for g in t.goals
-                  if g["goal"] not in have and g["status"] == "not run"]
+        more = [dict(g, status="not run") for g in t.goals
+                if g["goal"] not in have and g["status"] == "not run"]
+        last = [g for g in goals if g["goal"].startswith("whole bench run")]
+        goals = [g for g in goals if g not in last] + more + last
     for g in goals:
         if g.get("status") not in STATUSES:
             raise SystemExit("readme_table: goal %r has status %r" % (g["goal"], g.get("status")))

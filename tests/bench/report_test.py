@@ -214,6 +214,22 @@ class ReadmeTableTest(unittest.TestCase):
             self.assertIn(fact, text)
         self.assertEqual(self.table(r.json, "--check").returncode, 0)  # and now it is current
 
+    def test_a_json_older_than_goal_scenarios_with_a_failed_step_shows_every_goal_failed(self):
+        old = os.path.join(self.tmp, "old.json")
+        with open(old, "w") as f:
+            json.dump({"meta": {"failed": ["hit floor"], "scenarios": "hit"}, "rows": [],
+                       "series": [dict(series("hit", "engine", [10.0]), n=1)],
+                       "goals": [{"goal": "hit p50: engine / floor", "value": 1.0,
+                                  "target": "<= 1.3x", "status": "met"},
+                                 {"goal": "burst c1: engine volumes/s", "value": None,
+                                  "target": ">= 100 vol/s", "status": "NOT RUN"}]}, f)
+        self.assertEqual(self.table(old).returncode, 0)
+        with open(self.readme) as f:
+            text = f.read()
+        self.assertIn("| hit p50: engine / floor | 1.00 | <= 1.3x | 1 | **FAILED**", text)
+        self.assertIn("| burst c1: engine volumes/s | - | >= 100 vol/s | - | **FAILED**", text)
+        self.assertNotIn("| met", text)
+
     def test_a_readme_without_the_region_is_refused(self):
         r = Run(os.path.join(self.tmp, "run"), good_files())
         r.report()
