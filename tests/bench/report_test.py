@@ -164,6 +164,10 @@ class StepTableTest(unittest.TestCase):
         names = [q or w for q, w in
                  re.findall(r'(?:^|[\s;&|(])step\s+(?:"([^"]+)"|([\w.+-]+))\s+\d+', text)]
         self.assertGreaterEqual(len(names), 15, names)
+        # Every line that calls step is one of them (a name the pattern above misses, such
+        # as one in single quotes, would otherwise go unchecked).
+        calls = re.findall(r"^\s*(?:\w+=\S*\s+)*step\s+[^\s(]", text, re.M)
+        self.assertEqual(len(calls), len(names), calls)
         self.assertIn("hit engine", names)
         known = {s for v in step_scenarios.RUN_SCENARIOS.values() for s in v}
         for name in names:
