@@ -1,5 +1,5 @@
-// storage/local/local_copy.cpp: clones and independent copies: qcow2 overlays, reflinks
-// (FICLONE), sparse copies (SEEK_DATA/SEEK_HOLE and copy_file_range), and flattening.
+// storage/local/local_copy.cpp: clones and independent copies: qcow2 overlays (written
+// directly, see local_qcow2_overlay.h), reflinks (FICLONE), sparse copies (SEEK_DATA/SEEK_HOLE and copy_file_range), and flattening.
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <spdlog/spdlog.h>
@@ -11,6 +11,7 @@
 
 #include "storage/local/local_impl.h"
 #include "storage/local/local_qcow2_header.h"
+#include "storage/local/local_qcow2_overlay.h"
 
 namespace cachemgr::storage {
 
@@ -145,11 +146,10 @@ void LocalBackend::Clone(const SnapRef& parent, const ImageRef& child) {
   impl_->EnsurePool(child.pool);
   auto [tmp, fd] = MakeTemp(impl_->PoolDir(child.pool), child.name);
   try {
-    impl_->Qemu({"qemu-img", "create", "-q", "-f", "qcow2", "-F", parent_format, "-b",
-                 backing.string(), tmp.string(), std::to_string(size)});
-    UniqueFd written = OpenOrFail(tmp, O_RDWR);
-    impl_->ApplyOwnership(written.get(), tmp);
-    FsyncFd(written.get(), tmp);
+    // What `qemu-img create -f qcow2 -F <fmt> -b <backing>` writes, without its process.
+    WriteQcow2Overlay(fd.get(), tmp, size, backing.string(), parent_format);
+    impl_->ApplyOwnership(fd.get(), tmp);
+    FsyncFd(fd.get(), tmp);
     Sidecar cs;
     cs.format = "qcow2";
     cs.parent = parent;
