@@ -135,6 +135,25 @@ TEST_CASE("qcow2 overlay: of a qcow2 base") {
   CHECK(Compare(raw, overlay) == 0);
 }
 
+TEST_CASE("qcow2 overlay: qemu-img resize moves its L1 table and it still checks clean") {
+  // A clone the engine grows to the requested size: qemu allocates a larger L1 table
+  // from the refcounts written here.
+  TempDir dir("qcow2-overlay-resize");
+  const auto base = dir / "base.raw";
+  WriteBase(base, kMiB + 7);
+  const auto overlay = dir / "overlay.qcow2";
+  WriteOverlay(overlay, kMiB + 7, base, 12);
+  REQUIRE(RunCommand({"qemu-img", "resize", "-q", "-f", "qcow2", overlay.string(), "10G"}) == 0);
+  CHECK(Check(overlay) == 0);
+  CHECK(Info(overlay)["virtual-size"] == 10 * kGiB);
+  std::string out;
+  CHECK(RunCommand({"qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 9G 64k", "-c",
+                    "read -P 0x5a 9G 64k", "-c", "read -P 0xa5 0 4k", overlay.string()},
+                   &out) == 0);
+  CHECK(out.find("failed") == std::string::npos);
+  CHECK(Check(overlay) == 0);
+}
+
 TEST_CASE("qcow2 overlay: the layout grows its refcount blocks to cover its L1 table") {
   // 5 TiB with 4 KiB clusters: a 20 MiB L1 table, 5,120 clusters, three refcount blocks.
   const auto l = PlanQcow2Overlay(5 * kTiB, 12);
