@@ -1,5 +1,6 @@
 // storage/local/local_copy.cpp: clones and independent copies: qcow2 overlays (written
-// directly, see local_qcow2_overlay.h), reflinks (FICLONE), sparse copies (SEEK_DATA/SEEK_HOLE and copy_file_range), and flattening.
+// directly, see local_qcow2_overlay.h), reflinks (FICLONE),
+// sparse copies (SEEK_DATA/SEEK_HOLE and copy_file_range), and flattening.
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <spdlog/spdlog.h>

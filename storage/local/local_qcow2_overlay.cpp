@@ -14,8 +14,8 @@ namespace cachemgr::storage {
 
 namespace {
 
-constexpr uint32_t kMinClusterBits = 9;   // qemu's MIN_CLUSTER_BITS
-constexpr uint32_t kMaxClusterBits = 21;  // qemu's MAX_CLUSTER_BITS
+constexpr uint32_t kMinClusterBits = 9;        // qemu's MIN_CLUSTER_BITS
+constexpr uint32_t kMaxClusterBits = 21;       // qemu's MAX_CLUSTER_BITS
 constexpr uint64_t kMaxL1Bytes = 32ULL << 20;  // qemu's QCOW_MAX_L1_SIZE
 constexpr uint64_t kMaxSize = 1ULL << 62;
 constexpr uint32_t kHeaderLength = 112;  // v3 with the compression type byte, as qemu 5.1+
@@ -88,8 +88,9 @@ Qcow2OverlayLayout PlanQcow2Overlay(uint64_t size, uint32_t cluster_bits) {
   return l;
 }
 
-std::vector<std::pair<uint64_t, std::string>> Qcow2OverlayBytes(
-    const Qcow2OverlayLayout& l, const std::string& backing, const std::string& backing_format) {
+std::vector<std::pair<uint64_t, std::string>> Qcow2OverlayBytes(const Qcow2OverlayLayout& l,
+                                                                const std::string& backing,
+                                                                const std::string& backing_format) {
   if (backing_format != "raw" && backing_format != "qcow2")
     Invalid("backing format '" + backing_format + "' is neither raw nor qcow2");
   if (backing.empty() || backing.size() > kMaxBackingName)
@@ -153,7 +154,8 @@ void WriteQcow2Overlay(int fd, const std::filesystem::path& path, uint64_t size,
   // The L1 table and the rest are zeros: a sparse length, as qemu-img leaves them.
   if (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, static_cast<off_t>(layout.file_size)) != 0)
     FailErrno("cannot size", path, errno);
-  for (const auto& [offset, bytes] : pieces) PwriteAll(fd, bytes.data(), bytes.size(), offset, path);
+  for (const auto& [offset, bytes] : pieces)
+    PwriteAll(fd, bytes.data(), bytes.size(), offset, path);
 }
 
 }  // namespace cachemgr::storage

@@ -19,13 +19,13 @@ constexpr uint32_t kQcow2DefaultClusterBits = 16;
 // Where an empty overlay keeps its metadata; every offset is in bytes in the file.
 struct Qcow2OverlayLayout {
   uint64_t cluster_size = 0;
-  uint64_t size = 0;                  // virtual size: the request rounded up to 512 bytes
-  uint64_t refcount_table_offset = 0; // cluster 1
+  uint64_t size = 0;                   // virtual size: the request rounded up to 512 bytes
+  uint64_t refcount_table_offset = 0;  // cluster 1
   uint32_t refcount_table_clusters = 0;
   uint64_t refcount_blocks_offset = 0;  // right after the table
   uint32_t refcount_blocks = 0;
-  uint64_t l1_table_offset = 0;  // right after the blocks; 0 when l1_size is 0
-  uint32_t l1_size = 0;          // entries (8 bytes each)
+  uint64_t l1_table_offset = 0;    // right after the blocks; 0 when l1_size is 0
+  uint32_t l1_size = 0;            // entries (8 bytes each)
   uint64_t metadata_clusters = 0;  // header + table + blocks + L1, each counted once
   uint64_t file_size = 0;          // the end of the L1 table, as qemu-img leaves it
 };
@@ -40,9 +40,9 @@ Qcow2OverlayLayout PlanQcow2Overlay(uint64_t size, uint32_t cluster_bits);
 // `backing_format` goes in the backing format extension ("raw" or "qcow2"). Throws
 // Error(kInvalidArgument) when the name is empty, over 1023 bytes (qemu's limit) or does
 // not fit in the first cluster, or the format is not raw or qcow2.
-std::vector<std::pair<uint64_t, std::string>> Qcow2OverlayBytes(
-    const Qcow2OverlayLayout& layout, const std::string& backing,
-    const std::string& backing_format);
+std::vector<std::pair<uint64_t, std::string>> Qcow2OverlayBytes(const Qcow2OverlayLayout& layout,
+                                                                const std::string& backing,
+                                                                const std::string& backing_format);
 
 // Writes the overlay into the open file `fd` (emptied first) (named `path` in messages), ending
 // with the file's length set to layout.file_size. It does not fsync: the caller publishes

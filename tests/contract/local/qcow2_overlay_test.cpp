@@ -41,8 +41,8 @@ void WriteBase(const fs::path& path, uint64_t size) {
           static_cast<ssize_t>(data.size()));
 }
 
-void WriteOverlay(const fs::path& path, uint64_t size, const fs::path& base,
-                  uint32_t cluster_bits, const std::string& format = "raw") {
+void WriteOverlay(const fs::path& path, uint64_t size, const fs::path& base, uint32_t cluster_bits,
+                  const std::string& format = "raw") {
   util::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   REQUIRE(fd.get() >= 0);
   WriteQcow2Overlay(fd.get(), path, size, base.string(), format, cluster_bits);
@@ -68,20 +68,19 @@ void ExpectSameAsQemu(const fs::path& ours, const fs::path& base, uint64_t size,
                       uint32_t cluster_bits, const std::string& format) {
   TempDir dir("qcow2-ref");
   const auto ref = dir / "ref.qcow2";
-  REQUIRE(RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", "-F", format, "-b",
-                      base.string(), "-o",
-                      "cluster_size=" + std::to_string(uint64_t{1} << cluster_bits),
+  REQUIRE(RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", "-F", format, "-b", base.string(),
+                      "-o", "cluster_size=" + std::to_string(uint64_t{1} << cluster_bits),
                       ref.string(), std::to_string(size)}) == 0);
   const json a = Info(ours);
   const json b = Info(ref);
-  for (const char* key : {"format", "virtual-size", "cluster-size", "backing-filename",
-                          "backing-filename-format"}) {
+  for (const char* key :
+       {"format", "virtual-size", "cluster-size", "backing-filename", "backing-filename-format"}) {
     CHECK_MESSAGE(a.value(key, json()) == b.value(key, json()), key);
   }
   const json fa = a["format-specific"]["data"];
   const json fb = b["format-specific"]["data"];
-  for (const char* key : {"compat", "refcount-bits", "lazy-refcounts", "corrupt",
-                          "extended-l2", "compression-type"}) {
+  for (const char* key : {"compat", "refcount-bits", "lazy-refcounts", "corrupt", "extended-l2",
+                          "compression-type"}) {
     CHECK_MESSAGE(fa.value(key, json()) == fb.value(key, json()), key);
   }
 }
@@ -106,8 +105,12 @@ TEST_CASE("qcow2 overlay: qemu reads, checks, writes and compares it") {
 
       // A write at the overlay's last 512 bytes (the base has 0xa5 there), read back.
       const uint64_t at = (size + 511) / 512 * 512 - 512;
-      std::vector<std::string> io = {"qemu-io", "-f", "qcow2", "-c",
-                                     "write -P 0x5a " + std::to_string(at) + " 512", "-c",
+      std::vector<std::string> io = {"qemu-io",
+                                     "-f",
+                                     "qcow2",
+                                     "-c",
+                                     "write -P 0x5a " + std::to_string(at) + " 512",
+                                     "-c",
                                      "read -P 0x5a " + std::to_string(at) + " 512"};
       if (at >= 512) io.insert(io.end(), {"-c", "read -P 0xa5 0 512"});  // still the base's
       io.push_back(overlay.string());
