@@ -147,7 +147,13 @@ void LocalBackend::Clone(const SnapRef& parent, const ImageRef& child) {
   impl_->EnsurePool(child.pool);
   auto [tmp, fd] = MakeTemp(impl_->PoolDir(child.pool), child.name);
   try {
-    // What `qemu-img create -f qcow2 -F <fmt> -b <backing>` writes, without its process.
+    // What `qemu-img create -f qcow2 -F <fmt> -b <backing>` writes, without its process;
+    // and what qemu-img checked by opening the backing file: that it is there, as `fmt`.
+    const bool backing_ok =
+        parent_format == "qcow2" ? ReadQcow2Header(backing).is_qcow2 : IsRegularFile(backing);
+    if (!backing_ok)
+      Fail(Errc::kCorrupt, "clone of " + RefName(parent.image) + ": backing file " +
+                               backing.string() + " is not a " + parent_format + " file");
     WriteQcow2Overlay(fd.get(), tmp, size, backing.string(), parent_format);
     impl_->ApplyOwnership(fd.get(), tmp);
     FsyncFd(fd.get(), tmp);
