@@ -189,6 +189,11 @@ TEST_CASE("qcow2 overlay: what qemu could not open is refused") {
     return false;
   };
   CHECK(refused(5 * kTiB, base.string(), "raw", 9));  // a 1.25 GiB L1 table
+  // qemu-img create's own limit, to the sector: 128 GiB with 512-byte clusters.
+  CHECK_FALSE(refused(128 * kGiB, base.string(), "raw", 9));
+  CHECK(refused(128 * kGiB + 1, base.string(), "raw", 9));
+  CHECK(RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512",
+                    (dir / "q.qcow2").string(), std::to_string(128 * kGiB + 1)}) != 0);
   CHECK(refused(kMiB, base.string(), "raw", 8));
   CHECK(refused(kMiB, base.string(), "raw", 22));
   CHECK(refused(kMiB, base.string(), "vmdk", 16));
