@@ -91,13 +91,25 @@ void LocalBackend::Impl::ApplyOwnership(int fd, const fs::path& path) const {
 // Makes `tmp` visible as `ref` with sidecar `s`, without replacing anything (link(2)
 // fails on an existing name, rename(2) would not), then drops the temporary name, also
 // on failure. The sidecar goes first, so the image never appears without it.
-void LocalBackend::Impl::Publish(const fs::path& tmp, const ImageRef& ref, const Sidecar& s) const {
+// `before_link`, if set, runs once the sidecar is durable and before the image is linked
+// (a clone waits there for its own file's fsync, which ran beside the sidecar's).
+void LocalBackend::Impl::Publish(const fs::path& tmp, const ImageRef& ref, const Sidecar& s,
+                                 const std::function<void()>& before_link) const {
   NewSidecar sidecar;
   try {
     sidecar = SaveNew(ref, s);
   } catch (...) {
     ::unlink(tmp.c_str());
     throw;
+  }
+  if (before_link) {
+    try {
+      before_link();
+    } catch (...) {
+      ::unlink(tmp.c_str());
+      DropNewSidecar(ref, sidecar.ino);
+      throw;
+    }
   }
   const auto final_path = PathOf(ref);
   if (::link(tmp.c_str(), final_path.c_str()) != 0) {

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -80,7 +81,8 @@ struct LocalBackend::Impl {
   std::string Format(const ImageRef& ref, const Sidecar& s) const;
   uint64_t VirtualSize(const ImageRef& ref, const std::string& format) const;
   void ApplyOwnership(int fd, const fs::path& file) const;
-  void Publish(const fs::path& tmp, const ImageRef& ref, const Sidecar& s) const;
+  void Publish(const fs::path& tmp, const ImageRef& ref, const Sidecar& s,
+               const std::function<void()>& before_link = nullptr) const;
 
   // local_sidecar.cpp: reading and writing sidecars.
   Sidecar Load(const ImageRef& ref) const;
