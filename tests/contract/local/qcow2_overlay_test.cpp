@@ -87,20 +87,22 @@ void ExpectSameAsQemu(const fs::path& ours, const fs::path& base, uint64_t size,
 
 TEST_CASE("qcow2 overlay: qemu reads, checks, writes and compares it") {
   TempDir dir("qcow2-overlay");
-  const std::vector<uint64_t> sizes = {1, 3000, 1 * kMiB + 7, 1 * kGiB, 5 * kTiB};
-  const std::vector<uint32_t> cluster_bits = {9, 12, 16, 21};
-  for (uint64_t size : sizes) {
+  // 64 KiB (what the backend writes) and the smallest, a small and the largest cluster
+  // size qemu takes; 5 TiB with 4 KiB clusters needs three refcount blocks. Few cases:
+  // each is eight qemu runs.
+  const std::vector<std::pair<uint64_t, std::vector<uint32_t>>> cases = {
+      {1, {9, 16}}, {3000, {16, 21}}, {1 * kMiB + 7, {12, 16}}, {5 * kTiB, {12, 16, 21}}};
+  for (const auto& c : cases) {
+    const uint64_t size = c.first;
     const auto base = dir / ("base-" + std::to_string(size) + ".raw");
     WriteBase(base, size);
-    for (uint32_t bits : cluster_bits) {
-      if (bits == 9 && size > kGiB) continue;  // an L1 table over qemu's 32 MiB: see below
+    for (uint32_t bits : c.second) {
       CAPTURE(size);
       CAPTURE(bits);
       const auto overlay = dir / ("o-" + std::to_string(size) + "-" + std::to_string(bits));
       WriteOverlay(overlay, size, base, bits);
       CHECK(Check(overlay) == 0);
       ExpectSameAsQemu(overlay, base, size, bits, "raw");
-      CHECK(Info(overlay)["backing-filename"] == base.string());
       CHECK(Compare(base, overlay) == 0);
 
       // A write at the overlay's last 512 bytes (the base has 0xa5 there), read back.
