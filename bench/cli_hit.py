@@ -90,9 +90,9 @@ log:
                 theirs.append(ms)
     extra = {"count": a.count, "per": "process", "source_check_interval_s": 60}
     doc = {"series": [
-        {"scenario": "hit_tool", "name": "cachemgr create", "unit": "ms", "samples": ours,
+        {"scenario": "hit", "name": "cachemgr create", "unit": "ms", "samples": ours,
          "extra": extra},
-        {"scenario": "hit_tool", "name": "rbd clone", "unit": "ms", "samples": theirs,
+        {"scenario": "hit", "name": "rbd clone", "unit": "ms", "samples": theirs,
          "extra": extra}]}
     with open(a.out, "w") as f:
         json.dump(doc, f, indent=1)

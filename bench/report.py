@@ -205,7 +205,7 @@ def build(series):
            ratio(p50(eng0), p50(flo)), 1.5, "<=", inputs=[eng0, flo])
     t.goal(["hit"], "hit p50: Cinder / engine", ratio(p50(cin), p50(eng)), 3.0, ">=",
            inputs=[cin, eng])
-    tool, rbdc = g("hit_tool", "cachemgr create"), g("hit_tool", "rbd clone")
+    tool, rbdc = g("hit", "cachemgr create"), g("hit", "rbd clone")
     for s, label in ((tool, "cachemgr create, one process per volume"),
                      (rbdc, "rbd clone, one process per volume")):
         if s:

@@ -190,34 +190,29 @@ if want hit; then
   # (interval 0: each hit asks Glance), and a hit that grows its volume (1 -> 2 GiB)
   # against the floor's clone + open + resize + close. Rounds alternate the order.
   log "hit: engine (source every 60 s, every hit, with a resize) and the librbd floor, alternating"
-  hit_engine() {  # hit_engine ROUND NAME ARGS...
-    local round=$1 name=$2
-    shift 2
-    step "hit $name" 300 $(engine_rbd hot hit) --image "${image_id[qcow2-sparse]}" \
-      --count $((n_hit / 2)) --scenario hit --name "$name" "$@" \
-      --out "$out/hit-${name// /_}-$round.json"
-  }
-  hit_floor() {  # hit_floor ROUND NAME ARGS...
-    local round=$1 name=$2
-    shift 2
-    step "hit $name" 300 "$bin/bench_rbd_floor" --conf "$conf" --pool volumes \
-      --parent bench-parent --snap snap --count $((n_hit / 2)) --scenario hit --name "$name" \
-      "$@" --out "$out/hit-${name// /_}-$round.json"
-  }
+  hit_args=(--image "${image_id[qcow2-sparse]}" --count $((n_hit / 2)) --scenario hit)
+  floor_args=(--conf "$conf" --pool volumes --parent bench-parent --snap snap
+              --count $((n_hit / 2)) --scenario hit)
   for round in 1 2; do
-    if (( round == 1 )); then
-      hit_engine $round engine
-      hit_floor $round floor
-      hit_engine $round "engine source every hit" --source-check-interval 0
-      hit_engine $round "engine resize" --size-bytes $((2 * gib))
-      hit_floor $round "floor resize" --resize-bytes $((2 * gib))
-    else
-      hit_floor $round "floor resize" --resize-bytes $((2 * gib))
-      hit_engine $round "engine resize" --size-bytes $((2 * gib))
-      hit_engine $round "engine source every hit" --source-check-interval 0
-      hit_floor $round floor
-      hit_engine $round engine
-    fi
+    order="engine floor every resize floor-resize"
+    (( round == 2 )) && order="floor-resize resize every floor engine"
+    for side in $order; do
+      case $side in
+        engine) step "hit engine" 300 $(engine_rbd hot hit) "${hit_args[@]}" --name engine \
+                  --out "$out/hit-engine-$round.json" ;;
+        every) step "hit engine source every hit" 300 $(engine_rbd hot hit) "${hit_args[@]}" \
+                 --name "engine source every hit" --source-check-interval 0 \
+                 --out "$out/hit-engine-every-$round.json" ;;
+        resize) step "hit engine resize" 300 $(engine_rbd hot hit) "${hit_args[@]}" \
+                  --name "engine resize" --size-bytes $((2 * gib)) \
+                  --out "$out/hit-engine-resize-$round.json" ;;
+        floor) step "hit floor" 300 "$bin/bench_rbd_floor" "${floor_args[@]}" --name floor \
+                 --out "$out/hit-floor-$round.json" ;;
+        floor-resize) step "hit floor resize" 300 "$bin/bench_rbd_floor" "${floor_args[@]}" \
+                        --name "floor resize" --resize-bytes $((2 * gib)) \
+                        --out "$out/hit-floor-resize-$round.json" ;;
+      esac
+    done
   done
   # Through the tool as operators call it: one `cachemgr create` process per volume
   # against one `rbd clone` process per volume, alternating (bench/cli_hit.py).
