@@ -198,17 +198,22 @@ if want hit; then
     (( round == 2 )) && order="floor-resize resize every floor engine"
     for side in $order; do
       case $side in
-        engine) step "hit engine" 300 $(engine_rbd hot hit) "${hit_args[@]}" --name engine \
+        engine)
+          step "hit engine" 300 $(engine_rbd hot hit) "${hit_args[@]}" --name engine \
                   --out "$out/hit-engine-$round.json" ;;
-        every) step "hit engine source every hit" 300 $(engine_rbd hot hit) "${hit_args[@]}" \
+        every)
+          step "hit engine source every hit" 300 $(engine_rbd hot hit) "${hit_args[@]}" \
                  --name "engine source every hit" --source-check-interval 0 \
                  --out "$out/hit-engine-every-$round.json" ;;
-        resize) step "hit engine resize" 300 $(engine_rbd hot hit) "${hit_args[@]}" \
+        resize)
+          step "hit engine resize" 300 $(engine_rbd hot hit) "${hit_args[@]}" \
                   --name "engine resize" --size-bytes $((2 * gib)) \
                   --out "$out/hit-engine-resize-$round.json" ;;
-        floor) step "hit floor" 300 "$bin/bench_rbd_floor" "${floor_args[@]}" --name floor \
+        floor)
+          step "hit floor" 300 "$bin/bench_rbd_floor" "${floor_args[@]}" --name floor \
                  --out "$out/hit-floor-$round.json" ;;
-        floor-resize) step "hit floor resize" 300 "$bin/bench_rbd_floor" "${floor_args[@]}" \
+        floor-resize)
+          step "hit floor resize" 300 "$bin/bench_rbd_floor" "${floor_args[@]}" \
                         --name "floor resize" --resize-bytes $((2 * gib)) \
                         --out "$out/hit-floor-resize-$round.json" ;;
       esac
