@@ -3,6 +3,10 @@
 // namespace, so a "cold" image really is cold.
 //
 //   bench_engine hit      --count N                      CreateVolume on a cached entry
+//                         [--source-check-interval S]    (default: the library's, 60 s;
+//                         [--size-bytes B]               0 asks the source on every hit);
+//                                                        B > the image's size: each hit
+//                                                        also grows its volume to B
 //   bench_engine burst    --count N --concurrency K      N volumes from one cached entry
 //   bench_engine miss     --label L [--rss-label S]      one cold CreateVolume, in a child
 //                                                        process whose peak RSS is read
@@ -50,6 +54,11 @@ Options MakeOptions(const Args& args) {
   o.source.type = SourceType::kGlance;
   o.source.glance.endpoint = args.Get("endpoint");
   o.source.glance.timeout_s = 60;
+  // The warm-up miss stamps the entry's source check: at the default interval (60 s) a
+  // run of a few seconds never asks the source again, at 0 every hit asks it.
+  if (const auto interval = args.Get("source-check-interval", ""); !interval.empty()) {
+    o.cache.source_check_interval_s = static_cast<uint32_t>(std::stoul(interval));
+  }
   if (args.Get("backend", "rbd") == "rbd") {
     o.backend.type = BackendType::kRbd;
     o.backend.rbd.conf = args.Get("conf");
@@ -80,10 +89,12 @@ std::unique_ptr<Cache> OpenCache(const Args& args) {
   return Cache::Open(MakeOptions(args), MakeLogger(args));
 }
 
-CreateVolumeResult Make(Cache& cache, const std::string& image, const std::string& volume) {
+CreateVolumeResult Make(Cache& cache, const std::string& image, const std::string& volume,
+                        uint64_t size_bytes = 0) {
   CreateVolumeRequest req;
   req.image_id = image;
   req.volume = volume;
+  req.size_bytes = size_bytes;
   return cache.CreateVolume(req);
 }
 
@@ -106,7 +117,7 @@ struct Burst {
 };
 
 Burst RunBurst(Cache& cache, const std::string& image, const std::string& prefix, long count,
-               long concurrency) {
+               long concurrency, uint64_t size_bytes = 0) {
   Burst b;
   b.latencies.resize(static_cast<size_t>(count));
   b.results.resize(static_cast<size_t>(count));
@@ -120,7 +131,8 @@ Burst RunBurst(Cache& cache, const std::string& image, const std::string& prefix
       for (long i = next++; i < count; i = next++) {
         auto t0 = Clock::now();
         try {
-          b.results[static_cast<size_t>(i)] = Make(cache, image, prefix + "-" + std::to_string(i));
+          b.results[static_cast<size_t>(i)] =
+              Make(cache, image, prefix + "-" + std::to_string(i), size_bytes);
         } catch (const std::exception& e) {
           std::lock_guard lock(mu);
           if (error.empty()) error = e.what();
@@ -140,10 +152,20 @@ int Hit(const Args& args, Results& results) {
   auto cache = OpenCache(args);
   const std::string image = args.Get("image"), prefix = "hit-" + UniqueTag();
   Warm(*cache, image, prefix);
-  auto b = RunBurst(*cache, image, prefix, args.GetInt("count", 100), 1);
-  for (const auto& r : b.results) Expect(r, Plan::kClone);
-  results.Add({args.Get("scenario", "hit"), "engine", "ms", b.latencies,
-               {{"count", b.latencies.size()}}});
+  const auto size_bytes = static_cast<uint64_t>(args.GetInt("size-bytes", 0));
+  auto b = RunBurst(*cache, image, prefix, args.GetInt("count", 100), 1, size_bytes);
+  for (const auto& r : b.results) {
+    Expect(r, Plan::kClone);
+    if (size_bytes && r.size_bytes != size_bytes) {
+      throw std::runtime_error("volume " + r.volume + ": " + std::to_string(r.size_bytes) +
+                               " bytes, asked for " + std::to_string(size_bytes));
+    }
+  }
+  results.Add({args.Get("scenario", "hit"), args.Get("name", "engine"), "ms", b.latencies,
+               {{"count", b.latencies.size()},
+                {"source_check_interval_s",
+                 args.GetInt("source-check-interval", Options{}.cache.source_check_interval_s)},
+                {"size_bytes", size_bytes}}});
   return 0;
 }
 

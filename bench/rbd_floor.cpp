@@ -5,7 +5,10 @@
 // engine can go below.
 //
 //   bench_rbd_floor --conf C --pool P --parent IMG --snap S --count N
-//                   [--concurrency K] [--scenario hit] [--name floor] [--rate 1] --out FILE
+//                   [--concurrency K] [--scenario hit] [--name floor] [--rate 1]
+//                   [--resize-bytes B] --out FILE
+// --resize-bytes B: each clone is then opened, grown to B bytes (rbd_resize) and closed,
+// timed with the clone (what a volume larger than its image costs at the floor).
 // --rate 1: the series is the run's volumes/s (one sample; runs of the same series add
 // up to several), the clone latencies go to extra.volume_ms.
 #include <rados/librados.h>
@@ -44,6 +47,7 @@ int main(int argc, char** argv) try {
   const long count = args.GetInt("count", 100);
   const long concurrency = args.GetInt("concurrency", 1);
   const std::string prefix = args.Get("prefix", "floor-" + UniqueTag());
+  const auto resize_bytes = static_cast<uint64_t>(args.GetInt("resize-bytes", 0));
 
   rados_t cluster = nullptr;
   Check(rados_create(&cluster, "admin"), "rados_create");
@@ -69,10 +73,25 @@ int main(int argc, char** argv) try {
         std::string name = prefix + "-" + std::to_string(i);
         auto t0 = Clock::now();
         int r = rbd_clone3(io, parent.c_str(), snap.c_str(), io, name.c_str(), opts);
+        std::string op = "rbd_clone3";
+        if (r >= 0 && resize_bytes) {
+          rbd_image_t image = nullptr;
+          r = rbd_open(io, name.c_str(), &image, nullptr);
+          op = "rbd_open";
+          if (r >= 0) {
+            r = rbd_resize(image, resize_bytes);
+            op = "rbd_resize";
+            const int c = rbd_close(image);
+            if (r >= 0 && c < 0) {
+              r = c;
+              op = "rbd_close";
+            }
+          }
+        }
         latencies[static_cast<size_t>(i)] = MsSince(t0);
         if (r < 0) {
           std::lock_guard lock(error_mu);
-          error = "rbd_clone3 " + name + ": " + std::strerror(-r);
+          error = op + " " + name + ": " + std::strerror(-r);
           return;
         }
       }
@@ -90,6 +109,7 @@ int main(int argc, char** argv) try {
   Series s{args.Get("scenario", "hit"), args.Get("name", "floor"), "ms", latencies, {}};
   s.extra["concurrency"] = concurrency;
   s.extra["count"] = count;
+  s.extra["resize_bytes"] = resize_bytes;
   s.extra["total_ms"] = total_ms;
   s.extra["volumes_per_s"] = per_s;
   if (args.GetInt("rate", 0) != 0) {

@@ -32,10 +32,10 @@ quick=${BENCH_QUICK:-0}
 py=/usr/bin/python3  # Debian's python: it has the rbd and rados modules
 
 if [[ $quick == 1 ]]; then
-  n_hit=30; n_cinder=5; n_burst=100; n_local=50; n_index=20000; reps=${BENCH_REPS:-1}; miss_reps=${BENCH_MISS_REPS:-1}
+  n_hit=30; n_tool=6; n_cinder=5; n_burst=100; n_local=50; n_index=20000; reps=${BENCH_REPS:-1}; miss_reps=${BENCH_MISS_REPS:-1}
   n_hosts=120
 else
-  n_hit=200; n_cinder=15; n_burst=500; n_local=100; n_index=100000
+  n_hit=200; n_tool=20; n_cinder=15; n_burst=500; n_local=100; n_index=100000
   n_hosts=240
 fi
 
@@ -87,7 +87,8 @@ need=()
 for sc in hit burst hosts miss rss flight local; do want $sc && need+=(bench_rbd_floor bench_engine); done
 want local && need+=(bench_qemu_img)
 want index && need+=(bench_index)
-{ want digest || want sim16; } && need+=(../cachemgr/cli/cachemgr)
+want import && need+=(import/bench_import)
+{ want digest || want sim16 || want hit; } && need+=(../cachemgr/cli/cachemgr)
 for prog in $(printf '%s\n' "${need[@]+"${need[@]}"}" | sort -u); do
   [[ -x $bin/$prog ]] || { echo "bench: $bin/$prog missing (make build)" >&2; exit 2; }
 done
@@ -184,14 +185,47 @@ if want hit || want burst || want hosts; then
   rbd_cmd create --size 1G volumes/cinder-src
 fi
 if want hit; then
-  log "hit: engine, librbd floor (alternating, so neither gets the quieter cluster), Cinder"
+  # Engine rows, each against the librbd floor: the source check at the default interval
+  # (60 s: the warm-up stamps it, so no timed hit asks the source) and on every hit
+  # (interval 0: each hit asks Glance), and a hit that grows its volume (1 -> 2 GiB)
+  # against the floor's clone + open + resize + close. Rounds alternate the order.
+  log "hit: engine (source every 60 s, every hit, with a resize) and the librbd floor, alternating"
+  hit_args=(--image "${image_id[qcow2-sparse]}" --count $((n_hit / 2)) --scenario hit)
+  floor_args=(--conf "$conf" --pool volumes --parent bench-parent --snap snap
+              --count $((n_hit / 2)) --scenario hit)
   for round in 1 2; do
-    step "hit engine" 300 $(engine_rbd hot hit) --image "${image_id[qcow2-sparse]}" \
-      --count $((n_hit / 2)) --scenario hit --out "$out/hit-engine-$round.json"
-    step "hit floor" 300 "$bin/bench_rbd_floor" --conf "$conf" --pool volumes \
-      --parent bench-parent --snap snap --count $((n_hit / 2)) --scenario hit --name floor \
-      --out "$out/hit-floor-$round.json"
+    order="engine floor every resize floor-resize"
+    (( round == 2 )) && order="floor-resize resize every floor engine"
+    for side in $order; do
+      case $side in
+        engine)
+          step "hit engine" 300 $(engine_rbd hot hit) "${hit_args[@]}" --name engine \
+                  --out "$out/hit-engine-$round.json" ;;
+        every)
+          step "hit engine source every hit" 300 $(engine_rbd hot hit) "${hit_args[@]}" \
+                 --name "engine source every hit" --source-check-interval 0 \
+                 --out "$out/hit-engine-every-$round.json" ;;
+        resize)
+          step "hit engine resize" 300 $(engine_rbd hot hit) "${hit_args[@]}" \
+                  --name "engine resize" --size-bytes $((2 * gib)) \
+                  --out "$out/hit-engine-resize-$round.json" ;;
+        floor)
+          step "hit floor" 300 "$bin/bench_rbd_floor" "${floor_args[@]}" --name floor \
+                 --out "$out/hit-floor-$round.json" ;;
+        floor-resize)
+          step "hit floor resize" 300 "$bin/bench_rbd_floor" "${floor_args[@]}" \
+                        --name "floor resize" --resize-bytes $((2 * gib)) \
+                        --out "$out/hit-floor-resize-$round.json" ;;
+      esac
+    done
   done
+  # Through the tool as operators call it: one `cachemgr create` process per volume
+  # against one `rbd clone` process per volume, alternating (bench/cli_hit.py).
+  log "hit: cachemgr create vs rbd clone, one process per volume, $n_tool each"
+  step "hit tool" 300 $py "$repo/bench/cli_hit.py" --cli "$build/cachemgr/cli/cachemgr" \
+    --conf "$conf" --pool volumes --namespace cli --endpoint "$endpoint" \
+    --image "${image_id[qcow2-sparse]}" --parent bench-parent --snap snap \
+    --work "$run/work/cli-hit" --count $n_tool --out "$out/hit-tool.json"
   step "hit cinder" 300 $py "$repo/bench/cinder_hit.py" --conf "$conf" --pool volumes \
     --source cinder-src --count $n_cinder --out "$out/hit-cinder.json"
 fi
@@ -315,9 +349,10 @@ fi
 
 # ---------------------------------------------------------------- import (bench/import)
 # bench_import (bench/import/) alternates the backend's writer and `rbd import` on one
-# raw file; its per-run lines are folded into the table here, on this run's cluster.
+# raw file, each a process of its own timed from its start, both at 16 writes in flight;
+# its per-run lines are folded into the table here, on this run's cluster.
 if want import; then
-  log "import: Backend writer vs rbd import of one 1 GiB raw file (bench/import)"
+  log "import: Backend writer vs rbd import of one 1 GiB raw file, each its own process timed from start, queue depth 16 both (bench/import)"
   step "import" 600 "$bin/import/bench_import" --conf "$conf" --pool volumes \
     --file "$run/work/import.raw" --make-raw 1024 --runs "$reps"
   grep -E '^run [0-9]+ (writer|rbd-import) ' "$run/logs/steps.log" | $py -c '

@@ -4,8 +4,14 @@
 //
 //   bench_import --conf DIR/ceph.conf --file RAW [--pool volumes] [--runs 5]
 //                [--queue-depth 16] [--make-raw SIZE_MIB]
+//   bench_import --conf C --file RAW --write-one NAME [--pool P] [--queue-depth Q]
 //
 // --make-raw writes RAW first: a mix of data and holes (see MakeRaw).
+// Both sides are timed alike, from the start of their process to its exit (start-up,
+// cluster connection, import, close): the writer runs as a child of its own
+// (--write-one), and `rbd import` is given the same in-flight window
+// (--rbd-concurrent-management-ops, which bounds its aio writes) as the writer's
+// queue depth.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -54,6 +60,29 @@ void MakeRaw(const std::string& path, uint64_t size_mib) {
   ::close(fd);
 }
 
+// --write-one: the child that imports RAW as image NAME with the backend's writer.
+void WriteOne(const std::string& conf, const std::string& pool, const std::string& file,
+              uint32_t queue_depth, const std::string& name) {
+  cachemgr::RbdBackendOptions options;
+  options.conf = conf;
+  options.pool = pool;
+  options.queue_depth = queue_depth;
+  auto backend = cachemgr::storage::MakeRbdBackend(options, nullptr);
+  int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error("cannot open " + file);
+  const auto size = static_cast<uint64_t>(std::filesystem::file_size(file));
+  auto w = backend->Create({pool, name}, size);
+  std::vector<char> buf(4 * kMiB);
+  for (;;) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0) throw std::runtime_error("read failed: " + file);
+    if (n == 0) break;
+    w->Append({reinterpret_cast<const std::byte*>(buf.data()), static_cast<size_t>(n)});
+  }
+  ::close(fd);
+  std::printf("written %llu\n", static_cast<unsigned long long>(w->Finish().bytes_written));
+}
+
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
@@ -69,6 +98,7 @@ int main(int argc, char** argv) {
   int runs = 5;
   uint32_t queue_depth = 16;
   uint64_t make_raw_mib = 0;
+  std::string write_one;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -81,6 +111,7 @@ int main(int argc, char** argv) {
     else if (a == "--runs") runs = std::stoi(next());
     else if (a == "--queue-depth") queue_depth = static_cast<uint32_t>(std::stoul(next()));
     else if (a == "--make-raw") make_raw_mib = std::stoull(next());
+    else if (a == "--write-one") write_one = next();
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -92,6 +123,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
+    if (!write_one.empty()) {
+      WriteOne(conf, pool, file, queue_depth, write_one);
+      return 0;
+    }
     if (make_raw_mib) MakeRaw(file, make_raw_mib);
     const uint64_t size = static_cast<uint64_t>(
         std::filesystem::file_size(file));
@@ -105,34 +140,35 @@ int main(int argc, char** argv) {
     std::vector<double> ours;
     std::vector<double> theirs;
     uint64_t written = 0;
-    std::vector<char> buf(4 * kMiB);
+    const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+    const std::string qd = std::to_string(queue_depth);
+    cachemgr::util::RunOptions ro;
+    ro.timeout = std::chrono::seconds(1800);
     for (int run = 0; run < runs; ++run) {
       // Alternate which goes first so page cache and cluster warm-up favour neither.
       for (int turn = 0; turn < 2; ++turn) {
         const bool writer_turn = (turn == 0) == (run % 2 == 0);
         const std::string name = "bench-import-" + std::to_string(::getpid()) + "-" +
                                  std::to_string(run) + (writer_turn ? "-writer" : "-rbd");
+        const std::vector<std::string> argv =
+            writer_turn ? std::vector<std::string>{self, "--conf", conf, "--pool", pool,
+                                                   "--file", file, "--queue-depth", qd,
+                                                   "--write-one", name}
+                        : std::vector<std::string>{"rbd", "--conf", conf,
+                                                   "--rbd-concurrent-management-ops", qd,
+                                                   "import", "--no-progress", file,
+                                                   pool + "/" + name};
         const auto start = Clock::now();
-        if (writer_turn) {
-          int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-          if (fd < 0) throw std::runtime_error("cannot open " + file);
-          auto w = backend->Create({pool, name}, size);
-          for (;;) {
-            const ssize_t n = ::read(fd, buf.data(), buf.size());
-            if (n < 0) throw std::runtime_error("read failed: " + file);
-            if (n == 0) break;
-            w->Append({reinterpret_cast<const std::byte*>(buf.data()), static_cast<size_t>(n)});
-          }
-          ::close(fd);
-          written = w->Finish().bytes_written;
-        } else {
-          cachemgr::util::RunOptions ro;
-          ro.timeout = std::chrono::seconds(1800);
-          auto r = cachemgr::util::Run(
-              {"rbd", "--conf", conf, "import", "--no-progress", file, pool + "/" + name}, ro);
-          if (r.exit_code != 0) throw std::runtime_error("rbd import failed: " + r.err);
-        }
+        auto r = cachemgr::util::Run(argv, ro);
         const double s = std::chrono::duration<double>(Clock::now() - start).count();
+        if (r.exit_code != 0) {
+          throw std::runtime_error(std::string(writer_turn ? "writer" : "rbd import") +
+                                   " failed: " + r.err);
+        }
+        if (writer_turn) {
+          unsigned long long n = 0;
+          if (std::sscanf(r.out.c_str(), "written %llu", &n) == 1) written = n;
+        }
         (writer_turn ? ours : theirs).push_back(s);
         std::printf("run %d %-11s %7.3f s  %7.1f MiB/s\n", run + 1,
                     writer_turn ? "writer" : "rbd-import", s, size / double(kMiB) / s);
@@ -142,7 +178,8 @@ int main(int argc, char** argv) {
     }
     const double m_ours = Median(ours);
     const double m_theirs = Median(theirs);
-    std::printf("file %.0f MiB (%.0f MiB data written), runs %d, queue depth %u\n",
+    std::printf("file %.0f MiB (%.0f MiB data written), runs %d, queue depth %u for both, "
+                "each timed from its process's start\n",
                 size / double(kMiB), written / double(kMiB), runs, queue_depth);
     std::printf("median writer      %7.3f s  %7.1f MiB/s\n", m_ours, size / double(kMiB) / m_ours);
     std::printf("median rbd import  %7.3f s  %7.1f MiB/s\n", m_theirs,
