@@ -355,7 +355,8 @@ if want import; then
   log "import: Backend writer vs rbd import of one 1 GiB raw file, each its own process timed from start, queue depth 16 both (bench/import)"
   step "import" 600 "$bin/import/bench_import" --conf "$conf" --pool volumes \
     --file "$run/work/import.raw" --make-raw 1024 --runs "$reps"
-  grep -E '^run [0-9]+ (writer|rbd-import) ' "$run/logs/steps.log" | $py -c '
+  # A failed import leaves no run lines: the step is already FAILED, the fold writes none.
+  { grep -E '^run [0-9]+ (writer|rbd-import) ' "$run/logs/steps.log" || true; } | $py -c '
 import json, sys
 ours, theirs = [], []
 for line in sys.stdin:
