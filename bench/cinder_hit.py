@@ -1,11 +1,11 @@
 #!/usr/bin/python3
-"""Cinder's cache-hit sequence, through python3-rbd (the bindings Cinder's RBD driver uses).
+"""Cinder's cache hit, through python3-rbd (the bindings Cinder's RBD driver uses).
 
-For each volume, as cinder.volume.drivers.rbd.RBDDriver.create_cloned_volume does with
-the cached image-volume as the source: open the source image, create a snapshot
-"<dest>.clone_snap", protect it, close, then clone that snapshot into the new volume
-with the same features. Cinder also opens a new RADOS connection per operation; this
-baseline keeps one connection for the whole run, so it is the sequence's best case.
+Each volume is one bench/cinder_rbd.py cloned_volume() of the cached image-volume, as
+cinder.volume.drivers.rbd.RBDDriver.create_cloned_volume makes it: a new RADOS
+connection per call, open, snapshot "<dest>.clone_snap", protect, clone, the clone-depth
+walk, disconnect. Every step is timed apart; the series "cinder" holds the totals and one
+series "cinder <step>" per step.
 
 usage: cinder_hit.py --conf C --pool P --source IMG --count N [--concurrency K]
                      [--scenario hit] [--name cinder] --out FILE
@@ -17,12 +17,18 @@ import sys
 import threading
 import time
 
-import rados
-import rbd
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cinder_rbd  # noqa: E402
 
-FEATURES = (rbd.RBD_FEATURE_LAYERING | rbd.RBD_FEATURE_EXCLUSIVE_LOCK
-            | rbd.RBD_FEATURE_OBJECT_MAP | rbd.RBD_FEATURE_FAST_DIFF
-            | rbd.RBD_FEATURE_DEEP_FLATTEN)
+
+def series_of(scenario, name, timings, extra):
+    """The total series and one per step, from a list of cloned_volume() results."""
+    out = [{"scenario": scenario, "name": name, "unit": "ms",
+            "samples": [t["total"] for t in timings], "extra": extra}]
+    for step in cinder_rbd.STEPS:
+        out.append({"scenario": scenario, "name": "%s %s" % (name, step), "unit": "ms",
+                    "samples": [t[step] for t in timings], "extra": {}})
+    return out
 
 
 def main():
@@ -38,10 +44,7 @@ def main():
     p.add_argument("--out", required=True)
     a = p.parse_args()
 
-    cluster = rados.Rados(conffile=a.conf, rados_id="admin")
-    cluster.connect()
-    ioctx = cluster.open_ioctx(a.pool)
-    latencies = [0.0] * a.count
+    timings = [None] * a.count
     lock = threading.Lock()
     next_i = [0]
     errors = []
@@ -51,20 +54,14 @@ def main():
             with lock:
                 i = next_i[0]
                 next_i[0] += 1
-            if i >= a.count:
+            if i >= a.count or errors:
                 return
             dest = "%s-%d" % (a.prefix, i)
-            snap = dest + ".clone_snap"
-            t0 = time.perf_counter()
             try:
-                with rbd.Image(ioctx, a.source) as src:
-                    src.create_snap(snap)
-                    src.protect_snap(snap)
-                rbd.RBD().clone(ioctx, a.source, snap, ioctx, dest, features=FEATURES)
+                timings[i] = cinder_rbd.cloned_volume(a.conf, a.pool, a.source, dest)
             except Exception as e:  # first error ends the run
                 errors.append("%s: %s" % (dest, e))
                 return
-            latencies[i] = (time.perf_counter() - t0) * 1000.0
 
     start = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(a.concurrency)]
@@ -73,17 +70,14 @@ def main():
     for t in threads:
         t.join()
     total_ms = (time.perf_counter() - start) * 1000.0
-    ioctx.close()
-    cluster.shutdown()
     if errors:
         print("cinder_hit: " + errors[0], file=sys.stderr)
         return 1
-    doc = {"series": [{
-        "scenario": a.scenario, "name": a.name, "unit": "ms", "samples": latencies,
-        "extra": {"concurrency": a.concurrency, "count": a.count, "total_ms": total_ms,
-                  "volumes_per_s": a.count * 1000.0 / total_ms}}]}
+    extra = {"concurrency": a.concurrency, "count": a.count, "total_ms": total_ms,
+             "volumes_per_s": a.count * 1000.0 / total_ms,
+             "source_depth": timings[0]["source_depth"]}
     with open(a.out, "w") as f:
-        json.dump(doc, f, indent=1)
+        json.dump({"series": series_of(a.scenario, a.name, timings, extra)}, f, indent=1)
     return 0
 
 
