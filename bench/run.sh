@@ -14,7 +14,9 @@
 #                   hit burst hosts miss rss flight index local import digest sim16
 #   BENCH_REPS      repetitions of each single-flight and import run (default: 3)
 #   BENCH_HOSTS_REPS runs of each side of the hosts scenario, alternating (default: 5)
-#   BENCH_MISS_REPS repetitions of each miss, engine and Cinder alternating (default: 2)
+#   BENCH_MISS_REPS repetitions of each miss, alternating which side goes first (default: 5)
+#   BENCH_MISS_MIB  data of the dense miss images, MiB (default: 1024; 256 with BENCH_QUICK)
+#   BENCH_RSS_MIB   size of the dense images whose miss's peak RSS is measured (default: 4096)
 #   BENCH_QUICK=1   fewer samples everywhere (a smoke run; its numbers are not the record)
 #   HOSTS, SIM_SECONDS, SIM_IMAGES ...  the sim16 scenario's (bench/multihost_sim.sh)
 set -euo pipefail
@@ -26,13 +28,16 @@ run=${BENCH_RUN_DIR:-$build/bench-run}
 results=${BENCH_RESULTS:-$repo/bench/results}
 only=${BENCH_ONLY:-hit burst hosts miss rss flight index local import digest sim16}
 reps=${BENCH_REPS:-3}
-miss_reps=${BENCH_MISS_REPS:-2}
+miss_reps=${BENCH_MISS_REPS:-5}
+miss_mib=${BENCH_MISS_MIB:-1024}
+rss_mib=${BENCH_RSS_MIB:-4096}
 hosts_reps=${BENCH_HOSTS_REPS:-5}
 quick=${BENCH_QUICK:-0}
 py=/usr/bin/python3  # Debian's python: it has the rbd and rados modules
 
 if [[ $quick == 1 ]]; then
-  n_hit=30; n_tool=6; n_cinder=5; n_burst=100; n_local=50; n_index=20000; reps=${BENCH_REPS:-1}; miss_reps=${BENCH_MISS_REPS:-1}
+  n_hit=30; n_tool=6; n_cinder=5; n_burst=100; n_local=50; n_index=20000; reps=${BENCH_REPS:-1}; miss_reps=${BENCH_MISS_REPS:-2}
+  miss_mib=${BENCH_MISS_MIB:-256}
   n_hosts=120
 else
   n_hit=200; n_tool=20; n_cinder=15; n_burst=500; n_local=100; n_index=100000
@@ -110,15 +115,14 @@ fi
 rbd_cmd() { rbd --conf "$conf" "$@"; }
 
 # ---------------------------------------------------------------- images
-# 1 GiB virtual: sparse = 64 MiB of data then a hole; dense = data everywhere.
+# bench/make_image.py data: every 64 KiB cluster 30% random bytes and 70% log-like text,
+# so deflate packs it about 2:1 as it does cloud images, and no cluster is all zero.
+# sparse: 1 GiB virtual, the first 64 MiB data, then a hole; dense: $miss_mib MiB of data
+# everywhere. qcow2c: `qemu-img convert -c` (zlib clusters, as cloud images ship).
 gib=$((1024 * 1024 * 1024))
-random_bytes() {  # random_bytes SEED COUNT (openssl dies of SIGPIPE when head has enough)
-  { openssl enc -aes-128-ctr -pass "pass:$1" -nosalt -pbkdf2 </dev/zero 2>/dev/null || true; } \
-    | head -c "$2"
-}
-make_sparse() {  # make_sparse FILE SIZE SEED
-  random_bytes "$3" $((64 * 1024 * 1024)) >"$1"
-  truncate -s "$2" "$1"
+mib=$((1024 * 1024))
+make_image() {  # make_image FILE SIZE DATA SEED
+  $py "$repo/bench/make_image.py" --out "$1" --size "$2" --data "$3" --seed "$4"
 }
 upload() {  # upload NAME FORMAT FILE: prints the new image's id
   local id
@@ -134,35 +138,38 @@ add_image() {  # add_image LABEL FORMAT FILE
   local t0=$(date +%s)
   image_id[$1]=$(upload "bench-$1" "$2" "$3")
   image_fmt[$1]=$2
-  log "image $1 ($2, $(du -h --apparent-size "$3" | cut -f1) file) uploaded in $(( $(date +%s) - t0 ))s: ${image_id[$1]}"
+  log "image $1 ($2, $(du -h --apparent-size "$3" | cut -f1) file, $(du -h "$3" | cut -f1) on disk) uploaded in $(( $(date +%s) - t0 ))s: ${image_id[$1]}"
+}
+drop_image() {  # drop_image LABEL: removes it from Glance (its store's disk)
+  curl -fsS -X DELETE "$endpoint/v2/images/${image_id[$1]}" >/dev/null \
+    || log "could not delete image $1 from Glance"
 }
 
 img=$run/img
+images_t0=$(date +%s)
 if (( glance )); then
-  make_sparse "$img/raw-sparse.raw" $gib 1
+  make_image "$img/raw-sparse.raw" $gib $((64 * mib)) 1
   add_image raw-sparse raw "$img/raw-sparse.raw"
 fi
 if want miss; then
-  random_bytes 2 $gib >"$img/raw-dense.raw"
+  make_image "$img/raw-dense.raw" $((miss_mib * mib)) $((miss_mib * mib)) 2
   add_image raw-dense raw "$img/raw-dense.raw"
   qemu-img convert -f raw -O qcow2 "$img/raw-dense.raw" "$img/qcow2-dense.qcow2"
-  rm -f "$img/raw-dense.raw"
   add_image qcow2-dense qcow2 "$img/qcow2-dense.qcow2"
   rm -f "$img/qcow2-dense.qcow2"
+  qemu-img convert -c -f raw -O qcow2 "$img/raw-dense.raw" "$img/qcow2c-dense.qcow2"
+  rm -f "$img/raw-dense.raw"
+  add_image qcow2c-dense qcow2 "$img/qcow2c-dense.qcow2"
+  rm -f "$img/qcow2c-dense.qcow2"
+  qemu-img convert -c -f raw -O qcow2 "$img/raw-sparse.raw" "$img/qcow2c-sparse.qcow2"
+  add_image qcow2c-sparse qcow2 "$img/qcow2c-sparse.qcow2"
+  rm -f "$img/qcow2c-sparse.qcow2"
 fi
 if want miss || want local || want flight || want hit || want burst || want hosts || want rss; then
   qemu-img convert -f raw -O qcow2 "$img/raw-sparse.raw" "$img/qcow2-sparse.qcow2"
   add_image qcow2-sparse qcow2 "$img/qcow2-sparse.qcow2"
 fi
-if want rss; then
-  # 4 GiB virtual, 64 MiB of data: the conversion and the import stream 4 GiB through
-  # the same window as the 1 GiB qcow2 image, without a 4 GiB upload through Glance.
-  make_sparse "$img/sparse-4g.raw" $((4 * gib)) 3
-  qemu-img convert -f raw -O qcow2 "$img/sparse-4g.raw" "$img/qcow2-sparse-4g.qcow2"
-  rm -f "$img/sparse-4g.raw"
-  add_image qcow2-sparse-4g qcow2 "$img/qcow2-sparse-4g.qcow2"
-  rm -f "$img/qcow2-sparse-4g.qcow2"
-fi
+log "images made and uploaded in $(( $(date +%s) - images_t0 ))s"
 
 # engine_rbd NS CMD ARGS...: argv of bench_engine on the RBD backend in namespace NS with
 # an index of its own (a fresh namespace and index make a cold cache).
@@ -182,7 +189,11 @@ if want hit || want burst || want hosts; then
   rbd_cmd create --size 1G volumes/bench-parent
   rbd_cmd snap create volumes/bench-parent@snap >/dev/null 2>&1
   rbd_cmd snap protect volumes/bench-parent@snap
-  rbd_cmd create --size 1G volumes/cinder-src
+  # Cinder's cached image-volume is a clone of the volume its miss imported (depth 1).
+  rbd_cmd create --size 1G volumes/cinder-vol
+  rbd_cmd snap create volumes/cinder-vol@snap >/dev/null 2>&1
+  rbd_cmd snap protect volumes/cinder-vol@snap
+  rbd_cmd clone volumes/cinder-vol@snap volumes/cinder-src
 fi
 if want hit; then
   # Engine rows, each against the librbd floor: the source check at the default interval
@@ -269,40 +280,62 @@ if want hosts; then
 fi
 
 # ---------------------------------------------------------------- miss and memory
-rss_arg=()
+# Each repetition runs every image once on each side, odd repetitions the engine first,
+# even ones Cinder's full miss first (download with its hash check, convert, import, the
+# cache entry's clone), so neither side always gets the quieter cluster or a warm page
+# cache. The dense images' misses also give their peak RSS.
 if want miss; then
-  for label in raw-sparse raw-dense qcow2-sparse qcow2-dense; do
-    for rep in $(seq 1 "$miss_reps"); do
-      log "miss: $label, repetition $rep of $miss_reps"
-      rss_arg=()
-      if want rss; then
-        [[ $label == qcow2-sparse ]] && rss_arg=(--rss-label "qcow2 1GiB")
-        [[ $label == raw-sparse ]] && rss_arg=(--rss-label "raw 1GiB")
-      fi
-      step "miss engine $label" 600 $(engine_rbd "m-$label-$rep" miss) \
-        --image "${image_id[$label]}" --label "$label" "${rss_arg[@]}" \
-        --out "$out/miss-engine-$label-$rep.json"
-      purge "m-$label-$rep"
-      for dl in glanceclient curl; do
-        step "miss cinder ($dl) $label" 600 $py "$repo/bench/cinder_miss.py" --endpoint "$endpoint" \
-          --image-id "${image_id[$label]}" --format "${image_fmt[$label]}" --conf "$conf" \
-          --pool volumes --workdir "$run/work" --reps 1 --label "$label" --download "$dl" \
-          --out "$out/miss-cinder-$dl-$label-$rep.json"
+  miss_t0=$(date +%s)
+  miss_labels="raw-sparse raw-dense qcow2-sparse qcow2-dense qcow2c-sparse qcow2c-dense"
+  for rep in $(seq 1 "$miss_reps"); do
+    sides="engine cinder"
+    (( rep % 2 == 0 )) && sides="cinder engine"
+    log "miss: repetition $rep of $miss_reps ($sides)"
+    for label in $miss_labels; do
+      for side in $sides; do
+        if [[ $side == engine ]]; then
+          rss_arg=()
+          if want rss && [[ $label == *-dense ]]; then
+            rss_arg=(--rss-label "${label%-dense} dense $((miss_mib))MiB")
+          fi
+          step "miss engine $label" 600 $(engine_rbd "m-$label-$rep" miss) \
+            --image "${image_id[$label]}" --label "$label" "${rss_arg[@]}" \
+            --out "$out/miss-engine-$label-$rep.json"
+          purge "m-$label-$rep"
+        else
+          step "miss cinder $label" 600 $py "$repo/bench/cinder_miss.py" --endpoint "$endpoint" \
+            --image-id "${image_id[$label]}" --format "${image_fmt[$label]}" --conf "$conf" \
+            --pool volumes --workdir "$run/work" --reps 1 --label "$label" \
+            --out "$out/miss-cinder-$label-$rep.json"
+        fi
       done
     done
   done
+  for label in raw-dense qcow2-dense qcow2c-dense qcow2c-sparse; do drop_image $label; done
+  log "miss section took $(( $(date +%s) - miss_t0 ))s"
 fi
 if want rss; then
-  if ! want miss; then
-    log "memory: one miss of the 1 GiB qcow2 image"
-    step "rss 1GiB" 600 $(engine_rbd rss-1 miss) --image "${image_id[qcow2-sparse]}" \
-      --label qcow2-sparse --rss-label "qcow2 1GiB" --out "$out/rss-1g.json"
-    purge rss-1
-  fi
-  log "memory: one miss of the 4 GiB qcow2 image"
-  step "rss 4GiB" 900 $(engine_rbd rss-4 miss) --image "${image_id[qcow2-sparse-4g]}" \
-    --label qcow2-sparse-4GiB --rss-label "qcow2 4GiB" --miss-series 0 --out "$out/rss-4g.json"
-  purge rss-4
+  # Dense images of $rss_mib MiB: the miss streams all of it through the aio window.
+  # One image at a time in Glance's store, removed after its miss.
+  rss_t0=$(date +%s)
+  rss_gib=$((rss_mib / 1024))
+  make_image "$img/rss-dense.raw" $((rss_mib * mib)) $((rss_mib * mib)) 4
+  add_image rss-raw raw "$img/rss-dense.raw"
+  log "memory: one miss of the ${rss_gib} GiB dense raw image"
+  step "rss raw ${rss_gib}GiB" 900 $(engine_rbd rss-raw miss) --image "${image_id[rss-raw]}" \
+    --label rss-raw --rss-label "raw dense ${rss_gib}GiB" --miss-series 0 --out "$out/rss-raw.json"
+  purge rss-raw
+  drop_image rss-raw
+  qemu-img convert -f raw -O qcow2 "$img/rss-dense.raw" "$img/rss-dense.qcow2"
+  rm -f "$img/rss-dense.raw"
+  add_image rss-qcow2 qcow2 "$img/rss-dense.qcow2"
+  rm -f "$img/rss-dense.qcow2"
+  log "memory: one miss of the ${rss_gib} GiB dense qcow2 image"
+  step "rss qcow2 ${rss_gib}GiB" 900 $(engine_rbd rss-qcow2 miss) --image "${image_id[rss-qcow2]}" \
+    --label rss-qcow2 --rss-label "qcow2 dense ${rss_gib}GiB" --miss-series 0 --out "$out/rss-qcow2.json"
+  purge rss-qcow2
+  drop_image rss-qcow2
+  log "rss section took $(( $(date +%s) - rss_t0 ))s"
 fi
 
 # ---------------------------------------------------------------- single flight
