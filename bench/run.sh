@@ -15,7 +15,7 @@
 #   BENCH_REPS      repetitions of each single-flight and import run (default: 3)
 #   BENCH_HOSTS_REPS runs of each side of the hosts scenario, alternating (default: 5)
 #   BENCH_MISS_REPS repetitions of each miss, alternating which side goes first (default: 5)
-#   BENCH_MISS_MIB  data of the dense miss images, MiB (default: 1024; 256 with BENCH_QUICK)
+#   BENCH_MISS_MIB  data of the dense miss images, MiB (default: 512; 256 with BENCH_QUICK)
 #   BENCH_RSS_MIB   size of the dense images whose miss's peak RSS is measured (default: 4096)
 #   BENCH_QUICK=1   fewer samples everywhere (a smoke run; its numbers are not the record)
 #   HOSTS, SIM_SECONDS, SIM_IMAGES ...  the sim16 scenario's (bench/multihost_sim.sh)
@@ -29,7 +29,7 @@ results=${BENCH_RESULTS:-$repo/bench/results}
 only=${BENCH_ONLY:-hit burst hosts miss rss flight index local import digest sim16}
 reps=${BENCH_REPS:-3}
 miss_reps=${BENCH_MISS_REPS:-5}
-miss_mib=${BENCH_MISS_MIB:-1024}
+miss_mib=${BENCH_MISS_MIB:-512}
 rss_mib=${BENCH_RSS_MIB:-4096}
 hosts_reps=${BENCH_HOSTS_REPS:-5}
 quick=${BENCH_QUICK:-0}
