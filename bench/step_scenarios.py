@@ -29,11 +29,11 @@ STEPS = [
     ("burst floor c*", ["burst"]),
     ("hosts engine 3x8 run *", ["hosts"]),
     ("hosts floor c24 run *", ["hosts"]),
-    # The engine's miss also writes the peak RSS series of the 1 GiB images.
+    # The engine's miss also writes the peak RSS series of the dense images.
     ("miss engine *", ["miss", "rss"]),
-    ("miss cinder (*) *", ["miss"]),
-    ("rss 1GiB", ["rss"]),
-    ("rss 4GiB", ["rss"]),
+    ("miss cinder *", ["miss"]),
+    ("rss raw *", ["rss"]),
+    ("rss qcow2 *", ["rss"]),
     ("single flight", ["single_flight"]),
     ("miss + 32 clones", ["single_flight"]),
     ("index", ["index"]),
