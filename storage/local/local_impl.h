@@ -13,6 +13,7 @@
 #include <optional>
 #include <shared_mutex>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -115,7 +116,23 @@ struct LocalBackend::Impl {
   bool DropStableIfUnused(const fs::path& stable, const std::vector<Overlay>& overlays) const;
   void SweepStable() const;
 
-  // local_overlays.cpp: who uses a file as its backing file.
+  // local_overlays.cpp: who uses a file as its backing file. The scan reads the header
+  // of a file only when its stat (inode, size, mtime, ctime) differs from the last read:
+  // an eviction pass scans once per removed entry, and re-reading every header under a
+  // root of 100,000 entries each time made the pass quadratic.
+  struct HeaderSeen {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    off_t size = 0;
+    struct timespec mtime {};
+    struct timespec ctime {};
+    std::optional<fs::path> backing;  // set when the file is a qcow2 overlay
+    uint64_t scan = 0;                // the scan that last saw it
+  };
+  mutable std::mutex headers_mu;
+  mutable std::unordered_map<std::string, HeaderSeen> headers;
+  mutable uint64_t scans = 0;
+  std::optional<fs::path> BackingOf(const fs::path& file) const;
   std::vector<Overlay> ScanOverlays() const;
   std::vector<Overlay> UsersOf(const fs::path& file) const;
   std::vector<Overlay> UsersOf(const fs::path& file, const std::vector<Overlay>& overlays) const;
