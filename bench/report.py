@@ -182,6 +182,27 @@ def build(series):
         t.row("index", "peak RSS of the index benchmark", rss["p50"], rss["p90"], "MiB",
               "at start %s MiB" % fmt(extra(rss, "start_mib")))
     t.goal("index: victim selection p50 at %s entries" % (n_entries or 100000), p50(sel), 50, "<=", " ms")
+    # The index open and the library's eviction pass (local backend, source check off).
+    op = g("index", "open")
+    pd, pi, pp, pe = (g("index", n) for n in ("pass_dry", "pass_idle", "pass_plan", "pass_evict"))
+    n_pass = extra(pd, "entries") or extra(pe, "entries") or 100000
+    if op:
+        t.row("index", "Index::Open (quick_check), %s entries" % n_entries, op["p50"], op["p90"],
+              "ms", "n=%d" % op["n"])
+    for s, label in ((pd, "eviction pass, dry run, nothing to evict"),
+                     (pi, "eviction pass, nothing to evict"),
+                     (pp, "eviction pass, dry run planning the evictions")):
+        if s:
+            t.row("index", "%s, %s entries" % (label, n_pass), s["p50"], s["p90"], "ms",
+                  "n=%d" % s["n"])
+    if pe:
+        t.row("index", "eviction pass evicting %s of %s entries (pinned and busy first)"
+              % (extra(pe, "evicted"), n_pass), pe["p50"], pe["p90"], "ms",
+              "%s deferred, %s busy skipped, %s ms per eviction"
+              % (extra(pe, "deferred"), extra(pe, "skipped_busy"), fmt(extra(pe, "ms_per_eviction"))))
+    t.goal("index: eviction pass with nothing to evict at %s entries" % n_pass, p50(pi), 1000,
+           "<=", " ms")
+    t.goal("index: index open at %s entries" % (n_entries or 100000), p50(op), 200, "<=", " ms")
 
     # --- local backend
     le, lq = g("local_hit", "engine"), g("local_hit", "qemu-img")
