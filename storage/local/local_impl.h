@@ -13,6 +13,7 @@
 #include <optional>
 #include <shared_mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -116,23 +117,35 @@ struct LocalBackend::Impl {
   bool DropStableIfUnused(const fs::path& stable, const std::vector<Overlay>& overlays) const;
   void SweepStable() const;
 
-  // local_overlays.cpp: who uses a file as its backing file. The scan reads the header
-  // of a file only when its stat (inode, size, mtime, ctime) differs from the last read:
-  // an eviction pass scans once per removed entry, and re-reading every header under a
-  // root of 100,000 entries each time made the pass quadratic.
+  // local_overlays.cpp: who uses a file as its backing file. A scan reads a file's header
+  // only when it is new or its stat changed; a file whose header is not qcow2 is not even
+  // stat'ed while its directory entry names the same inode, up to kRecheck after its last
+  // read. An eviction pass scans three times per removed entry, and reading (or stat'ing)
+  // every file under a root of 100,000 entries each time made it quadratic.
   struct HeaderSeen {
-    dev_t dev = 0;
     ino_t ino = 0;
+    dev_t dev = 0;
     off_t size = 0;
     struct timespec mtime {};
     struct timespec ctime {};
+    bool qcow2 = false;
     std::optional<fs::path> backing;  // set when the file is a qcow2 overlay
+    int64_t read_at = 0;              // steady seconds of the last header read
     uint64_t scan = 0;                // the scan that last saw it
   };
+  struct NameHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  using DirSeen = std::unordered_map<std::string, HeaderSeen, NameHash, std::equal_to<>>;
   mutable std::mutex headers_mu;
-  mutable std::unordered_map<std::string, HeaderSeen> headers;
+  mutable std::unordered_map<std::string, DirSeen> headers;  // by directory path
   mutable uint64_t scans = 0;
-  std::optional<fs::path> BackingOf(const fs::path& file) const;
+  // Overlays among the regular files of `dir` (`pool` set for a pool's folder).
+  void ScanDir(const fs::path& dir, const std::optional<std::string>& pool,
+               std::vector<Overlay>* out) const;
+  std::optional<fs::path> BackingOf(DirSeen* seen, int dir_fd, const fs::path& dir,
+                                    std::string_view name, ino_t d_ino) const;
   std::vector<Overlay> ScanOverlays() const;
   std::vector<Overlay> UsersOf(const fs::path& file) const;
   std::vector<Overlay> UsersOf(const fs::path& file, const std::vector<Overlay>& overlays) const;
