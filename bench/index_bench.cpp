@@ -179,7 +179,7 @@ PassFigures RunPass(Cache& cache, bool dry_run) {
 
 void PassBench(const Args& args, Results* results) {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::path(args.Get("dir")) / "pass";
+  const fs::path dir = fs::absolute(args.Get("dir")) / "pass";
   const long entries = args.GetInt("pass-entries", 100000);
   const long evict = args.GetInt("evict", 1000);
   const long pinned = args.GetInt("pinned", 3);
