@@ -79,6 +79,7 @@ struct LocalBackend::Impl {
   void Require(const ImageRef& ref) const;
   void RequireFree(const ImageRef& ref) const;
   static std::string IdentityOf(const fs::path& file);
+  static std::string IdentityFrom(const struct statx& stx);
   std::string Format(const ImageRef& ref, const Sidecar& s) const;
   uint64_t VirtualSize(const ImageRef& ref, const std::string& format) const;
   void ApplyOwnership(int fd, const fs::path& file) const;
