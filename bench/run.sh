@@ -31,10 +31,10 @@ quick=${BENCH_QUICK:-0}
 py=/usr/bin/python3  # Debian's python: it has the rbd and rados modules
 
 if [[ $quick == 1 ]]; then
-  n_hit=30; n_cinder=5; n_burst=100; n_local=50; n_index=20000; n_pass=20000; n_evict=100; reps=${BENCH_REPS:-1}; miss_reps=${BENCH_MISS_REPS:-1}
+  n_hit=30; n_cinder=5; n_burst=100; n_local=50; n_index=20000; n_pass=20000; n_evict=100; n_passes=3; reps=${BENCH_REPS:-1}; miss_reps=${BENCH_MISS_REPS:-1}
   n_hosts=120
 else
-  n_hit=200; n_cinder=15; n_burst=500; n_local=100; n_index=100000; n_pass=100000; n_evict=${BENCH_INDEX_EVICT:-100}
+  n_hit=200; n_cinder=15; n_burst=500; n_local=100; n_index=100000; n_pass=100000; n_evict=${BENCH_INDEX_EVICT:-100}; n_passes=2
   n_hosts=240
 fi
 
@@ -288,8 +288,8 @@ if want index; then
   # Then the library's eviction pass on the local backend at n_pass entries: dry, idle,
   # and one evicting n_evict with pinned and busy entries first (bench/README.md).
   log "index: eviction pass at $n_pass entries, evicting $n_evict"
-  step "index" 600 "$bin/bench_index" --dir "$run/work/index" --entries $n_index \
-    --pass-entries $n_pass --evict $n_evict --out "$out/index.json"
+  step "index" 900 "$bin/bench_index" --dir "$run/work/index" --entries $n_index \
+    --pass-entries $n_pass --evict $n_evict --passes $n_passes --out "$out/index.json"
 fi
 
 # ---------------------------------------------------------------- local backend
