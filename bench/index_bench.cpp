@@ -7,19 +7,40 @@
 //            first, page by page, only while PlanEvictionLru still needs candidates, with
 //            a max_count one below the current count (so exactly one LRU victim), timed
 //            whole and the policy alone;
+//   open:    Index::Open of the filled index (its quick_check and migrations), each timed;
 //   memory:  the process's VmHWM (peak RSS) before and after.
+// Then the library's own eviction pass (Cache::RunEvictionPass, source check off) on the
+// local backend with `pass-entries` entries, made directly (sparse raw files, sidecars,
+// index rows, the pool's table of last uses) rather than filled, which would take hours:
+//   pass_dry:    a dry run with nothing to evict;
+//   pass_idle:   a real pass with nothing to evict (after one untimed first pass);
+//   pass_plan:   a dry run that plans `evict` evictions;
+//   pass_evict:  the real pass that evicts them, with `pinned` entries that have a clone
+//                (kept in the trash for it) and `busy` entries (their image lock held,
+//                so the pass waits for it and skips them) first in LRU order.
 //
-//   bench_index --dir DIR [--entries 100000] [--lookups 20000] [--selects 20] --out FILE
+//   bench_index --dir DIR [--entries 100000] [--lookups 20000] [--selects 20] [--opens 5]
+//               [--pass-entries 100000] [--evict 1000] [--pinned 3] [--busy 3]
+//               [--passes 3] --out FILE
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <random>
 
+#include "cachemgr/cache.h"
 #include "common.h"
+#include "engine/marks.h"
+#include "engine/naming.h"
 #include "index/index.h"
 #include "index/transaction.h"
 #include "policy/eviction.h"
+#include "storage/factory.h"
 
 using namespace cachemgr;
 using namespace cachemgr::bench;
@@ -40,6 +61,204 @@ std::string ImageId(long i) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "00000000-0000-4000-8000-%012ld", i);
   return buf;
+}
+
+void WriteFile(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  if (!out) throw std::runtime_error("cannot write " + path.string());
+}
+
+Options PassOptions(const std::filesystem::path& dir, uint64_t max_count) {
+  Options o;
+  o.index = (dir / "pass.db").string();
+  o.conversion.dir = (dir / "conversion").string();
+  o.source.type = SourceType::kFile;
+  o.source.file.dir = (dir / "images").string();
+  o.backend.type = BackendType::kLocal;
+  o.backend.local.root = (dir / "root").string();
+  o.backend.local.clone_mode = CloneMode::kQcow2;
+  o.host_id = "bench";
+  o.cache.max_count = max_count;
+  return o;
+}
+
+// The entries a cache of `entries` images holds after its fills: per entry a sparse raw
+// file, its sidecar (protected snapshot, the cache's mark), a ready row, and its last use
+// in the pool's table (as a pass after the hits leaves it). Entry i was used at base + i's
+// place in a shuffled order; the first `head` entries are the least recently used.
+void SeedEntries(const std::filesystem::path& dir, long entries, long head) {
+  namespace fs = std::filesystem;
+  const Options o = PassOptions(dir, 0);
+  fs::create_directories(o.conversion.dir);
+  fs::create_directories(o.source.file.dir);
+  Cache::Open(o, nullptr).reset();  // the root (with its marker) and the index schema
+  auto logger = std::make_shared<spdlog::logger>("bench-seed");
+  auto backend = storage::MakeLocalBackend(o.backend.local, logger);
+  const fs::path root = o.backend.local.root;
+  const fs::path base = root / backend->entry_pool();
+  fs::create_directories(base / ".meta");
+  fs::create_directories(root / ".state" / "uses");
+  constexpr uint64_t kSize = 1 << 20;
+  auto index = index::Index::Open(o.index);
+  index::Transaction tx(*index, "seed the pass bench");
+  for (long i = 0; i < entries; ++i) {
+    const std::string image_id = ImageId(i);
+    const std::string name = engine::EntryName(image_id);
+    const fs::path file = base / name;
+    {
+      int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+      if (fd < 0 || ::ftruncate(fd, kSize) != 0) throw std::runtime_error("cannot make " + file.string());
+      ::close(fd);
+    }
+    const std::string identity = backend->Identity({backend->entry_pool(), name});
+    // The local backend's sidecar (storage/local/local_sidecar.cpp, schema 1).
+    nlohmann::json snap = nlohmann::json::object();
+    snap["name"] = engine::kSnapName;
+    snap["protected"] = true;
+    snap["size"] = kSize;
+    nlohmann::json sidecar = nlohmann::json::object();
+    sidecar["schema"] = 1;
+    sidecar["format"] = "raw";
+    sidecar["metadata"] = nlohmann::json::object();
+    sidecar["metadata"][engine::kMetaMark] = std::string(engine::kMarkEntry) + " " + identity;
+    sidecar["snapshots"] = nlohmann::json::array();
+    sidecar["snapshots"].push_back(snap);
+    sidecar["parent"] = nullptr;
+    WriteFile(base / ".meta" / (name + ".json"), sidecar.dump(2));
+    index::EntryRow row;
+    row.backend = backend->kind();
+    row.pool = backend->location();
+    row.image_id = image_id;
+    row.cache_name = name;
+    row.snap_name = engine::kSnapName;
+    row.state = index::State::kReady;
+    row.virtual_size = kSize;
+    row.allocated_bytes = 0;
+    row.disk_format = "raw";
+    row.checksum = std::string(32, 'a');
+    row.created_at = 1700000000;
+    // The head first in LRU order, the rest shuffled.
+    row.last_used = 1700000000 + (i < head ? i : head + (i * 7919) % (entries - head));
+    row.owner = "bench";
+    row.source_checked_at = row.created_at;
+    row.identity = identity;
+    row.shared_at = row.last_used;
+    index->InsertEntry(row);
+    WriteFile(root / ".state" / "uses" / name, std::to_string(row.last_used) + " bench");
+  }
+  tx.Commit();
+}
+
+struct PassFigures {
+  double ms = 0;
+  size_t evicted = 0, deferred = 0, skipped = 0, planned = 0, other = 0;
+};
+
+PassFigures RunPass(Cache& cache, bool dry_run) {
+  EvictOptions eo;
+  eo.dry_run = dry_run;
+  eo.check_source = false;
+  auto t0 = Clock::now();
+  const auto report = cache.RunEvictionPass(eo);
+  PassFigures f;
+  f.ms = MsSince(t0);
+  for (const auto& a : report.actions) {
+    if (a.kind == "evict" && !a.done) {
+      (a.reason.find("skipped") != std::string::npos ? f.skipped : f.planned) += 1;
+    } else if (a.kind == "evict") {
+      f.evicted += 1;
+    } else if (a.kind == "defer") {
+      f.deferred += 1;
+    } else {
+      f.other += 1;
+    }
+  }
+  return f;
+}
+
+void PassBench(const Args& args, Results* results) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::absolute(args.Get("dir")) / "pass";
+  const long entries = args.GetInt("pass-entries", 100000);
+  const long evict = args.GetInt("evict", 1000);
+  const long pinned = args.GetInt("pinned", 3);
+  const long busy = args.GetInt("busy", 3);
+  const long passes = args.GetInt("passes", 3);
+  if (entries <= 0) return;
+  if (evict < pinned + busy || evict >= entries) throw std::runtime_error("--evict out of range");
+  fs::remove_all(dir);
+  auto t0 = Clock::now();
+  SeedEntries(dir, entries, pinned + busy);
+  const double seed_ms = MsSince(t0);
+  // The pinned: a clone of each of the first entries (a real qcow2 overlay).
+  {
+    const Options o = PassOptions(dir, 0);
+    auto backend = storage::MakeLocalBackend(o.backend.local, std::make_shared<spdlog::logger>("bench-clone"));
+    for (long i = 0; i < pinned; ++i) {
+      backend->Clone({{backend->entry_pool(), engine::EntryName(ImageId(i))}, engine::kSnapName},
+                     {backend->volume_pool(), "bench-volume-" + std::to_string(i)});
+    }
+  }
+  const nlohmann::json common = {{"entries", entries}, {"seed_ms", seed_ms}};
+  std::vector<double> dry_ms, idle_ms;
+  double first_ms = 0;
+  {
+    auto cache = Cache::Open(PassOptions(dir, static_cast<uint64_t>(entries) + 1), nullptr);
+    for (long p = 0; p < passes; ++p) {
+      const auto f = RunPass(*cache, true);
+      if (f.planned + f.evicted + f.deferred != 0) throw std::runtime_error("dry run planned evictions");
+      dry_ms.push_back(f.ms);
+    }
+    first_ms = RunPass(*cache, false).ms;
+    for (long p = 0; p < passes; ++p) {
+      const auto f = RunPass(*cache, false);
+      if (f.evicted + f.deferred != 0) throw std::runtime_error("idle pass evicted");
+      idle_ms.push_back(f.ms);
+    }
+  }
+  Series dry{"index", "pass_dry", "ms", dry_ms, common};
+  results->Add(std::move(dry));
+  Series idle{"index", "pass_idle", "ms", idle_ms, common};
+  idle.extra["first_pass_ms"] = first_ms;
+  results->Add(std::move(idle));
+
+  // The evicting pass: the busy entries' image locks are held (as a fill or a stale
+  // replacement holds them), so the pass waits its bounded time for each and skips it.
+  std::vector<int> held;
+  const fs::path lock_dir = dir / "locks";
+  fs::create_directories(lock_dir);
+  for (long i = pinned; i < pinned + busy; ++i) {
+    const auto path = lock_dir / (engine::EntryName(ImageId(i)) + ".lock");
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 || ::flock(fd, LOCK_EX | LOCK_NB) != 0) throw std::runtime_error("cannot hold " + path.string());
+    held.push_back(fd);
+  }
+  auto cache = Cache::Open(PassOptions(dir, static_cast<uint64_t>(entries - evict)), nullptr);
+  const auto plan = RunPass(*cache, true);
+  const auto done = RunPass(*cache, false);
+  for (int fd : held) ::close(fd);
+  if (plan.planned != static_cast<size_t>(evict)) {
+    throw std::runtime_error("planned " + std::to_string(plan.planned) + " evictions, not " +
+                             std::to_string(evict));
+  }
+  if (done.evicted != static_cast<size_t>(evict - pinned - busy) ||
+      done.deferred != static_cast<size_t>(pinned) || done.skipped != static_cast<size_t>(busy)) {
+    throw std::runtime_error("evicting pass: evicted " + std::to_string(done.evicted) +
+                             " deferred " + std::to_string(done.deferred) + " skipped " +
+                             std::to_string(done.skipped));
+  }
+  Series ps{"index", "pass_plan", "ms", {plan.ms}, common};
+  ps.extra["planned"] = plan.planned;
+  results->Add(std::move(ps));
+  Series es{"index", "pass_evict", "ms", {done.ms}, common};
+  es.extra["evicted"] = done.evicted;
+  es.extra["deferred"] = done.deferred;
+  es.extra["skipped_busy"] = done.skipped;
+  es.extra["ms_per_eviction"] = done.ms / static_cast<double>(evict);
+  results->Add(std::move(es));
+  cache.reset();
+  fs::remove_all(dir);
 }
 
 }  // namespace
@@ -127,6 +346,14 @@ int main(int argc, char** argv) try {
       throw std::runtime_error("wrong victim " + std::to_string(plan.victims[0]));
     }
   }
+  // Opening the index as the engine does on every run of the tool: quick_check included.
+  std::vector<double> open_ms;
+  index.reset();
+  for (long i = 0; i < args.GetInt("opens", 5); ++i) {
+    auto t0 = Clock::now();
+    auto reopened = index::Index::Open(path);
+    open_ms.push_back(MsSince(t0));
+  }
   const uint64_t hwm_end = VmHwmKib();
 
   Results results;
@@ -137,11 +364,12 @@ int main(int argc, char** argv) try {
   results.Add(std::move(lookup));
   results.Add({"index", "select", "ms", select_ms, {{"entries", entries}}});
   results.Add({"index", "plan", "ms", plan_ms, {{"entries", entries}}});
+  results.Add({"index", "open", "ms", open_ms, {{"entries", entries}}});
   results.Add({"index", "peak_rss", "MiB", {static_cast<double>(hwm_end) / 1024.0},
                {{"start_mib", static_cast<double>(hwm_start) / 1024.0}}});
-  results.Write(args.Get("out", "-"));
-  index.reset();
   for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + ext);
+  PassBench(args, &results);
+  results.Write(args.Get("out", "-"));
   return 0;
 } catch (const std::exception& e) {
   std::cerr << "bench_index: " << e.what() << "\n";

@@ -226,8 +226,10 @@ def build(series):
                 t.row("burst", "%s: %d volumes, concurrency %d" % (who, extra(s, "count"), c),
                       s["p50"], s["p90"], "ms/volume",
                       "%s volumes/s" % fmt(extra(s, "volumes_per_s")))
-        t.goal(["burst"], "burst c%d: engine volumes/s" % c,
-               extra(e, "volumes_per_s") if e else None, 100, ">=", " vol/s", inputs=[e])
+        if c in (8, 32):  # c=1 is a row: one volume at a time is the hit's figure
+            t.goal(["burst"], "burst c%d: engine / librbd floor volumes/s" % c,
+                   ratio(extra(e, "volumes_per_s"), extra(f, "volumes_per_s")), 0.9, ">=",
+                   inputs=[e, f])
 
     # --- hosts sharing a pool (volumes/s: one sample per run)
     he, hf = g("hosts", "engine 3x8"), g("hosts", "floor c24")
@@ -309,6 +311,28 @@ def build(series):
               "at start %s MiB" % fmt(extra(rss, "start_mib")))
     t.goal(["index"], "index: victim selection p50 at %s entries" % (n_entries or 100000),
            p50(sel), 50, "<=", " ms", inputs=[sel])
+    # The index open and the library's eviction pass (local backend, source check off).
+    op = g("index", "open")
+    pd, pi, pp, pe = (g("index", n) for n in ("pass_dry", "pass_idle", "pass_plan", "pass_evict"))
+    n_pass = extra(pd, "entries") or extra(pe, "entries") or 100000
+    if op:
+        t.row("index", "Index::Open (quick_check), %s entries" % n_entries, op["p50"], op["p90"],
+              "ms", "n=%d" % op["n"])
+    for s, label in ((pd, "eviction pass, dry run, nothing to evict"),
+                     (pi, "eviction pass, nothing to evict"),
+                     (pp, "eviction pass, dry run planning the evictions")):
+        if s:
+            t.row("index", "%s, %s entries" % (label, n_pass), s["p50"], s["p90"], "ms",
+                  "n=%d" % s["n"])
+    if pe:
+        t.row("index", "eviction pass evicting %s of %s entries (pinned and busy first)"
+              % (extra(pe, "evicted"), n_pass), pe["p50"], pe["p90"], "ms",
+              "%s deferred, %s busy skipped, %s ms per eviction"
+              % (extra(pe, "deferred"), extra(pe, "skipped_busy"), fmt(extra(pe, "ms_per_eviction"))))
+    t.goal(["index"], "index: eviction pass with nothing to evict at %s entries" % n_pass,
+           p50(pi), 1000, "<=", " ms", inputs=[pi])
+    t.goal(["index"], "index: index open at %s entries" % (n_entries or 100000), p50(op), 200,
+           "<=", " ms", inputs=[op])
 
     # --- local backend
     le, lq = g("local_hit", "engine"), g("local_hit", "qemu-img")
@@ -316,8 +340,8 @@ def build(series):
                      (lq, "qemu-img create -f qcow2 -b BASE, per volume")):
         if s:
             t.row("local hit", label, s["p50"], s["p90"], "ms", nr(s))
-    t.goal(["local_hit"], "local hit p50: qemu-img / engine", ratio(p50(lq), p50(le)), 1.0,
-           ">=", inputs=[lq, le])
+    t.goal(["local_hit"], "local hit p50: qemu-img / engine (engine at most 0.5x)",
+           ratio(p50(lq), p50(le)), 2.0, ">=", inputs=[lq, le])
     for c in (1, 8, 32):
         e, q = g("local_burst", "engine c%d" % c), g("local_burst", "qemu-img c%d" % c)
         for s, who in ((e, "engine"), (q, "qemu-img create")):
@@ -327,7 +351,7 @@ def build(series):
                       "%s volumes/s" % fmt(extra(s, "volumes_per_s")))
         if c == 8:  # the concurrency run.sh runs; c=1 is the hit series
             t.goal(["local_burst"], "local burst c%d: engine / qemu-img volumes/s" % c,
-                   ratio(extra(e, "volumes_per_s"), extra(q, "volumes_per_s")), 1.0, ">=",
+                   ratio(extra(e, "volumes_per_s"), extra(q, "volumes_per_s")), 2.0, ">=",
                    inputs=[e, q])
 
     # --- many hosts on one pool (bench/multihost_sim.sh)

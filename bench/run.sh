@@ -37,10 +37,12 @@ py=/usr/bin/python3  # Debian's python: it has the rbd and rados modules
 
 if [[ $quick == 1 ]]; then
   n_hit=30; n_tool=6; n_cinder=5; n_burst=100; n_local=50; n_index=20000; reps=${BENCH_REPS:-1}; miss_reps=${BENCH_MISS_REPS:-2}
+  n_pass=20000; n_evict=100; n_passes=3
   miss_mib=${BENCH_MISS_MIB:-256}
   n_hosts=120
 else
   n_hit=200; n_tool=20; n_cinder=15; n_burst=500; n_local=100; n_index=100000
+  n_pass=100000; n_evict=${BENCH_INDEX_EVICT:-100}; n_passes=2
   n_hosts=240
 fi
 
@@ -354,8 +356,11 @@ fi
 # ---------------------------------------------------------------- index
 if want index; then
   log "index: $n_index entries"
-  step "index" 300 "$bin/bench_index" --dir "$run/work/index" --entries $n_index \
-    --out "$out/index.json"
+  # Then the library's eviction pass on the local backend at n_pass entries: dry, idle,
+  # and one evicting n_evict with pinned and busy entries first (bench/README.md).
+  log "index: eviction pass at $n_pass entries, evicting $n_evict"
+  step "index" 900 "$bin/bench_index" --dir "$run/work/index" --entries $n_index \
+    --pass-entries $n_pass --evict $n_evict --passes $n_passes --out "$out/index.json"
 fi
 
 # ---------------------------------------------------------------- local backend

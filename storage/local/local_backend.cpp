@@ -5,6 +5,7 @@
 // local_locks, local_temporaries, local_tables); local_impl.h holds what they share.
 #include "storage/local/local_backend.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
@@ -17,6 +18,7 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
+#include <map>
 
 #include "storage/factory.h"
 #include "storage/local/local_impl.h"
@@ -56,6 +58,10 @@ std::string LocalBackend::Impl::IdentityOf(const fs::path& path) {
   struct statx stx {};
   if (::statx(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW, STATX_INO | STATX_BTIME, &stx) != 0)
     FailErrno("cannot stat", path, errno);
+  return IdentityFrom(stx);
+}
+
+std::string LocalBackend::Impl::IdentityFrom(const struct statx& stx) {
   std::string id = "ino-" + std::to_string(stx.stx_ino);
   if (stx.stx_mask & STATX_BTIME) {
     id += "-" + std::to_string(stx.stx_btime.tv_sec) + "." + std::to_string(stx.stx_btime.tv_nsec);
@@ -216,6 +222,49 @@ std::vector<std::string> LocalBackend::List(const std::string& pool) {
   }
   std::sort(names.begin(), names.end());
   return names;
+}
+
+// List and Identity in one pass over the folder: one statx per file, not a path walk
+// and two stats (100,000 entries are listed on every eviction pass).
+std::map<std::string, std::string> LocalBackend::ListIdentities(const std::string& pool) {
+  ValidateName("pool", pool);
+  std::map<std::string, std::string> out;
+  const auto dir_path = impl_->PoolDir(pool);
+  const UniqueFd dir(::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir.get() < 0) return out;
+  const int dup_fd = ::dup(dir.get());
+  DIR* d = dup_fd < 0 ? nullptr : ::fdopendir(dup_fd);
+  if (!d) {
+    if (dup_fd >= 0) ::close(dup_fd);
+    return Backend::ListIdentities(pool);
+  }
+  std::vector<std::string> other;  // symlinks and unknown types: the general way
+  while (const struct dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.empty() || name[0] == '.') continue;
+    if (e->d_type != DT_REG) {
+      if (e->d_type == DT_LNK || e->d_type == DT_UNKNOWN) other.push_back(name);
+      continue;
+    }
+    struct statx stx {};
+    if (::statx(dir.get(), name.c_str(), AT_SYMLINK_NOFOLLOW,
+                STATX_TYPE | STATX_INO | STATX_BTIME, &stx) != 0) {
+      if (errno == ENOENT) continue;  // removed meanwhile
+      FailErrno("cannot stat", dir_path / name, errno);
+    }
+    if (!S_ISREG(stx.stx_mode)) continue;
+    out[name] = Impl::IdentityFrom(stx);
+  }
+  ::closedir(d);
+  for (const auto& name : other) {
+    if (!impl_->ExistsChecked({pool, name})) continue;
+    try {
+      out[name] = Identity({pool, name});
+    } catch (const Error& e) {
+      if (e.code() != Errc::kNotFound) throw;  // removed meanwhile
+    }
+  }
+  return out;
 }
 
 uint64_t LocalBackend::AllocatedBytes(const ImageRef& ref) {

@@ -27,6 +27,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -65,6 +66,7 @@ class LocalBackend final : public Backend {
   bool Exists(const ImageRef& ref) override;
   ImageInfo Stat(const ImageRef& ref) override;
   std::vector<std::string> List(const std::string& pool) override;
+  std::map<std::string, std::string> ListIdentities(const std::string& pool) override;
   uint64_t AllocatedBytes(const ImageRef& ref) override;
   std::unique_ptr<ImageWriter> Create(const ImageRef& ref, uint64_t size) override;
   bool Adopt(const std::filesystem::path& raw_file, const ImageRef& ref) override;

@@ -14,6 +14,8 @@
 #include <optional>
 #include <shared_mutex>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -78,6 +80,7 @@ struct LocalBackend::Impl {
   void Require(const ImageRef& ref) const;
   void RequireFree(const ImageRef& ref) const;
   static std::string IdentityOf(const fs::path& file);
+  static std::string IdentityFrom(const struct statx& stx);
   std::string Format(const ImageRef& ref, const Sidecar& s) const;
   uint64_t VirtualSize(const ImageRef& ref, const std::string& format) const;
   void ApplyOwnership(int fd, const fs::path& file) const;
@@ -117,7 +120,35 @@ struct LocalBackend::Impl {
   bool DropStableIfUnused(const fs::path& stable, const std::vector<Overlay>& overlays) const;
   void SweepStable() const;
 
-  // local_overlays.cpp: who uses a file as its backing file.
+  // local_overlays.cpp: who uses a file as its backing file. A scan stats every file and
+  // reads a file's header only when it is new, its stat changed, or it changed too recently
+  // for its times to tell (a non-qcow2 header is also read again after a minute). An
+  // eviction pass scans three times per removed entry, and reading every header under a
+  // root of 100,000 entries each time made it quadratic.
+  struct HeaderSeen {
+    ino_t ino = 0;
+    dev_t dev = 0;
+    off_t size = 0;
+    struct timespec mtime {};
+    struct timespec ctime {};
+    bool qcow2 = false;
+    std::optional<fs::path> backing;  // set when the file is a qcow2 overlay
+    int64_t read_at = 0;              // steady seconds of the last header read
+    uint64_t scan = 0;                // the scan that last saw it
+  };
+  struct NameHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  using DirSeen = std::unordered_map<std::string, HeaderSeen, NameHash, std::equal_to<>>;
+  mutable std::mutex headers_mu;
+  mutable std::unordered_map<std::string, DirSeen> headers;  // by directory path
+  mutable uint64_t scans = 0;
+  // Overlays among the regular files of `dir` (`pool` set for a pool's folder).
+  void ScanDir(const fs::path& dir, const std::optional<std::string>& pool,
+               std::vector<Overlay>* out) const;
+  std::optional<fs::path> BackingOf(DirSeen* seen, int dir_fd, const fs::path& dir,
+                                    std::string_view name) const;
   std::vector<Overlay> ScanOverlays() const;
   std::vector<Overlay> UsersOf(const fs::path& file) const;
   std::vector<Overlay> UsersOf(const fs::path& file, const std::vector<Overlay>& overlays) const;

@@ -1,7 +1,15 @@
 // storage/local/local_overlays.cpp: finding the overlays that use a file as their
 // backing file, the way Nova's image cache manager does: by reading every qcow2 header
 // under the root.
+#include <dirent.h>
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
 
 #include "storage/local/local_impl.h"
 #include "storage/local/local_qcow2_header.h"
@@ -10,34 +18,122 @@ namespace cachemgr::storage {
 
 using nlohmann::json;
 
+namespace {
+
+bool SameTime(const struct timespec& a, const struct timespec& b) {
+  return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
+// A file changed this recently may change again within the filesystem's timestamp
+// granularity without its stat showing it: its header is read on every scan.
+constexpr time_t kSettledSeconds = 2;
+// A file whose stat is unchanged (device, inode, size, mtime, ctime) keeps the header it
+// had; every file is stat'ed on every scan, since `qemu-img create` over an existing name
+// rewrites it in place (same inode) and only its times tell. A header that was not qcow2
+// is read again after kRecheckSeconds whatever its stat says.
+constexpr int64_t kRecheckSeconds = 60;
+
+int64_t SteadySeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+// The backing file the file `name` in `dir` names when it is a qcow2 overlay. Call with
+// headers_mu held.
+std::optional<fs::path> LocalBackend::Impl::BackingOf(DirSeen* seen, int dir_fd,
+                                                      const fs::path& dir,
+                                                      std::string_view name) const {
+  const int64_t now = SteadySeconds();
+  auto it = seen->find(name);
+  const std::string name_z(name);
+  struct stat st {};
+  if (::fstatat(dir_fd, name_z.c_str(), &st, 0) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+  if (it != seen->end() && it->second.dev == st.st_dev && it->second.ino == st.st_ino &&
+      it->second.size == st.st_size && SameTime(it->second.mtime, st.st_mtim) &&
+      SameTime(it->second.ctime, st.st_ctim) &&
+      (it->second.qcow2 || now - it->second.read_at < kRecheckSeconds)) {
+    it->second.scan = scans;
+    return it->second.backing;
+  }
+  const auto h = ReadQcow2Header(dir / name_z);
+  std::optional<fs::path> backing;
+  if (h.is_qcow2 && h.backing) backing = *h.backing;
+  const time_t settled = ::time(nullptr) - kSettledSeconds;
+  if (st.st_mtim.tv_sec < settled && st.st_ctim.tv_sec < settled) {
+    (*seen)[name_z] = {st.st_ino,  st.st_dev, st.st_size, st.st_mtim, st.st_ctim,
+                       h.is_qcow2, backing,   now,        scans};
+  } else if (it != seen->end()) {
+    seen->erase(it);
+  }
+  return backing;
+}
+
+void LocalBackend::Impl::ScanDir(const fs::path& dir, const std::optional<std::string>& pool,
+                                 std::vector<Overlay>* out) const {
+  const UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0) return;
+  const int dup_fd = ::dup(fd.get());
+  DIR* d = dup_fd < 0 ? nullptr : ::fdopendir(dup_fd);
+  if (!d) {
+    if (dup_fd >= 0) ::close(dup_fd);
+    return;
+  }
+  DirSeen& seen = headers[dir.native()];
+  size_t listed = 0;
+  while (const struct dirent* e = ::readdir(d)) {
+    const std::string_view name(e->d_name);
+    if (name.empty() || name[0] == '.') continue;
+    // Folders and the like are never overlays; a symlink or an unknown type is stat'ed.
+    if (e->d_type != DT_REG && e->d_type != DT_LNK && e->d_type != DT_UNKNOWN) continue;
+    ++listed;
+    if (auto backing = BackingOf(&seen, fd.get(), dir, name)) {
+      out->push_back(
+          {dir / name,
+           *backing,
+           pool ? std::optional<ImageRef>(ImageRef{*pool, std::string(name)}) : std::nullopt,
+           {}});
+    }
+  }
+  ::closedir(d);
+  // Files gone since (removed entries) are forgotten once they add up.
+  if (seen.size() > 2 * listed + 1024) {
+    std::erase_if(seen, [&](const auto& kv) { return kv.second.scan != scans; });
+  }
+}
+
 // Every qcow2 file under the root with a backing file: the pools and the trash. Nova's
 // image cache manager decides what a base is used by the same way.
 std::vector<Overlay> LocalBackend::Impl::ScanOverlays() const {
   std::vector<Overlay> out;
+  std::lock_guard lock(headers_mu);
+  ++scans;
   std::error_code ec;
   for (const auto& pool : fs::directory_iterator(root, ec)) {
     auto pool_name = pool.path().filename().string();
     if (!pool.is_directory() || pool_name.empty() || pool_name[0] == '.') continue;
-    std::error_code ec2;
-    for (const auto& file : fs::directory_iterator(pool.path(), ec2)) {
-      auto name = file.path().filename().string();
-      if (name.empty() || name[0] == '.' || !file.is_regular_file()) continue;
-      auto h = ReadQcow2Header(file.path());
-      if (h.is_qcow2 && h.backing)
-        out.push_back({file.path(), *h.backing, ImageRef{pool_name, name}, {}});
-    }
+    ScanDir(pool.path(), pool_name, &out);
   }
   for (const auto& dir : fs::directory_iterator(TrashDir(), ec)) {
-    auto image = dir.path() / "image";
-    auto h = ReadQcow2Header(image);
-    if (h.is_qcow2 && h.backing)
-      out.push_back({image, *h.backing, std::nullopt, dir.path().filename().string()});
+    std::vector<Overlay> found;
+    ScanDir(dir.path(), std::nullopt, &found);
+    for (auto& o : found) {
+      if (o.path.filename() != "image") continue;
+      o.trash_id = dir.path().filename().string();
+      out.push_back(std::move(o));
+    }
   }
   // A stable name whose image was flattened in place (a new inode under the old name)
   // keeps the old overlay for its own users: it is a user of its parent too.
-  for (const auto& file : fs::directory_iterator(BackingDir(), ec)) {
-    auto h = ReadQcow2Header(file.path());
-    if (h.is_qcow2 && h.backing) out.push_back({file.path(), *h.backing, std::nullopt, {}});
+  ScanDir(BackingDir(), std::nullopt, &out);
+  // Folders gone since (purged trash entries) are forgotten once they add up.
+  if (headers.size() > 1024) {
+    std::erase_if(headers, [&](const auto& kv) {
+      return std::none_of(kv.second.begin(), kv.second.end(),
+                          [&](const auto& f) { return f.second.scan == scans; });
+    });
   }
   return out;
 }

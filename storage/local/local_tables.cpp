@@ -3,7 +3,13 @@
 // rename(2) over the key's file, which NFS makes atomic on the server; a reader sees the
 // old value or the new one, never a mix. Files whose names start with '.' are a writer's
 // temporaries (swept like every `.tmp-*` file of the root) and are not keys.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -12,6 +18,7 @@
 #include "cachemgr/error.h"
 #include "storage/local/local_backend.h"
 #include "storage/local/local_files.h"
+#include "util/unique_fd.h"
 
 namespace cachemgr::storage {
 
@@ -25,21 +32,41 @@ std::map<std::string, std::string> LocalBackend::ReadTable(const std::string& ta
   ValidateName("table", table);
   const fs::path dir = fs::path(location()) / ".state" / table;
   std::map<std::string, std::string> out;
-  std::error_code ec;
-  fs::directory_iterator it(dir, ec);
-  if (ec == std::errc::no_such_file_or_directory) return out;
-  if (ec) throw Error(Errc::kIo, "table " + dir.string() + ": cannot list: " + ec.message());
-  for (const auto& e : it) {
-    const std::string key = e.path().filename().string();
-    if (key.empty() || key[0] == '.' || !e.is_regular_file(ec) || e.is_symlink(ec)) continue;
-    std::ifstream in(e.path(), std::ios::binary);
-    if (!in) continue;  // removed meanwhile
-    std::string value(kMaxValue + 1, '\0');
-    in.read(value.data(), static_cast<std::streamsize>(value.size()));
-    value.resize(static_cast<size_t>(in.gcount()));
-    if (value.size() > kMaxValue) continue;  // not a value this backend wrote
-    out[key] = std::move(value);
+  // readdir and openat, not a path walk and a stream per key: the table of last uses has
+  // a key per entry and is read on every eviction pass.
+  const util::UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0 && errno == ENOENT) return out;
+  if (fd.get() < 0) {
+    throw Error(Errc::kIo, "table " + dir.string() + ": cannot list: " + std::strerror(errno));
   }
+  const int dup_fd = ::dup(fd.get());
+  DIR* d = dup_fd < 0 ? nullptr : ::fdopendir(dup_fd);
+  if (!d) {
+    if (dup_fd >= 0) ::close(dup_fd);
+    throw Error(Errc::kIo, "table " + dir.string() + ": cannot list: " + std::strerror(errno));
+  }
+  char buf[kMaxValue + 1];
+  while (const struct dirent* e = ::readdir(d)) {
+    const std::string key = e->d_name;
+    if (key.empty() || key[0] == '.') continue;
+    if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN) continue;  // symlinks, folders
+    // O_NOFOLLOW: a symlink (of an unknown type above) is not a key.
+    const util::UniqueFd file(
+        ::openat(fd.get(), key.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (file.get() < 0) continue;  // removed meanwhile, or not a file
+    struct stat st {};
+    if (::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    size_t got = 0;
+    while (got < sizeof buf) {
+      const ssize_t n = ::read(file.get(), buf + got, sizeof buf - got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    if (got > kMaxValue) continue;  // not a value this backend wrote
+    out[key] = std::string(buf, got);
+  }
+  ::closedir(d);
   return out;
 }
 

@@ -126,6 +126,8 @@ void LocalBackend::Impl::MoveToTrash(const ImageRef& ref, const std::vector<Over
 std::vector<TrashEntry> LocalBackend::ListTrash() {
   std::vector<TrashEntry> out;
   std::error_code ec;
+  // One scan answers for every entry (a scan per entry made the listing quadratic).
+  const auto overlays = impl_->ScanOverlays();
   for (const auto& dir : fs::directory_iterator(impl_->TrashDir(), ec)) {
     auto file = dir.path() / "entry.json";
     if (!fs::exists(file)) continue;  // a crash between link and entry: PurgeTrash ignores it
@@ -134,7 +136,7 @@ std::vector<TrashEntry> LocalBackend::ListTrash() {
       TrashEntry t;
       t.id = dir.path().filename().string();
       t.original = {entry["original"].value("pool", ""), entry["original"].value("name", "")};
-      t.has_children = !impl_->UsersOf(dir.path() / "image").empty();
+      t.has_children = !impl_->UsersOf(dir.path() / "image", overlays).empty();
       t.identity = Impl::IdentityOf(dir.path() / "image");  // the same inode as before
       out.push_back(std::move(t));
     } catch (const Error& e) {

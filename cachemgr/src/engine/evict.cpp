@@ -264,8 +264,8 @@ void CacheImpl::PurgeDeferred(bool dry_run, std::vector<EvictAction>* actions) {
   std::vector<storage::TrashEntry> remaining;
   // The trash entries that are ours: those a pinned row recorded (by identity; by name
   // for rows made before identities were recorded). A name alone proves nothing.
-  auto pinned_rows =
-      WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
+  auto pinned_rows = WithIndex(
+      [&](index::Index& ix) { return ix.ListUnsettledEntries(backend_kind_, location_); });
   // And those another host deferred (the pool's `deferred` table): any host purges them.
   const auto shared = SharedDeferred();
   auto recorded = [&](const storage::TrashEntry& t) {
@@ -312,8 +312,8 @@ void CacheImpl::PurgeDeferred(bool dry_run, std::vector<EvictAction>* actions) {
     }
   }
   // Pinned rows whose object is gone from the trash are done.
-  auto rows =
-      WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
+  auto rows = WithIndex(
+      [&](index::Index& ix) { return ix.ListUnsettledEntries(backend_kind_, location_); });
   for (const auto& row : rows) {
     if (!row.pinned) continue;
     bool still = false;

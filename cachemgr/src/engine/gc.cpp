@@ -44,8 +44,8 @@ void CacheImpl::GcLeftovers(bool dry_run, std::vector<EvictAction>* actions) {
 }
 
 void CacheImpl::GcLeftoverRows(bool dry_run, std::vector<EvictAction>* actions) {
-  auto rows =
-      WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
+  auto rows = WithIndex(
+      [&](index::Index& ix) { return ix.ListUnsettledEntries(backend_kind_, location_); });
   // Rows of fills and evictions: if we can take the image's locks, their owner is gone.
   for (const auto& row : rows) {
     if (row.pinned || row.state == index::State::kReady) continue;
@@ -77,18 +77,18 @@ void CacheImpl::GcLeftoverRows(bool dry_run, std::vector<EvictAction>* actions) 
 
 bool CacheImpl::NamedByLiveRow(const std::string& name) {
   bool named = false;
-  for (const auto& row :
-       WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
-    if (!row.pinned && row.cache_name == name) named = true;
+  for (const auto& [cache_name, image_id] :
+       WithIndex([&](index::Index& ix) { return ix.ListLiveNames(backend_kind_, location_); })) {
+    if (cache_name == name) named = true;
   }
   return named;
 }
 
 void CacheImpl::GcLeftoverObjects(bool dry_run, std::vector<EvictAction>* actions) {
   std::set<std::string> live_names;
-  for (const auto& row :
-       WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
-    if (!row.pinned) live_names.insert(row.cache_name);
+  for (auto& [cache_name, image_id] :
+       WithIndex([&](index::Index& ix) { return ix.ListLiveNames(backend_kind_, location_); })) {
+    live_names.insert(std::move(cache_name));
   }
   std::set<std::string> volume_staging;
   for (const auto& v : WithIndex([&](index::Index& ix) { return ix.ListVolumes(); })) {
@@ -237,9 +237,9 @@ void CacheImpl::GcVolumes(bool dry_run, std::vector<EvictAction>* actions) {
 void CacheImpl::SweepLockFiles(bool dry_run) {
   if (dry_run) return;
   std::set<std::string> live;
-  for (const auto& row :
-       WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
-    if (!row.pinned) live.insert(EntryName(row.image_id));
+  for (const auto& [cache_name, image_id] :
+       WithIndex([&](index::Index& ix) { return ix.ListLiveNames(backend_kind_, location_); })) {
+    live.insert(EntryName(image_id));
   }
   std::error_code ec;
   for (const auto& file : std::filesystem::directory_iterator(lock_dir_, ec)) {
@@ -262,9 +262,9 @@ void CacheImpl::SweepLockFiles(bool dry_run) {
     try {
       auto locks = LockImage(key, std::chrono::milliseconds(0));
       bool now_live = false;
-      for (const auto& row :
-           WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
-        if (!row.pinned && EntryName(row.image_id) == key) now_live = true;
+      for (const auto& [cache_name, image_id] :
+           WithIndex([&](index::Index& ix) { return ix.ListLiveNames(backend_kind_, location_); })) {
+        if (EntryName(image_id) == key) now_live = true;
       }
       if (now_live) continue;
       locks.Discard();

@@ -65,16 +65,14 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
 }
 
 CacheImpl::EntryTotals CacheImpl::MeasureEntries() {
+  // One aggregate, not every row read: the pass measures twice.
+  const auto sums =
+      WithIndex([&](index::Index& ix) { return ix.ReadyAndPinnedTotals(backend_kind_, location_); });
+  const bool allocated = options_.cache.size_accounting == SizeAccounting::kAllocated;
   EntryTotals totals;
-  for (const auto& row :
-       WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
-    if (row.pinned) {
-      totals.pinned_bytes += AccountedBytes(row);
-    } else if (row.state == index::State::kReady) {
-      totals.count += 1;
-      totals.bytes += AccountedBytes(row);
-    }
-  }
+  totals.count = sums.ready.count;
+  totals.bytes = allocated ? sums.ready.allocated_bytes : sums.ready.virtual_bytes;
+  totals.pinned_bytes = allocated ? sums.pinned.allocated_bytes : sums.pinned.virtual_bytes;
   return totals;
 }
 

@@ -389,6 +389,54 @@ std::vector<EntryRow> Index::ListEntries(const std::string& backend, const std::
   });
 }
 
+std::vector<EntryRow> Index::ListUnsettledEntries(const std::string& backend,
+                                                  const std::string& pool) {
+  return Guard(path_, "list unsettled entries", [&] {
+    SQLite::Statement q(*db_, std::string("SELECT ") + kEntryColumns +
+                                  " FROM entries WHERE backend = ? AND pool = ? AND "
+                                  "(pinned != 0 OR state != ?) ORDER BY id");
+    q.bind(1, backend);
+    q.bind(2, pool);
+    q.bind(3, std::string(StateName(State::kReady)));
+    return QueryEntries(q);
+  });
+}
+
+std::vector<std::pair<std::string, std::string>> Index::ListLiveNames(const std::string& backend,
+                                                                      const std::string& pool) {
+  return Guard(path_, "list live entry names", [&] {
+    SQLite::Statement q(*db_,
+                        "SELECT cache_name, image_id FROM entries WHERE backend = ? AND pool = ? "
+                        "AND pinned = 0 ORDER BY id");
+    q.bind(1, backend);
+    q.bind(2, pool);
+    std::vector<std::pair<std::string, std::string>> out;
+    while (q.executeStep()) out.emplace_back(q.getColumn(0).getString(), q.getColumn(1).getString());
+    return out;
+  });
+}
+
+Index::SettledTotals Index::ReadyAndPinnedTotals(const std::string& backend,
+                                                 const std::string& pool) {
+  return Guard(path_, "ready and pinned totals", [&] {
+    SQLite::Statement q(*db_,
+                        "SELECT pinned != 0, COUNT(*), SUM(virtual_size), SUM(allocated_bytes) "
+                        "FROM entries WHERE backend = ? AND pool = ? AND (pinned != 0 OR state = ?) "
+                        "GROUP BY pinned != 0");
+    q.bind(1, backend);
+    q.bind(2, pool);
+    q.bind(3, std::string(StateName(State::kReady)));
+    SettledTotals t;
+    while (q.executeStep()) {
+      EntryTotals& into = q.getColumn(0).getInt() != 0 ? t.pinned : t.ready;
+      into.count = static_cast<uint64_t>(q.getColumn(1).getInt64());
+      into.virtual_bytes = static_cast<uint64_t>(q.getColumn(2).getInt64());
+      into.allocated_bytes = static_cast<uint64_t>(q.getColumn(3).getInt64());
+    }
+    return t;
+  });
+}
+
 std::vector<EntryRow> Index::ListEntries() {
   return Guard(path_, "list entries", [&] {
     SQLite::Statement q(*db_, std::string("SELECT ") + kEntryColumns + " FROM entries ORDER BY id");

@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace SQLite {
@@ -202,6 +203,18 @@ class Index {
                                       int64_t after_id = 0);
   std::vector<EntryRow> ListEntries(const std::string& backend, const std::string& pool);
   std::vector<EntryRow> ListEntries();  // every backend and pool
+  // The rows the pass's gc and purge act on: pinned ones, and live ones not ready (fills
+  // and evictions in progress or dead). Few, where ListEntries reads every ready row.
+  std::vector<EntryRow> ListUnsettledEntries(const std::string& backend, const std::string& pool);
+  // (cache_name, image_id) of every live (not pinned) row, any state.
+  std::vector<std::pair<std::string, std::string>> ListLiveNames(const std::string& backend,
+                                                                 const std::string& pool);
+  // Ready live rows (count and bytes) and pinned rows (bytes), by one aggregate.
+  struct SettledTotals {
+    EntryTotals ready;
+    EntryTotals pinned;
+  };
+  SettledTotals ReadyAndPinnedTotals(const std::string& backend, const std::string& pool);
   // Entries least recently used first (live and pinned), for the eviction pass.
   std::vector<EntryRow> ListEntriesByLastUsed(const std::string& backend,
                                               const std::string& pool);
