@@ -1,6 +1,9 @@
 // What only the local directory backend does: hard-link prefill, bases kept while
 // overlays use them, owner and mode, clone-mode detection, sidecars.
+#include "storage/local/local_backend.h"
+
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
@@ -13,7 +16,6 @@
 #include "cachemgr/error.h"
 #include "contract/local/reflink_root.h"
 #include "storage/factory.h"
-#include "storage/local/local_backend.h"
 #include "support/test_util.h"
 
 namespace cachemgr::test {
@@ -63,8 +65,8 @@ SnapRef SnapAndProtect(storage::Backend& b, const ImageRef& ref) {
 
 int QemuCompare(const fs::path& image, const std::string& format, const fs::path& raw) {
   std::string out;
-  return RunCommand({"qemu-img", "compare", "-f", format, "-F", "raw", image.string(), raw.string()},
-                    &out);
+  return RunCommand(
+      {"qemu-img", "compare", "-f", format, "-F", "raw", image.string(), raw.string()}, &out);
 }
 
 std::string BackingOf(const fs::path& overlay) {
@@ -227,10 +229,14 @@ TEST_CASE("the overlay scan sees headers rewritten in place and overlays made si
   ImageRef first{b->entry_pool(), kBaseName};
   ImageRef second{b->entry_pool(), "second"};
   ImageRef third{b->entry_pool(), "third"};
-  for (const auto& ref : {first, second, third}) Import(*b, src, ref);
+  ImageRef fourth{b->entry_pool(), "fourth"};
+  for (const auto& ref : {first, second, third, fourth}) Import(*b, src, ref);
   auto foreign = b->PathOf({b->volume_pool(), "instance-0002-disk"});
   REQUIRE(RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
                       b->PathOf(first).string(), foreign.string()}) == 0);
+  // A plain (not qcow2) file that later becomes an overlay in place, under the same inode.
+  auto in_place = b->PathOf({b->volume_pool(), "instance-0004-disk"});
+  WriteFile(in_place, std::string(64 * 1024, 'x'));
   // Files changed within the filesystem's timestamp granularity are read on every scan:
   // wait until these are settled, and scan so that they are remembered.
   ::sleep(3);
@@ -245,6 +251,28 @@ TEST_CASE("the overlay scan sees headers rewritten in place and overlays made si
   CHECK(b->Remove(third) == storage::RemoveOutcome::kTrashed);
   CHECK(QemuCompare(foreign, "qcow2", src) == 0);
   CHECK(QemuCompare(another, "qcow2", src) == 0);
+
+  // The remembered plain file is rewritten in place into an overlay of `fourth` (as
+  // `qemu-img create` over an existing name does), its mtime then put back: only its
+  // ctime tells, and the base it now needs must not be removed.
+  struct stat before {};
+  REQUIRE(::stat(in_place.c_str(), &before) == 0);
+  auto staged = dir.path() / "staged.qcow2";
+  REQUIRE(RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                      b->PathOf(fourth).string(), staged.string()}) == 0);
+  {
+    const std::string bytes = ReadFile(staged);
+    std::ofstream out(in_place, std::ios::binary | std::ios::in | std::ios::out | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    REQUIRE(out.good());
+  }
+  const struct timespec times[2] = {before.st_atim, before.st_mtim};
+  REQUIRE(::utimensat(AT_FDCWD, in_place.c_str(), times, 0) == 0);
+  struct stat after {};
+  REQUIRE(::stat(in_place.c_str(), &after) == 0);
+  REQUIRE(after.st_ino == before.st_ino);
+  CHECK(b->Remove(fourth) == storage::RemoveOutcome::kTrashed);
+  CHECK(QemuCompare(in_place, "qcow2", src) == 0);
 }
 
 TEST_CASE("renaming a base keeps its overlays reading") {
@@ -326,7 +354,8 @@ TEST_CASE("auto mode picks reflink where the filesystem has it, else qcow2 overl
   // Decide independently of the backend's probe: coreutils' cp --reflink=always.
   auto a = dir.path() / "a";
   WriteFile(a, std::string(4096, 'x'));
-  bool reflink_here = RunCommand({"cp", "--reflink=always", a.string(), (dir.path() / "b").string()}) == 0;
+  bool reflink_here =
+      RunCommand({"cp", "--reflink=always", a.string(), (dir.path() / "b").string()}) == 0;
   auto b = MakeLocal(dir.path() / "root", CloneMode::kAuto);
   CHECK(b->clone_mode() == (reflink_here ? CloneMode::kReflink : CloneMode::kQcow2));
   if (!reflink_here) {
