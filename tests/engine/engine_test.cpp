@@ -14,6 +14,7 @@
 
 #include "cachemgr/cache.h"
 #include "engine/failpoints.h"
+#include "engine/naming.h"
 #include "engine_env.h"
 #include "engine_fixture.h"
 #include "fetch/workdir.h"
@@ -58,7 +59,9 @@ TEST_CASE("miss, then hits clone the cached entry") {
   auto big = cache->CreateVolume({.image_id = id, .volume = "vol-c", .size_bytes = 16 * kMiB});
   CHECK(env.backend->Stat(env.Vol("vol-c")).size == 16 * kMiB);
   CHECK(big.size_bytes == 16 * kMiB);
-  CHECK_THROWS_AS(([&] { cache->CreateVolume({.image_id = id, .volume = "vol-d", .size_bytes = kMiB}); }()), Error);
+  CHECK_THROWS_AS(
+      ([&] { cache->CreateVolume({.image_id = id, .volume = "vol-d", .size_bytes = kMiB}); }()),
+      Error);
   CHECK_FALSE(env.backend->Exists(env.Vol("vol-d")));
   // A taken name is refused.
   CHECK_THROWS_AS(([&] { cache->CreateVolume({.image_id = id, .volume = "vol-a"}); }()), Error);
@@ -66,6 +69,46 @@ TEST_CASE("miss, then hits clone the cached entry") {
   cache->DeleteVolume("vol-b");
   CHECK_FALSE(env.backend->Exists(env.Vol("vol-b")));
   CHECK(cache->Volumes(id).size() == 2);
+}
+
+TEST_CASE("a hit whose entry another host made again, then removed between two reads, is a miss") {
+  // This host's row records the entry it made; another host evicted it and filled the
+  // image again, and a third host's pass removes that one between this host's reading of
+  // the name's identity and of its mark. The cache's own object is never reported as
+  // foreign: the create fills the image again.
+  Env env;
+  auto id = env.AddImage();
+  auto a = OpenDrivenEngine(env.options);
+  CHECK(a.cache->CreateVolume({.image_id = id, .volume = "vol-a1"}).plan == Plan::kMiss);
+  a.cache->DeleteVolume("vol-a1");
+  auto entry = a.cache->Lookup(id);
+  REQUIRE(entry);
+  const storage::ImageRef ref{env.backend->entry_pool(), entry->cache_name};
+  const storage::SnapRef snap{ref, engine::kSnapName};
+  auto remove_entry = [&] {  // another host's pass
+    env.backend->UnprotectSnapshot(snap);
+    env.backend->RemoveSnapshot(snap);
+    CHECK(env.backend->Remove(ref) == storage::RemoveOutcome::kRemoved);
+  };
+  const auto first = env.backend->Identity(ref);
+  remove_entry();
+  Options other = env.options;
+  other.index = (env.dir.path() / "index-b.db").string();
+  other.host_id = "host-b";
+  CHECK(Cache::Open(other)->Prefill(id).outcome == PrefillOutcome::kFilled);
+  const auto second = env.backend->Identity(ref);
+  REQUIRE(second != first);
+  bool removed = false;
+  a.faults->AfterIdentity([&](const storage::ImageRef& r, const std::string& identity) {
+    if (removed || r.name != ref.name || identity != second) return;
+    removed = true;
+    remove_entry();
+  });
+  auto made = a.cache->CreateVolume({.image_id = id, .volume = "vol-a2"});
+  a.faults->AfterIdentity(nullptr);
+  CHECK(removed);
+  CHECK(made.plan == Plan::kMiss);
+  CHECK(env.SameData("vol-a2", id));
 }
 
 TEST_CASE("max_clone_depth 0 makes independent copies") {
@@ -128,8 +171,8 @@ TEST_CASE("a changed updated_at replaces the entry only when configured") {
     cache->CreateVolume({.image_id = id, .volume = "v1"});
   }
   // Same bytes, new mtime (Glance bumps updated_at on metadata edits).
-  std::filesystem::last_write_time(env.Image(id), std::filesystem::file_time_type::clock::now() +
-                                                      std::chrono::hours(1));
+  std::filesystem::last_write_time(
+      env.Image(id), std::filesystem::file_time_type::clock::now() + std::chrono::hours(1));
   {
     auto cache = env.Open();
     CHECK(cache->CreateVolume({.image_id = id, .volume = "v2"}).plan == Plan::kClone);
@@ -143,9 +186,9 @@ TEST_CASE("a changed updated_at replaces the entry only when configured") {
 TEST_CASE("hostile image ids and reserved volume names are refused") {
   Env env;
   auto cache = env.Open();
-  for (const std::string& bad : std::vector<std::string>{"", "../etc/passwd", "a/b", "a;rm -rf", "-rf", ".hidden", "a b",
-                          std::string("a\0b", 3), "\xc3\xa9t\xc3\xa9", std::string(129, 'a'),
-                          "a@snap", "$(id)"}) {
+  for (const std::string& bad : std::vector<std::string>{
+           "", "../etc/passwd", "a/b", "a;rm -rf", "-rf", ".hidden", "a b", std::string("a\0b", 3),
+           "\xc3\xa9t\xc3\xa9", std::string(129, 'a'), "a@snap", "$(id)"}) {
     CAPTURE(bad);
     try {
       cache->CreateVolume({.image_id = bad, .volume = "v"});
@@ -155,7 +198,8 @@ TEST_CASE("hostile image ids and reserved volume names are refused") {
     }
   }
   auto id = env.AddImage();
-  for (const std::string& bad : std::vector<std::string>{"../x", "staging-x", std::string(40, 'a'), ""}) {
+  for (const std::string& bad :
+       std::vector<std::string>{"../x", "staging-x", std::string(40, 'a'), ""}) {
     CAPTURE(bad);
     CHECK_THROWS_AS(([&] { cache->CreateVolume({.image_id = id, .volume = bad}); }()), Error);
   }
@@ -276,9 +320,12 @@ TEST_CASE("single flight: 16 threads in each of 4 processes, one download") {
     pid_t pid = fork();
     if (pid == 0) {
       std::string prefix = "p" + std::to_string(p);
-      std::vector<std::string> args = {env.ChildPath(), kRbd ? "rbd" : "local",
-                                       env.dir.path().string(), env.ns.empty() ? "-" : env.ns,
-                                       "0", "flight:" + id + ":16:" + prefix};
+      std::vector<std::string> args = {env.ChildPath(),
+                                       kRbd ? "rbd" : "local",
+                                       env.dir.path().string(),
+                                       env.ns.empty() ? "-" : env.ns,
+                                       "0",
+                                       "flight:" + id + ":16:" + prefix};
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
@@ -305,8 +352,7 @@ TEST_CASE("single flight: 16 threads in each of 4 processes, one download") {
 }
 
 TEST_CASE("crash at every failpoint, then gc leaves nothing half-made") {
-  std::vector<std::string_view> all(engine::kFillFailpoints.begin(),
-                                    engine::kFillFailpoints.end());
+  std::vector<std::string_view> all(engine::kFillFailpoints.begin(), engine::kFillFailpoints.end());
   all.insert(all.end(), engine::kEvictFailpoints.begin(), engine::kEvictFailpoints.end());
   for (auto fp : all) {
     CAPTURE(fp);
@@ -316,9 +362,9 @@ TEST_CASE("crash at every failpoint, then gc leaves nothing half-made") {
     auto c = env.AddImage(4 * kMiB, 3);
     // a is filled and evicted without clones, b is evicted with one: every step of the
     // fill and of both kinds of eviction is reached.
-    int status = env.RunChild({"create:" + a + ":va", "delete:va", "create:" + b + ":vb",
-                               "create:" + c + ":vc"},
-                              std::string(fp), 1);
+    int status = env.RunChild(
+        {"create:" + a + ":va", "delete:va", "create:" + b + ":vb", "create:" + c + ":vc"},
+        std::string(fp), 1);
     REQUIRE(WIFSIGNALED(status));
     CHECK(WTERMSIG(status) == SIGABRT);
 
@@ -332,8 +378,7 @@ TEST_CASE("crash at every failpoint, then gc leaves nothing half-made") {
       CHECK_FALSE(name.starts_with("staging-"));
     }
     for (const auto& t : env.backend->ListTrash()) CHECK(t.has_children);
-    CHECK(env.CountRows("SELECT count(*) FROM entries WHERE state != 'ready' AND pinned = 0") ==
-          0);
+    CHECK(env.CountRows("SELECT count(*) FROM entries WHERE state != 'ready' AND pinned = 0") == 0);
     // Every entry-named object is known to the index.
     for (const auto& name : env.EntryObjects()) {
       if (name.size() != 40) continue;

@@ -8,14 +8,46 @@ namespace cachemgr::test {
 using namespace storage;
 
 const char* VerbName(Verb verb) {
-  static const char* kNames[] = {
-      "Exists", "Stat", "List", "AllocatedBytes", "Create", "Append", "Finish", "Adopt",
-      "Open", "Read", "Resize", "Rename", "Remove", "CreateSnapshot", "ProtectSnapshot",
-      "UnprotectSnapshot", "RemoveSnapshot", "ListSnapshots", "Clone", "Copy", "Flatten",
-      "Parent", "Depth", "Children", "GetMetadata", "SetMetadata", "RemoveMetadata",
-      "ListTrash", "PurgeTrash", "AcquireLock", "Identity", "RequireIntact", "ListIdentities",
-      "EvictWatchers", "RemoveDanglingName", "SweepTemporaries", "ListLocks", "ReadTable",
-      "WriteTable", "OwnBytes"};
+  static const char* kNames[] = {"Exists",
+                                 "Stat",
+                                 "List",
+                                 "AllocatedBytes",
+                                 "Create",
+                                 "Append",
+                                 "Finish",
+                                 "Adopt",
+                                 "Open",
+                                 "Read",
+                                 "Resize",
+                                 "Rename",
+                                 "Remove",
+                                 "CreateSnapshot",
+                                 "ProtectSnapshot",
+                                 "UnprotectSnapshot",
+                                 "RemoveSnapshot",
+                                 "ListSnapshots",
+                                 "Clone",
+                                 "Copy",
+                                 "Flatten",
+                                 "Parent",
+                                 "Depth",
+                                 "Children",
+                                 "GetMetadata",
+                                 "SetMetadata",
+                                 "RemoveMetadata",
+                                 "ListTrash",
+                                 "PurgeTrash",
+                                 "AcquireLock",
+                                 "Identity",
+                                 "RequireIntact",
+                                 "ListIdentities",
+                                 "EvictWatchers",
+                                 "RemoveDanglingName",
+                                 "SweepTemporaries",
+                                 "ListLocks",
+                                 "ReadTable",
+                                 "WriteTable",
+                                 "OwnBytes"};
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<size_t>(Verb::kCount_));
   return kNames[static_cast<size_t>(verb)];
 }
@@ -180,9 +212,22 @@ void FaultyBackend::Rename(const ImageRef& from, const std::string& to_name) {
   Hit(Verb::kRename, Name(from));
   inner_->Rename(from, to_name);
 }
+void FaultyBackend::AfterIdentity(
+    std::function<void(const ImageRef& ref, const std::string& identity)> hook) {
+  std::lock_guard lock(mu_);
+  after_identity_ = std::move(hook);
+}
+
 std::string FaultyBackend::Identity(const ImageRef& ref) {
   Hit(Verb::kIdentity, Name(ref));
-  return inner_->Identity(ref);
+  auto identity = inner_->Identity(ref);
+  std::function<void(const ImageRef&, const std::string&)> hook;
+  {
+    std::lock_guard lock(mu_);
+    hook = after_identity_;
+  }
+  if (hook) hook(ref, identity);
+  return identity;
 }
 RemoveOutcome FaultyBackend::Remove(const ImageRef& ref) {
   Hit(Verb::kRemove, Name(ref));

@@ -9,6 +9,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -18,12 +19,45 @@
 namespace cachemgr::test {
 
 enum class Verb {
-  kExists, kStat, kList, kAllocatedBytes, kCreate, kAppend, kFinish, kAdopt, kOpen, kRead,
-  kResize, kRename, kRemove, kCreateSnapshot, kProtectSnapshot, kUnprotectSnapshot,
-  kRemoveSnapshot, kListSnapshots, kClone, kCopy, kFlatten, kParent, kDepth, kChildren,
-  kGetMetadata, kSetMetadata, kRemoveMetadata, kListTrash, kPurgeTrash, kAcquireLock,
-  kIdentity, kRequireIntact, kListIdentities, kEvictWatchers, kRemoveDanglingName,
-  kSweepTemporaries, kListLocks, kReadTable, kWriteTable,
+  kExists,
+  kStat,
+  kList,
+  kAllocatedBytes,
+  kCreate,
+  kAppend,
+  kFinish,
+  kAdopt,
+  kOpen,
+  kRead,
+  kResize,
+  kRename,
+  kRemove,
+  kCreateSnapshot,
+  kProtectSnapshot,
+  kUnprotectSnapshot,
+  kRemoveSnapshot,
+  kListSnapshots,
+  kClone,
+  kCopy,
+  kFlatten,
+  kParent,
+  kDepth,
+  kChildren,
+  kGetMetadata,
+  kSetMetadata,
+  kRemoveMetadata,
+  kListTrash,
+  kPurgeTrash,
+  kAcquireLock,
+  kIdentity,
+  kRequireIntact,
+  kListIdentities,
+  kEvictWatchers,
+  kRemoveDanglingName,
+  kSweepTemporaries,
+  kListLocks,
+  kReadTable,
+  kWriteTable,
   kOwnBytes,  // the pinned flatten's measure
   kCount_
 };
@@ -41,6 +75,11 @@ class FaultyBackend final : public storage::Backend {
   // Writers made from now on fail the Append that would take them past `bytes` bytes
   // (the bytes before it are written); UINT64_MAX disarms.
   void FailWritesAfter(uint64_t bytes);
+  // Runs `hook` after every Identity call that returned, with what it returned (another
+  // host acting between two reads of the engine); an empty hook removes it. The hook runs
+  // outside the backend's lock and may call the wrapped backend.
+  void AfterIdentity(
+      std::function<void(const storage::ImageRef& ref, const std::string& identity)> hook);
   // Disarms every fault (call counts are kept).
   void Clear();
   // Calls of `verb` seen so far (failed ones included).
@@ -123,6 +162,7 @@ class FaultyBackend final : public storage::Backend {
   std::array<Arm, static_cast<size_t>(Verb::kCount_)> arms_{};
   uint64_t write_limit_ = UINT64_MAX;
   uint64_t faults_ = 0;
+  std::function<void(const storage::ImageRef&, const std::string&)> after_identity_;
 };
 
 }  // namespace cachemgr::test

@@ -106,9 +106,8 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
       // A ready entry confirmed by the source within the interval is served without
       // asking again (a Glance GET costs more than the clone); eviction passes still
       // check every entry. A file source answers from a stat: asked on every hit.
-      const int64_t interval = options_.source.type == SourceType::kFile
-                                   ? 0
-                                   : options_.cache.source_check_interval_s;
+      const int64_t interval =
+          options_.source.type == SourceType::kFile ? 0 : options_.cache.source_check_interval_s;
       const int64_t now = Now();
       const bool recently_checked = ready && interval > 0 && row->source_checked_at <= now &&
                                     now - row->source_checked_at < interval;
@@ -116,8 +115,8 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
         if (!recently_checked) meta = DescribeActive(request.image_id);
       } catch (const Error& e) {
         if (!(row && row->state == index::State::kReady && SourceUnreachable(e))) throw;
-        log_->warn("source unreachable, serving cached entry image={} error={}",
-                   request.image_id, e.what());
+        log_->warn("source unreachable, serving cached entry image={} error={}", request.image_id,
+                   e.what());
       }
 
       CreateVolumeResult result;
@@ -156,8 +155,8 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
       }
       guard.Commit();
       result.elapsed = timer.Elapsed();
-      Event("plan:" + std::string(PlanName(result.plan)), request.image_id,
-            result.bytes_downloaded, result.elapsed);
+      Event("plan:" + std::string(PlanName(result.plan)), request.image_id, result.bytes_downloaded,
+            result.elapsed);
       log_->info("volume made image={} volume={} plan={} depth={} ms={}", request.image_id,
                  request.volume, PlanName(result.plan), result.depth,
                  result.elapsed.count() / 1000);
@@ -243,24 +242,42 @@ void CacheImpl::RequireEntryObject(const index::EntryRow& row) {
   }
   if (identity == row.identity) return;
   // Another host evicted ours and filled the image again: that entry is the cache's (its
-  // mark carries its own identity), so the row goes and the caller adopts it.
-  const bool replaced_by_ours =
-      !identity.empty() && CheckOwnership(*backend_, ref, kMarkEntry, nullptr).ours;
+  // mark carries its own identity), so the row goes and the caller adopts it. Other hosts'
+  // passes and fills go on meanwhile: the object is judged on one consistent reading (its
+  // identity the same before and after its mark was read), and one gone by then is gone.
+  bool replaced_by_ours = false;
+  for (int reading = 0; !identity.empty(); ++reading) {
+    const auto own = CheckOwnership(*backend_, ref, kMarkEntry, nullptr);
+    identity = own.exists ? own.identity : "";
+    if (identity.empty() || own.ours) {
+      replaced_by_ours = own.ours;
+      break;
+    }
+    std::string again;
+    try {
+      again = backend_->Identity(ref);
+    } catch (const Error& e) {
+      if (e.code() != Errc::kNotFound) throw;
+    }
+    if (again == identity || reading == 2) break;  // the same object: not the cache's
+    identity = again;
+  }
   // Ours is gone: the row goes, so the caller fills the image again (a miss, not an error).
   WithIndex([&](index::Index& ix) {
     auto still = ix.GetEntry(row.id);
     if (still && !still->pinned && still->cache_name == row.cache_name) ix.DeleteEntry(row.id);
   });
   if (identity.empty() || replaced_by_ours) {
-    log_->info("cache entry {} on the backend image={} entry={}",
-               identity.empty() ? "gone (evicted by another host, or lost)"
-                                : "made again by another host",
-               row.image_id, row.cache_name);
+    log_->info(
+        "cache entry {} on the backend image={} entry={}",
+        identity.empty() ? "gone (evicted by another host, or lost)" : "made again by another host",
+        row.image_id, row.cache_name);
     throw Error(Errc::kNotFound, "entry of image " + row.image_id + ": changed on the backend");
   }
-  log_->warn("cache entry name holds an object the cache did not make image={} entry={} "
-             "recorded={} found={}",
-             row.image_id, row.cache_name, row.identity, identity);
+  log_->warn(
+      "cache entry name holds an object the cache did not make image={} entry={} "
+      "recorded={} found={}",
+      row.image_id, row.cache_name, row.identity, identity);
   throw Error(Errc::kAlreadyExists,
               "image " + row.image_id + ": its cache entry " + ref.pool + "/" + ref.name +
                   " is not the object the cache made (identity " + identity + ", recorded " +
@@ -270,9 +287,9 @@ void CacheImpl::RequireEntryObject(const index::EntryRow& row) {
 }
 
 std::unique_ptr<FileLock> CacheImpl::HoldEntry(const index::EntryRow& entry) {
-  auto use = FileLock::Acquire(UseLockPath(use_lock_dir_, entry.cache_name),
-                               std::chrono::minutes(5), "entry use lock " + entry.cache_name,
-                               FileLock::Mode::kShared);
+  auto use =
+      FileLock::Acquire(UseLockPath(use_lock_dir_, entry.cache_name), std::chrono::minutes(5),
+                        "entry use lock " + entry.cache_name, FileLock::Mode::kShared);
   auto now = WithIndex([&](index::Index& ix) { return ix.GetEntry(entry.id); });
   if (!now || now->state != index::State::kReady || now->cache_name != entry.cache_name) {
     throw Error(Errc::kNotFound, "entry of image " + entry.image_id + ": evicted meanwhile");
@@ -344,10 +361,10 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
                                          std::optional<Plan> fill_plan, int64_t source_checked_at) {
   const uint64_t size = request.size_bytes ? request.size_bytes : entry.virtual_size;
   if (size < entry.virtual_size) {
-    throw Error(Errc::kInvalidArgument,
-                "volume " + request.volume + ": size " + std::to_string(size) +
-                    " is smaller than image " + entry.image_id + " (" +
-                    std::to_string(entry.virtual_size) + " bytes)");
+    throw Error(Errc::kInvalidArgument, "volume " + request.volume + ": size " +
+                                            std::to_string(size) + " is smaller than image " +
+                                            entry.image_id + " (" +
+                                            std::to_string(entry.virtual_size) + " bytes)");
   }
   auto decision = policy::PlanClone(options_.cache.max_clone_depth, entry.depth);
   // A hit that copies the image: room above the free-space floor first (a miss made room
@@ -357,8 +374,8 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
   // Shared use lock while the clone is made and recorded: an eviction waits for it and
   // then sees the entry no longer ready (see UseLockPath).
   std::unique_ptr<FileLock> use;
-  const Plan plan = MakeFromEntry(entry, request, decision.plan,
-                                  {claim->pool, claim->staging_name}, guard, &use);
+  const Plan plan =
+      MakeFromEntry(entry, request, decision.plan, {claim->pool, claim->staging_name}, guard, &use);
   Failpoint("volume_after_clone");
   PlaceVolume(claim, guard, size, entry.virtual_size);
 
@@ -451,9 +468,9 @@ CreateVolumeResult CacheImpl::MakeUncached(const source::ImageMeta& meta,
   auto fetched = fetch::FetchInto(*source_, meta, *backend_, volume, fetch_options, log_);
   const uint64_t size = request.size_bytes ? request.size_bytes : fetched.virtual_size;
   if (size < fetched.virtual_size) {
-    throw Error(Errc::kInvalidArgument,
-                "volume " + request.volume + ": size " + std::to_string(size) +
-                    " is smaller than image " + meta.id);
+    throw Error(Errc::kInvalidArgument, "volume " + request.volume + ": size " +
+                                            std::to_string(size) + " is smaller than image " +
+                                            meta.id);
   }
   PlaceVolume(claim, guard, size, fetched.virtual_size);
   index::VolumeRow& row = *claim;
@@ -550,7 +567,7 @@ PrefillResult CacheImpl::Prefill(const std::string& image_id, const ProgressFn& 
     // The free-space floor; throws if no room. Held (reserved) until the fill is done.
     [[maybe_unused]] const auto room = MakeRoomForFill(meta, /*with_volume=*/false);
     Ensured ensured = EnsureEntry(meta, progress);
-    result.outcome = ensured.replaced ? PrefillOutcome::kReplaced
+    result.outcome = ensured.replaced                   ? PrefillOutcome::kReplaced
                      : ensured.direct && ensured.filled ? PrefillOutcome::kDirect
                      : ensured.filled                   ? PrefillOutcome::kFilled
                                                         : PrefillOutcome::kFresh;
