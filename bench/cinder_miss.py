@@ -36,6 +36,7 @@ from glanceclient import Client  # Debian's python3-glanceclient
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cinder_rbd  # noqa: E402
+import purge  # noqa: E402
 
 FEATURES = "layering,exclusive-lock,object-map,fast-diff,deep-flatten"
 STAGES = ("download", "convert", "import", "clone")
@@ -74,12 +75,7 @@ def remove_volume_and_entry(conf, pool, volume, entry):
             except rbd.ImageNotFound:
                 pass
             try:
-                with rbd.Image(ioctx, volume) as img:
-                    for s in list(img.list_snaps()):
-                        if img.is_protected_snap(s["name"]):
-                            img.unprotect_snap(s["name"])
-                        img.remove_snap(s["name"])
-                r.remove(ioctx, volume)
+                purge.remove_with_snapshots(r, ioctx, volume)
             except rbd.ImageNotFound:
                 pass
     finally:

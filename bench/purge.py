@@ -11,6 +11,16 @@ import rados
 import rbd
 
 
+def remove_with_snapshots(r, io, name):
+    """Unprotects and removes every snapshot of image `name`, then the image."""
+    with rbd.Image(io, name) as img:
+        for s in list(img.list_snaps()):
+            if img.is_protected_snap(s["name"]):
+                img.unprotect_snap(s["name"])
+            img.remove_snap(s["name"])
+    r.remove(io, name)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--conf", required=True)
@@ -33,12 +43,7 @@ def main():
             break
         for name in names:
             try:
-                with rbd.Image(io, name) as img:
-                    for s in list(img.list_snaps()):
-                        if img.is_protected_snap(s["name"]):
-                            img.unprotect_snap(s["name"])
-                        img.remove_snap(s["name"])
-                r.remove(io, name)
+                remove_with_snapshots(r, io, name)
             except rbd.Error:
                 pass  # still has children: a later round
     left = r.list(io)
