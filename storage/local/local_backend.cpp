@@ -247,8 +247,8 @@ std::map<std::string, std::string> LocalBackend::ListIdentities(const std::strin
       continue;
     }
     struct statx stx {};
-    if (::statx(dir.get(), name.c_str(), AT_SYMLINK_NOFOLLOW,
-                STATX_TYPE | STATX_INO | STATX_BTIME, &stx) != 0) {
+    if (::statx(dir.get(), name.c_str(), AT_SYMLINK_NOFOLLOW, STATX_TYPE | STATX_INO | STATX_BTIME,
+                &stx) != 0) {
       if (errno == ENOENT) continue;  // removed meanwhile
       FailErrno("cannot stat", dir_path / name, errno);
     }
@@ -314,7 +314,8 @@ void LocalBackend::Rename(const ImageRef& from, const std::string& to_name) {
   // Overlays name their backing file by path: point them at the new name before the old
   // one goes, and carry their recorded parent along.
   const auto from_normal = from_path.lexically_normal();
-  for (const auto& o : impl_->UsersOf(from_path)) {
+  // Every user must follow the move: the old name goes.
+  for (const auto& o : impl_->UsersOf(from_path, Impl::Scan::kFresh)) {
     // Ours name the stable link, which does not move; only others' need the new name.
     if (o.backing == from_normal) impl_->Rebase(o.path, to_path, format);
     if (o.ref) {

@@ -145,12 +145,18 @@ struct LocalBackend::Impl {
   mutable std::unordered_map<std::string, DirSeen> headers;  // by directory path
   mutable uint64_t scans = 0;
   // Overlays among the regular files of `dir` (`pool` set for a pool's folder).
-  void ScanDir(const fs::path& dir, const std::optional<std::string>& pool,
+  // kRemembered answers from the headers read before where the stat is unchanged; a
+  // decision that deletes or moves a file a user may name (Remove, PurgeTrash,
+  // SweepStable, Rename) scans kFresh: every header read now. A stat can miss a change
+  // (a write through a shared mapping to a dirty page, an NFS client's cached attributes),
+  // so a remembered scan may only ever say "in use" too seldom where nothing is lost.
+  enum class Scan { kRemembered, kFresh };
+  void ScanDir(const fs::path& dir, const std::optional<std::string>& pool, Scan mode,
                std::vector<Overlay>* out) const;
   std::optional<fs::path> BackingOf(DirSeen* seen, int dir_fd, const fs::path& dir,
-                                    std::string_view name) const;
-  std::vector<Overlay> ScanOverlays() const;
-  std::vector<Overlay> UsersOf(const fs::path& file) const;
+                                    std::string_view name, Scan mode) const;
+  std::vector<Overlay> ScanOverlays(Scan mode = Scan::kRemembered) const;
+  std::vector<Overlay> UsersOf(const fs::path& file, Scan mode = Scan::kRemembered) const;
   std::vector<Overlay> UsersOf(const fs::path& file, const std::vector<Overlay>& overlays) const;
   Sidecar SidecarOf(const Overlay& o) const;
   void Rebase(const fs::path& overlay, const fs::path& new_backing,

@@ -64,7 +64,7 @@ void LocalBackend::Impl::SweepStable() const {
   bool dropped = true;
   while (dropped) {
     dropped = false;
-    auto overlays = ScanOverlays();
+    auto overlays = ScanOverlays(Scan::kFresh);  // decides an unlink
     for (const auto& e : fs::directory_iterator(BackingDir(), ec)) {
       if (DropStableIfUnused(e.path(), overlays)) {
         dropped = true;

@@ -44,16 +44,16 @@ int64_t SteadySeconds() {
 // The backing file the file `name` in `dir` names when it is a qcow2 overlay. Call with
 // headers_mu held.
 std::optional<fs::path> LocalBackend::Impl::BackingOf(DirSeen* seen, int dir_fd,
-                                                      const fs::path& dir,
-                                                      std::string_view name) const {
+                                                      const fs::path& dir, std::string_view name,
+                                                      Scan mode) const {
   const int64_t now = SteadySeconds();
   auto it = seen->find(name);
   const std::string name_z(name);
   struct stat st {};
   if (::fstatat(dir_fd, name_z.c_str(), &st, 0) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
-  if (it != seen->end() && it->second.dev == st.st_dev && it->second.ino == st.st_ino &&
-      it->second.size == st.st_size && SameTime(it->second.mtime, st.st_mtim) &&
-      SameTime(it->second.ctime, st.st_ctim) &&
+  if (mode == Scan::kRemembered && it != seen->end() && it->second.dev == st.st_dev &&
+      it->second.ino == st.st_ino && it->second.size == st.st_size &&
+      SameTime(it->second.mtime, st.st_mtim) && SameTime(it->second.ctime, st.st_ctim) &&
       (it->second.qcow2 || now - it->second.read_at < kRecheckSeconds)) {
     it->second.scan = scans;
     return it->second.backing;
@@ -72,7 +72,7 @@ std::optional<fs::path> LocalBackend::Impl::BackingOf(DirSeen* seen, int dir_fd,
 }
 
 void LocalBackend::Impl::ScanDir(const fs::path& dir, const std::optional<std::string>& pool,
-                                 std::vector<Overlay>* out) const {
+                                 Scan mode, std::vector<Overlay>* out) const {
   const UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (fd.get() < 0) return;
   const int dup_fd = ::dup(fd.get());
@@ -89,7 +89,7 @@ void LocalBackend::Impl::ScanDir(const fs::path& dir, const std::optional<std::s
     // Folders and the like are never overlays; a symlink or an unknown type is stat'ed.
     if (e->d_type != DT_REG && e->d_type != DT_LNK && e->d_type != DT_UNKNOWN) continue;
     ++listed;
-    if (auto backing = BackingOf(&seen, fd.get(), dir, name)) {
+    if (auto backing = BackingOf(&seen, fd.get(), dir, name, mode)) {
       out->push_back(
           {dir / name,
            *backing,
@@ -106,7 +106,7 @@ void LocalBackend::Impl::ScanDir(const fs::path& dir, const std::optional<std::s
 
 // Every qcow2 file under the root with a backing file: the pools and the trash. Nova's
 // image cache manager decides what a base is used by the same way.
-std::vector<Overlay> LocalBackend::Impl::ScanOverlays() const {
+std::vector<Overlay> LocalBackend::Impl::ScanOverlays(Scan mode) const {
   std::vector<Overlay> out;
   std::lock_guard lock(headers_mu);
   ++scans;
@@ -114,11 +114,11 @@ std::vector<Overlay> LocalBackend::Impl::ScanOverlays() const {
   for (const auto& pool : fs::directory_iterator(root, ec)) {
     auto pool_name = pool.path().filename().string();
     if (!pool.is_directory() || pool_name.empty() || pool_name[0] == '.') continue;
-    ScanDir(pool.path(), pool_name, &out);
+    ScanDir(pool.path(), pool_name, mode, &out);
   }
   for (const auto& dir : fs::directory_iterator(TrashDir(), ec)) {
     std::vector<Overlay> found;
-    ScanDir(dir.path(), std::nullopt, &found);
+    ScanDir(dir.path(), std::nullopt, mode, &found);
     for (auto& o : found) {
       if (o.path.filename() != "image") continue;
       o.trash_id = dir.path().filename().string();
@@ -127,7 +127,7 @@ std::vector<Overlay> LocalBackend::Impl::ScanOverlays() const {
   }
   // A stable name whose image was flattened in place (a new inode under the old name)
   // keeps the old overlay for its own users: it is a user of its parent too.
-  ScanDir(BackingDir(), std::nullopt, &out);
+  ScanDir(BackingDir(), std::nullopt, mode, &out);
   // Folders gone since (purged trash entries) are forgotten once they add up.
   if (headers.size() > 1024) {
     std::erase_if(headers, [&](const auto& kv) {
@@ -139,8 +139,8 @@ std::vector<Overlay> LocalBackend::Impl::ScanOverlays() const {
 }
 
 // Overlays whose backing file is the file at `path`, by its own name or its stable one.
-std::vector<Overlay> LocalBackend::Impl::UsersOf(const fs::path& path) const {
-  return UsersOf(path, ScanOverlays());
+std::vector<Overlay> LocalBackend::Impl::UsersOf(const fs::path& path, Scan mode) const {
+  return UsersOf(path, ScanOverlays(mode));
 }
 
 std::vector<Overlay> LocalBackend::Impl::UsersOf(const fs::path& path,

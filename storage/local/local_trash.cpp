@@ -58,7 +58,7 @@ RemoveOutcome LocalBackend::Remove(const ImageRef& ref) {
   impl_->Require(ref);
   std::unique_lock no_clones(impl_->users_mu);
   std::lock_guard lock(impl_->mu);
-  auto overlays = impl_->ScanOverlays();
+  auto overlays = impl_->ScanOverlays(Impl::Scan::kFresh);  // decides an unlink
   auto users = impl_->UsersOf(PathOf(ref), overlays);
   if (users.empty()) {
     impl_->RemoveUnused(ref, std::move(overlays));
@@ -154,7 +154,7 @@ bool LocalBackend::PurgeTrash(const TrashEntry& entry) {
   if (!fs::exists(dir)) Fail(Errc::kNotFound, "trash entry " + entry.id + ": not found");
   // Old files that only held the chain together go first: they may be the last users.
   impl_->SweepStable();
-  auto overlays = impl_->ScanOverlays();
+  auto overlays = impl_->ScanOverlays(Impl::Scan::kFresh);  // decides an unlink
   if (!impl_->UsersOf(dir / "image", overlays).empty()) return false;
   auto stable = impl_->StableOf(dir / "image");
   // The image goes first, under the folder's lock: a purge killed midway leaves a folder

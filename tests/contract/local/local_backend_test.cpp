@@ -6,9 +6,11 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -230,13 +232,30 @@ TEST_CASE("the overlay scan sees headers rewritten in place and overlays made si
   ImageRef second{b->entry_pool(), "second"};
   ImageRef third{b->entry_pool(), "third"};
   ImageRef fourth{b->entry_pool(), "fourth"};
-  for (const auto& ref : {first, second, third, fourth}) Import(*b, src, ref);
+  ImageRef fifth{b->entry_pool(), "fifth"};
+  for (const auto& ref : {first, second, third, fourth, fifth}) Import(*b, src, ref);
   auto foreign = b->PathOf({b->volume_pool(), "instance-0002-disk"});
   REQUIRE(RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
                       b->PathOf(first).string(), foreign.string()}) == 0);
   // A plain (not qcow2) file that later becomes an overlay in place, under the same inode.
   auto in_place = b->PathOf({b->volume_pool(), "instance-0004-disk"});
   WriteFile(in_place, std::string(64 * 1024, 'x'));
+  // An overlay of `fifth` written through a shared mapping, its first byte not yet qcow2's:
+  // the last byte, written later through the still-dirty page, changes no time at all.
+  auto mapped_staged = dir.path() / "mapped.qcow2";
+  REQUIRE(RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                      b->PathOf(fifth).string(), mapped_staged.string()}) == 0);
+  const std::string mapped_bytes = ReadFile(mapped_staged);
+  auto mapped = b->PathOf({b->volume_pool(), "instance-0005-disk"});
+  const int mapped_fd = ::open(mapped.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  REQUIRE(mapped_fd >= 0);
+  REQUIRE(::ftruncate(mapped_fd, static_cast<off_t>(mapped_bytes.size())) == 0);
+  void* map =
+      ::mmap(nullptr, mapped_bytes.size(), PROT_READ | PROT_WRITE, MAP_SHARED, mapped_fd, 0);
+  REQUIRE(map != MAP_FAILED);
+  auto* page = static_cast<char*>(map);
+  std::memcpy(page, mapped_bytes.data(), mapped_bytes.size());
+  page[0] = 'X';
   // Files changed within the filesystem's timestamp granularity are read on every scan:
   // wait until these are settled, and scan so that they are remembered.
   ::sleep(3);
@@ -273,6 +292,12 @@ TEST_CASE("the overlay scan sees headers rewritten in place and overlays made si
   REQUIRE(after.st_ino == before.st_ino);
   CHECK(b->Remove(fourth) == storage::RemoveOutcome::kTrashed);
   CHECK(QemuCompare(in_place, "qcow2", src) == 0);
+
+  page[0] = mapped_bytes[0];  // now qcow2, through the mapping
+  CHECK(b->Remove(fifth) == storage::RemoveOutcome::kTrashed);
+  CHECK(QemuCompare(mapped, "qcow2", src) == 0);
+  ::munmap(map, mapped_bytes.size());
+  ::close(mapped_fd);
 }
 
 TEST_CASE("renaming a base keeps its overlays reading") {
