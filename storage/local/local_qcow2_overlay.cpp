@@ -132,7 +132,7 @@ std::vector<std::pair<uint64_t, std::string>> Qcow2OverlayBytes(const Qcow2Overl
   out.emplace_back(0, std::move(header));
   std::string table(uint64_t{l.refcount_blocks} * 8, '\0');
   for (uint32_t b = 0; b < l.refcount_blocks; ++b)
-    PutBe64(table, b * 8, l.refcount_blocks_offset + uint64_t{b} * l.cluster_size);
+    PutBe64(table, size_t{b} * 8, l.refcount_blocks_offset + uint64_t{b} * l.cluster_size);
   out.emplace_back(l.refcount_table_offset, std::move(table));
   // Every metadata cluster is used once; the clusters are the first ones in the file.
   const uint64_t per_block = l.cluster_size / 2;
