@@ -111,6 +111,38 @@ TEST_CASE("a hit whose entry another host made again, then removed between two r
   CHECK(env.SameData("vol-a2", id));
 }
 
+TEST_CASE("a hit whose entry is forgotten between its clone and its record still makes the volume") {
+  // Another host evicts the entry just after this host cloned it (the clone keeps it in
+  // the trash), and this host's pass, in another process, forgets the entry's row before
+  // the create records its volume. The volume is whole: the create succeeds and records it.
+  Env env;
+  auto id = env.AddImage();
+  auto a = OpenDrivenEngine(env.options);
+  CHECK(a.cache->CreateVolume({.image_id = id, .volume = "vol-1"}).plan == Plan::kMiss);
+  bool forgotten = false;
+  a.faults->AfterClone([&](const storage::SnapRef&, const storage::ImageRef& child) {
+    if (forgotten || child.pool != env.backend->volume_pool()) return;
+    forgotten = true;
+    SQLite::Database db(env.options.index, SQLite::OPEN_READWRITE);
+    db.exec("PRAGMA foreign_keys = ON");
+    CHECK(db.exec("DELETE FROM entries WHERE image_id = '" + id + "'") == 1);
+  });
+  auto made = a.cache->CreateVolume({.image_id = id, .volume = "vol-2"});
+  a.faults->AfterClone(nullptr);
+  CHECK(forgotten);
+  CHECK(made.plan == Plan::kClone);
+  CHECK(env.SameData("vol-2", id));
+  bool listed = false;
+  for (const auto& v : a.cache->Volumes(id)) listed = listed || v.name == "vol-2";
+  CHECK(listed);
+  // The next create finds no row: it adopts the entry or fills the image again.
+  auto next = a.cache->CreateVolume({.image_id = id, .volume = "vol-3"});
+  CHECK(env.SameData("vol-3", id));
+  a.cache->DeleteVolume("vol-2");
+  CHECK_FALSE(env.backend->Exists(env.Vol("vol-2")));
+  (void)next;
+}
+
 TEST_CASE("max_clone_depth 0 makes independent copies") {
   Env env;
   env.options.cache.max_clone_depth = 0;

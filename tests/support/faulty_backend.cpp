@@ -253,9 +253,19 @@ std::vector<SnapInfo> FaultyBackend::ListSnapshots(const ImageRef& ref) {
   Hit(Verb::kListSnapshots, Name(ref));
   return inner_->ListSnapshots(ref);
 }
+void FaultyBackend::AfterClone(std::function<void(const SnapRef&, const ImageRef&)> hook) {
+  std::lock_guard lock(mu_);
+  after_clone_ = std::move(hook);
+}
 void FaultyBackend::Clone(const SnapRef& parent, const ImageRef& child) {
   Hit(Verb::kClone, Name(child));
   inner_->Clone(parent, child);
+  std::function<void(const SnapRef&, const ImageRef&)> hook;
+  {
+    std::lock_guard lock(mu_);
+    hook = after_clone_;
+  }
+  if (hook) hook(parent, child);
 }
 void FaultyBackend::Copy(const SnapRef& source, const ImageRef& dest, const ProgressFn& progress) {
   Hit(Verb::kCopy, Name(dest));

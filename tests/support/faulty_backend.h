@@ -80,6 +80,10 @@ class FaultyBackend final : public storage::Backend {
   // outside the backend's lock and may call the wrapped backend.
   void AfterIdentity(
       std::function<void(const storage::ImageRef& ref, const std::string& identity)> hook);
+  // Runs `hook` after every Clone that returned (another process acting between the clone
+  // and what the engine does next); an empty hook removes it. Runs as AfterIdentity's.
+  void AfterClone(std::function<void(const storage::SnapRef& parent, const storage::ImageRef& child)>
+                      hook);
   // Disarms every fault (call counts are kept).
   void Clear();
   // Calls of `verb` seen so far (failed ones included).
@@ -163,6 +167,7 @@ class FaultyBackend final : public storage::Backend {
   uint64_t write_limit_ = UINT64_MAX;
   uint64_t faults_ = 0;
   std::function<void(const storage::ImageRef&, const std::string&)> after_identity_;
+  std::function<void(const storage::SnapRef&, const storage::ImageRef&)> after_clone_;
 };
 
 }  // namespace cachemgr::test

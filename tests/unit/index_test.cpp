@@ -436,6 +436,37 @@ TEST_CASE("volumes: insert, find, list, update, count, delete; they outlive thei
   CHECK(index->ListVolumes().size() == 1);
 }
 
+TEST_CASE("a volume row read before its entry was forgotten is still written, without it") {
+  // A create clones from an entry, then another process forgets the entry's row (another
+  // host evicted it) before the create records its volume: the record must not fail.
+  TempDir dir("index");
+  auto index = Index::Open(dir / "index.db");
+  const int64_t entry = index->InsertEntry(MakeEntry("img-a"));
+  const int64_t other = index->InsertEntry(MakeEntry("img-b"));
+  VolumeRow claim{.image_id = "img-a", .name = "vm-1", .pool = "volumes", .plan = ""};
+  claim.state = State::kCreating;
+  claim.id = index->InsertVolume(claim);
+  VolumeRow made = claim;
+  made.entry_id = entry;
+  made.state = State::kReady;
+  made.plan = "clone";
+  index->DeleteEntry(entry);  // by the other process, between the clone and the record
+  index->UpdateVolume(made);
+  auto found = index->FindVolume("volumes", "vm-1");
+  REQUIRE(found);
+  CHECK(found->state == State::kReady);
+  CHECK(found->plan == "clone");
+  CHECK(found->entry_id == 0);
+  // An entry still there is recorded as before.
+  made.entry_id = other;
+  index->UpdateVolume(made);
+  CHECK(index->FindVolume("volumes", "vm-1")->entry_id == other);
+  CHECK(index->CountVolumes(other) == 1);
+  // Forgotten after the record: the schema drops the link the same way.
+  index->DeleteEntry(other);
+  CHECK(index->FindVolume("volumes", "vm-1")->entry_id == 0);
+}
+
 TEST_CASE("a volume name is claimed by a creating row; its identity is recorded") {
   TempDir dir("index");
   auto index = Index::Open(dir / "index.db");

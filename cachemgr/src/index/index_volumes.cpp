@@ -33,6 +33,13 @@ VolumeRow ReadVolume(SQLite::Statement& q) {
   return r;
 }
 
+// The entry an updated volume row names: NULL when the entry's row is gone. Another
+// process may forget an entry (another host evicted it, say) between a create's clone and
+// its record, or a flatten's read of the row and its write; the schema's ON DELETE SET
+// NULL covers a row written before, this one written after: a volume made is recorded
+// either way. (An insert still refuses an entry that does not exist: a claim names none.)
+constexpr const char* kEntryOrNull = "(SELECT id FROM entries WHERE id = ?)";
+
 void BindVolume(SQLite::Statement& q, const VolumeRow& r) {
   // entry_id 0 means "no entry": NULL keeps the foreign key satisfied.
   if (r.entry_id == 0) {
@@ -105,9 +112,10 @@ std::vector<VolumeRow> Index::ListVolumes() {
 void Index::UpdateVolume(const VolumeRow& row) {
   Guard(path_, "update volume=" + row.name, [&] {
     SQLite::Statement q(*db_,
-                        "UPDATE volumes SET entry_id = ?, image_id = ?, name = ?, pool = ?, "
-                        "created_at = ?, depth = ?, plan = ?, size_bytes = ?, flattened = ?, "
-                        "state = ?, owner = ?, staging_name = ?, identity = ? WHERE id = ?");
+                        std::string("UPDATE volumes SET entry_id = ") + kEntryOrNull +
+                            ", image_id = ?, name = ?, pool = ?, created_at = ?, depth = ?, "
+                            "plan = ?, size_bytes = ?, flattened = ?, state = ?, owner = ?, "
+                            "staging_name = ?, identity = ? WHERE id = ?");
     BindVolume(q, row);
     q.bind(14, row.id);
     if (q.exec() == 0) {
