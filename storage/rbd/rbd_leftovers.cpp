@@ -20,19 +20,15 @@
 
 #include "storage/rbd/rbd_backend.h"
 #include "storage/rbd/rbd_error.h"
+#include "storage/rbd/rbd_headers.h"
 
 namespace cachemgr::storage::rbd {
 
 namespace {
-// The image id an id object holds (a length-prefixed string, little-endian), "" if none.
-std::string ReadIdObject(rados_ioctx_t io, const std::string& name) {
-  char buf[256] = {};
-  const int n = rados_read(io, ("rbd_id." + name).c_str(), buf, sizeof buf, 0);
-  if (n < 4) return "";
-  uint32_t len = 0;
-  std::memcpy(&len, buf, 4);  // hosts are little-endian, as the encoding is
-  if (len == 0 || len > static_cast<uint32_t>(n) - 4) return "";
-  return std::string(buf + 4, len);
+// The image id an id object holds, "" if none (or unreadable).
+std::string BoundId(rados_ioctx_t io, const std::string& name) {
+  std::string id;
+  return ReadIdObject(io, name, &id) == 0 ? id : "";
 }
 }  // namespace
 
@@ -40,7 +36,7 @@ bool RbdBackend::RemoveDanglingName(const ImageRef& ref, const std::string& iden
   auto pool = Pool(ref.pool);
   ValidateName("image", ref.name);
   const std::string where = pool->Where(ref.name);
-  const std::string bound = ReadIdObject(pool->io.get(), ref.name);
+  const std::string bound = BoundId(pool->io.get(), ref.name);
   if (!identity.empty() && bound != identity) return false;
   if (!bound.empty()) {
     uint64_t size = 0;
@@ -52,9 +48,9 @@ bool RbdBackend::RemoveDanglingName(const ImageRef& ref, const std::string& iden
   }
   // rbd_remove clears the id object and any directory entry of a name whose header is
   // gone; it reports ENOENT for the image it could not open.
-  const int r = rbd_remove(pool->io.get(), ref.name.c_str());
+  const int r = WithImageCtxLock([&] { return rbd_remove(pool->io.get(), ref.name.c_str()); });
   if (r < 0 && r != -ENOENT) Check(r, "remove the dangling name", where);
-  const bool gone = ReadIdObject(pool->io.get(), ref.name).empty();
+  const bool gone = BoundId(pool->io.get(), ref.name).empty();
   const bool removed = r == 0 || (!bound.empty() && gone);
   if (removed) {
     log_->info("removed a name left bound to a removed image image={} id={}", where, bound);

@@ -1,0 +1,49 @@
+// storage/rbd/rbd_headers.h: an image's id, existence and metadata, read and written
+// through its objects without opening it.
+//
+// A format-2 image named N is its id object rbd_id.N, which holds the image's id, and
+// its header rbd_header.<id> (see Ceph's rbd_types.h), whose omap keeps the image's
+// metadata (`rbd image-meta`) under keys "metadata_<key>", values as given: what the rbd
+// object class's metadata_list and metadata_set read and write. A format-1 image is its
+// header N.rbd alone. Each read or write here is one round trip and no image context;
+// opening the image to ask (rbd_open, rbd_get_id or rbd_metadata_*, rbd_close) takes ten
+// or more, more again for a clone, whose parents are opened with it, a watch on the
+// header when opened to write, and the process's image-context lock (rbd_handles.h).
+#pragma once
+
+#include <rados/librados.h>
+
+#include <map>
+#include <string>
+
+namespace cachemgr::storage::rbd {
+
+// The id the id object of `name` holds. 0 with *id set; -ENOENT when there is no id
+// object (or it holds no id); another negative errno when the read failed.
+int ReadIdObject(rados_ioctx_t io, const std::string& name, std::string* id);
+
+// What is at `name`.
+enum class NameState {
+  kNone,     // nothing: no id object, no format-1 header
+  kWhole,    // a format-2 image: its id object and the header it names
+  kDangling, // an id object whose header is gone (a killed create, rename or removal)
+  kFormat1,  // a format-1 image (never made by the cache)
+};
+
+// Reads what is at `name` (its id into *id when it has one). Throws a cachemgr::Error
+// naming `where` when a read fails for another cause than the object's absence.
+NameState ReadNameState(rados_ioctx_t io, const std::string& name, const std::string& where,
+                        std::string* id);
+
+// The metadata of the image whose id is `id`, as rbd_metadata_list gives it. 0, or a
+// negative errno (-ENOENT: no such header).
+int ReadHeaderMetadata(rados_ioctx_t io, const std::string& id,
+                       std::map<std::string, std::string>* out);
+
+// Sets one metadata key of the image whose id is `id`, as rbd_metadata_set does but
+// without notifying the image's watchers: for the cache's own keys, which librbd never
+// reads. Atomic, and only on an existing header: 0, or a negative errno (-ENOENT).
+int WriteHeaderMetadata(rados_ioctx_t io, const std::string& id, const std::string& key,
+                        const std::string& value);
+
+}  // namespace cachemgr::storage::rbd
