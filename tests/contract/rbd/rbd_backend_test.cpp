@@ -502,6 +502,74 @@ TEST_CASE("a name a killed rename left bound to a removed image is unbound, and 
   b->Remove(name);
 }
 
+TEST_CASE("identity and metadata read from the image's objects agree with librbd's") {
+  // The backend reads an image's id and metadata, and writes its metadata, through the
+  // id and header objects without opening the image: `rbd` (librbd) must see the same.
+  auto options = test::FixtureRbdOptions();
+  auto b = storage::MakeRbdBackend(options, nullptr);
+  std::vector<std::string> rbd{"rbd", "--conf", options.conf};
+  auto spec = [&](const ImageRef& ref) {
+    return ref.pool + "/" + (options.namespace_.empty() ? "" : options.namespace_ + "/") +
+           ref.name;
+  };
+  auto cmd = [&](std::vector<std::string> extra, std::string* out = nullptr) {
+    auto argv = rbd;
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return test::RunCommand(argv, out);
+  };
+  ImageRef parent{"volumes", Unique("meta-parent")};
+  ImageRef child{"volumes", Unique("meta-child")};
+  Import(*b, parent, Data(kMiB, 7));
+  const SnapRef snap{parent, "s"};
+  b->CreateSnapshot(snap);
+  b->ProtectSnapshot(snap);
+  b->Clone(snap, child);
+  for (const auto& ref : {parent, child}) {
+    CAPTURE(ref.name);
+    std::string info;
+    REQUIRE(cmd({"info", "--format", "json", spec(ref)}, &info) == 0);
+    CHECK(b->Identity(ref) == nlohmann::json::parse(info).at("id").get<std::string>());
+    // Written here, read by librbd.
+    b->SetMetadata(ref, "cachemgr.test", "entry 1a2b c3");
+    std::string got;
+    REQUIRE(cmd({"image-meta", "get", spec(ref), "cachemgr.test"}, &got) == 0);
+    CHECK(got.substr(0, got.find_last_not_of('\n') + 1) == "entry 1a2b c3");
+    // Written by librbd, read here; a second write replaces the first.
+    REQUIRE(cmd({"image-meta", "set", spec(ref), "other.key", "v w"}) == 0);
+    b->SetMetadata(ref, "cachemgr.test", "volume 9");
+    auto meta = b->GetMetadata(ref);
+    CHECK(meta["other.key"] == "v w");
+    CHECK(meta["cachemgr.test"] == "volume 9");
+    b->RemoveMetadata(ref, "other.key");
+    CHECK(b->GetMetadata(ref).count("other.key") == 0);
+  }
+  // The identity follows the image across a rename; the old name has none.
+  const std::string id = b->Identity(child);
+  ImageRef renamed{"volumes", Unique("meta-renamed")};
+  b->Rename(child, renamed.name);
+  CHECK(b->Identity(renamed) == id);
+  CHECK(b->GetMetadata(renamed)["cachemgr.test"] == "volume 9");
+  CHECK_FALSE(b->Exists(child));
+  CHECK(Catch([&] { b->Identity(child); }).code() == Errc::kNotFound);
+  CHECK(Catch([&] { b->GetMetadata(child); }).code() == Errc::kNotFound);
+  // Nothing at a name: not found, and no object is made by the attempt to write.
+  CHECK(Catch([&] { b->SetMetadata(child, "cachemgr.test", "x"); }).code() == Errc::kNotFound);
+  CHECK_FALSE(b->Exists(child));
+  // A removed image's header is not written again through a stale id either.
+  b->Remove(renamed);
+  CHECK(Catch([&] { b->SetMetadata(renamed, "k", "v"); }).code() == Errc::kNotFound);
+  std::vector<std::string> rados{"rados", "--conf", options.conf, "-p", "volumes"};
+  if (!options.namespace_.empty()) {
+    rados.push_back("-N");
+    rados.push_back(options.namespace_);
+  }
+  rados.insert(rados.end(), {"stat", "rbd_header." + id});
+  CHECK(test::RunCommand(rados) != 0);
+  b->UnprotectSnapshot(snap);
+  b->RemoveSnapshot(snap);
+  b->Remove(parent);
+}
+
 TEST_CASE("a lock held by a destroyed holder is free again; waiting for it works") {
   auto options = test::FixtureRbdOptions();
   auto a = storage::MakeRbdBackend(options, nullptr);
