@@ -38,9 +38,13 @@ namespace fs = std::filesystem;
 // A qcow2 file under the root with a backing file (see LocalBackend::Impl::ScanOverlays).
 struct Overlay {
   fs::path path;
-  fs::path backing;
+  fs::path backing;             // as its header names it (absolute, or relative to `path`)
   std::optional<ImageRef> ref;  // set for images in a pool
   std::string trash_id;         // set for images in the trash
+  // The path the backing name reaches now, every symlink resolved (a relative name from
+  // the overlay's folder), by the scan that found the overlay; empty if it reaches none.
+  // Another hard link of the same file is another name: removing this one breaks nothing.
+  fs::path backing_real;
 };
 
 struct LocalBackend::Impl {

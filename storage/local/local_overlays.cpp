@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
+#include <cstdlib>
 #include <ctime>
 
 #include "storage/local/local_impl.h"
@@ -37,6 +39,16 @@ int64_t SteadySeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
+}
+
+// The path a backing name reaches, as qemu opens it (a relative name from the overlay's
+// folder `dir`), every symlink resolved; empty when it reaches nothing. Not cached: the
+// name may reach another file at every scan.
+fs::path RealPath(const fs::path& dir, const fs::path& name) {
+  const fs::path full = name.is_absolute() ? name : dir / name;
+  char buf[PATH_MAX];
+  if (::realpath(full.c_str(), buf) == nullptr) return {};
+  return fs::path(buf);
 }
 
 }  // namespace
@@ -94,7 +106,8 @@ void LocalBackend::Impl::ScanDir(const fs::path& dir, const std::optional<std::s
           {dir / name,
            *backing,
            pool ? std::optional<ImageRef>(ImageRef{*pool, std::string(name)}) : std::nullopt,
-           {}});
+           {},
+           RealPath(dir, *backing)});
     }
   }
   ::closedir(d);
@@ -143,13 +156,21 @@ std::vector<Overlay> LocalBackend::Impl::UsersOf(const fs::path& path, Scan mode
   return UsersOf(path, ScanOverlays(mode));
 }
 
+// By name (the file's own or its stable one, as the cache writes them) and by the path
+// the name reaches: an overlay made by hand may reach the file by a relative name or
+// through a symlink, and a base removed under it breaks a disk all the same.
 std::vector<Overlay> LocalBackend::Impl::UsersOf(const fs::path& path,
                                                  const std::vector<Overlay>& overlays) const {
   std::vector<Overlay> users;
   auto target = path.lexically_normal();
   auto stable = StableOf(path);
-  for (const auto& o : overlays)
-    if (o.backing == target || (!stable.empty() && o.backing == stable)) users.push_back(o);
+  const auto real = RealPath({}, fs::absolute(path));
+  for (const auto& o : overlays) {
+    if (o.backing == target || (!stable.empty() && o.backing == stable) ||
+        (!real.empty() && o.backing_real == real)) {
+      users.push_back(o);
+    }
+  }
   return users;
 }
 

@@ -221,6 +221,66 @@ TEST_CASE("an overlay made by another tool is also seen as a user of a base") {
   CHECK(QemuCompare(foreign, "qcow2", src) == 0);
 }
 
+TEST_CASE("an overlay reaching a base by another name keeps it: symlinked folder, relative name, symlink") {
+  // qemu opens the backing name as written (a relative one from the overlay's folder),
+  // through every symlink: each of these reaches the base, and a removal that took the
+  // base's name for unused would break the disk.
+  TempDir dir("local-other-names");
+  auto src = dir.path() / "source.raw";
+  WriteRawImage(src, 4 * kMiB, 1 * kMiB, 15);
+  auto b = MakeLocal(dir.path() / "root");
+  ImageRef base{b->entry_pool(), kBaseName};
+  Import(*b, src, base);
+  fs::create_directory_symlink(dir.path() / "root", dir.path() / "root-link");
+  fs::create_symlink(b->PathOf(base), dir.path() / "base-link");
+  const std::vector<std::pair<std::string, std::string>> ways{
+      {"instance-folder-link", (dir.path() / "root-link" / b->entry_pool() / kBaseName).string()},
+      {"instance-relative", "../" + b->entry_pool() + "/" + kBaseName},
+      {"instance-file-link", (dir.path() / "base-link").string()}};
+  std::vector<fs::path> overlays;
+  for (const auto& [name, backing] : ways) {
+    overlays.push_back(b->PathOf({b->volume_pool(), name}));
+    REQUIRE(RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", backing,
+                        overlays.back().string()}) == 0);
+    REQUIRE(QemuCompare(overlays.back(), "qcow2", src) == 0);
+  }
+  CHECK(b->Remove(base) == storage::RemoveOutcome::kTrashed);
+  CHECK_FALSE(fs::exists(b->PathOf(base)));
+  for (const auto& o : overlays) {
+    CAPTURE(o);
+    CHECK(QemuCompare(o, "qcow2", src) == 0);
+  }
+  auto trash = b->ListTrash();
+  REQUIRE(trash.size() == 1);
+  CHECK(trash[0].has_children);
+  CHECK_FALSE(b->PurgeTrash(trash[0]));
+  for (const auto& o : overlays) fs::remove(o);
+  trash = b->ListTrash();
+  REQUIRE(trash.size() == 1);
+  CHECK(b->PurgeTrash(trash[0]));
+}
+
+TEST_CASE("an overlay of another hard link of a base's file is not its user") {
+  // A base hard-linked from an image store shares its file with the store's name; an
+  // overlay of the store's name loses nothing when the base's name goes, and its header
+  // is left as it is.
+  TempDir dir("local-hardlink-user");
+  auto src = dir.path() / "source.raw";
+  WriteRawImage(src, 4 * kMiB, 1 * kMiB, 16);
+  auto b = MakeLocal(dir.path() / "root");
+  ImageRef base{b->entry_pool(), kBaseName};
+  Import(*b, src, base);
+  auto store = dir.path() / "store-image";
+  REQUIRE(::link(b->PathOf(base).c_str(), store.c_str()) == 0);
+  auto overlay = b->PathOf({b->volume_pool(), "instance-of-store"});
+  REQUIRE(RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", store.string(),
+                      overlay.string()}) == 0);
+  const auto header = ReadFile(overlay);
+  CHECK(b->Remove(base) == storage::RemoveOutcome::kRemoved);
+  CHECK(ReadFile(overlay) == header);
+  CHECK(QemuCompare(overlay, "qcow2", src) == 0);
+}
+
 TEST_CASE("the overlay scan sees headers rewritten in place and overlays made since") {
   // The scan keeps what it read of each file and reads again only what changed: a file
   // rebased in place (qemu-img rebase -u, a block job) and a new overlay must show.
