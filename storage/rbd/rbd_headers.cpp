@@ -15,13 +15,20 @@ constexpr const char* kMetadataPrefix = "metadata_";
 // Keys read per round trip (the cache keeps a handful).
 constexpr uint64_t kMetadataPage = 256;
 std::string HeaderOid(const std::string& id) { return "rbd_header." + id; }
+std::string IdOid(const std::string& name) { return "rbd_id." + name; }
+// Ceph's encoding of a string: its length (32 bits, little-endian) then its bytes.
+void EncodeString(std::string* out, const std::string& s) {
+  const auto n = static_cast<uint32_t>(s.size());
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+  out->append(s);
+}
 }  // namespace
 
 int ReadIdObject(rados_ioctx_t io, const std::string& name, std::string* id) {
   // A length-prefixed string, little-endian as every host this runs on. Ids are a few
   // hex digits; 256 bytes is far more than librbd writes.
   char buf[256] = {};
-  const int n = rados_read(io, ("rbd_id." + name).c_str(), buf, sizeof buf, 0);
+  const int n = rados_read(io, IdOid(name).c_str(), buf, sizeof buf, 0);
   if (n < 0) return n;
   if (n < 4) return -ENOENT;
   uint32_t len = 0;
@@ -97,6 +104,43 @@ int WriteHeaderMetadata(rados_ioctx_t io, const std::string& id, const std::stri
   const int r = rados_write_op_operate2(op, io, HeaderOid(id).c_str(), nullptr, 0);
   rados_release_write_op(op);
   return r;
+}
+
+int RenameImage(rados_ioctx_t io, const std::string& from, const std::string& to,
+                const std::string& id) {
+  // A format-1 image or any binding at `to` holds the name (the directory's omap knows
+  // only format-2 names).
+  std::string bound;
+  uint64_t size = 0;
+  time_t mtime = 0;
+  int r = ReadIdObject(io, to, &bound);
+  if (r == 0) return -EEXIST;
+  if (r != -ENOENT) return r;
+  r = rados_stat(io, (to + ".rbd").c_str(), &size, &mtime);
+  if (r == 0) return -EEXIST;
+  if (r != -ENOENT) return r;
+  std::string id_object;
+  EncodeString(&id_object, id);
+  rados_write_op_t make = rados_create_write_op();
+  rados_write_op_create(make, LIBRADOS_CREATE_EXCLUSIVE, nullptr);
+  rados_write_op_write_full(make, id_object.data(), id_object.size());
+  r = rados_write_op_operate2(make, io, IdOid(to).c_str(), nullptr, 0);
+  rados_release_write_op(make);
+  if (r < 0) return r;
+  std::string args;
+  EncodeString(&args, from);
+  EncodeString(&args, to);
+  EncodeString(&args, id);
+  rados_write_op_t rebind = rados_create_write_op();
+  rados_write_op_exec(rebind, "rbd", "dir_rename_image", args.data(), args.size(), nullptr);
+  r = rados_write_op_operate2(rebind, io, "rbd_directory", nullptr, 0);
+  rados_release_write_op(rebind);
+  if (r < 0) {
+    (void)rados_remove(io, IdOid(to).c_str());  // nothing else changed: the name is free again
+    return r;
+  }
+  r = rados_remove(io, IdOid(from).c_str());
+  return r == -ENOENT ? 0 : r;
 }
 
 }  // namespace cachemgr::storage::rbd

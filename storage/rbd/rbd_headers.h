@@ -1,5 +1,5 @@
 // storage/rbd/rbd_headers.h: an image's id, existence and metadata, read and written
-// through its objects without opening it.
+// through its objects without opening it, and its rename.
 //
 // A format-2 image named N is its id object rbd_id.N, which holds the image's id, and
 // its header rbd_header.<id> (see Ceph's rbd_types.h), whose omap keeps the image's
@@ -45,5 +45,14 @@ int ReadHeaderMetadata(rados_ioctx_t io, const std::string& id,
 // reads. Atomic, and only on an existing header: 0, or a negative errno (-ENOENT).
 int WriteHeaderMetadata(rados_ioctx_t io, const std::string& id, const std::string& key,
                         const std::string& value);
+
+// Renames the format-2 image `from`, whose id is `id`, to `to`, as librbd's rename does
+// for an image no one has open, without opening it: the new name's id object (made
+// exclusively: a taken name is refused with -EEXIST before anything changes), the pool
+// directory's entry (the rbd class's dir_rename_image, atomic, checked against `id`), then
+// the old id object. A kill between steps leaves what a killed librbd rename leaves (see
+// rbd_leftovers.cpp). 0, or a negative errno.
+int RenameImage(rados_ioctx_t io, const std::string& from, const std::string& to,
+                const std::string& id);
 
 }  // namespace cachemgr::storage::rbd

@@ -550,6 +550,24 @@ TEST_CASE("identity and metadata read from the image's objects agree with librbd
   CHECK(b->Identity(renamed) == id);
   CHECK(b->GetMetadata(renamed)["cachemgr.test"] == "volume 9");
   CHECK_FALSE(b->Exists(child));
+  // librbd sees the rename (done through the objects) as its own: the new name opens and
+  // is listed, the old one is neither.
+  std::string listed;
+  REQUIRE(cmd({"ls", options.namespace_.empty() ? "volumes" : "volumes/" + options.namespace_},
+              &listed) == 0);
+  CHECK(Contains(listed, renamed.name + "\n"));
+  CHECK_FALSE(Contains(listed, child.name + "\n"));
+  std::string info;
+  REQUIRE(cmd({"info", "--format", "json", spec(renamed)}, &info) == 0);
+  CHECK(nlohmann::json::parse(info).at("id").get<std::string>() == id);
+  CHECK(cmd({"info", spec(child)}) != 0);
+  // A name taken by another image is refused and nothing moves; then it works back.
+  CHECK(Catch([&] { b->Rename(renamed, parent.name); }).code() == Errc::kAlreadyExists);
+  CHECK(b->Identity(renamed) == id);
+  CHECK(b->Exists(parent));
+  b->Rename(renamed, child.name);
+  CHECK(b->Identity(child) == id);
+  b->Rename(child, renamed.name);
   CHECK(Catch([&] { b->Identity(child); }).code() == Errc::kNotFound);
   CHECK(Catch([&] { b->GetMetadata(child); }).code() == Errc::kNotFound);
   // Nothing at a name: not found, and no object is made by the attempt to write.
