@@ -38,7 +38,7 @@ std::string LocalBackend::Impl::TrashedCopyOf(const fs::path& path, const std::s
   const std::string prefix = name.substr(0, 100) + ".";
   std::error_code ec;
   for (const auto& dir : fs::directory_iterator(TrashDir(), ec)) {
-    const std::string id = dir.path().filename().string();
+    std::string id = dir.path().filename().string();
     if (id.compare(0, prefix.size(), prefix) != 0) continue;
     struct stat st {};
     if (::lstat((dir.path() / "image").c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
