@@ -313,12 +313,11 @@ void LocalBackend::Rename(const ImageRef& from, const std::string& to_name) {
   }
   // Overlays name their backing file by path: point them at the new name before the old
   // one goes, and carry their recorded parent along.
-  const auto stable = impl_->StableOf(from_path);
   // Every user must follow the move: the old name goes.
   for (const auto& o : impl_->UsersOf(from_path, Impl::Scan::kFresh)) {
-    // Ours name the stable link, which does not move; others (by the old name, a
+    // Ours reach the stable link, which does not move; others (by the old name, a
     // symlinked folder, a relative name) need the new name.
-    if (stable.empty() || o.backing != stable) impl_->Rebase(o.path, to_path, format);
+    if (!impl_->ReachesStable(o, from_path)) impl_->Rebase(o.path, to_path, format);
     if (o.ref) {
       Sidecar cs = impl_->Load(*o.ref);
       if (cs.parent && cs.parent->image == from) {

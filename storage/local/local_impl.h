@@ -41,9 +41,11 @@ struct Overlay {
   fs::path backing;             // as its header names it (absolute, or relative to `path`)
   std::optional<ImageRef> ref;  // set for images in a pool
   std::string trash_id;         // set for images in the trash
-  // The path the backing name reaches now, every symlink resolved (a relative name from
-  // the overlay's folder), by the scan that found the overlay; empty if it reaches none.
-  // Another hard link of the same file is another name: removing this one breaks nothing.
+  // The path the backing name reaches now as qemu opens it (a relative name from the
+  // overlay's folder, `..` and every symlink resolved by the kernel), by the scan that
+  // found the overlay; empty if it reaches nothing. Who uses a file is decided on this
+  // alone (UsersOf). Another hard link of the same file is another path: removing one
+  // breaks nothing that reaches the other.
   fs::path backing_real;
 };
 
@@ -137,6 +139,7 @@ struct LocalBackend::Impl {
     struct timespec ctime {};
     bool qcow2 = false;
     std::optional<fs::path> backing;  // set when the file is a qcow2 overlay
+    fs::path backing_as_opened;       // and the name qemu opens (Qcow2Header)
     int64_t read_at = 0;              // steady seconds of the last header read
     uint64_t scan = 0;                // the scan that last saw it
   };
@@ -157,11 +160,17 @@ struct LocalBackend::Impl {
   enum class Scan { kRemembered, kFresh };
   void ScanDir(const fs::path& dir, const std::optional<std::string>& pool, Scan mode,
                std::vector<Overlay>* out) const;
-  std::optional<fs::path> BackingOf(DirSeen* seen, int dir_fd, const fs::path& dir,
-                                    std::string_view name, Scan mode) const;
+  // The backing name of a qcow2 overlay: lexically normal, and as qemu opens it.
+  struct BackingNames {
+    fs::path normal;
+    fs::path as_opened;
+  };
+  std::optional<BackingNames> BackingOf(DirSeen* seen, int dir_fd, const fs::path& dir,
+                                        std::string_view name, Scan mode) const;
   std::vector<Overlay> ScanOverlays(Scan mode = Scan::kRemembered) const;
   std::vector<Overlay> UsersOf(const fs::path& file, Scan mode = Scan::kRemembered) const;
   std::vector<Overlay> UsersOf(const fs::path& file, const std::vector<Overlay>& overlays) const;
+  bool ReachesStable(const Overlay& user, const fs::path& file) const;
   Sidecar SidecarOf(const Overlay& o) const;
   void Rebase(const fs::path& overlay, const fs::path& new_backing,
               const std::string& backing_format) const;

@@ -47,8 +47,12 @@ fs::path LocalBackend::Impl::EnsureStable(const fs::path& path) const {
 bool LocalBackend::Impl::DropStableIfUnused(const fs::path& stable,
                                             const std::vector<Overlay>& overlays) const {
   if (stable.empty()) return false;
+  // Reached by its name or any other (a symlinked folder, `..`): kept.
+  std::error_code ec;
+  auto real = fs::canonical(stable, ec);
+  if (ec) real.clear();
   for (const auto& o : overlays)
-    if (o.backing == stable) return false;
+    if (o.backing == stable || (!real.empty() && o.backing_real == real)) return false;
   struct stat st {};
   if (::lstat(stable.c_str(), &st) != 0 || st.st_nlink > 1) return false;
   if (::unlink(stable.c_str()) != 0) return false;

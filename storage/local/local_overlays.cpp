@@ -41,13 +41,11 @@ int64_t SteadySeconds() {
       .count();
 }
 
-// The path a backing name reaches, as qemu opens it (a relative name from the overlay's
-// folder `dir`), every symlink resolved; empty when it reaches nothing. Not cached: the
-// name may reach another file at every scan.
-fs::path RealPath(const fs::path& dir, const fs::path& name) {
-  const fs::path full = name.is_absolute() ? name : dir / name;
+// The path `name` reaches, `..` and every symlink resolved as the kernel opens it; empty
+// when it reaches nothing. Not cached: a name may reach another file at every scan.
+fs::path RealPath(const fs::path& name) {
   char buf[PATH_MAX];
-  if (::realpath(full.c_str(), buf) == nullptr) return {};
+  if (name.empty() || ::realpath(name.c_str(), buf) == nullptr) return {};
   return fs::path(buf);
 }
 
@@ -55,9 +53,8 @@ fs::path RealPath(const fs::path& dir, const fs::path& name) {
 
 // The backing file the file `name` in `dir` names when it is a qcow2 overlay. Call with
 // headers_mu held.
-std::optional<fs::path> LocalBackend::Impl::BackingOf(DirSeen* seen, int dir_fd,
-                                                      const fs::path& dir, std::string_view name,
-                                                      Scan mode) const {
+std::optional<LocalBackend::Impl::BackingNames> LocalBackend::Impl::BackingOf(
+    DirSeen* seen, int dir_fd, const fs::path& dir, std::string_view name, Scan mode) const {
   const int64_t now = SteadySeconds();
   auto it = seen->find(name);
   const std::string name_z(name);
@@ -68,15 +65,24 @@ std::optional<fs::path> LocalBackend::Impl::BackingOf(DirSeen* seen, int dir_fd,
       SameTime(it->second.mtime, st.st_mtim) && SameTime(it->second.ctime, st.st_ctim) &&
       (it->second.qcow2 || now - it->second.read_at < kRecheckSeconds)) {
     it->second.scan = scans;
-    return it->second.backing;
+    if (!it->second.backing) return std::nullopt;
+    return BackingNames{*it->second.backing, it->second.backing_as_opened};
   }
   const auto h = ReadQcow2Header(dir / name_z);
-  std::optional<fs::path> backing;
-  if (h.is_qcow2 && h.backing) backing = *h.backing;
+  std::optional<BackingNames> backing;
+  if (h.is_qcow2 && h.backing) backing = BackingNames{*h.backing, *h.backing_as_opened};
   const time_t settled = ::time(nullptr) - kSettledSeconds;
   if (st.st_mtim.tv_sec < settled && st.st_ctim.tv_sec < settled) {
-    (*seen)[name_z] = {st.st_ino,  st.st_dev, st.st_size, st.st_mtim, st.st_ctim,
-                       h.is_qcow2, backing,   now,        scans};
+    (*seen)[name_z] = {st.st_ino,
+                       st.st_dev,
+                       st.st_size,
+                       st.st_mtim,
+                       st.st_ctim,
+                       h.is_qcow2,
+                       h.is_qcow2 ? h.backing : std::nullopt,
+                       h.backing_as_opened.value_or(fs::path{}),
+                       now,
+                       scans};
   } else if (it != seen->end()) {
     seen->erase(it);
   }
@@ -104,10 +110,10 @@ void LocalBackend::Impl::ScanDir(const fs::path& dir, const std::optional<std::s
     if (auto backing = BackingOf(&seen, fd.get(), dir, name, mode)) {
       out->push_back(
           {dir / name,
-           *backing,
+           backing->normal,
            pool ? std::optional<ImageRef>(ImageRef{*pool, std::string(name)}) : std::nullopt,
            {},
-           RealPath(dir, *backing)});
+           RealPath(backing->as_opened)});
     }
   }
   ::closedir(d);
@@ -156,22 +162,32 @@ std::vector<Overlay> LocalBackend::Impl::UsersOf(const fs::path& path, Scan mode
   return UsersOf(path, ScanOverlays(mode));
 }
 
-// By name (the file's own or its stable one, as the cache writes them) and by the path
-// the name reaches: an overlay made by hand may reach the file by a relative name or
-// through a symlink, and a base removed under it breaks a disk all the same.
+// By the path each backing name reaches as qemu opens it, against the paths of the file
+// and of its stable name: an overlay made by hand may reach the file by a relative name,
+// `..`, or through a symlinked folder or a symlink, and a base removed under it breaks a
+// disk all the same; a name that only looks like the file's (`link/../x` where `link`
+// leads elsewhere) is not a user, and is never rebased onto it.
 std::vector<Overlay> LocalBackend::Impl::UsersOf(const fs::path& path,
                                                  const std::vector<Overlay>& overlays) const {
   std::vector<Overlay> users;
-  auto target = path.lexically_normal();
-  auto stable = StableOf(path);
-  const auto real = RealPath({}, fs::absolute(path));
+  const auto real = RealPath(fs::absolute(path));
+  const auto stable = StableOf(path);
+  const auto real_stable = stable.empty() ? fs::path{} : RealPath(stable);
+  if (real.empty()) return users;
   for (const auto& o : overlays) {
-    if (o.backing == target || (!stable.empty() && o.backing == stable) ||
-        (!real.empty() && o.backing_real == real)) {
+    if (o.backing_real.empty()) continue;
+    if (o.backing_real == real || (!real_stable.empty() && o.backing_real == real_stable)) {
       users.push_back(o);
     }
   }
   return users;
+}
+
+// A user reaches `path` through its stable name (which stays when the file moves) rather
+// than through the path itself.
+bool LocalBackend::Impl::ReachesStable(const Overlay& user, const fs::path& path) const {
+  const auto stable = StableOf(path);
+  return !stable.empty() && !user.backing_real.empty() && user.backing_real == RealPath(stable);
 }
 
 Sidecar LocalBackend::Impl::SidecarOf(const Overlay& o) const {

@@ -37,6 +37,7 @@ Qcow2Header ReadQcow2Header(const fs::path& path) {
         static_cast<ssize_t>(name.size())) {
       fs::path b(name);
       if (b.is_relative()) b = path.parent_path() / b;
+      h.backing_as_opened = b;
       h.backing = b.lexically_normal();
     }
   }

@@ -11,7 +11,10 @@ namespace cachemgr::storage {
 struct Qcow2Header {
   bool is_qcow2 = false;
   uint64_t size = 0;                             // virtual size, bytes
-  std::optional<std::filesystem::path> backing;  // absolute
+  std::optional<std::filesystem::path> backing;  // absolute, lexically normal
+  // The name qemu opens: a relative name joined to the overlay's folder, `..` and
+  // symlinks left for the kernel to resolve (lexically, `link/..` is not `link`'s parent).
+  std::optional<std::filesystem::path> backing_as_opened;
 };
 
 // The magic, virtual size and backing file name of the file at `path`; is_qcow2 false

@@ -117,9 +117,8 @@ void LocalBackend::Impl::MoveToTrash(const ImageRef& ref, const std::vector<Over
   // Users that name it by any other name than its stable link (the cache's own overlays
   // name that one, which stays) follow it into the trash: its own name goes below, and a
   // symlinked folder or a relative name reaches only what is at that name.
-  const auto stable = StableOf(path);
   for (const auto& o : users)
-    if (stable.empty() || o.backing != stable) Rebase(o.path, trashed, format);
+    if (!ReachesStable(o, path)) Rebase(o.path, trashed, format);
   if (::unlink(path.c_str()) != 0) FailErrno("cannot remove", path, errno);
   DropSidecar(ref);
   FsyncDir(path.parent_path());

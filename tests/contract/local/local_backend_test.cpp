@@ -260,6 +260,65 @@ TEST_CASE("an overlay reaching a base by another name keeps it: symlinked folder
   CHECK(b->PurgeTrash(trash[0]));
 }
 
+TEST_CASE("users are found by the path qemu opens: `..` after a symlink, the stable link by another name") {
+  TempDir dir("local-opened-path");
+  auto src = dir.path() / "source.raw";
+  WriteRawImage(src, 4 * kMiB, 1 * kMiB, 17);
+  auto b = MakeLocal(dir.path() / "root");
+  ImageRef base{b->entry_pool(), kBaseName};
+  Import(*b, src, base);
+  SnapRef snap = SnapAndProtect(*b, base);
+  ImageRef ours{b->volume_pool(), "vm-ours"};
+  b->Clone(snap, ours);
+  const auto stable = BackingOf(b->PathOf(ours));
+  REQUIRE(stable.find("/.backing/") != std::string::npos);
+  const auto volumes = b->PathOf(ours).parent_path();
+  // `down/..` where `down` is a symlink to a folder inside _base: qemu opens
+  // root/_base/<base>, though lexically the name is root/volumes/<base> (nothing).
+  fs::create_directory(dir.path() / "root" / b->entry_pool() / "deeper");
+  fs::create_directory_symlink(dir.path() / "root" / b->entry_pool() / "deeper",
+                               volumes / "down");
+  auto dotdot = volumes / "instance-dotdot";
+  REQUIRE(RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                      "down/../" + kBaseName, dotdot.string()}) == 0);
+  REQUIRE(QemuCompare(dotdot, "qcow2", src) == 0);
+  // The stable link through a symlinked folder.
+  fs::create_directory_symlink(dir.path() / "root" / ".backing", dir.path() / "backing-link");
+  auto via_stable = volumes / "instance-stable-link";
+  REQUIRE(RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                      (dir.path() / "backing-link" / fs::path(stable).filename()).string(),
+                      via_stable.string()}) == 0);
+  // A name that looks like the base's but leads elsewhere: `away/..` is not volumes'
+  // parent, so `away/../../_base/<base>` is a zero file of the same name outside the root.
+  fs::create_directories(dir.path() / "elsewhere" / "a" / "b");
+  fs::create_directories(dir.path() / "elsewhere" / b->entry_pool());
+  const auto lookalike = dir.path() / "elsewhere" / b->entry_pool() / kBaseName;
+  REQUIRE(RunCommand({"truncate", "-s", std::to_string(4 * kMiB), lookalike.string()}) == 0);
+  fs::create_directory_symlink(dir.path() / "elsewhere" / "a" / "b", volumes / "away");
+  auto other = volumes / "instance-elsewhere";
+  REQUIRE(RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                      "away/../../" + b->entry_pool() + "/" + kBaseName, other.string()}) == 0);
+  const auto other_header = ReadFile(other);
+
+  b->Remove(ours);
+  b->UnprotectSnapshot(snap);
+  b->RemoveSnapshot(snap);
+  CHECK(b->Remove(base) == storage::RemoveOutcome::kTrashed);
+  CHECK(QemuCompare(dotdot, "qcow2", src) == 0);
+  CHECK(QemuCompare(via_stable, "qcow2", src) == 0);
+  // Not a user: not rebased, still on its own base.
+  CHECK(ReadFile(other) == other_header);
+  // With the first gone, the stable link's user alone still keeps the bytes.
+  fs::remove(dotdot);
+  auto trash = b->ListTrash();
+  REQUIRE(trash.size() == 1);
+  CHECK(trash[0].has_children);
+  CHECK_FALSE(b->PurgeTrash(trash[0]));
+  CHECK(QemuCompare(via_stable, "qcow2", src) == 0);
+  fs::remove(via_stable);
+  CHECK(b->PurgeTrash(b->ListTrash().at(0)));
+}
+
 TEST_CASE("an overlay of another hard link of a base's file is not its user") {
   // A base hard-linked from an image store shares its file with the store's name; an
   // overlay of the store's name loses nothing when the base's name goes, and its header
