@@ -459,12 +459,19 @@ TEST_CASE("a volume row read before its entry was forgotten is still written, wi
   CHECK(found->entry_id == 0);
   // An entry still there is recorded as before.
   made.entry_id = other;
+  made.image_id = "img-b";
   index->UpdateVolume(made);
   CHECK(index->FindVolume("volumes", "vm-1")->entry_id == other);
   CHECK(index->CountVolumes(other) == 1);
   // Forgotten after the record: the schema drops the link the same way.
   index->DeleteEntry(other);
   CHECK(index->FindVolume("volumes", "vm-1")->entry_id == 0);
+  // An id given again to another image's entry is not this volume's entry.
+  const int64_t again = index->InsertEntry(MakeEntry("img-c"));
+  made.entry_id = again;
+  index->UpdateVolume(made);  // made.image_id is img-b
+  CHECK(index->FindVolume("volumes", "vm-1")->entry_id == 0);
+  CHECK(index->CountVolumes(again) == 0);
 }
 
 TEST_CASE("a volume name is claimed by a creating row; its identity is recorded") {

@@ -38,7 +38,8 @@ VolumeRow ReadVolume(SQLite::Statement& q) {
 // its record, or a flatten's read of the row and its write; the schema's ON DELETE SET
 // NULL covers a row written before, this one written after: a volume made is recorded
 // either way. (An insert still refuses an entry that does not exist: a claim names none.)
-constexpr const char* kEntryOrNull = "(SELECT id FROM entries WHERE id = ?)";
+// The image id is part of the test: a forgotten entry's id may be given to a new row.
+constexpr const char* kEntryOrNull = "(SELECT id FROM entries WHERE id = ?1 AND image_id = ?2)";
 
 void BindVolume(SQLite::Statement& q, const VolumeRow& r) {
   // entry_id 0 means "no entry": NULL keeps the foreign key satisfied.
@@ -113,9 +114,9 @@ void Index::UpdateVolume(const VolumeRow& row) {
   Guard(path_, "update volume=" + row.name, [&] {
     SQLite::Statement q(*db_,
                         std::string("UPDATE volumes SET entry_id = ") + kEntryOrNull +
-                            ", image_id = ?, name = ?, pool = ?, created_at = ?, depth = ?, "
-                            "plan = ?, size_bytes = ?, flattened = ?, state = ?, owner = ?, "
-                            "staging_name = ?, identity = ? WHERE id = ?");
+                            ", image_id = ?2, name = ?3, pool = ?4, created_at = ?5, depth = ?6, "
+                            "plan = ?7, size_bytes = ?8, flattened = ?9, state = ?10, "
+                            "owner = ?11, staging_name = ?12, identity = ?13 WHERE id = ?14");
     BindVolume(q, row);
     q.bind(14, row.id);
     if (q.exec() == 0) {
