@@ -397,7 +397,7 @@ RemoveOutcome RbdBackend::Remove(const ImageRef& ref) {
     auto image = OpenImage(*pool, ref.name, false);
     RemoveAllSnapshots(image.get(), where);
   }
-  const int r = WithImageCtxLock([&] { return rbd_remove(pool->io.get(), ref.name.c_str()); });
+  const int r = rbd_remove(pool->io.get(), ref.name.c_str());  // not under the lock: see there
   if (r == -EBUSY) {
     // Name what holds it, so the operator (and the pass's log) sees the cause.
     Check(r, "remove", where + " (" + DescribeBusy(*pool, ref.name) + ")");
@@ -592,9 +592,7 @@ bool RbdBackend::PurgeTrash(const TrashEntry& entry) {
     if (AnySnapHasChildren(image.get(), where)) return false;
     RemoveAllSnapshots(image.get(), where);
   }
-  Check(WithImageCtxLock(
-            [&] { return rbd_trash_remove(pool->io.get(), entry.id.c_str(), false); }),
-        "purge from trash", where);
+  Check(rbd_trash_remove(pool->io.get(), entry.id.c_str(), false), "purge from trash", where);
   log_->info("rbd trashed image purged image={}", where);
   return true;
 }

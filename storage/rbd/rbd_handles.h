@@ -60,12 +60,12 @@ struct IoCtxClose {
 // threads, were seen to lock a mutex of an image context already freed (std::system_error
 // "Invalid argument" or "Owner died" thrown on an io thread, which ends the process) and
 // to crash copying the configuration (md_config_t) of a new image context. Every call of
-// this library that opens or closes an image, or makes or drops one (create, clone,
-// rename, move to trash, remove, purge from trash: each opens and closes an image context
-// inside), runs under this one lock. Most are a few round trips; a removal also deletes
-// the image's objects under it (an unserialized removal, on the thread that cleans up an
-// abandoned import, was seen to end the process the same way). The calls that move data
-// on an image already open (reads, writes, copy, flatten) are not serialized.
+// this library that opens or closes an image, or makes one (create, clone, move to trash,
+// and a rename through librbd: each opens an image context inside), runs under this one
+// lock. Those are a few round trips each. The calls that move data (reads, writes, copy,
+// flatten, and removals: rbd_remove and rbd_trash_remove delete every object of the image)
+// are not serialized: held for a removal of a large image, the lock would make every other
+// call of the process wait out the op timeout and fail.
 inline std::timed_mutex& ImageCtxMutex() {
   static std::timed_mutex mu;
   return mu;

@@ -50,7 +50,7 @@ RbdImageWriter::RbdImageWriter(std::shared_ptr<PoolCtx> pool, std::string name, 
   const int r = WithImageCtxLock(
       [&] { return rbd_open(pool_->io.get(), name_.c_str(), image_.out(), nullptr); });
   if (r < 0) {
-    (void)WithImageCtxLock([&] { return rbd_remove(pool_->io.get(), name_.c_str()); });
+    (void)rbd_remove(pool_->io.get(), name_.c_str());
     ThrowErrno(r, "open for import", where_);
   }
   rbd_image_info_t info{};
@@ -95,8 +95,7 @@ RbdImageWriter::~RbdImageWriter() {
       }
       job->in_flight.clear();
       job->image.reset();
-      const int r =
-          WithImageCtxLock([&] { return rbd_remove(job->pool->io.get(), job->name.c_str()); });
+      const int r = rbd_remove(job->pool->io.get(), job->name.c_str());
       if (r < 0 && r != -ENOENT) {
         job->log->error(
             "rbd import abandoned, removing the partial image failed, left for gc image={} "

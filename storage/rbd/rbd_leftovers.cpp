@@ -48,7 +48,7 @@ bool RbdBackend::RemoveDanglingName(const ImageRef& ref, const std::string& iden
   }
   // rbd_remove clears the id object and any directory entry of a name whose header is
   // gone; it reports ENOENT for the image it could not open.
-  const int r = WithImageCtxLock([&] { return rbd_remove(pool->io.get(), ref.name.c_str()); });
+  const int r = rbd_remove(pool->io.get(), ref.name.c_str());
   if (r < 0 && r != -ENOENT) Check(r, "remove the dangling name", where);
   const bool gone = BoundId(pool->io.get(), ref.name).empty();
   const bool removed = r == 0 || (!bound.empty() && gone);
