@@ -49,6 +49,10 @@ struct Overlay {
   fs::path backing_real;
 };
 
+// The path `name` reaches, `..` and every symlink resolved as the kernel opens it; empty
+// when it reaches nothing (local_overlays.cpp).
+fs::path RealPath(const fs::path& name);
+
 struct LocalBackend::Impl {
   LocalBackendOptions options;
   std::shared_ptr<spdlog::logger> log;

@@ -48,9 +48,7 @@ bool LocalBackend::Impl::DropStableIfUnused(const fs::path& stable,
                                             const std::vector<Overlay>& overlays) const {
   if (stable.empty()) return false;
   // Reached by its name or any other (a symlinked folder, `..`): kept.
-  std::error_code ec;
-  auto real = fs::canonical(stable, ec);
-  if (ec) real.clear();
+  const auto real = RealPath(stable);
   for (const auto& o : overlays)
     if (o.backing == stable || (!real.empty() && o.backing_real == real)) return false;
   struct stat st {};

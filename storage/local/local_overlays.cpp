@@ -41,15 +41,14 @@ int64_t SteadySeconds() {
       .count();
 }
 
-// The path `name` reaches, `..` and every symlink resolved as the kernel opens it; empty
-// when it reaches nothing. Not cached: a name may reach another file at every scan.
+}  // namespace
+
+// Not cached: a name may reach another file at every scan.
 fs::path RealPath(const fs::path& name) {
   char buf[PATH_MAX];
   if (name.empty() || ::realpath(name.c_str(), buf) == nullptr) return {};
   return fs::path(buf);
 }
-
-}  // namespace
 
 // The backing file the file `name` in `dir` names when it is a qcow2 overlay. Call with
 // headers_mu held.
