@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 
@@ -54,6 +55,11 @@ result (or {"error": {...}}) is one JSON document on stdout.)";
 }  // namespace
 
 int Main(int argc, char** argv) {
+  // A write to a peer that went away fails with EPIPE instead of ending the tool: Ceph's
+  // client admin socket answers whoever connects to it (with a shared socket path in
+  // ceph.conf, every other client's start probes this one's, and a client killed mid-probe
+  // leaves the answer unread), and stdout may be a pipe whose reader is gone.
+  std::signal(SIGPIPE, SIG_IGN);
   Context ctx;
   CLI::App app{
       "cachemgr: a cache of image volumes (Ceph RBD or a local directory), keyed by image "

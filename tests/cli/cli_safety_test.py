@@ -88,6 +88,60 @@ class SafetyTest(unittest.TestCase):
             os.kill(child, signal.SIGKILL)
         self.assertTrue(gone, "qemu-img (pid %d) outlived the killed tool" % child)
 
+    # --- peers that go away ------------------------------------------------------------
+
+    def test_a_reader_that_went_away_does_not_end_the_tool(self):
+        """stdout a pipe with no reader: the tool fails to write, it is not killed."""
+        r, w = os.pipe()
+        os.close(r)
+        try:
+            # subprocess gives the child the default SIGPIPE action, as a shell would.
+            proc = subprocess.run([base.BIN, "--help"], stdout=w, stderr=subprocess.DEVNULL,
+                                  timeout=60)
+        finally:
+            os.close(w)
+        self.assertNotEqual(proc.returncode, -signal.SIGPIPE, "the tool died of SIGPIPE")
+
+    def test_a_client_that_leaves_the_admin_socket_mid_answer_does_not_end_the_tool(self):
+        """Ceph's client admin socket answers whoever connects; one that sends a command
+        and leaves before the answer (a client killed while it probes a socket path that
+        ceph.conf makes shared) must not end the tool that owns the socket."""
+        if base.BACKEND != "rbd":
+            self.skipTest("Ceph's admin socket")
+        import socket
+        env = Env("asok")
+        asok = os.path.join(env.dir, "client.asok")
+        conf = os.path.join(env.dir, "ceph.conf")
+        with open(os.path.join(base.RUN_DIR, "ceph", "ceph.conf")) as f:
+            text = f.read()
+        lines = [ln for ln in text.splitlines() if not ln.startswith("admin_socket")]
+        lines.insert(lines.index("[global]") + 1, "admin_socket = %s" % asok)
+        with open(conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        with open(env.config) as f:
+            cfg = f.read()
+        with open(env.config, "w") as f:
+            f.write(cfg.replace(os.path.join(base.RUN_DIR, "ceph", "ceph.conf"), conf))
+        image = base.WORLD.add_raw(size=128 * MiB, seed=777)
+        probes = 0
+        for attempt in range(3):
+            tool = start(env, "create", image, "vol-asok-%d" % attempt)
+            wait_for(lambda: os.path.exists(asok) or tool.poll() is not None, timeout=30)
+            while tool.poll() is None:
+                try:
+                    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    s.connect(asok)
+                    s.sendall(b'{"prefix": "config show"}\0')
+                    s.close()  # gone before the (large) answer is written
+                    probes += 1
+                except OSError:
+                    time.sleep(0.001)
+            self.assertNotEqual(tool.returncode, -signal.SIGPIPE,
+                                "the tool died of SIGPIPE after %d probes" % probes)
+            self.assertEqual(tool.returncode, EXIT_OK)
+            env.run("delete", "vol-asok-%d" % attempt)
+        self.assertGreater(probes, 0, "the admin socket was never reached")
+
     # --- temporaries of dead writers -----------------------------------------------
 
     def test_kill_9_mid_fill_then_one_pass_leaves_no_temporary(self):
