@@ -24,10 +24,12 @@
 //               [--passes 3] --out FILE
 
 #include <fcntl.h>
+#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -265,6 +267,11 @@ void PassBench(const Args& args, Results* results) {
 
 int main(int argc, char** argv) try {
   Args args(argc, argv);
+  // BENCH_LOG=debug: the library's log (each pass step's time among it) on stderr.
+  if (const char* level = std::getenv("BENCH_LOG")) {
+    auto logger = spdlog::stderr_logger_mt("cachemgr");
+    logger->set_level(spdlog::level::from_str(level));
+  }
   const std::filesystem::path dir = args.Get("dir");
   const long entries = args.GetInt("entries", 100000);
   const long lookups = args.GetInt("lookups", 20000);
