@@ -12,6 +12,7 @@
 
 #include "cachemgr/config.h"
 #include "common.h"
+#include "crash_report.h"
 
 namespace cachemgr::cli {
 
@@ -60,6 +61,7 @@ int Main(int argc, char** argv) {
   // ceph.conf, every other client's start probes this one's, and a client killed mid-probe
   // leaves the answer unread), and stdout may be a pipe whose reader is gone.
   std::signal(SIGPIPE, SIG_IGN);
+  InstallCrashReport();
   Context ctx;
   CLI::App app{
       "cachemgr: a cache of image volumes (Ceph RBD or a local directory), keyed by image "

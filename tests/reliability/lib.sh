@@ -166,7 +166,16 @@ make_pool() {
 drop_pool() { ceph_cmd osd pool rm "$1" "$1" --yes-i-really-really-mean-it >/dev/null 2>&1; }
 
 # cm ARGS...: the tool on the current cache; stdout to stdout, stderr to $WORK/last.err.
-cm() { "$CACHEMGR_BIN" --config "$CFG" "$@" 2>"$WORK/last.err"; }
+# A crash report (the tool's stack on a fatal signal) goes to the log whole.
+cm() {
+  local rc=0
+  "$CACHEMGR_BIN" --config "$CFG" "$@" 2>"$WORK/last.err" || rc=$?
+  if grep -q '^cachemgr: fatal signal' "$WORK/last.err" 2>/dev/null; then
+    log "crash report of: cachemgr $*"
+    sed -n '/^cachemgr: fatal signal/,$p' "$WORK/last.err" | head -n 80 >&2
+  fi
+  return $rc
+}
 last_err() { err_line "$WORK/last.err"; }
 # err_line FILE: the error line of the tool's stderr (log lines before it skipped).
 err_line() {
