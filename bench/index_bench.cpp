@@ -29,6 +29,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -269,8 +270,10 @@ int main(int argc, char** argv) try {
   Args args(argc, argv);
   // BENCH_LOG=debug: the library's log (each pass step's time among it) on stderr.
   if (const char* level = std::getenv("BENCH_LOG")) {
+    std::string name(level);
+    for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
     auto logger = spdlog::stderr_logger_mt("cachemgr");
-    logger->set_level(spdlog::level::from_str(level));
+    logger->set_level(spdlog::level::from_str(name));  // trace, debug, info, warn, ...
   }
   const std::filesystem::path dir = args.Get("dir");
   const long entries = args.GetInt("entries", 100000);

@@ -1,9 +1,23 @@
 // cachemgr/cli/crash_report.cpp: see crash_report.h.
 //
-// The handler uses only what is safe in a signal handler (write, backtrace_symbols_fd,
-// sigaction, raise); backtrace() is called once at install time so that its library is
-// loaded then, not from the handler.
+// The handler calls write, sigaction and raise (async-signal-safe), sigabbrev_np (a
+// table lookup) and backtrace/backtrace_symbols_fd. glibc does not promise the last two
+// are safe in a handler; on Debian 12 they are once the unwinder is loaded, which the
+// call of backtrace() at install time does. The report names offsets in each object
+// (the library's symbols are hidden): `addr2line -e <object> <offset>` on the same build
+// turns them into functions and lines.
 #include "crash_report.h"
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define CACHEMGR_SANITIZED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CACHEMGR_SANITIZED 1
+#endif
+
+#ifndef CACHEMGR_SANITIZED  // under a sanitizer, its own report is the better one
 
 #include <execinfo.h>
 #include <unistd.h>
@@ -21,15 +35,40 @@ void Put(const char* s) {
   (void)ignored;
 }
 
-void OnFatalSignal(int sig) {
-  // The default action comes back first: a second fault in here ends the process.
+// Decimal, without the formatting functions (not safe here).
+void PutNumber(long v) {
+  char buf[24];
+  char* p = buf + sizeof buf;
+  *--p = '\0';
+  const bool negative = v < 0;
+  unsigned long u = negative ? 0UL - static_cast<unsigned long>(v) : static_cast<unsigned long>(v);
+  do {
+    *--p = static_cast<char>('0' + u % 10);
+    u /= 10;
+  } while (u != 0);
+  if (negative) *--p = '-';
+  Put(p);
+}
+
+void OnFatalSignal(int sig, siginfo_t* info, void* /*context*/) {
+  // Every one of them back to the default first: a fault in here ends the process with
+  // no second report.
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
   sigemptyset(&dfl.sa_mask);
-  sigaction(sig, &dfl, nullptr);
+  for (int s : kSignals) sigaction(s, &dfl, nullptr);
   Put("cachemgr: fatal signal ");
   Put(sigabbrev_np(sig) != nullptr ? sigabbrev_np(sig) : "?");
-  Put(" (a bug: please report it with this stack)\n");
+  // abort() (a failed assertion) signals the process itself: that one is a bug.
+  if (info != nullptr && (info->si_code == SI_USER || info->si_code == SI_TKILL) &&
+      info->si_pid != getpid()) {
+    // kill(1), a watchdog: not a fault of the tool. The stack is where it was.
+    Put(" sent by pid ");
+    PutNumber(info->si_pid);
+    Put("; the stack of the thread that got it:\n");
+  } else {
+    Put(" (a bug: please report it with this stack)\n");
+  }
   void* frames[64];
   const int n = backtrace(frames, 64);
   backtrace_symbols_fd(frames, n, STDERR_FILENO);
@@ -38,25 +77,22 @@ void OnFatalSignal(int sig) {
 
 }  // namespace
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define CACHEMGR_SANITIZED 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define CACHEMGR_SANITIZED 1
-#endif
-
 void InstallCrashReport() {
-#ifndef CACHEMGR_SANITIZED  // under a sanitizer, its own report is the better one
   void* warm[1];
   (void)backtrace(warm, 1);
   struct sigaction sa {};
-  sa.sa_handler = OnFatalSignal;
+  sa.sa_sigaction = OnFatalSignal;
   sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESETHAND | SA_NODEFER;
+  sa.sa_flags = SA_SIGINFO | SA_RESETHAND | SA_NODEFER;
   for (int sig : kSignals) sigaction(sig, &sa, nullptr);
-#endif
 }
 
 }  // namespace cachemgr::cli
+
+#else
+
+namespace cachemgr::cli {
+void InstallCrashReport() {}
+}  // namespace cachemgr::cli
+
+#endif

@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <cstdio>
 #include <iostream>
 
@@ -53,15 +55,8 @@ Exit codes:
 Errors go to stderr as one line naming the thing and the cause. With --json, the
 result (or {"error": {...}}) is one JSON document on stdout.)";
 
-}  // namespace
-
-int Main(int argc, char** argv) {
-  // A write to a peer that went away fails with EPIPE instead of ending the tool: Ceph's
-  // client admin socket answers whoever connects to it (with a shared socket path in
-  // ceph.conf, every other client's start probes this one's, and a client killed mid-probe
-  // leaves the answer unread), and stdout may be a pipe whose reader is gone.
-  std::signal(SIGPIPE, SIG_IGN);
-  InstallCrashReport();
+// The tool's body: parses, runs the subcommand, maps failures to exit codes.
+int RunMain(int argc, char** argv) {
   Context ctx;
   CLI::App app{
       "cachemgr: a cache of image volumes (Ceph RBD or a local directory), keyed by image "
@@ -129,6 +124,30 @@ int Main(int argc, char** argv) {
   } catch (const std::exception& e) {
     return fail(kExitFailed, "internal", e.what());
   }
+}
+
+}  // namespace
+
+int Main(int argc, char** argv) {
+  // A write to a peer that went away fails with EPIPE instead of ending the tool: Ceph's
+  // client admin socket answers whoever connects to it (with a shared socket path in
+  // ceph.conf, every other client's start probes this one's, and a client killed mid-probe
+  // leaves the answer unread), and stdout may be a pipe whose reader is gone.
+  std::signal(SIGPIPE, SIG_IGN);
+  InstallCrashReport();
+  const int rc = RunMain(argc, argv);
+  // Output that did not reach its reader is a failure, never a quiet success (the result
+  // of a create, say, piped into a reader that died).
+  errno = 0;
+  std::cout.flush();
+  if (std::cout.fail()) {
+    const int e = errno;
+    std::cerr << "cachemgr: cannot write the output to stdout: "
+              << (e != 0 ? std::strerror(e) : "write failed")
+              << " (its reader went away, or the file system is full)\n";
+    return rc == 0 ? kExitFailed : rc;
+  }
+  return rc;
 }
 
 }  // namespace cachemgr::cli

@@ -96,11 +96,14 @@ class SafetyTest(unittest.TestCase):
         os.close(r)
         try:
             # subprocess gives the child the default SIGPIPE action, as a shell would.
-            proc = subprocess.run([base.BIN, "--help"], stdout=w, stderr=subprocess.DEVNULL,
+            proc = subprocess.run([base.BIN, "--help"], stdout=w, stderr=subprocess.PIPE,
                                   timeout=60)
         finally:
             os.close(w)
         self.assertNotEqual(proc.returncode, -signal.SIGPIPE, "the tool died of SIGPIPE")
+        # ... and says that its output was lost, instead of reporting success.
+        self.assertEqual(proc.returncode, EXIT_FAILED)
+        self.assertIn(b"cannot write the output", proc.stderr)
 
     def test_a_client_that_leaves_the_admin_socket_mid_answer_does_not_end_the_tool(self):
         """Ceph's client admin socket answers whoever connects; one that sends a command
@@ -122,24 +125,33 @@ class SafetyTest(unittest.TestCase):
             cfg = f.read()
         with open(env.config, "w") as f:
             f.write(cfg.replace(os.path.join(base.RUN_DIR, "ceph", "ceph.conf"), conf))
-        image = base.WORLD.add_raw(size=128 * MiB, seed=777)
+        image = base.WORLD.add_raw(size=64 * MiB, seed=777)
         probes = 0
         for attempt in range(3):
-            tool = start(env, "create", image, "vol-asok-%d" % attempt)
-            wait_for(lambda: os.path.exists(asok) or tool.poll() is not None, timeout=30)
-            while tool.poll() is None:
-                try:
-                    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                    s.connect(asok)
-                    s.sendall(b'{"prefix": "config show"}\0')
-                    s.close()  # gone before the (large) answer is written
-                    probes += 1
-                except OSError:
-                    time.sleep(0.001)
+            volume = "vol-asok-%d" % attempt
+            tool = start(env, "create", image, volume)
+            try:
+                wait_for(lambda: os.path.exists(asok) or tool.poll() is not None, timeout=30)
+                deadline = time.monotonic() + 120
+                while tool.poll() is None and time.monotonic() < deadline:
+                    try:
+                        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                        s.connect(asok)
+                        s.sendall(b'{"prefix": "config show"}\0')
+                        s.close()  # gone before the (large) answer is written
+                        probes += 1
+                    except OSError:
+                        pass
+                    time.sleep(0.005)  # the tool must still get the CPU to work
+                self.assertIsNotNone(tool.poll(), "the create did not end within 120 s")
+            finally:
+                if tool.poll() is None:
+                    tool.kill()
+                tool.wait()
+                env.run("delete", volume)
             self.assertNotEqual(tool.returncode, -signal.SIGPIPE,
                                 "the tool died of SIGPIPE after %d probes" % probes)
             self.assertEqual(tool.returncode, EXIT_OK)
-            env.run("delete", "vol-asok-%d" % attempt)
         self.assertGreater(probes, 0, "the admin socket was never reached")
 
     # --- temporaries of dead writers -----------------------------------------------

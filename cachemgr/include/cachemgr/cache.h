@@ -259,9 +259,11 @@ class CACHEMGR_EXPORT Cache {
   // Opens (creating if needed) the index and connects the backend and the source.
   // `logger` may be null: then messages go to a logger named "cachemgr" if registered,
   // else nowhere. The library never writes to stdout and never installs sinks.
-  // The library never changes signal handling either: a process using the RBD backend
-  // must ignore SIGPIPE, as every librados client must (Ceph's client admin socket
-  // writes to whoever connected, who may be gone). The cachemgr tool and Python do.
+  // The library does not change signal handling either (only a crash test's failpoint,
+  // armed through CACHEMGR_FAILPOINT, resets SIGABRT before it aborts): a process using
+  // the RBD backend must ignore SIGPIPE, as every librados client must (Ceph's client
+  // admin socket writes to whoever connected, who may be gone). The cachemgr tool does;
+  // Python does unless the application restores the default action.
   static std::unique_ptr<Cache> Open(const Options& options,
                                      std::shared_ptr<spdlog::logger> logger = nullptr);
   virtual ~Cache() = default;
