@@ -41,9 +41,7 @@ run_fp() {
   CACHEMGR_FAILPOINT=$fp timeout 300 "$CACHEMGR_BIN" "$@" >/dev/null 2>"$WORK/fp.err"
   local rc=$?
   # A failpoint aborts without a crash report: a report is a real crash on the way there.
-  if grep -q '^cachemgr: fatal signal' "$WORK/fp.err" 2>/dev/null; then
-    log "crash report of: cachemgr $* (failpoint $fp)"
-    sed -n '/^cachemgr: fatal signal/,$p' "$WORK/fp.err" | head -n 80 >&2
+  if crash_report "$WORK/fp.err" "cachemgr $* (failpoint $fp)"; then
     echo "crash"
   elif (( rc == 0 )); then echo ok
   elif (( rc == 134 || rc == 137 || rc == 139 )); then echo abort  # SIGABRT / KILL / SEGV

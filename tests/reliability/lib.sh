@@ -166,14 +166,19 @@ make_pool() {
 drop_pool() { ceph_cmd osd pool rm "$1" "$1" --yes-i-really-really-mean-it >/dev/null 2>&1; }
 
 # cm ARGS...: the tool on the current cache; stdout to stdout, stderr to $WORK/last.err.
-# A crash report (the tool's stack on a fatal signal) goes to the log whole.
+# crash_report FILE WHAT: when FILE (a tool's stderr) holds a crash report (the stack
+# the tool writes on a fatal signal), logs it whole under WHAT; true if it did.
+crash_report() {
+  grep -q '^cachemgr: fatal signal' "$1" 2>/dev/null || return 1
+  log "crash report of: $2"
+  sed -n '/^cachemgr: fatal signal/,$p' "$1" | head -n 80 >&2
+}
+
+# A crash report goes to the log whole.
 cm() {
   local rc=0
   "$CACHEMGR_BIN" --config "$CFG" "$@" 2>"$WORK/last.err" || rc=$?
-  if grep -q '^cachemgr: fatal signal' "$WORK/last.err" 2>/dev/null; then
-    log "crash report of: cachemgr $*"
-    sed -n '/^cachemgr: fatal signal/,$p' "$WORK/last.err" | head -n 80 >&2
-  fi
+  crash_report "$WORK/last.err" "cachemgr $*"
   return $rc
 }
 last_err() { err_line "$WORK/last.err"; }

@@ -80,9 +80,7 @@ for (( i = 1; i <= kills; i++ )); do
   total[$kind]=$((total[$kind] + 1))
   obs=""
   # The create that was to be killed must not have crashed on its own first.
-  if grep -q '^cachemgr: fatal signal' "$WORK/kill.err" 2>/dev/null; then
-    log "crash report of the create before the kill:"
-    sed -n '/^cachemgr: fatal signal/,$p' "$WORK/kill.err" | head -n 80 >&2
+  if crash_report "$WORK/kill.err" "the create before the kill"; then
     obs+="the create crashed before the kill (exit $rc): $(err_line "$WORK/kill.err"); "
   fi
   sleep 0.2  # the kernel delivers the children's death signal
