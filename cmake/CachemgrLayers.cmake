@@ -172,4 +172,4 @@ cachemgr_add_layer(fetch FOLDERS fetch LAYERS source storage convert base)
 
 cachemgr_add_layer(engine FOLDERS engine PUBLIC_HEADERS cache.h
                    LAYERS policy storage index source fetch convert config base)
-target_link_libraries(cachemgr_engine PRIVATE OpenSSL::Crypto Threads::Threads)
+target_link_libraries(cachemgr_engine PRIVATE OpenSSL::Crypto Threads::Threads nlohmann_json::nlohmann_json)

@@ -31,4 +31,20 @@ std::map<std::string, std::string> Backend::ListIdentities(const std::string& po
 
 std::vector<Leftover> Backend::SweepTemporaries(bool /*dry_run*/) { return {}; }
 
+namespace {
+[[noreturn]] void NoImport(const std::string& kind, const ImageRef& ref) {
+  throw Error(Errc::kInvalidArgument, "image " + ref.pool + "/" + ref.name + ": the " + kind +
+                                          " backend has no instant import (RBD only)");
+}
+}  // namespace
+
+void Backend::PrepareImport(const std::string& /*source_spec*/, const ImageRef& ref) {
+  NoImport(kind(), ref);
+}
+void Backend::ExecuteImport(const ImageRef& ref, const ProgressFn& /*progress*/) {
+  NoImport(kind(), ref);
+}
+void Backend::CommitImport(const ImageRef& ref) { NoImport(kind(), ref); }
+void Backend::AbortImport(const ImageRef& ref) { NoImport(kind(), ref); }
+
 }  // namespace cachemgr::storage

@@ -256,6 +256,26 @@ class Backend {
   virtual void WriteTable(const std::string& table, const std::map<std::string, std::string>& set,
                           const std::vector<std::string>& erase = {}) = 0;
 
+  // --- instant import (RBD: an import-only live migration; rbd_migration.cpp)
+  // Makes `ref` at once as an import of `source_spec` (librbd's migration source spec:
+  // {"type":"raw"|"qcow","stream":{"type":"file","file_path":...}}). Until the import is
+  // committed, every reader of `ref` (and of its clones, on any host) reads what is not
+  // copied yet through that source, so the path must reach the same file everywhere.
+  // Default: kInvalidArgument (the backend cannot).
+  virtual void PrepareImport(const std::string& source_spec, const ImageRef& ref);
+  virtual bool CanImportInstantly() const { return false; }
+  // Where an import of `ref` stands; kNone for an image that is not being imported.
+  enum class ImportState { kNone, kPrepared, kExecuting, kExecuted, kOther };
+  virtual ImportState ImportStatus(const ImageRef& /*ref*/) { return ImportState::kNone; }
+  // The source spec an image being imported reads through ("" when none).
+  virtual std::string ImportSource(const ImageRef& /*ref*/) { return ""; }
+  // Copies every byte not copied yet (resumes a killed one); then Commit makes the image
+  // independent of the source (its clones keep reading right); Abort removes an image
+  // whose import never got a clone.
+  virtual void ExecuteImport(const ImageRef& ref, const ProgressFn& progress);
+  virtual void CommitImport(const ImageRef& ref);
+  virtual void AbortImport(const ImageRef& ref);
+
   // --- free space (local: local_space.cpp; rbd: rbd_space.cpp)
   // The space of the filesystem or pool that holds entry_pool(). Throws kBackend naming
   // the root or pool when it cannot be read.

@@ -77,6 +77,7 @@ void AddStats(CLI::App& app, Context& ctx);
 void AddVerify(CLI::App& app, Context& ctx);
 void AddRebuildIndex(CLI::App& app, Context& ctx);
 void AddDoctor(CLI::App& app, Context& ctx);
+void AddFinishImport(CLI::App& app, Context& ctx);  // import.cpp
 
 // "10G", "512M", "1048576", "1.5T": bytes or K/M/G/T (powers of 1024). Throws
 // Error{kInvalidArgument} naming the text.

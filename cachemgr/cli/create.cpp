@@ -3,8 +3,10 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <sstream>
 
 #include "common.h"
+#include "import.h"
 
 namespace cachemgr::cli {
 namespace {
@@ -13,13 +15,41 @@ struct CreateArgs {
   std::string image_id;
   std::string volume;
   std::string size;
+  bool wait_import = false;
 };
+
+// --json --wait-import: the create's document is the one printed; the import's end
+// shows in the exit code and on stderr.
+int FinishImportQuietly(Context& ctx, const std::string& image_id) {
+  const bool json = ctx.json;
+  ctx.json = false;
+  std::ostringstream lost;
+  auto* old = std::cout.rdbuf(lost.rdbuf());
+  try {
+    const int rc = FinishImportNow(ctx, image_id);
+    std::cout.rdbuf(old);
+    ctx.json = json;
+    return rc;
+  } catch (const Error& e) {
+    std::cout.rdbuf(old);
+    ctx.json = json;
+    std::cerr << "cachemgr create: " << OneLine(e.what()) << '\n';
+    return ExitCodeFor(e.code());
+  } catch (...) {
+    std::cout.rdbuf(old);
+    ctx.json = json;
+    throw;
+  }
+}
 
 int RunCreate(Context& ctx, const CreateArgs& args) {
   CreateVolumeRequest request;
   request.image_id = args.image_id;
   request.volume = args.volume;
   if (!args.size.empty()) request.size_bytes = ParseSize(args.size);
+  // An instant miss's import goes on after the volume is made: in a process of its own,
+  // so that this command returns at once, or here (--wait-import).
+  request.defer_import = true;
 
   // A miss can take minutes: show the fill's progress on a terminal, at most 10 redraws/s.
   const bool bar = ProgressOnTerminal();
@@ -45,8 +75,24 @@ int RunCreate(Context& ctx, const CreateArgs& args) {
   }
   if (drawn) std::fprintf(stderr, "\r\033[K");
 
+  pid_t import_pid = 0;
+  if (r.plan == Plan::kInstant && !args.wait_import) {
+    try {
+      import_pid = StartImportProcess(ctx, r.image_id);
+    } catch (const Error& e) {
+      // The volume is made and reads right; only the import's end waits for the pass.
+      std::cerr << "cachemgr create: " << e.what() << '\n';
+    }
+  }
+  const std::string import_state =
+      r.plan != Plan::kInstant ? "" : args.wait_import ? "running here" : "running in the background";
   if (ctx.json) {
-    PrintJson({{"volume", r.volume},
+    nlohmann::json extra = nlohmann::json::object();
+    if (r.plan == Plan::kInstant) {
+      extra["import"] = args.wait_import ? "foreground" : "background";
+      if (import_pid > 0) extra["import_pid"] = import_pid;
+    }
+    nlohmann::json doc = {{"volume", r.volume},
                {"image_id", r.image_id},
                {"plan", std::string(PlanName(r.plan))},
                {"ms", Millis(r.elapsed)},
@@ -54,15 +100,28 @@ int RunCreate(Context& ctx, const CreateArgs& args) {
                {"size_bytes", r.size_bytes},
                {"bytes_downloaded", r.bytes_downloaded},
                {"fill_ms", Millis(r.fill)},
-               {"wait_ms", Millis(r.wait)}});
-    return kExitOk;
+               {"wait_ms", Millis(r.wait)}};
+    doc.update(extra);
+    PrintJson(doc);
+    std::cout.flush();
+    return args.wait_import && r.plan == Plan::kInstant ? FinishImportQuietly(ctx, r.image_id)
+                                                         : kExitOk;
   }
   std::cout << "volume " << r.volume << " from image " << r.image_id << ": " << PlanName(r.plan)
             << ", depth " << r.depth << ", " << HumanBytes(r.size_bytes) << ", "
             << HumanDuration(r.elapsed);
   if (r.bytes_downloaded) std::cout << " (downloaded " << HumanBytes(r.bytes_downloaded) << ")";
   if (r.wait.count()) std::cout << " (waited " << HumanDuration(r.wait) << " for another fill)";
+  if (!import_state.empty()) {
+    std::cout << " (import " << import_state;
+    if (import_pid > 0) std::cout << ", pid " << import_pid;
+    std::cout << ')';
+  }
   std::cout << '\n';
+  if (args.wait_import && r.plan == Plan::kInstant) {
+    std::cout.flush();
+    return FinishImportNow(ctx, r.image_id);
+  }
   return kExitOk;
 }
 
@@ -75,11 +134,17 @@ void AddCreate(CLI::App& app, Context& ctx) {
   sub->footer(
       "Make VOLUME from IMAGE_ID: a clone of the cached entry (hit), or fetch and cache the "
       "image first (miss), or clone the source's own RBD image (direct). Prints the plan "
-      "used (clone|copy|flatten_clone|miss|direct) and the time taken.");
+      "used (clone|copy|flatten_clone|miss|direct|instant) and the time taken. With "
+      "cache.instant_miss (RBD), a miss of a raw or plain qcow2 image of the shared image "
+      "directory is `instant`: the volume is made at once and reads through the image's file "
+      "while a background process (cachemgr finish-import) copies and checks it.");
   sub->add_option("IMAGE_ID", args->image_id, "image id in the source")->required();
   sub->add_option("VOLUME", args->volume, "name of the new volume")->required();
   sub->add_option("--size,-s", args->size,
                   "volume size: bytes or K/M/G/T (default: the image's virtual size)");
+  sub->add_flag("--wait-import", args->wait_import,
+                "after an instant miss, run its import here to its end (progress on a "
+                "terminal) instead of in a background process; exit 4 if its bytes are bad");
   sub->callback([&ctx, args] { ctx.run = [&ctx, args] { return RunCreate(ctx, *args); }; });
 }
 

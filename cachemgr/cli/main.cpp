@@ -89,6 +89,7 @@ int RunMain(int argc, char** argv) {
   AddVerify(app, ctx);
   AddRebuildIndex(app, ctx);
   AddDoctor(app, ctx);
+  AddFinishImport(app, ctx);
 
   try {
     app.parse(argc, argv);

@@ -44,6 +44,16 @@ std::string Prometheus(const Stats& s) {
          "Volumes cloned straight from the source's own RBD image.", s.direct);
   metric("cachemgr_direct_refused_total", "counter",
          "Source RBD locations refused for a direct clone (fetched instead).", s.direct_refused);
+  metric("cachemgr_instant_total", "counter",
+         "Misses served at once as an import of the image's file (cache.instant_miss).",
+         s.instant);
+  metric("cachemgr_imports_pending", "gauge",
+         "Instant misses' imports not finished yet (pool-wide).", s.imports_pending);
+  metric("cachemgr_bad_entries", "gauge",
+         "Entries whose import found bytes other than the image's, with volumes left.",
+         s.bad_entries);
+  metric("cachemgr_bad_volumes", "gauge",
+         "Volumes made from those entries: their bytes are not the image's.", s.bad_volumes);
   metric("cachemgr_evictions_total", "counter", "Entries evicted.", s.evictions);
   metric("cachemgr_stale_total", "counter", "Entries replaced because the image changed.", s.stale);
   metric("cachemgr_errors_total", "counter", "Failed operations.", s.errors);
@@ -143,6 +153,10 @@ std::string StatsJson(const Stats& s) {
                         {"misses", s.misses},
                         {"direct", s.direct},
                         {"direct_refused", s.direct_refused},
+                        {"instant", s.instant},
+                        {"imports_pending", s.imports_pending},
+                        {"bad_entries", s.bad_entries},
+                        {"bad_volumes", s.bad_volumes},
                         {"evictions", s.evictions},
                         {"stale", s.stale},
                         {"errors", s.errors},
@@ -188,6 +202,12 @@ std::string StatsTable(const Stats& s) {
   t.Add({"misses", std::to_string(s.misses)});
   t.Add({"direct", std::to_string(s.direct)});
   t.Add({"direct refused", std::to_string(s.direct_refused)});
+  if (s.instant || s.imports_pending || s.bad_entries) {
+    t.Add({"instant misses", std::to_string(s.instant)});
+    t.Add({"imports pending", std::to_string(s.imports_pending)});
+    t.Add({"bad entries", std::to_string(s.bad_entries) + " (" + std::to_string(s.bad_volumes) +
+                              " volume(s) with bytes that are not the image's)"});
+  }
   t.Add({"hit ratio", ratio});
   t.Add({"evictions", std::to_string(s.evictions)});
   t.Add({"stale", std::to_string(s.stale)});
@@ -240,7 +260,26 @@ int RunStats(Context& ctx, const StatsArgs& args) {
     return kExitOk;
   }
   const Stats s = ctx.cache().GetStats();
-  const std::string text = args.prometheus ? Prometheus(s) : ctx.json ? StatsJson(s) : StatsTable(s);
+  std::string text = args.prometheus ? Prometheus(s) : ctx.json ? StatsJson(s) : StatsTable(s);
+  // Volumes made from an entry found bad are named, not only counted.
+  if (s.bad_entries > 0 && !args.prometheus) {
+    const auto bad = ctx.cache().BadEntries();
+    if (ctx.json) {
+      auto doc = nlohmann::json::parse(text);
+      doc["bad"] = nlohmann::json::array();
+      for (const auto& b : bad) {
+        doc["bad"].push_back({{"image_id", b.image_id}, {"reason", b.reason}, {"at", b.at},
+                              {"volumes", b.volumes}});
+      }
+      text = doc.dump(2) + "\n";
+    } else {
+      for (const auto& b : bad) {
+        std::string volumes;
+        for (const auto& v : b.volumes) volumes += " " + v;
+        text += "bad entry of image " + b.image_id + " (" + b.reason + "): volumes" + volumes + "\n";
+      }
+    }
+  }
   if (!args.output.empty())
     WriteAtomically(args.output, text);
   else

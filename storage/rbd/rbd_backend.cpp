@@ -382,9 +382,17 @@ RemoveOutcome RbdBackend::Remove(const ImageRef& ref) {
   auto pool = Pool(ref.pool);
   const std::string where = pool->Where(ref.name);
   bool has_children = false;
+  bool importing = false;
   {
     auto image = OpenImage(*pool, ref.name, true);
     has_children = AnySnapHasChildren(image.get(), where);
+    uint64_t features = 0;
+    importing = rbd_get_features(image.get(), &features) == 0 &&
+                (features & RBD_FEATURE_MIGRATING) != 0;
+  }
+  if (importing) {  // rbd_migration.cpp
+    RemoveImporting(ref, has_children);
+    return RemoveOutcome::kRemoved;
   }
   if (has_children) {
     // Clone v2 children keep reading from a trashed parent; gc purges it later.

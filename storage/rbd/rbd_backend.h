@@ -108,6 +108,15 @@ class RbdBackend final : public Backend {
 
   SpaceInfo FreeSpace() override;  // rbd_space.cpp
 
+  // rbd_migration.cpp
+  bool CanImportInstantly() const override { return true; }
+  void PrepareImport(const std::string& source_spec, const ImageRef& ref) override;
+  ImportState ImportStatus(const ImageRef& ref) override;
+  std::string ImportSource(const ImageRef& ref) override;
+  void ExecuteImport(const ImageRef& ref, const ProgressFn& progress) override;
+  void CommitImport(const ImageRef& ref) override;
+  void AbortImport(const ImageRef& ref) override;
+
  private:
   // Construction steps.
   void Connect(const std::string& entity);
@@ -128,6 +137,8 @@ class RbdBackend final : public Backend {
                 const ProgressFn& progress);
   // Removes the user snapshots of an open image (unprotecting them first).
   void RemoveAllSnapshots(rbd_image_t image, const std::string& where);
+  // rbd_migration.cpp: Remove of an image whose import is not committed.
+  void RemoveImporting(const ImageRef& ref, bool has_children);
   // rbd_watchers.cpp: what keeps an image busy (its watchers, its lock owner), for errors.
   std::string DescribeBusy(const PoolCtx& pool, const std::string& name);
 

@@ -150,6 +150,21 @@ class FaultyBackend final : public storage::Backend {
                   const std::vector<std::string>& erase) override;
   // Passed through: read only, and called only when a free-space floor is configured.
   storage::SpaceInfo FreeSpace() override { return inner_->FreeSpace(); }
+  bool CanImportInstantly() const override { return inner_->CanImportInstantly(); }
+  void PrepareImport(const std::string& spec, const storage::ImageRef& ref) override {
+    inner_->PrepareImport(spec, ref);
+  }
+  ImportState ImportStatus(const storage::ImageRef& ref) override {
+    return inner_->ImportStatus(ref);
+  }
+  std::string ImportSource(const storage::ImageRef& ref) override {
+    return inner_->ImportSource(ref);
+  }
+  void ExecuteImport(const storage::ImageRef& ref, const storage::ProgressFn& progress) override {
+    inner_->ExecuteImport(ref, progress);
+  }
+  void CommitImport(const storage::ImageRef& ref) override { inner_->CommitImport(ref); }
+  void AbortImport(const storage::ImageRef& ref) override { inner_->AbortImport(ref); }
 
   // Counts the call and throws if a fault is armed for it (used by the writer and reader
   // wrappers too).

@@ -36,6 +36,8 @@ enum class Plan {
   kMiss,          // the image was fetched and cached, then cloned
   kDirect,        // cloned straight from the source's own RBD image; no bytes copied
   kUncached,      // too large for the cache: fetched straight into the volume
+  kInstant,       // a miss served at once: the entry is an import still running (RBD,
+                  // cache.instant_miss); its volume reads through the source meanwhile
 };
 // "clone", "copy", "flatten_clone", ...
 CACHEMGR_EXPORT std::string_view PlanName(Plan plan) noexcept;
@@ -54,6 +56,11 @@ struct CreateVolumeRequest {
   std::string volume;           // name of the new volume on the backend
   uint64_t size_bytes = 0;      // 0: the image's virtual size; smaller than it is an error
   ProgressFn progress;          // optional; called from the calling thread
+  // On a kInstant plan, the import goes on after the call returns: on a thread of the
+  // engine (the Cache waits for it when destroyed, or in WaitForImports), or, when this is
+  // set, nowhere: the caller runs FinishImport itself (the tool hands it to a process of
+  // its own); an import nobody finishes is resumed by the next eviction pass.
+  bool defer_import = false;
 };
 
 struct CreateVolumeResult {
@@ -167,6 +174,12 @@ struct Stats {
   uint64_t hits = 0, misses = 0, evictions = 0, stale = 0, errors = 0, direct = 0;
   // rbd:// locations not cloned (another pool, cluster, image name or size): fetched.
   uint64_t direct_refused = 0;
+  // Instant misses (plan instant) and their imports: pending (on the pool, any host), and
+  // the entries found bad with the volumes made from them (BadEntries lists them).
+  uint64_t instant = 0;
+  uint64_t imports_pending = 0;
+  uint64_t bad_entries = 0;
+  uint64_t bad_volumes = 0;
   uint64_t bytes_downloaded = 0;
   uint64_t bytes_saved = 0;  // virtual bytes not copied thanks to clones
   uint64_t entries = 0;
@@ -223,6 +236,32 @@ struct WhatIfReport {
   // target; empty when none would (too many cold accesses) or nothing was recorded.
   std::optional<uint64_t> count_for_target;
   std::optional<double> size_gb_for_target;
+};
+
+// How FinishImport left an instant miss's import.
+enum class ImportOutcome {
+  kNone,       // no import of that image is pending
+  kCommitted,  // every byte copied and checked: the entry no longer needs the source
+  kBad,        // the bytes did not match the image's checksum: the entry is marked bad and
+               // evicted; its volumes are listed by doctor, stats and verify
+  kBusy,       // another process or host is running it
+};
+CACHEMGR_EXPORT std::string_view ImportOutcomeName(ImportOutcome outcome) noexcept;
+struct ImportResult {
+  std::string image_id;
+  ImportOutcome outcome = ImportOutcome::kNone;
+  uint64_t bytes = 0;                   // bytes of the image imported
+  std::chrono::microseconds elapsed{};
+  std::string detail;                   // why it is bad, for people
+  std::vector<std::string> volumes;     // kBad: the volumes made from it
+};
+// An entry whose import found bytes other than the image's (ImportOutcome::kBad): the
+// volumes made from it before that was known.
+struct BadEntry {
+  std::string image_id;
+  std::string reason;
+  int64_t at = 0;                    // unix seconds it was found
+  std::vector<std::string> volumes;  // still existing when last looked at
 };
 
 struct VerifyResult {
@@ -301,6 +340,17 @@ class CACHEMGR_EXPORT Cache {
 
   // Checks the config, backend, source, qemu-img and permissions.
   virtual std::vector<Check> Doctor() = 0;
+  // --- the instant miss (cache.instant_miss, RBD)
+  // Runs the pending import of `image_id`'s entry to its end here: copies the rest,
+  // checks the bytes against the image's digests, commits. Blocks; kBusy when another
+  // process or host is running it.
+  virtual ImportResult FinishImport(const std::string& image_id,
+                                    const ProgressFn& progress = {}) = 0;
+  // Waits for the imports this Cache's own threads run (CreateVolume without
+  // defer_import); their results, in the order they ended.
+  virtual std::vector<ImportResult> WaitForImports() = 0;
+  // Entries whose import found other bytes than the image's, with their volumes.
+  virtual std::vector<BadEntry> BadEntries() = 0;
 };
 
 }  // namespace cachemgr

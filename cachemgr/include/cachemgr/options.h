@@ -168,6 +168,16 @@ struct CacheOptions {
   // Seconds the pinned flatten may take per pass: no flatten starts after it (the running
   // one finishes; the first always starts, so every pass makes progress).
   uint32_t flatten_pinned_budget_s = 300;
+  // The instant miss (RBD only; off by default): a miss of an image the source keeps as a
+  // file every host reaches at one path (the file source on a shared directory), raw or
+  // plain qcow2, makes the entry at once as an import of that file (librbd's import-only
+  // migration) and clones the volume from it (plan "instant"); the bytes are copied in
+  // the background, checked against the image's digests as they are, and the import
+  // committed. Until then every host that opens the volume reads through that path, and
+  // its bytes are served before they are checked: a mismatch marks the entry bad and the
+  // volumes made from it are named by doctor, stats and verify. Other images: a normal
+  // miss. The local backend ignores it.
+  bool instant_miss = false;
 };
 
 struct ConversionOptions {

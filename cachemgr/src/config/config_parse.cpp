@@ -429,6 +429,7 @@ class Parser {
                  {"allocated", SizeAccounting::kAllocated}});
           }},
          {"stale_on_updated_at", [&](auto& v, auto& p) { c.stale_on_updated_at = Bool(v, p); }},
+         {"instant_miss", [&](auto& v, auto& p) { c.instant_miss = Bool(v, p); }},
          {"source_check_interval_s",
           [&](auto& v, auto& p) { c.source_check_interval_s = Integer<uint32_t>(v, p); }},
          {"share_use_interval_s",

@@ -22,6 +22,17 @@ std::string_view PlanName(Plan plan) noexcept {
     case Plan::kMiss: return "miss";
     case Plan::kDirect: return "direct";
     case Plan::kUncached: return "uncached";
+    case Plan::kInstant: return "instant";
+  }
+  return "unknown";
+}
+
+std::string_view ImportOutcomeName(ImportOutcome outcome) noexcept {
+  switch (outcome) {
+    case ImportOutcome::kNone: return "none";
+    case ImportOutcome::kCommitted: return "committed";
+    case ImportOutcome::kBad: return "bad";
+    case ImportOutcome::kBusy: return "busy";
   }
   return "unknown";
 }
@@ -96,7 +107,14 @@ CacheImpl::CacheImpl(Options options, std::shared_ptr<spdlog::logger> logger, Pa
               source_->kind(), options_.index);
 }
 
-CacheImpl::~CacheImpl() = default;
+CacheImpl::~CacheImpl() {
+  // Import threads use this object: they end first.
+  try {
+    WaitForImports();
+  } catch (const std::exception& e) {
+    log_->error("waiting for imports failed error={}", e.what());
+  }
+}
 
 std::optional<index::EntryRow> CacheImpl::FindLive(const std::string& image_id) {
   return WithIndex([&](index::Index& ix) { return ix.FindEntry(backend_kind_, location_, image_id); });
@@ -213,7 +231,7 @@ std::vector<EntryInfo> CacheImpl::List() {
 namespace {
 Plan ParsePlan(const std::string& s) {
   for (Plan p : {Plan::kClone, Plan::kCopy, Plan::kFlattenClone, Plan::kMiss, Plan::kDirect,
-                 Plan::kUncached}) {
+                 Plan::kUncached, Plan::kInstant}) {
     if (PlanName(p) == s) return p;
   }
   return Plan::kClone;
@@ -248,6 +266,8 @@ Stats CacheImpl::GetStats() {
       stats.bytes_saved += t.bytes;
     } else if (t.kind == "direct_refused") {
       stats.direct_refused += t.count;
+    } else if (t.kind == "instant") {
+      stats.instant += t.count;
     } else if (t.kind == "evict") {
       stats.evictions += t.count;
     } else if (t.kind == "stale") {
@@ -287,6 +307,17 @@ Stats CacheImpl::GetStats() {
     stats.leftover_bytes += l.bytes;
   }
   stats.dead_work_dirs = fetch::ListDeadWorkDirs(options_.conversion.dir).size();
+  if (backend_->CanImportInstantly()) {
+    try {
+      stats.imports_pending = PendingImports().size();
+      for (const auto& bad : BadEntries()) {
+        stats.bad_entries += 1;
+        stats.bad_volumes += bad.volumes.size();
+      }
+    } catch (const Error& e) {
+      log_->warn("instant miss records not read error={}", e.what());
+    }
+  }
   MissReasonStatsInto(&stats);
   stats.max_size_gb = options_.cache.max_size_gb;
   stats.max_count = options_.cache.max_count;

@@ -8,6 +8,8 @@
 //   maintenance.cpp  verify, rebuild-index, doctor, source listing
 //   shared.cpp       what the hosts sharing the pool keep on it; reconciling with it
 //   floor.cpp        the free-space floor (cache.min_free_*): room before a miss, the pass
+//   instant.cpp      the instant miss: which images qualify, the entry made as an import
+//   instant_import.cpp  the import's end: copy, check, commit or mark bad; resume; records
 #pragma once
 
 #include <chrono>
@@ -18,6 +20,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cachemgr/cache.h"
@@ -46,6 +49,9 @@ inline constexpr const char* kMetaDepth = "cachemgr.depth";
 inline constexpr const char* kMetaCreatedAt = "cachemgr.created_at";
 inline constexpr const char* kMetaSchema = "cachemgr.schema";
 inline constexpr const char* kMetaSchemaVersion = "1";
+// Set on an entry whose instant-miss import found bytes other than the image's: never
+// adopted, never cloned again (instant_import.cpp).
+inline constexpr const char* kMetaBad = "cachemgr.bad";
 // The event each eviction pass records with, as its bytes, how many objects it left alone.
 inline constexpr const char* kEventLeftAlone = "pass_left_alone";
 
@@ -78,6 +84,9 @@ class CacheImpl final : public Cache {
   RebuildReport RebuildIndex() override;
   std::vector<std::string> SourceImages() override;
   std::vector<Check> Doctor() override;
+  ImportResult FinishImport(const std::string& image_id, const ProgressFn& progress) override;
+  std::vector<ImportResult> WaitForImports() override;
+  std::vector<BadEntry> BadEntries() override;
 
  private:
   Check SecretFilesCheck() const;
@@ -86,6 +95,7 @@ class CacheImpl final : public Cache {
     index::EntryRow row;
     bool filled = false;    // this caller fetched (or direct-cloned) the entry
     bool direct = false;    // the entry is a clone of the source's own RBD image
+    bool instant = false;   // the entry was made as an import still running (instant.cpp)
     bool replaced = false;  // a stale entry was replaced
     uint64_t bytes_downloaded = 0;
     std::chrono::microseconds fill{}, wait{};
@@ -148,9 +158,13 @@ class CacheImpl final : public Cache {
   // The checks DescribeActive makes, on an answer got otherwise (a listing).
   source::ImageMeta RequireActive(source::ImageMeta meta, const std::string& image_id);
   bool Admits(const source::ImageMeta& meta) const;
-  Ensured EnsureEntry(const source::ImageMeta& meta, const ProgressFn& progress);
-  Ensured EnsureEntryLocked(const source::ImageMeta& meta, const ProgressFn& progress);
-  index::EntryRow Fill(const source::ImageMeta& meta, const ProgressFn& progress, Ensured* out);
+  // `instant`: the caller can serve an instant miss (CreateVolume, cache.instant_miss).
+  Ensured EnsureEntry(const source::ImageMeta& meta, const ProgressFn& progress,
+                      bool instant = false);
+  Ensured EnsureEntryLocked(const source::ImageMeta& meta, const ProgressFn& progress,
+                            bool instant);
+  index::EntryRow Fill(const source::ImageMeta& meta, const ProgressFn& progress, Ensured* out,
+                       bool instant = false);
   // Fill's steps: the creating row (the intent record, naming the staging object before
   // it is made); a clone of the source's own RBD image when one may be cloned (its
   // location; nullopt: fetch instead); the fetch and conversion (bytes downloaded); the
@@ -170,6 +184,35 @@ class CacheImpl final : public Cache {
                                              const source::ImageMeta* meta,
                                              std::vector<EvictAction>* actions);
   std::optional<index::EntryRow> RowFromMetadata(const std::string& name);
+
+  // --- the instant miss (instant.cpp, instant_import.cpp)
+  // Whether misses may be instant here: cache.instant_miss on a backend that can.
+  bool InstantWanted() const;
+  // How an image qualifies: its file's shared path and version, the librbd source spec.
+  struct InstantPlan {
+    std::string spec;           // librbd migration source spec
+    std::string path;           // the file every host reads through
+    std::string format;         // "raw" | "qcow2"
+    std::string file_identity;  // util::FileIdentity of the file when planned
+  };
+  // nullopt (with `why_not`) when the image does not qualify; kRefused when the image is
+  // unsafe whatever the path (the same checks as a normal fill's).
+  std::optional<InstantPlan> PlanInstant(const source::ImageMeta& meta, std::string* why_not);
+  // Fill's instant step: the staging object made as an import of the plan, and the pool's
+  // record of the import (written before the entry can be renamed into place).
+  void PrepareInstant(const source::ImageMeta& meta, const InstantPlan& plan,
+                      const storage::ImageRef& staging_ref, index::EntryRow* row);
+  void RecordImport(const source::ImageMeta& meta, const InstantPlan& plan,
+                    const index::EntryRow& row);
+  // Runs FinishImport on an engine thread (CreateVolume without defer_import).
+  void StartImportThread(const std::string& image_id);
+  // The pass's step: imports nobody runs are resumed (and finished) here; bad entries
+  // whose volumes are all gone are forgotten.
+  void ResumeImports(bool dry_run, std::vector<EvictAction>* actions);
+  // Whether the entry `name` has an import not finished (never evicted meanwhile).
+  bool ImportPending(const std::string& name);
+  // The imports not finished: entry name -> image id.
+  std::map<std::string, std::string> PendingImports();
 
   // --- hit path (volume.cpp)
   // `source_checked_at`: when the source confirmed the entry current for this call
@@ -387,6 +430,11 @@ class CacheImpl final : public Cache {
   std::string host_id_;  // Options::host_id, or the hostname
   std::string backend_kind_;
   std::string location_;
+  // Imports run by this Cache's threads (StartImportThread), and the results of those
+  // that ended; joined by WaitForImports and the destructor.
+  std::mutex imports_mu_;
+  std::vector<std::thread> import_threads_;
+  std::vector<ImportResult> import_results_;
 };
 
 // Measures how long a step took, for logs, events and results only: never what the

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <map>
+#include <set>
 #include <thread>
 
 #include "engine/cache_impl.h"
@@ -67,6 +68,11 @@ void CacheImpl::RemoveLeftObject(const storage::ImageRef& ref) {
 EvictAction CacheImpl::EvictEntry(index::EntryRow row, const std::string& kind,
                                   const std::string& reason, bool locked) {
   EvictAction action{kind, row.image_id, row.cache_name, AccountedBytes(row), reason, false};
+  if (ImportPending(row.cache_name)) {
+    // Neither removable nor movable to the trash until its import is committed.
+    action.reason += "; skipped: its instant-miss import is not finished";
+    return action;
+  }
   ImageLocks locks;
   std::unique_ptr<FileLock> use;
   try {
@@ -200,7 +206,12 @@ void CacheImpl::EnforceLimits(std::optional<uint64_t> incoming, int64_t exclude_
   // Totals from an aggregate and candidates from a sorted walk that stops once the
   // limits hold: the pass reads as many rows as it evicts, not the whole cache.
   std::map<int64_t, index::EntryRow> by_id;
+  const auto importing = PendingImports();  // never victims (EvictEntry would skip them)
   auto plan = WithIndex([&](index::Index& ix) {
+    std::set<int64_t> importing_ids;
+    for (const auto& [name, image_id] : importing) {
+      if (auto r = ix.FindEntry(backend_kind_, location_, image_id)) importing_ids.insert(r->id);
+    }
     const auto sums = ix.LiveTotals(backend_kind_, location_);
     policy::EvictionTotals totals{
         sums.count, limits.count_allocated ? sums.allocated_bytes : sums.virtual_bytes};
@@ -219,7 +230,7 @@ void CacheImpl::EnforceLimits(std::optional<uint64_t> incoming, int64_t exclude_
       }
       const auto& r = page[pos++];
       return policy::EvictionCandidate{r.id, r.virtual_size, r.allocated_bytes, r.last_used,
-                                       r.id != exclude_id};
+                                       r.id != exclude_id && !importing_ids.count(r.id)};
     };
     auto p = policy::PlanEvictionLru(totals, next, limits, incoming);
     for (int64_t id : p.victims) {

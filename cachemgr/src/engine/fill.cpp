@@ -183,14 +183,15 @@ bool CacheImpl::Admits(const source::ImageMeta& meta) const {
 }
 
 CacheImpl::Ensured CacheImpl::EnsureEntry(const source::ImageMeta& meta,
-                                          const ProgressFn& progress) {
+                                          const ProgressFn& progress, bool instant) {
   const Stopwatch timer;
   bool leader = false;
   Ensured result = flights_.Do(
-      meta.id, [&] { return EnsureEntryLocked(meta, progress); }, &leader);
+      meta.id, [&] { return EnsureEntryLocked(meta, progress, instant); }, &leader);
   if (!leader) {
     // A waiter: the fill was someone else's.
     result.filled = false;
+    result.instant = false;
     result.replaced = false;
     result.bytes_downloaded = 0;
     result.fill = {};
@@ -200,7 +201,7 @@ CacheImpl::Ensured CacheImpl::EnsureEntry(const source::ImageMeta& meta,
 }
 
 CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
-                                                const ProgressFn& progress) {
+                                                const ProgressFn& progress, bool instant) {
   const std::string name = EntryName(meta.id);
   const Stopwatch timer;
   auto fill_timeout = std::chrono::seconds(std::max<uint32_t>(options_.conversion.timeout_s, 60) +
@@ -252,7 +253,7 @@ CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
   const Stopwatch fill_timer;
   const std::string miss_reason = MissReason(meta.id);  // before the fill notes "cached"
   try {
-    out.row = Fill(meta, progress, &out);
+    out.row = Fill(meta, progress, &out, instant);
   } catch (...) {
     // Nothing cached for the image: its locks would only pile up.
     if (!FindLive(meta.id)) locks.Discard();
@@ -264,6 +265,7 @@ CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
   // A direct clone costs no download: not a miss, so no reason.
   Event(out.direct ? "direct" : "miss", meta.id, out.bytes_downloaded, out.fill,
         out.direct ? "" : miss_reason);
+  if (out.instant) Event("instant", meta.id, 0, out.fill);
   // With allocated accounting the real size is known only now. The limits are the pool's:
   // enforced under its pass lock after a reconcile; a pass running on another host makes
   // room itself.
@@ -283,8 +285,18 @@ CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
   return out;
 }
 
-index::EntryRow CacheImpl::Fill(const source::ImageMeta& meta, const ProgressFn& progress,
-                                Ensured* out) {
+index::EntryRow CacheImpl::Fill(const source::ImageMeta& described, const ProgressFn& progress,
+                                Ensured* out, bool instant) {
+  // What an instant miss does not need, a normal fill does: the file's own digests.
+  std::optional<InstantPlan> instant_plan;
+  std::string why_not;
+  if (instant) instant_plan = PlanInstant(described, &why_not);
+  if (instant && !instant_plan) {
+    log_->info("instant miss not possible, fetching image={} reason=\"{}\"", described.id, why_not);
+  }
+  const source::ImageMeta meta = described.digests_deferred && !instant_plan
+                                     ? RequireActive(source_->Describe(described.id), described.id)
+                                     : described;
   const std::string final_name = EntryName(meta.id);
   const std::string staging = StagingName(meta.id);
   const auto staging_ref = EntryRef(staging);
@@ -303,7 +315,10 @@ index::EntryRow CacheImpl::Fill(const source::ImageMeta& meta, const ProgressFn&
   ShareFill(staging, true);
   guard.Track(staging_ref);
 
-  if (auto direct = CloneDirect(meta, staging_ref, &row)) {
+  if (instant_plan) {
+    PrepareInstant(meta, *instant_plan, staging_ref, &row);
+    out->instant = true;
+  } else if (auto direct = CloneDirect(meta, staging_ref, &row)) {
     row.depth = backend_->Depth(staging_ref);  // walked once here, recorded for every clone
     out->direct = true;
     log_->info("direct clone image={} parent={}/{}@{}", meta.id, direct->pool, direct->image,
@@ -313,6 +328,9 @@ index::EntryRow CacheImpl::Fill(const source::ImageMeta& meta, const ProgressFn&
   }
   Failpoint("after_fetch");
   CompleteEntryObject(staging_ref, meta, &row);
+  // Before the entry can be found under its name: whoever finds it (any host's pass)
+  // finds the import to finish as well.
+  if (instant_plan) RecordImport(meta, *instant_plan, row);
 
   backend_->Rename(staging_ref, final_name);
   guard.Track(EntryRef(final_name));
@@ -447,6 +465,7 @@ std::optional<index::EntryRow> CacheImpl::RowFromMetadata(const std::string& nam
     return it == md.end() ? "" : it->second;
   };
   if (get(kMetaSchema) != kMetaSchemaVersion) return std::nullopt;
+  if (!get(kMetaBad).empty()) return std::nullopt;  // its import found other bytes
   const std::string image_id = get(kMetaImageId);
   if (image_id.empty() || EntryName(image_id) != name) return std::nullopt;
   bool protected_snap = false;

@@ -81,6 +81,16 @@ VerifyResult CacheImpl::Verify(const std::string& image_id) {
   ValidateImageId(image_id);
   VerifyResult result;
   result.image_id = image_id;
+  // An instant miss found bad: its volumes hold bytes that are not the image's.
+  for (const auto& bad : BadEntries()) {
+    if (bad.image_id != image_id) continue;
+    std::string volumes;
+    for (const auto& v : bad.volumes) volumes += (volumes.empty() ? "" : ", ") + v;
+    result.detail = "marked bad: " + bad.reason + "; volumes made from it: " +
+                    (volumes.empty() ? std::string("none left") : volumes) +
+                    " (their bytes are not the image's: rebuild them)";
+    return result;
+  }
   auto row = FindLive(image_id);
   if (!row || row->state != index::State::kReady) {
     throw Error(Errc::kNotFound, "image " + image_id + ": not cached");
@@ -312,6 +322,28 @@ std::vector<Check> CacheImpl::Doctor() {
     }
     return "nothing half-made; " + temporaries + "; " + others;
   });
+  if (backend_->CanImportInstantly()) {
+    run("instant misses",
+        "rebuild the volumes named (their bytes are not the image's) and delete them; the "
+        "eviction pass forgets a bad entry once none of its volumes exists",
+        [&] {
+          const auto pending = PendingImports();
+          std::string bad_list;
+          for (const auto& bad : BadEntries()) {
+            std::string volumes;
+            for (const auto& v : bad.volumes) volumes += (volumes.empty() ? "" : " ") + v;
+            bad_list += (bad_list.empty() ? "" : "; ") + std::string("image ") + bad.image_id +
+                        " (" + bad.reason + "): volumes " + volumes;
+          }
+          const std::string imports = std::to_string(pending.size()) +
+                                      " import(s) not finished (any host's pass resumes them)";
+          if (!bad_list.empty()) {
+            throw Error(Errc::kCorrupt, "entries found bad after their volumes were made: " +
+                                            bad_list + "; " + imports);
+          }
+          return "no entry found bad; " + imports;
+        });
+  }
   run("source",
       "check source.glance (endpoint, auth or cloud and its clouds.yaml, token, ca_file) or "
       "source.file.dir",

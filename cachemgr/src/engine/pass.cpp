@@ -40,6 +40,7 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
   step("sweep_lock_files", [&] { SweepLockFiles(dry); });
   step("sweep_dead_files", [&] { SweepDeadFiles(dry, actions); });
   step("purge_deferred", [&] { PurgeDeferred(dry, actions); });
+  step("imports", [&] { ResumeImports(dry, actions); });
 
   const uint64_t requests_before = source_->Requests();
   if (options.check_source) step("check_source", [&] { CheckSourceForEntries(dry, actions); });

@@ -111,8 +111,17 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
       const int64_t now = Now();
       const bool recently_checked = ready && interval > 0 && row->source_checked_at <= now &&
                                     now - row->source_checked_at < interval;
+      // With instant misses, a miss (and a hit of an entry whose digests its import has not
+      // computed yet) asks without reading the whole file for digests (DescribeForInstant).
+      const bool instant = InstantWanted();
+      const bool lazy =
+          instant && (!ready || (row->checksum.empty() && row->os_hash.empty()));
       try {
-        if (!recently_checked) meta = DescribeActive(request.image_id);
+        if (!recently_checked && lazy) {
+          meta = RequireActive(source_->DescribeForInstant(request.image_id), request.image_id);
+        } else if (!recently_checked) {
+          meta = DescribeActive(request.image_id);
+        }
       } catch (const Error& e) {
         if (!(row && row->state == index::State::kReady && SourceUnreachable(e))) throw;
         log_->warn("source unreachable, serving cached entry image={} error={}", request.image_id,
@@ -127,9 +136,13 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
                    room.room == Room::kUncached) {  // too large for the cache, or the floor
           result = MakeUncached(*meta, request, &claim, &guard);
         } else {
-          Ensured ensured = EnsureEntry(*meta, request.progress);
+          Ensured ensured = EnsureEntry(*meta, request.progress, instant);
           std::optional<Plan> fill_plan;
-          if (ensured.filled) fill_plan = ensured.direct ? Plan::kDirect : Plan::kMiss;
+          if (ensured.filled) {
+            fill_plan = ensured.direct    ? Plan::kDirect
+                        : ensured.instant ? Plan::kInstant
+                                          : Plan::kMiss;
+          }
           result = MakeVolume(ensured.row, request, &claim, &guard, fill_plan, now);
           result.bytes_downloaded = ensured.bytes_downloaded;
           result.fill = ensured.fill;
@@ -160,6 +173,10 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
       log_->info("volume made image={} volume={} plan={} depth={} ms={}", request.image_id,
                  request.volume, PlanName(result.plan), result.depth,
                  result.elapsed.count() / 1000);
+      // The import goes on: here on an engine thread, or where the caller runs it.
+      if (result.plan == Plan::kInstant && !request.defer_import) {
+        StartImportThread(request.image_id);
+      }
       return result;
     }
   } catch (const Error& e) {

@@ -80,6 +80,32 @@ class FileSource final : public Source {
   std::string kind() const override { return "file"; }
 
   ImageMeta Describe(const std::string& image_id) override {
+    return DescribeFile(image_id, /*may_defer=*/false);
+  }
+
+  ImageMeta DescribeForInstant(const std::string& image_id) override {
+    return DescribeFile(image_id, /*may_defer=*/true);
+  }
+
+  std::optional<fs::path> SharedPath(const std::string& image_id) override {
+    ValidateImageId(image_id);
+    return fs::absolute(dir_ / image_id).lexically_normal();
+  }
+
+  void KeepDigests(const std::string& image_id, const LocalFile& file, const std::string& md5,
+                   const std::string& sha512) override {
+    struct stat st {};
+    if (::fstat(file.fd(), &st) != 0) return;
+    FileDigests kept = Lookup(image_id).value_or(FileDigests{});
+    const std::string identity = util::SettledFileIdentity(st);
+    if (kept.identity != identity) kept = FileDigests{identity, "", "", ""};
+    kept.md5 = md5;
+    kept.sha512 = sha512;
+    Store(image_id, kept);
+  }
+
+ private:
+  ImageMeta DescribeFile(const std::string& image_id, bool may_defer) {
     ValidateImageId(image_id);
     std::optional<LocalFile> opened = OpenEntry(image_id, image_id, /*missing_ok=*/true);
     if (!opened) {
@@ -114,7 +140,7 @@ class FileSource final : public Source {
     // stand in only when it names none (else a computed os_hash would always match and
     // a wrong md5 claim would go unchecked).
     const bool need_hashes = m.checksum.empty() && m.os_hash_value.empty();
-    FileDigests known = Known(image_id, file, m.disk_format.empty(), need_hashes);
+    FileDigests known = Known(image_id, file, m.disk_format.empty(), need_hashes, may_defer);
     if (m.disk_format.empty())
       m.disk_format = known.disk_format == "vpc" ? "vhd" : known.disk_format;
     if (auto it = sidecar.find("virtual_size"); it != sidecar.end() && it->is_number_integer()) {
@@ -122,7 +148,9 @@ class FileSource final : public Source {
     } else if (m.disk_format == "raw") {
       m.virtual_size = m.size;
     }
-    if (need_hashes) {
+    if (need_hashes && known.md5.empty()) {
+      m.digests_deferred = true;  // may_defer, and not kept for this version
+    } else if (need_hashes) {
       m.checksum = known.md5;
       m.os_hash_algo = "sha512";
       m.os_hash_value = known.sha512;
@@ -130,6 +158,8 @@ class FileSource final : public Source {
     file.RequireUnchanged(image_id);
     return m;
   }
+
+ public:
 
   std::vector<ImageMeta> ListActive() override {
     std::vector<ImageMeta> out;
@@ -323,7 +353,7 @@ class FileSource final : public Source {
   // was computed from this very version of the file (same identity), else read from the
   // descriptor and kept. A file that changes while read is kCorrupt and nothing is kept.
   FileDigests Known(const std::string& image_id, const LocalFile& file, bool need_format,
-                    bool need_hashes) {
+                    bool need_hashes, bool may_defer = false) {
     struct stat st {};
     if (::fstat(file.fd(), &st) != 0) {
       throw Error(Errc::kSource, "image " + image_id + ": cannot stat " + file.name() + ": " +
@@ -338,6 +368,11 @@ class FileSource final : public Source {
     const bool have_hashes = !need_hashes || (!kept->md5.empty() && !kept->sha512.empty());
     if (have_format && have_hashes) return *kept;
     if (!have_format) kept->disk_format = convert::DetectFdFormat(file.fd(), file.name());
+    if (!have_hashes && may_defer) {
+      kept->md5.clear();
+      kept->sha512.clear();
+      return *kept;  // not stored: nothing was learned but the format
+    }
     if (!have_hashes) {
       util::Hasher md5("md5"), sha512("sha512");
       ReadAll(image_id, file,

@@ -32,6 +32,9 @@ struct ImageMeta {
   std::string updated_at;        // ISO 8601 as the source gives it
   std::string direct_url;        // e.g. rbd://<fsid>/<pool>/<image>/<snap>
   std::vector<std::string> locations;  // every location url
+  // DescribeForInstant left checksum and os_hash empty because the only digests there are
+  // the file's own, not computed yet: whoever reads the file computes them.
+  bool digests_deferred = false;
   // Fields the source sent that cannot be true ("size: -1 is not a byte count"): such an
   // image is refused before anything is made for it (RequireBounded).
   std::vector<std::string> invalid;
@@ -120,6 +123,20 @@ class Source {
   // lets a backend reflink (or, when configured, hard-link) it instead of copying.
   // Everything is read from the descriptor, never by path again.
   virtual std::optional<LocalFile> OpenLocal(const std::string& image_id) = 0;
+  // --- the instant miss (the image read in place while it is imported)
+  // The image's file as a path every host sharing the cache reaches (file source: the
+  // image directory's entry; nullopt for sources that have none, such as Glance).
+  virtual std::optional<std::filesystem::path> SharedPath(const std::string& /*image_id*/) {
+    return std::nullopt;
+  }
+  // Describe, without reading the whole image: a file source with no claimed digest
+  // (no sidecar naming one) whose own digests are not kept yet leaves them empty and
+  // sets digests_deferred. Others: Describe.
+  virtual ImageMeta DescribeForInstant(const std::string& image_id) { return Describe(image_id); }
+  // Keeps the digests the caller computed from `file` (file source: for that version of
+  // the file only; a changed file is hashed again). Others ignore it.
+  virtual void KeepDigests(const std::string& /*image_id*/, const LocalFile& /*file*/,
+                           const std::string& /*md5*/, const std::string& /*sha512*/) {}
   // A cheap reachability check for `doctor` (authenticating first when the source
   // does); returns what was reached, throws on failure.
   virtual std::string Ping() = 0;

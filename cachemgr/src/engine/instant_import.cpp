@@ -1,0 +1,408 @@
+// The end of an instant miss's import (instant.cpp makes the entry): every byte not
+// copied yet is copied (rbd migration execute) while the image's file is hashed, the
+// bytes are judged against the image's digests, and the import is committed. A bad
+// verdict marks the entry bad everywhere (its metadata, the pool's `bad` record with the
+// volumes made from it), and the entry is evicted so that the next create refills.
+//
+// Order, for a kill at any point: the verdict is written into the pool's import record
+// before the commit, and the record is erased only after the verdict is applied, so a
+// run killed anywhere is finished by the next one (any host's pass) from what it left.
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "engine/cache_impl.h"
+#include "engine/failpoints.h"
+#include "engine/instant_records.h"
+#include "engine/marks.h"
+#include "engine/naming.h"
+#include "util/file_identity.h"
+#include "util/hash.h"
+
+namespace cachemgr::engine {
+
+namespace {
+
+using json = nlohmann::json;
+constexpr const char* kImportLockSuffix = ".import";
+constexpr size_t kReadBytes = 4 << 20;
+
+std::string Str(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+int64_t Int(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
+}
+
+// What reading the image's file showed.
+struct Judged {
+  std::string verdict, reason, md5, sha512;
+};
+
+}  // namespace
+
+std::string ImportRecord::Dump() const {
+  return json{{"image_id", image_id}, {"identity", identity},   {"path", path},
+              {"format", format},     {"file", file_identity}, {"checksum", checksum},
+              {"os_hash_algo", os_hash_algo}, {"os_hash_value", os_hash_value},
+              {"host", host},         {"at", at},              {"verdict", verdict},
+              {"reason", reason},     {"md5", md5},            {"sha512", sha512}}
+      .dump();
+}
+
+std::optional<ImportRecord> ImportRecord::Parse(const std::string& value) {
+  const json j = json::parse(value, nullptr, false);
+  if (!j.is_object()) return std::nullopt;
+  ImportRecord r;
+  r.image_id = Str(j, "image_id");
+  r.identity = Str(j, "identity");
+  r.path = Str(j, "path");
+  r.format = Str(j, "format");
+  r.file_identity = Str(j, "file");
+  r.checksum = Str(j, "checksum");
+  r.os_hash_algo = Str(j, "os_hash_algo");
+  r.os_hash_value = Str(j, "os_hash_value");
+  r.host = Str(j, "host");
+  r.at = Int(j, "at");
+  r.verdict = Str(j, "verdict");
+  r.reason = Str(j, "reason");
+  r.md5 = Str(j, "md5");
+  r.sha512 = Str(j, "sha512");
+  if (r.image_id.empty() || r.identity.empty()) return std::nullopt;
+  return r;
+}
+
+std::string BadRecord::Dump() const {
+  return json{{"image_id", image_id}, {"entry", entry},     {"reason", reason},
+              {"at", at},             {"volumes", volumes}}
+      .dump();
+}
+
+std::optional<BadRecord> BadRecord::Parse(const std::string& value) {
+  const json j = json::parse(value, nullptr, false);
+  if (!j.is_object()) return std::nullopt;
+  BadRecord r;
+  r.image_id = Str(j, "image_id");
+  r.entry = Str(j, "entry");
+  r.reason = Str(j, "reason");
+  r.at = Int(j, "at");
+  if (auto it = j.find("volumes"); it != j.end() && it->is_array()) {
+    for (const auto& v : *it) {
+      if (v.is_string()) r.volumes.push_back(v.get<std::string>());
+    }
+  }
+  if (r.image_id.empty()) return std::nullopt;
+  return r;
+}
+
+namespace {
+
+// Hashes the image's file from a descriptor opened safely by the source while `execute`
+// copies it into the entry, and judges what was read against the record's claims and
+// against the file the import began with.
+Judged JudgeFile(source::Source& source, const ImportRecord& rec, const ProgressFn& progress,
+                 const std::function<void()>& execute) {
+  Judged out;
+  std::exception_ptr exec_error;
+  std::thread exec;
+  if (execute) {
+    exec = std::thread([&] {
+      try {
+        execute();
+      } catch (...) {
+        exec_error = std::current_exception();
+      }
+    });
+  }
+  try {
+    auto file = source.OpenLocal(rec.image_id);
+    struct stat st {};
+    if (!file || ::fstat(file->fd(), &st) != 0) {
+      throw Error(Errc::kSource, "image " + rec.image_id + ": its file " + rec.path +
+                                     " cannot be read to check the import");
+    }
+    if (util::FileIdentity(st) != rec.file_identity) {
+      out.verdict = "bad";
+      out.reason = "the image file " + rec.path + " changed since its import began";
+    } else {
+      std::vector<std::string> algos = {"md5", "sha512"};
+      const bool other_algo = !rec.os_hash_value.empty() && rec.os_hash_algo != "sha512";
+      if (other_algo) algos.push_back(rec.os_hash_algo);
+      util::ParallelHasher hasher(algos);
+      std::vector<std::byte> buf(kReadBytes);
+      uint64_t done = 0;
+      const uint64_t total = file->size();
+      while (true) {
+        const ssize_t n = ::pread(file->fd(), buf.data(), buf.size(), static_cast<off_t>(done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+          throw Error(Errc::kSource, "image " + rec.image_id + ": cannot read " + rec.path +
+                                         ": " + std::strerror(errno));
+        }
+        if (n == 0) break;
+        hasher.Update(std::span<const std::byte>(buf.data(), static_cast<size_t>(n)));
+        done += static_cast<uint64_t>(n);
+        if (progress) progress(Progress{rec.image_id, "import", done, total});
+      }
+      auto digests = hasher.Finish();
+      out.md5 = digests[0];
+      out.sha512 = digests[1];
+      const std::string claimed_algo_digest = other_algo ? digests[2] : digests[1];
+      struct stat after {};
+      const bool same_file = ::fstat(file->fd(), &after) == 0 &&
+                             util::FileIdentity(after) == rec.file_identity;
+      struct stat by_path {};
+      const bool same_path = ::lstat(rec.path.c_str(), &by_path) == 0 &&
+                             S_ISREG(by_path.st_mode) && by_path.st_dev == after.st_dev &&
+                             by_path.st_ino == after.st_ino;
+      if (!same_file || done != total) {
+        out.verdict = "bad";
+        out.reason = "the image file " + rec.path + " changed while it was imported";
+      } else if (!same_path) {
+        out.verdict = "bad";
+        out.reason = "the path " + rec.path + " no longer names the file imported";
+      } else if (!rec.checksum.empty() && !util::SameDigest(out.md5, rec.checksum)) {
+        out.verdict = "bad";
+        out.reason = "md5 of the imported bytes is " + out.md5 + ", the source says " + rec.checksum;
+      } else if (!rec.os_hash_value.empty() &&
+                 !util::SameDigest(claimed_algo_digest, rec.os_hash_value)) {
+        out.verdict = "bad";
+        out.reason = rec.os_hash_algo + " of the imported bytes is " + claimed_algo_digest +
+                     ", the source says " + rec.os_hash_value;
+      } else {
+        out.verdict = "ok";
+        if (rec.checksum.empty() && rec.os_hash_value.empty()) {
+          out.reason = "digests are the file's own (no claimed digest to check)";
+        }
+      }
+      if (out.verdict == "ok" && rec.checksum.empty() && rec.os_hash_value.empty()) {
+        source.KeepDigests(rec.image_id, *file, out.md5, out.sha512);
+      }
+    }
+  } catch (...) {
+    if (exec.joinable()) exec.join();
+    throw;
+  }
+  if (exec.joinable()) exec.join();
+  if (exec_error) std::rethrow_exception(exec_error);
+  return out;
+}
+
+}  // namespace
+
+ImportResult CacheImpl::FinishImport(const std::string& image_id, const ProgressFn& progress) {
+  ValidateImageId(image_id);
+  const Stopwatch timer;
+  ImportResult result;
+  result.image_id = image_id;
+  if (!backend_->CanImportInstantly()) return result;
+  const std::string name = EntryName(image_id);
+  const auto ref = EntryRef(name);
+  std::unique_ptr<storage::Lock> run;
+  try {
+    run = backend_->AcquireLock(name + kImportLockSuffix, std::chrono::milliseconds(0));
+  } catch (const Error& e) {
+    if (e.code() != Errc::kBusy) throw;
+    result.outcome = ImportOutcome::kBusy;
+    result.detail = e.what();
+    return result;
+  }
+  auto table = backend_->ReadTable(kImportsTable);
+  auto it = table.find(name);
+  if (it == table.end()) return result;
+  auto rec = ImportRecord::Parse(it->second);
+  if (!rec || rec->image_id != image_id) {
+    log_->warn("import record not understood, dropped entry={}", name);
+    backend_->WriteTable(kImportsTable, {}, {name});
+    return result;
+  }
+  if (!CheckOwnership(*backend_, ref, kMarkEntry, &rec->identity).ours) {
+    // Written before the rename: a fill holding the image's locks may yet rename it.
+    try {
+      auto locks = LockImage(name, std::chrono::milliseconds(0));
+      if (!CheckOwnership(*backend_, ref, kMarkEntry, &rec->identity).ours) {
+        log_->info("import record of an entry that is gone, dropped image={}", image_id);
+        backend_->WriteTable(kImportsTable, {}, {name});
+      }
+    } catch (const Error& e) {
+      if (e.code() != Errc::kBusy) throw;
+      result.outcome = ImportOutcome::kBusy;
+      result.detail = "its fill is still running";
+    }
+    return result;
+  }
+  using State = storage::Backend::ImportState;
+  State state = backend_->ImportStatus(ref);
+  if (state == State::kOther) {
+    throw Error(Errc::kBackend, "entry of image " + image_id + " (" + name +
+                                    "): its import is in a state this cache does not resume; "
+                                    "`rbd status` on it tells");
+  }
+  if (rec->verdict.empty()) {
+    const bool execute = state == State::kPrepared || state == State::kExecuting;
+    log_->info("import running image={} entry={} state={}", image_id, name,
+               execute ? "copying" : "copied");
+    Judged judged = JudgeFile(*source_, *rec, progress,
+                              execute ? std::function<void()>([&] {
+                                backend_->ExecuteImport(ref, {});
+                              })
+                                      : std::function<void()>());
+    rec->verdict = judged.verdict;
+    rec->reason = judged.reason;
+    rec->md5 = judged.md5;
+    rec->sha512 = judged.sha512;
+    backend_->WriteTable(kImportsTable, {{name, rec->Dump()}});
+    Failpoint("import_after_verdict");
+  }
+  if (backend_->ImportStatus(ref) != State::kNone) backend_->CommitImport(ref);
+  Failpoint("import_after_commit");
+  result.bytes = backend_->Stat(ref).size;
+  if (rec->verdict == "ok") {
+    if (auto row = FindLive(image_id); row && row->identity == rec->identity) {
+      if (row->checksum.empty() && row->os_hash.empty() && !rec->md5.empty()) {
+        row->checksum = rec->md5;
+        row->os_hash = "sha512:" + rec->sha512;
+        backend_->SetMetadata(ref, kMetaChecksum, row->checksum);
+        backend_->SetMetadata(ref, kMetaOsHash, row->os_hash);
+      }
+      row->allocated_bytes = backend_->AllocatedBytes(ref);
+      WithIndex([&](index::Index& ix) { ix.UpdateEntry(*row); });
+    }
+    backend_->WriteTable(kImportsTable, {}, {name});
+    result.outcome = ImportOutcome::kCommitted;
+    result.detail = rec->reason;
+    result.elapsed = timer.Elapsed();
+    Event("import", image_id, result.bytes, result.elapsed);
+    log_->info("import committed image={} entry={} bytes={} ms={}", image_id, name, result.bytes,
+               result.elapsed.count() / 1000);
+    return result;
+  }
+
+  // Bad: no volume is made from it any more, and those made are named everywhere.
+  BadRecord bad;
+  bad.image_id = image_id;
+  bad.entry = name;
+  bad.reason = rec->reason;
+  bad.at = Now();
+  for (const auto& child : backend_->Children({ref, kSnapName})) bad.volumes.push_back(child.name);
+  backend_->SetMetadata(ref, kMetaBad, rec->reason);
+  backend_->WriteTable(kBadTable, {{Sha1Hex(rec->identity), bad.Dump()}});
+  backend_->WriteTable(kImportsTable, {}, {name});
+  std::string listed;
+  for (const auto& v : bad.volumes) listed += (listed.empty() ? "" : ",") + v;
+  log_->error("instant miss imported bytes that are not the image's: entry marked bad and "
+              "evicted image={} reason=\"{}\" volumes={}",
+              image_id, rec->reason, listed.empty() ? "none" : listed);
+  Event("bad", image_id, result.bytes, timer.Elapsed());
+  if (auto row = FindLive(image_id); row && row->identity == rec->identity) {
+    EvictEntry(*row, "bad", rec->reason, /*locked=*/false);
+  }
+  result.outcome = ImportOutcome::kBad;
+  result.detail = rec->reason;
+  result.volumes = bad.volumes;
+  result.elapsed = timer.Elapsed();
+  return result;
+}
+
+void CacheImpl::StartImportThread(const std::string& image_id) {
+  std::lock_guard lock(imports_mu_);
+  import_threads_.emplace_back([this, image_id] {
+    ImportResult r;
+    r.image_id = image_id;
+    try {
+      r = FinishImport(image_id, {});
+    } catch (const std::exception& e) {
+      log_->error("import of an instant miss failed; the next eviction pass resumes it image={} "
+                  "error=\"{}\"",
+                  image_id, e.what());
+      r.detail = e.what();
+    }
+    std::lock_guard done(imports_mu_);
+    import_results_.push_back(std::move(r));
+  });
+}
+
+std::vector<ImportResult> CacheImpl::WaitForImports() {
+  while (true) {
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard lock(imports_mu_);
+      threads.swap(import_threads_);
+    }
+    if (threads.empty()) break;
+    for (auto& t : threads) t.join();
+  }
+  std::lock_guard lock(imports_mu_);
+  return std::exchange(import_results_, {});
+}
+
+std::map<std::string, std::string> CacheImpl::PendingImports() {
+  if (!backend_->CanImportInstantly()) return {};
+  std::map<std::string, std::string> out;  // entry name -> image id
+  for (const auto& [name, value] : backend_->ReadTable(kImportsTable)) {
+    auto rec = ImportRecord::Parse(value);
+    out[name] = rec ? rec->image_id : "";
+  }
+  return out;
+}
+
+bool CacheImpl::ImportPending(const std::string& name) {
+  if (!backend_->CanImportInstantly()) return false;
+  return backend_->ReadTable(kImportsTable).count(name) > 0;
+}
+
+std::vector<BadEntry> CacheImpl::BadEntries() {
+  std::vector<BadEntry> out;
+  if (!backend_->CanImportInstantly()) return out;
+  for (const auto& [key, value] : backend_->ReadTable(kBadTable)) {
+    if (auto rec = BadRecord::Parse(value)) {
+      out.push_back({rec->image_id, rec->reason, rec->at, rec->volumes});
+    }
+  }
+  return out;
+}
+
+void CacheImpl::ResumeImports(bool dry_run, std::vector<EvictAction>* actions) {
+  if (!backend_->CanImportInstantly()) return;
+  for (const auto& [name, image_id] : PendingImports()) {
+    EvictAction action{"import", image_id, name, 0, "instant miss's import to finish", false};
+    if (!dry_run && !image_id.empty()) {
+      try {
+        auto r = FinishImport(image_id, {});
+        action.reason = "import " + std::string(ImportOutcomeName(r.outcome)) +
+                        (r.detail.empty() ? "" : ": " + r.detail);
+        action.bytes = r.bytes;
+        action.done = r.outcome == ImportOutcome::kCommitted || r.outcome == ImportOutcome::kBad;
+      } catch (const Error& e) {
+        action.reason += std::string("; failed: ") + e.what();
+        log_->error("import not finished image={} error=\"{}\"", image_id, e.what());
+      }
+    }
+    if (actions) actions->push_back(action);
+  }
+  // Bad entries are named until none of their volumes exists.
+  for (const auto& [key, value] : backend_->ReadTable(kBadTable)) {
+    auto rec = BadRecord::Parse(value);
+    if (!rec) continue;
+    std::vector<std::string> left;
+    for (const auto& v : rec->volumes) {
+      if (backend_->Exists({backend_->volume_pool(), v})) left.push_back(v);
+    }
+    if (left.size() == rec->volumes.size() || dry_run) continue;
+    if (left.empty()) {
+      backend_->WriteTable(kBadTable, {}, {key});
+    } else {
+      rec->volumes = left;
+      backend_->WriteTable(kBadTable, {{key, rec->Dump()}});
+    }
+  }
+}
+
+}  // namespace cachemgr::engine
