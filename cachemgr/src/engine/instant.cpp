@@ -80,12 +80,16 @@ std::optional<CacheImpl::InstantPlan> CacheImpl::PlanInstant(const source::Image
     plan.format = "raw";
   } else if (detected == "qcow2") {
     // Refuses backing files, data files and over-large disks (kRefused), and truncated
-    // tables or data (kCorrupt), as a normal fill does.
-    auto inspected = convert::Inspect(file->ProcPath(), "qcow2", meta.id, options_.conversion, log_);
-    convert::CheckIntact(file->ProcPath(), inspected.format, meta.id, options_.conversion, log_);
-    if (!convert::MapPlainQcow2(file->ProcPath(), inspected.virtual_size, meta.id,
-                                options_.conversion, log_)) {
+    // tables or data (kCorrupt), as a normal fill does. qemu-img reads the path librbd will
+    // read; that it is still the file opened here is checked after.
+    auto inspected = convert::Inspect(plan.path, "qcow2", meta.id, options_.conversion, log_);
+    convert::CheckIntact(plan.path, inspected.format, meta.id, options_.conversion, log_);
+    if (!convert::MapPlainQcow2(plan.path, inspected.virtual_size, meta.id, options_.conversion,
+                                log_)) {
       return no("the qcow2 image has compressed or encrypted clusters (librbd reads plain ones)");
+    }
+    if (!PathIsFile(plan.path, file->fd())) {
+      return no("the image's path " + plan.path + " was replaced while it was checked");
     }
     plan.format = "qcow2";
   } else {

@@ -376,10 +376,16 @@ void CacheImpl::ResumeImports(bool dry_run, std::vector<EvictAction>* actions) {
     if (!dry_run && !image_id.empty()) {
       try {
         auto r = FinishImport(image_id, {});
-        action.reason = "import " + std::string(ImportOutcomeName(r.outcome)) +
-                        (r.detail.empty() ? "" : ": " + r.detail);
+        if (r.outcome == ImportOutcome::kBusy) {
+          log_->info("import left to the process running it image={} ({})", image_id, r.detail);
+          continue;
+        }
+        action.reason = r.outcome == ImportOutcome::kNone
+                            ? "import record of an entry that is gone: dropped"
+                            : "import " + std::string(ImportOutcomeName(r.outcome)) +
+                                  (r.detail.empty() ? "" : ": " + r.detail);
         action.bytes = r.bytes;
-        action.done = r.outcome == ImportOutcome::kCommitted || r.outcome == ImportOutcome::kBad;
+        action.done = true;
       } catch (const Error& e) {
         action.reason += std::string("; failed: ") + e.what();
         log_->error("import not finished image={} error=\"{}\"", image_id, e.what());
