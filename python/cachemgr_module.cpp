@@ -183,6 +183,8 @@ py::dict StatsDict(const Stats& s) {
   return py::dict(
       "hits"_a = s.hits, "misses"_a = s.misses, "evictions"_a = s.evictions, "stale"_a = s.stale,
       "errors"_a = s.errors, "direct"_a = s.direct, "direct_refused"_a = s.direct_refused,
+      "instant"_a = s.instant, "imports_pending"_a = s.imports_pending,
+      "bad_entries"_a = s.bad_entries, "bad_volumes"_a = s.bad_volumes,
       "bytes_downloaded"_a = s.bytes_downloaded, "bytes_saved"_a = s.bytes_saved,
       "entries"_a = s.entries, "cached_bytes"_a = s.cached_bytes, "pinned_bytes"_a = s.pinned_bytes,
       "volumes"_a = s.volumes, "leftovers"_a = s.leftovers, "leftover_bytes"_a = s.leftover_bytes,
@@ -190,6 +192,12 @@ py::dict StatsDict(const Stats& s) {
       "dead_work_dirs"_a = s.dead_work_dirs, "max_size_gb"_a = s.max_size_gb,
       "max_count"_a = s.max_count, "by_plan"_a = by_plan,
       "misses_by_reason"_a = by_reason);
+}
+
+py::dict ImportDict(const ImportResult& r) {
+  return py::dict("image_id"_a = r.image_id,
+                  "outcome"_a = std::string(ImportOutcomeName(r.outcome)), "bytes"_a = r.bytes,
+                  "ms"_a = Ms(r.elapsed), "detail"_a = r.detail, "volumes"_a = r.volumes);
 }
 
 }  // namespace
@@ -325,6 +333,38 @@ PYBIND11_MODULE(cachemgr, m) {
             return Call(nullptr, [&] { return cache->Doctor(); });
           },
           "Checks the config, backend, source, qemu-img and permissions: a list of Check.")
+      .def(
+          "finish_import",
+          [](PyCache& self, const std::string& image_id) {
+            auto cache = self.Get();
+            return ImportDict(Call(nullptr, [&] { return cache->FinishImport(image_id, {}); }));
+          },
+          "image_id"_a,
+          "Runs an instant miss's import to its end here (copy, check, commit): a dict with "
+          "outcome none|committed|bad|busy, bytes, ms, detail and, when bad, volumes.")
+      .def(
+          "wait_for_imports",
+          [](PyCache& self) {
+            auto cache = self.Get();
+            py::list out;
+            for (const auto& r : Call(nullptr, [&] { return cache->WaitForImports(); })) {
+              out.append(ImportDict(r));
+            }
+            return out;
+          },
+          "Waits for the imports the cache's own threads run after instant misses.")
+      .def(
+          "bad_entries",
+          [](PyCache& self) {
+            auto cache = self.Get();
+            py::list out;
+            for (const auto& b : Call(nullptr, [&] { return cache->BadEntries(); })) {
+              out.append(py::dict("image_id"_a = b.image_id, "reason"_a = b.reason,
+                                  "at"_a = b.at, "volumes"_a = b.volumes));
+            }
+            return out;
+          },
+          "Entries whose import found bytes other than the image's, with their volumes.")
       .def("close", &PyCache::Close,
            "Releases the cache (calls running in other threads finish first); later calls "
            "raise InvalidArgumentError.")
