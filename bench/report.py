@@ -274,6 +274,28 @@ def build(series):
             t.row("import", label, s["p50"], s["p90"], s.get("unit", "ms"), nr(s))
     t.goal(["import"], "import: rbd import / Backend import", ratio(p50(imp_r), p50(imp_e)), 1.0, ">=", inputs=[imp_r, imp_e])
 
+    # --- instant miss: time to the first volume of an uncached image, and its import
+    sizes = sorted({int(n.split()[-2]) for (sc, n) in series if sc == "instant"}) or [1, 4]
+    for gib in sizes:
+        ins, mis, cin = (g("instant", "%s first volume %d GiB" % (k, gib))
+                         for k in ("instant", "miss", "cinder"))
+        imp, rbd_imp = g("instant", "instant import %d GiB" % gib), g("instant", "rbd import %d GiB" % gib)
+        for s, label in ((ins, "instant miss: `cachemgr create` until its volume is made"),
+                         (mis, "normal miss: `cachemgr create` (fetch, hash, import, clone)"),
+                         (cin, "Cinder's pipeline from the file (qemu-img info + convert, rbd import, snapshot, protect, clone)"),
+                         (imp, "instant miss's background import (copy, hash, commit)"),
+                         (rbd_imp, "rbd import of the same file")):
+            if s:
+                t.row("instant", "%s, %d GiB" % (label, gib), s["p50"], s["p90"], "ms", nr(s))
+        t.goal(["instant"], "instant miss %d GiB: first volume (ms)" % gib, p50(ins), 1000, "<=",
+               "ms", inputs=[ins])
+        t.goal(["instant"], "instant miss %d GiB: normal miss / instant" % gib,
+               ratio(p50(mis), p50(ins)), 5.0, ">=", inputs=[mis, ins])
+        t.goal(["instant"], "instant miss %d GiB: Cinder / instant" % gib,
+               ratio(p50(cin), p50(ins)), 10.0, ">=", inputs=[cin, ins])
+        t.goal(["instant"], "instant miss %d GiB: rbd import / background import" % gib,
+               ratio(p50(rbd_imp), p50(imp)), 0.5, ">=", inputs=[rbd_imp, imp])
+
     # --- memory
     for (sc, name) in sorted(series):
         s = g(sc, name)

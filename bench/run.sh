@@ -11,12 +11,13 @@
 #   BENCH_RESULTS   where latest.json/png go (default: bench/results; bench/results/quick
 #                   with BENCH_QUICK=1, which never writes bench/results/latest.*)
 #   BENCH_ONLY      space-separated scenarios to run (default: all):
-#                   hit burst hosts miss rss flight index local import digest sim16
+#                   hit burst hosts miss rss flight index local import digest sim16 instant
 #   BENCH_REPS      repetitions of each single-flight and import run (default: 3)
 #   BENCH_HOSTS_REPS runs of each side of the hosts scenario, alternating (default: 5)
 #   BENCH_MISS_REPS repetitions of each miss, alternating which side goes first (default: 5)
 #   BENCH_MISS_MIB  data of the dense miss images, MiB (default: 512; 256 with BENCH_QUICK)
 #   BENCH_RSS_MIB   size of the dense images whose miss's peak RSS is measured (default: 4096)
+#   BENCH_INSTANT_GIB sizes of the instant miss's images, GiB (default: 1,4; 1 with BENCH_QUICK)
 #   BENCH_QUICK=1   fewer samples everywhere (a smoke run; its numbers are not the record)
 #   HOSTS, SIM_SECONDS, SIM_IMAGES ...  the sim16 scenario's (bench/multihost_sim.sh)
 set -euo pipefail
@@ -26,7 +27,7 @@ build=$(cd "${BUILD:-build}" 2>/dev/null && pwd) || { echo "bench: no build dir 
 bin=$build/bench
 run=${BENCH_RUN_DIR:-$build/bench-run}
 results=${BENCH_RESULTS:-$repo/bench/results}
-only=${BENCH_ONLY:-hit burst hosts miss rss flight index local import digest sim16}
+only=${BENCH_ONLY:-hit burst hosts miss rss flight index local import digest sim16 instant}
 reps=${BENCH_REPS:-3}
 miss_reps=${BENCH_MISS_REPS:-5}
 miss_mib=${BENCH_MISS_MIB:-512}
@@ -95,7 +96,7 @@ for sc in hit burst hosts miss rss flight local; do want $sc && need+=(bench_rbd
 want local && need+=(bench_qemu_img)
 want index && need+=(bench_index)
 want import && need+=(import/bench_import)
-{ want digest || want sim16 || want hit; } && need+=(../cachemgr/cli/cachemgr)
+{ want digest || want sim16 || want hit || want instant; } && need+=(../cachemgr/cli/cachemgr)
 for prog in $(printf '%s\n' "${need[@]+"${need[@]}"}" | sort -u); do
   [[ -x $bin/$prog ]] || { echo "bench: $bin/$prog missing (make build)" >&2; exit 2; }
 done
@@ -404,6 +405,19 @@ series = [{"scenario": "import", "name": n, "unit": "ms", "samples": v, "extra":
           for n, v in (("engine", ours), ("rbd import", theirs)) if v]
 json.dump({"series": series}, open(sys.argv[1], "w"), indent=1)' "$out/import.json"
   rm -f "$run/work/import.raw"
+fi
+
+# ---------------------------------------------------------------- instant miss
+# Time to the first volume of an uncached image: cachemgr's instant miss, its normal miss
+# and Cinder's pipeline from the same file; the instant miss's background import against
+# `rbd import` (bench/instant_miss.py). Each side a fresh namespace and index.
+if want instant; then
+  instant_gib=${BENCH_INSTANT_GIB:-$([[ $quick == 1 ]] && echo 1 || echo 1,4)}
+  log "instant: first volume of ${instant_gib} GiB images, instant vs miss vs Cinder; import vs rbd import, $reps each"
+  step "instant" 3600 $py "$repo/bench/instant_miss.py" --cli "$build/cachemgr/cli/cachemgr" \
+    --conf "$conf" --pool volumes --work "$run/work/instant" --sizes-gib "$instant_gib" \
+    --reps "$reps" --out "$out/instant.json"
+  rm -rf "$run/work/instant"
 fi
 
 # ---------------------------------------------------------------- digest

@@ -42,6 +42,7 @@ STEPS = [
     ("import", ["import"]),
     ("digest", ["digest"]),
     ("sim16", ["sim16"]),
+    ("instant", ["instant"]),
 ]
 
 RUN_SCENARIOS = {
@@ -56,6 +57,7 @@ RUN_SCENARIOS = {
     "import": ["import"],
     "digest": ["digest"],
     "sim16": ["sim16"],
+    "instant": ["instant"],
 }
 
 
