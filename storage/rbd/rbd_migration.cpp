@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
+#include <string>
 
 #include "storage/rbd/rbd_backend.h"
 #include "storage/rbd/rbd_error.h"
@@ -20,6 +21,9 @@ namespace cachemgr::storage::rbd {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+// Objects the import copies at once (4 MiB each): 32 took 40% of the time of librbd's
+// default 10 for a 1 GiB raw file on the test cluster; 64 was no faster.
+constexpr int kImportObjectsInFlight = 32;
 
 struct MigrationProgress {
   const ProgressFn* fn;
@@ -89,6 +93,15 @@ std::string RbdBackend::ImportSource(const ImageRef& ref) {
 void RbdBackend::ExecuteImport(const ImageRef& ref, const ProgressFn& progress) {
   auto pool = Pool(ref.pool);
   ValidateName("image", ref.name);
+  {
+    // The copy keeps rbd_concurrent_management_ops objects in flight (10 by default:
+    // 2.5x slower than `rbd import` of the same file here). An image-level override (a
+    // conf_ key of its metadata) raises it for this image's management operations only.
+    auto image = OpenImage(*pool, ref.name, false);
+    Check(rbd_metadata_set(image.get(), "conf_rbd_concurrent_management_ops",
+                           std::to_string(kImportObjectsInFlight).c_str()),
+          "set metadata", pool->Where(ref.name));
+  }
   MigrationProgress ctx{&progress};
   const auto start = Clock::now();
   // Not under the image-context lock: it moves every byte (see rbd_handles.h).
