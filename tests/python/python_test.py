@@ -418,6 +418,27 @@ class PythonModuleTest(unittest.TestCase):
         self.assertGreater(counter[0], 0)
         self.assertGreater(counts[-1], counts[0], "no Python ran while the engine worked")
 
+    def test_instant_miss_imports_on_an_engine_thread(self):
+        """cache.instant_miss: RBD serves the miss at once and the engine's own thread
+        finishes the import (wait_for_imports); the local backend makes a normal miss."""
+        self.cache.close()
+        with open(self.env.config, "a") as f:
+            f.write("cache:\n  instant_miss: on\n")
+        self.cache = self.env.open()
+        image = WORLD.add_raw(32 * MiB)
+        made = self.cache.create_volume(image, "vol-instant")
+        self.assertEqual(made.plan, "instant" if BACKEND == "rbd" else "miss")
+        done = self.cache.wait_for_imports()
+        if BACKEND == "rbd":
+            self.assertEqual([(r["image_id"], r["outcome"]) for r in done], [(image, "committed")])
+            self.assertEqual(self.cache.stats()["imports_pending"], 0)
+            self.assertEqual(self.cache.finish_import(image)["outcome"], "none")
+        else:
+            self.assertEqual(done, [])
+        self.assertEqual(self.cache.bad_entries(), [])
+        self.assertEqual(self.env.read_volume("vol-instant", 32 * MiB), WORLD.raw[image])
+        self.assertEqual(self.cache.create_volume(image, "vol-instant2").plan, "clone")
+
     def test_context_manager_and_quiet_logging(self):
         image = WORLD.add_raw(1 * MiB)
         self.cache.close()
