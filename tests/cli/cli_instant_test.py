@@ -310,7 +310,8 @@ def main():
         sys.exit("CACHEMGR_BIN is not set")
     global CEPH_DIR
     CEPH_DIR = os.path.join(base.RUN_DIR, "ceph-instant-%d" % os.getpid())
-    env = dict(os.environ, CEPH_MEMSTORE_BYTES=str(7 * GiB))
+    # Under ctest -j on 2 cores a start can take minutes (the fixture waits 300 s too).
+    env = dict(os.environ, CEPH_MEMSTORE_BYTES=str(7 * GiB), CEPH_START_TIMEOUT_S="300")
     subprocess.run([os.path.join(CLUSTER, "ceph-start.sh"), CEPH_DIR], check=True, env=env)
     try:
         base.WORLD = base.World()
