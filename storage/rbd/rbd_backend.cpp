@@ -1,6 +1,7 @@
 // storage/rbd/rbd_backend.cpp: the Backend on librbd/librados (see rbd_backend.h).
 // The RADOS lock (rbd_lock.cpp), snapshots and clones (rbd_snapshots.cpp), watchers
-// (rbd_watchers.cpp), leftovers (rbd_leftovers.cpp) and tables (rbd_tables.cpp) are apart.
+// (rbd_watchers.cpp), leftovers (rbd_leftovers.cpp), tables (rbd_tables.cpp), the trash
+// (rbd_trash.cpp) and the instant import (rbd_migration.cpp) are apart.
 #include "storage/rbd/rbd_backend.h"
 
 #include <spdlog/sinks/null_sink.h>
@@ -284,6 +285,7 @@ uint64_t RbdBackend::AllocatedBytes(const ImageRef& ref) {
   auto image = OpenImage(*pool, ref.name, true);
   uint64_t size = 0;
   Check(rbd_get_size(image.get(), &size), "get size of", pool->Where(ref.name));
+  if (size == 0) return 0;  // librbd 16 asserts in a diff of an empty image
   uint64_t used = 0;
   // Whole objects, from the object map when fast-diff is on: what `rbd du` reports, and
   // cheap. The parent's data is not counted: it is not this image's.
@@ -557,52 +559,6 @@ void RbdBackend::RemoveMetadata(const ImageRef& ref, const std::string& key) {
   const int r = rbd_metadata_remove(image.get(), key.c_str());
   if (r == -ENOENT) return;  // already gone: the state the caller wants
   Check(r, "remove metadata " + key + " from", pool->Where(ref.name));
-}
-
-std::vector<TrashEntry> RbdBackend::ListTrash() {
-  auto pool = Pool(options_.pool);
-  std::vector<rbd_trash_image_info_t> infos(16);
-  size_t n = 0;
-  Check(CallWithBuffer(infos, n,
-                       [&](rbd_trash_image_info_t* data, size_t* count) {
-                         return rbd_trash_list(pool->io.get(), data, count);
-                       }),
-        "list trash of", location());
-  std::vector<TrashEntry> out;
-  for (size_t i = 0; i < n; ++i) {
-    const auto& info = infos[i];
-    if (info.source != RBD_TRASH_IMAGE_SOURCE_USER &&
-        info.source != RBD_TRASH_IMAGE_SOURCE_USER_PARENT) {
-      continue;  // mirroring/migration/in-progress removals are not ours to purge
-    }
-    TrashEntry e{info.id, ImageRef{options_.pool, info.name}, false, info.id};
-    ImageHandle image;
-    const int r = WithImageCtxLock(
-        [&] { return rbd_open_by_id_read_only(pool->io.get(), info.id, image.out(), nullptr); });
-    if (r == -ENOENT) continue;  // purged meanwhile
-    Check(r, "open trashed", pool->Where(info.name) + " (id " + info.id + ")");
-    e.has_children = AnySnapHasChildren(image.get(), pool->Where(info.name));
-    out.push_back(std::move(e));
-  }
-  rbd_trash_list_cleanup(infos.data(), n);
-  return out;
-}
-
-bool RbdBackend::PurgeTrash(const TrashEntry& entry) {
-  auto pool = Pool(entry.original.pool.empty() ? options_.pool : entry.original.pool);
-  const std::string where = pool->Where(entry.original.name) + " (trash id " + entry.id + ")";
-  {
-    ImageHandle image;
-    Check(WithImageCtxLock([&] {
-            return rbd_open_by_id(pool->io.get(), entry.id.c_str(), image.out(), nullptr);
-          }),
-          "open trashed", where);
-    if (AnySnapHasChildren(image.get(), where)) return false;
-    RemoveAllSnapshots(image.get(), where);
-  }
-  Check(rbd_trash_remove(pool->io.get(), entry.id.c_str(), false), "purge from trash", where);
-  log_->info("rbd trashed image purged image={}", where);
-  return true;
 }
 
 }  // namespace cachemgr::storage::rbd

@@ -94,6 +94,7 @@ class RbdBackend final : public Backend {
   void SetMetadata(const ImageRef& ref, const std::string& key, const std::string& value) override;
   void RemoveMetadata(const ImageRef& ref, const std::string& key) override;
 
+  // rbd_trash.cpp
   std::vector<TrashEntry> ListTrash() override;
   bool PurgeTrash(const TrashEntry& entry) override;
 

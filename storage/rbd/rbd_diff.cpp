@@ -12,6 +12,7 @@ uint64_t RbdBackend::OwnBytes(const ImageRef& ref) {
   const auto where = pool->Where(ref.name);
   uint64_t size = 0;
   Check(rbd_get_size(image.get(), &size), "get size of", where);
+  if (size == 0) return 0;  // librbd 16 asserts in a diff of an empty image
   uint64_t features = 0, flags = 0;
   Check(rbd_get_features(image.get(), &features), "get features of", where);
   Check(rbd_get_flags(image.get(), &flags), "get flags of", where);

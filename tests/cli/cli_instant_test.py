@@ -70,14 +70,19 @@ def file_md5(path):
 class InstantEnv(Env):
     """An Env whose cache is on this file's cluster, with instant misses on."""
 
-    def __init__(self, name, cache=""):
-        super().__init__(name, cache="instant_miss: on" + (";" + cache if cache else ""))
+    def __init__(self, name, cache="", namespace=None, host_id=None):
+        super().__init__(name, cache="instant_miss: on" + (";" + cache if cache else ""),
+                         extra="host_id: %s\n" % host_id if host_id else "")
         with open(self.config) as f:
             text = f.read()
+        if namespace:  # another host of the same pool
+            text = text.replace("namespace: %s\n" % self.namespace, "namespace: %s\n" % namespace)
+            self.namespace = namespace
         with open(self.config, "w") as f:
             f.write(text.replace(os.path.join(base.RUN_DIR, "ceph", "ceph.conf"), conf()))
-        subprocess.run(["rbd", "--conf", conf(), "namespace", "create", "volumes/" + self.namespace],
-                       check=True)
+        if not namespace:
+            subprocess.run(["rbd", "--conf", conf(), "namespace", "create",
+                            "volumes/" + self.namespace], check=True)
 
     def rbd(self, *args):
         return subprocess.run(["rbd", "--conf", conf(), "--namespace", self.namespace] +
@@ -210,34 +215,105 @@ class InstantTest(unittest.TestCase):
         self.assertEqual(rc, EXIT_REFUSED, err)
         self.assertEqual(json.loads(out)["plan"], "instant")  # the one document, then the end
         self.assertIn("vm-bad", err)
-        rc, _, err = env.run("--json", "create", "--wait-import", image_id, "vm-bad2")
-        # The entry was bad and is gone: this create filled again (and found it bad again).
+        # The entry is gone, and this version of the file is not served unchecked again:
+        # the next create is a normal miss, which refuses the mismatch before any volume.
+        rc, _, err = env.run("--json", "create", image_id, "vm-bad2")
         self.assertEqual(rc, EXIT_REFUSED, err)
-        self.assertIn("not the image's", err)
+        self.assertNotIn("vm-bad2", env.pool_images())
         stats = env.stats()
-        self.assertEqual(stats["bad_volumes"], 2)
-        named = sorted(v for b in stats["bad"] for v in b["volumes"])
-        self.assertEqual(named, ["vm-bad", "vm-bad2"])
+        self.assertEqual(stats["bad_volumes"], 1)
+        self.assertEqual([b["volumes"] for b in stats["bad"]], [["vm-bad"]])
         rc, out, err = env.run("doctor")
         self.assertNotEqual(rc, EXIT_OK)
         self.assertIn("vm-bad", out + err)
         rc, out, err = env.run("verify", image_id)
         self.assertEqual(rc, EXIT_REFUSED)
         self.assertIn("vm-bad", out + err)
-        # The source fixed: the next create fills again, and it is good.
+        # The source fixed: the next create fills again (checked first), and it is good.
         with open(path + ".json", "w") as f:
             json.dump({"checksum": md5}, f)
-        rc, out, err = env.run("create", "--wait-import", image_id, "vm-good")
-        self.assertEqual(rc, EXIT_OK, err)
-        self.assertIn("instant", out)
+        made = env.json("create", image_id, "vm-good")
+        self.assertEqual(made["plan"], "miss")
         self.assertEqual(env.volume_md5("vm-good"), md5)
         self.assertEqual(env.json("create", image_id, "vm-good2")["plan"], "clone")
         # Once the bad volumes are gone, the pass forgets the bad entry.
-        for vol in ("vm-bad", "vm-bad2"):
-            self.assertEqual(env.run("delete", vol)[0], EXIT_OK)
+        self.assertEqual(env.run("delete", "vm-bad")[0], EXIT_OK)
         self.assertEqual(env.run("evict")[0], EXIT_OK)
         self.assertEqual(env.stats()["bad_entries"], 0)
         self.assertEqual(env.run("doctor")[0], EXIT_OK)
+
+    def test_a_bad_verdict_of_another_host_stops_this_hosts_clones(self):
+        a = InstantEnv("hosta")
+        b = InstantEnv("hostb", namespace=a.namespace, host_id="host-b")
+        image_id, _, _ = self.add_file(32 * MiB, sidecar={"checksum": "0" * 32})
+        rc, _, err = a.run("create", image_id, "vm-a1",
+                           env={"CACHEMGR_FAILPOINT": "after_ready"})
+        self.assertLess(rc, 0, err)  # the entry is ready; nobody runs its import
+        rc, _, err = b.run("finish-import", image_id)
+        self.assertEqual(rc, EXIT_REFUSED, err)
+        # Host a's index still says ready: its next create must not clone the bad entry.
+        rc, out, err = a.run("--json", "create", image_id, "vm-a2")
+        self.assertNotEqual(rc, EXIT_OK, out)
+        self.assertNotIn("vm-a2", a.pool_images())
+        self.assertEqual(a.run("evict")[0], EXIT_OK)
+        self.assertNotIn(entry_name(image_id), a.pool_images())
+
+    def test_bytes_read_through_another_path_than_the_file_checked_are_found(self):
+        """librbd copies through the path; the verdict hashes a descriptor. The entry's own
+        bytes are what counts: a directory swapped under the copy is found after it."""
+        env = InstantEnv("swap")
+        image_id, _, _ = self.add_file(16 * MiB)  # its own digests: only the copy is checked
+        rc, _, err = env.run("create", image_id, "vm-s", env={"CACHEMGR_FAILPOINT": "after_ready"})
+        self.assertLess(rc, 0, err)
+        images = base.WORLD.images
+        real, evil = images + ".real", images + ".evil"
+        os.makedirs(evil)
+        random_file(os.path.join(evil, image_id), 16 * MiB)
+        os.rename(images, real)
+        os.rename(evil, images)
+        try:
+            entry = "volumes/%s/%s" % (env.namespace, entry_name(image_id))
+            subprocess.run(["rbd", "--conf", conf(), "migration", "execute", "--no-progress",
+                            entry], check=True, capture_output=True)
+        finally:
+            os.rename(images, evil)
+            os.rename(real, images)
+        rc, _, err = env.run("finish-import", image_id)
+        self.assertEqual(rc, EXIT_REFUSED, err)
+        self.assertIn("other bytes", err)
+        self.assertEqual(env.stats()["bad_entries"], 1)
+        self.assertNotIn(entry_name(image_id), env.pool_images())
+        # The next create does not serve that file unchecked again: a normal miss, right bytes.
+        made = env.json("create", image_id, "vm-s2")
+        self.assertEqual(made["plan"], "miss")
+        self.assertEqual(env.volume_md5("vm-s2"), file_md5(os.path.join(images, image_id)))
+
+    def test_qcow2_that_librbd_would_read_otherwise_is_a_normal_miss(self):
+        env = InstantEnv("qcowodd")
+        for how in ("zeroed", "snapshot"):
+            image_id, path, _ = self.add_file(16 * MiB, qcow2=True)
+            if how == "zeroed":  # zero flag on clusters that keep their data
+                subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -z 0 4M", path],
+                               check=True, capture_output=True)
+            else:
+                subprocess.run(["qemu-img", "snapshot", "-c", "old", path], check=True)
+            raw = path + ".check.raw"
+            subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", path, raw], check=True)
+            want = file_md5(raw)
+            os.unlink(raw)
+            made = env.json("create", image_id, "vm-" + how)
+            self.assertEqual(made["plan"], "miss", how)
+            self.assertEqual(env.volume_md5("vm-" + how), want, how)
+
+    def test_an_empty_image_is_refused_and_breaks_nothing(self):
+        env = InstantEnv("empty")
+        image_id = "inst-empty-%d" % os.getpid()
+        open(os.path.join(base.WORLD.images, image_id), "w").close()
+        rc, _, err = env.run("create", image_id, "vm-empty")
+        self.assertEqual(rc, EXIT_REFUSED, err)
+        self.assertIn("empty", err)
+        self.assertEqual(env.run("evict")[0], EXIT_OK)
+        self.assertEqual(env.pool_images(), [])
 
     def test_a_file_changed_during_the_import_marks_the_entry_bad(self):
         env = InstantEnv("changed")

@@ -451,6 +451,7 @@ std::optional<std::vector<Extent>> MapPlainQcow2(const std::filesystem::path& fi
       // zero: reads as zeros whatever is stored; neither data nor zero: unallocated,
       // which with no backing file reads as zeros too.
       x.data = e.value("data", false) && !e.value("zero", false);
+      x.zero_over_data = e.value("zero", false) && e.contains("offset");
       if (e.value("depth", 0) != 0) return fallback("an extent comes from a backing file");
       if (x.start != next || x.length == 0) return fallback("the map has a gap or an overlap");
       if (x.data) {
@@ -467,6 +468,7 @@ std::optional<std::vector<Extent>> MapPlainQcow2(const std::filesystem::path& fi
         if (last.data == x.data &&
             (!x.data || last.offset + last.length == x.offset)) {
           last.length += x.length;
+          last.zero_over_data = last.zero_over_data || x.zero_over_data;
           continue;
         }
       }

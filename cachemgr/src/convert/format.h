@@ -94,6 +94,9 @@ struct Extent {
   uint64_t length = 0;
   bool data = false;
   uint64_t offset = 0;
+  // Reads as zeros (the cluster's zero flag) although the cluster still points at stored
+  // bytes: qemu honours the flag, some other readers (librbd 16's qcow) return the bytes.
+  bool zero_over_data = false;
 };
 
 // Where an inspected qcow2 image (no backing file, no data file, not encrypted) keeps

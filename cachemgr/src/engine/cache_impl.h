@@ -209,6 +209,9 @@ class CacheImpl final : public Cache {
   // The pass's step: imports nobody runs are resumed (and finished) here; bad entries
   // whose volumes are all gone are forgotten.
   void ResumeImports(bool dry_run, std::vector<EvictAction>* actions);
+  // FindLive, except that a ready row of an entry an import found bad (on any host) is
+  // evicted and not returned (kBusy when it cannot be evicted now).
+  std::optional<index::EntryRow> UsableRow(const std::string& image_id);
   // Whether the entry `name` has an import not finished (never evicted meanwhile).
   bool ImportPending(const std::string& name);
   // The imports not finished: entry name -> image id.

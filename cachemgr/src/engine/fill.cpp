@@ -171,6 +171,10 @@ source::ImageMeta CacheImpl::RequireActive(source::ImageMeta meta, const std::st
                 "image " + image_id + ": status is '" + meta.status + "', not active");
   }
   if (meta.id.empty()) meta.id = image_id;
+  if (meta.size && *meta.size == 0) {
+    throw Error(Errc::kRefused, "image " + image_id + ": it is empty (0 bytes); an image "
+                                                      "holds at least its disk's first sector");
+  }
   // Before the size decides anything (admission, eviction, an uncached volume's size).
   source::RequireBounded(meta, Limits(options_));
   return meta;

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -35,6 +36,36 @@ bool PathIsFile(const std::string& path, int fd) {
   if (::lstat(path.c_str(), &by_path) != 0 || ::fstat(fd, &by_fd) != 0) return false;
   return S_ISREG(by_path.st_mode) && by_path.st_dev == by_fd.st_dev &&
          by_path.st_ino == by_fd.st_ino;
+}
+
+uint64_t BigEndian(const unsigned char* p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; ++i) v = (v << 8) | p[i];
+  return v;
+}
+
+// What in a qcow2 header librbd's own qcow reader would read otherwise than qemu, or not
+// at all: another version, encryption, internal snapshots (imported as snapshots of the
+// entry: data that is not the image), and any v3 incompatible feature (dirty, corrupt,
+// external data file, zstd compression, extended L2 entries). "" when none.
+std::string Qcow2Unsupported(int fd) {
+  unsigned char h[104] = {};
+  const ssize_t n = ::pread(fd, h, sizeof h, 0);
+  if (n < 72) return "its qcow2 header is short";
+  const uint64_t version = BigEndian(h + 4, 4);
+  if (version != 2 && version != 3) return "qcow2 version " + std::to_string(version);
+  if (BigEndian(h + 32, 4) != 0) return "the qcow2 image is encrypted";
+  if (const uint64_t snaps = BigEndian(h + 60, 4); snaps != 0) {
+    return "the qcow2 image has " + std::to_string(snaps) + " internal snapshot(s)";
+  }
+  if (version == 3) {
+    if (n < 80) return "its qcow2 v3 header is short";
+    if (const uint64_t incompatible = BigEndian(h + 72, 8); incompatible != 0) {
+      return "the qcow2 image has incompatible features " + std::to_string(incompatible) +
+             " (dirty, corrupt, external data, zstd or extended L2)";
+    }
+  }
+  return "";
 }
 
 }  // namespace
@@ -79,14 +110,22 @@ std::optional<CacheImpl::InstantPlan> CacheImpl::PlanInstant(const source::Image
     }
     plan.format = "raw";
   } else if (detected == "qcow2") {
+    if (auto why = Qcow2Unsupported(file->fd()); !why.empty()) return no(why);
     // Refuses backing files, data files and over-large disks (kRefused), and truncated
     // tables or data (kCorrupt), as a normal fill does. qemu-img reads the path librbd will
     // read; that it is still the file opened here is checked after.
     auto inspected = convert::Inspect(plan.path, "qcow2", meta.id, options_.conversion, log_);
     convert::CheckIntact(plan.path, inspected.format, meta.id, options_.conversion, log_);
-    if (!convert::MapPlainQcow2(plan.path, inspected.virtual_size, meta.id, options_.conversion,
-                                log_)) {
+    auto extents = convert::MapPlainQcow2(plan.path, inspected.virtual_size, meta.id,
+                                          options_.conversion, log_);
+    if (!extents) {
       return no("the qcow2 image has compressed or encrypted clusters (librbd reads plain ones)");
+    }
+    for (const auto& e : *extents) {
+      if (e.zero_over_data) {
+        return no("the qcow2 image has zeroed clusters that still point at data (librbd 16 "
+                  "would read the data)");
+      }
     }
     if (!PathIsFile(plan.path, file->fd())) {
       return no("the image's path " + plan.path + " was replaced while it was checked");
@@ -99,6 +138,15 @@ std::optional<CacheImpl::InstantPlan> CacheImpl::PlanInstant(const source::Image
   if (::fstat(file->fd(), &st) != 0) return no(std::string("cannot stat it: ") + strerror(errno));
   plan.file_identity = util::SettledFileIdentity(st);
   file->RequireUnchanged(meta.id);
+  // A version of the file an import already found bad is not served before it is checked
+  // again: the normal miss checks it first.
+  for (const auto& [key, value] : backend_->ReadTable(kBadTable)) {
+    auto bad = BadRecord::Parse(value);
+    if (bad && bad->image_id == meta.id && bad->file_identity == plan.file_identity) {
+      return no("an import of this very file found bytes that are not the image's (" +
+                bad->reason + ")");
+    }
+  }
   plan.spec = json{{"type", plan.format == "raw" ? "raw" : "qcow"},
                    {"stream", {{"type", "file"}, {"file_path", plan.path}}}}
                   .dump();

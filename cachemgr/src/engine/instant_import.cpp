@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -20,6 +21,7 @@
 #include "engine/failpoints.h"
 #include "engine/instant_records.h"
 #include "engine/marks.h"
+#include "convert/format.h"
 #include "engine/naming.h"
 #include "util/file_identity.h"
 #include "util/hash.h"
@@ -43,8 +45,49 @@ int64_t Int(const json& j, const char* key) {
 
 // What reading the image's file showed.
 struct Judged {
-  std::string verdict, reason, md5, sha512;
+  std::string verdict, reason, md5, sha512, guest_md5;
 };
+
+// md5 of the disk's bytes of a plain qcow2 read from `fd` by its map (`extents`).
+std::string GuestMd5(int fd, const std::vector<convert::Extent>& extents, const std::string& what) {
+  util::Hasher md5("md5");
+  std::vector<std::byte> buf(kReadBytes);
+  for (const auto& e : extents) {
+    uint64_t done = 0;
+    while (done < e.length) {
+      const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), e.length - done));
+      if (!e.data) {
+        std::fill(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(want), std::byte{0});
+        md5.Update(std::span<const std::byte>(buf.data(), want));
+        done += want;
+        continue;
+      }
+      const ssize_t n = ::pread(fd, buf.data(), want, static_cast<off_t>(e.offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) throw Error(Errc::kSource, "cannot read " + what + " by its qcow2 map");
+      md5.Update(std::span<const std::byte>(buf.data(), static_cast<size_t>(n)));
+      done += static_cast<uint64_t>(n);
+    }
+  }
+  return md5.HexDigest();
+}
+
+// md5 of every byte of the entry as it is now: what the import put there.
+std::string EntryMd5(storage::Backend& backend, const storage::ImageRef& ref) {
+  auto reader = backend.Open(ref, std::nullopt);
+  util::Hasher md5("md5");
+  std::vector<std::byte> buf(kReadBytes);
+  const uint64_t size = reader->size();
+  uint64_t done = 0;
+  while (done < size) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), size - done));
+    const size_t n = reader->Read(done, std::span<std::byte>(buf.data(), want));
+    if (n == 0) break;
+    md5.Update(std::span<const std::byte>(buf.data(), n));
+    done += n;
+  }
+  return md5.HexDigest();
+}
 
 }  // namespace
 
@@ -53,7 +96,8 @@ std::string ImportRecord::Dump() const {
               {"format", format},     {"file", file_identity}, {"checksum", checksum},
               {"os_hash_algo", os_hash_algo}, {"os_hash_value", os_hash_value},
               {"host", host},         {"at", at},              {"verdict", verdict},
-              {"reason", reason},     {"md5", md5},            {"sha512", sha512}}
+              {"reason", reason},     {"md5", md5},            {"sha512", sha512},
+              {"guest_md5", guest_md5}}
       .dump();
 }
 
@@ -75,13 +119,14 @@ std::optional<ImportRecord> ImportRecord::Parse(const std::string& value) {
   r.reason = Str(j, "reason");
   r.md5 = Str(j, "md5");
   r.sha512 = Str(j, "sha512");
+  r.guest_md5 = Str(j, "guest_md5");
   if (r.image_id.empty() || r.identity.empty()) return std::nullopt;
   return r;
 }
 
 std::string BadRecord::Dump() const {
-  return json{{"image_id", image_id}, {"entry", entry},     {"reason", reason},
-              {"at", at},             {"volumes", volumes}}
+  return json{{"image_id", image_id}, {"entry", entry},   {"reason", reason},
+              {"file", file_identity}, {"at", at},        {"volumes", volumes}}
       .dump();
 }
 
@@ -92,6 +137,7 @@ std::optional<BadRecord> BadRecord::Parse(const std::string& value) {
   r.image_id = Str(j, "image_id");
   r.entry = Str(j, "entry");
   r.reason = Str(j, "reason");
+  r.file_identity = Str(j, "file");
   r.at = Int(j, "at");
   if (auto it = j.find("volumes"); it != j.end() && it->is_array()) {
     for (const auto& v : *it) {
@@ -108,7 +154,8 @@ namespace {
 // copies it into the entry, and judges what was read against the record's claims and
 // against the file the import began with.
 Judged JudgeFile(source::Source& source, const ImportRecord& rec, const ProgressFn& progress,
-                 const std::function<void()>& execute) {
+                 const std::function<void()>& execute,
+                 const std::function<std::optional<std::vector<convert::Extent>>()>& map) {
   Judged out;
   std::exception_ptr exec_error;
   std::thread exec;
@@ -182,6 +229,18 @@ Judged JudgeFile(source::Source& source, const ImportRecord& rec, const Progress
           out.reason = "digests are the file's own (no claimed digest to check)";
         }
       }
+      // The disk's bytes as the file holds them, for the check of what was copied.
+      if (out.verdict == "ok" && rec.format == "raw") {
+        out.guest_md5 = out.md5;
+      } else if (out.verdict == "ok") {
+        auto extents = map();
+        if (!extents) {
+          out.verdict = "bad";
+          out.reason = "the qcow2 file " + rec.path + " can no longer be read by its map";
+        } else {
+          out.guest_md5 = GuestMd5(file->fd(), *extents, rec.path);
+        }
+      }
       if (out.verdict == "ok" && rec.checksum.empty() && rec.os_hash_value.empty()) {
         source.KeepDigests(rec.image_id, *file, out.md5, out.sha512);
       }
@@ -249,28 +308,48 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
     const bool execute = state == State::kPrepared || state == State::kExecuting;
     log_->info("import running image={} entry={} state={}", image_id, name,
                execute ? "copying" : "copied");
+    auto map = [&] {
+      return convert::MapPlainQcow2(rec->path, backend_->Stat(ref).size, image_id,
+                                    options_.conversion, log_);
+    };
     Judged judged = JudgeFile(*source_, *rec, progress,
                               execute ? std::function<void()>([&] {
                                 backend_->ExecuteImport(ref, {});
                               })
-                                      : std::function<void()>());
+                                      : std::function<void()>(),
+                              map);
     rec->verdict = judged.verdict;
     rec->reason = judged.reason;
     rec->md5 = judged.md5;
     rec->sha512 = judged.sha512;
+    rec->guest_md5 = judged.guest_md5;
     backend_->WriteTable(kImportsTable, {{name, rec->Dump()}});
     Failpoint("import_after_verdict");
   }
   if (backend_->ImportStatus(ref) != State::kNone) backend_->CommitImport(ref);
   Failpoint("import_after_commit");
   result.bytes = backend_->Stat(ref).size;
+  // What librbd copied is what the entry holds now, whatever the path named while it read
+  // (a directory swapped under it): it must be the bytes of the file judged above.
   if (rec->verdict == "ok") {
+    const std::string held = EntryMd5(*backend_, ref);
+    if (!util::SameDigest(held, rec->guest_md5)) {
+      rec->verdict = "bad";
+      rec->reason = "the entry holds other bytes (md5 " + held + ") than the file checked (md5 " +
+                    rec->guest_md5 + "): the path " + rec->path + " named another file while "
+                    "it was imported";
+    }
+  }
+  if (rec->verdict == "ok") {
+    const bool own_digests = rec->checksum.empty() && rec->os_hash_value.empty();
+    if (own_digests && !rec->md5.empty()) {
+      backend_->SetMetadata(ref, kMetaChecksum, rec->md5);
+      backend_->SetMetadata(ref, kMetaOsHash, "sha512:" + rec->sha512);
+    }
     if (auto row = FindLive(image_id); row && row->identity == rec->identity) {
-      if (row->checksum.empty() && row->os_hash.empty() && !rec->md5.empty()) {
+      if (own_digests && !rec->md5.empty()) {
         row->checksum = rec->md5;
         row->os_hash = "sha512:" + rec->sha512;
-        backend_->SetMetadata(ref, kMetaChecksum, row->checksum);
-        backend_->SetMetadata(ref, kMetaOsHash, row->os_hash);
       }
       row->allocated_bytes = backend_->AllocatedBytes(ref);
       WithIndex([&](index::Index& ix) { ix.UpdateEntry(*row); });
@@ -290,6 +369,7 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
   bad.image_id = image_id;
   bad.entry = name;
   bad.reason = rec->reason;
+  bad.file_identity = rec->file_identity;
   bad.at = Now();
   for (const auto& child : backend_->Children({ref, kSnapName})) bad.volumes.push_back(child.name);
   backend_->SetMetadata(ref, kMetaBad, rec->reason);
@@ -301,14 +381,33 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
               "evicted image={} reason=\"{}\" volumes={}",
               image_id, rec->reason, listed.empty() ? "none" : listed);
   Event("bad", image_id, result.bytes, timer.Elapsed());
+  // Evicted here when it can be; else (busy, or another host's row) every host's hits
+  // refuse it (UsableRow) and its pass evicts it.
+  bool evicted = false;
   if (auto row = FindLive(image_id); row && row->identity == rec->identity) {
-    EvictEntry(*row, "bad", rec->reason, /*locked=*/false);
+    evicted = EvictEntry(*row, "bad", rec->reason, /*locked=*/false).done;
   }
   result.outcome = ImportOutcome::kBad;
-  result.detail = rec->reason;
+  result.detail = rec->reason + (evicted ? "" : "; its eviction is left to the next pass");
   result.volumes = bad.volumes;
   result.elapsed = timer.Elapsed();
   return result;
+}
+
+std::optional<index::EntryRow> CacheImpl::UsableRow(const std::string& image_id) {
+  auto row = FindLive(image_id);
+  if (!row || row->state != index::State::kReady || !InstantWanted()) return row;
+  const auto bad = backend_->ReadTable(kBadTable);
+  auto it = bad.find(Sha1Hex(row->identity));
+  if (it == bad.end()) return row;
+  // Found bad by an import (maybe another host's): never cloned again, and gone now if it can.
+  log_->warn("entry found bad by its import is not used image={}", image_id);
+  auto rec = BadRecord::Parse(it->second);
+  if (!EvictEntry(*row, "bad", rec ? rec->reason : "found bad", /*locked=*/false).done) {
+    throw Error(Errc::kBusy, "image " + image_id + ": its entry was found bad and is being "
+                                 "evicted; try again");
+  }
+  return std::nullopt;
 }
 
 void CacheImpl::StartImportThread(const std::string& image_id) {
@@ -401,7 +500,17 @@ void CacheImpl::ResumeImports(bool dry_run, std::vector<EvictAction>* actions) {
     for (const auto& v : rec->volumes) {
       if (backend_->Exists({backend_->volume_pool(), v})) left.push_back(v);
     }
-    if (left.size() == rec->volumes.size() || dry_run) continue;
+    // Its entry, where a host's row still names it, goes too.
+    for (const auto& row : WithIndex([&](index::Index& ix) {
+           return ix.ListEntries(backend_kind_, location_);
+         })) {
+      if (!dry_run && !row.pinned && row.state == index::State::kReady &&
+          row.image_id == rec->image_id && Sha1Hex(row.identity) == key) {
+        auto a = EvictEntry(row, "bad", rec->reason, /*locked=*/false);
+        if (actions) actions->push_back(a);
+      }
+    }
+    if ((left.size() == rec->volumes.size() && !left.empty()) || dry_run) continue;
     if (left.empty()) {
       backend_->WriteTable(kBadTable, {}, {key});
     } else {

@@ -31,6 +31,9 @@ struct ImportRecord {
   // Set once the bytes were judged, before the commit: "ok" or "bad", and what the
   // file's digests were (a run killed after the commit finishes from these).
   std::string verdict, reason, md5, sha512;
+  // md5 of the disk's bytes as read from the file (raw: md5; qcow2: its plain extents),
+  // compared after the commit with the md5 of the entry's own bytes: what librbd copied.
+  std::string guest_md5;
 
   std::string Dump() const;
   // nullopt for a value that is not a record (a damaged or foreign value).
@@ -41,6 +44,7 @@ struct BadRecord {
   std::string image_id;
   std::string entry;  // the entry's name when it was found bad
   std::string reason;
+  std::string file_identity;  // of the file version imported
   int64_t at = 0;
   std::vector<std::string> volumes;
 

@@ -100,7 +100,7 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
     }
     const storage::ImageRef staging{pool, claim.staging_name};
     for (int attempt = 0;; ++attempt) {
-      auto row = FindLive(request.image_id);
+      auto row = UsableRow(request.image_id);
       std::optional<source::ImageMeta> meta;
       const bool ready = row && row->state == index::State::kReady;
       // A ready entry confirmed by the source within the interval is served without
