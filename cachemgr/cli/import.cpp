@@ -95,6 +95,7 @@ pid_t StartImportProcess(Context& ctx, const std::string& image_id) {
   if (!ctx.log_level.empty()) args.insert(args.end(), {"--log-level", ctx.log_level});
   args.insert(args.end(), {"finish-import", image_id});
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
 
