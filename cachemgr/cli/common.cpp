@@ -309,6 +309,25 @@ bool ProgressOnTerminal() {
   return isatty(STDERR_FILENO) && !(term && std::string_view(term) == "dumb");
 }
 
+StageBar::StageBar() : enabled_(ProgressOnTerminal()) {}
+
+StageBar::~StageBar() {
+  if (drawn_) std::fprintf(stderr, "\r\033[K");
+}
+
+ProgressFn StageBar::fn() {
+  if (!enabled_) return {};
+  return [this](const Progress& p) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_ < std::chrono::milliseconds(100) && p.done_bytes != p.total_bytes) return;
+    last_ = now;
+    drawn_ = true;
+    std::fprintf(stderr, "\r\033[K%-8s %s %s", p.stage.c_str(),
+                 Bar(p.done_bytes, p.total_bytes, 30).c_str(), HumanBytes(p.done_bytes).c_str());
+    std::fflush(stderr);
+  };
+}
+
 std::string Bar(uint64_t done, uint64_t total, int width) {
   std::string bar = "[";
   if (total == 0) {

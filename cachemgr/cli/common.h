@@ -117,4 +117,21 @@ bool ProgressOnTerminal();
 // "[#####.....]  45%" of `width` cells; total 0 draws an indeterminate bar.
 std::string Bar(uint64_t done, uint64_t total, int width);
 
+// One call's progress as a bar on stderr ("stage [####..] 1.2 GiB", at most 10 redraws/s)
+// when ProgressOnTerminal(); fn() is empty otherwise. The destructor erases a bar drawn.
+class StageBar {
+ public:
+  StageBar();
+  ~StageBar();
+  StageBar(const StageBar&) = delete;
+  StageBar& operator=(const StageBar&) = delete;
+  // The callback to hand to the library; valid while this object lives.
+  ProgressFn fn();
+
+ private:
+  bool enabled_ = false;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point last_{};
+};
+
 }  // namespace cachemgr::cli

@@ -51,29 +51,13 @@ int RunCreate(Context& ctx, const CreateArgs& args) {
   // so that this command returns at once, or here (--wait-import).
   request.defer_import = true;
 
-  // A miss can take minutes: show the fill's progress on a terminal, at most 10 redraws/s.
-  const bool bar = ProgressOnTerminal();
-  auto last = std::chrono::steady_clock::time_point{};
-  bool drawn = false;
-  if (bar) {
-    request.progress = [&](const Progress& p) {
-      const auto now = std::chrono::steady_clock::now();
-      if (now - last < std::chrono::milliseconds(100) && p.done_bytes != p.total_bytes) return;
-      last = now;
-      drawn = true;
-      std::fprintf(stderr, "\r\033[K%-8s %s %s", p.stage.c_str(),
-                   Bar(p.done_bytes, p.total_bytes, 30).c_str(), HumanBytes(p.done_bytes).c_str());
-      std::fflush(stderr);
-    };
-  }
+  // A miss can take minutes: its progress on a terminal.
   CreateVolumeResult r;
-  try {
+  {
+    StageBar bar;
+    request.progress = bar.fn();
     r = ctx.cache().CreateVolume(request);
-  } catch (...) {
-    if (drawn) std::fprintf(stderr, "\r\033[K");
-    throw;
   }
-  if (drawn) std::fprintf(stderr, "\r\033[K");
 
   pid_t import_pid = 0;
   if (r.plan == Plan::kInstant && !args.wait_import) {

@@ -61,29 +61,11 @@ int Report(Context& ctx, const ImportResult& r) {
 }  // namespace
 
 int FinishImportNow(Context& ctx, const std::string& image_id) {
-  const bool bar = ProgressOnTerminal();
-  auto last = std::chrono::steady_clock::time_point{};
-  bool drawn = false;
-  ProgressFn progress;
-  if (bar) {
-    progress = [&](const Progress& p) {
-      const auto now = std::chrono::steady_clock::now();
-      if (now - last < std::chrono::milliseconds(100) && p.done_bytes != p.total_bytes) return;
-      last = now;
-      drawn = true;
-      std::fprintf(stderr, "\r\033[K%-8s %s %s", p.stage.c_str(),
-                   Bar(p.done_bytes, p.total_bytes, 30).c_str(), HumanBytes(p.done_bytes).c_str());
-      std::fflush(stderr);
-    };
-  }
   ImportResult r;
-  try {
-    r = ctx.cache().FinishImport(image_id, progress);
-  } catch (...) {
-    if (drawn) std::fprintf(stderr, "\r\033[K");
-    throw;
+  {
+    StageBar bar;
+    r = ctx.cache().FinishImport(image_id, bar.fn());
   }
-  if (drawn) std::fprintf(stderr, "\r\033[K");
   return Report(ctx, r);
 }
 

@@ -21,6 +21,7 @@
 #include "storage/rbd/rbd_error.h"
 #include "storage/rbd/rbd_headers.h"
 #include "storage/rbd/rbd_io.h"
+#include "storage/rbd/rbd_progress.h"
 #include "storage/rbd/rbd_snapshots.h"
 
 namespace cachemgr::storage {
@@ -57,16 +58,6 @@ uint64_t FeatureBits(const std::vector<std::string>& names) {
   }
   // Clones need layering whatever the list says.
   return bits | RBD_FEATURE_LAYERING;
-}
-
-struct ProgressCtx {
-  const ProgressFn* fn;
-};
-
-int ProgressThunk(uint64_t done, uint64_t total, void* arg) {
-  const auto* ctx = static_cast<ProgressCtx*>(arg);
-  if (ctx->fn != nullptr && *ctx->fn) (*ctx->fn)(done, total);
-  return 0;
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include "storage/rbd/rbd_backend.h"
 #include "storage/rbd/rbd_error.h"
+#include "storage/rbd/rbd_progress.h"
 #include "storage/rbd/rbd_snapshots.h"
 
 namespace cachemgr::storage::rbd {
@@ -24,16 +25,6 @@ using Clock = std::chrono::steady_clock;
 // Objects the import copies at once (4 MiB each): 32 took 40% of the time of librbd's
 // default 10 for a 1 GiB raw file on the test cluster; 64 was no faster.
 constexpr int kImportObjectsInFlight = 32;
-
-struct MigrationProgress {
-  const ProgressFn* fn;
-};
-
-int MigrationThunk(uint64_t done, uint64_t total, void* arg) {
-  const auto* ctx = static_cast<MigrationProgress*>(arg);
-  if (ctx->fn != nullptr && *ctx->fn) (*ctx->fn)(done, total);
-  return 0;
-}
 
 }  // namespace
 
@@ -102,10 +93,10 @@ void RbdBackend::ExecuteImport(const ImageRef& ref, const ProgressFn& progress) 
                            std::to_string(kImportObjectsInFlight).c_str()),
           "set metadata", pool->Where(ref.name));
   }
-  MigrationProgress ctx{&progress};
+  ProgressCtx ctx{&progress};
   const auto start = Clock::now();
   // Not under the image-context lock: it moves every byte (see rbd_handles.h).
-  Check(rbd_migration_execute_with_progress(pool->io.get(), ref.name.c_str(), MigrationThunk, &ctx),
+  Check(rbd_migration_execute_with_progress(pool->io.get(), ref.name.c_str(), ProgressThunk, &ctx),
         "execute import", pool->Where(ref.name));
   log_->debug("rbd import executed image={} ms={}", pool->Where(ref.name), MsSince(start));
 }
@@ -113,10 +104,10 @@ void RbdBackend::ExecuteImport(const ImageRef& ref, const ProgressFn& progress) 
 void RbdBackend::CommitImport(const ImageRef& ref) {
   auto pool = Pool(ref.pool);
   ValidateName("image", ref.name);
-  MigrationProgress none{nullptr};
+  ProgressCtx none{nullptr};
   Check(WithImageCtxLock([&] {
           return rbd_migration_commit_with_progress(pool->io.get(), ref.name.c_str(),
-                                                    MigrationThunk, &none);
+                                                    ProgressThunk, &none);
         }),
         "commit import", pool->Where(ref.name));
   log_->debug("rbd import committed image={}", pool->Where(ref.name));
@@ -147,8 +138,8 @@ void RbdBackend::AbortImport(const ImageRef& ref) {
     RemoveAllSnapshots(image.get(), pool->Where(ref.name));
   }
   // An import-only abort removes the image itself: every object, so not under the lock.
-  MigrationProgress none{nullptr};
-  Check(rbd_migration_abort_with_progress(pool->io.get(), ref.name.c_str(), MigrationThunk,
+  ProgressCtx none{nullptr};
+  Check(rbd_migration_abort_with_progress(pool->io.get(), ref.name.c_str(), ProgressThunk,
                                           &none),
         "abort import", pool->Where(ref.name));
   log_->info("rbd import aborted, image removed image={}", pool->Where(ref.name));

@@ -20,10 +20,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import unittest
 
 import cli_test as base
+from cli_safety_test import wait_for
 from cli_test import EXIT_OK, EXIT_REFUSED, MiB, Env
 
 GiB = 1 << 30
@@ -34,16 +34,6 @@ CEPH_DIR = None  # this file's cluster
 
 def conf():
     return os.path.join(CEPH_DIR, "ceph.conf")
-
-
-def wait_for(predicate, timeout=300.0, step=0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return None
 
 
 def random_file(path, size):
@@ -337,7 +327,8 @@ class InstantTest(unittest.TestCase):
         made = env.json("create", image_id, "vm-k")
         pid = made["import_pid"]
         entry = entry_name(image_id)
-        wait_for(lambda: "executing" in env.rbd("status", "volumes/" + entry).stdout, timeout=60)
+        wait_for(lambda: "executing" in env.rbd("status", "volumes/" + entry).stdout, timeout=60,
+                 step=0.05)
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: not os.path.exists("/proc/%d" % pid), timeout=10)
         self.assertTrue(env.migrating(entry))
