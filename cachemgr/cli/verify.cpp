@@ -1,5 +1,6 @@
 // cachemgr verify [IMAGE_ID...]: re-hash entries against the source's checksum.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <iostream>
 
 #include "common.h"
@@ -10,9 +11,13 @@ namespace {
 int RunVerify(Context& ctx, const std::vector<std::string>& requested) {
   Cache& cache = ctx.cache();
   std::vector<std::string> ids = requested;
-  if (ids.empty())
+  if (ids.empty()) {
     for (const auto& e : cache.List())
       if (e.state == EntryState::kReady && !e.pinned) ids.push_back(e.image_id);
+    // Entries an instant miss's import found bad (on any host) still have volumes.
+    for (const auto& b : cache.BadEntries())
+      if (std::find(ids.begin(), ids.end(), b.image_id) == ids.end()) ids.push_back(b.image_id);
+  }
 
   std::vector<VerifyResult> results;
   for (const auto& id : ids) {

@@ -248,6 +248,19 @@ class InstantTest(unittest.TestCase):
         self.assertEqual(a.run("evict")[0], EXIT_OK)
         self.assertNotIn(entry_name(image_id), a.pool_images())
 
+    def test_an_import_another_host_finished_gives_this_host_its_digests(self):
+        a = InstantEnv("gooda")
+        b = InstantEnv("goodb", namespace=a.namespace, host_id="host-b")
+        image_id, _, md5 = self.add_file(16 * MiB)  # its own digests, computed by the import
+        rc, _, err = a.run("create", image_id, "vm-g", env={"CACHEMGR_FAILPOINT": "after_ready"})
+        self.assertLess(rc, 0, err)
+        rc, out, err = b.run("finish-import", image_id)
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertIn("committed", out)
+        rc, out, err = a.run("verify", image_id)
+        self.assertEqual(rc, EXIT_OK, out + err)
+        self.assertEqual(a.json("show", image_id)["checksum"], md5)
+
     def test_bytes_read_through_another_path_than_the_file_checked_are_found(self):
         """librbd copies through the path; the verdict hashes a descriptor. The entry's own
         bytes are what counts: a directory swapped under the copy is found after it."""

@@ -212,6 +212,9 @@ class CacheImpl final : public Cache {
   // FindLive, except that a ready row of an entry an import found bad (on any host) is
   // evicted and not returned (kBusy when it cannot be evicted now).
   std::optional<index::EntryRow> UsableRow(const std::string& image_id);
+  // A row with no digests (an instant miss's import computes them, maybe on another
+  // host) takes them from the entry's metadata once they are there.
+  void RefreshDigests(index::EntryRow* row);
   // Whether the entry `name` has an import not finished (never evicted meanwhile).
   bool ImportPending(const std::string& name);
   // The imports not finished: entry name -> image id.

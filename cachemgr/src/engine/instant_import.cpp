@@ -394,9 +394,27 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
   return result;
 }
 
+void CacheImpl::RefreshDigests(index::EntryRow* row) {
+  if (!row->checksum.empty() || !row->os_hash.empty() || !backend_->CanImportInstantly()) return;
+  try {
+    const auto md = backend_->GetMetadata(EntryRef(row->cache_name));
+    auto get = [&](const char* key) {
+      auto it = md.find(key);
+      return it == md.end() ? std::string() : it->second;
+    };
+    if (get(kMetaChecksum).empty() && get(kMetaOsHash).empty()) return;
+    row->checksum = get(kMetaChecksum);
+    row->os_hash = get(kMetaOsHash);
+    WithIndex([&](index::Index& ix) { ix.UpdateEntry(*row); });
+  } catch (const Error& e) {
+    log_->debug("digests not refreshed image={} error={}", row->image_id, e.what());
+  }
+}
+
 std::optional<index::EntryRow> CacheImpl::UsableRow(const std::string& image_id) {
   auto row = FindLive(image_id);
   if (!row || row->state != index::State::kReady || !InstantWanted()) return row;
+  RefreshDigests(&*row);
   const auto bad = backend_->ReadTable(kBadTable);
   auto it = bad.find(Sha1Hex(row->identity));
   if (it == bad.end()) return row;

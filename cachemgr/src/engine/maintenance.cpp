@@ -95,6 +95,7 @@ VerifyResult CacheImpl::Verify(const std::string& image_id) {
   if (!row || row->state != index::State::kReady) {
     throw Error(Errc::kNotFound, "image " + image_id + ": not cached");
   }
+  RefreshDigests(&*row);  // an instant miss's import another host finished
   const auto ref = EntryRef(row->cache_name);
   if (!backend_->Exists(ref)) {
     result.detail = "entry missing on backend: " + row->cache_name;
@@ -333,7 +334,10 @@ std::vector<Check> CacheImpl::Doctor() {
             std::string volumes;
             for (const auto& v : bad.volumes) volumes += (volumes.empty() ? "" : " ") + v;
             bad_list += (bad_list.empty() ? "" : "; ") + std::string("image ") + bad.image_id +
-                        " (" + bad.reason + "): volumes " + volumes;
+                        " (" + bad.reason + "): " +
+                        (volumes.empty() ? std::string("no volume left (forgotten by the next "
+                                                       "pass)")
+                                         : "volumes " + volumes);
           }
           const std::string imports = std::to_string(pending.size()) +
                                       " import(s) not finished (any host's pass resumes them)";
