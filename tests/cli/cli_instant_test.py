@@ -247,6 +247,11 @@ class InstantTest(unittest.TestCase):
         self.assertNotIn("vm-a2", a.pool_images())
         self.assertEqual(a.run("evict")[0], EXIT_OK)
         self.assertNotIn(entry_name(image_id), a.pool_images())
+        self.assertEqual(a.stats()["bad_entries"], 0)  # no volume left: the record is gone
+        # ... but that version of the file is still checked before it is served.
+        rc, out, err = a.run("--json", "create", image_id, "vm-a3")
+        self.assertEqual(rc, EXIT_REFUSED, out + err)
+        self.assertNotIn("vm-a3", a.pool_images())
 
     def test_an_import_another_host_finished_gives_this_host_its_digests(self):
         a = InstantEnv("gooda")

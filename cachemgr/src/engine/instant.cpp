@@ -140,12 +140,10 @@ std::optional<CacheImpl::InstantPlan> CacheImpl::PlanInstant(const source::Image
   file->RequireUnchanged(meta.id);
   // A version of the file an import already found bad is not served before it is checked
   // again: the normal miss checks it first.
-  for (const auto& [key, value] : backend_->ReadTable(kBadTable)) {
-    auto bad = BadRecord::Parse(value);
-    if (bad && bad->image_id == meta.id && bad->file_identity == plan.file_identity) {
-      return no("an import of this very file found bytes that are not the image's (" +
-                bad->reason + ")");
-    }
+  const auto bad_files = backend_->ReadTable(kBadFilesTable);
+  if (auto it = bad_files.find(Sha1Hex(meta.id));
+      it != bad_files.end() && it->second == plan.file_identity) {
+    return no("an import of this very version of the file found bytes that are not the image's");
   }
   plan.spec = json{{"type", plan.format == "raw" ? "raw" : "qcow"},
                    {"stream", {{"type", "file"}, {"file_path", plan.path}}}}

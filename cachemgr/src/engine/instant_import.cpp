@@ -374,6 +374,7 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
   for (const auto& child : backend_->Children({ref, kSnapName})) bad.volumes.push_back(child.name);
   backend_->SetMetadata(ref, kMetaBad, rec->reason);
   backend_->WriteTable(kBadTable, {{Sha1Hex(rec->identity), bad.Dump()}});
+  backend_->WriteTable(kBadFilesTable, {{Sha1Hex(image_id), rec->file_identity}});
   backend_->WriteTable(kImportsTable, {}, {name});
   std::string listed;
   for (const auto& v : bad.volumes) listed += (listed.empty() ? "" : ",") + v;

@@ -17,6 +17,10 @@ namespace cachemgr::engine {
 
 inline constexpr const char* kImportsTable = "imports";
 inline constexpr const char* kBadTable = "bad";
+// sha1(image id) -> util::FileIdentity of the last version of its file an import found
+// bad: that version is checked (a normal miss) before it is served, for as long as it is
+// the file (one key per image, overwritten, never needing a sweep).
+inline constexpr const char* kBadFilesTable = "bad_files";
 
 struct ImportRecord {
   std::string image_id;
