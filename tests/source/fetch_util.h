@@ -15,6 +15,7 @@
 #include "storage/factory.h"
 #include "support/test_util.h"
 #include "util/hash.h"
+#include "util/process.h"
 
 namespace cachemgr::test {
 
@@ -73,7 +74,11 @@ Error Thrown(Fn&& fn) {
 inline void QemuImg(const std::vector<std::string>& args) {
   std::vector<std::string> argv = {"qemu-img"};
   argv.insert(argv.end(), args.begin(), args.end());
-  REQUIRE_MESSAGE(RunCommand(argv) == 0, "qemu-img failed");
+  auto r = util::Run(argv);
+  std::string line;
+  for (const auto& a : argv) line += a + " ";
+  REQUIRE_MESSAGE(r.exit_code == 0, "qemu-img failed: " << line << "exit " << r.exit_code
+                                                        << " signal " << r.signal << ": " << r.err);
 }
 
 inline std::string Md5(const std::filesystem::path& p) { return util::HashFile("md5", p.string()); }
