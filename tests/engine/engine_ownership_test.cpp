@@ -351,6 +351,64 @@ TEST_CASE("a create killed at any step leaves nothing after one pass") {
   }
 }
 
+// Ceph's encoding of a string: its length (32 bits, little-endian), then its bytes.
+std::string CephString(const std::string& s) {
+  std::string out;
+  const auto n = static_cast<uint32_t>(s.size());
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+  return out + s;
+}
+
+// The rados tool on the entry pool, in the test's namespace.
+void RadosOnEntries(Env& env, const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {"rados", "--conf", CephConf().string(), "-p",
+                                   env.backend->entry_pool(), "-N", env.ns};
+  argv.insert(argv.end(), args.begin(), args.end());
+  REQUIRE(RunCommand(argv) == 0);
+}
+
+TEST_CASE("a fill killed inside its rename leaves the entry's name free after one pass") {
+  if (!kRbd) return;
+  // A format-2 rename writes the new name's id object, rebinds the name in the pool's
+  // directory, then removes the old id object: killed after either of the first two
+  // steps, the entry's name is bound to the staging image as well.
+  for (const bool rebound : {false, true}) {
+    CAPTURE(rebound);
+    Env env;
+    auto id = env.AddImage(4 * kMiB, 1);
+    const int status = env.RunChild({"create:" + id + ":first"}, "after_protect");
+    REQUIRE(WIFSIGNALED(status));
+    auto& b = *env.backend;
+    std::vector<std::string> staging;
+    for (const auto& name : b.List(b.entry_pool())) {
+      if (name.starts_with("staging-")) staging.push_back(name);
+    }
+    REQUIRE(staging.size() == 1);
+    const std::string staging_id = b.Identity({b.entry_pool(), staging[0]});
+    const std::string entry = engine::EntryName(id);
+    TempDir tmp("rename");
+    WriteFile(tmp / "id", CephString(staging_id));
+    WriteFile(tmp / "name", CephString(entry));
+    RadosOnEntries(env, {"put", "rbd_id." + entry, (tmp / "id").string()});
+    if (rebound) {
+      RadosOnEntries(env, {"setomapval", "rbd_directory", "name_" + entry, "--input-file",
+                           (tmp / "id").string()});
+      RadosOnEntries(env, {"rmomapkey", "rbd_directory", "name_" + staging[0]});
+      RadosOnEntries(env, {"setomapval", "rbd_directory", "id_" + staging_id, "--input-file",
+                           (tmp / "name").string()});
+    }
+    auto cache = env.Open();
+    cache->RunEvictionPass({});
+    CHECK(StagingObjects(env).empty());
+    CHECK(env.CountRows("SELECT count(*) FROM entries WHERE state != 'ready'") == 0);
+    // The name is free again: the next create fills and renames into it.
+    auto made = cache->CreateVolume({.image_id = id, .volume = "again"});
+    CHECK(env.SameData("again", id));
+    CHECK(cache->Lookup(id));
+    if (!rebound) CHECK(made.plan == Plan::kMiss);
+  }
+}
+
 TEST_CASE("lock files and objects do not pile up: fills, evictions and a pass") {
   Env env;
   env.options.cache.max_count = 2;

@@ -24,8 +24,20 @@ void CacheImpl::CleanupLeftover(const index::EntryRow& row, std::vector<EvictAct
   // was made: the row is the intent record). An image renamed into place before the row
   // went ready is handled as an orphan: adopted if its mark says it is ours.
   if (StagingKey(row.cache_name)) {
+    // A rename killed midway binds the entry's name to the staging image as well
+    // (storage/rbd/rbd_leftovers.cpp): once that image is gone, the binding goes too,
+    // only when it names that very image.
+    std::string staging_identity;
+    try {
+      staging_identity = backend_->Identity(EntryRef(row.cache_name));
+    } catch (const Error& e) {
+      if (e.code() != Errc::kNotFound) throw;
+    }
     RemoveLeftObject(EntryRef(row.cache_name));
     backend_->RemoveDanglingName(EntryRef(row.cache_name), "");  // see GcVolumes
+    if (!staging_identity.empty()) {
+      backend_->RemoveDanglingName(EntryRef(EntryName(row.image_id)), staging_identity);
+    }
   }
   WithIndex([&](index::Index& ix) { ix.DeleteEntry(row.id); });
   log_->info("removed half-made entry image={} staging={} owner={}", row.image_id,
