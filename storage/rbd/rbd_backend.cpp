@@ -22,6 +22,7 @@
 #include "storage/rbd/rbd_headers.h"
 #include "storage/rbd/rbd_io.h"
 #include "storage/rbd/rbd_progress.h"
+#include "storage/rbd/rbd_remove.h"
 #include "storage/rbd/rbd_snapshots.h"
 
 namespace cachemgr::storage {
@@ -394,17 +395,19 @@ RemoveOutcome RbdBackend::Remove(const ImageRef& ref) {
     log_->info("rbd image has clones, moved to trash image={}", where);
     return RemoveOutcome::kTrashed;
   }
+  bool trimmed = false;
   {
     auto image = OpenImage(*pool, ref.name, false);
     RemoveAllSnapshots(image.get(), where);
+    trimmed = TrimForRemoval(image.get());  // rbd_remove.cpp
   }
-  const int r = rbd_remove(pool->io.get(), ref.name.c_str());  // not under the lock: see there
+  const int r = RemoveUnderLock(pool->io.get(), ref.name);
   if (r == -EBUSY) {
     // Name what holds it, so the operator (and the pass's log) sees the cause.
     Check(r, "remove", where + " (" + DescribeBusy(*pool, ref.name) + ")");
   }
   Check(r, "remove", where);
-  log_->debug("rbd image removed image={}", where);
+  log_->debug("rbd image removed image={} trimmed_first={}", where, trimmed);
   return RemoveOutcome::kRemoved;
 }
 

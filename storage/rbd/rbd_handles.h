@@ -60,12 +60,13 @@ struct IoCtxClose {
 // threads, were seen to lock a mutex of an image context already freed (std::system_error
 // "Invalid argument" or "Owner died" thrown on an io thread, which ends the process) and
 // to crash copying the configuration (md_config_t) of a new image context. Every call of
-// this library that opens or closes an image, or makes one (create, clone, move to trash,
-// and a rename through librbd: each opens an image context inside), runs under this one
-// lock. Those are a few round trips each. The calls that move data (reads, writes, copy,
-// flatten, and removals: rbd_remove and rbd_trash_remove delete every object of the image)
-// are not serialized: held for a removal of a large image, the lock would make every other
-// call of the process wait out the op timeout and fail.
+// this library that opens or closes an image, or makes or drops one (create, clone, move
+// to trash, a rename through librbd, rbd_remove and rbd_trash_remove: each opens an image
+// context inside), runs under this one lock. Those are a few round trips each. The calls
+// that move data on an image already open (reads, writes, copy, flatten, and the shrink
+// that empties an image before its removal, rbd_remove.cpp) are not serialized: a removal
+// of a large image under the lock would make every other call of the process wait out
+// the op timeout and fail. (Unserialized removals were tried, and ended the process.)
 inline std::timed_mutex& ImageCtxMutex() {
   static std::timed_mutex mu;
   return mu;

@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "storage/rbd/rbd_error.h"
+#include "storage/rbd/rbd_remove.h"
 
 namespace cachemgr::storage::rbd {
 namespace {
@@ -50,7 +51,7 @@ RbdImageWriter::RbdImageWriter(std::shared_ptr<PoolCtx> pool, std::string name, 
   const int r = WithImageCtxLock(
       [&] { return rbd_open(pool_->io.get(), name_.c_str(), image_.out(), nullptr); });
   if (r < 0) {
-    (void)rbd_remove(pool_->io.get(), name_.c_str());
+    (void)RemoveUnderLock(pool_->io.get(), name_);
     ThrowErrno(r, "open for import", where_);
   }
   rbd_image_info_t info{};
@@ -94,8 +95,9 @@ RbdImageWriter::~RbdImageWriter() {
         for (auto& c : batch.writes) rbd_aio_wait_for_complete(c.get());
       }
       job->in_flight.clear();
+      if (job->image) (void)TrimForRemoval(job->image.get());  // rbd_remove.cpp
       job->image.reset();
-      const int r = rbd_remove(job->pool->io.get(), job->name.c_str());
+      const int r = RemoveUnderLock(job->pool->io.get(), job->name);
       if (r < 0 && r != -ENOENT) {
         job->log->error(
             "rbd import abandoned, removing the partial image failed, left for gc image={} "

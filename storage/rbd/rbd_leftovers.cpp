@@ -21,6 +21,7 @@
 #include "storage/rbd/rbd_backend.h"
 #include "storage/rbd/rbd_error.h"
 #include "storage/rbd/rbd_headers.h"
+#include "storage/rbd/rbd_remove.h"
 
 namespace cachemgr::storage::rbd {
 
@@ -48,7 +49,7 @@ bool RbdBackend::RemoveDanglingName(const ImageRef& ref, const std::string& iden
   }
   // rbd_remove clears the id object and any directory entry of a name whose header is
   // gone; it reports ENOENT for the image it could not open.
-  const int r = rbd_remove(pool->io.get(), ref.name.c_str());
+  const int r = RemoveUnderLock(pool->io.get(), ref.name);
   if (r < 0 && r != -ENOENT) Check(r, "remove the dangling name", where);
   const bool gone = BoundId(pool->io.get(), ref.name).empty();
   const bool removed = r == 0 || (!bound.empty() && gone);

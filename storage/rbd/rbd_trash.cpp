@@ -7,6 +7,7 @@
 #include "storage/rbd/rbd_backend.h"
 #include "storage/rbd/rbd_buffers.h"
 #include "storage/rbd/rbd_error.h"
+#include "storage/rbd/rbd_remove.h"
 #include "storage/rbd/rbd_snapshots.h"
 
 namespace cachemgr::storage::rbd {
@@ -51,8 +52,9 @@ bool RbdBackend::PurgeTrash(const TrashEntry& entry) {
           "open trashed", where);
     if (AnySnapHasChildren(image.get(), where)) return false;
     RemoveAllSnapshots(image.get(), where);
+    (void)TrimForRemoval(image.get());  // rbd_remove.cpp
   }
-  Check(rbd_trash_remove(pool->io.get(), entry.id.c_str(), false), "purge from trash", where);
+  Check(TrashRemoveUnderLock(pool->io.get(), entry.id), "purge from trash", where);
   log_->info("rbd trashed image purged image={}", where);
   return true;
 }

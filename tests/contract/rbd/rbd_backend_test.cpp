@@ -12,11 +12,14 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 #include <thread>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "cachemgr/error.h"
 #include "rbd_target.h"
@@ -586,6 +589,66 @@ TEST_CASE("identity and metadata read from the image's objects agree with librbd
   b->UnprotectSnapshot(snap);
   b->RemoveSnapshot(snap);
   b->Remove(parent);
+}
+
+TEST_CASE("a removal empties the image before its removal under the lock, never a watched one") {
+  // The removal's data deletion runs outside the process's image-context lock: the image is
+  // shrunk to nothing first (storage/rbd/rbd_remove.cpp). Never while another client has
+  // it open: its bytes stay whole and the removal is refused.
+  auto options = test::FixtureRbdOptions();
+  std::ostringstream log_text;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log_text);
+  auto logger = std::make_shared<spdlog::logger>("rbd-remove-test", sink);
+  logger->set_level(spdlog::level::debug);
+  auto b = storage::MakeRbdBackend(options, logger);
+  const std::string content = Data(12 * kMiB, 7);
+
+  ImageRef plain{"volumes", Unique("trimmed")};
+  Import(*b, plain, content);
+  b->Remove(plain);
+  CHECK_FALSE(b->Exists(plain));
+  CHECK_MESSAGE(Contains(log_text.str(), "trimmed_first=true"), log_text.str());
+
+  ImageRef watched{"volumes", Unique("watched")};
+  Import(*b, watched, content);
+  const std::string spec = "volumes/" +
+                           (options.namespace_.empty() ? "" : options.namespace_ + "/") +
+                           watched.name;
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::execlp("rbd", "rbd", "--conf", options.conf.c_str(), "bench", "--io-type", "read",
+             "--io-size", "4096", "--io-total", "100G", spec.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  bool open_elsewhere = false;
+  for (int i = 0; i < 200 && !open_elsewhere; ++i) {
+    std::string out;
+    test::RunCommand({"rbd", "--conf", options.conf, "status", spec}, &out);
+    open_elsewhere = Contains(out, "watcher=");
+    if (!open_elsewhere) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  auto refused = Catch([&] { b->Remove(watched); });
+  const bool same = ReadAll(*b, watched) == content;
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  REQUIRE(open_elsewhere);
+  CHECK(refused.code() == Errc::kBusy);
+  CHECK(same);
+  // Cut off, the dead reader no longer keeps it.
+  CHECK(b->EvictWatchers(watched) >= 1);
+  bool removed = false;
+  for (int i = 0; i < 40 && !removed; ++i) {
+    try {
+      b->Remove(watched);
+      removed = true;
+    } catch (const Error& e) {
+      REQUIRE_MESSAGE(e.code() == Errc::kBusy, e.what());
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+  }
+  CHECK(removed);
 }
 
 TEST_CASE("a lock held by a destroyed holder is free again; waiting for it works") {
