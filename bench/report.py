@@ -242,6 +242,8 @@ def build(series):
     if he and hf:
         t.row("hosts", "engine / librbd floor at 24 concurrent volumes", ratio(p50(he), p50(hf)),
               float("nan"), "x", "medians of the same run; runs alternate which side goes first")
+    t.goal(["hosts"], "hosts: 3 hosts x 8 / librbd floor at 24 concurrent volumes/s",
+           ratio(p50(he), p50(hf)), 0.9, ">=", inputs=[he, hf])
 
     # --- miss
     # run.sh's images, whether or not they ran (every goal is in the table), and any other.
@@ -331,8 +333,7 @@ def build(series):
     if rss:
         t.row("index", "peak RSS of the index benchmark", rss["p50"], rss["p90"], "MiB",
               "at start %s MiB" % fmt(extra(rss, "start_mib")))
-    t.goal(["index"], "index: victim selection p50 at %s entries" % (n_entries or 100000),
-           p50(sel), 50, "<=", " ms", inputs=[sel])
+    # Victim selection alone is a row, not a goal: the pass below is what operators run.
     # The index open and the library's eviction pass (local backend, source check off).
     op = g("index", "open")
     pd, pi, pp, pe = (g("index", n) for n in ("pass_dry", "pass_idle", "pass_plan", "pass_evict"))
@@ -475,7 +476,7 @@ def chart(series, png, workdir, gnuplot):
          [("local_hit", "engine", "engine hit"), ("local_hit", "qemu-img", "qemu-img create -b"),
           ("local_burst", "engine c8", "engine burst c=8"),
           ("local_burst", "qemu-img c8", "qemu-img burst c=8")]),
-        ("Miss of a 1 GiB image: engine vs Cinder pipeline",
+        ("Misses: engine vs Cinder's pipeline",
          [(sc, name, name) for (sc, name) in sorted(series) if sc == "miss"]),
     ]
     os.makedirs(workdir, exist_ok=True)
