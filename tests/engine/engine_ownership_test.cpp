@@ -454,13 +454,22 @@ TEST_CASE("a fill killed while it holds its locks leaves no lock once a pass ran
   pid_t pid = env.StartChild({"create:" + killed + ":killed"},
                              std::string(engine::kFillLockedFailpoint) + ":sleep");
   std::string key;
-  // Until the child holds the new image's lock.
+  // Until the child holds the new image's lock: listed (its file or object made) and
+  // refused (taken; a lock file exists a moment before its flock).
+  auto held_by_child = [&] {
+    try {
+      (void)b.AcquireLock(key, std::chrono::milliseconds(0));  // released at once
+      return false;
+    } catch (const Error& e) {
+      return e.code() == Errc::kBusy;
+    }
+  };
   WaitUntil(
       [&] {
         for (const auto& k : b.ListLocks()) {
           if (!live_keys.count(k)) key = k;
         }
-        return !key.empty();
+        return !key.empty() && held_by_child();
       },
       std::chrono::seconds(30));
   REQUIRE_FALSE(key.empty());

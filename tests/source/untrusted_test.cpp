@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <thread>
@@ -461,6 +462,84 @@ TEST_CASE("a directory the cache did not make in the conversion dir is never rem
   CHECK(ReadFile(dead[0] / "theirs.txt") == "precious");
   CHECK_FALSE(fs::exists(dead[0] / "image.download"));  // the fill's own name went
   CHECK(fs::exists(dead[0] / fetch::kLockName));
+}
+
+TEST_CASE("a fill killed while making its working directory leaves nothing after a sweep") {
+  TempDir tmp("halfmade");
+  const fs::path conv = tmp / "conv";
+  fs::create_directories(conv);
+  const std::string prefix = fetch::kWorkDirPrefix;
+  auto make_dir = [&](const std::string& tag, mode_t mode) {
+    const fs::path d = conv / (prefix + tag);
+    REQUIRE(::mkdir(d.c_str(), mode) == 0);
+    REQUIRE(::chmod(d.c_str(), mode) == 0);  // whatever the umask
+    return d;
+  };
+  // What the constructor leaves killed after mkdtemp, and after creating its lock.
+  const fs::path empty = make_dir("HALF01", 0700);
+  const fs::path empty_lock = make_dir("HALF02", 0700);
+  WriteFile(empty_lock / fetch::kLockName, "");
+  // Not what it leaves: not 0700, a lock with other bytes, a file of someone's.
+  const fs::path wide = make_dir("OTHER1", 0755);
+  const fs::path scribbled = make_dir("OTHER2", 0700);
+  WriteFile(scribbled / fetch::kLockName, "x");
+  const fs::path with_file = make_dir("OTHER3", 0700);
+  WriteFile(with_file / "theirs.txt", "precious");
+  // A constructor at work: its empty lock held.
+  const fs::path live = make_dir("LIVE01", 0700);
+  WriteFile(live / fetch::kLockName, "");
+  const int held = ::open((live / fetch::kLockName).c_str(), O_RDWR | O_CLOEXEC);
+  REQUIRE(held >= 0);
+  REQUIRE(::flock(held, LOCK_EX) == 0);
+
+  auto dead = fetch::ListDeadWorkDirs(conv);
+  CHECK(dead.size() == 2);
+  std::vector<fetch::LeftAlone> left;
+  const auto swept = fetch::SweepWorkDirs(conv, /*dry_run=*/false, nullptr, &left);
+  CHECK(swept.size() == 2);
+  CHECK_FALSE(fs::exists(empty));
+  CHECK_FALSE(fs::exists(empty_lock));
+  CHECK(left.size() == 3);
+  CHECK(fs::exists(wide));
+  CHECK(ReadFile(scribbled / fetch::kLockName) == "x");
+  CHECK(ReadFile(with_file / "theirs.txt") == "precious");
+  CHECK(fs::exists(live / fetch::kLockName));
+  ::close(held);
+}
+
+TEST_CASE("working directories made while sweeps run are never swept from under their fill") {
+  TempDir tmp("sweeprace");
+  const fs::path conv = tmp / "conv";
+  fs::create_directories(conv);
+  std::atomic<bool> stop{false};
+  // Sweeps back to back: far more often than any cron or timer runs a pass.
+  std::thread sweeper([&] {
+    while (!stop) (void)fetch::SweepWorkDirs(conv, /*dry_run=*/false, nullptr, nullptr);
+  });
+  int made = 0;
+  int usable = 0;
+  std::string error;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  try {
+    while (std::chrono::steady_clock::now() < until) {
+      fetch::WorkDir w(conv, "img", nullptr);
+      ++made;
+      const int fd =
+          ::open(w.File("image.raw").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      if (fd >= 0) {
+        ++usable;
+        ::close(fd);
+      }
+    }
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  stop = true;
+  sweeper.join();
+  CHECK_MESSAGE(error.empty(), error);
+  CHECK(made > 0);
+  CHECK(usable == made);
+  CHECK(fs::is_empty(conv));
 }
 
 }  // namespace

@@ -6,6 +6,9 @@
 // with O_EXCL|O_NOFOLLOW, and holds a flock on kLockName inside it for its whole life.
 // A fill killed with -9 leaves its directory; the lock is then free, which is how the
 // eviction pass (SweepWorkDirs) and doctor (ListDeadWorkDirs) tell it from a live one.
+// A fill killed between mkdtemp and writing its lock's mark leaves the directory empty,
+// or holding only an empty lock file: such a directory (mode 0700, named like ours, of
+// this user, nothing else in it) is swept too; it holds no byte of anyone's.
 #pragma once
 
 #include <filesystem>
@@ -56,7 +59,8 @@ class WorkDir {
 
 // Working directories in `parent` left by fills that are no longer running: named
 // kWorkDirPrefix + 6 characters, a real directory (not a symlink) owned by this user,
-// holding the lock file kLockName with kLockMark in it, and no fill holding that lock.
+// holding the lock file kLockName with kLockMark in it, and no fill holding that lock
+// (or half-made, as above).
 // Anything else is not the cache's: a directory with no lock file or no mark in it is
 // never listed here (see ListForeignWorkDirs), whatever its name or age.
 std::vector<std::filesystem::path> ListDeadWorkDirs(const std::filesystem::path& parent);
