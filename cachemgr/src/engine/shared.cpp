@@ -141,6 +141,7 @@ void CacheImpl::Reconcile(bool dry_run, std::vector<EvictAction>* actions) {
     return out;
   };
   auto rows = live_rows();
+  bool changed = false;  // rows dropped or adopted: read again below
   if (!dry_run) {
     // Rows whose object another host evicted (gone) or evicted and filled again (another
     // identity): forgotten, and the object at the name adopted if it is a complete entry.
@@ -164,6 +165,7 @@ void CacheImpl::Reconcile(bool dry_run, std::vector<EvictAction>* actions) {
         }
         if (identity == now->identity) continue;  // listed before it was made
         WithIndex([&](index::Index& ix) { ix.DeleteEntry(now->id); });
+        changed = true;
         log_->info("entry changed on the backend by another host image={} entry={} now={}",
                    now->image_id, name, identity.empty() ? "gone" : "another object");
         if (actions) {
@@ -182,18 +184,18 @@ void CacheImpl::Reconcile(bool dry_run, std::vector<EvictAction>* actions) {
       if (!IsEntryName(name) || rows.count(name)) continue;
       try {
         auto locks = LockImage(name, kReconcileLockWait);
-        bool known = false;
-        for (const auto& [n, r] : live_rows()) known = known || n == name;
+        const bool known = NamedByLiveRow(name);  // made meanwhile by this host
         // Only the cache's own: objects that merely look like entries are the gc's to
         // report (once), not this step's.
         if (!known && CheckOwnership(*backend_, EntryRef(name), kMarkEntry, nullptr).ours) {
           AdoptOrphan(name, nullptr, actions);
+          changed = true;
         }
       } catch (const Error& e) {
         if (e.code() != Errc::kBusy) throw;
       }
     }
-    rows = live_rows();
+    if (changed) rows = live_rows();
   }
 
   // Last uses: each row takes the pool's latest; the pool learns this host's newer ones.
