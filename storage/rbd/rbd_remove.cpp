@@ -46,13 +46,37 @@ long SnapshotCount(rbd_image_t image) {
   }
   return -1;
 }
+// Whether the image belongs to a group (rbd_remove refuses it: EMLINK); true when unknown.
+bool InGroup(rbd_image_t image) {
+  rbd_group_info_t group{};
+  if (rbd_get_group(image, &group, sizeof group) < 0) return true;
+  const bool in = group.pool >= 0;
+  rbd_group_info_cleanup(&group, sizeof group);
+  return in;
+}
+
+// Whether mirroring is on for the image, or in any state but off (rbd_remove refuses a
+// non-primary one and disables it on a primary one first); true when unknown.
+bool Mirrored(rbd_image_t image) {
+  rbd_mirror_image_info_t info{};
+  if (rbd_mirror_image_get_info(image, &info, sizeof info) < 0) return true;
+  const bool on = info.state != RBD_MIRROR_IMAGE_DISABLED;
+  rbd_mirror_image_get_info_cleanup(&info);
+  return on;
+}
+
 int NoProgress(uint64_t /*offset*/, uint64_t /*total*/, void* /*arg*/) { return 0; }
 }  // namespace
 
 bool TrimForRemoval(rbd_image_t image) {
   // This open is the one watcher. Another (a VM, a client killed with it open whose
   // watch the OSD has not timed out) keeps the image whole: rbd_remove refuses it then.
-  if (WatcherCount(image) != 1 || SnapshotCount(image) != 0) return false;
+  // Nor while anything else would make the removal refuse it afterwards: a snapshot (any
+  // namespace: user, group, trash), a group, mirroring.
+  if (WatcherCount(image) != 1 || SnapshotCount(image) != 0 || InGroup(image) ||
+      Mirrored(image)) {
+    return false;
+  }
   // -EINVAL: the image has no exclusive-lock feature (nothing to take). A lock whose
   // owner no longer watches is broken, as rbd_remove breaks it.
   const int locked = rbd_lock_acquire(image, RBD_LOCK_MODE_EXCLUSIVE);

@@ -11,8 +11,10 @@ namespace cachemgr::storage::rbd {
 // Empties an image opened read-write, which the caller is about to remove: its data
 // objects go here, outside the lock, so the removal under the lock is a few round trips.
 // As rbd_remove does, it takes the exclusive lock first; it does nothing (false) while
-// any other client watches the image (a VM has it open) or any snapshot is left, so the
-// removal then refuses it with every byte intact.
+// anything would make the removal refuse the image (another client watching it, a VM
+// having it open; a snapshot; a group; mirroring), so the removal then refuses it with
+// every byte intact. One window stays, as in rbd_remove itself: a client that opens the
+// image during the shrink sees it shrink (and the removal then refuses it, empty).
 bool TrimForRemoval(rbd_image_t image);
 
 // rbd_remove under the lock. rbd_remove opens and closes an image context inside, which

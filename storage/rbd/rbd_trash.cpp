@@ -2,6 +2,7 @@
 // clones still read them, listed and purged once the clones are gone.
 #include <spdlog/spdlog.h>
 
+#include <ctime>
 #include <vector>
 
 #include "storage/rbd/rbd_backend.h"
@@ -41,6 +42,18 @@ std::vector<TrashEntry> RbdBackend::ListTrash() {
   return out;
 }
 
+namespace {
+// Whether the trashed image's deferment has ended (rbd_trash_remove without force refuses
+// it before: EPERM); false when unknown.
+bool TrashExpired(rados_ioctx_t io, const std::string& id) {
+  rbd_trash_image_info_t info{};
+  if (rbd_trash_get(io, id.c_str(), &info) < 0) return false;
+  const bool expired = info.deferment_end_time <= std::time(nullptr);
+  rbd_trash_get_cleanup(&info);
+  return expired;
+}
+}  // namespace
+
 bool RbdBackend::PurgeTrash(const TrashEntry& entry) {
   auto pool = Pool(entry.original.pool.empty() ? options_.pool : entry.original.pool);
   const std::string where = pool->Where(entry.original.name) + " (trash id " + entry.id + ")";
@@ -52,7 +65,9 @@ bool RbdBackend::PurgeTrash(const TrashEntry& entry) {
           "open trashed", where);
     if (AnySnapHasChildren(image.get(), where)) return false;
     RemoveAllSnapshots(image.get(), where);
-    (void)TrimForRemoval(image.get());  // rbd_remove.cpp
+    // Emptied only when the purge will not refuse it for its deferment (a grace period an
+    // operator gave it, moving it to the trash again).
+    if (TrashExpired(pool->io.get(), entry.id)) (void)TrimForRemoval(image.get());  // rbd_remove.cpp
   }
   Check(TrashRemoveUnderLock(pool->io.get(), entry.id), "purge from trash", where);
   log_->info("rbd trashed image purged image={}", where);

@@ -257,6 +257,29 @@ TEST_CASE("a directory in the way is an error naming the path") {
   CHECK(std::string(e.what()).find((dir / "index.db").string()) != std::string::npos);
 }
 
+TEST_CASE("HasLiveName finds a live row by its exact name or a prefix, never a pinned one") {
+  TempDir dir("index");
+  auto index = Index::Open(dir / "index.db");
+  EntryRow staging = MakeEntry("img-a");
+  staging.cache_name = "staging-aaaa-0123";
+  index->InsertEntry(staging);
+  EntryRow ready = MakeEntry("img-b");
+  ready.cache_name = "bbbb";
+  index->InsertEntry(ready);
+  EntryRow pinned = MakeEntry("img-c");
+  pinned.cache_name = "cccc";
+  pinned.pinned = true;
+  index->InsertEntry(pinned);
+  CHECK(index->HasLiveName("rbd", "volumes", "bbbb"));
+  CHECK_FALSE(index->HasLiveName("rbd", "volumes", "bbb"));  // exact, not a prefix
+  CHECK_FALSE(index->HasLiveName("rbd", "other", "bbbb"));   // another pool
+  CHECK_FALSE(index->HasLiveName("local", "volumes", "bbbb"));
+  CHECK_FALSE(index->HasLiveName("rbd", "volumes", "aaaa"));
+  CHECK(index->HasLiveName("rbd", "volumes", "aaaa", "staging-aaaa-"));
+  CHECK_FALSE(index->HasLiveName("rbd", "volumes", "aaaa", "staging-aaa-"));
+  CHECK_FALSE(index->HasLiveName("rbd", "volumes", "cccc"));  // pinned: not live
+}
+
 TEST_CASE("entries: insert, find, get, update, transition, touch, list, delete") {
   TempDir dir("index");
   auto index = Index::Open(dir / "index.db");

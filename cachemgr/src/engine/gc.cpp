@@ -88,12 +88,7 @@ void CacheImpl::GcLeftoverRows(bool dry_run, std::vector<EvictAction>* actions) 
 }
 
 bool CacheImpl::NamedByLiveRow(const std::string& name) {
-  bool named = false;
-  for (const auto& [cache_name, image_id] :
-       WithIndex([&](index::Index& ix) { return ix.ListLiveNames(backend_kind_, location_); })) {
-    if (cache_name == name) named = true;
-  }
-  return named;
+  return WithIndex([&](index::Index& ix) { return ix.HasLiveName(backend_kind_, location_, name); });
 }
 
 void CacheImpl::GcLeftoverObjects(bool dry_run, std::vector<EvictAction>* actions) {
@@ -273,11 +268,10 @@ void CacheImpl::SweepLockFiles(bool dry_run) {
     if (!IsEntryName(key) || live.count(key)) continue;
     try {
       auto locks = LockImage(key, std::chrono::milliseconds(0));
-      bool now_live = false;
-      for (const auto& [cache_name, image_id] :
-           WithIndex([&](index::Index& ix) { return ix.ListLiveNames(backend_kind_, location_); })) {
-        if (EntryName(image_id) == key) now_live = true;
-      }
+      // A row of the key's image: its entry name, or a fill's staging name (naming.cpp).
+      const bool now_live = WithIndex([&](index::Index& ix) {
+        return ix.HasLiveName(backend_kind_, location_, key, kStagingPrefix + key + "-");
+      });
       if (now_live) continue;
       locks.Discard();
       log_->info("removed lock of an image no longer cached key={}", key);

@@ -60,9 +60,13 @@ class WorkDir {
 // Working directories in `parent` left by fills that are no longer running: named
 // kWorkDirPrefix + 6 characters, a real directory (not a symlink) owned by this user,
 // holding the lock file kLockName with kLockMark in it, and no fill holding that lock
-// (or half-made, as above).
-// Anything else is not the cache's: a directory with no lock file or no mark in it is
-// never listed here (see ListForeignWorkDirs), whatever its name or age.
+// (or half-made, as above: empty, or holding only an empty lock, mode 0700).
+// Anything else is not the cache's: a directory holding anything but a fill's names, or
+// a lock without the mark that is not empty, is never listed here (see
+// ListForeignWorkDirs), whatever its name or age. A directory whose own flock is held
+// (a fill of this version at work) is never judged. Fills of versions before that flock
+// do not hold it: in the instant between making their lock and locking it, a sweep of
+// this version can take their directory for a half-made one (that fill then fails).
 std::vector<std::filesystem::path> ListDeadWorkDirs(const std::filesystem::path& parent);
 
 // Directories of this user named like working dirs that the cache did not make.

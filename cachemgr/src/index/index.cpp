@@ -416,6 +416,23 @@ std::vector<std::pair<std::string, std::string>> Index::ListLiveNames(const std:
   });
 }
 
+bool Index::HasLiveName(const std::string& backend, const std::string& pool,
+                        const std::string& name, const std::string& or_prefix) {
+  return Guard(path_, "find a live entry name", [&] {
+    SQLite::Statement q(*db_,
+                        "SELECT 1 FROM entries WHERE backend = ? AND pool = ? AND pinned = 0 "
+                        "AND (cache_name = ? OR (? != '' AND substr(cache_name, 1, length(?)) = ?)) "
+                        "LIMIT 1");
+    q.bind(1, backend);
+    q.bind(2, pool);
+    q.bind(3, name);
+    q.bind(4, or_prefix);
+    q.bind(5, or_prefix);
+    q.bind(6, or_prefix);
+    return q.executeStep();
+  });
+}
+
 Index::SettledTotals Index::ReadyAndPinnedTotals(const std::string& backend,
                                                  const std::string& pool) {
   return Guard(path_, "ready and pinned totals", [&] {

@@ -209,6 +209,10 @@ class Index {
   // (cache_name, image_id) of every live (not pinned) row, any state.
   std::vector<std::pair<std::string, std::string>> ListLiveNames(const std::string& backend,
                                                                  const std::string& pool);
+  // Whether a live (not pinned) row, any state, has the cache_name `name`, or one that
+  // starts with `or_prefix` (when not empty). One query, for checks made per object.
+  bool HasLiveName(const std::string& backend, const std::string& pool, const std::string& name,
+                   const std::string& or_prefix = "");
   // Ready live rows (count and bytes) and pinned rows (bytes), by one aggregate.
   struct SettledTotals {
     EntryTotals ready;

@@ -609,6 +609,21 @@ TEST_CASE("a removal empties the image before its removal under the lock, never 
   CHECK_FALSE(b->Exists(plain));
   CHECK_MESSAGE(Contains(log_text.str(), "trimmed_first=true"), log_text.str());
 
+  // In a group: rbd_remove refuses it (EMLINK), so it is not emptied first.
+  ImageRef grouped{"volumes", Unique("grouped")};
+  Import(*b, grouped, content);
+  const std::string ns_part = options.namespace_.empty() ? "" : options.namespace_ + "/";
+  const std::string group = "volumes/" + ns_part + Unique("group");
+  REQUIRE(test::RunCommand({"rbd", "--conf", options.conf, "group", "create", group}) == 0);
+  REQUIRE(test::RunCommand({"rbd", "--conf", options.conf, "group", "image", "add", group,
+                            "volumes/" + ns_part + grouped.name}) == 0);
+  auto group_refused = Catch([&] { b->Remove(grouped); });
+  CHECK_MESSAGE(ReadAll(*b, grouped) == content, group_refused.what());
+  REQUIRE(test::RunCommand({"rbd", "--conf", options.conf, "group", "image", "rm", group,
+                            "volumes/" + ns_part + grouped.name}) == 0);
+  REQUIRE(test::RunCommand({"rbd", "--conf", options.conf, "group", "rm", group}) == 0);
+  b->Remove(grouped);
+
   ImageRef watched{"volumes", Unique("watched")};
   Import(*b, watched, content);
   const std::string spec = "volumes/" +
