@@ -48,8 +48,10 @@ bool IsTempName(const std::string& name) {
   return true;
 }
 
-// Names in `dir` (opened without following a symlink at its last component).
-std::vector<std::string> Names(int dir_fd) {
+// Names in `dir` (opened without following a symlink at its last component). With
+// `folders_only`, only those that may be folders by the entry's type (unknown types
+// included; OpenDirAt tells): a pool folder holds thousands of images, none a folder.
+std::vector<std::string> Names(int dir_fd, bool folders_only = false) {
   std::vector<std::string> names;
   int dup_fd = ::dup(dir_fd);
   if (dup_fd < 0) return names;
@@ -61,34 +63,15 @@ std::vector<std::string> Names(int dir_fd) {
   ::rewinddir(d);  // the duplicate shares the offset a previous listing left at the end
   while (struct dirent* e = ::readdir(d)) {
     std::string n = e->d_name;
-    if (n != "." && n != "..") names.push_back(std::move(n));
+    if (n == "." || n == "..") continue;
+    if (folders_only && e->d_type != DT_DIR && e->d_type != DT_UNKNOWN) continue;
+    names.push_back(std::move(n));
   }
   ::closedir(d);
   return names;
 }
 
 // Opens `name` in `parent` as a directory, never through a symlink; -1 if it is not one.
-// Names in `dir` that may be folders (by the entry's type; unknown types included, and
-// OpenDirAt tells): a pool folder holds thousands of images, none a folder.
-std::vector<std::string> SubDirNames(int dir_fd) {
-  std::vector<std::string> names;
-  int dup_fd = ::dup(dir_fd);
-  if (dup_fd < 0) return names;
-  DIR* d = ::fdopendir(dup_fd);
-  if (!d) {
-    ::close(dup_fd);
-    return names;
-  }
-  ::rewinddir(d);
-  while (struct dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n == "." || n == "..") continue;
-    if (e->d_type == DT_DIR || e->d_type == DT_UNKNOWN) names.push_back(std::move(n));
-  }
-  ::closedir(d);
-  return names;
-}
-
 int OpenDirAt(int parent, const std::string& name) {
   return ::openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 }
@@ -217,7 +200,7 @@ std::vector<Leftover> LocalBackend::SweepTemporaries(bool dry_run) {
     } else if (name[0] != '.') {
       SweepSidecars(dir.get(), dir_path, dry_run, &found);
     }
-    for (const auto& sub_name : SubDirNames(dir.get())) {
+    for (const auto& sub_name : Names(dir.get(), /*folders_only=*/true)) {
       const util::UniqueFd sub{OpenDirAt(dir.get(), sub_name)};
       if (sub.get() >= 0) SweepDir(sub.get(), dir_path + "/" + sub_name, dry_run, &found);
     }
