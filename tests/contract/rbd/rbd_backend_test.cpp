@@ -85,6 +85,25 @@ void Import(storage::Backend& b, const ImageRef& ref, const std::string& content
   w->Finish();
 }
 
+// "pool/[ns/]name" as the rbd tool takes an image.
+std::string Spec(const RbdBackendOptions& options, const ImageRef& ref) {
+  return ref.pool + "/" + (options.namespace_.empty() ? "" : options.namespace_ + "/") + ref.name;
+}
+
+// Starts `rbd bench --io-type io_type` on the image in a child: another client with the
+// image open (a watcher; the exclusive lock too when writing). The caller kills it.
+pid_t StartRbdBench(const RbdBackendOptions& options, const std::string& spec,
+                    const char* io_type) {
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::execlp("rbd", "rbd", "--conf", options.conf.c_str(), "bench", "--io-type", io_type,
+             "--io-size", "4096", "--io-total", "100G", spec.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  return pid;
+}
+
 // A loopback port nothing listens on: bound and closed again.
 int DeadPort() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -421,15 +440,8 @@ TEST_CASE("an image a killed client held open and locked is removed once it is c
   auto b = storage::MakeRbdBackend(options, nullptr);
   ImageRef ref{"volumes", Unique("held")};
   Import(*b, ref, Data(4 * kMiB, 3));
-  const std::string spec = "volumes/" + (options.namespace_.empty() ? "" : options.namespace_ + "/") +
-                           ref.name;
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::execlp("rbd", "rbd", "--conf", options.conf.c_str(), "bench", "--io-type", "write",
-             "--io-size", "4096", "--io-total", "100G", spec.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
+  const std::string spec = Spec(options, ref);
+  const pid_t pid = StartRbdBench(options, spec, "write");
   // Wait until the writer holds the exclusive lock (librbd breaks it once the watch is gone).
   bool locked = false;
   for (int i = 0; i < 200 && !locked; ++i) {
@@ -626,16 +638,8 @@ TEST_CASE("a removal empties the image before its removal under the lock, never 
 
   ImageRef watched{"volumes", Unique("watched")};
   Import(*b, watched, content);
-  const std::string spec = "volumes/" +
-                           (options.namespace_.empty() ? "" : options.namespace_ + "/") +
-                           watched.name;
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::execlp("rbd", "rbd", "--conf", options.conf.c_str(), "bench", "--io-type", "read",
-             "--io-size", "4096", "--io-total", "100G", spec.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
+  const std::string spec = Spec(options, watched);
+  const pid_t pid = StartRbdBench(options, spec, "read");
   bool open_elsewhere = false;
   for (int i = 0; i < 200 && !open_elsewhere; ++i) {
     std::string out;
