@@ -164,11 +164,18 @@ class SafetyTest(unittest.TestCase):
         # by a hard link, with no temporary at all).
         big = base.WORLD.add_qcow2(size=256 * MiB, seed=4242)
         caught = 0
+        import_dir = os.path.join(env.local_root, "_base")
         for attempt in range(4):
             tool = start(env, "create", big, "vol-leftover-%d" % attempt)
-            # Kill at the moment a temporary exists (the import, a sidecar), or later.
-            wait_for(lambda: temporaries(env.local_root), timeout=20, step=0.002)
-            time.sleep(0.02 * attempt)
+            # Kill at the moment a temporary exists (a table's, the import's, a sidecar),
+            # or later. A table's lives a few ms, less than a loaded machine may take
+            # between seeing it and the kill: the first attempt waits for the import's,
+            # which lives as long as the conversion writes it.
+            if attempt == 0:
+                wait_for(lambda: temporaries(import_dir), timeout=60, step=0.002)
+            else:
+                wait_for(lambda: temporaries(env.local_root), timeout=60, step=0.002)
+                time.sleep(0.02 * attempt)
             tool.send_signal(signal.SIGKILL)
             tool.wait()
             left = temporaries(env.local_root)
