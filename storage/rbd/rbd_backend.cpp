@@ -18,6 +18,7 @@
 
 #include "storage/factory.h"
 #include "storage/rbd/rbd_buffers.h"
+#include "storage/rbd/rbd_connection.h"
 #include "storage/rbd/rbd_error.h"
 #include "storage/rbd/rbd_headers.h"
 #include "storage/rbd/rbd_io.h"
@@ -92,46 +93,16 @@ RbdBackend::RbdBackend(const RbdBackendOptions& options, std::shared_ptr<spdlog:
              fsid_, location(), MsSince(start));
 }
 
-// Connects to the cluster as `entity` with the timeouts of the options; cluster_ and
-// fsid_ are set once it answered.
+// Joins the process's client for the options' identity (rbd_connection.h), connecting
+// it when none is alive; cluster_ and fsid_ are set once it answered.
 void RbdBackend::Connect(const std::string& entity) {
-  const std::string what = "cluster (conf " + options_.conf + ", " + entity + ")";
-  auto cluster = std::make_shared<ClusterHandle>();
-  Check(rados_create2(cluster->out(), "ceph", entity.c_str(), 0), "create handle for", what);
-  const int r = rados_conf_read_file(cluster->get(), options_.conf.c_str());
-  if (r < 0) {
-    throw Error(Errc::kConfig,
-                "backend.rbd.conf: cannot parse " + options_.conf + ": " + std::strerror(-r));
-  }
-  auto set = [&](const char* key, const std::string& value) {
-    Check(rados_conf_set(cluster->get(), key, value.c_str()), std::string("set ") + key, what);
-  };
-  if (!options_.keyring.empty()) set("keyring", options_.keyring);
-  // Without these a dead monitor makes rados_connect wait 300 s and an unreachable OSD
-  // makes an op wait forever.
-  const std::string connect_s = std::to_string(std::max<uint32_t>(options_.connect_timeout_s, 1));
-  const std::string op_s = std::to_string(options_.op_timeout_s);
-  set("client_mount_timeout", connect_s);
-  set("rados_mon_op_timeout", op_s);
-  set("rados_osd_op_timeout", op_s);
-  set("rbd_default_clone_format", "2");
-  // Library code never writes to stdout/stderr: Ceph's own log goes nowhere.
-  set("log_to_stderr", "false");
-  set("err_to_stderr", "false");
-  set("log_file", "");
-
-  const int rc = rados_connect(cluster->get());
-  if (rc < 0) {
-    const std::string cause = rc == -ETIMEDOUT ? " (no monitor answered within " + connect_s + " s)"
-                              : (rc == -EACCES || rc == -EPERM)
-                                  ? " (cephx refused the key of " + entity + ")"
-                                  : "";
-    ThrowErrno(rc, "connect to", what + cause);
-  }
-  char fsid[64] = {};
-  Check(rados_cluster_fsid(cluster->get(), fsid, sizeof(fsid)), "read fsid of", what);
-  fsid_ = fsid;
-  cluster_ = std::move(cluster);
+  auto connection = SharedConnection({.conf = options_.conf,
+                                      .entity = entity,
+                                      .keyring = options_.keyring,
+                                      .connect_timeout_s = options_.connect_timeout_s,
+                                      .op_timeout_s = options_.op_timeout_s});
+  fsid_ = std::move(connection.fsid);
+  cluster_ = std::move(connection.cluster);
 }
 
 // Opens the configured pool and makes the configured namespace in it if missing.

@@ -1,7 +1,8 @@
 // storage/rbd/rbd_backend.h: the Backend on Ceph RBD (librbd/librados C API).
 //
-// One cluster connection per backend; one ioctx per (pool, namespace), kept for the
-// backend's life. The configured namespace applies to the configured pool only: any
+// The backend joins the process's client for its identity (rbd_connection.h: one per
+// conf, client, keyring and timeouts, shared by every backend of the process); one ioctx
+// per (pool, namespace), kept for the backend's life. The configured namespace applies to the configured pool only: any
 // other pool (Glance's "images", the parent of a direct clone) is read in its default
 // namespace. Writers, readers and locks hold a reference to their pool context, so they
 // stay valid even if they outlive the backend object.

@@ -3,8 +3,11 @@
 #include <doctest/doctest.h>
 #include <rados/librados.h>
 
+#include <cerrno>
 #include <stdexcept>
+#include <string>
 
+#include "storage/rbd/rbd_connection.h"
 #include "support/cluster.h"
 
 namespace cachemgr::test {
@@ -22,23 +25,28 @@ RbdBackendOptions FixtureRbdOptions() {
 
 void RbdWriteBytes(const RbdBackendOptions& options, const storage::ImageRef& ref,
                    uint64_t offset, uint64_t length, uint8_t byte) {
-  rados_t cluster = nullptr;
-  REQUIRE(rados_create2(&cluster, "ceph", ("client." + options.client).c_str(), 0) == 0);
-  rados_ioctx_t io = nullptr;
-  rbd_image_t image = nullptr;
-  int r = rados_conf_read_file(cluster, options.conf.c_str());
-  if (r == 0) r = rados_connect(cluster);
-  if (r == 0) r = rados_ioctx_create(cluster, ref.pool.c_str(), &io);
-  if (r == 0 && ref.pool == options.pool) rados_ioctx_set_namespace(io, options.namespace_.c_str());
-  if (r == 0) r = rbd_open(io, ref.name.c_str(), &image, nullptr);
+  // Through the process's client for these options, as the backends of the test use
+  // (storage/rbd/rbd_connection.h), with the image opened and closed under their lock.
+  using namespace storage::rbd;
+  auto connection = SharedConnection({.conf = options.conf,
+                                      .entity = "client." + options.client,
+                                      .keyring = options.keyring,
+                                      .connect_timeout_s = options.connect_timeout_s,
+                                      .op_timeout_s = options.op_timeout_s});
+  IoCtxHandle io;
+  ImageHandle image;
+  int r = rados_ioctx_create(connection.cluster->get(), ref.pool.c_str(), io.out());
+  if (r == 0 && ref.pool == options.pool) rados_ioctx_set_namespace(io.get(), options.namespace_.c_str());
+  if (r == 0) {
+    r = WithImageCtxLock([&] { return rbd_open(io.get(), ref.name.c_str(), image.out(), nullptr); });
+  }
   if (r == 0) {
     std::string data(length, static_cast<char>(byte));
-    const ssize_t w = rbd_write(image, offset, data.size(), data.data());
-    r = w == static_cast<ssize_t>(length) ? rbd_flush(image) : -EIO;
+    const ssize_t w = rbd_write(image.get(), offset, data.size(), data.data());
+    r = w == static_cast<ssize_t>(length) ? rbd_flush(image.get()) : -EIO;
   }
-  if (image) rbd_close(image);
-  if (io) rados_ioctx_destroy(io);
-  rados_shutdown(cluster);
+  image.reset();
+  io.reset();
   REQUIRE_MESSAGE(r == 0, "rbd write to " << ref.pool << "/" << ref.name << " failed: " << r);
 }
 

@@ -1,0 +1,39 @@
+// storage/rbd/rbd_connection.h: one RADOS client per process and identity.
+//
+// Every backend (and every other user in the process: a test, an embedding program's
+// second cache) that connects with the same conf, client, keyring and timeouts shares
+// one connected cluster handle; it is shut down when the last of them drops it. librados
+// 16 does not survive a process that connects and shuts down clients while another
+// client of the same process has image contexts at work: a thread of the live client
+// was seen to end the process (std::system_error "Invalid argument" escaping an
+// io_context_pool handler). One client per identity also saves a monitor handshake per
+// backend.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "storage/rbd/rbd_handles.h"
+
+namespace cachemgr::storage::rbd {
+
+struct ConnectParams {
+  std::string conf;     // ceph.conf path (read by librados)
+  std::string entity;   // "client.<name>"
+  std::string keyring;  // empty: whatever ceph.conf says
+  uint32_t connect_timeout_s = 10;
+  uint32_t op_timeout_s = 60;
+};
+
+struct Connection {
+  std::shared_ptr<ClusterHandle> cluster;
+  std::string fsid;
+};
+
+// The process's connected client for params, connecting one when none is alive. Throws
+// cachemgr::Error: kConfig (unparsable conf), kTimeout (no monitor answered within the
+// connect timeout), kUnauthorized (cephx refused the key), others as librados says.
+Connection SharedConnection(const ConnectParams& params);
+
+}  // namespace cachemgr::storage::rbd
