@@ -44,8 +44,8 @@ std::string AdminSocketPath(rados_t cluster) {
 // Whether an admin socket path is this process's own: it names our pid ($pid). A path
 // without one ("$run_dir/$cluster-$name.asok" in [global], as many clusters have it) is
 // the same for every client of that name on the host: each new client probes and may
-// unlink the live one's socket, and a client of this process that took part was seen to
-// end it. Such a path is not opened; the process then has no admin socket.
+// unlink the live one's socket. Such a path is not opened; the process then has no admin
+// socket (rbd_connection.h).
 bool PerProcess(const std::string& path) {
   if (path.empty() || path.find("$pid") != std::string::npos) return true;
   const std::string pid = std::to_string(::getpid());

@@ -2,12 +2,14 @@
 //
 // Every backend (and every other user in the process: a test, an embedding program's
 // second cache) that connects with the same conf, client, keyring and timeouts shares
-// one connected cluster handle; it is shut down when the last of them drops it. librados
-// 16 does not survive a process that connects and shuts down clients while another
-// client of the same process has image contexts at work: a thread of the live client
-// was seen to end the process (std::system_error "Invalid argument" escaping an
-// io_context_pool handler). One client per identity also saves a monitor handshake per
-// backend.
+// one connected cluster handle; it is shut down when the last of them drops it. One
+// monitor handshake per process rather than per backend, and no client connects or shuts
+// down beside another one at work (librados 16 is fragile there, rbd_handles.h).
+//
+// A configured admin socket path that is not this process's own (no pid in it: the
+// "$run_dir/$cluster-$name.asok" of many ceph.conf [global] sections) is not opened: it
+// is one path for every client of the name on the host, and each new client probes the
+// live one's socket and may unlink it.
 #pragma once
 
 #include <cstdint>
