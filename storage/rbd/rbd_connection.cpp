@@ -1,13 +1,11 @@
 // One RADOS client per process and identity (rbd_connection.h).
 #include "storage/rbd/rbd_connection.h"
 
-#include <unistd.h>
+#include <pthread.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -22,59 +20,52 @@ namespace {
 
 using Key = std::tuple<std::string, std::string, std::string, uint32_t, uint32_t>;
 
-struct Registry {
+// One identity's client. Its mutex is held while it connects, so a second caller of the
+// same identity waits for that client rather than making its own; callers of other
+// identities do not wait (an unreachable cluster stalls only its own).
+struct Slot {
   std::mutex mu;
-  std::map<Key, std::weak_ptr<ClusterHandle>> clients;
-  std::map<Key, std::string> fsids;
+  std::weak_ptr<ClusterHandle> client;
+  std::string fsid;
 };
 
+struct Registry {
+  std::mutex mu;  // the map only; never held across a librados call
+  std::map<Key, std::shared_ptr<Slot>> slots;
+};
+
+// Leaked on purpose: a handle dropped during static destruction still finds nothing freed.
+Registry* g_registry = nullptr;
+std::once_flag g_registry_once;
+
 Registry& TheRegistry() {
-  static Registry registry;
-  return registry;
+  std::call_once(g_registry_once, [] {
+    g_registry = new Registry;
+    // A forked child (a Python multiprocessing worker) has none of the parent's librados
+    // threads: the parent's clients do nothing there, and a mutex a parent thread held at
+    // the fork stays held. The child starts with a registry of its own.
+    (void)pthread_atfork(nullptr, nullptr, [] { g_registry = new Registry; });
+  });
+  return *g_registry;
 }
 
-// The admin socket path ceph.conf gives this client (metavariables expanded); empty: none.
-std::string AdminSocketPath(rados_t cluster) {
-  std::string path(4096, '\0');
-  if (rados_conf_get(cluster, "admin_socket", path.data(), path.size()) < 0) return {};
-  path.resize(std::strlen(path.c_str()));
-  return path;
-}
-
-// Whether an admin socket path is this process's own: it names our pid ($pid). A path
-// without one ("$run_dir/$cluster-$name.asok" in [global], as many clusters have it) is
-// the same for every client of that name on the host: each new client probes and may
-// unlink the live one's socket. Such a path is not opened; the process then has no admin
-// socket (rbd_connection.h).
-bool PerProcess(const std::string& path) {
-  if (path.empty() || path.find("$pid") != std::string::npos) return true;
-  const std::string pid = std::to_string(::getpid());
-  const std::string name = std::filesystem::path(path).filename().string();
-  for (size_t at = name.find(pid); at != std::string::npos; at = name.find(pid, at + 1)) {
-    const bool starts = at == 0 || std::isdigit(static_cast<unsigned char>(name[at - 1])) == 0;
-    const size_t end = at + pid.size();
-    const bool ends = end == name.size() || std::isdigit(static_cast<unsigned char>(name[end])) == 0;
-    if (starts && ends) return true;
-  }
-  return false;
-}
-
-// A new connected client; its fsid in *fsid.
+// A new connected client; its fsid in *fsid_out.
 ClusterHandle Connect(const ConnectParams& p, std::string* fsid_out) {
   const std::string what = "cluster (conf " + p.conf + ", " + p.entity + ")";
-  ClusterHandle handle;
-  ClusterHandle* cluster = &handle;
-  Check(rados_create2(cluster->out(), "ceph", p.entity.c_str(), 0), "create handle for", what);
-  const int r = rados_conf_read_file(cluster->get(), p.conf.c_str());
+  ClusterHandle cluster;
+  Check(rados_create2(cluster.out(), "ceph", p.entity.c_str(), 0), "create handle for", what);
+  const int r = rados_conf_read_file(cluster.get(), p.conf.c_str());
   if (r < 0) {
     throw Error(Errc::kConfig,
                 "backend.rbd.conf: cannot parse " + p.conf + ": " + std::strerror(-r));
   }
   auto set = [&](const char* key, const std::string& value) {
-    Check(rados_conf_set(cluster->get(), key, value.c_str()), std::string("set ") + key, what);
+    Check(rados_conf_set(cluster.get(), key, value.c_str()), std::string("set ") + key, what);
   };
   if (!p.keyring.empty()) set("keyring", p.keyring);
-  if (!PerProcess(AdminSocketPath(cluster->get()))) set("admin_socket", "");
+  // No admin socket (rbd_connection.h): a path ceph.conf gives every client of a name is
+  // probed and unlinked by each new one, and the tool's commands are short-lived.
+  set("admin_socket", "");
   // Without these a dead monitor makes rados_connect wait 300 s and an unreachable OSD
   // makes an op wait forever.
   const std::string connect_s = std::to_string(std::max<uint32_t>(p.connect_timeout_s, 1));
@@ -88,7 +79,7 @@ ClusterHandle Connect(const ConnectParams& p, std::string* fsid_out) {
   set("err_to_stderr", "false");
   set("log_file", "");
 
-  const int rc = rados_connect(cluster->get());
+  const int rc = rados_connect(cluster.get());
   if (rc < 0) {
     const std::string cause = rc == -ETIMEDOUT ? " (no monitor answered within " + connect_s + " s)"
                               : (rc == -EACCES || rc == -EPERM)
@@ -97,33 +88,37 @@ ClusterHandle Connect(const ConnectParams& p, std::string* fsid_out) {
     ThrowErrno(rc, "connect to", what + cause);
   }
   char fsid[64] = {};
-  Check(rados_cluster_fsid(cluster->get(), fsid, sizeof(fsid)), "read fsid of", what);
+  Check(rados_cluster_fsid(cluster.get(), fsid, sizeof(fsid)), "read fsid of", what);
   *fsid_out = fsid;
-  return handle;
+  return cluster;
+}
+
+std::shared_ptr<Slot> SlotFor(const Key& key) {
+  auto& reg = TheRegistry();
+  std::lock_guard lock(reg.mu);
+  // Slots whose client is gone and that nobody is connecting go first: the map stays as
+  // small as the identities in use.
+  for (auto it = reg.slots.begin(); it != reg.slots.end();) {
+    const bool idle = it->second.use_count() == 1 && it->second->client.expired();
+    it = idle && it->first != key ? reg.slots.erase(it) : std::next(it);
+  }
+  auto& slot = reg.slots[key];
+  if (!slot) slot = std::make_shared<Slot>();
+  return slot;
 }
 
 }  // namespace
 
 Connection SharedConnection(const ConnectParams& params) {
-  const Key key{params.conf, params.entity, params.keyring, params.connect_timeout_s,
-                params.op_timeout_s};
-  auto& reg = TheRegistry();
-  // Held while connecting: a second caller with the same identity waits for this client
-  // rather than making its own, and no client connects while another shuts down.
-  std::lock_guard lock(reg.mu);
-  if (auto it = reg.clients.find(key); it != reg.clients.end()) {
-    if (auto live = it->second.lock()) return {std::move(live), reg.fsids[key]};
-  }
+  const auto slot = SlotFor(
+      {params.conf, params.entity, params.keyring, params.connect_timeout_s, params.op_timeout_s});
+  std::lock_guard lock(slot->mu);
+  if (auto live = slot->client.lock()) return {std::move(live), slot->fsid};
   std::string fsid;
-  auto made = std::make_unique<ClusterHandle>(Connect(params, &fsid));
-  // The handle's last owner shuts the client down under the registry's lock.
-  std::shared_ptr<ClusterHandle> shared(made.release(), [](ClusterHandle* h) {
-    std::lock_guard drop(TheRegistry().mu);
-    delete h;
-  });
-  reg.clients[key] = shared;
-  reg.fsids[key] = fsid;
-  return {std::move(shared), std::move(fsid)};
+  auto made = std::make_shared<ClusterHandle>(Connect(params, &fsid));
+  slot->client = made;
+  slot->fsid = fsid;
+  return {std::move(made), std::move(fsid)};
 }
 
 }  // namespace cachemgr::storage::rbd

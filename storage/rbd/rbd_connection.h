@@ -4,12 +4,15 @@
 // second cache) that connects with the same conf, client, keyring and timeouts shares
 // one connected cluster handle; it is shut down when the last of them drops it. One
 // monitor handshake per process rather than per backend, and no client connects or shuts
-// down beside another one at work (librados 16 is fragile there, rbd_handles.h).
+// down beside another one at work (librados 16 is fragile there, rbd_handles.h). What
+// the conf file or keyring say is read when the client connects: an edited ceph.conf
+// takes effect once every backend of the identity has gone (a new Cache then connects).
+// A forked child shares nothing with its parent's clients (it connects its own).
 //
-// A configured admin socket path that is not this process's own (no pid in it: the
-// "$run_dir/$cluster-$name.asok" of many ceph.conf [global] sections) is not opened: it
-// is one path for every client of the name on the host, and each new client probes the
-// live one's socket and may unlink it.
+// The library's clients open no admin socket, whatever ceph.conf says: the common
+// "$run_dir/$cluster-$name.asok" of a [global] section is one path for every client of
+// the name on the host, and each new client probes the live one's socket and may unlink
+// it. The library's own log is where its clients are seen.
 #pragma once
 
 #include <cstdint>

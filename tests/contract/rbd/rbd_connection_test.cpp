@@ -1,18 +1,20 @@
 // One RADOS client per process and identity (storage/rbd/rbd_connection.h), and no
 // admin socket on a path that every client of the same name on the host shares.
+#include "storage/rbd/rbd_connection.h"
+
 #include <doctest/doctest.h>
 #include <rados/librados.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
-#include <filesystem>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
 #include "rbd_target.h"
 #include "storage/factory.h"
-#include "storage/rbd/rbd_connection.h"
 #include "support/cluster.h"
 #include "support/test_util.h"
 
@@ -80,19 +82,54 @@ TEST_CASE("backends of one identity share one client, which goes with the last o
   CHECK(e.cluster.get() == d.cluster.get());
 }
 
-TEST_CASE("an admin socket path shared by every client of the name is not opened") {
-  test::TempDir dir("asok");
-  const auto shared = dir.path() / "ceph-client.admin.asok";
-  auto conn = SharedConnection(Params(ConfWithAdminSocket(dir, shared.string()).string()));
-  CHECK(ConfValue(conn.cluster->get(), "admin_socket").empty());
-  CHECK_FALSE(std::filesystem::exists(shared));
+TEST_CASE("the library's clients open no admin socket, whatever ceph.conf names") {
+  // One path for every client of the name (as many [global] sections have it), and one
+  // of the process's own: neither is opened.
+  for (const std::string leaf : {"$cluster-$name.asok", "$cluster-$name.$pid.asok"}) {
+    CAPTURE(leaf);
+    test::TempDir dir("asok");
+    auto conn =
+        SharedConnection(Params(ConfWithAdminSocket(dir, (dir.path() / leaf).string()).string()));
+    CHECK(ConfValue(conn.cluster->get(), "admin_socket").empty());
+    size_t entries = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
+      entries += IsSocket(e.path()) ? 1 : 0;
+    }
+    CHECK(entries == 0);
+  }
+}
 
-  // A path of its own ($pid in it) is the operator's choice, and kept.
-  test::TempDir own_dir("asok");
-  auto own = SharedConnection(
-      Params(ConfWithAdminSocket(own_dir, (own_dir.path() / "$cluster-$name.$pid.asok").string())
-                 .string()));
-  const auto expect = own_dir.path() / ("ceph-client.admin." + std::to_string(::getpid()) + ".asok");
-  CHECK(ConfValue(own.cluster->get(), "admin_socket") == expect.string());
-  CHECK(IsSocket(expect));
+TEST_CASE("a forked child connects a client of its own") {
+  const auto params = Params(test::CephConf().string());
+  auto parent = SharedConnection(params);
+  const uint64_t parent_id = rados_get_instance_id(parent.cluster->get());
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    // The parent's client has no threads here: a reused one would hang. A new one answers.
+    ::alarm(60);  // a hang fails the test (nothing read) instead of stalling it
+    uint64_t id = 0;
+    try {
+      auto child = SharedConnection(params);
+      id = child.cluster.get() == parent.cluster.get()
+               ? 0
+               : rados_get_instance_id(child.cluster->get());
+    } catch (...) {
+      id = 0;
+    }
+    (void)::write(fds[1], &id, sizeof id);
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  uint64_t child_id = 0;
+  const bool read =
+      ::read(fds[0], &child_id, sizeof child_id) == static_cast<ssize_t>(sizeof child_id);
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  REQUIRE(read);
+  CHECK(child_id != 0);
+  CHECK(child_id != parent_id);
 }

@@ -23,8 +23,8 @@ RbdBackendOptions FixtureRbdOptions() {
   return o;
 }
 
-void RbdWriteBytes(const RbdBackendOptions& options, const storage::ImageRef& ref,
-                   uint64_t offset, uint64_t length, uint8_t byte) {
+void RbdWriteBytes(const RbdBackendOptions& options, const storage::ImageRef& ref, uint64_t offset,
+                   uint64_t length, uint8_t byte) {
   // Through the process's client for these options, as the backends of the test use
   // (storage/rbd/rbd_connection.h), with the image opened and closed under their lock.
   using namespace storage::rbd;
@@ -36,9 +36,11 @@ void RbdWriteBytes(const RbdBackendOptions& options, const storage::ImageRef& re
   IoCtxHandle io;
   ImageHandle image;
   int r = rados_ioctx_create(connection.cluster->get(), ref.pool.c_str(), io.out());
-  if (r == 0 && ref.pool == options.pool) rados_ioctx_set_namespace(io.get(), options.namespace_.c_str());
+  if (r == 0 && ref.pool == options.pool)
+    rados_ioctx_set_namespace(io.get(), options.namespace_.c_str());
   if (r == 0) {
-    r = WithImageCtxLock([&] { return rbd_open(io.get(), ref.name.c_str(), image.out(), nullptr); });
+    r = WithImageCtxLock(
+        [&] { return rbd_open(io.get(), ref.name.c_str(), image.out(), nullptr); });
   }
   if (r == 0) {
     std::string data(length, static_cast<char>(byte));
