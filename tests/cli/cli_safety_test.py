@@ -105,54 +105,59 @@ class SafetyTest(unittest.TestCase):
         self.assertEqual(proc.returncode, EXIT_FAILED)
         self.assertIn(b"cannot write the output", proc.stderr)
 
-    def test_a_client_that_leaves_the_admin_socket_mid_answer_does_not_end_the_tool(self):
-        """Ceph's client admin socket answers whoever connects; one that sends a command
-        and leaves before the answer (a client killed while it probes a socket path that
-        ceph.conf makes shared) must not end the tool that owns the socket."""
+    def test_the_tool_neither_opens_nor_probes_an_admin_socket_ceph_conf_names(self):
+        """A ceph.conf admin_socket path without the pid is one path for every client of
+        the name on the host: each new client probes the live one's socket (a prober that
+        leaves mid-answer used to end its owner) and may unlink it. The tool opens none:
+        it binds nothing at the path, never connects to the socket another client has
+        there, and leaves it in place; and with the pid in the path it opens none either."""
         if base.BACKEND != "rbd":
             self.skipTest("Ceph's admin socket")
         import socket
         env = Env("asok")
-        asok = os.path.join(env.dir, "client.asok")
         conf = os.path.join(env.dir, "ceph.conf")
         with open(os.path.join(base.RUN_DIR, "ceph", "ceph.conf")) as f:
             text = f.read()
-        lines = [ln for ln in text.splitlines() if not ln.startswith("admin_socket")]
-        lines.insert(lines.index("[global]") + 1, "admin_socket = %s" % asok)
-        with open(conf, "w") as f:
-            f.write("\n".join(lines) + "\n")
         with open(env.config) as f:
             cfg = f.read()
         with open(env.config, "w") as f:
             f.write(cfg.replace(os.path.join(base.RUN_DIR, "ceph", "ceph.conf"), conf))
         image = base.WORLD.add_raw(size=64 * MiB, seed=777)
-        probes = 0
-        for attempt in range(3):
-            volume = "vol-asok-%d" % attempt
-            tool = start(env, "create", image, volume)
+        for leaf in ("$cluster-$name.asok", "$cluster-$name.$pid.asok"):
+            asok_dir = os.path.join(env.dir, "asok-%d" % len(leaf))
+            os.makedirs(asok_dir)
+            lines = [ln for ln in text.splitlines() if not ln.startswith("admin_socket")]
+            lines.insert(lines.index("[global]") + 1,
+                         "admin_socket = %s" % os.path.join(asok_dir, leaf))
+            with open(conf, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            # Another client's live socket at the shared path.
+            other_path = os.path.join(asok_dir, "ceph-client.admin.asok")
+            other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            other.bind(other_path)
+            other.listen(8)
+            other.setblocking(False)
+            other_inode = os.stat(other_path).st_ino
+            volume = "vol-asok-%d" % len(leaf)
+            seen = set()
             try:
-                wait_for(lambda: os.path.exists(asok) or tool.poll() is not None, timeout=30)
+                tool = start(env, "create", image, volume)
                 deadline = time.monotonic() + 120
                 while tool.poll() is None and time.monotonic() < deadline:
-                    try:
-                        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                        s.connect(asok)
-                        s.sendall(b'{"prefix": "config show"}\0')
-                        s.close()  # gone before the (large) answer is written
-                        probes += 1
-                    except OSError:
-                        pass
-                    time.sleep(0.005)  # the tool must still get the CPU to work
-                self.assertIsNotNone(tool.poll(), "the create did not end within 120 s")
-            finally:
+                    seen.update(n for n in os.listdir(asok_dir) if n != "ceph-client.admin.asok")
+                    time.sleep(0.005)
                 if tool.poll() is None:
                     tool.kill()
                 tool.wait()
+                self.assertEqual(tool.returncode, EXIT_OK, "create with admin_socket %s" % leaf)
+                self.assertEqual(seen, set(), "the tool opened an admin socket")
+                self.assertEqual(os.stat(other_path).st_ino, other_inode,
+                                 "another client's admin socket was replaced")
+                with self.assertRaises(BlockingIOError, msg="the tool probed another client's socket"):
+                    other.accept()
+            finally:
+                other.close()
                 env.run("delete", volume)
-            self.assertNotEqual(tool.returncode, -signal.SIGPIPE,
-                                "the tool died of SIGPIPE after %d probes" % probes)
-            self.assertEqual(tool.returncode, EXIT_OK)
-        self.assertGreater(probes, 0, "the admin socket was never reached")
 
     # --- temporaries of dead writers -----------------------------------------------
 
