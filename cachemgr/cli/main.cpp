@@ -130,10 +130,9 @@ int RunMain(int argc, char** argv) {
 }  // namespace
 
 int Main(int argc, char** argv) {
-  // A write to a peer that went away fails with EPIPE instead of ending the tool: Ceph's
-  // client admin socket answers whoever connects to it (with a shared socket path in
-  // ceph.conf, every other client's start probes this one's, and a client killed mid-probe
-  // leaves the answer unread), and stdout may be a pipe whose reader is gone.
+  // A write to a peer that went away fails with EPIPE instead of ending the tool: stdout
+  // may be a pipe whose reader is gone, and librados' messengers write to sockets whose
+  // peer may have closed (the library's clients open no admin socket, rbd_connection.h).
   std::signal(SIGPIPE, SIG_IGN);
   InstallCrashReport();
   const int rc = RunMain(argc, argv);

@@ -300,8 +300,8 @@ class CACHEMGR_EXPORT Cache {
   // else nowhere. The library never writes to stdout and never installs sinks.
   // The library does not change signal handling either (only a crash test's failpoint,
   // armed through CACHEMGR_FAILPOINT, resets SIGABRT before it aborts): a process using
-  // the RBD backend must ignore SIGPIPE, as every librados client must (Ceph's client
-  // admin socket writes to whoever connected, who may be gone). The cachemgr tool does;
+  // the RBD backend must ignore SIGPIPE, as every librados client must (its sockets'
+  // peers may be gone when it writes). The cachemgr tool does;
   // Python does unless the application restores the default action.
   static std::unique_ptr<Cache> Open(const Options& options,
                                      std::shared_ptr<spdlog::logger> logger = nullptr);
