@@ -3,8 +3,8 @@
 // Every backend (and every other user in the process: a test, an embedding program's
 // second cache) that connects with the same conf, client, keyring and timeouts shares
 // one connected cluster handle; it is shut down when the last of them drops it. One
-// monitor handshake per process rather than per backend, and no client connects or shuts
-// down beside another one at work (librados 16 is fragile there, rbd_handles.h). What
+// monitor handshake per process and identity rather than per backend, and fewer clients
+// made and shut down beside ones at work (librados 16 is fragile, rbd_handles.h). What
 // the conf file or keyring say is read when the client connects: an edited ceph.conf
 // takes effect once every backend of the identity has gone (a new Cache then connects).
 // A forked child shares nothing with its parent's clients (it connects its own).
