@@ -85,22 +85,17 @@ RbdBackend::RbdBackend(const RbdBackendOptions& options, std::shared_ptr<spdlog:
                                    std::strerror(errno));
   }
   const auto start = Clock::now();
-  const std::string entity = "client." + options_.client;
   SetImageCtxLockWait(options_.op_timeout_s);
-  Connect(entity);
+  Connect();
   OpenConfiguredPool();
-  log_->info("rbd connected conf={} client={} fsid={} location={} ms={}", options_.conf, entity,
-             fsid_, location(), MsSince(start));
+  log_->info("rbd connected conf={} client=client.{} fsid={} location={} ms={}", options_.conf,
+             options_.client, fsid_, location(), MsSince(start));
 }
 
 // Joins the process's client for the options' identity (rbd_connection.h), connecting
 // it when none is alive; cluster_ and fsid_ are set once it answered.
-void RbdBackend::Connect(const std::string& entity) {
-  auto connection = SharedConnection({.conf = options_.conf,
-                                      .entity = entity,
-                                      .keyring = options_.keyring,
-                                      .connect_timeout_s = options_.connect_timeout_s,
-                                      .op_timeout_s = options_.op_timeout_s});
+void RbdBackend::Connect() {
+  auto connection = SharedConnection(ConnectParamsOf(options_));
   fsid_ = std::move(connection.fsid);
   cluster_ = std::move(connection.cluster);
 }

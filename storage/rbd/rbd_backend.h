@@ -2,8 +2,8 @@
 //
 // The backend joins the process's client for its identity (rbd_connection.h: one per
 // conf, client, keyring and timeouts, shared by every backend of the process); one ioctx
-// per (pool, namespace), kept for the backend's life. The configured namespace applies to the configured pool only: any
-// other pool (Glance's "images", the parent of a direct clone) is read in its default
+// per (pool, namespace), kept for the backend's life. The configured namespace applies
+// to the configured pool only: any other pool (Glance's "images", the parent of a direct clone) is read in its default
 // namespace. Writers, readers and locks hold a reference to their pool context, so they
 // stay valid even if they outlive the backend object.
 #pragma once
@@ -121,7 +121,7 @@ class RbdBackend final : public Backend {
 
  private:
   // Construction steps.
-  void Connect(const std::string& entity);
+  void Connect();
   void OpenConfiguredPool();
   // The ioctx of `pool` (the configured namespace applies when it is options_.pool).
   std::shared_ptr<PoolCtx> Pool(const std::string& pool);

@@ -109,6 +109,14 @@ std::shared_ptr<Slot> SlotFor(const Key& key) {
 
 }  // namespace
 
+ConnectParams ConnectParamsOf(const RbdBackendOptions& options) {
+  return {.conf = options.conf,
+          .entity = "client." + options.client,
+          .keyring = options.keyring,
+          .connect_timeout_s = options.connect_timeout_s,
+          .op_timeout_s = options.op_timeout_s};
+}
+
 Connection SharedConnection(const ConnectParams& params) {
   const auto slot = SlotFor(
       {params.conf, params.entity, params.keyring, params.connect_timeout_s, params.op_timeout_s});

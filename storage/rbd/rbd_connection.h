@@ -19,6 +19,7 @@
 #include <memory>
 #include <string>
 
+#include "cachemgr/options.h"
 #include "storage/rbd/rbd_handles.h"
 
 namespace cachemgr::storage::rbd {
@@ -30,6 +31,9 @@ struct ConnectParams {
   uint32_t connect_timeout_s = 10;
   uint32_t op_timeout_s = 60;
 };
+
+// The identity a backend with these options connects as.
+ConnectParams ConnectParamsOf(const RbdBackendOptions& options);
 
 struct Connection {
   std::shared_ptr<ClusterHandle> cluster;

@@ -24,12 +24,9 @@ using namespace cachemgr::storage::rbd;
 namespace {
 
 ConnectParams Params(const std::string& conf) {
-  const auto o = test::FixtureRbdOptions();
-  return {.conf = conf,
-          .entity = "client." + o.client,
-          .keyring = o.keyring,
-          .connect_timeout_s = o.connect_timeout_s,
-          .op_timeout_s = o.op_timeout_s};
+  auto o = test::FixtureRbdOptions();
+  o.conf = conf;
+  return ConnectParamsOf(o);
 }
 
 std::string ConfValue(rados_t cluster, const char* key) {

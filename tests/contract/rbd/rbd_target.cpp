@@ -28,11 +28,7 @@ void RbdWriteBytes(const RbdBackendOptions& options, const storage::ImageRef& re
   // Through the process's client for these options, as the backends of the test use
   // (storage/rbd/rbd_connection.h), with the image opened and closed under their lock.
   using namespace storage::rbd;
-  auto connection = SharedConnection({.conf = options.conf,
-                                      .entity = "client." + options.client,
-                                      .keyring = options.keyring,
-                                      .connect_timeout_s = options.connect_timeout_s,
-                                      .op_timeout_s = options.op_timeout_s});
+  auto connection = SharedConnection(ConnectParamsOf(options));
   IoCtxHandle io;
   ImageHandle image;
   int r = rados_ioctx_create(connection.cluster->get(), ref.pool.c_str(), io.out());
