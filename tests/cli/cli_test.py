@@ -44,7 +44,22 @@ def run(args, config=None, stdin=None, env=None):
         e.update(env)
     argv = [BIN] + (["--config", config] if config else []) + list(args)
     p = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=e, timeout=600)
+    if known_librbd_abort(p.returncode, p.stderr):
+        sys.stderr.write("cli_test: %s died of the known librbd abort (docs/architecture.md,"
+                         " Known limit); running it once more\n%s" % (" ".join(args), p.stderr))
+        p = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=e,
+                           timeout=600)
     return p.returncode, p.stdout, p.stderr
+
+
+def known_librbd_abort(returncode, stderr):
+    """Whether a run of the tool died of the librbd 16 abort (docs/architecture.md, Known
+    limit): SIGABRT, the crash report naming librados' io_context_pool thread, and the
+    std::system_error "Invalid argument" that escaped it. Any other abort is a failure."""
+    return (returncode in (134, -6)
+            and 'cachemgr: fatal signal ABRT on thread "io_context_pool"' in stderr
+            and "terminate called after throwing an instance of 'std::system_error'" in stderr
+            and "what():  Invalid argument" in stderr)
 
 
 class World:
@@ -448,6 +463,7 @@ class CliTest(unittest.TestCase):
 from cli_untrusted_test import UntrustedFilesTest  # noqa: E402,F401 (run with these)
 from cli_upkeep_test import CliUpkeepTest  # noqa: E402,F401
 from cli_floor_test import CliFloorTest  # noqa: E402,F401
+from cli_known_abort_test import KnownAbortTest  # noqa: E402,F401
 
 
 def main():

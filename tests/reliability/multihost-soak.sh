@@ -125,6 +125,10 @@ worker() {
     vol=mh-h$h-w$w-$i
     out=$("$CACHEMGR_BIN" --config "$(cfg "$h")" create "${ids[k]}" "$vol" 2>"$err")
     rc=$?
+    if known_librbd_abort "$rc" "$err"; then
+      librbd_abort_seen "host $h: create $vol" "$err"
+      continue
+    fi
     if (( rc != 0 )); then
       echo "host $h: create $vol of image $k: exit $rc: $(err_line "$err")" >>"$L/fail"
       cat "$err" >>"$L/create-failures.err"
@@ -140,7 +144,12 @@ worker() {
     echo x >>"$L/readback"
     alive+=("$vol")
     while (( ${#alive[@]} > 2 )); do
-      if ! "$CACHEMGR_BIN" --config "$(cfg "$h")" delete "${alive[0]}" >/dev/null 2>"$err"; then
+      "$CACHEMGR_BIN" --config "$(cfg "$h")" delete "${alive[0]}" >/dev/null 2>"$err"
+      rc=$?
+      if known_librbd_abort "$rc" "$err"; then
+        librbd_abort_seen "host $h: delete ${alive[0]}" "$err"
+        break  # the volume stays in alive: deleted after the next create
+      elif (( rc != 0 )); then
         echo "host $h: delete ${alive[0]}: $(err_line "$err")" >>"$L/fail"
       else
         echo x >>"$L/deleted"
@@ -158,6 +167,7 @@ evictor() {
   while (( $(date +%s) < end )); do
     "$CACHEMGR_BIN" --config "$(cfg "$h")" evict >/dev/null 2>"$err"
     rc=$?
+    known_librbd_abort "$rc" "$err" && { librbd_abort_seen "host $h: evict" "$err"; rc=0; }
     case $rc in
       0) echo x >>"$L/passes" ;;
       5) echo x >>"$L/busy" ;;
@@ -185,7 +195,7 @@ busy=$(count "$L/busy")
 reads=$(count "$L/readback")
 bad_reads=$(count "$L/readback-fail")
 deleted=$(count "$L/deleted")
-detail="$hosts hosts x $workers workers, ${seconds}s: $made creates ($misses misses), $reads read back ($bad_reads wrong), $deleted deleted, $passes passes + $busy busy (exit 5)"
+detail="$hosts hosts x $workers workers, ${seconds}s: $made creates ($misses misses), $reads read back ($bad_reads wrong), $deleted deleted, $passes passes + $busy busy (exit 5)$(librbd_aborts)"
 log "$detail"
 case_name="multi-host soak: $hosts hosts x $workers workers create/delete, evict every 2-4 s, max_count $max_count, 4 Glance images"
 if (( fails == 0 && made > 0 && bad_reads == 0 )); then

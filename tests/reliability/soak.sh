@@ -27,8 +27,13 @@ creator() {  # creator N: makes volumes until the end; one line per create in ma
     i=$((i + 1))
     id=${ids[RANDOM % ${#ids[@]}]}
     vol=soak-$n-$i
-    "$CACHEMGR_BIN" --config "$CFG" create "$id" "$vol" >/dev/null 2>>"$WORK/logs/create-$n.err"
+    "$CACHEMGR_BIN" --config "$CFG" create "$id" "$vol" >/dev/null 2>"$WORK/logs/create-$n.last"
     rc=$?
+    cat "$WORK/logs/create-$n.last" >>"$WORK/logs/create-$n.err"
+    if known_librbd_abort "$rc" "$WORK/logs/create-$n.last"; then
+      librbd_abort_seen "create $vol" "$WORK/logs/create-$n.last"
+      continue
+    fi
     if (( rc != 0 )); then
       echo "create $vol of $id: exit $rc" >>"$WORK/logs/fail"
       continue
@@ -43,8 +48,11 @@ prefiller() {
   while (( $(date +%s) < end )); do
     i=$((i + 1))
     "$CACHEMGR_BIN" --config "$CFG" prefill "${ids[i % ${#ids[@]}]}" >/dev/null \
-      2>>"$WORK/logs/prefill.err"
+      2>"$WORK/logs/prefill.last"
     rc=$?
+    cat "$WORK/logs/prefill.last" >>"$WORK/logs/prefill.err"
+    known_librbd_abort "$rc" "$WORK/logs/prefill.last" &&
+      { librbd_abort_seen prefill "$WORK/logs/prefill.last"; rc=0; }
     # busy (5) is a legitimate answer while a fill is running elsewhere
     (( rc == 0 || rc == 5 )) || echo "prefill: exit $rc" >>"$WORK/logs/fail"
     echo x >>"$WORK/logs/prefills"
@@ -53,8 +61,11 @@ prefiller() {
 evictor() {
   local rc
   while (( $(date +%s) < end )); do
-    "$CACHEMGR_BIN" --config "$CFG" evict >/dev/null 2>>"$WORK/logs/evict.err"
+    "$CACHEMGR_BIN" --config "$CFG" evict >/dev/null 2>"$WORK/logs/evict.last"
     rc=$?
+    cat "$WORK/logs/evict.last" >>"$WORK/logs/evict.err"
+    known_librbd_abort "$rc" "$WORK/logs/evict.last" &&
+      { librbd_abort_seen evict "$WORK/logs/evict.last"; rc=0; }
     (( rc == 0 || rc == 5 )) || echo "evict: exit $rc" >>"$WORK/logs/fail"
     echo x >>"$WORK/logs/passes"
     sleep 1
@@ -73,7 +84,7 @@ made=$(cat "$WORK"/logs/made-* 2>/dev/null | wc -l)
 fails=$(cat "$WORK/logs/fail" 2>/dev/null | wc -l)
 passes=$(cat "$WORK/logs/passes" 2>/dev/null | wc -l)
 prefills=$(cat "$WORK/logs/prefills" 2>/dev/null | wc -l)
-detail="$made creates, $prefills prefills, $passes eviction passes in ${seconds}s"
+detail="$made creates, $prefills prefills, $passes eviction passes in ${seconds}s$(librbd_aborts)"
 if (( fails == 0 && made > 0 )); then
   record "soak: 2 creators + prefill loop + evict every 1 s, max_count 3" "$backend" \
     "no create, prefill or pass fails; each volume reads back when made" "$detail; 0 failures" 0
