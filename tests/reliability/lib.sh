@@ -201,18 +201,26 @@ librbd_aborts() {
   (( n == 0 )) || echo "; $n runs died of the known librbd abort"
 }
 
-# A crash report goes to the log whole. A run that died of the known librbd abort runs
-# once more (the log says so); the same abort twice is a failure like any other.
-cm() {
-  local rc=0
-  "$CACHEMGR_BIN" --config "$CFG" "$@" 2>"$WORK/last.err" || rc=$?
-  crash_report "$WORK/last.err" "cachemgr $*"
-  if known_librbd_abort "$rc" "$WORK/last.err"; then
+# run_tool ERRFILE ARGS...: the tool with ARGS, its stderr to ERRFILE, run once more
+# when it died of the known librbd abort (the log says so); the same abort twice is a
+# failure like any other.
+run_tool() {
+  local err=$1 rc=0
+  shift
+  "$CACHEMGR_BIN" "$@" 2>"$err" || rc=$?
+  if known_librbd_abort "$rc" "$err"; then
     log "cachemgr $*: the known librbd abort; running it once more"
     rc=0
-    "$CACHEMGR_BIN" --config "$CFG" "$@" 2>"$WORK/last.err" || rc=$?
-    crash_report "$WORK/last.err" "cachemgr $*"
+    "$CACHEMGR_BIN" "$@" 2>"$err" || rc=$?
   fi
+  return $rc
+}
+
+# The tool on this script's cache; a crash report goes to the log whole.
+cm() {
+  local rc=0
+  run_tool "$WORK/last.err" --config "$CFG" "$@" || rc=$?
+  crash_report "$WORK/last.err" "cachemgr $*"
   return $rc
 }
 last_err() { err_line "$WORK/last.err"; }

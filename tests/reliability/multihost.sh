@@ -39,7 +39,7 @@ host_config() {
 on() {
   local cfg="CFG_$1"
   shift
-  "$CACHEMGR_BIN" --config "${!cfg}" "$@" 2>"$WORK/last.err"
+  run_tool "$WORK/last.err" --config "${!cfg}" "$@"
 }
 # entry_objects: the pool's (root's) cache entries in place (not the trash), one a line.
 entry_objects() {
