@@ -9,6 +9,9 @@ backend=${1:?usage: soak.sh local|rbd [seconds]}
 seconds=${2:-${SOAK_SECONDS:-60}}
 rel_init "soak-$backend"
 new_cache "$WORK/c" "$backend" 3
+mkdir -p "$WORK/logs"
+# Every process's info log in one file, kept with the work dir when a case fails.
+sed -i "s|^  level: warn\$|  level: info\n  file: $WORK/logs/cachemgr.log|" "$CFG"
 
 ids=()
 for i in 1 2 3 4 5; do
@@ -19,7 +22,6 @@ for i in 1 2 3 4 5; do
   ids+=("$id")
 done
 end=$(( $(date +%s) + seconds ))
-mkdir -p "$WORK/logs"
 
 creator() {  # creator N: makes volumes until the end; one line per create in made-N
   local n=$1 i=0 id vol rc

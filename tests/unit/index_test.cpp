@@ -531,6 +531,47 @@ TEST_CASE("a volume name is claimed by a creating row; its identity is recorded"
   CHECK(index->LastEvent("pass_left_alone")->bytes == 0);
 }
 
+TEST_CASE("a claim dropped and its row id given again: the old claim writes nothing") {
+  // SQLite gives the largest rowid again once its row is gone: a create whose claim was
+  // dropped meanwhile must not write (or drop) the row of the create that got its id.
+  TempDir dir("index");
+  auto index = Index::Open(dir / "index.db");
+  VolumeRow first{.image_id = "img-a", .name = "vm-1", .pool = "volumes", .plan = ""};
+  first.state = State::kCreating;
+  first.owner = "host:42.100";
+  first.staging_name = "staging-vol-aaaa";
+  first.id = index->InsertVolume(first);
+  CHECK(index->DeleteVolumeClaim(first));
+  CHECK_FALSE(index->FindVolume("volumes", "vm-1"));
+
+  VolumeRow second{.image_id = "img-b", .name = "vm-2", .pool = "volumes", .plan = ""};
+  second.state = State::kCreating;
+  second.owner = "host:43.100";
+  second.staging_name = "staging-vol-bbbb";
+  second.id = index->InsertVolume(second);
+  REQUIRE(second.id == first.id);  // the id, given again
+
+  first.state = State::kReady;
+  first.owner.clear();
+  CHECK(CatchError([&] { index->UpdateVolume(first); }).code() == Errc::kNotFound);
+  first.state = State::kCreating;
+  first.owner = "host:42.100";
+  CHECK_FALSE(index->DeleteVolumeClaim(first));
+  auto still = index->FindVolume("volumes", "vm-2");
+  REQUIRE(still);
+  CHECK(still->image_id == "img-b");
+  CHECK(still->staging_name == "staging-vol-bbbb");
+  CHECK(still->state == State::kCreating);
+  CHECK_FALSE(index->FindVolume("volumes", "vm-1"));
+  // Its own claim is dropped only while it is still a claim.
+  second.state = State::kReady;
+  index->UpdateVolume(second);
+  CHECK_FALSE(index->DeleteVolumeClaim(second));
+  second.state = State::kCreating;
+  CHECK_FALSE(index->DeleteVolumeClaim(second));
+  CHECK(index->FindVolume("volumes", "vm-2"));
+}
+
 TEST_CASE("several processes' connections share one index") {
   TempDir dir("index");
   const fs::path path = dir / "index.db";

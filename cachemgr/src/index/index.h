@@ -231,6 +231,10 @@ class Index {
   std::vector<VolumeRow> ListVolumes();
   void UpdateVolume(const VolumeRow& row);
   void DeleteVolume(int64_t id);
+  // Drops the row of an unfinished create only if it is still that claim's (same id,
+  // staging name and owner, still creating): a row read a moment ago may have gone and
+  // its id been given to another create since. True if it was dropped.
+  bool DeleteVolumeClaim(const VolumeRow& row);
   uint64_t CountVolumes(int64_t entry_id);
 
   // --- digests the file source computed (index_digests.cpp), one row per image of a

@@ -116,12 +116,16 @@ void Index::UpdateVolume(const VolumeRow& row) {
                         std::string("UPDATE volumes SET entry_id = ") + kEntryOrNull +
                             ", image_id = ?2, name = ?3, pool = ?4, created_at = ?5, depth = ?6, "
                             "plan = ?7, size_bytes = ?8, flattened = ?9, state = ?10, "
-                            "owner = ?11, staging_name = ?12, identity = ?13 WHERE id = ?14");
+                            "owner = ?11, staging_name = ?12, identity = ?13 "
+                            "WHERE id = ?14 AND staging_name = ?12");
     BindVolume(q, row);
     q.bind(14, row.id);
+    // The staging name is random per claim and never changes: a row id SQLite gave again
+    // after the claim's row was dropped is another volume's row, never written here.
     if (q.exec() == 0) {
       throw Error(Errc::kNotFound, "index " + path_.string() + ": no volume with id " +
-                                       std::to_string(row.id) + " (volume=" + row.name + ")");
+                                       std::to_string(row.id) + " (volume=" + row.name +
+                                       ") made under this claim");
     }
   });
 }
@@ -131,6 +135,18 @@ void Index::DeleteVolume(int64_t id) {
     SQLite::Statement q(*db_, "DELETE FROM volumes WHERE id = ?");
     q.bind(1, id);
     q.exec();
+  });
+}
+
+bool Index::DeleteVolumeClaim(const VolumeRow& row) {
+  return Guard(path_, "delete volume claim=" + row.name, [&] {
+    SQLite::Statement q(*db_,
+                        "DELETE FROM volumes WHERE id = ? AND staging_name = ? AND owner = ? "
+                        "AND state = 'creating'");
+    q.bind(1, row.id);
+    q.bind(2, row.staging_name);
+    q.bind(3, row.owner);
+    return q.exec() > 0;
   });
 }
 
