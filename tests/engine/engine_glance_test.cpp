@@ -5,6 +5,7 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -12,6 +13,7 @@
 #include <set>
 
 #include "cachemgr/cache.h"
+#include "engine/naming.h"
 #include "engine_env.h"
 #include "storage/factory.h"
 #include "support/cluster.h"
@@ -467,4 +469,62 @@ TEST_CASE("the eviction pass asks Glance with its paged list, not a GET per entr
   CHECK(gone.actions[0].kind == "gone");
   CHECK(gone.actions[0].image_id == ids[0]);
   CHECK(gone.source_requests <= 3);
+}
+
+// A hit asks the source on a thread of its own while it clones (volume.cpp): whatever
+// the answer, the volume at the name is the one that answer allows, and no clone of a
+// condemned entry is left behind.
+TEST_CASE("a hit asks Glance while it clones: fresh, updated, deactivated, unreachable") {
+  GlanceEnv env;
+  env.options.cache.source_check_interval_s = 0;  // every hit asks
+  env.options.cache.stale_on_updated_at = true;
+  std::string id = env.Upload("raw", env.golden);  // the fs store: a download, never direct
+  auto cache = env.Open();
+  REQUIRE(cache->CreateVolume({.image_id = id, .volume = "v1"}).plan == Plan::kMiss);
+  const auto first = cache->Lookup(id);
+  REQUIRE(first);
+  auto staging_left = [&] {
+    const auto objects = env.Objects();
+    return std::count_if(objects.begin(), objects.end(),
+                         [](const std::string& n) { return engine::IsVolumeStagingName(n); });
+  };
+
+  // Unchanged: a clone, the entry's check recorded.
+  CHECK(cache->CreateVolume({.image_id = id, .volume = "v2"}).plan == Plan::kClone);
+  CHECK(env.SameData("v2"));
+  CHECK(env.CountRows("SELECT count(*) FROM entries WHERE source_checked_at > 0") == 1);
+
+  // Updated since the entry was made: the clone made meanwhile never takes the name; the
+  // entry is filled again and the volume is made from the new one.
+  glance::SetProperty(env.endpoint, id, "cachemgr_test", "changed");
+  auto updated = cache->CreateVolume({.image_id = id, .volume = "v3"});
+  CHECK(updated.plan == Plan::kMiss);
+  CHECK(env.SameData("v3"));
+  const auto second = cache->Lookup(id);
+  REQUIRE(second);
+  CHECK(second->image_updated_at != first->image_updated_at);
+  CHECK(staging_left() == 0);
+  CHECK(cache->GetStats().hits == 1);
+
+  // Unreachable: the cached entry serves, and no check is recorded as made.
+  {
+    SQLite::Database db(env.options.index, SQLite::OPEN_READWRITE);
+    db.exec("UPDATE entries SET source_checked_at = 1");
+  }
+  auto offline_options = env.options;
+  offline_options.source.glance.endpoint = "http://127.0.0.1:1";  // nothing listens
+  auto served = Cache::Open(offline_options)->CreateVolume({.image_id = id, .volume = "v5"});
+  CHECK(served.plan == Plan::kClone);
+  CHECK(env.SameData("v5"));
+  CHECK(env.CountRows("SELECT max(source_checked_at) FROM entries") == 1);
+  CHECK(staging_left() == 0);
+
+  // No longer active: refused, and nothing is made under the name or left staged.
+  glance::Deactivate(env.endpoint, id);
+  const auto before = env.Objects();
+  auto refused = Thrown([&] { cache->CreateVolume({.image_id = id, .volume = "v4"}); });
+  CHECK(refused.code() == Errc::kNotFound);
+  CHECK_FALSE(env.backend->Exists(env.Vol("v4")));
+  CHECK(env.Objects() == before);
+  CHECK(env.CountRows("SELECT count(*) FROM volumes WHERE name = 'v4'") == 0);
 }

@@ -120,6 +120,26 @@ void AddLocation(const std::string& endpoint, const std::string& id, const std::
   }
 }
 
+void SetProperty(const std::string& endpoint, const std::string& id, const std::string& key,
+                 const std::string& value) {
+  nlohmann::json patch =
+      nlohmann::json::array({{{"op", "add"}, {"path", "/" + key}, {"value", value}}});
+  Reply r = Request("PATCH", endpoint + "/v2/images/" + id,
+                    {"Content-Type: application/openstack-images-v2.1-json-patch"}, patch.dump());
+  if (r.status != 200) {
+    throw std::runtime_error("PATCH /v2/images/" + id + " (set " + key + "): HTTP " +
+                             std::to_string(r.status) + ": " + r.body);
+  }
+}
+
+void Deactivate(const std::string& endpoint, const std::string& id) {
+  Reply r = Request("POST", endpoint + "/v2/images/" + id + "/actions/deactivate", {}, "");
+  if (r.status != 204) {
+    throw std::runtime_error("POST /v2/images/" + id + "/actions/deactivate: HTTP " +
+                             std::to_string(r.status) + ": " + r.body);
+  }
+}
+
 void DeleteImage(const std::string& endpoint, const std::string& id) {
   Reply r = Request("DELETE", endpoint + "/v2/images/" + id, {}, "");
   if (r.status != 204 && r.status != 404) {

@@ -23,6 +23,11 @@ nlohmann::json GetImage(const std::string& endpoint, const std::string& id);
 // Glance checks only that the location's size is the image's.
 void AddLocation(const std::string& endpoint, const std::string& id, const std::string& url,
                  const std::string& store = "");
+// Sets a property (PATCH add /<key>): Glance moves the image's updated_at.
+void SetProperty(const std::string& endpoint, const std::string& id, const std::string& key,
+                 const std::string& value);
+// POST /v2/images/{id}/actions/deactivate: the image stays, no longer "active".
+void Deactivate(const std::string& endpoint, const std::string& id);
 // DELETE /v2/images/{id}; a missing image is not an error.
 void DeleteImage(const std::string& endpoint, const std::string& id);
 

@@ -14,6 +14,8 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -226,7 +228,14 @@ class CacheImpl final : public Cache {
   // Both make the volume under the claim's staging name and then place it (PlaceVolume).
   CreateVolumeResult MakeVolume(const index::EntryRow& entry, const CreateVolumeRequest& request,
                                 index::VolumeRow* claim, VolumeGuardRef guard,
-                                std::optional<Plan> fill_plan, int64_t source_checked_at = 0);
+                                std::optional<Plan> fill_plan, int64_t source_checked_at = 0,
+                                const std::function<int64_t()>& confirm = {});
+  // The answer of a source asked while a hit's clone was made (CreateVolume): the time
+  // to record as the entry's source check (asked_at; 0 when the source was unreachable
+  // and the entry is served as it is), or StaleHit thrown (volume.cpp) with the answer in
+  // *stale_meta when the image changed since the entry was made.
+  int64_t ConfirmedBySource(const index::EntryRow& row, std::future<source::ImageMeta>& asked,
+                            int64_t asked_at, std::optional<source::ImageMeta>* stale_meta);
   CreateVolumeResult MakeUncached(const source::ImageMeta& meta, const CreateVolumeRequest& request,
                                   index::VolumeRow* claim, VolumeGuardRef guard);
   // Claims the volume name: a creating row with this process as owner and a random

@@ -1,13 +1,16 @@
-// The hit path and the public entry points that make volumes.
+// The hit path and the public entry points that make volumes (the uncached volume:
+// uncached.cpp; deleting one: volume_delete.cpp).
 #include <spdlog/spdlog.h>
 
 #include <functional>
+#include <future>
+#include <system_error>
 
 #include "engine/cache_impl.h"
 #include "engine/failpoints.h"
+#include "engine/volume_guard.h"
 #include "engine/marks.h"
 #include "engine/naming.h"
-#include "fetch/fetch.h"
 #include "index/transaction.h"
 #include "policy/clone_plan.h"
 
@@ -15,53 +18,15 @@ namespace cachemgr::engine {
 
 namespace {
 
+// Thrown by ConfirmedBySource through MakeVolume: the entry a hit cloned is stale by the
+// source's answer. Not an Error: no caller's handler of errors may take it for one.
+struct StaleHit {};
+
 bool SourceUnreachable(const Error& e) {
   return e.code() == Errc::kSource || e.code() == Errc::kTimeout;
 }
 
 }  // namespace
-
-// Removes what this call made of a volume unless Commit() runs, and drops its claim:
-// the object under the staging name its claim recorded before anything was made (so it
-// can only be this call's), or, once this call renamed it into place, the volume at its
-// name. Never anything else: an object that held the name first is not this call's.
-// Never throws.
-class VolumeGuard {
- public:
-  VolumeGuard(storage::Backend& backend, std::function<void()> drop_claim,
-              std::shared_ptr<spdlog::logger> log)
-      : backend_(backend), drop_claim_(std::move(drop_claim)), log_(std::move(log)) {}
-  ~VolumeGuard() {
-    if (committed_) return;
-    if (made_) {
-      try {
-        backend_.Remove(*made_);
-      } catch (const Error& e) {
-        // Not found: the clone or copy failed before it made anything.
-        if (e.code() != Errc::kNotFound) {
-          log_->warn("half-made volume not removed volume={} error={}", made_->name, e.what());
-        }
-      } catch (const std::exception& e) {
-        log_->warn("half-made volume not removed volume={} error={}", made_->name, e.what());
-      }
-    }
-    try {
-      drop_claim_();
-    } catch (const std::exception& e) {
-      log_->warn("volume claim left for gc error={}", e.what());
-    }
-  }
-  // What this call makes (or made) and must remove if it fails.
-  void Track(const storage::ImageRef& ref) { made_ = ref; }
-  void Commit() { committed_ = true; }
-
- private:
-  storage::Backend& backend_;
-  std::function<void()> drop_claim_;
-  std::shared_ptr<spdlog::logger> log_;
-  std::optional<storage::ImageRef> made_;
-  bool committed_ = false;
-};
 
 CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
   const Stopwatch timer;
@@ -81,13 +46,9 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
     index::VolumeRow claim = ClaimVolume(request);
     VolumeGuard guard(
         *backend_,
-        [&] {
-          WithIndex([&](index::Index& ix) {
-            auto now = ix.FindVolume(pool, request.volume);
-            if (now && now->id == claim.id && now->state == index::State::kCreating) {
-              ix.DeleteVolume(claim.id);
-            }
-          });
+        // The claim as made (MakeVolume clears its owner once it is ready): only that row.
+        [this, claimed = claim] {
+          WithIndex([&](index::Index& ix) { ix.DeleteVolumeClaim(claimed); });
         },
         log_);
     Failpoint("volume_after_claim");
@@ -99,9 +60,13 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
                       "name");
     }
     const storage::ImageRef staging{pool, claim.staging_name};
+    // The source's answer of an attempt that found its entry stale once the clone was
+    // made: the next attempt fills with it instead of asking again.
+    std::optional<source::ImageMeta> known;
     for (int attempt = 0;; ++attempt) {
       auto row = UsableRow(request.image_id);
       std::optional<source::ImageMeta> meta;
+      meta.swap(known);  // known is empty again
       const bool ready = row && row->state == index::State::kReady;
       // A ready entry confirmed by the source within the interval is served without
       // asking again (a Glance GET costs more than the clone); eviction passes still
@@ -116,10 +81,29 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
       const bool instant = InstantWanted();
       const bool lazy =
           instant && (!ready || (row->checksum.empty() && row->os_hash.empty()));
+      // A hit that clones asks a network source on a thread of its own while the clone is
+      // made: the hit costs the slower of the two, not their sum. The volume takes its
+      // name only once the answer confirms the entry (ConfirmedBySource); a stale entry's
+      // clone is removed and the next attempt fills. (A copy or a flatten is not started
+      // on an entry the answer may condemn.)
+      std::future<source::ImageMeta> asked;
+      if (ready && !recently_checked && !lazy && !meta &&
+          options_.source.type != SourceType::kFile &&
+          policy::PlanClone(options_.cache.max_clone_depth, row->depth).plan ==
+              policy::ClonePlan::kClone) {
+        try {
+          asked = std::async(std::launch::async,
+                             [this, id = request.image_id] { return DescribeActive(id); });
+        } catch (const std::system_error&) {
+          // No thread to be had: asked here, before the clone.
+        }
+      }
       try {
-        if (!recently_checked && lazy) {
+        if (recently_checked || meta || asked.valid()) {
+          // answered already, or being answered
+        } else if (lazy) {
           meta = RequireActive(source_->DescribeForInstant(request.image_id), request.image_id);
-        } else if (!recently_checked) {
+        } else {
           meta = DescribeActive(request.image_id);
         }
       } catch (const Error& e) {
@@ -130,7 +114,10 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
 
       CreateVolumeResult result;
       try {
-        if (row && row->state == index::State::kReady && (!meta || !IsStale(*row, *meta))) {
+        if (asked.valid()) {
+          result = MakeVolume(*row, request, &claim, &guard, std::nullopt, 0,
+                              [&] { return ConfirmedBySource(*row, asked, now, &known); });
+        } else if (row && row->state == index::State::kReady && (!meta || !IsStale(*row, *meta))) {
           result = MakeVolume(*row, request, &claim, &guard, std::nullopt, meta ? now : 0);
         } else if (auto room = MakeRoomForFill(*meta, /*with_volume=*/true, Admits(*meta));
                    room.room == Room::kUncached) {  // too large for the cache, or the floor
@@ -148,6 +135,17 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
           result.fill = ensured.fill;
           result.wait = ensured.wait;
         }
+      } catch (const StaleHit&) {
+        // The source changed the image since the entry was made: its clone goes, and the
+        // next attempt fills the entry again with the answer (known).
+        try {
+          backend_->Remove(staging);
+        } catch (const Error& e) {
+          if (e.code() != Errc::kNotFound) throw;
+        }
+        log_->info("entry stale by the source's answer, clone removed, filling image={}",
+                   request.image_id);
+        continue;
       } catch (const Error& e) {
         // The entry was evicted between the lookup and the clone: look again. A row still
         // ready names an entry another host left half-evicted (its snapshot gone): the
@@ -187,6 +185,25 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
                e.what());
     throw;
   }
+}
+
+int64_t CacheImpl::ConfirmedBySource(const index::EntryRow& row,
+                                     std::future<source::ImageMeta>& asked, int64_t asked_at,
+                                     std::optional<source::ImageMeta>* stale_meta) {
+  source::ImageMeta meta;
+  try {
+    meta = asked.get();
+  } catch (const Error& e) {
+    if (!SourceUnreachable(e)) throw;
+    log_->warn("source unreachable, serving cached entry image={} error={}", row.image_id,
+               e.what());
+    return 0;  // not confirmed: the next hit asks again
+  }
+  if (IsStale(row, meta)) {
+    *stale_meta = std::move(meta);
+    throw StaleHit{};
+  }
+  return asked_at;
 }
 
 index::VolumeRow CacheImpl::ClaimVolume(const CreateVolumeRequest& request) {
@@ -375,7 +392,8 @@ Plan CacheImpl::MakeFromEntry(const index::EntryRow& entry, const CreateVolumeRe
 CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
                                          const CreateVolumeRequest& request,
                                          index::VolumeRow* claim, VolumeGuardRef guard,
-                                         std::optional<Plan> fill_plan, int64_t source_checked_at) {
+                                         std::optional<Plan> fill_plan, int64_t source_checked_at,
+                                         const std::function<int64_t()>& confirm) {
   const uint64_t size = request.size_bytes ? request.size_bytes : entry.virtual_size;
   if (size < entry.virtual_size) {
     throw Error(Errc::kInvalidArgument, "volume " + request.volume + ": size " +
@@ -394,6 +412,9 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
   const Plan plan =
       MakeFromEntry(entry, request, decision.plan, {claim->pool, claim->staging_name}, guard, &use);
   Failpoint("volume_after_clone");
+  // The source's answer asked while the clone was made: a stale entry's clone never
+  // takes the volume's name (throws StaleHit).
+  if (confirm) source_checked_at = confirm();
   PlaceVolume(claim, guard, size, entry.virtual_size);
 
   index::VolumeRow& row = *claim;
@@ -452,110 +473,6 @@ void CacheImpl::FlattenEntry(const index::EntryRow& entry) {
   WithIndex([&](index::Index& ix) { ix.UpdateEntry(*row); });
   log_->info("flattened entry image={} entry={} ms={}", row->image_id, row->cache_name,
              timer.Elapsed().count() / 1000);
-}
-
-CreateVolumeResult CacheImpl::MakeUncached(const source::ImageMeta& meta,
-                                           const CreateVolumeRequest& request,
-                                           index::VolumeRow* claim, VolumeGuardRef guard) {
-  const storage::ImageRef volume{claim->pool, claim->staging_name};
-  log_->info("image larger than the cache, fetching straight into the volume image={} volume={}",
-             meta.id, request.volume);
-  fetch::FetchOptions fetch_options;
-  fetch_options.conversion = options_.conversion;
-  fetch_options.allow_unverified = options_.source.allow_unverified;
-  if (options_.source.max_image_gb > 0) {
-    fetch_options.max_image_bytes =
-        static_cast<uint64_t>(options_.source.max_image_gb * (1ull << 30));
-  }
-  if (request.progress) {
-    fetch_options.progress = [&](const std::string& stage, uint64_t done, uint64_t total) {
-      request.progress(Progress{meta.id, stage, done, total});
-    };
-  }
-  // As for a fill (FetchToStaging): room for a converted image larger than declared.
-  std::optional<FloorReservations::Hold> larger;
-  fetch_options.before_import = [&](uint64_t virtual_size) {
-    if (virtual_size <= meta.virtual_size.value_or(meta.size.value_or(0))) return;
-    auto real = meta;
-    real.virtual_size = virtual_size;
-    larger.emplace(MakeRoomForFill(real, /*with_volume=*/true, /*cacheable=*/false).hold);
-  };
-  const Stopwatch timer;
-  guard->Track(volume);
-  auto fetched = fetch::FetchInto(*source_, meta, *backend_, volume, fetch_options, log_);
-  const uint64_t size = request.size_bytes ? request.size_bytes : fetched.virtual_size;
-  if (size < fetched.virtual_size) {
-    throw Error(Errc::kInvalidArgument, "volume " + request.volume + ": size " +
-                                            std::to_string(size) + " is smaller than image " +
-                                            meta.id);
-  }
-  PlaceVolume(claim, guard, size, fetched.virtual_size);
-  index::VolumeRow& row = *claim;
-  row.image_id = meta.id;
-  row.created_at = Now();
-  row.depth = 0;
-  row.plan = "uncached";
-  row.size_bytes = size;
-  row.state = index::State::kReady;
-  row.owner.clear();
-  WithIndex([&](index::Index& ix) { ix.UpdateVolume(row); });
-  // too_big only for what the cache never admits (max_size_gb); served uncached for want of
-  // room above the free-space floor, the miss has the reason any miss would have.
-  Event("uncached", meta.id, fetched.bytes_downloaded, timer.Elapsed(),
-        Admits(meta) ? MissReason(meta.id) : "too_big");
-
-  CreateVolumeResult result;
-  result.volume = request.volume;
-  result.image_id = meta.id;
-  result.plan = Plan::kUncached;
-  result.depth = 0;
-  result.size_bytes = size;
-  result.bytes_downloaded = fetched.bytes_downloaded;
-  result.fill = timer.Elapsed();
-  return result;
-}
-
-void CacheImpl::DeleteVolume(const std::string& volume) {
-  storage::ValidateName("volume", volume);
-  const std::string pool = backend_->volume_pool();
-  auto row = WithIndex([&](index::Index& ix) { return ix.FindVolume(pool, volume); });
-  if (!row) throw Error(Errc::kNotFound, "volume " + volume + ": not made by this cache");
-  if (row->state != index::State::kReady) {
-    throw Error(Errc::kBusy, "volume " + volume + ": being created by " + row->owner +
-                                 " (if that process is gone, `cachemgr evict` clears it)");
-  }
-  const storage::ImageRef ref{pool, volume};
-  auto own = CheckOwnership(*backend_, ref, kMarkVolume, &row->identity);
-  if (own.exists && !own.ours) {
-    // The volume the cache made is gone and something else has the name now: that is
-    // someone else's, and the record of ours is dropped.
-    WithIndex([&](index::Index& ix) { ix.DeleteVolume(row->id); });
-    log_->warn("volume not deleted: not the cache's volume={} cause={}", volume, own.why);
-    throw Error(Errc::kAlreadyExists,
-                "volume " + volume + ": not deleted: " + own.why +
-                    "; the object is left untouched and the cache's record of its own volume "
-                    "(gone) is dropped");
-  }
-  if (own.exists) {
-    // Snapshots and clones of the volume are someone else's (a backup, a template): the
-    // cache made none. The volume stays until they are gone, as Cinder refuses too.
-    std::string snaps;
-    for (const auto& snap : backend_->ListSnapshots(ref)) {
-      snaps += (snaps.empty() ? "" : ", ") + snap.name;
-    }
-    if (!snaps.empty()) {
-      throw Error(Errc::kAlreadyExists,
-                  "volume " + volume + ": not deleted: it has snapshots the cache did not make (" +
-                      snaps + "); remove them (and their clones) first");
-    }
-    try {
-      backend_->Remove(ref);
-    } catch (const Error& e) {
-      if (e.code() != Errc::kNotFound) throw;
-    }
-  }
-  WithIndex([&](index::Index& ix) { ix.DeleteVolume(row->id); });
-  log_->info("volume deleted volume={} image={}", volume, row->image_id);
 }
 
 PrefillResult CacheImpl::Prefill(const std::string& image_id, const ProgressFn& progress) {
