@@ -216,6 +216,16 @@ run_tool() {
   return $rc
 }
 
+# run_logged LOG ARGS...: the tool with ARGS, its stderr alone in LOG.last and appended to
+# LOG (a loop's log of every run); the tool's exit status, with no rerun.
+run_logged() {
+  local log=$1 rc=0
+  shift
+  "$CACHEMGR_BIN" "$@" 2>"$log.last" || rc=$?
+  cat "$log.last" >>"$log"
+  return $rc
+}
+
 # The tool on this script's cache; a crash report goes to the log whole.
 cm() {
   local rc=0

@@ -263,11 +263,10 @@ racer() {  # racer HOST: creates until the deadline, one line per create: "rc vo
   while (( $(date +%s) < deadline )); do
     id=${race[RANDOM % 3]}
     n=$((n + 1))
-    "$CACHEMGR_BIN" --config "${!cfg}" create "$id" "r-$h-$n" >/dev/null 2>"$WORK/race-$h.last"
+    run_logged "$WORK/race-$h.err" --config "${!cfg}" create "$id" "r-$h-$n" >/dev/null
     rc=$?
-    cat "$WORK/race-$h.last" >>"$WORK/race-$h.err"
-    if known_librbd_abort "$rc" "$WORK/race-$h.last"; then
-      librbd_abort_seen "host $h: create r-$h-$n" "$WORK/race-$h.last"
+    if known_librbd_abort "$rc" "$WORK/race-$h.err.last"; then
+      librbd_abort_seen "host $h: create r-$h-$n" "$WORK/race-$h.err.last"
       continue
     fi
     echo "$rc r-$h-$n $id"

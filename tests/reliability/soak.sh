@@ -29,11 +29,10 @@ creator() {  # creator N: makes volumes until the end; one line per create in ma
     i=$((i + 1))
     id=${ids[RANDOM % ${#ids[@]}]}
     vol=soak-$n-$i
-    "$CACHEMGR_BIN" --config "$CFG" create "$id" "$vol" >/dev/null 2>"$WORK/logs/create-$n.last"
+    run_logged "$WORK/logs/create-$n.err" --config "$CFG" create "$id" "$vol" >/dev/null
     rc=$?
-    cat "$WORK/logs/create-$n.last" >>"$WORK/logs/create-$n.err"
-    if known_librbd_abort "$rc" "$WORK/logs/create-$n.last"; then
-      librbd_abort_seen "create $vol" "$WORK/logs/create-$n.last"
+    if known_librbd_abort "$rc" "$WORK/logs/create-$n.err.last"; then
+      librbd_abort_seen "create $vol" "$WORK/logs/create-$n.err.last"
       continue
     fi
     if (( rc != 0 )); then
@@ -49,12 +48,11 @@ prefiller() {
   local i=0 rc
   while (( $(date +%s) < end )); do
     i=$((i + 1))
-    "$CACHEMGR_BIN" --config "$CFG" prefill "${ids[i % ${#ids[@]}]}" >/dev/null \
-      2>"$WORK/logs/prefill.last"
+    run_logged "$WORK/logs/prefill.err" --config "$CFG" prefill "${ids[i % ${#ids[@]}]}" \
+      >/dev/null
     rc=$?
-    cat "$WORK/logs/prefill.last" >>"$WORK/logs/prefill.err"
-    known_librbd_abort "$rc" "$WORK/logs/prefill.last" &&
-      { librbd_abort_seen prefill "$WORK/logs/prefill.last"; rc=0; }
+    known_librbd_abort "$rc" "$WORK/logs/prefill.err.last" &&
+      { librbd_abort_seen prefill "$WORK/logs/prefill.err.last"; rc=0; }
     # busy (5) is a legitimate answer while a fill is running elsewhere
     (( rc == 0 || rc == 5 )) || echo "prefill: exit $rc" >>"$WORK/logs/fail"
     echo x >>"$WORK/logs/prefills"
@@ -63,11 +61,10 @@ prefiller() {
 evictor() {
   local rc
   while (( $(date +%s) < end )); do
-    "$CACHEMGR_BIN" --config "$CFG" evict >/dev/null 2>"$WORK/logs/evict.last"
+    run_logged "$WORK/logs/evict.err" --config "$CFG" evict >/dev/null
     rc=$?
-    cat "$WORK/logs/evict.last" >>"$WORK/logs/evict.err"
-    known_librbd_abort "$rc" "$WORK/logs/evict.last" &&
-      { librbd_abort_seen evict "$WORK/logs/evict.last"; rc=0; }
+    known_librbd_abort "$rc" "$WORK/logs/evict.err.last" &&
+      { librbd_abort_seen evict "$WORK/logs/evict.err.last"; rc=0; }
     (( rc == 0 || rc == 5 )) || echo "evict: exit $rc" >>"$WORK/logs/fail"
     echo x >>"$WORK/logs/passes"
     sleep 1

@@ -234,6 +234,9 @@ class CacheImpl final : public Cache {
   // to record as the entry's source check (asked_at; 0 when the source was unreachable
   // and the entry is served as it is), or StaleHit thrown (volume.cpp) with the answer in
   // *stale_meta when the image changed since the entry was made.
+  // Whether making a volume by `plan` writes the image's bytes (a copy, a flatten, or a
+  // local clone in clone_mode copy), not a thin clone.
+  bool WritesImage(policy::ClonePlan plan) const;
   int64_t ConfirmedBySource(const index::EntryRow& row, std::future<source::ImageMeta>& asked,
                             int64_t asked_at, std::optional<source::ImageMeta>* stale_meta);
   CreateVolumeResult MakeUncached(const source::ImageMeta& meta, const CreateVolumeRequest& request,

@@ -123,14 +123,18 @@ CacheImpl::RoomMade CacheImpl::MakeRoomForFill(const source::ImageMeta& meta, bo
   return {room, reservations.Reserve(key, room == Room::kCached ? cached : image)};
 }
 
+bool CacheImpl::WritesImage(policy::ClonePlan plan) const {
+  // A thin clone takes next to nothing; a copy (or a flatten before the clone) the image,
+  // and so does every clone of the local backend in clone_mode copy.
+  return plan != policy::ClonePlan::kClone ||
+         (options_.backend.type == BackendType::kLocal &&
+          options_.backend.local.clone_mode == CloneMode::kCopy);
+}
+
 FloorReservations::Hold CacheImpl::MakeRoomForVolume(const index::EntryRow& entry,
                                                      policy::ClonePlan plan, uint64_t size) {
   const auto& c = options_.cache;
-  // A thin clone takes next to nothing; a copy (or a flatten before the clone) the image.
-  const bool copies = plan != policy::ClonePlan::kClone ||
-                      (options_.backend.type == BackendType::kLocal &&
-                       options_.backend.local.clone_mode == CloneMode::kCopy);
-  if (!FloorOf(c).enabled() || !copies) return {};
+  if (!FloorOf(c).enabled() || !WritesImage(plan)) return {};
   const FloorReservations reservations(use_lock_dir_ / "floor");
   const auto deciding = reservations.Decide(std::chrono::minutes(5));
   const std::string key = entry.image_id + "/volume/" + util::RandomHex(8);

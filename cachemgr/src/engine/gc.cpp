@@ -234,7 +234,8 @@ void CacheImpl::GcVolumes(bool dry_run, std::vector<EvictAction>* actions) {
         backend_->RemoveDanglingName({pool, v.name}, v.identity);
       }
     }
-    WithIndex([&](index::Index& ix) { ix.DeleteVolumeClaim(v); });
+    // (Not dropped: the row changed since it was read; the next pass looks again.)
+    if (!WithIndex([&](index::Index& ix) { return ix.DeleteVolumeClaim(v); })) continue;
     log_->info("removed half-made volume volume={} staging={} owner={}", v.name, v.staging_name,
                v.owner);
     actions->push_back({"gc", v.image_id, v.name, 0, reason, true});

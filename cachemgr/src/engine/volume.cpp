@@ -84,13 +84,12 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
       // A hit that clones asks a network source on a thread of its own while the clone is
       // made: the hit costs the slower of the two, not their sum. The volume takes its
       // name only once the answer confirms the entry (ConfirmedBySource); a stale entry's
-      // clone is removed and the next attempt fills. (A copy or a flatten is not started
-      // on an entry the answer may condemn.)
+      // clone is removed and the next attempt fills. (Nothing that writes the image's
+      // bytes, WritesImage, is started on an entry the answer may condemn.)
       std::future<source::ImageMeta> asked;
       if (ready && !recently_checked && !lazy && !meta &&
           options_.source.type != SourceType::kFile &&
-          policy::PlanClone(options_.cache.max_clone_depth, row->depth).plan ==
-              policy::ClonePlan::kClone) {
+          !WritesImage(policy::PlanClone(options_.cache.max_clone_depth, row->depth).plan)) {
         try {
           asked = std::async(std::launch::async,
                              [this, id = request.image_id] { return DescribeActive(id); });
@@ -150,7 +149,10 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
         // The entry was evicted between the lookup and the clone: look again. A row still
         // ready names an entry another host left half-evicted (its snapshot gone): the
         // row goes, and the next attempt adopts or fills the image under its locks.
-        if (e.code() == Errc::kNotFound && attempt < 2 && !backend_->Exists(staging)) {
+        // (Not once the volume took its name: a record that failed after the rename is
+        // not a vanished entry, and the guard removes the volume.)
+        if (e.code() == Errc::kNotFound && attempt < 2 && !backend_->Exists(staging) &&
+            !backend_->Exists({pool, request.volume})) {
           log_->info("entry vanished during clone, retrying image={}", request.image_id);
           if (row && row->state == index::State::kReady) {
             WithIndex([&](index::Index& ix) {

@@ -125,7 +125,7 @@ void Index::UpdateVolume(const VolumeRow& row) {
     if (q.exec() == 0) {
       throw Error(Errc::kNotFound, "index " + path_.string() + ": no volume with id " +
                                        std::to_string(row.id) + " (volume=" + row.name +
-                                       ") made under this claim");
+                                       ") under staging name '" + row.staging_name + "'");
     }
   });
 }
