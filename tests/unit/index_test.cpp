@@ -570,6 +570,13 @@ TEST_CASE("a claim dropped and its row id given again: the old claim writes noth
   second.state = State::kCreating;
   CHECK_FALSE(index->DeleteVolumeClaim(second));
   CHECK(index->FindVolume("volumes", "vm-2"));
+  // A row read before is dropped only while it is still that row.
+  first.state = State::kReady;
+  CHECK_FALSE(index->DeleteVolumeRow(first));
+  CHECK_FALSE(index->DeleteVolumeRow(second));  // read as creating, ready now
+  second.state = State::kReady;
+  CHECK(index->DeleteVolumeRow(second));
+  CHECK_FALSE(index->FindVolume("volumes", "vm-2"));
 }
 
 TEST_CASE("several processes' connections share one index") {

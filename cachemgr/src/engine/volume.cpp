@@ -226,8 +226,11 @@ index::VolumeRow CacheImpl::ClaimVolume(const CreateVolumeRequest& request) {
     // outside the cache) holds the name for nothing: dropped, and the name claimed.
     if (held && held->state == index::State::kReady &&
         !backend_->Exists({claim.pool, claim.name})) {
+      // Only that row: another create may have dropped it and claimed the name meanwhile.
+      if (!WithIndex([&](index::Index& ix) { return ix.DeleteVolumeRow(*held); })) {
+        throw Error(Errc::kAlreadyExists, "volume " + request.volume + ": already exists");
+      }
       log_->info("dropped the row of a volume that no longer exists volume={}", claim.name);
-      WithIndex([&](index::Index& ix) { ix.DeleteVolume(held->id); });
       claim.id = WithIndex([&](index::Index& ix) { return ix.InsertVolume(claim); });
       return claim;
     }

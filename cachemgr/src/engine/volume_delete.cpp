@@ -21,7 +21,7 @@ void CacheImpl::DeleteVolume(const std::string& volume) {
   if (own.exists && !own.ours) {
     // The volume the cache made is gone and something else has the name now: that is
     // someone else's, and the record of ours is dropped.
-    WithIndex([&](index::Index& ix) { ix.DeleteVolume(row->id); });
+    WithIndex([&](index::Index& ix) { ix.DeleteVolumeRow(*row); });
     log_->warn("volume not deleted: not the cache's volume={} cause={}", volume, own.why);
     throw Error(Errc::kAlreadyExists,
                 "volume " + volume + ": not deleted: " + own.why +
@@ -46,7 +46,7 @@ void CacheImpl::DeleteVolume(const std::string& volume) {
       if (e.code() != Errc::kNotFound) throw;
     }
   }
-  WithIndex([&](index::Index& ix) { ix.DeleteVolume(row->id); });
+  WithIndex([&](index::Index& ix) { ix.DeleteVolumeRow(*row); });
   log_->info("volume deleted volume={} image={}", volume, row->image_id);
 }
 

@@ -235,6 +235,8 @@ class Index {
   // staging name and owner, still creating): a row read a moment ago may have gone and
   // its id been given to another create since. True if it was dropped.
   bool DeleteVolumeClaim(const VolumeRow& row);
+  // Drops a row read before only if it is still that row (id, name, staging name, state).
+  bool DeleteVolumeRow(const VolumeRow& row);
   uint64_t CountVolumes(int64_t entry_id);
 
   // --- digests the file source computed (index_digests.cpp), one row per image of a

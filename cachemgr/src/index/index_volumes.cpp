@@ -138,6 +138,20 @@ void Index::DeleteVolume(int64_t id) {
   });
 }
 
+bool Index::DeleteVolumeRow(const VolumeRow& row) {
+  return Guard(path_, "delete volume=" + row.name, [&] {
+    SQLite::Statement q(*db_,
+                        "DELETE FROM volumes WHERE id = ? AND pool = ? AND name = ? AND "
+                        "staging_name = ? AND state = ?");
+    q.bind(1, row.id);
+    q.bind(2, row.pool);
+    q.bind(3, row.name);
+    q.bind(4, row.staging_name);
+    q.bind(5, std::string(StateName(row.state)));
+    return q.exec() > 0;
+  });
+}
+
 bool Index::DeleteVolumeClaim(const VolumeRow& row) {
   return Guard(path_, "delete volume claim=" + row.name, [&] {
     SQLite::Statement q(*db_,
