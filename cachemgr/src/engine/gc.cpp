@@ -206,8 +206,22 @@ void CacheImpl::RemoveFillStaging(const std::string& name, const std::string& ke
 
 void CacheImpl::GcVolumes(bool dry_run, std::vector<EvictAction>* actions) {
   const std::string pool = backend_->volume_pool();
-  for (const auto& v : WithIndex([&](index::Index& ix) { return ix.ListVolumes(); })) {
-    if (v.pool != pool || v.state != index::State::kCreating || OwnerAlive(v.owner)) continue;
+  for (const auto& listed : WithIndex([&](index::Index& ix) { return ix.ListVolumes(); })) {
+    if (listed.pool != pool || listed.state != index::State::kCreating ||
+        OwnerAlive(listed.owner)) {
+      continue;
+    }
+    // Read again now that its owner is known to be gone: a create that finished between
+    // the listing and that check left its row ready and its volume whole, and must not be
+    // taken for a half-made one (its volume would be removed under a ready row). Only a
+    // row still this claim's is half-made; a dead owner writes nothing more, so this
+    // read is the row's last state.
+    const auto now = WithIndex([&](index::Index& ix) { return ix.FindVolume(pool, listed.name); });
+    if (!now || now->id != listed.id || now->state != index::State::kCreating ||
+        now->owner != listed.owner || now->staging_name != listed.staging_name) {
+      continue;
+    }
+    const index::VolumeRow& v = *now;
     const std::string reason = "create of volume " + v.name + " by " + v.owner + " did not finish";
     if (dry_run) {
       actions->push_back({"gc", v.image_id, v.name, 0, reason, false});
