@@ -306,6 +306,50 @@ class SafetyTest(unittest.TestCase):
         rc, _, err = env.run("create", image, "vol-gone")
         self.assertEqual(rc, EXIT_OK, err)
 
+    def test_a_pass_never_takes_a_create_that_finished_meanwhile_for_a_half_made_one(self):
+        """The pass lists a create's row while the create runs (identity recorded, not yet
+        renamed); the create finishes and exits before the pass judges its owner. The
+        volume and its row stay: its owner is gone, but its create was not half-made."""
+        env = Env("finished")
+        image = base.WORLD.add_raw(size=1 * MiB)
+        rc, _, err = env.run("prefill", image)
+        self.assertEqual(rc, EXIT_OK, err)
+        go_create = os.path.join(env.dir, "go-create")
+        go_pass = os.path.join(env.dir, "go-pass")
+        e = dict(os.environ)
+        e.pop("CACHEMGR_CONFIG", None)
+        create = subprocess.Popen(
+            [base.BIN, "--config", env.config, "create", image, "vol-done"],
+            env=dict(e, CACHEMGR_FAILPOINT="volume_before_rename:wait:" + go_create),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            self.assertTrue(wait_for(lambda: os.path.exists(go_create + ".held")),
+                            "the create did not reach volume_before_rename")
+            evict = subprocess.Popen(
+                [base.BIN, "--config", env.config, "evict"],
+                env=dict(e, CACHEMGR_FAILPOINT="gc_volumes_listed:wait:" + go_pass),
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            try:
+                self.assertTrue(wait_for(lambda: os.path.exists(go_pass + ".held")),
+                                "the pass did not reach gc_volumes_listed")
+                open(go_create, "w").close()
+                _, create_err = create.communicate(timeout=120)
+                self.assertEqual(create.returncode, EXIT_OK, create_err)
+                open(go_pass, "w").close()
+                _, evict_err = evict.communicate(timeout=120)
+                self.assertEqual(evict.returncode, EXIT_OK, evict_err)
+            finally:
+                if evict.poll() is None:
+                    evict.kill()
+                    evict.wait()
+        finally:
+            if create.poll() is None:
+                create.kill()
+                create.wait()
+        self.assertEqual(env.read_volume("vol-done", 1 * MiB), base.WORLD.raw[image][:1 * MiB])
+        rc, _, err = env.run("delete", "vol-done")  # still the cache's: its row is there
+        self.assertEqual(rc, EXIT_OK, err)
+
     # --- the index ---------------------------------------------------------------
 
     def test_an_empty_index_is_refused_until_rebuild_index(self):

@@ -1,5 +1,6 @@
 #include "engine/failpoints.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -20,6 +21,16 @@ void Failpoint(std::string_view step) {
   // kills the process (kill -9 at a moment it chooses, not only at an abort).
   if (std::string(step) + ":sleep" == armed) {
     for (;;) ::pause();
+  }
+  // "<step>:wait:<path>" holds there until <path> exists, then goes on: a test orders two
+  // processes' steps (one finishes while the other is held between two of its own).
+  const std::string wait = std::string(step) + ":wait:";
+  // It makes "<path>.held" first, so the test knows the step was reached.
+  if (std::string_view(armed).starts_with(wait)) {
+    const std::string path = std::string(armed).substr(wait.size());
+    const int held = ::open((path + ".held").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    if (held >= 0) ::close(held);
+    while (::access(path.c_str(), F_OK) != 0) ::usleep(10000);
   }
 }
 

@@ -36,10 +36,14 @@ inline constexpr const char* kFillLockedFailpoint = "after_lock";
 // The eviction pass holding the pool's pass lock, before it does anything.
 inline constexpr const char* kPassLockedFailpoint = "pass_locked";
 
+// The pass's gc of unfinished creates, right after it listed the volume rows.
+inline constexpr const char* kVolumesListedFailpoint = "gc_volumes_listed";
+
 inline constexpr const char* kFailpointEnv = "CACHEMGR_FAILPOINT";
 
 // Aborts the process if $CACHEMGR_FAILPOINT names `step`; stops it there (until it is
-// killed) if it says "<step>:sleep".
+// killed) if it says "<step>:sleep"; holds it there until a file exists if it says
+// "<step>:wait:<path>".
 void Failpoint(std::string_view step);
 
 }  // namespace cachemgr::engine

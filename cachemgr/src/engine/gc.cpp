@@ -7,6 +7,7 @@
 #include <set>
 
 #include "engine/cache_impl.h"
+#include "engine/failpoints.h"
 #include "engine/eviction_steps.h"
 #include "engine/marks.h"
 #include "engine/naming.h"
@@ -206,7 +207,9 @@ void CacheImpl::RemoveFillStaging(const std::string& name, const std::string& ke
 
 void CacheImpl::GcVolumes(bool dry_run, std::vector<EvictAction>* actions) {
   const std::string pool = backend_->volume_pool();
-  for (const auto& listed : WithIndex([&](index::Index& ix) { return ix.ListVolumes(); })) {
+  const auto rows = WithIndex([&](index::Index& ix) { return ix.ListVolumes(); });
+  Failpoint(kVolumesListedFailpoint);
+  for (const auto& listed : rows) {
     if (listed.pool != pool || listed.state != index::State::kCreating ||
         OwnerAlive(listed.owner)) {
       continue;
