@@ -8,9 +8,9 @@
 
 #include "engine/cache_impl.h"
 #include "engine/failpoints.h"
-#include "engine/volume_guard.h"
 #include "engine/marks.h"
 #include "engine/naming.h"
+#include "engine/volume_guard.h"
 #include "index/transaction.h"
 #include "policy/clone_plan.h"
 
