@@ -24,7 +24,7 @@ install(EXPORT cachemgrTargets NAMESPACE cachemgr:: DESTINATION ${_cmake_dir})
 # package config then finds them too (FindCeph.cmake is installed beside it).
 get_target_property(CACHEMGR_LIBRARY_TYPE cachemgr TYPE)
 if(CACHEMGR_LIBRARY_TYPE STREQUAL "STATIC_LIBRARY")
-  install(FILES cmake/FindCeph.cmake DESTINATION ${_cmake_dir})
+  install(FILES cmake/FindCeph.cmake cmake/FindMicroHTTPD.cmake DESTINATION ${_cmake_dir})
 endif()
 set(_config_dir ${CMAKE_CURRENT_BINARY_DIR}/cmake-install)
 configure_package_config_file(cmake/cachemgrConfig.cmake.in
@@ -44,4 +44,5 @@ configure_package_config_file(cmake/cachemgrConfig.cmake.in
   INSTALL_DESTINATION ${CMAKE_CURRENT_BINARY_DIR} INSTALL_PREFIX ${CMAKE_CURRENT_BINARY_DIR})
 if(CACHEMGR_LIBRARY_TYPE STREQUAL "STATIC_LIBRARY")
   configure_file(cmake/FindCeph.cmake ${CMAKE_CURRENT_BINARY_DIR}/FindCeph.cmake COPYONLY)
+  configure_file(cmake/FindMicroHTTPD.cmake ${CMAKE_CURRENT_BINARY_DIR}/FindMicroHTTPD.cmake COPYONLY)
 endif()

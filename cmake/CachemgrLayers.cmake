@@ -166,7 +166,7 @@ target_link_libraries(cachemgr_storage PRIVATE nlohmann_json::nlohmann_json)  # 
 
 cachemgr_add_layer(source FOLDERS source LAYERS convert base)
 target_link_libraries(cachemgr_source PRIVATE CURL::libcurl OpenSSL::Crypto
-                      nlohmann_json::nlohmann_json)
+                      nlohmann_json::nlohmann_json MicroHTTPD::MicroHTTPD)
 
 cachemgr_add_layer(fetch FOLDERS fetch LAYERS source storage convert base)
 

@@ -168,6 +168,9 @@ class Backend {
   // kBusy meanwhile). Only for an object no live owner may hold. Returns how many were
   // cut off; backends without watchers have nothing to do.
   virtual size_t EvictWatchers(const ImageRef& /*ref*/) { return 0; }
+  // How many clients other than this process watch `ref` (have it open read-write: a VM's
+  // disk); 0 for an absent image and on backends without watchers.
+  virtual size_t OtherWatchers(const ImageRef& /*ref*/) { return 0; }
   // Removes what a Rename killed midway may leave at `ref` when no image opens there: a
   // name still bound to the object whose Identity is `identity` (an RBD id object or
   // directory entry naming an image that is gone), which would refuse the name for ever.

@@ -21,6 +21,9 @@ extern char** environ;
 namespace cachemgr::cli {
 namespace {
 
+// The descriptor the relay's socket has in the process that finishes the import.
+constexpr int kRelayFd = 3;
+
 // A line for people, and the exit code, of one import's end.
 int Report(Context& ctx, const ImportResult& r) {
   if (ctx.json) {
@@ -76,6 +79,10 @@ pid_t StartImportProcess(Context& ctx, const std::string& image_id) {
                                    std::filesystem::absolute(ctx.ConfigPath()).string()};
   if (!ctx.log_level.empty()) args.insert(args.end(), {"--log-level", ctx.log_level});
   args.insert(args.end(), {"finish-import", image_id});
+  // A Glance image's relay: its listening socket goes on in the child as descriptor 3
+  // (connections made meanwhile wait in its backlog); this process accepts no more.
+  const int relay_fd = ctx.cache().HandOverRelay();
+  if (relay_fd >= 0) args.insert(args.end(), {"--relay-fd", std::to_string(kRelayFd)});
   std::vector<char*> argv;
   argv.reserve(args.size() + 1);
   for (auto& a : args) argv.push_back(a.data());
@@ -89,6 +96,7 @@ pid_t StartImportProcess(Context& ctx, const std::string& image_id) {
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+  if (relay_fd >= 0) posix_spawn_file_actions_adddup2(&actions, relay_fd, kRelayFd);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
@@ -96,6 +104,7 @@ pid_t StartImportProcess(Context& ctx, const std::string& image_id) {
   const int r = posix_spawn(&pid, self.c_str(), &actions, &attr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
+  if (relay_fd >= 0) ::close(relay_fd);
   if (r != 0) {
     throw Error(Errc::kInternal, "image " + image_id +
                                      ": cannot start the process that finishes its import (" +
@@ -119,8 +128,22 @@ void AddFinishImport(CLI::App& app, Context& ctx) {
       "none is pending; 5 when another process or host runs it; 4 when the bytes were not "
       "the image's (the entry is marked bad and the volumes made from it are named).");
   sub->add_option("IMAGE_ID", *image_id, "image id in the source")->required();
-  sub->callback([&ctx, image_id] {
-    ctx.run = [&ctx, image_id] { return FinishImportNow(ctx, *image_id); };
+  // Set by `create` only: the relay's listening socket it hands over (a Glance image).
+  auto relay_fd = std::make_shared<int>(-1);
+  sub->add_option("--relay-fd", *relay_fd)->group("");
+  sub->callback([&ctx, image_id, relay_fd] {
+    ctx.run = [&ctx, image_id, relay_fd] {
+      if (*relay_fd >= 0) {
+        const int fd = ::fcntl(*relay_fd, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0) {
+          throw Error(Errc::kInvalidArgument, "--relay-fd " + std::to_string(*relay_fd) +
+                                                  ": not an open descriptor");
+        }
+        ::close(*relay_fd);
+        ctx.cache().AdoptRelay(fd);
+      }
+      return FinishImportNow(ctx, *image_id);
+    };
   });
 }
 

@@ -95,6 +95,22 @@ std::string RbdBackend::DescribeBusy(const PoolCtx& pool, const std::string& nam
   }
 }
 
+size_t RbdBackend::OtherWatchers(const ImageRef& ref) {
+  auto pool = Pool(ref.pool);
+  if (!Exists(ref)) return 0;
+  const auto self_id = static_cast<int64_t>(rados_get_instance_id(pool->cluster->get()));
+  auto image = OpenImage(*pool, ref.name, true);
+  std::vector<rbd_image_watcher_t> watchers(16);
+  size_t n = 0;
+  Check(ListWatchers(image.get(), watchers, n), "list watchers of", pool->Where(ref.name));
+  size_t others = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (watchers[i].id != self_id) ++others;
+  }
+  rbd_watchers_list_cleanup(watchers.data(), n);
+  return others;
+}
+
 size_t RbdBackend::EvictWatchers(const ImageRef& ref) {
   auto pool = Pool(ref.pool);
   const std::string where = pool->Where(ref.name);

@@ -11,7 +11,10 @@ is served between calls. It holds:
                    "endless": true,        # the file again and again, never ending
                    "length": "none" | N,   # Content-Length: absent, or this lie
                    "trickle_bps": N,       # N bytes a second
-                   "status": N}},          # answer the file GET with this (e.g. 204)
+                   "status": N,            # answer the file GET with this (e.g. 204)
+                   "ranges": true,         # answer "Range: bytes=A-B" with 206 and those bytes
+                   "range_file": PATH}},   # ... read from this file instead (a Glance that
+                                           #     serves other bytes to Range reads)
    "list": "normal" | "repeat" | "loop" | "elsewhere" | "endless" | "empty",
    "stores": {...}}                        # GET /v2/info/stores/detail (404 if absent)
 
@@ -102,6 +105,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        rng = self.headers.get("Range")
+        if image.get("ranges") and rng and rng.startswith("bytes="):
+            return self.send_range(image, rng)
         with open(image["file"], "rb") as f:
             data = f.read()
         data += b"\x5a" * image.get("extra", 0)
@@ -123,6 +129,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     self.wfile.write(data)
                 if not image.get("endless"):
                     break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+    def send_range(self, image, rng):
+        first, _, last = rng[len("bytes="):].partition("-")
+        path = image.get("range_file", image["file"])
+        size = os.path.getsize(path)
+        first = int(first)
+        last = min(int(last) if last else size - 1, size - 1)
+        with open(path, "rb") as f:
+            f.seek(first)
+            data = f.read(last - first + 1)
+        self.send_response(206)
+        self.send_header("Content-Range", "bytes %d-%d/%d" % (first, last, size))
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass
 

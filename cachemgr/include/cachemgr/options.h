@@ -178,6 +178,13 @@ struct CacheOptions {
   // volumes made from it are named by doctor, stats and verify. Other images: a normal
   // miss. The local backend ignores it.
   bool instant_miss = false;
+  // Glance images for the instant miss: librbd cannot read Glance itself (no token, and
+  // Glance refuses HEAD), so the process running the import relays the image's bytes
+  // over HTTP, on this address of this host: "IP" (any free port) or "IP:PORT",
+  // "[IPV6]:PORT". Every host that may open a volume during the import must reach it, and
+  // the process must keep running while they read (docs/architecture.md). Empty (the
+  // default): Glance images are normal misses.
+  std::string instant_relay;
 };
 
 struct ConversionOptions {

@@ -430,6 +430,7 @@ class Parser {
           }},
          {"stale_on_updated_at", [&](auto& v, auto& p) { c.stale_on_updated_at = Bool(v, p); }},
          {"instant_miss", [&](auto& v, auto& p) { c.instant_miss = Bool(v, p); }},
+         {"instant_relay", [&](auto& v, auto& p) { c.instant_relay = String(v, p); }},
          {"source_check_interval_s",
           [&](auto& v, auto& p) { c.source_check_interval_s = Integer<uint32_t>(v, p); }},
          {"share_use_interval_s",

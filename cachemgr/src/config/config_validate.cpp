@@ -1,9 +1,12 @@
 // config/config_validate.cpp: the rules on the values of Options (ValidateOptions), for
 // options from a file and options built in code alike. Each error names the key path and
 // the rule ("cache.max_size_gb: must be >= 0 (0 = unlimited)"); the parser adds the line.
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <set>
 #include <string>
@@ -18,6 +21,40 @@
 
 namespace cachemgr {
 namespace {
+
+// An IP literal (IPv6 in brackets when a port follows) with an optional port, not a
+// wildcard: what the relay binds and every host dials (cache.instant_relay).
+bool RelayAddressValid(const std::string& s) {
+  std::string host = s, port;
+  if (!s.empty() && s.front() == '[') {
+    const auto close = s.find(']');
+    if (close == std::string::npos) return false;
+    host = s.substr(1, close - 1);
+    if (close + 1 < s.size()) {
+      if (s[close + 1] != ':') return false;
+      port = s.substr(close + 2);
+      if (port.empty()) return false;
+    }
+  } else if (const auto colon = s.find(':');
+             colon != std::string::npos && s.find(':', colon + 1) == std::string::npos) {
+    host = s.substr(0, colon);
+    port = s.substr(colon + 1);
+    if (port.empty()) return false;
+  }
+  if (port.size() > 5 || !std::all_of(port.begin(), port.end(), [](unsigned char c) {
+        return std::isdigit(c) != 0;
+      })) {
+    return false;
+  }
+  if (!port.empty() && std::stoul(port) > 65535) return false;
+  unsigned char buf[16];
+  if (inet_pton(AF_INET, host.c_str(), buf) == 1) return host != "0.0.0.0";
+  if (inet_pton(AF_INET6, host.c_str(), buf) == 1) {
+    static const unsigned char any[16] = {};
+    return std::memcmp(buf, any, sizeof any) != 0;
+  }
+  return false;
+}
 
 namespace fs = std::filesystem;
 
@@ -187,6 +224,11 @@ void ValidateOptions(const Options& o) {
   // Over a pebibyte is a typo (a figure in MiB or bytes): every miss would be refused.
   if (!(cache.min_free_gb >= 0 && cache.min_free_gb <= 1048576)) {
     Invalid("cache.min_free_gb", "must be >= 0 (0 = off) and at most 1048576 (1 PiB)");
+  }
+  if (!cache.instant_relay.empty() && !RelayAddressValid(cache.instant_relay)) {
+    Invalid("cache.instant_relay",
+            "'" + cache.instant_relay + "' is not IP, IP:PORT or [IPV6]:PORT of this host "
+            "(an address literal other hosts reach: not a host name, not 0.0.0.0 or ::)");
   }
   // The pinned flatten: clones per pass and seconds per pass. More than a thousand
   // flattens (each a full copy of its parent) in one pass, or a budget beyond a day, is

@@ -1,6 +1,7 @@
 #include "engine/cache_impl.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <map>
 
@@ -114,6 +115,7 @@ CacheImpl::~CacheImpl() {
   } catch (const std::exception& e) {
     log_->error("waiting for imports failed error={}", e.what());
   }
+  if (adopted_relay_fd_ >= 0) ::close(adopted_relay_fd_);
 }
 
 std::optional<index::EntryRow> CacheImpl::FindLive(const std::string& image_id) {

@@ -10,6 +10,7 @@
 //   floor.cpp        the free-space floor (cache.min_free_*): room before a miss, the pass
 //   instant.cpp      the instant miss: which images qualify, the entry made as an import
 //   instant_import.cpp  the import's end: copy, check, commit or mark bad; resume; records
+//   instant_relay.cpp   Glance images through the relay: what qualifies, the relay's life
 #pragma once
 
 #include <chrono>
@@ -31,6 +32,7 @@
 #include "index/index.h"
 #include "policy/clone_plan.h"
 #include "policy/free_space.h"
+#include "source/relay.h"
 #include "source/source.h"
 #include "storage/backend.h"
 #include "util/clock.h"
@@ -88,6 +90,8 @@ class CacheImpl final : public Cache {
   std::vector<Check> Doctor() override;
   ImportResult FinishImport(const std::string& image_id, const ProgressFn& progress) override;
   std::vector<ImportResult> WaitForImports() override;
+  int HandOverRelay() override;
+  void AdoptRelay(int fd) override;
   std::vector<BadEntry> BadEntries() override;
 
  private:
@@ -196,6 +200,8 @@ class CacheImpl final : public Cache {
     std::string path;           // the file every host reads through
     std::string format;         // "raw" | "qcow2"
     std::string file_identity;  // util::FileIdentity of the file when planned
+                                // (Glance: its version, RelayedIdentity)
+    uint64_t relayed_size = 0;  // Glance through the relay: the image's bytes (path: its URL)
   };
   // nullopt (with `why_not`) when the image does not qualify; kRefused when the image is
   // unsafe whatever the path (the same checks as a normal fill's).
@@ -206,6 +212,25 @@ class CacheImpl final : public Cache {
                       const storage::ImageRef& staging_ref, index::EntryRow* row);
   void RecordImport(const source::ImageMeta& meta, const InstantPlan& plan,
                     const index::EntryRow& row);
+  // Glance through the relay (instant_relay.cpp): whether the image qualifies (nullopt
+  // with `why_not` when not); the relay made to serve the plan (PrepareInstant); the relay
+  // of a record made ready to serve again (a resumed import); its image forgotten.
+  std::optional<InstantPlan> PlanRelayed(const source::ImageMeta& meta, std::string* why_not);
+  void ServeRelayed(const std::string& image_id, const std::string& url, uint64_t size);
+  void ForgetRelayed(const std::string& image_id);
+  source::Relay::Reader RelayReader();  // the source's Range reads
+  // The pool's `relays` table: a staging object made through a relay, recorded before it
+  // exists; ServeRelayOf serves its relay before anything opens it (false, with an
+  // action, when only the relay's host can: the object is left to that host's pass).
+  void RecordRelay(const std::string& object, const std::string& url, uint64_t size);
+  bool ServeRelayOf(const std::string& object, std::vector<EvictAction>* actions);
+  // Erases its record (and, with `stop_serving`, stops serving its image here).
+  void ForgetRelayOf(const std::string& object, bool stop_serving);
+  // The pass: records whose object is gone and whose fill ended.
+  void SweepRelayRecords(bool dry_run);
+  // After the commit of a relayed import: waits while a volume made from the entry before
+  // it is open elsewhere (its client may still read through the relay), then forgets it.
+  void DrainRelayed(const std::string& image_id, const std::vector<storage::ImageRef>& volumes);
   // Runs FinishImport on an engine thread (CreateVolume without defer_import).
   void StartImportThread(const std::string& image_id);
   // The pass's step: imports nobody runs are resumed (and finished) here; bad entries
@@ -453,6 +478,12 @@ class CacheImpl final : public Cache {
   std::mutex imports_mu_;
   std::vector<std::thread> import_threads_;
   std::vector<ImportResult> import_results_;
+  // The relays of Glance instant misses (instant_relay.cpp), by the HOST:PORT they serve;
+  // a socket handed over by another process (AdoptRelay) until an import needs it.
+  std::mutex relay_mu_;
+  std::map<std::string, std::unique_ptr<source::Relay>> relays_;
+  int adopted_relay_fd_ = -1;
+  std::string planned_relay_key_;  // HOST:PORT of the relay cache.instant_relay made
 };
 
 // Measures how long a step took, for logs, events and results only: never what the

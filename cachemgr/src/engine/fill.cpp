@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <exception>
 
 #include "engine/cache_impl.h"
 #include "engine/failpoints.h"
@@ -298,6 +299,15 @@ index::EntryRow CacheImpl::Fill(const source::ImageMeta& described, const Progre
   if (instant && !instant_plan) {
     log_->info("instant miss not possible, fetching image={} reason=\"{}\"", described.id, why_not);
   }
+  // A relay made for a plan (Glance) serves nothing more once the fill fails.
+  struct ForgetRelayOnThrow {
+    CacheImpl* cache;
+    std::string image_id;
+    int exceptions = std::uncaught_exceptions();
+    ~ForgetRelayOnThrow() {
+      if (cache && std::uncaught_exceptions() > exceptions) cache->ForgetRelayed(image_id);
+    }
+  } forget_relay{instant_plan && instant_plan->relayed_size != 0 ? this : nullptr, described.id};
   const source::ImageMeta meta = described.digests_deferred && !instant_plan
                                      ? RequireActive(source_->Describe(described.id), described.id)
                                      : described;
@@ -347,6 +357,14 @@ index::EntryRow CacheImpl::Fill(const source::ImageMeta& described, const Progre
   Failpoint("before_ready");
   WithIndex([&](index::Index& ix) { ix.UpdateEntry(row); });
   guard.Commit();
+  if (instant_plan && instant_plan->relayed_size != 0) {
+    try {
+      ForgetRelayOf(staging, false);  // the imports record names the relay from now on
+    } catch (const Error& e) {
+      log_->warn("relay record not removed (the pass removes it) staging={} error={}", staging,
+                 e.what());
+    }
+  }
   ShareFill(staging, false);
   Failpoint("after_ready");
   log_->info("cached image={} entry={} bytes={} depth={}", meta.id, final_name,

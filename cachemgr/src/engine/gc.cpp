@@ -25,6 +25,8 @@ void CacheImpl::CleanupLeftover(const index::EntryRow& row, std::vector<EvictAct
   // was made: the row is the intent record). An image renamed into place before the row
   // went ready is handled as an orphan: adopted if its mark says it is ours.
   if (StagingKey(row.cache_name)) {
+    // Made through a relay that died with its fill: served again before it is opened.
+    if (!ServeRelayOf(row.cache_name, actions)) return;
     // A rename killed midway binds the entry's name to the staging image as well
     // (storage/rbd/rbd_leftovers.cpp): once that image is gone, the binding goes too,
     // only when it names that very image.
@@ -35,6 +37,7 @@ void CacheImpl::CleanupLeftover(const index::EntryRow& row, std::vector<EvictAct
       if (e.code() != Errc::kNotFound) throw;
     }
     RemoveLeftObject(EntryRef(row.cache_name));
+    ForgetRelayOf(row.cache_name, true);
     backend_->RemoveDanglingName(EntryRef(row.cache_name), "");  // see GcVolumes
     if (!staging_identity.empty()) {
       backend_->RemoveDanglingName(EntryRef(EntryName(row.image_id)), staging_identity);
@@ -173,6 +176,7 @@ void CacheImpl::ForgetEndedFills(const std::map<std::string, std::string>& fills
 void CacheImpl::ReportLeftObject(const std::string& name, bool staging,
                                  const std::map<std::string, std::string>& fills,
                                  std::vector<EvictAction>* actions) {
+  if (staging && !ServeRelayOf(name, actions)) return;
   auto own = CheckOwnership(*backend_, EntryRef(name), kMarkEntry, nullptr);
   if (own.exists && !own.ours && !(staging && !own.marked && fills.count(name))) {
     LeaveAlone(name, own.why, actions);
@@ -189,6 +193,7 @@ void CacheImpl::RemoveFillStaging(const std::string& name, const std::string& ke
                                   const std::map<std::string, std::string>& fills,
                                   ImageLocks* locks, std::vector<EvictAction>* actions) {
   if (NamedByLiveRow(name)) return;
+  if (!ServeRelayOf(name, actions)) return;
   auto own = CheckOwnership(*backend_, EntryRef(name), kMarkEntry, nullptr);
   if (!own.exists) return;
   // A fill killed before its fetch ended left an unmarked object: the cache's if the
@@ -199,6 +204,7 @@ void CacheImpl::RemoveFillStaging(const std::string& name, const std::string& ke
     return;
   }
   RemoveLeftObject(EntryRef(name));
+  ForgetRelayOf(name, true);
   if (fills.count(name)) ForgetFill(name);
   if (!live_names.count(key)) locks->Discard();
   actions->push_back({"gc", "", name, 0, "staging object of a fill that did not finish", true});

@@ -6,8 +6,9 @@
 // What qualifies: an image the source keeps as a file every host reaches at one path
 // (the file source over a shared directory) that is raw, or qcow2 with nothing but its
 // own clusters (no backing file, no data file, no compressed cluster, not encrypted), by
-// the same header checks as a normal fill's. Glance images do not qualify: librbd's http
-// stream sends no token and needs a HEAD that Glance refuses (docs/architecture.md).
+// the same header checks as a normal fill's. Glance images go through a relay
+// (instant_relay.cpp): librbd's http stream sends no token and needs a HEAD that Glance
+// refuses (docs/architecture.md).
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -82,10 +83,7 @@ std::optional<CacheImpl::InstantPlan> CacheImpl::PlanInstant(const source::Image
   };
   if (!InstantWanted()) return no("cache.instant_miss is off or the backend cannot import");
   const auto path = source_->SharedPath(meta.id);
-  if (!path) {
-    return no("the " + source_->kind() +
-              " source has no file every host reaches (only the file source does)");
-  }
+  if (!path) return PlanRelayed(meta, why_not);  // Glance: through the relay
   auto file = source_->OpenLocal(meta.id);
   if (!file) return no("the source has no file of the image");
   if (!PathIsFile(path->string(), file->fd())) {
@@ -153,12 +151,19 @@ std::optional<CacheImpl::InstantPlan> CacheImpl::PlanInstant(const source::Image
 
 void CacheImpl::PrepareInstant(const source::ImageMeta& meta, const InstantPlan& plan,
                                const storage::ImageRef& staging_ref, index::EntryRow* row) {
+  if (plan.relayed_size != 0) RecordRelay(staging_ref.name, plan.path, plan.relayed_size);
   backend_->PrepareImport(plan.spec, staging_ref);
   Failpoint("instant_after_prepare");
   row->virtual_size = backend_->Stat(staging_ref).size;
   row->depth = 0;
+  if (plan.relayed_size != 0 && row->virtual_size != plan.relayed_size) {
+    throw Error(Errc::kSource, "image " + meta.id + ": librbd sees " +
+                                   std::to_string(row->virtual_size) + " bytes through the relay, "
+                                   "Glance says " + std::to_string(plan.relayed_size));
+  }
   log_->info("instant miss: entry made as an import image={} format={} path={} bytes={}", meta.id,
-             plan.format, plan.path, row->virtual_size);
+             plan.format, plan.relayed_size != 0 ? std::string("the relay") : plan.path,
+             row->virtual_size);
 }
 
 void CacheImpl::RecordImport(const source::ImageMeta& meta, const InstantPlan& plan,
@@ -169,6 +174,7 @@ void CacheImpl::RecordImport(const source::ImageMeta& meta, const InstantPlan& p
   rec.path = plan.path;
   rec.format = plan.format;
   rec.file_identity = plan.file_identity;
+  rec.size = plan.relayed_size;
   rec.checksum = meta.checksum;
   rec.os_hash_algo = meta.os_hash_algo;
   rec.os_hash_value = meta.os_hash_value;

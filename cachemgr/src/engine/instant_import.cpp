@@ -34,15 +34,6 @@ using json = nlohmann::json;
 constexpr const char* kImportLockSuffix = ".import";
 constexpr size_t kReadBytes = 4 << 20;
 
-std::string Str(const json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-int64_t Int(const json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
-}
-
 // What reading the image's file showed.
 struct Judged {
   std::string verdict, reason, md5, sha512, guest_md5;
@@ -88,67 +79,6 @@ std::string EntryMd5(storage::Backend& backend, const storage::ImageRef& ref) {
   }
   return md5.HexDigest();
 }
-
-}  // namespace
-
-std::string ImportRecord::Dump() const {
-  return json{{"image_id", image_id}, {"identity", identity},   {"path", path},
-              {"format", format},     {"file", file_identity}, {"checksum", checksum},
-              {"os_hash_algo", os_hash_algo}, {"os_hash_value", os_hash_value},
-              {"host", host},         {"at", at},              {"verdict", verdict},
-              {"reason", reason},     {"md5", md5},            {"sha512", sha512},
-              {"guest_md5", guest_md5}}
-      .dump();
-}
-
-std::optional<ImportRecord> ImportRecord::Parse(const std::string& value) {
-  const json j = json::parse(value, nullptr, false);
-  if (!j.is_object()) return std::nullopt;
-  ImportRecord r;
-  r.image_id = Str(j, "image_id");
-  r.identity = Str(j, "identity");
-  r.path = Str(j, "path");
-  r.format = Str(j, "format");
-  r.file_identity = Str(j, "file");
-  r.checksum = Str(j, "checksum");
-  r.os_hash_algo = Str(j, "os_hash_algo");
-  r.os_hash_value = Str(j, "os_hash_value");
-  r.host = Str(j, "host");
-  r.at = Int(j, "at");
-  r.verdict = Str(j, "verdict");
-  r.reason = Str(j, "reason");
-  r.md5 = Str(j, "md5");
-  r.sha512 = Str(j, "sha512");
-  r.guest_md5 = Str(j, "guest_md5");
-  if (r.image_id.empty() || r.identity.empty()) return std::nullopt;
-  return r;
-}
-
-std::string BadRecord::Dump() const {
-  return json{{"image_id", image_id}, {"entry", entry},   {"reason", reason},
-              {"file", file_identity}, {"at", at},        {"volumes", volumes}}
-      .dump();
-}
-
-std::optional<BadRecord> BadRecord::Parse(const std::string& value) {
-  const json j = json::parse(value, nullptr, false);
-  if (!j.is_object()) return std::nullopt;
-  BadRecord r;
-  r.image_id = Str(j, "image_id");
-  r.entry = Str(j, "entry");
-  r.reason = Str(j, "reason");
-  r.file_identity = Str(j, "file");
-  r.at = Int(j, "at");
-  if (auto it = j.find("volumes"); it != j.end() && it->is_array()) {
-    for (const auto& v : *it) {
-      if (v.is_string()) r.volumes.push_back(v.get<std::string>());
-    }
-  }
-  if (r.image_id.empty()) return std::nullopt;
-  return r;
-}
-
-namespace {
 
 // Hashes the image's file from a descriptor opened safely by the source while `execute`
 // copies it into the entry, and judges what was read against the record's claims and
@@ -254,6 +184,50 @@ Judged JudgeFile(source::Source& source, const ImportRecord& rec, const Progress
   return out;
 }
 
+// Hashes the entry's own bytes (a relayed raw image: the image's bytes exactly) once
+// they are all copied, and judges them against the digests Glance claims.
+Judged JudgeEntry(storage::Backend& backend, const storage::ImageRef& ref, const ImportRecord& rec,
+                  const ProgressFn& progress) {
+  std::vector<std::string> algos = {"md5", "sha512"};
+  const bool other_algo = !rec.os_hash_value.empty() && rec.os_hash_algo != "sha512";
+  if (other_algo) algos.push_back(rec.os_hash_algo);
+  util::ParallelHasher hasher(algos);
+  auto reader = backend.Open(ref, std::nullopt);
+  const uint64_t total = reader->size();
+  std::vector<std::byte> buf(kReadBytes);
+  uint64_t done = 0;
+  while (done < total) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), total - done));
+    const size_t n = reader->Read(done, std::span<std::byte>(buf.data(), want));
+    if (n == 0) break;
+    hasher.Update(std::span<const std::byte>(buf.data(), n));
+    done += n;
+    if (progress) progress(Progress{rec.image_id, "import", done, total});
+  }
+  const auto digests = hasher.Finish();
+  Judged out;
+  out.md5 = digests[0];
+  out.sha512 = digests[1];
+  out.guest_md5 = out.md5;
+  const std::string claimed_algo_digest = other_algo ? digests[2] : digests[1];
+  if (done != total || (rec.size != 0 && total != rec.size)) {
+    out.verdict = "bad";
+    out.reason = "the entry holds " + std::to_string(done) + " bytes, the image has " +
+                 std::to_string(rec.size);
+  } else if (!rec.checksum.empty() && !util::SameDigest(out.md5, rec.checksum)) {
+    out.verdict = "bad";
+    out.reason = "md5 of the imported bytes is " + out.md5 + ", Glance says " + rec.checksum;
+  } else if (!rec.os_hash_value.empty() &&
+             !util::SameDigest(claimed_algo_digest, rec.os_hash_value)) {
+    out.verdict = "bad";
+    out.reason = rec.os_hash_algo + " of the imported bytes is " + claimed_algo_digest +
+                 ", Glance says " + rec.os_hash_value;
+  } else {
+    out.verdict = "ok";
+  }
+  return out;
+}
+
 }  // namespace
 
 ImportResult CacheImpl::FinishImport(const std::string& image_id, const ProgressFn& progress) {
@@ -281,6 +255,20 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
     log_->warn("import record not understood, dropped entry={}", name);
     backend_->WriteTable(kImportsTable, {}, {name});
     return result;
+  }
+  // Glance through the relay: served before anything opens the entry (an open reads the
+  // import's source), here or nowhere (the relay's address is the host's that began it).
+  source::RelayUrl relay_url;
+  const bool relayed = source::ParseRelayUrl(rec->path, &relay_url);
+  if (relayed) {
+    try {
+      ServeRelayed(image_id, rec->path, rec->size);
+    } catch (const Error& e) {
+      if (e.code() != Errc::kBusy) throw;
+      result.outcome = ImportOutcome::kBusy;
+      result.detail = e.what();
+      return result;
+    }
   }
   if (!CheckOwnership(*backend_, ref, kMarkEntry, &rec->identity).ours) {
     // Written before the rename: a fill holding the image's locks may yet rename it.
@@ -312,12 +300,17 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
       return convert::MapPlainQcow2(rec->path, backend_->Stat(ref).size, image_id,
                                     options_.conversion, log_);
     };
-    Judged judged = JudgeFile(*source_, *rec, progress,
-                              execute ? std::function<void()>([&] {
-                                backend_->ExecuteImport(ref, {});
-                              })
-                                      : std::function<void()>(),
-                              map);
+    Failpoint("import_before_copy");
+    Judged judged;
+    if (relayed) {
+      if (execute) backend_->ExecuteImport(ref, {});
+      judged = JudgeEntry(*backend_, ref, *rec, progress);
+    } else {
+      judged = JudgeFile(*source_, *rec, progress,
+                         execute ? std::function<void()>([&] { backend_->ExecuteImport(ref, {}); })
+                                 : std::function<void()>(),
+                         map);
+    }
     rec->verdict = judged.verdict;
     rec->reason = judged.reason;
     rec->md5 = judged.md5;
@@ -331,7 +324,7 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
   result.bytes = backend_->Stat(ref).size;
   // What librbd copied is what the entry holds now, whatever the path named while it read
   // (a directory swapped under it): it must be the bytes of the file judged above.
-  if (rec->verdict == "ok") {
+  if (rec->verdict == "ok" && !relayed) {  // relayed: the verdict was on these very bytes
     const std::string held = EntryMd5(*backend_, ref);
     if (!util::SameDigest(held, rec->guest_md5)) {
       rec->verdict = "bad";
@@ -355,6 +348,7 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
       WithIndex([&](index::Index& ix) { ix.UpdateEntry(*row); });
     }
     backend_->WriteTable(kImportsTable, {}, {name});
+    if (relayed) DrainRelayed(image_id, backend_->Children({ref, kSnapName}));
     result.outcome = ImportOutcome::kCommitted;
     result.detail = rec->reason;
     result.elapsed = timer.Elapsed();
@@ -388,6 +382,7 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
   if (auto row = FindLive(image_id); row && row->identity == rec->identity) {
     evicted = EvictEntry(*row, "bad", rec->reason, /*locked=*/false).done;
   }
+  if (relayed) ForgetRelayed(image_id);
   result.outcome = ImportOutcome::kBad;
   result.detail = rec->reason + (evicted ? "" : "; its eviction is left to the next pass");
   result.volumes = bad.volumes;
@@ -489,6 +484,7 @@ std::vector<BadEntry> CacheImpl::BadEntries() {
 
 void CacheImpl::ResumeImports(bool dry_run, std::vector<EvictAction>* actions) {
   if (!backend_->CanImportInstantly()) return;
+  SweepRelayRecords(dry_run);
   for (const auto& [name, image_id] : PendingImports()) {
     EvictAction action{"import", image_id, name, 0, "instant miss's import to finish", false};
     if (!dry_run && !image_id.empty()) {

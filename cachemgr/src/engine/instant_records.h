@@ -25,13 +25,14 @@ inline constexpr const char* kBadFilesTable = "bad_files";
 struct ImportRecord {
   std::string image_id;
   std::string identity;       // the entry object's (Backend::Identity)
-  std::string path;           // the file every host reads through
+  std::string path;           // the file every host reads through, or the relay's URL
   std::string format;         // raw | qcow2
   std::string file_identity;  // util::FileIdentity of that file when the import began
   std::string checksum;       // claimed md5 ("" when the digests are the file's own)
   std::string os_hash_algo, os_hash_value;
   std::string host;
   int64_t at = 0;
+  uint64_t size = 0;  // relayed (Glance): the image's bytes, served before the entry opens
   // Set once the bytes were judged, before the commit: "ok" or "bad", and what the
   // file's digests were (a run killed after the commit finishes from these).
   std::string verdict, reason, md5, sha512;

@@ -11,6 +11,12 @@
 
 namespace cachemgr::source {
 
+void Source::ReadRange(const std::string& image_id, uint64_t /*offset*/,
+                       std::span<std::byte> /*out*/) {
+  throw Error(Errc::kSource, "image " + image_id + ": the " + kind() +
+                                 " source does not serve byte ranges");
+}
+
 uint64_t Source::Download(const std::string& image_id, const DownloadBounds& bounds,
                           const Sink& sink, const ProgressFn& progress) {
   const std::string what = "image " + image_id;

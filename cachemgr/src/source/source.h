@@ -137,6 +137,10 @@ class Source {
   // the file only; a changed file is hashed again). Others ignore it.
   virtual void KeepDigests(const std::string& /*image_id*/, const LocalFile& /*file*/,
                            const std::string& /*md5*/, const std::string& /*sha512*/) {}
+  // Bytes [offset, offset + out.size()) of the image's stored file, exactly: one Range
+  // read (the relay that lets librbd read a Glance image in place). A short, long or
+  // misplaced answer throws kSource; kSource too for a source that cannot (the default).
+  virtual void ReadRange(const std::string& image_id, uint64_t offset, std::span<std::byte> out);
   // A cheap reachability check for `doctor` (authenticating first when the source
   // does); returns what was reached, throws on failure.
   virtual std::string Ping() = 0;

@@ -1,0 +1,92 @@
+// What the pool keeps of instant misses (instant_records.h): the records' JSON.
+#include "engine/instant_records.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+namespace cachemgr::engine {
+
+namespace {
+
+using json = nlohmann::json;
+
+std::string Str(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+int64_t Int(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
+}
+
+}  // namespace
+
+std::string ImportRecord::Dump() const {
+  return json{{"image_id", image_id},
+              {"identity", identity},
+              {"path", path},
+              {"format", format},
+              {"file", file_identity},
+              {"checksum", checksum},
+              {"os_hash_algo", os_hash_algo},
+              {"os_hash_value", os_hash_value},
+              {"host", host},
+              {"at", at},
+              {"verdict", verdict},
+              {"reason", reason},
+              {"md5", md5},
+              {"sha512", sha512},
+              {"guest_md5", guest_md5},
+              {"size", size}}
+      .dump();
+}
+
+std::optional<ImportRecord> ImportRecord::Parse(const std::string& value) {
+  const json j = json::parse(value, nullptr, false);
+  if (!j.is_object()) return std::nullopt;
+  ImportRecord r;
+  r.image_id = Str(j, "image_id");
+  r.identity = Str(j, "identity");
+  r.path = Str(j, "path");
+  r.format = Str(j, "format");
+  r.file_identity = Str(j, "file");
+  r.checksum = Str(j, "checksum");
+  r.os_hash_algo = Str(j, "os_hash_algo");
+  r.os_hash_value = Str(j, "os_hash_value");
+  r.host = Str(j, "host");
+  r.at = Int(j, "at");
+  r.verdict = Str(j, "verdict");
+  r.reason = Str(j, "reason");
+  r.md5 = Str(j, "md5");
+  r.sha512 = Str(j, "sha512");
+  r.guest_md5 = Str(j, "guest_md5");
+  r.size = static_cast<uint64_t>(std::max<int64_t>(Int(j, "size"), 0));
+  if (r.image_id.empty() || r.identity.empty()) return std::nullopt;
+  return r;
+}
+
+std::string BadRecord::Dump() const {
+  return json{{"image_id", image_id},  {"entry", entry}, {"reason", reason},
+              {"file", file_identity}, {"at", at},       {"volumes", volumes}}
+      .dump();
+}
+
+std::optional<BadRecord> BadRecord::Parse(const std::string& value) {
+  const json j = json::parse(value, nullptr, false);
+  if (!j.is_object()) return std::nullopt;
+  BadRecord r;
+  r.image_id = Str(j, "image_id");
+  r.entry = Str(j, "entry");
+  r.reason = Str(j, "reason");
+  r.file_identity = Str(j, "file");
+  r.at = Int(j, "at");
+  if (auto it = j.find("volumes"); it != j.end() && it->is_array()) {
+    for (const auto& v : *it) {
+      if (v.is_string()) r.volumes.push_back(v.get<std::string>());
+    }
+  }
+  if (r.image_id.empty()) return std::nullopt;
+  return r;
+}
+
+}  // namespace cachemgr::engine

@@ -1,0 +1,278 @@
+// The instant miss of a Glance image (cache.instant_relay): librbd's http stream reads the
+// image through a relay this process serves (source/relay.h), since it can neither send
+// Glance a token nor do without HEAD. What qualifies, the relay's life (made when the
+// entry is, handed to the process that runs the import, bound again by a pass that
+// resumes it), the judgement of the bytes (the entry's own bytes hashed after the copy
+// against Glance's claims: Glance never rewrites an image's data, so what was served is
+// what those digests describe), and the relay kept after the commit while a volume made
+// before it is still open elsewhere.
+//
+// What qualifies: a raw image (by its header bytes too, as a fill checks them) of a known
+// size, with a digest Glance claims (md5 checksum or os_hash): the bytes are served before
+// they are checked, so there must be something to check them against.
+#include <spdlog/spdlog.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "convert/format.h"
+#include "engine/cache_impl.h"
+#include "engine/instant_records.h"
+#include "engine/naming.h"
+#include "source/relay.h"
+#include "util/unique_fd.h"
+
+namespace cachemgr::engine {
+
+namespace {
+
+// Bytes of the image's start read to detect its format, as a fill's check reads them.
+constexpr uint64_t kHeaderBytes = 1 << 20;
+constexpr auto kDrainPoll = std::chrono::seconds(5);
+// Pool table: a staging object made as an import through a relay -> {"url","size"},
+// written before the object exists (opening it opens its source: a pass that removes a
+// dead fill's object must serve the relay first) and erased once the fill ended.
+constexpr const char* kRelaysTable = "relays";
+
+// The format of `bytes` (the image's first bytes) by the same detector a fill uses.
+std::string DetectBytesFormat(const std::vector<std::byte>& bytes, const std::string& name) {
+  util::UniqueFd fd(::memfd_create("cachemgr-header", MFD_CLOEXEC));
+  if (!fd) throw Error(Errc::kIo, std::string("memfd_create: ") + std::strerror(errno));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw Error(Errc::kIo, std::string("memfd write: ") + std::strerror(errno));
+    done += static_cast<size_t>(n);
+  }
+  return convert::DetectFdFormat(fd.get(), name);
+}
+
+}  // namespace
+
+std::optional<CacheImpl::InstantPlan> CacheImpl::PlanRelayed(const source::ImageMeta& meta,
+                                                             std::string* why_not) {
+  auto no = [&](std::string why) -> std::optional<InstantPlan> {
+    *why_not = std::move(why);
+    return std::nullopt;
+  };
+  if (source_->kind() != "glance") {
+    return no("the " + source_->kind() + " source has no file every host reaches");
+  }
+  if (options_.cache.instant_relay.empty()) {
+    return no("Glance images need cache.instant_relay (librbd cannot read Glance itself)");
+  }
+  if (meta.disk_format != "raw") {
+    return no("Glance images qualify when raw (this one is " + meta.disk_format + ")");
+  }
+  if (!meta.size || *meta.size == 0) return no("Glance gives no size for the image");
+  if (meta.virtual_size && *meta.virtual_size != *meta.size) {
+    return no("Glance's virtual_size " + std::to_string(*meta.virtual_size) + " is not its size " +
+              std::to_string(*meta.size));
+  }
+  const uint64_t max_virtual =
+      static_cast<uint64_t>(options_.conversion.max_virtual_size_gb * (1ull << 30));
+  if (max_virtual > 0 && *meta.size > max_virtual) {
+    throw Error(Errc::kRefused, "image " + meta.id + ": " + std::to_string(*meta.size) +
+                                    " bytes is over conversion.max_virtual_size_gb");
+  }
+  if (meta.checksum.empty() && meta.os_hash_value.empty()) {
+    return no("Glance claims no digest (checksum, os_hash) to check the import against");
+  }
+  InstantPlan plan;
+  plan.format = "raw";
+  plan.relayed_size = *meta.size;
+  plan.file_identity = "glance:" + std::to_string(*meta.size) + ":" + meta.checksum + ":" +
+                       meta.os_hash_algo + ":" + meta.os_hash_value;
+  const auto bad_files = backend_->ReadTable(kBadFilesTable);
+  if (auto it = bad_files.find(Sha1Hex(meta.id));
+      it != bad_files.end() && it->second == plan.file_identity) {
+    return no("an import of this very image found bytes that are not the image's");
+  }
+  // The header check a fill makes: a "raw" image that is a qcow2 (or anything with a
+  // header) is refused, not served as raw.
+  std::vector<std::byte> head(static_cast<size_t>(std::min<uint64_t>(*meta.size, kHeaderBytes)));
+  source_->ReadRange(meta.id, 0, head);
+  convert::RequireFormatMatches(meta.id, meta.disk_format,
+                                DetectBytesFormat(head, "glance image " + meta.id));
+
+  const std::string secret = source::NewRelaySecret();
+  std::string base;
+  {
+    std::lock_guard lock(relay_mu_);
+    source::Relay* relay = nullptr;
+    for (auto& [key, r] : relays_) {
+      if (r && key == planned_relay_key_) relay = r.get();
+    }
+    if (relay == nullptr) {
+      std::unique_ptr<source::Relay> made;
+      try {
+        made = source::Relay::Listen(options_.cache.instant_relay, RelayReader(), log_);
+      } catch (const Error& e) {
+        log_->warn(
+            "the relay cannot listen: instant misses of Glance images are normal misses "
+            "error=\"{}\"",
+            e.what());
+        return no(std::string("the relay cannot listen (") + e.what() + ")");
+      }
+      base = made->BaseUrl();
+      planned_relay_key_ = base.substr(std::strlen("http://"));
+      relay = made.get();
+      relays_[planned_relay_key_] = std::move(made);
+    }
+    base = relay->BaseUrl();
+    relay->Serve(meta.id, secret, *meta.size);
+  }
+  plan.path = base + "/" + secret + "/" + meta.id;
+  plan.spec =
+      nlohmann::json{{"type", "raw"}, {"stream", {{"type", "http"}, {"url", plan.path}}}}.dump();
+  return plan;
+}
+
+void CacheImpl::ServeRelayed(const std::string& image_id, const std::string& url, uint64_t size) {
+  source::RelayUrl parts;
+  if (!source::ParseRelayUrl(url, &parts) || parts.image_id != image_id) {
+    throw Error(Errc::kBackend, "image " + image_id +
+                                    ": its import record names no relay this "
+                                    "cache made (" +
+                                    url + ")");
+  }
+  std::lock_guard lock(relay_mu_);
+  auto it = relays_.find(parts.listen);
+  if (it == relays_.end() && adopted_relay_fd_ >= 0) {
+    auto adopted = source::Relay::Adopt(std::exchange(adopted_relay_fd_, -1), RelayReader(), log_);
+    const std::string key = adopted->BaseUrl().substr(std::strlen("http://"));
+    it = relays_.emplace(key, std::move(adopted)).first;
+  }
+  if (it == relays_.end() || it->first != parts.listen) {
+    try {
+      auto made = source::Relay::Listen(parts.listen, RelayReader(), log_);
+      it = relays_.emplace(parts.listen, std::move(made)).first;
+    } catch (const Error& e) {
+      throw Error(e.code(), "image " + image_id + ": its import reads through the relay at " +
+                                parts.listen + ", which cannot be served here (" + e.what() +
+                                "); the host with that address resumes it");
+    }
+  }
+  it->second->Serve(image_id, parts.secret, size);
+}
+
+source::Relay::Reader CacheImpl::RelayReader() {
+  return [this](const std::string& id, uint64_t offset, std::span<std::byte> out) {
+    source_->ReadRange(id, offset, out);
+  };
+}
+
+void CacheImpl::ForgetRelayed(const std::string& image_id) {
+  std::lock_guard lock(relay_mu_);
+  for (auto it = relays_.begin(); it != relays_.end();) {
+    it->second->Forget(image_id);
+    if (it->second->Serving() == 0) {
+      if (it->first == planned_relay_key_) planned_relay_key_.clear();
+      it = relays_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void CacheImpl::DrainRelayed(const std::string& image_id,
+                             const std::vector<storage::ImageRef>& volumes) {
+  bool told = false;
+  while (true) {
+    size_t open = 0;
+    for (const auto& v : volumes) {
+      try {
+        open += backend_->OtherWatchers(v) > 0 ? 1 : 0;
+      } catch (const Error& e) {
+        if (e.code() != Errc::kNotFound) ++open;  // unknown: kept as open
+      }
+    }
+    if (open == 0) break;
+    if (!told) {
+      log_->info(
+          "relay kept after the commit while volumes made before it are open image={} "
+          "open={}",
+          image_id, open);
+      told = true;
+    }
+    std::this_thread::sleep_for(kDrainPoll);
+  }
+  ForgetRelayed(image_id);
+}
+
+void CacheImpl::RecordRelay(const std::string& object, const std::string& url, uint64_t size) {
+  backend_->WriteTable(kRelaysTable,
+                       {{object, nlohmann::json{{"url", url}, {"size", size}}.dump()}});
+}
+
+bool CacheImpl::ServeRelayOf(const std::string& object, std::vector<EvictAction>* actions) {
+  if (!backend_->CanImportInstantly()) return true;
+  const auto table = backend_->ReadTable(kRelaysTable);
+  auto it = table.find(object);
+  if (it == table.end()) return true;
+  const auto j = nlohmann::json::parse(it->second, nullptr, false);
+  source::RelayUrl url;
+  if (!j.is_object() || !j.contains("url") || !j["url"].is_string() ||
+      !j.contains("size") || !j["size"].is_number_unsigned() ||
+      !source::ParseRelayUrl(j["url"].get<std::string>(), &url)) {
+    return true;  // not a record this cache wrote: the object is judged as any other
+  }
+  try {
+    ServeRelayed(url.image_id, j["url"].get<std::string>(), j["size"].get<uint64_t>());
+    return true;
+  } catch (const Error& e) {
+    if (e.code() != Errc::kBusy) throw;
+    log_->info("left to the host of its relay name={} ({})", object, e.what());
+    if (actions) actions->push_back({"gc", url.image_id, object, 0, e.what(), false});
+    return false;
+  }
+}
+
+void CacheImpl::ForgetRelayOf(const std::string& object, bool stop_serving) {
+  if (!backend_->CanImportInstantly()) return;
+  const auto table = backend_->ReadTable(kRelaysTable);
+  auto it = table.find(object);
+  if (it == table.end()) return;
+  backend_->WriteTable(kRelaysTable, {}, {object});
+  source::RelayUrl url;
+  const auto j = nlohmann::json::parse(it->second, nullptr, false);
+  if (stop_serving && j.is_object() && j.contains("url") && j["url"].is_string() &&
+      source::ParseRelayUrl(j["url"].get<std::string>(), &url)) {
+    ForgetRelayed(url.image_id);
+  }
+}
+
+void CacheImpl::SweepRelayRecords(bool dry_run) {
+  if (dry_run || !backend_->CanImportInstantly()) return;
+  // Read before the fills: a record whose fill still runs has its fill's record too.
+  const auto relays = backend_->ReadTable(kRelaysTable);
+  if (relays.empty()) return;
+  const auto fills = SharedFills();
+  std::vector<std::string> gone;
+  for (const auto& [object, value] : relays) {
+    if (!fills.count(object) && !backend_->Exists(EntryRef(object))) gone.push_back(object);
+  }
+  if (!gone.empty()) backend_->WriteTable(kRelaysTable, {}, gone);
+}
+
+int CacheImpl::HandOverRelay() {
+  std::lock_guard lock(relay_mu_);
+  for (auto& [key, relay] : relays_) {
+    if (relay->Serving() > 0) return relay->HandOver();
+  }
+  return -1;
+}
+
+void CacheImpl::AdoptRelay(int fd) {
+  std::lock_guard lock(relay_mu_);
+  if (adopted_relay_fd_ >= 0) ::close(adopted_relay_fd_);
+  adopted_relay_fd_ = fd;
+}
+
+}  // namespace cachemgr::engine

@@ -1,0 +1,426 @@
+#!/usr/bin/python3
+"""End-to-end tests of the instant miss of Glance images (cache.instant_relay, RBD).
+
+librbd cannot read Glance itself (no token, and Glance refuses HEAD), so the process that
+runs the import relays the image: HEAD with its size, Range reads with the token added,
+under a path with a random secret. The volume must read the image byte for byte while the
+import runs (through the relay of the background process `create` handed its socket to)
+and after the commit; the relay answers nothing but its own image's ranges; a Glance whose
+bytes are not those its digests describe marks the entry bad; a kill during the import is
+finished by the next pass on this host, which binds the recorded address again; what does
+not qualify is a normal miss.
+
+Runs against the ceph fixture (an RBD namespace per case), the Keystone-protected Glance
+(glance_ks: every relayed read carries a token) and, for a lying Glance, tests/support/
+lying_glance.py started here.
+"""
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "support"))
+import openstack  # noqa: E402
+
+BIN = os.environ.get("CACHEMGR_BIN", "")
+RUN_DIR = os.environ.get("CACHEMGR_TEST_RUN_DIR", "/tmp/cachemgr-test-run")
+CONF = os.path.join(RUN_DIR, "ceph", "ceph.conf")
+MiB = 1 << 20
+EXIT_OK, EXIT_REFUSED = 0, 4
+ROOT = os.path.join(RUN_DIR, "cli-instant-glance-%d" % os.getpid())
+
+
+def wait_for(pred, timeout=60, step=0.1):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def entry_name(image_id):
+    return hashlib.sha1(image_id.encode()).hexdigest()
+
+
+def random_bytes(size):
+    return os.urandom(size)
+
+
+def file_md5(path):
+    with open(path, "rb") as f:
+        return hashlib.md5(f.read()).hexdigest()
+
+
+class Env:
+    """One cache on its own RBD namespace, reading `glance` (source.glance's keys)."""
+
+    counter = 0
+
+    def __init__(self, name, glance, cache=""):
+        Env.counter += 1
+        self.dir = os.path.join(ROOT, "%s%d" % (name, Env.counter))
+        os.makedirs(self.dir)
+        self.namespace = "ig-%d-%s%d" % (os.getpid(), name, Env.counter)
+        subprocess.run(["rbd", "--conf", CONF, "namespace", "create",
+                        "volumes/" + self.namespace], check=True)
+        text = "".join("    %s: %s\n" % kv for kv in glance.items() if kv[0] != "auth")
+        if "auth" in glance:
+            text += "    auth:\n" + "".join("      %s: %s\n" % kv for kv in glance["auth"].items())
+        self.config = os.path.join(self.dir, "cachemgr.yaml")
+        with open(self.config, "w") as f:
+            f.write("index: %s/index.db\nbackend:\n  type: rbd\n  rbd:\n    conf: %s\n"
+                    "    pool: volumes\n    namespace: %s\nsource:\n  type: glance\n"
+                    "  glance:\n%sconversion:\n  dir: %s/conv\ncache:\n  instant_miss: on\n"
+                    "  instant_relay: 127.0.0.1\n%s"
+                    % (self.dir, CONF, self.namespace, text, self.dir,
+                       "".join("  %s\n" % line for line in cache.split(";") if line)))
+        os.chmod(self.config, 0o600)
+
+    def run(self, *args, env=None, timeout=600):
+        e = {k: v for k, v in os.environ.items()
+             if not k.startswith("OS_") and k != "CACHEMGR_FAILPOINT"}
+        e.update(env or {})
+        p = subprocess.run([BIN, "--config", self.config] + list(args), capture_output=True,
+                           text=True, env=e, timeout=timeout)
+        return p.returncode, p.stdout, p.stderr
+
+    def json(self, *args, env=None):
+        rc, out, err = self.run("--json", *args, env=env)
+        assert rc == 0, "cachemgr %s: exit %d: %s" % (" ".join(args), rc, err)
+        return json.loads(out)
+
+    def rbd(self, *args):
+        return subprocess.run(["rbd", "--conf", CONF, "--namespace", self.namespace] +
+                              list(args), capture_output=True, text=True)
+
+    def volume_md5(self, volume):
+        p = subprocess.run(["rbd", "--conf", CONF, "export",
+                            "volumes/%s/%s" % (self.namespace, volume), "-"],
+                           capture_output=True, timeout=300)
+        assert p.returncode == 0, "rbd export %s: %s" % (volume, p.stderr.decode()[-500:])
+        return hashlib.md5(p.stdout).hexdigest()
+
+    def migrating(self, entry):
+        return "Migration:" in self.rbd("status", "volumes/" + entry).stdout
+
+    def relay_url(self, image_id):
+        """The URL librbd reads the import's source from (the migration's source spec)."""
+        out = self.rbd("status", "volumes/" + entry_name(image_id)).stdout
+        m = re.search(r"http://[0-9.]+:[0-9]+/[0-9a-f]{32}/" + re.escape(image_id), out)
+        return m.group(0) if m else None
+
+    def pool_images(self):
+        return sorted(self.rbd("ls", "volumes").stdout.split())
+
+    def stats(self):
+        return self.json("stats")
+
+
+def http(method, url, headers=None):
+    req = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def port_open(url):
+    host, port = re.match(r"http://([0-9.]+):([0-9]+)/", url).groups()
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+class LyingGlance:
+    """tests/support/lying_glance.py on a port of its own, serving `images`."""
+
+    def __init__(self, images):
+        self.dir = tempfile.mkdtemp(dir=ROOT)
+        self.scenario = os.path.join(self.dir, "scenario.json")
+        with open(self.scenario, "w") as f:
+            json.dump({"images": images}, f)
+        port_file = os.path.join(self.dir, "port")
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "..", "support",
+                                                                   "lying_glance.py"),
+                                      self.scenario, port_file])
+        assert wait_for(lambda: os.path.exists(port_file), timeout=30)
+        with open(port_file) as f:
+            self.endpoint = "http://127.0.0.1:%s" % f.read().strip()
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def lying_image(image_id, path, checksum, range_file=None, disk_format="raw"):
+    size = os.path.getsize(path)
+    meta = {"id": image_id, "status": "active", "disk_format": disk_format,
+            "container_format": "bare", "size": size, "checksum": checksum,
+            "updated_at": "2026-01-01T00:00:00Z"}
+    image = {"meta": meta, "file": path, "ranges": True}
+    if range_file:
+        image["range_file"] = range_file
+    return image
+
+
+class InstantGlanceTest(unittest.TestCase):
+    def keystone_glance(self):
+        return {"endpoint": openstack.GLANCE, "auth": openstack.APP}
+
+    def upload(self, size):
+        data = random_bytes(size)
+        return openstack.upload(data, name="instant-relay"), hashlib.md5(data).hexdigest()
+
+    # --- served at once, through the relay, the same bytes throughout -----------------
+
+    def test_a_glance_raw_image_is_served_at_once_and_reads_back_whole(self):
+        env = Env("ks", self.keystone_glance())
+        image_id, md5 = self.upload(48 * MiB)
+        gate = os.path.join(env.dir, "go")
+        first = env.json("create", image_id, "vm-a",
+                         env={"CACHEMGR_FAILPOINT": "import_before_copy:wait:" + gate})
+        self.assertEqual(first["plan"], "instant")
+        self.assertEqual(first["import"], "background")
+        self.assertEqual(first["size_bytes"], 48 * MiB)
+        pid = first["import_pid"]
+        # The background process holds before its copy: every byte below comes through the
+        # relay it took over from `create`, with a token added on each Range read.
+        self.assertTrue(wait_for(lambda: os.path.exists(gate + ".held"), timeout=60))
+        entry = entry_name(image_id)
+        self.assertTrue(env.migrating(entry))
+        self.assertEqual(env.volume_md5("vm-a"), md5, "the volume read other bytes via the relay")
+        second = env.json("create", image_id, "vm-b")
+        self.assertEqual(second["plan"], "clone")
+        self.assertEqual(env.volume_md5("vm-b"), md5)
+        url = env.relay_url(image_id)
+        self.assertIsNotNone(url, env.rbd("status", "volumes/" + entry).stdout)
+        open(gate, "w").close()
+        self.assertTrue(wait_for(lambda: not os.path.exists("/proc/%d" % pid), timeout=300),
+                        "the import process never ended")
+        self.assertFalse(env.migrating(entry), "the import was not committed")
+        self.assertEqual(env.stats()["imports_pending"], 0)
+        self.assertFalse(port_open(url), "the relay still listens after the import ended")
+        for vol in ("vm-a", "vm-b"):
+            self.assertEqual(env.volume_md5(vol), md5)
+        self.assertEqual(env.json("create", image_id, "vm-c")["plan"], "clone")
+        rc, out, err = env.run("verify", image_id)
+        self.assertEqual(rc, EXIT_OK, out + err)
+        openstack.assert_no_secret()
+
+    def test_the_relay_serves_its_own_image_and_nothing_else(self):
+        env = Env("only", self.keystone_glance())
+        image_id, _ = self.upload(4 * MiB)
+        gate = os.path.join(env.dir, "go")
+        made = env.json("create", image_id, "vm-o",
+                        env={"CACHEMGR_FAILPOINT": "import_before_copy:wait:" + gate})
+        self.assertEqual(made["plan"], "instant")
+        self.assertTrue(wait_for(lambda: os.path.exists(gate + ".held"), timeout=60))
+        try:
+            url = env.relay_url(image_id)
+            self.assertIsNotNone(url)
+            base, secret = url.rsplit("/", 2)[0], url.rsplit("/", 2)[1]
+            status, headers, _ = http("HEAD", url)
+            self.assertEqual((status, headers.get("Content-Length")), (200, str(4 * MiB)))
+            status, headers, body = http("GET", url, {"Range": "bytes=10-19"})
+            self.assertEqual((status, len(body), headers.get("Content-Range")),
+                             (206, 10, "bytes 10-19/%d" % (4 * MiB)))
+            status, headers, _ = http("GET", url, {"Range": "bytes=%d-" % (4 * MiB)})
+            self.assertEqual(status, 416)
+            # Another secret, another image, no secret, another method: nothing is lent.
+            other, _ = self.upload(1 * MiB)
+            for probe in (base + "/" + "0" * 32 + "/" + image_id,
+                          base + "/" + secret + "/" + other,
+                          base + "/" + image_id, base + "/", base + "/v2/images/" + image_id):
+                status, _, body = http("GET", probe, {"Range": "bytes=0-9"})
+                self.assertEqual(status, 404, probe)
+                self.assertNotIn(b"\x00" * 10, body)
+            self.assertEqual(http("POST", url)[0], 405)
+            self.assertEqual(http("GET", url)[0], 416)  # Range reads only
+        finally:
+            open(gate, "w").close()
+        pid = made["import_pid"]
+        self.assertTrue(wait_for(lambda: not os.path.exists("/proc/%d" % pid), timeout=300))
+        self.assertFalse(env.migrating(entry_name(image_id)))
+
+    def test_wait_import_runs_it_here(self):
+        env = Env("wait", self.keystone_glance())
+        image_id, md5 = self.upload(16 * MiB)
+        rc, out, err = env.run("create", "--wait-import", image_id, "vm-w")
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertIn("instant", out)
+        self.assertIn("import committed", out)
+        self.assertFalse(env.migrating(entry_name(image_id)))
+        self.assertEqual(env.volume_md5("vm-w"), md5)
+
+    # --- a Glance whose bytes are not its digests' ------------------------------------
+
+    def test_bytes_other_than_glance_claims_mark_the_entry_bad(self):
+        work = tempfile.mkdtemp(dir=ROOT)
+        path = os.path.join(work, "img")
+        with open(path, "wb") as f:
+            f.write(random_bytes(8 * MiB))
+        true_md5 = file_md5(path)
+        other = os.path.join(work, "other")
+        with open(other, "wb") as f:
+            f.write(random_bytes(8 * MiB))
+        cases = {
+            # a digest that is not the bytes'
+            "lie-sum": lying_image("lie-sum", path, "0" * 32),
+            # the right digest, other bytes served to Range reads
+            "lie-range": lying_image("lie-range", path, true_md5, range_file=other),
+        }
+        glance = LyingGlance(cases)
+        try:
+            env = Env("lie", {"endpoint": glance.endpoint, "retries": 0})
+            for image_id in cases:
+                rc, out, err = env.run("--json", "create", "--wait-import", image_id,
+                                       "vm-" + image_id)
+                self.assertEqual(rc, EXIT_REFUSED, image_id + ": " + out + err)
+                self.assertEqual(json.loads(out)["plan"], "instant", image_id)
+                self.assertIn("vm-" + image_id, err)
+                self.assertNotIn(entry_name(image_id), env.pool_images(), image_id)
+            stats = env.stats()
+            self.assertEqual(stats["bad_volumes"], 2)
+            self.assertEqual(sorted(v for b in stats["bad"] for v in b["volumes"]),
+                             ["vm-lie-range", "vm-lie-sum"])
+            rc, out, err = env.run("doctor")
+            self.assertNotEqual(rc, EXIT_OK)
+            self.assertIn("vm-lie-sum", out + err)
+            # The same image version is not served unchecked again: a normal miss, which
+            # refuses the mismatch before any volume is made.
+            rc, out, err = env.run("--json", "create", "lie-sum", "vm-again")
+            self.assertEqual(rc, EXIT_REFUSED, out + err)
+            self.assertNotIn("vm-again", env.pool_images())
+        finally:
+            glance.stop()
+
+    def test_what_does_not_qualify_is_a_normal_miss(self):
+        work = tempfile.mkdtemp(dir=ROOT)
+        raw = os.path.join(work, "raw")
+        with open(raw, "wb") as f:
+            f.write(random_bytes(4 * MiB))
+        md5 = file_md5(raw)
+        qcow = os.path.join(work, "qcow")
+        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, qcow], check=True)
+        qcow_md5 = file_md5(qcow)
+        images = {
+            "nq-qcow2": lying_image("nq-qcow2", qcow, qcow_md5, disk_format="qcow2"),
+            "nq-nosum": lying_image("nq-nosum", raw, ""),
+            # says raw, is a qcow2: refused by the header check, as a fill refuses it
+            "nq-liar": lying_image("nq-liar", qcow, qcow_md5),
+        }
+        glance = LyingGlance(images)
+        try:
+            env = Env("nq", {"endpoint": glance.endpoint, "retries": 0})
+            made = env.json("create", "nq-qcow2", "vm-q")
+            self.assertEqual(made["plan"], "miss")
+            self.assertEqual(env.volume_md5("vm-q"), md5)
+            # No digest to check the import against: not served unchecked (refused here,
+            # as source.allow_unverified is off).
+            rc, out, err = env.run("--json", "create", "nq-nosum", "vm-n")
+            self.assertEqual(rc, EXIT_REFUSED, out + err)
+            self.assertNotIn("vm-n", env.pool_images())
+            self.assertEqual(env.stats()["imports_pending"], 0)
+            rc, out, err = env.run("create", "nq-liar", "vm-l")
+            self.assertEqual(rc, EXIT_REFUSED, out + err)
+            self.assertNotIn("vm-l", env.pool_images())
+            # No relay address: every Glance image is a normal miss.
+            plain = Env("norelay", {"endpoint": glance.endpoint, "retries": 0})
+            with open(plain.config) as f:
+                text = f.read().replace("  instant_relay: 127.0.0.1\n", "")
+            with open(plain.config, "w") as f:
+                f.write(text)
+            images["nq-raw"] = lying_image("nq-raw", raw, md5)
+            with open(glance.scenario, "w") as f:
+                json.dump({"images": images}, f)
+            self.assertEqual(plain.json("create", "nq-raw", "vm-r")["plan"], "miss")
+            # An address that is not this host's: a normal miss too, nothing left behind.
+            far = Env("far", {"endpoint": glance.endpoint, "retries": 0})
+            with open(far.config) as f:
+                text = f.read().replace("instant_relay: 127.0.0.1", "instant_relay: 192.0.2.1")
+            with open(far.config, "w") as f:
+                f.write(text)
+            self.assertEqual(far.json("create", "nq-raw", "vm-f")["plan"], "miss")
+        finally:
+            glance.stop()
+
+    def test_a_bad_relay_address_in_the_config_is_named(self):
+        env = Env("badcfg", self.keystone_glance())
+        for bad in ("localhost", "0.0.0.0", "127.0.0.1:99999", "[::1"):
+            with open(env.config) as f:
+                text = re.sub(r"instant_relay: .*", "instant_relay: '%s'" % bad, f.read())
+            with open(env.config, "w") as f:
+                f.write(text)
+            rc, out, err = env.run("list")
+            self.assertNotEqual(rc, EXIT_OK, bad)
+            self.assertIn("cache.instant_relay", err, bad)
+
+    # --- kills --------------------------------------------------------------------------
+
+    def test_a_kill_during_the_import_is_finished_by_the_next_pass(self):
+        env = Env("kill", self.keystone_glance())
+        image_id, md5 = self.upload(32 * MiB)
+        gate = os.path.join(env.dir, "never")
+        made = env.json("create", image_id, "vm-k",
+                        env={"CACHEMGR_FAILPOINT": "import_before_copy:wait:" + gate})
+        pid = made["import_pid"]
+        self.assertTrue(wait_for(lambda: os.path.exists(gate + ".held"), timeout=60))
+        url = env.relay_url(image_id)
+        os.kill(pid, signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: not os.path.exists("/proc/%d" % pid), timeout=10))
+        self.assertFalse(port_open(url), "a killed import's relay still answers")
+        # Nothing opens the entry now (an open reads the import's source): the pass must
+        # serve the relay again before it touches it.
+        self.assertEqual(env.stats()["imports_pending"], 1)
+        # The pass binds the recorded address again, serves it while it copies, commits.
+        rc, out, err = env.run("evict")
+        self.assertEqual(rc, EXIT_OK, out + err)
+        self.assertIn("import committed", out)
+        self.assertFalse(env.migrating(entry_name(image_id)))
+        self.assertEqual(env.stats()["imports_pending"], 0)
+        self.assertEqual(env.volume_md5("vm-k"), md5)
+
+    def test_a_kill_before_the_entry_is_in_place_leaves_nothing_after_a_pass(self):
+        env = Env("early", self.keystone_glance())
+        image_id, md5 = self.upload(4 * MiB)
+        for point in ("instant_after_prepare", "instant_after_record"):
+            rc, _, err = env.run("create", image_id, "vm-e", env={"CACHEMGR_FAILPOINT": point})
+            self.assertLess(rc, 0, "the failpoint %s did not fire: %s" % (point, err))
+            rc, out, err = env.run("evict")
+            self.assertEqual(rc, EXIT_OK, out + err)
+            self.assertEqual(env.pool_images(), [], "after %s: %s" % (point, env.pool_images()))
+            self.assertEqual(env.stats()["imports_pending"], 0)
+        made = env.json("create", "--wait-import", image_id, "vm-e")
+        self.assertEqual(made["plan"], "instant")
+        self.assertEqual(env.volume_md5("vm-e"), md5)
+
+
+def main():
+    if not BIN:
+        sys.exit("CACHEMGR_BIN is not set")
+    os.makedirs(ROOT, exist_ok=True)
+    try:
+        prog = unittest.main(argv=sys.argv, exit=False, verbosity=2)
+        ok = prog.result.wasSuccessful()
+    finally:
+        shutil.rmtree(ROOT, ignore_errors=True)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
