@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "cachemgr/cache.h"
 #include "engine/naming.h"
@@ -495,7 +496,9 @@ TEST_CASE("a hit asks Glance while it clones: fresh, updated, deactivated, unrea
   CHECK(env.CountRows("SELECT count(*) FROM entries WHERE source_checked_at > 0") == 1);
 
   // Updated since the entry was made: the clone made meanwhile never takes the name; the
-  // entry is filled again and the volume is made from the new one.
+  // entry is filled again and the volume is made from the new one. Glance's updated_at
+  // counts whole seconds: an edit in the upload's second would not change it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
   glance::SetProperty(env.endpoint, id, "cachemgr_test", "changed");
   auto updated = cache->CreateVolume({.image_id = id, .volume = "v3"});
   CHECK(updated.plan == Plan::kMiss);
