@@ -139,6 +139,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         size = os.path.getsize(path)
         first = int(first)
         last = min(int(last) if last else size - 1, size - 1)
+        if first > last:  # past the end of what it has
+            self.send_response(416)
+            self.send_header("Content-Range", "bytes */%d" % size)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         with open(path, "rb") as f:
             f.seek(first)
             data = f.read(last - first + 1)

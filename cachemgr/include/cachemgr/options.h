@@ -180,8 +180,8 @@ struct CacheOptions {
   bool instant_miss = false;
   // Glance images for the instant miss: librbd cannot read Glance itself (no token, and
   // Glance refuses HEAD), so the process running the import relays the image's bytes
-  // over HTTP, on this address of this host: "IP" (any free port) or "IP:PORT",
-  // "[IPV6]:PORT". Every host that may open a volume during the import must reach it, and
+  // over HTTP, on this IPv4 address of this host (a free port per import; librbd cannot
+  // dial IPv6 literals). Every host that may open a volume during the import must reach it, and
   // the process must keep running while they read (docs/architecture.md). Empty (the
   // default): Glance images are normal misses.
   std::string instant_relay;

@@ -2,6 +2,7 @@
 // options from a file and options built in code alike. Each error names the key path and
 // the rule ("cache.max_size_gb: must be >= 0 (0 = unlimited)"); the parser adds the line.
 #include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <algorithm>
 #include <cctype>
@@ -22,38 +23,14 @@
 namespace cachemgr {
 namespace {
 
-// An IP literal (IPv6 in brackets when a port follows) with an optional port, not a
-// wildcard: what the relay binds and every host dials (cache.instant_relay).
+// An IPv4 literal other hosts can dial, without a port: what the relay binds (a free port
+// per import, so that imports of one host never contend for one) and what librbd's http
+// stream dials (librbd 16 refuses a URL with an IPv6 literal).
 bool RelayAddressValid(const std::string& s) {
-  std::string host = s, port;
-  if (!s.empty() && s.front() == '[') {
-    const auto close = s.find(']');
-    if (close == std::string::npos) return false;
-    host = s.substr(1, close - 1);
-    if (close + 1 < s.size()) {
-      if (s[close + 1] != ':') return false;
-      port = s.substr(close + 2);
-      if (port.empty()) return false;
-    }
-  } else if (const auto colon = s.find(':');
-             colon != std::string::npos && s.find(':', colon + 1) == std::string::npos) {
-    host = s.substr(0, colon);
-    port = s.substr(colon + 1);
-    if (port.empty()) return false;
-  }
-  if (port.size() > 5 || !std::all_of(port.begin(), port.end(), [](unsigned char c) {
-        return std::isdigit(c) != 0;
-      })) {
-    return false;
-  }
-  if (!port.empty() && std::stoul(port) > 65535) return false;
-  unsigned char buf[16];
-  if (inet_pton(AF_INET, host.c_str(), buf) == 1) return host != "0.0.0.0";
-  if (inet_pton(AF_INET6, host.c_str(), buf) == 1) {
-    static const unsigned char any[16] = {};
-    return std::memcmp(buf, any, sizeof any) != 0;
-  }
-  return false;
+  in_addr a{};
+  if (inet_pton(AF_INET, s.c_str(), &a) != 1) return false;
+  const uint32_t ip = ntohl(a.s_addr);
+  return ip != INADDR_ANY && ip != INADDR_BROADCAST && !IN_MULTICAST(ip);
 }
 
 namespace fs = std::filesystem;
@@ -227,8 +204,9 @@ void ValidateOptions(const Options& o) {
   }
   if (!cache.instant_relay.empty() && !RelayAddressValid(cache.instant_relay)) {
     Invalid("cache.instant_relay",
-            "'" + cache.instant_relay + "' is not IP, IP:PORT or [IPV6]:PORT of this host "
-            "(an address literal other hosts reach: not a host name, not 0.0.0.0 or ::)");
+            "'" + cache.instant_relay + "' is not an IPv4 address of this host that other "
+            "hosts reach (no host name, no port: each import takes a free one; not 0.0.0.0, "
+            "broadcast or multicast; librbd cannot dial IPv6 literals)");
   }
   // The pinned flatten: clones per pass and seconds per pass. More than a thousand
   // flattens (each a full copy of its parent) in one pass, or a budget beyond a day, is

@@ -28,6 +28,7 @@
 
 #include "cachemgr/cache.h"
 #include "engine/floor_reservations.h"
+#include "engine/instant_records.h"
 #include "engine/single_flight.h"
 #include "index/index.h"
 #include "policy/clone_plan.h"
@@ -89,6 +90,9 @@ class CacheImpl final : public Cache {
   std::vector<std::string> SourceImages() override;
   std::vector<Check> Doctor() override;
   ImportResult FinishImport(const std::string& image_id, const ProgressFn& progress) override;
+  // `drain_here` false (the pass): a relayed import's drain is left to DrainDeferredRelays.
+  ImportResult FinishImport(const std::string& image_id, const ProgressFn& progress,
+                            bool drain_here);
   std::vector<ImportResult> WaitForImports() override;
   int HandOverRelay() override;
   void AdoptRelay(int fd) override;
@@ -228,6 +232,14 @@ class CacheImpl final : public Cache {
   void ForgetRelayOf(const std::string& object, bool stop_serving);
   // The pass: records whose object is gone and whose fill ended.
   void SweepRelayRecords(bool dry_run);
+  // The pass's first step: the relays of pending imports (the pool's records) and of dead
+  // fills' staging objects that this host can serve; and its last, after its locks are
+  // let go: the drains FinishImport left to it.
+  void ServePendingRelays();
+  // Why a relayed import can never finish (Glance lost, changed or cannot serve the image
+  // it described); nullopt when it may yet (Glance unreachable: the next pass retries).
+  std::optional<std::string> RelayedSourceGone(const ImportRecord& rec);
+  void DrainDeferredRelays();
   // After the commit of a relayed import: waits while a volume made from the entry before
   // it is open elsewhere (its client may still read through the relay), then forgets it.
   void DrainRelayed(const std::string& image_id, const std::vector<storage::ImageRef>& volumes);
@@ -484,6 +496,7 @@ class CacheImpl final : public Cache {
   std::map<std::string, std::unique_ptr<source::Relay>> relays_;
   int adopted_relay_fd_ = -1;
   std::string planned_relay_key_;  // HOST:PORT of the relay cache.instant_relay made
+  std::vector<std::pair<std::string, std::vector<storage::ImageRef>>> deferred_drains_;
 };
 
 // Measures how long a step took, for logs, events and results only: never what the

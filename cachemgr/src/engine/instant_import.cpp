@@ -231,6 +231,11 @@ Judged JudgeEntry(storage::Backend& backend, const storage::ImageRef& ref, const
 }  // namespace
 
 ImportResult CacheImpl::FinishImport(const std::string& image_id, const ProgressFn& progress) {
+  return FinishImport(image_id, progress, /*drain_here=*/true);
+}
+
+ImportResult CacheImpl::FinishImport(const std::string& image_id, const ProgressFn& progress,
+                                     bool drain_here) {
   ValidateImageId(image_id);
   const Stopwatch timer;
   ImportResult result;
@@ -303,8 +308,21 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
     Failpoint("import_before_copy");
     Judged judged;
     if (relayed) {
-      if (execute) backend_->ExecuteImport(ref, {});
-      judged = JudgeEntry(*backend_, ref, *rec, progress);
+      try {
+        if (execute) backend_->ExecuteImport(ref, {});
+        judged = JudgeEntry(*backend_, ref, *rec, progress);
+      } catch (const Error& e) {
+        // Glance no longer serving the image it described is final: judged bad, not
+        // retried by every pass; anything else (unreachable) is left to the next one.
+        auto gone = RelayedSourceGone(*rec);
+        if (!gone) {
+          throw Error(e.code(), std::string(e.what()) + " (image " + image_id +
+                                    ": its bytes come from Glance through the relay; the next "
+                                    "`cachemgr evict` on this host resumes it)");
+        }
+        judged.verdict = "bad";
+        judged.reason = *gone;
+      }
     } else {
       judged = JudgeFile(*source_, *rec, progress,
                          execute ? std::function<void()>([&] { backend_->ExecuteImport(ref, {}); })
@@ -319,7 +337,13 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
     backend_->WriteTable(kImportsTable, {{name, rec->Dump()}});
     Failpoint("import_after_verdict");
   }
-  if (backend_->ImportStatus(ref) != State::kNone) backend_->CommitImport(ref);
+  const State before_commit = backend_->ImportStatus(ref);
+  // A bad verdict on an import never copied whole (Glance lost the image): there is nothing
+  // to commit. Its volumes are named bad below; the entry goes by aborting the import once
+  // none of them is left (until then every pass comes back here).
+  const bool uncopied = rec->verdict == "bad" && before_commit != State::kExecuted &&
+                        before_commit != State::kNone;
+  if (!uncopied && before_commit != State::kNone) backend_->CommitImport(ref);
   Failpoint("import_after_commit");
   result.bytes = backend_->Stat(ref).size;
   // What librbd copied is what the entry holds now, whatever the path named while it read
@@ -348,7 +372,15 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
       WithIndex([&](index::Index& ix) { ix.UpdateEntry(*row); });
     }
     backend_->WriteTable(kImportsTable, {}, {name});
-    if (relayed) DrainRelayed(image_id, backend_->Children({ref, kSnapName}));
+    if (relayed) {
+      auto volumes = backend_->Children({ref, kSnapName});
+      if (drain_here) {
+        DrainRelayed(image_id, volumes);
+      } else {
+        std::lock_guard lock(relay_mu_);
+        deferred_drains_.emplace_back(image_id, std::move(volumes));
+      }
+    }
     result.outcome = ImportOutcome::kCommitted;
     result.detail = rec->reason;
     result.elapsed = timer.Elapsed();
@@ -369,7 +401,10 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
   backend_->SetMetadata(ref, kMetaBad, rec->reason);
   backend_->WriteTable(kBadTable, {{Sha1Hex(rec->identity), bad.Dump()}});
   backend_->WriteTable(kBadFilesTable, {{Sha1Hex(image_id), rec->file_identity}});
-  backend_->WriteTable(kImportsTable, {}, {name});
+  // An import that cannot be committed is kept on record while volumes of it are left:
+  // the entry can neither be removed nor aborted under them.
+  const bool keep_record = uncopied && !bad.volumes.empty();
+  if (!keep_record) backend_->WriteTable(kImportsTable, {}, {name});
   std::string listed;
   for (const auto& v : bad.volumes) listed += (listed.empty() ? "" : ",") + v;
   log_->error("instant miss imported bytes that are not the image's: entry marked bad and "
@@ -379,12 +414,14 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
   // Evicted here when it can be; else (busy, or another host's row) every host's hits
   // refuse it (UsableRow) and its pass evicts it.
   bool evicted = false;
-  if (auto row = FindLive(image_id); row && row->identity == rec->identity) {
+  if (auto row = FindLive(image_id); !keep_record && row && row->identity == rec->identity) {
     evicted = EvictEntry(*row, "bad", rec->reason, /*locked=*/false).done;
   }
-  if (relayed) ForgetRelayed(image_id);
+  if (relayed && !keep_record) ForgetRelayed(image_id);
   result.outcome = ImportOutcome::kBad;
-  result.detail = rec->reason + (evicted ? "" : "; its eviction is left to the next pass");
+  result.detail = rec->reason + (evicted ? ""
+                                 : keep_record ? "; the entry goes once its volumes are deleted"
+                                               : "; its eviction is left to the next pass");
   result.volumes = bad.volumes;
   result.elapsed = timer.Elapsed();
   return result;
@@ -489,7 +526,7 @@ void CacheImpl::ResumeImports(bool dry_run, std::vector<EvictAction>* actions) {
     EvictAction action{"import", image_id, name, 0, "instant miss's import to finish", false};
     if (!dry_run && !image_id.empty()) {
       try {
-        auto r = FinishImport(image_id, {});
+        auto r = FinishImport(image_id, {}, /*drain_here=*/false);
         if (r.outcome == ImportOutcome::kBusy) {
           log_->info("import left to the process running it image={} ({})", image_id, r.detail);
           continue;

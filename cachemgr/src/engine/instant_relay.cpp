@@ -97,7 +97,12 @@ std::optional<CacheImpl::InstantPlan> CacheImpl::PlanRelayed(const source::Image
   // The header check a fill makes: a "raw" image that is a qcow2 (or anything with a
   // header) is refused, not served as raw.
   std::vector<std::byte> head(static_cast<size_t>(std::min<uint64_t>(*meta.size, kHeaderBytes)));
-  source_->ReadRange(meta.id, 0, head);
+  try {
+    source_->ReadRange(meta.id, 0, head);
+  } catch (const Error& e) {
+    if (e.code() != Errc::kSource && e.code() != Errc::kTimeout) throw;
+    return no(std::string("Glance does not serve byte ranges of it (") + e.what() + ")");
+  }
   convert::RequireFormatMatches(meta.id, meta.disk_format,
                                 DetectBytesFormat(head, "glance image " + meta.id));
 
@@ -242,8 +247,10 @@ void CacheImpl::ForgetRelayOf(const std::string& object, bool stop_serving) {
   backend_->WriteTable(kRelaysTable, {}, {object});
   source::RelayUrl url;
   const auto j = nlohmann::json::parse(it->second, nullptr, false);
+  // Not while the import goes on under the entry's name (a fill killed after its rename).
   if (stop_serving && j.is_object() && j.contains("url") && j["url"].is_string() &&
-      source::ParseRelayUrl(j["url"].get<std::string>(), &url)) {
+      source::ParseRelayUrl(j["url"].get<std::string>(), &url) &&
+      !ImportPending(EntryName(url.image_id))) {
     ForgetRelayed(url.image_id);
   }
 }
@@ -259,6 +266,67 @@ void CacheImpl::SweepRelayRecords(bool dry_run) {
     if (!fills.count(object) && !backend_->Exists(EntryRef(object))) gone.push_back(object);
   }
   if (!gone.empty()) backend_->WriteTable(kRelaysTable, {}, gone);
+}
+
+std::optional<std::string> CacheImpl::RelayedSourceGone(const ImportRecord& rec) {
+  source::ImageMeta now;
+  try {
+    now = source_->Describe(rec.image_id);
+  } catch (const Error& e) {
+    if (e.code() == Errc::kNotFound) return "Glance no longer has the image (" + std::string(e.what()) + ")";
+    return std::nullopt;  // unreachable, or refusing us: not the image's fault
+  }
+  if (now.status != "active") return "Glance's image is " + now.status + " now";
+  if (now.size.value_or(0) != rec.size || now.checksum != rec.checksum ||
+      now.os_hash_value != rec.os_hash_value) {
+    return std::string("Glance's image is not the one the import began with (its size or digests "
+                       "changed)");
+  }
+  // Reachable and unchanged: its last byte must be there.
+  std::vector<std::byte> last(1);
+  try {
+    source_->ReadRange(rec.image_id, rec.size - 1, last);
+  } catch (const Error& e) {
+    return "Glance cannot serve byte " + std::to_string(rec.size - 1) + " of the " +
+           std::to_string(rec.size) + " it declares (" + e.what() + ")";
+  }
+  return std::nullopt;
+}
+
+void CacheImpl::ServePendingRelays() {
+  if (!backend_->CanImportInstantly()) return;
+  std::vector<std::pair<std::string, uint64_t>> urls;  // url, size
+  for (const auto& [name, value] : backend_->ReadTable(kImportsTable)) {
+    if (auto rec = ImportRecord::Parse(value)) urls.emplace_back(rec->path, rec->size);
+  }
+  for (const auto& [object, value] : backend_->ReadTable(kRelaysTable)) {
+    const auto j = nlohmann::json::parse(value, nullptr, false);
+    if (j.is_object() && j.contains("url") && j["url"].is_string() && j.contains("size") &&
+        j["size"].is_number_unsigned()) {
+      urls.emplace_back(j["url"].get<std::string>(), j["size"].get<uint64_t>());
+    }
+  }
+  for (const auto& [url, size] : urls) {
+    source::RelayUrl parts;
+    if (!source::ParseRelayUrl(url, &parts)) continue;  // a file import: nothing to serve
+    try {
+      ServeRelayed(parts.image_id, url, size);
+    } catch (const Error& e) {
+      if (e.code() != Errc::kBusy) throw;
+      // Its runner (here) or its host serves it.
+      log_->info("relay of a pending import not served by this pass image={} ({})",
+                 parts.image_id, e.what());
+    }
+  }
+}
+
+void CacheImpl::DrainDeferredRelays() {
+  std::vector<std::pair<std::string, std::vector<storage::ImageRef>>> drains;
+  {
+    std::lock_guard lock(relay_mu_);
+    drains.swap(deferred_drains_);
+  }
+  for (const auto& [image_id, volumes] : drains) DrainRelayed(image_id, volumes);
 }
 
 int CacheImpl::HandOverRelay() {

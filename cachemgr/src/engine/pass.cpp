@@ -35,6 +35,9 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
   };
   const bool dry = options.dry_run;
   auto* actions = &report.actions;
+  // Imports through a relay whose process died: served again (where this host can) before
+  // any step opens their objects, since an open reads the import's source.
+  step("relays", [&] { ServePendingRelays(); });
   step("gc_leftovers", [&] { GcLeftovers(dry, actions); });
   step("gc_volumes", [&] { GcVolumes(dry, actions); });
   step("sweep_lock_files", [&] { SweepLockFiles(dry); });
@@ -67,6 +70,11 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
   // The lock object goes with the pass (a waiter makes a new one): a pool keeps no lock
   // objects between passes.
   pool_pass_lock->Discard();
+  pool_pass_lock.reset();
+  pass_lock.reset();
+  // A resumed relayed import's relay keeps serving the volumes opened before its commit,
+  // with the pass's locks let go: the next pass (any host) need not wait for those VMs.
+  DrainDeferredRelays();
   report.elapsed = timer.Elapsed();
   log_->info("eviction pass actions={} entries={} bytes={} pinned={} source_requests={} ms={}",
              report.actions.size(), report.entries_after, report.bytes_after, report.pinned_bytes,

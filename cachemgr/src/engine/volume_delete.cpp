@@ -11,6 +11,9 @@ void CacheImpl::DeleteVolume(const std::string& volume) {
   storage::ValidateName("volume", volume);
   const std::string pool = backend_->volume_pool();
   auto row = WithIndex([&](index::Index& ix) { return ix.FindVolume(pool, volume); });
+  // A volume of an entry whose import came through a relay that died with its runner
+  // cannot even be opened (nor removed) until the relay is served again.
+  if (row && !options_.cache.instant_relay.empty()) ServePendingRelays();
   if (!row) throw Error(Errc::kNotFound, "volume " + volume + ": not made by this cache");
   if (row->state != index::State::kReady) {
     throw Error(Errc::kBusy, "volume " + volume + ": being created by " + row->owner +

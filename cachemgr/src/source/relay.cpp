@@ -3,6 +3,7 @@
 #include "source/relay.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -29,8 +31,13 @@ namespace {
 // librbd asks at most 32 MiB per range (its response body limit); a larger range is
 // refused rather than buffered.
 constexpr uint64_t kMaxRangeBytes = 64ull << 20;
-constexpr unsigned kConnectionTimeoutS = 300;
+// A connection idle this long is closed (librbd reconnects and sends again); a client that
+// trickles a request is cut off by it too.
+constexpr unsigned kConnectionTimeoutS = 60;
 constexpr unsigned kMaxConnections = 512;
+// One librbd client keeps one connection per image it opened: a host with this many VMs
+// booting from one image at once is far off, one peer holding every slot is not.
+constexpr unsigned kMaxConnectionsPerPeer = 64;
 
 // Splits "HOST", "HOST:PORT", "[V6]" or "[V6]:PORT" (a bare IPv6 address has no port).
 bool SplitHostPort(const std::string& s, std::string* host, std::string* port) {
@@ -79,11 +86,14 @@ bool ParseRange(const char* value, uint64_t size, uint64_t* first, uint64_t* las
   const char* p = value + 6;
   char* end = nullptr;
   errno = 0;
+  // Digits only: strtoull alone would take " 5", "+5" and "-1" (a wrapped huge number).
+  if (std::isdigit(static_cast<unsigned char>(*p)) == 0) return false;
   const unsigned long long a = std::strtoull(p, &end, 10);
   if (end == p || *end != '-' || errno != 0) return false;
   p = end + 1;
   unsigned long long b = size == 0 ? 0 : size - 1;
   if (*p != '\0') {
+    if (std::isdigit(static_cast<unsigned char>(*p)) == 0) return false;
     b = std::strtoull(p, &end, 10);
     if (end == p || *end != '\0' || errno != 0 || b < a) return false;
   }
@@ -149,7 +159,7 @@ class MhdRelay final : public Relay {
     if (handed_over_) return -1;
     if (MHD_quiesce_daemon(daemon_) == MHD_INVALID_SOCKET) return -1;
     handed_over_ = true;
-    const int copy = ::dup(fd_);
+    const int copy = ::fcntl(fd_, F_DUPFD_CLOEXEC, 10);  // the caller places it in a child
     logger_->info("relay handed over url={}", base_);
     return copy;
   }
