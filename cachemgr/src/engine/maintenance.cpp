@@ -339,8 +339,10 @@ std::vector<Check> CacheImpl::Doctor() {
                                                        "pass)")
                                          : "volumes " + volumes);
           }
-          const std::string imports = std::to_string(pending.size()) +
-                                      " import(s) not finished (any host's pass resumes them)";
+          const std::string imports =
+              std::to_string(pending.size()) +
+              " import(s) not finished (any host's pass resumes those of a shared file; the "
+              "host that began one through its relay, those of Glance)";
           if (!bad_list.empty()) {
             throw Error(Errc::kCorrupt, "entries found bad after their volumes were made: " +
                                             bad_list + "; " + imports);
