@@ -15,10 +15,14 @@ index, so each is a real cold miss):
             flatters it): `qemu-img info`, `qemu-img convert -O raw` to a second file,
             `rbd import`, snapshot, protect, clone
   rbd       `rbd import` of the file alone: the import's baseline
+With --glance ENDPOINT (a Glance without auth, the image uploaded there once, untimed):
+  relay     the instant miss of the Glance image through the relay (cache.instant_relay
+            127.0.0.1): first volume, then the import, as `instant`
+  glance    the normal miss of the same Glance image (download, hash, import, clone)
 The files carry a sidecar with their md5, as Glance images carry a checksum.
 
 usage: instant_miss.py --cli BIN --conf CEPH_CONF --work DIR --out FILE
-                       [--sizes-gib 1,4] [--reps 3] [--pool volumes]
+                       [--sizes-gib 1,4] [--reps 3] [--pool volumes] [--glance ENDPOINT]
 """
 import argparse
 import hashlib
@@ -27,6 +31,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.request
 
 FEATURES = "layering,exclusive-lock,object-map,fast-diff,deep-flatten"
 SIDES = ("instant", "miss", "cinder", "rbd")
@@ -82,22 +87,42 @@ class Bench:
                 subprocess.run(rbd + ["rm", "--no-progress", where(name)], capture_output=True)
         subprocess.run(rbd + ["trash", "purge", "%s/%s" % (self.a.pool, ns)], capture_output=True)
 
-    def config(self, ns, instant):
+    def config(self, ns, instant, glance=False):
         d = os.path.join(self.a.work, ns)
         os.makedirs(os.path.join(d, "conversion"), exist_ok=True)
         path = os.path.join(d, "cachemgr.yaml")
+        source = ("source:\n  type: glance\n  glance:\n    endpoint: %s\n" % self.a.glance
+                  if glance else "source:\n  type: file\n  file:\n    dir: %s\n" % self.images)
         with open(path, "w") as f:
             f.write("index: %s/index.db\nbackend:\n  type: rbd\n  rbd:\n    conf: %s\n"
-                    "    pool: %s\n    namespace: %s\nsource:\n  type: file\n  file:\n"
-                    "    dir: %s\ncache:\n  instant_miss: %s\nconversion:\n  dir: %s/conversion\n"
+                    "    pool: %s\n    namespace: %s\n%scache:\n  instant_miss: %s\n"
+                    "  instant_relay: 127.0.0.1\nconversion:\n  dir: %s/conversion\n"
                     "log:\n  level: warn\n  file: %s/cachemgr.log\n"
-                    % (d, self.a.conf, self.a.pool, ns, self.images, "on" if instant else "off",
+                    % (d, self.a.conf, self.a.pool, ns, source, "on" if instant else "off",
                        d, d))
         return path
 
-    def instant(self, image_id):
+    def upload(self, path):
+        """The image into Glance (untimed); its id."""
+        req = urllib.request.Request(
+            self.a.glance + "/v2/images", method="POST",
+            data=json.dumps({"name": "bench-instant", "disk_format": "raw",
+                             "container_format": "bare"}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            image_id = json.load(r)["id"]
+        with open(path, "rb") as f:
+            req = urllib.request.Request(
+                self.a.glance + "/v2/images/%s/file" % image_id, method="PUT", data=f,
+                headers={"Content-Type": "application/octet-stream",
+                         "Content-Length": str(os.path.getsize(path))})
+            with urllib.request.urlopen(req, timeout=3600) as r:
+                r.read()
+        return image_id
+
+    def instant(self, image_id, glance=False):
         ns = self.namespace()
-        cfg = self.config(ns, True)
+        cfg = self.config(ns, True, glance)
         t0 = time.perf_counter()
         p = subprocess.Popen([self.a.cli, "--config", cfg, "--json", "create", "--wait-import",
                               image_id, "vol"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -118,9 +143,9 @@ class Bench:
         self.drop(ns)
         return first, end - first
 
-    def miss(self, image_id):
+    def miss(self, image_id, glance=False):
         ns = self.namespace()
-        cfg = self.config(ns, False)
+        cfg = self.config(ns, False, glance)
         t0 = time.perf_counter()
         out = sh([self.a.cli, "--config", cfg, "--json", "create", image_id, "vol"])
         ms = (time.perf_counter() - t0) * 1000.0
@@ -165,6 +190,7 @@ def main():
     ap.add_argument("--pool", default="volumes")
     ap.add_argument("--sizes-gib", default="1,4")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--glance", default="")
     a = ap.parse_args()
     shutil.rmtree(a.work, ignore_errors=True)
     b = Bench(a)
@@ -174,11 +200,20 @@ def main():
     for gib in [int(x) for x in a.sizes_gib.split(",")]:
         image_id = "instant-%dg" % gib
         random_image(os.path.join(b.images, image_id), gib)
-        got = {s: [] for s in ("instant", "import", "miss", "cinder", "rbd")}
+        sides = SIDES + (("relay", "glance") if a.glance else ())
+        glance_id = b.upload(os.path.join(b.images, image_id)) if a.glance else ""
+        got = {s: [] for s in ("instant", "import", "miss", "cinder", "rbd", "relay",
+                               "relay_import", "glance")}
         for rep in range(a.reps):
-            order = SIDES[rep % len(SIDES):] + SIDES[:rep % len(SIDES)]
+            order = sides[rep % len(sides):] + sides[:rep % len(sides)]
             for side in order:
-                if side == "instant":
+                if side == "relay":
+                    first, imp = b.instant(glance_id, glance=True)
+                    got["relay"].append(first)
+                    got["relay_import"].append(imp)
+                elif side == "glance":
+                    got["glance"].append(b.miss(glance_id, glance=True))
+                elif side == "instant":
                     first, imp = b.instant(image_id)
                     got["instant"].append(first)
                     got["import"].append(imp)
@@ -192,9 +227,13 @@ def main():
         extra = {"gib": gib, "reps": a.reps, "bytes": gib << 30}
         for name, label in (("instant", "instant first volume"), ("miss", "miss first volume"),
                             ("cinder", "cinder first volume"), ("import", "instant import"),
-                            ("rbd", "rbd import")):
-            series.append({"scenario": "instant", "name": "%s %d GiB" % (label, gib),
-                           "unit": "ms", "samples": got[name], "extra": extra})
+                            ("rbd", "rbd import"),
+                            ("relay", "glance instant first volume"),
+                            ("relay_import", "glance instant import"),
+                            ("glance", "glance miss first volume")):
+            if got[name]:
+                series.append({"scenario": "instant", "name": "%s %d GiB" % (label, gib),
+                               "unit": "ms", "samples": got[name], "extra": extra})
     with open(a.out, "w") as f:
         json.dump({"series": series}, f, indent=1)
 

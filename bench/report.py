@@ -297,6 +297,19 @@ def build(series):
                ratio(p50(cin), p50(ins)), 10.0, ">=", inputs=[cin, ins])
         t.goal(["instant"], "instant miss %d GiB: rbd import / background import" % gib,
                ratio(p50(rbd_imp), p50(imp)), 0.5, ">=", inputs=[rbd_imp, imp])
+        # Glance through the relay (run.sh passes its Glance): present when measured.
+        gins, gimp, gmis = (g("instant", "glance %s %d GiB" % (k, gib))
+                            for k in ("instant first volume", "instant import", "miss first volume"))
+        for s, label in ((gins, "instant miss of a Glance image through the relay: first volume"),
+                         (gimp, "its background import through the relay (copy, hash, commit)"),
+                         (gmis, "normal miss of the same Glance image")):
+            if s:
+                t.row("instant", "%s, %d GiB" % (label, gib), s["p50"], s["p90"], "ms", nr(s))
+        if gins:
+            t.goal(["instant"], "instant miss %d GiB from Glance: first volume (ms)" % gib,
+                   p50(gins), 1000, "<=", "ms", inputs=[gins])
+            t.goal(["instant"], "instant miss %d GiB from Glance: normal miss / instant" % gib,
+                   ratio(p50(gmis), p50(gins)), 5.0, ">=", inputs=[gmis, gins])
 
     # --- memory
     for (sc, name) in sorted(series):

@@ -100,9 +100,10 @@ want import && need+=(import/bench_import)
 for prog in $(printf '%s\n' "${need[@]+"${need[@]}"}" | sort -u); do
   [[ -x $bin/$prog ]] || { echo "bench: $bin/$prog missing (make build)" >&2; exit 2; }
 done
-# Glance and its images serve every scenario but index, import and sim16 (file source).
+# Glance and its images serve every scenario but index, import and sim16 (file source);
+# the instant miss's Glance side (through the relay) uploads its own.
 glance=0
-for sc in hit burst hosts miss rss flight local digest; do want $sc && glance=1; done
+for sc in hit burst hosts miss rss flight local digest instant; do want $sc && glance=1; done
 
 # ---------------------------------------------------------------- services
 log "starting Ceph (memstore) and Glance in $run"
@@ -416,7 +417,7 @@ if want instant; then
   log "instant: first volume of ${instant_gib} GiB images, instant vs miss vs Cinder; import vs rbd import, $reps each"
   step "instant" 3600 $py "$repo/bench/instant_miss.py" --cli "$build/cachemgr/cli/cachemgr" \
     --conf "$conf" --pool volumes --work "$run/work/instant" --sizes-gib "$instant_gib" \
-    --reps "$reps" --out "$out/instant.json"
+    --reps "$reps" --glance "$endpoint" --out "$out/instant.json"
   rm -rf "$run/work/instant"
 fi
 

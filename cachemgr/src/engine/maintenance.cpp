@@ -96,6 +96,13 @@ VerifyResult CacheImpl::Verify(const std::string& image_id) {
     throw Error(Errc::kNotFound, "image " + image_id + ": not cached");
   }
   RefreshDigests(&*row);  // an instant miss's import another host finished
+  if (ImportPending(row->cache_name)) {
+    // Its bytes are not all copied (and a dead runner's relay may not even let them be
+    // read): the import itself checks them against the source's digests.
+    throw Error(Errc::kBusy, "image " + image_id + ": its instant miss's import is not "
+                                 "finished; the import checks its bytes (`cachemgr "
+                                 "finish-import " + image_id + "`, or the next `cachemgr evict`)");
+  }
   const auto ref = EntryRef(row->cache_name);
   if (!backend_->Exists(ref)) {
     result.detail = "entry missing on backend: " + row->cache_name;
