@@ -64,7 +64,8 @@ int RunCreate(Context& ctx, const CreateArgs& args) {
     try {
       import_pid = StartImportProcess(ctx, r.image_id);
     } catch (const Error& e) {
-      // The volume is made and reads right; only the import's end waits for the pass.
+      // The volume is made; the import's end waits for the pass (and a Glance image's
+      // volume, read through the relay this process no longer serves, opens only then).
       std::cerr << "cachemgr create: " << e.what() << '\n';
     }
   }

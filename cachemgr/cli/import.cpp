@@ -81,7 +81,7 @@ pid_t StartImportProcess(Context& ctx, const std::string& image_id) {
   args.insert(args.end(), {"finish-import", image_id});
   // A Glance image's relay: its listening socket goes on in the child as descriptor 3
   // (connections made meanwhile wait in its backlog); this process accepts no more.
-  const int relay_fd = ctx.cache().HandOverRelay();
+  const int relay_fd = ctx.cache().HandOverRelay(image_id);
   if (relay_fd >= 0) args.insert(args.end(), {"--relay-fd", std::to_string(kRelayFd)});
   std::vector<char*> argv;
   argv.reserve(args.size() + 1);

@@ -444,6 +444,48 @@ class InstantGlanceTest(unittest.TestCase):
         self.assertEqual(env.stats()["imports_pending"], 0)
         self.assertEqual(env.volume_md5("vm-k"), md5)
 
+    def test_a_resuming_pass_keeps_serving_open_volumes_without_holding_other_passes(self):
+        env = Env("drain", self.keystone_glance())
+        image_id, md5 = self.upload(16 * MiB)
+        never = os.path.join(env.dir, "never")
+        made = env.json("create", image_id, "vm-d",
+                        env={"CACHEMGR_FAILPOINT": "import_before_copy:wait:" + never})
+        self.assertTrue(wait_for(lambda: os.path.exists(never + ".held"), timeout=60))
+        os.kill(made["import_pid"], signal.SIGKILL)
+        # The pass resumes it: held before its copy, the relay it serves lets a VM open the
+        # volume (a watcher, as a running VM is).
+        gate = os.path.join(env.dir, "go")
+        first = subprocess.Popen([BIN, "--config", env.config, "evict"],
+                                 env=dict(os.environ, CACHEMGR_FAILPOINT="import_before_copy:wait:" + gate),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            self.assertTrue(wait_for(lambda: os.path.exists(gate + ".held"), timeout=120))
+            vm = subprocess.Popen(["rbd", "--conf", CONF, "watch",
+                                   "volumes/%s/vm-d" % env.namespace],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                time.sleep(3)
+                self.assertIsNone(vm.poll(), "the volume could not be opened through the relay")
+                open(gate, "w").close()
+                self.assertTrue(wait_for(lambda: not env.migrating(entry_name(image_id)),
+                                         timeout=300), "the resumed import was not committed")
+                # Committed, still serving the open volume: the pass's locks are let go.
+                time.sleep(2)
+                self.assertIsNone(first.poll(), "the pass stopped serving an open volume")
+                rc, out, err = env.run("evict")
+                self.assertEqual(rc, EXIT_OK, "another pass waited for the drain: " + out + err)
+            finally:
+                vm.kill()
+                vm.wait()
+            out, err = first.communicate(timeout=120)
+            self.assertEqual(first.returncode, EXIT_OK, out + err)
+            self.assertIn("import committed", out)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait()
+        self.assertEqual(env.volume_md5("vm-d"), md5)
+
     def test_a_kill_before_the_entry_is_in_place_leaves_nothing_after_a_pass(self):
         env = Env("early", self.keystone_glance())
         image_id, md5 = self.upload(4 * MiB)

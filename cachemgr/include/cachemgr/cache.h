@@ -352,11 +352,11 @@ class CACHEMGR_EXPORT Cache {
   // Entries whose import found other bytes than the image's, with their volumes.
   virtual std::vector<BadEntry> BadEntries() = 0;
   // Glance images (cache.instant_relay): the import's bytes reach librbd through a relay
-  // this process serves while the import lasts. HandOverRelay stops this process's relay
-  // accepting and returns its listening socket (still listening: a connection made
-  // meanwhile waits) for the process that runs the import on (AdoptRelay there, before
-  // FinishImport); the caller closes it. -1 when this process serves no relay.
-  virtual int HandOverRelay() = 0;
+  // this process serves while the import lasts. HandOverRelay stops the relay serving
+  // `image_id` here accepting and returns its listening socket (still listening: a
+  // connection made meanwhile waits) for the process that runs the import on (AdoptRelay
+  // there, before FinishImport); the caller closes it. -1 when no relay here serves it.
+  virtual int HandOverRelay(const std::string& image_id) = 0;
   // Serves the relay on `fd` (from HandOverRelay) once an import needs it; takes `fd`.
   virtual void AdoptRelay(int fd) = 0;
 };

@@ -94,7 +94,7 @@ class CacheImpl final : public Cache {
   ImportResult FinishImport(const std::string& image_id, const ProgressFn& progress,
                             bool drain_here);
   std::vector<ImportResult> WaitForImports() override;
-  int HandOverRelay() override;
+  int HandOverRelay(const std::string& image_id) override;
   void AdoptRelay(int fd) override;
   std::vector<BadEntry> BadEntries() override;
 
@@ -220,7 +220,10 @@ class CacheImpl final : public Cache {
   // with `why_not` when not); the relay made to serve the plan (PrepareInstant); the relay
   // of a record made ready to serve again (a resumed import); its image forgotten.
   std::optional<InstantPlan> PlanRelayed(const source::ImageMeta& meta, std::string* why_not);
-  void ServeRelayed(const std::string& image_id, const std::string& url, uint64_t size);
+  // True when this call made `image_id` served here (it was not before).
+  bool ServeRelayed(const std::string& image_id, const std::string& url, uint64_t size);
+  // HOST:PORT of every relay the pool's records name (a new relay never takes one).
+  std::set<std::string> RecordedRelayAddresses();
   void ForgetRelayed(const std::string& image_id);
   source::Relay::Reader RelayReader();  // the source's Range reads
   // The pool's `relays` table: a staging object made through a relay, recorded before it
@@ -235,7 +238,7 @@ class CacheImpl final : public Cache {
   // The pass's first step: the relays of pending imports (the pool's records) and of dead
   // fills' staging objects that this host can serve; and its last, after its locks are
   // let go: the drains FinishImport left to it.
-  void ServePendingRelays();
+  std::vector<std::string> ServePendingRelays();  // the images it newly served
   // Why a relayed import can never finish (Glance lost, changed or cannot serve the image
   // it described); nullopt when it may yet (Glance unreachable: the next pass retries).
   std::optional<std::string> RelayedSourceGone(const ImportRecord& rec);

@@ -12,16 +12,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "convert/format.h"
 #include "engine/cache_impl.h"
 #include "engine/failpoints.h"
 #include "engine/instant_records.h"
 #include "engine/marks.h"
-#include "convert/format.h"
 #include "engine/naming.h"
 #include "util/file_identity.h"
 #include "util/hash.h"
@@ -120,8 +120,8 @@ Judged JudgeFile(source::Source& source, const ImportRecord& rec, const Progress
         const ssize_t n = ::pread(file->fd(), buf.data(), buf.size(), static_cast<off_t>(done));
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
-          throw Error(Errc::kSource, "image " + rec.image_id + ": cannot read " + rec.path +
-                                         ": " + std::strerror(errno));
+          throw Error(Errc::kSource, "image " + rec.image_id + ": cannot read " + rec.path + ": " +
+                                         std::strerror(errno));
         }
         if (n == 0) break;
         hasher.Update(std::span<const std::byte>(buf.data(), static_cast<size_t>(n)));
@@ -133,12 +133,11 @@ Judged JudgeFile(source::Source& source, const ImportRecord& rec, const Progress
       out.sha512 = digests[1];
       const std::string claimed_algo_digest = other_algo ? digests[2] : digests[1];
       struct stat after {};
-      const bool same_file = ::fstat(file->fd(), &after) == 0 &&
-                             util::FileIdentity(after) == rec.file_identity;
+      const bool same_file =
+          ::fstat(file->fd(), &after) == 0 && util::FileIdentity(after) == rec.file_identity;
       struct stat by_path {};
-      const bool same_path = ::lstat(rec.path.c_str(), &by_path) == 0 &&
-                             S_ISREG(by_path.st_mode) && by_path.st_dev == after.st_dev &&
-                             by_path.st_ino == after.st_ino;
+      const bool same_path = ::lstat(rec.path.c_str(), &by_path) == 0 && S_ISREG(by_path.st_mode) &&
+                             by_path.st_dev == after.st_dev && by_path.st_ino == after.st_ino;
       if (!same_file || done != total) {
         out.verdict = "bad";
         out.reason = "the image file " + rec.path + " changed while it was imported";
@@ -147,7 +146,8 @@ Judged JudgeFile(source::Source& source, const ImportRecord& rec, const Progress
         out.reason = "the path " + rec.path + " no longer names the file imported";
       } else if (!rec.checksum.empty() && !util::SameDigest(out.md5, rec.checksum)) {
         out.verdict = "bad";
-        out.reason = "md5 of the imported bytes is " + out.md5 + ", the source says " + rec.checksum;
+        out.reason =
+            "md5 of the imported bytes is " + out.md5 + ", the source says " + rec.checksum;
       } else if (!rec.os_hash_value.empty() &&
                  !util::SameDigest(claimed_algo_digest, rec.os_hash_value)) {
         out.verdict = "bad";
@@ -243,37 +243,50 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
   if (!backend_->CanImportInstantly()) return result;
   const std::string name = EntryName(image_id);
   const auto ref = EntryRef(name);
-  std::unique_ptr<storage::Lock> run;
-  try {
-    run = backend_->AcquireLock(name + kImportLockSuffix, std::chrono::milliseconds(0));
-  } catch (const Error& e) {
-    if (e.code() != Errc::kBusy) throw;
-    result.outcome = ImportOutcome::kBusy;
-    result.detail = e.what();
-    return result;
-  }
-  auto table = backend_->ReadTable(kImportsTable);
-  auto it = table.find(name);
-  if (it == table.end()) return result;
-  auto rec = ImportRecord::Parse(it->second);
-  if (!rec || rec->image_id != image_id) {
-    log_->warn("import record not understood, dropped entry={}", name);
-    backend_->WriteTable(kImportsTable, {}, {name});
-    return result;
-  }
   // Glance through the relay: served before anything opens the entry (an open reads the
-  // import's source), here or nowhere (the relay's address is the host's that began it).
+  // import's source), and before the run's lock is taken, so that only a process that can
+  // serve it (on the host of its address, where no other process serves it) ever holds it.
+  bool served_now = false;
+  auto read_record = [&]() -> std::optional<ImportRecord> {
+    auto table = backend_->ReadTable(kImportsTable);
+    auto it = table.find(name);
+    if (it == table.end()) return std::nullopt;
+    auto parsed = ImportRecord::Parse(it->second);
+    if (!parsed || parsed->image_id != image_id) {
+      log_->warn("import record not understood, dropped entry={}", name);
+      backend_->WriteTable(kImportsTable, {}, {name});
+      return std::nullopt;
+    }
+    return parsed;
+  };
+  auto rec = read_record();
+  if (!rec) return result;
   source::RelayUrl relay_url;
   const bool relayed = source::ParseRelayUrl(rec->path, &relay_url);
   if (relayed) {
     try {
-      ServeRelayed(image_id, rec->path, rec->size);
+      served_now = ServeRelayed(image_id, rec->path, rec->size);
     } catch (const Error& e) {
       if (e.code() != Errc::kBusy) throw;
       result.outcome = ImportOutcome::kBusy;
       result.detail = e.what();
       return result;
     }
+  }
+  std::unique_ptr<storage::Lock> run;
+  try {
+    run = backend_->AcquireLock(name + kImportLockSuffix, std::chrono::milliseconds(0));
+  } catch (const Error& e) {
+    if (e.code() != Errc::kBusy) throw;
+    if (served_now) ForgetRelayed(image_id);
+    result.outcome = ImportOutcome::kBusy;
+    result.detail = e.what();
+    return result;
+  }
+  rec = read_record();  // as it is now that the run is ours
+  if (!rec) {
+    if (served_now) ForgetRelayed(image_id);
+    return result;
   }
   if (!CheckOwnership(*backend_, ref, kMarkEntry, &rec->identity).ours) {
     // Written before the rename: a fill holding the image's locks may yet rename it.
@@ -282,6 +295,7 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
       if (!CheckOwnership(*backend_, ref, kMarkEntry, &rec->identity).ours) {
         log_->info("import record of an entry that is gone, dropped image={}", image_id);
         backend_->WriteTable(kImportsTable, {}, {name});
+        if (relayed) ForgetRelayed(image_id);
       }
     } catch (const Error& e) {
       if (e.code() != Errc::kBusy) throw;
@@ -341,8 +355,8 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
   // A bad verdict on an import never copied whole (Glance lost the image): there is nothing
   // to commit. Its volumes are named bad below; the entry goes by aborting the import once
   // none of them is left (until then every pass comes back here).
-  const bool uncopied = rec->verdict == "bad" && before_commit != State::kExecuted &&
-                        before_commit != State::kNone;
+  const bool uncopied =
+      rec->verdict == "bad" && before_commit != State::kExecuted && before_commit != State::kNone;
   if (!uncopied && before_commit != State::kNone) backend_->CommitImport(ref);
   Failpoint("import_after_commit");
   result.bytes = backend_->Stat(ref).size;
@@ -353,7 +367,8 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
     if (!util::SameDigest(held, rec->guest_md5)) {
       rec->verdict = "bad";
       rec->reason = "the entry holds other bytes (md5 " + held + ") than the file checked (md5 " +
-                    rec->guest_md5 + "): the path " + rec->path + " named another file while "
+                    rec->guest_md5 + "): the path " + rec->path +
+                    " named another file while "
                     "it was imported";
     }
   }
@@ -401,25 +416,36 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
   backend_->SetMetadata(ref, kMetaBad, rec->reason);
   backend_->WriteTable(kBadTable, {{Sha1Hex(rec->identity), bad.Dump()}});
   backend_->WriteTable(kBadFilesTable, {{Sha1Hex(image_id), rec->file_identity}});
-  // An import that cannot be committed is kept on record while volumes of it are left:
-  // the entry can neither be removed nor aborted under them.
+  // An import that cannot be committed keeps its record until its entry is gone: the entry
+  // can neither be removed nor aborted under volumes, and only the record lets a pass serve
+  // the relay an abort needs. With no volume left it is aborted here (a kill before the
+  // record goes finds an entry that is gone, and drops the record).
   const bool keep_record = uncopied && !bad.volumes.empty();
-  if (!keep_record) backend_->WriteTable(kImportsTable, {}, {name});
+  if (uncopied && bad.volumes.empty()) {
+    backend_->AbortImport(ref);
+    backend_->WriteTable(kImportsTable, {}, {name});
+    if (auto row = FindLive(image_id); row && row->identity == rec->identity) {
+      WithIndex([&](index::Index& ix) { ix.DeleteEntry(row->id); });
+    }
+  } else if (!uncopied) {
+    backend_->WriteTable(kImportsTable, {}, {name});
+  }
   std::string listed;
   for (const auto& v : bad.volumes) listed += (listed.empty() ? "" : ",") + v;
-  log_->error("instant miss imported bytes that are not the image's: entry marked bad and "
-              "evicted image={} reason=\"{}\" volumes={}",
-              image_id, rec->reason, listed.empty() ? "none" : listed);
+  log_->error(
+      "instant miss imported bytes that are not the image's: entry marked bad and "
+      "evicted image={} reason=\"{}\" volumes={}",
+      image_id, rec->reason, listed.empty() ? "none" : listed);
   Event("bad", image_id, result.bytes, timer.Elapsed());
   // Evicted here when it can be; else (busy, or another host's row) every host's hits
   // refuse it (UsableRow) and its pass evicts it.
   bool evicted = false;
-  if (auto row = FindLive(image_id); !keep_record && row && row->identity == rec->identity) {
+  if (auto row = FindLive(image_id); !uncopied && row && row->identity == rec->identity) {
     evicted = EvictEntry(*row, "bad", rec->reason, /*locked=*/false).done;
   }
   if (relayed && !keep_record) ForgetRelayed(image_id);
   result.outcome = ImportOutcome::kBad;
-  result.detail = rec->reason + (evicted ? ""
+  result.detail = rec->reason + (evicted || (uncopied && !keep_record) ? ""
                                  : keep_record ? "; the entry goes once its volumes are deleted"
                                                : "; its eviction is left to the next pass");
   result.volumes = bad.volumes;
@@ -455,7 +481,8 @@ std::optional<index::EntryRow> CacheImpl::UsableRow(const std::string& image_id)
   log_->warn("entry found bad by its import is not used image={}", image_id);
   auto rec = BadRecord::Parse(it->second);
   if (!EvictEntry(*row, "bad", rec ? rec->reason : "found bad", /*locked=*/false).done) {
-    throw Error(Errc::kBusy, "image " + image_id + ": its entry was found bad and is being "
+    throw Error(Errc::kBusy, "image " + image_id +
+                                 ": its entry was found bad and is being "
                                  "evicted; try again");
   }
   return std::nullopt;
@@ -469,9 +496,10 @@ void CacheImpl::StartImportThread(const std::string& image_id) {
     try {
       r = FinishImport(image_id, {});
     } catch (const std::exception& e) {
-      log_->error("import of an instant miss failed; the next eviction pass resumes it image={} "
-                  "error=\"{}\"",
-                  image_id, e.what());
+      log_->error(
+          "import of an instant miss failed; the next eviction pass resumes it image={} "
+          "error=\"{}\"",
+          image_id, e.what());
       r.detail = e.what();
     }
     std::lock_guard done(imports_mu_);
@@ -491,32 +519,6 @@ std::vector<ImportResult> CacheImpl::WaitForImports() {
   }
   std::lock_guard lock(imports_mu_);
   return std::exchange(import_results_, {});
-}
-
-std::map<std::string, std::string> CacheImpl::PendingImports() {
-  if (!backend_->CanImportInstantly()) return {};
-  std::map<std::string, std::string> out;  // entry name -> image id
-  for (const auto& [name, value] : backend_->ReadTable(kImportsTable)) {
-    auto rec = ImportRecord::Parse(value);
-    out[name] = rec ? rec->image_id : "";
-  }
-  return out;
-}
-
-bool CacheImpl::ImportPending(const std::string& name) {
-  if (!backend_->CanImportInstantly()) return false;
-  return backend_->ReadTable(kImportsTable).count(name) > 0;
-}
-
-std::vector<BadEntry> CacheImpl::BadEntries() {
-  std::vector<BadEntry> out;
-  if (!backend_->CanImportInstantly()) return out;
-  for (const auto& [key, value] : backend_->ReadTable(kBadTable)) {
-    if (auto rec = BadRecord::Parse(value)) {
-      out.push_back({rec->image_id, rec->reason, rec->at, rec->volumes});
-    }
-  }
-  return out;
 }
 
 void CacheImpl::ResumeImports(bool dry_run, std::vector<EvictAction>* actions) {
@@ -553,9 +555,8 @@ void CacheImpl::ResumeImports(bool dry_run, std::vector<EvictAction>* actions) {
       if (backend_->Exists({backend_->volume_pool(), v})) left.push_back(v);
     }
     // Its entry, where a host's row still names it, goes too.
-    for (const auto& row : WithIndex([&](index::Index& ix) {
-           return ix.ListEntries(backend_kind_, location_);
-         })) {
+    for (const auto& row :
+         WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
       if (!dry_run && !row.pinned && row.state == index::State::kReady &&
           row.image_id == rec->image_id && Sha1Hex(row.identity) == key) {
         auto a = EvictEntry(row, "bad", rec->reason, /*locked=*/false);

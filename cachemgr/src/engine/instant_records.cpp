@@ -1,8 +1,12 @@
-// What the pool keeps of instant misses (instant_records.h): the records' JSON.
+// What the pool keeps of instant misses (instant_records.h): the records' JSON, and the
+// engine's reads of them.
 #include "engine/instant_records.h"
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
+
+#include "engine/cache_impl.h"
+#include "engine/naming.h"
 
 namespace cachemgr::engine {
 
@@ -87,6 +91,33 @@ std::optional<BadRecord> BadRecord::Parse(const std::string& value) {
   }
   if (r.image_id.empty()) return std::nullopt;
   return r;
+}
+
+// What the records say, for the pass, the limits and `stats`.
+std::map<std::string, std::string> CacheImpl::PendingImports() {
+  if (!backend_->CanImportInstantly()) return {};
+  std::map<std::string, std::string> out;  // entry name -> image id
+  for (const auto& [name, value] : backend_->ReadTable(kImportsTable)) {
+    auto rec = ImportRecord::Parse(value);
+    out[name] = rec ? rec->image_id : "";
+  }
+  return out;
+}
+
+bool CacheImpl::ImportPending(const std::string& name) {
+  if (!backend_->CanImportInstantly()) return false;
+  return backend_->ReadTable(kImportsTable).count(name) > 0;
+}
+
+std::vector<BadEntry> CacheImpl::BadEntries() {
+  std::vector<BadEntry> out;
+  if (!backend_->CanImportInstantly()) return out;
+  for (const auto& [key, value] : backend_->ReadTable(kBadTable)) {
+    if (auto rec = BadRecord::Parse(value)) {
+      out.push_back({rec->image_id, rec->reason, rec->at, rec->volumes});
+    }
+  }
+  return out;
 }
 
 }  // namespace cachemgr::engine

@@ -18,6 +18,7 @@
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "convert/format.h"
@@ -100,7 +101,9 @@ std::optional<CacheImpl::InstantPlan> CacheImpl::PlanRelayed(const source::Image
   try {
     source_->ReadRange(meta.id, 0, head);
   } catch (const Error& e) {
-    if (e.code() != Errc::kSource && e.code() != Errc::kTimeout) throw;
+    if (e.code() != Errc::kSource && e.code() != Errc::kTimeout && e.code() != Errc::kCorrupt) {
+      throw;
+    }
     return no(std::string("Glance does not serve byte ranges of it (") + e.what() + ")");
   }
   convert::RequireFormatMatches(meta.id, meta.disk_format,
@@ -117,7 +120,15 @@ std::optional<CacheImpl::InstantPlan> CacheImpl::PlanRelayed(const source::Image
     if (relay == nullptr) {
       std::unique_ptr<source::Relay> made;
       try {
-        made = source::Relay::Listen(options_.cache.instant_relay, RelayReader(), log_);
+        // Not a port a pending import recorded (its runner died; a pass binds it again).
+        const auto recorded = RecordedRelayAddresses();
+        for (int attempt = 0; attempt < 8; ++attempt) {
+          made = source::Relay::Listen(options_.cache.instant_relay, RelayReader(), log_);
+          if (!recorded.count(made->BaseUrl().substr(std::strlen("http://")))) break;
+          made.reset();
+        }
+        if (!made)
+          throw Error(Errc::kBusy, "every free port given was one a pending import records");
       } catch (const Error& e) {
         log_->warn(
             "the relay cannot listen: instant misses of Glance images are normal misses "
@@ -139,7 +150,24 @@ std::optional<CacheImpl::InstantPlan> CacheImpl::PlanRelayed(const source::Image
   return plan;
 }
 
-void CacheImpl::ServeRelayed(const std::string& image_id, const std::string& url, uint64_t size) {
+std::set<std::string> CacheImpl::RecordedRelayAddresses() {
+  std::set<std::string> out;
+  auto add = [&](const std::string& url) {
+    source::RelayUrl parts;
+    if (source::ParseRelayUrl(url, &parts)) out.insert(parts.listen);
+  };
+  for (const auto& [name, value] : backend_->ReadTable(kImportsTable)) {
+    if (auto rec = ImportRecord::Parse(value)) add(rec->path);
+  }
+  for (const auto& [object, value] : backend_->ReadTable(kRelaysTable)) {
+    const auto j = nlohmann::json::parse(value, nullptr, false);
+    if (j.is_object() && j.contains("url") && j["url"].is_string())
+      add(j["url"].get<std::string>());
+  }
+  return out;
+}
+
+bool CacheImpl::ServeRelayed(const std::string& image_id, const std::string& url, uint64_t size) {
   source::RelayUrl parts;
   if (!source::ParseRelayUrl(url, &parts) || parts.image_id != image_id) {
     throw Error(Errc::kBackend, "image " + image_id +
@@ -159,12 +187,18 @@ void CacheImpl::ServeRelayed(const std::string& image_id, const std::string& url
       auto made = source::Relay::Listen(parts.listen, RelayReader(), log_);
       it = relays_.emplace(parts.listen, std::move(made)).first;
     } catch (const Error& e) {
+      const bool elsewhere =
+          std::string(e.what()).find("not an address of this host") != std::string::npos;
       throw Error(e.code(), "image " + image_id + ": its import reads through the relay at " +
                                 parts.listen + ", which cannot be served here (" + e.what() +
-                                "); the host with that address resumes it");
+                                (elsewhere ? "); the host with that address resumes it"
+                                           : "); on this host its runner serves it, or another "
+                                             "process took the port (`ss -ltnp` names it)"));
     }
   }
+  const bool served_before = it->second->Serves(image_id);
   it->second->Serve(image_id, parts.secret, size);
+  return !served_before;
 }
 
 source::Relay::Reader CacheImpl::RelayReader() {
@@ -174,14 +208,18 @@ source::Relay::Reader CacheImpl::RelayReader() {
 }
 
 void CacheImpl::ForgetRelayed(const std::string& image_id) {
-  std::lock_guard lock(relay_mu_);
-  for (auto it = relays_.begin(); it != relays_.end();) {
-    it->second->Forget(image_id);
-    if (it->second->Serving() == 0) {
-      if (it->first == planned_relay_key_) planned_relay_key_.clear();
-      it = relays_.erase(it);
-    } else {
-      ++it;
+  std::vector<std::unique_ptr<source::Relay>> stopped;  // ended outside the lock: a stop
+  {                                                     // waits for requests in flight
+    std::lock_guard lock(relay_mu_);
+    for (auto it = relays_.begin(); it != relays_.end();) {
+      it->second->Forget(image_id);
+      if (it->second->Serving() == 0) {
+        if (it->first == planned_relay_key_) planned_relay_key_.clear();
+        stopped.push_back(std::move(it->second));
+        it = relays_.erase(it);
+      } else {
+        ++it;
+      }
     }
   }
 }
@@ -223,8 +261,8 @@ bool CacheImpl::ServeRelayOf(const std::string& object, std::vector<EvictAction>
   if (it == table.end()) return true;
   const auto j = nlohmann::json::parse(it->second, nullptr, false);
   source::RelayUrl url;
-  if (!j.is_object() || !j.contains("url") || !j["url"].is_string() ||
-      !j.contains("size") || !j["size"].is_number_unsigned() ||
+  if (!j.is_object() || !j.contains("url") || !j["url"].is_string() || !j.contains("size") ||
+      !j["size"].is_number_unsigned() ||
       !source::ParseRelayUrl(j["url"].get<std::string>(), &url)) {
     return true;  // not a record this cache wrote: the object is judged as any other
   }
@@ -273,28 +311,34 @@ std::optional<std::string> CacheImpl::RelayedSourceGone(const ImportRecord& rec)
   try {
     now = source_->Describe(rec.image_id);
   } catch (const Error& e) {
-    if (e.code() == Errc::kNotFound) return "Glance no longer has the image (" + std::string(e.what()) + ")";
+    if (e.code() == Errc::kNotFound)
+      return "Glance no longer has the image (" + std::string(e.what()) + ")";
     return std::nullopt;  // unreachable, or refusing us: not the image's fault
   }
   if (now.status != "active") return "Glance's image is " + now.status + " now";
   if (now.size.value_or(0) != rec.size || now.checksum != rec.checksum ||
       now.os_hash_value != rec.os_hash_value) {
-    return std::string("Glance's image is not the one the import began with (its size or digests "
-                       "changed)");
+    return std::string(
+        "Glance's image is not the one the import began with (its size or digests "
+        "changed)");
   }
   // Reachable and unchanged: its last byte must be there.
   std::vector<std::byte> last(1);
   try {
     source_->ReadRange(rec.image_id, rec.size - 1, last);
   } catch (const Error& e) {
+    // Only a whole answer that the byte is not there is final; a timeout, a 5xx or an
+    // auth failure may pass.
+    if (e.code() != Errc::kCorrupt && e.code() != Errc::kNotFound) return std::nullopt;
     return "Glance cannot serve byte " + std::to_string(rec.size - 1) + " of the " +
            std::to_string(rec.size) + " it declares (" + e.what() + ")";
   }
   return std::nullopt;
 }
 
-void CacheImpl::ServePendingRelays() {
-  if (!backend_->CanImportInstantly()) return;
+std::vector<std::string> CacheImpl::ServePendingRelays() {
+  std::vector<std::string> served;
+  if (!backend_->CanImportInstantly()) return served;
   std::vector<std::pair<std::string, uint64_t>> urls;  // url, size
   for (const auto& [name, value] : backend_->ReadTable(kImportsTable)) {
     if (auto rec = ImportRecord::Parse(value)) urls.emplace_back(rec->path, rec->size);
@@ -310,14 +354,15 @@ void CacheImpl::ServePendingRelays() {
     source::RelayUrl parts;
     if (!source::ParseRelayUrl(url, &parts)) continue;  // a file import: nothing to serve
     try {
-      ServeRelayed(parts.image_id, url, size);
+      if (ServeRelayed(parts.image_id, url, size)) served.push_back(parts.image_id);
     } catch (const Error& e) {
       if (e.code() != Errc::kBusy) throw;
       // Its runner (here) or its host serves it.
-      log_->info("relay of a pending import not served by this pass image={} ({})",
-                 parts.image_id, e.what());
+      log_->info("relay of a pending import not served by this pass image={} ({})", parts.image_id,
+                 e.what());
     }
   }
+  return served;
 }
 
 void CacheImpl::DrainDeferredRelays() {
@@ -329,12 +374,23 @@ void CacheImpl::DrainDeferredRelays() {
   for (const auto& [image_id, volumes] : drains) DrainRelayed(image_id, volumes);
 }
 
-int CacheImpl::HandOverRelay() {
-  std::lock_guard lock(relay_mu_);
-  for (auto& [key, relay] : relays_) {
-    if (relay->Serving() > 0) return relay->HandOver();
+int CacheImpl::HandOverRelay(const std::string& image_id) {
+  std::unique_ptr<source::Relay> handed;  // ended outside the lock, once it has let go
+  int fd = -1;
+  {
+    std::lock_guard lock(relay_mu_);
+    for (auto it = relays_.begin(); it != relays_.end(); ++it) {
+      if (!it->second->Serves(image_id)) continue;
+      fd = it->second->HandOver();
+      if (fd < 0) break;
+      // Whatever else it served goes with the socket: nothing more is planned on it here.
+      if (it->first == planned_relay_key_) planned_relay_key_.clear();
+      handed = std::move(it->second);
+      relays_.erase(it);
+      break;
+    }
   }
-  return -1;
+  return fd;
 }
 
 void CacheImpl::AdoptRelay(int fd) {

@@ -4,11 +4,13 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 
 #include "engine/cache_impl.h"
 #include "engine/failpoints.h"
 #include "engine/marks.h"
+#include "engine/naming.h"
 #include "fetch/workdir.h"
 
 namespace cachemgr::engine {
@@ -37,7 +39,32 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
   auto* actions = &report.actions;
   // Imports through a relay whose process died: served again (where this host can) before
   // any step opens their objects, since an open reads the import's source.
-  step("relays", [&] { ServePendingRelays(); });
+  std::vector<std::string> relayed_here;
+  step("relays", [&] { relayed_here = ServePendingRelays(); });
+  // Whatever the steps do, the drains the imports step left still run, with the locks
+  // let go, and relays served for this pass alone stop (the pass's own imports forget
+  // theirs as they end).
+  bool finished = false;
+  auto after_pass = [&] {
+    pool_pass_lock.reset();
+    pass_lock.reset();
+    DrainDeferredRelays();
+    for (const auto& id : relayed_here) {
+      if (!ImportPending(EntryName(id))) ForgetRelayed(id);
+    }
+  };
+  struct AfterPass {
+    std::function<void()> fn;
+    const bool* finished;
+    ~AfterPass() {
+      if (!*finished) {
+        try {
+          fn();
+        } catch (...) {  // the step's own error is the one reported
+        }
+      }
+    }
+  } on_unwind{after_pass, &finished};
   step("gc_leftovers", [&] { GcLeftovers(dry, actions); });
   step("gc_volumes", [&] { GcVolumes(dry, actions); });
   step("sweep_lock_files", [&] { SweepLockFiles(dry); });
@@ -70,11 +97,10 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
   // The lock object goes with the pass (a waiter makes a new one): a pool keeps no lock
   // objects between passes.
   pool_pass_lock->Discard();
-  pool_pass_lock.reset();
-  pass_lock.reset();
   // A resumed relayed import's relay keeps serving the volumes opened before its commit,
   // with the pass's locks let go: the next pass (any host) need not wait for those VMs.
-  DrainDeferredRelays();
+  finished = true;
+  after_pass();
   report.elapsed = timer.Elapsed();
   log_->info("eviction pass actions={} entries={} bytes={} pinned={} source_requests={} ms={}",
              report.actions.size(), report.entries_after, report.bytes_after, report.pinned_bytes,
@@ -84,8 +110,8 @@ EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
 
 CacheImpl::EntryTotals CacheImpl::MeasureEntries() {
   // One aggregate, not every row read: the pass measures twice.
-  const auto sums =
-      WithIndex([&](index::Index& ix) { return ix.ReadyAndPinnedTotals(backend_kind_, location_); });
+  const auto sums = WithIndex(
+      [&](index::Index& ix) { return ix.ReadyAndPinnedTotals(backend_kind_, location_); });
   const bool allocated = options_.cache.size_accounting == SizeAccounting::kAllocated;
   EntryTotals totals;
   totals.count = sums.ready.count;
@@ -100,7 +126,8 @@ void CacheImpl::SweepDeadFiles(bool dry_run, std::vector<EvictAction>* actions) 
     if (l.removed) log_->info("removed temporary path={} bytes={}", l.path, l.bytes);
   }
   std::vector<fetch::LeftAlone> left_alone;
-  for (const auto& dir : fetch::SweepWorkDirs(options_.conversion.dir, dry_run, log_, &left_alone)) {
+  for (const auto& dir :
+       fetch::SweepWorkDirs(options_.conversion.dir, dry_run, log_, &left_alone)) {
     actions->push_back({"gc", "", dir.string(), 0, "working dir of a fill that died", !dry_run});
   }
   for (const auto& l : left_alone) {
@@ -109,21 +136,20 @@ void CacheImpl::SweepDeadFiles(bool dry_run, std::vector<EvictAction>* actions) 
 }
 
 void CacheImpl::CheckSourceForEntries(bool dry_run, std::vector<EvictAction>* actions) {
-  auto rows =
-      WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
+  auto rows = WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); });
   const bool any = std::any_of(rows.begin(), rows.end(), [](const index::EntryRow& r) {
     return !r.pinned && r.state == index::State::kReady;
   });
   bool listing_failed = false;
-  const auto listed = any ? ListSourceForCheck(&listing_failed)
-                          : std::map<std::string, source::ImageMeta>{};
+  const auto listed =
+      any ? ListSourceForCheck(&listing_failed) : std::map<std::string, source::ImageMeta>{};
   for (const auto& row : rows) {
     if (row.pinned || row.state != index::State::kReady) continue;
     const auto verdict = JudgeBySource(row, listed, listing_failed);
     if (verdict.kind.empty()) continue;
     if (dry_run) {
-      actions->push_back({verdict.kind, row.image_id, row.cache_name, AccountedBytes(row),
-                          verdict.reason, false});
+      actions->push_back(
+          {verdict.kind, row.image_id, row.cache_name, AccountedBytes(row), verdict.reason, false});
     } else {
       actions->push_back(EvictEntry(row, verdict.kind, verdict.reason, false));
     }
@@ -148,9 +174,9 @@ std::map<std::string, source::ImageMeta> CacheImpl::ListSourceForCheck(bool* fai
   return listed;
 }
 
-CacheImpl::Verdict CacheImpl::JudgeBySource(
-    const index::EntryRow& row, const std::map<std::string, source::ImageMeta>& listed,
-    bool listing_failed) {
+CacheImpl::Verdict CacheImpl::JudgeBySource(const index::EntryRow& row,
+                                            const std::map<std::string, source::ImageMeta>& listed,
+                                            bool listing_failed) {
   Verdict verdict;
   try {
     backend_->RequireIntact(EntryRef(row.cache_name));

@@ -13,7 +13,15 @@ void CacheImpl::DeleteVolume(const std::string& volume) {
   auto row = WithIndex([&](index::Index& ix) { return ix.FindVolume(pool, volume); });
   // A volume of an entry whose import came through a relay that died with its runner
   // cannot even be opened (nor removed) until the relay is served again.
-  if (row && !options_.cache.instant_relay.empty()) ServePendingRelays();
+  std::vector<std::string> relayed_here;
+  if (row && !options_.cache.instant_relay.empty()) relayed_here = ServePendingRelays();
+  struct StopRelays {  // served for this delete alone
+    CacheImpl* cache;
+    const std::vector<std::string>* ids;
+    ~StopRelays() {
+      for (const auto& id : *ids) cache->ForgetRelayed(id);
+    }
+  } stop_relays{this, &relayed_here};
   if (!row) throw Error(Errc::kNotFound, "volume " + volume + ": not made by this cache");
   if (row->state != index::State::kReady) {
     throw Error(Errc::kBusy, "volume " + volume + ": being created by " + row->owner +

@@ -410,9 +410,9 @@ class GlanceSource final : public Source {
       HttpResult r = HttpGet(Base() + "/v2/images/" + image_id + "/file", headers, http_,
                              on_start, on_body);
       if (!r.transport_error() && r.status == 206 && got == out.size()) return;
-      if (!r.transport_error() && r.status == 206) {
-        r.curl_code = 18;  // CURLE_PARTIAL_FILE: a short body is retried as a dropped one
-        r.curl_error = "got " + std::to_string(got) + " of " + std::to_string(out.size()) + " bytes";
+      if (!r.transport_error() && (r.status == 206 || r.status == 416)) {  // final: not there
+        throw Error(Errc::kCorrupt, what + (r.status == 416 ? ": Glance has no such bytes"
+                                                            : ": Glance sent fewer bytes"));
       }
       if (!r.transport_error() && Reauthenticate(r, token, &reauthenticated)) continue;
       if (!r.transport_error() && r.status < 500) ThrowForStatus(r, what, token);

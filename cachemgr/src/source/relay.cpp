@@ -120,14 +120,15 @@ class MhdRelay final : public Relay {
                   std::string("relay: its socket has no address: ") + std::strerror(err));
     }
     base_ = "http://" + NumericHostPort(ss);
-    daemon_ =
-        MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                             MHD_USE_POLL | MHD_USE_ITC,
-                         0, nullptr, nullptr, &MhdRelay::Handle, this, MHD_OPTION_LISTEN_SOCKET,
-                         fd_, MHD_OPTION_CONNECTION_TIMEOUT, kConnectionTimeoutS,
-                         MHD_OPTION_CONNECTION_LIMIT, kMaxConnections, MHD_OPTION_END);
+    daemon_ = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                                   MHD_USE_POLL | MHD_USE_ITC,
+                               0, nullptr, nullptr, &MhdRelay::Handle, this,
+                               MHD_OPTION_LISTEN_SOCKET, fd_, MHD_OPTION_CONNECTION_TIMEOUT,
+                               kConnectionTimeoutS, MHD_OPTION_CONNECTION_LIMIT, kMaxConnections,
+                               MHD_OPTION_PER_IP_CONNECTION_LIMIT, kMaxConnectionsPerPeer,
+                               MHD_OPTION_END);
     if (daemon_ == nullptr) {
-      ::close(fd_);
+      // Not closed here: some libmicrohttpd failure paths close a given socket themselves.
       throw Error(Errc::kInternal, "relay: cannot serve on " + base_ + " (libmicrohttpd refused)");
     }
     logger_->info("relay listening url={}", base_);
@@ -157,11 +158,21 @@ class MhdRelay final : public Relay {
   int HandOver() override {
     std::lock_guard lock(mu_);
     if (handed_over_) return -1;
-    if (MHD_quiesce_daemon(daemon_) == MHD_INVALID_SOCKET) return -1;
-    handed_over_ = true;
+    // The copy first: if it cannot be made, this relay goes on accepting.
     const int copy = ::fcntl(fd_, F_DUPFD_CLOEXEC, 10);  // the caller places it in a child
+    if (copy < 0) return -1;
+    if (MHD_quiesce_daemon(daemon_) == MHD_INVALID_SOCKET) {
+      ::close(copy);
+      return -1;
+    }
+    handed_over_ = true;
     logger_->info("relay handed over url={}", base_);
     return copy;
+  }
+
+  bool Serves(const std::string& image_id) const override {
+    std::lock_guard lock(mu_);
+    return images_.count(image_id) > 0;
   }
 
   uint64_t Requests() const override { return requests_.load(); }
@@ -256,6 +267,10 @@ class MhdRelay final : public Relay {
       return Reply(c, MHD_HTTP_BAD_GATEWAY, std::string("the source failed: ") + e.what() + "\n");
     }
     MHD_Response* r = MHD_create_response_from_buffer(length, buf, MHD_RESPMEM_MUST_FREE);
+    if (r == nullptr) {
+      std::free(buf);
+      return MHD_NO;  // libmicrohttpd closes the connection; librbd retries on a new one
+    }
     const std::string content_range = "bytes " + std::to_string(first) + "-" +
                                       std::to_string(last) + "/" + std::to_string(image.size);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_RANGE, content_range.c_str());

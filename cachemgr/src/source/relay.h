@@ -49,6 +49,7 @@ class Relay {
   virtual void Serve(const std::string& image_id, const std::string& secret, uint64_t size) = 0;
   virtual void Forget(const std::string& image_id) = 0;
   virtual size_t Serving() const = 0;  // images registered
+  virtual bool Serves(const std::string& image_id) const = 0;
   // Stops accepting and returns the listening socket, still listening, for another
   // process to Adopt; requests in progress here finish. -1 if already handed over.
   virtual int HandOver() = 0;
