@@ -460,8 +460,9 @@ class InstantGlanceTest(unittest.TestCase):
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             self.assertTrue(wait_for(lambda: os.path.exists(gate + ".held"), timeout=120))
+            # `rbd watch` holds the watch until its stdin ends: a pipe kept open.
             vm = subprocess.Popen(["rbd", "--conf", CONF, "watch",
-                                   "volumes/%s/vm-d" % env.namespace],
+                                   "volumes/%s/vm-d" % env.namespace], stdin=subprocess.PIPE,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 time.sleep(3)
