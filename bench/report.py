@@ -512,7 +512,7 @@ def chart(series, png, workdir, gnuplot):
             style = "linespoints pt 7 ps 0.6" if len(v) < 20 else "lines"
             plots.append("'%s' using 1:2 with %s lw 2 title '%s (p50 %s)'" % (
                 data, style, label.replace("'", ""), fmt(s["p50"])))
-        script.append("set title '%s'" % title)
+        script.append("set title '%s'" % title.replace("'", "''"))  # gnuplot's quote escape
         if plots:
             script.append("plot " + ", ".join(plots))
         else:
