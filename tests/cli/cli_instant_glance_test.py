@@ -58,6 +58,14 @@ def random_bytes(size):
     return os.urandom(size)
 
 
+def random_file(size, name="img"):
+    """A file of `size` random bytes in a folder of its own under ROOT; its path."""
+    path = os.path.join(tempfile.mkdtemp(dir=ROOT), name)
+    with open(path, "wb") as f:
+        f.write(random_bytes(size))
+    return path
+
+
 def file_md5(path):
     with open(path, "rb") as f:
         return hashlib.md5(f.read()).hexdigest()
@@ -270,14 +278,9 @@ class InstantGlanceTest(unittest.TestCase):
     # --- a Glance whose bytes are not its digests' ------------------------------------
 
     def test_bytes_other_than_glance_claims_mark_the_entry_bad(self):
-        work = tempfile.mkdtemp(dir=ROOT)
-        path = os.path.join(work, "img")
-        with open(path, "wb") as f:
-            f.write(random_bytes(8 * MiB))
+        path = random_file(8 * MiB)
         true_md5 = file_md5(path)
-        other = os.path.join(work, "other")
-        with open(other, "wb") as f:
-            f.write(random_bytes(8 * MiB))
+        other = random_file(8 * MiB, "other")
         cases = {
             # a digest that is not the bytes'
             "lie-sum": lying_image("lie-sum", path, "0" * 32),
@@ -310,10 +313,7 @@ class InstantGlanceTest(unittest.TestCase):
             glance.stop()
 
     def test_glance_losing_the_image_mid_import_is_a_bad_entry_that_goes_with_its_volumes(self):
-        work = tempfile.mkdtemp(dir=ROOT)
-        path = os.path.join(work, "img")
-        with open(path, "wb") as f:
-            f.write(random_bytes(8 * MiB))
+        path = random_file(8 * MiB)
         image = lying_image("gone-tail", path, file_md5(path))
         image["meta"]["size"] = 9 * MiB  # declares a MiB it never serves
         glance = LyingGlance({"gone-tail": image})
@@ -342,10 +342,7 @@ class InstantGlanceTest(unittest.TestCase):
             glance.stop()
 
     def test_a_glance_that_ignores_range_is_a_normal_miss(self):
-        work = tempfile.mkdtemp(dir=ROOT)
-        path = os.path.join(work, "img")
-        with open(path, "wb") as f:
-            f.write(random_bytes(4 * MiB))
+        path = random_file(4 * MiB)
         image = lying_image("no-range", path, file_md5(path))
         image["ranges"] = False  # answers a Range read with the whole file (200)
         glance = LyingGlance({"no-range": image})
@@ -358,12 +355,9 @@ class InstantGlanceTest(unittest.TestCase):
             glance.stop()
 
     def test_what_does_not_qualify_is_a_normal_miss(self):
-        work = tempfile.mkdtemp(dir=ROOT)
-        raw = os.path.join(work, "raw")
-        with open(raw, "wb") as f:
-            f.write(random_bytes(4 * MiB))
+        raw = random_file(4 * MiB, "raw")
         md5 = file_md5(raw)
-        qcow = os.path.join(work, "qcow")
+        qcow = raw + ".qcow2"
         subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, qcow], check=True)
         qcow_md5 = file_md5(qcow)
         images = {
