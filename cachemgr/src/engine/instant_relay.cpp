@@ -18,6 +18,7 @@
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -39,6 +40,23 @@ constexpr auto kDrainPoll = std::chrono::seconds(5);
 // written before the object exists (opening it opens its source: a pass that removes a
 // dead fill's object must serve the relay first) and erased once the fill ended.
 constexpr const char* kRelaysTable = "relays";
+
+// One `relays` row as RecordRelay wrote it; nullopt for a value it did not write.
+struct RelayRecord {
+  std::string url;
+  uint64_t size = 0;
+  source::RelayUrl parts;
+};
+std::optional<RelayRecord> ParseRelayRecord(const std::string& value) {
+  const auto j = nlohmann::json::parse(value, nullptr, false);
+  if (!j.is_object() || !j.contains("url") || !j["url"].is_string() || !j.contains("size") ||
+      !j["size"].is_number_unsigned()) {
+    return std::nullopt;
+  }
+  RelayRecord r{j["url"].get<std::string>(), j["size"].get<uint64_t>(), {}};
+  if (!source::ParseRelayUrl(r.url, &r.parts)) return std::nullopt;
+  return r;
+}
 
 // The format of `bytes` (the image's first bytes) by the same detector a fill uses.
 std::string DetectBytesFormat(const std::vector<std::byte>& bytes, const std::string& name) {
@@ -160,9 +178,7 @@ std::set<std::string> CacheImpl::RecordedRelayAddresses() {
     if (auto rec = ImportRecord::Parse(value)) add(rec->path);
   }
   for (const auto& [object, value] : backend_->ReadTable(kRelaysTable)) {
-    const auto j = nlohmann::json::parse(value, nullptr, false);
-    if (j.is_object() && j.contains("url") && j["url"].is_string())
-      add(j["url"].get<std::string>());
+    if (auto r = ParseRelayRecord(value)) out.insert(r->parts.listen);
   }
   return out;
 }
@@ -259,20 +275,15 @@ bool CacheImpl::ServeRelayOf(const std::string& object, std::vector<EvictAction>
   const auto table = backend_->ReadTable(kRelaysTable);
   auto it = table.find(object);
   if (it == table.end()) return true;
-  const auto j = nlohmann::json::parse(it->second, nullptr, false);
-  source::RelayUrl url;
-  if (!j.is_object() || !j.contains("url") || !j["url"].is_string() || !j.contains("size") ||
-      !j["size"].is_number_unsigned() ||
-      !source::ParseRelayUrl(j["url"].get<std::string>(), &url)) {
-    return true;  // not a record this cache wrote: the object is judged as any other
-  }
+  const auto rec = ParseRelayRecord(it->second);
+  if (!rec) return true;  // not a record this cache wrote: the object is judged as any other
   try {
-    ServeRelayed(url.image_id, j["url"].get<std::string>(), j["size"].get<uint64_t>());
+    ServeRelayed(rec->parts.image_id, rec->url, rec->size);
     return true;
   } catch (const Error& e) {
     if (e.code() != Errc::kBusy) throw;
     log_->info("left to the host of its relay name={} ({})", object, e.what());
-    if (actions) actions->push_back({"gc", url.image_id, object, 0, e.what(), false});
+    if (actions) actions->push_back({"gc", rec->parts.image_id, object, 0, e.what(), false});
     return false;
   }
 }
@@ -283,13 +294,10 @@ void CacheImpl::ForgetRelayOf(const std::string& object, bool stop_serving) {
   auto it = table.find(object);
   if (it == table.end()) return;
   backend_->WriteTable(kRelaysTable, {}, {object});
-  source::RelayUrl url;
-  const auto j = nlohmann::json::parse(it->second, nullptr, false);
   // Not while the import goes on under the entry's name (a fill killed after its rename).
-  if (stop_serving && j.is_object() && j.contains("url") && j["url"].is_string() &&
-      source::ParseRelayUrl(j["url"].get<std::string>(), &url) &&
-      !ImportPending(EntryName(url.image_id))) {
-    ForgetRelayed(url.image_id);
+  const auto rec = ParseRelayRecord(it->second);
+  if (stop_serving && rec && !ImportPending(EntryName(rec->parts.image_id))) {
+    ForgetRelayed(rec->parts.image_id);
   }
 }
 
@@ -344,11 +352,7 @@ std::vector<std::string> CacheImpl::ServePendingRelays() {
     if (auto rec = ImportRecord::Parse(value)) urls.emplace_back(rec->path, rec->size);
   }
   for (const auto& [object, value] : backend_->ReadTable(kRelaysTable)) {
-    const auto j = nlohmann::json::parse(value, nullptr, false);
-    if (j.is_object() && j.contains("url") && j["url"].is_string() && j.contains("size") &&
-        j["size"].is_number_unsigned()) {
-      urls.emplace_back(j["url"].get<std::string>(), j["size"].get<uint64_t>());
-    }
+    if (auto r = ParseRelayRecord(value)) urls.emplace_back(r->url, r->size);
   }
   for (const auto& [url, size] : urls) {
     source::RelayUrl parts;
