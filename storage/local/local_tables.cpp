@@ -56,14 +56,18 @@ std::map<std::string, std::string> LocalBackend::ReadTable(const std::string& ta
     if (file.get() < 0) continue;  // removed meanwhile, or not a file
     struct stat st {};
     if (::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    // A value is written whole and renamed into place (WriteTable): the size fstat gave
+    // is the value's, read in one call rather than read until a call returns nothing
+    // (the table of last uses has a key per entry and is read on every pass).
+    if (st.st_size > static_cast<off_t>(kMaxValue)) continue;  // not a value this backend wrote
+    const size_t want = static_cast<size_t>(st.st_size);
     size_t got = 0;
-    while (got < sizeof buf) {
-      const ssize_t n = ::read(file.get(), buf + got, sizeof buf - got);
+    while (got < want) {
+      const ssize_t n = ::read(file.get(), buf + got, want - got);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;
       got += static_cast<size_t>(n);
     }
-    if (got > kMaxValue) continue;  // not a value this backend wrote
     out[key] = std::string(buf, got);
   }
   ::closedir(d);

@@ -24,7 +24,9 @@
 #include <cerrno>
 #include <fstream>
 #include <sstream>
+#include <iterator>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "storage/local/local_backend.h"
@@ -104,12 +106,16 @@ void SweepOne(int dir_fd, const std::string& dir_path, const std::string& name, 
   out->push_back(std::move(l));
 }
 
-void SweepDir(int dir_fd, const std::string& dir_path, bool dry_run, std::vector<Leftover>* out) {
-  for (const auto& name : Names(dir_fd)) {
+// Sweeps the `.tmp-*` files of `dir_fd`; returns the names it listed.
+std::vector<std::string> SweepDir(int dir_fd, const std::string& dir_path, bool dry_run,
+                                  std::vector<Leftover>* out) {
+  auto names = Names(dir_fd);
+  for (const auto& name : names) {
     if (IsTempName(name)) {
       SweepOne(dir_fd, dir_path, name, dry_run, out);
     }
   }
+  return names;
 }
 
 }  // namespace
@@ -122,14 +128,18 @@ bool Absent(int dir_fd, const std::string& name) {
 }
 
 // `<pool>/.meta/<name>.json` whose image `<pool>/<name>` is absent and whose lock is free.
-void SweepSidecars(int pool_fd, const std::string& pool_path, bool dry_run,
+// `listed`: the pool's names, listed before the sidecars; an image among them was there
+// then and its sidecar is no leftover (this pass's; the next pass looks again), so only
+// the others cost a stat (a pool of 100,000 entries was 100,000 stats a pass).
+void SweepSidecars(int pool_fd, const std::string& pool_path,
+                   const std::unordered_set<std::string>& listed, bool dry_run,
                    std::vector<Leftover>* out) {
   const util::UniqueFd meta{OpenDirAt(pool_fd, ".meta")};
   if (meta.get() < 0) return;
   for (const auto& file : Names(meta.get())) {
     if (file.size() <= 5 || file.compare(file.size() - 5, 5, ".json") != 0) continue;
     const std::string image = file.substr(0, file.size() - 5);
-    if (!Absent(pool_fd, image)) continue;
+    if (listed.count(image) || !Absent(pool_fd, image)) continue;
     const util::UniqueFd fd{::openat(meta.get(), file.c_str(),
                                      O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)};
     struct stat st {};
@@ -194,11 +204,13 @@ std::vector<Leftover> LocalBackend::SweepTemporaries(bool dry_run) {
     const util::UniqueFd dir{OpenDirAt(root_fd.get(), name)};
     if (dir.get() < 0) continue;
     const std::string dir_path = root + "/" + name;
-    SweepDir(dir.get(), dir_path, dry_run, &found);
+    auto listed = SweepDir(dir.get(), dir_path, dry_run, &found);
     if (name == ".trash") {
       SweepTrash(dir.get(), dir_path, dry_run, &found);
     } else if (name[0] != '.') {
-      SweepSidecars(dir.get(), dir_path, dry_run, &found);
+      const std::unordered_set<std::string> images(std::make_move_iterator(listed.begin()),
+                                                   std::make_move_iterator(listed.end()));
+      SweepSidecars(dir.get(), dir_path, images, dry_run, &found);
     }
     for (const auto& sub_name : Names(dir.get(), /*folders_only=*/true)) {
       const util::UniqueFd sub{OpenDirAt(dir.get(), sub_name)};

@@ -128,21 +128,27 @@ void LocalBackend::Impl::MoveToTrash(const ImageRef& ref, const std::vector<Over
 std::vector<TrashEntry> LocalBackend::ListTrash() {
   std::vector<TrashEntry> out;
   std::error_code ec;
-  // One scan answers for every entry (a scan per entry made the listing quadratic).
-  const auto overlays = impl_->ScanOverlays();
+  std::vector<fs::path> dirs;
   for (const auto& dir : fs::directory_iterator(impl_->TrashDir(), ec)) {
-    auto file = dir.path() / "entry.json";
-    if (!fs::exists(file)) continue;  // a crash between link and entry: PurgeTrash ignores it
+    // A crash between link and entry leaves no entry.json: PurgeTrash ignores the folder.
+    if (fs::exists(dir.path() / "entry.json")) dirs.push_back(dir.path());
+  }
+  // An empty trash needs no scan (every pass lists the trash; a scan stats every file
+  // under the root). Otherwise one scan answers for every entry (a scan per entry made
+  // the listing quadratic).
+  if (dirs.empty()) return out;
+  const auto overlays = impl_->ScanOverlays();
+  for (const auto& dir : dirs) {
     try {
-      auto entry = ReadJsonFile(file);
+      auto entry = ReadJsonFile(dir / "entry.json");
       TrashEntry t;
-      t.id = dir.path().filename().string();
+      t.id = dir.filename().string();
       t.original = {entry["original"].value("pool", ""), entry["original"].value("name", "")};
-      t.has_children = !impl_->UsersOf(dir.path() / "image", overlays).empty();
-      t.identity = Impl::IdentityOf(dir.path() / "image");  // the same inode as before
+      t.has_children = !impl_->UsersOf(dir / "image", overlays).empty();
+      t.identity = Impl::IdentityOf(dir / "image");  // the same inode as before
       out.push_back(std::move(t));
     } catch (const Error& e) {
-      impl_->log->warn("unreadable trash entry dir={} cause={}", dir.path().string(), e.what());
+      impl_->log->warn("unreadable trash entry dir={} cause={}", dir.string(), e.what());
     }
   }
   return out;

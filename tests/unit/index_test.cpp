@@ -278,6 +278,23 @@ TEST_CASE("HasLiveName finds a live row by its exact name or a prefix, never a p
   CHECK(index->HasLiveName("rbd", "volumes", "aaaa", "staging-aaaa-"));
   CHECK_FALSE(index->HasLiveName("rbd", "volumes", "aaaa", "staging-aaa-"));
   CHECK_FALSE(index->HasLiveName("rbd", "volumes", "cccc"));  // pinned: not live
+  // The prefix's bounds: the prefix itself starts with it; the name just past its last
+  // byte ('-' + 1 is '.') and a pinned row's name do not.
+  EntryRow exact = MakeEntry("img-d");
+  exact.cache_name = "staging-dddd-";
+  index->InsertEntry(exact);
+  EntryRow past = MakeEntry("img-e");
+  past.cache_name = "staging-eeee.0123";
+  index->InsertEntry(past);
+  EntryRow pinned_staging = MakeEntry("img-f");
+  pinned_staging.cache_name = "staging-ffff-0123";
+  pinned_staging.pinned = true;
+  index->InsertEntry(pinned_staging);
+  CHECK(index->HasLiveName("rbd", "volumes", "x", "staging-dddd-"));
+  CHECK_FALSE(index->HasLiveName("rbd", "volumes", "x", "staging-eeee-"));
+  CHECK(index->HasLiveName("rbd", "volumes", "x", "staging-eeee."));
+  CHECK_FALSE(index->HasLiveName("rbd", "volumes", "x", "staging-ffff-"));
+  CHECK_FALSE(index->HasLiveName("rbd", "other", "x", "staging-dddd-"));
 }
 
 TEST_CASE("entries: insert, find, get, update, transition, touch, list, delete") {

@@ -381,8 +381,11 @@ std::vector<LruRow> Index::ReadyByLastUsed(const std::string& backend, const std
 
 std::vector<EntryRow> Index::ListEntries(const std::string& backend, const std::string& pool) {
   return Guard(path_, "list entries", [&] {
+    // NOT INDEXED: every row of the pool, read in id order straight from the table. Through
+    // entries_lru each row cost a lookup and the whole a sort (3x the time at 100k rows).
     SQLite::Statement q(*db_, std::string("SELECT ") + kEntryColumns +
-                                  " FROM entries WHERE backend = ? AND pool = ? ORDER BY id");
+                                  " FROM entries NOT INDEXED WHERE backend = ? AND pool = ? "
+                                  "ORDER BY id");
     q.bind(1, backend);
     q.bind(2, pool);
     return QueryEntries(q);
@@ -406,8 +409,8 @@ std::vector<std::pair<std::string, std::string>> Index::ListLiveNames(const std:
                                                                       const std::string& pool) {
   return Guard(path_, "list live entry names", [&] {
     SQLite::Statement q(*db_,
-                        "SELECT cache_name, image_id FROM entries WHERE backend = ? AND pool = ? "
-                        "AND pinned = 0 ORDER BY id");
+                        "SELECT cache_name, image_id FROM entries NOT INDEXED WHERE backend = ? "
+                        "AND pool = ? AND pinned = 0 ORDER BY id");  // as ListEntries
     q.bind(1, backend);
     q.bind(2, pool);
     std::vector<std::pair<std::string, std::string>> out;
@@ -419,17 +422,24 @@ std::vector<std::pair<std::string, std::string>> Index::ListLiveNames(const std:
 bool Index::HasLiveName(const std::string& backend, const std::string& pool,
                         const std::string& name, const std::string& or_prefix) {
   return Guard(path_, "find a live entry name", [&] {
+    // Two seeks in entries_name (schema/010): the name, and the names from the prefix up
+    // to the prefix with its last byte raised (the names that start with it).
     SQLite::Statement q(*db_,
-                        "SELECT 1 FROM entries WHERE backend = ? AND pool = ? AND pinned = 0 "
-                        "AND (cache_name = ? OR (? != '' AND substr(cache_name, 1, length(?)) = ?)) "
-                        "LIMIT 1");
+                        "SELECT EXISTS (SELECT 1 FROM entries WHERE backend = ?1 AND pool = ?2 "
+                        "AND pinned = 0 AND cache_name = ?3) OR EXISTS (SELECT 1 FROM entries "
+                        "WHERE ?4 != '' AND backend = ?1 AND pool = ?2 AND pinned = 0 AND "
+                        "cache_name >= ?4 AND cache_name < ?5)");
+    std::string prefix_end = or_prefix;
+    if (!prefix_end.empty()) {
+      // A prefix is ASCII (a fill's staging prefix): its last byte is below 0xff.
+      prefix_end.back() = static_cast<char>(static_cast<unsigned char>(prefix_end.back()) + 1);
+    }
     q.bind(1, backend);
     q.bind(2, pool);
     q.bind(3, name);
     q.bind(4, or_prefix);
-    q.bind(5, or_prefix);
-    q.bind(6, or_prefix);
-    return q.executeStep();
+    q.bind(5, prefix_end);
+    return q.executeStep() && q.getColumn(0).getInt() != 0;
   });
 }
 

@@ -627,6 +627,62 @@ TEST_CASE("a writer's temporary is never swept; a dead writer's is, and nothing 
   CHECK(TempsUnder(dir / "root").empty());
 }
 
+TEST_CASE("a sidecar whose image is gone is swept; one whose image is there is kept") {
+  TempDir dir("local-sidecars");
+  auto b = MakeLocal(dir / "root");
+  const fs::path raw = dir / "a.raw";
+  WriteFile(raw, std::string(kMiB, 'a'));
+  const ImageRef kept{"_base", kBaseName};
+  Import(*b, raw, kept);
+  const fs::path meta = dir / "root" / "_base" / ".meta";
+  const fs::path kept_sidecar = meta / (kBaseName + ".json");
+  REQUIRE(fs::exists(kept_sidecar));
+  // What a kill between the sidecar's link and the image's leaves: a sidecar of ours (a
+  // copy of a real one) under a name no image has.
+  const std::string lost = "b94a8fe5ccb19ba61c4c0873d391e987982fbbd3";
+  fs::copy_file(kept_sidecar, meta / (lost + ".json"));
+  // Not ours: a file that does not read as a sidecar, under the same kind of name.
+  const std::string foreign = "c94a8fe5ccb19ba61c4c0873d391e987982fbbd3";
+  WriteFile(meta / (foreign + ".json"), "not a sidecar");
+  // A name in the pool that is not an image file (a symlink): its sidecar stays.
+  const std::string linked = "d94a8fe5ccb19ba61c4c0873d391e987982fbbd3";
+  fs::create_symlink(dir / "nowhere", dir / "root" / "_base" / linked);
+  fs::copy_file(kept_sidecar, meta / (linked + ".json"));
+
+  auto found = b->SweepTemporaries(true);
+  REQUIRE(found.size() == 1);
+  CHECK(found[0].path == (meta / (lost + ".json")).string());
+  CHECK_FALSE(found[0].removed);
+  CHECK(fs::exists(meta / (lost + ".json")));
+  found = b->SweepTemporaries(false);
+  REQUIRE(found.size() == 1);
+  CHECK(found[0].removed);
+  CHECK_FALSE(fs::exists(meta / (lost + ".json")));
+  CHECK(fs::exists(kept_sidecar));
+  CHECK(ReadFile(meta / (foreign + ".json")) == "not a sidecar");
+  CHECK(fs::exists(meta / (linked + ".json")));
+  CHECK(b->Exists(kept));
+  CHECK(b->SweepTemporaries(false).empty());
+}
+
+TEST_CASE("a table's keys are its files of at most 4 KiB; anything else planted there is not") {
+  TempDir dir("local-tables");
+  auto b = MakeLocal(dir / "root");
+  b->WriteTable("uses", {{"a", "17 host-a"}, {"b", std::string(4096, 'b')}}, {});
+  const fs::path table = dir / "root" / ".state" / "uses";
+  WriteFile(table / "big", std::string(4097, 'x'));  // over 4 KiB: not a value of ours
+  WriteFile(table / "empty", "");
+  WriteFile(dir / "outside", "secret");
+  fs::create_symlink(dir / "outside", table / "link");
+  REQUIRE(::mkfifo((table / "fifo").c_str(), 0644) == 0);
+  fs::create_directory(table / "folder");
+  const auto read = b->ReadTable("uses");
+  CHECK(read.size() == 3);
+  CHECK(read.at("a") == "17 host-a");
+  CHECK(read.at("b") == std::string(4096, 'b'));
+  CHECK(read.at("empty").empty());
+}
+
 TEST_CASE("a root that holds someone else's files is refused before anything is made") {
   TempDir dir("local-root");
   const fs::path root = dir / "root";
