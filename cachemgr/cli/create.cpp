@@ -60,7 +60,7 @@ int RunCreate(Context& ctx, const CreateArgs& args) {
   }
 
   pid_t import_pid = 0;
-  if (r.plan == Plan::kInstant && !args.wait_import) {
+  if (r.import_to_run && !args.wait_import) {
     try {
       import_pid = StartImportProcess(ctx, r.image_id);
     } catch (const Error& e) {
@@ -70,10 +70,10 @@ int RunCreate(Context& ctx, const CreateArgs& args) {
     }
   }
   const std::string import_state =
-      r.plan != Plan::kInstant ? "" : args.wait_import ? "running here" : "running in the background";
+      !r.import_to_run ? "" : args.wait_import ? "running here" : "running in the background";
   if (ctx.json) {
     nlohmann::json extra = nlohmann::json::object();
-    if (r.plan == Plan::kInstant) {
+    if (r.import_to_run) {
       extra["import"] = args.wait_import ? "foreground" : "background";
       if (import_pid > 0) extra["import_pid"] = import_pid;
     }
@@ -89,7 +89,7 @@ int RunCreate(Context& ctx, const CreateArgs& args) {
     doc.update(extra);
     PrintJson(doc);
     std::cout.flush();
-    return args.wait_import && r.plan == Plan::kInstant ? FinishImportQuietly(ctx, r.image_id)
+    return args.wait_import && r.import_to_run ? FinishImportQuietly(ctx, r.image_id)
                                                          : kExitOk;
   }
   std::cout << "volume " << r.volume << " from image " << r.image_id << ": " << PlanName(r.plan)
@@ -103,7 +103,7 @@ int RunCreate(Context& ctx, const CreateArgs& args) {
     std::cout << ')';
   }
   std::cout << '\n';
-  if (args.wait_import && r.plan == Plan::kInstant) {
+  if (args.wait_import && r.import_to_run) {
     std::cout.flush();
     return FinishImportNow(ctx, r.image_id);
   }

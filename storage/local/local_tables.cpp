@@ -56,18 +56,23 @@ std::map<std::string, std::string> LocalBackend::ReadTable(const std::string& ta
     if (file.get() < 0) continue;  // removed meanwhile, or not a file
     struct stat st {};
     if (::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-    // A value is written whole and renamed into place (WriteTable): the size fstat gave
-    // is the value's, read in one call rather than read until a call returns nothing
-    // (the table of last uses has a key per entry and is read on every pass).
+    // A value is written whole and renamed into place (WriteTable): one read that returns
+    // fstat's size is the value (the table of last uses has a key per entry and is read on
+    // every pass; no second read to see the end). A file that reads otherwise (edited in
+    // place, a size an NFS client cached) is read to its end, as any other.
     if (st.st_size > static_cast<off_t>(kMaxValue)) continue;  // not a value this backend wrote
-    const size_t want = static_cast<size_t>(st.st_size);
     size_t got = 0;
-    while (got < want) {
-      const ssize_t n = ::read(file.get(), buf + got, want - got);
+    bool failed = false;
+    while (got < sizeof buf) {
+      const ssize_t n = ::read(file.get(), buf + got, sizeof buf - got);
       if (n < 0 && errno == EINTR) continue;
+      if (n < 0) failed = true;
       if (n <= 0) break;
       got += static_cast<size_t>(n);
+      if (got == static_cast<size_t>(st.st_size)) break;
     }
+    // Unreadable, cut short, or grown past 4 KiB meanwhile: not a value to act on.
+    if (failed || got > kMaxValue || got < static_cast<size_t>(st.st_size)) continue;
     out[key] = std::string(buf, got);
   }
   ::closedir(d);

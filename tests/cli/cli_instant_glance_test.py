@@ -214,6 +214,7 @@ class InstantGlanceTest(unittest.TestCase):
         self.assertEqual(env.volume_md5("vm-a"), md5, "the volume read other bytes via the relay")
         second = env.json("create", image_id, "vm-b")
         self.assertEqual(second["plan"], "clone")
+        self.assertNotIn("import", second, "a hit took over a relay its runner serves")
         self.assertEqual(env.volume_md5("vm-b"), md5)
         url = env.relay_url(image_id)
         self.assertIsNotNone(url, env.rbd("status", "volumes/" + entry).stdout)
@@ -437,6 +438,44 @@ class InstantGlanceTest(unittest.TestCase):
         self.assertFalse(env.migrating(entry_name(image_id)))
         self.assertEqual(env.stats()["imports_pending"], 0)
         self.assertEqual(env.volume_md5("vm-k"), md5)
+
+    def test_a_hit_before_any_pass_serves_a_dead_runners_relay_and_runs_the_import(self):
+        env = Env("hitkill", self.keystone_glance())
+        image_id, md5 = self.upload(24 * MiB)
+        gate = os.path.join(env.dir, "never")
+        made = env.json("create", image_id, "vm-h",
+                        env={"CACHEMGR_FAILPOINT": "import_before_copy:wait:" + gate})
+        pid = made["import_pid"]
+        self.assertTrue(wait_for(lambda: os.path.exists(gate + ".held"), timeout=60))
+        url = env.relay_url(image_id)
+        os.kill(pid, signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: not os.path.exists("/proc/%d" % pid), timeout=10))
+        self.assertFalse(port_open(url))
+        # No pass yet: the hit opens the entry, which reads through the dead relay. It serves
+        # the relay itself, and hands it to a runner of the import, as a miss does; that
+        # runner is held before its copy too, so a second hit finds the relay served.
+        gate2 = os.path.join(env.dir, "go")
+        hit = env.json("create", image_id, "vm-i",
+                       env={"CACHEMGR_FAILPOINT": "import_before_copy:wait:" + gate2})
+        self.assertEqual(hit["plan"], "clone")
+        self.assertEqual(hit["import"], "background")
+        runner = hit["import_pid"]
+        self.assertTrue(wait_for(lambda: os.path.exists(gate2 + ".held"), timeout=60))
+        self.assertTrue(port_open(url), "the relay the hit served is not up")
+        again = env.json("create", image_id, "vm-j")
+        self.assertEqual(again["plan"], "clone")
+        self.assertNotIn("import", again, "a second runner was started")
+        for vol in ("vm-h", "vm-i", "vm-j"):
+            self.assertEqual(env.volume_md5(vol), md5, vol)
+        open(gate2, "w").close()
+        self.assertTrue(wait_for(lambda: not os.path.exists("/proc/%d" % runner), timeout=300),
+                        "the runner the hit started never ended")
+        self.assertFalse(env.migrating(entry_name(image_id)), "the import was not committed")
+        self.assertEqual(env.stats()["imports_pending"], 0)
+        self.assertFalse(port_open(url), "the relay still listens after the import ended")
+        for vol in ("vm-h", "vm-i", "vm-j"):
+            self.assertEqual(env.volume_md5(vol), md5, vol)
+        openstack.assert_no_secret()
 
     def test_a_resuming_pass_keeps_serving_open_volumes_without_holding_other_passes(self):
         env = Env("drain", self.keystone_glance())

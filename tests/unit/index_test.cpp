@@ -82,6 +82,31 @@ TEST_CASE("a fresh index is at the latest schema, in WAL mode, with foreign keys
   CHECK(again->SchemaVersion() == Index::LatestSchemaVersion());
 }
 
+TEST_CASE("the speed-only index on names is made on open without a new schema version") {
+  TempDir dir("index");
+  const fs::path path = dir / "index.db";
+  auto has_names_index = [&] {
+    SQLite::Database db(path, SQLite::OPEN_READONLY);
+    return db.execAndGet("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                         "name = 'entries_name'")
+               .getInt() == 1;
+  };
+  Index::Open(path)->InsertEntry(MakeEntry("img-a"));
+  CHECK(has_names_index());
+  // As the previous release leaves it (it never made the index): made again on open, the
+  // schema version untouched, so that release still opens the file afterwards.
+  {
+    SQLite::Database db(path, SQLite::OPEN_READWRITE);
+    db.exec("DROP INDEX entries_name");
+  }
+  CHECK_FALSE(has_names_index());
+  auto index = Index::Open(path);
+  CHECK(has_names_index());
+  CHECK(UserVersion(path) == Index::LatestSchemaVersion());
+  CHECK(index->HasLiveName("rbd", "volumes", MakeEntry("img-a").cache_name));
+  CHECK(index->IntegrityCheck() == "ok");
+}
+
 TEST_CASE("migrations are numbered from 1 without gaps") {
   int expected = 1;
   for (const auto& m : cachemgr::index::Migrations()) {
@@ -295,6 +320,8 @@ TEST_CASE("HasLiveName finds a live row by its exact name or a prefix, never a p
   CHECK(index->HasLiveName("rbd", "volumes", "x", "staging-eeee."));
   CHECK_FALSE(index->HasLiveName("rbd", "volumes", "x", "staging-ffff-"));
   CHECK_FALSE(index->HasLiveName("rbd", "other", "x", "staging-dddd-"));
+  // Not ASCII: refused, not answered (the bound above would not hold).
+  CHECK_THROWS_AS(index->HasLiveName("rbd", "volumes", "x", "staging-\xff"), Error);
 }
 
 TEST_CASE("entries: insert, find, get, update, transition, touch, list, delete") {

@@ -73,6 +73,11 @@ struct CreateVolumeResult {
   std::chrono::microseconds elapsed{};  // whole call
   std::chrono::microseconds fill{};     // download + convert + import (miss only)
   std::chrono::microseconds wait{};     // waiting for another caller's fill of this image
+  // The entry's import is left to the caller (defer_import) to run to its end with
+  // FinishImport: after an instant miss (plan kInstant), and after a hit on an entry
+  // whose Glance relay nobody served (its runner died), which this process now serves.
+  // Without defer_import this Cache's own thread runs it, and this stays false.
+  bool import_to_run = false;
 };
 
 enum class EntryState { kCreating, kReady, kEvicting };

@@ -239,6 +239,9 @@ class CacheImpl final : public Cache {
   // fills' staging objects that this host can serve; and its last, after its locks are
   // let go: the drains FinishImport left to it.
   std::vector<std::string> ServePendingRelays();  // the images it newly served
+  // A hit's: the relay of the import pending on `cache_name`, when nobody serves it and
+  // this host has its address. True when this process newly serves it.
+  bool ServeRelayForHit(const std::string& cache_name);
   // Why a relayed import can never finish (Glance lost, changed or cannot serve the image
   // it described); nullopt when it may yet (Glance unreachable: the next pass retries).
   std::optional<std::string> RelayedSourceGone(const ImportRecord& rec);

@@ -369,6 +369,31 @@ std::vector<std::string> CacheImpl::ServePendingRelays() {
   return served;
 }
 
+bool CacheImpl::ServeRelayForHit(const std::string& cache_name) {
+  // Nothing on the hit path unless relays are configured: one table read when they are.
+  if (options_.cache.instant_relay.empty() || !backend_->CanImportInstantly()) return false;
+  const auto imports = backend_->ReadTable(kImportsTable);
+  const auto it = imports.find(cache_name);
+  if (it == imports.end()) return false;
+  const auto rec = ImportRecord::Parse(it->second);
+  source::RelayUrl parts;
+  if (!rec || !source::ParseRelayUrl(rec->path, &parts)) return false;  // a file import
+  try {
+    const bool served = ServeRelayed(parts.image_id, rec->path, rec->size);
+    if (served) {
+      log_->warn("relay of a pending import served again by a hit; its runner had died image={}",
+                 parts.image_id);
+    }
+    return served;
+  } catch (const Error& e) {
+    if (e.code() != Errc::kBusy) throw;
+    // Its runner serves it (here), or the host of its address: the clone reads through it.
+    log_->debug("relay of a pending import not served by this hit image={} ({})",
+                parts.image_id, e.what());
+    return false;
+  }
+}
+
 void CacheImpl::DrainDeferredRelays() {
   std::vector<std::pair<std::string, std::vector<storage::ImageRef>>> drains;
   {

@@ -60,6 +60,19 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
                       "name");
     }
     const storage::ImageRef staging{pool, claim.staging_name};
+    // Set once a hit served the relay of an import whose runner died (ServeRelayForHit):
+    // this process then serves it until the import's runner takes it, or stops serving it
+    // when no volume came of the call.
+    bool relay_resumed = false;
+    struct StopRelayUnlessMade {
+      CacheImpl* cache;
+      const std::string& image_id;
+      const bool* resumed;
+      bool made = false;
+      ~StopRelayUnlessMade() {
+        if (*resumed && !made) cache->ForgetRelayed(image_id);
+      }
+    } stop_relay{this, request.image_id, &relay_resumed};
     // The source's answer of an attempt that found its entry stale once the clone was
     // made: the next attempt fills with it instead of asking again.
     std::optional<source::ImageMeta> known;
@@ -111,6 +124,13 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
                    e.what());
       }
 
+      // A hit opens the entry, which reads through its import's relay while the import
+      // lasts: a relay whose runner died is served here first (where this host has its
+      // address), or the clone fails to connect.
+      if (ready && (asked.valid() || !meta || !IsStale(*row, *meta)) &&
+          ServeRelayForHit(row->cache_name)) {
+        relay_resumed = true;
+      }
       CreateVolumeResult result;
       try {
         if (asked.valid()) {
@@ -173,9 +193,15 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
       log_->info("volume made image={} volume={} plan={} depth={} ms={}", request.image_id,
                  request.volume, PlanName(result.plan), result.depth,
                  result.elapsed.count() / 1000);
-      // The import goes on: here on an engine thread, or where the caller runs it.
-      if (result.plan == Plan::kInstant && !request.defer_import) {
+      // The import goes on: here on an engine thread, or where the caller runs it (a
+      // relay served again by this hit: while the import is still pending).
+      const bool to_run = result.plan == Plan::kInstant ||
+                          (relay_resumed && ImportPending(EntryName(request.image_id)));
+      stop_relay.made = to_run;
+      if (to_run && !request.defer_import) {
         StartImportThread(request.image_id);
+      } else if (to_run) {
+        result.import_to_run = true;
       }
       return result;
     }
