@@ -148,7 +148,7 @@ void SweepSidecars(int pool_fd, const std::string& pool_path,
     // Only what reads as a sidecar of ours: a JSON object with the backend's schema key.
     std::string head(static_cast<size_t>(std::min<off_t>(st.st_size, 4096)), '\0');
     if (::pread(fd.get(), head.data(), head.size(), 0) < 0 ||
-        head.find("\"schema\"") == std::string::npos || head.find('{') != 0) {
+        head.find("\"schema\"") == std::string::npos || !head.starts_with('{')) {
       continue;
     }
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // its image is on its way
