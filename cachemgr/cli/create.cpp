@@ -53,10 +53,19 @@ int RunCreate(Context& ctx, const CreateArgs& args) {
 
   // A miss can take minutes: its progress on a terminal.
   CreateVolumeResult r;
-  {
+  try {
     StageBar bar;
     request.progress = bar.fn();
     r = ctx.cache().CreateVolume(request);
+  } catch (const Error&) {
+    // A failed hit may have served the relay of an import whose runner died (others may
+    // read through it already): it goes to a runner of the import, as on success.
+    try {
+      StartImportProcess(ctx, args.image_id, /*only_with_relay=*/true);
+    } catch (const Error& e) {
+      std::cerr << "cachemgr create: " << e.what() << '\n';
+    }
+    throw;
   }
 
   pid_t import_pid = 0;
@@ -128,8 +137,9 @@ void AddCreate(CLI::App& app, Context& ctx) {
   sub->add_option("--size,-s", args->size,
                   "volume size: bytes or K/M/G/T (default: the image's virtual size)");
   sub->add_flag("--wait-import", args->wait_import,
-                "after an instant miss, run its import here to its end (progress on a "
-                "terminal) instead of in a background process; exit 4 if its bytes are bad");
+                "after an instant miss (or a hit that served the relay of an import whose "
+                "runner died), run its import here to its end (progress on a terminal) "
+                "instead of in a background process; exit 4 if its bytes are bad");
   sub->callback([&ctx, args] { ctx.run = [&ctx, args] { return RunCreate(ctx, *args); }; });
 }
 

@@ -72,7 +72,7 @@ int FinishImportNow(Context& ctx, const std::string& image_id) {
   return Report(ctx, r);
 }
 
-pid_t StartImportProcess(Context& ctx, const std::string& image_id) {
+pid_t StartImportProcess(Context& ctx, const std::string& image_id, bool only_with_relay) {
   // The same program, by its own file: not a `cachemgr` found on PATH.
   const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
   std::vector<std::string> args = {self, "--config",
@@ -82,6 +82,7 @@ pid_t StartImportProcess(Context& ctx, const std::string& image_id) {
   // A Glance image's relay: its listening socket goes on in the child as descriptor 3
   // (connections made meanwhile wait in its backlog); this process accepts no more.
   const int relay_fd = ctx.cache().HandOverRelay(image_id);
+  if (relay_fd < 0 && only_with_relay) return 0;
   if (relay_fd >= 0) args.insert(args.end(), {"--relay-fd", std::to_string(kRelayFd)});
   std::vector<char*> argv;
   argv.reserve(args.size() + 1);

@@ -14,6 +14,7 @@ class Context;
 int FinishImportNow(Context& ctx, const std::string& image_id);
 // Starts `cachemgr finish-import IMAGE_ID` (this same program, the same config) in a
 // session of its own, detached from the caller's stdout and stderr; returns its pid.
-pid_t StartImportProcess(Context& ctx, const std::string& image_id);
+// With `only_with_relay`, only when this process serves the image's relay (0 if not).
+pid_t StartImportProcess(Context& ctx, const std::string& image_id, bool only_with_relay = false);
 
 }  // namespace cachemgr::cli

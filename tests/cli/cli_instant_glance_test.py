@@ -136,6 +136,22 @@ class Env:
         return self.json("stats")
 
 
+def runner_pids(image_id):
+    """The pids of the `finish-import IMAGE_ID` processes running now."""
+    pids = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % p, "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:  # ended meanwhile
+            continue
+        if b"finish-import" in args and image_id.encode() in args:
+            pids.append(int(p))
+    return pids
+
+
 def http(method, url, headers=None):
     req = urllib.request.Request(url, method=method, headers=headers or {})
     try:
@@ -452,22 +468,37 @@ class InstantGlanceTest(unittest.TestCase):
         self.assertTrue(wait_for(lambda: not os.path.exists("/proc/%d" % pid), timeout=10))
         self.assertFalse(port_open(url))
         # No pass yet: the hit opens the entry, which reads through the dead relay. It serves
-        # the relay itself, and hands it to a runner of the import, as a miss does; that
-        # runner is held before its copy too, so a second hit finds the relay served.
+        # the relay itself, and hands it to a runner of the import, as a miss does. This
+        # hit fails after serving it (a size below the image's): the relay goes to a runner
+        # all the same (held before its copy), and nothing of the volume is left.
+        before = env.pool_images()
         gate2 = os.path.join(env.dir, "go")
-        hit = env.json("create", image_id, "vm-i",
-                       env={"CACHEMGR_FAILPOINT": "import_before_copy:wait:" + gate2})
+        rc, out, err = env.run("create", image_id, "vm-small", "--size", "1M",
+                               env={"CACHEMGR_FAILPOINT": "import_before_copy:wait:" + gate2})
+        self.assertNotEqual(rc, EXIT_OK, out + err)
+        self.assertIn("smaller than", err)
+        self.assertTrue(wait_for(lambda: os.path.exists(gate2 + ".held"), timeout=60),
+                        "a failed hit that served the relay started no runner")
+        self.assertTrue(port_open(url), "the relay the hit served is not up")
+        self.assertEqual(env.pool_images(), before, "the failed hit left something")
+        # A hit now finds the relay served: a clone, and no second runner.
+        hit = env.json("create", image_id, "vm-i")
+        self.assertEqual(hit["plan"], "clone")
+        self.assertNotIn("import", hit, "a second runner was started")
+        for vol in ("vm-h", "vm-i"):
+            self.assertEqual(env.volume_md5(vol), md5, vol)
+        # Killed again: a hit that succeeds serves it and starts the runner itself.
+        runners = runner_pids(image_id)
+        self.assertEqual(len(runners), 1, runners)
+        os.kill(runners[0], signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: not os.path.exists("/proc/%d" % runners[0]), timeout=10))
+        self.assertFalse(port_open(url))
+        hit = env.json("create", image_id, "vm-j")
         self.assertEqual(hit["plan"], "clone")
         self.assertEqual(hit["import"], "background")
         runner = hit["import_pid"]
-        self.assertTrue(wait_for(lambda: os.path.exists(gate2 + ".held"), timeout=60))
-        self.assertTrue(port_open(url), "the relay the hit served is not up")
-        again = env.json("create", image_id, "vm-j")
-        self.assertEqual(again["plan"], "clone")
-        self.assertNotIn("import", again, "a second runner was started")
         for vol in ("vm-h", "vm-i", "vm-j"):
             self.assertEqual(env.volume_md5(vol), md5, vol)
-        open(gate2, "w").close()
         self.assertTrue(wait_for(lambda: not os.path.exists("/proc/%d" % runner), timeout=300),
                         "the runner the hit started never ended")
         self.assertFalse(env.migrating(entry_name(image_id)), "the import was not committed")

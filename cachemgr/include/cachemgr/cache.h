@@ -56,10 +56,13 @@ struct CreateVolumeRequest {
   std::string volume;           // name of the new volume on the backend
   uint64_t size_bytes = 0;      // 0: the image's virtual size; smaller than it is an error
   ProgressFn progress;          // optional; called from the calling thread
-  // On a kInstant plan, the import goes on after the call returns: on a thread of the
-  // engine (the Cache waits for it when destroyed, or in WaitForImports), or, when this is
-  // set, nowhere: the caller runs FinishImport itself (the tool hands it to a process of
-  // its own); an import nobody finishes is resumed by the next eviction pass.
+  // When the entry's import is to run (a kInstant plan, or a hit that served the relay of
+  // an import whose runner died: CreateVolumeResult::import_to_run), it goes on after the
+  // call returns: on a thread of the engine (the Cache waits for it when destroyed, or in
+  // WaitForImports), or, when this is set, nowhere: the caller runs FinishImport itself
+  // (the tool hands it to a process of its own, with HandOverRelay; after a failed call
+  // too when HandOverRelay gives a socket); an import nobody finishes is resumed by the
+  // next eviction pass.
   bool defer_import = false;
 };
 

@@ -240,7 +240,8 @@ class CacheImpl final : public Cache {
   // let go: the drains FinishImport left to it.
   std::vector<std::string> ServePendingRelays();  // the images it newly served
   // A hit's: the relay of the import pending on `cache_name`, when nobody serves it and
-  // this host has its address. True when this process newly serves it.
+  // this host has its address. True when this process newly serves it (its import is
+  // then to run); false, with a warning, on any error (the clone tries all the same).
   bool ServeRelayForHit(const std::string& cache_name);
   // Why a relayed import can never finish (Glance lost, changed or cannot serve the image
   // it described); nullopt when it may yet (Glance unreachable: the next pass retries).

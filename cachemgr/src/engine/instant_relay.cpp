@@ -372,7 +372,13 @@ std::vector<std::string> CacheImpl::ServePendingRelays() {
 bool CacheImpl::ServeRelayForHit(const std::string& cache_name) {
   // Nothing on the hit path unless relays are configured: one table read when they are.
   if (options_.cache.instant_relay.empty() || !backend_->CanImportInstantly()) return false;
-  const auto imports = backend_->ReadTable(kImportsTable);
+  std::map<std::string, std::string> imports;
+  try {
+    imports = backend_->ReadTable(kImportsTable);
+  } catch (const Error& e) {
+    log_->warn("imports table not read by a hit name={} ({})", cache_name, e.what());
+    return false;
+  }
   const auto it = imports.find(cache_name);
   if (it == imports.end()) return false;
   const auto rec = ImportRecord::Parse(it->second);
@@ -386,10 +392,15 @@ bool CacheImpl::ServeRelayForHit(const std::string& cache_name) {
     }
     return served;
   } catch (const Error& e) {
-    if (e.code() != Errc::kBusy) throw;
-    // Its runner serves it (here), or the host of its address: the clone reads through it.
-    log_->debug("relay of a pending import not served by this hit image={} ({})",
-                parts.image_id, e.what());
+    // Its runner serves it (here), or the host of its address; or it cannot be served here
+    // (a privileged port, no descriptor left): the clone tries all the same, as before.
+    if (e.code() == Errc::kBusy) {
+      log_->debug("relay of a pending import not served by this hit image={} ({})",
+                  parts.image_id, e.what());
+    } else {
+      log_->warn("relay of a pending import not served by this hit image={} ({})",
+                 parts.image_id, e.what());
+    }
     return false;
   }
 }

@@ -60,19 +60,25 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
                       "name");
     }
     const storage::ImageRef staging{pool, claim.staging_name};
-    // Set once a hit served the relay of an import whose runner died (ServeRelayForHit):
-    // this process then serves it until the import's runner takes it, or stops serving it
-    // when no volume came of the call.
+    // Set once a hit served the relay of an import whose runner died (ServeRelayForHit).
+    // From then on this process serves it until the import's runner takes it, whatever
+    // becomes of this call: other processes and threads may already read through it, and
+    // the guard above removes a half-made volume (whose open reads through it) first.
     bool relay_resumed = false;
-    struct StopRelayUnlessMade {
+    struct RunImportIfServed {
       CacheImpl* cache;
-      const std::string& image_id;
+      const CreateVolumeRequest& request;
       const bool* resumed;
-      bool made = false;
-      ~StopRelayUnlessMade() {
-        if (*resumed && !made) cache->ForgetRelayed(image_id);
+      bool handled = false;
+      ~RunImportIfServed() {
+        // A failed call's relay: run here, or left to the caller (HandOverRelay).
+        if (!*resumed || handled || request.defer_import) return;
+        try {
+          cache->StartImportThread(request.image_id);
+        } catch (const std::exception&) {  // no thread: the next pass serves and runs it
+        }
       }
-    } stop_relay{this, request.image_id, &relay_resumed};
+    } run_import{this, request, &relay_resumed};
     // The source's answer of an attempt that found its entry stale once the clone was
     // made: the next attempt fills with it instead of asking again.
     std::optional<source::ImageMeta> known;
@@ -127,7 +133,7 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
       // A hit opens the entry, which reads through its import's relay while the import
       // lasts: a relay whose runner died is served here first (where this host has its
       // address), or the clone fails to connect.
-      if (ready && (asked.valid() || !meta || !IsStale(*row, *meta)) &&
+      if (!relay_resumed && ready && (asked.valid() || !meta || !IsStale(*row, *meta)) &&
           ServeRelayForHit(row->cache_name)) {
         relay_resumed = true;
       }
@@ -193,11 +199,9 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
       log_->info("volume made image={} volume={} plan={} depth={} ms={}", request.image_id,
                  request.volume, PlanName(result.plan), result.depth,
                  result.elapsed.count() / 1000);
-      // The import goes on: here on an engine thread, or where the caller runs it (a
-      // relay served again by this hit: while the import is still pending).
-      const bool to_run = result.plan == Plan::kInstant ||
-                          (relay_resumed && ImportPending(EntryName(request.image_id)));
-      stop_relay.made = to_run;
+      // The import goes on: here on an engine thread, or where the caller runs it.
+      const bool to_run = result.plan == Plan::kInstant || relay_resumed;
+      run_import.handled = true;
       if (to_run && !request.defer_import) {
         StartImportThread(request.image_id);
       } else if (to_run) {
