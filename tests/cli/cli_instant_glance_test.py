@@ -497,8 +497,8 @@ class InstantGlanceTest(unittest.TestCase):
         self.assertEqual(hit["plan"], "clone")
         self.assertEqual(hit["import"], "background")
         runner = hit["import_pid"]
-        for vol in ("vm-h", "vm-i", "vm-j"):
-            self.assertEqual(env.volume_md5(vol), md5, vol)
+        # Read once it ended: `rbd export` opens read-only, which registers no watch, so the
+        # runner's drain after its commit does not wait for it (a VM's open does).
         self.assertTrue(wait_for(lambda: not os.path.exists("/proc/%d" % runner), timeout=300),
                         "the runner the hit started never ended")
         self.assertFalse(env.migrating(entry_name(image_id)), "the import was not committed")
