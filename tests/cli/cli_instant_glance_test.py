@@ -432,11 +432,10 @@ class InstantGlanceTest(unittest.TestCase):
 
     # --- kills --------------------------------------------------------------------------
 
-    def test_a_kill_during_the_import_is_finished_by_the_next_pass(self):
-        env = Env("kill", self.keystone_glance())
-        image_id, md5 = self.upload(32 * MiB)
+    def instant_miss_with_dead_runner(self, env, image_id, volume):
+        """An instant miss whose runner is killed before its copy; returns the relay's URL."""
         gate = os.path.join(env.dir, "never")
-        made = env.json("create", image_id, "vm-k",
+        made = env.json("create", image_id, volume,
                         env={"CACHEMGR_FAILPOINT": "import_before_copy:wait:" + gate})
         pid = made["import_pid"]
         self.assertTrue(wait_for(lambda: os.path.exists(gate + ".held"), timeout=60))
@@ -444,6 +443,12 @@ class InstantGlanceTest(unittest.TestCase):
         os.kill(pid, signal.SIGKILL)
         self.assertTrue(wait_for(lambda: not os.path.exists("/proc/%d" % pid), timeout=10))
         self.assertFalse(port_open(url), "a killed import's relay still answers")
+        return url
+
+    def test_a_kill_during_the_import_is_finished_by_the_next_pass(self):
+        env = Env("kill", self.keystone_glance())
+        image_id, md5 = self.upload(32 * MiB)
+        self.instant_miss_with_dead_runner(env, image_id, "vm-k")
         # Nothing opens the entry now (an open reads the import's source): the pass must
         # serve the relay again before it touches it.
         self.assertEqual(env.stats()["imports_pending"], 1)
@@ -458,15 +463,7 @@ class InstantGlanceTest(unittest.TestCase):
     def test_a_hit_before_any_pass_serves_a_dead_runners_relay_and_runs_the_import(self):
         env = Env("hitkill", self.keystone_glance())
         image_id, md5 = self.upload(24 * MiB)
-        gate = os.path.join(env.dir, "never")
-        made = env.json("create", image_id, "vm-h",
-                        env={"CACHEMGR_FAILPOINT": "import_before_copy:wait:" + gate})
-        pid = made["import_pid"]
-        self.assertTrue(wait_for(lambda: os.path.exists(gate + ".held"), timeout=60))
-        url = env.relay_url(image_id)
-        os.kill(pid, signal.SIGKILL)
-        self.assertTrue(wait_for(lambda: not os.path.exists("/proc/%d" % pid), timeout=10))
-        self.assertFalse(port_open(url))
+        url = self.instant_miss_with_dead_runner(env, image_id, "vm-h")
         # No pass yet: the hit opens the entry, which reads through the dead relay. It serves
         # the relay itself, and hands it to a runner of the import, as a miss does. This
         # hit fails after serving it (a size below the image's): the relay goes to a runner
