@@ -63,7 +63,8 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
     // Set once a hit served the relay of an import whose runner died (ServeRelayForHit).
     // From then on this process serves it until the import's runner takes it, whatever
     // becomes of this call: other processes and threads may already read through it, and
-    // the guard above removes a half-made volume (whose open reads through it) first.
+    // the guard above removes a half-made volume (whose removal opens the entry) while it
+    // is still served.
     bool relay_resumed = false;
     struct RunImportIfServed {
       CacheImpl* cache;
