@@ -387,7 +387,8 @@ void RbdBackend::Clone(const SnapRef& parent, const ImageRef& child) {
   Check(rbd_image_options_set_uint64(opts.get(), RBD_IMAGE_OPTION_CLONE_FORMAT, 2), "set option",
         "clone_format");
   const auto start = Clock::now();
-  Check(WithImageCtxLock([&] {
+  // Shared: clones run side by side, never beside an open or a close (rbd_ctx_lock.h).
+  Check(WithImageCtxLockShared([&] {
           return rbd_clone3(parent_pool->io.get(), parent.image.name.c_str(), parent.snap.c_str(),
                             child_pool->io.get(), child.name.c_str(), opts.get());
         }),

@@ -4,7 +4,7 @@
 // second cache) that connects with the same conf, client, keyring and timeouts shares
 // one connected cluster handle; it is shut down when the last of them drops it. One
 // monitor handshake per process and identity rather than per backend, and fewer clients
-// made and shut down beside ones at work (librados 16 is fragile, rbd_handles.h). What
+// made and shut down beside ones at work (librados 16 is fragile, rbd_ctx_lock.h). What
 // the conf file or keyring say is read when the client connects: an edited ceph.conf
 // takes effect once every backend of the identity has gone (a new Cache then connects).
 // A forked child shares nothing with its parent's clients (it connects its own).

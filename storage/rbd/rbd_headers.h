@@ -8,7 +8,7 @@
 // header N.rbd alone. Each read or write here is one round trip and no image context;
 // opening the image to ask (rbd_open, rbd_get_id or rbd_metadata_*, rbd_close) takes ten
 // or more, more again for a clone, whose parents are opened with it, a watch on the
-// header when opened to write, and the process's image-context lock (rbd_handles.h).
+// header when opened to write, and the process's image-context lock (rbd_ctx_lock.h).
 #pragma once
 
 #include <rados/librados.h>

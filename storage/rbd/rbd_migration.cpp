@@ -95,7 +95,7 @@ void RbdBackend::ExecuteImport(const ImageRef& ref, const ProgressFn& progress) 
   }
   ProgressCtx ctx{&progress};
   const auto start = Clock::now();
-  // Not under the image-context lock: it moves every byte (see rbd_handles.h).
+  // Not under the image-context lock: it moves every byte (see rbd_ctx_lock.h).
   Check(rbd_migration_execute_with_progress(pool->io.get(), ref.name.c_str(), ProgressThunk, &ctx),
         "execute import", pool->Where(ref.name));
   log_->debug("rbd import executed image={} ms={}", pool->Where(ref.name), MsSince(start));

@@ -3,7 +3,7 @@
 //
 // rbd_remove opens an image context, deletes every data object, then closes it. Run
 // unserialized, its open and close raced another thread's (or an abandoned import's
-// cleanup's) and ended the process (rbd_handles.h); run under the lock whole, a removal
+// cleanup's) and ended the process (rbd_ctx_lock.h); run under the lock whole, a removal
 // of a large image made every other open of the process wait out the op timeout. So
 // the data goes first, by shrinking the open image to nothing (the work rbd_remove would
 // do, on an image context already open), and rbd_remove then runs under the lock with

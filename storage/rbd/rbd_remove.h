@@ -1,4 +1,4 @@
-// storage/rbd/rbd_remove.h: removals split so that the image-context lock (rbd_handles.h)
+// storage/rbd/rbd_remove.h: removals split so that the image-context lock (rbd_ctx_lock.h)
 // covers only their image-context steps (rbd_remove.cpp).
 #pragma once
 
