@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <utility>
 
 namespace cachemgr::storage::rbd {
 
@@ -114,29 +115,31 @@ inline ImageCtxLock::Deadline ImageCtxLockDeadline() {
   return std::chrono::steady_clock::now() + std::chrono::seconds(wait);
 }
 
-// Runs fn (which returns a librbd result) holding the lock exclusively; -ETIMEDOUT (a
-// kTimeout error at the caller's Check) when it is not had within the wait.
+// Runs fn (which returns a librbd result) holding the lock, shared or exclusively;
+// -ETIMEDOUT (a kTimeout error at the caller's Check) when it is not had within the wait.
 template <typename Fn>
-int WithImageCtxLock(Fn&& fn) {
+int HoldingImageCtxLock(bool shared, Fn&& fn) {
   auto& lock = ImageCtxMutex();
-  if (!lock.Lock(ImageCtxLockDeadline())) return -ETIMEDOUT;
+  const auto deadline = ImageCtxLockDeadline();
+  if (!(shared ? lock.LockShared(deadline) : lock.Lock(deadline))) return -ETIMEDOUT;
   struct Release {
     ImageCtxLock& l;
-    ~Release() { l.Unlock(); }
-  } release{lock};
+    bool shared;
+    ~Release() { shared ? l.UnlockShared() : l.Unlock(); }
+  } release{lock, shared};
   return fn();
 }
 
-// The same, shared: for rbd_clone3 only (see the top of this file).
+// Every open, close or make of an image context but a clone.
+template <typename Fn>
+int WithImageCtxLock(Fn&& fn) {
+  return HoldingImageCtxLock(false, std::forward<Fn>(fn));
+}
+
+// rbd_clone3 only (see the top of this file).
 template <typename Fn>
 int WithImageCtxLockShared(Fn&& fn) {
-  auto& lock = ImageCtxMutex();
-  if (!lock.LockShared(ImageCtxLockDeadline())) return -ETIMEDOUT;
-  struct Release {
-    ImageCtxLock& l;
-    ~Release() { l.UnlockShared(); }
-  } release{lock};
-  return fn();
+  return HoldingImageCtxLock(true, std::forward<Fn>(fn));
 }
 
 }  // namespace cachemgr::storage::rbd

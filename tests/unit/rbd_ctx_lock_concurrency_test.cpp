@@ -92,6 +92,7 @@ TEST_CASE("many shared and exclusive takers: never an exclusive holder beside an
   ImageCtxLock lock;
   std::atomic<int> shared{0}, exclusive{0}, violations{0};
   std::vector<std::thread> threads;
+  threads.reserve(8);
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 2000; ++i) {
