@@ -74,15 +74,6 @@ ClusterHandle Connect(const ConnectParams& p, std::string* fsid_out) {
   set("rados_mon_op_timeout", op_s);
   set("rados_osd_op_timeout", op_s);
   set("rbd_default_clone_format", "2");
-  // The import writer's buffers go to the OSDs as they are, not copied: with librbd's cache
-  // on (writearound by default) or zero-copy writes disabled (the default), rbd_aio_write
-  // copies every buffer, which doubled the aio window's memory (a dense 4 GiB miss peaked
-  // at 186 MiB against 110 without the copy; bench/README.md). The writer keeps each
-  // buffer, unchanged, until its completion is reaped (rbd_io.cpp), which is what zero-copy
-  // asks; and with no cache a write completes when the OSDs have it, not before. The
-  // library makes no other asynchronous write.
-  set("rbd_cache", "false");
-  set("rbd_disable_zero_copy_writes", "false");
   // Library code never writes to stdout/stderr: Ceph's own log goes nowhere.
   set("log_to_stderr", "false");
   set("err_to_stderr", "false");

@@ -96,20 +96,6 @@ TEST_CASE("the library's clients open no admin socket, whatever ceph.conf names"
   }
 }
 
-TEST_CASE("the library's clients write without librbd's copy, whatever ceph.conf says") {
-  // A [client] section asking for the cache and for copied writes: the import writer's
-  // buffers still go uncopied (rbd_connection.cpp), so a miss's memory stays within
-  // its aio window.
-  test::TempDir dir("zerocopy");
-  const auto conf = dir.path() / "ceph.conf";
-  std::filesystem::copy_file(test::CephConf(), conf);
-  std::ofstream(conf, std::ios::app)
-      << "\n[client]\nrbd_cache = true\nrbd_disable_zero_copy_writes = true\n";
-  auto conn = SharedConnection(Params(conf.string()));
-  CHECK(ConfValue(conn.cluster->get(), "rbd_cache") == "false");
-  CHECK(ConfValue(conn.cluster->get(), "rbd_disable_zero_copy_writes") == "false");
-}
-
 TEST_CASE("a forked child connects a client of its own") {
   const auto params = Params(test::CephConf().string());
   auto parent = SharedConnection(params);
