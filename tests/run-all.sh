@@ -16,8 +16,8 @@
 #             and engine_local_test, which holds the single-flight cases).
 #   4. fuzz:  each libFuzzer target of $BUILD-asan for FUZZ_SECONDS over its seed corpus
 #             in tests/fuzz/corpus/<target>/.
-# Only the targets a suite runs are built in the sanitizer dirs, so the run fits well
-# within 45 minutes on 2 cores. The last line is `summary: N passed, N failed` (tests
+# Only the targets a suite runs are built in the sanitizer dirs, and they are built at
+# nice 19 while the main suite runs, so the run fits well within 60 minutes on 2 cores. The last line is `summary: N passed, N failed` (tests
 # across all suites); the exit status is non-zero if anything failed.
 #
 # Variables: BUILD (main build dir), JOBS, PARALLEL (tests the main suite runs at once,
@@ -105,11 +105,12 @@ for t in doc.get("tests", []):
 ' "$1" "$2" "$3" "$4"
 }
 
-# sanitizer_suite NAME DIR SANITIZE FUZZ DIRS_REGEX LABELS_REGEX NAME_REGEX
-sanitizer_suite() {
+# sanitizer_build NAME DIR SANITIZE FUZZ DIRS_REGEX LABELS_REGEX NAME_REGEX [EXTRA_TARGETS]:
+# configures DIR and builds what the suite runs (and EXTRA_TARGETS); sets `tests` (the
+# suite's test names). Returns non-zero, having counted the failure, if nothing can run.
+sanitizer_build() {
   local name=$1 dir=$2 sanitize=$3 fuzz=$4
-  local log=$dir/run-all-$name.log t0
-  t0=$(date +%s)
+  local log=$dir/run-all-$name.log
   mkdir -p "$dir"
   echo "==== $name: configure $dir (clang, -fsanitize=$sanitize)"
   if ! CC=clang CXX=clang++ cmake -S "$src" -B "$dir" -DCMAKE_BUILD_TYPE=None \
@@ -127,7 +128,8 @@ sanitizer_suite() {
     count "$name" 0 1 "no tests matched"
     return 1
   fi
-  local tests=() targets=() t exe known
+  tests=()
+  local targets=("${@:8}") t exe known
   known=$(cmake --build "$dir" --target help 2>/dev/null | sed -n 's/^\.\.\. \([^ ]*\).*/\1/p')
   while IFS=$'\t' read -r t exe; do
     tests+=("$t")
@@ -146,6 +148,14 @@ sanitizer_suite() {
     grep -E 'error:|Error [0-9]' "$log" | head -n 30
     count "$name" 0 1 "build of some targets failed (see $log)"
   fi
+}
+
+# sanitizer_suite NAME DIR SANITIZE FUZZ DIRS_REGEX LABELS_REGEX NAME_REGEX: builds (what
+# the early build left to do) and runs the suite.
+sanitizer_suite() {
+  local name=$1 dir=$2 t0 tests
+  t0=$(date +%s)
+  sanitizer_build "$@" || return 1
   local regex build_note="configure+build $(( $(date +%s) - t0 )) s, "
   regex="^($(printf '%s|' "${tests[@]}" | sed -e 's/|$//' -e 's/[.+]/\\&/g'))\$"
   echo "==== $name: ctest -R '$regex'"
@@ -158,6 +168,49 @@ export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$supp/lsan.supp:print_suppressi
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:suppressions=$supp/ubsan.supp}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$supp/tsan.supp}
 
+asan_dirs='tests/(unit|policy|engine|contract/local|contract/faulty|fuzz)(/.*)?'
+tsan_labels='concurrency|tsan'
+tsan_names='(concurren|single_?flight|race|parallel|threads|^engine_local_test$)'
+fuzz_targets=()
+for corpus in "$src"/tests/fuzz/corpus/*/; do
+  fuzz_targets+=("fuzz_$(basename "$corpus")")
+done
+
+# The sanitizer builds compile while the main suite runs, at the lowest CPU priority:
+# the main suite mostly waits on Ceph, Glance and sleeps, and what it does use the CPU
+# for always goes first. Their suites then find the builds done. Their output goes to
+# their logs; a failure is counted by the suite, which builds again.
+early_pid=""
+if wants main && { wants asan || wants tsan || wants fuzz; }; then
+  (
+    exec >"$BUILD/run-all-early-build.log" 2>&1
+    renice -n 19 -p $BASHPID >/dev/null  # its children inherit it
+    count() { :; }  # failures are counted by the suites, which build again
+    if wants asan || wants fuzz; then
+      extra=()
+      wants fuzz && extra=("${fuzz_targets[@]}")
+      sanitizer_build asan "$ASAN_BUILD" address,undefined ON "$asan_dirs" 'asan|unit|policy' '' \
+        "${extra[@]}"
+    fi
+    if wants tsan; then
+      sanitizer_build tsan "$TSAN_BUILD" thread OFF '' "$tsan_labels" "$tsan_names"
+    fi
+  ) &
+  early_pid=$!
+  kill_tree() { local c; for c in $(pgrep -P "$1"); do kill_tree "$c"; done; kill "$1" 2>/dev/null; }
+  trap '[[ -n $early_pid ]] && kill_tree "$early_pid"' EXIT
+  echo "==== sanitizer builds: started beside the main suite, at nice 19 (log: $BUILD/run-all-early-build.log)"
+fi
+# waits for the early builds (before a suite builds in the same folder)
+early_done() {
+  [[ -n $early_pid ]] || return 0
+  local t0
+  t0=$(date +%s)
+  wait "$early_pid"
+  echo "==== sanitizer builds: done ($(( $(date +%s) - t0 )) s waited after the main suite)"
+  early_pid=""
+}
+
 # ---- 1. main
 if wants main; then
   rm -f "$results_tsv"
@@ -166,10 +219,11 @@ if wants main; then
     --timeout 900 -j "$PARALLEL"
 fi
 
+early_done
+
 # ---- 2. ASan + UBSan (this build also holds the fuzz targets)
 asan_ok=0
 if wants asan || wants fuzz; then
-  asan_dirs='tests/(unit|policy|engine|contract/local|contract/faulty|fuzz)(/.*)?'
   if wants asan; then
     sanitizer_suite asan "$ASAN_BUILD" address,undefined ON "$asan_dirs" 'asan|unit|policy' '' \
       && asan_ok=1
@@ -180,16 +234,11 @@ fi
 
 # ---- 3. TSan
 if wants tsan; then
-  sanitizer_suite tsan "$TSAN_BUILD" thread OFF '' 'concurrency|tsan' \
-    '(concurren|single_?flight|race|parallel|threads|^engine_local_test$)'
+  sanitizer_suite tsan "$TSAN_BUILD" thread OFF '' "$tsan_labels" "$tsan_names"
 fi
 
 # ---- 4. libFuzzer targets
 if wants fuzz; then
-  fuzz_targets=()
-  for corpus in "$src"/tests/fuzz/corpus/*/; do
-    fuzz_targets+=("fuzz_$(basename "$corpus")")
-  done
   log=$ASAN_BUILD/run-all-fuzz.log
   mkdir -p "$ASAN_BUILD"
   if [[ ! -f $ASAN_BUILD/CMakeCache.txt ]] || ! grep -q 'CACHEMGR_FUZZ:BOOL=ON' "$ASAN_BUILD/CMakeCache.txt"; then

@@ -129,6 +129,10 @@ struct LocalBackend::Impl {
   fs::path EnsureStable(const fs::path& file) const;
   bool DropStableIfUnused(const fs::path& stable, const std::vector<Overlay>& overlays) const;
   void SweepStable() const;
+  // Stable names that no other name holds and no overlay names: what a kill between an
+  // image's last unlink and its link's drop leaves. Every pass looks (SweepTemporaries):
+  // a purge sweeps too, but an empty trash has nothing to purge.
+  void SweepLoneStable(bool dry_run, std::vector<Leftover>* out);
 
   // local_overlays.cpp: who uses a file as its backing file. A scan stats every file and
   // reads a file's header only when it is new, its stat changed, or it changed too recently

@@ -77,4 +77,40 @@ void LocalBackend::Impl::SweepStable() const {
   FsyncDir(BackingDir());
 }
 
+void LocalBackend::Impl::SweepLoneStable(bool dry_run, std::vector<Leftover>* out) {
+  struct Lone {
+    fs::path path;
+    uint64_t bytes;
+  };
+  std::vector<Lone> lone;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(BackingDir(), ec)) {
+    struct stat st {};
+    if (::lstat(e.path().c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink > 1) continue;
+    lone.push_back({e.path(), static_cast<uint64_t>(st.st_blocks) * 512});
+  }
+  // The usual case: every stable name has its image's other name beside it, and the
+  // pass reads no header.
+  if (lone.empty()) return;
+  std::unique_lock no_clones(users_mu);
+  std::lock_guard lock(mu);
+  if (dry_run) {
+    const auto overlays = ScanOverlays();
+    for (auto& l : lone) {
+      const auto real = RealPath(l.path);
+      const bool named = std::any_of(overlays.begin(), overlays.end(), [&](const Overlay& o) {
+        return o.backing == l.path || (!real.empty() && o.backing_real == real);
+      });
+      if (!named) out->push_back({l.path.string(), l.bytes, false});
+    }
+    return;
+  }
+  SweepStable();
+  for (auto& l : lone) {
+    struct stat st {};
+    if (::lstat(l.path.c_str(), &st) != 0 && errno == ENOENT)
+      out->push_back({l.path.string(), l.bytes, true});
+  }
+}
+
 }  // namespace cachemgr::storage

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "storage/local/local_backend.h"
+#include "storage/local/local_impl.h"
 #include "util/unique_fd.h"
 
 namespace cachemgr::storage {
@@ -217,6 +218,7 @@ std::vector<Leftover> LocalBackend::SweepTemporaries(bool dry_run) {
       if (sub.get() >= 0) SweepDir(sub.get(), dir_path + "/" + sub_name, dry_run, &found);
     }
   }
+  impl_->SweepLoneStable(dry_run, &found);
   return found;
 }
 

@@ -181,7 +181,7 @@ sleep 2
 on b evict >/dev/null
 rc=$?
 err=$(last_err)
-if (( rc == 5 )) && [[ $err == *"another host's pass"* ]]; then
+if (( rc == 5 )) && [[ $err == *"another pass holds the lock"* ]]; then
   record "B's pass while A's holds the pool's lock" "$backend" "exit 5 naming the lock" \
     "exit 5: ${err:0:120}" 0
 else

@@ -193,14 +193,22 @@ bool CacheImpl::ServeRelayed(const std::string& image_id, const std::string& url
   }
   std::lock_guard lock(relay_mu_);
   auto it = relays_.find(parts.listen);
+  // A relay made here serves the image from its first accept: librbd's reads may be
+  // waiting in the backlog of an adopted socket already.
+  const source::Relay::Image image{image_id, parts.secret, size};
+  bool served_before = false;
   if (it == relays_.end() && adopted_relay_fd_ >= 0) {
-    auto adopted = source::Relay::Adopt(std::exchange(adopted_relay_fd_, -1), RelayReader(), log_);
+    auto adopted = source::Relay::Adopt(std::exchange(adopted_relay_fd_, -1), RelayReader(), log_,
+                                        {image});
     const std::string key = adopted->BaseUrl().substr(std::strlen("http://"));
+    if (key != parts.listen) adopted->Forget(image_id);  // not the relay the record names
     it = relays_.emplace(key, std::move(adopted)).first;
+  } else if (it != relays_.end()) {
+    served_before = it->second->Serves(image_id);
   }
   if (it == relays_.end() || it->first != parts.listen) {
     try {
-      auto made = source::Relay::Listen(parts.listen, RelayReader(), log_);
+      auto made = source::Relay::Listen(parts.listen, RelayReader(), log_, {image});
       it = relays_.emplace(parts.listen, std::move(made)).first;
     } catch (const Error& e) {
       const bool elsewhere =
@@ -212,7 +220,6 @@ bool CacheImpl::ServeRelayed(const std::string& image_id, const std::string& url
                                              "process took the port (`ss -ltnp` names it)"));
     }
   }
-  const bool served_before = it->second->Serves(image_id);
   it->second->Serve(image_id, parts.secret, size);
   return !served_before;
 }

@@ -74,9 +74,11 @@ std::unique_ptr<storage::Lock> CacheImpl::LockPass(std::chrono::milliseconds wai
     return backend_->AcquireLock(kPassLock, wait);
   } catch (const Error& e) {
     if (e.code() != Errc::kBusy) throw;
-    throw Error(Errc::kBusy, "eviction pass: another host's pass holds the lock of " + location_ +
-                                 " (" + e.what() +
-                                 "); one pass runs at a time per pool: try again later");
+    // The holder may be on this host too (a miss runs a pass when the cache is full).
+    throw Error(Errc::kBusy, "eviction pass: another pass holds the lock of " + location_ + " (" +
+                                 e.what() +
+                                 "); one pass runs at a time per pool, on any host: try "
+                                 "again later");
   }
 }
 

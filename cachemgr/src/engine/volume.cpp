@@ -262,7 +262,14 @@ index::VolumeRow CacheImpl::ClaimVolume(const CreateVolumeRequest& request) {
         throw Error(Errc::kAlreadyExists, "volume " + request.volume + ": already exists");
       }
       log_->info("dropped the row of a volume that no longer exists volume={}", claim.name);
-      claim.id = WithIndex([&](index::Index& ix) { return ix.InsertVolume(claim); });
+      try {
+        claim.id = WithIndex([&](index::Index& ix) { return ix.InsertVolume(claim); });
+      } catch (const Error& again) {
+        if (again.code() != Errc::kAlreadyExists) throw;
+        throw Error(Errc::kAlreadyExists, "volume " + request.volume +
+                                              ": already exists: another create claimed the "
+                                              "name at the same moment");
+      }
       return claim;
     }
     if (held && held->state == index::State::kCreating) {

@@ -102,15 +102,18 @@ bool ParseRange(const char* value, uint64_t size, uint64_t* first, uint64_t* las
   return true;
 }
 
-struct Image {
+struct Served {
   std::string secret;
   uint64_t size = 0;
 };
 
 class MhdRelay final : public Relay {
  public:
-  MhdRelay(int fd, Reader reader, std::shared_ptr<spdlog::logger> logger)
+  MhdRelay(int fd, Reader reader, std::shared_ptr<spdlog::logger> logger,
+           std::vector<Image> serving)
       : fd_(fd), reader_(std::move(reader)), logger_(std::move(logger)) {
+    // Registered before the daemon starts: its first accept may be a waiting client's.
+    for (auto& i : serving) images_[i.image_id] = Served{std::move(i.secret), i.size};
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
@@ -144,7 +147,7 @@ class MhdRelay final : public Relay {
 
   void Serve(const std::string& image_id, const std::string& secret, uint64_t size) override {
     std::lock_guard lock(mu_);
-    images_[image_id] = Image{secret, size};
+    images_[image_id] = Served{secret, size};
   }
   void Forget(const std::string& image_id) override {
     std::lock_guard lock(mu_);
@@ -223,7 +226,7 @@ class MhdRelay final : public Relay {
     }
     const std::string secret = path.substr(1, slash - 1);
     const std::string image_id = path.substr(slash + 1);
-    Image image;
+    Served image;
     {
       std::lock_guard lock(mu_);
       auto it = images_.find(image_id);
@@ -286,7 +289,7 @@ class MhdRelay final : public Relay {
   std::string base_;
   MHD_Daemon* daemon_ = nullptr;
   mutable std::mutex mu_;
-  std::map<std::string, Image> images_;
+  std::map<std::string, Served> images_;
   bool handed_over_ = false;
   std::atomic<uint64_t> requests_{0};
 };
@@ -294,7 +297,8 @@ class MhdRelay final : public Relay {
 }  // namespace
 
 std::unique_ptr<Relay> Relay::Listen(const std::string& address, Reader reader,
-                                     std::shared_ptr<spdlog::logger> logger) {
+                                     std::shared_ptr<spdlog::logger> logger,
+                                     std::vector<Image> serving) {
   std::string host, port;
   if (!SplitHostPort(address, &host, &port)) {
     throw Error(Errc::kConfig, "cache.instant_relay: '" + address +
@@ -336,12 +340,13 @@ std::unique_ptr<Relay> Relay::Listen(const std::string& address, Reader reader,
     throw Error(err == EADDRNOTAVAIL || err == EADDRINUSE ? Errc::kBusy : Errc::kInternal,
                 "relay: cannot listen on " + address + ": " + why);
   }
-  return Adopt(fd, std::move(reader), std::move(logger));
+  return Adopt(fd, std::move(reader), std::move(logger), std::move(serving));
 }
 
-std::unique_ptr<Relay> Relay::Adopt(int fd, Reader reader, std::shared_ptr<spdlog::logger> logger) {
+std::unique_ptr<Relay> Relay::Adopt(int fd, Reader reader, std::shared_ptr<spdlog::logger> logger,
+                                    std::vector<Image> serving) {
   if (!logger) logger = std::make_shared<spdlog::logger>("cachemgr-null");
-  return std::make_unique<MhdRelay>(fd, std::move(reader), std::move(logger));
+  return std::make_unique<MhdRelay>(fd, std::move(reader), std::move(logger), std::move(serving));
 }
 
 std::string NewRelaySecret() {

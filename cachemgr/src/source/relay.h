@@ -18,6 +18,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 namespace spdlog {
 class logger;
@@ -31,16 +32,26 @@ class Relay {
   // client gets 502, which librbd reports as EIO).
   using Reader =
       std::function<void(const std::string& image_id, uint64_t offset, std::span<std::byte> out)>;
+  // An image served from the first request on (see Listen, Adopt).
+  struct Image {
+    std::string image_id, secret;
+    uint64_t size = 0;
+  };
 
   // Listens on `address`: an IP address of this host ("192.0.2.10", "::1"), with a
   // port or not ("192.0.2.10:9400", "[2001:db8::1]:9400"); no port or 0 = any free one.
   // Throws kConfig for an address that is not one, kBusy when it cannot be bound here
-  // (EADDRNOTAVAIL: not this host's; EADDRINUSE: taken), naming it.
+  // (EADDRNOTAVAIL: not this host's; EADDRINUSE: taken), naming it. `serving` is served
+  // from the first request on.
   static std::unique_ptr<Relay> Listen(const std::string& address, Reader reader,
-                                       std::shared_ptr<spdlog::logger> logger);
-  // Serves on `fd`, a socket already bound and listening (handed over); takes it.
+                                       std::shared_ptr<spdlog::logger> logger,
+                                       std::vector<Image> serving = {});
+  // Serves on `fd`, a socket already bound and listening (handed over); takes it. The
+  // clients waiting in its backlog are answered as soon as it is adopted: what they ask
+  // for goes in `serving`, since a Serve after the adoption may come too late for them.
   static std::unique_ptr<Relay> Adopt(int fd, Reader reader,
-                                      std::shared_ptr<spdlog::logger> logger);
+                                      std::shared_ptr<spdlog::logger> logger,
+                                      std::vector<Image> serving = {});
 
   virtual ~Relay() = default;
   // http://ADDR:PORT as clients reach it (the address given, the port bound).

@@ -1,5 +1,6 @@
-// What only the local directory backend does: hard-link prefill, bases kept while
-// overlays use them, owner and mode, clone-mode detection, sidecars.
+// What only the local directory backend does: hard-link prefill, overlays of other
+// tools and names, owner and mode, clone-mode detection, sidecars, temporaries. (Bases
+// kept while overlays use them, and their stable links: local_backing_links_test.cpp.)
 #include "storage/local/local_backend.h"
 
 #include <doctest/doctest.h>
@@ -16,68 +17,13 @@
 #include <nlohmann/json.hpp>
 
 #include "cachemgr/error.h"
+#include "contract/local/local_test_util.h"
 #include "contract/local/reflink_root.h"
 #include "storage/factory.h"
 #include "support/test_util.h"
 
 namespace cachemgr::test {
 namespace {
-
-namespace fs = std::filesystem;
-using storage::ImageRef;
-using storage::LocalBackend;
-using storage::SnapRef;
-constexpr uint64_t kMiB = 1024 * 1024;
-// Nova names a base by sha1(image_id); any such name will do here.
-const std::string kBaseName = "a94a8fe5ccb19ba61c4c0873d391e987982fbbd3";
-
-std::unique_ptr<LocalBackend> MakeLocal(const fs::path& root, CloneMode mode = CloneMode::kQcow2,
-                                        const std::string& owner = "",
-                                        const std::string& group = "", uint32_t file_mode = 0644) {
-  LocalBackendOptions options;
-  options.root = root.string();
-  options.clone_mode = mode;
-  options.owner = owner;
-  options.group = group;
-  options.mode = file_mode;
-  return std::make_unique<LocalBackend>(options, nullptr);
-}
-
-struct stat StatOf(const fs::path& p) {
-  struct stat st {};
-  REQUIRE_MESSAGE(::stat(p.c_str(), &st) == 0, "stat " << p);
-  return st;
-}
-
-// Streams a raw file into a new image through Create().
-void Import(storage::Backend& b, const fs::path& raw, const ImageRef& ref) {
-  std::string data = ReadFile(raw);
-  auto w = b.Create(ref, data.size());
-  w->Append({reinterpret_cast<const std::byte*>(data.data()), data.size()});
-  w->Finish();
-}
-
-// Makes `ref`'s snapshot "snap" and protects it, as the engine does for an entry.
-SnapRef SnapAndProtect(storage::Backend& b, const ImageRef& ref) {
-  SnapRef snap{ref, "snap"};
-  b.CreateSnapshot(snap);
-  b.ProtectSnapshot(snap);
-  return snap;
-}
-
-int QemuCompare(const fs::path& image, const std::string& format, const fs::path& raw) {
-  std::string out;
-  return RunCommand(
-      {"qemu-img", "compare", "-f", format, "-F", "raw", image.string(), raw.string()}, &out);
-}
-
-std::string BackingOf(const fs::path& overlay) {
-  std::string out;
-  REQUIRE(RunCommand({"qemu-img", "info", "--output=json", "-f", "qcow2", overlay.string()},
-                     &out) == 0);
-  auto j = nlohmann::json::parse(out);
-  return j.value("backing-filename", "");
-}
 
 TEST_CASE("hard-link prefill from an image store on the same filesystem copies nothing") {
   TempDir dir("local-adopt");
@@ -119,91 +65,6 @@ TEST_CASE("prefill across filesystems is refused so the caller copies") {
   CHECK_FALSE(adopted);
   CHECK_FALSE(b->Exists(ref));
   CHECK_FALSE(fs::exists(b->PathOf(ref).parent_path() / ".meta" / (kBaseName + ".json")));
-}
-
-TEST_CASE("a base in use survives removal and goes once its last overlay is deleted") {
-  TempDir dir("local-trash");
-  auto src = dir.path() / "source.raw";
-  WriteRawImage(src, 6 * kMiB, 2 * kMiB, 11);
-  auto b = MakeLocal(dir.path() / "root");
-  ImageRef base{b->entry_pool(), kBaseName};
-  Import(*b, src, base);
-  SnapRef snap = SnapAndProtect(*b, base);
-  ImageRef v1{b->volume_pool(), "vm1-disk"};
-  ImageRef v2{b->volume_pool(), "vm2-disk"};
-  b->Clone(snap, v1);
-  b->Clone(snap, v2);
-  // The overlays name the base's stable link: the same file, under a name that never
-  // changes while they need it.
-  auto backing = BackingOf(b->PathOf(v1));
-  CHECK(backing.find("/.backing/") != std::string::npos);
-  CHECK(BackingOf(b->PathOf(v2)) == backing);
-  CHECK(StatOf(backing).st_ino == StatOf(b->PathOf(base)).st_ino);
-  CHECK(QemuCompare(b->PathOf(v1), "qcow2", src) == 0);
-
-  // The eviction pass removes the entry: its bytes are parked, not deleted, and the
-  // overlays' headers are not touched (a reader that read one a moment ago still finds
-  // its backing file).
-  auto header_before = ReadFile(b->PathOf(v1));
-  CHECK(b->Remove(base) == storage::RemoveOutcome::kTrashed);
-  CHECK_FALSE(fs::exists(b->PathOf(base)));
-  CHECK(ReadFile(b->PathOf(v1)) == header_before);
-  CHECK(BackingOf(b->PathOf(v1)) == backing);
-  CHECK(fs::exists(backing));
-  CHECK(QemuCompare(b->PathOf(v1), "qcow2", src) == 0);
-  CHECK(QemuCompare(b->PathOf(v2), "qcow2", src) == 0);
-
-  auto trash = b->ListTrash();
-  REQUIRE(trash.size() == 1);
-  CHECK(trash[0].original == base);
-  CHECK(trash[0].has_children);
-  CHECK_FALSE(b->PurgeTrash(trash[0]));
-
-  // One overlay gone: still in use.
-  CHECK(b->Remove(v1) == storage::RemoveOutcome::kRemoved);
-  CHECK_FALSE(b->PurgeTrash(b->ListTrash().at(0)));
-  CHECK(QemuCompare(b->PathOf(v2), "qcow2", src) == 0);
-  // The last overlay gone: the gc pass purges it.
-  CHECK(b->Remove(v2) == storage::RemoveOutcome::kRemoved);
-  trash = b->ListTrash();
-  REQUIRE(trash.size() == 1);
-  CHECK_FALSE(trash[0].has_children);
-  CHECK(b->PurgeTrash(trash[0]));
-  CHECK(b->ListTrash().empty());
-  CHECK_FALSE(fs::exists(backing));
-  CHECK(fs::is_empty(dir.path() / "root" / ".backing"));
-}
-
-TEST_CASE("a base flattened in place keeps the old file for the overlays made before") {
-  TempDir dir("local-flatten-parent");
-  auto src = dir.path() / "source.raw";
-  WriteRawImage(src, 4 * kMiB, 2 * kMiB, 14);
-  auto b = MakeLocal(dir.path() / "root");
-  ImageRef base{b->entry_pool(), kBaseName};
-  Import(*b, src, base);
-  SnapAndProtect(*b, base);
-  // A mid-chain image (like an entry made by a direct clone) with an overlay of its own.
-  ImageRef mid{b->entry_pool(), "mid"};
-  b->Clone({base, "snap"}, mid);
-  SnapAndProtect(*b, mid);
-  ImageRef top{b->volume_pool(), "top"};
-  b->Clone({mid, "snap"}, top);
-
-  b->Flatten(mid, {});
-  CHECK(b->Depth(mid) == 0);
-  CHECK(b->Depth(top) == 2);  // through the old file, still backed by the base
-  CHECK(QemuCompare(b->PathOf(top), "qcow2", src) == 0);
-  // The base is still in use through that old file: removing it parks it.
-  CHECK(b->Remove(base) == storage::RemoveOutcome::kTrashed);
-  CHECK(QemuCompare(b->PathOf(top), "qcow2", src) == 0);
-  CHECK(b->Remove(top) == storage::RemoveOutcome::kRemoved);
-  // The old file goes with its last overlay; then the base's trash entry is free.
-  auto trash = b->ListTrash();
-  REQUIRE(trash.size() == 1);
-  CHECK(b->PurgeTrash(trash[0]));
-  CHECK(b->ListTrash().empty());
-  CHECK(fs::is_empty(dir.path() / "root" / ".backing"));
-  CHECK(QemuCompare(b->PathOf(mid), "qcow2", src) == 0);
 }
 
 TEST_CASE("an overlay made by another tool is also seen as a user of a base") {
