@@ -12,20 +12,12 @@ namespace cachemgr::test {
 namespace {
 
 TEST_CASE("a base in use survives removal and goes once its last overlay is deleted") {
-  TempDir dir("local-trash");
-  auto src = dir.path() / "source.raw";
-  WriteRawImage(src, 6 * kMiB, 2 * kMiB, 11);
-  auto b = MakeLocal(dir.path() / "root");
-  ImageRef base{b->entry_pool(), kBaseName};
-  Import(*b, src, base);
-  SnapRef snap = SnapAndProtect(*b, base);
-  ImageRef v1{b->volume_pool(), "vm1-disk"};
+  BaseWithClone f("local-trash", 6 * kMiB, 2 * kMiB, 11);
+  auto& [dir, src, b, base, v1, backing] = f;
   ImageRef v2{b->volume_pool(), "vm2-disk"};
-  b->Clone(snap, v1);
-  b->Clone(snap, v2);
+  b->Clone({base, "snap"}, v2);
   // The overlays name the base's stable link: the same file, under a name that never
   // changes while they need it.
-  auto backing = BackingOf(b->PathOf(v1));
   CHECK(backing.find("/.backing/") != std::string::npos);
   CHECK(BackingOf(b->PathOf(v2)) == backing);
   CHECK(StatOf(backing).st_ino == StatOf(b->PathOf(base)).st_ino);
@@ -97,16 +89,8 @@ TEST_CASE("a base flattened in place keeps the old file for the overlays made be
 }
 
 TEST_CASE("a stable link that a kill left alone goes with the next pass, even with an empty trash") {
-  TempDir dir("local-lone-link");
-  auto src = dir.path() / "source.raw";
-  WriteRawImage(src, 4 * kMiB, 2 * kMiB, 15);
-  auto b = MakeLocal(dir.path() / "root");
-  ImageRef base{b->entry_pool(), kBaseName};
-  Import(*b, src, base);
-  SnapRef snap = SnapAndProtect(*b, base);
-  ImageRef v{b->volume_pool(), "vm-disk"};
-  b->Clone(snap, v);
-  const fs::path backing = BackingOf(b->PathOf(v));
+  BaseWithClone f("local-lone-link", 4 * kMiB, 2 * kMiB, 15);
+  auto& [dir, src, b, base, v, backing] = f;
   REQUIRE(fs::exists(backing));
   // Every stable link has its image's other name beside it: nothing to sweep.
   CHECK(b->SweepTemporaries(false).empty());
@@ -128,7 +112,7 @@ TEST_CASE("a stable link that a kill left alone goes with the next pass, even wi
   // A dry run names it and keeps it; a pass removes it.
   auto found = b->SweepTemporaries(true);
   REQUIRE(found.size() == 1);
-  CHECK(found[0].path == backing.string());
+  CHECK(found[0].path == backing);
   CHECK(found[0].bytes > 0);
   CHECK_FALSE(found[0].removed);
   CHECK(fs::exists(backing));
@@ -141,16 +125,8 @@ TEST_CASE("a stable link that a kill left alone goes with the next pass, even wi
 }
 
 TEST_CASE("a stable link that is a file's only name is kept while an overlay names it") {
-  TempDir dir("local-lone-link-used");
-  auto src = dir.path() / "source.raw";
-  WriteRawImage(src, 4 * kMiB, 2 * kMiB, 16);
-  auto b = MakeLocal(dir.path() / "root");
-  ImageRef base{b->entry_pool(), kBaseName};
-  Import(*b, src, base);
-  SnapRef snap = SnapAndProtect(*b, base);
-  ImageRef v{b->volume_pool(), "vm-disk"};
-  b->Clone(snap, v);
-  const fs::path backing = BackingOf(b->PathOf(v));
+  BaseWithClone f("local-lone-link-used", 4 * kMiB, 2 * kMiB, 16);
+  auto& [dir, src, b, base, v, backing] = f;
   // The base's own name gone behind the cache's back: the link is the only name left,
   // and the overlay still reads through it.
   REQUIRE(::unlink(b->PathOf(base).c_str()) == 0);
@@ -158,7 +134,7 @@ TEST_CASE("a stable link that is a file's only name is kept while an overlay nam
   // (its sidecar, whose image is gone, is swept: only the link matters here)
   auto names_link = [&](const std::vector<storage::Leftover>& found) {
     for (const auto& l : found)
-      if (l.path == backing.string()) return true;
+      if (l.path == backing) return true;
     return false;
   };
   CHECK_FALSE(names_link(b->SweepTemporaries(true)));
@@ -170,7 +146,7 @@ TEST_CASE("a stable link that is a file's only name is kept while an overlay nam
   CHECK(fs::exists(backing));
   auto found = b->SweepTemporaries(false);
   REQUIRE(found.size() == 1);
-  CHECK(found[0].path == backing.string());
+  CHECK(found[0].path == backing);
   CHECK(found[0].removed);
   CHECK_FALSE(fs::exists(backing));
 }

@@ -71,4 +71,26 @@ inline std::string BackingOf(const fs::path& overlay) {
   return j.value("backing-filename", "");
 }
 
+// A base entry imported from a raw image (`data` bytes of `size`, written from `seed`),
+// its protected snapshot, and a volume cloned from it whose backing file is `backing`
+// (the base's stable link).
+struct BaseWithClone {
+  TempDir dir;
+  fs::path src;
+  std::unique_ptr<LocalBackend> b;
+  ImageRef base, volume;
+  std::string backing;
+  BaseWithClone(const std::string& name, uint64_t size, uint64_t data, int seed)
+      : dir(name), src(dir.path() / "source.raw") {
+    WriteRawImage(src, size, data, seed);
+    b = MakeLocal(dir.path() / "root");
+    base = {b->entry_pool(), kBaseName};
+    Import(*b, src, base);
+    const SnapRef snap = SnapAndProtect(*b, base);
+    volume = {b->volume_pool(), "vm-disk"};
+    b->Clone(snap, volume);
+    backing = BackingOf(b->PathOf(volume));
+  }
+};
+
 }  // namespace cachemgr::test
