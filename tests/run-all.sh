@@ -116,7 +116,8 @@ sanitizer_build() {
   if ! CC=clang CXX=clang++ cmake -S "$src" -B "$dir" -DCMAKE_BUILD_TYPE=None \
         -DCMAKE_C_FLAGS="$SAN_CFLAGS" -DCMAKE_CXX_FLAGS="$SAN_CFLAGS" \
         -DCACHEMGR_SANITIZE="$sanitize" -DCACHEMGR_FUZZ="$fuzz" \
-        -DCACHEMGR_BUILD_BENCH=OFF -DCACHEMGR_BUILD_EXAMPLES=OFF >"$log" 2>&1; then
+        -DCACHEMGR_BUILD_BENCH=OFF -DCACHEMGR_BUILD_EXAMPLES=OFF -DCACHEMGR_UNITY_BUILD=ON \
+        >"$log" 2>&1; then
     tail -n 30 "$log"
     count "$name" 0 1 "configure failed (see $log)"
     return 1

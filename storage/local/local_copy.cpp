@@ -18,10 +18,6 @@
 
 namespace cachemgr::storage {
 
-namespace {
-constexpr uint64_t kBlock = 4096;
-}  // namespace
-
 bool LocalBackend::ReflinkWorks(const fs::path& dir) {
   try {
     auto [a, fa] = MakeTemp(dir, "reflink-probe-a");

@@ -35,6 +35,10 @@ namespace cachemgr::storage {
 
 namespace fs = std::filesystem;
 
+// The file system block: the unit of the zero checks that leave holes, and of the
+// probe writes that test reflink support.
+constexpr uint64_t kBlock = 4096;
+
 // A qcow2 file under the root with a backing file (see LocalBackend::Impl::ScanOverlays).
 struct Overlay {
   fs::path path;

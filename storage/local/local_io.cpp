@@ -15,7 +15,6 @@ namespace cachemgr::storage {
 
 namespace {
 
-constexpr uint64_t kBlock = 4096;
 constexpr size_t kWriteBuffer = 1 << 20;
 
 class LocalReader final : public ImageReader {

@@ -135,16 +135,9 @@ uint64_t CacheImpl::AccountedBytes(const index::EntryRow& row) const {
                                                                        : row.virtual_size;
 }
 
-namespace {
-std::string OsHash(const source::ImageMeta& meta) {
-  if (meta.os_hash_value.empty()) return "";
-  return meta.os_hash_algo + ":" + meta.os_hash_value;
-}
-}  // namespace
-
 bool CacheImpl::IsStale(const index::EntryRow& row, const source::ImageMeta& meta) const {
   policy::ImageVersion cached{row.checksum, row.os_hash, row.image_updated_at};
-  policy::ImageVersion now{meta.checksum, OsHash(meta), meta.updated_at};
+  policy::ImageVersion now{meta.checksum, meta.OsHash(), meta.updated_at};
   return policy::CheckStaleness(cached, now, options_.cache.stale_on_updated_at) !=
          policy::Staleness::kFresh;
 }

@@ -17,11 +17,6 @@ namespace cachemgr::engine {
 
 namespace {
 
-std::string OsHash(const source::ImageMeta& meta) {
-  if (meta.os_hash_value.empty()) return "";
-  return meta.os_hash_algo + ":" + meta.os_hash_value;
-}
-
 uint64_t EstimatedSize(const source::ImageMeta& meta) {
   return meta.virtual_size.value_or(meta.size.value_or(0));
 }
@@ -384,7 +379,7 @@ index::EntryRow CacheImpl::InsertFillRow(const source::ImageMeta& meta,
   row.state = index::State::kCreating;
   row.disk_format = meta.disk_format;
   row.checksum = meta.checksum;
-  row.os_hash = OsHash(meta);
+  row.os_hash = meta.OsHash();
   row.image_updated_at = meta.updated_at;
   row.created_at = now;
   row.last_used = now;

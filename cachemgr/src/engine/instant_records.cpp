@@ -7,6 +7,7 @@
 
 #include "engine/cache_impl.h"
 #include "engine/naming.h"
+#include "util/json_field.h"
 
 namespace cachemgr::engine {
 
@@ -14,10 +15,6 @@ namespace {
 
 using json = nlohmann::json;
 
-std::string Str(const json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
 int64_t Int(const json& j, const char* key) {
   auto it = j.find(key);
   return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
@@ -49,21 +46,21 @@ std::optional<ImportRecord> ImportRecord::Parse(const std::string& value) {
   const json j = json::parse(value, nullptr, false);
   if (!j.is_object()) return std::nullopt;
   ImportRecord r;
-  r.image_id = Str(j, "image_id");
-  r.identity = Str(j, "identity");
-  r.path = Str(j, "path");
-  r.format = Str(j, "format");
-  r.file_identity = Str(j, "file");
-  r.checksum = Str(j, "checksum");
-  r.os_hash_algo = Str(j, "os_hash_algo");
-  r.os_hash_value = Str(j, "os_hash_value");
-  r.host = Str(j, "host");
+  r.image_id = util::JsonString(j, "image_id");
+  r.identity = util::JsonString(j, "identity");
+  r.path = util::JsonString(j, "path");
+  r.format = util::JsonString(j, "format");
+  r.file_identity = util::JsonString(j, "file");
+  r.checksum = util::JsonString(j, "checksum");
+  r.os_hash_algo = util::JsonString(j, "os_hash_algo");
+  r.os_hash_value = util::JsonString(j, "os_hash_value");
+  r.host = util::JsonString(j, "host");
   r.at = Int(j, "at");
-  r.verdict = Str(j, "verdict");
-  r.reason = Str(j, "reason");
-  r.md5 = Str(j, "md5");
-  r.sha512 = Str(j, "sha512");
-  r.guest_md5 = Str(j, "guest_md5");
+  r.verdict = util::JsonString(j, "verdict");
+  r.reason = util::JsonString(j, "reason");
+  r.md5 = util::JsonString(j, "md5");
+  r.sha512 = util::JsonString(j, "sha512");
+  r.guest_md5 = util::JsonString(j, "guest_md5");
   r.size = static_cast<uint64_t>(std::max<int64_t>(Int(j, "size"), 0));
   if (r.image_id.empty() || r.identity.empty()) return std::nullopt;
   return r;
@@ -79,10 +76,10 @@ std::optional<BadRecord> BadRecord::Parse(const std::string& value) {
   const json j = json::parse(value, nullptr, false);
   if (!j.is_object()) return std::nullopt;
   BadRecord r;
-  r.image_id = Str(j, "image_id");
-  r.entry = Str(j, "entry");
-  r.reason = Str(j, "reason");
-  r.file_identity = Str(j, "file");
+  r.image_id = util::JsonString(j, "image_id");
+  r.entry = util::JsonString(j, "entry");
+  r.reason = util::JsonString(j, "reason");
+  r.file_identity = util::JsonString(j, "file");
   r.at = Int(j, "at");
   if (auto it = j.find("volumes"); it != j.end() && it->is_array()) {
     for (const auto& v : *it) {

@@ -19,11 +19,6 @@
 #include "index/index_sql.h"
 
 namespace cachemgr::index {
-namespace {
-
-constexpr int64_t kSecondsPerDay = 86400;
-
-}  // namespace
 
 void Index::RecordEvent(const EventRow& event) {
   const int64_t id = Guard(path_, "record event kind=" + event.kind, [&] {

@@ -18,8 +18,6 @@
 namespace cachemgr::index {
 namespace {
 
-constexpr int64_t kSecondsPerDay = 86400;
-
 // The fates no live entry holds: those the retention may delete.
 constexpr const char* kUnheld =
     "NOT EXISTS (SELECT 1 FROM entries AS e WHERE e.backend = f.backend AND e.pool = f.pool "

@@ -5,6 +5,7 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <sqlite3.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -13,6 +14,9 @@
 #include "index/index.h"
 
 namespace cachemgr::index {
+
+// The retention of events and fates is given in days.
+constexpr int64_t kSecondsPerDay = 86400;
 
 // The code a SQLite result code (primary and extended) becomes: busy and locked ->
 // kBusy (another connection holds the lock past the busy timeout); corrupt and not a

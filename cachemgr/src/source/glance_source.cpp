@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "cachemgr/error.h"
+#include "util/json_field.h"
 #include "source/http.h"
 #include "source/keystone.h"
 #include "source/secrets.h"
@@ -20,12 +21,6 @@ namespace cachemgr::source {
 namespace {
 
 using json = nlohmann::json;
-
-std::string Str(const json& j, const char* key) {
-  auto it = j.find(key);
-  if (it == j.end() || !it->is_string()) return {};
-  return it->get<std::string>();
-}
 
 // No disk is this large (librbd's own limit is lower): a bigger "size" is a lie.
 constexpr uint64_t kPlausibleBytes = 1ull << 60;
@@ -56,21 +51,21 @@ std::optional<uint64_t> Bytes(const json& j, const char* key, std::vector<std::s
 
 ImageMeta ParseImage(const json& j) {
   ImageMeta m;
-  m.id = Str(j, "id");
-  m.status = Str(j, "status");
-  m.disk_format = Str(j, "disk_format");
-  m.container_format = Str(j, "container_format");
+  m.id = util::JsonString(j, "id");
+  m.status = util::JsonString(j, "status");
+  m.disk_format = util::JsonString(j, "disk_format");
+  m.container_format = util::JsonString(j, "container_format");
   m.size = Bytes(j, "size", &m.invalid);
   m.virtual_size = Bytes(j, "virtual_size", &m.invalid);
-  m.checksum = Str(j, "checksum");
-  m.os_hash_algo = Str(j, "os_hash_algo");
-  m.os_hash_value = Str(j, "os_hash_value");
-  m.updated_at = Str(j, "updated_at");
-  m.direct_url = Str(j, "direct_url");
+  m.checksum = util::JsonString(j, "checksum");
+  m.os_hash_algo = util::JsonString(j, "os_hash_algo");
+  m.os_hash_value = util::JsonString(j, "os_hash_value");
+  m.updated_at = util::JsonString(j, "updated_at");
+  m.direct_url = util::JsonString(j, "direct_url");
   if (auto it = j.find("locations"); it != j.end() && it->is_array()) {
     for (const auto& loc : *it) {
       if (loc.is_object()) {
-        std::string url = Str(loc, "url");
+        std::string url = util::JsonString(loc, "url");
         if (!url.empty()) m.locations.push_back(url);
       }
     }
@@ -153,7 +148,7 @@ class GlanceSource final : public Source {
           if (!active_only || m.status == "active") out.push_back(std::move(m));
         }
       }
-      std::string next = Str(j, "next");
+      std::string next = util::JsonString(j, "next");
       if (next.empty()) break;
       // Glance's next is "/v2/images?marker=<last id>&...": anything else is not a page
       // of this listing, and a listing that does not end is not Glance's.
@@ -192,10 +187,10 @@ class GlanceSource final : public Source {
       json j = GetJson("/v2/info/stores/detail", "store list");
       if (auto it = j.find("stores"); it != j.end() && it->is_array()) {
         for (const auto& store : *it) {
-          if (!store.is_object() || Str(store, "type") != "rbd") continue;
+          if (!store.is_object() || util::JsonString(store, "type") != "rbd") continue;
           auto props = store.find("properties");
           if (props == store.end() || !props->is_object()) continue;
-          std::string pool = Str(*props, "pool");
+          std::string pool = util::JsonString(*props, "pool");
           if (!pool.empty()) pools.push_back(pool);
         }
       }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cachemgr/error.h"
+#include "util/json_field.h"
 #include "source/secrets.h"
 
 namespace cachemgr::source {
@@ -18,11 +19,6 @@ int64_t ParseTime(const std::string& s) {
   std::tm tm{};
   if (strptime(s.c_str(), "%Y-%m-%dT%H:%M:%S", &tm) == nullptr) return -1;
   return static_cast<int64_t>(timegm(&tm));
-}
-
-std::string Str(const json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
 // `text` without the credentials' secrets (Keystone never echoes one, but an error body
@@ -164,8 +160,8 @@ void KeystoneSession::AuthenticateLocked() {
                 "Keystone at " + options_.auth_url + ": the answer carries no token");
   }
   const json& token = j["token"];
-  int64_t expires = ParseTime(Str(token, "expires_at"));
-  int64_t issued = ParseTime(Str(token, "issued_at"));
+  int64_t expires = ParseTime(util::JsonString(token, "expires_at"));
+  int64_t issued = ParseTime(util::JsonString(token, "issued_at"));
   // The lifetime by Keystone's clock, counted from now by ours: a skewed clock on either
   // side does not make a fresh token look expired.
   int64_t lifetime = expires > 0 && issued > 0 && expires > issued ? expires - issued : 300;
@@ -201,16 +197,16 @@ std::string KeystoneSession::Endpoint(const std::string& service_type) {
   json catalog = json::parse(catalog_.empty() ? "[]" : catalog_, nullptr, false);
   std::string found_other;
   for (const auto& service : catalog) {
-    if (!service.is_object() || Str(service, "type") != service_type) continue;
+    if (!service.is_object() || util::JsonString(service, "type") != service_type) continue;
     auto eps = service.find("endpoints");
     if (eps == service.end() || !eps->is_array()) continue;
     for (const auto& ep : *eps) {
       if (!ep.is_object()) continue;
-      std::string region = Str(ep, "region_id");
-      if (region.empty()) region = Str(ep, "region");
+      std::string region = util::JsonString(ep, "region_id");
+      if (region.empty()) region = util::JsonString(ep, "region");
       const bool region_ok = options_.region_name.empty() || region == options_.region_name;
-      if (Str(ep, "interface") == options_.interface && region_ok) {
-        const std::string url = Str(ep, "url");
+      if (util::JsonString(ep, "interface") == options_.interface && region_ok) {
+        const std::string url = util::JsonString(ep, "url");
         if (HasUserInfo(url)) {
           throw Error(Errc::kSource, "Keystone at " + options_.auth_url + ": the catalog's " +
                                          service_type + " endpoint " + WithoutUserInfo(url) +
@@ -219,7 +215,7 @@ std::string KeystoneSession::Endpoint(const std::string& service_type) {
         }
         return url;
       }
-      found_other += " " + Str(ep, "interface") + "@" + (region.empty() ? "-" : region);
+      found_other += " " + util::JsonString(ep, "interface") + "@" + (region.empty() ? "-" : region);
     }
   }
   throw Error(

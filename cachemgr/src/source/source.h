@@ -29,6 +29,10 @@ struct ImageMeta {
   std::string checksum;          // md5 hex of the stored file (may be empty)
   std::string os_hash_algo;      // sha512 (Glance's default) | sha256 | ... (may be empty)
   std::string os_hash_value;     // hex
+  // "algo:value" as the index and the entries' metadata keep it; "" without a value.
+  std::string OsHash() const {
+    return os_hash_value.empty() ? std::string() : os_hash_algo + ":" + os_hash_value;
+  }
   std::string updated_at;        // ISO 8601 as the source gives it
   std::string direct_url;        // e.g. rbd://<fsid>/<pool>/<image>/<snap>
   std::vector<std::string> locations;  // every location url
