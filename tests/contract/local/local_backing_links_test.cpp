@@ -132,9 +132,10 @@ TEST_CASE("a stable link that is a file's only name is kept while an overlay nam
   REQUIRE(::unlink(b->PathOf(base).c_str()) == 0);
   REQUIRE(StatOf(backing).st_nlink == 1);
   // (its sidecar, whose image is gone, is swept: only the link matters here)
-  auto names_link = [&](const std::vector<storage::Leftover>& found) {
+  // (a lambda may not capture a structured binding before C++20: it takes the path)
+  auto names_link = [link = backing](const std::vector<storage::Leftover>& found) {
     for (const auto& l : found)
-      if (l.path == backing) return true;
+      if (l.path == link) return true;
     return false;
   };
   CHECK_FALSE(names_link(b->SweepTemporaries(true)));
