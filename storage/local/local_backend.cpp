@@ -33,11 +33,8 @@ void LocalBackend::Impl::Check(const ImageRef& ref) {
 }
 
 void LocalBackend::Impl::EnsurePool(const std::string& pool) const {
-  std::error_code ec;
-  fs::create_directories(PoolDir(pool) / ".meta", ec);
-  if (ec)
-    Fail(Errc::kBackend,
-         "cannot create pool folder " + PoolDir(pool).string() + ": " + ec.message());
+  EnsureOwnFolder(PoolDir(pool));
+  EnsureOwnFolder(PoolDir(pool) / ".meta");
 }
 
 void LocalBackend::Impl::Require(const ImageRef& ref) const {
@@ -142,14 +139,11 @@ LocalBackend::LocalBackend(const LocalBackendOptions& options,
   // Before anything is created: the root must be the cache's own folder.
   ClaimLocalRoot(fs::absolute(options.root));
   m.root = fs::weakly_canonical(fs::absolute(options.root));
-  for (const char* sub : {"_base", "volumes", ".trash", ".backing", ".locks", ".tmp"}) {
-    fs::create_directories(m.root / sub, ec);
-    if (ec)
-      Fail(Errc::kConfig,
-           "backend.local.root: cannot create " + (m.root / sub).string() + ": " + ec.message());
+  // The cache's own folders: real folders, never links (EnsureOwnFolder).
+  for (const char* sub : {"_base", "_base/.meta", "volumes", "volumes/.meta", ".trash",
+                          ".backing", ".locks", ".tmp", ".state"}) {
+    EnsureOwnFolder(m.root / sub);
   }
-  fs::create_directories(m.root / "_base" / ".meta", ec);
-  fs::create_directories(m.root / "volumes" / ".meta", ec);
   if (options.mode > 07777)
     Fail(Errc::kConfig,
          "backend.local.mode: not a permission mode: " + std::to_string(options.mode));

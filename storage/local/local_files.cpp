@@ -77,6 +77,20 @@ bool IsRegularFile(const fs::path& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
+void EnsureOwnFolder(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);  // an existing symlink to a folder is no error here
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) FailErrno("cannot create the cache's folder", dir, errno);
+  if (S_ISLNK(st.st_mode) || !S_ISDIR(st.st_mode)) {
+    Fail(Errc::kBackend,
+         dir.string() + " is " + (S_ISLNK(st.st_mode) ? "a symlink" : "not a folder") +
+             ", where the cache keeps a folder of its own: the cache follows no link out of "
+             "backend.local.root. Replace it with a real folder (moving back into it what "
+             "the cache made, if the link led to that)");
+  }
+}
+
 void WriteDurable(const fs::path& path, const std::string& content) {
   auto [tmp, fd] = MakeTemp(path.parent_path(), path.filename().string());
   try {

@@ -31,6 +31,11 @@ void PwriteAll(int fd, const char* data, size_t n, uint64_t offset,
                const std::filesystem::path& path);
 bool IsRegularFile(const std::filesystem::path& path);
 
+// Makes the folder `dir` of the cache's own (and its parents) if missing, and requires it
+// to be a real folder: a symlink there (or anything else by its name) would lead the
+// cache's writes and removals out of the root. kBackend naming it otherwise.
+void EnsureOwnFolder(const std::filesystem::path& dir);
+
 // A new file in `dir` under a name no image can have (images never start with '.'),
 // locked (flock) for as long as the returned descriptor is open: a `.tmp-*` file whose
 // lock is free belongs to a writer that died, and SweepTemporaries removes it. Keep the

@@ -57,6 +57,12 @@ struct Overlay {
 // when it reaches nothing (local_overlays.cpp).
 fs::path RealPath(const fs::path& name);
 
+// A trash folder's name as MoveToTrash makes it: an image's name (at most 100 characters
+// of it), a dot, 12 hex digits. Other folders in the trash are not the cache's.
+bool IsTrashId(const std::string& id);
+// The image a trash record (entry.json) names, if it reads as one MoveToTrash writes.
+std::optional<ImageRef> TrashOriginal(const nlohmann::json& entry);
+
 struct LocalBackend::Impl {
   LocalBackendOptions options;
   std::shared_ptr<spdlog::logger> log;

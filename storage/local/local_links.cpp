@@ -58,6 +58,19 @@ bool LocalBackend::Impl::DropStableIfUnused(const fs::path& stable,
   return true;
 }
 
+namespace {
+
+// A name in `.backing` the cache made: the decimal inode number of the regular file it
+// names (EnsureStable). Anything else there is not the cache's and is left alone.
+bool IsStableName(const fs::path& path, const struct stat& st) {
+  const std::string name = path.filename().string();
+  return S_ISREG(st.st_mode) && !name.empty() && name.size() <= 20 &&
+         name.find_first_not_of("0123456789") == std::string::npos &&
+         name == std::to_string(st.st_ino);
+}
+
+}  // namespace
+
 // Stable names with no other name and no overlay: the old file of an image flattened
 // in place once its overlays are gone, or a link a crash left. Dropping one can free
 // the one it was backed by, hence the loop.
@@ -68,6 +81,8 @@ void LocalBackend::Impl::SweepStable() const {
     dropped = false;
     auto overlays = ScanOverlays(Scan::kFresh);  // decides an unlink
     for (const auto& e : fs::directory_iterator(BackingDir(), ec)) {
+      struct stat st {};
+      if (::lstat(e.path().c_str(), &st) != 0 || !IsStableName(e.path(), st)) continue;
       if (DropStableIfUnused(e.path(), overlays)) {
         dropped = true;
         std::erase_if(overlays, [&](const Overlay& o) { return o.path == e.path(); });
@@ -86,7 +101,8 @@ void LocalBackend::Impl::SweepLoneStable(bool dry_run, std::vector<Leftover>* ou
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(BackingDir(), ec)) {
     struct stat st {};
-    if (::lstat(e.path().c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink > 1) continue;
+    if (::lstat(e.path().c_str(), &st) != 0 || !IsStableName(e.path(), st) || st.st_nlink > 1)
+      continue;
     lone.push_back({e.path(), static_cast<uint64_t>(st.st_blocks) * 512});
   }
   // The usual case: every stable name has its image's other name beside it, and the

@@ -193,6 +193,7 @@ Sidecar LocalBackend::Impl::SidecarOf(const Overlay& o) const {
   if (o.ref) return Load(*o.ref);
   if (o.trash_id.empty()) return {};  // a stable name only: no sidecar of its own
   auto entry = ReadJsonFile(TrashDir() / o.trash_id / "entry.json");
+  if (!entry.is_object() || !TrashOriginal(entry)) return {};  // not a record of ours
   return FromJson(entry.value("sidecar", json::object()));
 }
 

@@ -35,7 +35,9 @@ json ToJson(const Sidecar& s) {
   return j;
 }
 
-Sidecar FromJson(const json& j) {
+namespace {
+
+Sidecar FromJsonOrThrow(const json& j) {
   Sidecar s;
   s.format = j.value("format", "raw");
   s.shared_inode = j.value("shared_inode", "");
@@ -53,6 +55,31 @@ Sidecar FromJson(const json& j) {
                        p.at("snap").get<std::string>()};
   }
   return s;
+}
+
+}  // namespace
+
+Sidecar FromJson(const json& j) {
+  try {
+    return FromJsonOrThrow(j);
+  } catch (const json::exception& e) {
+    // A hand-edited or planted file: named by the caller's context, never a crash.
+    Fail(Errc::kCorrupt, std::string("not a sidecar this cache wrote: ") + e.what());
+  }
+}
+
+bool IsSidecarText(const std::string& text) {
+  const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return false;
+  auto is = [&](const char* key, auto pred) {
+    auto it = j.find(key);
+    return it != j.end() && pred(*it);
+  };
+  return is("schema", [](const json& v) { return v.is_number_integer() && v.get<int64_t>() == 1; }) &&
+         is("format", [](const json& v) { return v.is_string(); }) &&
+         is("metadata", [](const json& v) { return v.is_object(); }) &&
+         is("snapshots", [](const json& v) { return v.is_array(); }) &&
+         is("parent", [](const json& v) { return v.is_null() || v.is_object(); });
 }
 
 json ReadJsonFile(const fs::path& path) {
@@ -88,6 +115,21 @@ void LocalBackend::Impl::DropSidecar(const ImageRef& ref) const {
   ::unlink(SidecarPath(ref).c_str());
 }
 
+namespace {
+
+// Whether the file at `path` is a regular file that reads whole as a sidecar.
+bool IsLeftSidecar(const fs::path& path) {
+  const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  struct stat st {};
+  if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 20))
+    return false;
+  std::string text(static_cast<size_t>(st.st_size), '\0');
+  return ::pread(fd.get(), text.data(), text.size(), 0) == static_cast<ssize_t>(text.size()) &&
+         IsSidecarText(text);
+}
+
+}  // namespace
+
 LocalBackend::Impl::NewSidecar LocalBackend::Impl::SaveNew(const ImageRef& ref,
                                                            const Sidecar& s) const {
   EnsurePool(ref.pool);
@@ -105,6 +147,13 @@ LocalBackend::Impl::NewSidecar LocalBackend::Impl::SaveNew(const ImageRef& ref,
       if (e != EEXIST) FailErrno("cannot link into place", path, e);
       if (ExistsChecked(ref))
         Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
+      // A sidecar without its image: a crash's leftover of ours is replaced; anything
+      // else by that name is someone's, and stays.
+      if (!IsLeftSidecar(path)) {
+        Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": " + path.string() +
+                                       " exists and is not a sidecar of this cache; it is left "
+                                       "untouched (move it away to use the name)");
+      }
       if (::rename(tmp.c_str(), path.c_str()) != 0) FailErrno("cannot rename into", path, errno);
     }
   } catch (...) {

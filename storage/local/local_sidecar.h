@@ -41,6 +41,9 @@ struct Sidecar {
 
 nlohmann::json ToJson(const Sidecar& s);
 Sidecar FromJson(const nlohmann::json& j);
+// Whether `text` is a sidecar as ToJson writes it (schema 1, its fields of their types):
+// what a sweep may take for the cache's own. Anything else is left alone.
+bool IsSidecarText(const std::string& text);
 // The JSON in the file at `path`: kNotFound when it is missing, kCorrupt when unreadable.
 nlohmann::json ReadJsonFile(const std::filesystem::path& path);
 // The record of `snap` in `s`, validating its name; kNotFound when there is none.

@@ -99,8 +99,9 @@ std::vector<ImageRef> LocalBackend::Children(const SnapRef& snap) {
     if (o.ref) {
       out.push_back(*o.ref);
     } else {
-      auto entry = ReadJsonFile(impl_->TrashDir() / o.trash_id / "entry.json");
-      out.push_back({entry["original"].value("pool", ""), entry["original"].value("name", "")});
+      const auto original =
+          TrashOriginal(ReadJsonFile(impl_->TrashDir() / o.trash_id / "entry.json"));
+      if (original) out.push_back(*original);  // (SidecarOf reads no other record)
     }
   }
   return out;

@@ -34,7 +34,8 @@ std::map<std::string, std::string> LocalBackend::ReadTable(const std::string& ta
   std::map<std::string, std::string> out;
   // readdir and openat, not a path walk and a stream per key: the table of last uses has
   // a key per entry and is read on every eviction pass.
-  const util::UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  // O_NOFOLLOW: a table is a folder of the cache's own, never a link out of the root.
+  const util::UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (fd.get() < 0 && errno == ENOENT) return out;
   if (fd.get() < 0) {
     throw Error(Errc::kIo, "table " + dir.string() + ": cannot list: " + std::strerror(errno));
@@ -85,9 +86,8 @@ void LocalBackend::WriteTable(const std::string& table,
   ValidateName("table", table);
   if (set.empty() && erase.empty()) return;
   const fs::path dir = fs::path(location()) / ".state" / table;
+  EnsureOwnFolder(dir);
   std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) throw Error(Errc::kIo, "table " + dir.string() + ": cannot create: " + ec.message());
   for (const auto& [key, value] : set) {
     ValidateName("table key", key);
     if (value.size() > kMaxValue) {

@@ -146,10 +146,10 @@ void SweepSidecars(int pool_fd, const std::string& pool_path,
     struct stat st {};
     if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 1 << 20)
       continue;
-    // Only what reads as a sidecar of ours: a JSON object with the backend's schema key.
-    std::string head(static_cast<size_t>(std::min<off_t>(st.st_size, 4096)), '\0');
-    if (::pread(fd.get(), head.data(), head.size(), 0) < 0 ||
-        head.find("\"schema\"") == std::string::npos || !head.starts_with('{')) {
+    // Only what reads as a sidecar of ours, whole: its schema and its fields.
+    std::string text(static_cast<size_t>(st.st_size), '\0');
+    if (::pread(fd.get(), text.data(), text.size(), 0) != static_cast<ssize_t>(text.size()) ||
+        !IsSidecarText(text)) {
       continue;
     }
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // its image is on its way
@@ -167,10 +167,13 @@ void SweepSidecars(int pool_fd, const std::string& pool_path,
   }
 }
 
-// `.trash/<id>/` with no `image` and nothing but `entry.json`, whose lock is free.
+// `.trash/<id>/` with no `image` and nothing but `entry.json`, whose lock is free; <id> as
+// MoveToTrash names it (the image's name, a dot, 12 hex digits): other folders are not
+// the cache's.
 void SweepTrash(int trash_fd, const std::string& trash_path, bool dry_run,
                 std::vector<Leftover>* out) {
   for (const auto& id : Names(trash_fd)) {
+    if (!IsTrashId(id)) continue;
     const util::UniqueFd dir{OpenDirAt(trash_fd, id)};
     if (dir.get() < 0) continue;
     auto names = Names(dir.get());
@@ -182,6 +185,13 @@ void SweepTrash(int trash_fd, const std::string& trash_path, bool dry_run,
     only_entry = true;
     for (const auto& n : names) only_entry = only_entry && n == "entry.json";
     if (!only_entry) continue;
+    if (!names.empty()) {  // a trash record of ours, or the folder is not the cache's
+      try {
+        if (!TrashOriginal(ReadJsonFile(trash_path + "/" + id + "/entry.json"))) continue;
+      } catch (const Error&) {
+        continue;
+      }
+    }
     Leftover l;
     l.path = trash_path + "/" + id;
     if (!dry_run) {

@@ -28,7 +28,37 @@ UniqueFd LockTrashFolder(const fs::path& dir) {
   return fd;
 }
 
+constexpr size_t kTrashHexDigits = 12;
+
 }  // namespace
+
+bool IsTrashId(const std::string& id) {
+  const auto dot = id.rfind('.');
+  if (dot == std::string::npos || dot == 0 || dot > 100) return false;
+  const std::string hex = id.substr(dot + 1);
+  if (hex.size() != kTrashHexDigits ||
+      hex.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return false;
+  }
+  try {
+    ValidateName("image", id.substr(0, dot));
+  } catch (const Error&) {
+    return false;
+  }
+  return true;
+}
+
+std::optional<ImageRef> TrashOriginal(const json& entry) {
+  if (!entry.is_object()) return std::nullopt;
+  auto it = entry.find("original");
+  if (it == entry.end() || !it->is_object()) return std::nullopt;
+  auto pool = it->find("pool");
+  auto name = it->find("name");
+  if (pool == it->end() || name == it->end() || !pool->is_string() || !name->is_string()) {
+    return std::nullopt;
+  }
+  return ImageRef{pool->get<std::string>(), name->get<std::string>()};
+}
 
 // The id of a trash folder for `name` ("<name>.<hex>") whose image is the file at
 // `path` (same device and inode): a move to the trash that a kill interrupted. "" if none.
@@ -39,7 +69,7 @@ std::string LocalBackend::Impl::TrashedCopyOf(const fs::path& path, const std::s
   std::error_code ec;
   for (const auto& dir : fs::directory_iterator(TrashDir(), ec)) {
     std::string id = dir.path().filename().string();
-    if (id.compare(0, prefix.size(), prefix) != 0) continue;
+    if (id.compare(0, prefix.size(), prefix) != 0 || !IsTrashId(id)) continue;
     struct stat st {};
     if (::lstat((dir.path() / "image").c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
     if (st.st_dev == want.st_dev && st.st_ino == want.st_ino) return id;
@@ -94,7 +124,7 @@ void LocalBackend::Impl::MoveToTrash(const ImageRef& ref, const std::vector<Over
   // the same name already: that folder is finished, not a second one made.
   std::string id = TrashedCopyOf(path, ref.name);
   const bool resumed = !id.empty();
-  if (!resumed) id = ref.name.substr(0, 100) + "." + util::RandomHex(12);
+  if (!resumed) id = ref.name.substr(0, 100) + "." + util::RandomHex(kTrashHexDigits);
   auto dir = TrashDir() / id;
   auto trashed = dir / "image";
   if (!resumed) {
@@ -131,7 +161,9 @@ std::vector<TrashEntry> LocalBackend::ListTrash() {
   std::vector<fs::path> dirs;
   for (const auto& dir : fs::directory_iterator(impl_->TrashDir(), ec)) {
     // A crash between link and entry leaves no entry.json: PurgeTrash ignores the folder.
-    if (fs::exists(dir.path() / "entry.json")) dirs.push_back(dir.path());
+    // A folder not named as the cache names them is not the cache's.
+    if (IsTrashId(dir.path().filename().string()) && fs::exists(dir.path() / "entry.json"))
+      dirs.push_back(dir.path());
   }
   // An empty trash needs no scan (every pass lists the trash; a scan stats every file
   // under the root). Otherwise one scan answers for every entry (a scan per entry made
@@ -140,10 +172,15 @@ std::vector<TrashEntry> LocalBackend::ListTrash() {
   const auto overlays = impl_->ScanOverlays();
   for (const auto& dir : dirs) {
     try {
-      auto entry = ReadJsonFile(dir / "entry.json");
+      const auto original = TrashOriginal(ReadJsonFile(dir / "entry.json"));
+      if (!original) {
+        impl_->log->warn("trash folder left alone: its entry.json is not a trash record of this "
+                         "cache dir={}", dir.string());
+        continue;
+      }
       TrashEntry t;
       t.id = dir.filename().string();
-      t.original = {entry["original"].value("pool", ""), entry["original"].value("name", "")};
+      t.original = *original;
       t.has_children = !impl_->UsersOf(dir / "image", overlays).empty();
       t.identity = Impl::IdentityOf(dir / "image");  // the same inode as before
       out.push_back(std::move(t));
@@ -169,9 +206,17 @@ bool LocalBackend::PurgeTrash(const TrashEntry& entry) {
   // without an image, which the next pass removes (SweepTemporaries).
   const UniqueFd folder_lock = LockTrashFolder(dir);
   ::unlink((dir / "image").c_str());
-  std::error_code ec;
-  fs::remove_all(dir, ec);
-  if (ec) Fail(Errc::kBackend, "cannot remove trash entry " + dir.string() + ": " + ec.message());
+  // What the cache put there, by name: anything else someone left in the folder stays
+  // (and the folder with it).
+  if (::unlink((dir / "entry.json").c_str()) != 0 && errno != ENOENT)
+    FailErrno("cannot remove trash record", dir / "entry.json", errno);
+  if (::rmdir(dir.c_str()) != 0) {
+    if (errno != ENOTEMPTY && errno != EEXIST && errno != ENOENT)
+      FailErrno("cannot remove trash folder", dir, errno);
+    if (errno != ENOENT)
+      impl_->log->warn("trash folder left in place: it holds files the cache did not put there "
+                       "dir={}", dir.string());
+  }
   FsyncDir(impl_->TrashDir());
   std::erase_if(overlays, [&](const Overlay& o) { return o.trash_id == entry.id; });
   impl_->DropStableIfUnused(stable, overlays);

@@ -24,7 +24,7 @@ import unittest
 
 import cli_test as base
 from cli_safety_test import wait_for
-from cli_test import EXIT_OK, EXIT_REFUSED, MiB, Env
+from cli_test import EXIT_BUSY, EXIT_OK, EXIT_REFUSED, MiB, Env
 
 GiB = 1 << 30
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -336,6 +336,47 @@ class InstantTest(unittest.TestCase):
         self.assertEqual(stats["bad_entries"], 1)
         self.assertEqual(stats["bad"][0]["volumes"], ["vm-ch"])
         self.assertIn("changed", stats["bad"][0]["reason"])
+
+    def test_a_stale_entry_whose_import_runs_is_left_to_it_and_the_volume_made_uncached(self):
+        env = InstantEnv("staleimport")
+        image_id, path, old_md5 = self.add_file(64 * MiB)
+        with open(path + ".json", "w") as f:  # the checksum known up front, as Glance's is
+            json.dump({"checksum": old_md5}, f)
+        go = os.path.join(base.WORLD.root, "staleimport-go")
+        rc, out, err = env.run("--json", "create", image_id, "vm-old",
+                               env={"CACHEMGR_FAILPOINT": "import_before_copy:wait:" + go})
+        self.assertEqual(rc, EXIT_OK, err)
+        made = json.loads(out)
+        self.assertEqual(made["plan"], "instant")
+        wait_for(lambda: os.path.exists(go + ".held"), timeout=60, step=0.05)
+        # The image is replaced in the store while its import has not run yet.
+        new_md5 = random_file(path + ".new", 64 * MiB)
+        os.rename(path + ".new", path)
+        with open(path + ".json", "w") as f:
+            json.dump({"checksum": new_md5}, f)
+        self.assertEqual(env.stats()["imports_pending"], 1)
+        # The entry cannot be replaced while its import runs: the new volume is fetched
+        # straight from the source, and nothing of the entry's is touched.
+        made = env.json("create", image_id, "vm-new")
+        self.assertEqual(made["plan"], "uncached")
+        self.assertEqual(env.volume_md5("vm-new"), new_md5)
+        self.assertTrue(env.migrating(entry_name(image_id)))
+        rc, _, err = env.run("prefill", image_id)
+        self.assertEqual(rc, EXIT_BUSY, err)
+        self.assertIn("import", err)
+        with open(go, "w"):
+            pass
+        self.assertTrue(env.wait_imports())
+        # The import read another file than the one it was made of: the entry is bad, and
+        # its volume is named.
+        stats = env.stats()
+        self.assertEqual(stats["bad_entries"], 1)
+        self.assertEqual(stats["bad"][0]["volumes"], ["vm-old"])
+        self.assertEqual(env.run("evict")[0], EXIT_OK)
+        made = env.json("create", "--wait-import", image_id, "vm-next")
+        self.assertIn(made["plan"], ("instant", "miss"))
+        self.assertEqual(env.volume_md5("vm-next"), new_md5)
+        self.assertEqual(env.volume_md5("vm-new"), new_md5)
 
     # --- kills ------------------------------------------------------------------------
 

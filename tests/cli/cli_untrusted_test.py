@@ -62,6 +62,57 @@ class UntrustedFilesTest(unittest.TestCase):
         self.assertIn(image + ".json", err)
         os.unlink(os.path.join(cli.WORLD.images, image + ".json"))
 
+    def private_images(self, name):
+        images = os.path.join(cli.WORLD.root, name + "-images")
+        os.makedirs(images, exist_ok=True)
+        return images
+
+    def test_an_image_other_than_its_claimed_size_exit_4(self):
+        images = self.private_images("claimed")
+        env = cli.Env("claimed", images=images)
+        raw = cli.WORLD.add_raw(size=1 * MiB, directory=images)
+        qcow = cli.WORLD.add_qcow2(size=8 * MiB)
+        os.rename(os.path.join(cli.WORLD.images, qcow), os.path.join(images, qcow))
+        # Cut short (the claim is larger), longer than claimed, a qcow2 whose header says
+        # another size, and claims that are no byte count.
+        for image, claim, says in [(raw, 4 * MiB, "cut short"), (raw, MiB // 2, "not the image"),
+                                   (qcow, 1 * MiB, "not the image"), (raw, -4096, "whole number"),
+                                   (raw, "1048576", "whole number")]:
+            with open(os.path.join(images, image + ".json"), "w") as f:
+                json.dump({"virtual_size": claim}, f)
+            rc, _, err = env.run("create", image, "vol-claimed")
+            self.assertEqual(rc, cli.EXIT_REFUSED, "%r: %s" % (claim, err))
+            self.assertIn(image, err)
+            self.assertIn(says, err)
+            rc, _, _ = env.run("show", image)
+            self.assertEqual(rc, cli.EXIT_NOT_FOUND, "%r: a refused image must not be cached" % claim)
+            rc, out, err = env.run("evict", "--dry-run")
+            self.assertEqual(rc, cli.EXIT_OK, err)
+        # The true claim: made.
+        with open(os.path.join(images, raw + ".json"), "w") as f:
+            json.dump({"virtual_size": MiB}, f)
+        self.assertEqual(env.json("create", raw, "vol-claimed")["volume"], "vol-claimed")
+
+    def test_a_malformed_sidecar_refuses_its_image_only(self):
+        images = self.private_images("badsidecar")
+        env = cli.Env("badsidecar", images=images)
+        bad = cli.WORLD.add_raw(size=64 * 1024, directory=images)
+        good = cli.WORLD.add_raw(size=64 * 1024, directory=images)
+        for text in ["{bad", "[1, 2]"]:
+            with open(os.path.join(images, bad + ".json"), "w") as f:
+                f.write(text)
+            rc, _, err = env.run("create", bad, "vol-bad")
+            self.assertEqual(rc, cli.EXIT_REFUSED, err)
+            self.assertIn(bad + ".json", err)
+            # One uploader's bad sidecar stops no one else's prefill.
+            rc, out, err = env.run("--json", "prefill", "--all")
+            self.assertEqual(rc, cli.EXIT_OK, err)
+            self.assertEqual([r["image_id"] for r in json.loads(out)["results"]], [good])
+        # A sidecar is the description of an image, never an image itself.
+        rc, _, err = env.run("create", good + ".json", "vol-sidecar")
+        self.assertEqual(rc, cli.EXIT_NOT_FOUND, err)
+        self.assertIn("sidecar", err)
+
     def test_dead_fill_work_dir_counted_listed_and_swept(self):
         env = cli.Env("deadfill")
         conv = os.path.join(env.dir, "conversion")

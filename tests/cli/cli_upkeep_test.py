@@ -71,6 +71,34 @@ class CliUpkeepTest(unittest.TestCase):
         doc = json.loads(broken.run("--json", "doctor")[1])
         self.assertGreaterEqual(doc["failed"], 1)
 
+    def test_doctor_after_another_host_replaced_a_stale_entry_with_clones(self):
+        if cli.BACKEND != "local":
+            self.skipTest("two hosts on one local root")
+        images = os.path.join(cli.WORLD.root, "doctor-hosts-images")
+        os.makedirs(images, exist_ok=True)
+        a = cli.Env("doctorA", images=images, extra="host_id: host-a\n")
+        b = cli.Env("doctorB", images=images, extra="host_id: host-b\n")
+        with open(b.config) as f:
+            text = f.read()
+        with open(b.config, "w") as f:
+            f.write(text.replace(b.local_root, a.local_root))
+        image = cli.WORLD.add_raw(size=1 * cli.MiB, directory=images, seed=501)
+        self.assertEqual(b.run("create", image, "vol-b")[0], cli.EXIT_OK)
+        cli.WORLD.add_raw(image_id=image, size=1 * cli.MiB, directory=images, seed=502)
+        rc, _, err = a.run("create", image, "vol-a")  # stale: replaced, vol-b keeps the old
+        self.assertEqual(rc, cli.EXIT_OK, err)
+        cli.WORLD.add_raw(image_id=image, size=1 * cli.MiB, directory=images, seed=503)
+        self.assertEqual(a.run("evict")[0], cli.EXIT_OK)
+        # What doctor asks of each host (run evict) clears what it names, for good.
+        self.assertEqual(b.run("evict")[0], cli.EXIT_OK)
+        for env in (a, b, a):
+            rc, out, err = env.run("doctor")
+            self.assertEqual(rc, cli.EXIT_OK, out + err)
+            self.assertNotIn("FAIL", out)
+        # (b shares a's root: its volumes are read there)
+        self.assertEqual(a.read_volume("vol-b", 1 * cli.MiB), cli.pattern(1 * cli.MiB, 501))
+        self.assertEqual(a.read_volume("vol-a", 1 * cli.MiB), cli.pattern(1 * cli.MiB, 502))
+
     # --- evict: dry run, the pass, busy (5), two passes at once ---------------------
 
     def evict_setup(self, name, count=5, keep=2):

@@ -283,8 +283,10 @@ class CacheImpl final : public Cache {
   bool WritesImage(policy::ClonePlan plan) const;
   int64_t ConfirmedBySource(const index::EntryRow& row, std::future<source::ImageMeta>& asked,
                             int64_t asked_at, std::optional<source::ImageMeta>* stale_meta);
+  // A volume fetched straight from the source, no entry made; `why` is logged.
   CreateVolumeResult MakeUncached(const source::ImageMeta& meta, const CreateVolumeRequest& request,
-                                  index::VolumeRow* claim, VolumeGuardRef guard);
+                                  index::VolumeRow* claim, VolumeGuardRef guard,
+                                  const char* why);
   // Claims the volume name: a creating row with this process as owner and a random
   // staging name, inserted before anything is made. kAlreadyExists if the name is held.
   index::VolumeRow ClaimVolume(const CreateVolumeRequest& request);

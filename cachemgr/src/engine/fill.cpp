@@ -219,9 +219,17 @@ CacheImpl::Ensured CacheImpl::EnsureEntryLocked(const source::ImageMeta& meta,
       return out;
     }
     if (row->state == index::State::kReady) {
+      const auto action =
+          EvictEntry(*row, "stale", "source checksum or updated_at changed", /*locked=*/true);
+      if (!action.done) {
+        // Still in place (its import is not committed, or another process changed its row):
+        // a fill under its name would take it over with its clones.
+        throw Error(Errc::kBusy, "image " + meta.id + ": the cached entry " + row->cache_name +
+                                     " is out of date but cannot be replaced now (" +
+                                     action.reason + "); try again once that is over");
+      }
       log_->info("stale entry replaced image={} cached_checksum={} source_checksum={}", meta.id,
                  row->checksum, meta.checksum);
-      EvictEntry(*row, "stale", "source checksum or updated_at changed", /*locked=*/true);
       out.replaced = true;
     } else {
       // We hold the image's locks, so whoever made this row is gone.

@@ -379,7 +379,9 @@ std::vector<Check> CacheImpl::Doctor() {
     size_t n = 0;
     for (const auto& row :
          WithIndex([&](index::Index& ix) { return ix.ListEntries(backend_kind_, location_); })) {
-      if (row.state != index::State::kReady) continue;
+      // A pinned row is the record of an entry replaced while it had clones: its image is
+      // in the trash (or another host's), not at the entry's name.
+      if (row.state != index::State::kReady || row.pinned) continue;
       ++n;
       try {
         backend_->RequireIntact(EntryRef(row.cache_name));

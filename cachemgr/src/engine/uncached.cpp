@@ -1,5 +1,6 @@
-// A volume of an image the cache does not keep (larger than cache.max_size_gb, or no room
-// above the free-space floor): fetched straight into the volume, no entry made.
+// A volume of an image the cache does not keep (larger than cache.max_size_gb, no room
+// above the free-space floor, or a stale entry that cannot be replaced while its
+// instant-miss import runs): fetched straight into the volume, no entry made.
 #include <spdlog/spdlog.h>
 
 #include "engine/cache_impl.h"
@@ -10,10 +11,11 @@ namespace cachemgr::engine {
 
 CreateVolumeResult CacheImpl::MakeUncached(const source::ImageMeta& meta,
                                            const CreateVolumeRequest& request,
-                                           index::VolumeRow* claim, VolumeGuardRef guard) {
+                                           index::VolumeRow* claim, VolumeGuardRef guard,
+                                           const char* why) {
   const storage::ImageRef volume{claim->pool, claim->staging_name};
-  log_->info("image larger than the cache, fetching straight into the volume image={} volume={}",
-             meta.id, request.volume);
+  log_->info("fetching straight into the volume, no entry made image={} volume={} reason=\"{}\"",
+             meta.id, request.volume, why);
   fetch::FetchOptions fetch_options;
   fetch_options.conversion = options_.conversion;
   fetch_options.allow_unverified = options_.source.allow_unverified;

@@ -145,9 +145,21 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
                               [&] { return ConfirmedBySource(*row, asked, now, &known); });
         } else if (row && row->state == index::State::kReady && (!meta || !IsStale(*row, *meta))) {
           result = MakeVolume(*row, request, &claim, &guard, std::nullopt, meta ? now : 0);
+        } else if (const bool stale_importing = row && row->state == index::State::kReady &&
+                                                ImportPending(row->cache_name);
+                   stale_importing) {
+          // A ready entry that reaches here is stale. While its instant-miss import runs it
+          // can be neither removed nor replaced (the clones made from it read through it):
+          // this volume is fetched from the source, and the first miss after the commit
+          // replaces the entry.
+          const auto room = MakeRoomForFill(*meta, /*with_volume=*/true, /*cacheable=*/false);
+          result = MakeUncached(*meta, request, &claim, &guard,
+                                "cached entry out of date and its import still running");
         } else if (auto room = MakeRoomForFill(*meta, /*with_volume=*/true, Admits(*meta));
                    room.room == Room::kUncached) {  // too large for the cache, or the floor
-          result = MakeUncached(*meta, request, &claim, &guard);
+          result = MakeUncached(*meta, request, &claim, &guard,
+                                Admits(*meta) ? "no room above the free-space floor"
+                                              : "image larger than the cache");
         } else {
           Ensured ensured = EnsureEntry(*meta, request.progress, instant);
           std::optional<Plan> fill_plan;

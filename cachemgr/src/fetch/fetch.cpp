@@ -354,10 +354,26 @@ void AdoptRaw(Context& c, const source::LocalFile& file) {
   c.result.adopted = true;
   c.result.import = Since(started);
   started = Clock::now();
+  // The digests are of the adopted image itself, not of the source's file: a reflink is a
+  // copy of the bytes the file held at that moment, and the file may be written after it
+  // (and its mtime put back). (A hard link is the file itself: the same bytes either way.)
   Integrity integrity(c.meta, c.log);
-  ReadLocal(c, file, [&](std::span<const std::byte> d) { integrity.Update(d); });
+  const auto reader = c.backend.Open(c.dest);
+  std::vector<std::byte> buf(std::clamp<uint64_t>(reader->size(), 4096, 4 << 20));
+  auto progress = c.Progress("download");
+  uint64_t done = 0;
+  while (const size_t n = reader->Read(done, buf)) {
+    integrity.Update(std::span<const std::byte>(buf.data(), n));
+    done += n;
+    if (progress) progress(done, reader->size());
+  }
+  file.RequireUnchanged(c.meta.id);
+  if (done != file.size()) {
+    throw Error(Errc::kCorrupt, "image " + c.meta.id + ": file " + file.name() +
+                                    " changed while it was adopted");
+  }
   integrity.Verify(c.meta, c.result);
-  c.result.virtual_size = c.backend.Stat(c.dest).size;
+  c.result.virtual_size = done;
   c.result.download = Since(started);
 }
 
@@ -533,6 +549,29 @@ void ConvertAndImport(Context& c, const std::string& qemu_format) {
 
 }  // namespace
 
+namespace {
+
+// The disk the source describes (virtual_size) is the disk fetched, for the formats whose
+// size the source and qemu read alike: a raw image is its disk, and a qcow2 header has one
+// size field. A raw image shorter than claimed is a cut one; a longer one, or a qcow2
+// header that says otherwise, is not the image described. (Other formats' sizes may
+// differ by rounding between readers: their digests and qemu's checks cover them.)
+void RequireClaimedSize(const source::ImageMeta& meta, const FetchResult& result) {
+  if (!meta.virtual_size) return;
+  if (result.detected_format != "raw" && result.detected_format != "qcow2") return;
+  if (*meta.virtual_size == result.virtual_size) return;
+  throw Error(Errc::kCorrupt,
+              "image " + meta.id + ": the source describes a disk of " +
+                  std::to_string(*meta.virtual_size) + " bytes (virtual_size), but the " +
+                  result.detected_format + " image holds " +
+                  std::to_string(result.virtual_size) +
+                  (*meta.virtual_size > result.virtual_size ? ": it is cut short"
+                                                            : ": it is not the image described") +
+                  "; nothing is cached. Upload the image again, or correct its virtual_size");
+}
+
+}  // namespace
+
 FetchResult FetchInto(source::Source& source, const source::ImageMeta& meta,
                       storage::Backend& backend, const storage::ImageRef& dest,
                       const FetchOptions& options, std::shared_ptr<spdlog::logger> logger) {
@@ -575,6 +614,7 @@ FetchResult FetchInto(source::Source& source, const source::ImageMeta& meta,
                  dest.pool, dest.name, ErrcName(e.code()), e.what());
     throw;
   }
+  RequireClaimedSize(meta, result);
   guard.Commit();
   logger->info(
       "image fetched image={} format={} bytes={} virtual_size={} adopted={} download_ms={} "

@@ -36,6 +36,17 @@ namespace fs = std::filesystem;
 
 constexpr const char* kSidecarSuffix = ".json";
 
+// An image id of this source: valid (ValidateImageId), and not the name of a sidecar (the
+// description of another image, never an image itself).
+void ValidateFileImageId(const std::string& image_id) {
+  ValidateImageId(image_id);
+  if (image_id.size() > 5 && image_id.ends_with(kSidecarSuffix)) {
+    throw Error(Errc::kNotFound, "image " + image_id + ": the name of a sidecar (the description "
+                                 "of image " + image_id.substr(0, image_id.size() - 5) +
+                                 "), not of an image");
+  }
+}
+
 std::string IsoTime(const struct timespec& ts) {
   struct tm tm {};
   gmtime_r(&ts.tv_sec, &tm);
@@ -88,7 +99,7 @@ class FileSource final : public Source {
   }
 
   std::optional<fs::path> SharedPath(const std::string& image_id) override {
-    ValidateImageId(image_id);
+    ValidateFileImageId(image_id);
     return fs::absolute(dir_ / image_id).lexically_normal();
   }
 
@@ -106,7 +117,7 @@ class FileSource final : public Source {
 
  private:
   ImageMeta DescribeFile(const std::string& image_id, bool may_defer) {
-    ValidateImageId(image_id);
+    ValidateFileImageId(image_id);
     std::optional<LocalFile> opened = OpenEntry(image_id, image_id, /*missing_ok=*/true);
     if (!opened) {
       Forget(image_id);  // a removed image's kept digests would only grow the index
@@ -143,7 +154,7 @@ class FileSource final : public Source {
     FileDigests known = Known(image_id, file, m.disk_format.empty(), need_hashes, may_defer);
     if (m.disk_format.empty())
       m.disk_format = known.disk_format == "vpc" ? "vhd" : known.disk_format;
-    if (auto it = sidecar.find("virtual_size"); it != sidecar.end() && it->is_number_integer()) {
+    if (auto it = sidecar.find("virtual_size"); it != sidecar.end() && it->is_number_unsigned()) {
       m.virtual_size = it->get<uint64_t>();
     } else if (m.disk_format == "raw") {
       m.virtual_size = m.size;
@@ -189,13 +200,13 @@ class FileSource final : public Source {
 
   uint64_t Download(const std::string& image_id, const Sink& sink,
                     const ProgressFn& progress) override {
-    ValidateImageId(image_id);
+    ValidateFileImageId(image_id);
     LocalFile file = *OpenEntry(image_id, image_id, /*missing_ok=*/false);
     return ReadAll(image_id, file, sink, progress);
   }
 
   std::optional<LocalFile> OpenLocal(const std::string& image_id) override {
-    ValidateImageId(image_id);
+    ValidateFileImageId(image_id);
     return OpenEntry(image_id, image_id, /*missing_ok=*/false);
   }
 
@@ -311,9 +322,20 @@ class FileSource final : public Source {
     try {
       j = json::parse(text);
     } catch (const json::exception& e) {
-      throw Error(Errc::kSource, "sidecar " + p + " is not valid JSON: " + e.what());
+      // The image's description is unusable: refused (exit 4) until it is fixed, as any
+      // other bad claim of a sidecar; never taken for an unreachable source.
+      throw Error(Errc::kRefused, "sidecar " + p + " is not valid JSON (" + e.what() +
+                                      "): fix or remove it to use image " + image_id);
     }
-    if (!j.is_object()) throw Error(Errc::kSource, "sidecar " + p + " is not a JSON object");
+    if (!j.is_object()) {
+      throw Error(Errc::kRefused, "sidecar " + p + " is not a JSON object: fix or remove it to "
+                                  "use image " + image_id);
+    }
+    if (auto it = j.find("virtual_size");
+        it != j.end() && !it->is_null() && !it->is_number_unsigned()) {
+      throw Error(Errc::kRefused, "sidecar " + p + ": virtual_size " + it->dump().substr(0, 40) +
+                                      " is not a whole number of bytes");
+    }
     auto str = [&](const char* key) {
       auto it = j.find(key);
       return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
