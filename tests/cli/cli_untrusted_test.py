@@ -51,6 +51,18 @@ class UntrustedFilesTest(unittest.TestCase):
             rc, _, _ = env.run("show", cut)
             self.assertEqual(rc, cli.EXIT_NOT_FOUND, fmt + ": a refused image must not be cached")
 
+    def test_formats_qemu_reads_but_the_cache_does_not_are_never_raw(self):
+        images = self.private_images("otherformats")
+        env = cli.Env("otherformats", images=images)
+        image = str(uuid.uuid4())
+        subprocess.run(["qemu-img", "create", "-q", "-f", "parallels",
+                        os.path.join(images, image), "4M"], check=True)
+        rc, _, err = env.run("create", image, "vol-parallels")
+        self.assertEqual(rc, cli.EXIT_REFUSED, err)
+        self.assertIn("parallels", err)
+        rc, _, _ = env.run("show", image)
+        self.assertEqual(rc, cli.EXIT_NOT_FOUND, "a refused image must not be cached")
+
     def test_sidecar_with_unknown_hash_algorithm_exit_4(self):
         env = cli.Env("sidecaralgo")
         image = cli.WORLD.add_raw(size=1 * MiB)

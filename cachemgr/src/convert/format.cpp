@@ -147,6 +147,11 @@ std::string DetectFormat(std::span<const std::byte> head, std::span<const std::b
   if (HasAt(head, 0, "conectix")) return "vpc";
   if (HasAt(head, 0, "vhdxfile")) return "vhdx";
   if (HasAt(head, 0, "LUKS\xba\xbe")) return "luks";
+  // Formats qemu reads but the cache never takes: named, so that none passes for raw.
+  if (HasAt(head, 0, "WithoutFreeSpace") || HasAt(head, 0, "WithouFreSpacExt")) return "parallels";
+  if (HasAt(head, 0, "Bochs Virtual HD Image")) return "bochs";
+  if (HasAt(head, 0, "#!/bin/sh\n#V2.0 Format")) return "cloop";
+  if (tail.size() >= 512 && HasAt(tail, tail.size() - 512, "koly")) return "dmg";
   if (tail.size() >= 512 && HasAt(tail, tail.size() - 512, "conectix")) return "vpc";
   // A fixed VHD from before VirtualPC 2004 has a 511-byte footer.
   if (tail.size() >= 511 && HasAt(tail, tail.size() - 511, "conectix")) return "vpc";
