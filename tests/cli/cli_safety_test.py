@@ -262,7 +262,12 @@ class SafetyTest(unittest.TestCase):
         os.makedirs(trash, exist_ok=True)
         purged = os.path.join(trash, "a" * 40 + ".0123456789ab")
         os.mkdir(purged)
-        with open(os.path.join(purged, "entry.json"), "w") as f:
+        with open(os.path.join(purged, "entry.json"), "w") as f:  # a record as the cache writes
+            json.dump({"original": {"pool": "_base", "name": "a" * 40}, "format": "raw"}, f)
+        # A folder named as the cache's whose record is not one: someone else's.
+        foreign_record = os.path.join(trash, "b" * 40 + ".0123456789ab")
+        os.mkdir(foreign_record)
+        with open(os.path.join(foreign_record, "entry.json"), "w") as f:
             f.write("{}")
         users = os.path.join(trash, "users-folder")
         os.mkdir(users)
@@ -279,7 +284,7 @@ class SafetyTest(unittest.TestCase):
             self.assertEqual(rc, EXIT_OK, err)
             self.assertFalse(os.path.exists(lone), "a lone sidecar outlived the pass")
             self.assertFalse(os.path.exists(purged), "an imageless trash folder outlived the pass")
-            for path in (held, not_ours, users, user_tmp):
+            for path in (held, not_ours, users, user_tmp, foreign_record):
                 self.assertTrue(os.path.exists(path), "the pass removed " + path)
         finally:
             holder.close()
