@@ -80,8 +80,12 @@ bool IsRegularFile(const fs::path& path) {
 void EnsureOwnFolder(const fs::path& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);  // an existing symlink to a folder is no error here
+  RequireOwnFolder(dir);
+}
+
+void RequireOwnFolder(const fs::path& dir) {
   struct stat st {};
-  if (::lstat(dir.c_str(), &st) != 0) FailErrno("cannot create the cache's folder", dir, errno);
+  if (::lstat(dir.c_str(), &st) != 0) FailErrno("cannot stat the cache's folder", dir, errno);
   if (S_ISLNK(st.st_mode) || !S_ISDIR(st.st_mode)) {
     Fail(Errc::kBackend,
          dir.string() + " is " + (S_ISLNK(st.st_mode) ? "a symlink" : "not a folder") +

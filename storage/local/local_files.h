@@ -35,6 +35,8 @@ bool IsRegularFile(const std::filesystem::path& path);
 // to be a real folder: a symlink there (or anything else by its name) would lead the
 // cache's writes and removals out of the root. kBackend naming it otherwise.
 void EnsureOwnFolder(const std::filesystem::path& dir);
+// The same check without making it: kNotFound when it is missing.
+void RequireOwnFolder(const std::filesystem::path& dir);
 
 // A new file in `dir` under a name no image can have (images never start with '.'),
 // locked (flock) for as long as the returned descriptor is open: a `.tmp-*` file whose

@@ -71,6 +71,13 @@ Sidecar FromJson(const json& j) {
 bool IsSidecarText(const std::string& text) {
   const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return false;
+  // Its keys are ToJson's, and no others.
+  for (const auto& [key, value] : j.items()) {
+    if (key != "schema" && key != "format" && key != "shared_inode" && key != "shared_sha256" &&
+        key != "metadata" && key != "snapshots" && key != "parent") {
+      return false;
+    }
+  }
   auto is = [&](const char* key, auto pred) {
     auto it = j.find(key);
     return it != j.end() && pred(*it);

@@ -37,6 +37,7 @@ std::map<std::string, std::string> LocalBackend::ReadTable(const std::string& ta
   // O_NOFOLLOW: a table is a folder of the cache's own, never a link out of the root.
   const util::UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (fd.get() < 0 && errno == ENOENT) return out;
+  if (fd.get() < 0 && (errno == ELOOP || errno == ENOTDIR)) RequireOwnFolder(dir);  // names it
   if (fd.get() < 0) {
     throw Error(Errc::kIo, "table " + dir.string() + ": cannot list: " + std::strerror(errno));
   }

@@ -209,21 +209,27 @@ std::vector<Leftover> LocalBackend::SweepTemporaries(bool dry_run) {
   const std::string root = location();
   const util::UniqueFd root_fd{::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
   if (root_fd.get() < 0) return found;
-  // The root's folders (pools, .tmp, .trash) and theirs (.meta, a trashed image's
-  // folder): the only places MakeTemp is ever asked to write.
+  // The backend's own folders (the two pools, .tmp, .trash, .state) and theirs (a pool's
+  // .meta, a trashed image's folder, a table): the only places MakeTemp is ever asked to
+  // write. A folder anyone else made under the root is not looked into.
+  const std::string pools[] = {entry_pool(), volume_pool()};
   for (const auto& name : Names(root_fd.get())) {
+    const bool pool = name == pools[0] || name == pools[1];
+    if (!pool && name != ".tmp" && name != ".trash" && name != ".state") continue;
     const util::UniqueFd dir{OpenDirAt(root_fd.get(), name)};
     if (dir.get() < 0) continue;
     const std::string dir_path = root + "/" + name;
     auto listed = SweepDir(dir.get(), dir_path, dry_run, &found);
     if (name == ".trash") {
       SweepTrash(dir.get(), dir_path, dry_run, &found);
-    } else if (name[0] != '.') {
+    } else if (pool) {
       const std::unordered_set<std::string> images(std::make_move_iterator(listed.begin()),
                                                    std::make_move_iterator(listed.end()));
       SweepSidecars(dir.get(), dir_path, images, dry_run, &found);
     }
     for (const auto& sub_name : Names(dir.get(), /*folders_only=*/true)) {
+      if (pool && sub_name != ".meta") continue;
+      if (name == ".trash" && !IsTrashId(sub_name)) continue;
       const util::UniqueFd sub{OpenDirAt(dir.get(), sub_name)};
       if (sub.get() >= 0) SweepDir(sub.get(), dir_path + "/" + sub_name, dry_run, &found);
     }

@@ -62,6 +62,50 @@ class UntrustedFilesTest(unittest.TestCase):
         self.assertIn("parallels", err)
         rc, _, _ = env.run("show", image)
         self.assertEqual(rc, cli.EXIT_NOT_FOUND, "a refused image must not be cached")
+        # Told by their footers, whatever the sidecar claims: a DMG and a fixed VHD.
+        dmg = str(uuid.uuid4())
+        data = bytearray(os.urandom(1 * MiB))
+        data[-512:-508] = b"koly"
+        with open(os.path.join(images, dmg), "wb") as f:
+            f.write(data)
+        vhd = str(uuid.uuid4())
+        subprocess.run(["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=fixed",
+                        os.path.join(images, vhd), "4M"], check=True)
+        for image, says in ((dmg, "dmg"), (vhd, "vpc")):
+            with open(os.path.join(images, image + ".json"), "w") as f:
+                json.dump({"disk_format": "raw"}, f)
+            rc, _, err = env.run("create", image, "vol-footer")
+            self.assertEqual(rc, cli.EXIT_REFUSED, err)
+            self.assertIn(says, err)
+            rc, _, _ = env.run("show", image)
+            self.assertEqual(rc, cli.EXIT_NOT_FOUND, "a refused image must not be cached")
+
+    def test_links_planted_among_the_locks_lead_nowhere_and_stop_no_pass(self):
+        if cli.BACKEND != "local":
+            self.skipTest("the local root's lock folder")
+        env = cli.Env("locklinks", cache="min_free_percent: 1")
+        self.assertEqual(env.run("create", cli.WORLD.add_raw(size=64 * 1024), "vol-l1")[0],
+                         cli.EXIT_OK)
+        precious = os.path.join(env.dir, "precious")
+        os.makedirs(precious)
+        for name in ("notes", "0123abcd.42.0123abcd"):
+            with open(os.path.join(precious, name), "w") as f:
+                f.write("mine")
+        locks = os.path.join(env.local_root, ".locks")
+        floor = os.path.join(locks, "floor")
+        subprocess.run(["rm", "-rf", floor], check=True)
+        os.symlink(precious, floor)
+        os.symlink(os.path.join(precious, "notes"), os.path.join(locks, "a" * 40 + ".lock"))
+        rc, _, err = env.run("create", cli.WORLD.add_raw(size=64 * 1024), "vol-l2")
+        self.assertNotEqual(rc, cli.EXIT_OK)
+        self.assertIn(floor, err)
+        self.assertIn("symlink", err)
+        self.assertEqual(sorted(os.listdir(precious)), ["0123abcd.42.0123abcd", "notes"])
+        os.unlink(floor)
+        rc, _, err = env.run("evict")
+        self.assertEqual(rc, cli.EXIT_OK, err)
+        self.assertEqual(sorted(os.listdir(precious)), ["0123abcd.42.0123abcd", "notes"])
+        self.assertTrue(os.path.islink(os.path.join(locks, "a" * 40 + ".lock")))
 
     def test_sidecar_with_unknown_hash_algorithm_exit_4(self):
         env = cli.Env("sidecaralgo")

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -39,6 +40,33 @@ bool WriteRecord(int fd, uint64_t bytes) {
   return ::pwrite(fd, text.data(), text.size(), 0) == static_cast<ssize_t>(text.size());
 }
 
+// Makes the reservations' folder if missing; it must be a real folder (a symlink there
+// would lead the removal of dead reservations out of it).
+void RequireFolder(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0 || S_ISLNK(st.st_mode) || !S_ISDIR(st.st_mode)) {
+    throw Error(Errc::kIo, "free-space floor: " + dir.string() +
+                               " is not a folder of the cache's own (a symlink, or something "
+                               "else by that name); replace it with a real folder");
+  }
+}
+
+// A reservation's name as Reserve makes it: <hex key>.<pid>.<8 hex digits>. Nothing else
+// in the folder is read or removed.
+bool IsReservationName(const std::string& name) {
+  const auto a = name.find('.');
+  const auto b = a == std::string::npos ? a : name.find('.', a + 1);
+  if (a == 0 || a == std::string::npos || b == std::string::npos || b == a + 1) return false;
+  const std::string key = name.substr(0, a);
+  const std::string pid = name.substr(a + 1, b - a - 1);
+  const std::string tail = name.substr(b + 1);
+  return key.find_first_not_of("0123456789abcdef") == std::string::npos &&
+         pid.find_first_not_of("0123456789") == std::string::npos && tail.size() == 8 &&
+         tail.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
 }  // namespace
 
 FloorReservations::Hold::~Hold() {
@@ -49,8 +77,7 @@ FloorReservations::Hold::~Hold() {
 }
 
 util::UniqueFd FloorReservations::Decide(std::chrono::milliseconds timeout) const {
-  std::error_code ec;
-  fs::create_directories(dir_, ec);
+  RequireFolder(dir_);
   auto r = util::LockFile({dir_ / ".decide.lock", util::FlockMode::kExclusive, timeout});
   if (r.failure) {
     throw Error(r.failure->kind == util::LockFileFailure::Kind::kTimeout ? Errc::kBusy : Errc::kIo,
@@ -70,7 +97,7 @@ uint64_t FloorReservations::Others(const std::string& key) const {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
     const std::string name = entry.path().filename().string();
-    if (name.starts_with(".") || name.starts_with(mine)) continue;
+    if (!IsReservationName(name) || name.starts_with(mine)) continue;
     util::UniqueFd fd(::open(entry.path().c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
     if (!fd) continue;
     uint64_t bytes = 0;
@@ -86,7 +113,7 @@ uint64_t FloorReservations::Others(const std::string& key) const {
 
 FloorReservations::Hold FloorReservations::Reserve(const std::string& key, uint64_t bytes) const {
   std::error_code ec;
-  fs::create_directories(dir_, ec);
+  RequireFolder(dir_);
   // Written and locked under a hidden name, then renamed into place: no reader ever sees
   // a file without its record and its lock.
   const std::string name = KeyName(key) + "." + std::to_string(::getpid()) + "." +

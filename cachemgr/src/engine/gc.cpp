@@ -300,7 +300,12 @@ void CacheImpl::SweepLockFiles(bool dry_run) {
       locks.Discard();
       log_->info("removed lock of an image no longer cached key={}", key);
     } catch (const Error& e) {
-      if (e.code() != Errc::kBusy) throw;
+      // Held: in use. Anything else (a lock file that is a symlink, unreadable) is not
+      // the cache's to act on, and stops no pass: named, and left.
+      if (e.code() != Errc::kBusy) {
+        log_->warn("lock of an image no longer cached left alone key={} error=\"{}\"", key,
+                   e.what());
+      }
     }
   }
 }

@@ -303,7 +303,9 @@ void StreamRaw(Context& c, const source::LocalFile* local = nullptr) {
   Integrity integrity(c.meta, c.log);
   auto started = Clock::now();
   auto writer = c.backend.Create(c.dest, size);
+  std::vector<std::byte> head_bytes, tail;  // the stream's first bytes and its last 512
   HeaderGate gate([&](std::span<const std::byte> head) {
+    head_bytes.assign(head.begin(), head.end());
     std::string detected = convert::DetectFormat(head);
     c.result.detected_format = detected;
     convert::RequireFormatMatches(c.meta.id, c.meta.disk_format, detected);
@@ -311,6 +313,12 @@ void StreamRaw(Context& c, const source::LocalFile* local = nullptr) {
   auto append = [&](std::span<const std::byte> d) { writer->Append(d); };
   auto sink = [&](std::span<const std::byte> d) {
     integrity.Update(d);
+    if (d.size() >= 512) {
+      tail.assign(d.end() - 512, d.end());
+    } else {
+      tail.insert(tail.end(), d.begin(), d.end());
+      if (tail.size() > 512) tail.erase(tail.begin(), tail.end() - 512);
+    }
     if (integrity.bytes() > size) {
       throw Error(Errc::kCorrupt,
                   "image " + c.meta.id + ": download longer than its size " + std::to_string(size));
@@ -323,6 +331,13 @@ void StreamRaw(Context& c, const source::LocalFile* local = nullptr) {
     c.source.Download(c.meta.id, c.bounds, sink, c.Progress("download"));
   }
   gate.Flush(append);
+  // Formats known by a footer (a fixed VHD, a DMG) are told at the end, as DetectFdFormat
+  // tells them from a file: before Finish, so that a refusal drops the image.
+  if (integrity.bytes() >= 1024) {
+    const std::string detected = convert::DetectFormat(head_bytes, tail);
+    c.result.detected_format = detected;
+    convert::RequireFormatMatches(c.meta.id, c.meta.disk_format, detected);
+  }
   // Before Finish: a mismatch drops the writer, which removes the image.
   integrity.Verify(c.meta, c.result);
   writer->Finish();
@@ -332,18 +347,11 @@ void StreamRaw(Context& c, const source::LocalFile* local = nullptr) {
 
 // File source + raw: the backend adopts the opened file (a reflink, or a hard link when
 // configured) or, when it cannot, the bytes are streamed from the same descriptor. Either
-// way they are hashed from that descriptor and checked unchanged at the end, so what was
-// adopted is what was verified.
+// way they are hashed from what was made (the adopted image, or the stream) and the file
+// is checked unchanged at the end.
 void AdoptRaw(Context& c, const source::LocalFile& file) {
-  // The head alone, as StreamRaw sees it.
-  std::vector<std::byte> head(convert::kHeaderBytes);
-  ssize_t n = ::pread(file.fd(), head.data(), head.size(), 0);
-  if (n < 0) {
-    throw Error(Errc::kSource, "image " + c.meta.id + ": cannot read " + file.name() + ": " +
-                                   std::strerror(errno));
-  }
-  head.resize(static_cast<size_t>(n));
-  std::string detected = convert::DetectFormat(head);
+  // Head and tail (a footer names some formats), as any other fill of a file reads them.
+  std::string detected = convert::DetectFdFormat(file.fd(), file.name());
   c.result.detected_format = detected;
   convert::RequireFormatMatches(c.meta.id, c.meta.disk_format, detected);
   auto started = Clock::now();

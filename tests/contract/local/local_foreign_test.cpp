@@ -129,16 +129,44 @@ TEST_CASE("a sidecar is swept only when it reads whole as one of the cache's") {
   WriteFile(meta / "app.json", R"({"schema":"my app"})");
   WriteFile(meta / "one.json", R"({"schema":1})");
   WriteFile(meta / "text.json", R"({"schema":1, "format": "raw", "note": "almost"})");
+  // Every field of one, and one more: not what the backend writes.
+  WriteFile(meta / "extra.json",
+            R"({"schema":1,"format":"raw","metadata":{},"snapshots":[],"parent":null,"c":1})");
   // One as the backend writes them, whose image is gone: the cache's leftover.
   WriteFile(meta / "gone.json",
             R"({"schema":1,"format":"raw","metadata":{},"snapshots":[],"parent":null})");
   const auto found = b->SweepTemporaries(false);
   CHECK(Names(found, meta / "gone.json"));
   CHECK_FALSE(fs::exists(meta / "gone.json"));
-  for (const char* name : {"app.json", "one.json", "text.json"}) {
+  for (const char* name : {"app.json", "one.json", "text.json", "extra.json"}) {
     CAPTURE(name);
     CHECK(fs::exists(meta / name));
     CHECK_FALSE(Names(found, meta / name));
+  }
+}
+
+TEST_CASE("folders the backend does not write temporaries in are not swept") {
+  TempDir dir("local-foreign-folders");
+  auto b = MakeLocal(dir.path() / "root");
+  const fs::path root = dir.path() / "root";
+  const std::string sidecar =
+      R"({"schema":1,"format":"raw","metadata":{},"snapshots":[],"parent":null})";
+  const std::vector<fs::path> planted = {
+      root / "operator" / ".tmp-notes-abc123", root / "operator" / "sub" / ".tmp-data-QWERTY",
+      root / "operator" / ".meta" / "a.json",  root / ".locks" / ".tmp-x-abc123",
+      root / ".trash" / "notes" / ".tmp-y-abc123", root / "volumes" / "sub" / ".tmp-z-abc123"};
+  for (const auto& p : planted) {
+    fs::create_directories(p.parent_path());
+    WriteFile(p, p.extension() == ".json" ? sidecar : "mine");
+  }
+  // The cache's own: a dead writer's temporary in a pool.
+  WriteFile(root / "volumes" / ".tmp-vol-XXdead", "dead");
+  const auto found = b->SweepTemporaries(false);
+  CHECK(Names(found, root / "volumes" / ".tmp-vol-XXdead"));
+  for (const auto& p : planted) {
+    CAPTURE(p);
+    CHECK(fs::exists(p));
+    CHECK_FALSE(Names(found, p));
   }
 }
 
@@ -156,6 +184,12 @@ TEST_CASE("a file at a new image's sidecar name is replaced only when it is a si
     CHECK(std::string(e.what()).find("nv1.json") != std::string::npos);
   }
   CHECK(ReadFile(meta / "nv1.json") == R"({"foreign":true})");
+  // Shaped as one, with a field the backend never writes: someone's too.
+  const std::string extra =
+      R"({"schema":1,"format":"raw","metadata":{},"snapshots":[],"parent":null,"mine":1})";
+  WriteFile(meta / "nv3.json", extra);
+  CHECK_THROWS(b->Create({b->volume_pool(), "nv3"}, kMiB)->Finish());
+  CHECK(ReadFile(meta / "nv3.json") == extra);
   CHECK_FALSE(b->Exists({b->volume_pool(), "nv1"}));
   // One as a kill leaves it (its image never linked): the name is free.
   WriteFile(meta / "nv2.json",
