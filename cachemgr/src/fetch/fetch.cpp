@@ -14,6 +14,7 @@
 
 #include "cachemgr/error.h"
 #include "convert/format.h"
+#include "fetch/integrity.h"
 #include "fetch/workdir.h"
 #include "util/hash.h"
 
@@ -129,82 +130,6 @@ class File {
  private:
   fs::path path_;
   int fd_;
-};
-
-// The digests of the bytes as they pass, and the size check. Like Glance's own client,
-// the source's os_hash (sha512 by default) is what is verified when the source gives one
-// with a supported algorithm; md5 is computed only when there is no such os_hash or the
-// source gives no md5 (the index then records ours). md5 and sha512 in turn on the
-// download thread ran slower than the network; the digests now run on threads of their
-// own (util::ParallelHasher) and the download thread only copies.
-class Integrity {
- public:
-  Integrity(const source::ImageMeta& meta, spdlog::logger& log)
-      // Blocks no larger than the image: a small image does not pay for 8 MiB of them.
-      : plan_(MakePlan(meta, log)),
-        hasher_(plan_.algos, std::clamp<uint64_t>(meta.size.value_or(1 << 20), 4096, 1 << 20)) {}
-  void Update(std::span<const std::byte> d) { hasher_.Update(d); }
-  uint64_t bytes() const { return hasher_.bytes(); }
-
-  // Throws kCorrupt for a short or long download or a digest that differs from the
-  // source's; fills the result's digests.
-  void Verify(const source::ImageMeta& meta, FetchResult& result) {
-    const uint64_t bytes = hasher_.bytes();
-    std::vector<std::string> digests = hasher_.Finish();
-    result.bytes_downloaded = bytes;
-    if (meta.size && bytes != *meta.size) {
-      throw Error(Errc::kCorrupt, "image " + meta.id + ": " +
-                                      (bytes < *meta.size ? "truncated download: got "
-                                                          : "download longer than the image: got ") +
-                                      std::to_string(bytes) + " of " +
-                                      std::to_string(*meta.size) + " bytes");
-    }
-    if (plan_.os_hash) {
-      const size_t i = plan_.md5 ? 1 : 0;
-      result.os_hash_algo = plan_.algos[i];
-      result.os_hash_value = digests.at(i);
-      if (!meta.os_hash_value.empty() && meta.os_hash_algo == result.os_hash_algo &&
-          !util::SameDigest(meta.os_hash_value, result.os_hash_value)) {
-        throw Error(Errc::kCorrupt, "image " + meta.id + ": " + result.os_hash_algo +
-                                        " mismatch: source " + meta.os_hash_value.substr(0, 16) +
-                                        "..., got " + result.os_hash_value.substr(0, 16) + "...");
-      }
-    }
-    if (plan_.md5) {
-      result.md5 = digests.at(0);
-      if (!meta.checksum.empty() && !util::SameDigest(meta.checksum, result.md5)) {
-        throw Error(Errc::kCorrupt, "image " + meta.id + ": checksum mismatch: source md5 " +
-                                        meta.checksum + ", got " + result.md5);
-      }
-    } else {
-      // The bytes matched the source's os_hash, so they are the bytes its md5 is of.
-      result.md5 = meta.checksum;
-    }
-  }
-
- private:
-  struct Plan {
-    std::vector<std::string> algos;  // md5 first when computed
-    bool md5 = false, os_hash = false;
-  };
-  static Plan MakePlan(const source::ImageMeta& meta, spdlog::logger& log) {
-    Plan p;
-    std::string algo = meta.os_hash_algo.empty() ? "sha512" : meta.os_hash_algo;
-    const bool supported = util::Hasher::Supported(algo);
-    const bool verifiable = supported && !meta.os_hash_value.empty();
-    p.md5 = !verifiable || meta.checksum.empty();
-    p.os_hash = supported;
-    if (p.md5) p.algos.push_back("md5");
-    if (p.os_hash) p.algos.push_back(algo);
-    if (!supported) {
-      log.warn("image os_hash_algo not supported, only md5 is checked image={} algo={}", meta.id,
-               algo);
-    }
-    return p;
-  }
-
-  Plan plan_;
-  util::ParallelHasher hasher_;
 };
 
 void CheckFreeSpace(const fs::path& dir, uint64_t need, const std::string& image_id,
@@ -553,29 +478,6 @@ void ConvertAndImport(Context& c, const std::string& qemu_format) {
   c.result.virtual_size = raw_size;
   if (c.options.progress) c.options.progress("convert", raw_size, raw_size);
   ImportRawFile(c, staging.raw(), raw_size);
-}
-
-}  // namespace
-
-namespace {
-
-// The disk the source describes (virtual_size) is the disk fetched, for the formats whose
-// size the source and qemu read alike: a raw image is its disk, and a qcow2 header has one
-// size field. A raw image shorter than claimed is a cut one; a longer one, or a qcow2
-// header that says otherwise, is not the image described. (Other formats' sizes may
-// differ by rounding between readers: their digests and qemu's checks cover them.)
-void RequireClaimedSize(const source::ImageMeta& meta, const FetchResult& result) {
-  if (!meta.virtual_size) return;
-  if (result.detected_format != "raw" && result.detected_format != "qcow2") return;
-  if (*meta.virtual_size == result.virtual_size) return;
-  throw Error(Errc::kCorrupt,
-              "image " + meta.id + ": the source describes a disk of " +
-                  std::to_string(*meta.virtual_size) + " bytes (virtual_size), but the " +
-                  result.detected_format + " image holds " +
-                  std::to_string(result.virtual_size) +
-                  (*meta.virtual_size > result.virtual_size ? ": it is cut short"
-                                                            : ": it is not the image described") +
-                  "; nothing is cached. Upload the image again, or correct its virtual_size");
 }
 
 }  // namespace
