@@ -10,9 +10,6 @@
 namespace cachemgr::fuzz {
 namespace {
 
-constexpr std::array<std::string_view, 12> kDetected = {
-    "raw", "qcow2", "qed", "vmdk", "vmdk-cowd", "vmdk-descriptor", "vdi", "vpc", "vhdx", "luks",
-    "iso", "dmg"};
 constexpr std::array<std::string_view, 10> kClaims = {
     "raw", "qcow2", "vmdk", "vdi", "vhd", "vhdx", "iso", "ploop", "ami", ""};
 
@@ -31,7 +28,7 @@ void FormatOne(const uint8_t* data, size_t size) {
     return;
   }
   bool known = false;
-  for (auto k : kDetected) known = known || detected == k;
+  for (auto k : convert::kDetectedFormats) known = known || detected == k;
   if (!known) throw std::logic_error("DetectFormat returned an unknown format: " + detected);
   if (convert::DetectFormat(head, tail) != detected) {
     throw std::logic_error("DetectFormat is not deterministic");

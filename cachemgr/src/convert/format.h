@@ -8,12 +8,14 @@
 // only then `qemu-img convert`.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cachemgr/options.h"
@@ -28,10 +30,18 @@ namespace cachemgr::convert {
 // of a short file).
 inline constexpr size_t kHeaderBytes = 512;
 
-// The format the header bytes show: "qcow2", "vmdk" (sparse, "KDMV"), "vmdk-descriptor"
-// (a text descriptor: its extents are other files), "vdi", "vpc" (dynamic VHD), "vhdx",
-// "qed", "luks", or "raw" when no known magic is there. `tail` is the file's last 512
-// bytes when known: a fixed VHD has its "conectix" footer only there.
+// Every name DetectFormat can return. Those the cache converts: "qcow2", "vmdk" (sparse,
+// "KDMV"), "vdi", "vpc" (dynamic VHD, or a fixed one told by its footer), "vhdx", and
+// "raw" when no known magic is there. Those it names only to refuse them, so that none
+// passes for raw: "qed", "vmdk-cowd", "vmdk-descriptor" (its extents are other files),
+// "luks", "parallels", "bochs", "cloop" and "dmg" (told by its "koly" trailer).
+inline constexpr std::array<std::string_view, 14> kDetectedFormats = {
+    "raw",       "qcow2",           "vdi",       "vmdk",  "vpc",   "vhdx", "qed",
+    "vmdk-cowd", "vmdk-descriptor", "luks",      "parallels", "bochs", "cloop", "dmg"};
+
+// The format the header bytes show: one of kDetectedFormats. `tail` is the file's last
+// 512 bytes when known: a fixed VHD has its "conectix" footer only there, a DMG its
+// "koly" trailer.
 std::string DetectFormat(std::span<const std::byte> head, std::span<const std::byte> tail = {});
 // Reads the head and tail of `file` and detects its format (kIo if unreadable).
 std::string DetectFileFormat(const std::filesystem::path& file);
