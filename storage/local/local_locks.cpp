@@ -19,8 +19,9 @@ class LocalLock final : public Lock {
     if (fd_.get() >= 0) ::flock(fd_.get(), LOCK_UN);
   }
   // Unlinked while held; AcquireLock re-checks after locking that it locked the file at
-  // the path, so a waiter on the old file takes a new one.
-  void Discard() override { ::unlink(path_.c_str()); }
+  // the path, so a waiter on the old file takes a new one. Only a lock file as LockFile
+  // makes it goes (util/flock.h): anything else at the name is not the cache's.
+  void Discard() override { util::DiscardLockFile(fd_.get(), path_); }
 
  private:
   UniqueFd fd_;

@@ -107,6 +107,37 @@ class UntrustedFilesTest(unittest.TestCase):
         self.assertEqual(sorted(os.listdir(precious)), ["0123abcd.42.0123abcd", "notes"])
         self.assertTrue(os.path.islink(os.path.join(locks, "a" * 40 + ".lock")))
 
+    def test_files_that_only_look_like_lock_files_stay(self):
+        if cli.BACKEND != "local":
+            self.skipTest("the local root's lock folder")
+        env = cli.Env("lookalikelocks")
+        self.assertEqual(env.run("create", cli.WORLD.add_raw(size=64 * 1024), "vol-k1")[0],
+                         cli.EXIT_OK)
+        locks = os.path.join(env.local_root, ".locks")
+        precious = os.path.join(env.dir, "precious-notes")
+        with open(precious, "w") as f:
+            f.write("mine")
+        # Named as the lock of an image no longer cached, yet none is a file a lock makes.
+        with open(os.path.join(locks, "b" * 40 + ".lock"), "w") as f:
+            f.write("someone's notes")
+        os.mkfifo(os.path.join(locks, "c" * 40 + ".lock"))
+        os.mkfifo(os.path.join(locks, "c" * 40 + ".use.lock"))
+        os.link(precious, os.path.join(locks, "d" * 40 + ".lock"))
+        # A blank one is the cache's own leftover, and goes.
+        open(os.path.join(locks, "e" * 40 + ".lock"), "w").close()
+        rc, _, err = env.run("evict")
+        self.assertEqual(rc, cli.EXIT_OK, err)
+        left = set(os.listdir(locks))
+        for name in ("b" * 40 + ".lock", "c" * 40 + ".lock", "c" * 40 + ".use.lock",
+                     "d" * 40 + ".lock"):
+            self.assertIn(name, left, "a file the cache did not make was removed")
+        self.assertNotIn("e" * 40 + ".lock", left, "the cache's own blank lock file stays")
+        with open(os.path.join(locks, "b" * 40 + ".lock")) as f:
+            self.assertEqual(f.read(), "someone's notes")
+        with open(precious) as f:
+            self.assertEqual(f.read(), "mine")
+        self.assertEqual(os.stat(precious).st_nlink, 2)
+
     def test_sidecar_with_unknown_hash_algorithm_exit_4(self):
         env = cli.Env("sidecaralgo")
         image = cli.WORLD.add_raw(size=1 * MiB)

@@ -280,9 +280,14 @@ void CacheImpl::SweepLockFiles(bool dry_run) {
     if (name != key + ".lock" && name != key + ".use.lock") continue;
     try {
       auto lock = FileLock::Acquire(file.path(), std::chrono::milliseconds(0), "lock file " + name);
-      lock->Discard();
-    } catch (const Error&) {
-      // Held: in use.
+      if (!lock->Discard()) {
+        log_->warn("lock file not made by the cache left alone path={}", file.path().string());
+      }
+    } catch (const Error& e) {
+      // Held: in use. Anything else (a symlink, unreadable) is named and left.
+      if (e.code() != Errc::kBusy) {
+        log_->warn("lock file left alone path={} error=\"{}\"", file.path().string(), e.what());
+      }
     }
   }
   // The backend's lock objects (RBD) or files (local) of keys no longer cached: a holder

@@ -32,10 +32,11 @@ std::unique_ptr<FileLock> FileLock::Acquire(const std::filesystem::path& path,
 
 FileLock::~FileLock() { ::close(fd_); }
 
-void FileLock::Discard() {
+bool FileLock::Discard() {
   // Unlinked while held: a waiter that opened this file gets it after the close below,
-  // sees it is no longer at the path and takes a new one.
-  ::unlink(path_.c_str());
+  // sees it is no longer at the path and takes a new one. Only a lock file as LockFile
+  // makes it goes (util/flock.h).
+  return util::DiscardLockFile(fd_, path_);
 }
 
 }  // namespace cachemgr::engine

@@ -99,8 +99,8 @@ class FileLock {
   // Removes the lock file while it is held (for an image no longer cached, so lock
   // files do not pile up); the lock is still released by the destructor. Acquire checks
   // after locking that the file is still the one at the path, so this cannot let two
-  // holders in.
-  void Discard();
+  // holders in. False when the file was left: not one a lock makes (util/flock.h).
+  bool Discard();
 
  private:
   FileLock(int fd, std::filesystem::path path) : fd_(fd), path_(std::move(path)) {}

@@ -27,6 +27,15 @@ bool StillAtPath(int fd, const std::filesystem::path& path) {
 
 }  // namespace
 
+bool DiscardLockFile(int fd, const std::filesystem::path& path) {
+  struct stat held {};
+  struct stat now {};
+  if (::fstat(fd, &held) != 0 || ::lstat(path.c_str(), &now) != 0) return false;
+  const bool blank = S_ISREG(held.st_mode) && held.st_size == 0 && held.st_nlink == 1;
+  if (!blank || held.st_ino != now.st_ino || held.st_dev != now.st_dev) return false;
+  return ::unlink(path.c_str()) == 0;
+}
+
 LockFileResult LockFile(const LockFileRequest& request) {
   LockFileResult result;
   UniqueFd fd = OpenLockFile(request.path);

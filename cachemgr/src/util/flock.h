@@ -39,4 +39,10 @@ struct LockFileResult {
 };
 LockFileResult LockFile(const LockFileRequest& request);
 
+// Unlinks the lock file held open at `fd` from `path` (a holder's discard), but only when
+// it is one LockFile made: a regular, empty file with no other name, still the one at
+// `path`. Anything else there (a file with content, a FIFO, a hard link to a file
+// elsewhere, a file put in its place) is not the cache's to remove: false, and it stays.
+bool DiscardLockFile(int fd, const std::filesystem::path& path);
+
 }  // namespace cachemgr::util
