@@ -191,10 +191,17 @@ class UntrustedFilesTest(unittest.TestCase):
             rc, _, err = env.run("create", bad, "vol-bad")
             self.assertEqual(rc, cli.EXIT_REFUSED, err)
             self.assertIn(bad + ".json", err)
-            # One uploader's bad sidecar stops no one else's prefill.
+            # One uploader's bad sidecar stops no one else's prefill, and is counted as
+            # the failure it is (exit 4, its reason named), not passed over.
             rc, out, err = env.run("--json", "prefill", "--all")
-            self.assertEqual(rc, cli.EXIT_OK, err)
-            self.assertEqual([r["image_id"] for r in json.loads(out)["results"]], [good])
+            self.assertEqual(rc, cli.EXIT_REFUSED, err)
+            results = {r["image_id"]: r for r in json.loads(out)["results"]}
+            self.assertEqual(sorted(results), sorted([good, bad]))
+            self.assertNotIn("error", results[good])
+            self.assertEqual(results[bad]["error"]["code"], "refused")
+            self.assertIn(bad + ".json", results[bad]["error"]["message"])
+            self.assertEqual(env.run("show", good)[0], cli.EXIT_OK)
+            self.assertEqual(env.run("show", bad)[0], cli.EXIT_NOT_FOUND)
         # A sidecar is the description of an image, never an image itself.
         rc, _, err = env.run("create", good + ".json", "vol-sidecar")
         self.assertEqual(rc, cli.EXIT_NOT_FOUND, err)

@@ -343,7 +343,9 @@ class CACHEMGR_EXPORT Cache {
   // Rebuilds the index from the metadata stored on the backend's entries.
   virtual RebuildReport RebuildIndex() = 0;
 
-  // Ids of the source's active images (for `prefill --all`).
+  // Ids of the source's active images (for `prefill --all`), then those of entries the
+  // source holds but refuses (a file source's symlink or bad sidecar): a prefill of one of
+  // those fails with the source's reason.
   virtual std::vector<std::string> SourceImages() = 0;
 
   // Checks the config, backend, source, qemu-img and permissions.

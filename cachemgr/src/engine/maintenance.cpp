@@ -203,12 +203,16 @@ RebuildReport CacheImpl::RebuildIndex() {
 
 std::vector<std::string> CacheImpl::SourceImages() {
   std::vector<std::string> ids;
-  auto listed = source_->ListActive();
+  std::vector<std::string> refused;
+  auto listed = source_->ListActiveAndRefused(&refused);
   std::lock_guard lock(listed_mu_);
   for (auto& meta : listed) {
     ids.push_back(meta.id);
     listed_[meta.id] = std::move(meta);
   }
+  // Listed too: their prefill asks the source again and fails with its reason, so a
+  // batch counts them instead of passing over them.
+  ids.insert(ids.end(), refused.begin(), refused.end());
   return ids;
 }
 

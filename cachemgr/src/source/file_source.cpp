@@ -172,7 +172,9 @@ class FileSource final : public Source {
 
  public:
 
-  std::vector<ImageMeta> ListActive() override {
+  std::vector<ImageMeta> ListActive() override { return ListActiveAndRefused(nullptr); }
+
+  std::vector<ImageMeta> ListActiveAndRefused(std::vector<std::string>* refused) override {
     std::vector<ImageMeta> out;
     std::error_code ec;
     fs::directory_iterator it(dir_, ec);
@@ -193,6 +195,7 @@ class FileSource final : public Source {
         // One hostile entry (a symlink, a FIFO, a bad sidecar) does not hide the rest.
         logger_->warn("image store entry refused image={} dir={} error=\"{}\"", name, dir_.string(),
                       e.what());
+        if (refused) refused->push_back(name);
       }
     }
     return out;

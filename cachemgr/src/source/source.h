@@ -111,6 +111,14 @@ class Source {
   virtual ImageMeta Describe(const std::string& image_id) = 0;
   // Every active image.
   virtual std::vector<ImageMeta> ListActive() = 0;
+  // The same, and in `refused` the ids of entries the source holds but refuses to
+  // describe (a file source's symlink, FIFO or bad sidecar), so that `prefill --all`
+  // counts them as failures rather than leaving them out. A source that refuses nothing
+  // while listing leaves `refused` alone.
+  virtual std::vector<ImageMeta> ListActiveAndRefused(std::vector<std::string>* refused) {
+    (void)refused;
+    return ListActive();
+  }
   // Streams the image's stored bytes into `sink`, from the first byte to the last
   // exactly once (retries resume where they stopped). Does not verify checksums.
   virtual uint64_t Download(const std::string& image_id, const Sink& sink,
