@@ -4,6 +4,7 @@ store, a dead fill's working dir in conversion.dir, and hostile --filter pattern
 Imported by cli_test.py, whose Env, WORLD and run() it uses (through __main__, the
 running cli_test.py), so it runs on the backend cli_test.py was given.
 """
+import hashlib
 import json
 import os
 import subprocess
@@ -137,6 +138,40 @@ class UntrustedFilesTest(unittest.TestCase):
         with open(precious) as f:
             self.assertEqual(f.read(), "mine")
         self.assertEqual(os.stat(precious).st_nlink, 2)
+
+    def test_a_file_of_someone_elses_at_a_metadata_name_is_named_and_left(self):
+        if cli.BACKEND != "local":
+            self.skipTest("the local root's metadata files")
+        env = cli.Env("foreignmeta")
+        image = cli.WORLD.add_raw(size=64 * 1024)
+        self.assertEqual(env.run("create", image, "vol-m0")[0], cli.EXIT_OK)
+        theirs = os.path.join(env.local_root, "volumes", ".meta", "vol-m1.json")
+        with open(theirs, "w") as f:
+            f.write('{"mine": true}')
+        rc, _, err = env.run("create", image, "vol-m1")
+        self.assertNotEqual(rc, cli.EXIT_OK)
+        self.assertIn(theirs, err, "the error must name the file in the way")
+        self.assertIn("vol-m1", err)
+        with open(theirs) as f:
+            self.assertEqual(f.read(), '{"mine": true}')
+        self.assertEqual(sorted(n for n in os.listdir(os.path.join(env.local_root, "volumes"))
+                                if not n.startswith(".")), ["vol-m0"])
+        # At an entry's metadata name: the miss fails naming it, nothing is cached, and the
+        # file stays.
+        fresh = cli.WORLD.add_raw(size=64 * 1024)
+        entry = hashlib.sha1(fresh.encode()).hexdigest()
+        theirs = os.path.join(env.local_root, "_base", ".meta", entry + ".json")
+        with open(theirs, "w") as f:
+            f.write('{"mine": true}')
+        rc, _, err = env.run("create", fresh, "vol-m2")
+        self.assertNotEqual(rc, cli.EXIT_OK)
+        self.assertIn(theirs, err)
+        with open(theirs) as f:
+            self.assertEqual(f.read(), '{"mine": true}')
+        self.assertFalse(os.path.exists(os.path.join(env.local_root, "volumes", "vol-m2")))
+        self.assertEqual(env.run("show", fresh)[0], cli.EXIT_NOT_FOUND)
+        os.unlink(theirs)
+        self.assertEqual(env.run("create", fresh, "vol-m2")[0], cli.EXIT_OK)
 
     def test_sidecar_with_unknown_hash_algorithm_exit_4(self):
         env = cli.Env("sidecaralgo")

@@ -307,10 +307,11 @@ void CacheImpl::PlaceVolume(index::VolumeRow* claim, VolumeGuardRef guard, uint6
     backend_->Rename(staging, claim->name);
   } catch (const Error& e) {
     if (e.code() != Errc::kAlreadyExists) throw;
-    throw Error(Errc::kAlreadyExists,
-                "volume " + claim->name + ": already exists: the name was taken on the backend (" +
-                    claim->pool + "/" + claim->name +
-                    ") while this volume was made; that object is left untouched");
+    // The backend's words name what holds the name (the object, or a file of someone
+    // else's at its metadata's name).
+    throw Error(Errc::kAlreadyExists, "volume " + claim->name +
+                                          ": already exists on the backend, and nothing there "
+                                          "is touched: " + e.what());
   }
   guard->Track({claim->pool, claim->name});
   Failpoint("volume_after_rename");
