@@ -173,6 +173,31 @@ class UntrustedFilesTest(unittest.TestCase):
         os.unlink(theirs)
         self.assertEqual(env.run("create", fresh, "vol-m2")[0], cli.EXIT_OK)
 
+    def test_doctor_reads_every_shared_table(self):
+        if cli.BACKEND != "local":
+            self.skipTest("the local root's table folders")
+        env = cli.Env("doctortables")
+        self.assertEqual(env.run("create", cli.WORLD.add_raw(size=64 * 1024), "vol-t1")[0],
+                         cli.EXIT_OK)
+        doc = env.json("doctor")
+        tables = [c for c in doc["checks"] if c["name"] == "shared tables"]
+        self.assertEqual(len(tables), 1, doc)
+        self.assertTrue(tables[0]["ok"], tables[0])
+        # A table folder that is a link (here: the fills, which a create reads) fails the
+        # check, named, and the folder it leads to is not written.
+        state = os.path.join(env.local_root, ".state")
+        elsewhere = os.path.join(env.dir, "elsewhere-fills")
+        os.makedirs(elsewhere)
+        subprocess.run(["rm", "-rf", os.path.join(state, "fills")], check=True)
+        os.symlink(elsewhere, os.path.join(state, "fills"))
+        rc, out, err = env.run("--json", "doctor")
+        self.assertNotEqual(rc, cli.EXIT_OK)
+        check = [c for c in json.loads(out)["checks"] if c["name"] == "shared tables"][0]
+        self.assertFalse(check["ok"])
+        self.assertIn(os.path.join(state, "fills"), check["detail"])
+        self.assertIn("symlink", check["detail"])
+        self.assertEqual(os.listdir(elsewhere), [])
+
     def test_sidecar_with_unknown_hash_algorithm_exit_4(self):
         env = cli.Env("sidecaralgo")
         image = cli.WORLD.add_raw(size=1 * MiB)

@@ -13,14 +13,14 @@
 #include <string>
 #include <vector>
 
+#include "engine/shared_tables.h"
+
 namespace cachemgr::engine {
 
-inline constexpr const char* kImportsTable = "imports";
-inline constexpr const char* kBadTable = "bad";
-// sha1(image id) -> util::FileIdentity of the last version of its file an import found
-// bad: that version is checked (a normal miss) before it is served, for as long as it is
-// the file (one key per image, overwritten, never needing a sweep).
-inline constexpr const char* kBadFilesTable = "bad_files";
+// The tables kImportsTable, kBadTable and kBadFilesTable (engine/shared_tables.h). The
+// last maps sha1(image id) -> util::FileIdentity of the last version of its file an import
+// found bad: that version is checked (a normal miss) before it is served, for as long as
+// it is the file (one key per image, overwritten, never needing a sweep).
 
 struct ImportRecord {
   std::string image_id;

@@ -26,6 +26,7 @@
 #include "engine/cache_impl.h"
 #include "engine/instant_records.h"
 #include "engine/naming.h"
+#include "engine/shared_tables.h"
 #include "source/relay.h"
 #include "util/unique_fd.h"
 
@@ -36,10 +37,10 @@ namespace {
 // Bytes of the image's start read to detect its format, as a fill's check reads them.
 constexpr uint64_t kHeaderBytes = 1 << 20;
 constexpr auto kDrainPoll = std::chrono::seconds(5);
-// Pool table: a staging object made as an import through a relay -> {"url","size"},
-// written before the object exists (opening it opens its source: a pass that removes a
-// dead fill's object must serve the relay first) and erased once the fill ended.
-constexpr const char* kRelaysTable = "relays";
+// Pool table kRelaysTable (engine/shared_tables.h): a staging object made as an import
+// through a relay -> {"url","size"}, written before the object exists (opening it opens
+// its source: a pass that removes a dead fill's object must serve the relay first) and
+// erased once the fill ended.
 
 // One `relays` row as RecordRelay wrote it; nullopt for a value it did not write.
 struct RelayRecord {

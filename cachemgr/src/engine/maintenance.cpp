@@ -13,6 +13,7 @@
 #include "cachemgr/config.h"
 #include "engine/cache_impl.h"
 #include "engine/naming.h"
+#include "engine/shared_tables.h"
 #include "fetch/workdir.h"
 #include "util/hash.h"
 #include "util/process.h"
@@ -277,6 +278,18 @@ std::vector<Check> CacheImpl::Doctor() {
     auto n = backend_->List(backend_->entry_pool()).size();
     return backend_kind_ + " " + location_ + ": reachable, " + std::to_string(n) + " image(s)";
   });
+  run("shared tables",
+      "move away what is named (the cache's tables are folders or objects of its own, "
+      "never links), or restore them from a host that reads them",
+      [&] {
+        // Every table the hosts share: one that cannot be read stops every pass.
+        std::string counts;
+        for (const char* table : kSharedTables) {
+          const auto rows = backend_->ReadTable(table).size();
+          counts += (counts.empty() ? "" : ", ") + std::string(table) + " " + std::to_string(rows);
+        }
+        return "readable: " + counts;
+      });
   if (auto floor = FloorCheck()) checks.push_back(*floor);  // the free-space floor
   run("hosts", "check that the backend's lock namespace is writable by this client", [&] {
     // The hosts sharing this pool (or root) and the last pass any of them ran.

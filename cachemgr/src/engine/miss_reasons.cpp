@@ -17,12 +17,13 @@
 
 #include "engine/cache_impl.h"
 #include "engine/naming.h"
+#include "engine/shared_tables.h"
 
 namespace cachemgr::engine {
 
 namespace {
 
-constexpr const char* kFates = "fates";
+constexpr const char* kFates = kFatesTable;
 constexpr const char* kFateCached = "cached";
 // Every reason a miss can have, in the order `stats` lists them.
 constexpr const char* kMissReasons[] = {"cold", "capacity", "stale", "too_big", "lost"};

@@ -28,15 +28,16 @@
 #include "engine/cache_impl.h"
 #include "engine/marks.h"
 #include "engine/naming.h"
+#include "engine/shared_tables.h"
 
 namespace cachemgr::engine {
 
 namespace {
-constexpr const char* kUses = "uses";
-constexpr const char* kDeferred = "deferred";
-constexpr const char* kTotals = "totals";
-constexpr const char* kHosts = "hosts";
-constexpr const char* kFills = "fills";
+constexpr const char* kUses = kUsesTable;
+constexpr const char* kDeferred = kDeferredTable;
+constexpr const char* kTotals = kTotalsTable;
+constexpr const char* kHosts = kHostsTable;
+constexpr const char* kFills = kFillsTable;
 constexpr const char* kPassLock = "eviction-pass";
 constexpr auto kReconcileLockWait = std::chrono::milliseconds(200);
 
