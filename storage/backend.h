@@ -95,7 +95,8 @@ class Lock {
   // Removes the lock's object (RBD) or file (local) while it is held, for a key no
   // longer in use, so they do not pile up; the destructor still releases. Someone
   // waiting for the key gets a new lock object, never a lock shared with this one.
-  virtual void Discard() = 0;
+  // False when it stays: a local file at the lock's name that is not one a lock makes.
+  virtual bool Discard() = 0;
 };
 
 enum class RemoveOutcome { kRemoved, kTrashed };

@@ -21,7 +21,7 @@ class LocalLock final : public Lock {
   // Unlinked while held; AcquireLock re-checks after locking that it locked the file at
   // the path, so a waiter on the old file takes a new one. Only a lock file as LockFile
   // makes it goes (util/flock.h): anything else at the name is not the cache's.
-  void Discard() override { util::DiscardLockFile(fd_.get(), path_); }
+  bool Discard() override { return util::DiscardLockFile(fd_.get(), path_); }
 
  private:
   UniqueFd fd_;

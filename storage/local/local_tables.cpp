@@ -57,7 +57,9 @@ std::map<std::string, std::string> LocalBackend::ReadTable(const std::string& ta
         ::openat(fd.get(), key.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     if (file.get() < 0) continue;  // removed meanwhile, or not a file
     struct stat st {};
-    if (::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    // A value the backend wrote is a regular file with one name (renamed into place): a
+    // hard link to a file elsewhere is not one.
+    if (::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) continue;
     // A value is written whole and renamed into place (WriteTable): one read that returns
     // fstat's size is the value (the table of last uses has a key per entry and is read on
     // every pass; no second read to see the end). A file that reads otherwise (edited in

@@ -28,7 +28,10 @@ class RbdLock final : public Lock {
           std::shared_ptr<spdlog::logger> logger);
   ~RbdLock() override;
   // The object is removed instead of unlocked when the lock is released.
-  void Discard() override { discard_ = true; }
+  bool Discard() override {
+    discard_ = true;
+    return true;
+  }
 
  private:
   // Shared with the renewer thread, which may outlive the lock: a renewal stuck on a dead

@@ -124,8 +124,9 @@ class UntrustedFilesTest(unittest.TestCase):
         os.mkfifo(os.path.join(locks, "c" * 40 + ".lock"))
         os.mkfifo(os.path.join(locks, "c" * 40 + ".use.lock"))
         os.link(precious, os.path.join(locks, "d" * 40 + ".lock"))
-        # A blank one is the cache's own leftover, and goes.
+        # Blank ones are the cache's own leftovers (an image lock and a use lock), and go.
         open(os.path.join(locks, "e" * 40 + ".lock"), "w").close()
+        open(os.path.join(locks, "f" * 40 + ".use.lock"), "w").close()
         rc, _, err = env.run("evict")
         self.assertEqual(rc, cli.EXIT_OK, err)
         left = set(os.listdir(locks))
@@ -133,6 +134,7 @@ class UntrustedFilesTest(unittest.TestCase):
                      "d" * 40 + ".lock"):
             self.assertIn(name, left, "a file the cache did not make was removed")
         self.assertNotIn("e" * 40 + ".lock", left, "the cache's own blank lock file stays")
+        self.assertNotIn("f" * 40 + ".use.lock", left, "the cache's own blank use lock stays")
         with open(os.path.join(locks, "b" * 40 + ".lock")) as f:
             self.assertEqual(f.read(), "someone's notes")
         with open(precious) as f:
@@ -173,6 +175,31 @@ class UntrustedFilesTest(unittest.TestCase):
         os.unlink(theirs)
         self.assertEqual(env.run("create", fresh, "vol-m2")[0], cli.EXIT_OK)
 
+    def test_a_lock_folder_that_is_a_link_is_not_swept(self):
+        env = cli.Env("locklinkdir")
+        self.assertEqual(env.run("create", cli.WORLD.add_raw(size=64 * 1024), "vol-d1")[0],
+                         cli.EXIT_OK)
+        # The host's own lock folder, beside the index: made a link to someone's folder
+        # holding files that read exactly like blank lock files of images not cached.
+        theirs = os.path.join(env.dir, "their-locks")
+        os.makedirs(theirs)
+        names = ["1" * 40 + ".lock", "2" * 40 + ".use.lock"]
+        for name in names:
+            open(os.path.join(theirs, name), "w").close()
+        locks = os.path.join(env.dir, "locks")
+        subprocess.run(["rm", "-rf", locks], check=True)
+        os.symlink(theirs, locks)
+        env.run("evict")
+        for name in names:
+            self.assertTrue(os.path.exists(os.path.join(theirs, name)),
+                            "a pass removed a file through a linked lock folder")
+        rc, out, _ = env.run("--json", "doctor")
+        self.assertNotEqual(rc, cli.EXIT_OK)
+        check = [c for c in json.loads(out)["checks"] if c["name"] == "locks"][0]
+        self.assertFalse(check["ok"])
+        self.assertIn(locks, check["detail"])
+        self.assertIn("symlink", check["detail"])
+
     def test_doctor_reads_every_shared_table(self):
         if cli.BACKEND != "local":
             self.skipTest("the local root's table folders")
@@ -196,6 +223,17 @@ class UntrustedFilesTest(unittest.TestCase):
         self.assertFalse(check["ok"])
         self.assertIn(os.path.join(state, "fills"), check["detail"])
         self.assertIn("symlink", check["detail"])
+        self.assertEqual(os.listdir(elsewhere), [])
+        # The hosts table, which the host-id check reads too: every other check still runs.
+        hosts = os.path.join(state, "hosts")
+        subprocess.run(["rm", "-rf", hosts], check=True)
+        os.symlink(elsewhere, hosts)
+        rc, out, err = env.run("--json", "doctor")
+        self.assertNotEqual(rc, cli.EXIT_OK)
+        checks = {c["name"]: c for c in json.loads(out)["checks"]}
+        self.assertIn(hosts, checks["shared tables"]["detail"])
+        for name in ("config", "index", "backend", "leftovers", "entries"):
+            self.assertIn(name, checks, "doctor stopped before its %s check" % name)
         self.assertEqual(os.listdir(elsewhere), [])
 
     def test_sidecar_with_unknown_hash_algorithm_exit_4(self):

@@ -115,10 +115,12 @@ class CacheImpl final : public Cache {
     std::unique_ptr<FileLock> file;
     std::unique_ptr<storage::Lock> backend;
     // For an image no longer cached: its lock file and backend lock object go when the
-    // locks are released (they would pile up otherwise).
-    void Discard() {
-      if (file) file->Discard();
-      if (backend) backend->Discard();
+    // locks are released (they would pile up otherwise). False when either stays (a
+    // file at its name that is not one a lock makes).
+    bool Discard() {
+      const bool file_gone = !file || file->Discard();
+      const bool backend_gone = !backend || backend->Discard();
+      return file_gone && backend_gone;
     }
   };
 
@@ -432,6 +434,8 @@ class CacheImpl final : public Cache {
   void GcVolumes(bool dry_run, std::vector<EvictAction>* actions);
   // Removes this host's lock files of images no longer cached that nobody holds.
   void SweepLockFiles(bool dry_run);
+  void SweepLockFile(const std::filesystem::path& path, const std::set<std::string>& live,
+                     bool image_locks_too);
 
   // --- the eviction pass's steps (pass.cpp)
   struct EntryTotals {

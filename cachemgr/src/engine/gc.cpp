@@ -272,22 +272,19 @@ void CacheImpl::SweepLockFiles(bool dry_run) {
        WithIndex([&](index::Index& ix) { return ix.ListLiveNames(backend_kind_, location_); })) {
     live.insert(EntryName(image_id));
   }
-  std::error_code ec;
-  for (const auto& file : std::filesystem::directory_iterator(lock_dir_, ec)) {
-    const std::string name = file.path().filename().string();
-    const std::string key = name.substr(0, 40);
-    if (!IsEntryName(key) || live.count(key)) continue;
-    if (name != key + ".lock" && name != key + ".use.lock") continue;
-    try {
-      auto lock = FileLock::Acquire(file.path(), std::chrono::milliseconds(0), "lock file " + name);
-      if (!lock->Discard()) {
-        log_->warn("lock file not made by the cache left alone path={}", file.path().string());
-      }
-    } catch (const Error& e) {
-      // Held: in use. Anything else (a symlink, unreadable) is named and left.
-      if (e.code() != Errc::kBusy) {
-        log_->warn("lock file left alone path={} error=\"{}\"", file.path().string(), e.what());
-      }
+  // This host's lock files, and the use locks in the backend's shared lock folder when
+  // it has one (there, `<key>.lock` is the backend's lock: the loop below). A folder that
+  // is a link is not swept: its files are not the cache's to remove.
+  std::vector<std::pair<std::filesystem::path, bool>> dirs{{lock_dir_, true}};
+  if (use_lock_dir_ != lock_dir_) dirs.emplace_back(use_lock_dir_, false);
+  for (const auto& [dir, image_locks_too] : dirs) {
+    std::error_code ec;
+    if (std::filesystem::is_symlink(dir, ec)) {
+      log_->warn("lock folder is a symlink, not swept path={}", dir.string());
+      continue;
+    }
+    for (const auto& file : std::filesystem::directory_iterator(dir, ec)) {
+      SweepLockFile(file.path(), live, image_locks_too);
     }
   }
   // The backend's lock objects (RBD) or files (local) of keys no longer cached: a holder
@@ -302,8 +299,12 @@ void CacheImpl::SweepLockFiles(bool dry_run) {
         return ix.HasLiveName(backend_kind_, location_, key, kStagingPrefix + key + "-");
       });
       if (now_live) continue;
-      locks.Discard();
-      log_->info("removed lock of an image no longer cached key={}", key);
+      if (locks.Discard()) {
+        log_->info("removed lock of an image no longer cached key={}", key);
+      } else {
+        log_->warn("lock of an image no longer cached left alone: not a file a lock makes key={}",
+                   key);
+      }
     } catch (const Error& e) {
       // Held: in use. Anything else (a lock file that is a symlink, unreadable) is not
       // the cache's to act on, and stops no pass: named, and left.
@@ -311,6 +312,26 @@ void CacheImpl::SweepLockFiles(bool dry_run) {
         log_->warn("lock of an image no longer cached left alone key={} error=\"{}\"", key,
                    e.what());
       }
+    }
+  }
+}
+
+// One file of a lock folder: a lock file of a key no longer cached goes when it can be taken
+// at once and is one a lock makes (FileLock::Discard). `image_locks_too`: `<key>.lock`
+// files too, else only `<key>.use.lock`.
+void CacheImpl::SweepLockFile(const std::filesystem::path& path, const std::set<std::string>& live,
+                              bool image_locks_too) {
+  const std::string name = path.filename().string();
+  const std::string key = name.substr(0, 40);
+  if (!IsEntryName(key) || live.count(key)) return;
+  if (name != key + ".use.lock" && !(image_locks_too && name == key + ".lock")) return;
+  try {
+    auto lock = FileLock::Acquire(path, std::chrono::milliseconds(0), "lock file " + name);
+    if (!lock->Discard()) log_->warn("lock file not made by the cache left alone path={}", path.string());
+  } catch (const Error& e) {
+    // Held: in use. Anything else (a symlink, unreadable) is named and left.
+    if (e.code() != Errc::kBusy) {
+      log_->warn("lock file left alone path={} error=\"{}\"", path.string(), e.what());
     }
   }
 }

@@ -269,6 +269,12 @@ std::vector<Check> CacheImpl::Doctor() {
     return options_.index + ": integrity ok";
   });
   run("locks", "make the index folder writable by this user", [&] {
+    std::error_code ec;
+    if (std::filesystem::is_symlink(lock_dir_, ec)) {
+      throw Error(Errc::kIo, lock_dir_.string() +
+                                 ": a symlink, where the cache keeps a folder of its own; its "
+                                 "passes do not sweep it: make it a real folder");
+    }
     if (::access(lock_dir_.c_str(), W_OK) != 0) {
       throw Error(Errc::kIo, lock_dir_.string() + ": not writable");
     }
@@ -283,11 +289,16 @@ std::vector<Check> CacheImpl::Doctor() {
       "never links), or restore them from a host that reads them",
       [&] {
         // Every table the hosts share: one that cannot be read stops every pass.
-        std::string counts;
+        std::string counts, failures;
         for (const char* table : kSharedTables) {
-          const auto rows = backend_->ReadTable(table).size();
-          counts += (counts.empty() ? "" : ", ") + std::string(table) + " " + std::to_string(rows);
+          try {
+            const auto rows = backend_->ReadTable(table).size();
+            counts += (counts.empty() ? "" : ", ") + std::string(table) + " " + std::to_string(rows);
+          } catch (const Error& e) {
+            failures += (failures.empty() ? "" : "; ") + std::string(e.what());
+          }
         }
+        if (!failures.empty()) throw Error(Errc::kBackend, failures);
         return "readable: " + counts;
       });
   if (auto floor = FloorCheck()) checks.push_back(*floor);  // the free-space floor
@@ -305,7 +316,13 @@ std::vector<Check> CacheImpl::Doctor() {
                                 "; pool-wide " + std::to_string(totals.entries) +
                                 " entries at the last pass, by " + totals.host);
   });
-  if (auto clash = HostIdClash(); !clash.empty()) {
+  std::string clash;
+  try {
+    clash = HostIdClash();
+  } catch (const std::exception&) {
+    // The hosts table cannot be read: the shared tables check above names it.
+  }
+  if (!clash.empty()) {
     checks.push_back({"host id", true, clash,
                       "give every host sharing the pool its own host_id (cloned machines share "
                       "a hostname): two hosts under one id wait out each other's lock leases "
