@@ -43,13 +43,46 @@ def run(args, config=None, stdin=None, env=None):
     if env:
         e.update(env)
     argv = [BIN] + (["--config", config] if config else []) + list(args)
-    p = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=e, timeout=600)
+    p = run_bounded(argv, stdin, e)
     if known_librbd_abort(p.returncode, p.stderr):
         sys.stderr.write("cli_test: %s died of the known librbd abort (docs/architecture.md,"
                          " Known limit); running it once more\n%s" % (" ".join(args), p.stderr))
-        p = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=e,
-                           timeout=600)
+        p = run_bounded(argv, stdin, e)
     return p.returncode, p.stdout, p.stderr
+
+
+TIMEOUT_S = int(os.environ.get("CACHEMGR_TEST_CMD_TIMEOUT_S", "600"))
+
+
+def run_bounded(argv, stdin, env):
+    """Runs one command of the tool. One that does not end within TIMEOUT_S is a hang: the
+    stacks of all its threads are written to stderr (gdb, when installed) before it is
+    killed, so the failure names where it waited."""
+    with subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else None,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=env) as proc:
+        try:
+            out, err = proc.communicate(stdin, timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            stacks = dump_stacks(proc.pid)
+            proc.kill()
+            out, err = proc.communicate()
+            sys.stderr.write("cli_test: %s hung for %d s; its threads:\n%s\nits stderr:\n%s\n"
+                             % (" ".join(argv), TIMEOUT_S, stacks, err))
+            raise
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def dump_stacks(pid):
+    gdb = shutil.which("gdb")
+    if not gdb:
+        return "(gdb is not installed: no stacks)"
+    try:
+        return subprocess.run([gdb, "-p", str(pid), "-batch", "-nx", "-ex", "set pagination off",
+                               "-ex", "thread apply all bt"], capture_output=True, text=True,
+                              timeout=120).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return "(gdb failed: %s)" % e
 
 
 def known_librbd_abort(returncode, stderr):

@@ -107,6 +107,10 @@ class UntrustedFilesTest(unittest.TestCase):
         self.assertEqual(rc, cli.EXIT_OK, err)
         self.assertEqual(sorted(os.listdir(precious)), ["0123abcd.42.0123abcd", "notes"])
         self.assertTrue(os.path.islink(os.path.join(locks, "a" * 40 + ".lock")))
+        # Nor does a pass leave a lock file of its own for that key on this host.
+        for _ in range(2):
+            self.assertEqual(env.run("evict")[0], cli.EXIT_OK)
+            self.assertNotIn("a" * 40 + ".lock", os.listdir(os.path.join(env.dir, "locks")))
 
     def test_files_that_only_look_like_lock_files_stay(self):
         if cli.BACKEND != "local":

@@ -145,12 +145,17 @@ bool CacheImpl::IsStale(const index::EntryRow& row, const source::ImageMeta& met
 CacheImpl::ImageLocks CacheImpl::LockImage(const std::string& key,
                                            std::chrono::milliseconds timeout) {
   ImageLocks locks;
+  LockImage(key, timeout, &locks);
+  return locks;
+}
+
+void CacheImpl::LockImage(const std::string& key, std::chrono::milliseconds timeout,
+                          ImageLocks* locks) {
   auto start = clock_->SteadyNow();
-  locks.file = FileLock::Acquire(lock_dir_ / (key + ".lock"), timeout, "image lock " + key);
+  locks->file = FileLock::Acquire(lock_dir_ / (key + ".lock"), timeout, "image lock " + key);
   auto left = timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
                             clock_->SteadyNow() - start);
-  locks.backend = backend_->AcquireLock(key, std::max(left, std::chrono::milliseconds(0)));
-  return locks;
+  locks->backend = backend_->AcquireLock(key, std::max(left, std::chrono::milliseconds(0)));
 }
 
 void CacheImpl::Event(const std::string& kind, const std::string& image_id, uint64_t bytes,

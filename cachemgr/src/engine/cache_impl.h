@@ -137,6 +137,9 @@ class CacheImpl final : public Cache {
   bool IsStale(const index::EntryRow& row, const source::ImageMeta& meta) const;
   // Locks key (an entry name) in this host's lock dir and on the backend.
   ImageLocks LockImage(const std::string& key, std::chrono::milliseconds timeout);
+  // The same into `locks`: when the backend's lock is not had, the file lock stays held
+  // there (a caller that made it for a key no longer cached discards it).
+  void LockImage(const std::string& key, std::chrono::milliseconds timeout, ImageLocks* locks);
   // `reason`: why a miss happened (MissReason), for the kinds miss and uncached only.
   void Event(const std::string& kind, const std::string& image_id, uint64_t bytes,
              std::chrono::microseconds micros, const std::string& reason = "");

@@ -292,8 +292,9 @@ void CacheImpl::SweepLockFiles(bool dry_run) {
   // key checked again under the lock (a fill may have made it live meanwhile).
   for (const auto& key : backend_->ListLocks()) {
     if (!IsEntryName(key) || live.count(key)) continue;
+    ImageLocks locks;
     try {
-      auto locks = LockImage(key, std::chrono::milliseconds(0));
+      LockImage(key, std::chrono::milliseconds(0), &locks);
       // A row of the key's image: its entry name, or a fill's staging name (naming.cpp).
       const bool now_live = WithIndex([&](index::Index& ix) {
         return ix.HasLiveName(backend_kind_, location_, key, kStagingPrefix + key + "-");
@@ -306,6 +307,9 @@ void CacheImpl::SweepLockFiles(bool dry_run) {
                    key);
       }
     } catch (const Error& e) {
+      // This host's lock file, made by the try above for a key no longer cached, goes
+      // again when the backend's lock could not be had: else every pass would make one.
+      if (locks.file) locks.file->Discard();
       // Held: in use. Anything else (a lock file that is a symlink, unreadable) is not
       // the cache's to act on, and stops no pass: named, and left.
       if (e.code() != Errc::kBusy) {
