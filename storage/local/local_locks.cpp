@@ -1,6 +1,7 @@
 // storage/local/local_locks.cpp: AcquireLock's flock files under `.locks/`, which
 // exclude across every host that shares the root.
 #include <sys/file.h>
+#include <cerrno>
 #include <unistd.h>
 
 #include <chrono>
@@ -41,10 +42,16 @@ std::unique_ptr<Lock> LocalBackend::AcquireLock(const std::string& key,
   auto locked = util::LockFile(request);
   if (!locked.failure) return std::make_unique<LocalLock>(std::move(locked.fd), path);
   switch (locked.failure->kind) {
+    // kIo: the lock file itself (a folder, a FIFO or a link at its name, its mode), which
+    // a pass names and passes over; a missing root is the backend's (kNotFound).
     case util::LockFileFailure::Kind::kOpen:
-      FailErrno("cannot open", path, locked.failure->error);
+      if (locked.failure->error == ENOENT) FailErrno("cannot open", path, locked.failure->error);
+      Fail(Errc::kIo, "lock file " + path.string() + ": cannot open: " +
+                          Errno(locked.failure->error) +
+                          " (not a lock file the cache makes: move it out of the lock folder)");
     case util::LockFileFailure::Kind::kLock:
-      FailErrno("cannot lock", path, locked.failure->error);
+      Fail(Errc::kIo, "lock file " + path.string() + ": cannot lock: " +
+                          Errno(locked.failure->error));
     case util::LockFileFailure::Kind::kTimeout:
       break;
   }

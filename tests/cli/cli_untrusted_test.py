@@ -7,6 +7,7 @@ running cli_test.py), so it runs on the backend cli_test.py was given.
 import hashlib
 import json
 import os
+import stat
 import subprocess
 import time
 import unittest
@@ -179,30 +180,91 @@ class UntrustedFilesTest(unittest.TestCase):
         os.unlink(theirs)
         self.assertEqual(env.run("create", fresh, "vol-m2")[0], cli.EXIT_OK)
 
-    def test_a_lock_folder_that_is_a_link_is_not_swept(self):
+    def test_a_lock_folder_that_is_a_link_stops_every_command_and_is_named(self):
         env = cli.Env("locklinkdir")
-        self.assertEqual(env.run("create", cli.WORLD.add_raw(size=64 * 1024), "vol-d1")[0],
-                         cli.EXIT_OK)
+        image = cli.WORLD.add_raw(size=64 * 1024)
+        self.assertEqual(env.run("create", image, "vol-d1")[0], cli.EXIT_OK)
+        self.assertEqual(env.run("delete", "vol-d1")[0], cli.EXIT_OK)
         # The host's own lock folder, beside the index: made a link to someone's folder
         # holding files that read exactly like blank lock files of images not cached.
         theirs = os.path.join(env.dir, "their-locks")
         os.makedirs(theirs)
-        names = ["1" * 40 + ".lock", "2" * 40 + ".use.lock"]
+        names = ["1" * 40 + ".lock", "2" * 40 + ".use.lock", "eviction-pass.lock"]
         for name in names:
             open(os.path.join(theirs, name), "w").close()
         locks = os.path.join(env.dir, "locks")
         subprocess.run(["rm", "-rf", locks], check=True)
         os.symlink(theirs, locks)
-        env.run("evict")
-        for name in names:
-            self.assertTrue(os.path.exists(os.path.join(theirs, name)),
-                            "a pass removed a file through a linked lock folder")
+        targets = [theirs]
+        if cli.BACKEND == "local":
+            # A lock named for an entry key in the root's lock folder: a pass would take
+            # (and make, then remove) the host's lock file of that key through the link.
+            key = "3" * 40 + ".lock"
+            open(os.path.join(env.local_root, ".locks", key), "w").close()
+            open(os.path.join(theirs, key), "w").close()
+        before = sorted(os.listdir(theirs))
+        for args in (["evict"], ["create", image, "vol-d2"], ["prefill", image], ["list"]):
+            rc, _, err = env.run(*args)
+            self.assertNotIn(rc, (cli.EXIT_OK, cli.EXIT_BUSY), (args, err))
+            self.assertIn(locks, err, args)
+            self.assertIn("not a real folder", err, args)
+            self.assertEqual(sorted(os.listdir(theirs)), before,
+                             "%s made or removed a file through a linked lock folder" % args)
+        rc, out, _ = env.run("--json", "doctor")
+        self.assertNotEqual(rc, cli.EXIT_OK)
+        failed = [c for c in json.loads(out)["checks"] if not c["ok"]]
+        self.assertTrue(any(locks in c["detail"] for c in failed), failed)
+        if cli.BACKEND == "local":
+            # A link to the backend's own lock folder: a lock taken on both sides would wait
+            # on itself. Refused at once, named.
+            os.unlink(locks)
+            os.symlink(os.path.join(env.local_root, ".locks"), locks)
+            rc, _, err = env.run("create", cli.WORLD.add_raw(size=64 * 1024), "vol-d3")
+            self.assertNotIn(rc, (cli.EXIT_OK, cli.EXIT_BUSY), err)
+            self.assertIn(locks, err)
+        # Made a real folder again, the cache works.
+        os.unlink(locks)
+        rc, _, err = env.run("create", image, "vol-d4")
+        self.assertEqual(rc, cli.EXIT_OK, err)
+
+    def test_a_foreign_file_at_an_image_lock_name_stops_no_pass(self):
+        if cli.BACKEND != "local":
+            self.skipTest("the local root's lock folder")
+        env = cli.Env("foreignlockname", cache="max_count: 1")
+        first, second = cli.WORLD.add_raw(size=64 * 1024), cli.WORLD.add_raw(size=64 * 1024)
+        self.assertEqual(env.run("create", first, "vol-f1")[0], cli.EXIT_OK)
+        self.assertEqual(env.run("delete", "vol-f1")[0], cli.EXIT_OK)
+        key = [e["cache_name"] for e in env.json("list") if e["image_id"] == first][0]
+        lock = os.path.join(env.local_root, ".locks", key + ".lock")
+        os.unlink(lock)
+        os.makedirs(os.path.join(lock, "theirs"))
+        # The create over max_count and the pass after it pass over the first image (its
+        # lock cannot be taken), name the folder, and do the rest of their work.
+        rc, _, err = env.run("create", second, "vol-f2")
+        self.assertEqual(rc, cli.EXIT_OK, err)
+        rc, out, err = env.run("evict")
+        self.assertEqual(rc, cli.EXIT_OK, out + err)
+        self.assertIn(lock, err)
+        self.assertIn(first, [e["image_id"] for e in env.json("list")])
+        self.assertEqual(os.listdir(lock), ["theirs"])
         rc, out, _ = env.run("--json", "doctor")
         self.assertNotEqual(rc, cli.EXIT_OK)
         check = [c for c in json.loads(out)["checks"] if c["name"] == "locks"][0]
         self.assertFalse(check["ok"])
-        self.assertIn(locks, check["detail"])
-        self.assertIn("symlink", check["detail"])
+        self.assertIn(lock, check["detail"])
+        # A FIFO there can be locked: the entry goes, the FIFO stays, and doctor names it.
+        subprocess.run(["rm", "-rf", lock], check=True)
+        os.mkfifo(lock)
+        rc, out, err = env.run("evict")
+        self.assertEqual(rc, cli.EXIT_OK, out + err)
+        self.assertNotIn(first, [e["image_id"] for e in env.json("list")])
+        self.assertTrue(stat.S_ISFIFO(os.lstat(lock).st_mode), "the FIFO stays")
+        rc, out, _ = env.run("--json", "doctor")
+        check = [c for c in json.loads(out)["checks"] if c["name"] == "locks"][0]
+        self.assertIn(lock, check["detail"])
+        os.unlink(lock)
+        rc, out, _ = env.run("doctor")
+        self.assertEqual(rc, cli.EXIT_OK, out)
 
     def test_doctor_reads_every_shared_table(self):
         if cli.BACKEND != "local":

@@ -1,6 +1,7 @@
 #include "engine/cache_impl.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <map>
@@ -101,6 +102,7 @@ CacheImpl::CacheImpl(Options options, std::shared_ptr<spdlog::logger> logger, Pa
     throw Error(Errc::kIo, "lock dir " + lock_dir_.string() + ": " + ec.message());
   }
   use_lock_dir_ = backend_->SharedLockDir().value_or(lock_dir_);
+  RequireOwnLockDir();
   backend_kind_ = backend_->kind();
   location_ = backend_->location();
   source_->SetDigestCache(MakeIndexDigestCache(index_mu_, *index_, clock_));
@@ -142,11 +144,44 @@ bool CacheImpl::IsStale(const index::EntryRow& row, const source::ImageMeta& met
          policy::Staleness::kFresh;
 }
 
+// The index-side lock folder is the cache's own: a link (or any other alias of the
+// backend's shared lock folder) would make a pass create and remove lock files wherever it
+// leads, and a lock taken on both sides would wait on itself.
+void CacheImpl::RequireOwnLockDir() const {
+  struct stat st {};
+  if (::lstat(lock_dir_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    throw Error(Errc::kIo, "lock folder " + lock_dir_.string() +
+                               ": not a real folder (a symlink or another kind of file), where "
+                               "the cache keeps lock files of its own; nothing was done: "
+                               "remove it (it is made again as a folder) or move the index");
+  }
+  struct stat shared {};
+  if (use_lock_dir_ != lock_dir_ && ::stat(use_lock_dir_.c_str(), &shared) == 0 &&
+      shared.st_dev == st.st_dev && shared.st_ino == st.st_ino) {
+    throw Error(Errc::kIo, "lock folder " + lock_dir_.string() + " is the backend's lock folder " +
+                               use_lock_dir_.string() +
+                               " under another name; nothing was done: give the index a "
+                               "folder of its own");
+  }
+}
+
 CacheImpl::ImageLocks CacheImpl::LockImage(const std::string& key,
                                            std::chrono::milliseconds timeout) {
   ImageLocks locks;
   LockImage(key, timeout, &locks);
   return locks;
+}
+
+CacheImpl::ImageLocks CacheImpl::PassLockImage(const std::string& key,
+                                               std::chrono::milliseconds timeout) {
+  try {
+    return LockImage(key, timeout);
+  } catch (const Error& e) {
+    if (e.code() != Errc::kIo) throw;
+    log_->warn("image lock cannot be taken, its image is passed over key={} error=\"{}\"", key,
+               e.what());
+    throw Error(Errc::kBusy, "image lock " + key + " cannot be taken: " + e.what());
+  }
 }
 
 void CacheImpl::LockImage(const std::string& key, std::chrono::milliseconds timeout,

@@ -137,6 +137,12 @@ class CacheImpl final : public Cache {
   bool IsStale(const index::EntryRow& row, const source::ImageMeta& meta) const;
   // Locks key (an entry name) in this host's lock dir and on the backend.
   ImageLocks LockImage(const std::string& key, std::chrono::milliseconds timeout);
+  // For a pass: a lock that cannot be taken for what is at its name (kIo: a folder, a FIFO,
+  // a link where a lock file goes) is logged and reported busy, so the pass passes over
+  // that one image and goes on; doctor names the file.
+  ImageLocks PassLockImage(const std::string& key, std::chrono::milliseconds timeout);
+  // Throws when the index-side lock folder is not a real folder of its own.
+  void RequireOwnLockDir() const;
   // The same into `locks`: when the backend's lock is not had, the file lock stays held
   // there (a caller that made it for a key no longer cached discards it).
   void LockImage(const std::string& key, std::chrono::milliseconds timeout, ImageLocks* locks);

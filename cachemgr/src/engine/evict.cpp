@@ -76,7 +76,7 @@ EvictAction CacheImpl::EvictEntry(index::EntryRow row, const std::string& kind,
   ImageLocks locks;
   std::unique_ptr<FileLock> use;
   try {
-    if (!locked) locks = LockImage(row.cache_name, kPassLockWait);
+    if (!locked) locks = PassLockImage(row.cache_name, kPassLockWait);
     // Exclusive use lock: hits cloning the entry finish first, and later ones see it
     // no longer ready (they re-check the row under their shared lock).
     use = FileLock::Acquire(UseLockPath(use_lock_dir_, row.cache_name),

@@ -72,7 +72,7 @@ void CacheImpl::GcLeftoverRows(bool dry_run, std::vector<EvictAction>* actions) 
       continue;
     }
     try {
-      auto locks = LockImage(EntryName(row.image_id), kPassLockWait);
+      auto locks = PassLockImage(EntryName(row.image_id), kPassLockWait);
       auto fresh = WithIndex([&](index::Index& ix) { return ix.GetEntry(row.id); });
       if (fresh && !fresh->pinned && fresh->state != index::State::kReady) {
         CleanupLeftover(*fresh, actions);
@@ -129,7 +129,7 @@ void CacheImpl::GcLeftoverObjects(bool dry_run, std::vector<EvictAction>* action
       continue;
     }
     try {
-      auto locks = LockImage(key ? *key : name, kPassLockWait);
+      auto locks = PassLockImage(key ? *key : name, kPassLockWait);
       if (key) {
         RemoveFillStaging(name, *key, live_names, fills, &locks, actions);
       } else if (!NamedByLiveRow(name) && backend_->Exists(EntryRef(name))) {
@@ -165,7 +165,7 @@ void CacheImpl::ForgetEndedFills(const std::map<std::string, std::string>& fills
     auto key = StagingKey(staging);
     if (!key) continue;
     try {
-      auto locks = LockImage(*key, std::chrono::milliseconds(0));
+      auto locks = PassLockImage(*key, std::chrono::milliseconds(0));
       if (!backend_->Exists(EntryRef(staging))) ForgetFill(staging);
     } catch (const Error& e) {
       if (e.code() != Errc::kBusy) throw;
@@ -274,7 +274,8 @@ void CacheImpl::SweepLockFiles(bool dry_run) {
   }
   // This host's lock files, and the use locks in the backend's shared lock folder when
   // it has one (there, `<key>.lock` is the backend's lock: the loop below). A folder that
-  // is a link is not swept: its files are not the cache's to remove.
+  // is a link is not swept: its files are not the cache's to remove (the open refuses an
+  // index-side one already: RequireOwnLockDir).
   std::vector<std::pair<std::filesystem::path, bool>> dirs{{lock_dir_, true}};
   if (use_lock_dir_ != lock_dir_) dirs.emplace_back(use_lock_dir_, false);
   for (const auto& [dir, image_locks_too] : dirs) {

@@ -291,7 +291,7 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
   if (!CheckOwnership(*backend_, ref, kMarkEntry, &rec->identity).ours) {
     // Written before the rename: a fill holding the image's locks may yet rename it.
     try {
-      auto locks = LockImage(name, std::chrono::milliseconds(0));
+      auto locks = PassLockImage(name, std::chrono::milliseconds(0));
       if (!CheckOwnership(*backend_, ref, kMarkEntry, &rec->identity).ours) {
         log_->info("import record of an entry that is gone, dropped image={}", image_id);
         backend_->WriteTable(kImportsTable, {}, {name});

@@ -268,18 +268,36 @@ std::vector<Check> CacheImpl::Doctor() {
     if (result != "ok") throw Error(Errc::kCorrupt, "index: " + result);
     return options_.index + ": integrity ok";
   });
-  run("locks", "make the index folder writable by this user", [&] {
-    std::error_code ec;
-    if (std::filesystem::is_symlink(lock_dir_, ec)) {
-      throw Error(Errc::kIo, lock_dir_.string() +
-                                 ": a symlink, where the cache keeps a folder of its own; its "
-                                 "passes do not sweep it: make it a real folder");
-    }
-    if (::access(lock_dir_.c_str(), W_OK) != 0) {
-      throw Error(Errc::kIo, lock_dir_.string() + ": not writable");
-    }
-    return lock_dir_.string() + ": writable";
-  });
+  run("locks",
+      "make the index folder writable by this user; move out of the lock folders what is "
+      "named (the passes pass over those images until then)",
+      [&] {
+        // (A lock folder that is not a real one of its own stops the open: RequireOwnLockDir.)
+        if (::access(lock_dir_.c_str(), W_OK) != 0) {
+          throw Error(Errc::kIo, lock_dir_.string() + ": not writable");
+        }
+        // Files at a lock's name that no lock makes: a pass cannot take that image's lock.
+        std::string foreign;
+        std::vector<std::filesystem::path> dirs{lock_dir_};
+        if (use_lock_dir_ != lock_dir_) dirs.push_back(use_lock_dir_);
+        for (const auto& dir : dirs) {
+          std::error_code ec;
+          for (const auto& file : std::filesystem::directory_iterator(dir, ec)) {
+            const std::string name = file.path().filename().string();
+            const std::string key = name.substr(0, 40);
+            if (!IsEntryName(key) || (name != key + ".lock" && name != key + ".use.lock")) continue;
+            struct stat st {};
+            if (::lstat(file.path().c_str(), &st) != 0) continue;  // gone meanwhile
+            if (S_ISREG(st.st_mode) && st.st_size == 0 && st.st_nlink == 1) continue;
+            foreign += (foreign.empty() ? "" : ", ") + file.path().string();
+          }
+        }
+        if (!foreign.empty()) {
+          throw Error(Errc::kIo, "not lock files the cache makes, at the names of image locks: " +
+                                     foreign);
+        }
+        return lock_dir_.string() + ": writable";
+      });
   run("backend", "check the backend section: ceph.conf, keyring, pool or root", [&] {
     auto n = backend_->List(backend_->entry_pool()).size();
     return backend_kind_ + " " + location_ + ": reachable, " + std::to_string(n) + " image(s)";

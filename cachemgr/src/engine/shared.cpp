@@ -157,7 +157,7 @@ void CacheImpl::Reconcile(bool dry_run, std::vector<EvictAction>* actions) {
       auto it = objects.find(name);
       if (it != objects.end() && it->second == row.identity) continue;
       try {
-        auto locks = LockImage(name, kReconcileLockWait);
+        auto locks = PassLockImage(name, kReconcileLockWait);
         auto now = WithIndex([&](index::Index& ix) { return ix.GetEntry(row.id); });
         if (!now || now->pinned || now->state != index::State::kReady) continue;
         std::string identity;
@@ -186,7 +186,7 @@ void CacheImpl::Reconcile(bool dry_run, std::vector<EvictAction>* actions) {
     for (const auto& [name, identity] : objects) {
       if (!IsEntryName(name) || rows.count(name)) continue;
       try {
-        auto locks = LockImage(name, kReconcileLockWait);
+        auto locks = PassLockImage(name, kReconcileLockWait);
         const bool known = NamedByLiveRow(name);  // made meanwhile by this host
         // Only the cache's own: objects that merely look like entries are the gc's to
         // report (once), not this step's.
