@@ -321,8 +321,10 @@ class PrefillRun {
     std::cout.flush();
     if (t.failed == 0) return kExitOk;
     ReportFailures(t);
-    // One shared cause keeps its own exit code (3 not found, 4 refused, ...); mixed: 1.
-    return t.codes.size() == 1 ? ExitCodeFor(*t.codes.begin()) : kExitFailed;
+    // One shared exit code (3 not found, 4 refused or corrupt, ...) is kept; mixed: 1.
+    std::set<int> exits;
+    for (Errc code : t.codes) exits.insert(ExitCodeFor(code));
+    return exits.size() == 1 ? *exits.begin() : kExitFailed;
   }
 
   void PrintJsonReport(const Totals& t) const {

@@ -7,6 +7,7 @@ running cli_test.py), so it runs on the backend cli_test.py was given.
 import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import time
@@ -370,6 +371,44 @@ class UntrustedFilesTest(unittest.TestCase):
         rc, _, err = env.run("create", good + ".json", "vol-sidecar")
         self.assertEqual(rc, cli.EXIT_NOT_FOUND, err)
         self.assertIn("sidecar", err)
+
+    def test_an_unreadable_image_fails_alone_in_prefill_all(self):
+        if cli.BACKEND != "local" or os.geteuid() != 0 or not shutil.which("setpriv"):
+            self.skipTest("runs the tool as nobody, on the local backend, from root")
+        images = self.private_images("unreadable")
+        env = cli.Env("unreadable", images=images)
+        good = [cli.WORLD.add_raw(size=64 * 1024, directory=images) for _ in range(3)]
+        bad = cli.WORLD.add_raw(size=64 * 1024, directory=images)
+        subprocess.run(["chown", "-R", "nobody:nogroup", images, env.dir], check=True)
+        os.chown(os.path.join(images, bad), 0, 0)
+        os.chmod(os.path.join(images, bad), 0o600)
+        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            cli.BIN, "--config", env.config, "--json", "prefill", "--all"],
+                           capture_output=True, text=True, timeout=300)
+        if p.returncode == cli.EXIT_FAILED and "Permission denied" in p.stderr and \
+                os.path.basename(env.dir) in p.stderr and not p.stdout.strip():
+            self.skipTest("this run dir is not reachable by nobody: " + p.stderr)
+        self.assertEqual(p.returncode, cli.EXIT_FAILED, p.stdout + p.stderr)
+        results = {r["image_id"]: r for r in json.loads(p.stdout)["results"]}
+        self.assertEqual(sorted(results), sorted(good + [bad]))
+        for image in good:
+            self.assertNotIn("error", results[image])
+        self.assertIn(bad, results[bad]["error"]["message"])
+        self.assertIn("Permission denied", results[bad]["error"]["message"])
+
+    def test_prefill_all_whose_failures_are_all_refusals_exits_4(self):
+        images = self.private_images("allrefused")
+        env = cli.Env("allrefused", images=images)
+        corrupt = cli.WORLD.add_raw(size=64 * 1024, directory=images)
+        with open(os.path.join(images, corrupt + ".json"), "w") as f:
+            json.dump({"virtual_size": 5}, f)  # not the file's size: corrupt
+        os.mkfifo(os.path.join(images, str(uuid.uuid4())))  # refused
+        good = cli.WORLD.add_raw(size=64 * 1024, directory=images)
+        rc, out, err = env.run("--json", "prefill", "--all")
+        self.assertEqual(rc, cli.EXIT_REFUSED, out + err)
+        codes = sorted(r["error"]["code"] for r in json.loads(out)["results"] if "error" in r)
+        self.assertEqual(codes, ["corrupt", "refused"])
+        self.assertEqual(env.run("show", good)[0], cli.EXIT_OK)
 
     def test_dead_fill_work_dir_counted_listed_and_swept(self):
         env = cli.Env("deadfill")

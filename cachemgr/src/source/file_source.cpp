@@ -191,10 +191,10 @@ class FileSource final : public Source {
         out.push_back(Describe(name));
       } catch (const Error& e) {
         if (e.code() == Errc::kNotFound) continue;  // removed while listing
-        if (e.code() != Errc::kRefused) throw;
-        // One hostile entry (a symlink, a FIFO, a bad sidecar) does not hide the rest.
-        logger_->warn("image store entry refused image={} dir={} error=\"{}\"", name, dir_.string(),
-                      e.what());
+        // One hostile or unreadable entry (a symlink, a FIFO, a bad sidecar, a file this
+        // user may not read) does not hide the rest: its own prefill fails with its reason.
+        logger_->warn("image store entry not listed image={} dir={} error=\"{}\"", name,
+                      dir_.string(), e.what());
         if (refused) refused->push_back(name);
       }
     }

@@ -112,7 +112,8 @@ class Source {
   // Every active image.
   virtual std::vector<ImageMeta> ListActive() = 0;
   // The same, and in `refused` the ids of entries the source holds but refuses to
-  // describe (a file source's symlink, FIFO or bad sidecar), so that `prefill --all`
+  // describe (a file source's symlink, FIFO, bad sidecar, or a file it may not read), so
+  // that `prefill --all`
   // counts them as failures rather than leaving them out. A source that refuses nothing
   // while listing leaves `refused` alone.
   virtual std::vector<ImageMeta> ListActiveAndRefused(std::vector<std::string>* refused) {
