@@ -43,7 +43,7 @@ if [[ $quick == 1 ]]; then
   n_hosts=120
 else
   n_hit=200; n_tool=20; n_cinder=15; n_burst=500; n_local=100; n_index=100000
-  n_pass=100000; n_evict=${BENCH_INDEX_EVICT:-100}; n_passes=2
+  n_pass=100000; n_evict=${BENCH_INDEX_EVICT:-1000}; n_passes=2
   n_hosts=240
 fi
 

@@ -184,6 +184,21 @@ class Backend {
   // Removes an image. One that still has clones is moved to the trash instead
   // (kTrashed): its clones keep reading, and PurgeTrash removes it once they are gone.
   virtual RemoveOutcome Remove(const ImageRef& ref) = 0;
+  // Several removals in a row (an eviction pass's victims). The caller has taken the
+  // locks of every image in `images` (its image lock and its exclusive use lock, so no
+  // clone of them can be made through the cache) before the call, and holds them until
+  // the returned object is gone. Meanwhile the backend may answer Children and Remove of
+  // those images from one look at the store taken after the call, rather than one look
+  // per call. nullptr: every call looks anew. RemovalBatchLimit: how many images a batch
+  // should hold at most (1, the default: none; RBD asks the cluster per image anyway).
+  virtual size_t RemovalBatchLimit() const { return 1; }
+  class RemovalBatch {
+   public:
+    virtual ~RemovalBatch() = default;
+  };
+  virtual std::unique_ptr<RemovalBatch> BeginRemovals(const std::vector<ImageRef>& /*images*/) {
+    return nullptr;
+  }
 
   // --- snapshots
   virtual void CreateSnapshot(const SnapRef& snap) = 0;

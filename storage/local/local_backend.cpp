@@ -321,6 +321,7 @@ void LocalBackend::Rename(const ImageRef& from, const std::string& to_name) {
     }
   }
   ::unlink(from_path.c_str());
+  impl_->ForgetInLooks(std::nullopt);  // overlays rebased, a name moved
   impl_->DropSidecar(from);
   impl_->Relinked(to, s);
   FsyncDir(from_path.parent_path());

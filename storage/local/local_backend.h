@@ -78,6 +78,9 @@ class LocalBackend final : public Backend {
   void Rename(const ImageRef& from, const std::string& to_name) override;
   std::string Identity(const ImageRef& ref) override;
   RemoveOutcome Remove(const ImageRef& ref) override;
+  // local_removal_batch.cpp
+  std::unique_ptr<RemovalBatch> BeginRemovals(const std::vector<ImageRef>& images) override;
+  size_t RemovalBatchLimit() const override;
 
   void CreateSnapshot(const SnapRef& snap) override;
   void ProtectSnapshot(const SnapRef& snap) override;

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -144,7 +145,7 @@ struct LocalBackend::Impl {
   // a purge sweeps too, but an empty trash has nothing to purge.
   void SweepLoneStable(bool dry_run, std::vector<Leftover>* out);
 
-  // local_overlays.cpp: who uses a file as its backing file. A scan stats every file and
+  // local_overlays.cpp (and local_removal_batch.cpp for the batches): who uses a file as its backing file. A scan stats every file and
   // reads a file's header only when it is new, its stat changed, or it changed too recently
   // for its times to tell (a non-qcow2 header is also read again after a minute). An
   // eviction pass scans three times per removed entry, and reading every header under a
@@ -188,6 +189,26 @@ struct LocalBackend::Impl {
   std::vector<Overlay> ScanOverlays(Scan mode = Scan::kRemembered) const;
   std::vector<Overlay> UsersOf(const fs::path& file, Scan mode = Scan::kRemembered) const;
   std::vector<Overlay> UsersOf(const fs::path& file, const std::vector<Overlay>& overlays) const;
+  // Removal batches (Backend::BeginRemovals): each holds the paths of its images and one
+  // fresh look at the overlays, taken on the first question about one of them after the
+  // batch began (so after their locks were taken) and taken again once it is older than
+  // it took to make (kHeldLookMin at least): a removal is never decided on a look much
+  // older than the one a scan of its own would give.
+  struct HeldLook {
+    std::vector<std::string> paths;  // sorted
+    std::optional<std::vector<Overlay>> overlays;
+    std::chrono::steady_clock::time_point taken;
+    std::chrono::steady_clock::duration took{};
+  };
+  mutable std::mutex held_mu;
+  mutable std::map<uint64_t, HeldLook> held;  // by batch
+  mutable uint64_t held_next = 0;
+  // The overlays to decide on `path` with: its batch's look when a batch holds it
+  // (`*from_batch` set), else a scan in `mode`.
+  std::vector<Overlay> OverlaysFor(const fs::path& path, Scan mode, bool* from_batch = nullptr) const;
+  // After a file was removed: every batch's look forgets it as an overlay. nullopt, after
+  // a move that renamed or rebased overlays: the looks are dropped (taken anew).
+  void ForgetInLooks(const std::optional<fs::path>& removed) const;
   bool ReachesStable(const Overlay& user, const fs::path& file) const;
   Sidecar SidecarOf(const Overlay& o) const;
   void Rebase(const fs::path& overlay, const fs::path& new_backing,

@@ -92,7 +92,8 @@ std::vector<ImageRef> LocalBackend::Children(const SnapRef& snap) {
   impl_->Require(snap.image);
   ValidateName("snapshot", snap.snap);
   std::vector<ImageRef> out;
-  for (const auto& o : impl_->UsersOf(PathOf(snap.image))) {
+  const auto path = PathOf(snap.image);
+  for (const auto& o : impl_->UsersOf(path, impl_->OverlaysFor(path, Impl::Scan::kRemembered))) {
     if (!o.ref && o.trash_id.empty()) continue;  // an old inode under a stable name
     Sidecar cs = impl_->SidecarOf(o);
     if (!cs.parent || *cs.parent != snap) continue;

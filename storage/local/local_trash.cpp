@@ -88,13 +88,22 @@ RemoveOutcome LocalBackend::Remove(const ImageRef& ref) {
   impl_->Require(ref);
   std::unique_lock no_clones(impl_->users_mu);
   std::lock_guard lock(impl_->mu);
-  auto overlays = impl_->ScanOverlays(Impl::Scan::kFresh);  // decides an unlink
-  auto users = impl_->UsersOf(PathOf(ref), overlays);
+  const auto path = PathOf(ref);
+  bool from_batch = false;
+  auto overlays = impl_->OverlaysFor(path, Impl::Scan::kFresh, &from_batch);  // decides an unlink
+  auto users = impl_->UsersOf(path, overlays);
+  if (!users.empty() && from_batch) {
+    // A move to the trash rebases users by their paths now: decided on a look of its own.
+    overlays = impl_->ScanOverlays(Impl::Scan::kFresh);
+    users = impl_->UsersOf(path, overlays);
+  }
   if (users.empty()) {
     impl_->RemoveUnused(ref, std::move(overlays));
+    impl_->ForgetInLooks(path);
     return RemoveOutcome::kRemoved;
   }
   impl_->MoveToTrash(ref, users);
+  impl_->ForgetInLooks(std::nullopt);
   return RemoveOutcome::kTrashed;
 }
 
@@ -220,6 +229,7 @@ bool LocalBackend::PurgeTrash(const TrashEntry& entry) {
   FsyncDir(impl_->TrashDir());
   std::erase_if(overlays, [&](const Overlay& o) { return o.trash_id == entry.id; });
   impl_->DropStableIfUnused(stable, overlays);
+  impl_->ForgetInLooks(dir / "image");
   impl_->log->info("purged trash_id={} image={}", entry.id, RefName(entry.original));
   return true;
 }

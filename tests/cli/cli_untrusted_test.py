@@ -248,6 +248,13 @@ class UntrustedFilesTest(unittest.TestCase):
         self.assertIn(lock, err)
         self.assertIn(first, [e["image_id"] for e in env.json("list")])
         self.assertEqual(os.listdir(lock), ["theirs"])
+        # The pass's report says why the entry was passed over: its lock, by name, not a
+        # holder that does not exist.
+        over = [a for a in env.json("evict")["actions"] if a["name"] == key]
+        self.assertEqual(len(over), 1, over)
+        self.assertIn("lock cannot be taken", over[0]["reason"])
+        self.assertIn(lock, over[0]["reason"])
+        self.assertNotIn("busy", over[0]["reason"])
         rc, out, _ = env.run("--json", "doctor")
         self.assertNotEqual(rc, cli.EXIT_OK)
         check = [c for c in json.loads(out)["checks"] if c["name"] == "locks"][0]

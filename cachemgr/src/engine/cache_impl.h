@@ -351,6 +351,26 @@ class CacheImpl final : public Cache {
   // image's locks unless `locked`. Returns what was done.
   EvictAction EvictEntry(index::EntryRow row, const std::string& kind, const std::string& reason,
                          bool locked);
+  // Several, in order, with the same outcome as one EvictEntry each: a few at a time are
+  // locked first, and the backend then decides their clones from one look at the store
+  // (Backend::BeginRemovals).
+  struct Victim {
+    index::EntryRow row;
+    std::string kind, reason;
+  };
+  std::vector<EvictAction> EvictEntries(const std::vector<Victim>& victims);
+  // EvictEntry's halves: the entry's image lock (unless `locked`: the caller has it) and
+  // its exclusive use lock (nullopt once both are held; else what was done instead), and
+  // the eviction with them held.
+  struct VictimLocks {
+    ImageLocks image;
+    std::unique_ptr<FileLock> use;
+  };
+  std::optional<EvictAction> LockVictim(const index::EntryRow& row, const std::string& kind,
+                                        const std::string& reason, bool locked,
+                                        VictimLocks* held);
+  EvictAction EvictLocked(index::EntryRow row, const std::string& kind, const std::string& reason,
+                          VictimLocks held);
   // EvictEntry's steps: what keeps the entry's object (clones, or its place in the trash
   // for them); its removal (false: a clone made meanwhile keeps it); its move to the trash
   // with the row pinned.

@@ -3,7 +3,9 @@
 // whose clones are gone. The pass that runs them is in pass.cpp, its gc in gc.cpp.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -67,26 +69,79 @@ void CacheImpl::RemoveLeftObject(const storage::ImageRef& ref) {
 
 EvictAction CacheImpl::EvictEntry(index::EntryRow row, const std::string& kind,
                                   const std::string& reason, bool locked) {
+  VictimLocks held;
+  if (auto skipped = LockVictim(row, kind, reason, locked, &held)) return *skipped;
+  return EvictLocked(std::move(row), kind, reason, std::move(held));
+}
+
+std::vector<EvictAction> CacheImpl::EvictEntries(const std::vector<Victim>& victims) {
+  std::vector<EvictAction> out;
+  out.reserve(victims.size());
+  const size_t limit = backend_->RemovalBatchLimit();
+  if (limit <= 1) {
+    // No batches: each victim's locks are held only for its own eviction.
+    for (const auto& v : victims) out.push_back(EvictEntry(v.row, v.kind, v.reason, false));
+    return out;
+  }
+  for (size_t begin = 0; begin < victims.size(); begin += limit) {
+    const size_t n = std::min(limit, victims.size() - begin);
+    std::vector<std::optional<EvictAction>> skipped(n);
+    std::vector<VictimLocks> held(n);
+    std::vector<storage::ImageRef> refs;
+    for (size_t i = 0; i < n; ++i) {
+      const auto& v = victims[begin + i];
+      skipped[i] = LockVictim(v.row, v.kind, v.reason, false, &held[i]);
+      if (!skipped[i]) refs.push_back(EntryRef(v.row.cache_name));
+    }
+    // Every image of the batch is locked: the backend may decide their clones from one
+    // look at the store (the local backend reads every overlay header for a look).
+    const auto batch = refs.empty() ? nullptr : backend_->BeginRemovals(refs);
+    for (size_t i = 0; i < n; ++i) {
+      const auto& v = victims[begin + i];
+      out.push_back(skipped[i] ? std::move(*skipped[i])
+                               : EvictLocked(v.row, v.kind, v.reason, std::move(held[i])));
+    }
+  }
+  return out;
+}
+
+std::optional<EvictAction> CacheImpl::LockVictim(const index::EntryRow& row,
+                                                 const std::string& kind,
+                                                 const std::string& reason, bool locked,
+                                                 VictimLocks* held) {
   EvictAction action{kind, row.image_id, row.cache_name, AccountedBytes(row), reason, false};
   if (ImportPending(row.cache_name)) {
     // Neither removable nor movable to the trash until its import is committed.
     action.reason += "; skipped: its instant-miss import is not finished";
     return action;
   }
-  ImageLocks locks;
-  std::unique_ptr<FileLock> use;
   try {
-    if (!locked) locks = PassLockImage(row.cache_name, kPassLockWait);
+    if (!locked) held->image = LockImage(row.cache_name, kPassLockWait);
     // Exclusive use lock: hits cloning the entry finish first, and later ones see it
     // no longer ready (they re-check the row under their shared lock).
-    use = FileLock::Acquire(UseLockPath(use_lock_dir_, row.cache_name),
-                            locked ? kLockedUseWait : kPassLockWait,
-                            "entry use lock " + row.cache_name);
+    held->use = FileLock::Acquire(UseLockPath(use_lock_dir_, row.cache_name),
+                                  locked ? kLockedUseWait : kPassLockWait,
+                                  "entry use lock " + row.cache_name);
   } catch (const Error& e) {
-    if (e.code() != Errc::kBusy || locked) throw;
-    action.reason += "; skipped: image busy";
+    if ((e.code() != Errc::kBusy && e.code() != Errc::kIo) || locked) throw;
+    *held = {};
+    if (e.code() == Errc::kIo) {
+      // Something that is not a lock file at a lock's name (a folder, a link): the entry
+      // is passed over and the pass goes on; doctor names the file.
+      log_->warn("entry lock cannot be taken, its entry is passed over entry={} error=\"{}\"",
+                 row.cache_name, e.what());
+      action.reason += "; skipped: its lock cannot be taken: " + std::string(e.what());
+    } else {
+      action.reason += "; skipped: image busy";
+    }
     return action;
   }
+  return std::nullopt;
+}
+
+EvictAction CacheImpl::EvictLocked(index::EntryRow row, const std::string& kind,
+                                   const std::string& reason, VictimLocks held) {
+  EvictAction action{kind, row.image_id, row.cache_name, AccountedBytes(row), reason, false};
   if (row.state == index::State::kReady) {
     if (!WithIndex([&](index::Index& ix) {
           return ix.TransitionEntry(row.id, index::State::kReady, index::State::kEvicting, owner_);
@@ -121,8 +176,8 @@ EvictAction CacheImpl::EvictEntry(index::EntryRow row, const std::string& kind,
     Failpoint("before_delete_row");
     WithIndex([&](index::Index& ix) { ix.DeleteEntry(row.id); });
     // The image is no longer cached: its locks go with it (a refill makes new ones).
-    locks.Discard();
-    if (use) use->Discard();
+    held.image.Discard();
+    if (held.use) held.use->Discard();
     log_->info("entry evicted image={} entry={} kind={} bytes={}", row.image_id, row.cache_name,
                kind, action.bytes);
   }
@@ -242,6 +297,7 @@ void CacheImpl::EnforceLimits(std::optional<uint64_t> incoming, int64_t exclude_
                            ? "over max_count " + std::to_string(c.max_count)
                            : "over max_size_gb " + std::to_string(c.max_size_gb);
   uint64_t freed = 0;
+  std::vector<Victim> victims;
   for (int64_t id : plan.victims) {
     auto it = by_id.find(id);
     if (it == by_id.end()) continue;  // removed meanwhile
@@ -253,10 +309,13 @@ void CacheImpl::EnforceLimits(std::optional<uint64_t> incoming, int64_t exclude_
       }
       continue;
     }
-    auto action = EvictEntry(row, "evict", reason, false);
+    victims.push_back({row, "evict", reason});
+  }
+  const auto done = EvictEntries(victims);
+  for (size_t i = 0; i < done.size(); ++i) {
     // What the free-space floor may count as given back (a deferred entry frees nothing).
-    if (action.done && action.kind == "evict") freed += row.allocated_bytes;
-    if (actions) actions->push_back(action);
+    if (done[i].done && done[i].kind == "evict") freed += victims[i].row.allocated_bytes;
+    if (actions) actions->push_back(done[i]);
   }
   if (!plan.limits_hold) {
     log_->warn("cache limits cannot hold: the rest is busy bytes={} count={}", plan.bytes_after,

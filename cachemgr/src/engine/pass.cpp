@@ -143,6 +143,7 @@ void CacheImpl::CheckSourceForEntries(bool dry_run, std::vector<EvictAction>* ac
   bool listing_failed = false;
   const auto listed =
       any ? ListSourceForCheck(&listing_failed) : std::map<std::string, source::ImageMeta>{};
+  std::vector<Victim> victims;
   for (const auto& row : rows) {
     if (row.pinned || row.state != index::State::kReady) continue;
     const auto verdict = JudgeBySource(row, listed, listing_failed);
@@ -151,9 +152,10 @@ void CacheImpl::CheckSourceForEntries(bool dry_run, std::vector<EvictAction>* ac
       actions->push_back(
           {verdict.kind, row.image_id, row.cache_name, AccountedBytes(row), verdict.reason, false});
     } else {
-      actions->push_back(EvictEntry(row, verdict.kind, verdict.reason, false));
+      victims.push_back({row, verdict.kind, verdict.reason});
     }
   }
+  for (auto& action : EvictEntries(victims)) actions->push_back(std::move(action));
 }
 
 std::map<std::string, source::ImageMeta> CacheImpl::ListSourceForCheck(bool* failed) {
