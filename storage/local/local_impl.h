@@ -191,9 +191,9 @@ struct LocalBackend::Impl {
   std::vector<Overlay> UsersOf(const fs::path& file, const std::vector<Overlay>& overlays) const;
   // Removal batches (Backend::BeginRemovals): each holds the paths of its images and one
   // fresh look at the overlays, taken on the first question about one of them after the
-  // batch began (so after their locks were taken) and taken again once it is older than
-  // it took to make (kHeldLookMin at least): a removal is never decided on a look much
-  // older than the one a scan of its own would give.
+  // batch began (so after their locks were taken) and taken again once it is older, from
+  // its end, than it took to make: a removal is never decided on a look more than twice as
+  // old as the one a scan of its own would give.
   struct HeldLook {
     std::vector<std::string> paths;  // sorted
     std::optional<std::vector<Overlay>> overlays;
@@ -209,6 +209,9 @@ struct LocalBackend::Impl {
   // After a file was removed: every batch's look forgets it as an overlay. nullopt, after
   // a move that renamed or rebased overlays: the looks are dropped (taken anew).
   void ForgetInLooks(const std::optional<fs::path>& removed) const;
+  // After the image at `from` moved to the trash folder `trash_id`: an overlay it was is
+  // one there still, using the same backing file.
+  void MovedInLooks(const fs::path& from, const std::string& trash_id) const;
   bool ReachesStable(const Overlay& user, const fs::path& file) const;
   Sidecar SidecarOf(const Overlay& o) const;
   void Rebase(const fs::path& overlay, const fs::path& new_backing,
@@ -223,7 +226,8 @@ struct LocalBackend::Impl {
   // local_trash.cpp: the two ways Remove takes an image away.
   std::string TrashedCopyOf(const fs::path& file, const std::string& name) const;
   void RemoveUnused(const ImageRef& ref, std::vector<Overlay> overlays);
-  void MoveToTrash(const ImageRef& ref, const std::vector<Overlay>& users);
+  // Returns the trash folder's id.
+  std::string MoveToTrash(const ImageRef& ref, const std::vector<Overlay>& users);
 };
 
 }  // namespace cachemgr::storage

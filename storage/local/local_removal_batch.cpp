@@ -12,8 +12,6 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
-// A look is kept at least this long, and otherwise as long as it took to make.
-constexpr auto kHeldLookMin = std::chrono::seconds(1);
 // Images a batch holds: their locks are held while it lasts (a few seconds at most), and a
 // hit on one of them waits for it.
 constexpr size_t kRemovalBatchLimit = 32;
@@ -60,8 +58,9 @@ std::vector<Overlay> LocalBackend::Impl::OverlaysFor(const fs::path& path, Scan 
     for (const auto& [id, look] : held) {
       if (!std::binary_search(look.paths.begin(), look.paths.end(), path.native())) continue;
       batch = id;
-      if (look.overlays && SteadyClock::now() - look.taken < std::max<SteadyClock::duration>(
-                                                                 kHeldLookMin, look.took)) {
+      // As old as it took to make, counted from its end: a file the scan read first was
+      // then already that old, as it is for a removal that scans for itself.
+      if (look.overlays && SteadyClock::now() - look.taken < look.took) {
         if (from_batch) *from_batch = true;
         return *look.overlays;
       }
@@ -76,8 +75,6 @@ std::vector<Overlay> LocalBackend::Impl::OverlaysFor(const fs::path& path, Scan 
   const auto end = SteadyClock::now();
   std::lock_guard lock(held_mu);
   if (auto it = held.find(*batch); it != held.end()) {
-    // Its age counts from its end: a file the scan read first is then already as old as
-    // the scan took, as it is for a removal that scans for itself.
     it->second.overlays = overlays;
     it->second.taken = end;
     it->second.took = end - start;
@@ -95,6 +92,19 @@ void LocalBackend::Impl::ForgetInLooks(const std::optional<fs::path>& removed) c
       continue;
     }
     std::erase_if(*look.overlays, [&](const Overlay& o) { return o.path == *removed; });
+  }
+}
+
+void LocalBackend::Impl::MovedInLooks(const fs::path& from, const std::string& trash_id) const {
+  std::lock_guard lock(held_mu);
+  for (auto& [id, look] : held) {
+    if (!look.overlays) continue;
+    for (auto& o : *look.overlays) {
+      if (o.path != from) continue;
+      o.path = TrashDir() / trash_id / "image";
+      o.ref.reset();
+      o.trash_id = trash_id;
+    }
   }
 }
 

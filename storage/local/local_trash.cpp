@@ -92,8 +92,12 @@ RemoveOutcome LocalBackend::Remove(const ImageRef& ref) {
   bool from_batch = false;
   auto overlays = impl_->OverlaysFor(path, Impl::Scan::kFresh, &from_batch);  // decides an unlink
   auto users = impl_->UsersOf(path, overlays);
-  if (!users.empty() && from_batch) {
-    // A move to the trash rebases users by their paths now: decided on a look of its own.
+  if (from_batch && std::any_of(users.begin(), users.end(), [&](const Overlay& o) {
+        return !impl_->ReachesStable(o, path);
+      })) {
+    // A move to the trash rebases users that name the file by another name than its
+    // stable link, by the paths they have now: decided on a look of its own. The cache's
+    // own clones name the stable link, which does not move: nothing of theirs is rewritten.
     overlays = impl_->ScanOverlays(Impl::Scan::kFresh);
     users = impl_->UsersOf(path, overlays);
   }
@@ -102,8 +106,7 @@ RemoveOutcome LocalBackend::Remove(const ImageRef& ref) {
     impl_->ForgetInLooks(path);
     return RemoveOutcome::kRemoved;
   }
-  impl_->MoveToTrash(ref, users);
-  impl_->ForgetInLooks(std::nullopt);
+  impl_->MovedInLooks(path, impl_->MoveToTrash(ref, users));
   return RemoveOutcome::kTrashed;
 }
 
@@ -125,7 +128,8 @@ void LocalBackend::Impl::RemoveUnused(const ImageRef& ref, std::vector<Overlay> 
 // other tools against the name are repointed (header only) at the trash. The file is
 // linked into the trash before they move and unlinked after, so every overlay's
 // backing file exists at every step.
-void LocalBackend::Impl::MoveToTrash(const ImageRef& ref, const std::vector<Overlay>& users) {
+std::string LocalBackend::Impl::MoveToTrash(const ImageRef& ref,
+                                            const std::vector<Overlay>& users) {
   const auto path = PathOf(ref);
   Sidecar s = Load(ref);
   std::string format = Format(ref, s);
@@ -162,6 +166,7 @@ void LocalBackend::Impl::MoveToTrash(const ImageRef& ref, const std::vector<Over
   DropSidecar(ref);
   FsyncDir(path.parent_path());
   log->info("trashed image={} trash_id={} overlays={}", RefName(ref), id, users.size());
+  return id;
 }
 
 std::vector<TrashEntry> LocalBackend::ListTrash() {

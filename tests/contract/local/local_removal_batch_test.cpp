@@ -69,11 +69,11 @@ TEST_CASE("a batch's look older than its limit is taken anew before a removal") 
   TwoBases f("local-batch-age");
   auto batch = f.b->BeginRemovals({f.a});
   CHECK(f.b->Children({f.a, "snap"}).empty());  // a look of a small root: milliseconds
-  std::this_thread::sleep_for(std::chrono::milliseconds(1300));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
   const fs::path foreign = f.b->PathOf({f.b->volume_pool(), "late-disk"});
   ForeignOverlay(f.b->PathOf(f.a), foreign);
-  // The look is older than it took to make and than a second: the overlay made since is
-  // seen, and the base kept for it.
+  // The look is older than it took to make: the overlay made since is seen, and the base
+  // kept for it.
   CHECK(f.Evict(f.a) == storage::RemoveOutcome::kTrashed);
   CHECK(QemuCompare(foreign, "qcow2", f.src_a) == 0);
 }
@@ -108,6 +108,25 @@ TEST_CASE("a batch's look forgets what the batch removed and keeps what it did n
   CHECK(f.Evict(f.a) == storage::RemoveOutcome::kRemoved);
   CHECK(f.Evict(f.c) == storage::RemoveOutcome::kRemoved);
   CHECK(f.b->ListTrash().empty());
+}
+
+TEST_CASE("an image the batch moved to the trash still uses its base in the batch's look") {
+  TwoBases f("local-batch-moved");
+  // `mid`: an image cloned from `a` that has a clone of its own, as a chain of entries.
+  const ImageRef mid{f.b->entry_pool(), "d94a8fe5ccb19ba61c4c0873d391e987982fbbd3"};
+  f.b->Clone({f.a, "snap"}, mid);
+  SnapAndProtect(*f.b, mid);
+  const ImageRef vol{f.b->volume_pool(), "vm-disk"};
+  f.b->Clone({mid, "snap"}, vol);
+  auto batch = f.b->BeginRemovals({mid, f.a});
+  CHECK(f.b->Children({mid, "snap"}) == std::vector<ImageRef>{vol});
+  // Its only user names its stable link: moved to the trash on the batch's look.
+  CHECK(f.b->Remove(mid) == storage::RemoveOutcome::kTrashed);
+  // In the trash it still reads through `a`: `a` keeps its clone and cannot go.
+  CHECK(f.b->Children({f.a, "snap"}).size() == 1);
+  CHECK_THROWS(f.b->UnprotectSnapshot({f.a, "snap"}));
+  CHECK(f.b->Remove(f.a) == storage::RemoveOutcome::kTrashed);
+  CHECK(QemuCompare(f.b->PathOf(vol), "qcow2", f.src_a) == 0);
 }
 
 }  // namespace
