@@ -380,14 +380,18 @@ class CacheImpl final : public Cache {
   };
   EntryClones FindClones(const index::EntryRow& row, const storage::ImageRef& ref,
                          const storage::SnapRef& snap);
-  bool RemoveUnlessCloned(const index::EntryRow& row, const storage::ImageRef& ref,
-                          const storage::SnapRef& snap);
+  // Removes the entry's object: kRemoved, kTrashed (kept in the trash for users that are
+  // no clones of its snapshot), or nullopt when a clone made meanwhile keeps it.
+  std::optional<storage::RemoveOutcome> RemoveUnlessCloned(const index::EntryRow& row,
+                                                           const storage::ImageRef& ref,
+                                                           const storage::SnapRef& snap);
   void DeferEntry(index::EntryRow* row, const EntryClones& clones, EvictAction* action);
   // Removes an image and all its snapshots; the failpoints are those of eviction.
-  void RemoveImageFully(const storage::ImageRef& ref);
+  // kTrashed: something still reads it (local: a disk another tool made on the file).
+  storage::RemoveOutcome RemoveImageFully(const storage::ImageRef& ref);
   // RemoveImageFully for an object a dead owner left (no live owner may hold it): the
   // watches its killed client left are cut off rather than waited out.
-  void RemoveLeftObject(const storage::ImageRef& ref);
+  storage::RemoveOutcome RemoveLeftObject(const storage::ImageRef& ref);
   // Evicts LRU entries until the limits hold with `incoming` bytes admitted.
   void EnforceLimits(std::optional<uint64_t> incoming, int64_t exclude_id, bool dry_run,
                      std::vector<EvictAction>* actions);

@@ -26,12 +26,13 @@ constexpr size_t kLruPage = 64;
 constexpr auto kLockedUseWait = std::chrono::minutes(30);
 }  // namespace
 
-void CacheImpl::RemoveImageFully(const storage::ImageRef& ref) {
+storage::RemoveOutcome CacheImpl::RemoveImageFully(const storage::ImageRef& ref) {
+  auto outcome = storage::RemoveOutcome::kRemoved;
   if (!backend_->Exists(ref)) {
     // Nothing at the name; the remove still takes what a kill may have left of it (a
     // local sidecar written before its image).
     IgnoreNotFound([&] { backend_->Remove(ref); });
-    return;
+    return outcome;
   }
   for (const auto& snap : backend_->ListSnapshots(ref)) {
     storage::SnapRef sref{ref, snap.name};
@@ -42,14 +43,16 @@ void CacheImpl::RemoveImageFully(const storage::ImageRef& ref) {
     IgnoreNotFound([&] { backend_->RemoveSnapshot(sref); });
     Failpoint("after_remove_snapshot");
   }
-  IgnoreNotFound([&] { backend_->Remove(ref); });
+  // Trashed even without a snapshot: disks other tools made on the file (local backend)
+  // are no clones of a snapshot, yet they read it.
+  IgnoreNotFound([&] { outcome = backend_->Remove(ref); });
   Failpoint("after_remove_image");
+  return outcome;
 }
 
-void CacheImpl::RemoveLeftObject(const storage::ImageRef& ref) {
+storage::RemoveOutcome CacheImpl::RemoveLeftObject(const storage::ImageRef& ref) {
   try {
-    RemoveImageFully(ref);
-    return;
+    return RemoveImageFully(ref);
   } catch (const Error& e) {
     if (e.code() != Errc::kBusy) throw;
     // Watched by the client killed with it open: cut that off, then remove (the OSDs
@@ -58,8 +61,7 @@ void CacheImpl::RemoveLeftObject(const storage::ImageRef& ref) {
   }
   for (auto wait = std::chrono::milliseconds(50);; wait *= 2) {
     try {
-      RemoveImageFully(ref);
-      return;
+      return RemoveImageFully(ref);
     } catch (const Error& e) {
       if (e.code() != Errc::kBusy || wait > std::chrono::seconds(3)) throw;
     }
@@ -167,9 +169,16 @@ EvictAction CacheImpl::EvictLocked(index::EntryRow row, const std::string& kind,
     action.done = true;
     return action;
   }
-  const EntryClones clones = FindClones(row, ref, snap);
+  EntryClones clones = FindClones(row, ref, snap);
   bool deferred = clones.count > 0 || clones.in_trash;
-  if (!deferred) deferred = !RemoveUnlessCloned(row, ref, snap);
+  if (!deferred) {
+    const auto removal = RemoveUnlessCloned(row, ref, snap);
+    deferred = removal != storage::RemoveOutcome::kRemoved;
+    // Moved to the trash by the removal itself, for users that are no clones of its
+    // snapshot (disks other tools made on it): deferred like a cloned entry, so that its
+    // trash folder stays the cache's and is purged once they are gone.
+    clones.in_trash = removal == storage::RemoveOutcome::kTrashed;
+  }
   if (deferred) {
     DeferEntry(&row, clones, &action);
   } else {
@@ -210,14 +219,13 @@ CacheImpl::EntryClones CacheImpl::FindClones(const index::EntryRow& row,
   return clones;
 }
 
-bool CacheImpl::RemoveUnlessCloned(const index::EntryRow& row, const storage::ImageRef& ref,
-                                   const storage::SnapRef& snap) {
+std::optional<storage::RemoveOutcome> CacheImpl::RemoveUnlessCloned(
+    const index::EntryRow& row, const storage::ImageRef& ref, const storage::SnapRef& snap) {
   try {
     // An eviction a dead owner began: its killed client's watches are cut off.
     const bool left = row.state == index::State::kEvicting && row.owner != owner_ &&
                       !OwnerAlive(row.owner);
-    left ? RemoveLeftObject(ref) : RemoveImageFully(ref);
-    return true;
+    return left ? RemoveLeftObject(ref) : RemoveImageFully(ref);
   } catch (const Error& e) {
     // A clone made (on this host or another) between the children check and the
     // unprotect or snapshot removal keeps it: the clone is attached, so the image goes
@@ -230,7 +238,7 @@ bool CacheImpl::RemoveUnlessCloned(const index::EntryRow& row, const storage::Im
       // The snapshot is gone (moved to the trash namespace with its clone): Remove decides.
     }
     if (!children_now) throw;
-    return false;
+    return std::nullopt;
   }
 }
 
@@ -243,8 +251,11 @@ void CacheImpl::DeferEntry(index::EntryRow* row, const EntryClones& clones, Evic
   row->owner.clear();
   WithIndex([&](index::Index& ix) { ix.UpdateEntry(*row); });
   action->kind = "defer";
-  action->reason += "; kept for " + std::to_string(clones.count) + " clone(s)" +
-                    (outcome == storage::RemoveOutcome::kTrashed ? " in the trash" : "");
+  const bool trashed = outcome == storage::RemoveOutcome::kTrashed;
+  action->reason += clones.count == 0 && trashed
+                        ? "; kept in the trash for the disks still reading it"
+                        : "; kept for " + std::to_string(clones.count) + " clone(s)" +
+                              (trashed ? " in the trash" : "");
   log_->info("entry deferred image={} entry={} clones={} bytes={}", row->image_id,
              row->cache_name, clones.count, action->bytes);
 }

@@ -552,9 +552,13 @@ std::optional<index::EntryRow> CacheImpl::AdoptOrphan(const std::string& name,
     has_children = !backend_->Children({ref, kSnapName}).empty();
   } catch (const Error&) {
   }
-  if (has_children) {
-    // A pinned row keeps the record of it, so the pass purges it (by its identity) once
-    // its clones are gone.
+  // Moved to the trash for its clones, or by the removal itself for what else reads it
+  // (a disk another tool made on the file): either way a pinned row keeps the record of
+  // it, so the pass purges it (by its identity) once nothing reads it.
+  const bool trashed = has_children
+                           ? backend_->Remove(ref) == storage::RemoveOutcome::kTrashed
+                           : RemoveLeftObject(ref) == storage::RemoveOutcome::kTrashed;
+  if (trashed) {
     index::EntryRow pinned = row.value_or(index::EntryRow{});
     pinned.backend = backend_kind_;
     pinned.pool = location_;
@@ -564,10 +568,7 @@ std::optional<index::EntryRow> CacheImpl::AdoptOrphan(const std::string& name,
     pinned.state = index::State::kReady;
     pinned.identity = own.identity;
     pinned.pinned = true;
-    backend_->Remove(ref);
     WithIndex([&](index::Index& ix) { ix.InsertEntry(pinned); });
-  } else {
-    RemoveLeftObject(ref);
   }
   log_->info("removed orphan entry image={} entry={}", row ? row->image_id : "", name);
   if (actions) {

@@ -36,11 +36,32 @@ void CacheImpl::CleanupLeftover(const index::EntryRow& row, std::vector<EvictAct
     } catch (const Error& e) {
       if (e.code() != Errc::kNotFound) throw;
     }
-    RemoveLeftObject(EntryRef(row.cache_name));
+    const bool trashed =
+        RemoveLeftObject(EntryRef(row.cache_name)) == storage::RemoveOutcome::kTrashed;
     ForgetRelayOf(row.cache_name, true);
     backend_->RemoveDanglingName(EntryRef(row.cache_name), "");  // see GcVolumes
     if (!staging_identity.empty()) {
       backend_->RemoveDanglingName(EntryRef(EntryName(row.image_id)), staging_identity);
+    }
+    if (trashed) {
+      // Something still reads it (a disk another tool made on the file): it waits in the
+      // trash, recorded by its row, now pinned, until the pass purges it.
+      index::EntryRow pinned = row;
+      pinned.state = index::State::kReady;
+      pinned.pinned = true;
+      pinned.owner.clear();
+      pinned.identity = staging_identity;
+      WithIndex([&](index::Index& ix) { ix.UpdateEntry(pinned); });
+      ShareDeferred(pinned, AccountedBytes(pinned));
+      log_->info("half-made entry kept in the trash for what reads it image={} staging={}",
+                 row.image_id, row.cache_name);
+      if (actions) {
+        actions->push_back({"defer", row.image_id, row.cache_name, 0,
+                            "fill by " + row.owner +
+                                " did not finish; kept in the trash for the disks still reading it",
+                            true});
+      }
+      return;
     }
   }
   WithIndex([&](index::Index& ix) { ix.DeleteEntry(row.id); });
