@@ -170,7 +170,10 @@ struct LocalBackend::Impl {
   mutable std::mutex headers_mu;
   mutable std::unordered_map<std::string, DirSeen> headers;  // by directory path
   mutable uint64_t scans = 0;
-  // Overlays among the regular files of `dir` (`pool` set for a pool's folder).
+  // Overlays among the regular files of `dir` (`pool` set for a pool's folder). kTree:
+  // dot-named files too and every folder below (not through links), as disks other tools
+  // make may sit anywhere under a pool's folder; a pool's own `.meta` holds sidecars only.
+  enum class Walk { kFlat, kTree };
   // kRemembered answers from the headers read before where the stat is unchanged; a
   // decision that deletes or moves a file a user may name (Remove, PurgeTrash,
   // SweepStable, Rename) scans kFresh: every header read now. A stat can miss a change
@@ -178,7 +181,7 @@ struct LocalBackend::Impl {
   // so a remembered scan may only ever say "in use" too seldom where nothing is lost.
   enum class Scan { kRemembered, kFresh };
   void ScanDir(const fs::path& dir, const std::optional<std::string>& pool, Scan mode,
-               std::vector<Overlay>* out) const;
+               std::vector<Overlay>* out, Walk walk = Walk::kFlat, int depth = 0) const;
   // The backing name of a qcow2 overlay: lexically normal, and as qemu opens it.
   struct BackingNames {
     fs::path normal;

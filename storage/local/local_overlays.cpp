@@ -34,6 +34,8 @@ constexpr time_t kSettledSeconds = 2;
 // rewrites it in place (same inode) and only its times tell. A header that was not qcow2
 // is read again after kRecheckSeconds whatever its stat says.
 constexpr int64_t kRecheckSeconds = 60;
+// Folders below a pool's folder the scan walks into (a loop through bind mounts ends).
+constexpr int kMaxTreeDepth = 16;
 
 int64_t SteadySeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -89,7 +91,8 @@ std::optional<LocalBackend::Impl::BackingNames> LocalBackend::Impl::BackingOf(
 }
 
 void LocalBackend::Impl::ScanDir(const fs::path& dir, const std::optional<std::string>& pool,
-                                 Scan mode, std::vector<Overlay>* out) const {
+                                 Scan mode, std::vector<Overlay>* out, Walk walk,
+                                 int depth) const {
   const UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (fd.get() < 0) return;
   const int dup_fd = ::dup(fd.get());
@@ -100,30 +103,54 @@ void LocalBackend::Impl::ScanDir(const fs::path& dir, const std::optional<std::s
   }
   DirSeen& seen = headers[dir.native()];
   size_t listed = 0;
+  std::vector<std::string> folders;  // kTree: walked after this folder's files
+  const bool tree = walk == Walk::kTree;
   while (const struct dirent* e = ::readdir(d)) {
     const std::string_view name(e->d_name);
-    if (name.empty() || name[0] == '.') continue;
-    // Folders and the like are never overlays; a symlink or an unknown type is stat'ed.
-    if (e->d_type != DT_REG && e->d_type != DT_LNK && e->d_type != DT_UNKNOWN) continue;
+    if (name.empty() || name == "." || name == "..") continue;
+    const bool dotted = name[0] == '.';
+    if (dotted && !tree) continue;
+    auto type = e->d_type;
+    if (type == DT_UNKNOWN && tree) {
+      struct stat st {};
+      const std::string name_z(name);
+      if (::fstatat(fd.get(), name_z.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
+        type = DT_DIR;
+    }
+    if (type == DT_DIR) {
+      // A pool's `.meta` holds the cache's sidecars (a folder of its own, never a link).
+      if (tree && !(pool && name == ".meta")) folders.emplace_back(name);
+      continue;
+    }
+    // Others than files are never overlays; a symlink or an unknown type is stat'ed.
+    if (type != DT_REG && type != DT_LNK && type != DT_UNKNOWN) continue;
     ++listed;
     if (auto backing = BackingOf(&seen, fd.get(), dir, name, mode)) {
-      out->push_back(
-          {dir / name,
-           backing->normal,
-           pool ? std::optional<ImageRef>(ImageRef{*pool, std::string(name)}) : std::nullopt,
-           {},
-           RealPath(backing->as_opened)});
+      // A pool's image is a file of a name the cache gives; a dot-named one is not.
+      out->push_back({dir / name,
+                      backing->normal,
+                      pool && !dotted ? std::optional<ImageRef>(ImageRef{*pool, std::string(name)})
+                                      : std::nullopt,
+                      {},
+                      RealPath(backing->as_opened)});
     }
   }
   ::closedir(d);
+  if (depth >= kMaxTreeDepth && !folders.empty()) {
+    log->warn("overlay scan stops {} folders deep: disks below are not seen dir={}", depth,
+              dir.string());
+    folders.clear();
+  }
+  for (const auto& f : folders) ScanDir(dir / f, std::nullopt, mode, out, walk, depth + 1);
   // Files gone since (removed entries) are forgotten once they add up.
   if (seen.size() > 2 * listed + 1024) {
     std::erase_if(seen, [&](const auto& kv) { return kv.second.scan != scans; });
   }
 }
 
-// Every qcow2 file under the root with a backing file: the pools and the trash. Nova's
-// image cache manager decides what a base is used by the same way.
+// Every qcow2 file under the root with a backing file: the pools' folders and every
+// folder below them, and the trash. Nova's image cache manager decides what a base is
+// used by the same way (it reads the instance folders' disks).
 std::vector<Overlay> LocalBackend::Impl::ScanOverlays(Scan mode) const {
   std::vector<Overlay> out;
   std::lock_guard lock(headers_mu);
@@ -132,7 +159,7 @@ std::vector<Overlay> LocalBackend::Impl::ScanOverlays(Scan mode) const {
   for (const auto& pool : fs::directory_iterator(root, ec)) {
     auto pool_name = pool.path().filename().string();
     if (!pool.is_directory() || pool_name.empty() || pool_name[0] == '.') continue;
-    ScanDir(pool.path(), pool_name, mode, &out);
+    ScanDir(pool.path(), pool_name, mode, &out, Walk::kTree);
   }
   for (const auto& dir : fs::directory_iterator(TrashDir(), ec)) {
     std::vector<Overlay> found;

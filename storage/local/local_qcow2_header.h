@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <string>
 
 namespace cachemgr::storage {
 
@@ -16,6 +17,11 @@ struct Qcow2Header {
   // symlinks left for the kernel to resolve (lexically, `link/..` is not `link`'s parent).
   std::optional<std::filesystem::path> backing_as_opened;
 };
+
+// The local file a backing name reaches: the name itself, the path after "file:", or the
+// filename a "json:{...}" name gives; nullopt for other protocols (nbd:, http:, ...). A
+// relative name stays relative (the header's reader joins it to the overlay's folder).
+std::optional<std::string> LocalFileOfBackingName(const std::string& name);
 
 // The magic, virtual size and backing file name of the file at `path`; is_qcow2 false
 // when it cannot be read or is not qcow2.

@@ -101,7 +101,10 @@ RemoveOutcome LocalBackend::Remove(const ImageRef& ref) {
     overlays = impl_->ScanOverlays(Impl::Scan::kFresh);
     users = impl_->UsersOf(path, overlays);
   }
-  if (users.empty()) {
+  // A move to the trash a kill cut short left this very file in a trash folder too: the
+  // move is finished (its record is the trash's, which the caller's pass purges once
+  // nothing reads it), never the name unlinked under a folder nobody would purge.
+  if (users.empty() && impl_->TrashedCopyOf(path, ref.name).empty()) {
     impl_->RemoveUnused(ref, std::move(overlays));
     impl_->ForgetInLooks(path);
     return RemoveOutcome::kRemoved;

@@ -114,5 +114,68 @@ TEST_CASE("a dead fill's staging image a disk another tool made reads waits in t
   CHECK(env.SameData("a1", a));
 }
 
+TEST_CASE("an eviction killed right after its move to the trash: the next pass records the "
+          "object there and purges it once nothing reads it") {
+  for (const bool disk_stays : {false, true}) {
+    CAPTURE(disk_stays);
+    Env env;
+    auto& local = dynamic_cast<storage::LocalBackend&>(*env.backend);
+    const auto a = env.AddImage(8 * kMiB, 4);
+    const auto b = env.AddImage(8 * kMiB, 5);
+    {
+      auto cache = env.Open();
+      cache->CreateVolume({.image_id = a, .volume = "a1"});
+      cache->DeleteVolume("a1");
+    }
+    const fs::path disk =
+        ForeignDisk(env, local.PathOf({env.backend->entry_pool(), engine::EntryName(a)}), "inst-3");
+    // b's miss evicts a, whose file the disk reads: moved to the trash, then killed.
+    const int status = env.RunChild({"create:" + b + ":b1"}, "after_remove_image", 1);
+    REQUIRE(WIFSIGNALED(status));
+    REQUIRE(env.backend->ListTrash().size() == 1);
+    if (!disk_stays) fs::remove(disk);
+
+    env.options.cache.max_count = 1;
+    auto cache = env.Open();
+    cache->RunEvictionPass({});
+    if (disk_stays) {
+      CHECK(ReadsImage(env, disk, a));
+      CHECK(env.backend->ListTrash().size() == 1);
+      CHECK(env.CountRows("SELECT count(*) FROM entries WHERE pinned != 0") == 1);
+      fs::remove(disk);
+      cache->RunEvictionPass({});
+    }
+    CHECK(env.backend->ListTrash().empty());
+    CHECK(env.CountRows("SELECT count(*) FROM entries WHERE pinned != 0") == 0);
+    CHECK(cache->GetStats().pinned_bytes == 0);
+  }
+}
+
+TEST_CASE("a dead fill's staging image whose removal was killed after its move to the trash is "
+          "recorded by the next pass and purged once nothing reads it") {
+  Env env;
+  auto& local = dynamic_cast<storage::LocalBackend&>(*env.backend);
+  const auto a = env.AddImage(8 * kMiB, 6);
+  REQUIRE(WIFSIGNALED(env.RunChild({"create:" + a + ":va"}, "after_fetch")));
+  std::string staging;
+  for (const auto& name : env.EntryObjects())
+    if (name.starts_with("staging-")) staging = name;
+  REQUIRE_FALSE(staging.empty());
+  const fs::path disk =
+      ForeignDisk(env, local.PathOf({env.backend->entry_pool(), staging}), "inst-4");
+  REQUIRE(WIFSIGNALED(env.RunChild({"pass"}, "after_remove_image")));
+  REQUIRE(env.backend->ListTrash().size() == 1);
+
+  auto cache = env.Open();
+  cache->RunEvictionPass({});
+  CHECK(ReadsImage(env, disk, a));
+  CHECK(env.backend->ListTrash().size() == 1);
+  CHECK(env.CountRows("SELECT count(*) FROM entries WHERE pinned != 0") == 1);
+  fs::remove(disk);
+  cache->RunEvictionPass({});
+  CHECK(env.backend->ListTrash().empty());
+  CHECK(env.CountRows("SELECT count(*) FROM entries") == 0);
+}
+
 }  // namespace
 }  // namespace cachemgr::test

@@ -378,6 +378,10 @@ class CacheImpl final : public Cache {
     size_t count = 0;       // clones of its snapshot seen
     bool in_trash = false;  // already in the trash, kept there for its clones
   };
+  // The trash entry of the object `name` that has `identity` (empty: one of that name
+  // that still has clones; `any`: any of that name), if one is in the trash.
+  std::optional<storage::TrashEntry> TrashedCopy(const std::string& name,
+                                                 const std::string& identity, bool any = false);
   EntryClones FindClones(const index::EntryRow& row, const storage::ImageRef& ref,
                          const storage::SnapRef& snap);
   // Removes the entry's object: kRemoved, kTrashed (kept in the trash for users that are

@@ -211,12 +211,22 @@ CacheImpl::EntryClones CacheImpl::FindClones(const index::EntryRow& row,
     }
   }
   if (clones.count == 0 && !backend_->Exists(ref)) {
-    // A crash after the move to the trash: the object lives on there for its clones.
-    for (const auto& t : backend_->ListTrash()) {
-      if (t.original.name == row.cache_name && t.has_children) clones.in_trash = true;
-    }
+    // A crash after the move to the trash: the object lives on there, for its clones or
+    // for what else read it when it moved. That very object (its identity) is deferred
+    // whatever reads it now, so that the purge takes it; rows without an identity (made
+    // before identities were recorded) by name, when it still has clones.
+    clones.in_trash = TrashedCopy(row.cache_name, row.identity).has_value();
   }
   return clones;
+}
+
+std::optional<storage::TrashEntry> CacheImpl::TrashedCopy(const std::string& name,
+                                                          const std::string& identity, bool any) {
+  for (auto& t : backend_->ListTrash()) {
+    if (t.original.name != name) continue;
+    if (any || (identity.empty() ? t.has_children : t.identity == identity)) return std::move(t);
+  }
+  return std::nullopt;
 }
 
 std::optional<storage::RemoveOutcome> CacheImpl::RemoveUnlessCloned(

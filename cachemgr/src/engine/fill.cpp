@@ -554,21 +554,26 @@ std::optional<index::EntryRow> CacheImpl::AdoptOrphan(const std::string& name,
   }
   // Moved to the trash for its clones, or by the removal itself for what else reads it
   // (a disk another tool made on the file): either way a pinned row keeps the record of
-  // it, so the pass purges it (by its identity) once nothing reads it.
+  // it, so the pass purges it (by its identity) once nothing reads it. The row goes in
+  // first: a kill after the move leaves it, and one before leaves a row the purge drops
+  // (its object is not in the trash) and the orphan for the next pass.
+  index::EntryRow pinned = row.value_or(index::EntryRow{});
+  pinned.backend = backend_kind_;
+  pinned.pool = location_;
+  if (pinned.image_id.empty()) pinned.image_id = name;
+  pinned.cache_name = name;
+  pinned.snap_name = kSnapName;
+  pinned.state = index::State::kReady;
+  pinned.identity = own.identity;
+  pinned.pinned = true;
+  pinned.id = WithIndex([&](index::Index& ix) { return ix.InsertEntry(pinned); });
   const bool trashed = has_children
                            ? backend_->Remove(ref) == storage::RemoveOutcome::kTrashed
                            : RemoveLeftObject(ref) == storage::RemoveOutcome::kTrashed;
   if (trashed) {
-    index::EntryRow pinned = row.value_or(index::EntryRow{});
-    pinned.backend = backend_kind_;
-    pinned.pool = location_;
-    if (pinned.image_id.empty()) pinned.image_id = name;
-    pinned.cache_name = name;
-    pinned.snap_name = kSnapName;
-    pinned.state = index::State::kReady;
-    pinned.identity = own.identity;
-    pinned.pinned = true;
-    WithIndex([&](index::Index& ix) { ix.InsertEntry(pinned); });
+    ShareDeferred(pinned, AccountedBytes(pinned));
+  } else {
+    WithIndex([&](index::Index& ix) { ix.DeleteEntry(pinned.id); });
   }
   log_->info("removed orphan entry image={} entry={}", row ? row->image_id : "", name);
   if (actions) {

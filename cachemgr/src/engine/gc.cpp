@@ -36,8 +36,16 @@ void CacheImpl::CleanupLeftover(const index::EntryRow& row, std::vector<EvictAct
     } catch (const Error& e) {
       if (e.code() != Errc::kNotFound) throw;
     }
-    const bool trashed =
+    bool trashed =
         RemoveLeftObject(EntryRef(row.cache_name)) == storage::RemoveOutcome::kTrashed;
+    if (!trashed && staging_identity.empty()) {
+      // Killed after its move to the trash (for what read it): its random name is its own,
+      // so the object there is this fill's, and goes the same way.
+      if (auto t = TrashedCopy(row.cache_name, "", /*any=*/true)) {
+        trashed = true;
+        staging_identity = t->identity;
+      }
+    }
     ForgetRelayOf(row.cache_name, true);
     backend_->RemoveDanglingName(EntryRef(row.cache_name), "");  // see GcVolumes
     if (!staging_identity.empty()) {
