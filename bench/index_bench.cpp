@@ -24,6 +24,7 @@
 //               [--passes 3] --out FILE
 
 #include <fcntl.h>
+#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
@@ -70,6 +71,19 @@ void WriteFile(const std::filesystem::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << text;
   if (!out) throw std::runtime_error("cannot write " + path.string());
+}
+
+// BENCH_INDEX_LOG=FILE: the passes' debug log (each step's time) goes to FILE.
+std::shared_ptr<spdlog::logger> PassLogger() {
+  const char* file = std::getenv("BENCH_INDEX_LOG");
+  if (!file || !*file) return nullptr;
+  static auto logger = [&] {
+    auto l = std::make_shared<spdlog::logger>(
+        "cachemgr", std::make_shared<spdlog::sinks::basic_file_sink_mt>(file));
+    l->set_level(spdlog::level::debug);
+    return l;
+  }();
+  return logger;
 }
 
 Options PassOptions(const std::filesystem::path& dir, uint64_t max_count) {
@@ -207,7 +221,7 @@ void PassBench(const Args& args, Results* results) {
   std::vector<double> dry_ms, idle_ms;
   double first_ms = 0;
   {
-    auto cache = Cache::Open(PassOptions(dir, static_cast<uint64_t>(entries) + 1), nullptr);
+    auto cache = Cache::Open(PassOptions(dir, static_cast<uint64_t>(entries) + 1), PassLogger());
     for (long p = 0; p < passes; ++p) {
       const auto f = RunPass(*cache, true);
       if (f.planned + f.evicted + f.deferred != 0) throw std::runtime_error("dry run planned evictions");
@@ -237,7 +251,7 @@ void PassBench(const Args& args, Results* results) {
     if (fd < 0 || ::flock(fd, LOCK_EX | LOCK_NB) != 0) throw std::runtime_error("cannot hold " + path.string());
     held.push_back(fd);
   }
-  auto cache = Cache::Open(PassOptions(dir, static_cast<uint64_t>(entries - evict)), nullptr);
+  auto cache = Cache::Open(PassOptions(dir, static_cast<uint64_t>(entries - evict)), PassLogger());
   const auto plan = RunPass(*cache, true);
   const auto done = RunPass(*cache, false);
   for (int fd : held) ::close(fd);

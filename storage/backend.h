@@ -274,6 +274,15 @@ class Backend {
   virtual std::map<std::string, std::string> ReadTable(const std::string& table) = 0;
   virtual void WriteTable(const std::string& table, const std::map<std::string, std::string>& set,
                           const std::vector<std::string>& erase = {}) = 0;
+  // A stamp that differs after any WriteTable of `table` on any host, for a reader that
+  // skips a table unchanged since it last read all of it; "" when the backend cannot tell
+  // (then the table is read every time). Local: the table folder's inode and times, and
+  // only once they are older than the times can show a change in (2 s); a value edited in
+  // place, not renamed, changes no stamp.
+  virtual std::string TableStamp(const std::string& table) {
+    (void)table;
+    return "";
+  }
 
   // --- instant import (RBD: an import-only live migration; rbd_migration.cpp)
   // Makes `ref` at once as an import of `source_spec` (librbd's migration source spec:

@@ -311,7 +311,7 @@ void LocalBackend::Rename(const ImageRef& from, const std::string& to_name) {
   for (const auto& o : impl_->UsersOf(from_path, Impl::Scan::kFresh)) {
     // Ours reach the stable link, which does not move; others (by the old name, a
     // symlinked folder, a relative name) need the new name.
-    if (!impl_->ReachesStable(o, from_path)) impl_->Rebase(o.path, to_path, format);
+    if (!o.unknown && !impl_->ReachesStable(o, from_path)) impl_->Rebase(o.path, to_path, format);
     if (o.ref) {
       Sidecar cs = impl_->Load(*o.ref);
       if (cs.parent && cs.parent->image == from) {

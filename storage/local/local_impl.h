@@ -52,11 +52,24 @@ struct Overlay {
   // alone (UsersOf). Another hard link of the same file is another path: removing one
   // breaks nothing that reaches the other.
   fs::path backing_real;
+  // A backing name qemu opens from its own working directory (a relative "file:" or
+  // "json:" name): that relative name, lexically normal; it reaches every file whose path
+  // ends with it (UsersOf), as no one knows that directory.
+  fs::path backing_suffix;
+  // A file or folder under the root the scan could not read (permissions, I/O, too deep):
+  // it may name any file, so it counts as a user of every one (UsersOf), and no file is
+  // unlinked or moved while it is there (Remove fails, naming it; PurgeTrash waits).
+  bool unknown = false;
+  std::string why;  // of an unknown one
 };
 
 // The path `name` reaches, `..` and every symlink resolved as the kernel opens it; empty
 // when it reaches nothing (local_overlays.cpp).
 fs::path RealPath(const fs::path& name);
+// Whether the overlay's backing name reaches the file at the absolute `path`, and the
+// suffix a name qemu opens from its working directory reaches (local_overlays.cpp).
+bool Reaches(const Overlay& o, const fs::path& path);
+fs::path CwdSuffix(const fs::path& relative);
 
 // A trash folder's name as MoveToTrash makes it: an image's name (at most 100 characters
 // of it), a dot, 12 hex digits. Other folders in the trash are not the cache's.
@@ -161,6 +174,7 @@ struct LocalBackend::Impl {
     fs::path backing_as_opened;       // and the name qemu opens (Qcow2Header)
     int64_t read_at = 0;              // steady seconds of the last header read
     uint64_t scan = 0;                // the scan that last saw it
+    bool from_cwd = false;            // Qcow2Header::backing_from_cwd
   };
   struct NameHash {
     using is_transparent = void;
@@ -186,6 +200,8 @@ struct LocalBackend::Impl {
   struct BackingNames {
     fs::path normal;
     fs::path as_opened;
+    bool from_cwd = false;  // Qcow2Header::backing_from_cwd
+    bool unknown = false;   // the file could not be read
   };
   std::optional<BackingNames> BackingOf(DirSeen* seen, int dir_fd, const fs::path& dir,
                                         std::string_view name, Scan mode) const;

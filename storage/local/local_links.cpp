@@ -50,7 +50,7 @@ bool LocalBackend::Impl::DropStableIfUnused(const fs::path& stable,
   // Reached by its name or any other (a symlinked folder, `..`): kept.
   const auto real = RealPath(stable);
   for (const auto& o : overlays)
-    if (o.backing == stable || (!real.empty() && o.backing_real == real)) return false;
+    if (o.unknown || o.backing == stable || Reaches(o, real) || Reaches(o, stable)) return false;
   struct stat st {};
   if (::lstat(stable.c_str(), &st) != 0 || st.st_nlink > 1) return false;
   if (::unlink(stable.c_str()) != 0) return false;
@@ -115,7 +115,7 @@ void LocalBackend::Impl::SweepLoneStable(bool dry_run, std::vector<Leftover>* ou
     for (auto& l : lone) {
       const auto real = RealPath(l.path);
       const bool named = std::any_of(overlays.begin(), overlays.end(), [&](const Overlay& o) {
-        return o.backing == l.path || (!real.empty() && o.backing_real == real);
+        return o.unknown || o.backing == l.path || Reaches(o, real) || Reaches(o, l.path);
       });
       if (!named) out->push_back({l.path.string(), l.bytes, false});
     }

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 
 #include "storage/local/local_impl.h"
@@ -60,18 +61,29 @@ std::optional<LocalBackend::Impl::BackingNames> LocalBackend::Impl::BackingOf(
   auto it = seen->find(name);
   const std::string name_z(name);
   struct stat st {};
-  if (::fstatat(dir_fd, name_z.c_str(), &st, 0) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+  if (::fstatat(dir_fd, name_z.c_str(), &st, 0) != 0) {
+    // Gone, or a link that reaches nothing; anything else (a folder it may not search)
+    // leaves it unknown.
+    if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) return std::nullopt;
+    return BackingNames{{}, {}, false, true};
+  }
+  if (!S_ISREG(st.st_mode)) return std::nullopt;
   if (mode == Scan::kRemembered && it != seen->end() && it->second.dev == st.st_dev &&
       it->second.ino == st.st_ino && it->second.size == st.st_size &&
       SameTime(it->second.mtime, st.st_mtim) && SameTime(it->second.ctime, st.st_ctim) &&
       (it->second.qcow2 || now - it->second.read_at < kRecheckSeconds)) {
     it->second.scan = scans;
     if (!it->second.backing) return std::nullopt;
-    return BackingNames{*it->second.backing, it->second.backing_as_opened};
+    return BackingNames{*it->second.backing, it->second.backing_as_opened, it->second.from_cwd};
   }
   const auto h = ReadQcow2Header(dir / name_z);
+  if (h.unreadable) {
+    if (it != seen->end()) seen->erase(it);
+    return BackingNames{{}, {}, false, true};
+  }
   std::optional<BackingNames> backing;
-  if (h.is_qcow2 && h.backing) backing = BackingNames{*h.backing, *h.backing_as_opened};
+  if (h.is_qcow2 && h.backing)
+    backing = BackingNames{*h.backing, *h.backing_as_opened, h.backing_from_cwd};
   const time_t settled = ::time(nullptr) - kSettledSeconds;
   if (st.st_mtim.tv_sec < settled && st.st_ctim.tv_sec < settled) {
     (*seen)[name_z] = {st.st_ino,
@@ -83,7 +95,8 @@ std::optional<LocalBackend::Impl::BackingNames> LocalBackend::Impl::BackingOf(
                        h.is_qcow2 ? h.backing : std::nullopt,
                        h.backing_as_opened.value_or(fs::path{}),
                        now,
-                       scans};
+                       scans,
+                       h.backing_from_cwd};
   } else if (it != seen->end()) {
     seen->erase(it);
   }
@@ -93,12 +106,27 @@ std::optional<LocalBackend::Impl::BackingNames> LocalBackend::Impl::BackingOf(
 void LocalBackend::Impl::ScanDir(const fs::path& dir, const std::optional<std::string>& pool,
                                  Scan mode, std::vector<Overlay>* out, Walk walk,
                                  int depth) const {
-  const UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.get() < 0) return;
+  // What cannot be read may hold a disk that names any file: counted as a user of all.
+  auto unknown = [&](const fs::path& path, const std::string& why) {
+    log->warn("a path under the root cannot be read: no file it may name is removed while "
+              "it is there path={} cause=\"{}\"",
+              path.string(), why);
+    Overlay o;
+    o.path = path;
+    o.unknown = true;
+    o.why = why;
+    out->push_back(std::move(o));
+  };
+  const UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+  if (fd.get() < 0) {
+    if (errno != ENOENT && errno != ENOTDIR && depth > 0) unknown(dir, std::strerror(errno));
+    return;
+  }
   const int dup_fd = ::dup(fd.get());
   DIR* d = dup_fd < 0 ? nullptr : ::fdopendir(dup_fd);
   if (!d) {
     if (dup_fd >= 0) ::close(dup_fd);
+    if (depth > 0) unknown(dir, std::strerror(errno));
     return;
   }
   DirSeen& seen = headers[dir.native()];
@@ -114,8 +142,9 @@ void LocalBackend::Impl::ScanDir(const fs::path& dir, const std::optional<std::s
     if (type == DT_UNKNOWN && tree) {
       struct stat st {};
       const std::string name_z(name);
-      if (::fstatat(fd.get(), name_z.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
-        type = DT_DIR;
+      if (::fstatat(fd.get(), name_z.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (S_ISDIR(st.st_mode)) type = DT_DIR;
+      }
     }
     if (type == DT_DIR) {
       // A pool's `.meta` holds the cache's sidecars (a folder of its own, never a link).
@@ -126,19 +155,26 @@ void LocalBackend::Impl::ScanDir(const fs::path& dir, const std::optional<std::s
     if (type != DT_REG && type != DT_LNK && type != DT_UNKNOWN) continue;
     ++listed;
     if (auto backing = BackingOf(&seen, fd.get(), dir, name, mode)) {
+      if (backing->unknown) {
+        unknown(dir / name, "its header cannot be read");
+        continue;
+      }
       // A pool's image is a file of a name the cache gives; a dot-named one is not.
-      out->push_back({dir / name,
-                      backing->normal,
-                      pool && !dotted ? std::optional<ImageRef>(ImageRef{*pool, std::string(name)})
-                                      : std::nullopt,
-                      {},
-                      RealPath(backing->as_opened)});
+      Overlay o;
+      o.path = dir / name;
+      o.backing = backing->normal;
+      if (pool && !dotted) o.ref = ImageRef{*pool, std::string(name)};
+      if (backing->from_cwd) {
+        o.backing_suffix = CwdSuffix(backing->normal);
+      } else {
+        o.backing_real = RealPath(backing->as_opened);
+      }
+      out->push_back(std::move(o));
     }
   }
   ::closedir(d);
   if (depth >= kMaxTreeDepth && !folders.empty()) {
-    log->warn("overlay scan stops {} folders deep: disks below are not seen dir={}", depth,
-              dir.string());
+    for (const auto& f : folders) unknown(dir / f, "deeper than the scan walks");
     folders.clear();
   }
   for (const auto& f : folders) ScanDir(dir / f, std::nullopt, mode, out, walk, depth + 1);
@@ -200,13 +236,46 @@ std::vector<Overlay> LocalBackend::Impl::UsersOf(const fs::path& path,
   const auto stable = StableOf(path);
   const auto real_stable = stable.empty() ? fs::path{} : RealPath(stable);
   if (real.empty()) return users;
+  const auto lexical = fs::absolute(path).lexically_normal();
   for (const auto& o : overlays) {
-    if (o.backing_real.empty()) continue;
-    if (o.backing_real == real || (!real_stable.empty() && o.backing_real == real_stable)) {
+    if (o.unknown || Reaches(o, real) || Reaches(o, lexical) ||
+        (!real_stable.empty() && (Reaches(o, real_stable) || Reaches(o, stable)))) {
       users.push_back(o);
     }
   }
   return users;
+}
+
+// Whether the overlay's backing name reaches the file at the absolute `path`: by the path
+// it reached when scanned, or, for a name qemu opens from its working directory, by the
+// end of the path.
+bool Reaches(const Overlay& o, const fs::path& path) {
+  if (path.empty()) return false;
+  if (!o.backing_real.empty() && !o.backing_real.is_relative() && o.backing_real == path)
+    return true;
+  if (o.backing_suffix.empty()) return false;
+  auto p = path.end();
+  auto s = o.backing_suffix.end();
+  while (s != o.backing_suffix.begin()) {
+    if (p == path.begin()) return false;
+    --s;
+    --p;
+    if (*s != *p) return false;
+  }
+  return true;
+}
+
+// The part of a relative backing name qemu opens from its working directory that any
+// file it reaches ends with: without leading `.` and `..` (which lead anywhere).
+fs::path CwdSuffix(const fs::path& relative) {
+  fs::path out;
+  bool leading = true;
+  for (const auto& part : relative.lexically_normal()) {
+    if (leading && (part == ".." || part == "." || part.empty())) continue;
+    leading = false;
+    out /= part;
+  }
+  return out;
 }
 
 // A user reaches `path` through its stable name (which stays when the file moves) rather

@@ -2,11 +2,13 @@
 #include "storage/local/local_qcow2_header.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
 #include <array>
+#include <cerrno>
 #include <cstring>
 #include <string>
 
@@ -20,17 +22,32 @@ namespace fs = std::filesystem;
 namespace {
 constexpr char kQcow2Magic[4] = {'Q', 'F', 'I', '\xfb'};
 
-// The "filename" of a json: backing name: top level, "file.filename", or the "file"
-// child's (nested as deep as the name nests it).
-std::optional<std::string> JsonFilename(const nlohmann::json& j, int depth = 0) {
-  if (!j.is_object() || depth > 8) return std::nullopt;
-  for (const char* key : {"filename", "file.filename"}) {
-    auto it = j.find(key);
-    if (it != j.end() && it->is_string()) return it->get<std::string>();
+// The "filename" of a json: backing name: the deepest of the node's own, of its "file"
+// child's (nested objects), and of flattened keys ("file.filename", "file.file.filename").
+void JsonFilename(const nlohmann::json& j, int depth, int* best_depth, std::string* best) {
+  if (!j.is_object() || depth > 64) return;
+  for (const auto& [key, value] : j.items()) {
+    std::string_view k = key;
+    int d = depth;
+    while (k.starts_with("file.")) {
+      k.remove_prefix(5);
+      ++d;
+    }
+    if (k == "filename" && value.is_string() && d > *best_depth) {
+      *best_depth = d;
+      *best = value.get<std::string>();
+    }
   }
   auto file = j.find("file");
-  if (file != j.end()) return JsonFilename(*file, depth + 1);
-  return std::nullopt;
+  if (file != j.end()) JsonFilename(*file, depth + 1, best_depth, best);
+}
+
+std::optional<std::string> JsonFilename(const nlohmann::json& j) {
+  int depth = -1;
+  std::string name;
+  JsonFilename(j, 0, &depth, &name);
+  if (depth < 0) return std::nullopt;
+  return name;
 }
 }  // namespace
 
@@ -50,11 +67,26 @@ std::optional<std::string> LocalFileOfBackingName(const std::string& name) {
 
 Qcow2Header ReadQcow2Header(const fs::path& path) {
   Qcow2Header h;
-  int raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (raw < 0) return h;
+  // O_NONBLOCK: a FIFO put at the name after its stat never blocks the scan; only a
+  // regular file is read.
+  int raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (raw < 0) {
+    // Gone, or a name that reaches nothing: no file to name a backing. Anything else
+    // (permissions, I/O) leaves it unknown.
+    h.unreadable = errno != ENOENT && errno != ENOTDIR && errno != ELOOP;
+    return h;
+  }
   util::UniqueFd fd(raw);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) {
+    h.unreadable = true;
+    return h;
+  }
+  if (!S_ISREG(st.st_mode)) return h;
   std::array<unsigned char, 32> buf{};
-  if (::pread(fd.get(), buf.data(), buf.size(), 0) != static_cast<ssize_t>(buf.size())) return h;
+  const ssize_t got = ::pread(fd.get(), buf.data(), buf.size(), 0);
+  if (got < 0) h.unreadable = true;
+  if (got != static_cast<ssize_t>(buf.size())) return h;
   if (std::memcmp(buf.data(), kQcow2Magic, 4) != 0) return h;
   h.is_qcow2 = true;
   uint64_t backing_offset = util::LoadBe64(&buf[8]);
@@ -62,14 +94,21 @@ Qcow2Header ReadQcow2Header(const fs::path& path) {
   h.size = util::LoadBe64(&buf[24]);
   if (backing_offset != 0 && backing_size > 0 && backing_size <= 1023) {
     std::string name(backing_size, '\0');
-    if (::pread(fd.get(), name.data(), name.size(), static_cast<off_t>(backing_offset)) ==
-            static_cast<ssize_t>(name.size()) &&
-        !name.empty()) {
+    const ssize_t n =
+        ::pread(fd.get(), name.data(), name.size(), static_cast<off_t>(backing_offset));
+    if (n < 0) h.unreadable = true;
+    if (n == static_cast<ssize_t>(name.size()) && !name.empty()) {
       // A name with a protocol ("file:", "json:{...}") reaches the file it names.
       const auto file = LocalFileOfBackingName(name);
       if (!file || file->empty()) return h;
       fs::path b(*file);
-      if (b.is_relative()) b = path.parent_path() / b;
+      const bool protocol = *file != name;
+      if (b.is_relative() && protocol) {
+        // Opened from qemu's working directory, not the overlay's folder.
+        h.backing_from_cwd = true;
+      } else if (b.is_relative()) {
+        b = path.parent_path() / b;
+      }
       h.backing_as_opened = b;
       h.backing = b.lexically_normal();
     }

@@ -16,6 +16,12 @@ struct Qcow2Header {
   // The name qemu opens: a relative name joined to the overlay's folder, `..` and
   // symlinks left for the kernel to resolve (lexically, `link/..` is not `link`'s parent).
   std::optional<std::filesystem::path> backing_as_opened;
+  // A "file:" or "json:" name with a relative path: qemu opens it from its own working
+  // directory, which no reader of the header knows. `backing` is then that relative path.
+  bool backing_from_cwd = false;
+  // The file could not be read (permissions, I/O): whether it names a backing file is
+  // unknown.
+  bool unreadable = false;
 };
 
 // The local file a backing name reaches: the name itself, the path after "file:", or the

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <ctime>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -81,6 +82,26 @@ std::map<std::string, std::string> LocalBackend::ReadTable(const std::string& ta
   }
   ::closedir(d);
   return out;
+}
+
+std::string LocalBackend::TableStamp(const std::string& table) {
+  ValidateName("table", table);
+  const fs::path dir = fs::path(location()) / ".state" / table;
+  struct statx stx {};
+  if (::statx(AT_FDCWD, dir.c_str(), AT_SYMLINK_NOFOLLOW,
+              STATX_TYPE | STATX_INO | STATX_MTIME | STATX_CTIME, &stx) != 0 ||
+      !S_ISDIR(stx.stx_mode)) {
+    return "";
+  }
+  // A write within the times' granularity of the last one may leave them as they are: a
+  // stamp is given only once they are older than that.
+  constexpr int64_t kSettledSeconds = 2;
+  const int64_t settled = static_cast<int64_t>(::time(nullptr)) - kSettledSeconds;
+  if (stx.stx_mtime.tv_sec >= settled || stx.stx_ctime.tv_sec >= settled) return "";
+  return std::to_string(stx.stx_dev_major) + ":" + std::to_string(stx.stx_dev_minor) + ":" +
+         std::to_string(stx.stx_ino) + ":" + std::to_string(stx.stx_mtime.tv_sec) + "." +
+         std::to_string(stx.stx_mtime.tv_nsec) + ":" + std::to_string(stx.stx_ctime.tv_sec) + "." +
+         std::to_string(stx.stx_ctime.tv_nsec);
 }
 
 void LocalBackend::WriteTable(const std::string& table,

@@ -101,6 +101,15 @@ RemoveOutcome LocalBackend::Remove(const ImageRef& ref) {
     overlays = impl_->ScanOverlays(Impl::Scan::kFresh);
     users = impl_->UsersOf(path, overlays);
   }
+  // What the scan could not read may name this file by any name: neither an unlink nor a
+  // move (which takes the name away) is safe until it can be read or is gone.
+  for (const auto& o : users) {
+    if (o.unknown) {
+      Fail(Errc::kBackend, "image " + RefName(ref) + ": cannot tell what reads it: " +
+                               o.path.string() + " under the root cannot be read (" + o.why +
+                               "); it stays until that path can be read or is removed");
+    }
+  }
   // A move to the trash a kill cut short left this very file in a trash folder too: the
   // move is finished (its record is the trash's, which the caller's pass purges once
   // nothing reads it), never the name unlinked under a folder nobody would purge.
@@ -164,7 +173,7 @@ std::string LocalBackend::Impl::MoveToTrash(const ImageRef& ref,
   // name that one, which stays) follow it into the trash: its own name goes below, and a
   // symlinked folder or a relative name reaches only what is at that name.
   for (const auto& o : users)
-    if (!ReachesStable(o, path)) Rebase(o.path, trashed, format);
+    if (!o.unknown && !ReachesStable(o, path)) Rebase(o.path, trashed, format);
   if (::unlink(path.c_str()) != 0) FailErrno("cannot remove", path, errno);
   DropSidecar(ref);
   FsyncDir(path.parent_path());

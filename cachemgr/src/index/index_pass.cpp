@@ -1,0 +1,63 @@
+// index/index_pass.cpp: what the eviction pass's reconcile reads of every live row (the
+// few columns it compares with the pool, not whole rows), and the small values this
+// host's passes keep between runs (schema/010).
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include <string>
+
+#include "index/index.h"
+#include "index/index_sql.h"
+
+namespace cachemgr::index {
+
+std::vector<ReconcileRow> Index::ListReconcileRows(const std::string& backend,
+                                                   const std::string& pool) {
+  return Guard(path_, "list entries to reconcile", [&] {
+    // NOT INDEXED: every live row of the pool straight from the table (as ListEntries).
+    SQLite::Statement q(*db_,
+                        "SELECT id, cache_name, state, identity, last_used, shared_at "
+                        "FROM entries NOT INDEXED WHERE backend = ? AND pool = ? AND pinned = 0 "
+                        "ORDER BY id");
+    q.bind(1, backend);
+    q.bind(2, pool);
+    std::vector<ReconcileRow> out;
+    while (q.executeStep()) {
+      ReconcileRow r;
+      r.id = q.getColumn(0).getInt64();
+      r.cache_name = q.getColumn(1).getString();
+      r.state = ParseState(q.getColumn(2).getString());
+      r.identity = q.getColumn(3).getString();
+      r.last_used = q.getColumn(4).getInt64();
+      r.shared_at = q.getColumn(5).getInt64();
+      out.push_back(std::move(r));
+    }
+    return out;
+  });
+}
+
+std::string Index::GetPassState(const std::string& key) {
+  return Guard(path_, "read pass state " + key, [&] {
+    SQLite::Statement q(*db_, "SELECT value FROM pass_state WHERE key = ?");
+    q.bind(1, key);
+    return q.executeStep() ? q.getColumn(0).getString() : std::string();
+  });
+}
+
+void Index::SetPassState(const std::string& key, const std::string& value) {
+  Guard(path_, "write pass state " + key, [&] {
+    if (value.empty()) {
+      SQLite::Statement q(*db_, "DELETE FROM pass_state WHERE key = ?");
+      q.bind(1, key);
+      q.exec();
+      return;
+    }
+    SQLite::Statement q(*db_,
+                        "INSERT INTO pass_state (key, value) VALUES (?, ?) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+    q.bind(1, key);
+    q.bind(2, value);
+    q.exec();
+  });
+}
+
+}  // namespace cachemgr::index
