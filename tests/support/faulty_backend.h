@@ -148,6 +148,8 @@ class FaultyBackend final : public storage::Backend {
   std::map<std::string, std::string> ReadTable(const std::string& table) override;
   void WriteTable(const std::string& table, const std::map<std::string, std::string>& set,
                   const std::vector<std::string>& erase) override;
+  // Passed through: read only (the reconcile then skips a table it merged already).
+  std::string TableStamp(const std::string& table) override { return inner_->TableStamp(table); }
   // Passed through: read only, and called only when a free-space floor is configured.
   storage::SpaceInfo FreeSpace() override { return inner_->FreeSpace(); }
   bool CanImportInstantly() const override { return inner_->CanImportInstantly(); }

@@ -215,10 +215,12 @@ void CacheImpl::Reconcile(bool dry_run, std::vector<EvictAction>* actions) {
   // The table unchanged since this index last merged all of it (the stamp it had then,
   // taken before that read): nothing in it is newer than the rows, and only the uses this
   // host made since go to it. The stamp is kept only by a pass that wrote nothing to it.
+  // (A stamp is advisory: a change it misses is an older last use, never a lost entry.)
   const int64_t now = Now();
   const std::string stamp = backend_->TableStamp(kUses);
   const auto merged = Words(WithIndex([&](index::Index& ix) { return ix.GetPassState(kUsesStamp); }));
-  const bool unchanged = !stamp.empty() && merged.size() == 2 && merged[0] == stamp;
+  // Rows adopted or dropped above: the adopted ones take their last use from the table.
+  const bool unchanged = !changed && !stamp.empty() && merged.size() == 2 && merged[0] == stamp;
   const int64_t merged_at = unchanged ? LeadingSeconds(merged[1]) : 0;
   std::map<std::string, std::string> uses;
   if (!unchanged) uses = backend_->ReadTable(kUses);
