@@ -98,10 +98,16 @@ std::string LocalBackend::TableStamp(const std::string& table) {
   constexpr int64_t kSettledSeconds = 2;
   const int64_t settled = static_cast<int64_t>(::time(nullptr)) - kSettledSeconds;
   if (stx.stx_mtime.tv_sec >= settled || stx.stx_ctime.tv_sec >= settled) return "";
-  return std::to_string(stx.stx_dev_major) + ":" + std::to_string(stx.stx_dev_minor) + ":" +
-         std::to_string(stx.stx_ino) + ":" + std::to_string(stx.stx_mtime.tv_sec) + "." +
-         std::to_string(stx.stx_mtime.tv_nsec) + ":" + std::to_string(stx.stx_ctime.tv_sec) + "." +
-         std::to_string(stx.stx_ctime.tv_nsec);
+  std::string stamp;
+  for (const uint64_t n : {uint64_t{stx.stx_dev_major}, uint64_t{stx.stx_dev_minor},
+                           uint64_t{stx.stx_ino}, static_cast<uint64_t>(stx.stx_mtime.tv_sec),
+                           uint64_t{stx.stx_mtime.tv_nsec},
+                           static_cast<uint64_t>(stx.stx_ctime.tv_sec),
+                           uint64_t{stx.stx_ctime.tv_nsec}}) {
+    stamp += std::to_string(n);
+    stamp += ':';
+  }
+  return stamp;
 }
 
 void LocalBackend::WriteTable(const std::string& table,
