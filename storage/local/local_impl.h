@@ -202,6 +202,7 @@ struct LocalBackend::Impl {
     fs::path as_opened;
     bool from_cwd = false;  // Qcow2Header::backing_from_cwd
     bool unknown = false;   // the file could not be read
+    std::string why;        // and why
   };
   std::optional<BackingNames> BackingOf(DirSeen* seen, int dir_fd, const fs::path& dir,
                                         std::string_view name, Scan mode) const;
@@ -225,6 +226,9 @@ struct LocalBackend::Impl {
   // The overlays to decide on `path` with: its batch's look when a batch holds it
   // (`*from_batch` set), else a scan in `mode`.
   std::vector<Overlay> OverlaysFor(const fs::path& path, Scan mode, bool* from_batch = nullptr) const;
+  // Fails (kBackend), naming the path, when `users` holds one the scan could not read:
+  // nothing that takes `ref`'s name away is safe then (local_trash.cpp).
+  void RefuseIfUnknownUsers(const ImageRef& ref, const std::vector<Overlay>& users) const;
   // After a file was removed: every batch's look forgets it as an overlay. nullopt, after
   // a move that renamed or rebased overlays: the looks are dropped (taken anew).
   void ForgetInLooks(const std::optional<fs::path>& removed) const;

@@ -65,7 +65,7 @@ std::optional<LocalBackend::Impl::BackingNames> LocalBackend::Impl::BackingOf(
     // Gone, or a link that reaches nothing; anything else (a folder it may not search)
     // leaves it unknown.
     if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) return std::nullopt;
-    return BackingNames{{}, {}, false, true};
+    return BackingNames{{}, {}, false, true, std::strerror(errno)};
   }
   if (!S_ISREG(st.st_mode)) return std::nullopt;
   if (mode == Scan::kRemembered && it != seen->end() && it->second.dev == st.st_dev &&
@@ -74,16 +74,16 @@ std::optional<LocalBackend::Impl::BackingNames> LocalBackend::Impl::BackingOf(
       (it->second.qcow2 || now - it->second.read_at < kRecheckSeconds)) {
     it->second.scan = scans;
     if (!it->second.backing) return std::nullopt;
-    return BackingNames{*it->second.backing, it->second.backing_as_opened, it->second.from_cwd};
+    return BackingNames{*it->second.backing, it->second.backing_as_opened, it->second.from_cwd, false, {}};
   }
   const auto h = ReadQcow2Header(dir / name_z);
   if (h.unreadable) {
     if (it != seen->end()) seen->erase(it);
-    return BackingNames{{}, {}, false, true};
+    return BackingNames{{}, {}, false, true, std::strerror(h.read_errno)};
   }
   std::optional<BackingNames> backing;
   if (h.is_qcow2 && h.backing)
-    backing = BackingNames{*h.backing, *h.backing_as_opened, h.backing_from_cwd};
+    backing = BackingNames{*h.backing, *h.backing_as_opened, h.backing_from_cwd, false, {}};
   const time_t settled = ::time(nullptr) - kSettledSeconds;
   if (st.st_mtim.tv_sec < settled && st.st_ctim.tv_sec < settled) {
     (*seen)[name_z] = {st.st_ino,
@@ -156,7 +156,7 @@ void LocalBackend::Impl::ScanDir(const fs::path& dir, const std::optional<std::s
     ++listed;
     if (auto backing = BackingOf(&seen, fd.get(), dir, name, mode)) {
       if (backing->unknown) {
-        unknown(dir / name, "its header cannot be read");
+        unknown(dir / name, "its header cannot be read: " + backing->why);
         continue;
       }
       // A pool's image is a file of a name the cache gives; a dot-named one is not.

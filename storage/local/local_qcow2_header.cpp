@@ -74,18 +74,23 @@ Qcow2Header ReadQcow2Header(const fs::path& path) {
     // Gone, or a name that reaches nothing: no file to name a backing. Anything else
     // (permissions, I/O) leaves it unknown.
     h.unreadable = errno != ENOENT && errno != ENOTDIR && errno != ELOOP;
+    h.read_errno = errno;
     return h;
   }
   util::UniqueFd fd(raw);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) {
     h.unreadable = true;
+    h.read_errno = errno;
     return h;
   }
   if (!S_ISREG(st.st_mode)) return h;
   std::array<unsigned char, 32> buf{};
   const ssize_t got = ::pread(fd.get(), buf.data(), buf.size(), 0);
-  if (got < 0) h.unreadable = true;
+  if (got < 0) {
+    h.unreadable = true;
+    h.read_errno = errno;
+  }
   if (got != static_cast<ssize_t>(buf.size())) return h;
   if (std::memcmp(buf.data(), kQcow2Magic, 4) != 0) return h;
   h.is_qcow2 = true;
@@ -96,7 +101,10 @@ Qcow2Header ReadQcow2Header(const fs::path& path) {
     std::string name(backing_size, '\0');
     const ssize_t n =
         ::pread(fd.get(), name.data(), name.size(), static_cast<off_t>(backing_offset));
-    if (n < 0) h.unreadable = true;
+    if (n < 0) {
+      h.unreadable = true;
+      h.read_errno = errno;
+    }
     if (n == static_cast<ssize_t>(name.size()) && !name.empty()) {
       // A name with a protocol ("file:", "json:{...}") reaches the file it names.
       const auto file = LocalFileOfBackingName(name);

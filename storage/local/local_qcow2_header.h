@@ -22,6 +22,7 @@ struct Qcow2Header {
   // The file could not be read (permissions, I/O): whether it names a backing file is
   // unknown.
   bool unreadable = false;
+  int read_errno = 0;  // of an unreadable one
 };
 
 // The local file a backing name reaches: the name itself, the path after "file:", or the

@@ -36,6 +36,11 @@ void LocalBackend::UnprotectSnapshot(const SnapRef& snap) {
   std::lock_guard lock(impl_->mu);
   Sidecar s = impl_->Load(snap.image);
   auto& rec = FindSnap(s, snap);
+  // The first step of a removal: refused here, before anything changed, when the scan
+  // cannot tell what reads the image (Remove would refuse it after this step).
+  const auto path = PathOf(snap.image);
+  impl_->RefuseIfUnknownUsers(
+      snap.image, impl_->UsersOf(path, impl_->OverlaysFor(path, Impl::Scan::kRemembered)));
   auto children = Children(snap);
   if (!children.empty())
     Fail(Errc::kBusy, "snapshot " + RefName(snap.image) + "@" + snap.snap + ": " +

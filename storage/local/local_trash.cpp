@@ -103,13 +103,7 @@ RemoveOutcome LocalBackend::Remove(const ImageRef& ref) {
   }
   // What the scan could not read may name this file by any name: neither an unlink nor a
   // move (which takes the name away) is safe until it can be read or is gone.
-  for (const auto& o : users) {
-    if (o.unknown) {
-      Fail(Errc::kBackend, "image " + RefName(ref) + ": cannot tell what reads it: " +
-                               o.path.string() + " under the root cannot be read (" + o.why +
-                               "); it stays until that path can be read or is removed");
-    }
-  }
+  impl_->RefuseIfUnknownUsers(ref, users);
   // A move to the trash a kill cut short left this very file in a trash folder too: the
   // move is finished (its record is the trash's, which the caller's pass purges once
   // nothing reads it), never the name unlinked under a folder nobody would purge.
@@ -120,6 +114,17 @@ RemoveOutcome LocalBackend::Remove(const ImageRef& ref) {
   }
   impl_->MovedInLooks(path, impl_->MoveToTrash(ref, users));
   return RemoveOutcome::kTrashed;
+}
+
+void LocalBackend::Impl::RefuseIfUnknownUsers(const ImageRef& ref,
+                                              const std::vector<Overlay>& users) const {
+  for (const auto& o : users) {
+    if (o.unknown) {
+      Fail(Errc::kBackend, "image " + RefName(ref) + ": cannot tell what reads it: " +
+                               o.path.string() + " under the root cannot be read (" + o.why +
+                               "); it stays until that path can be read or is removed");
+    }
+  }
 }
 
 // Removes an image no overlay uses; `overlays` is every overlay under the root.

@@ -177,5 +177,41 @@ TEST_CASE("a dead fill's staging image whose removal was killed after its move t
   CHECK(env.CountRows("SELECT count(*) FROM entries") == 0);
 }
 
+TEST_CASE("an eviction refused because the scan cannot read a path leaves the entry ready; "
+          "once the path is gone the next pass evicts it") {
+  Env env;
+  auto& local = dynamic_cast<storage::LocalBackend&>(*env.backend);
+  const auto a = env.AddImage(8 * kMiB, 7);
+  const auto b = env.AddImage(8 * kMiB, 8);
+  {
+    auto cache = env.Open();
+    cache->CreateVolume({.image_id = a, .volume = "a1"});
+    cache->DeleteVolume("a1");
+  }
+  // A folder deeper than the scan walks: what is below it is unknown.
+  const fs::path top = local.PathOf(env.Vol("x")).parent_path() / "deep";
+  fs::path deep = top;
+  for (int i = 0; i < 20; ++i) deep /= "d";
+  fs::create_directories(deep);
+
+  env.options.cache.max_count = 1;
+  auto cache = env.Open();
+  cache->CreateVolume({.image_id = b, .volume = "b1"});  // a's eviction is refused
+  auto info = cache->Lookup(a);
+  REQUIRE(info);
+  CHECK(info->state == EntryState::kReady);
+  CHECK(cache->CreateVolume({.image_id = a, .volume = "a2"}).plan == Plan::kClone);
+  CHECK(env.SameData("a2", a));
+  CHECK_THROWS_AS(cache->RunEvictionPass({}), Error);
+  CHECK(cache->Lookup(a));
+  CHECK(cache->Lookup(a)->state == EntryState::kReady);
+
+  fs::remove_all(top);
+  cache->DeleteVolume("a2");
+  cache->RunEvictionPass({});
+  CHECK(cache->GetStats().entries == 1);
+  CHECK(env.CountRows("SELECT count(*) FROM entries WHERE state != 'ready'") == 0);
+}
+
 }  // namespace
 }  // namespace cachemgr::test

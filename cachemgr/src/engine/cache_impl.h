@@ -378,6 +378,10 @@ class CacheImpl final : public Cache {
     size_t count = 0;       // clones of its snapshot seen
     bool in_trash = false;  // already in the trash, kept there for its clones
   };
+  // An eviction that failed with the entry whole (its object the row's, its snapshot
+  // still protected): the row goes from evicting back to ready, owned by `made_by`.
+  void RestoreIfWhole(const index::EntryRow& row, const storage::ImageRef& ref,
+                      const storage::SnapRef& snap, const std::string& made_by);
   // The trash entry of the object `name` that has `identity` (empty: one of that name
   // that still has clones; `any`: any of that name), if one is in the trash.
   std::optional<storage::TrashEntry> TrashedCopy(const std::string& name,

@@ -144,6 +144,7 @@ std::optional<EvictAction> CacheImpl::LockVictim(const index::EntryRow& row,
 EvictAction CacheImpl::EvictLocked(index::EntryRow row, const std::string& kind,
                                    const std::string& reason, VictimLocks held) {
   EvictAction action{kind, row.image_id, row.cache_name, AccountedBytes(row), reason, false};
+  const std::string made_by = row.state == index::State::kReady ? row.owner : "";
   if (row.state == index::State::kReady) {
     if (!WithIndex([&](index::Index& ix) {
           return ix.TransitionEntry(row.id, index::State::kReady, index::State::kEvicting, owner_);
@@ -169,19 +170,27 @@ EvictAction CacheImpl::EvictLocked(index::EntryRow row, const std::string& kind,
     action.done = true;
     return action;
   }
-  EntryClones clones = FindClones(row, ref, snap);
-  bool deferred = clones.count > 0 || clones.in_trash;
-  if (!deferred) {
-    const auto removal = RemoveUnlessCloned(row, ref, snap);
-    deferred = removal != storage::RemoveOutcome::kRemoved;
-    // Moved to the trash by the removal itself, for users that are no clones of its
-    // snapshot (disks other tools made on it): deferred like a cloned entry, so that its
-    // trash folder stays the cache's and is purged once they are gone.
-    clones.in_trash = removal == storage::RemoveOutcome::kTrashed;
+  EntryClones clones;
+  bool deferred = false;
+  try {
+    clones = FindClones(row, ref, snap);
+    deferred = clones.count > 0 || clones.in_trash;
+    if (!deferred) {
+      const auto removal = RemoveUnlessCloned(row, ref, snap);
+      deferred = removal != storage::RemoveOutcome::kRemoved;
+      // Moved to the trash by the removal itself, for users that are no clones of its
+      // snapshot (disks other tools made on it): deferred like a cloned entry, so that its
+      // trash folder stays the cache's and is purged once they are gone.
+      clones.in_trash = removal == storage::RemoveOutcome::kTrashed;
+    }
+    if (deferred) DeferEntry(&row, clones, &action);
+  } catch (const Error&) {
+    // Refused before anything changed (the local backend when it cannot tell what reads
+    // the file): the entry is whole, so it is ready again rather than stuck evicting.
+    RestoreIfWhole(row, ref, snap, made_by);
+    throw;
   }
-  if (deferred) {
-    DeferEntry(&row, clones, &action);
-  } else {
+  if (!deferred) {
     Failpoint("before_delete_row");
     WithIndex([&](index::Index& ix) { ix.DeleteEntry(row.id); });
     // The image is no longer cached: its locks go with it (a refill makes new ones).
@@ -218,6 +227,26 @@ CacheImpl::EntryClones CacheImpl::FindClones(const index::EntryRow& row,
     clones.in_trash = TrashedCopy(row.cache_name, row.identity).has_value();
   }
   return clones;
+}
+
+void CacheImpl::RestoreIfWhole(const index::EntryRow& row, const storage::ImageRef& ref,
+                               const storage::SnapRef& snap, const std::string& made_by) {
+  try {
+    if (row.state != index::State::kEvicting || row.identity.empty()) return;
+    if (backend_->Identity(ref) != row.identity) return;
+    bool is_protected = false;
+    for (const auto& s : backend_->ListSnapshots(ref))
+      is_protected = is_protected || (s.name == snap.snap && s.is_protected);
+    if (!is_protected) return;
+    if (WithIndex([&](index::Index& ix) {
+          return ix.TransitionEntry(row.id, index::State::kEvicting, index::State::kReady, made_by);
+        })) {
+      log_->warn("eviction refused before any change: the entry is ready again image={} entry={}",
+                 row.image_id, row.cache_name);
+    }
+  } catch (const std::exception&) {
+    // Left evicting: the next pass finishes (or restores) it.
+  }
 }
 
 std::optional<storage::TrashEntry> CacheImpl::TrashedCopy(const std::string& name,

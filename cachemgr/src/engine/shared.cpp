@@ -138,6 +138,9 @@ void CacheImpl::ForgetDeferred(const std::string& identity) {
 }
 
 void CacheImpl::Reconcile(bool dry_run, std::vector<EvictAction>* actions) {
+  // Before any row is read: a use committed after the rows were listed is newer than the
+  // merge this pass records, so a later pass that skips the table still tells it.
+  const int64_t now = Now();
   const auto objects = backend_->ListIdentities(backend_->entry_pool());
   // The few columns compared, of every live row (whole rows cost 3x at 100,000).
   auto live_rows = [&] {
@@ -216,7 +219,6 @@ void CacheImpl::Reconcile(bool dry_run, std::vector<EvictAction>* actions) {
   // taken before that read): nothing in it is newer than the rows, and only the uses this
   // host made since go to it. The stamp is kept only by a pass that wrote nothing to it.
   // (A stamp is advisory: a change it misses is an older last use, never a lost entry.)
-  const int64_t now = Now();
   const std::string stamp = backend_->TableStamp(kUses);
   const auto merged = Words(WithIndex([&](index::Index& ix) { return ix.GetPassState(kUsesStamp); }));
   // Rows adopted or dropped above: the adopted ones take their last use from the table.
