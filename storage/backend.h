@@ -256,6 +256,10 @@ class Backend {
   // them unless `dry_run`; a temporary a writer is still making is never listed. The
   // default has none (RBD: staging images are named and collected by the engine's gc).
   virtual std::vector<Leftover> SweepTemporaries(bool dry_run);
+  // Paths the backend cannot read while it decides what uses an image, each with its
+  // cause: while one is there, no image is removed (local: headers and folders under the
+  // root its scan cannot read). None by default.
+  virtual std::vector<std::string> UnreadableUsers() { return {}; }
   // The keys that have a lock object (RBD: in a RADOS namespace of their own, so the
   // listing holds nothing else) or lock file (local: under <root>/.locks), held or not:
   // what a crashed holder left is found here and discarded by whoever takes it next.

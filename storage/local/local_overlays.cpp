@@ -219,6 +219,13 @@ std::vector<Overlay> LocalBackend::Impl::ScanOverlays(Scan mode) const {
   return out;
 }
 
+std::vector<std::string> LocalBackend::UnreadableUsers() {
+  std::vector<std::string> out;
+  for (const auto& o : impl_->ScanOverlays())
+    if (o.unknown) out.push_back(o.path.string() + " (" + o.why + ")");
+  return out;
+}
+
 // Overlays whose backing file is the file at `path`, by its own name or its stable one.
 std::vector<Overlay> LocalBackend::Impl::UsersOf(const fs::path& path, Scan mode) const {
   return UsersOf(path, ScanOverlays(mode));

@@ -205,8 +205,17 @@ TEST_CASE("an eviction refused because the scan cannot read a path leaves the en
   CHECK_THROWS_AS(cache->RunEvictionPass({}), Error);
   CHECK(cache->Lookup(a));
   CHECK(cache->Lookup(a)->state == EntryState::kReady);
+  auto readers = [&] {
+    for (const auto& check : cache->Doctor())
+      if (check.name == "readers") return check;
+    FAIL("doctor has no readers check");
+    return Check{};
+  };
+  CHECK_FALSE(readers().ok);
+  CHECK(readers().detail.find("/deep/d/d/d") != std::string::npos);
 
   fs::remove_all(top);
+  CHECK(readers().ok);
   cache->DeleteVolume("a2");
   cache->RunEvictionPass({});
   CHECK(cache->GetStats().entries == 1);

@@ -302,6 +302,18 @@ std::vector<Check> CacheImpl::Doctor() {
     auto n = backend_->List(backend_->entry_pool()).size();
     return backend_kind_ + " " + location_ + ": reachable, " + std::to_string(n) + " image(s)";
   });
+  run("readers",
+      "make what is named readable by the cache, or move it out of the root: until then no "
+      "image is removed, so evictions fail and the trash is not purged",
+      [&] {
+        const auto unreadable = backend_->UnreadableUsers();
+        if (unreadable.empty()) return std::string("every disk that may read an image is readable");
+        std::string list;
+        for (const auto& u : unreadable) list += (list.empty() ? "" : "; ") + u;
+        throw Error(Errc::kBackend,
+                    "cannot tell what reads the cache's images: " + std::to_string(unreadable.size()) +
+                        " path(s) cannot be read: " + list);
+      });
   run("shared tables",
       "move away what is named (the cache's tables are folders or objects of its own, "
       "never links), or restore them from a host that reads them",
