@@ -27,6 +27,15 @@ fs::path ForeignDisk(const Env& env, const fs::path& base, const std::string& na
   return disk;
 }
 
+// The image cached, with no clone of the cache's own left; the path of its entry's file.
+fs::path CachedWithoutClones(const Env& env, const std::string& image_id) {
+  auto cache = env.Open();
+  cache->CreateVolume({.image_id = image_id, .volume = "made-" + image_id});
+  cache->DeleteVolume("made-" + image_id);
+  return dynamic_cast<storage::LocalBackend&>(*env.backend)
+      .PathOf({env.backend->entry_pool(), engine::EntryName(image_id)});
+}
+
 bool ReadsImage(const Env& env, const fs::path& disk, const std::string& image_id) {
   return RunCommand({"qemu-img", "compare", "-q", "-f", "qcow2", "-F", "raw", disk.string(),
                      env.Image(image_id).string()}) == 0;
@@ -41,18 +50,12 @@ bool Purged(const EvictReport& report) {
 TEST_CASE("an evicted entry only a disk another tool made reads waits in the trash, recorded, "
           "and is purged once the disk is gone") {
   Env env;
-  auto& local = dynamic_cast<storage::LocalBackend&>(*env.backend);
   const auto a = env.AddImage(8 * kMiB, 1);
   const auto b = env.AddImage(8 * kMiB, 2);
-  auto cache = env.Open();
-  // Cached, with no clone of the cache's own left.
-  cache->CreateVolume({.image_id = a, .volume = "a1"});
-  cache->DeleteVolume("a1");
-  const fs::path disk =
-      ForeignDisk(env, local.PathOf({env.backend->entry_pool(), engine::EntryName(a)}), "inst-1");
+  const fs::path disk = ForeignDisk(env, CachedWithoutClones(env, a), "inst-1");
 
   env.options.cache.max_count = 1;
-  cache = env.Open();
+  auto cache = env.Open();
   cache->CreateVolume({.image_id = b, .volume = "b1"});  // evicts a
   CHECK_FALSE(cache->Lookup(a));
   CHECK(ReadsImage(env, disk, a));
@@ -119,16 +122,9 @@ TEST_CASE("an eviction killed right after its move to the trash: the next pass r
   for (const bool disk_stays : {false, true}) {
     CAPTURE(disk_stays);
     Env env;
-    auto& local = dynamic_cast<storage::LocalBackend&>(*env.backend);
     const auto a = env.AddImage(8 * kMiB, 4);
     const auto b = env.AddImage(8 * kMiB, 5);
-    {
-      auto cache = env.Open();
-      cache->CreateVolume({.image_id = a, .volume = "a1"});
-      cache->DeleteVolume("a1");
-    }
-    const fs::path disk =
-        ForeignDisk(env, local.PathOf({env.backend->entry_pool(), engine::EntryName(a)}), "inst-3");
+    const fs::path disk = ForeignDisk(env, CachedWithoutClones(env, a), "inst-3");
     // b's miss evicts a, whose file the disk reads: moved to the trash, then killed.
     const int status = env.RunChild({"create:" + b + ":b1"}, "after_remove_image", 1);
     REQUIRE(WIFSIGNALED(status));
@@ -183,11 +179,7 @@ TEST_CASE("an eviction refused because the scan cannot read a path leaves the en
   auto& local = dynamic_cast<storage::LocalBackend&>(*env.backend);
   const auto a = env.AddImage(8 * kMiB, 7);
   const auto b = env.AddImage(8 * kMiB, 8);
-  {
-    auto cache = env.Open();
-    cache->CreateVolume({.image_id = a, .volume = "a1"});
-    cache->DeleteVolume("a1");
-  }
+  CachedWithoutClones(env, a);
   // A folder deeper than the scan walks: what is below it is unknown.
   const fs::path top = local.PathOf(env.Vol("x")).parent_path() / "deep";
   fs::path deep = top;
