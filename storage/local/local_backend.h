@@ -113,6 +113,7 @@ class LocalBackend final : public Backend {
   // local_tables.cpp
   std::map<std::string, std::string> ReadTable(const std::string& table) override;
   std::string TableStamp(const std::string& table) override;
+  std::string PoolStamp(const std::string& pool) override;
   std::vector<std::string> UnreadableUsers() override;
   void WriteTable(const std::string& table, const std::map<std::string, std::string>& set,
                   const std::vector<std::string>& erase) override;

@@ -84,17 +84,18 @@ std::map<std::string, std::string> LocalBackend::ReadTable(const std::string& ta
   return out;
 }
 
-std::string LocalBackend::TableStamp(const std::string& table) {
-  ValidateName("table", table);
-  const fs::path dir = fs::path(location()) / ".state" / table;
+namespace {
+
+// A folder's device, inode and times as one string; "" when it is not a folder or when
+// its times are within 2 s of now: a change within the times' granularity of the last
+// one may leave them as they are, so a stamp is given only once they are older than that.
+std::string SettledFolderStamp(const fs::path& dir) {
   struct statx stx {};
   if (::statx(AT_FDCWD, dir.c_str(), AT_SYMLINK_NOFOLLOW,
               STATX_TYPE | STATX_INO | STATX_MTIME | STATX_CTIME, &stx) != 0 ||
       !S_ISDIR(stx.stx_mode)) {
     return "";
   }
-  // A write within the times' granularity of the last one may leave them as they are: a
-  // stamp is given only once they are older than that.
   constexpr int64_t kSettledSeconds = 2;
   const int64_t settled = static_cast<int64_t>(::time(nullptr)) - kSettledSeconds;
   if (stx.stx_mtime.tv_sec >= settled || stx.stx_ctime.tv_sec >= settled) return "";
@@ -108,6 +109,26 @@ std::string LocalBackend::TableStamp(const std::string& table) {
     stamp += ':';
   }
   return stamp;
+}
+
+}  // namespace
+
+std::string LocalBackend::TableStamp(const std::string& table) {
+  ValidateName("table", table);
+  return SettledFolderStamp(fs::path(location()) / ".state" / table);
+}
+
+// A name made, removed or renamed in a folder changes the folder's times (POSIX), so the
+// pool's set of images and of sidecars is as it was while both folders' stamps are. A
+// link (or anything else not a folder) at either gives no stamp.
+std::string LocalBackend::PoolStamp(const std::string& pool) {
+  ValidateName("pool", pool);
+  const fs::path dir = fs::path(location()) / pool;
+  const std::string folder = SettledFolderStamp(dir);
+  if (folder.empty()) return "";
+  const std::string meta = SettledFolderStamp(dir / ".meta");
+  if (meta.empty()) return "";
+  return folder + "/" + meta;
 }
 
 void LocalBackend::WriteTable(const std::string& table,

@@ -132,12 +132,18 @@ bool Absent(int dir_fd, const std::string& name) {
 // `listed`: the pool's names, listed before the sidecars; an image among them was there
 // then and its sidecar is no leftover (this pass's; the next pass looks again), so only
 // the others cost a stat (a pool of 100,000 entries was 100,000 stats a pass).
+// One listing of `.meta` serves both: its `.tmp-*` files are swept as any folder's.
 void SweepSidecars(int pool_fd, const std::string& pool_path,
                    const std::unordered_set<std::string>& listed, bool dry_run,
                    std::vector<Leftover>* out) {
   const util::UniqueFd meta{OpenDirAt(pool_fd, ".meta")};
   if (meta.get() < 0) return;
+  const std::string meta_path = pool_path + "/.meta";
   for (const auto& file : Names(meta.get())) {
+    if (IsTempName(file)) {
+      SweepOne(meta.get(), meta_path, file, dry_run, out);
+      continue;
+    }
     if (file.size() <= 5 || file.compare(file.size() - 5, 5, ".json") != 0) continue;
     const std::string image = file.substr(0, file.size() - 5);
     if (listed.count(image) || !Absent(pool_fd, image)) continue;
@@ -227,8 +233,10 @@ std::vector<Leftover> LocalBackend::SweepTemporaries(bool dry_run) {
                                                    std::make_move_iterator(listed.end()));
       SweepSidecars(dir.get(), dir_path, images, dry_run, &found);
     }
+    // A pool's one folder of ours, `.meta`, was swept with its sidecars above: its
+    // 100,000 images are not listed again to find it.
+    if (pool) continue;
     for (const auto& sub_name : Names(dir.get(), /*folders_only=*/true)) {
-      if (pool && sub_name != ".meta") continue;
       if (name == ".trash" && !IsTrashId(sub_name)) continue;
       const util::UniqueFd sub{OpenDirAt(dir.get(), sub_name)};
       if (sub.get() >= 0) SweepDir(sub.get(), dir_path + "/" + sub_name, dry_run, &found);

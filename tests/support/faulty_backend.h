@@ -150,6 +150,7 @@ class FaultyBackend final : public storage::Backend {
                   const std::vector<std::string>& erase) override;
   // Passed through: read only (the reconcile then skips a table it merged already).
   std::string TableStamp(const std::string& table) override { return inner_->TableStamp(table); }
+  std::string PoolStamp(const std::string& pool) override { return inner_->PoolStamp(pool); }
   // Passed through: read only, and called only when a free-space floor is configured.
   storage::SpaceInfo FreeSpace() override { return inner_->FreeSpace(); }
   bool CanImportInstantly() const override { return inner_->CanImportInstantly(); }

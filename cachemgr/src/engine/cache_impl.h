@@ -24,9 +24,11 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "cachemgr/cache.h"
+#include "engine/live_keys.h"
 #include "engine/floor_reservations.h"
 #include "engine/instant_records.h"
 #include "engine/single_flight.h"
@@ -339,7 +341,22 @@ class CacheImpl final : public Cache {
   // replaced are dropped (a replacement adopted), entries other hosts made are adopted,
   // and last uses are merged both ways. Safe without the pass lock (each change is made
   // under the image's locks); the pass runs it under that lock before the limits.
+  // (reconcile.cpp) Skipped while the pool and the index are as they were when it last
+  // found them in step (PoolLook).
   void Reconcile(bool dry_run, std::vector<EvictAction>* actions);
+  // Merges last uses with the pool's `uses` table: every row (`rows`, or read here when
+  // null) unless the table is unchanged since this index merged it; names neither listed
+  // in `objects` nor known are forgotten only when the pool was listed.
+  void ShareLastUses(int64_t now,
+                     const std::unordered_map<std::string, index::ReconcileRow>* rows,
+                     const std::map<std::string, std::string>* objects, bool changed);
+  // A pass step that looks at the whole pool and found nothing to do records "the look"
+  // (the pools' Backend::PoolStamp and the index's entries version) under its key in the
+  // index's pass state; while it is the same, the step has nothing new to find. ""
+  // (never the same) when the backend gives no stamp.
+  std::string PoolLook();
+  bool LookUnchanged(const char* key, const std::string& look);
+  void RecordLook(const char* key, const std::string& look);
   void PublishTotals(const EvictReport& report);
   PoolTotals ReadTotals();
   // Why this host's id looks shared with another machine (the pool's `hosts` table names
@@ -475,8 +492,7 @@ class CacheImpl final : public Cache {
   void GcVolumes(bool dry_run, std::vector<EvictAction>* actions);
   // Removes this host's lock files of images no longer cached that nobody holds.
   void SweepLockFiles(bool dry_run);
-  void SweepLockFile(const std::filesystem::path& path, const std::set<std::string>& live,
-                     bool image_locks_too);
+  void SweepLockFile(const std::filesystem::path& path, LiveKeys& live, bool image_locks_too);
 
   // --- the eviction pass's steps (pass.cpp)
   struct EntryTotals {

@@ -13,6 +13,10 @@
 #include "engine/naming.h"
 
 namespace cachemgr::engine {
+namespace {
+// The look (CacheImpl::PoolLook) when the gc of leftover objects last found none.
+constexpr const char* kGcLook = "gc_objects_look";
+}  // namespace
 
 void CacheImpl::CleanupLeftover(const index::EntryRow& row, std::vector<EvictAction>* actions) {
   if (row.state == index::State::kEvicting) {
@@ -125,6 +129,13 @@ bool CacheImpl::NamedByLiveRow(const std::string& name) {
 }
 
 void CacheImpl::GcLeftoverObjects(bool dry_run, std::vector<EvictAction>* actions) {
+  // Nothing to find while no fill is recorded and the pools and the index are as they
+  // were when this step last found nothing at all (reconcile.cpp: the look). Taken first:
+  // a fill records itself before it makes anything, and what it makes moves the look.
+  const std::string look = PoolLook();
+  const auto fills = SharedFills();
+  if (fills.empty() && LookUnchanged(kGcLook, look)) return;
+  bool clean = fills.empty();  // no staging, orphan or volume staging name seen
   std::set<std::string> live_names;
   for (auto& [cache_name, image_id] :
        WithIndex([&](index::Index& ix) { return ix.ListLiveNames(backend_kind_, location_); })) {
@@ -137,22 +148,24 @@ void CacheImpl::GcLeftoverObjects(bool dry_run, std::vector<EvictAction>* action
   if (backend_->volume_pool() != backend_->entry_pool()) {
     for (const auto& name : backend_->List(backend_->volume_pool())) {
       if (IsVolumeStagingName(name)) {
+        clean = false;
         ReportVolumeStaging({backend_->volume_pool(), name}, volume_staging, actions);
       }
     }
   }
-  const auto fills = SharedFills();
   const auto listed_names = backend_->List(backend_->entry_pool());
   const std::set<std::string> listed(listed_names.begin(), listed_names.end());
   if (!dry_run) ForgetEndedFills(fills, listed);
   for (const auto& name : listed_names) {
     auto key = StagingKey(name);
     if (IsVolumeStagingName(name)) {
+      clean = false;
       ReportVolumeStaging(EntryRef(name), volume_staging, actions);
       continue;
     }
     bool orphan_entry = IsEntryName(name) && !live_names.count(name);
     if ((!key || live_names.count(name)) && !orphan_entry) continue;
+    clean = false;
     if (dry_run) {
       ReportLeftObject(name, key.has_value(), fills, actions);
       continue;
@@ -168,6 +181,7 @@ void CacheImpl::GcLeftoverObjects(bool dry_run, std::vector<EvictAction>* action
       if (e.code() != Errc::kBusy) throw;
     }
   }
+  if (clean && !dry_run) RecordLook(kGcLook, look);
 }
 
 void CacheImpl::ReportVolumeStaging(const storage::ImageRef& ref,
@@ -296,11 +310,23 @@ void CacheImpl::GcVolumes(bool dry_run, std::vector<EvictAction>* actions) {
 
 void CacheImpl::SweepLockFiles(bool dry_run) {
   if (dry_run) return;
-  std::set<std::string> live;
-  for (const auto& [cache_name, image_id] :
-       WithIndex([&](index::Index& ix) { return ix.ListLiveNames(backend_kind_, location_); })) {
-    live.insert(EntryName(image_id));
-  }
+  // Whether a key is cached: asked of the index one key at a time while few are asked
+  // (the lock folders of an idle pool hold a handful of files), and every live row read
+  // once past that (a pass at 100,000 entries read them all for none).
+  LiveKeys live(
+      [&](const std::string& key) {
+        return WithIndex([&](index::Index& ix) {
+          return ix.HasLiveName(backend_kind_, location_, key, kStagingPrefix + key + "-");
+        });
+      },
+      [&] {
+        std::set<std::string> all;
+        for (const auto& [cache_name, image_id] : WithIndex(
+                 [&](index::Index& ix) { return ix.ListLiveNames(backend_kind_, location_); })) {
+          all.insert(EntryName(image_id));
+        }
+        return all;
+      });
   // This host's lock files, and the use locks in the backend's shared lock folder when
   // it has one (there, `<key>.lock` is the backend's lock: the loop below). A folder that
   // is a link is not swept: its files are not the cache's to remove (the open refuses an
@@ -321,7 +347,7 @@ void CacheImpl::SweepLockFiles(bool dry_run) {
   // discards its own, a crashed one leaves it. Taken with no wait (held: in use), the
   // key checked again under the lock (a fill may have made it live meanwhile).
   for (const auto& key : backend_->ListLocks()) {
-    if (!IsEntryName(key) || live.count(key)) continue;
+    if (!IsEntryName(key) || live(key)) continue;
     ImageLocks locks;
     try {
       LockImage(key, std::chrono::milliseconds(0), &locks);
@@ -353,12 +379,13 @@ void CacheImpl::SweepLockFiles(bool dry_run) {
 // One file of a lock folder: a lock file of a key no longer cached goes when it can be taken
 // at once and is one a lock makes (FileLock::Discard). `image_locks_too`: `<key>.lock`
 // files too, else only `<key>.use.lock`.
-void CacheImpl::SweepLockFile(const std::filesystem::path& path, const std::set<std::string>& live,
+void CacheImpl::SweepLockFile(const std::filesystem::path& path, LiveKeys& live,
                               bool image_locks_too) {
   const std::string name = path.filename().string();
   const std::string key = name.substr(0, 40);
-  if (!IsEntryName(key) || live.count(key)) return;
+  if (!IsEntryName(key)) return;
   if (name != key + ".use.lock" && !(image_locks_too && name == key + ".lock")) return;
+  if (live(key)) return;
   try {
     auto lock = FileLock::Acquire(path, std::chrono::milliseconds(0), "lock file " + name);
     if (!lock->Discard()) log_->warn("lock file not made by the cache left alone path={}", path.string());

@@ -40,18 +40,6 @@ constexpr const char* kTotals = kTotalsTable;
 constexpr const char* kHosts = kHostsTable;
 constexpr const char* kFills = kFillsTable;
 constexpr const char* kPassLock = "eviction-pass";
-constexpr auto kReconcileLockWait = std::chrono::milliseconds(200);
-// The index's pass state (schema/010): "<Backend::TableStamp of uses> <unix seconds>" of
-// the table as this index last merged all of it.
-constexpr const char* kUsesStamp = "uses_stamp";
-
-int64_t LeadingSeconds(const std::string& value) {
-  try {
-    return std::stoll(value);
-  } catch (const std::exception&) {
-    return 0;
-  }
-}
 
 // What tells machines apart when two use one host id: /etc/machine-id, else the boot id.
 std::string MachineId() {
@@ -64,13 +52,6 @@ std::string MachineId() {
     }
   }
   return "unknown";
-}
-
-std::vector<std::string> Words(const std::string& s) {
-  std::istringstream in(s);
-  std::vector<std::string> out;
-  for (std::string w; in >> w;) out.push_back(w);
-  return out;
 }
 }  // namespace
 
@@ -135,132 +116,6 @@ std::map<std::string, std::string> CacheImpl::SharedDeferred() {
 
 void CacheImpl::ForgetDeferred(const std::string& identity) {
   backend_->WriteTable(kDeferred, {}, {Sha1Hex(identity)});
-}
-
-void CacheImpl::Reconcile(bool dry_run, std::vector<EvictAction>* actions) {
-  // Before any row is read: a use committed after the rows were listed is newer than the
-  // merge this pass records, so a later pass that skips the table still tells it.
-  const int64_t now = Now();
-  const auto objects = backend_->ListIdentities(backend_->entry_pool());
-  // The few columns compared, of every live row (whole rows cost 3x at 100,000).
-  auto live_rows = [&] {
-    std::unordered_map<std::string, index::ReconcileRow> out;
-    auto list = WithIndex(
-        [&](index::Index& ix) { return ix.ListReconcileRows(backend_kind_, location_); });
-    out.reserve(list.size());
-    for (auto& row : list) {
-      std::string name = row.cache_name;
-      out[std::move(name)] = std::move(row);
-    }
-    return out;
-  };
-  auto rows = live_rows();
-  bool changed = false;  // rows dropped or adopted: read again below
-  if (!dry_run) {
-    // Rows whose object another host evicted (gone) or evicted and filled again (another
-    // identity): forgotten, and the object at the name adopted if it is a complete entry.
-    // (Not structured bindings: the lambdas below capture `row`, which C++20 allows of a
-    // binding only from clang 16.)
-    for (const auto& kv : rows) {
-      const std::string& name = kv.first;
-      const index::ReconcileRow& row = kv.second;
-      if (row.state != index::State::kReady || row.identity.empty()) continue;
-      auto it = objects.find(name);
-      if (it != objects.end() && it->second == row.identity) continue;
-      try {
-        auto locks = PassLockImage(name, kReconcileLockWait);
-        auto now = WithIndex([&](index::Index& ix) { return ix.GetEntry(row.id); });
-        if (!now || now->pinned || now->state != index::State::kReady) continue;
-        std::string identity;
-        try {
-          identity = backend_->Identity(EntryRef(name));
-        } catch (const Error& e) {
-          if (e.code() != Errc::kNotFound) throw;
-        }
-        if (identity == now->identity) continue;  // listed before it was made
-        WithIndex([&](index::Index& ix) { ix.DeleteEntry(now->id); });
-        changed = true;
-        log_->info("entry changed on the backend by another host image={} entry={} now={}",
-                   now->image_id, name, identity.empty() ? "gone" : "another object");
-        if (actions) {
-          actions->push_back({"gc", now->image_id, name, 0,
-                              identity.empty() ? "evicted by another host: record dropped"
-                                               : "replaced by another host: record dropped",
-                              true});
-        }
-        if (!identity.empty()) AdoptOrphan(name, nullptr, actions);
-      } catch (const Error& e) {
-        if (e.code() != Errc::kBusy) throw;
-      }
-    }
-    // Entries other hosts made that this index does not know yet.
-    for (const auto& [name, identity] : objects) {
-      if (!IsEntryName(name) || rows.count(name)) continue;
-      try {
-        auto locks = PassLockImage(name, kReconcileLockWait);
-        const bool known = NamedByLiveRow(name);  // made meanwhile by this host
-        // Only the cache's own: objects that merely look like entries are the gc's to
-        // report (once), not this step's.
-        if (!known && CheckOwnership(*backend_, EntryRef(name), kMarkEntry, nullptr).ours) {
-          AdoptOrphan(name, nullptr, actions);
-          changed = true;
-        }
-      } catch (const Error& e) {
-        if (e.code() != Errc::kBusy) throw;
-      }
-    }
-    if (changed) rows = live_rows();
-  }
-
-  // Last uses: each row takes the pool's latest; the pool learns this host's newer ones.
-  // A dry run changes nothing, the index included: it plans on this host's view.
-  if (dry_run) return;
-  // The table unchanged since this index last merged all of it (the stamp it had then,
-  // taken before that read): nothing in it is newer than the rows, and only the uses this
-  // host made since go to it. The stamp is kept only by a pass that wrote nothing to it.
-  // (A stamp is advisory: a change it misses is an older last use, never a lost entry.)
-  const std::string stamp = backend_->TableStamp(kUses);
-  const auto merged = Words(WithIndex([&](index::Index& ix) { return ix.GetPassState(kUsesStamp); }));
-  // Rows adopted or dropped above: the adopted ones take their last use from the table.
-  const bool unchanged = !changed && !stamp.empty() && merged.size() == 2 && merged[0] == stamp;
-  const int64_t merged_at = unchanged ? LeadingSeconds(merged[1]) : 0;
-  std::map<std::string, std::string> uses;
-  if (!unchanged) uses = backend_->ReadTable(kUses);
-  std::map<std::string, std::string> tell;
-  std::vector<std::string> forget;
-  std::vector<int64_t> told;
-  for (const auto& kv : rows) {
-    const std::string& name = kv.first;
-    const index::ReconcileRow& row = kv.second;
-    if (unchanged) {
-      // Used since that merge (a use in the same second as it counts as since).
-      if (row.state == index::State::kReady && row.last_used >= merged_at) {
-        tell[name] = std::to_string(row.last_used) + " " + host_id_;
-        told.push_back(row.id);
-      }
-      continue;
-    }
-    auto it = uses.find(name);
-    const int64_t shared = it == uses.end() ? 0 : LeadingSeconds(it->second);
-    if (shared > row.last_used) {
-      WithIndex([&](index::Index& ix) { ix.MergeLastUsed(row.id, std::min(shared, now)); });
-    } else if (row.last_used > shared && row.state == index::State::kReady) {
-      tell[name] = std::to_string(row.last_used) + " " + host_id_;
-      told.push_back(row.id);
-    }
-  }
-  for (const auto& [name, value] : uses) {
-    if (!objects.count(name) && !rows.count(name)) forget.push_back(name);
-  }
-  backend_->WriteTable(kUses, tell, forget);
-  WithIndex([&](index::Index& ix) {
-    for (int64_t id : told) ix.SetShared(id, now);
-    if (!tell.empty() || !forget.empty() || stamp.empty()) {
-      ix.SetPassState(kUsesStamp, "");  // this pass's own write changed it
-    } else if (!unchanged) {
-      ix.SetPassState(kUsesStamp, stamp + " " + std::to_string(now));
-    }
-  });
 }
 
 void CacheImpl::PublishTotals(const EvictReport& report) {

@@ -4,6 +4,10 @@
 #pragma once
 
 #include <array>
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <vector>
 
 namespace cachemgr::engine {
 
@@ -26,5 +30,22 @@ inline constexpr const char* kRelaysTable = "relays";
 inline constexpr std::array<const char*, 10> kSharedTables = {
     kUsesTable,   kDeferredTable, kTotalsTable, kHostsTable,     kFillsTable,
     kFatesTable,  kImportsTable,  kBadTable,    kBadFilesTable,  kRelaysTable};
+
+// A table value's leading number ("<unix seconds> <host>"): 0 when it has none.
+inline int64_t LeadingSeconds(const std::string& value) {
+  try {
+    return std::stoll(value);
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+// A table value's words, split at blanks.
+inline std::vector<std::string> Words(const std::string& s) {
+  std::istringstream in(s);
+  std::vector<std::string> out;
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
 
 }  // namespace cachemgr::engine

@@ -216,6 +216,13 @@ class Index {
   // Every live (not pinned) row of the pool, the columns the reconcile compares
   // (index_pass.cpp): a fraction of ListEntries' cost at 100,000 rows.
   std::vector<ReconcileRow> ListReconcileRows(const std::string& backend, const std::string& pool);
+  // The ready live rows used at or after `since` (unix seconds), by the LRU index: the
+  // uses a pass tells the pool when nothing else changed.
+  std::vector<ReconcileRow> ListUsedSince(const std::string& backend, const std::string& pool,
+                                          int64_t since);
+  // A count that moves whenever a row is made or dropped or its name, identity, state or
+  // pin changes (schema/011's triggers), whoever writes the index; not on a use.
+  int64_t EntriesVersion();
   // Small values this host's passes keep between runs (schema/010); "" when unset, and
   // setting "" removes the key.
   std::string GetPassState(const std::string& key);

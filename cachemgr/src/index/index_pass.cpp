@@ -1,6 +1,6 @@
 // index/index_pass.cpp: what the eviction pass's reconcile reads of every live row (the
 // few columns it compares with the pool, not whole rows), and the small values this
-// host's passes keep between runs (schema/010).
+// host's passes keep between runs (schema/010), and the entries' version (schema/011).
 #include <SQLiteCpp/SQLiteCpp.h>
 
 #include <string>
@@ -9,6 +9,25 @@
 #include "index/index_sql.h"
 
 namespace cachemgr::index {
+namespace {
+
+// The columns of ReconcileRow, in its order, of every row `q` gives.
+std::vector<ReconcileRow> ReadReconcileRows(SQLite::Statement& q) {
+  std::vector<ReconcileRow> out;
+  while (q.executeStep()) {
+    ReconcileRow r;
+    r.id = q.getColumn(0).getInt64();
+    r.cache_name = q.getColumn(1).getString();
+    r.state = ParseState(q.getColumn(2).getString());
+    r.identity = q.getColumn(3).getString();
+    r.last_used = q.getColumn(4).getInt64();
+    r.shared_at = q.getColumn(5).getInt64();
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+}  // namespace
 
 std::vector<ReconcileRow> Index::ListReconcileRows(const std::string& backend,
                                                    const std::string& pool) {
@@ -20,18 +39,28 @@ std::vector<ReconcileRow> Index::ListReconcileRows(const std::string& backend,
                         "ORDER BY id");
     q.bind(1, backend);
     q.bind(2, pool);
-    std::vector<ReconcileRow> out;
-    while (q.executeStep()) {
-      ReconcileRow r;
-      r.id = q.getColumn(0).getInt64();
-      r.cache_name = q.getColumn(1).getString();
-      r.state = ParseState(q.getColumn(2).getString());
-      r.identity = q.getColumn(3).getString();
-      r.last_used = q.getColumn(4).getInt64();
-      r.shared_at = q.getColumn(5).getInt64();
-      out.push_back(std::move(r));
-    }
-    return out;
+    return ReadReconcileRows(q);
+  });
+}
+
+std::vector<ReconcileRow> Index::ListUsedSince(const std::string& backend, const std::string& pool,
+                                               int64_t since) {
+  return Guard(path_, "list entries used since " + std::to_string(since), [&] {
+    SQLite::Statement q(*db_,
+                        "SELECT id, cache_name, state, identity, last_used, shared_at "
+                        "FROM entries WHERE backend = ? AND pool = ? AND pinned = 0 "
+                        "AND state = 'ready' AND last_used >= ? ORDER BY id");
+    q.bind(1, backend);
+    q.bind(2, pool);
+    q.bind(3, since);
+    return ReadReconcileRows(q);
+  });
+}
+
+int64_t Index::EntriesVersion() {
+  return Guard(path_, "read the entries' version", [&] {
+    SQLite::Statement q(*db_, "SELECT n FROM entries_version WHERE id = 1");
+    return q.executeStep() ? q.getColumn(0).getInt64() : int64_t{0};
   });
 }
 

@@ -1,0 +1,146 @@
+// Local backend, two hosts sharing one root: an idle pass skips comparing the pool with
+// its index while neither changed since they were last found in step (the look: the
+// pool folders' stamps and the index's entries version, engine/reconcile.cpp), and any
+// change, on any host or in the index alone, makes the next pass compare again. The gc
+// of leftover objects keeps its own look and never skips past a leftover it reports.
+#include <doctest/doctest.h>
+
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "cachemgr/cache.h"
+#include "engine/naming.h"
+#include "engine_fixture.h"
+#include "storage/local/local_backend.h"
+#include "support/engine_harness.h"
+
+namespace cachemgr::test {
+namespace {
+
+// The folders' times give a stamp only once older than 2 s (in whole seconds).
+void Settle() { std::this_thread::sleep_for(std::chrono::milliseconds(3100)); }
+
+struct Hosts {
+  Env env;
+  std::shared_ptr<FakeClock> clock = std::make_shared<FakeClock>();
+  DrivenEngine a, b;
+
+  Hosts() {
+    Options oa = env.options;
+    oa.host_id = "host-a";
+    oa.index = (env.dir.path() / "a.db").string();
+    Options ob = env.options;
+    ob.host_id = "host-b";
+    ob.index = (env.dir.path() / "b.db").string();
+    ob.cache.max_count = 1;  // B's fills evict the older entry
+    a = OpenDrivenEngine(oa, clock);
+    b = OpenDrivenEngine(ob, clock);
+  }
+  // How many times A's pass listed the pool with identities (the reconcile's compare).
+  uint64_t ListingsByA(const EvictOptions& options = {}) {
+    const uint64_t before = a.faults->calls(Verb::kListIdentities);
+    a.cache->RunEvictionPass(options);
+    return a.faults->calls(Verb::kListIdentities) - before;
+  }
+  // A's passes until one finds the pool and index in step (it records the look).
+  void InStep() {
+    a.cache->RunEvictionPass({});
+    Settle();
+    a.cache->RunEvictionPass({});
+  }
+};
+
+bool LeftAlone(const EvictReport& report, const std::string& name) {
+  for (const auto& act : report.actions)
+    if (act.kind == "left alone" && act.name == name) return true;
+  return false;
+}
+
+TEST_CASE("an idle pass skips the compare; an entry another host makes or removes is "
+          "adopted or dropped by the next pass") {
+  Hosts h;
+  const auto x = h.env.AddImage(4 * kMiB, 51);
+  const auto y = h.env.AddImage(4 * kMiB, 52);
+  h.a.cache->Prefill(x);
+  h.b.cache->RunEvictionPass({});  // B adopts x
+  h.InStep();
+  CHECK(h.ListingsByA() == 0);  // nothing changed: no listing
+  CHECK(h.ListingsByA() == 0);
+  // A dry run never compares (it changes nothing, the index included).
+  CHECK(h.ListingsByA({.dry_run = true}) == 0);
+
+  // B makes y, and evicts x for it (max_count 1): x's name leaves the pool.
+  h.clock->Advance(std::chrono::seconds(60));
+  h.b.cache->Prefill(y);
+  REQUIRE_FALSE(h.b.cache->Lookup(x));
+  REQUIRE(h.a.cache->Lookup(x));
+  Settle();
+  CHECK(h.ListingsByA() == 1);
+  CHECK(h.a.cache->Lookup(y));       // adopted
+  CHECK_FALSE(h.a.cache->Lookup(x));  // dropped
+  Settle();
+  CHECK(h.ListingsByA() == 1);  // in step again: recorded
+  CHECK(h.ListingsByA() == 0);
+}
+
+TEST_CASE("a change made in the index alone makes the next pass compare, and the pool then "
+          "puts the row back") {
+  Hosts h;
+  const auto x = h.env.AddImage(4 * kMiB, 53);
+  h.a.cache->Prefill(x);
+  h.InStep();
+  REQUIRE(h.ListingsByA() == 0);
+  // Another program drops the row straight from A's index file; the pool is as it was.
+  {
+    SQLite::Database db(h.env.dir.path() / "a.db", SQLite::OPEN_READWRITE);
+    REQUIRE(db.exec("DELETE FROM entries WHERE image_id = '" + x + "'") == 1);
+  }
+  REQUIRE_FALSE(h.a.cache->Lookup(x));
+  CHECK(h.ListingsByA() == 1);
+  CHECK(h.a.cache->Lookup(x));  // adopted back from the pool
+}
+
+TEST_CASE("a change within a pool's `.meta` folder alone makes the next pass compare") {
+  Hosts h;
+  const auto x = h.env.AddImage(4 * kMiB, 54);
+  h.a.cache->Prefill(x);
+  h.InStep();
+  REQUIRE(h.ListingsByA() == 0);
+  auto& local = dynamic_cast<storage::LocalBackend&>(*h.env.backend);
+  const auto meta = local.PathOf({h.env.backend->entry_pool(), "x"}).parent_path() / ".meta";
+  REQUIRE(std::filesystem::is_directory(meta));
+  std::ofstream(meta / "someone-else") << "x";
+  Settle();
+  CHECK(h.ListingsByA() == 1);
+}
+
+TEST_CASE("a foreign object shaped like the cache's leftovers is reported by every pass, "
+          "the look never skipping past it") {
+  Hosts h;
+  const auto x = h.env.AddImage(4 * kMiB, 55);
+  h.a.cache->Prefill(x);
+  h.InStep();
+  REQUIRE(h.ListingsByA() == 0);
+  auto& local = dynamic_cast<storage::LocalBackend&>(*h.env.backend);
+  const std::string staging = std::string(engine::kStagingPrefix) + engine::Sha1Hex("other") + "-x1";
+  const std::string entry_like = engine::Sha1Hex("not ours");
+  std::ofstream(local.PathOf({h.env.backend->entry_pool(), staging})) << "someone's data";
+  std::ofstream(local.PathOf({h.env.backend->entry_pool(), entry_like})) << "someone's data";
+  for (int pass = 0; pass < 3; ++pass) {
+    Settle();
+    const auto report = h.a.cache->RunEvictionPass({});
+    CHECK(LeftAlone(report, staging));
+    CHECK(LeftAlone(report, entry_like));
+  }
+  CHECK(std::filesystem::exists(local.PathOf({h.env.backend->entry_pool(), staging})));
+  CHECK(std::filesystem::exists(local.PathOf({h.env.backend->entry_pool(), entry_like})));
+  CHECK_FALSE(h.a.cache->Lookup("not ours"));
+}
+
+}  // namespace
+}  // namespace cachemgr::test
