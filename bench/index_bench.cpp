@@ -13,7 +13,12 @@
 // local backend with `pass-entries` entries, made directly (sparse raw files, sidecars,
 // index rows, the pool's table of last uses) rather than filled, which would take hours:
 //   pass_dry:    a dry run with nothing to evict;
-//   pass_idle:   a real pass with nothing to evict (after one untimed first pass);
+//   pass_idle:   a real pass with nothing to evict (after one untimed first pass and
+//                2.1 s for the pool's stamps to settle: a pass from a timer finds the
+//                pool as the last one left it, minutes old);
+//   pass_changed: the same after a name was made and removed in the pool folder (as
+//                another host's fill or eviction does), the stamps settled again: the
+//                pass that compares the pool with the index in full;
 //   pass_plan:   a dry run that plans `evict` evictions;
 //   pass_evict:  the real pass that evicts them, with `pinned` entries that have a clone
 //                (kept in the trash for it) and `busy` entries (their image lock held,
@@ -36,6 +41,7 @@
 #include <fstream>
 #include <iostream>
 #include <random>
+#include <thread>
 
 #include "cachemgr/cache.h"
 #include "common.h"
@@ -218,8 +224,10 @@ void PassBench(const Args& args, Results* results) {
     }
   }
   const nlohmann::json common = {{"entries", entries}, {"seed_ms", seed_ms}};
-  std::vector<double> dry_ms, idle_ms;
+  std::vector<double> dry_ms, idle_ms, changed_ms;
   double first_ms = 0;
+  // Local stamps are given once a folder's times are 2 s old (LocalBackend::PoolStamp).
+  auto settle = [] { std::this_thread::sleep_for(std::chrono::milliseconds(2100)); };
   {
     auto cache = Cache::Open(PassOptions(dir, static_cast<uint64_t>(entries) + 1), PassLogger());
     for (long p = 0; p < passes; ++p) {
@@ -228,10 +236,21 @@ void PassBench(const Args& args, Results* results) {
       dry_ms.push_back(f.ms);
     }
     first_ms = RunPass(*cache, false).ms;
+    settle();
     for (long p = 0; p < passes; ++p) {
       const auto f = RunPass(*cache, false);
       if (f.evicted + f.deferred != 0) throw std::runtime_error("idle pass evicted");
       idle_ms.push_back(f.ms);
+    }
+    const Options o = PassOptions(dir, 0);
+    const fs::path pool = fs::path(o.backend.local.root) / "_base";
+    for (long p = 0; p < passes; ++p) {
+      WriteFile(pool / "bench-moved", "x");
+      fs::remove(pool / "bench-moved");
+      settle();
+      const auto f = RunPass(*cache, false);
+      if (f.evicted + f.deferred != 0) throw std::runtime_error("pass after a change evicted");
+      changed_ms.push_back(f.ms);
     }
   }
   Series dry{"index", "pass_dry", "ms", dry_ms, common};
@@ -239,6 +258,8 @@ void PassBench(const Args& args, Results* results) {
   Series idle{"index", "pass_idle", "ms", idle_ms, common};
   idle.extra["first_pass_ms"] = first_ms;
   results->Add(std::move(idle));
+  Series changed{"index", "pass_changed", "ms", changed_ms, common};
+  results->Add(std::move(changed));
 
   // The evicting pass: the busy entries' image locks are held (as a fill or a stale
   // replacement holds them), so the pass waits its bounded time for each and skips it.

@@ -349,13 +349,15 @@ def build(series):
     # Victim selection alone is a row, not a goal: the pass below is what operators run.
     # The index open and the library's eviction pass (local backend, source check off).
     op = g("index", "open")
-    pd, pi, pp, pe = (g("index", n) for n in ("pass_dry", "pass_idle", "pass_plan", "pass_evict"))
+    pd, pi, pc, pp, pe = (g("index", n) for n in ("pass_dry", "pass_idle", "pass_changed",
+                                                   "pass_plan", "pass_evict"))
     n_pass = extra(pd, "entries") or extra(pe, "entries") or 100000
     if op:
         t.row("index", "Index::Open (quick_check), %s entries" % n_entries, op["p50"], op["p90"],
               "ms", "n=%d" % op["n"])
     for s, label in ((pd, "eviction pass, dry run, nothing to evict"),
                      (pi, "eviction pass, nothing to evict"),
+                     (pc, "eviction pass, nothing to evict, the pool changed since the last"),
                      (pp, "eviction pass, dry run planning the evictions")):
         if s:
             t.row("index", "%s, %s entries" % (label, n_pass), s["p50"], s["p90"], "ms",

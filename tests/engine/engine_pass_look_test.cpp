@@ -83,9 +83,45 @@ TEST_CASE("an idle pass skips the compare; an entry another host makes or remove
   CHECK(h.ListingsByA() == 1);
   CHECK(h.a.cache->Lookup(y));       // adopted
   CHECK_FALSE(h.a.cache->Lookup(x));  // dropped
-  Settle();
-  CHECK(h.ListingsByA() == 1);  // in step again: recorded
+  // That pass found them in step (its gc had adopted y before the compare): recorded.
   CHECK(h.ListingsByA() == 0);
+}
+
+TEST_CASE("a look is trusted for 15 minutes only: then a pass compares in full, though "
+          "no stamp moved") {
+  Hosts h;
+  const auto x = h.env.AddImage(4 * kMiB, 56);
+  h.a.cache->Prefill(x);
+  h.InStep();
+  h.clock->Advance(std::chrono::minutes(14));
+  CHECK(h.ListingsByA() == 0);
+  h.clock->Advance(std::chrono::minutes(2));  // 16 minutes after the look was recorded
+  CHECK(h.ListingsByA() == 1);
+  CHECK(h.ListingsByA() == 0);  // recorded again
+  // A wall clock set back does not stretch the trust either.
+  h.clock->StepWallBack(std::chrono::minutes(1));
+  CHECK(h.ListingsByA() == 1);
+}
+
+TEST_CASE("the pool's fates are pruned once an hour by a host, not by every pass") {
+  Hosts h;
+  const auto x = h.env.AddImage(4 * kMiB, 57);
+  h.a.cache->Prefill(x);  // shares its fate ("cached") with the pool
+  REQUIRE(h.env.backend->ReadTable("fates").count(engine::EntryName(x)) == 1);
+  // Fates of names the pool does not hold, far older than events_max_age_days.
+  const std::string old = std::to_string(h.clock->WallSeconds() - 400 * 86400) + " evict other";
+  const std::string gone1 = engine::Sha1Hex("gone 1"), gone2 = engine::Sha1Hex("gone 2");
+  h.env.backend->WriteTable("fates", {{gone1, old}});
+  h.a.cache->RunEvictionPass({});  // the first pass prunes
+  CHECK(h.env.backend->ReadTable("fates").count(gone1) == 0);
+  h.env.backend->WriteTable("fates", {{gone2, old}});
+  h.clock->Advance(std::chrono::minutes(59));
+  h.a.cache->RunEvictionPass({});
+  CHECK(h.env.backend->ReadTable("fates").count(gone2) == 1);  // within the hour
+  h.clock->Advance(std::chrono::minutes(2));
+  h.a.cache->RunEvictionPass({});
+  CHECK(h.env.backend->ReadTable("fates").count(gone2) == 0);
+  CHECK(h.env.backend->ReadTable("fates").count(engine::EntryName(x)) == 1);  // held: kept
 }
 
 TEST_CASE("a change made in the index alone makes the next pass compare, and the pool then "
@@ -128,7 +164,7 @@ TEST_CASE("a foreign object shaped like the cache's leftovers is reported by eve
   REQUIRE(h.ListingsByA() == 0);
   auto& local = dynamic_cast<storage::LocalBackend&>(*h.env.backend);
   const std::string staging = std::string(engine::kStagingPrefix) + engine::Sha1Hex("other") + "-x1";
-  const std::string entry_like = engine::Sha1Hex("not ours");
+  const std::string entry_like = engine::EntryName("not-ours");
   std::ofstream(local.PathOf({h.env.backend->entry_pool(), staging})) << "someone's data";
   std::ofstream(local.PathOf({h.env.backend->entry_pool(), entry_like})) << "someone's data";
   for (int pass = 0; pass < 3; ++pass) {
@@ -139,7 +175,7 @@ TEST_CASE("a foreign object shaped like the cache's leftovers is reported by eve
   }
   CHECK(std::filesystem::exists(local.PathOf({h.env.backend->entry_pool(), staging})));
   CHECK(std::filesystem::exists(local.PathOf({h.env.backend->entry_pool(), entry_like})));
-  CHECK_FALSE(h.a.cache->Lookup("not ours"));
+  CHECK_FALSE(h.a.cache->Lookup("not-ours"));
 }
 
 }  // namespace

@@ -25,6 +25,8 @@ class FakeClock final : public util::Clock {
     wall_ += by.count();
     steady_ += std::chrono::duration_cast<std::chrono::steady_clock::duration>(by).count();
   }
+  // The wall clock set back (as NTP steps it), the steady clock left as it is.
+  void StepWallBack(std::chrono::seconds by) { wall_ -= by.count(); }
 
  private:
   std::atomic<int64_t> wall_;

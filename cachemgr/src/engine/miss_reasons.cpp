@@ -24,6 +24,9 @@ namespace cachemgr::engine {
 namespace {
 
 constexpr const char* kFates = kFatesTable;
+// The index's pass state: when this host last pruned the pool's fates (unix seconds).
+constexpr const char* kFatesPrunedAt = "fates_pruned_at";
+constexpr int64_t kFatesPruneEvery = 60 * 60;
 constexpr const char* kFateCached = "cached";
 // Every reason a miss can have, in the order `stats` lists them.
 constexpr const char* kMissReasons[] = {"cold", "capacity", "stale", "too_big", "lost"};
@@ -102,8 +105,16 @@ void CacheImpl::NoteFate(const std::string& image_id, const std::string& what, b
 
 void CacheImpl::PruneSharedFates() {
   const auto& c = options_.cache;
+  // The pool's fates hold a row per image ever cached (a fill shares its own): reading
+  // them and listing the pool costs seconds at 100,000 entries, and the limits are days
+  // and a row count, so a host prunes them once an hour, not every pass.
+  const int64_t now = Now();
+  const int64_t last = LeadingSeconds(
+      WithIndex([&](index::Index& ix) { return ix.GetPassState(kFatesPrunedAt); }));
+  if (now >= last && now - last < kFatesPruneEvery) return;
   try {
     const auto fates = backend_->ReadTable(kFates);
+    WithIndex([&](index::Index& ix) { ix.SetPassState(kFatesPrunedAt, std::to_string(now)); });
     if (fates.empty()) return;
     const auto objects = backend_->ListIdentities(backend_->entry_pool());
     std::vector<std::pair<int64_t, std::string>> unheld;  // newest first, below

@@ -9,7 +9,9 @@
 // name, identity, state or pin. A pass that compared and found nothing to do records
 // both ("a look"); the next one that finds the same look skips the comparison. A backend
 // that gives no stamp (RBD) is compared every pass. The gc of leftover objects (gc.cpp)
-// keeps its own look the same way.
+// keeps its own look the same way. A look is trusted for kLookMaxAge only: a stamp that
+// missed a change (a shared root's server clock behind this host's, times coarser than
+// the settle time, attributes an NFS client cached) is outlived by the next full compare.
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -33,6 +35,9 @@ constexpr const char* kUsesStamp = "uses_stamp";
 // The look (PoolLook) of the pool and index when the reconcile last found them in step.
 constexpr const char* kReconcileLook = "reconcile_look";
 
+// How long a recorded look is trusted (by the engine's clock) before a full compare.
+constexpr int64_t kLookMaxAge = 15 * 60;
+
 using Rows = std::unordered_map<std::string, index::ReconcileRow>;
 
 }  // namespace
@@ -51,12 +56,19 @@ std::string CacheImpl::PoolLook() {
   return look;
 }
 
+// The pass state holds "<look> @<unix seconds when recorded>".
 bool CacheImpl::LookUnchanged(const char* key, const std::string& look) {
-  return !look.empty() && WithIndex([&](index::Index& ix) { return ix.GetPassState(key); }) == look;
+  if (look.empty()) return false;
+  const std::string recorded = WithIndex([&](index::Index& ix) { return ix.GetPassState(key); });
+  const auto at = recorded.rfind(" @");
+  if (at == std::string::npos || recorded.compare(0, at, look) != 0 || at != look.size()) return false;
+  const int64_t age = Now() - LeadingSeconds(recorded.substr(at + 2));
+  return age >= 0 && age < kLookMaxAge;
 }
 
 void CacheImpl::RecordLook(const char* key, const std::string& look) {
-  WithIndex([&](index::Index& ix) { ix.SetPassState(key, look); });
+  if (look.empty()) return;
+  WithIndex([&](index::Index& ix) { ix.SetPassState(key, look + " @" + std::to_string(Now())); });
 }
 
 void CacheImpl::Reconcile(bool dry_run, std::vector<EvictAction>* actions) {
