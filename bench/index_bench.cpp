@@ -107,9 +107,10 @@ Options PassOptions(const std::filesystem::path& dir, uint64_t max_count) {
 }
 
 // The entries a cache of `entries` images holds after its fills: per entry a sparse raw
-// file, its sidecar (protected snapshot, the cache's mark), a ready row, and its last use
-// in the pool's table (as a pass after the hits leaves it). Entry i was used at base + i's
-// place in a shuffled order; the first `head` entries are the least recently used.
+// file, its sidecar (protected snapshot, the cache's mark), a ready row, its last use in
+// the pool's table (as a pass after the hits leaves it) and its fate ("cached"). Entry i
+// was used at base + i's place in a shuffled order; the first `head` are the least
+// recently used.
 void SeedEntries(const std::filesystem::path& dir, long entries, long head) {
   namespace fs = std::filesystem;
   const Options o = PassOptions(dir, 0);
@@ -122,6 +123,7 @@ void SeedEntries(const std::filesystem::path& dir, long entries, long head) {
   const fs::path base = root / backend->entry_pool();
   fs::create_directories(base / ".meta");
   fs::create_directories(root / ".state" / "uses");
+  fs::create_directories(root / ".state" / "fates");
   constexpr uint64_t kSize = 1 << 20;
   auto index = index::Index::Open(o.index);
   index::Transaction tx(*index, "seed the pass bench");
@@ -169,6 +171,8 @@ void SeedEntries(const std::filesystem::path& dir, long entries, long head) {
     row.shared_at = row.last_used;
     index->InsertEntry(row);
     WriteFile(root / ".state" / "uses" / name, std::to_string(row.last_used) + " bench");
+    // Its fate, as its fill shares it (engine/miss_reasons.cpp).
+    WriteFile(root / ".state" / "fates" / name, std::to_string(row.created_at) + " cached bench");
   }
   tx.Commit();
 }

@@ -278,6 +278,14 @@ class Backend {
   virtual std::map<std::string, std::string> ReadTable(const std::string& table) = 0;
   virtual void WriteTable(const std::string& table, const std::map<std::string, std::string>& set,
                           const std::vector<std::string>& erase = {}) = 0;
+  // One key's value (nullopt: none), for a reader of one key in a table of a key per
+  // entry (the fates a miss is labelled by): local reads one file, RBD one omap key.
+  virtual std::optional<std::string> ReadTableValue(const std::string& table, const std::string& key) {
+    auto all = ReadTable(table);
+    auto it = all.find(key);
+    if (it == all.end()) return std::nullopt;
+    return std::move(it->second);
+  }
   // A stamp that differs after any WriteTable of `table` on any host, for a reader that
   // skips a table unchanged since it last read all of it; "" when the backend cannot tell
   // (then the table is read every time). Local: the table folder's inode and times, and

@@ -112,6 +112,7 @@ class LocalBackend final : public Backend {
   std::optional<std::filesystem::path> SharedLockDir() const override;
   // local_tables.cpp
   std::map<std::string, std::string> ReadTable(const std::string& table) override;
+  std::optional<std::string> ReadTableValue(const std::string& table, const std::string& key) override;
   std::string TableStamp(const std::string& table) override;
   std::string PoolStamp(const std::string& pool) override;
   std::vector<std::string> UnreadableUsers() override;

@@ -12,6 +12,7 @@
 #include <ctime>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <system_error>
@@ -27,6 +28,38 @@ namespace fs = std::filesystem;
 
 namespace {
 constexpr size_t kMaxValue = 4096;
+
+// The value of `key` in the table folder `dir_fd`: nullopt when there is none to act on.
+std::optional<std::string> ReadValueAt(int dir_fd, const std::string& key) {
+  // O_NOFOLLOW: a symlink is not a key.
+  const util::UniqueFd file(
+      ::openat(dir_fd, key.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (file.get() < 0) return std::nullopt;  // removed meanwhile, or not a file
+  struct stat st {};
+  // A value the backend wrote is a regular file with one name (renamed into place): a
+  // hard link to a file elsewhere is not one.
+  if (::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) return std::nullopt;
+  // A value is written whole and renamed into place (WriteTable): one read that returns
+  // fstat's size is the value (the table of last uses has a key per entry and is read on
+  // every pass; no second read to see the end). A file that reads otherwise (edited in
+  // place, a size an NFS client cached) is read to its end, as any other.
+  if (st.st_size > static_cast<off_t>(kMaxValue)) return std::nullopt;  // not a value we wrote
+  char buf[kMaxValue + 1];
+  size_t got = 0;
+  bool failed = false;
+  while (got < sizeof buf) {
+    const ssize_t n = ::read(file.get(), buf + got, sizeof buf - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) failed = true;
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+    if (got == static_cast<size_t>(st.st_size)) break;
+  }
+  // Unreadable, cut short, or grown past 4 KiB meanwhile: not a value to act on.
+  if (failed || got > kMaxValue || got < static_cast<size_t>(st.st_size)) return std::nullopt;
+  return std::string(buf, got);
+}
+
 }  // namespace
 
 std::map<std::string, std::string> LocalBackend::ReadTable(const std::string& table) {
@@ -48,40 +81,29 @@ std::map<std::string, std::string> LocalBackend::ReadTable(const std::string& ta
     if (dup_fd >= 0) ::close(dup_fd);
     throw Error(Errc::kIo, "table " + dir.string() + ": cannot list: " + std::strerror(errno));
   }
-  char buf[kMaxValue + 1];
   while (const struct dirent* e = ::readdir(d)) {
     const std::string key = e->d_name;
     if (key.empty() || key[0] == '.') continue;
     if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN) continue;  // symlinks, folders
-    // O_NOFOLLOW: a symlink (of an unknown type above) is not a key.
-    const util::UniqueFd file(
-        ::openat(fd.get(), key.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-    if (file.get() < 0) continue;  // removed meanwhile, or not a file
-    struct stat st {};
-    // A value the backend wrote is a regular file with one name (renamed into place): a
-    // hard link to a file elsewhere is not one.
-    if (::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) continue;
-    // A value is written whole and renamed into place (WriteTable): one read that returns
-    // fstat's size is the value (the table of last uses has a key per entry and is read on
-    // every pass; no second read to see the end). A file that reads otherwise (edited in
-    // place, a size an NFS client cached) is read to its end, as any other.
-    if (st.st_size > static_cast<off_t>(kMaxValue)) continue;  // not a value this backend wrote
-    size_t got = 0;
-    bool failed = false;
-    while (got < sizeof buf) {
-      const ssize_t n = ::read(file.get(), buf + got, sizeof buf - got);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) failed = true;
-      if (n <= 0) break;
-      got += static_cast<size_t>(n);
-      if (got == static_cast<size_t>(st.st_size)) break;
-    }
-    // Unreadable, cut short, or grown past 4 KiB meanwhile: not a value to act on.
-    if (failed || got > kMaxValue || got < static_cast<size_t>(st.st_size)) continue;
-    out[key] = std::string(buf, got);
+    if (auto value = ReadValueAt(fd.get(), key)) out[key] = std::move(*value);
   }
   ::closedir(d);
   return out;
+}
+
+std::optional<std::string> LocalBackend::ReadTableValue(const std::string& table,
+                                                        const std::string& key) {
+  ValidateName("table", table);
+  ValidateName("table key", key);
+  const fs::path dir = fs::path(location()) / ".state" / table;
+  const util::UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (fd.get() < 0 && errno == ENOENT) return std::nullopt;
+  if (fd.get() < 0 && (errno == ELOOP || errno == ENOTDIR)) RequireOwnFolder(dir);  // names it
+  if (fd.get() < 0) {
+    throw Error(Errc::kIo, "table " + dir.string() + ": cannot open: " + std::strerror(errno));
+  }
+  if (key[0] == '.') return std::nullopt;  // a writer's temporary, never a key
+  return ReadValueAt(fd.get(), key);
 }
 
 namespace {

@@ -5,6 +5,7 @@
 #include <rados/librados.h>
 
 #include <cerrno>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,31 @@ struct OmapIter {
   }
 };
 }  // namespace
+
+std::optional<std::string> RbdBackend::ReadTableValue(const std::string& table,
+                                                      const std::string& key) {
+  ValidateName("table", table);
+  ValidateName("table key", key);
+  auto pool = LockPool();
+  const std::string oid = kTablePrefix + table;
+  ReadOp read;
+  OmapIter iter;
+  int prval = 0;
+  const char* keys[] = {key.c_str()};
+  const size_t key_lens[] = {key.size()};
+  rados_read_op_omap_get_vals_by_keys2(read.op, keys, 1, key_lens, &iter.it, &prval);
+  const int r = rados_read_op_operate(read.op, pool->io.get(), oid.c_str(), 0);
+  if (r == -ENOENT) return std::nullopt;  // never written
+  Check(r, "read table", pool->Where(oid));
+  Check(prval, "read table", pool->Where(oid));
+  char* k = nullptr;
+  char* val = nullptr;
+  size_t key_len = 0, val_len = 0;
+  Check(rados_omap_get_next2(iter.it, &k, &val, &key_len, &val_len), "read table",
+        pool->Where(oid));
+  if (!k) return std::nullopt;
+  return std::string(val ? val : "", val_len);
+}
 
 std::map<std::string, std::string> RbdBackend::ReadTable(const std::string& table) {
   ValidateName("table", table);

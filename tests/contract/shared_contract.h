@@ -27,6 +27,25 @@ TEST_CASE("contract: tables: empty until written; set, overwrite, erase; seen by
   CHECK(b.ReadTable(table).empty());
 }
 
+TEST_CASE("contract: tables: one key read alone, as ReadTable reads it") {
+  auto t = MakeTarget();
+  auto& b = *t.backend;
+  const std::string table = UniqueName("table");
+  CHECK_FALSE(b.ReadTableValue(table, "k1").has_value());  // a table never written
+  b.WriteTable(table, {{"k1", "v1"}, {"k2", ""}, {"k3", std::string(4096, 'z')}});
+  CHECK(b.ReadTableValue(table, "k1") == std::optional<std::string>("v1"));
+  CHECK(b.ReadTableValue(table, "k2") == std::optional<std::string>(""));
+  CHECK(b.ReadTableValue(table, "k3") == std::optional<std::string>(std::string(4096, 'z')));
+  CHECK_FALSE(b.ReadTableValue(table, "k4").has_value());
+  auto t2 = MakeTarget();
+  t2.backend->WriteTable(table, {{"k1", "v1b"}}, {"k2"});
+  CHECK(b.ReadTableValue(table, "k1") == std::optional<std::string>("v1b"));
+  CHECK_FALSE(b.ReadTableValue(table, "k2").has_value());
+  CONTRACT_CHECK_ERRC(Errc::kInvalidArgument, b.ReadTableValue(table, "../escape"));
+  CONTRACT_CHECK_ERRC(Errc::kInvalidArgument, b.ReadTableValue(".hidden", "k1"));
+  for (const auto& [k, v] : b.ReadTable(table)) CHECK(b.ReadTableValue(table, k) == v);
+}
+
 TEST_CASE("contract: tables: many keys read back whole; bad names and large values refused") {
   auto t = MakeTarget();
   auto& b = *t.backend;

@@ -346,6 +346,11 @@ std::map<std::string, std::string> FaultyBackend::ReadTable(const std::string& t
   Hit(Verb::kReadTable, "table " + table);
   return inner_->ReadTable(table);
 }
+std::optional<std::string> FaultyBackend::ReadTableValue(const std::string& table,
+                                                         const std::string& key) {
+  Hit(Verb::kReadTable, "table " + table + " key " + key);
+  return inner_->ReadTableValue(table, key);
+}
 void FaultyBackend::WriteTable(const std::string& table,
                                const std::map<std::string, std::string>& set,
                                const std::vector<std::string>& erase) {

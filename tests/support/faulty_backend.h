@@ -146,6 +146,7 @@ class FaultyBackend final : public storage::Backend {
   }
   std::map<std::string, std::string> ListIdentities(const std::string& pool) override;
   std::map<std::string, std::string> ReadTable(const std::string& table) override;
+  std::optional<std::string> ReadTableValue(const std::string& table, const std::string& key) override;
   void WriteTable(const std::string& table, const std::map<std::string, std::string>& set,
                   const std::vector<std::string>& erase) override;
   // Passed through: read only (the reconcile then skips a table it merged already).

@@ -67,9 +67,9 @@ std::string CacheImpl::MissReason(const std::string& image_id) {
   }
   try {
     // Another host's eviction (or its fill, since this host's record) may be newer.
-    const auto shared = backend_->ReadTable(kFates);
-    if (auto it = shared.find(EntryName(image_id)); it != shared.end()) {
-      auto pool = ParseShared(it->second);
+    // One key: the table holds a row per image ever cached.
+    if (const auto value = backend_->ReadTableValue(kFates, EntryName(image_id))) {
+      auto pool = ParseShared(*value);
       if (pool && (!fate || Later(*pool, *fate))) fate = pool;
     }
   } catch (const std::exception& e) {

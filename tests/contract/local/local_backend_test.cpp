@@ -542,6 +542,14 @@ TEST_CASE("a table's keys are its files of at most 4 KiB; anything else planted 
   CHECK(read.at("a") == "17 host-a");
   CHECK(read.at("b") == std::string(4096, 'b'));
   CHECK(read.at("empty").empty());
+  // One key read alone follows the same rules, a hard link to a file elsewhere included.
+  fs::create_hard_link(dir / "outside", table / "hard");
+  for (const char* planted : {"big", "link", "fifo", "folder", "hard"}) {
+    CAPTURE(planted);
+    CHECK_FALSE(b->ReadTableValue("uses", planted).has_value());
+  }
+  CHECK(b->ReadTableValue("uses", "a") == std::optional<std::string>("17 host-a"));
+  CHECK(b->ReadTableValue("uses", "empty") == std::optional<std::string>(""));
 }
 
 TEST_CASE("a root that holds someone else's files is refused before anything is made") {
