@@ -102,7 +102,6 @@ std::optional<std::string> LocalBackend::ReadTableValue(const std::string& table
   if (fd.get() < 0) {
     throw Error(Errc::kIo, "table " + dir.string() + ": cannot open: " + std::strerror(errno));
   }
-  if (key[0] == '.') return std::nullopt;  // a writer's temporary, never a key
   return ReadValueAt(fd.get(), key);
 }
 

@@ -26,7 +26,7 @@ namespace {
 constexpr const char* kFates = kFatesTable;
 // The index's pass state: when this host last pruned the pool's fates (unix seconds).
 constexpr const char* kFatesPrunedAt = "fates_pruned_at";
-constexpr int64_t kFatesPruneEvery = 60 * 60;
+constexpr int64_t kFatesPruneEvery = int64_t{60} * 60;
 constexpr const char* kFateCached = "cached";
 // Every reason a miss can have, in the order `stats` lists them.
 constexpr const char* kMissReasons[] = {"cold", "capacity", "stale", "too_big", "lost"};

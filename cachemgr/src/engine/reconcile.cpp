@@ -36,7 +36,7 @@ constexpr const char* kUsesStamp = "uses_stamp";
 constexpr const char* kReconcileLook = "reconcile_look";
 
 // How long a recorded look is trusted (by the engine's clock) before a full compare.
-constexpr int64_t kLookMaxAge = 15 * 60;
+constexpr int64_t kLookMaxAge = int64_t{15} * 60;
 
 using Rows = std::unordered_map<std::string, index::ReconcileRow>;
 
