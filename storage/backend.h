@@ -295,12 +295,15 @@ class Backend {
     (void)table;
     return "";
   }
-  // A stamp of the names in `pool`: it differs after any image (or its metadata) is
-  // made, removed or renamed there, on any host, and not after a write into an image. For
+  // A stamp of the names in `pool`: it differs after any image is made, removed or
+  // renamed there (local: or its sidecar), on any host, and not after a write into an
+  // image. For
   // a pass that skips comparing the pool with its index when neither changed since they
   // were last found in step; "" when the backend cannot tell (then it compares every
   // time). Local: the pool folder's and its `.meta` folder's inodes and times, given only
-  // once they are older than the times can show a change in (2 s). RBD: none.
+  // once they are older than the times can show a change in (2 s). RBD: the version of the
+  // pool's (namespace's) `rbd_directory` object, which every create, rename and removal
+  // writes (metadata is not in it: the engine's marks are set before a rename).
   virtual std::string PoolStamp(const std::string& pool) {
     (void)pool;
     return "";

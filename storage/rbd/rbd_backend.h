@@ -107,6 +107,8 @@ class RbdBackend final : public Backend {
   // rbd_tables.cpp
   std::map<std::string, std::string> ReadTable(const std::string& table) override;
   std::optional<std::string> ReadTableValue(const std::string& table, const std::string& key) override;
+  // The version of the pool's (namespace's) `rbd_directory` object (rbd_tables.cpp).
+  std::string PoolStamp(const std::string& pool) override;
   void WriteTable(const std::string& table, const std::map<std::string, std::string>& set,
                   const std::vector<std::string>& erase) override;
 

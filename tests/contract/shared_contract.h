@@ -1,7 +1,11 @@
 // tests/contract/shared_contract.h: the part of the Backend contract that hosts sharing
 // one pool (or root) rely on: tables every backend object sees alike, and the listing of
-// images with their identities. Included at the end of backend_contract.h.
+// images with their identities, and the pool's stamp. Included at the end of
+// backend_contract.h.
 #pragma once
+
+#include <chrono>
+#include <thread>
 
 namespace cachemgr::contract {
 
@@ -63,6 +67,46 @@ TEST_CASE("contract: tables: many keys read back whole; bad names and large valu
   for (const auto& [k, v] : many) keys.push_back(k);
   b.WriteTable(table, {}, keys);
   CHECK(b.ReadTable(table).empty());
+}
+
+// The pool's stamp once the backend gives one (local: once the folders' times are 2 s
+// old); "" when it gives none within 5 s.
+inline std::string SettledPoolStamp(Backend& b) {
+  for (int i = 0; i < 20; ++i) {
+    std::string stamp = b.PoolStamp(b.entry_pool());
+    if (!stamp.empty()) return stamp;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  return "";
+}
+
+TEST_CASE("contract: the pool stamp moves when an image is made, renamed or removed, and "
+          "not when one is written or read") {
+  auto t = MakeTarget();
+  auto& b = *t.backend;
+  Scrub scrub(b);
+  const ImageRef first = scrub.Add({b.entry_pool(), UniqueName("stamp")});
+  CreateImage(b, first, Pattern(kMiB, 61));  // the pool (namespace) has an image
+  const std::string before = SettledPoolStamp(b);
+  REQUIRE_FALSE(before.empty());
+  CHECK(SettledPoolStamp(b) == before);  // nothing happened: the same
+  const ImageRef made = scrub.Add({b.entry_pool(), UniqueName("stamp")});
+  CreateImage(b, made, Pattern(kMiB, 62));
+  const std::string after_make = SettledPoolStamp(b);
+  CHECK(after_make != before);
+  // Read, and written the way a VM writes its disk: the names are as they were.
+  CHECK(ReadAll(b, made) == Pattern(kMiB, 62));
+  if (t.write_bytes) t.write_bytes(made, 0, 4096, 0x5a);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  CHECK(SettledPoolStamp(b) == after_make);
+  const ImageRef renamed = scrub.Add({b.entry_pool(), UniqueName("stamp")});
+  b.Rename(made, renamed.name);
+  const std::string after_rename = SettledPoolStamp(b);
+  CHECK(after_rename != after_make);
+  b.Remove(renamed);
+  const std::string after_remove = SettledPoolStamp(b);
+  CHECK(after_remove != after_rename);
+  CHECK(after_remove != before);
 }
 
 TEST_CASE("contract: ListIdentities lists each image with its Identity") {

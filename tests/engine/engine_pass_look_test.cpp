@@ -141,6 +141,23 @@ TEST_CASE("a change made in the index alone makes the next pass compare, and the
   CHECK(h.a.cache->Lookup(x));  // adopted back from the pool
 }
 
+TEST_CASE("with the entries' version damaged by hand, every pass compares until the index "
+          "is opened again") {
+  Hosts h;
+  const auto x = h.env.AddImage(4 * kMiB, 58);
+  h.a.cache->Prefill(x);
+  h.InStep();
+  REQUIRE(h.ListingsByA() == 0);
+  {
+    SQLite::Database db(h.env.dir.path() / "a.db", SQLite::OPEN_READWRITE);
+    db.exec("DROP TRIGGER entries_version_delete");
+    REQUIRE(db.exec("DELETE FROM entries WHERE image_id = '" + x + "'") == 1);
+  }
+  CHECK(h.ListingsByA() == 1);  // the row dropped unseen by the count: compared anyway
+  CHECK(h.a.cache->Lookup(x));  // and put back from the pool
+  CHECK(h.ListingsByA() == 1);  // nothing recorded while it is damaged
+}
+
 TEST_CASE("a change within a pool's `.meta` folder alone makes the next pass compare") {
   Hosts h;
   const auto x = h.env.AddImage(4 * kMiB, 54);

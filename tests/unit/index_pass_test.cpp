@@ -136,3 +136,39 @@ TEST_CASE("pass state: unset reads empty, a value is kept across a reopen, empty
   CHECK(ix->GetPassState("k").empty());
   CHECK(IndexInternals::Db(*ix).execAndGet("SELECT COUNT(*) FROM pass_state").getInt() == 0);
 }
+
+TEST_CASE("an entries' version damaged by hand reads -1, and the next open repairs it and "
+          "forgets the pass state") {
+  TempDir dir("index-version-repair");
+  const auto path = dir / "index.db";
+  int round = 0;
+  for (const char* damage : {"DROP TRIGGER entries_version_delete",
+                             "DROP TRIGGER entries_version_insert",
+                             "DROP TRIGGER entries_version_update",
+                             "DELETE FROM entries_version",
+                             "DROP TABLE entries_version"}) {
+    CAPTURE(damage);
+    auto ix = Index::Open(path);
+    const auto id = ix->InsertEntry(Row("v" + std::to_string(round++), 10));
+    ix->SetPassState("reconcile_look", "some look 5 @10");
+    REQUIRE(ix->EntriesVersion() >= 0);
+    {
+      SQLite::Database db(path.string(), SQLite::OPEN_READWRITE);
+      db.exec(damage);
+    }
+    CHECK(ix->EntriesVersion() == -1);
+    ix.reset();
+    ix = Index::Open(path);
+    const int64_t repaired = ix->EntriesVersion();
+    CHECK(repaired >= 1);
+    CHECK(ix->GetPassState("reconcile_look").empty());
+    // The triggers count again.
+    ix->DeleteEntry(id);
+    CHECK(ix->EntriesVersion() == repaired + 1);
+    ix->SetPassState("reconcile_look", "kept");
+    ix.reset();
+    ix = Index::Open(path);  // whole: nothing forgotten
+    CHECK(ix->GetPassState("reconcile_look") == "kept");
+    ix->SetPassState("reconcile_look", "");
+  }
+}

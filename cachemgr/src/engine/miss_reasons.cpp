@@ -113,9 +113,12 @@ void CacheImpl::PruneSharedFates() {
       WithIndex([&](index::Index& ix) { return ix.GetPassState(kFatesPrunedAt); }));
   if (now >= last && now - last < kFatesPruneEvery) return;
   try {
+    // Recorded once pruned (below): a prune that failed is tried again by the next pass.
+    auto pruned = [&] {
+      WithIndex([&](index::Index& ix) { ix.SetPassState(kFatesPrunedAt, std::to_string(now)); });
+    };
     const auto fates = backend_->ReadTable(kFates);
-    WithIndex([&](index::Index& ix) { ix.SetPassState(kFatesPrunedAt, std::to_string(now)); });
-    if (fates.empty()) return;
+    if (fates.empty()) return pruned();
     const auto objects = backend_->ListIdentities(backend_->entry_pool());
     std::vector<std::pair<int64_t, std::string>> unheld;  // newest first, below
     for (const auto& [name, value] : fates) {
@@ -136,6 +139,7 @@ void CacheImpl::PruneSharedFates() {
       backend_->WriteTable(kFates, {}, forget);
       log_->info("pool entry fates pruned rows={}", forget.size());
     }
+    pruned();
   } catch (const std::exception& e) {
     log_->warn("pool entry fates not pruned error={}", e.what());
   }

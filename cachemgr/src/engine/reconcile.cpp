@@ -8,7 +8,7 @@
 // and the index's entries version (schema/011) when a row is made, dropped or changes
 // name, identity, state or pin. A pass that compared and found nothing to do records
 // both ("a look"); the next one that finds the same look skips the comparison. A backend
-// that gives no stamp (RBD) is compared every pass. The gc of leftover objects (gc.cpp)
+// that gives no stamp is compared every pass. The gc of leftover objects (gc.cpp)
 // keeps its own look the same way. A look is trusted for kLookMaxAge only: a stamp that
 // missed a change (a shared root's server clock behind this host's, times coarser than
 // the settle time, attributes an NFS client cached) is outlived by the next full compare.
@@ -45,6 +45,12 @@ using Rows = std::unordered_map<std::string, index::ReconcileRow>;
 std::string CacheImpl::PoolLook() {
   // The index first: a row written after this read moves the version past the look.
   const int64_t version = WithIndex([&](index::Index& ix) { return ix.EntriesVersion(); });
+  if (version < 0) {
+    log_->warn("index {}: the entries' version (schema 011) is damaged: every pass compares "
+               "the pool in full until the next open of the index repairs it",
+               options_.index);
+    return "";
+  }
   const std::string entries = backend_->PoolStamp(backend_->entry_pool());
   if (entries.empty()) return "";
   std::string look = entries + " " + std::to_string(version);

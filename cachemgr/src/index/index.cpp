@@ -215,6 +215,7 @@ std::unique_ptr<Index> Index::Open(const fs::path& path, const EventRetention& r
     db->exec("PRAGMA foreign_keys = ON");
     Migrate(*db, path);
     EnsureSpeedIndexes(*db);
+    RepairEntriesVersion(*db);
   } catch (const SQLite::Exception& e) {
     const int code = e.getErrorCode();
     if (code == SQLITE_NOTADB || code == SQLITE_CORRUPT) {

@@ -221,7 +221,8 @@ class Index {
   std::vector<ReconcileRow> ListUsedSince(const std::string& backend, const std::string& pool,
                                           int64_t since);
   // A count that moves whenever a row is made or dropped or its name, identity, state or
-  // pin changes (schema/011's triggers), whoever writes the index; not on a use.
+  // pin changes (schema/011's triggers), whoever writes the index; not on a use. -1 when
+  // its row or a trigger is missing (dropped by hand; the next Open repairs it).
   int64_t EntriesVersion();
   // Small values this host's passes keep between runs (schema/010); "" when unset, and
   // setting "" removes the key.

@@ -7,6 +7,7 @@
 
 #include "index/index.h"
 #include "index/index_sql.h"
+#include "index/migrations.h"
 
 namespace cachemgr::index {
 namespace {
@@ -57,11 +58,37 @@ std::vector<ReconcileRow> Index::ListUsedSince(const std::string& backend, const
   });
 }
 
+int64_t ReadEntriesVersion(SQLite::Database& db) {
+  try {
+    // Prepared inside: a table dropped fails here.
+    SQLite::Statement q(db,
+                        "SELECT (SELECT n FROM entries_version WHERE id = 1), "
+                        "(SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN "
+                        "('entries_version_insert', 'entries_version_delete', "
+                        "'entries_version_update'))");
+    if (!q.executeStep() || q.getColumn(0).isNull() || q.getColumn(1).getInt() != 3) return -1;
+    return q.getColumn(0).getInt64();
+  } catch (const SQLite::Exception&) {
+    return -1;
+  }
+}
+
+void RepairEntriesVersion(SQLite::Database& db) {
+  if (ReadEntriesVersion(db) >= 0) return;  // every open but one after damage: no write
+  const Migration* schema = nullptr;
+  for (const Migration& m : Migrations()) {
+    if (m.version == 11) schema = &m;
+  }
+  if (!schema) return;
+  SQLite::Transaction tx(db, SQLite::TransactionBehavior::IMMEDIATE);
+  db.exec(schema->sql);
+  db.exec("UPDATE entries_version SET n = n + 1");
+  db.exec("DELETE FROM pass_state");
+  tx.commit();
+}
+
 int64_t Index::EntriesVersion() {
-  return Guard(path_, "read the entries' version", [&] {
-    SQLite::Statement q(*db_, "SELECT n FROM entries_version WHERE id = 1");
-    return q.executeStep() ? q.getColumn(0).getInt64() : int64_t{0};
-  });
+  return Guard(path_, "read the entries' version", [&] { return ReadEntriesVersion(*db_); });
 }
 
 std::string Index::GetPassState(const std::string& key) {

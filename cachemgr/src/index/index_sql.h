@@ -15,6 +15,14 @@
 
 namespace cachemgr::index {
 
+// The entries' version (schema/011), or -1 when its row or one of its triggers is
+// missing (dropped by hand): then no version can be trusted.
+int64_t ReadEntriesVersion(SQLite::Database& db);
+// Makes the entries' version whole again when it is not (on open): schema/011 run again,
+// the count moved, and the pass state forgotten (a look recorded before may hold any
+// count). Nothing is written when it is whole.
+void RepairEntriesVersion(SQLite::Database& db);
+
 // The retention of events and fates is given in days.
 constexpr int64_t kSecondsPerDay = 86400;
 
