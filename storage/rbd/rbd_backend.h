@@ -155,6 +155,9 @@ class RbdBackend final : public Backend {
   std::string fsid_;
   std::mutex mu_;  // guards pools_
   std::map<std::string, std::shared_ptr<PoolCtx>> pools_;
+  // PoolStamp's own ioctxs, one per pool key: the last version read is per ioctx.
+  std::mutex stamp_mu_;  // guards stamp_pools_ and their use
+  std::map<std::string, std::shared_ptr<PoolCtx>> stamp_pools_;
 };
 
 }  // namespace cachemgr::storage::rbd

@@ -39,22 +39,31 @@ struct OmapIter {
 // librbd names every image of a pool (or namespace) in the omap of its `rbd_directory`
 // object: a create, clone, rename, removal or move to the trash writes it, and each
 // write raises the object's version; a write into an image, its metadata or snapshots
-// does not. The stamp is that version, read on an ioctx of its own (the last version is
-// per ioctx, and the shared ones serve other threads), with the cluster, the pool's id
-// (a pool made again under the name starts over) and the namespace.
+// does not. The stamp is that version, read on an ioctx kept for it alone (the last
+// version is per ioctx, and the shared ones serve other threads), with the cluster, the
+// pool's id (a pool made again under the name starts over) and the namespace.
 std::string RbdBackend::PoolStamp(const std::string& pool_name) {
   const auto pool = Pool(pool_name);
-  IoCtxHandle io;
-  if (rados_ioctx_create(cluster_->get(), pool->pool.c_str(), io.out()) < 0) return "";
-  rados_ioctx_set_namespace(io.get(), pool->ns.c_str());
+  const std::string key = pool->pool + "/" + pool->ns;
+  std::lock_guard lock(stamp_mu_);
+  auto& own = stamp_pools_[key];
+  if (!own) {
+    auto ctx = std::make_shared<PoolCtx>();
+    ctx->cluster = cluster_;
+    ctx->pool = pool->pool;
+    ctx->ns = pool->ns;
+    if (rados_ioctx_create(cluster_->get(), ctx->pool.c_str(), ctx->io.out()) < 0) return "";
+    rados_ioctx_set_namespace(ctx->io.get(), ctx->ns.c_str());
+    own = std::move(ctx);
+  }
   const std::string where =
-      fsid_ + "/" + std::to_string(rados_ioctx_get_id(io.get())) + "/" + pool->ns + "@";
+      fsid_ + "/" + std::to_string(rados_ioctx_get_id(own->io.get())) + "/" + own->ns + "@";
   uint64_t size = 0;
   time_t mtime = 0;
-  const int r = rados_stat(io.get(), "rbd_directory", &size, &mtime);
+  const int r = rados_stat(own->io.get(), "rbd_directory", &size, &mtime);
   if (r == -ENOENT) return where + "none";  // no image made here yet
   if (r < 0) return "";                      // cannot tell: the caller compares
-  return where + std::to_string(rados_get_last_version(io.get()));
+  return where + std::to_string(rados_get_last_version(own->io.get()));
 }
 
 std::optional<std::string> RbdBackend::ReadTableValue(const std::string& table,
