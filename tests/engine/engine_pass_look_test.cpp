@@ -61,6 +61,23 @@ bool LeftAlone(const EvictReport& report, const std::string& name) {
   return false;
 }
 
+// Another program writes A's index file straight: `first` (if any), then drops x's row;
+// the pool is as it was.
+void DropRowByHand(Hosts& h, const std::string& x, const char* first = nullptr) {
+  SQLite::Database db(h.env.dir.path() / "a.db", SQLite::OPEN_READWRITE);
+  if (first) db.exec(first);
+  REQUIRE(db.exec("DELETE FROM entries WHERE image_id = '" + x + "'") == 1);
+}
+
+// A with x cached and a look recorded.
+std::string CachedInStep(Hosts& h, uint32_t seed) {
+  const auto x = h.env.AddImage(4 * kMiB, seed);
+  h.a.cache->Prefill(x);
+  h.InStep();
+  REQUIRE(h.ListingsByA() == 0);
+  return x;
+}
+
 TEST_CASE("an idle pass skips the compare; an entry another host makes or removes is "
           "adopted or dropped by the next pass") {
   Hosts h;
@@ -90,9 +107,7 @@ TEST_CASE("an idle pass skips the compare; an entry another host makes or remove
 TEST_CASE("a look is trusted for 15 minutes only: then a pass compares in full, though "
           "no stamp moved") {
   Hosts h;
-  const auto x = h.env.AddImage(4 * kMiB, 56);
-  h.a.cache->Prefill(x);
-  h.InStep();
+  CachedInStep(h, 56);
   h.clock->Advance(std::chrono::minutes(14));
   CHECK(h.ListingsByA() == 0);
   h.clock->Advance(std::chrono::minutes(2));  // 16 minutes after the look was recorded
@@ -127,15 +142,8 @@ TEST_CASE("the pool's fates are pruned once an hour by a host, not by every pass
 TEST_CASE("a change made in the index alone makes the next pass compare, and the pool then "
           "puts the row back") {
   Hosts h;
-  const auto x = h.env.AddImage(4 * kMiB, 53);
-  h.a.cache->Prefill(x);
-  h.InStep();
-  REQUIRE(h.ListingsByA() == 0);
-  // Another program drops the row straight from A's index file; the pool is as it was.
-  {
-    SQLite::Database db(h.env.dir.path() / "a.db", SQLite::OPEN_READWRITE);
-    REQUIRE(db.exec("DELETE FROM entries WHERE image_id = '" + x + "'") == 1);
-  }
+  const auto x = CachedInStep(h, 53);
+  DropRowByHand(h, x);
   REQUIRE_FALSE(h.a.cache->Lookup(x));
   CHECK(h.ListingsByA() == 1);
   CHECK(h.a.cache->Lookup(x));  // adopted back from the pool
@@ -144,15 +152,8 @@ TEST_CASE("a change made in the index alone makes the next pass compare, and the
 TEST_CASE("with the entries' version damaged by hand, every pass compares until the index "
           "is opened again") {
   Hosts h;
-  const auto x = h.env.AddImage(4 * kMiB, 58);
-  h.a.cache->Prefill(x);
-  h.InStep();
-  REQUIRE(h.ListingsByA() == 0);
-  {
-    SQLite::Database db(h.env.dir.path() / "a.db", SQLite::OPEN_READWRITE);
-    db.exec("DROP TRIGGER entries_version_delete");
-    REQUIRE(db.exec("DELETE FROM entries WHERE image_id = '" + x + "'") == 1);
-  }
+  const auto x = CachedInStep(h, 58);
+  DropRowByHand(h, x, "DROP TRIGGER entries_version_delete");
   CHECK(h.ListingsByA() == 1);  // the row dropped unseen by the count: compared anyway
   CHECK(h.a.cache->Lookup(x));  // and put back from the pool
   CHECK(h.ListingsByA() == 1);  // nothing recorded while it is damaged
@@ -160,10 +161,7 @@ TEST_CASE("with the entries' version damaged by hand, every pass compares until 
 
 TEST_CASE("a change within a pool's `.meta` folder alone makes the next pass compare") {
   Hosts h;
-  const auto x = h.env.AddImage(4 * kMiB, 54);
-  h.a.cache->Prefill(x);
-  h.InStep();
-  REQUIRE(h.ListingsByA() == 0);
+  const auto x = CachedInStep(h, 54);
   auto& local = dynamic_cast<storage::LocalBackend&>(*h.env.backend);
   const auto meta = local.PathOf({h.env.backend->entry_pool(), "x"}).parent_path() / ".meta";
   REQUIRE(std::filesystem::is_directory(meta));
@@ -175,10 +173,7 @@ TEST_CASE("a change within a pool's `.meta` folder alone makes the next pass com
 TEST_CASE("a foreign object shaped like the cache's leftovers is reported by every pass, "
           "the look never skipping past it") {
   Hosts h;
-  const auto x = h.env.AddImage(4 * kMiB, 55);
-  h.a.cache->Prefill(x);
-  h.InStep();
-  REQUIRE(h.ListingsByA() == 0);
+  const auto x = CachedInStep(h, 55);
   auto& local = dynamic_cast<storage::LocalBackend&>(*h.env.backend);
   const std::string staging = std::string(engine::kStagingPrefix) + engine::Sha1Hex("other") + "-x1";
   const std::string entry_like = engine::EntryName("not-ours");
