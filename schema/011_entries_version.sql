@@ -4,7 +4,9 @@
 -- in step records this count beside the pool's stamp (Backend::PoolStamp); the next
 -- pass that finds both as they were has nothing to compare (engine/reconcile.cpp).
 -- Every statement may run again: Index::Open runs them all when the row or a trigger is
--- missing (dropped by hand), bumps the count and forgets the pass state.
+-- missing (dropped by hand), bumps the count and forgets the pass state
+-- (index/index_pass.cpp); a later migration that changes what these triggers read must
+-- change that repair too.
 CREATE TABLE IF NOT EXISTS entries_version (
   id INTEGER PRIMARY KEY CHECK (id = 1),
   n  INTEGER NOT NULL

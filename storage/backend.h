@@ -301,9 +301,10 @@ class Backend {
   // a pass that skips comparing the pool with its index when neither changed since they
   // were last found in step; "" when the backend cannot tell (then it compares every
   // time). Local: the pool folder's and its `.meta` folder's inodes and times, given only
-  // once they are older than the times can show a change in (2 s). RBD: the version of the
-  // pool's (namespace's) `rbd_directory` object, which every create, rename and removal
-  // writes (metadata is not in it: the engine's marks are set before a rename).
+  // once they are older than the times can show a change in (2 s). RBD: the versions of the
+  // pool's (namespace's) `rbd_directory` and `rbd_trash` objects, which every create,
+  // rename and removal writes (metadata is not in them: the engine's marks are set before
+  // a rename).
   virtual std::string PoolStamp(const std::string& pool) {
     (void)pool;
     return "";

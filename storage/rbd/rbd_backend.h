@@ -107,7 +107,8 @@ class RbdBackend final : public Backend {
   // rbd_tables.cpp
   std::map<std::string, std::string> ReadTable(const std::string& table) override;
   std::optional<std::string> ReadTableValue(const std::string& table, const std::string& key) override;
-  // The version of the pool's (namespace's) `rbd_directory` object (rbd_tables.cpp).
+  // The versions of the pool's (namespace's) `rbd_directory` and `rbd_trash` objects
+  // (rbd_tables.cpp).
   std::string PoolStamp(const std::string& pool) override;
   void WriteTable(const std::string& table, const std::map<std::string, std::string>& set,
                   const std::vector<std::string>& erase) override;
@@ -155,9 +156,6 @@ class RbdBackend final : public Backend {
   std::string fsid_;
   std::mutex mu_;  // guards pools_
   std::map<std::string, std::shared_ptr<PoolCtx>> pools_;
-  // PoolStamp's own ioctxs, one per pool key: the last version read is per ioctx.
-  std::mutex stamp_mu_;  // guards stamp_pools_ and their use
-  std::map<std::string, std::shared_ptr<PoolCtx>> stamp_pools_;
 };
 
 }  // namespace cachemgr::storage::rbd

@@ -37,33 +37,55 @@ struct OmapIter {
 }  // namespace
 
 // librbd names every image of a pool (or namespace) in the omap of its `rbd_directory`
-// object: a create, clone, rename, removal or move to the trash writes it, and each
-// write raises the object's version; a write into an image, its metadata or snapshots
-// does not. The stamp is that version, read on an ioctx kept for it alone (the last
-// version is per ioctx, and the shared ones serve other threads), with the cluster, the
-// pool's id (a pool made again under the name starts over) and the namespace.
+// object: a create, clone, rename, move to the trash or restore writes it, and each write
+// raises the object's version. An image being removed is moved to the trash first (a
+// directory write) and is still listed (rbd_list2 shows trash entries in the "removing"
+// state) until the removal ends, which writes only `rbd_trash`: both versions make the
+// stamp. A write into an image, its metadata or snapshots writes neither. The versions
+// are read by two stats at once, each version from its own completion (an ioctx's "last
+// version" is shared by every thread using it), with the cluster, the pool's id and the
+// namespace; "" when the pool's name now names another pool or a stat fails.
 std::string RbdBackend::PoolStamp(const std::string& pool_name) {
   const auto pool = Pool(pool_name);
-  const std::string key = pool->pool + "/" + pool->ns;
-  std::lock_guard lock(stamp_mu_);
-  auto& own = stamp_pools_[key];
-  if (!own) {
-    auto ctx = std::make_shared<PoolCtx>();
-    ctx->cluster = cluster_;
-    ctx->pool = pool->pool;
-    ctx->ns = pool->ns;
-    if (rados_ioctx_create(cluster_->get(), ctx->pool.c_str(), ctx->io.out()) < 0) return "";
-    rados_ioctx_set_namespace(ctx->io.get(), ctx->ns.c_str());
-    own = std::move(ctx);
+  const int64_t id = rados_ioctx_get_id(pool->io.get());
+  if (rados_pool_lookup(cluster_->get(), pool->pool.c_str()) != id) return "";
+  struct Stat {
+    const char* oid;
+    rados_completion_t done = nullptr;
+    uint64_t size = 0;
+    time_t mtime = 0;
+    ~Stat() {
+      if (done) rados_aio_release(done);
+    }
+  };
+  Stat stats[] = {{"rbd_directory"}, {"rbd_trash"}};
+  bool ok = true;
+  for (auto& st : stats) {
+    if (rados_aio_create_completion2(nullptr, nullptr, &st.done) < 0) st.done = nullptr;
+    if (!st.done || rados_aio_stat(pool->io.get(), st.oid, st.done, &st.size, &st.mtime) < 0) {
+      if (st.done) rados_aio_release(st.done);
+      st.done = nullptr;
+      ok = false;
+      break;
+    }
   }
-  const std::string where =
-      fsid_ + "/" + std::to_string(rados_ioctx_get_id(own->io.get())) + "/" + own->ns + "@";
-  uint64_t size = 0;
-  time_t mtime = 0;
-  const int r = rados_stat(own->io.get(), "rbd_directory", &size, &mtime);
-  if (r == -ENOENT) return where + "none";  // no image made here yet
-  if (r < 0) return "";                      // cannot tell: the caller compares
-  return where + std::to_string(rados_get_last_version(own->io.get()));
+  // Every stat issued is waited for, even when the stamp is given up: each writes into
+  // this frame.
+  std::string stamp = fsid_ + "/" + std::to_string(id) + "/" + pool->ns;
+  for (auto& st : stats) {
+    if (!st.done) continue;
+    rados_aio_wait_for_complete(st.done);
+    const int r = rados_aio_get_return_value(st.done);
+    if (r == -ENOENT) {
+      stamp += " none";  // never written here yet
+    } else if (r < 0) {
+      ok = false;  // cannot tell: the caller compares
+    } else {
+      stamp += " " + std::to_string(rados_aio_get_version(st.done));
+    }
+  }
+  if (!ok) return "";
+  return stamp;
 }
 
 std::optional<std::string> RbdBackend::ReadTableValue(const std::string& table,

@@ -109,6 +109,39 @@ TEST_CASE("contract: the pool stamp moves when an image is made, renamed or remo
   CHECK(after_remove != before);
 }
 
+TEST_CASE("contract: the pool stamp moves whenever the pool's listing does: a base with a "
+          "clone removed to the trash, the clone removed, the trash purged") {
+  auto t = MakeTarget();
+  auto& b = *t.backend;
+  Scrub scrub(b);
+  auto base = MakeBase(b, scrub, 63);
+  const ImageRef clone = scrub.Add({b.entry_pool(), UniqueName("stamp-clone")});
+  b.Clone(base.snap, clone);
+  std::string stamp = SettledPoolStamp(b);
+  REQUIRE_FALSE(stamp.empty());
+  auto listing = b.ListIdentities(b.entry_pool());
+  // After each step: a listing that changed comes with a stamp that changed.
+  auto step = [&](const char* what) {
+    CAPTURE(what);
+    const std::string now = SettledPoolStamp(b);
+    const auto listed = b.ListIdentities(b.entry_pool());
+    if (listed != listing) CHECK(now != stamp);
+    stamp = now;
+    listing = listed;
+  };
+  const auto outcome = b.Remove(base.ref);
+  if (t.linked_clones) CHECK(outcome == storage::RemoveOutcome::kTrashed);  // copies: removed
+  step("base removed (to the trash while its clone uses it)");
+  CHECK(b.Remove(clone) == storage::RemoveOutcome::kRemoved);
+  step("clone removed");
+  for (const auto& entry : b.ListTrash()) {
+    if (entry.original == base.ref) CHECK(b.PurgeTrash(entry));
+  }
+  step("trash purged");
+  CHECK(listing.count(base.ref.name) == 0);
+  CHECK(listing.count(clone.name) == 0);
+}
+
 TEST_CASE("contract: ListIdentities lists each image with its Identity") {
   auto t = MakeTarget();
   auto& b = *t.backend;

@@ -47,7 +47,8 @@ std::string CacheImpl::PoolLook() {
   const int64_t version = WithIndex([&](index::Index& ix) { return ix.EntriesVersion(); });
   if (version < 0) {
     log_->warn("index {}: the entries' version (schema 011) is damaged: every pass compares "
-               "the pool in full until the next open of the index repairs it",
+               "the pool in full until the index is opened again (the next command, or a "
+               "restart of the program that embeds the cache), which repairs it",
                options_.index);
     return "";
   }

@@ -68,8 +68,10 @@ int64_t ReadEntriesVersion(SQLite::Database& db) {
                         "'entries_version_update'))");
     if (!q.executeStep() || q.getColumn(0).isNull() || q.getColumn(1).getInt() != 3) return -1;
     return q.getColumn(0).getInt64();
-  } catch (const SQLite::Exception&) {
-    return -1;
+  } catch (const SQLite::Exception& e) {
+    // The table dropped (an SQL error): damaged. Busy, corrupt, I/O: as any read's.
+    if (e.getErrorCode() == SQLITE_ERROR) return -1;
+    throw;
   }
 }
 
@@ -81,8 +83,9 @@ void RepairEntriesVersion(SQLite::Database& db) {
   }
   if (!schema) return;
   SQLite::Transaction tx(db, SQLite::TransactionBehavior::IMMEDIATE);
+  if (ReadEntriesVersion(db) >= 0) return;  // another process repaired it meanwhile
   db.exec(schema->sql);
-  db.exec("UPDATE entries_version SET n = n + 1");
+  db.exec("UPDATE entries_version SET n = coalesce(n, 0) + 1");
   db.exec("DELETE FROM pass_state");
   tx.commit();
 }
