@@ -286,7 +286,10 @@ events() {  # events KIND_SQL_LIST: "ts image_id" of those kinds across every ho
   done
 }
 fills_all=$(events "'miss'")
-ends_all=$(events "'evict','stale','gone'")
+# A residency ends by an eviction, a stale or gone entry, or an eviction a dead process
+# left half done that a pass finished ('gc': a run that died of the known librbd abort
+# inside its create's eviction leaves one).
+ends_all=$(events "'evict','stale','gone','gc'")
 # GETs of the image's data, from the access log lines eventlet writes at the end of each
 # request: "<date> <time> ... "GET /v2/images/ID/file HTTP/1.1" STATUS BYTES SECONDS".
 gets_all=$(grep -F '/file HTTP/' "$glance_log" | grep -F '"GET /v2/images/' |
