@@ -32,6 +32,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
 import openstack  # noqa: E402
+from known_abort import run_unittests  # noqa: E402
 
 BIN = os.environ.get("CACHEMGR_BIN", "")
 RUN_DIR = os.environ.get("CACHEMGR_TEST_RUN_DIR", "/tmp/cachemgr-test-run")
@@ -588,8 +589,7 @@ def main():
         sys.exit("CACHEMGR_BIN is not set")
     os.makedirs(ROOT, exist_ok=True)
     try:
-        prog = unittest.main(argv=sys.argv, exit=False, verbosity=2)
-        ok = prog.result.wasSuccessful()
+        ok = run_unittests(sys.argv)
     finally:
         shutil.rmtree(ROOT, ignore_errors=True)
     sys.exit(0 if ok else 1)

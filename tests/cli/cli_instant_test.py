@@ -449,8 +449,7 @@ def main():
     subprocess.run([os.path.join(CLUSTER, "ceph-start.sh"), CEPH_DIR], check=True, env=env)
     try:
         base.WORLD = base.World()
-        prog = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
-        ok = prog.result.wasSuccessful()
+        ok = base.run_unittests([sys.argv[0]] + rest)
     finally:
         subprocess.run([os.path.join(CLUSTER, "ceph-stop.sh"), CEPH_DIR])
     sys.exit(0 if ok else 1)

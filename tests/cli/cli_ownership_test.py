@@ -243,10 +243,10 @@ def main():
     if not cli_test.BIN or not os.access(cli_test.BIN, os.X_OK):
         sys.exit("CACHEMGR_BIN is not set to the cachemgr binary")
     cli_test.WORLD = World()
-    result = unittest.main(argv=[sys.argv[0], "-v"] + rest, exit=False).result
-    if result.wasSuccessful():
+    ok = cli_test.run_unittests([sys.argv[0]] + rest)
+    if ok:
         shutil.rmtree(cli_test.WORLD.root, ignore_errors=True)
-    sys.exit(0 if result.wasSuccessful() else 1)
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

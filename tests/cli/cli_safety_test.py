@@ -479,11 +479,11 @@ def main():
             os.path.join(base.RUN_DIR, "ceph", "ceph.conf")):
         sys.exit("no Ceph cluster at %s/ceph (the ceph fixture did not start)" % base.RUN_DIR)
     base.WORLD = base.World()
-    result = unittest.main(argv=[sys.argv[0], "-v"] + rest, exit=False).result
-    if result.wasSuccessful():
+    ok = base.run_unittests([sys.argv[0]] + rest)
+    if ok:
         import shutil
         shutil.rmtree(base.WORLD.root, ignore_errors=True)
-    sys.exit(0 if result.wasSuccessful() else 1)
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

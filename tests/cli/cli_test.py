@@ -20,6 +20,9 @@ import sys
 import unittest
 import uuid
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from known_abort import known_librbd_abort, run_unittests  # noqa: E402,F401 (suites use both)
+
 BIN = os.environ.get("CACHEMGR_BIN", "")
 RUN_DIR = os.environ.get("CACHEMGR_TEST_RUN_DIR", "/tmp/cachemgr-test-run")
 BACKEND = "local"
@@ -86,16 +89,6 @@ def dump_stacks(pid):
                               timeout=120).stdout
     except (OSError, subprocess.SubprocessError) as e:
         return "(gdb failed: %s)" % e
-
-
-def known_librbd_abort(returncode, stderr):
-    """Whether a run of the tool died of the librbd 16 abort (docs/architecture.md, Known
-    limit): SIGABRT, the crash report naming librados' io_context_pool thread, and the
-    std::system_error "Invalid argument" that escaped it. Any other abort is a failure."""
-    return (returncode in (134, -6)
-            and 'cachemgr: fatal signal ABRT on thread "io_context_pool"' in stderr
-            and "terminate called after throwing an instance of 'std::system_error'" in stderr
-            and "what():  Invalid argument" in stderr)
 
 
 class World:
@@ -513,10 +506,10 @@ def main():
     if BACKEND == "rbd" and not os.path.exists(os.path.join(RUN_DIR, "ceph", "ceph.conf")):
         sys.exit("no Ceph cluster at %s/ceph (the ceph fixture did not start)" % RUN_DIR)
     WORLD = World()
-    result = unittest.main(argv=[sys.argv[0], "-v"] + rest, exit=False).result
-    if result.wasSuccessful():
+    ok = run_unittests([sys.argv[0]] + rest)
+    if ok:
         shutil.rmtree(WORLD.root, ignore_errors=True)
-    sys.exit(0 if result.wasSuccessful() else 1)
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":
