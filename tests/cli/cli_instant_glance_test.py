@@ -248,6 +248,100 @@ class InstantGlanceTest(unittest.TestCase):
         self.assertEqual(rc, EXIT_OK, out + err)
         openstack.assert_no_secret()
 
+    def qcow2_of(self, data):
+        """A plain qcow2 (qemu-img convert: its zero runs unallocated) of `data`; its path."""
+        raw = random_file(0, "qcow-src")
+        with open(raw, "wb") as f:
+            f.write(data)
+        qcow = raw + ".qcow2"
+        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, qcow], check=True)
+        return qcow
+
+    def test_a_glance_qcow2_image_is_served_at_once_and_reads_back_whole(self):
+        env = Env("kq", self.keystone_glance())
+        data = random_bytes(20 * MiB) + b"\0" * (8 * MiB) + random_bytes(4 * MiB)
+        md5 = hashlib.md5(data).hexdigest()
+        with open(self.qcow2_of(data), "rb") as f:
+            image_id = openstack.upload(f.read(), name="instant-qcow2", disk_format="qcow2")
+        gate = os.path.join(env.dir, "go")
+        first = env.json("create", image_id, "vm-q1",
+                         env={"CACHEMGR_FAILPOINT": "import_before_copy:wait:" + gate})
+        self.assertEqual(first["plan"], "instant")
+        self.assertEqual(first["size_bytes"], len(data), "the disk's size, not the file's")
+        pid = first["import_pid"]
+        self.assertTrue(wait_for(lambda: os.path.exists(gate + ".held"), timeout=60))
+        entry = entry_name(image_id)
+        self.assertTrue(env.migrating(entry))
+        # librbd's qcow reader, through the relay, before a byte is copied.
+        self.assertEqual(env.volume_md5("vm-q1"), md5, "the volume read other bytes via the relay")
+        second = env.json("create", image_id, "vm-q2")
+        self.assertEqual(second["plan"], "clone")
+        open(gate, "w").close()
+        self.assertTrue(wait_for(lambda: not os.path.exists("/proc/%d" % pid), timeout=300),
+                        "the import process never ended")
+        self.assertFalse(env.migrating(entry), "the import was not committed")
+        self.assertEqual(env.stats()["imports_pending"], 0)
+        self.assertEqual(env.stats()["bad_volumes"], 0)
+        for vol in ("vm-q1", "vm-q2"):
+            self.assertEqual(env.volume_md5(vol), md5)
+        rc, out, err = env.run("verify", image_id)
+        self.assertEqual(rc, EXIT_OK, out + err)
+        # The tables and the whole file were checked in working dirs of conversion.dir,
+        # gone with the runs that made them.
+        conv = os.path.join(env.dir, "conv")
+        self.assertEqual(os.listdir(conv) if os.path.isdir(conv) else [], [])
+        openstack.assert_no_secret()
+
+    def test_a_glance_qcow2_not_its_checksum_or_not_plain_is_never_served_as_good(self):
+        data = random_bytes(6 * MiB) + b"\0" * (2 * MiB)
+        md5 = hashlib.md5(data).hexdigest()
+        qcow = self.qcow2_of(data)
+        other = self.qcow2_of(random_bytes(6 * MiB) + b"\0" * (2 * MiB))
+        # Compressible bytes (qemu stores a cluster that does not shrink uncompressed).
+        words = b"".join(b"cluster %08d\n" % i for i in range(4 * MiB // 17 + 1))[:4 * MiB]
+        packed = self.qcow2_of(words) + ".packed"
+        subprocess.run(["qemu-img", "convert", "-c", "-f", "qcow2", "-O", "qcow2",
+                        packed[:-len(".packed")], packed], check=True)
+        backed = qcow + ".backed"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", qcow,
+                        backed], check=True)
+        cases = {
+            # a digest that is not the file's
+            "q-lie-sum": lying_image("q-lie-sum", qcow, "0" * 32, disk_format="qcow2"),
+            # the right digest, another qcow2 (same tables, other data) served to librbd
+            "q-lie-range": lying_image("q-lie-range", qcow, file_md5(qcow), range_file=other,
+                                       disk_format="qcow2"),
+        }
+        others = {
+            "q-packed": lying_image("q-packed", packed, file_md5(packed), disk_format="qcow2"),
+            "q-backed": lying_image("q-backed", backed, file_md5(backed), disk_format="qcow2"),
+        }
+        glance = LyingGlance(dict(cases, **others))
+        try:
+            env = Env("qlie", {"endpoint": glance.endpoint, "retries": 0})
+            for image_id in cases:
+                rc, out, err = env.run("--json", "create", "--wait-import", image_id,
+                                       "vm-" + image_id)
+                self.assertEqual(rc, EXIT_REFUSED, image_id + ": " + out + err)
+                self.assertEqual(json.loads(out)["plan"], "instant", image_id)
+                self.assertIn("vm-" + image_id, err)
+                self.assertNotIn(entry_name(image_id), env.pool_images(), image_id)
+            self.assertEqual(sorted(v for b in env.stats()["bad"] for v in b["volumes"]),
+                             ["vm-q-lie-range", "vm-q-lie-sum"])
+            # Compressed clusters: a normal miss, whole and right.
+            made = env.json("create", "q-packed", "vm-packed")
+            self.assertEqual(made["plan"], "miss")
+            self.assertEqual(env.volume_md5("vm-packed"), hashlib.md5(words).hexdigest())
+            # A backing file: refused before anything is made, as a fill refuses it.
+            rc, out, err = env.run("create", "q-backed", "vm-backed")
+            self.assertEqual(rc, EXIT_REFUSED, out + err)
+            self.assertIn("backing", out + err)
+            self.assertNotIn("vm-backed", env.pool_images())
+            self.assertNotIn(entry_name("q-backed"), env.pool_images())
+            self.assertEqual(env.stats()["imports_pending"], 0)
+        finally:
+            glance.stop()
+
     def test_the_relay_serves_its_own_image_and_nothing_else(self):
         env = Env("only", self.keystone_glance())
         image_id, _ = self.upload(4 * MiB)
@@ -378,8 +472,17 @@ class InstantGlanceTest(unittest.TestCase):
         qcow = raw + ".qcow2"
         subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, qcow], check=True)
         qcow_md5 = file_md5(qcow)
+        # Compressible bytes (qemu stores a cluster that does not shrink uncompressed).
+        words = b"".join(b"cluster %08d\n" % i for i in range(4 * MiB // 17 + 1))[:4 * MiB]
+        plain = random_file(0, "words")
+        with open(plain, "wb") as f:
+            f.write(words)
+        packed = plain + ".packed"
+        subprocess.run(["qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", plain, packed],
+                       check=True)
         images = {
-            "nq-qcow2": lying_image("nq-qcow2", qcow, qcow_md5, disk_format="qcow2"),
+            # compressed clusters: librbd reads plain ones only
+            "nq-qcow2": lying_image("nq-qcow2", packed, file_md5(packed), disk_format="qcow2"),
             "nq-nosum": lying_image("nq-nosum", raw, ""),
             # says raw, is a qcow2: refused by the header check, as a fill refuses it
             "nq-liar": lying_image("nq-liar", qcow, qcow_md5),
@@ -389,7 +492,7 @@ class InstantGlanceTest(unittest.TestCase):
             env = Env("nq", {"endpoint": glance.endpoint, "retries": 0})
             made = env.json("create", "nq-qcow2", "vm-q")
             self.assertEqual(made["plan"], "miss")
-            self.assertEqual(env.volume_md5("vm-q"), md5)
+            self.assertEqual(env.volume_md5("vm-q"), hashlib.md5(words).hexdigest())
             # No digest to check the import against: not served unchecked (refused here,
             # as source.allow_unverified is off).
             rc, out, err = env.run("--json", "create", "nq-nosum", "vm-n")

@@ -57,10 +57,10 @@ def token():
         return r.headers["X-Subject-Token"]
 
 
-def upload(data, name="ks-test"):
+def upload(data, name="ks-test", disk_format="raw"):
     t = token()
     req = urllib.request.Request(GLANCE + "/v2/images", method="POST",
-                                 data=json.dumps({"name": name, "disk_format": "raw",
+                                 data=json.dumps({"name": name, "disk_format": disk_format,
                                                   "container_format": "bare"}).encode(),
                                  headers={"Content-Type": "application/json", "X-Auth-Token": t})
     with urllib.request.urlopen(req, timeout=60) as r:

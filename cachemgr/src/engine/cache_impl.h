@@ -219,6 +219,7 @@ class CacheImpl final : public Cache {
     std::string file_identity;  // util::FileIdentity of the file when planned
                                 // (Glance: its version, RelayedIdentity)
     uint64_t relayed_size = 0;  // Glance through the relay: the image's bytes (path: its URL)
+    uint64_t virtual_size = 0;  // relayed: the disk's bytes librbd must see
   };
   // nullopt (with `why_not`) when the image does not qualify; kRefused when the image is
   // unsafe whatever the path (the same checks as a normal fill's).

@@ -20,6 +20,7 @@
 
 #include "engine/cache_impl.h"
 #include "engine/failpoints.h"
+#include "engine/instant_qcow2.h"
 #include "engine/instant_records.h"
 #include "engine/naming.h"
 #include "convert/format.h"
@@ -37,36 +38,6 @@ bool PathIsFile(const std::string& path, int fd) {
   if (::lstat(path.c_str(), &by_path) != 0 || ::fstat(fd, &by_fd) != 0) return false;
   return S_ISREG(by_path.st_mode) && by_path.st_dev == by_fd.st_dev &&
          by_path.st_ino == by_fd.st_ino;
-}
-
-uint64_t BigEndian(const unsigned char* p, int n) {
-  uint64_t v = 0;
-  for (int i = 0; i < n; ++i) v = (v << 8) | p[i];
-  return v;
-}
-
-// What in a qcow2 header librbd's own qcow reader would read otherwise than qemu, or not
-// at all: another version, encryption, internal snapshots (imported as snapshots of the
-// entry: data that is not the image), and any v3 incompatible feature (dirty, corrupt,
-// external data file, zstd compression, extended L2 entries). "" when none.
-std::string Qcow2Unsupported(int fd) {
-  unsigned char h[104] = {};
-  const ssize_t n = ::pread(fd, h, sizeof h, 0);
-  if (n < 72) return "its qcow2 header is short";
-  const uint64_t version = BigEndian(h + 4, 4);
-  if (version != 2 && version != 3) return "qcow2 version " + std::to_string(version);
-  if (BigEndian(h + 32, 4) != 0) return "the qcow2 image is encrypted";
-  if (const uint64_t snaps = BigEndian(h + 60, 4); snaps != 0) {
-    return "the qcow2 image has " + std::to_string(snaps) + " internal snapshot(s)";
-  }
-  if (version == 3) {
-    if (n < 80) return "its qcow2 v3 header is short";
-    if (const uint64_t incompatible = BigEndian(h + 72, 8); incompatible != 0) {
-      return "the qcow2 image has incompatible features " + std::to_string(incompatible) +
-             " (dirty, corrupt, external data, zstd or extended L2)";
-    }
-  }
-  return "";
 }
 
 }  // namespace
@@ -156,10 +127,11 @@ void CacheImpl::PrepareInstant(const source::ImageMeta& meta, const InstantPlan&
   Failpoint("instant_after_prepare");
   row->virtual_size = backend_->Stat(staging_ref).size;
   row->depth = 0;
-  if (plan.relayed_size != 0 && row->virtual_size != plan.relayed_size) {
-    throw Error(Errc::kSource, "image " + meta.id + ": librbd sees " +
+  if (plan.relayed_size != 0 && row->virtual_size != plan.virtual_size) {
+    throw Error(Errc::kSource, "image " + meta.id + ": librbd sees a disk of " +
                                    std::to_string(row->virtual_size) + " bytes through the relay, "
-                                   "Glance says " + std::to_string(plan.relayed_size));
+                                   "the image's " + plan.format + " has " +
+                                   std::to_string(plan.virtual_size));
   }
   log_->info("instant miss: entry made as an import image={} format={} path={} bytes={}", meta.id,
              plan.format, plan.relayed_size != 0 ? std::string("the relay") : plan.path,

@@ -20,6 +20,7 @@
 #include "convert/format.h"
 #include "engine/cache_impl.h"
 #include "engine/failpoints.h"
+#include "engine/instant_qcow2.h"
 #include "engine/instant_records.h"
 #include "engine/marks.h"
 #include "engine/naming.h"
@@ -39,30 +40,6 @@ struct Judged {
   std::string verdict, reason, md5, sha512, guest_md5;
 };
 
-// md5 of the disk's bytes of a plain qcow2 read from `fd` by its map (`extents`).
-std::string GuestMd5(int fd, const std::vector<convert::Extent>& extents, const std::string& what) {
-  util::Hasher md5("md5");
-  std::vector<std::byte> buf(kReadBytes);
-  for (const auto& e : extents) {
-    uint64_t done = 0;
-    while (done < e.length) {
-      const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), e.length - done));
-      if (!e.data) {
-        std::fill(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(want), std::byte{0});
-        md5.Update(std::span<const std::byte>(buf.data(), want));
-        done += want;
-        continue;
-      }
-      const ssize_t n = ::pread(fd, buf.data(), want, static_cast<off_t>(e.offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) throw Error(Errc::kSource, "cannot read " + what + " by its qcow2 map");
-      md5.Update(std::span<const std::byte>(buf.data(), static_cast<size_t>(n)));
-      done += static_cast<uint64_t>(n);
-    }
-  }
-  return md5.HexDigest();
-}
-
 // md5 of every byte of the entry as it is now: what the import put there.
 std::string EntryMd5(storage::Backend& backend, const storage::ImageRef& ref) {
   auto reader = backend.Open(ref, std::nullopt);
@@ -80,13 +57,40 @@ std::string EntryMd5(storage::Backend& backend, const storage::ImageRef& ref) {
   return md5.HexDigest();
 }
 
-// Hashes the image's file from a descriptor opened safely by the source while `execute`
-// copies it into the entry, and judges what was read against the record's claims and
-// against the file the import began with.
-Judged JudgeFile(source::Source& source, const ImportRecord& rec, const ProgressFn& progress,
-                 const std::function<void()>& execute,
-                 const std::function<std::optional<std::vector<convert::Extent>>()>& map) {
-  Judged out;
+// The digests a judgement computes, in this order: md5, sha512, and the algorithm of a
+// claimed os_hash that is not sha512.
+std::vector<std::string> JudgedAlgos(const ImportRecord& rec) {
+  std::vector<std::string> algos = {"md5", "sha512"};
+  if (!rec.os_hash_value.empty() && rec.os_hash_algo != "sha512") algos.push_back(rec.os_hash_algo);
+  return algos;
+}
+
+// Keeps `digests` (JudgedAlgos' order) in `out` and judges them against the record's
+// claims: false, with the bad verdict naming `what` was hashed and `who` claims otherwise,
+// when they disagree.
+bool AgreeWithClaims(const ImportRecord& rec, const std::vector<std::string>& digests,
+                     const std::string& what, const std::string& who, Judged* out) {
+  out->md5 = digests[0];
+  out->sha512 = digests[1];
+  const std::string& claimed_algo_digest = digests.size() > 2 ? digests[2] : digests[1];
+  if (!rec.checksum.empty() && !util::SameDigest(out->md5, rec.checksum)) {
+    out->verdict = "bad";
+    out->reason = "md5 of " + what + " is " + out->md5 + ", " + who + " says " + rec.checksum;
+    return false;
+  }
+  if (!rec.os_hash_value.empty() && !util::SameDigest(claimed_algo_digest, rec.os_hash_value)) {
+    out->verdict = "bad";
+    out->reason = rec.os_hash_algo + " of " + what + " is " + claimed_algo_digest + ", " + who +
+                  " says " + rec.os_hash_value;
+    return false;
+  }
+  return true;
+}
+
+// Runs `execute` (librbd's copy of what is not copied yet; may be empty) on a thread of
+// its own while `judge` reads the image, and returns the judgement once both ended. An
+// error of either is thrown, the judge's first.
+Judged BesideExecute(const std::function<void()>& execute, const std::function<Judged()>& judge) {
   std::exception_ptr exec_error;
   std::thread exec;
   if (execute) {
@@ -98,83 +102,9 @@ Judged JudgeFile(source::Source& source, const ImportRecord& rec, const Progress
       }
     });
   }
+  Judged out;
   try {
-    auto file = source.OpenLocal(rec.image_id);
-    struct stat st {};
-    if (!file || ::fstat(file->fd(), &st) != 0) {
-      throw Error(Errc::kSource, "image " + rec.image_id + ": its file " + rec.path +
-                                     " cannot be read to check the import");
-    }
-    if (util::FileIdentity(st) != rec.file_identity) {
-      out.verdict = "bad";
-      out.reason = "the image file " + rec.path + " changed since its import began";
-    } else {
-      std::vector<std::string> algos = {"md5", "sha512"};
-      const bool other_algo = !rec.os_hash_value.empty() && rec.os_hash_algo != "sha512";
-      if (other_algo) algos.push_back(rec.os_hash_algo);
-      util::ParallelHasher hasher(algos);
-      std::vector<std::byte> buf(kReadBytes);
-      uint64_t done = 0;
-      const uint64_t total = file->size();
-      while (true) {
-        const ssize_t n = ::pread(file->fd(), buf.data(), buf.size(), static_cast<off_t>(done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-          throw Error(Errc::kSource, "image " + rec.image_id + ": cannot read " + rec.path + ": " +
-                                         std::strerror(errno));
-        }
-        if (n == 0) break;
-        hasher.Update(std::span<const std::byte>(buf.data(), static_cast<size_t>(n)));
-        done += static_cast<uint64_t>(n);
-        if (progress) progress(Progress{rec.image_id, "import", done, total});
-      }
-      auto digests = hasher.Finish();
-      out.md5 = digests[0];
-      out.sha512 = digests[1];
-      const std::string claimed_algo_digest = other_algo ? digests[2] : digests[1];
-      struct stat after {};
-      const bool same_file =
-          ::fstat(file->fd(), &after) == 0 && util::FileIdentity(after) == rec.file_identity;
-      struct stat by_path {};
-      const bool same_path = ::lstat(rec.path.c_str(), &by_path) == 0 && S_ISREG(by_path.st_mode) &&
-                             by_path.st_dev == after.st_dev && by_path.st_ino == after.st_ino;
-      if (!same_file || done != total) {
-        out.verdict = "bad";
-        out.reason = "the image file " + rec.path + " changed while it was imported";
-      } else if (!same_path) {
-        out.verdict = "bad";
-        out.reason = "the path " + rec.path + " no longer names the file imported";
-      } else if (!rec.checksum.empty() && !util::SameDigest(out.md5, rec.checksum)) {
-        out.verdict = "bad";
-        out.reason =
-            "md5 of the imported bytes is " + out.md5 + ", the source says " + rec.checksum;
-      } else if (!rec.os_hash_value.empty() &&
-                 !util::SameDigest(claimed_algo_digest, rec.os_hash_value)) {
-        out.verdict = "bad";
-        out.reason = rec.os_hash_algo + " of the imported bytes is " + claimed_algo_digest +
-                     ", the source says " + rec.os_hash_value;
-      } else {
-        out.verdict = "ok";
-        if (rec.checksum.empty() && rec.os_hash_value.empty()) {
-          out.reason = "digests are the file's own (no claimed digest to check)";
-        }
-      }
-      // The disk's bytes as the file holds them, for the check of what was copied.
-      if (out.verdict == "ok" && rec.format == "raw") {
-        out.guest_md5 = out.md5;
-      } else if (out.verdict == "ok") {
-        auto extents = map();
-        if (!extents) {
-          out.verdict = "bad";
-          out.reason = "the qcow2 file " + rec.path + " can no longer be read by its map";
-        } else {
-          out.guest_md5 = GuestMd5(file->fd(), *extents, rec.path);
-        }
-      }
-      if (out.verdict == "ok" && rec.checksum.empty() && rec.os_hash_value.empty()) {
-        source.KeepDigests(rec.image_id, *file, out.md5, out.sha512);
-      }
-    }
+    out = judge();
   } catch (...) {
     if (exec.joinable()) exec.join();
     throw;
@@ -184,14 +114,107 @@ Judged JudgeFile(source::Source& source, const ImportRecord& rec, const Progress
   return out;
 }
 
+// Hashes the image's file from a descriptor opened safely by the source (while the import
+// copies it), and judges what was read against the record's claims and against the file
+// the import began with.
+Judged JudgeFile(source::Source& source, const ImportRecord& rec, const ProgressFn& progress,
+                 const std::function<std::optional<std::vector<convert::Extent>>()>& map) {
+  Judged out;
+  auto file = source.OpenLocal(rec.image_id);
+  struct stat st {};
+  if (!file || ::fstat(file->fd(), &st) != 0) {
+    throw Error(Errc::kSource, "image " + rec.image_id + ": its file " + rec.path +
+                                   " cannot be read to check the import");
+  }
+  if (util::FileIdentity(st) != rec.file_identity) {
+    out.verdict = "bad";
+    out.reason = "the image file " + rec.path + " changed since its import began";
+  } else {
+    util::ParallelHasher hasher(JudgedAlgos(rec));
+    std::vector<std::byte> buf(kReadBytes);
+    uint64_t done = 0;
+    const uint64_t total = file->size();
+    while (true) {
+      const ssize_t n = ::pread(file->fd(), buf.data(), buf.size(), static_cast<off_t>(done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        throw Error(Errc::kSource, "image " + rec.image_id + ": cannot read " + rec.path + ": " +
+                                       std::strerror(errno));
+      }
+      if (n == 0) break;
+      hasher.Update(std::span<const std::byte>(buf.data(), static_cast<size_t>(n)));
+      done += static_cast<uint64_t>(n);
+      if (progress) progress(Progress{rec.image_id, "import", done, total});
+    }
+    const auto digests = hasher.Finish();
+    out.md5 = digests[0];
+    out.sha512 = digests[1];
+    struct stat after {};
+    const bool same_file =
+        ::fstat(file->fd(), &after) == 0 && util::FileIdentity(after) == rec.file_identity;
+    struct stat by_path {};
+    const bool same_path = ::lstat(rec.path.c_str(), &by_path) == 0 && S_ISREG(by_path.st_mode) &&
+                           by_path.st_dev == after.st_dev && by_path.st_ino == after.st_ino;
+    if (!same_file || done != total) {
+      out.verdict = "bad";
+      out.reason = "the image file " + rec.path + " changed while it was imported";
+    } else if (!same_path) {
+      out.verdict = "bad";
+      out.reason = "the path " + rec.path + " no longer names the file imported";
+    } else if (AgreeWithClaims(rec, digests, "the imported bytes", "the source", &out)) {
+      out.verdict = "ok";
+      if (rec.checksum.empty() && rec.os_hash_value.empty()) {
+        out.reason = "digests are the file's own (no claimed digest to check)";
+      }
+    }
+    // The disk's bytes as the file holds them, for the check of what was copied.
+    if (out.verdict == "ok" && rec.format == "raw") {
+      out.guest_md5 = out.md5;
+    } else if (out.verdict == "ok") {
+      auto extents = map();
+      if (!extents) {
+        out.verdict = "bad";
+        out.reason = "the qcow2 file " + rec.path + " can no longer be read by its map";
+      } else {
+        out.guest_md5 = GuestMd5(file->fd(), *extents, rec.path);
+      }
+    }
+    if (out.verdict == "ok" && rec.checksum.empty() && rec.os_hash_value.empty()) {
+      source.KeepDigests(rec.image_id, *file, out.md5, out.sha512);
+    }
+  }
+  return out;
+}
+
+// A relayed qcow2 (the entry holds its disk's bytes, Glance's digests describe its file):
+// the file downloaded whole while the import copies, judged against Glance's claims, and
+// the disk's bytes it holds by its map, which the committed entry must hold too.
+Judged JudgeRelayedQcow2(source::Source& source, const ImportRecord& rec,
+                         const ProgressFn& progress, const ConversionOptions& options,
+                         const std::shared_ptr<spdlog::logger>& log) {
+  const auto fetched = FetchRelayedQcow2(
+      source, rec.image_id, rec.size, JudgedAlgos(rec), options, log, [&](uint64_t done, uint64_t total) {
+        if (progress) progress(Progress{rec.image_id, "import", done, total});
+      });
+  Judged out;
+  if (!AgreeWithClaims(rec, fetched.digests, "the image's file", "Glance", &out)) {
+    return out;
+  }
+  if (fetched.guest_md5.empty()) {
+    out.verdict = "bad";
+    out.reason = fetched.map_error;
+  } else {
+    out.verdict = "ok";
+    out.guest_md5 = fetched.guest_md5;
+  }
+  return out;
+}
+
 // Hashes the entry's own bytes (a relayed raw image: the image's bytes exactly) once
 // they are all copied, and judges them against the digests Glance claims.
 Judged JudgeEntry(storage::Backend& backend, const storage::ImageRef& ref, const ImportRecord& rec,
                   const ProgressFn& progress) {
-  std::vector<std::string> algos = {"md5", "sha512"};
-  const bool other_algo = !rec.os_hash_value.empty() && rec.os_hash_algo != "sha512";
-  if (other_algo) algos.push_back(rec.os_hash_algo);
-  util::ParallelHasher hasher(algos);
+  util::ParallelHasher hasher(JudgedAlgos(rec));
   auto reader = backend.Open(ref, std::nullopt);
   const uint64_t total = reader->size();
   std::vector<std::byte> buf(kReadBytes);
@@ -206,23 +229,13 @@ Judged JudgeEntry(storage::Backend& backend, const storage::ImageRef& ref, const
   }
   const auto digests = hasher.Finish();
   Judged out;
-  out.md5 = digests[0];
-  out.sha512 = digests[1];
+  const bool agree = AgreeWithClaims(rec, digests, "the imported bytes", "Glance", &out);
   out.guest_md5 = out.md5;
-  const std::string claimed_algo_digest = other_algo ? digests[2] : digests[1];
   if (done != total || (rec.size != 0 && total != rec.size)) {
     out.verdict = "bad";
     out.reason = "the entry holds " + std::to_string(done) + " bytes, the image has " +
                  std::to_string(rec.size);
-  } else if (!rec.checksum.empty() && !util::SameDigest(out.md5, rec.checksum)) {
-    out.verdict = "bad";
-    out.reason = "md5 of the imported bytes is " + out.md5 + ", Glance says " + rec.checksum;
-  } else if (!rec.os_hash_value.empty() &&
-             !util::SameDigest(claimed_algo_digest, rec.os_hash_value)) {
-    out.verdict = "bad";
-    out.reason = rec.os_hash_algo + " of the imported bytes is " + claimed_algo_digest +
-                 ", Glance says " + rec.os_hash_value;
-  } else {
+  } else if (agree) {
     out.verdict = "ok";
   }
   return out;
@@ -321,10 +334,18 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
     };
     Failpoint("import_before_copy");
     Judged judged;
+    const std::function<void()> copy =
+        execute ? std::function<void()>([&] { backend_->ExecuteImport(ref, {}); }) : nullptr;
     if (relayed) {
       try {
-        if (execute) backend_->ExecuteImport(ref, {});
-        judged = JudgeEntry(*backend_, ref, *rec, progress);
+        if (rec->format == "qcow2") {
+          judged = BesideExecute(copy, [&] {
+            return JudgeRelayedQcow2(*source_, *rec, progress, options_.conversion, log_);
+          });
+        } else {
+          if (copy) copy();
+          judged = JudgeEntry(*backend_, ref, *rec, progress);
+        }
       } catch (const Error& e) {
         // Glance no longer serving the image it described is final: judged bad, not
         // retried by every pass; anything else (unreachable) is left to the next one.
@@ -338,10 +359,7 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
         judged.reason = *gone;
       }
     } else {
-      judged = JudgeFile(*source_, *rec, progress,
-                         execute ? std::function<void()>([&] { backend_->ExecuteImport(ref, {}); })
-                                 : std::function<void()>(),
-                         map);
+      judged = BesideExecute(copy, [&] { return JudgeFile(*source_, *rec, progress, map); });
     }
     rec->verdict = judged.verdict;
     rec->reason = judged.reason;
@@ -362,14 +380,15 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
   result.bytes = backend_->Stat(ref).size;
   // What librbd copied is what the entry holds now, whatever the path named while it read
   // (a directory swapped under it): it must be the bytes of the file judged above.
-  if (rec->verdict == "ok" && !relayed) {  // relayed: the verdict was on these very bytes
+  // A relayed raw image was judged on these very bytes; a relayed qcow2 on its file.
+  if (rec->verdict == "ok" && (!relayed || rec->format == "qcow2")) {
     const std::string held = EntryMd5(*backend_, ref);
     if (!util::SameDigest(held, rec->guest_md5)) {
       rec->verdict = "bad";
       rec->reason = "the entry holds other bytes (md5 " + held + ") than the file checked (md5 " +
-                    rec->guest_md5 + "): the path " + rec->path +
-                    " named another file while "
-                    "it was imported";
+                    rec->guest_md5 + "): " +
+                    (relayed ? std::string("Glance served the import other bytes than the check")
+                             : "the path " + rec->path + " named another file while it was imported");
     }
   }
   if (rec->verdict == "ok") {

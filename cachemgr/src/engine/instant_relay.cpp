@@ -7,9 +7,10 @@
 // what those digests describe), and the relay kept after the commit while a volume made
 // before it is still open elsewhere.
 //
-// What qualifies: a raw image (by its header bytes too, as a fill checks them) of a known
-// size, with a digest Glance claims (md5 checksum or os_hash): the bytes are served before
-// they are checked, so there must be something to check them against.
+// What qualifies: a raw image (by its header bytes too, as a fill checks them), or a plain
+// qcow2 whose tables pass a fill's checks (instant_qcow2.cpp), of a known size, with a
+// digest Glance claims (md5 checksum or os_hash): the bytes are served before they are
+// checked, so there must be something to check them against.
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -24,6 +25,7 @@
 
 #include "convert/format.h"
 #include "engine/cache_impl.h"
+#include "engine/instant_qcow2.h"
 #include "engine/instant_records.h"
 #include "engine/naming.h"
 #include "engine/shared_tables.h"
@@ -87,11 +89,11 @@ std::optional<CacheImpl::InstantPlan> CacheImpl::PlanRelayed(const source::Image
   if (options_.cache.instant_relay.empty()) {
     return no("Glance images need cache.instant_relay (librbd cannot read Glance itself)");
   }
-  if (meta.disk_format != "raw") {
-    return no("Glance images qualify when raw (this one is " + meta.disk_format + ")");
+  if (meta.disk_format != "raw" && meta.disk_format != "qcow2") {
+    return no("Glance images qualify when raw or qcow2 (this one is " + meta.disk_format + ")");
   }
   if (!meta.size || *meta.size == 0) return no("Glance gives no size for the image");
-  if (meta.virtual_size && *meta.virtual_size != *meta.size) {
+  if (meta.disk_format == "raw" && meta.virtual_size && *meta.virtual_size != *meta.size) {
     return no("Glance's virtual_size " + std::to_string(*meta.virtual_size) + " is not its size " +
               std::to_string(*meta.size));
   }
@@ -105,8 +107,9 @@ std::optional<CacheImpl::InstantPlan> CacheImpl::PlanRelayed(const source::Image
     return no("Glance claims no digest (checksum, os_hash) to check the import against");
   }
   InstantPlan plan;
-  plan.format = "raw";
+  plan.format = meta.disk_format;
   plan.relayed_size = *meta.size;
+  plan.virtual_size = *meta.size;
   plan.file_identity = "glance:" + std::to_string(*meta.size) + ":" + meta.checksum + ":" +
                        meta.os_hash_algo + ":" + meta.os_hash_value;
   const auto bad_files = backend_->ReadTable(kBadFilesTable);
@@ -127,6 +130,18 @@ std::optional<CacheImpl::InstantPlan> CacheImpl::PlanRelayed(const source::Image
   }
   convert::RequireFormatMatches(meta.id, meta.disk_format,
                                 DetectBytesFormat(head, "glance image " + meta.id));
+  if (plan.format == "qcow2") {
+    // Its tables checked as a fill checks the whole file (instant_qcow2.cpp).
+    RelayedQcow2 checked;
+    try {
+      checked = CheckRelayedQcow2(*source_, meta, options_.conversion, log_);
+    } catch (const Error& e) {
+      if (e.code() != Errc::kSource && e.code() != Errc::kTimeout) throw;
+      return no(std::string("its tables cannot be read by range (") + e.what() + ")");
+    }
+    if (!checked.why_not.empty()) return no(checked.why_not);
+    plan.virtual_size = checked.virtual_size;
+  }
 
   const std::string secret = source::NewRelaySecret();
   std::string base;
@@ -164,8 +179,9 @@ std::optional<CacheImpl::InstantPlan> CacheImpl::PlanRelayed(const source::Image
     relay->Serve(meta.id, secret, *meta.size);
   }
   plan.path = base + "/" + secret + "/" + meta.id;
-  plan.spec =
-      nlohmann::json{{"type", "raw"}, {"stream", {{"type", "http"}, {"url", plan.path}}}}.dump();
+  plan.spec = nlohmann::json{{"type", plan.format == "raw" ? "raw" : "qcow"},
+                             {"stream", {{"type", "http"}, {"url", plan.path}}}}
+                  .dump();
   return plan;
 }
 
