@@ -60,6 +60,19 @@ std::optional<std::string> ReadValueAt(int dir_fd, const std::string& key) {
   return std::string(buf, got);
 }
 
+// A table's folder opened for reading its keys; an empty descriptor when there is no
+// such table yet. O_NOFOLLOW: a table is a folder of the cache's own, never a link out of
+// the root (RequireOwnFolder names what is there instead).
+util::UniqueFd OpenTableFolder(const fs::path& dir) {
+  util::UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (fd.get() < 0 && errno == ENOENT) return fd;
+  if (fd.get() < 0 && (errno == ELOOP || errno == ENOTDIR)) RequireOwnFolder(dir);
+  if (fd.get() < 0) {
+    throw Error(Errc::kIo, "table " + dir.string() + ": cannot open: " + std::strerror(errno));
+  }
+  return fd;
+}
+
 }  // namespace
 
 std::map<std::string, std::string> LocalBackend::ReadTable(const std::string& table) {
@@ -68,13 +81,8 @@ std::map<std::string, std::string> LocalBackend::ReadTable(const std::string& ta
   std::map<std::string, std::string> out;
   // readdir and openat, not a path walk and a stream per key: the table of last uses has
   // a key per entry and is read on every eviction pass.
-  // O_NOFOLLOW: a table is a folder of the cache's own, never a link out of the root.
-  const util::UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (fd.get() < 0 && errno == ENOENT) return out;
-  if (fd.get() < 0 && (errno == ELOOP || errno == ENOTDIR)) RequireOwnFolder(dir);  // names it
-  if (fd.get() < 0) {
-    throw Error(Errc::kIo, "table " + dir.string() + ": cannot list: " + std::strerror(errno));
-  }
+  const util::UniqueFd fd = OpenTableFolder(dir);
+  if (fd.get() < 0) return out;  // no such table yet
   const int dup_fd = ::dup(fd.get());
   DIR* d = dup_fd < 0 ? nullptr : ::fdopendir(dup_fd);
   if (!d) {
@@ -96,12 +104,8 @@ std::optional<std::string> LocalBackend::ReadTableValue(const std::string& table
   ValidateName("table", table);
   ValidateName("table key", key);
   const fs::path dir = fs::path(location()) / ".state" / table;
-  const util::UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (fd.get() < 0 && errno == ENOENT) return std::nullopt;
-  if (fd.get() < 0 && (errno == ELOOP || errno == ENOTDIR)) RequireOwnFolder(dir);  // names it
-  if (fd.get() < 0) {
-    throw Error(Errc::kIo, "table " + dir.string() + ": cannot open: " + std::strerror(errno));
-  }
+  const util::UniqueFd fd = OpenTableFolder(dir);
+  if (fd.get() < 0) return std::nullopt;  // no such table yet
   return ReadValueAt(fd.get(), key);
 }
 
