@@ -159,6 +159,29 @@ class SafetyTest(unittest.TestCase):
                 other.close()
                 env.run("delete", volume)
 
+    # --- a create that died: running it again is all it takes ------------------------
+
+    def test_a_create_that_died_anywhere_is_made_by_running_it_again(self):
+        env = Env("again")
+        image = base.WORLD.add_raw(size=2 * MiB)
+        rc, _, err = env.run("prefill", image)
+        self.assertEqual(rc, EXIT_OK, err)
+        for point in ("volume_after_claim", "volume_after_clone", "volume_before_rename",
+                      "volume_after_rename"):
+            volume = "vol-" + point.replace("_", "-")
+            rc, _, err = env.run("create", image, volume, env={"CACHEMGR_FAILPOINT": point},
+                                 rerun_on_abort=False)
+            self.assertLess(rc, 0, "the failpoint %s did not fire: %s" % (point, err))
+            rc, out, err = env.run("create", image, volume)
+            self.assertEqual(rc, EXIT_OK, "%s: %s" % (point, out + err))
+            self.assertEqual(env.read_volume(volume, 2 * MiB), base.WORLD.raw[image])
+            rc, out, err = env.run("delete", volume)
+            self.assertEqual(rc, EXIT_OK, "%s: %s" % (point, out + err))
+        rc, out, err = env.run("--json", "evict")
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertEqual([a for a in json.loads(out)["actions"] if a["kind"] == "gc"], [],
+                         "the creates run again left nothing for a pass to clear")
+
     # --- temporaries of dead writers -----------------------------------------------
 
     def test_kill_9_mid_fill_then_one_pass_leaves_no_temporary(self):

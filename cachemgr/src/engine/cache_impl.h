@@ -491,6 +491,13 @@ class CacheImpl final : public Cache {
   // Creating volume rows of dead owners: their staging object and, if its mark says it
   // is that row's, the object at the name; then the row.
   void GcVolumes(bool dry_run, std::vector<EvictAction>* actions);
+  // A volume's `creating` row whose owner is gone (`listed`, read before that was known):
+  // its staging object, and the object at its name when it is that create's, removed, and
+  // the row dropped. True when the row was dropped here; false when it changed meanwhile
+  // (or with `dry_run`, which only lists it). The pass and a create that finds its name
+  // held by a dead create (ClaimVolume) both call it.
+  bool ClearHalfMadeVolume(const index::VolumeRow& listed, bool dry_run,
+                           std::vector<EvictAction>* actions);
   // Removes this host's lock files of images no longer cached that nobody holds.
   void SweepLockFiles(bool dry_run);
   void SweepLockFile(const std::filesystem::path& path, LiveKeys& live, bool image_locks_too);

@@ -263,49 +263,58 @@ void CacheImpl::GcVolumes(bool dry_run, std::vector<EvictAction>* actions) {
         OwnerAlive(listed.owner)) {
       continue;
     }
-    // Read again now that its owner is known to be gone: a create that finished between
-    // the listing and that check left its row ready and its volume whole, and must not be
-    // taken for a half-made one (its volume would be removed under a ready row). Only a
-    // row still this claim's is half-made; a dead owner writes nothing more, so this
-    // read is the row's last state.
-    const auto now = WithIndex([&](index::Index& ix) { return ix.FindVolume(pool, listed.name); });
-    if (!now || now->id != listed.id || now->state != index::State::kCreating ||
-        now->owner != listed.owner || now->staging_name != listed.staging_name) {
-      continue;
-    }
-    const index::VolumeRow& v = *now;
-    const std::string reason = "create of volume " + v.name + " by " + v.owner + " did not finish";
-    if (dry_run) {
-      actions->push_back({"gc", v.image_id, v.name, 0, reason, false});
-      continue;
-    }
-    // The staging object is this row's: its random name was recorded before it was made.
-    if (!v.staging_name.empty()) {
-      IgnoreNotFound([&] { RemoveLeftObject({pool, v.staging_name}); });
-      // A clone killed between its directory entry and its header leaves a listing that
-      // nothing opens: the name was this row's alone.
-      backend_->RemoveDanglingName({pool, v.staging_name}, "");
-    }
-    // At the name: only the object whose mark and identity say it is this row's (renamed
-    // into place just before the owner died); anything else there is someone else's.
-    if (!v.identity.empty()) {
-      auto own = CheckOwnership(*backend_, {pool, v.name}, kMarkVolume, &v.identity);
-      if (own.ours) {
-        RemoveLeftObject({pool, v.name});
-      } else if (own.exists) {
-        LeaveAlone(v.name, own.why, actions);
-      } else {
-        // A rename killed midway may have bound the name to this row's (now removed)
-        // object: unbound, or the name could never be made again.
-        backend_->RemoveDanglingName({pool, v.name}, v.identity);
-      }
-    }
-    // (Not dropped: the row changed since it was read; the next pass looks again.)
-    if (!WithIndex([&](index::Index& ix) { return ix.DeleteVolumeClaim(v); })) continue;
-    log_->info("removed half-made volume volume={} staging={} owner={}", v.name, v.staging_name,
-               v.owner);
-    actions->push_back({"gc", v.image_id, v.name, 0, reason, true});
+    ClearHalfMadeVolume(listed, dry_run, actions);
   }
+}
+
+bool CacheImpl::ClearHalfMadeVolume(const index::VolumeRow& listed, bool dry_run,
+                                    std::vector<EvictAction>* actions) {
+  const std::string& pool = listed.pool;
+  // Read again now that its owner is known to be gone: a create that finished between
+  // the listing and that check left its row ready and its volume whole, and must not be
+  // taken for a half-made one (its volume would be removed under a ready row). Only a
+  // row still this claim's is half-made; a dead owner writes nothing more, so this
+  // read is the row's last state.
+  const auto now = WithIndex([&](index::Index& ix) { return ix.FindVolume(pool, listed.name); });
+  if (!now || now->id != listed.id || now->state != index::State::kCreating ||
+      now->owner != listed.owner || now->staging_name != listed.staging_name) {
+    return false;
+  }
+  const index::VolumeRow& v = *now;
+  const std::string reason = "create of volume " + v.name + " by " + v.owner + " did not finish";
+  if (dry_run) {
+    actions->push_back({"gc", v.image_id, v.name, 0, reason, false});
+    return false;
+  }
+  // The staging object is this row's: its random name was recorded before it was made.
+  // (A pass and a create of the same name may both clear it: what one removed the other
+  // finds gone.)
+  if (!v.staging_name.empty()) {
+    IgnoreNotFound([&] { RemoveLeftObject({pool, v.staging_name}); });
+    // A clone killed between its directory entry and its header leaves a listing that
+    // nothing opens: the name was this row's alone.
+    backend_->RemoveDanglingName({pool, v.staging_name}, "");
+  }
+  // At the name: only the object whose mark and identity say it is this row's (renamed
+  // into place just before the owner died); anything else there is someone else's.
+  if (!v.identity.empty()) {
+    auto own = CheckOwnership(*backend_, {pool, v.name}, kMarkVolume, &v.identity);
+    if (own.ours) {
+      IgnoreNotFound([&] { RemoveLeftObject({pool, v.name}); });
+    } else if (own.exists) {
+      LeaveAlone(v.name, own.why, actions);
+    } else {
+      // A rename killed midway may have bound the name to this row's (now removed)
+      // object: unbound, or the name could never be made again.
+      backend_->RemoveDanglingName({pool, v.name}, v.identity);
+    }
+  }
+  // (Not dropped: the row changed since it was read; the next pass looks again.)
+  if (!WithIndex([&](index::Index& ix) { return ix.DeleteVolumeClaim(v); })) return false;
+  log_->info("removed half-made volume volume={} staging={} owner={}", v.name, v.staging_name,
+             v.owner);
+  actions->push_back({"gc", v.image_id, v.name, 0, reason, true});
+  return true;
 }
 
 void CacheImpl::SweepLockFiles(bool dry_run) {

@@ -284,10 +284,28 @@ index::VolumeRow CacheImpl::ClaimVolume(const CreateVolumeRequest& request) {
       }
       return claim;
     }
+    // A create of this name that died on this host (a crash, a kill) left its claim: what
+    // it made is cleared as the pass clears it, and the name claimed, so that running
+    // the command again is all it takes.
+    if (held && held->state == index::State::kCreating && !OwnerAlive(held->owner)) {
+      std::vector<EvictAction> cleared;
+      if (ClearHalfMadeVolume(*held, /*dry_run=*/false, &cleared)) {
+        try {
+          claim.id = WithIndex([&](index::Index& ix) { return ix.InsertVolume(claim); });
+          return claim;
+        } catch (const Error& again) {
+          if (again.code() != Errc::kAlreadyExists) throw;
+        }
+      }
+      held = WithIndex([&](index::Index& ix) { return ix.FindVolume(claim.pool, claim.name); });
+    }
     if (held && held->state == index::State::kCreating) {
       throw Error(Errc::kAlreadyExists,
                   "volume " + request.volume + ": already exists: being created by " + held->owner +
-                      " (if that process is gone, `cachemgr evict` clears it)");
+                      (OwnerAlive(held->owner)
+                           ? std::string(" (if that process is gone, `cachemgr evict` clears it)")
+                           : std::string(" (gone; what it left could not be cleared: `cachemgr "
+                                         "evict` names it)")));
     }
     throw Error(Errc::kAlreadyExists, "volume " + request.volume + ": already exists");
   }
