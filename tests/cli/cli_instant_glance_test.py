@@ -305,9 +305,30 @@ class InstantGlanceTest(unittest.TestCase):
         backed = qcow + ".backed"
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", qcow,
                         backed], check=True)
+        # Two disks of one md5 (the published collision pair of Wang et al., then the same
+        # bytes): the entry is tied to the file checked by a digest that has no such pair.
+        col_a = bytes.fromhex(
+            "d131dd02c5e6eec4693d9a0698aff95c2fcab58712467eab4004583eb8fb7f8955ad340609f4b302"
+            "83e488832571415a085125e8f7cdc99fd91dbdf280373c5bd8823e3156348f5bae6dacd436c919c6"
+            "dd53e2b487da03fd02396306d248cda0e99f33420f577ee8ce54b67080a80d1ec69821bcb6a88393"
+            "96f9652b6ff72a70")
+        col_b = bytes.fromhex(
+            "d131dd02c5e6eec4693d9a0698aff95c2fcab50712467eab4004583eb8fb7f8955ad340609f4b302"
+            "83e4888325f1415a085125e8f7cdc99fd91dbd7280373c5bd8823e3156348f5bae6dacd436c919c6"
+            "dd53e23487da03fd02396306d248cda0e99f33420f577ee8ce54b67080280d1ec69821bcb6a88393"
+            "96f965ab6ff72a70")
+        self.assertEqual(hashlib.md5(col_a).digest(), hashlib.md5(col_b).digest())
+        tail = random_bytes(4 * MiB - 128)
+        served, told = self.qcow2_of(col_a + tail), self.qcow2_of(col_b + tail)
+        with open(told, "rb") as f:
+            told_sha512 = hashlib.sha512(f.read()).hexdigest()
+        collide = lying_image("q-collide", told, file_md5(told), range_file=served,
+                              disk_format="qcow2")
+        collide["meta"].update({"os_hash_algo": "sha512", "os_hash_value": told_sha512})
         cases = {
             # a digest that is not the file's
             "q-lie-sum": lying_image("q-lie-sum", qcow, "0" * 32, disk_format="qcow2"),
+            "q-collide": collide,
             # the right digest, another qcow2 (same tables, other data) served to librbd
             "q-lie-range": lying_image("q-lie-range", qcow, file_md5(qcow), range_file=other,
                                        disk_format="qcow2"),
@@ -327,7 +348,7 @@ class InstantGlanceTest(unittest.TestCase):
                 self.assertIn("vm-" + image_id, err)
                 self.assertNotIn(entry_name(image_id), env.pool_images(), image_id)
             self.assertEqual(sorted(v for b in env.stats()["bad"] for v in b["volumes"]),
-                             ["vm-q-lie-range", "vm-q-lie-sum"])
+                             ["vm-q-collide", "vm-q-lie-range", "vm-q-lie-sum"])
             # Compressed clusters: a normal miss, whole and right.
             made = env.json("create", "q-packed", "vm-packed")
             self.assertEqual(made["plan"], "miss")
@@ -338,6 +359,59 @@ class InstantGlanceTest(unittest.TestCase):
             self.assertIn("backing", out + err)
             self.assertNotIn("vm-backed", env.pool_images())
             self.assertNotIn(entry_name("q-backed"), env.pool_images())
+            self.assertEqual(env.stats()["imports_pending"], 0)
+        finally:
+            glance.stop()
+
+    def test_a_glance_qcow2_that_cannot_be_served_or_judged_is_a_normal_miss_or_bad(self):
+        data = random_bytes(6 * MiB) + b"\0" * (2 * MiB)
+        md5 = hashlib.md5(data).hexdigest()
+        qcow = self.qcow2_of(data)
+        # The whole file longer than Glance declares: the import's check can never match;
+        # judged bad at once, never left pending (the entry could not be evicted).
+        junk = qcow + ".junk"
+        with open(qcow, "rb") as f, open(junk, "wb") as out:
+            out.write(f.read() + random_bytes(4096))
+        long_file = lying_image("q-long", junk, file_md5(junk), disk_format="qcow2")
+        long_file["meta"]["size"] = os.path.getsize(qcow)
+        # An os_hash of an algorithm the tool does not compute: never judged, so not served.
+        sha3 = lying_image("q-sha3", qcow, file_md5(qcow), disk_format="qcow2")
+        sha3["meta"].update({"os_hash_algo": "sha3_512", "os_hash_value": "ab" * 64})
+        # A disk that is not whole 512-byte sectors: librbd refuses to prepare it.
+        odd = qcow + ".odd"
+        shutil.copy(qcow, odd)
+        with open(odd, "r+b") as f:
+            f.seek(24)
+            f.write((8 * MiB - 100).to_bytes(8, "big"))
+        # A persistent bitmap: its directory is not among the tables fetched.
+        marked = qcow + ".bitmap"
+        shutil.copy(qcow, marked)
+        subprocess.run(["qemu-img", "bitmap", "--add", marked, "b0"], check=True)
+        images = {
+            "q-long": long_file,
+            "q-sha3": sha3,
+            "q-odd": lying_image("q-odd", odd, file_md5(odd), disk_format="qcow2"),
+            "q-bitmap": lying_image("q-bitmap", marked, file_md5(marked), disk_format="qcow2"),
+        }
+        glance = LyingGlance(images)
+        try:
+            env = Env("qjudge", {"endpoint": glance.endpoint, "retries": 0})
+            rc, out, err = env.run("--json", "create", "--wait-import", "q-long", "vm-long")
+            self.assertEqual(rc, EXIT_REFUSED, out + err)
+            self.assertEqual(json.loads(out)["plan"], "instant")
+            stats = env.stats()
+            self.assertEqual(stats["imports_pending"], 0, "an import that can never be judged")
+            self.assertEqual([b["volumes"] for b in stats["bad"]], [["vm-long"]])
+            self.assertNotIn(entry_name("q-long"), env.pool_images())
+            for image_id in ("q-odd", "q-sha3", "q-bitmap"):
+                rc, out, err = env.run("--json", "create", image_id, "vm-" + image_id)
+                if image_id == "q-sha3" and rc != EXIT_OK:  # the normal miss's own verdict
+                    self.assertNotIn("vm-" + image_id, env.pool_images())
+                    continue
+                self.assertEqual(rc, EXIT_OK, image_id + ": " + out + err)
+                self.assertEqual(json.loads(out)["plan"], "miss", image_id)
+                if image_id == "q-bitmap":
+                    self.assertEqual(env.volume_md5("vm-" + image_id), md5)
             self.assertEqual(env.stats()["imports_pending"], 0)
         finally:
             glance.stop()

@@ -67,6 +67,9 @@ std::optional<CacheImpl::InstantPlan> CacheImpl::PlanInstant(const source::Image
   plan.path = path->string();
   if (detected == "raw") {
     if (file->size() == 0) return no("the image file is empty");
+    if (file->size() % 512 != 0) {
+      return no("its " + std::to_string(file->size()) + " bytes are not whole 512-byte sectors");
+    }
     if (meta.virtual_size && *meta.virtual_size != file->size()) {
       return no("the source's virtual_size " + std::to_string(*meta.virtual_size) +
                 " is not the raw file's size " + std::to_string(file->size()));
@@ -85,6 +88,10 @@ std::optional<CacheImpl::InstantPlan> CacheImpl::PlanInstant(const source::Image
     // read; that it is still the file opened here is checked after.
     auto inspected = convert::Inspect(plan.path, "qcow2", meta.id, options_.conversion, log_);
     convert::CheckIntact(plan.path, inspected.format, meta.id, options_.conversion, log_);
+    if (inspected.virtual_size % 512 != 0) {
+      return no("its disk of " + std::to_string(inspected.virtual_size) +
+                " bytes is not whole 512-byte sectors");
+    }
     auto extents = convert::MapPlainQcow2(plan.path, inspected.virtual_size, meta.id,
                                           options_.conversion, log_);
     if (!extents) {

@@ -40,10 +40,11 @@ struct Judged {
   std::string verdict, reason, md5, sha512, guest_md5;
 };
 
-// md5 of every byte of the entry as it is now: what the import put there.
-std::string EntryMd5(storage::Backend& backend, const storage::ImageRef& ref) {
+// `algo` of every byte of the entry as it is now: what the import put there.
+std::string EntryDigest(storage::Backend& backend, const storage::ImageRef& ref,
+                        const std::string& algo) {
   auto reader = backend.Open(ref, std::nullopt);
-  util::Hasher md5("md5");
+  util::Hasher hasher(algo);
   std::vector<std::byte> buf(kReadBytes);
   const uint64_t size = reader->size();
   uint64_t done = 0;
@@ -51,17 +52,24 @@ std::string EntryMd5(storage::Backend& backend, const storage::ImageRef& ref) {
     const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), size - done));
     const size_t n = reader->Read(done, std::span<std::byte>(buf.data(), want));
     if (n == 0) break;
-    md5.Update(std::span<const std::byte>(buf.data(), n));
+    hasher.Update(std::span<const std::byte>(buf.data(), n));
     done += n;
   }
-  return md5.HexDigest();
+  return hasher.HexDigest();
+}
+
+// Whether the record claims an os_hash of another algorithm than sha512.
+bool OtherAlgo(const ImportRecord& rec) {
+  return !rec.os_hash_value.empty() && rec.os_hash_algo != "sha512";
 }
 
 // The digests a judgement computes, in this order: md5, sha512, and the algorithm of a
-// claimed os_hash that is not sha512.
-std::vector<std::string> JudgedAlgos(const ImportRecord& rec) {
+// claimed os_hash that is not sha512; then, with `guest`, kGuestAlgo (a raw file's disk
+// bytes, which the committed entry must hold).
+std::vector<std::string> JudgedAlgos(const ImportRecord& rec, bool guest) {
   std::vector<std::string> algos = {"md5", "sha512"};
-  if (!rec.os_hash_value.empty() && rec.os_hash_algo != "sha512") algos.push_back(rec.os_hash_algo);
+  if (OtherAlgo(rec)) algos.push_back(rec.os_hash_algo);
+  if (guest) algos.emplace_back(kGuestAlgo);
   return algos;
 }
 
@@ -72,7 +80,7 @@ bool AgreeWithClaims(const ImportRecord& rec, const std::vector<std::string>& di
                      const std::string& what, const std::string& who, Judged* out) {
   out->md5 = digests[0];
   out->sha512 = digests[1];
-  const std::string& claimed_algo_digest = digests.size() > 2 ? digests[2] : digests[1];
+  const std::string& claimed_algo_digest = OtherAlgo(rec) ? digests[2] : digests[1];
   if (!rec.checksum.empty() && !util::SameDigest(out->md5, rec.checksum)) {
     out->verdict = "bad";
     out->reason = "md5 of " + what + " is " + out->md5 + ", " + who + " says " + rec.checksum;
@@ -130,7 +138,7 @@ Judged JudgeFile(source::Source& source, const ImportRecord& rec, const Progress
     out.verdict = "bad";
     out.reason = "the image file " + rec.path + " changed since its import began";
   } else {
-    util::ParallelHasher hasher(JudgedAlgos(rec));
+    util::ParallelHasher hasher(JudgedAlgos(rec, /*guest=*/true));
     std::vector<std::byte> buf(kReadBytes);
     uint64_t done = 0;
     const uint64_t total = file->size();
@@ -169,14 +177,14 @@ Judged JudgeFile(source::Source& source, const ImportRecord& rec, const Progress
     }
     // The disk's bytes as the file holds them, for the check of what was copied.
     if (out.verdict == "ok" && rec.format == "raw") {
-      out.guest_md5 = out.md5;
+      out.guest_md5 = digests.back();
     } else if (out.verdict == "ok") {
       auto extents = map();
       if (!extents) {
         out.verdict = "bad";
         out.reason = "the qcow2 file " + rec.path + " can no longer be read by its map";
       } else {
-        out.guest_md5 = GuestMd5(file->fd(), *extents, rec.path);
+        out.guest_md5 = GuestDigest(file->fd(), *extents, rec.path, kGuestAlgo);
       }
     }
     if (out.verdict == "ok" && rec.checksum.empty() && rec.os_hash_value.empty()) {
@@ -192,11 +200,22 @@ Judged JudgeFile(source::Source& source, const ImportRecord& rec, const Progress
 Judged JudgeRelayedQcow2(source::Source& source, const ImportRecord& rec,
                          const ProgressFn& progress, const ConversionOptions& options,
                          const std::shared_ptr<spdlog::logger>& log) {
-  const auto fetched = FetchRelayedQcow2(
-      source, rec.image_id, rec.size, JudgedAlgos(rec), options, log, [&](uint64_t done, uint64_t total) {
-        if (progress) progress(Progress{rec.image_id, "import", done, total});
-      });
   Judged out;
+  FetchedQcow2 fetched;
+  try {
+    fetched = FetchRelayedQcow2(
+        source, rec.image_id, rec.size, JudgedAlgos(rec, /*guest=*/false), options, log,
+        [&](uint64_t done, uint64_t total) {
+          if (progress) progress(Progress{rec.image_id, "import", done, total});
+        });
+  } catch (const Error& e) {
+    // A whole file of another length than Glance declares (what librbd read by range was
+    // cut to that length) is final: nothing can ever match its digests.
+    if (e.code() != Errc::kCorrupt) throw;
+    out.verdict = "bad";
+    out.reason = std::string("Glance's whole file is not the image it describes: ") + e.what();
+    return out;
+  }
   if (!AgreeWithClaims(rec, fetched.digests, "the image's file", "Glance", &out)) {
     return out;
   }
@@ -214,7 +233,7 @@ Judged JudgeRelayedQcow2(source::Source& source, const ImportRecord& rec,
 // they are all copied, and judges them against the digests Glance claims.
 Judged JudgeEntry(storage::Backend& backend, const storage::ImageRef& ref, const ImportRecord& rec,
                   const ProgressFn& progress) {
-  util::ParallelHasher hasher(JudgedAlgos(rec));
+  util::ParallelHasher hasher(JudgedAlgos(rec, /*guest=*/false));
   auto reader = backend.Open(ref, std::nullopt);
   const uint64_t total = reader->size();
   std::vector<std::byte> buf(kReadBytes);
@@ -382,11 +401,13 @@ ImportResult CacheImpl::FinishImport(const std::string& image_id, const Progress
   // (a directory swapped under it): it must be the bytes of the file judged above.
   // A relayed raw image was judged on these very bytes; a relayed qcow2 on its file.
   if (rec->verdict == "ok" && (!relayed || rec->format == "qcow2")) {
-    const std::string held = EntryMd5(*backend_, ref);
+    // (A record written before the disk's digest was sha256 holds an md5.)
+    const std::string algo = rec->guest_md5.size() == 32 ? "md5" : kGuestAlgo;
+    const std::string held = EntryDigest(*backend_, ref, algo);
     if (!util::SameDigest(held, rec->guest_md5)) {
       rec->verdict = "bad";
-      rec->reason = "the entry holds other bytes (md5 " + held + ") than the file checked (md5 " +
-                    rec->guest_md5 + "): " +
+      rec->reason = "the entry holds other bytes (" + algo + " " + held +
+                    ") than the file checked (" + algo + " " + rec->guest_md5 + "): " +
                     (relayed ? std::string("Glance served the import other bytes than the check")
                              : "the path " + rec->path + " named another file while it was imported");
     }

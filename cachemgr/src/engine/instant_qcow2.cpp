@@ -12,6 +12,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -33,6 +34,8 @@ constexpr size_t kReadBytes = 4 << 20;
 // The tables fetched for one image, at most: 64 KiB clusters hold a 40 GiB disk's L2
 // tables in 5 MiB; an image that needs more is a normal miss.
 constexpr uint64_t kMaxTableBytes = 64ull << 20;
+// ... and in at most this many Range reads (small clusters mean many small tables).
+constexpr uint64_t kMaxTableReads = 4096;
 // The one name a working dir holds besides its lock (fetch/workdir.cpp sweeps it).
 constexpr const char* kFileName = "image.download";
 constexpr uint64_t kOffsetMask = 0x00fffffffffffe00ull;  // L1, L2 and refcount entries
@@ -76,6 +79,10 @@ std::string TableRanges(source::Source& source, const std::string& image_id,
     fetched += len;
     if (fetched > kMaxTableBytes) {
       return "its tables are over " + std::to_string(kMaxTableBytes >> 20) + " MiB";
+    }
+    if (tables->size() >= kMaxTableReads) {
+      return "its tables take over " + std::to_string(kMaxTableReads) + " reads (clusters of " +
+             std::to_string(cluster) + " bytes)";
     }
     std::vector<std::byte> bytes(static_cast<size_t>(len));
     source.ReadRange(image_id, offset, bytes);
@@ -156,8 +163,9 @@ std::string Qcow2Unsupported(int fd) {
   return "";
 }
 
-std::string GuestMd5(int fd, const std::vector<convert::Extent>& extents, const std::string& what) {
-  util::Hasher md5("md5");
+std::string GuestDigest(int fd, const std::vector<convert::Extent>& extents,
+                        const std::string& what, const std::string& algo) {
+  util::Hasher hasher(algo);
   std::vector<std::byte> buf(kReadBytes);
   for (const auto& e : extents) {
     uint64_t done = 0;
@@ -165,18 +173,18 @@ std::string GuestMd5(int fd, const std::vector<convert::Extent>& extents, const 
       const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), e.length - done));
       if (!e.data) {
         std::fill(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(want), std::byte{0});
-        md5.Update(std::span<const std::byte>(buf.data(), want));
+        hasher.Update(std::span<const std::byte>(buf.data(), want));
         done += want;
         continue;
       }
       const ssize_t n = ::pread(fd, buf.data(), want, static_cast<off_t>(e.offset + done));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) throw Error(Errc::kSource, "cannot read " + what + " by its qcow2 map");
-      md5.Update(std::span<const std::byte>(buf.data(), static_cast<size_t>(n)));
+      hasher.Update(std::span<const std::byte>(buf.data(), static_cast<size_t>(n)));
       done += static_cast<uint64_t>(n);
     }
   }
-  return md5.HexDigest();
+  return hasher.HexDigest();
 }
 
 RelayedQcow2 CheckRelayedQcow2(source::Source& source, const source::ImageMeta& meta,
@@ -188,6 +196,27 @@ RelayedQcow2 CheckRelayedQcow2(source::Source& source, const source::ImageMeta& 
   source.ReadRange(meta.id, 0, head);
   if (head.size() < 72) {
     out.why_not = "its qcow2 header is short";
+    return out;
+  }
+  // The disk's size as the header gives it, before any table is read: over the limit is
+  // refused as a fill refuses it; librbd imports whole 512-byte sectors only.
+  const uint64_t disk = util::LoadBe64(head.data() + 24);
+  const auto max_virtual = static_cast<uint64_t>(options.max_virtual_size_gb * (1ull << 30));
+  if (max_virtual > 0 && disk > max_virtual) {
+    throw Error(Errc::kRefused, "image " + meta.id + ": its disk of " + std::to_string(disk) +
+                                    " bytes is over conversion.max_virtual_size_gb");
+  }
+  if (disk == 0 || disk % 512 != 0) {
+    out.why_not = "its disk of " + std::to_string(disk) + " bytes is not whole 512-byte sectors";
+    return out;
+  }
+  // The import's check downloads the whole file here: room for it now, or a normal miss
+  // (which needs that room too) says what is missing.
+  struct statvfs vfs {};
+  if (::statvfs(options.dir.c_str(), &vfs) == 0 &&
+      static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize < size) {
+    out.why_not = "conversion.dir " + options.dir + " has no room for the file (" +
+                  std::to_string(size) + " bytes) that the import's check downloads";
     return out;
   }
   std::map<uint64_t, std::vector<std::byte>> tables;
@@ -210,7 +239,9 @@ RelayedQcow2 CheckRelayedQcow2(source::Source& source, const source::ImageMeta& 
     return out;
   }
   try {
-    // kRefused (backing file, data file, too large) goes up: a fill refuses it too.
+    // What qemu refuses or finds corrupt on this file of tables alone (a backing file, a
+    // bitmap directory it did not get) is left to a normal miss, which checks the whole
+    // file and refuses what a fill refuses.
     const auto inspected = convert::Inspect(path, "qcow2", meta.id, options, log);
     convert::CheckIntact(path, inspected.format, meta.id, options, log);
     const auto extents = convert::MapPlainQcow2(path, inspected.virtual_size, meta.id, options, log);
@@ -227,7 +258,7 @@ RelayedQcow2 CheckRelayedQcow2(source::Source& source, const source::ImageMeta& 
     }
     out.virtual_size = inspected.virtual_size;
   } catch (const Error& e) {
-    if (e.code() != Errc::kCorrupt) throw;
+    if (e.code() != Errc::kCorrupt && e.code() != Errc::kRefused) throw;
     out.why_not = std::string("its tables alone do not pass the checks (") + e.what() + ")";
   }
   return out;
@@ -263,7 +294,7 @@ FetchedQcow2 FetchRelayedQcow2(source::Source& source, const std::string& image_
     if (!extents) {
       out.map_error = "the qcow2 file Glance serves now has compressed or encrypted clusters";
     } else {
-      out.guest_md5 = GuestMd5(fd.get(), *extents, path.string());
+      out.guest_md5 = GuestDigest(fd.get(), *extents, path.string(), kGuestAlgo);
     }
   } catch (const Error& e) {
     if (e.code() != Errc::kRefused && e.code() != Errc::kCorrupt) throw;

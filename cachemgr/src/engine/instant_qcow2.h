@@ -22,8 +22,14 @@ namespace cachemgr::engine {
 // feature (dirty, corrupt, external data file, zstd, extended L2). "" when none.
 std::string Qcow2Unsupported(int fd);
 
-// md5 of the disk's bytes of a plain qcow2 read from `fd` by its map (`extents`).
-std::string GuestMd5(int fd, const std::vector<convert::Extent>& extents, const std::string& what);
+// The digest that ties an import's entry to the image checked: the committed entry must
+// hold the disk's bytes with this digest (collision-resistant: a relayed image's bytes
+// come from a Glance that may lie).
+inline constexpr const char* kGuestAlgo = "sha256";
+
+// `algo` of the disk's bytes of a plain qcow2 read from `fd` by its map (`extents`).
+std::string GuestDigest(int fd, const std::vector<convert::Extent>& extents,
+                        const std::string& what, const std::string& algo);
 
 // A Glance qcow2 checked before it is served: its header, then its tables (L1, L2,
 // refcount table and blocks) fetched by Range reads into a sparse file of the image's
@@ -41,11 +47,12 @@ RelayedQcow2 CheckRelayedQcow2(source::Source& source, const source::ImageMeta& 
                                const std::shared_ptr<spdlog::logger>& log);
 
 // A relayed qcow2's file downloaded whole into a working dir of conversion.dir, hashed
-// with `algos` as it comes, then read by its map. `guest_md5` is "" when the file read
+// with `algos` as it comes, then read by its map (kGuestAlgo). `guest_md5` is "" when the file read
 // cannot be mapped as a plain qcow2 (`map_error` says why). The file is gone on return.
+// kCorrupt when the file is not `size` bytes long.
 struct FetchedQcow2 {
   std::vector<std::string> digests;  // in the order of `algos`
-  std::string guest_md5;
+  std::string guest_md5;             // kGuestAlgo of the disk's bytes
   std::string map_error;
 };
 FetchedQcow2 FetchRelayedQcow2(source::Source& source, const std::string& image_id, uint64_t size,

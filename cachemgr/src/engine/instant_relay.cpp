@@ -30,6 +30,7 @@
 #include "engine/naming.h"
 #include "engine/shared_tables.h"
 #include "source/relay.h"
+#include "util/hash.h"
 #include "util/unique_fd.h"
 
 namespace cachemgr::engine {
@@ -105,6 +106,13 @@ std::optional<CacheImpl::InstantPlan> CacheImpl::PlanRelayed(const source::Image
   }
   if (meta.checksum.empty() && meta.os_hash_value.empty()) {
     return no("Glance claims no digest (checksum, os_hash) to check the import against");
+  }
+  if (!meta.os_hash_value.empty() && !util::Hasher::Supported(meta.os_hash_algo)) {
+    return no("Glance's os_hash_algo '" + meta.os_hash_algo +
+              "' is not one this tool computes, so the import could never be judged");
+  }
+  if (meta.disk_format == "raw" && *meta.size % 512 != 0) {
+    return no("its " + std::to_string(*meta.size) + " bytes are not whole 512-byte sectors");
   }
   InstantPlan plan;
   plan.format = meta.disk_format;
