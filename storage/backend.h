@@ -318,6 +318,11 @@ class Backend {
   // Default: kInvalidArgument (the backend cannot).
   virtual void PrepareImport(const std::string& source_spec, const ImageRef& ref);
   virtual bool CanImportInstantly() const { return false; }
+  // Whether the backend's store stopped answering within its timeout moments ago (an op
+  // of this process timed out in the last minute): best-effort clean-ups after a failure,
+  // whose leftovers a pass removes anyway, are skipped rather than each waiting for a
+  // timeout of its own. Default: never (a local folder answers or fails).
+  virtual bool Unresponsive() const { return false; }
   // Where an import of `ref` stands; kNone for an image that is not being imported.
   enum class ImportState { kNone, kPrepared, kExecuting, kExecuted, kOther };
   virtual ImportState ImportStatus(const ImageRef& /*ref*/) { return ImportState::kNone; }

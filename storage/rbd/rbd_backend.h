@@ -17,6 +17,7 @@
 
 #include "cachemgr/options.h"
 #include "storage/backend.h"
+#include "storage/rbd/rbd_error.h"
 #include "storage/rbd/rbd_handles.h"
 
 namespace spdlog {
@@ -117,6 +118,7 @@ class RbdBackend final : public Backend {
 
   // rbd_migration.cpp
   bool CanImportInstantly() const override { return true; }
+  bool Unresponsive() const override { return TimedOutRecently(); }
   void PrepareImport(const std::string& source_spec, const ImageRef& ref) override;
   ImportState ImportStatus(const ImageRef& ref) override;
   std::string ImportSource(const ImageRef& ref) override;

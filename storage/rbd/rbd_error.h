@@ -12,7 +12,12 @@ namespace cachemgr::storage::rbd {
 // EBUSY -> kBusy, ETIMEDOUT -> kTimeout, EACCES/EPERM -> kUnauthorized, else kBackend).
 Errc ErrcFromErrno(int negative_errno);
 
-// Throws "rbd <op> <what>: <strerror> (errno N)" with the mapped code.
+// Whether an op of this process timed out (ETIMEDOUT thrown here) within the last
+// minute: the cluster is not answering (Backend::Unresponsive).
+bool TimedOutRecently();
+
+// Throws "rbd <op> <what>: <strerror> (errno N)" with the mapped code; an ETIMEDOUT is
+// remembered for TimedOutRecently.
 [[noreturn]] void ThrowErrno(int negative_errno, std::string_view op, std::string_view what);
 
 // Returns r when r >= 0, else throws as ThrowErrno does.

@@ -155,6 +155,7 @@ class FaultyBackend final : public storage::Backend {
   // Passed through: read only, and called only when a free-space floor is configured.
   storage::SpaceInfo FreeSpace() override { return inner_->FreeSpace(); }
   bool CanImportInstantly() const override { return inner_->CanImportInstantly(); }
+  bool Unresponsive() const override { return inner_->Unresponsive(); }
   void PrepareImport(const std::string& spec, const storage::ImageRef& ref) override {
     inner_->PrepareImport(spec, ref);
   }

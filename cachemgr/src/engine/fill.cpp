@@ -122,7 +122,10 @@ class FillGuard {
       : backend_(backend), delete_row_(std::move(delete_row)), log_(std::move(log)) {}
   ~FillGuard() {
     if (committed_) return;
-    if (image_) {
+    if (image_ && backend_.Unresponsive()) {  // the fill's record names it for the pass
+      log_->warn("failed fill left image={} for the pass: the backend did not answer in time",
+                 image_->name);
+    } else if (image_) {
       try {
         if (backend_.Exists(*image_)) {
           for (const auto& snap : backend_.ListSnapshots(*image_)) {

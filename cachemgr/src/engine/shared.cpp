@@ -96,6 +96,13 @@ void CacheImpl::ShareFill(const std::string& staging, bool started) {
     backend_->WriteTable(kFills, {{staging, std::to_string(Now()) + " " + host_id_}});
     return;
   }
+  // Not while the backend is not answering: the record is what names a staging object
+  // left behind (a clean-up skipped for the same reason) as the cache's.
+  if (backend_->Unresponsive()) {
+    log_->warn("fill record kept for the pass: the backend did not answer in time staging={}",
+               staging);
+    return;
+  }
   try {
     backend_->WriteTable(kFills, {}, {staging});
   } catch (const Error& e) {

@@ -37,6 +37,11 @@ class DestGuard {
       : backend_(backend), dest_(std::move(dest)), log_(log) {}
   ~DestGuard() {
     if (committed_) return;
+    if (backend_.Unresponsive()) {  // the fill's record names it: the pass removes it
+      log_.warn("failed fetch left for the pass: the backend did not answer in time pool={} "
+                "image={}", dest_.pool, dest_.name);
+      return;
+    }
     try {
       if (backend_.Exists(dest_)) backend_.Remove(dest_);
     } catch (const std::exception& e) {
