@@ -248,6 +248,17 @@ class InstantGlanceTest(unittest.TestCase):
         self.assertEqual(rc, EXIT_OK, out + err)
         openstack.assert_no_secret()
 
+    def served_then_judged_bad(self, env, image_ids):
+        """`create --wait-import` of each image: served at once (plan `instant`), then
+        judged bad (exit 4, the volume named), and the entry gone."""
+        for image_id in image_ids:
+            rc, out, err = env.run("--json", "create", "--wait-import", image_id,
+                                   "vm-" + image_id)
+            self.assertEqual(rc, EXIT_REFUSED, image_id + ": " + out + err)
+            self.assertEqual(json.loads(out)["plan"], "instant", image_id)
+            self.assertIn("vm-" + image_id, err)
+            self.assertNotIn(entry_name(image_id), env.pool_images(), image_id)
+
     def qcow2_of(self, data):
         """A plain qcow2 (qemu-img convert: its zero runs unallocated) of `data`; its path."""
         raw = random_file(0, "qcow-src")
@@ -293,9 +304,7 @@ class InstantGlanceTest(unittest.TestCase):
         openstack.assert_no_secret()
 
     def test_a_glance_qcow2_not_its_checksum_or_not_plain_is_never_served_as_good(self):
-        data = random_bytes(6 * MiB) + b"\0" * (2 * MiB)
-        md5 = hashlib.md5(data).hexdigest()
-        qcow = self.qcow2_of(data)
+        qcow = self.qcow2_of(random_bytes(6 * MiB) + b"\0" * (2 * MiB))
         other = self.qcow2_of(random_bytes(6 * MiB) + b"\0" * (2 * MiB))
         # Compressible bytes (qemu stores a cluster that does not shrink uncompressed).
         words = b"".join(b"cluster %08d\n" % i for i in range(4 * MiB // 17 + 1))[:4 * MiB]
@@ -340,13 +349,7 @@ class InstantGlanceTest(unittest.TestCase):
         glance = LyingGlance(dict(cases, **others))
         try:
             env = Env("qlie", {"endpoint": glance.endpoint, "retries": 0})
-            for image_id in cases:
-                rc, out, err = env.run("--json", "create", "--wait-import", image_id,
-                                       "vm-" + image_id)
-                self.assertEqual(rc, EXIT_REFUSED, image_id + ": " + out + err)
-                self.assertEqual(json.loads(out)["plan"], "instant", image_id)
-                self.assertIn("vm-" + image_id, err)
-                self.assertNotIn(entry_name(image_id), env.pool_images(), image_id)
+            self.served_then_judged_bad(env, cases)
             self.assertEqual(sorted(v for b in env.stats()["bad"] for v in b["volumes"]),
                              ["vm-q-collide", "vm-q-lie-range", "vm-q-lie-sum"])
             # Compressed clusters: a normal miss, whole and right.
@@ -476,13 +479,7 @@ class InstantGlanceTest(unittest.TestCase):
         glance = LyingGlance(cases)
         try:
             env = Env("lie", {"endpoint": glance.endpoint, "retries": 0})
-            for image_id in cases:
-                rc, out, err = env.run("--json", "create", "--wait-import", image_id,
-                                       "vm-" + image_id)
-                self.assertEqual(rc, EXIT_REFUSED, image_id + ": " + out + err)
-                self.assertEqual(json.loads(out)["plan"], "instant", image_id)
-                self.assertIn("vm-" + image_id, err)
-                self.assertNotIn(entry_name(image_id), env.pool_images(), image_id)
+            self.served_then_judged_bad(env, cases)
             stats = env.stats()
             self.assertEqual(stats["bad_volumes"], 2)
             self.assertEqual(sorted(v for b in stats["bad"] for v in b["volumes"]),
