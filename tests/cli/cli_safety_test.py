@@ -20,7 +20,7 @@ import unittest
 import uuid
 
 import cli_test as base
-from cli_test import (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, MiB, Env, run)
+from cli_test import (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_BUSY, MiB, Env, run)
 
 
 def alive(pid):
@@ -181,6 +181,33 @@ class SafetyTest(unittest.TestCase):
         self.assertEqual(rc, EXIT_OK, err)
         self.assertEqual([a for a in json.loads(out)["actions"] if a["kind"] == "gc"], [],
                          "the creates run again left nothing for a pass to clear")
+        # Run again three times at once, beside a pass: one clearer at a time, so exactly
+        # one create makes the volume and nobody removes it after.
+        import threading
+        for round_ in range(3):
+            volume = "vol-again-%d" % round_
+            rc, _, err = env.run("create", image, volume,
+                                 env={"CACHEMGR_FAILPOINT": "volume_after_rename"},
+                                 rerun_on_abort=False)
+            self.assertLess(rc, 0, err)
+            results = []
+            barrier = threading.Barrier(4)
+
+            def one(args):
+                barrier.wait()
+                results.append((args[0], env.run(*args)))
+            threads = [threading.Thread(target=one, args=(a,)) for a in
+                       [("create", image, volume)] * 3 + [("evict",)]]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            made = [r for cmd, r in results if cmd == "create" and r[0] == EXIT_OK]
+            self.assertEqual(len(made), 1, results)
+            for cmd, (rc, out, err) in results:
+                self.assertIn(rc, (EXIT_OK, EXIT_FAILED, EXIT_BUSY), (cmd, out, err))
+            self.assertEqual(env.read_volume(volume, 2 * MiB), base.WORLD.raw[image],
+                             "the volume the winning create made is whole")
 
     # --- temporaries of dead writers -----------------------------------------------
 

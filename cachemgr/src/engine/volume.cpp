@@ -16,6 +16,10 @@
 
 namespace cachemgr::engine {
 
+// How long a create whose name a dead create still holds waits for this host's pass lock
+// to clear it (a pass that holds it clears such rows itself).
+constexpr auto kClearHalfMadeWait = std::chrono::seconds(30);
+
 namespace {
 
 // Thrown by ConfirmedBySource through MakeVolume: the entry a hit cloned is stale by the
@@ -260,56 +264,68 @@ index::VolumeRow CacheImpl::ClaimVolume(const CreateVolumeRequest& request) {
   claim.state = index::State::kCreating;
   claim.owner = owner_;
   claim.staging_name = VolumeStagingName();
-  try {
-    claim.id = WithIndex([&](index::Index& ix) { return ix.InsertVolume(claim); });
-  } catch (const Error& e) {
-    if (e.code() != Errc::kAlreadyExists) throw;
-    auto held = WithIndex([&](index::Index& ix) { return ix.FindVolume(claim.pool, claim.name); });
-    // A ready row whose volume is gone (a `delete` killed between the two, or removed
-    // outside the cache) holds the name for nothing: dropped, and the name claimed.
-    if (held && held->state == index::State::kReady &&
-        !backend_->Exists({claim.pool, claim.name})) {
-      // Only that row: another create may have dropped it and claimed the name meanwhile.
-      if (!WithIndex([&](index::Index& ix) { return ix.DeleteVolumeRow(*held); })) {
-        throw Error(Errc::kAlreadyExists, "volume " + request.volume + ": already exists");
-      }
-      log_->info("dropped the row of a volume that no longer exists volume={}", claim.name);
-      try {
-        claim.id = WithIndex([&](index::Index& ix) { return ix.InsertVolume(claim); });
-      } catch (const Error& again) {
-        if (again.code() != Errc::kAlreadyExists) throw;
-        throw Error(Errc::kAlreadyExists, "volume " + request.volume +
-                                              ": already exists: another create claimed the "
-                                              "name at the same moment");
-      }
-      return claim;
+  auto insert = [&]() -> bool {
+    try {
+      claim.id = WithIndex([&](index::Index& ix) { return ix.InsertVolume(claim); });
+      return true;
+    } catch (const Error& e) {
+      if (e.code() != Errc::kAlreadyExists) throw;
+      return false;
     }
-    // A create of this name that died on this host (a crash, a kill) left its claim: what
-    // it made is cleared as the pass clears it, and the name claimed, so that running
-    // the command again is all it takes.
+  };
+  auto find = [&] {
+    return WithIndex([&](index::Index& ix) { return ix.FindVolume(claim.pool, claim.name); });
+  };
+  if (insert()) return claim;
+  auto held = find();
+  // A ready row whose volume is gone (a `delete` killed between the two, or removed
+  // outside the cache) holds the name for nothing: dropped, and the name claimed.
+  if (held && held->state == index::State::kReady &&
+      !backend_->Exists({claim.pool, claim.name})) {
+    // Only that row: another create may have dropped it and claimed the name meanwhile.
+    if (!WithIndex([&](index::Index& ix) { return ix.DeleteVolumeRow(*held); })) {
+      throw Error(Errc::kAlreadyExists, "volume " + request.volume + ": already exists");
+    }
+    log_->info("dropped the row of a volume that no longer exists volume={}", claim.name);
+    if (insert()) return claim;
+    throw Error(Errc::kAlreadyExists, "volume " + request.volume +
+                                          ": already exists: another create claimed the "
+                                          "name at the same moment");
+  }
+  // A create of this name that died on this host (a crash, a kill) left its claim: what
+  // it made is cleared as the pass clears it, and the name claimed, so that running the
+  // command again is all it takes. Under this host's pass lock: one clearer at a time
+  // (other creates run again, a pass), or one could remove the volume another has just
+  // put at the name. A row gone meanwhile (a pass cleared it) frees the name too.
+  if (!held || (held->state == index::State::kCreating && !OwnerAlive(held->owner))) {
+    std::unique_ptr<FileLock> clearing;
+    try {
+      clearing = FileLock::Acquire(lock_dir_ / "eviction-pass.lock", kClearHalfMadeWait,
+                                   "eviction pass");
+    } catch (const Error& e) {
+      if (e.code() != Errc::kBusy) throw;
+      throw Error(Errc::kBusy, "volume " + request.volume + ": a create of it died and an "
+                                   "eviction pass is running on this host; it clears what that "
+                                   "create left: run the command again once it ends");
+    }
+    held = find();
     if (held && held->state == index::State::kCreating && !OwnerAlive(held->owner)) {
       std::vector<EvictAction> cleared;
-      if (ClearHalfMadeVolume(*held, /*dry_run=*/false, &cleared)) {
-        try {
-          claim.id = WithIndex([&](index::Index& ix) { return ix.InsertVolume(claim); });
-          return claim;
-        } catch (const Error& again) {
-          if (again.code() != Errc::kAlreadyExists) throw;
-        }
-      }
-      held = WithIndex([&](index::Index& ix) { return ix.FindVolume(claim.pool, claim.name); });
+      ClearHalfMadeVolume(*held, /*dry_run=*/false, &cleared);
+      held = find();
     }
-    if (held && held->state == index::State::kCreating) {
-      throw Error(Errc::kAlreadyExists,
-                  "volume " + request.volume + ": already exists: being created by " + held->owner +
-                      (OwnerAlive(held->owner)
-                           ? std::string(" (if that process is gone, `cachemgr evict` clears it)")
-                           : std::string(" (gone; what it left could not be cleared: `cachemgr "
-                                         "evict` names it)")));
-    }
-    throw Error(Errc::kAlreadyExists, "volume " + request.volume + ": already exists");
+    if (!held && insert()) return claim;
+    if (!held) held = find();
   }
-  return claim;
+  if (held && held->state == index::State::kCreating) {
+    throw Error(Errc::kAlreadyExists,
+                "volume " + request.volume + ": already exists: being created by " + held->owner +
+                    (OwnerAlive(held->owner)
+                         ? std::string(" (if that process is gone, `cachemgr evict` clears it)")
+                         : std::string(" (gone; what it left could not be cleared: `cachemgr "
+                                       "evict` names it)")));
+  }
+  throw Error(Errc::kAlreadyExists, "volume " + request.volume + ": already exists");
 }
 
 void CacheImpl::PlaceVolume(index::VolumeRow* claim, VolumeGuardRef guard, uint64_t size,
