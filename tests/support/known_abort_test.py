@@ -39,6 +39,15 @@ SUITE = textwrap.dedent('''
             if n < len(plan) and plan[n] == "error":
                 raise RuntimeError(REPORT.replace("Invalid argument", "Bad address"))
 
+        def test_c(self):
+            n = attempt("c")
+            plan = {plan_c!r}
+            if n < len(plan) and plan[n] == "skip":
+                self.skipTest("skipped the second time")
+            with self.subTest(part=1):
+                if n < len(plan) and plan[n] == "sub-abort":
+                    self.fail("exit -6: " + REPORT)
+
         def test_b(self):
             n = attempt("b")
             plan = {plan_b!r}
@@ -50,7 +59,7 @@ SUITE = textwrap.dedent('''
 
 
 class RunUnittestsTest(unittest.TestCase):
-    def suite(self, plan_a, plan_b=()):
+    def suite(self, plan_a, plan_b=(), plan_c=()):
         tmp = tempfile.TemporaryDirectory(prefix="known-abort-")
         self.addCleanup(tmp.cleanup)
         d = tmp.name
@@ -58,7 +67,7 @@ class RunUnittestsTest(unittest.TestCase):
         path = os.path.join(d, "suite.py")
         with open(path, "w") as f:
             f.write(SUITE.format(here=HERE, count=count, report=REPORT, plan_a=list(plan_a),
-                                 plan_b=list(plan_b)))
+                                 plan_b=list(plan_b), plan_c=list(plan_c)))
         p = subprocess.run([sys.executable, path], capture_output=True, text=True, timeout=60)
 
         def runs(name):
@@ -67,6 +76,7 @@ class RunUnittestsTest(unittest.TestCase):
                 return 0
             with open(c) as f:
                 return int(f.read())
+        self.runs_c = runs("c")
         return p, runs("a"), runs("b")
 
     def test_the_known_abort_once_runs_the_test_again_and_passes(self):
@@ -96,6 +106,16 @@ class RunUnittestsTest(unittest.TestCase):
         self.assertEqual(p.returncode, 1, p.stderr)
         self.assertEqual((a, b), (1, 1))
         self.assertNotIn("once more", p.stderr)
+
+    def test_a_subtest_on_the_known_abort_runs_its_whole_test_again(self):
+        p, _, _ = self.suite([], plan_c=["sub-abort"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.runs_c, 2)
+
+    def test_a_test_that_skips_itself_when_run_again_did_not_pass(self):
+        p, _, _ = self.suite([], plan_c=["sub-abort", "skip"])
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(self.runs_c, 2)
 
     def test_a_clean_suite_runs_once(self):
         p, a, b = self.suite([])
