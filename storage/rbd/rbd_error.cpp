@@ -28,20 +28,20 @@ Errc ErrcFromErrno(int negative_errno) {
 
 namespace {
 using Clock = std::chrono::steady_clock;
-constexpr auto kRecent = std::chrono::minutes(1);
+constexpr auto kTimedOutWindow = std::chrono::minutes(1);
 // When an op last timed out (Clock ticks; 0: never).
-std::atomic<Clock::rep> last_timeout{0};
+std::atomic<Clock::rep> last_op_timeout{0};
 }  // namespace
 
 bool TimedOutRecently() {
-  const Clock::rep at = last_timeout.load(std::memory_order_relaxed);
-  return at != 0 && Clock::now() - Clock::time_point(Clock::duration(at)) < kRecent;
+  const Clock::rep at = last_op_timeout.load(std::memory_order_relaxed);
+  return at != 0 && Clock::now() - Clock::time_point(Clock::duration(at)) < kTimedOutWindow;
 }
 
 void ThrowErrno(int negative_errno, std::string_view op, std::string_view what) {
   const int e = -negative_errno;
   if (e == ETIMEDOUT) {
-    last_timeout.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+    last_op_timeout.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   }
   std::string message = "rbd ";
   message.append(op).append(" ").append(what).append(": ");

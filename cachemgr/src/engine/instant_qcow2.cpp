@@ -30,7 +30,7 @@ namespace cachemgr::engine {
 
 namespace {
 
-constexpr size_t kReadBytes = 4 << 20;
+constexpr size_t kDigestReadBytes = 4 << 20;
 // The tables fetched for one image, at most: 64 KiB clusters hold a 40 GiB disk's L2
 // tables in 5 MiB; an image that needs more is a normal miss.
 constexpr uint64_t kMaxTableBytes = 64ull << 20;
@@ -166,7 +166,7 @@ std::string Qcow2Unsupported(int fd) {
 std::string GuestDigest(int fd, const std::vector<convert::Extent>& extents,
                         const std::string& what, const std::string& algo) {
   util::Hasher hasher(algo);
-  std::vector<std::byte> buf(kReadBytes);
+  std::vector<std::byte> buf(kDigestReadBytes);
   for (const auto& e : extents) {
     uint64_t done = 0;
     while (done < e.length) {
