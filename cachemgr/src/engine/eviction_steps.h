@@ -8,6 +8,10 @@
 
 namespace cachemgr::engine {
 
+// This host's pass lock, in the lock folder: one pass at a time here, and one clearer of a
+// dead create's leftovers (the pass, or a create run again: ClaimVolume).
+inline constexpr const char* kHostPassLockFile = "eviction-pass.lock";
+
 // How long the pass waits for an image another caller is working on before skipping it.
 inline constexpr auto kPassLockWait = std::chrono::milliseconds(200);
 

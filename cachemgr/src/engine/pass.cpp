@@ -8,6 +8,7 @@
 #include <map>
 
 #include "engine/cache_impl.h"
+#include "engine/eviction_steps.h"
 #include "engine/failpoints.h"
 #include "engine/marks.h"
 #include "engine/naming.h"
@@ -17,7 +18,7 @@ namespace cachemgr::engine {
 
 EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
   const Stopwatch timer;
-  auto pass_lock = FileLock::Acquire(lock_dir_ / "eviction-pass.lock", std::chrono::milliseconds(0),
+  auto pass_lock = FileLock::Acquire(lock_dir_ / kHostPassLockFile, std::chrono::milliseconds(0),
                                      "eviction pass");
   // One pass per pool across every host that shares it (a RADOS lock with a lease on RBD:
   // a killed host's lock runs out by itself).

@@ -7,6 +7,7 @@
 #include <system_error>
 
 #include "engine/cache_impl.h"
+#include "engine/eviction_steps.h"
 #include "engine/failpoints.h"
 #include "engine/marks.h"
 #include "engine/naming.h"
@@ -300,7 +301,7 @@ index::VolumeRow CacheImpl::ClaimVolume(const CreateVolumeRequest& request) {
   if (!held || (held->state == index::State::kCreating && !OwnerAlive(held->owner))) {
     std::unique_ptr<FileLock> clearing;
     try {
-      clearing = FileLock::Acquire(lock_dir_ / "eviction-pass.lock", kClearHalfMadeWait,
+      clearing = FileLock::Acquire(lock_dir_ / kHostPassLockFile, kClearHalfMadeWait,
                                    "eviction pass");
     } catch (const Error& e) {
       if (e.code() != Errc::kBusy) throw;
