@@ -695,7 +695,14 @@ class InstantGlanceTest(unittest.TestCase):
                                  env=dict(os.environ, CACHEMGR_FAILPOINT="import_before_copy:wait:" + gate),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            self.assertTrue(wait_for(lambda: os.path.exists(gate + ".held"), timeout=120))
+            if not wait_for(lambda: os.path.exists(gate + ".held") or first.poll() is not None,
+                            timeout=120) or not os.path.exists(gate + ".held"):
+                # Its own words say why (an abort among them is run again by known_abort).
+                if first.poll() is None:
+                    first.kill()
+                out, err = first.communicate(timeout=60)
+                self.fail("the pass never reached its copy (exit %s): %s" % (first.returncode,
+                                                                            out + err))
             # `rbd watch` holds the watch until its stdin ends: a pipe kept open.
             vm = subprocess.Popen(["rbd", "--conf", CONF, "watch",
                                    "volumes/%s/vm-d" % env.namespace], stdin=subprocess.PIPE,
