@@ -11,6 +11,7 @@
 
 #include "cachemgr/cache.h"
 #include "engine_env.h"
+#include "support/name_thread_on_terminate.h"
 
 namespace {
 std::vector<std::string> Split(const std::string& s) {
@@ -26,6 +27,7 @@ std::vector<std::string> Split(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  cachemgr::test::NameThreadOnTerminate();  // the librbd abort, told apart in the test log
   if (argc < 5) {
     std::fprintf(stderr, "usage: engine_child <local|rbd> <dir> <ns> <max_count> OP...\n");
     return 2;
