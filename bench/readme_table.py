@@ -22,6 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import report  # noqa: E402
+import step_scenarios  # noqa: E402
 
 BEGIN = "<!-- bench-table:begin -->"
 END = "<!-- bench-table:end -->"
@@ -84,6 +85,9 @@ def render(doc, png_link, json_link):
           meta.get("elapsed_s", "?"), meta.get("reps", "?"), meta.get("miss_reps", "?"),
           "a BENCH_QUICK smoke run, not the record" if meta.get("quick") else "a full run",
           meta.get("scenarios", "all"), ", ".join(failed) if failed else "none"))
+    if meta.get("steps"):
+        w("")
+        w(time_by_scenario(meta))
     w("")
     counts = {s: sum(1 for g in goals if g["status"] == s) for s in STATUSES}
     w("Goals: %s." % ", ".join("%d %s" % (counts[s], s) for s in STATUSES))
@@ -110,6 +114,19 @@ def render(doc, png_link, json_link):
             cell(r["scenario"]), cell(r["what"]), report.fmt(num(r.get("p50"))),
             report.fmt(num(r.get("p90"))), cell(r["unit"]), cell(r.get("note", ""))))
     return "\n".join(lines) + "\n"
+
+
+def time_by_scenario(meta):
+    """Where the run's time went: the steps' seconds summed by the scenario they feed
+    first (bench/step_scenarios.py), and the rest (services, images, uploads)."""
+    spent = {}
+    for st in meta["steps"]:
+        feeds = step_scenarios.scenarios_of(st["name"]) or ["other"]
+        spent[feeds[0]] = spent.get(feeds[0], 0.0) + st["s"]
+    parts = ["%s %.0f s" % kv for kv in sorted(spent.items(), key=lambda kv: -kv[1])]
+    rest = meta.get("elapsed_s", 0) - sum(spent.values())
+    return ("Time by scenario (its steps' wall time): %s; outside the steps (cluster, Glance, "
+            "images and uploads) %.0f s." % (", ".join(parts), rest))
 
 
 def num(x):

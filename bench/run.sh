@@ -79,12 +79,17 @@ want() { [[ " $only " == *" $1 "* ]]; }
 # step NAME LIMIT_S CMD...: runs one measurement with a time limit; a failure is
 # recorded (the goals of the scenarios it feeds show as FAILED, bench/step_scenarios.py)
 # and the run goes on with the next one.
+# Each step's wall time goes to $run/steps.tsv (name, seconds, ok or FAILED), and from
+# there to meta.json's "steps": where the run's time goes.
 step() {
-  local name=$1 limit=$2
+  local name=$1 limit=$2 t0 rc=0
   shift 2
-  if timeout --kill-after=10 "$limit" "$@" >>"$run/logs/steps.log" 2>&1; then
-    return 0
-  fi
+  t0=$(date +%s%N)
+  timeout --kill-after=10 "$limit" "$@" >>"$run/logs/steps.log" 2>&1 || rc=$?
+  local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  printf '%s\t%d.%03d\t%s\n' "$name" $(( ms / 1000 )) $(( ms % 1000 )) \
+    "$( (( rc == 0 )) && echo ok || echo FAILED)" >>"$run/steps.tsv"
+  (( rc == 0 )) && return 0
   log "FAILED: $name (see $run/logs/steps.log)"
   tail -n 5 "$run/logs/steps.log" | sed 's/^/    /' >&2
   failures+=("$name")
@@ -451,6 +456,10 @@ fi
 elapsed=$(( $(date +%s) - started ))
 failed_json=$(printf '%s\n' "${failures[@]+"${failures[@]}"}" | $py -c \
   'import json, sys; print(json.dumps([l for l in sys.stdin.read().splitlines() if l]))')
+steps_json=$($py -c 'import json, sys
+rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines() if l] if len(sys.argv) > 1 else []
+print(json.dumps([{"name": n, "s": float(t), "ok": st == "ok"} for n, t, st in rows]))' \
+  $([[ -f $run/steps.tsv ]] && echo "$run/steps.tsv"))
 cat >"$run/meta.json" <<EOF
 {"date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "nproc": $(nproc),
  "cpu": "$(lscpu | sed -n 's/^Model name: *//p' | head -n1)",
@@ -458,7 +467,8 @@ cat >"$run/meta.json" <<EOF
  "commit": "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)",
  "quick": $([[ $quick == 1 ]] && echo true || echo false), "scenarios": "$only",
  "reps": $reps, "miss_reps": $miss_reps, "elapsed_s": $elapsed, "failed": $failed_json,
- "loadavg_start": "$load_start", "loadavg_end": "$(cut -d' ' -f1-3 /proc/loadavg)"}
+ "loadavg_start": "$load_start", "loadavg_end": "$(cut -d' ' -f1-3 /proc/loadavg)",
+ "steps": $steps_json}
 EOF
 # A quick run's figures are not the record: they never replace bench/results/latest.*.
 if [[ $quick == 1 && $(realpath -m "$results") == "$(realpath -m "$repo/bench/results")" ]]; then
