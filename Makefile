@@ -18,7 +18,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_PKGS := cmake g++ make pkg-config \
         libsqlitecpp-dev libsqlite3-dev sqlite3 librbd-dev librados-dev libyaml-cpp-dev \
         libspdlog-dev libfmt-dev libcurl4-openssl-dev nlohmann-json3-dev \
-        libcli11-dev libssl-dev libre2-dev libmicrohttpd-dev qemu-utils
+        libcli11-dev libssl-dev libre2-dev libmicrohttpd-dev zlib1g-dev qemu-utils
 TEST_PKGS := $(DEMO_PKGS) clang libclang-rt-14-dev doctest-dev pybind11-dev python3-dev \
         ceph-mon ceph-osd ceph-common python3-rbd \
         glance-api python3-glance-store python3-boto3 keystone python3-cryptography \
@@ -27,7 +27,7 @@ TEST_PKGS := $(DEMO_PKGS) clang libclang-rt-14-dev doctest-dev pybind11-dev pyth
 # test` installs them too, for the package test.
 DEB_PKGS := cmake g++ pkg-config libsqlitecpp-dev libsqlite3-dev librbd-dev librados-dev \
         libyaml-cpp-dev libspdlog-dev libfmt-dev libcurl4-openssl-dev nlohmann-json3-dev \
-        libcli11-dev libssl-dev libre2-dev libmicrohttpd-dev qemu-utils \
+        libcli11-dev libssl-dev libre2-dev libmicrohttpd-dev zlib1g-dev qemu-utils \
         debhelper dpkg-dev lintian help2man git xz-utils
 PKGS ?= $(TEST_PKGS) $(DEB_PKGS)
 

@@ -14,7 +14,6 @@ usage: make_image.py --out FILE --size BYTES [--data BYTES] [--seed N]
   --data  bytes of data from the start (default: all); the rest is a hole
 """
 import argparse
-import os
 import random
 import sys
 

@@ -16,7 +16,6 @@ write, and writes nothing.
 """
 import argparse
 import json
-import math
 import os
 import sys
 

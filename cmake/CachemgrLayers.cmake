@@ -151,7 +151,8 @@ target_link_libraries(cachemgr_base PUBLIC spdlog::spdlog
 cachemgr_add_layer(policy FOLDERS policy)  # pure: links nothing
 
 cachemgr_add_layer(convert FOLDERS convert LAYERS base)
-target_link_libraries(cachemgr_convert PRIVATE nlohmann_json::nlohmann_json)
+target_link_libraries(cachemgr_convert PRIVATE nlohmann_json::nlohmann_json
+                      ZLIB::ZLIB Threads::Threads)  # qcow2_reader: compressed clusters
 
 cachemgr_add_layer(config FOLDERS config PUBLIC_HEADERS config.h LAYERS base)
 target_link_libraries(cachemgr_config PRIVATE yaml-cpp)

@@ -35,3 +35,7 @@ TEST_CASE("config loader: every seed is parsed or refused with cachemgr::Error")
 TEST_CASE("format detector: every seed is detected, and claims are checked") {
   CHECK(Replay("format", &cachemgr::fuzz::FormatOne) >= 8);
 }
+
+TEST_CASE("qcow2 reader: every seed is read whole or refused as corrupt") {
+  CHECK(Replay("qcow2", &cachemgr::fuzz::Qcow2One) >= 6);
+}

@@ -18,5 +18,9 @@ void ConfigOne(const uint8_t* data, size_t size);
 // The image-format detector: the first 512 bytes as the head, the last 512 (when the
 // input is longer) as the tail; then the claim check against every disk_format.
 void FormatOne(const uint8_t* data, size_t size);
+// The qcow2 reader (convert/qcow2_reader.h): the bytes as a qcow2 file whose disk is the
+// size its header claims (up to 64 MiB); every byte of the disk is handed over once, or
+// the reader says kCorrupt.
+void Qcow2One(const uint8_t* data, size_t size);
 
 }  // namespace cachemgr::fuzz

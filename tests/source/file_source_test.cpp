@@ -250,7 +250,7 @@ TEST_CASE("file source: every convertible format becomes the same raw bytes") {
   }
 }
 
-TEST_CASE("a plain qcow2 is read through its map; a compressed one is converted") {
+TEST_CASE("a plain qcow2 is read through its map; a compressed one by the qcow2 reader") {
   DirBed bed;
   const uint64_t size = 8 << 20;
 
@@ -277,7 +277,7 @@ TEST_CASE("a plain qcow2 is read through its map; a compressed one is converted"
                                      bed.options.conversion, nullptr));
 
   // Compressible data written with -c: compressed clusters have no plain place in the
-  // file, so the image goes through qemu-img convert, to the same bytes.
+  // file, so the image is read by the qcow2 reader (no raw copy), to the same bytes.
   const fs::path text = bed.tmp / "text.raw";
   {
     std::string line = "the same line of text, again and again\n";
@@ -293,11 +293,12 @@ TEST_CASE("a plain qcow2 is read through its map; a compressed one is converted"
   WriteSidecar(bed.images, "packed", {{"disk_format", "qcow2"}});
   auto r = bed.Fetch("packed", "entry-packed");
   CHECK(r.virtual_size == size);
+  CHECK(r.read_by == "reader");
   CHECK(bed.ReadImage(bed.Ref("entry-packed")) == ReadFile(text));
 
   // And the mapped one reads back the same as its source.
   WriteSidecar(bed.images, "plain", {{"disk_format", "qcow2"}});
-  bed.Fetch("plain", "entry-plain");
+  CHECK(bed.Fetch("plain", "entry-plain").read_by == "map");
   CHECK(bed.ReadImage(bed.Ref("entry-plain")) == ReadFile(bed.golden));
   CHECK(bed.ConversionFiles() == 0);
 }

@@ -10,10 +10,12 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "cachemgr/error.h"
 #include "convert/format.h"
+#include "convert/qcow2_reader.h"
 #include "fetch/integrity.h"
 #include "fetch/workdir.h"
 #include "util/hash.h"
@@ -102,6 +104,7 @@ class File {
       }
     }
   }
+  int fd() const { return fd_; }
   size_t PRead(std::span<std::byte> out, uint64_t offset) {
     while (true) {
       ssize_t n = ::pread(fd_, out.data(), out.size(), static_cast<off_t>(offset));
@@ -333,6 +336,7 @@ class Feeder {
     done_ += n;
     if (c_.options.progress) c_.options.progress("import", done_, size_);
   }
+  void Bytes(std::span<const std::byte> d) { Feed(d); }
   void Data(File& in, uint64_t offset, uint64_t n) {
     while (n > 0) {
       const size_t want = static_cast<size_t>(std::min<uint64_t>(buf_.size(), n));
@@ -410,6 +414,7 @@ bool ImportPlainQcow2(Context& c, const StagingFiles& staging, const convert::In
   auto extents = convert::MapPlainQcow2(staging.download(), info.virtual_size, c.meta.id,
                                         c.options.conversion, c.logger);
   if (!extents) return false;
+  c.result.read_by = "map";
   c.result.convert = Since(convert_started);
   c.result.virtual_size = info.virtual_size;
   if (c.options.progress) c.options.progress("convert", info.virtual_size, info.virtual_size);
@@ -423,6 +428,33 @@ bool ImportPlainQcow2(Context& c, const StagingFiles& staging, const convert::In
       feed.Zeros(e.length);
     }
   }
+  feed.Finish();
+  c.result.import = Since(started);
+  return true;
+}
+
+// A qcow2 that the map cannot read plainly (compressed clusters) read by this project's
+// own reader of its tables straight from the download: clusters inflated on every core
+// into the backend, no raw copy written and read back. False when the reader leaves the
+// image to qemu-img convert (convert/qcow2_reader.h says which).
+bool ImportQcow2ByReader(Context& c, const StagingFiles& staging,
+                         const convert::InspectResult& info, Clock::time_point convert_started) {
+  File in(staging.download(), O_RDONLY);
+  if (auto why = convert::Qcow2ReaderRefuses(in.fd(), info.virtual_size); !why.empty()) {
+    c.log.info("image {}: qcow2 left to qemu-img convert: {}", c.meta.id, why);
+    return false;
+  }
+  c.result.read_by = "reader";
+  c.result.convert = Since(convert_started);
+  c.result.virtual_size = info.virtual_size;
+  if (c.options.progress) c.options.progress("convert", info.virtual_size, info.virtual_size);
+  const auto started = Clock::now();
+  Feeder feed(c, info.virtual_size, staging.download());
+  const unsigned threads = std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
+  convert::ReadQcow2Disk(in.fd(), info.virtual_size, c.meta.id,
+                         {.zeros = [&](uint64_t n) { feed.Zeros(n); },
+                          .data = [&](std::span<const std::byte> d) { feed.Bytes(d); }},
+                         threads);
   feed.Finish();
   c.result.import = Since(started);
   return true;
@@ -471,10 +503,14 @@ void ConvertAndImport(Context& c, const std::string& qemu_format) {
   const auto convert_started = Clock::now();
   const convert::InspectResult info = InspectDownload(c, staging);
   if (c.options.before_import) c.options.before_import(info.virtual_size);
-  if (qemu_format == "qcow2" && ImportPlainQcow2(c, staging, info, convert_started)) return;
+  if (qemu_format == "qcow2" && (ImportPlainQcow2(c, staging, info, convert_started) ||
+                                 ImportQcow2ByReader(c, staging, info, convert_started))) {
+    return;
+  }
 
   // Anything else: converted to a raw file, which is imported.
   CheckFreeSpace(dir, info.virtual_size, c.meta.id, "the raw conversion");
+  c.result.read_by = "qemu-img";
   convert::ConvertToRaw(staging.download(), qemu_format, staging.raw(), c.meta.id,
                         c.options.conversion, c.logger);
   fs::remove(staging.download(), ec);  // frees its space before the import
@@ -516,6 +552,7 @@ FetchResult FetchInto(source::Source& source, const source::ImageMeta& meta,
   auto started = Clock::now();
   try {
     if (qemu_format == "raw") {
+      result.read_by = "raw";
       if (auto local = source.OpenLocal(meta.id)) {
         AdoptRaw(c, *local);
       } else {
@@ -532,10 +569,10 @@ FetchResult FetchInto(source::Source& source, const source::ImageMeta& meta,
   RequireClaimedSize(meta, result);
   guard.Commit();
   logger->info(
-      "image fetched image={} format={} bytes={} virtual_size={} adopted={} download_ms={} "
-      "convert_ms={} import_ms={} ms={}",
-      meta.id, result.detected_format, result.bytes_downloaded, result.virtual_size,
-      result.adopted, result.download.count() / 1000, result.convert.count() / 1000,
+      "image fetched image={} format={} read_by={} bytes={} virtual_size={} adopted={} "
+      "download_ms={} convert_ms={} import_ms={} ms={}",
+      meta.id, result.detected_format, result.read_by, result.bytes_downloaded,
+      result.virtual_size, result.adopted, result.download.count() / 1000, result.convert.count() / 1000,
       result.import.count() / 1000,
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
   return result;

@@ -52,6 +52,10 @@ struct FetchResult {
   std::string md5;                // of the downloaded bytes
   std::string os_hash_algo, os_hash_value;
   bool adopted = false;  // dest shares the source file's extents or inode
+  // How the disk's bytes were read: "raw" (the download itself), "map" (a plain qcow2 by
+  // qemu-img map), "reader" (a qcow2 by convert/qcow2_reader) or "qemu-img" (converted to
+  // a raw file first).
+  std::string read_by;
   std::chrono::microseconds download{}, convert{}, import{};
 };
 
