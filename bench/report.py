@@ -269,6 +269,24 @@ def build(series):
         target = 2.0 if label.startswith("raw") else 1.5
         t.goal(["miss"], "miss %s: Cinder / engine" % label, ratio(p50(c), p50(e)), target, ">=",
                inputs=[c, e])
+        if label != "raw-dense":
+            continue
+        # The pipeline: the dense raw miss against its slowest single stage, each stage
+        # alone in the same repetitions (bench/miss_stages.py).
+        stages = [(k, g("miss_stage", "%s %s" % (k, label)))
+                  for k in ("download", "sha512", "rbd import")]
+        for k, st in stages:
+            if st:
+                t.row("miss", "stage alone: %s, %s" % (k, label), st["p50"], st["p90"], "ms",
+                      "%s; sum of the stages' medians %s ms" % (
+                          nr(st), fmt(sum(p50(x) for _, x in stages if x))))
+        have = [x for _, x in stages if x]
+        slowest = max(have, key=p50) if len(have) == len(stages) else None
+        t.goal(["miss", "miss_stage"],
+               "pipeline %s: engine miss / its slowest single stage (download, sha512, rbd import)"
+               % label,
+               ratio(p50(e), p50(slowest)) if slowest else float("nan"), 1.3, "<=",
+               inputs=[e] + [x for _, x in stages])
     imp_e, imp_r = g("import", "engine"), g("import", "rbd import")
     for s, label in ((imp_e, "Backend writer of a raw file, its own process, 16 in flight"),
                      (imp_r, "rbd import of the same file, 16 in flight")):

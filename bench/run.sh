@@ -318,6 +318,13 @@ if want miss; then
             --out "$out/miss-cinder-$label-$rep.json"
         fi
       done
+      # The dense raw miss's single stages alone (bench/miss_stages.py): its pipeline's
+      # baselines, in the same repetition.
+      if [[ $label == raw-dense ]]; then
+        step "miss stages $label" 600 $py "$repo/bench/miss_stages.py" --endpoint "$endpoint" \
+          --image-id "${image_id[$label]}" --file "$img/$label.raw" --conf "$conf" \
+          --pool volumes --label "$label" --out "$out/miss-stages-$label-$rep.json"
+      fi
     done
   done
   for label in raw-dense qcow2-dense qcow2c-dense qcow2c-sparse; do drop_image $label; done

@@ -32,6 +32,7 @@ STEPS = [
     # The engine's miss also writes the peak RSS series of the dense images.
     ("miss engine *", ["miss", "rss"]),
     ("miss cinder *", ["miss"]),
+    ("miss stages *", ["miss_stage"]),
     ("rss raw *", ["rss"]),
     ("rss qcow2 *", ["rss"]),
     ("single flight", ["single_flight"]),
@@ -49,7 +50,7 @@ RUN_SCENARIOS = {
     "hit": ["hit"],
     "burst": ["burst"],
     "hosts": ["hosts"],
-    "miss": ["miss"],  # its RSS series only with rss asked for too
+    "miss": ["miss", "miss_stage"],  # its RSS series only with rss asked for too
     "rss": ["rss"],
     "flight": ["single_flight"],
     "index": ["index"],

@@ -90,6 +90,23 @@ class ReportTest(unittest.TestCase):
     def tearDown(self):
         self._tmp.cleanup()
 
+    def test_the_pipeline_goal_is_the_miss_against_its_slowest_stage(self):
+        files = {"miss-engine.json": [series("miss", "engine raw-dense", [1200.0] * 3)],
+                 "miss-cinder.json": [series("miss", "cinder raw-dense", [3000.0] * 3)]}
+        for k, ms in (("download", 500.0), ("sha512", 1000.0), ("rbd import", 800.0)):
+            files["stage-%s.json" % k.replace(" ", "-")] = [
+                series("miss_stage", "%s raw-dense" % k, [ms] * 3)]
+        r = Run(self.tmp, files, scenarios="miss")
+        r.report()
+        g = r.goal("pipeline raw-dense")
+        self.assertAlmostEqual(g["value"], 1.2)  # 1,200 / the slowest, sha512's 1,000
+        self.assertEqual(g["status"], "met")
+        self.assertEqual(len(g["inputs"]), 4)
+        # A stage missing: no figure, and the run asked for it, so FAILED, never met.
+        os.remove(os.path.join(r.out, "stage-sha512.json"))
+        r.report()
+        self.assertEqual(r.goal("pipeline raw-dense")["status"], "FAILED")
+
     def test_clean_run_meets_its_goals_and_leaves_the_rest_not_run(self):
         r = Run(self.tmp, good_files())
         self.assertEqual(r.report(), 0, r.stderr)
