@@ -14,7 +14,8 @@ DEMO_BUILD ?= build-demo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian 12 packages. The demo needs only the toolchain, the libraries and qemu-utils;
-# tests and benchmarks add the real services they start and their tools.
+# tests and benchmarks add the real services they start and their tools (qemu-block-extra:
+# qemu-img's rbd driver, a baseline of the bench).
 DEMO_PKGS := cmake g++ make pkg-config \
         libsqlitecpp-dev libsqlite3-dev sqlite3 librbd-dev librados-dev libyaml-cpp-dev \
         libspdlog-dev libfmt-dev libcurl4-openssl-dev nlohmann-json3-dev \
@@ -22,7 +23,8 @@ DEMO_PKGS := cmake g++ make pkg-config \
 TEST_PKGS := $(DEMO_PKGS) clang libclang-rt-14-dev doctest-dev pybind11-dev python3-dev \
         ceph-mon ceph-osd ceph-common python3-rbd \
         glance-api python3-glance-store python3-boto3 keystone python3-cryptography \
-        prometheus gnuplot-nox procps iproute2 curl jq xfsprogs util-linux gdb
+        prometheus gnuplot-nox procps iproute2 curl jq xfsprogs util-linux gdb \
+        qemu-block-extra
 # What `make deb` needs (debian/control's Build-Depends and the packaging tools); `make
 # test` installs them too, for the package test.
 DEB_PKGS := cmake g++ pkg-config libsqlitecpp-dev libsqlite3-dev librbd-dev librados-dev \
