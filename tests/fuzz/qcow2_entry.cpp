@@ -1,6 +1,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -44,9 +45,9 @@ void Qcow2One(const uint8_t* data, size_t size) {
         f.fd, disk, "fuzz",
         {.zeros = [&](uint64_t n) { handed += n; },
          .data = [&](std::span<const std::byte> d) { handed += d.size(); }},
-        2);
+        2, std::chrono::seconds(60));
   } catch (const Error& e) {
-    if (e.code() != Errc::kCorrupt && e.code() != Errc::kIo) {
+    if (e.code() != Errc::kCorrupt && e.code() != Errc::kIo && e.code() != Errc::kTimeout) {
       throw std::logic_error(std::string("the qcow2 reader failed otherwise than kCorrupt: ") +
                              e.what());
     }

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -15,6 +16,7 @@
 #include "convert/qcow2_reader.h"
 #include "fetch_util.h"
 #include "support/test_util.h"
+#include "util/byte_order.h"
 #include "util/process.h"
 
 namespace cachemgr::test {
@@ -41,7 +43,7 @@ std::string ReadDisk(const fs::path& file, uint64_t size, unsigned threads) {
          out.append(reinterpret_cast<const char*>(d.data()), d.size());
          ++calls;
        }},
-      threads);
+      threads, std::chrono::seconds(60));
   CHECK(calls > 0);
   return out;
 }
@@ -169,14 +171,31 @@ TEST_CASE("images the reader leaves to qemu-img") {
   QemuImg({"create", "-f", "qcow2", "-o", "extended_l2=on", ext.string(), "1M"});
   CHECK(refuses(ext, 1u << 20).find("incompatible features") != std::string::npos);
 
+  // Header fields qemu-img info refuses, which the reader must refuse by itself too.
+  auto patched = [&](const char* name, size_t at, std::string bytes) {
+    std::string b = ReadFile(base);
+    b.replace(at, bytes.size(), bytes);
+    WriteFile(tmp / name, b);
+    return tmp / name;
+  };
+  // A disk of 2^64 - 512 bytes: the sum of its L1 span must not wrap to nothing.
+  CHECK(refuses(patched("huge", 24, std::string("\xff\xff\xff\xff\xff\xff\xfe\x00", 8)),
+                0xfffffffffffffe00ull) == "a disk over 2^62 bytes");
+  // zstd named in the compression type without its incompatible bit.
+  const std::string v3 = ReadFile(base);
+  REQUIRE(v3.size() > 112);
+  CHECK(refuses(patched("ztype", 100, std::string("\0\0\0\x70\x01", 5)), 1u << 20) ==
+        "a compression type other than zlib");
+
   const fs::path raw = tmp / "raw";
   WriteFile(raw, std::string(4096, 'x'));
   CHECK(refuses(raw, 4096) == "not a qcow2 header");
   // And used anyway, it refuses rather than read.
   Fd f(overlay);
   CHECK(Thrown([&] {
-          convert::ReadQcow2Disk(f.fd, 1u << 20, "img", {[](uint64_t) {},
-                                                         [](std::span<const std::byte>) {}}, 1);
+          convert::ReadQcow2Disk(f.fd, 1u << 20, "img",
+                                 {[](uint64_t) {}, [](std::span<const std::byte>) {}}, 1,
+                                 std::chrono::seconds(60));
         }).code() == Errc::kInternal);
 }
 
@@ -200,7 +219,7 @@ TEST_CASE("a damaged compressed image: qemu-img and the reader both refuse it") 
       convert::ReadQcow2Disk(f.fd, size, "img-bad",
                              {[&](uint64_t n) { got.append(n, '\0'); },
                               [&](std::span<const std::byte> d) { got.append(d.size(), 'd'); }},
-                             2);
+                             2, std::chrono::seconds(60));
     });
     CHECK(e.code() == Errc::kCorrupt);
     CHECK(std::string(e.what()).find("img-bad") != std::string::npos);
@@ -212,6 +231,62 @@ TEST_CASE("a damaged compressed image: qemu-img and the reader both refuse it") 
   for (size_t i = whole.size() * 3 / 4; i < whole.size() * 3 / 4 + 4096; ++i) flipped[i] ^= 0x5a;
   both_refuse(flipped, "deflate bytes changed");
   both_refuse(whole.substr(0, whole.size() * 3 / 4), "cut in the compressed data");
+}
+
+}  // namespace cachemgr::test
+
+namespace cachemgr::test {
+
+TEST_CASE("the qcow2 reader stops at its time limit, as a qemu-img run does") {
+  TempDir tmp("qcow2-reader");
+  const uint64_t size = 40u << 20;  // several batches
+  const fs::path raw = tmp / "src.raw", img = tmp / "img.qcow2";
+  MakeRaw(raw, size, 11);
+  QemuImg({"convert", "-c", "-f", "raw", "-O", "qcow2", raw.string(), img.string()});
+  Fd f(img);
+  uint64_t handed = 0;
+  Error e = Thrown([&] {
+    convert::ReadQcow2Disk(f.fd, size, "img-slow",
+                           {[&](uint64_t n) { handed += n; },
+                            [&](std::span<const std::byte> d) { handed += d.size(); }},
+                           2, std::chrono::seconds(-1));
+  });
+  CHECK(e.code() == Errc::kTimeout);
+  CHECK(std::string(e.what()).find("conversion.timeout_s") != std::string::npos);
+  CHECK(handed < size);
+}
+
+TEST_CASE("an L2 table that ends past the end of the file reads as zeros there, as qemu reads") {
+  TempDir tmp("qcow2-reader");
+  // 512-byte clusters: one L2 table maps 32 KiB. The last table's half past the end of the
+  // file maps the disk's last 16 KiB, which read as zeros.
+  const uint64_t size = 64u << 10;
+  const fs::path img = tmp / "img.qcow2";
+  QemuImg({"create", "-q", "-f", "qcow2", "-o", "cluster_size=512", img.string(),
+           std::to_string(size)});
+  QemuIo(img, "write -P 0x42 0 " + std::to_string(size));
+  // The second L2 table copied to the end of the file, the L1 entry pointed at the copy,
+  // and the file cut in the copy's middle.
+  std::string b = ReadFile(img);
+  REQUIRE(b.size() % 512 == 0);
+  const uint64_t l1 = util::LoadBe64(b.data() + 40);
+  const uint64_t entry = util::LoadBe64(b.data() + l1 + 8);
+  const uint64_t l2 = entry & 0x00fffffffffffe00ull;
+  REQUIRE(l2 != 0);
+  const uint64_t moved = b.size();
+  b += b.substr(l2, 512);
+  const uint64_t new_entry = (entry & ~0x00fffffffffffe00ull) | moved;
+  for (int i = 0; i < 8; ++i) b[l1 + 8 + i] = static_cast<char>(new_entry >> (56 - 8 * i));
+  WriteFile(img, b.substr(0, moved + 256));
+  Fd cut(img);
+  std::string got;
+  convert::ReadQcow2Disk(cut.fd, size, "img",
+                         {[&](uint64_t n) { got.append(n, '\0'); },
+                          [&](std::span<const std::byte> d) {
+                            got.append(reinterpret_cast<const char*>(d.data()), d.size());
+                          }},
+                         1, std::chrono::seconds(60));
+  CHECK(got == QemuRaw(img, tmp.path()));
 }
 
 }  // namespace cachemgr::test

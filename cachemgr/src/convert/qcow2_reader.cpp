@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <exception>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -25,6 +27,7 @@ constexpr size_t kHeaderRead = 112;
 constexpr uint64_t kRunBytes = 4ull << 20;     // a plain run read at a time
 constexpr uint64_t kBatchBytes = 16ull << 20;  // compressed clusters inflated at a time
 constexpr uint64_t kMaxL1Bytes = 32ull << 20;  // qemu's QCOW_MAX_L1_SIZE
+constexpr uint64_t kMaxDisk = 1ull << 62;      // no qemu opens more (and no sum overflows)
 
 struct Header {
   uint32_t version = 0;
@@ -62,6 +65,7 @@ std::string ParseHeader(int fd, uint64_t virtual_size, Header& h) {
   }
   h.size = util::LoadBe64(b + 24);
   if (h.size != virtual_size) return "a disk size other than the inspected one";
+  if (h.size > kMaxDisk) return "a disk over 2^62 bytes";
   if (util::LoadBe32(b + 32) != 0) return "encryption";
   h.l1_size = util::LoadBe32(b + 36);
   h.l1_offset = util::LoadBe64(b + 40);
@@ -72,6 +76,12 @@ std::string ParseHeader(int fd, uint64_t virtual_size, Header& h) {
       std::snprintf(hex, sizeof hex, "0x%llx", static_cast<unsigned long long>(incompatible));
       return std::string("incompatible features ") + hex +
              " (dirty, corrupt, external data file, zstd or extended L2)";
+    }
+    // A compression type is read only when its incompatible bit says so (qemu refuses the
+    // header otherwise); whatever it says, anything but zlib is not this reader's.
+    const uint32_t header_length = util::LoadBe32(b + 100);
+    if (header_length > 104 && got > 104 && b[104] != std::byte{0}) {
+      return "a compression type other than zlib";
     }
   }
   return "";
@@ -86,9 +96,11 @@ struct Job {
 
 class Reader {
  public:
-  Reader(int fd, const Header& h, const std::string& id, const DiskSink& sink, unsigned threads)
+  Reader(int fd, const Header& h, const std::string& id, const DiskSink& sink, unsigned threads,
+         std::chrono::seconds time_limit)
       : fd_(fd), h_(h), id_(id), sink_(sink), threads_(std::max(1u, threads)),
-        cluster_(1ull << h.cluster_bits) {
+        cluster_(1ull << h.cluster_bits), time_limit_(time_limit),
+        deadline_(std::chrono::steady_clock::now() + time_limit) {
     struct stat st{};
     if (::fstat(fd, &st) != 0) {
       throw Error(Errc::kIo, "image " + id + ": cannot stat the qcow2 file: " + std::strerror(errno));
@@ -99,16 +111,14 @@ class Reader {
   void Run() {
     const uint64_t l2_entries = cluster_ / 8;
     const uint64_t l1_span = cluster_ * l2_entries;  // disk bytes one L2 table maps
-    const uint64_t l1_needed = (h_.size + l1_span - 1) / l1_span;
+    const uint64_t l1_needed = h_.size / l1_span + (h_.size % l1_span != 0 ? 1 : 0);
     if (l1_needed > h_.l1_size || l1_needed * 8 > kMaxL1Bytes) {
       Corrupt(0, "L1 table of " + std::to_string(h_.l1_size) + " entries is too small");
     }
     std::vector<std::byte> l1(l1_needed * 8);
     if (l1_needed > 0) {
       if (h_.l1_offset % cluster_ != 0) Corrupt(0, "L1 table offset unaligned");
-      if (PReadFull(fd_, l1.data(), l1.size(), h_.l1_offset, id_) != l1.size()) {
-        Corrupt(0, "L1 table past the end of the file");
-      }
+      ReadTable(l1, h_.l1_offset);
     }
     std::vector<std::byte> l2(cluster_);
     for (uint64_t i = 0; i < l1_needed; ++i) {
@@ -120,10 +130,7 @@ class Reader {
         continue;
       }
       if (l2_offset % cluster_ != 0) Corrupt(base, "L2 table offset unaligned");
-      if (l2_offset + cluster_ > file_size_ ||
-          PReadFull(fd_, l2.data(), l2.size(), l2_offset, id_) != l2.size()) {
-        Corrupt(base, "L2 table past the end of the file");
-      }
+      ReadTable(l2, l2_offset);
       for (uint64_t j = 0; j * cluster_ < span; ++j) {
         Cluster(base + j * cluster_, std::min(cluster_, span - j * cluster_),
                 util::LoadBe64(l2.data() + j * 8));
@@ -135,6 +142,13 @@ class Reader {
   }
 
  private:
+  // A table, with what lies past the end of the file read as zeros (as qemu reads it:
+  // `qemu-img check` lets a table end up to a cluster past it).
+  void ReadTable(std::vector<std::byte>& table, uint64_t offset) {
+    const size_t got = offset >= file_size_ ? 0 : PReadFull(fd_, table.data(), table.size(), offset, id_);
+    std::fill(table.begin() + static_cast<std::ptrdiff_t>(got), table.end(), std::byte{0});
+  }
+
   void Cluster(uint64_t disk, uint64_t len, uint64_t entry) {
     if (entry & kCompressedFlag) {
       const uint32_t shift = 62 - (h_.cluster_bits - 8);
@@ -203,15 +217,15 @@ class Reader {
     out_.resize(jobs_.size() * cluster_);
     const size_t n = jobs_.size();
     const size_t workers = std::min<size_t>(threads_, n);
-    std::vector<std::string> errors(workers);
-    auto work = [&](size_t w) {
+    std::vector<std::exception_ptr> errors(workers);
+    auto work = [&](size_t w) noexcept {
       try {
         Inflater z(*this);
         for (size_t k = n * w / workers; k < n * (w + 1) / workers; ++k) {
           z.One(jobs_[k], out_.data() + k * cluster_);
         }
-      } catch (const Error& e) {
-        errors[w] = e.what();
+      } catch (...) {
+        errors[w] = std::current_exception();
       }
     };
     std::vector<std::thread> pool;
@@ -219,7 +233,12 @@ class Reader {
     work(0);
     for (auto& t : pool) t.join();
     for (const auto& e : errors) {
-      if (!e.empty()) throw Error(Errc::kCorrupt, e);
+      if (e) std::rethrow_exception(e);
+    }
+    if (std::chrono::steady_clock::now() > deadline_) {
+      throw Error(Errc::kTimeout, "image " + id_ + ": reading the qcow2 took longer than " +
+                                      std::to_string(time_limit_.count()) +
+                                      " s (conversion.timeout_s)");
     }
     sink_.data(std::span<const std::byte>(out_.data(), (n - 1) * cluster_ + last_len_));
     jobs_.clear();
@@ -271,6 +290,8 @@ class Reader {
   const DiskSink& sink_;
   unsigned threads_;
   uint64_t cluster_;
+  std::chrono::seconds time_limit_;
+  std::chrono::steady_clock::time_point deadline_;
   uint64_t file_size_ = 0;
   uint64_t zeros_ = 0;
   uint64_t run_offset_ = 0, run_len_ = 0;
@@ -287,12 +308,12 @@ std::string Qcow2ReaderRefuses(int fd, uint64_t virtual_size) {
 }
 
 void ReadQcow2Disk(int fd, uint64_t virtual_size, const std::string& image_id,
-                   const DiskSink& sink, unsigned threads) {
+                   const DiskSink& sink, unsigned threads, std::chrono::seconds time_limit) {
   Header h;
   if (auto why = ParseHeader(fd, virtual_size, h); !why.empty()) {
     throw Error(Errc::kInternal, "image " + image_id + ": qcow2 reader used on " + why);
   }
-  Reader(fd, h, image_id, sink, threads).Run();
+  Reader(fd, h, image_id, sink, threads, time_limit).Run();
 }
 
 }  // namespace cachemgr::convert

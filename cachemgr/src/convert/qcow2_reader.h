@@ -17,10 +17,13 @@
 //     cluster_bits - 8 bits; bytes past the end of the file read as zeros; raw deflate
 //     (window 2^12) that must fill the whole cluster (Z_STREAM_END, or Z_BUF_ERROR with the
 //     cluster full: its length is known to a sector only), anything else is kCorrupt.
-//   - a table or a plain cluster that is not cluster-aligned, or lies past the end of the
-//     file, is kCorrupt (qemu calls both corruption; `qemu-img check` refuses them first).
+//   - an L1 or L2 table reads as zeros where it lies past the end of the file (qemu's
+//     reads do so); a table that is not cluster-aligned, or a plain cluster not aligned or
+//     past the end of the file, is kCorrupt (qemu calls them corruption; `qemu-img check`
+//     and CheckIntact refuse them first).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -37,14 +40,18 @@ struct DiskSink {
 
 // Whether this reader reads the qcow2 at `fd`: "" when it does, else why not (for the
 // log): a version other than 2 or 3, a v3 incompatible feature (dirty, corrupt, external
-// data file, zstd compression, extended L2), encryption, a backing file, a cluster size
-// qemu does not make, or a disk size other than `virtual_size`.
+// data file, zstd compression, extended L2) or a compression type other than zlib,
+// encryption, a backing file, a cluster size qemu does not make, a disk over 2^62 bytes,
+// or a disk size other than `virtual_size`.
 std::string Qcow2ReaderRefuses(int fd, uint64_t virtual_size);
 
 // Hands the disk of the qcow2 at `fd` to `sink`, which Qcow2ReaderRefuses passed.
 // `threads` (at least 1) inflate compressed clusters side by side. kCorrupt (naming
-// `image_id`, the disk offset and the cause) by the rules above; kIo when a read fails.
+// `image_id`, the disk offset and the cause) by the rules above; kIo when a read fails;
+// kTimeout past `time_limit` (conversion.timeout_s, as a qemu-img run has: a small file
+// can describe a large disk that inflates from one shared cluster, bounded by
+// max_virtual_size_gb).
 void ReadQcow2Disk(int fd, uint64_t virtual_size, const std::string& image_id,
-                   const DiskSink& sink, unsigned threads);
+                   const DiskSink& sink, unsigned threads, std::chrono::seconds time_limit);
 
 }  // namespace cachemgr::convert

@@ -454,7 +454,7 @@ bool ImportQcow2ByReader(Context& c, const StagingFiles& staging,
   convert::ReadQcow2Disk(in.fd(), info.virtual_size, c.meta.id,
                          {.zeros = [&](uint64_t n) { feed.Zeros(n); },
                           .data = [&](std::span<const std::byte> d) { feed.Bytes(d); }},
-                         threads);
+                         threads, std::chrono::seconds(c.options.conversion.timeout_s));
   feed.Finish();
   c.result.import = Since(started);
   return true;
