@@ -10,8 +10,10 @@ the miss should cost about its slowest stage, not their sum.
              (qemu's rbd driver, package qemu-block-extra): what the engine's own qcow2
              reader is measured against; skipped when qemu-img has no rbd driver
 
-Each is a process of its own timed from its start to its exit. One run of each stage a
-call (run.sh calls it once a repetition, beside the engine's and Cinder's misses).
+Each is a process of its own timed from its start to its exit, with the machine's busy
+CPU-seconds meanwhile (extra cpu_s: Glance and the OSD run on the same cores, so a
+stage's CPU is more than its client's). One run of each stage a call (run.sh calls it
+once a repetition, beside the engine's and Cinder's misses).
 
 usage: miss_stages.py --endpoint URL --image-id ID --file PATH --conf CEPH_CONF
                       --pool POOL --label LABEL --out FILE
@@ -19,19 +21,29 @@ usage: miss_stages.py --endpoint URL --image-id ID --file PATH --conf CEPH_CONF
 """
 import argparse
 import json
+import os
 import subprocess
 import time
 import uuid
 
 
+def busy_s():
+    """CPU-seconds the machine has spent not idle (every process: Glance and the OSD run
+    here too), from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(argv):
-    t0 = time.monotonic()
+    """Wall milliseconds of one run, and the machine's busy CPU-seconds meanwhile."""
+    t0, b0 = time.monotonic(), busy_s()
     p = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    ms = (time.monotonic() - t0) * 1000.0
+    ms, cpu = (time.monotonic() - t0) * 1000.0, busy_s() - b0
     if p.returncode != 0:
         raise SystemExit("miss_stages: %s failed (%d): %s" % (" ".join(argv), p.returncode,
                                                               p.stderr[-2000:]))
-    return ms
+    return ms, cpu
 
 
 def main():
@@ -57,9 +69,10 @@ def main():
                     ["qemu-img", "--help"], capture_output=True, text=True).stdout.split():
                 print("miss_stages: qemu-img has no rbd driver (qemu-block-extra): skipped")
                 continue
+            ms, cpu = timed(stages[stage])
             series.append({"scenario": "miss_stage",
                            "name": "%s %s" % (stage.replace("-", " "), a.label),
-                           "unit": "ms", "samples": [timed(stages[stage])], "extra": {}})
+                           "unit": "ms", "samples": [ms], "extra": {"cpu_s": [cpu]}})
             subprocess.run(["rbd", "--conf", a.conf, "rm", "--no-progress",
                             "%s/%s" % (a.pool, name)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -79,15 +79,23 @@ want() { [[ " $only " == *" $1 "* ]]; }
 # step NAME LIMIT_S CMD...: runs one measurement with a time limit; a failure is
 # recorded (the goals of the scenarios it feeds show as FAILED, bench/step_scenarios.py)
 # and the run goes on with the next one.
-# Each step's wall time goes to $run/steps.tsv (name, seconds, ok or FAILED), and from
-# there to meta.json's "steps": where the run's time goes.
+# Each step's wall time and the machine's busy CPU time meanwhile (every process: the
+# cluster and Glance run here too) go to $run/steps.tsv (name, seconds, CPU-seconds, ok or
+# FAILED), and from there to meta.json's "steps": where the run's time goes, and how many
+# of the cores a step kept busy.
+busy_ticks() {  # busy_ticks: jiffies the machine spent not idle (user..steal of /proc/stat)
+  awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat
+}
 step() {
-  local name=$1 limit=$2 t0 rc=0
+  local name=$1 limit=$2 t0 b0 rc=0
   shift 2
   t0=$(date +%s%N)
+  b0=$(busy_ticks)
   timeout --kill-after=10 "$limit" "$@" >>"$run/logs/steps.log" 2>&1 || rc=$?
   local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-  printf '%s\t%d.%03d\t%s\n' "$name" $(( ms / 1000 )) $(( ms % 1000 )) \
+  local cpu_ms=$(( ($(busy_ticks) - b0) * 1000 / $(getconf CLK_TCK) ))
+  printf '%s\t%d.%03d\t%d.%03d\t%s\n' "$name" $(( ms / 1000 )) $(( ms % 1000 )) \
+    $(( cpu_ms / 1000 )) $(( cpu_ms % 1000 )) \
     "$( (( rc == 0 )) && echo ok || echo FAILED)" >>"$run/steps.tsv"
   (( rc == 0 )) && return 0
   log "FAILED: $name (see $run/logs/steps.log)"
@@ -470,7 +478,8 @@ failed_json=$(printf '%s\n' "${failures[@]+"${failures[@]}"}" | $py -c \
   'import json, sys; print(json.dumps([l for l in sys.stdin.read().splitlines() if l]))')
 steps_json=$($py -c 'import json, sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines() if l] if len(sys.argv) > 1 else []
-print(json.dumps([{"name": n, "s": float(t), "ok": st == "ok"} for n, t, st in rows]))' \
+print(json.dumps([{"name": n, "s": float(t), "cpu_s": float(c), "ok": st == "ok"}
+                  for n, t, c, st in rows]))' \
   $([[ -f $run/steps.tsv ]] && echo "$run/steps.tsv"))
 cat >"$run/meta.json" <<EOF
 {"date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "nproc": $(nproc),
