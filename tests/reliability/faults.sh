@@ -212,8 +212,8 @@ conv_full() {
     record "conversion dir full (2 MiB tmpfs)" "$backend" "tmpfs can be mounted" \
       "mount refused (not privileged)" skip
   fi
-  # 2. the free-space check: a tiny qcow2 whose raw form cannot fit. Its one cluster of
-  # data is compressed, so it cannot be read through its map and needs the raw file.
+  # 2. the free-space check: a tiny image whose raw form cannot fit. A sparse vmdk goes
+  # through qemu-img convert, which writes the raw file in the conversion dir first.
   local free_gb size_gb
   free_gb=$(df -P -BG "$CONV" | awk 'NR==2 {gsub("G","",$4); print $4}')
   size_gb=$(( free_gb + 10 ))
@@ -221,10 +221,7 @@ conv_full() {
     sed -i "s#^  dir: $CONV\$#  dir: $CONV\n  max_virtual_size_gb: $((size_gb + 100))#" "$CFG"
   fi
   id=$(new_uuid)
-  yes 'compressible text' | head -c 1048576 >"$WORK/c/ref/$id.raw"
-  qemu-img convert -q -c -f raw -O qcow2 "$WORK/c/ref/$id.raw" "$IMAGES/$id"
-  qemu-img resize -q -f qcow2 "$IMAGES/$id" "${size_gb}G"
-  truncate -s "${size_gb}G" "$WORK/c/ref/$id.raw"
+  qemu-img create -q -f vmdk "$IMAGES/$id" "${size_gb}G"
   cm create "$id" vol-2 >/dev/null
   rc=$?
   ok=0
@@ -232,8 +229,29 @@ conv_full() {
   (( rc == 1 || rc == 4 )) || ok=1
   grep -qiE 'space|free|full' "$WORK/last.err" || { ok=1; obs+=" (no word of space)"; }
   [[ -z $(orphans) ]] || { ok=1; obs+="; left: $(orphans | head -n 3 | tr '\n' ';')"; }
-  record "compressed qcow2 of ${size_gb} GiB virtual, ${free_gb} GiB free in conversion dir" "$backend" \
+  record "sparse vmdk of ${size_gb} GiB virtual, ${free_gb} GiB free in conversion dir" "$backend" \
     "refused before converting, error naming the free space; nothing left" "$obs" $ok
+
+  # 3. a compressed qcow2 of the same size: the fill's own qcow2 reader streams it into the
+  # backend with no raw file, so the conversion dir's free space is no condition for it.
+  id=$(new_uuid)
+  yes 'compressible text' | head -c 1048576 >"$WORK/c/ref/$id.raw"
+  qemu-img convert -q -c -f raw -O qcow2 "$WORK/c/ref/$id.raw" "$IMAGES/$id"
+  qemu-img resize -q -f qcow2 "$IMAGES/$id" "${size_gb}G"
+  cm create "$id" vol-3 >/dev/null
+  rc=$?
+  ok=0
+  obs="exit $rc"
+  (( rc == 0 )) || { ok=1; obs+=": $(last_err)"; }
+  local head_mib="$WORK/c/vol-3.head"
+  if (( rc == 0 )); then
+    qemu-img dd -f qcow2 -O raw bs=1M count=1 if="$(volume_spec vol-3)" of="$head_mib" 2>/dev/null
+    cmp -s "$head_mib" "$WORK/c/ref/$id.raw" || { ok=1; obs+="; its first MiB differs"; }
+  fi
+  [[ -z $(orphans) ]] || { ok=1; obs+="; left: $(orphans | head -n 3 | tr '\n' ';')"; }
+  record "compressed qcow2 of ${size_gb} GiB virtual, ${free_gb} GiB free in conversion dir" "$backend" \
+    "made without a raw file (no space asked of the conversion dir); reads back; nothing left" \
+    "$obs" $ok
 }
 
 case $case_name in
