@@ -269,7 +269,7 @@ def build(series):
         target = 2.0 if label.startswith("raw") else 1.5
         t.goal(["miss"], "miss %s: Cinder / engine" % label, ratio(p50(c), p50(e)), target, ">=",
                inputs=[c, e])
-        qi = g("miss_stage", "qemu-img " + label)
+        qi = g("miss_stage", "qemu img " + label)  # miss_stages.py names it so
         if qi:
             t.row("miss", "qemu-img convert -W -m 16 straight into RBD (no download), %s" % label,
                   qi["p50"], qi["p90"], "ms", "%s; engine's whole miss / this %s" % (

@@ -96,8 +96,14 @@ class ReportTest(unittest.TestCase):
         for k, ms in (("download", 500.0), ("sha512", 1000.0), ("rbd import", 800.0)):
             files["stage-%s.json" % k.replace(" ", "-")] = [
                 series("miss_stage", "%s raw-dense" % k, [ms] * 3)]
+        files["miss-c.json"] = [series("miss", "engine qcow2c-dense", [900.0] * 3),
+                                series("miss", "cinder qcow2c-dense", [2000.0] * 3)]
+        files["stage-qemu.json"] = [series("miss_stage", "qemu img qcow2c-dense", [1800.0] * 3)]
         r = Run(self.tmp, files, scenarios="miss")
         r.report()
+        rows = [row for row in r.doc["rows"] if row["what"].startswith("qemu-img convert -W")]
+        self.assertEqual(len(rows), 1)  # miss_stages.py's name for the stage is found
+        self.assertIn("engine's whole miss / this 0.5", rows[0]["note"])
         g = r.goal("pipeline raw-dense")
         self.assertAlmostEqual(g["value"], 1.2)  # 1,200 / the slowest, sha512's 1,000
         self.assertEqual(g["status"], "met")
