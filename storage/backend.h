@@ -211,6 +211,25 @@ class Backend {
   // A copy-on-write child of a protected snapshot (RBD clone v2; a qcow2 overlay or a
   // reflink locally). The parent may be in another pool of the same cluster.
   virtual void Clone(const SnapRef& parent, const ImageRef& child) = 0;
+  // The metadata a clone made by CloneInPlace carries from the moment it has its name,
+  // asked once the clone exists under no name yet, given its Identity. It may block (the
+  // caller's own checks) and may throw anything: the clone is then undone.
+  using PublishFn =
+      std::function<std::map<std::string, std::string>(const std::string& identity)>;
+  // A clone of `parent` that appears at `child` whole or not at all: `size` bytes (at
+  // least the snapshot's) and carrying the metadata `publish` returns, in one step where
+  // Clone, Resize, SetMetadata and Rename take four. Nothing is at `child` before
+  // `publish` returns. kAlreadyExists, nothing touched, when `child` is taken. A process
+  // killed midway may leave the clone under a temporary name derived from `staging` (a
+  // name only the caller uses): RemoveDanglingName(staging, "") removes it, as does
+  // SweepTemporaries. Returns false, having done nothing, where the backend cannot do it
+  // in one step (RBD sets image-meta on an image that already has its name): the caller
+  // clones under `staging` and then sets, resizes and renames.
+  virtual bool CloneInPlace(const SnapRef& /*parent*/, const ImageRef& /*staging*/,
+                            const ImageRef& /*child*/, uint64_t /*size*/,
+                            const PublishFn& /*publish*/) {
+    return false;
+  }
   // A full, independent copy of an image or snapshot (sparse where possible).
   virtual void Copy(const SnapRef& source, const ImageRef& dest, const ProgressFn& progress) = 0;
   virtual void Copy(const ImageRef& source, const ImageRef& dest, const ProgressFn& progress) = 0;

@@ -89,6 +89,13 @@ class LocalBackend final : public Backend {
   std::vector<SnapInfo> ListSnapshots(const ImageRef& ref) override;
 
   void Clone(const SnapRef& parent, const ImageRef& child) override;
+  // In qcow2 clone mode: the overlay written under `.tmp-<staging>-placed`, its sidecar
+  // (with `publish`'s metadata) and the image linked at `child`; false in the other modes.
+  bool CloneInPlace(const SnapRef& parent, const ImageRef& staging, const ImageRef& child,
+                    uint64_t size, const PublishFn& publish) override;
+  // For an empty identity: the temporary a CloneInPlace under the staging name `ref` left
+  // (local_temporaries.cpp). Nothing else: a Rename here never leaves a bare name.
+  bool RemoveDanglingName(const ImageRef& ref, const std::string& identity) override;
   void Copy(const SnapRef& source, const ImageRef& dest, const ProgressFn& progress) override;
   void Copy(const ImageRef& source, const ImageRef& dest, const ProgressFn& progress) override;
   void Flatten(const ImageRef& ref, const ProgressFn& progress) override;

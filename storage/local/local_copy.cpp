@@ -116,63 +116,109 @@ void LocalBackend::Impl::CopyTo(const ImageRef& src, uint64_t size, const ImageR
   }
 }
 
+namespace {
+
+// What a clone of a protected snapshot starts from, read under the backend's lock.
+struct CloneSource {
+  uint64_t size = 0;         // the snapshot's virtual size
+  std::string format;        // the parent's on-disk format
+  fs::path backing;          // qcow2 mode: the stable name an overlay names
+};
+
+CloneSource ReadCloneSource(LocalBackend::Impl& m, const SnapRef& parent, const ImageRef& child) {
+  std::lock_guard lock(m.mu);
+  Sidecar ps = m.Load(parent.image);
+  m.CheckShared(parent.image, ps);
+  const auto& rec = FindSnap(ps, parent);
+  if (!rec.is_protected)
+    Fail(Errc::kInvalidArgument,
+         "snapshot " + RefName(parent.image) + "@" + parent.snap + ": not protected");
+  m.RequireFree(child);
+  CloneSource out;
+  out.size = rec.size;
+  out.format = m.Format(parent.image, ps);
+  if (m.mode == CloneMode::kQcow2) {
+    out.backing = m.EnsureStable(m.PathOf(parent.image));
+    m.Relinked(parent.image, ps);
+  }
+  return out;
+}
+
+}  // namespace
+
+// Writes the overlay of `from` (`size` bytes) into the temporary `tmp` and publishes it
+// at `child` with a sidecar carrying `metadata(identity)` (nothing when unset).
+void LocalBackend::Impl::PublishOverlay(const SnapRef& parent, const fs::path& tmp, int fd,
+                                        uint64_t size, const fs::path& backing,
+                                        const std::string& parent_format, const ImageRef& child,
+                                        const PublishFn& metadata) {
+  // What `qemu-img create -f qcow2 -F <fmt> -b <backing>` writes, without its process;
+  // and what qemu-img checked by opening the backing file: that it is there, as `fmt`.
+  const bool backing_ok =
+      parent_format == "qcow2" ? ReadQcow2Header(backing).is_qcow2 : IsRegularFile(backing);
+  if (!backing_ok)
+    Fail(Errc::kCorrupt, "clone of " + RefName(parent.image) + ": backing file " +
+                             backing.string() + " is not a " + parent_format + " file");
+  WriteQcow2Overlay(fd, tmp, size, backing.string(), parent_format);
+  ApplyOwnership(fd, tmp);
+  // The overlay's fsync runs beside the sidecar's (write, fsync, link, fsync of .meta):
+  // a journal commit each, and the two file fsyncs can share one. The image is linked
+  // only after both. The future joins before `fd` closes, also on failure.
+  std::future<void> synced;
+  try {
+    synced = std::async(std::launch::async, [fd, path = tmp] { FsyncFd(fd, path); });
+  } catch (const std::system_error&) {
+    FsyncFd(fd, tmp);  // no thread to be had: in turn, as before
+  }
+  Sidecar cs;
+  cs.format = "qcow2";
+  cs.parent = parent;
+  if (metadata) cs.metadata = metadata(IdentityOf(tmp));
+  Publish(tmp, child, cs, [&] {
+    if (synced.valid()) synced.get();
+  });
+}
+
 void LocalBackend::Clone(const SnapRef& parent, const ImageRef& child) {
   impl_->Require(parent.image);
   std::shared_lock as_clone(impl_->users_mu);
-  uint64_t size = 0;
-  std::string parent_format;
-  fs::path backing;
-  {
-    std::lock_guard lock(impl_->mu);
-    Sidecar ps = impl_->Load(parent.image);
-    impl_->CheckShared(parent.image, ps);
-    const auto& rec = FindSnap(ps, parent);
-    if (!rec.is_protected)
-      Fail(Errc::kInvalidArgument,
-           "snapshot " + RefName(parent.image) + "@" + parent.snap + ": not protected");
-    impl_->RequireFree(child);
-    size = rec.size;
-    parent_format = impl_->Format(parent.image, ps);
-    if (impl_->mode == CloneMode::kQcow2) {
-      backing = impl_->EnsureStable(PathOf(parent.image));
-      impl_->Relinked(parent.image, ps);
-    }
-  }
+  const CloneSource from = ReadCloneSource(*impl_, parent, child);
   if (impl_->mode != CloneMode::kQcow2) {
-    impl_->CopyTo(parent.image, size, child, {});
+    impl_->CopyTo(parent.image, from.size, child, {});
     return;
   }
   impl_->EnsurePool(child.pool);
   auto [tmp, fd] = MakeTemp(impl_->PoolDir(child.pool), child.name);
   try {
-    // What `qemu-img create -f qcow2 -F <fmt> -b <backing>` writes, without its process;
-    // and what qemu-img checked by opening the backing file: that it is there, as `fmt`.
-    const bool backing_ok =
-        parent_format == "qcow2" ? ReadQcow2Header(backing).is_qcow2 : IsRegularFile(backing);
-    if (!backing_ok)
-      Fail(Errc::kCorrupt, "clone of " + RefName(parent.image) + ": backing file " +
-                               backing.string() + " is not a " + parent_format + " file");
-    WriteQcow2Overlay(fd.get(), tmp, size, backing.string(), parent_format);
-    impl_->ApplyOwnership(fd.get(), tmp);
-    // The overlay's fsync runs beside the sidecar's (write, fsync, link, fsync of .meta):
-    // a journal commit each, and the two file fsyncs can share one. The image is linked
-    // only after both. The future joins before `fd` closes, also on failure.
-    std::future<void> synced;
-    try {
-      synced = std::async(std::launch::async, [raw = fd.get(), path = tmp] { FsyncFd(raw, path); });
-    } catch (const std::system_error&) {
-      FsyncFd(fd.get(), tmp);  // no thread to be had: in turn, as before
-    }
-    Sidecar cs;
-    cs.format = "qcow2";
-    cs.parent = parent;
-    impl_->Publish(tmp, child, cs, [&] {
-      if (synced.valid()) synced.get();
-    });
+    impl_->PublishOverlay(parent, tmp, fd.get(), from.size, from.backing, from.format, child, {});
   } catch (...) {
     ::unlink(tmp.c_str());
     throw;
   }
+}
+
+bool LocalBackend::CloneInPlace(const SnapRef& parent, const ImageRef& staging,
+                                const ImageRef& child, uint64_t size, const PublishFn& publish) {
+  if (impl_->mode != CloneMode::kQcow2) return false;
+  impl_->Require(parent.image);
+  impl_->Check(staging);
+  std::shared_lock as_clone(impl_->users_mu);
+  const CloneSource from = ReadCloneSource(*impl_, parent, child);
+  if (size < from.size)
+    Fail(Errc::kInvalidArgument, "clone of " + RefName(parent.image) + "@" + parent.snap +
+                                     ": size " + std::to_string(size) + " is smaller than its " +
+                                     std::to_string(from.size) + " bytes");
+  impl_->EnsurePool(child.pool);
+  // Under the staging name, so that RemoveDanglingName(staging, "") finds it after a crash.
+  auto [tmp, fd] = MakeTempNamed(impl_->PoolDir(child.pool), staging.name, Impl::kPlacedTag);
+  try {
+    impl_->PublishOverlay(parent, tmp, fd.get(), size, from.backing, from.format, child,
+                          publish);
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  return true;
 }
 
 void LocalBackend::Copy(const SnapRef& source, const ImageRef& dest, const ProgressFn& progress) {

@@ -52,23 +52,43 @@ void PwriteAll(int fd, const char* data, size_t n, uint64_t offset, const fs::pa
   }
 }
 
+namespace {
+
+// Locks the new temporary `fd` named `path`; false when a sweep removed the name between
+// its creation and the lock (it saw the file unlocked): the caller makes it again.
+bool LockTemp(const UniqueFd& fd, const std::string& path) {
+  while (::flock(fd.get(), LOCK_EX) != 0) {
+    if (errno != EINTR) FailErrno("cannot lock", path, errno);
+  }
+  struct stat by_fd {};
+  struct stat by_name {};
+  return ::fstat(fd.get(), &by_fd) == 0 && ::lstat(path.c_str(), &by_name) == 0 &&
+         by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino;
+}
+
+}  // namespace
+
 std::pair<fs::path, UniqueFd> MakeTemp(const fs::path& dir, const std::string& stem) {
   for (;;) {
     std::string tmpl = (dir / (".tmp-" + stem + "-XXXXXX")).string();
     int raw = ::mkostemp(tmpl.data(), O_CLOEXEC);
     if (raw < 0) FailErrno("cannot create a temporary file in", dir, errno);
     UniqueFd fd(raw);
-    while (::flock(fd.get(), LOCK_EX) != 0) {
-      if (errno != EINTR) FailErrno("cannot lock", tmpl, errno);
+    if (LockTemp(fd, tmpl)) return {fs::path(tmpl), std::move(fd)};
+  }
+}
+
+std::pair<fs::path, UniqueFd> MakeTempNamed(const fs::path& dir, const std::string& stem,
+                                            const std::string& tag) {
+  const fs::path path = dir / (".tmp-" + stem + "-" + tag);
+  for (;;) {
+    int raw = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (raw < 0 && errno == EEXIST) {
+      Fail(Errc::kAlreadyExists, "temporary " + path.string() + ": already exists");
     }
-    // A sweep may have seen the file between mkostemp and flock, found it unlocked and
-    // removed it: the name must still be ours, else start again under a new one.
-    struct stat by_fd {};
-    struct stat by_name {};
-    if (::fstat(fd.get(), &by_fd) == 0 && ::lstat(tmpl.c_str(), &by_name) == 0 &&
-        by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino) {
-      return {fs::path(tmpl), std::move(fd)};
-    }
+    if (raw < 0) FailErrno("cannot create a temporary file in", dir, errno);
+    UniqueFd fd(raw);
+    if (LockTemp(fd, path.string())) return {path, std::move(fd)};
   }
 }
 

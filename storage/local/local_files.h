@@ -45,6 +45,13 @@ void RequireOwnFolder(const std::filesystem::path& dir);
 std::pair<std::filesystem::path, UniqueFd> MakeTemp(const std::filesystem::path& dir,
                                                     const std::string& stem);
 
+// The same under the one name `.tmp-<stem>-<tag>` (`tag`: six letters or digits), for a
+// temporary its maker finds again by its stem alone after a crash: `stem` must be a name
+// no other writer uses at once (kAlreadyExists when the name is taken).
+std::pair<std::filesystem::path, UniqueFd> MakeTempNamed(const std::filesystem::path& dir,
+                                                         const std::string& stem,
+                                                         const std::string& tag);
+
 // Writes `content` to `path` durably: a locked `.tmp-*` file in the same folder (a sweep
 // removes it if the writer dies), fsync, rename over `path`, fsync of the folder.
 void WriteDurable(const std::filesystem::path& path, const std::string& content);

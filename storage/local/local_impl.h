@@ -99,6 +99,9 @@ struct LocalBackend::Impl {
     return util::RunChecked(argv, run_options(), static_cast<int>(Errc::kBackend));
   }
 
+  // The tag of the temporary a CloneInPlace writes: `.tmp-<staging>-placed`.
+  static constexpr const char* kPlacedTag = "placed";
+
   fs::path PoolDir(const std::string& pool) const { return root / pool; }
   fs::path PathOf(const ImageRef& ref) const { return root / ref.pool / ref.name; }
   fs::path SidecarPath(const ImageRef& ref) const {
@@ -120,6 +123,11 @@ struct LocalBackend::Impl {
   void ApplyOwnership(int fd, const fs::path& file) const;
   void Publish(const fs::path& tmp, const ImageRef& ref, const Sidecar& s,
                const std::function<void()>& before_link = nullptr) const;
+
+  // local_copy.cpp: a qcow2 overlay written into `tmp` and published at `child`.
+  void PublishOverlay(const SnapRef& parent, const fs::path& tmp, int fd, uint64_t size,
+                      const fs::path& backing, const std::string& parent_format,
+                      const ImageRef& child, const Backend::PublishFn& metadata);
 
   // local_sidecar.cpp: reading and writing sidecars.
   Sidecar Load(const ImageRef& ref) const;

@@ -12,7 +12,8 @@
 // linked), and a trash folder that holds no image (a move or purge killed midway; Remove
 // and PurgeTrash hold the folder's lock while it is incomplete). Only the names the
 // backend makes are touched: `.tmp-<stem>-XXXXXX`, `<pool>/.meta/<name>.json` that reads
-// as a sidecar, and a trash folder's `entry.json`.
+// as a sidecar, and a trash folder's `entry.json`. RemoveDanglingName looks at one such
+// name: the temporary a CloneInPlace under a staging name left.
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -244,6 +245,19 @@ std::vector<Leftover> LocalBackend::SweepTemporaries(bool dry_run) {
   }
   impl_->SweepLoneStable(dry_run, &found);
   return found;
+}
+
+bool LocalBackend::RemoveDanglingName(const ImageRef& ref, const std::string& identity) {
+  if (!identity.empty()) return false;
+  Impl::Check(ref);
+  const util::UniqueFd pool{
+      ::open(impl_->PoolDir(ref.pool).c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)};
+  if (pool.get() < 0) return false;
+  // Removed only when its maker is gone (its lock free), as any temporary.
+  std::vector<Leftover> found;
+  SweepOne(pool.get(), impl_->PoolDir(ref.pool).string(),
+           ".tmp-" + ref.name + "-" + Impl::kPlacedTag, /*dry_run=*/false, &found);
+  return !found.empty() && found.front().removed;
 }
 
 }  // namespace cachemgr::storage

@@ -3,6 +3,10 @@
 // Included by backend_contract.h.
 #pragma once
 
+#include <sys/wait.h>
+
+#include <stdexcept>
+
 #include "contract/contract_support.h"
 
 namespace cachemgr::contract {
@@ -276,6 +280,144 @@ TEST_CASE("contract: a clone owns what was written into it, not its parent's dat
   // At most the objects the write touched (RBD copies a whole 4 MiB object up).
   if (t.linked_clones) CHECK(written <= fresh + 4 * kMiB);
   CONTRACT_CHECK_ERRC(Errc::kNotFound, b.OwnBytes({b.volume_pool(), UniqueName("none")}));
+}
+
+}  // namespace cachemgr::contract
+
+namespace cachemgr::contract {
+
+// --- CloneInPlace: a clone that appears at its name whole (marked, sized) or not at all
+
+TEST_CASE("contract: a clone in place appears whole at its name, or nothing is made") {
+  auto t = MakeTarget();
+  auto& b = *t.backend;
+  Scrub scrub(b);
+  auto base = MakeBase(b, scrub, 21);
+  const ImageRef staging{b.volume_pool(), UniqueName("staging")};
+  const ImageRef child = scrub.Add({b.volume_pool(), UniqueName("inplace")});
+  const uint64_t size = base.content.size() + 3 * kMiB;
+  int asked = 0;
+  std::string asked_identity;
+  const bool placed = b.CloneInPlace(base.snap, staging, child, size, [&](const std::string& id) {
+    ++asked;
+    asked_identity = id;
+    CHECK_FALSE(b.Exists(child));  // nothing at the name before the metadata is known
+    CHECK_FALSE(b.Exists(staging));
+    return std::map<std::string, std::string>{{"k", "v " + id}};
+  });
+  CHECK_FALSE(b.Exists(staging));
+  if (!placed) {  // a backend that cannot: nothing made, nothing asked
+    CHECK(asked == 0);
+    CHECK_FALSE(b.Exists(child));
+    return;
+  }
+  CHECK(asked == 1);
+  REQUIRE(b.Exists(child));
+  CHECK(b.Identity(child) == asked_identity);
+  CHECK(b.GetMetadata(child).at("k") == "v " + asked_identity);
+  CHECK(b.Stat(child).size == size);
+  std::string expect = base.content;
+  expect.resize(size, '\0');
+  CHECK(ReadAll(b, child) == expect);
+  auto parent = b.Parent(child);
+  REQUIRE(parent.has_value());
+  CHECK(*parent == base.snap);
+  CHECK(b.Children(base.snap) == std::vector<ImageRef>{child});
+  CHECK_FALSE(b.RemoveDanglingName(staging, ""));  // no temporary left behind
+
+  // Smaller than the snapshot: refused, nothing asked.
+  const ImageRef small{b.volume_pool(), UniqueName("small")};
+  CONTRACT_CHECK_ERRC(Errc::kInvalidArgument,
+                      b.CloneInPlace(base.snap, staging, small, base.content.size() - 512,
+                                     [&](const std::string&) {
+                                       ++asked;
+                                       return std::map<std::string, std::string>{};
+                                     }));
+  CHECK_FALSE(b.Exists(small));
+
+  // The name taken, before or while the clone is made: kAlreadyExists, and what holds the
+  // name is untouched (its bytes, its metadata).
+  b.SetMetadata(child, "other", "kept");
+  const std::string before = ReadAll(b, child);
+  const std::string identity = b.Identity(child);
+  CONTRACT_CHECK_ERRC(Errc::kAlreadyExists,
+                      b.CloneInPlace(base.snap, staging, child, size, [&](const std::string&) {
+                        ++asked;
+                        return std::map<std::string, std::string>{};
+                      }));
+  const ImageRef raced = scrub.Add({b.volume_pool(), UniqueName("raced")});
+  const std::string theirs = Pattern(kMiB, 99);
+  CONTRACT_CHECK_ERRC(Errc::kAlreadyExists,
+                      b.CloneInPlace(base.snap, staging, raced, size, [&](const std::string&) {
+                        CreateImage(b, raced, theirs);  // someone else takes the name
+                        b.SetMetadata(raced, "theirs", "1");
+                        return std::map<std::string, std::string>{{"k", "mine"}};
+                      }));
+  CHECK(ReadAll(b, raced) == theirs);
+  CHECK(b.GetMetadata(raced) == std::map<std::string, std::string>{{"theirs", "1"}});
+  CHECK(asked == 1);
+  CHECK(ReadAll(b, child) == before);
+  CHECK(b.Identity(child) == identity);
+  CHECK(b.GetMetadata(child).at("other") == "kept");
+  CHECK_FALSE(b.RemoveDanglingName(staging, ""));
+
+  // `publish` throws: the clone is undone, the name stays free and can be made after.
+  const ImageRef undone{b.volume_pool(), UniqueName("undone")};
+  CHECK_THROWS_AS(b.CloneInPlace(base.snap, staging, undone, size,
+                                 [&](const std::string&) -> std::map<std::string, std::string> {
+                                   throw std::runtime_error("the caller's check failed");
+                                 }),
+                  std::runtime_error);
+  CHECK_FALSE(b.Exists(undone));
+  CHECK_FALSE(b.RemoveDanglingName(staging, ""));
+  CHECK(b.Children(base.snap) == std::vector<ImageRef>{child});
+  scrub.Add(undone);
+  CHECK(b.CloneInPlace(base.snap, staging, undone, size, [&](const std::string&) {
+    return std::map<std::string, std::string>{};
+  }));
+  CHECK(ReadAll(b, undone) == expect);
+}
+
+TEST_CASE("contract: a clone in place whose maker died is cleared by its staging name") {
+  auto t = MakeTarget();
+  auto& b = *t.backend;
+  Scrub scrub(b);
+  auto base = MakeBase(b, scrub, 22);
+  const ImageRef staging{b.volume_pool(), UniqueName("staging")};
+  const ImageRef child = scrub.Add({b.volume_pool(), UniqueName("died")});
+  // Whether this backend clones in place at all (a probe under another name).
+  const ImageRef probe = scrub.Add({b.volume_pool(), UniqueName("probe")});
+  if (!b.CloneInPlace(base.snap, {b.volume_pool(), UniqueName("staging")}, probe,
+                      base.content.size(),
+                      [](const std::string&) { return std::map<std::string, std::string>{}; })) {
+    return;
+  }
+  // The maker is killed while `publish` runs (the clone exists under no name).
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    try {
+      b.CloneInPlace(base.snap, staging, child, base.content.size(),
+                     [](const std::string&) -> std::map<std::string, std::string> { ::_exit(0); });
+    } catch (...) {
+    }
+    ::_exit(1);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  CHECK_FALSE(b.Exists(child));
+  CHECK_FALSE(b.Exists(staging));
+  CHECK_FALSE(b.RemoveDanglingName({b.volume_pool(), UniqueName("other")}, ""));
+  CHECK_FALSE(b.RemoveDanglingName(staging, "some-identity"));  // only for a staging name
+  CHECK(b.RemoveDanglingName(staging, ""));
+  CHECK_FALSE(b.RemoveDanglingName(staging, ""));
+  // The name is free and the snapshot has no other child.
+  CHECK(b.Children(base.snap) == std::vector<ImageRef>{probe});
+  CHECK(b.CloneInPlace(base.snap, staging, child, base.content.size(),
+                       [](const std::string&) { return std::map<std::string, std::string>{}; }));
+  CHECK(ReadAll(b, child) == base.content);
 }
 
 }  // namespace cachemgr::contract

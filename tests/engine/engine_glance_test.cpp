@@ -39,9 +39,10 @@ struct GlanceEnv {
   fs::path golden;
   std::vector<std::string> glance_ids;
 
-  GlanceEnv() {
-    CreateRbdNamespace(ns);
-    options = EngineOptions(dir.path(), /*rbd=*/true, ns);
+  // The RBD backend in a namespace of its own, or (rbd false) the local one.
+  explicit GlanceEnv(bool rbd = true) {
+    if (rbd) CreateRbdNamespace(ns);
+    options = EngineOptions(dir.path(), rbd, ns);
     options.source.type = SourceType::kGlance;
     options.source.glance.endpoint = endpoint;
     backend = storage::MakeBackend(options.backend, nullptr);
@@ -475,8 +476,12 @@ TEST_CASE("the eviction pass asks Glance with its paged list, not a GET per entr
 // A hit asks the source on a thread of its own while it clones (volume.cpp): whatever
 // the answer, the volume at the name is the one that answer allows, and no clone of a
 // condemned entry is left behind.
-TEST_CASE("a hit asks Glance while it clones: fresh, updated, deactivated, unreachable") {
-  GlanceEnv env;
+namespace {
+
+// Run on both backends: the local one makes its clone at the name in one step, the
+// answer awaited inside it (Backend::CloneInPlace); RBD makes it under a staging name.
+void HitAsksWhileCloning(bool rbd) {
+  GlanceEnv env(rbd);
   env.options.cache.source_check_interval_s = 0;  // every hit asks
   env.options.cache.stale_on_updated_at = true;
   std::string id = env.Upload("raw", env.golden);  // the fs store: a download, never direct
@@ -485,9 +490,15 @@ TEST_CASE("a hit asks Glance while it clones: fresh, updated, deactivated, unrea
   const auto first = cache->Lookup(id);
   REQUIRE(first);
   auto staging_left = [&] {
-    const auto objects = env.Objects();
-    return std::count_if(objects.begin(), objects.end(),
-                         [](const std::string& n) { return engine::IsVolumeStagingName(n); });
+    auto objects = env.Objects();
+    if (env.backend->volume_pool() != env.backend->entry_pool()) {
+      for (auto& n : env.backend->List(env.backend->volume_pool())) objects.push_back(n);
+    }
+    auto left = std::count_if(objects.begin(), objects.end(),
+                              [](const std::string& n) { return engine::IsVolumeStagingName(n); });
+    // The local backend's temporaries (a clone in place undone): its root is this test's.
+    if (!rbd) left += static_cast<decltype(left)>(env.backend->SweepTemporaries(true).size());
+    return left;
   };
 
   // Unchanged: a clone, the entry's check recorded.
@@ -530,4 +541,12 @@ TEST_CASE("a hit asks Glance while it clones: fresh, updated, deactivated, unrea
   CHECK_FALSE(env.backend->Exists(env.Vol("v4")));
   CHECK(env.Objects() == before);
   CHECK(env.CountRows("SELECT count(*) FROM volumes WHERE name = 'v4'") == 0);
+  CHECK(staging_left() == 0);
+}
+
+}  // namespace
+
+TEST_CASE("a hit asks Glance while it clones: fresh, updated, deactivated, unreachable") {
+  SUBCASE("rbd") { HitAsksWhileCloning(/*rbd=*/true); }
+  SUBCASE("local") { HitAsksWhileCloning(/*rbd=*/false); }
 }

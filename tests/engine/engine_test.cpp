@@ -143,6 +143,39 @@ TEST_CASE("a hit whose entry is forgotten between its clone and its record still
   (void)next;
 }
 
+TEST_CASE("a hit's volume is marked, sized and recorded whichever way the backend places it") {
+  // The local backend (qcow2 overlays) makes the clone at its name in one step
+  // (CloneInPlace): no clone under a staging name, no mark, resize or rename after. RBD
+  // cannot, and stages. Either way the volume carries the mark with its identity, the row
+  // the same identity, and the size asked.
+  Env env;
+  auto id = env.AddImage();
+  auto a = OpenDrivenEngine(env.options);
+  REQUIRE(a.cache->CreateVolume({.image_id = id, .volume = "vol-1"}).plan == Plan::kMiss);
+  const auto clones = a.faults->calls(Verb::kClone);
+  const auto renames = a.faults->calls(Verb::kRename);
+  const auto marks = a.faults->calls(Verb::kSetMetadata);
+  const auto resizes = a.faults->calls(Verb::kResize);
+  auto made = a.cache->CreateVolume({.image_id = id, .volume = "vol-2", .size_bytes = 24 * kMiB});
+  CHECK(made.plan == Plan::kClone);
+  CHECK(a.faults->calls(Verb::kCloneInPlace) >= 1);
+  const bool in_place = !kRbd;
+  CHECK(a.faults->calls(Verb::kClone) - clones == (in_place ? 0U : 1U));
+  CHECK(a.faults->calls(Verb::kRename) - renames == (in_place ? 0U : 1U));
+  CHECK(a.faults->calls(Verb::kResize) - resizes == (in_place ? 0U : 1U));
+  CHECK(a.faults->calls(Verb::kSetMetadata) - marks == (in_place ? 0U : 1U));
+  CHECK(env.backend->Stat(env.Vol("vol-2")).size == 24 * kMiB);
+  CHECK(env.SameData("vol-2", id));
+  const auto identity = env.backend->Identity(env.Vol("vol-2"));
+  CHECK(env.backend->GetMetadata(env.Vol("vol-2")).at("cachemgr.mark") == "volume " + identity);
+  SQLite::Database db(env.options.index, SQLite::OPEN_READONLY);
+  SQLite::Statement q(db, "SELECT identity, staging_name FROM volumes WHERE name = 'vol-2'");
+  REQUIRE(q.executeStep());
+  CHECK(q.getColumn(0).getString() == identity);
+  CHECK_FALSE(env.backend->Exists(env.Vol(q.getColumn(1).getString())));
+  CHECK(env.backend->SweepTemporaries(true).empty());
+}
+
 TEST_CASE("max_clone_depth 0 makes independent copies") {
   Env env;
   env.options.cache.max_clone_depth = 0;

@@ -47,7 +47,8 @@ const char* VerbName(Verb verb) {
                                  "ListLocks",
                                  "ReadTable",
                                  "WriteTable",
-                                 "OwnBytes"};
+                                 "OwnBytes",
+                                 "CloneInPlace"};
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<size_t>(Verb::kCount_));
   return kNames[static_cast<size_t>(verb)];
 }
@@ -266,6 +267,20 @@ void FaultyBackend::Clone(const SnapRef& parent, const ImageRef& child) {
     hook = after_clone_;
   }
   if (hook) hook(parent, child);
+}
+bool FaultyBackend::CloneInPlace(const SnapRef& parent, const ImageRef& staging,
+                                 const ImageRef& child, uint64_t size,
+                                 const PublishFn& publish) {
+  Hit(Verb::kCloneInPlace, Name(child));
+  return inner_->CloneInPlace(parent, staging, child, size, [&](const std::string& identity) {
+    std::function<void(const SnapRef&, const ImageRef&)> hook;
+    {
+      std::lock_guard lock(mu_);
+      hook = after_clone_;
+    }
+    if (hook) hook(parent, child);
+    return publish(identity);
+  });
 }
 void FaultyBackend::Copy(const SnapRef& source, const ImageRef& dest, const ProgressFn& progress) {
   Hit(Verb::kCopy, Name(dest));

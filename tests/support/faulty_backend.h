@@ -59,6 +59,7 @@ enum class Verb {
   kReadTable,
   kWriteTable,
   kOwnBytes,  // the pinned flatten's measure
+  kCloneInPlace,
   kCount_
 };
 
@@ -121,6 +122,11 @@ class FaultyBackend final : public storage::Backend {
   void RemoveSnapshot(const storage::SnapRef& snap) override;
   std::vector<storage::SnapInfo> ListSnapshots(const storage::ImageRef& ref) override;
   void Clone(const storage::SnapRef& parent, const storage::ImageRef& child) override;
+  // The AfterClone hook runs inside `publish`, once the clone exists and before the
+  // engine's own part (another process acting between the clone and what follows).
+  bool CloneInPlace(const storage::SnapRef& parent, const storage::ImageRef& staging,
+                    const storage::ImageRef& child, uint64_t size,
+                    const PublishFn& publish) override;
   void Copy(const storage::SnapRef& source, const storage::ImageRef& dest,
             const storage::ProgressFn& progress) override;
   void Copy(const storage::ImageRef& source, const storage::ImageRef& dest,

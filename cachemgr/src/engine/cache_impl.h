@@ -283,7 +283,8 @@ class CacheImpl final : public Cache {
   // --- hit path (volume.cpp)
   // `source_checked_at`: when the source confirmed the entry current for this call
   // (unix seconds), recorded with the volume; 0 when it was not asked.
-  // Both make the volume under the claim's staging name and then place it (PlaceVolume).
+  // Both make the volume under the claim's staging name and then place it (PlaceVolume),
+  // or, for a clone the backend makes in one step, at its name directly (InPlace).
   CreateVolumeResult MakeVolume(const index::EntryRow& entry, const CreateVolumeRequest& request,
                                 index::VolumeRow* claim, VolumeGuardRef guard,
                                 std::optional<Plan> fill_plan, int64_t source_checked_at = 0,
@@ -308,11 +309,25 @@ class CacheImpl final : public Cache {
   // its identity and renames it into place without replacing anything.
   void PlaceVolume(index::VolumeRow* claim, VolumeGuardRef guard, uint64_t size,
                    uint64_t current_size);
-  // Makes the volume object `volume` from the entry by `how`; returns the plan used. `use`
-  // receives the entry's shared use lock, to hold until the volume is recorded.
+  // A clone that takes the volume's name in one step where the backend can
+  // (Backend::CloneInPlace): at `at`, `size` bytes, `publish` run once it exists under no
+  // name. `placed`: whether it did (else it was made under the staging name).
+  struct InPlace {
+    storage::ImageRef at;
+    uint64_t size = 0;
+    storage::Backend::PublishFn publish;
+    bool placed = false;
+  };
+  // Makes the volume object `volume` (the staging name) from the entry by `how`, or, for a
+  // clone with `in_place` set, the volume at its name where the backend can; returns the
+  // plan used. `use` receives the entry's shared use lock, to hold until it is recorded.
   Plan MakeFromEntry(const index::EntryRow& entry, const CreateVolumeRequest& request,
                      policy::ClonePlan how, const storage::ImageRef& volume, VolumeGuardRef guard,
-                     std::unique_ptr<FileLock>* use);
+                     std::unique_ptr<FileLock>* use, InPlace* in_place = nullptr);
+  // The clone of MakeFromEntry: in place where `in_place` is set and the backend can,
+  // else under `staging`; the guard tracks what it made.
+  void CloneVolume(const storage::SnapRef& snap, const storage::ImageRef& staging,
+                   InPlace* in_place, VolumeGuardRef guard);
   // The entry's shared use lock, taken once the row is still ready and its object the one
   // the row recorded (kNotFound otherwise).
   std::unique_ptr<FileLock> HoldEntry(const index::EntryRow& entry);

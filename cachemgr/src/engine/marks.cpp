@@ -6,9 +6,13 @@
 
 namespace cachemgr::engine {
 
+std::string MarkValue(std::string_view kind, const std::string& identity) {
+  return std::string(kind) + " " + identity;
+}
+
 std::string Mark(storage::Backend& backend, const storage::ImageRef& ref, std::string_view kind) {
   std::string identity = backend.Identity(ref);
-  backend.SetMetadata(ref, kMetaMark, std::string(kind) + " " + identity);
+  backend.SetMetadata(ref, kMetaMark, MarkValue(kind, identity));
   return identity;
 }
 

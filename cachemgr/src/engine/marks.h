@@ -20,6 +20,9 @@ inline constexpr const char* kMetaMark = "cachemgr.mark";
 inline constexpr std::string_view kMarkEntry = "entry";
 inline constexpr std::string_view kMarkVolume = "volume";
 
+// The mark's value for an object of `kind` whose identity is `identity`.
+std::string MarkValue(std::string_view kind, const std::string& identity);
+
 // Writes the mark of `kind` on `ref` with the object's identity now; returns it.
 std::string Mark(storage::Backend& backend, const storage::ImageRef& ref, std::string_view kind);
 

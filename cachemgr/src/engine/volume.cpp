@@ -449,13 +449,13 @@ void CacheImpl::FromEntrySnapshot(const index::EntryRow& entry, const std::funct
 
 Plan CacheImpl::MakeFromEntry(const index::EntryRow& entry, const CreateVolumeRequest& request,
                               policy::ClonePlan how, const storage::ImageRef& volume,
-                              VolumeGuardRef guard, std::unique_ptr<FileLock>* use) {
+                              VolumeGuardRef guard, std::unique_ptr<FileLock>* use,
+                              InPlace* in_place) {
   const auto snap = EntrySnap(entry);
   switch (how) {
     case policy::ClonePlan::kClone:
       *use = HoldEntry(entry);
-      guard->Track(volume);
-      FromEntrySnapshot(entry, [&] { backend_->Clone(snap, volume); });
+      FromEntrySnapshot(entry, [&] { CloneVolume(snap, volume, in_place, guard); });
       return Plan::kClone;
     case policy::ClonePlan::kCopy: {
       storage::ProgressFn progress;
@@ -473,11 +473,33 @@ Plan CacheImpl::MakeFromEntry(const index::EntryRow& entry, const CreateVolumeRe
       // The use lock is taken after the flatten, which needs the image's exclusive locks.
       FlattenEntry(entry);
       *use = HoldEntry(entry);
-      guard->Track(volume);
-      FromEntrySnapshot(entry, [&] { backend_->Clone(snap, volume); });
+      FromEntrySnapshot(entry, [&] { CloneVolume(snap, volume, in_place, guard); });
       return Plan::kFlattenClone;
   }
   throw Error(Errc::kInvalidArgument, "entry of image " + entry.image_id + ": unknown clone plan");
+}
+
+void CacheImpl::CloneVolume(const storage::SnapRef& snap, const storage::ImageRef& staging,
+                            InPlace* in_place, VolumeGuardRef guard) {
+  if (in_place != nullptr) {
+    bool placed = false;
+    try {
+      placed = backend_->CloneInPlace(snap, staging, in_place->at, in_place->size,
+                                      in_place->publish);
+    } catch (const Error& e) {
+      if (e.code() != Errc::kAlreadyExists) throw;
+      throw Error(Errc::kAlreadyExists, "volume " + in_place->at.name +
+                                            ": already exists on the backend, and nothing there "
+                                            "is touched: " + e.what());
+    }
+    if (placed) {
+      in_place->placed = true;
+      guard->Track(in_place->at);
+      return;
+    }
+  }
+  guard->Track(staging);
+  backend_->Clone(snap, staging);
 }
 
 CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
@@ -500,13 +522,32 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
   // Shared use lock while the clone is made and recorded: an eviction waits for it and
   // then sees the entry no longer ready (see UseLockPath).
   std::unique_ptr<FileLock> use;
-  const Plan plan =
-      MakeFromEntry(entry, request, decision.plan, {claim->pool, claim->staging_name}, guard, &use);
-  Failpoint("volume_after_clone");
-  // The source's answer asked while the clone was made: a stale entry's clone never
-  // takes the volume's name (throws StaleHit).
-  if (confirm) source_checked_at = confirm();
-  PlaceVolume(claim, guard, size, entry.virtual_size);
+  // Where the backend can, the clone takes the volume's name in one step, already marked
+  // and of its size: the same order as PlaceVolume's (the source's answer, the identity
+  // recorded in the row, then the name), with the same failpoints, and no mark, resize or
+  // rename after. Otherwise it is made under the staging name and placed.
+  InPlace in_place;
+  in_place.at = {claim->pool, claim->name};
+  in_place.size = size;
+  in_place.publish = [&](const std::string& identity) {
+    Failpoint("volume_after_clone");
+    // The source's answer asked while the clone was made: a stale entry's clone never
+    // takes the volume's name (throws StaleHit).
+    if (confirm) source_checked_at = confirm();
+    claim->identity = identity;
+    WithIndex([&](index::Index& ix) { ix.UpdateVolume(*claim); });
+    Failpoint("volume_before_rename");
+    return std::map<std::string, std::string>{{kMetaMark, MarkValue(kMarkVolume, identity)}};
+  };
+  const Plan plan = MakeFromEntry(entry, request, decision.plan,
+                                  {claim->pool, claim->staging_name}, guard, &use, &in_place);
+  if (in_place.placed) {
+    Failpoint("volume_after_rename");
+  } else {
+    Failpoint("volume_after_clone");
+    if (confirm) source_checked_at = confirm();
+    PlaceVolume(claim, guard, size, entry.virtual_size);
+  }
 
   index::VolumeRow& row = *claim;
   row.entry_id = entry.id;
