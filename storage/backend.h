@@ -216,14 +216,14 @@ class Backend {
   // caller's own checks) and may throw anything: the clone is then undone.
   using PublishFn =
       std::function<std::map<std::string, std::string>(const std::string& identity)>;
-  // A clone of `parent` that appears at `child` whole or not at all: `size` bytes (at
-  // least the snapshot's) and carrying the metadata `publish` returns, in one step where
-  // Clone, Resize, SetMetadata and Rename take four. Nothing is at `child` before
-  // `publish` returns. kAlreadyExists, nothing touched, when `child` is taken. A process
-  // killed midway may leave the clone under a temporary name derived from `staging` (a
-  // name only the caller uses): RemoveDanglingName(staging, "") removes it, as does
-  // SweepTemporaries. Returns false, having done nothing, where the backend cannot do it
-  // in one step (RBD sets image-meta on an image that already has its name): the caller
+  // A clone of `parent` that appears at `child` whole or not at all: `size` bytes (0: the
+  // snapshot's own size; never less) and carrying the metadata `publish` returns, in one
+  // call where Clone, SetMetadata, Resize and Rename take four, each finding the image
+  // again. Nothing is at `child` before `publish` returns. kAlreadyExists, nothing
+  // touched, when `child` is taken. On failure the clone is undone. A process killed
+  // midway may leave it under `staging` (a name only the caller uses): Remove(staging)
+  // then RemoveDanglingName(staging, "") clear it. Returns false, having done nothing,
+  // where the backend cannot (the local backend's copy and reflink modes): the caller
   // clones under `staging` and then sets, resizes and renames.
   virtual bool CloneInPlace(const SnapRef& /*parent*/, const ImageRef& /*staging*/,
                             const ImageRef& /*child*/, uint64_t /*size*/,

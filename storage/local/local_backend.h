@@ -89,8 +89,9 @@ class LocalBackend final : public Backend {
   std::vector<SnapInfo> ListSnapshots(const ImageRef& ref) override;
 
   void Clone(const SnapRef& parent, const ImageRef& child) override;
-  // In qcow2 clone mode: the overlay written under `.tmp-<staging>-placed`, its sidecar
-  // (with `publish`'s metadata) and the image linked at `child`; false in the other modes.
+  // In qcow2 clone mode: the overlay written under `.tmp-<staging>-placed` (the temporary
+  // RemoveDanglingName(staging, "") removes), its sidecar (with `publish`'s metadata) and
+  // the image linked at `child`; false in the other modes.
   bool CloneInPlace(const SnapRef& parent, const ImageRef& staging, const ImageRef& child,
                     uint64_t size, const PublishFn& publish) override;
   // For an empty identity: the temporary a CloneInPlace under the staging name `ref` left

@@ -204,6 +204,7 @@ bool LocalBackend::CloneInPlace(const SnapRef& parent, const ImageRef& staging,
   impl_->Check(staging);
   std::shared_lock as_clone(impl_->users_mu);
   const CloneSource from = ReadCloneSource(*impl_, parent, child);
+  if (size == 0) size = from.size;
   if (size < from.size)
     Fail(Errc::kInvalidArgument, "clone of " + RefName(parent.image) + "@" + parent.snap +
                                      ": size " + std::to_string(size) + " is smaller than its " +

@@ -399,6 +399,48 @@ void RbdBackend::Clone(const SnapRef& parent, const ImageRef& child) {
               parent.snap, child_pool->Where(child.name), MsSince(start));
 }
 
+bool RbdBackend::CloneInPlace(const SnapRef& parent, const ImageRef& staging,
+                              const ImageRef& child, uint64_t size, const PublishFn& publish) {
+  // image-meta lives in the image's header, which exists only with a name: the clone is
+  // made under `staging`, given its metadata and size there, and renamed. The same steps
+  // as Clone, SetMetadata, Resize and Rename, reading the staging image's id once (each of
+  // those reads the name again).
+  if (staging.pool != child.pool) {
+    throw Error(Errc::kInvalidArgument, "clone in place: " + staging.pool + "/" + staging.name +
+                                            " and " + child.pool + "/" + child.name +
+                                            " are not in one pool");
+  }
+  auto pool = Pool(child.pool);
+  ValidateName("image", staging.name);
+  ValidateName("image", child.name);
+  // A taken name is refused by the rename, which makes the new name's id object
+  // exclusively (the engine asked Exists just before: a second look would cost two round
+  // trips on every hit), and the clone is undone.
+  Clone(parent, staging);
+  try {
+    std::string id;
+    Check(ReadIdObject(pool->io.get(), staging.name, &id), "read the id of",
+          pool->Where(staging.name));
+    for (const auto& [key, value] : publish(id)) {
+      Check(WriteHeaderMetadata(pool->io.get(), id, key, value), "set metadata " + key + " on",
+            pool->Where(staging.name));
+    }
+    if (size != 0) Resize(staging, size);
+    Check(RenameImage(pool->io.get(), staging.name, child.name, id), "rename",
+          pool->Where(staging.name) + " to " + child.name);
+  } catch (...) {
+    // Undone here; what a failed removal leaves is under the caller's staging name.
+    try {
+      Remove(staging);
+    } catch (const std::exception& e) {
+      log_->warn("clone in place not undone image={} error={}", pool->Where(staging.name),
+                 e.what());
+    }
+    throw;
+  }
+  return true;
+}
+
 void RbdBackend::CopyFrom(const ImageRef& source, const char* snap, const ImageRef& dest,
                           const ProgressFn& progress) {
   auto src_pool = Pool(source.pool);

@@ -83,6 +83,8 @@ class RbdBackend final : public Backend {
   std::vector<SnapInfo> ListSnapshots(const ImageRef& ref) override;
 
   void Clone(const SnapRef& parent, const ImageRef& child) override;
+  bool CloneInPlace(const SnapRef& parent, const ImageRef& staging, const ImageRef& child,
+                    uint64_t size, const PublishFn& publish) override;
   void Copy(const SnapRef& source, const ImageRef& dest, const ProgressFn& progress) override;
   void Copy(const ImageRef& source, const ImageRef& dest, const ProgressFn& progress) override;
   void Flatten(const ImageRef& ref, const ProgressFn& progress) override;

@@ -35,6 +35,9 @@ struct Target {
   // volume). RBD: rbd_write; local: pwrite on a raw file, qemu-io on a qcow2 overlay.
   std::function<void(const ImageRef& ref, uint64_t offset, uint64_t length, uint8_t byte)>
       write_bytes;
+  // Whether a case may fork a child that uses the backend (librados does not survive a
+  // fork: RBD's crash cases are the CLI's failpoint tests).
+  bool forkable = true;
 };
 
 // Defined by the test executable.

@@ -19,6 +19,7 @@
 #include "engine_fixture.h"
 #include "fetch/workdir.h"
 #include "storage/factory.h"
+#include "storage/local/local_backend.h"
 #include "support/engine_harness.h"
 #include "support/test_util.h"
 
@@ -144,10 +145,10 @@ TEST_CASE("a hit whose entry is forgotten between its clone and its record still
 }
 
 TEST_CASE("a hit's volume is marked, sized and recorded whichever way the backend places it") {
-  // The local backend (qcow2 overlays) makes the clone at its name in one step
-  // (CloneInPlace): no clone under a staging name, no mark, resize or rename after. RBD
-  // cannot, and stages. Either way the volume carries the mark with its identity, the row
-  // the same identity, and the size asked.
+  // RBD and the local backend's qcow2 mode make the clone at its name in one call
+  // (CloneInPlace): no separate clone, mark, resize or rename. The local copy and reflink
+  // modes cannot, and stage. Either way the volume carries the mark with its identity, the
+  // row the same identity, and the size asked.
   Env env;
   auto id = env.AddImage();
   auto a = OpenDrivenEngine(env.options);
@@ -159,7 +160,8 @@ TEST_CASE("a hit's volume is marked, sized and recorded whichever way the backen
   auto made = a.cache->CreateVolume({.image_id = id, .volume = "vol-2", .size_bytes = 24 * kMiB});
   CHECK(made.plan == Plan::kClone);
   CHECK(a.faults->calls(Verb::kCloneInPlace) >= 1);
-  const bool in_place = !kRbd;
+  const auto* local = dynamic_cast<storage::LocalBackend*>(&a.faults->inner());
+  const bool in_place = local == nullptr || local->clone_mode() == CloneMode::kQcow2;
   CHECK(a.faults->calls(Verb::kClone) - clones == (in_place ? 0U : 1U));
   CHECK(a.faults->calls(Verb::kRename) - renames == (in_place ? 0U : 1U));
   CHECK(a.faults->calls(Verb::kResize) - resizes == (in_place ? 0U : 1U));

@@ -481,6 +481,8 @@ Plan CacheImpl::MakeFromEntry(const index::EntryRow& entry, const CreateVolumeRe
 
 void CacheImpl::CloneVolume(const storage::SnapRef& snap, const storage::ImageRef& staging,
                             InPlace* in_place, VolumeGuardRef guard) {
+  // Tracked first: what a failed call or a failed undo leaves under the staging name goes.
+  guard->Track(staging);
   if (in_place != nullptr) {
     bool placed = false;
     try {
@@ -498,7 +500,6 @@ void CacheImpl::CloneVolume(const storage::SnapRef& snap, const storage::ImageRe
       return;
     }
   }
-  guard->Track(staging);
   backend_->Clone(snap, staging);
 }
 
@@ -522,13 +523,14 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
   // Shared use lock while the clone is made and recorded: an eviction waits for it and
   // then sees the entry no longer ready (see UseLockPath).
   std::unique_ptr<FileLock> use;
-  // Where the backend can, the clone takes the volume's name in one step, already marked
+  // Where the backend can, the clone takes the volume's name in one call, already marked
   // and of its size: the same order as PlaceVolume's (the source's answer, the identity
   // recorded in the row, then the name), with the same failpoints, and no mark, resize or
-  // rename after. Otherwise it is made under the staging name and placed.
+  // rename after. Otherwise (a copy; the local copy and reflink modes) it is made under
+  // the staging name and placed.
   InPlace in_place;
   in_place.at = {claim->pool, claim->name};
-  in_place.size = size;
+  in_place.size = size > entry.virtual_size ? size : 0;  // 0: the entry's own size
   in_place.publish = [&](const std::string& identity) {
     Failpoint("volume_after_clone");
     // The source's answer asked while the clone was made: a stale entry's clone never

@@ -11,6 +11,7 @@ Target MakeTarget() {
   Target t;
   t.backend = storage::MakeRbdBackend(options, nullptr);
   t.linked_clones = true;
+  t.forkable = false;
   t.write_bytes = [options](const ImageRef& ref, uint64_t offset, uint64_t length,
                             uint8_t byte) { test::RbdWriteBytes(options, ref, offset, length, byte); };
   return t;
