@@ -24,7 +24,7 @@ TEST_PKGS := $(DEMO_PKGS) clang libclang-rt-14-dev doctest-dev pybind11-dev pyth
         ceph-mon ceph-osd ceph-common python3-rbd \
         glance-api python3-glance-store python3-boto3 keystone python3-cryptography \
         prometheus gnuplot-nox procps iproute2 curl jq xfsprogs util-linux gdb \
-        qemu-block-extra
+        qemu-block-extra strace
 # What `make deb` needs (debian/control's Build-Depends and the packaging tools); `make
 # test` installs them too, for the package test.
 DEB_PKGS := cmake g++ pkg-config libsqlitecpp-dev libsqlite3-dev librbd-dev librados-dev \

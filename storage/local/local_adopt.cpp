@@ -66,7 +66,7 @@ bool LocalBackend::Impl::AdoptByReflink(int src_fd, const fs::path& file, const 
       ApplyOwnership(fd.get(), tmp);
       FsyncFd(fd.get(), tmp);
       // Publish writes the sidecar, never over another image's, and drops the temporary.
-      Publish(tmp, ref, Sidecar{});
+      Publish(tmp, fd.get(), ref, Sidecar{});
     } catch (...) {
       ::unlink(tmp.c_str());
       throw;

@@ -58,6 +58,13 @@ std::string LocalBackend::Impl::IdentityOf(const fs::path& path) {
   return IdentityFrom(stx);
 }
 
+std::string LocalBackend::Impl::IdentityOfFd(int fd, const fs::path& path) {
+  struct statx stx {};
+  if (::statx(fd, "", AT_EMPTY_PATH, STATX_INO | STATX_BTIME, &stx) != 0)
+    FailErrno("cannot stat", path, errno);
+  return IdentityFrom(stx);
+}
+
 std::string LocalBackend::Impl::IdentityFrom(const struct statx& stx) {
   std::string id = "ino-" + std::to_string(stx.stx_ino);
   if (stx.stx_mask & STATX_BTIME) {
@@ -91,39 +98,80 @@ void LocalBackend::Impl::ApplyOwnership(int fd, const fs::path& path) const {
     FailErrno("cannot chmod", path, errno);
 }
 
-// Makes `tmp` visible as `ref` with sidecar `s`, without replacing anything (link(2)
-// fails on an existing name, rename(2) would not), then drops the temporary name, also
-// on failure. The sidecar goes first, so the image never appears without it.
-// `before_link`, if set, runs once the sidecar is durable and before the image is linked
-// (a clone waits there for its own file's fsync, which ran beside the sidecar's).
-void LocalBackend::Impl::Publish(const fs::path& tmp, const ImageRef& ref, const Sidecar& s,
-                                 const std::function<void()>& before_link) const {
+namespace {
+
+// Removes the name `path` only while it holds the file open as `fd`.
+void UnlinkIfHolds(const fs::path& path, int fd) {
+  struct stat by_fd {};
+  struct stat by_name {};
+  if (::fstat(fd, &by_fd) == 0 && ::lstat(path.c_str(), &by_name) == 0 &&
+      by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino) {
+    ::unlink(path.c_str());
+  }
+}
+
+// Links the file open as `fd` (made as `tmp`) at `dest`, never replacing: the file this
+// writer holds, whatever its temporary name holds by now (through /proc/self/fd; without
+// /proc, by the name once it is seen to hold that file). 0, or -1 with errno set.
+int LinkOpenFile(int fd, const fs::path& tmp, const fs::path& dest) {
+  const std::string self = "/proc/self/fd/" + std::to_string(fd);
+  if (::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, dest.c_str(), AT_SYMLINK_FOLLOW) == 0) return 0;
+  if (errno != ENOENT) return -1;
+  struct stat by_fd {};
+  struct stat by_name {};
+  if (::fstat(fd, &by_fd) != 0 || ::lstat(tmp.c_str(), &by_name) != 0 ||
+      by_fd.st_dev != by_name.st_dev || by_fd.st_ino != by_name.st_ino) {
+    errno = ESTALE;  // the temporary's name no longer holds this writer's file
+    return -1;
+  }
+  return ::link(tmp.c_str(), dest.c_str());
+}
+
+}  // namespace
+
+// Makes the file open as `fd` (made as `tmp`) visible as `ref` with sidecar `s`, without
+// replacing anything (link(2) fails on an existing name, rename(2) would not), then drops
+// the temporary name, also on failure. The sidecar goes first, so the image never appears
+// without it. `before_link`, if set, runs once the sidecar is durable and before the image
+// is linked (a clone waits there for its own file's fsync, which ran beside the
+// sidecar's). The file linked is the one this writer wrote, never whatever its temporary
+// name holds by then; a folder that cannot be made durable takes the name back.
+void LocalBackend::Impl::Publish(const fs::path& tmp, int fd, const ImageRef& ref,
+                                 const Sidecar& s, const std::function<void()>& before_link) const {
   NewSidecar sidecar;
   try {
     sidecar = SaveNew(ref, s);
   } catch (...) {
-    ::unlink(tmp.c_str());
+    UnlinkIfHolds(tmp, fd);
     throw;
   }
   if (before_link) {
     try {
       before_link();
     } catch (...) {
-      ::unlink(tmp.c_str());
+      UnlinkIfHolds(tmp, fd);
       DropNewSidecar(ref, sidecar.ino);
       throw;
     }
   }
   const auto final_path = PathOf(ref);
-  if (::link(tmp.c_str(), final_path.c_str()) != 0) {
+  if (LinkOpenFile(fd, tmp, final_path) != 0) {
     int e = errno;
-    ::unlink(tmp.c_str());
+    UnlinkIfHolds(tmp, fd);
     DropNewSidecar(ref, sidecar.ino);
     if (e == EEXIST) Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
     FailErrno("cannot link into place", final_path, e);
   }
-  ::unlink(tmp.c_str());
-  FsyncDir(final_path.parent_path());
+  UnlinkIfHolds(tmp, fd);
+  try {
+    FsyncDir(final_path.parent_path());
+  } catch (...) {
+    // Not known to be durable: the name (this writer's file) and its sidecar go again, so
+    // a failed call leaves nothing that no record names.
+    UnlinkIfHolds(final_path, fd);
+    DropNewSidecar(ref, sidecar.ino);
+    throw;
+  }
 }
 
 // ---------------------------------------------------------------------------------

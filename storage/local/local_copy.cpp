@@ -109,7 +109,7 @@ void LocalBackend::Impl::CopyTo(const ImageRef& src, uint64_t size, const ImageR
     ApplyOwnership(fd.get(), tmp);
     FsyncFd(fd.get(), tmp);
     RequireFree(dest);  // again: the copy took time
-    Publish(tmp, dest, Sidecar{});
+    Publish(tmp, fd.get(), dest, Sidecar{});
   } catch (...) {
     ::unlink(tmp.c_str());
     throw;
@@ -173,8 +173,8 @@ void LocalBackend::Impl::PublishOverlay(const SnapRef& parent, const fs::path& t
   Sidecar cs;
   cs.format = "qcow2";
   cs.parent = parent;
-  if (metadata) cs.metadata = metadata(IdentityOf(tmp));
-  Publish(tmp, child, cs, [&] {
+  if (metadata) cs.metadata = metadata(IdentityOfFd(fd, tmp));
+  Publish(tmp, fd, child, cs, [&] {
     if (synced.valid()) synced.get();
   });
 }

@@ -84,7 +84,10 @@ std::pair<fs::path, UniqueFd> MakeTempNamed(const fs::path& dir, const std::stri
   for (;;) {
     int raw = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (raw < 0 && errno == EEXIST) {
-      Fail(Errc::kAlreadyExists, "temporary " + path.string() + ": already exists");
+      // Not the image's name: something (no writer of this stem) holds the temporary's.
+      Fail(Errc::kBackend, "cannot create the temporary " + path.string() +
+                               ": something is already there, which this call did not make "
+                               "(a pass removes it if it is a dead writer's temporary)");
     }
     if (raw < 0) FailErrno("cannot create a temporary file in", dir, errno);
     UniqueFd fd(raw);

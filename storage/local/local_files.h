@@ -47,7 +47,7 @@ std::pair<std::filesystem::path, UniqueFd> MakeTemp(const std::filesystem::path&
 
 // The same under the one name `.tmp-<stem>-<tag>` (`tag`: six letters or digits), for a
 // temporary its maker finds again by its stem alone after a crash: `stem` must be a name
-// no other writer uses at once (kAlreadyExists when the name is taken).
+// no other writer uses at once (kBackend when the name is taken).
 std::pair<std::filesystem::path, UniqueFd> MakeTempNamed(const std::filesystem::path& dir,
                                                          const std::string& stem,
                                                          const std::string& tag);

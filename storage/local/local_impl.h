@@ -117,11 +117,12 @@ struct LocalBackend::Impl {
   void Require(const ImageRef& ref) const;
   void RequireFree(const ImageRef& ref) const;
   static std::string IdentityOf(const fs::path& file);
+  static std::string IdentityOfFd(int fd, const fs::path& file);  // `file`: for messages
   static std::string IdentityFrom(const struct statx& stx);
   std::string Format(const ImageRef& ref, const Sidecar& s) const;
   uint64_t VirtualSize(const ImageRef& ref, const std::string& format) const;
   void ApplyOwnership(int fd, const fs::path& file) const;
-  void Publish(const fs::path& tmp, const ImageRef& ref, const Sidecar& s,
+  void Publish(const fs::path& tmp, int fd, const ImageRef& ref, const Sidecar& s,
                const std::function<void()>& before_link = nullptr) const;
 
   // local_copy.cpp: a qcow2 overlay written into `tmp` and published at `child`.

@@ -125,7 +125,7 @@ class LocalWriter final : public ImageWriter {
     // sidecar below must not overwrite that image's.
     impl_.RequireFree(ref_);
     finished_ = true;  // Publish removes the temporary name itself, also on failure
-    impl_.Publish(tmp_, ref_, Sidecar{});
+    impl_.Publish(tmp_, fd_.get(), ref_, Sidecar{});
     fd_.Reset();
     stats_.bytes_in = appended_;
     stats_.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(

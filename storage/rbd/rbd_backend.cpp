@@ -296,6 +296,25 @@ void RbdBackend::Resize(const ImageRef& ref, uint64_t size) {
   Check(rbd_resize(image.get(), size), "resize", pool->Where(ref.name));
 }
 
+void RbdBackend::ResizeImageWithId(PoolCtx& pool, const std::string& name, const std::string& id,
+                                   uint64_t size) {
+  auto image = OpenImage(pool, name, false);
+  char opened[256] = {};
+  Check(rbd_get_id(image.get(), opened, sizeof opened - 1), "get id of", pool.Where(name));
+  if (id != opened) {
+    throw Error(Errc::kAlreadyExists, "resize " + pool.Where(name) + ": the name holds image " +
+                                          opened + ", not " + id + " (renamed meanwhile)");
+  }
+  uint64_t current = 0;
+  Check(rbd_get_size(image.get(), &current), "get size of", pool.Where(name));
+  if (size < current) {
+    throw Error(Errc::kInvalidArgument, "rbd resize " + pool.Where(name) + ": " +
+                                            std::to_string(size) + " is smaller than its size " +
+                                            std::to_string(current) + " (shrinking loses data)");
+  }
+  if (size != current) Check(rbd_resize(image.get(), size), "resize", pool.Where(name));
+}
+
 void RbdBackend::Rename(const ImageRef& from, const std::string& to_name) {
   auto pool = Pool(from.pool);
   ValidateName("image", from.name);
@@ -417,21 +436,33 @@ bool RbdBackend::CloneInPlace(const SnapRef& parent, const ImageRef& staging,
   // exclusively (the engine asked Exists just before: a second look would cost two round
   // trips on every hit), and the clone is undone.
   Clone(parent, staging);
+  // Every later step acts on the image whose id is read here, whatever the staging name
+  // holds by then: the mark goes to its header, the resize checks the id of the image it
+  // opened, the rename is refused unless the name still binds that id, and the undo
+  // removes only that image.
+  std::string id;
   try {
-    std::string id;
     Check(ReadIdObject(pool->io.get(), staging.name, &id), "read the id of",
           pool->Where(staging.name));
     for (const auto& [key, value] : publish(id)) {
       Check(WriteHeaderMetadata(pool->io.get(), id, key, value), "set metadata " + key + " on",
             pool->Where(staging.name));
     }
-    if (size != 0) Resize(staging, size);
+    if (size != 0) ResizeImageWithId(*pool, staging.name, id, size);
     Check(RenameImage(pool->io.get(), staging.name, child.name, id), "rename",
           pool->Where(staging.name) + " to " + child.name);
   } catch (...) {
     // Undone here; what a failed removal leaves is under the caller's staging name.
     try {
-      Remove(staging);
+      std::string now;
+      if (!id.empty() && ReadIdObject(pool->io.get(), staging.name, &now) == 0 && now == id) {
+        Remove(staging);
+      } else if (!id.empty()) {
+        log_->warn("clone in place not undone: {} no longer names it (id {})",
+                   pool->Where(staging.name), id);
+      } else {
+        Remove(staging);  // its id never read: whatever the clone left at the name
+      }
     } catch (const std::exception& e) {
       log_->warn("clone in place not undone image={} error={}", pool->Where(staging.name),
                  e.what());

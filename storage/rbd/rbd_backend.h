@@ -140,6 +140,10 @@ class RbdBackend final : public Backend {
   ImageHandle OpenImage(const PoolCtx& pool, const std::string& name, bool read_only,
                         const char* snap = nullptr);
   ImageOptionsHandle NewImageOptions() const;
+  // Grows the image at `name` to `size` once the image opened is the one whose id is `id`
+  // (kAlreadyExists when the name holds another).
+  void ResizeImageWithId(PoolCtx& pool, const std::string& name, const std::string& id,
+                         uint64_t size);
   // Breaks the locks on `oid` whose holder (named in the cookie) was a process of this
   // host that is gone, so a crash does not block the image for the whole lease.
   // Returns whether one was broken.

@@ -161,6 +161,41 @@ class SafetyTest(unittest.TestCase):
 
     # --- a create that died: running it again is all it takes ------------------------
 
+    def test_a_create_whose_folder_cannot_be_made_durable_leaves_nothing(self):
+        """The volume is linked at its name, then the folder's fsync fails (EIO, injected
+        with strace): the create fails, and takes back the name and its sidecar, so that
+        nothing is left that no record names (nor a name that nobody may remove)."""
+        if base.BACKEND != "local":
+            self.skipTest("the local backend's folder")
+        import shutil
+        strace = shutil.which("strace")
+        if not strace or subprocess.run([strace, "-o", "/dev/null", "true"],
+                                        capture_output=True).returncode != 0:
+            self.skipTest("strace cannot trace here")
+        env = Env("durable")
+        image = base.WORLD.add_raw(size=2 * MiB)
+        rc, _, err = env.run("prefill", image)
+        self.assertEqual(rc, EXIT_OK, err)
+        volumes = os.path.join(env.local_root, "volumes")
+        os.makedirs(volumes, exist_ok=True)
+        e = dict(os.environ)
+        e.pop("CACHEMGR_CONFIG", None)
+        failed = subprocess.run(
+            [strace, "-f", "-qq", "-o", "/dev/null", "-P", volumes, "-e", "trace=fsync",
+             "-e", "inject=fsync:error=EIO", base.BIN, "--config", env.config,
+             "create", image, "vol-eio"], capture_output=True, text=True, env=e, timeout=120)
+        self.assertNotEqual(failed.returncode, EXIT_OK, failed.stdout)
+        self.assertIn("fsync", failed.stderr)
+        self.assertFalse(os.path.lexists(os.path.join(volumes, "vol-eio")))
+        self.assertFalse(os.path.lexists(os.path.join(volumes, ".meta", "vol-eio.json")))
+        self.assertEqual(temporaries(env.local_root), [])
+        rc, out, err = env.run("--json", "evict")
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertEqual([a for a in json.loads(out)["actions"] if a["kind"] == "gc"], [])
+        rc, out, err = env.run("create", image, "vol-eio")
+        self.assertEqual(rc, EXIT_OK, out + err)
+        self.assertEqual(env.read_volume("vol-eio", 2 * MiB), base.WORLD.raw[image])
+
     def test_a_create_that_died_anywhere_is_made_by_running_it_again(self):
         env = Env("again")
         image = base.WORLD.add_raw(size=2 * MiB)

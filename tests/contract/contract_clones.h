@@ -383,6 +383,38 @@ TEST_CASE("contract: a clone in place appears whole at its name, or nothing is m
     return std::map<std::string, std::string>{};
   }));
   CHECK(ReadAll(b, undone) == expect);
+
+  // Where the clone sits under the staging name while `publish` runs (RBD), someone moves
+  // it away and puts an image of theirs there: the call fails, and their image (at the
+  // staging name) and the clone (where they moved it) are both left as they are.
+  const ImageRef swapped{b.volume_pool(), UniqueName("swapped")};
+  const ImageRef moved = scrub.Add({b.volume_pool(), UniqueName("moved")});
+  const ImageRef foreign_at_staging = scrub.Add(staging);
+  bool was_there = false;
+  const std::string foreign = Pattern(kMiB, 77);
+  try {
+    b.CloneInPlace(base.snap, staging, swapped, size, [&](const std::string&) {
+      was_there = b.Exists(staging);
+      if (was_there) {
+        b.Rename(staging, moved.name);
+        CreateImage(b, staging, foreign);
+        b.SetMetadata(staging, "theirs", "1");
+      }
+      return std::map<std::string, std::string>{};
+    });
+  } catch (const Error&) {
+    CHECK(was_there);  // only the swap may fail it
+  }
+  if (was_there) {
+    CHECK_FALSE(b.Exists(swapped));
+    REQUIRE(b.Exists(foreign_at_staging));
+    CHECK(ReadAll(b, foreign_at_staging) == foreign);
+    CHECK(b.GetMetadata(foreign_at_staging) == std::map<std::string, std::string>{{"theirs", "1"}});
+    CHECK(b.Exists(moved));
+  } else {
+    scrub.Add(swapped);
+    CHECK(ReadAll(b, swapped) == expect);
+  }
 }
 
 TEST_CASE("contract: a clone in place whose maker died is cleared by its staging name") {

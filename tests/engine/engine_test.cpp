@@ -176,6 +176,19 @@ TEST_CASE("a hit's volume is marked, sized and recorded whichever way the backen
   CHECK(q.getColumn(0).getString() == identity);
   CHECK_FALSE(env.backend->Exists(env.Vol(q.getColumn(1).getString())));
   CHECK(env.backend->SweepTemporaries(true).empty());
+
+  // A size that is not whole 512-byte sectors: refused before anything is made (a qcow2
+  // overlay would round it up, and the volume would not be the size recorded).
+  bool refused = false;
+  try {
+    a.cache->CreateVolume({.image_id = id, .volume = "vol-odd", .size_bytes = 24 * kMiB + 1});
+  } catch (const Error& e) {
+    refused = e.code() == Errc::kInvalidArgument &&
+              std::string(e.what()).find("512") != std::string::npos;
+  }
+  CHECK(refused);
+  CHECK_FALSE(env.backend->Exists(env.Vol("vol-odd")));
+  CHECK(env.CountRows("SELECT count(*) FROM volumes WHERE name = 'vol-odd'") == 0);
 }
 
 TEST_CASE("max_clone_depth 0 makes independent copies") {

@@ -316,6 +316,7 @@ class CacheImpl final : public Cache {
     storage::ImageRef at;
     uint64_t size = 0;
     storage::Backend::PublishFn publish;
+    std::string identity;  // the clone's, once `publish` has run
     bool placed = false;
   };
   // Makes the volume object `volume` (the staging name) from the entry by `how`, or, for a

@@ -44,6 +44,14 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
                                             std::to_string(request.size_bytes) +
                                             " bytes is over 1 EiB; give the disk size in bytes");
   }
+  // A disk is whole 512-byte sectors: a qcow2 overlay could only round it up, and the
+  // volume would not be the size recorded.
+  if (request.size_bytes % 512 != 0) {
+    throw Error(Errc::kInvalidArgument,
+                "volume " + request.volume + ": size " + std::to_string(request.size_bytes) +
+                    " bytes is not a whole number of 512-byte sectors; give a multiple of 512 "
+                    "(e.g. " + std::to_string((request.size_bytes / 512 + 1) * 512) + ")");
+  }
   const std::string pool = backend_->volume_pool();
   try {
     // The name is claimed before anything is made; a name taken on the backend by anyone
@@ -333,6 +341,7 @@ void CacheImpl::PlaceVolume(index::VolumeRow* claim, VolumeGuardRef guard, uint6
                             uint64_t current_size) {
   const storage::ImageRef staging{claim->pool, claim->staging_name};
   claim->identity = Mark(*backend_, staging, kMarkVolume);
+  guard->Identify(claim->identity);
   if (size > current_size) backend_->Resize(staging, size);
   // The row records the identity before the volume takes its name, so a crash after the
   // rename leaves a row that says which object at the name is this create's.
@@ -348,7 +357,7 @@ void CacheImpl::PlaceVolume(index::VolumeRow* claim, VolumeGuardRef guard, uint6
                                           ": already exists on the backend, and nothing there "
                                           "is touched: " + e.what());
   }
-  guard->Track({claim->pool, claim->name});
+  guard->Track({claim->pool, claim->name}, claim->identity);
   Failpoint("volume_after_rename");
 }
 
@@ -496,7 +505,7 @@ void CacheImpl::CloneVolume(const storage::SnapRef& snap, const storage::ImageRe
     }
     if (placed) {
       in_place->placed = true;
-      guard->Track(in_place->at);
+      guard->Track(in_place->at, in_place->identity);
       return;
     }
   }
@@ -537,6 +546,8 @@ CreateVolumeResult CacheImpl::MakeVolume(const index::EntryRow& entry,
     // takes the volume's name (throws StaleHit).
     if (confirm) source_checked_at = confirm();
     claim->identity = identity;
+    in_place.identity = identity;
+    guard->Identify(identity);  // from here, only this object is this call's to remove
     WithIndex([&](index::Index& ix) { ix.UpdateVolume(*claim); });
     Failpoint("volume_before_rename");
     return std::map<std::string, std::string>{{kMetaMark, MarkValue(kMarkVolume, identity)}};

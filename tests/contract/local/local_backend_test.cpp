@@ -575,3 +575,57 @@ TEST_CASE("a root that holds someone else's files is refused before anything is 
 
 }  // namespace
 }  // namespace cachemgr::test
+
+namespace cachemgr::test {
+namespace {
+
+TEST_CASE("a clone in place links the file it wrote, not what its temporary's name holds by then") {
+  // The engine's part of CloneInPlace (the source's answer, the index) may take seconds;
+  // meanwhile someone moves the temporary away and puts a file of theirs at its name. The
+  // volume is the overlay written, with the identity given to `publish`; their file stays.
+  TempDir dir("local-inplace-swap");
+  auto src = dir.path() / "source.raw";
+  WriteRawImage(src, 4 * kMiB, 2 * kMiB, 17);
+  auto b = MakeLocal(dir.path() / "root");
+  ImageRef base{b->entry_pool(), kBaseName};
+  Import(*b, src, base);
+  const SnapRef snap = SnapAndProtect(*b, base);
+  const ImageRef staging{b->volume_pool(), "staging-vol-0123456789abcdef0123456789abcdef"};
+  const ImageRef vol{b->volume_pool(), "vol-swapped"};
+  const fs::path tmp = b->PathOf(vol).parent_path() / (".tmp-" + staging.name + "-placed");
+  const fs::path moved = dir.path() / "moved-away";
+  std::string given;
+  REQUIRE(b->CloneInPlace(snap, staging, vol, 0, [&](const std::string& identity) {
+    given = identity;
+    REQUIRE(fs::exists(tmp));
+    fs::rename(tmp, moved);
+    std::ofstream(tmp) << "theirs";
+    return std::map<std::string, std::string>{{"k", identity}};
+  }));
+  CHECK(b->Identity(vol) == given);
+  CHECK(b->GetMetadata(vol).at("k") == given);
+  CHECK(StatOf(b->PathOf(vol)).st_ino == StatOf(moved).st_ino);
+  CHECK(QemuCompare(b->PathOf(vol), "qcow2", src) == 0);
+  std::ifstream theirs(tmp);
+  std::string text;
+  theirs >> text;
+  CHECK(text == "theirs");  // left where they put it
+
+  // The temporary gone altogether (no name holds the overlay any more): nothing is
+  // published, nothing is left at the volume's name.
+  const ImageRef vol2{b->volume_pool(), "vol-vanished"};
+  const ImageRef staging2{b->volume_pool(), "staging-vol-fedcba9876543210fedcba9876543210"};
+  const fs::path tmp2 = b->PathOf(vol2).parent_path() / (".tmp-" + staging2.name + "-placed");
+  CHECK_THROWS_AS(b->CloneInPlace(snap, staging2, vol2, 0,
+                                  [&](const std::string&) {
+                                    fs::remove(tmp2);
+                                    return std::map<std::string, std::string>{};
+                                  }),
+                  Error);
+  CHECK_FALSE(b->Exists(vol2));
+  CHECK_FALSE(fs::exists(b->PathOf(vol2)));
+  CHECK_FALSE(fs::exists(b->PathOf(vol2).parent_path() / ".meta" / (vol2.name + ".json")));
+}
+
+}  // namespace
+}  // namespace cachemgr::test
