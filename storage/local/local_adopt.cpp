@@ -68,13 +68,13 @@ bool LocalBackend::Impl::AdoptByReflink(int src_fd, const fs::path& file, const 
       // Publish writes the sidecar, never over another image's, and drops the temporary.
       Publish(tmp, fd.get(), ref, Sidecar{});
     } catch (...) {
-      ::unlink(tmp.c_str());
+      UnlinkIfHolds(tmp, fd.get());
       throw;
     }
     log->info("adopted image={} file={} how=reflink bytes_copied=0", RefName(ref), file.string());
     return true;
   }
-  ::unlink(tmp.c_str());
+  UnlinkIfHolds(tmp, fd.get());
   return false;
 }
 

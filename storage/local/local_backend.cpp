@@ -100,16 +100,6 @@ void LocalBackend::Impl::ApplyOwnership(int fd, const fs::path& path) const {
 
 namespace {
 
-// Removes the name `path` only while it holds the file open as `fd`.
-void UnlinkIfHolds(const fs::path& path, int fd) {
-  struct stat by_fd {};
-  struct stat by_name {};
-  if (::fstat(fd, &by_fd) == 0 && ::lstat(path.c_str(), &by_name) == 0 &&
-      by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino) {
-    ::unlink(path.c_str());
-  }
-}
-
 // Links the file open as `fd` (made as `tmp`) at `dest`, never replacing: the file this
 // writer holds, whatever its temporary name holds by now (through /proc/self/fd; without
 // /proc, by the name once it is seen to hold that file). 0, or -1 with errno set.

@@ -111,7 +111,7 @@ void LocalBackend::Impl::CopyTo(const ImageRef& src, uint64_t size, const ImageR
     RequireFree(dest);  // again: the copy took time
     Publish(tmp, fd.get(), dest, Sidecar{});
   } catch (...) {
-    ::unlink(tmp.c_str());
+    UnlinkIfHolds(tmp, fd.get());
     throw;
   }
 }
@@ -192,7 +192,7 @@ void LocalBackend::Clone(const SnapRef& parent, const ImageRef& child) {
   try {
     impl_->PublishOverlay(parent, tmp, fd.get(), from.size, from.backing, from.format, child, {});
   } catch (...) {
-    ::unlink(tmp.c_str());
+    UnlinkIfHolds(tmp, fd.get());
     throw;
   }
 }
@@ -216,7 +216,7 @@ bool LocalBackend::CloneInPlace(const SnapRef& parent, const ImageRef& staging,
     impl_->PublishOverlay(parent, tmp, fd.get(), size, from.backing, from.format, child,
                           publish);
   } catch (...) {
-    ::unlink(tmp.c_str());
+    UnlinkIfHolds(tmp, fd.get());
     throw;
   }
   return true;

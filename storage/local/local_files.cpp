@@ -118,6 +118,15 @@ void RequireOwnFolder(const fs::path& dir) {
   }
 }
 
+void UnlinkIfHolds(const fs::path& path, int fd) {
+  struct stat by_fd {};
+  struct stat by_name {};
+  if (::fstat(fd, &by_fd) == 0 && ::lstat(path.c_str(), &by_name) == 0 &&
+      by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino) {
+    ::unlink(path.c_str());
+  }
+}
+
 void WriteDurable(const fs::path& path, const std::string& content) {
   auto [tmp, fd] = MakeTemp(path.parent_path(), path.filename().string());
   try {
@@ -126,7 +135,7 @@ void WriteDurable(const fs::path& path, const std::string& content) {
     // Renamed while still locked: a sweep never takes a temporary that is about to land.
     if (::rename(tmp.c_str(), path.c_str()) != 0) FailErrno("cannot rename into", path, errno);
   } catch (...) {
-    ::unlink(tmp.c_str());
+    UnlinkIfHolds(tmp, fd.get());
     throw;
   }
   FsyncDir(path.parent_path());

@@ -52,6 +52,10 @@ std::pair<std::filesystem::path, UniqueFd> MakeTempNamed(const std::filesystem::
                                                          const std::string& stem,
                                                          const std::string& tag);
 
+// Removes the name `path` only while it holds the file open as `fd`: a writer's clean-up
+// of its temporary never removes what someone else put at that name meanwhile.
+void UnlinkIfHolds(const std::filesystem::path& path, int fd);
+
 // Writes `content` to `path` durably: a locked `.tmp-*` file in the same folder (a sweep
 // removes it if the writer dies), fsync, rename over `path`, fsync of the folder.
 void WriteDurable(const std::filesystem::path& path, const std::string& content);

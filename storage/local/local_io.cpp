@@ -61,7 +61,7 @@ class LocalWriter final : public ImageWriter {
     fd_ = std::move(fd);
     if (::ftruncate(fd_.get(), static_cast<off_t>(size_)) != 0) {
       int e = errno;
-      ::unlink(tmp_.c_str());
+      UnlinkIfHolds(tmp_, fd_.get());
       FailErrno("cannot size", tmp_, e);
     }
     buffer_.reserve(kWriteBuffer);
@@ -70,7 +70,7 @@ class LocalWriter final : public ImageWriter {
 
   ~LocalWriter() override {
     if (!finished_) {
-      ::unlink(tmp_.c_str());  // before the lock goes: see MakeTemp
+      UnlinkIfHolds(tmp_, fd_.get());  // before the lock goes: see MakeTemp
       fd_.Reset();
     }
   }

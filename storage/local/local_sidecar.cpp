@@ -164,10 +164,10 @@ LocalBackend::Impl::NewSidecar LocalBackend::Impl::SaveNew(const ImageRef& ref,
       if (::rename(tmp.c_str(), path.c_str()) != 0) FailErrno("cannot rename into", path, errno);
     }
   } catch (...) {
-    ::unlink(tmp.c_str());
+    UnlinkIfHolds(tmp, fd.get());
     throw;
   }
-  ::unlink(tmp.c_str());
+  UnlinkIfHolds(tmp, fd.get());
   FsyncDir(path.parent_path());
   return {st.st_ino, std::move(fd)};
 }

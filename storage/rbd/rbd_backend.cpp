@@ -302,8 +302,9 @@ void RbdBackend::ResizeImageWithId(PoolCtx& pool, const std::string& name, const
   char opened[256] = {};
   Check(rbd_get_id(image.get(), opened, sizeof opened - 1), "get id of", pool.Where(name));
   if (id != opened) {
-    throw Error(Errc::kAlreadyExists, "resize " + pool.Where(name) + ": the name holds image " +
-                                          opened + ", not " + id + " (renamed meanwhile)");
+    throw Error(Errc::kBackend, "resize " + pool.Where(name) + ": the name holds image " +
+                                    opened + ", not " + id +
+                                    " (the image made there was moved meanwhile); nothing resized");
   }
   uint64_t current = 0;
   Check(rbd_get_size(image.get(), &current), "get size of", pool.Where(name));

@@ -625,6 +625,26 @@ TEST_CASE("a clone in place links the file it wrote, not what its temporary's na
   CHECK_FALSE(b->Exists(vol2));
   CHECK_FALSE(fs::exists(b->PathOf(vol2)));
   CHECK_FALSE(fs::exists(b->PathOf(vol2).parent_path() / ".meta" / (vol2.name + ".json")));
+
+  // Swapped, and the call fails after (the volume's name taken meanwhile): its clean-up
+  // takes back only its own temporary, never their file at that name.
+  const ImageRef vol3{b->volume_pool(), "vol-taken"};
+  const ImageRef staging3{b->volume_pool(), "staging-vol-00112233445566778899aabbccddeeff"};
+  const fs::path tmp3 = b->PathOf(vol3).parent_path() / (".tmp-" + staging3.name + "-placed");
+  CHECK_THROWS_AS(b->CloneInPlace(snap, staging3, vol3, 0,
+                                  [&](const std::string&) {
+                                    fs::rename(tmp3, dir.path() / "moved-3");
+                                    std::ofstream(tmp3) << "theirs";
+                                    std::ofstream(b->PathOf(vol3)) << "taken";
+                                    return std::map<std::string, std::string>{};
+                                  }),
+                  Error);
+  std::string at_tmp;
+  std::ifstream(tmp3) >> at_tmp;
+  CHECK(at_tmp == "theirs");
+  std::string at_name;
+  std::ifstream(b->PathOf(vol3)) >> at_name;
+  CHECK(at_name == "taken");
 }
 
 }  // namespace
