@@ -136,7 +136,8 @@ struct LocalBackend::Impl {
   void DropSidecar(const ImageRef& ref) const;
   // SaveNew writes the sidecar of an image about to appear at `ref`, never over the
   // sidecar of an image that is there (kAlreadyExists then: a foreign image keeps its
-  // metadata). A sidecar without an image (a crash between the two links) is replaced.
+  // metadata). A sidecar without an image whose lock is free (a crash between the two
+  // links) is replaced; one whose lock is held is another writer's: kAlreadyExists.
   // Returns the sidecar's inode for DropNewSidecar. The sidecar stays locked (flock, held
   // by `held`) until the caller drops the returned value, after its image is linked: a
   // pass never takes a sidecar whose image is on its way for one a kill left alone

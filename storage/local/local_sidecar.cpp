@@ -3,6 +3,7 @@
 #include "storage/local/local_sidecar.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -124,15 +125,22 @@ void LocalBackend::Impl::DropSidecar(const ImageRef& ref) const {
 
 namespace {
 
-// Whether the file at `path` is a regular file that reads whole as a sidecar.
-bool IsLeftSidecar(const fs::path& path) {
-  const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+// Whether the open file `fd` is a regular file that reads whole as a sidecar.
+bool IsSidecarFile(int fd) {
   struct stat st {};
-  if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 20))
+  if (fd < 0 || ::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 20))
     return false;
   std::string text(static_cast<size_t>(st.st_size), '\0');
-  return ::pread(fd.get(), text.data(), text.size(), 0) == static_cast<ssize_t>(text.size()) &&
+  return ::pread(fd, text.data(), text.size(), 0) == static_cast<ssize_t>(text.size()) &&
          IsSidecarText(text);
+}
+
+// Whether `path` still names the file open as `fd`.
+bool StillNames(const fs::path& path, int fd) {
+  struct stat by_fd {};
+  struct stat by_name {};
+  return ::fstat(fd, &by_fd) == 0 && ::lstat(path.c_str(), &by_name) == 0 &&
+         by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino;
 }
 
 }  // namespace
@@ -149,19 +157,39 @@ LocalBackend::Impl::NewSidecar LocalBackend::Impl::SaveNew(const ImageRef& ref,
     FsyncFd(fd.get(), tmp);
     if (::fstat(fd.get(), &st) != 0) FailErrno("cannot stat", tmp, errno);
     // fd (and its lock) stays open until the temporary name is gone: see MakeTemp.
-    if (::link(tmp.c_str(), path.c_str()) != 0) {
+    // A sidecar already at the name is replaced only as the sweep takes one
+    // (local_temporaries.cpp): its lock free, so no writer's image is on its way (a
+    // writer holds it from SaveNew until its image is linked); still at the name once
+    // locked; no image beside it; read whole as ours. The lock is held across the rename,
+    // so of two writers that found one leftover, one replaces it and the other then
+    // finds the first one's sidecar, locked.
+    for (int attempt = 0;; ++attempt) {
+      if (::link(tmp.c_str(), path.c_str()) == 0) break;
       const int e = errno;
       if (e != EEXIST) FailErrno("cannot link into place", path, e);
+      const UniqueFd left(
+          ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+      if (left.get() < 0 && errno == ENOENT && attempt < 3) continue;  // gone meanwhile
+      if (left.get() >= 0 && ::flock(left.get(), LOCK_EX | LOCK_NB) != 0) {
+        Fail(Errc::kAlreadyExists, "image " + RefName(ref) +
+                                       ": already exists: another writer is creating it");
+      }
+      if (left.get() >= 0 && !StillNames(path, left.get())) {
+        if (attempt < 3) continue;  // replaced while this call locked it: look again
+        Fail(Errc::kAlreadyExists, "image " + RefName(ref) +
+                                       ": already exists: another writer is creating it");
+      }
       if (ExistsChecked(ref))
         Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
       // A sidecar without its image: a crash's leftover of ours is replaced; anything
       // else by that name is someone's, and stays.
-      if (!IsLeftSidecar(path)) {
+      if (!IsSidecarFile(left.get())) {
         Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": " + path.string() +
                                        " exists and is not a sidecar of this cache; it is left "
                                        "untouched (move it away to use the name)");
       }
       if (::rename(tmp.c_str(), path.c_str()) != 0) FailErrno("cannot rename into", path, errno);
+      break;
     }
   } catch (...) {
     UnlinkIfHolds(tmp, fd.get());

@@ -2,10 +2,15 @@
 // links, and files planted where its own live, with names like its own. None is
 // followed, removed or read as the cache's; the passes go on past them.
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <map>
+#include <thread>
 
 #include "cachemgr/error.h"
 #include "contract/local/local_test_util.h"
@@ -196,6 +201,97 @@ TEST_CASE("a file at a new image's sidecar name is replaced only when it is a si
             R"({"schema":1,"format":"raw","metadata":{},"snapshots":[],"parent":null})");
   b->Create({b->volume_pool(), "nv2"}, kMiB)->Finish();
   CHECK(b->Exists({b->volume_pool(), "nv2"}));
+}
+
+TEST_CASE("a sidecar whose writer holds it is never replaced: its name is being taken") {
+  TempDir dir("local-sidecar-held");
+  auto b = MakeLocal(dir.path() / "root");
+  const fs::path meta = dir.path() / "root" / "volumes" / ".meta";
+  const std::string text =
+      R"({"schema":1,"format":"qcow2","metadata":{"theirs":"1"},"snapshots":[],"parent":null})";
+  WriteFile(meta / "taken.json", text);
+  // As SaveNew leaves it between writing a sidecar and linking its image: locked.
+  const int held = ::open((meta / "taken.json").c_str(), O_RDONLY | O_CLOEXEC);
+  REQUIRE(held >= 0);
+  REQUIRE(::flock(held, LOCK_EX) == 0);
+  auto base = SnapAndProtect(*b, [&] {
+    ImageRef e{b->entry_pool(), "e"};
+    b->Create(e, kMiB)->Finish();
+    return e;
+  }());
+  const ImageRef taken{b->volume_pool(), "taken"};
+  for (int how = 0; how < 3; ++how) {
+    CAPTURE(how);
+    try {
+      if (how == 0) b->Create(taken, kMiB)->Finish();
+      if (how == 1) b->Clone(base, taken);
+      if (how == 2) b->CloneInPlace(base, {b->volume_pool(), "staging-x"}, taken, 0, {});
+      FAIL("made over a sidecar its writer holds");
+    } catch (const Error& e) {
+      CHECK(e.code() == Errc::kAlreadyExists);
+    }
+    CHECK(ReadFile(meta / "taken.json") == text);
+    CHECK_FALSE(b->Exists(taken));
+  }
+  // The sweep passes it by too.
+  CHECK_FALSE(Names(b->SweepTemporaries(false), meta / "taken.json"));
+  CHECK(ReadFile(meta / "taken.json") == text);
+  // Its writer gone (the lock free, no image): a leftover, and the name is free.
+  ::close(held);
+  b->Clone(base, taken);
+  CHECK(b->Exists(taken));
+  CHECK(b->GetMetadata(taken).empty());
+}
+
+TEST_CASE("hosts racing to make one name: one image appears, with its own sidecar") {
+  TempDir dir("local-sidecar-race");
+  const fs::path root = dir.path() / "root";
+  auto b = MakeLocal(root);
+  const ImageRef e{b->entry_pool(), "e"};
+  Import(*b, [&] {
+    const fs::path raw = dir.path() / "raw";
+    std::string data(kMiB, '\0');
+    for (size_t i = 0; i < data.size(); i += 4096) data[i] = static_cast<char>('a' + i % 26);
+    WriteFile(raw, data);
+    return raw;
+  }(), e);
+  const auto base = SnapAndProtect(*b, e);
+  const auto want = b->Stat(e).size;
+  constexpr int kHosts = 4;
+  std::vector<std::unique_ptr<LocalBackend>> hosts;
+  for (int h = 0; h < kHosts; ++h) hosts.push_back(MakeLocal(root));
+  for (int round = 0; round < 25; ++round) {
+    CAPTURE(round);
+    const ImageRef name{b->volume_pool(), "v" + std::to_string(round)};
+    std::atomic<int> winners{0};
+    std::atomic<int> others{0};
+    std::vector<std::thread> runs;
+    for (int h = 0; h < kHosts; ++h) {
+      runs.emplace_back([&, h] {
+        try {
+          const ImageRef staging{b->volume_pool(), "staging-" + std::to_string(round * 10 + h)};
+          hosts[h]->CloneInPlace(base, staging, name, 0, [h](const std::string&) {
+            return std::map<std::string, std::string>{{"host", std::to_string(h)}};
+          });
+          winners++;
+        } catch (const Error& err) {
+          if (err.code() != Errc::kAlreadyExists) others++;
+        }
+      });
+    }
+    for (auto& t : runs) t.join();
+    CHECK(winners == 1);
+    CHECK(others == 0);
+    // The image reads as the clone it is (its sidecar says qcow2 over the entry), and
+    // carries the winner's mark.
+    CHECK(b->Stat(name).size == want);
+    CHECK(b->GetMetadata(name).count("host") == 1);
+    CHECK(QemuCompare(root / "volumes" / name.name, "qcow2", dir.path() / "raw") == 0);
+    std::string read(want, '\0');
+    CHECK(static_cast<storage::Backend&>(*b).Open(name)->Read(0, std::as_writable_bytes(std::span(read))) == want);
+    CHECK(read == ReadFile(dir.path() / "raw"));
+  }
+  CHECK(b->SweepTemporaries(true).empty());
 }
 
 }  // namespace
