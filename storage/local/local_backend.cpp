@@ -310,22 +310,8 @@ uint64_t LocalBackend::AllocatedBytes(const ImageRef& ref) {
 void LocalBackend::Rename(const ImageRef& from, const std::string& to_name) {
   impl_->Require(from);
   ImageRef to{from.pool, to_name};
-  // Processes (hosts sharing the root) renaming onto one name take turns: SaveNew takes a
-  // sidecar without an image for a crash's leftover, which it is not while another
-  // rename is between its sidecar and its link. The lock's file goes with the rename.
-  char key[32];
-  std::snprintf(key, sizeof key, "rename-%016zx",
-                std::hash<std::string>{}(to.pool + "/" + to_name));
-  auto name_lock = AcquireLock(key, std::chrono::seconds(30));
-  struct DiscardOnExit {
-    Lock* lock;
-    ~DiscardOnExit() {
-      try {
-        lock->Discard();
-      } catch (...) {
-      }
-    }
-  } discard{name_lock.get()};
+  // Processes (hosts sharing the root) renaming onto one name: the first one's sidecar,
+  // locked until its link, turns the others away (SaveNew).
   std::unique_lock no_clones(impl_->users_mu);
   std::lock_guard lock(impl_->mu);
   impl_->RequireFree(to);

@@ -147,6 +147,16 @@ struct LocalBackend::Impl {
     UniqueFd held;
   };
   NewSidecar SaveNew(const ImageRef& ref, const Sidecar& s) const;
+  // The sidecar at `ref`'s name, opened, and what it is: none; held by a writer (or
+  // replaced meanwhile); beside its image; not the cache's; or a leftover, then locked
+  // by `fd` until the caller drops it.
+  struct LeftSidecar {
+    enum Kind { kNone, kHeld, kImage, kForeign, kLeft } kind = kNone;
+    UniqueFd fd;
+  };
+  LeftSidecar LockLeftSidecar(const ImageRef& ref) const;
+  // Removes the sidecar at `ref`'s name when it is a leftover; true when it did.
+  bool DropLeftSidecar(const ImageRef& ref) const;
   void DropNewSidecar(const ImageRef& ref, ino_t ino) const;
 
   // local_adopt.cpp: hard-linked (shared) bases.

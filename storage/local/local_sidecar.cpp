@@ -145,6 +145,35 @@ bool StillNames(const fs::path& path, int fd) {
 
 }  // namespace
 
+// A sidecar at `ref`'s name is a leftover (a kill between Publish's two links, or a
+// failed writer's) only when, as the sweep takes one (local_temporaries.cpp): its lock is
+// free (a writer holds a new sidecar's from SaveNew until its image is linked), it is
+// still at the name once locked, no image is beside it, and it reads whole as ours.
+LocalBackend::Impl::LeftSidecar LocalBackend::Impl::LockLeftSidecar(const ImageRef& ref) const {
+  const auto path = SidecarPath(ref);
+  LeftSidecar out;
+  out.fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (out.fd.get() < 0) {
+    out.kind = errno == ENOENT ? LeftSidecar::kNone : LeftSidecar::kForeign;
+    return out;
+  }
+  if (::flock(out.fd.get(), LOCK_EX | LOCK_NB) != 0 || !StillNames(path, out.fd.get())) {
+    out.kind = LeftSidecar::kHeld;  // a writer's, or replaced while this call locked it
+  } else if (ExistsChecked(ref)) {
+    out.kind = LeftSidecar::kImage;
+  } else if (!IsSidecarFile(out.fd.get())) {
+    out.kind = LeftSidecar::kForeign;
+  } else {
+    out.kind = LeftSidecar::kLeft;
+  }
+  return out;
+}
+
+bool LocalBackend::Impl::DropLeftSidecar(const ImageRef& ref) const {
+  const auto left = LockLeftSidecar(ref);
+  return left.kind == LeftSidecar::kLeft && ::unlink(SidecarPath(ref).c_str()) == 0;
+}
+
 LocalBackend::Impl::NewSidecar LocalBackend::Impl::SaveNew(const ImageRef& ref,
                                                            const Sidecar& s) const {
   EnsurePool(ref.pool);
@@ -157,38 +186,32 @@ LocalBackend::Impl::NewSidecar LocalBackend::Impl::SaveNew(const ImageRef& ref,
     FsyncFd(fd.get(), tmp);
     if (::fstat(fd.get(), &st) != 0) FailErrno("cannot stat", tmp, errno);
     // fd (and its lock) stays open until the temporary name is gone: see MakeTemp.
-    // A sidecar already at the name is replaced only as the sweep takes one
-    // (local_temporaries.cpp): its lock free, so no writer's image is on its way (a
-    // writer holds it from SaveNew until its image is linked); still at the name once
-    // locked; no image beside it; read whole as ours. The lock is held across the rename,
-    // so of two writers that found one leftover, one replaces it and the other then
-    // finds the first one's sidecar, locked.
+    // A sidecar already at the name is replaced only when it is a leftover, and while
+    // its lock is held: of two writers that found one, one replaces it and the other
+    // then finds the first one's sidecar, locked.
     for (int attempt = 0;; ++attempt) {
       if (::link(tmp.c_str(), path.c_str()) == 0) break;
       const int e = errno;
       if (e != EEXIST) FailErrno("cannot link into place", path, e);
-      const UniqueFd left(
-          ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
-      if (left.get() < 0 && errno == ENOENT && attempt < 3) continue;  // gone meanwhile
-      if (left.get() >= 0 && ::flock(left.get(), LOCK_EX | LOCK_NB) != 0) {
-        Fail(Errc::kAlreadyExists, "image " + RefName(ref) +
-                                       ": already exists: another writer is creating it");
+      const auto left = LockLeftSidecar(ref);
+      switch (left.kind) {
+        case LeftSidecar::kNone:
+          if (attempt < 3) continue;  // gone meanwhile: link again
+          [[fallthrough]];
+        case LeftSidecar::kHeld:
+          Fail(Errc::kAlreadyExists,
+               "image " + RefName(ref) + ": already exists: another writer is creating it");
+        case LeftSidecar::kImage:
+          Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
+        case LeftSidecar::kForeign:
+          Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": " + path.string() +
+                                         " exists and is not a sidecar of this cache; it is "
+                                         "left untouched (move it away to use the name)");
+        case LeftSidecar::kLeft:
+          if (::rename(tmp.c_str(), path.c_str()) != 0)
+            FailErrno("cannot rename into", path, errno);
+          break;
       }
-      if (left.get() >= 0 && !StillNames(path, left.get())) {
-        if (attempt < 3) continue;  // replaced while this call locked it: look again
-        Fail(Errc::kAlreadyExists, "image " + RefName(ref) +
-                                       ": already exists: another writer is creating it");
-      }
-      if (ExistsChecked(ref))
-        Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
-      // A sidecar without its image: a crash's leftover of ours is replaced; anything
-      // else by that name is someone's, and stays.
-      if (!IsSidecarFile(left.get())) {
-        Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": " + path.string() +
-                                       " exists and is not a sidecar of this cache; it is left "
-                                       "untouched (move it away to use the name)");
-      }
-      if (::rename(tmp.c_str(), path.c_str()) != 0) FailErrno("cannot rename into", path, errno);
       break;
     }
   } catch (...) {

@@ -81,9 +81,10 @@ RemoveOutcome LocalBackend::Remove(const ImageRef& ref) {
   Impl::Check(ref);
   if (!impl_->ExistsChecked(ref)) {
     // A sidecar without its image is what a kill between Publish's two links leaves (the
-    // sidecar goes first). The caller owns the name: the leftover goes with the remove.
+    // sidecar goes first): it goes with the remove. Not one a writer still holds (its
+    // image is on its way), nor a file at that name that is not the cache's.
     std::lock_guard lock(impl_->mu);
-    if (!impl_->ExistsChecked(ref)) impl_->DropSidecar(ref);
+    impl_->DropLeftSidecar(ref);
   }
   impl_->Require(ref);
   std::unique_lock no_clones(impl_->users_mu);

@@ -233,7 +233,19 @@ TEST_CASE("a sidecar whose writer holds it is never replaced: its name is being 
     CHECK(ReadFile(meta / "taken.json") == text);
     CHECK_FALSE(b->Exists(taken));
   }
-  // The sweep passes it by too.
+  // Nor does a remove of the name take it (the image is not there yet), or a rename onto
+  // it; the sweep passes it by too.
+  CHECK_THROWS(b->Remove(taken));
+  CHECK(ReadFile(meta / "taken.json") == text);
+  const ImageRef other{b->volume_pool(), "other"};
+  b->Create(other, kMiB)->Finish();
+  try {
+    b->Rename(other, "taken");
+    FAIL("renamed over a sidecar its writer holds");
+  } catch (const Error& e) {
+    CHECK(e.code() == Errc::kAlreadyExists);
+  }
+  CHECK(b->Exists(other));
   CHECK_FALSE(Names(b->SweepTemporaries(false), meta / "taken.json"));
   CHECK(ReadFile(meta / "taken.json") == text);
   // Its writer gone (the lock free, no image): a leftover, and the name is free.
@@ -241,6 +253,14 @@ TEST_CASE("a sidecar whose writer holds it is never replaced: its name is being 
   b->Clone(base, taken);
   CHECK(b->Exists(taken));
   CHECK(b->GetMetadata(taken).empty());
+  // A remove of an absent name takes a leftover sidecar, never a file not the cache's.
+  WriteFile(meta / "gone.json",
+            R"({"schema":1,"format":"raw","metadata":{},"snapshots":[],"parent":null})");
+  WriteFile(meta / "theirs.json", R"({"schema":"their app"})");
+  CHECK_THROWS(b->Remove({b->volume_pool(), "gone"}));
+  CHECK_THROWS(b->Remove({b->volume_pool(), "theirs"}));
+  CHECK_FALSE(fs::exists(meta / "gone.json"));
+  CHECK(ReadFile(meta / "theirs.json") == R"({"schema":"their app"})");
 }
 
 TEST_CASE("hosts racing to make one name: one image appears, with its own sidecar") {
