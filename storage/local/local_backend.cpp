@@ -344,9 +344,10 @@ void LocalBackend::Rename(const ImageRef& from, const std::string& to_name) {
       }
     }
   }
+  const UniqueFd from_sidecar = impl_->HoldSidecar(from);
   ::unlink(from_path.c_str());
   impl_->ForgetInLooks(std::nullopt);  // overlays rebased, a name moved
-  impl_->DropSidecar(from);
+  impl_->DropHeldSidecar(from, from_sidecar);
   impl_->Relinked(to, s);
   FsyncDir(from_path.parent_path());
 }

@@ -134,6 +134,12 @@ struct LocalBackend::Impl {
   Sidecar Load(const ImageRef& ref) const;
   void Save(const ImageRef& ref, const Sidecar& s) const;
   void DropSidecar(const ImageRef& ref) const;
+  // A remover's hold on the sidecar of the image it is about to unlink: opened and locked
+  // (an invalid fd when there is none). Once the image is gone, DropHeldSidecar removes
+  // that sidecar only: never one a writer of the freed name put there since (that writer
+  // finds this one locked, or gone).
+  UniqueFd HoldSidecar(const ImageRef& ref) const;
+  void DropHeldSidecar(const ImageRef& ref, const UniqueFd& held) const;
   // SaveNew writes the sidecar of an image about to appear at `ref`, never over the
   // sidecar of an image that is there (kAlreadyExists then: a foreign image keeps its
   // metadata). A sidecar without an image whose lock is free (a crash between the two

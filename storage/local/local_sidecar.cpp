@@ -124,6 +124,33 @@ void LocalBackend::Impl::DropSidecar(const ImageRef& ref) const {
 }
 
 namespace {
+// Whether `path` still names the file open as `fd`.
+bool StillNames(const fs::path& path, int fd) {
+  struct stat by_fd {};
+  struct stat by_name {};
+  return ::fstat(fd, &by_fd) == 0 && ::lstat(path.c_str(), &by_name) == 0 &&
+         by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino;
+}
+}  // namespace
+
+UniqueFd LocalBackend::Impl::HoldSidecar(const ImageRef& ref) const {
+  const auto path = SidecarPath(ref);
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+    if (fd.get() < 0) return fd;
+    while (::flock(fd.get(), LOCK_EX) != 0) {
+      if (errno != EINTR) FailErrno("cannot lock", path, errno);
+    }
+    if (StillNames(path, fd.get())) return fd;  // else rewritten meanwhile: the new one
+  }
+  return UniqueFd();
+}
+
+void LocalBackend::Impl::DropHeldSidecar(const ImageRef& ref, const UniqueFd& held) const {
+  if (held.get() >= 0) UnlinkIfHolds(SidecarPath(ref), held.get());
+}
+
+namespace {
 
 // Whether the open file `fd` is a regular file that reads whole as a sidecar.
 bool IsSidecarFile(int fd) {
@@ -133,14 +160,6 @@ bool IsSidecarFile(int fd) {
   std::string text(static_cast<size_t>(st.st_size), '\0');
   return ::pread(fd, text.data(), text.size(), 0) == static_cast<ssize_t>(text.size()) &&
          IsSidecarText(text);
-}
-
-// Whether `path` still names the file open as `fd`.
-bool StillNames(const fs::path& path, int fd) {
-  struct stat by_fd {};
-  struct stat by_name {};
-  return ::fstat(fd, &by_fd) == 0 && ::lstat(path.c_str(), &by_name) == 0 &&
-         by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino;
 }
 
 }  // namespace

@@ -132,8 +132,9 @@ void LocalBackend::Impl::RefuseIfUnknownUsers(const ImageRef& ref,
 void LocalBackend::Impl::RemoveUnused(const ImageRef& ref, std::vector<Overlay> overlays) {
   const auto path = PathOf(ref);
   auto stable = StableOf(path);
+  const UniqueFd sidecar = HoldSidecar(ref);
   if (::unlink(path.c_str()) != 0) FailErrno("cannot remove", path, errno);
-  DropSidecar(ref);
+  DropHeldSidecar(ref, sidecar);
   FsyncDir(path.parent_path());
   // The overlays seen above, less the file just removed: what still names a backing.
   std::erase_if(overlays, [&](const Overlay& o) { return o.path == path; });
@@ -149,6 +150,7 @@ void LocalBackend::Impl::RemoveUnused(const ImageRef& ref, std::vector<Overlay> 
 std::string LocalBackend::Impl::MoveToTrash(const ImageRef& ref,
                                             const std::vector<Overlay>& users) {
   const auto path = PathOf(ref);
+  const UniqueFd sidecar = HoldSidecar(ref);
   Sidecar s = Load(ref);
   std::string format = Format(ref, s);
   // A move that a kill cut short left this very file (same inode) in a trash folder of
@@ -181,7 +183,7 @@ std::string LocalBackend::Impl::MoveToTrash(const ImageRef& ref,
   for (const auto& o : users)
     if (!o.unknown && !ReachesStable(o, path)) Rebase(o.path, trashed, format);
   if (::unlink(path.c_str()) != 0) FailErrno("cannot remove", path, errno);
-  DropSidecar(ref);
+  DropHeldSidecar(ref, sidecar);
   FsyncDir(path.parent_path());
   log->info("trashed image={} trash_id={} overlays={}", RefName(ref), id, users.size());
   return id;

@@ -196,6 +196,53 @@ class SafetyTest(unittest.TestCase):
         self.assertEqual(rc, EXIT_OK, out + err)
         self.assertEqual(env.read_volume("vol-eio", 2 * MiB), base.WORLD.raw[image])
 
+    def test_a_delete_on_one_host_leaves_the_volume_another_host_makes_under_the_name(self):
+        """Two hosts (own index, one local root). Host A deletes its volume and is held
+        (strace) right after unlinking the image, before its sidecar goes; host B creates
+        the freed name then. B is refused (A still holds the name), or B's volume stays
+        whole: never a volume left without its sidecar (read as raw, its mark gone)."""
+        if base.BACKEND != "local":
+            self.skipTest("the local backend's sidecars")
+        import shutil
+        strace = shutil.which("strace")
+        if not strace or subprocess.run([strace, "-o", "/dev/null", "true"],
+                                        capture_output=True).returncode != 0:
+            self.skipTest("strace cannot trace here")
+        a = Env("deletea")
+        b = Env("deleteb")
+        b.local_root = a.local_root
+        b.config = b.write_config(extra="host_id: host-b\n")
+        image = base.WORLD.add_raw(size=2 * MiB)
+        rc, out, err = a.run("create", image, "dv")
+        self.assertEqual(rc, EXIT_OK, out + err)
+        volumes = os.path.join(a.local_root, "volumes")
+        e = dict(os.environ)
+        e.pop("CACHEMGR_CONFIG", None)
+        held = subprocess.Popen(
+            [strace, "-f", "-qq", "-o", "/dev/null", "-P", os.path.join(volumes, "dv"),
+             "-e", "trace=unlink", "-e", "inject=unlink:delay_exit=3000000:when=1",
+             base.BIN, "--config", a.config, "delete", "dv"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+        deadline = time.time() + 60
+        while os.path.lexists(os.path.join(volumes, "dv")) and time.time() < deadline:
+            time.sleep(0.02)
+        self.assertFalse(os.path.lexists(os.path.join(volumes, "dv")), "the delete never ran")
+        rc_b, out_b, err_b = b.run("create", image, "dv")
+        out_a, err_a = held.communicate(timeout=120)
+        self.assertEqual(held.returncode, EXIT_OK, out_a + err_a)
+        if rc_b == EXIT_OK:
+            self.assertTrue(os.path.exists(os.path.join(volumes, ".meta", "dv.json")),
+                            "host B's volume lost its sidecar to host A's delete")
+            self.assertEqual(b.read_volume("dv", 2 * MiB), base.WORLD.raw[image])
+            rc, out, err = b.run("delete", "dv")
+            self.assertEqual(rc, EXIT_OK, out + err)
+        else:
+            self.assertIn("already exists", err_b)
+            self.assertFalse(os.path.lexists(os.path.join(volumes, "dv")))
+            rc, out, err = b.run("create", image, "dv")
+            self.assertEqual(rc, EXIT_OK, out + err)
+        self.assertEqual(temporaries(a.local_root), [])
+
     def test_a_create_that_died_anywhere_is_made_by_running_it_again(self):
         env = Env("again")
         image = base.WORLD.add_raw(size=2 * MiB)
