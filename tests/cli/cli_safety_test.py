@@ -50,6 +50,19 @@ def temporaries(root):
     return found
 
 
+def strace_or_skip(test, why):
+    """The strace binary, on the local backend where strace can trace; else skips `test`
+    (`why`: what the test needs of the local backend)."""
+    if base.BACKEND != "local":
+        test.skipTest(why)
+    import shutil
+    strace = shutil.which("strace")
+    if not strace or subprocess.run([strace, "-o", "/dev/null", "true"],
+                                    capture_output=True).returncode != 0:
+        test.skipTest("strace cannot trace here")
+    return strace
+
+
 def start(env, *args):
     e = dict(os.environ)
     e.pop("CACHEMGR_CONFIG", None)
@@ -165,13 +178,7 @@ class SafetyTest(unittest.TestCase):
         """The volume is linked at its name, then the folder's fsync fails (EIO, injected
         with strace): the create fails, and takes back the name and its sidecar, so that
         nothing is left that no record names (nor a name that nobody may remove)."""
-        if base.BACKEND != "local":
-            self.skipTest("the local backend's folder")
-        import shutil
-        strace = shutil.which("strace")
-        if not strace or subprocess.run([strace, "-o", "/dev/null", "true"],
-                                        capture_output=True).returncode != 0:
-            self.skipTest("strace cannot trace here")
+        strace = strace_or_skip(self, "the local backend's folder")
         env = Env("durable")
         image = base.WORLD.add_raw(size=2 * MiB)
         rc, _, err = env.run("prefill", image)
@@ -201,13 +208,7 @@ class SafetyTest(unittest.TestCase):
         (strace) right after unlinking the image, before its sidecar goes; host B creates
         the freed name then. B is refused (A still holds the name), or B's volume stays
         whole: never a volume left without its sidecar (read as raw, its mark gone)."""
-        if base.BACKEND != "local":
-            self.skipTest("the local backend's sidecars")
-        import shutil
-        strace = shutil.which("strace")
-        if not strace or subprocess.run([strace, "-o", "/dev/null", "true"],
-                                        capture_output=True).returncode != 0:
-            self.skipTest("strace cannot trace here")
+        strace = strace_or_skip(self, "the local backend's sidecars")
         a = Env("deletea")
         b = Env("deleteb")
         b.local_root = a.local_root
