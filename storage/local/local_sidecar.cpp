@@ -219,7 +219,7 @@ LocalBackend::Impl::NewSidecar LocalBackend::Impl::SaveNew(const ImageRef& ref,
           [[fallthrough]];
         case LeftSidecar::kHeld:
           Fail(Errc::kAlreadyExists,
-               "image " + RefName(ref) + ": already exists: another writer is creating it");
+               "image " + RefName(ref) + ": already exists: another process (on this host or another) is making or removing it; retry once it is done");
         case LeftSidecar::kImage:
           Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
         case LeftSidecar::kForeign:
