@@ -171,7 +171,8 @@ bool IsSidecarFile(int fd) {
 LocalBackend::Impl::LeftSidecar LocalBackend::Impl::LockLeftSidecar(const ImageRef& ref) const {
   const auto path = SidecarPath(ref);
   LeftSidecar out;
-  out.fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  out.fd =
+      UniqueFd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
   if (out.fd.get() < 0) {
     out.kind = errno == ENOENT ? LeftSidecar::kNone : LeftSidecar::kForeign;
     return out;
@@ -219,7 +220,9 @@ LocalBackend::Impl::NewSidecar LocalBackend::Impl::SaveNew(const ImageRef& ref,
           [[fallthrough]];
         case LeftSidecar::kHeld:
           Fail(Errc::kAlreadyExists,
-               "image " + RefName(ref) + ": already exists: another process (on this host or another) is making or removing it; retry once it is done");
+               "image " + RefName(ref) +
+                   ": already exists: another process (on this host or another) is making or "
+                   "removing it; retry once it is done");
         case LeftSidecar::kImage:
           Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
         case LeftSidecar::kForeign:

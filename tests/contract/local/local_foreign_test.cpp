@@ -268,13 +268,16 @@ TEST_CASE("hosts racing to make one name: one image appears, with its own sideca
   const fs::path root = dir.path() / "root";
   auto b = MakeLocal(root);
   const ImageRef e{b->entry_pool(), "e"};
-  Import(*b, [&] {
-    const fs::path raw = dir.path() / "raw";
-    std::string data(kMiB, '\0');
-    for (size_t i = 0; i < data.size(); i += 4096) data[i] = static_cast<char>('a' + i % 26);
-    WriteFile(raw, data);
-    return raw;
-  }(), e);
+  Import(
+      *b,
+      [&] {
+        const fs::path raw = dir.path() / "raw";
+        std::string data(kMiB, '\0');
+        for (size_t i = 0; i < data.size(); i += 4096) data[i] = static_cast<char>('a' + i % 26);
+        WriteFile(raw, data);
+        return raw;
+      }(),
+      e);
   const auto base = SnapAndProtect(*b, e);
   const auto want = b->Stat(e).size;
   constexpr int kHosts = 4;
@@ -308,7 +311,8 @@ TEST_CASE("hosts racing to make one name: one image appears, with its own sideca
     CHECK(b->GetMetadata(name).count("host") == 1);
     CHECK(QemuCompare(root / "volumes" / name.name, "qcow2", dir.path() / "raw") == 0);
     std::string read(want, '\0');
-    CHECK(static_cast<storage::Backend&>(*b).Open(name)->Read(0, std::as_writable_bytes(std::span(read))) == want);
+    CHECK(static_cast<storage::Backend&>(*b).Open(name)->Read(
+              0, std::as_writable_bytes(std::span(read))) == want);
     CHECK(read == ReadFile(dir.path() / "raw"));
   }
   CHECK(b->SweepTemporaries(true).empty());
