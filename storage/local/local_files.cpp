@@ -68,6 +68,28 @@ bool LockTemp(const UniqueFd& fd, const std::string& path) {
 
 }  // namespace
 
+int OpenRegularToLock(int dir_fd, const char* name) {
+  struct stat by_name {};
+  if (::fstatat(dir_fd, name, &by_name, AT_SYMLINK_NOFOLLOW) != 0) return -1;
+  if (!S_ISREG(by_name.st_mode)) {
+    errno = EINVAL;
+    return -1;
+  }
+  constexpr int kFlags = O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+  int fd = ::openat(dir_fd, name, O_RDWR | kFlags);
+  if (fd < 0 && (errno == EACCES || errno == EPERM || errno == EROFS))
+    fd = ::openat(dir_fd, name, O_RDONLY | kFlags);
+  if (fd < 0) return -1;
+  struct stat by_fd {};
+  if (::fstat(fd, &by_fd) != 0 || by_fd.st_dev != by_name.st_dev ||
+      by_fd.st_ino != by_name.st_ino) {
+    ::close(fd);
+    errno = ESTALE;
+    return -1;
+  }
+  return fd;
+}
+
 std::pair<fs::path, UniqueFd> MakeTemp(const fs::path& dir, const std::string& stem) {
   for (;;) {
     std::string tmpl = (dir / (".tmp-" + stem + "-XXXXXX")).string();

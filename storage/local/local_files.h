@@ -52,6 +52,14 @@ std::pair<std::filesystem::path, UniqueFd> MakeTempNamed(const std::filesystem::
                                                          const std::string& stem,
                                                          const std::string& tag);
 
+// Opens the regular file `name` (relative to `dir_fd`, or a path with AT_FDCWD) to take
+// its flock: for writing when it may be (NFS emulates flock with a whole-file byte-range
+// lock, and takes an exclusive one only on a file open for writing), else for reading
+// (enough on a local filesystem). Never opens a symlink, FIFO, device or folder: -1 then,
+// errno ENOENT when nothing is there, EINVAL for anything but a regular file, ESTALE when
+// the name changed while it was opened.
+int OpenRegularToLock(int dir_fd, const char* name);
+
 // Removes the name `path` only while it holds the file open as `fd`: a writer's clean-up
 // of its temporary never removes what someone else put at that name meanwhile.
 void UnlinkIfHolds(const std::filesystem::path& path, int fd);

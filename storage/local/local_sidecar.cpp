@@ -136,11 +136,14 @@ bool StillNames(const fs::path& path, int fd) {
 UniqueFd LocalBackend::Impl::HoldSidecar(const ImageRef& ref) const {
   const auto path = SidecarPath(ref);
   for (int attempt = 0; attempt < 4; ++attempt) {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+    UniqueFd fd(OpenRegularToLock(AT_FDCWD, path.c_str()));
     if (fd.get() < 0) return fd;
-    while (::flock(fd.get(), LOCK_EX) != 0) {
-      if (errno != EINTR) FailErrno("cannot lock", path, errno);
+    int locked = 0;
+    while ((locked = ::flock(fd.get(), LOCK_EX)) != 0 && errno == EINTR) {
     }
+    // A filesystem that cannot lock it: held by identity alone (DropHeldSidecar removes
+    // only this file, whatever has the name by then).
+    if (locked != 0) return fd;
     if (StillNames(path, fd.get())) return fd;  // else rewritten meanwhile: the new one
   }
   return UniqueFd();
@@ -171,10 +174,11 @@ bool IsSidecarFile(int fd) {
 LocalBackend::Impl::LeftSidecar LocalBackend::Impl::LockLeftSidecar(const ImageRef& ref) const {
   const auto path = SidecarPath(ref);
   LeftSidecar out;
-  out.fd =
-      UniqueFd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  out.fd = UniqueFd(OpenRegularToLock(AT_FDCWD, path.c_str()));
   if (out.fd.get() < 0) {
-    out.kind = errno == ENOENT ? LeftSidecar::kNone : LeftSidecar::kForeign;
+    out.kind = errno == ENOENT ? LeftSidecar::kNone
+               : errno == ESTALE ? LeftSidecar::kHeld
+                                 : LeftSidecar::kForeign;
     return out;
   }
   if (::flock(out.fd.get(), LOCK_EX | LOCK_NB) != 0 || !StillNames(path, out.fd.get())) {

@@ -86,8 +86,7 @@ void SweepOne(int dir_fd, const std::string& dir_path, const std::string& name, 
   struct stat by_name {};
   if (::fstatat(dir_fd, name.c_str(), &by_name, AT_SYMLINK_NOFOLLOW) != 0) return;
   if (!S_ISREG(by_name.st_mode)) return;  // symlinks, fifos, folders: not ours to touch
-  const util::UniqueFd file{
-      ::openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)};
+  const util::UniqueFd file{OpenRegularToLock(dir_fd, name.c_str())};
   if (file.get() < 0) return;
   struct stat by_fd {};
   if (::fstat(file.get(), &by_fd) != 0 || by_fd.st_dev != by_name.st_dev ||
@@ -148,8 +147,7 @@ void SweepSidecars(int pool_fd, const std::string& pool_path,
     if (file.size() <= 5 || file.compare(file.size() - 5, 5, ".json") != 0) continue;
     const std::string image = file.substr(0, file.size() - 5);
     if (listed.count(image) || !Absent(pool_fd, image)) continue;
-    const util::UniqueFd fd{::openat(meta.get(), file.c_str(),
-                                     O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)};
+    const util::UniqueFd fd{OpenRegularToLock(meta.get(), file.c_str())};
     struct stat st {};
     if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 1 << 20)
       continue;

@@ -243,6 +243,21 @@ class SafetyTest(unittest.TestCase):
             rc, out, err = b.run("create", image, "dv")
             self.assertEqual(rc, EXIT_OK, out + err)
         self.assertEqual(temporaries(a.local_root), [])
+        # The sidecar a remover locks is opened for writing: NFS emulates flock with a
+        # byte-range lock, which it takes exclusive only on a file open for writing.
+        if rc_b == EXIT_OK:  # deleted above: made again, to be deleted under strace
+            rc, out, err = b.run("create", image, "dv")
+            self.assertEqual(rc, EXIT_OK, out + err)
+        trace = os.path.join(b.dir, "delete.trace")
+        done = subprocess.run(
+            [strace, "-f", "-qq", "-o", trace, "-e", "trace=openat,open",
+             base.BIN, "--config", b.config, "delete", "dv"],
+            capture_output=True, text=True, env=e, timeout=120)
+        self.assertEqual(done.returncode, EXIT_OK, done.stdout + done.stderr)
+        with open(trace) as f:
+            opens = [line for line in f if '.meta/dv.json"' in line and "= -1" not in line]
+        self.assertTrue(opens, "the delete never opened the sidecar")
+        self.assertTrue(any("O_RDWR" in line for line in opens), opens)
 
     def test_a_create_that_died_anywhere_is_made_by_running_it_again(self):
         env = Env("again")
