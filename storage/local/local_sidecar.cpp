@@ -176,7 +176,7 @@ LocalBackend::Impl::LeftSidecar LocalBackend::Impl::LockLeftSidecar(const ImageR
   LeftSidecar out;
   out.fd = UniqueFd(OpenRegularToLock(AT_FDCWD, path.c_str()));
   if (out.fd.get() < 0) {
-    out.kind = errno == ENOENT ? LeftSidecar::kNone
+    out.kind = errno == ENOENT   ? LeftSidecar::kNone
                : errno == ESTALE ? LeftSidecar::kHeld
                                  : LeftSidecar::kForeign;
     return out;
