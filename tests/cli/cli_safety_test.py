@@ -63,11 +63,11 @@ def strace_or_skip(test, why):
     return strace
 
 
-def start(env, *args):
+def start(env, *args, stderr=subprocess.DEVNULL):
     e = dict(os.environ)
     e.pop("CACHEMGR_CONFIG", None)
     return subprocess.Popen([base.BIN, "--config", env.config] + list(args),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=e)
+                            stdout=subprocess.DEVNULL, stderr=stderr, env=e)
 
 
 class SafetyTest(unittest.TestCase):
@@ -154,15 +154,28 @@ class SafetyTest(unittest.TestCase):
             volume = "vol-asok-%d" % len(leaf)
             seen = set()
             try:
-                tool = start(env, "create", image, volume)
-                deadline = time.monotonic() + 120
-                while tool.poll() is None and time.monotonic() < deadline:
-                    seen.update(n for n in os.listdir(asok_dir) if n != "ceph-client.admin.asok")
-                    time.sleep(0.005)
-                if tool.poll() is None:
-                    tool.kill()
-                tool.wait()
-                self.assertEqual(tool.returncode, EXIT_OK, "create with admin_socket %s" % leaf)
+                for attempt in range(2):
+                    with open(os.path.join(env.dir, "create.err"), "w+") as err:
+                        tool = start(env, "create", image, volume, stderr=err)
+                        deadline = time.monotonic() + 120
+                        while tool.poll() is None and time.monotonic() < deadline:
+                            seen.update(n for n in os.listdir(asok_dir)
+                                        if n != "ceph-client.admin.asok")
+                            time.sleep(0.005)
+                        if tool.poll() is None:
+                            tool.kill()
+                        tool.wait()
+                        err.seek(0)
+                        text_err = err.read()
+                    if attempt == 0 and base.known_librbd_abort(tool.returncode, text_err):
+                        # The librbd 16 abort (docs/architecture.md, Known limit): once more.
+                        sys.stderr.write("asok: the create died of the known librbd abort; "
+                                         "running it once more\n" + text_err)
+                        env.run("delete", volume)
+                        continue
+                    break
+                self.assertEqual(tool.returncode, EXIT_OK,
+                                 "create with admin_socket %s: %s" % (leaf, text_err))
                 self.assertEqual(seen, set(), "the tool opened an admin socket")
                 self.assertEqual(os.stat(other_path).st_ino, other_inode,
                                  "another client's admin socket was replaced")

@@ -10,6 +10,7 @@ import os
 import re
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 import unittest
@@ -200,10 +201,18 @@ class CliUpkeepTest(unittest.TestCase):
             argv = [cli.BIN, "--config", env.config, "--json", "evict"]
             barrier = threading.Barrier(2)
             results = [None, None]
+            aborted = []
 
             def one(i):
                 barrier.wait()
                 p = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+                if cli.known_librbd_abort(p.returncode, p.stderr):
+                    # The librbd 16 abort (docs/architecture.md, Known limit): what that run
+                    # did is not in its output, so the work is judged by the pool below.
+                    sys.stderr.write("two passes: a pass died of the known librbd abort; "
+                                     "running it once more\n%s" % p.stderr)
+                    aborted.append(i)
+                    p = subprocess.run(argv, capture_output=True, text=True, timeout=600)
                 results[i] = p
 
             threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
@@ -221,7 +230,21 @@ class CliUpkeepTest(unittest.TestCase):
                     done += sum(1 for a in doc["actions"] if a["kind"] == "evict" and a["done"])
                 else:
                     self.assertIn("error", json.loads(p.stdout))
-            self.assertEqual(done, 4, "4 entries over the limit, evicted once in all: %s" % codes)
+            if aborted:
+                # An aborted pass's lock may hold until its lease runs out (30 s): a pass run
+                # then finishes the work, and the pool ends as two clean passes leave it.
+                self.assertLessEqual(done, 4, codes)
+                deadline = time.time() + 90
+                while True:
+                    rc, _, err = env.run("evict")
+                    if rc == cli.EXIT_OK or time.time() > deadline:
+                        break
+                    self.assertEqual(rc, cli.EXIT_BUSY, err)
+                    time.sleep(2)
+                self.assertEqual(rc, cli.EXIT_OK, err)
+            else:
+                self.assertEqual(done, 4,
+                                 "4 entries over the limit, evicted once in all: %s" % codes)
             self.assertEqual(len(env.json("list")), 2)
             print("two passes, round %d: exit codes %s, evictions %d" % (round_, codes, done))
 
