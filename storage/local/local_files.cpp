@@ -60,10 +60,7 @@ bool LockTemp(const UniqueFd& fd, const std::string& path) {
   while (::flock(fd.get(), LOCK_EX) != 0) {
     if (errno != EINTR) FailErrno("cannot lock", path, errno);
   }
-  struct stat by_fd {};
-  struct stat by_name {};
-  return ::fstat(fd.get(), &by_fd) == 0 && ::lstat(path.c_str(), &by_name) == 0 &&
-         by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino;
+  return NameHolds(path, fd.get());
 }
 
 }  // namespace
@@ -140,13 +137,15 @@ void RequireOwnFolder(const fs::path& dir) {
   }
 }
 
-void UnlinkIfHolds(const fs::path& path, int fd) {
+bool NameHolds(const fs::path& path, int fd) {
   struct stat by_fd {};
   struct stat by_name {};
-  if (::fstat(fd, &by_fd) == 0 && ::lstat(path.c_str(), &by_name) == 0 &&
-      by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino) {
-    ::unlink(path.c_str());
-  }
+  return ::fstat(fd, &by_fd) == 0 && ::lstat(path.c_str(), &by_name) == 0 &&
+         by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino;
+}
+
+void UnlinkIfHolds(const fs::path& path, int fd) {
+  if (NameHolds(path, fd)) ::unlink(path.c_str());
 }
 
 void WriteDurable(const fs::path& path, const std::string& content) {

@@ -60,6 +60,9 @@ std::pair<std::filesystem::path, UniqueFd> MakeTempNamed(const std::filesystem::
 // the name changed while it was opened.
 int OpenRegularToLock(int dir_fd, const char* name);
 
+// Whether the name `path` (not followed) is the file open as `fd`.
+bool NameHolds(const std::filesystem::path& path, int fd);
+
 // Removes the name `path` only while it holds the file open as `fd`: a writer's clean-up
 // of its temporary never removes what someone else put at that name meanwhile.
 void UnlinkIfHolds(const std::filesystem::path& path, int fd);

@@ -123,16 +123,6 @@ void LocalBackend::Impl::DropSidecar(const ImageRef& ref) const {
   ::unlink(SidecarPath(ref).c_str());
 }
 
-namespace {
-// Whether `path` still names the file open as `fd`.
-bool StillNames(const fs::path& path, int fd) {
-  struct stat by_fd {};
-  struct stat by_name {};
-  return ::fstat(fd, &by_fd) == 0 && ::lstat(path.c_str(), &by_name) == 0 &&
-         by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino;
-}
-}  // namespace
-
 UniqueFd LocalBackend::Impl::HoldSidecar(const ImageRef& ref) const {
   const auto path = SidecarPath(ref);
   for (int attempt = 0; attempt < 4; ++attempt) {
@@ -144,7 +134,7 @@ UniqueFd LocalBackend::Impl::HoldSidecar(const ImageRef& ref) const {
     // A filesystem that cannot lock it: held by identity alone (DropHeldSidecar removes
     // only this file, whatever has the name by then).
     if (locked != 0) return fd;
-    if (StillNames(path, fd.get())) return fd;  // else rewritten meanwhile: the new one
+    if (NameHolds(path, fd.get())) return fd;  // else rewritten meanwhile: the new one
   }
   return UniqueFd();
 }
@@ -181,7 +171,7 @@ LocalBackend::Impl::LeftSidecar LocalBackend::Impl::LockLeftSidecar(const ImageR
                                  : LeftSidecar::kForeign;
     return out;
   }
-  if (::flock(out.fd.get(), LOCK_EX | LOCK_NB) != 0 || !StillNames(path, out.fd.get())) {
+  if (::flock(out.fd.get(), LOCK_EX | LOCK_NB) != 0 || !NameHolds(path, out.fd.get())) {
     out.kind = LeftSidecar::kHeld;  // a writer's, or replaced while this call locked it
   } else if (ExistsChecked(ref)) {
     out.kind = LeftSidecar::kImage;

@@ -83,16 +83,11 @@ int OpenDirAt(int parent, const std::string& name) {
 // Looks at one `.tmp-*` name in `dir_fd`: a regular file whose lock is free is a leftover.
 void SweepOne(int dir_fd, const std::string& dir_path, const std::string& name, bool dry_run,
               std::vector<Leftover>* out) {
-  struct stat by_name {};
-  if (::fstatat(dir_fd, name.c_str(), &by_name, AT_SYMLINK_NOFOLLOW) != 0) return;
-  if (!S_ISREG(by_name.st_mode)) return;  // symlinks, fifos, folders: not ours to touch
+  // Regular files only (symlinks, FIFOs, folders are not ours to touch), the one at the
+  // name when opened.
   const util::UniqueFd file{OpenRegularToLock(dir_fd, name.c_str())};
-  if (file.get() < 0) return;
   struct stat by_fd {};
-  if (::fstat(file.get(), &by_fd) != 0 || by_fd.st_dev != by_name.st_dev ||
-      by_fd.st_ino != by_name.st_ino) {
-    return;
-  }
+  if (file.get() < 0 || ::fstat(file.get(), &by_fd) != 0) return;
   if (::flock(file.get(), LOCK_EX | LOCK_NB) != 0) return;  // a live writer holds it
   // The name may have been replaced between the stat and the lock.
   struct stat again {};
