@@ -33,20 +33,34 @@ cfg_fill=$CFG
 cfg_small=$WORK/c/small.yaml
 write_config "$cfg_small" 1
 
-# run_fp FP CMD...: runs the tool with the failpoint set; prints "abort", "ok" or
+# run_fp FP CMD...: runs the tool with the failpoint set; prints "abort", "librbd-abort"
+# (the known librbd abort came first: a crash at some other step), "crash", "ok" or
 # "exit N".
 run_fp() {
   local fp=$1
   shift
   CACHEMGR_FAILPOINT=$fp timeout 300 "$CACHEMGR_BIN" "$@" >/dev/null 2>"$WORK/fp.err"
   local rc=$?
+  if known_librbd_abort "$rc" "$WORK/fp.err"; then
+    librbd_abort_seen "cachemgr $* (failpoint $fp)" "$WORK/fp.err"
+    echo librbd-abort
   # A failpoint aborts without a crash report: a report is a real crash on the way there.
-  if crash_report "$WORK/fp.err" "cachemgr $* (failpoint $fp)"; then
+  elif crash_report "$WORK/fp.err" "cachemgr $* (failpoint $fp)"; then
     echo "crash"
   elif (( rc == 0 )); then echo ok
   elif (( rc == 134 || rc == 137 || rc == 139 )); then echo abort  # SIGABRT / KILL / SEGV
   else echo "exit $rc"
   fi
+}
+
+# crashed_how OUTCOME TRY: the title's ending for a crash: none at the failpoint, and for
+# the known librbd abort which try of the case it ended. That abort is a crash at a step
+# of librbd's choosing, followed by the same checks as any crash; the case is then tried
+# once more so that the failpoint is still reached. The abort on the second try as well
+# is a failure.
+crashed_how() {
+  [[ $1 == librbd-abort ]] && echo ", try $2 ended by the known librbd abort"
+  true
 }
 
 # after_crash WHAT IMAGE_ID VOLUME: the checks every crash is followed by.
@@ -76,23 +90,27 @@ after_crash() {
 
 reached_any=0
 n=0
-for fp in "${failpoints[@]}"; do
+# fp_case FP TRY: the miss path and the eviction pass at FP; returns 3 when the known
+# librbd abort ended either (its checks recorded), for the caller to try the case again.
+fp_case() {
+  local fp=$1 try=$2 outcome obs ok count left id id2 id3
   n=$((n + 1))
   # --- miss path
   id=$(new_uuid)
   make_image "$id" qcow2 16 4
   CFG=$cfg_fill
   outcome=$(run_fp "$fp" --config "$cfg_fill" create "$id" "v$n-a")
-  if [[ $outcome == abort ]]; then
-    reached_any=1
+  if [[ $outcome == abort || ($outcome == librbd-abort && $try == 1) ]]; then
+    [[ $outcome == abort ]] && reached_any=1
     obs=$(after_crash miss "$id" "v$n-b")
-    record "crash at failpoint $fp (create, miss path)" "$backend" \
-      "gc + fresh create succeed; nothing orphaned" "aborted; $obs" $?
-    continue
+    record "crash at failpoint $fp (create, miss path)$(crashed_how "$outcome" "$try")" \
+      "$backend" "gc + fresh create succeed; nothing orphaned" "aborted; $obs" $?
+    [[ $outcome == abort ]] || return 3
+    return 0
   elif [[ $outcome != ok ]]; then
     record "crash at failpoint $fp (create, miss path)" "$backend" \
       "abort at the failpoint, or not on this path" "$outcome: $(head -c 300 "$WORK/fp.err")" 1
-    continue
+    return 0
   fi
 
   # --- eviction pass over max_count 1: the entry of `id` (made above, it has the clone
@@ -109,11 +127,11 @@ for fp in "${failpoints[@]}"; do
   sleep 1
   if ! cm create "$id2" "v$n-c" >/dev/null; then
     record "eviction setup for $fp" "$backend" "create succeeds" "$(last_err)" 1
-    continue
+    return 0
   fi
   outcome=$(run_fp "$fp" --config "$cfg_small" evict)
-  if [[ $outcome == abort ]]; then
-    reached_any=1
+  if [[ $outcome == abort || ($outcome == librbd-abort && $try == 1) ]]; then
+    [[ $outcome == abort ]] && reached_any=1
     obs=""
     ok=0
     CFG=$cfg_small
@@ -131,9 +149,10 @@ for fp in "${failpoints[@]}"; do
     if (( ${count:-99} > 1 )); then obs+="$count entries over max_count 1; "; ok=1; fi
     left=$(orphans | head -n 5 | tr '\n' ';')
     if [[ -n $left ]]; then obs+="orphans: $left"; ok=1; fi
-    record "crash at failpoint $fp (evict pass)" "$backend" \
+    record "crash at failpoint $fp (evict pass)$(crashed_how "$outcome" "$try")" "$backend" \
       "clean pass + fresh create succeed; volumes keep their parent; max_count holds; nothing orphaned" \
       "aborted; ${obs:-all held}" $ok
+    [[ $outcome == abort ]] || return 3
   elif [[ $outcome == ok ]]; then
     record "failpoint $fp" "$backend" "reached by create (miss) or evict" \
       "not on the miss path or the eviction pass" skip
@@ -141,6 +160,11 @@ for fp in "${failpoints[@]}"; do
     record "crash at failpoint $fp (evict pass)" "$backend" \
       "abort at the failpoint, or not on this path" "$outcome: $(head -c 300 "$WORK/fp.err")" 1
   fi
+  return 0
+}
+
+for fp in "${failpoints[@]}"; do
+  fp_case "$fp" 1 || fp_case "$fp" 2
 done
 
 (( reached_any )) || record "failpoints" "$backend" "at least one failpoint aborts create or evict" \

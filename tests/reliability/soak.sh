@@ -23,6 +23,13 @@ for i in 1 2 3 4 5; do
 done
 end=$(( $(date +%s) + seconds ))
 
+# failed WHAT RC FILE: notes a failed run (WHAT, its exit status RC, its stderr in FILE) in
+# logs/fail with its error line, and puts a crash report, if it printed one, in the log.
+failed() {
+  echo "$1: exit $2: $(err_line "$3" | cut -c1-200)" >>"$WORK/logs/fail"
+  crash_report "$3" "$1" || true
+}
+
 creator() {  # creator N: makes volumes until the end; one line per create in made-N
   local n=$1 i=0 id vol rc
   while (( $(date +%s) < end )); do
@@ -36,7 +43,7 @@ creator() {  # creator N: makes volumes until the end; one line per create in ma
       continue
     fi
     if (( rc != 0 )); then
-      echo "create $vol of $id: exit $rc" >>"$WORK/logs/fail"
+      failed "create $vol of $id" "$rc" "$WORK/logs/create-$n.err.last"
       continue
     fi
     echo "$vol $id" >>"$WORK/logs/made-$n"
@@ -54,7 +61,7 @@ prefiller() {
     known_librbd_abort "$rc" "$WORK/logs/prefill.err.last" &&
       { librbd_abort_seen prefill "$WORK/logs/prefill.err.last"; rc=0; }
     # busy (5) is a legitimate answer while a fill is running elsewhere
-    (( rc == 0 || rc == 5 )) || echo "prefill: exit $rc" >>"$WORK/logs/fail"
+    (( rc == 0 || rc == 5 )) || failed prefill "$rc" "$WORK/logs/prefill.err.last"
     echo x >>"$WORK/logs/prefills"
   done
 }
@@ -65,7 +72,7 @@ evictor() {
     rc=$?
     known_librbd_abort "$rc" "$WORK/logs/evict.err.last" &&
       { librbd_abort_seen evict "$WORK/logs/evict.err.last"; rc=0; }
-    (( rc == 0 || rc == 5 )) || echo "evict: exit $rc" >>"$WORK/logs/fail"
+    (( rc == 0 || rc == 5 )) || failed evict "$rc" "$WORK/logs/evict.err.last"
     echo x >>"$WORK/logs/passes"
     sleep 1
   done
