@@ -206,11 +206,12 @@ else
     "$detail; $fails failures: $(head -n 3 "$L/fail" 2>/dev/null | tr '\n' ';')" 1
 fi
 
-# evict_until_done H: a pass on host H, retried while another pass holds the lock.
+# evict_until_done H: a pass on host H, retried while another pass holds the lock (and
+# once after the known librbd abort, which run_tool notes in the log).
 evict_until_done() {
   local rc i
   for i in $(seq 1 30); do
-    "$CACHEMGR_BIN" --config "$(cfg "$1")" evict >/dev/null 2>"$L/final-evict.err"
+    run_tool "$L/final-evict.err" --config "$(cfg "$1")" evict >/dev/null
     rc=$?
     (( rc == 5 )) || break
     sleep 1
@@ -237,7 +238,7 @@ record "multi-host soak: limits after a final pass, volumes still there" rbd \
 for h in $(seq 1 $hosts); do
   for w in $(seq 1 "$workers"); do
     for vol in $(cat "$L/alive-$h-$w" 2>/dev/null); do
-      "$CACHEMGR_BIN" --config "$(cfg "$h")" delete "$vol" >/dev/null 2>"$L/final-delete-$h-$w.err" ||
+      run_tool "$L/final-delete-$h-$w.err" --config "$(cfg "$h")" delete "$vol" >/dev/null ||
         echo "final delete $vol on host $h: $(err_line "$L/final-delete-$h-$w.err")" >>"$L/final-fail"
     done &
   done
