@@ -25,11 +25,32 @@
 
 #include <csignal>
 #include <cstring>
+#include <exception>
+#include <system_error>
 
 namespace cachemgr::cli {
 namespace {
 
 constexpr int kSignals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+
+// What std::terminate was called for, told to the handler of the SIGABRT that follows on
+// the same thread: only a std::system_error "Invalid argument" is the librbd 16 abort.
+volatile sig_atomic_t g_terminate_on_einval = 0;
+std::terminate_handler g_previous_terminate = nullptr;
+
+[[noreturn]] void OnTerminate() {
+  if (const auto current = std::current_exception()) {
+    try {
+      std::rethrow_exception(current);
+    } catch (const std::system_error& e) {
+      g_terminate_on_einval = e.code() == std::errc::invalid_argument ? 1 : 0;
+    } catch (...) {  // NOLINT(bugprone-empty-catch): any other exception is not that abort
+    }
+  }
+  // The runtime's own handler prints the exception's type and what() before aborting.
+  if (g_previous_terminate != nullptr) g_previous_terminate();
+  std::abort();
+}
 
 void Put(const char* s) {
   ssize_t ignored = write(STDERR_FILENO, s, std::strlen(s));
@@ -74,10 +95,12 @@ void OnFatalSignal(int sig, siginfo_t* info, void* /*context*/) {
     Put(" sent by pid ");
     PutNumber(info->si_pid);
     Put("; the stack of the thread that got it:\n");
-  } else if (sig == SIGABRT && std::strcmp(thread, "io_context_pool") == 0) {
-    // An exception escaped a handler on one of librados' own threads: the librbd 16
-    // abort of docs/architecture.md ("Known limit"). Every step of the tool survives a
-    // crash anywhere, so the command can simply be run again.
+  } else if (sig == SIGABRT && std::strcmp(thread, "io_context_pool") == 0 &&
+             g_terminate_on_einval != 0) {
+    // A std::system_error "Invalid argument" escaped a handler on one of librados' own
+    // threads: the librbd 16 abort of docs/architecture.md ("Known limit"). Every step of
+    // the tool survives a crash anywhere, so the command can simply be run again. Any
+    // other abort there is reported as one to look into, below.
     Put(" (an exception escaped a librados thread, a known defect of librbd 16: nothing the"
         " cache made is lost; run the command again, and report it if it repeats)\n");
   } else {
@@ -98,6 +121,9 @@ void InstallCrashReport() {
   sa.sa_sigaction = OnFatalSignal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_SIGINFO | SA_RESETHAND | SA_NODEFER;
+  // The terminate handler first: an exception takes the handler of its throw, and the
+  // signal handler reads what this one found.
+  g_previous_terminate = std::set_terminate(OnTerminate);
   for (int sig : kSignals) sigaction(sig, &sa, nullptr);
 }
 

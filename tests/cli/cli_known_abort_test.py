@@ -53,6 +53,9 @@ class KnownAbortTest(unittest.TestCase):
         p = self.raw(env, thrower("io_context_pool", what="runtime_error"))
         self.assertEqual(p.returncode, -6, p.stderr)
         self.assertFalse(cli.known_librbd_abort(p.returncode, p.stderr), p.stderr)
+        # and the tool's report does not call it the known defect
+        self.assertIn('fatal signal ABRT on thread "io_context_pool" (a bug', p.stderr)
+        self.assertNotIn("known defect", p.stderr)
 
     def test_the_known_abort_is_run_once_more_and_twice_fails(self):
         env = cli.Env("abort")

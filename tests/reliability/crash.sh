@@ -42,6 +42,7 @@ run_fp() {
   CACHEMGR_FAILPOINT=$fp timeout 300 "$CACHEMGR_BIN" "$@" >/dev/null 2>"$WORK/fp.err"
   local rc=$?
   if known_librbd_abort "$rc" "$WORK/fp.err"; then
+    crash_report "$WORK/fp.err" "cachemgr $* (failpoint $fp)"
     librbd_abort_seen "cachemgr $* (failpoint $fp)" "$WORK/fp.err"
     echo librbd-abort
   # A failpoint aborts without a crash report: a report is a real crash on the way there.
@@ -103,8 +104,9 @@ fp_case() {
   if [[ $outcome == abort || ($outcome == librbd-abort && $try == 1) ]]; then
     [[ $outcome == abort ]] && reached_any=1
     obs=$(after_crash miss "$id" "v$n-b")
+    ok=$?  # on a line of its own: a $(...) among record's arguments would reset $?
     record "crash at failpoint $fp (create, miss path)$(crashed_how "$outcome" "$try")" \
-      "$backend" "gc + fresh create succeed; nothing orphaned" "aborted; $obs" $?
+      "$backend" "gc + fresh create succeed; nothing orphaned" "aborted; $obs" "$ok"
     [[ $outcome == abort ]] || return 3
     return 0
   elif [[ $outcome != ok ]]; then

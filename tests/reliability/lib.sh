@@ -202,14 +202,14 @@ librbd_aborts() {
 }
 
 # run_tool ERRFILE ARGS...: the tool with ARGS, its stderr to ERRFILE, run once more
-# when it died of the known librbd abort (the log says so); the same abort twice is a
-# failure like any other.
+# when it died of the known librbd abort (noted by librbd_abort_seen, with that run's
+# stderr); the same abort twice is a failure like any other.
 run_tool() {
   local err=$1 rc=0
   shift
   "$CACHEMGR_BIN" "$@" 2>"$err" || rc=$?
   if known_librbd_abort "$rc" "$err"; then
-    log "cachemgr $*: the known librbd abort; running it once more"
+    librbd_abort_seen "cachemgr $*: running it once more" "$err"
     rc=0
     "$CACHEMGR_BIN" "$@" 2>"$err" || rc=$?
   fi

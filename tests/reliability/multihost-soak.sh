@@ -233,12 +233,26 @@ record "multi-host soak: limits after a final pass, volumes still there" rbd \
   "$n_live entry images, $n_trash in the trash, $n_vols volumes$pass_note" \
   "$(( n_live > max_count || efail ))"
 
+# final_delete H VOLUME ERRFILE: deletes VOLUME on host H, once more after the known
+# librbd abort. The aborted run may have finished the delete before it died: the rerun's
+# "not made by this cache" (exit 3) is then its answer, and the count of volumes left
+# below is what shows the volume gone.
+final_delete() {
+  local rc=0
+  "$CACHEMGR_BIN" --config "$(cfg "$1")" delete "$2" >/dev/null 2>"$3" || rc=$?
+  known_librbd_abort "$rc" "$3" || return "$rc"
+  librbd_abort_seen "host $1: final delete $2" "$3"
+  rc=0
+  "$CACHEMGR_BIN" --config "$(cfg "$1")" delete "$2" >/dev/null 2>"$3" || rc=$?
+  (( rc == 0 || rc == 3 ))
+}
+
 # --- the end: every volume deleted (by the host that made it), then a final pass
 # (each host deletes its own, every worker's at once)
 for h in $(seq 1 $hosts); do
   for w in $(seq 1 "$workers"); do
     for vol in $(cat "$L/alive-$h-$w" 2>/dev/null); do
-      run_tool "$L/final-delete-$h-$w.err" --config "$(cfg "$h")" delete "$vol" >/dev/null ||
+      final_delete "$h" "$vol" "$L/final-delete-$h-$w.err" ||
         echo "final delete $vol on host $h: $(err_line "$L/final-delete-$h-$w.err")" >>"$L/final-fail"
     done &
   done
