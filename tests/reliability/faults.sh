@@ -184,6 +184,7 @@ source_drop() {
       record "$what (timeout_s 5, retries 1)" "$backend" \
         "error within 60 s; no ready entry, nothing left behind" "$obs" $ok
       kill "$spid" 2>/dev/null
+      drop_exit "kill $spid"
     done
   done
 }

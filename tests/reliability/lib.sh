@@ -67,6 +67,18 @@ rel_exit() {
 }
 
 on_exit() { CLEANUPS+=("$*"); }
+# drop_exit CMD: takes back the clean-up CMD (the text given to on_exit) once done. A kill
+# of a pid this script has waited for must not run at exit: pid numbers are reused
+# (pid_max is 32768 on Debian), and by then the pid may be another test's process.
+drop_exit() {
+  local i
+  for i in "${!CLEANUPS[@]}"; do
+    if [[ ${CLEANUPS[i]} == "$*" ]]; then
+      CLEANUPS=("${CLEANUPS[@]:0:i}" "${CLEANUPS[@]:i+1}")
+      return 0
+    fi
+  done
+}
 
 # record FAULT BACKEND EXPECTED OBSERVED OK: one row of the results table; OK is 0
 # (as expected), "skip" (the case could not apply, e.g. a failpoint of another path),

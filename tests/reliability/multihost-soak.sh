@@ -184,6 +184,7 @@ for h in $(seq 1 $hosts); do
 done
 on_exit "kill ${pids[*]}"
 for p in "${pids[@]}"; do wait "$p"; done
+drop_exit "kill ${pids[*]}"
 log "loops done after $(( $(date +%s) - start ))s"
 
 count() { cat "$@" 2>/dev/null | wc -l; }

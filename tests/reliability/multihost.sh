@@ -190,6 +190,7 @@ else
 fi
 kill -9 "$pass_pid" 2>/dev/null
 wait "$pass_pid" 2>/dev/null
+drop_exit "kill -9 $pass_pid"
 t0=$(date +%s)
 rc=5
 while (( rc == 5 && $(date +%s) - t0 < 60 )); do
@@ -219,6 +220,7 @@ for _ in $(seq 1 100); do
 done
 kill -9 "$fill_pid" 2>/dev/null
 wait "$fill_pid" 2>/dev/null
+drop_exit "kill -9 $fill_pid"
 t0=$(date +%s)
 json=$(on b --json create "$big" v5-b)
 rc=$?

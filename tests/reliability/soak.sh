@@ -85,6 +85,7 @@ prefiller & pids+=($!)
 evictor & pids+=($!)
 on_exit "kill ${pids[*]}"
 for p in "${pids[@]}"; do wait "$p"; done
+drop_exit "kill ${pids[*]}"
 
 made=$(cat "$WORK"/logs/made-* 2>/dev/null | wc -l)
 fails=$(cat "$WORK/logs/fail" 2>/dev/null | wc -l)
