@@ -29,6 +29,15 @@ std::map<std::string, std::string> Backend::ListIdentities(const std::string& po
   return out;
 }
 
+bool Backend::HasIdentity(const ImageRef& ref, const std::string& identity) {
+  try {
+    return Identity(ref) == identity;
+  } catch (const Error& e) {
+    if (e.code() != Errc::kNotFound) throw;
+    return false;
+  }
+}
+
 std::vector<Leftover> Backend::SweepTemporaries(bool /*dry_run*/) { return {}; }
 
 namespace {

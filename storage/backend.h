@@ -164,6 +164,9 @@ class Backend {
   // image id; local: inode number and birth time. The engine records it when it makes an
   // object and acts on an object later only if it still matches. kNotFound if absent.
   virtual std::string Identity(const ImageRef& ref) = 0;
+  // Whether `ref` is the object whose Identity is `identity` (false if absent): the answer
+  // of Identity(ref) == identity, in fewer round trips where the backend can.
+  virtual bool HasIdentity(const ImageRef& ref, const std::string& identity);
   // Cuts off the clients still watching `ref` whose process is gone (a writer killed with
   // the image open: the watch lingers until the OSD times it out, and Remove fails with
   // kBusy meanwhile). Only for an object no live owner may hold. Returns how many were

@@ -187,9 +187,11 @@ bool RbdBackend::Exists(const ImageRef& ref) {
   auto pool = Pool(ref.pool);
   ValidateName("image", ref.name);
   // From the name's objects: nothing at the name, or only a name bound to a removed image
-  // (which no open finds either), is not an image.
+  // (which no open finds either), is not an image. Asked mostly of names about to be taken
+  // (a volume's, before anything is made): read as if nothing were there.
   std::string id;
-  switch (ReadNameState(pool->io.get(), ref.name, pool->Where(ref.name), &id)) {
+  switch (ReadNameState(pool->io.get(), ref.name, pool->Where(ref.name), &id,
+                        NameGuess{.absent = true, .id = {}})) {
     case NameState::kNone:
     case NameState::kDangling:
       return false;
@@ -356,6 +358,25 @@ std::string RbdBackend::Identity(const ImageRef& ref) {
   char id[256] = {};  // ids are a few hex digits; this is far more than librbd writes
   Check(rbd_get_id(image.get(), id, sizeof id - 1), "get id of", pool->Where(ref.name));
   return id;
+}
+
+bool RbdBackend::HasIdentity(const ImageRef& ref, const std::string& identity) {
+  auto pool = Pool(ref.pool);
+  ValidateName("image", ref.name);
+  // The id object and the header of `identity` read side by side: one round trip where
+  // Identity takes two.
+  std::string bound;
+  switch (ReadNameState(pool->io.get(), ref.name, pool->Where(ref.name), &bound,
+                        NameGuess{.absent = false, .id = identity})) {
+    case NameState::kWhole:
+      return bound == identity;
+    case NameState::kNone:
+    case NameState::kDangling:
+      return false;
+    case NameState::kFormat1:
+      break;
+  }
+  return Identity(ref) == identity;  // as librbd opens it
 }
 
 RemoveOutcome RbdBackend::Remove(const ImageRef& ref) {

@@ -22,13 +22,11 @@ void EncodeString(std::string* out, const std::string& s) {
   for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((n >> (8 * i)) & 0xff));
   out->append(s);
 }
-}  // namespace
 
-int ReadIdObject(rados_ioctx_t io, const std::string& name, std::string* id) {
-  // A length-prefixed string, little-endian as every host this runs on. Ids are a few
-  // hex digits; 256 bytes is far more than librbd writes.
-  char buf[256] = {};
-  const int n = rados_read(io, IdOid(name).c_str(), buf, sizeof buf, 0);
+
+// The id in an id object's bytes: a length-prefixed string, little-endian as every host
+// this runs on. 0, or -ENOENT when it holds no id.
+int ParseIdObject(const char* buf, int n, std::string* id) {
   if (n < 0) return n;
   if (n < 4) return -ENOENT;
   uint32_t len = 0;
@@ -38,25 +36,101 @@ int ReadIdObject(rados_ioctx_t io, const std::string& name, std::string* id) {
   return 0;
 }
 
+// One librados aio op whose answer is waited for. Several are started before any is
+// waited for, so their round trips overlap. An op's buffers belong to its caller and must
+// outlive it: the destructor waits for a started op before it releases the completion,
+// whatever way the caller leaves.
+class AioOp {
+ public:
+  AioOp() {
+    if (rados_aio_create_completion2(nullptr, nullptr, &done_) < 0) done_ = nullptr;
+  }
+  AioOp(const AioOp&) = delete;
+  AioOp& operator=(const AioOp&) = delete;
+  ~AioOp() {
+    if (done_ == nullptr) return;
+    if (started_) rados_aio_wait_for_complete(done_);
+    rados_aio_release(done_);
+  }
+  // `start` is given the completion and returns what the rados_aio_* call returned.
+  template <typename Fn>
+  void Start(Fn start) {
+    if (done_ == nullptr) {
+      error_ = -ENOMEM;
+      return;
+    }
+    error_ = start(done_);
+    started_ = error_ >= 0;
+  }
+  // The op's return value (or why it never started).
+  int Wait() {
+    if (!started_) return error_;
+    rados_aio_wait_for_complete(done_);
+    return rados_aio_get_return_value(done_);
+  }
+
+ private:
+  rados_completion_t done_ = nullptr;
+  bool started_ = false;
+  int error_ = 0;
+};
+
+// Ids are a few hex digits; 256 bytes is far more than librbd writes.
+constexpr size_t kIdObjectBytes = 256;
+}  // namespace
+
+int ReadIdObject(rados_ioctx_t io, const std::string& name, std::string* id) {
+  char buf[kIdObjectBytes] = {};
+  return ParseIdObject(buf, rados_read(io, IdOid(name).c_str(), buf, sizeof buf, 0), id);
+}
+
 NameState ReadNameState(rados_ioctx_t io, const std::string& name, const std::string& where,
-                        std::string* id) {
+                        std::string* id, const NameGuess& guess) {
+  // The id object's read, and beside it the read the guess says comes next: one round
+  // trip when the guess is right, the same answer as reading one after the other when not.
+  char buf[kIdObjectBytes] = {};
+  const std::string id_oid = IdOid(name);
+  const std::string v1_oid = name + ".rbd";
+  const std::string guessed_header = guess.id.empty() ? "" : HeaderOid(guess.id);
   uint64_t size = 0;
   time_t mtime = 0;
-  const int r = ReadIdObject(io, name, id);
+  uint64_t v1_size = 0;
+  time_t v1_mtime = 0;
+  AioOp read_id;
+  AioOp stat_v1;
+  AioOp stat_guessed;
+  read_id.Start([&](rados_completion_t c) {
+    return rados_aio_read(io, id_oid.c_str(), c, buf, sizeof buf, 0);
+  });
+  if (guess.absent) {
+    stat_v1.Start([&](rados_completion_t c) {
+      return rados_aio_stat(io, v1_oid.c_str(), c, &v1_size, &v1_mtime);
+    });
+  }
+  if (!guessed_header.empty()) {
+    stat_guessed.Start([&](rados_completion_t c) {
+      return rados_aio_stat(io, guessed_header.c_str(), c, &size, &mtime);
+    });
+  }
+  const int r = ParseIdObject(buf, read_id.Wait(), id);
+  const int v1_answer = guess.absent ? stat_v1.Wait() : 0;
+  const int guessed_answer = guessed_header.empty() ? 0 : stat_guessed.Wait();
   if (r == 0) {
-    const int header = rados_stat(io, HeaderOid(*id).c_str(), &size, &mtime);
+    const int header = !guessed_header.empty() && *id == guess.id
+                           ? guessed_answer
+                           : rados_stat(io, HeaderOid(*id).c_str(), &size, &mtime);
     if (header == -ENOENT) return NameState::kDangling;
     Check(header, "stat the header of", where);
     return NameState::kWhole;
   }
   if (r != -ENOENT) Check(r, "read the id of", where);
   id->clear();
-  const int v1 = rados_stat(io, (name + ".rbd").c_str(), &size, &mtime);
+  const int v1 =
+      guess.absent ? v1_answer : rados_stat(io, v1_oid.c_str(), &v1_size, &v1_mtime);
   if (v1 == -ENOENT) return NameState::kNone;
   Check(v1, "stat", where);
   return NameState::kFormat1;
 }
-
 
 int ReadHeaderMetadata(rados_ioctx_t io, const std::string& id,
                        std::map<std::string, std::string>* out) {
@@ -108,35 +182,48 @@ int WriteHeaderMetadata(rados_ioctx_t io, const std::string& id, const std::stri
 
 int RenameImage(rados_ioctx_t io, const std::string& from, const std::string& to,
                 const std::string& id) {
-  // A format-1 image or any binding at `to` holds the name (the directory's omap knows
-  // only format-2 names).
-  std::string bound;
-  uint64_t size = 0;
-  time_t mtime = 0;
-  int r = ReadIdObject(io, to, &bound);
-  if (r == 0) return -EEXIST;
-  if (r != -ENOENT) return r;
-  r = rados_stat(io, (to + ".rbd").c_str(), &size, &mtime);
-  if (r == 0) return -EEXIST;
-  if (r != -ENOENT) return r;
+  // Any binding at `to` holds the name: the new id object is made exclusively. A format-1
+  // image holds it too (the directory's omap knows only format-2 names): its header is
+  // looked for beside the make, and the id object made is taken back if one is there.
   std::string id_object;
   EncodeString(&id_object, id);
+  const std::string to_id_oid = IdOid(to);
+  const std::string to_v1_oid = to + ".rbd";
+  uint64_t size = 0;
+  time_t mtime = 0;
   rados_write_op_t make = rados_create_write_op();
   rados_write_op_create(make, LIBRADOS_CREATE_EXCLUSIVE, nullptr);
   rados_write_op_write_full(make, id_object.data(), id_object.size());
-  r = rados_write_op_operate2(make, io, IdOid(to).c_str(), nullptr, 0);
+  int made = 0;
+  int v1 = 0;
+  {
+    AioOp make_id;
+    AioOp stat_v1;
+    make_id.Start([&](rados_completion_t c) {
+      return rados_aio_write_op_operate(make, io, c, to_id_oid.c_str(), nullptr, 0);
+    });
+    stat_v1.Start([&](rados_completion_t c) {
+      return rados_aio_stat(io, to_v1_oid.c_str(), c, &size, &mtime);
+    });
+    made = make_id.Wait();
+    v1 = stat_v1.Wait();
+  }  // both answered: the op may go
   rados_release_write_op(make);
-  if (r < 0) return r;
+  if (made < 0) return made;  // -EEXIST: bound already
+  if (v1 != -ENOENT) {
+    (void)rados_remove(io, to_id_oid.c_str());  // ours, made just now: the name is free again
+    return v1 == 0 ? -EEXIST : v1;
+  }
   std::string args;
   EncodeString(&args, from);
   EncodeString(&args, to);
   EncodeString(&args, id);
   rados_write_op_t rebind = rados_create_write_op();
   rados_write_op_exec(rebind, "rbd", "dir_rename_image", args.data(), args.size(), nullptr);
-  r = rados_write_op_operate2(rebind, io, "rbd_directory", nullptr, 0);
+  int r = rados_write_op_operate2(rebind, io, "rbd_directory", nullptr, 0);
   rados_release_write_op(rebind);
   if (r < 0) {
-    (void)rados_remove(io, IdOid(to).c_str());  // nothing else changed: the name is free again
+    (void)rados_remove(io, to_id_oid.c_str());  // nothing else changed: the name is free again
     return r;
   }
   r = rados_remove(io, IdOid(from).c_str());

@@ -30,10 +30,19 @@ enum class NameState {
   kFormat1,  // a format-1 image (never made by the cache)
 };
 
+// What the caller expects at a name. Reading what is there takes two reads one after the
+// other (the id object, then the header it names or the format-1 header); a guess starts
+// the second beside the first, so a right guess answers in one round trip. A wrong one
+// costs one wasted read and answers the same.
+struct NameGuess {
+  bool absent = false;  // nothing at the name: the format-1 header is looked for at once
+  std::string id;       // the image of this id: its header is looked for at once
+};
+
 // Reads what is at `name` (its id into *id when it has one). Throws a cachemgr::Error
 // naming `where` when a read fails for another cause than the object's absence.
 NameState ReadNameState(rados_ioctx_t io, const std::string& name, const std::string& where,
-                        std::string* id);
+                        std::string* id, const NameGuess& guess = {});
 
 // The metadata of the image whose id is `id`, as rbd_metadata_list gives it. 0, or a
 // negative errno (-ENOENT: no such header).
@@ -48,7 +57,8 @@ int WriteHeaderMetadata(rados_ioctx_t io, const std::string& id, const std::stri
 
 // Renames the format-2 image `from`, whose id is `id`, to `to`, as librbd's rename does
 // for an image no one has open, without opening it: the new name's id object (made
-// exclusively: a taken name is refused with -EEXIST before anything changes), the pool
+// exclusively, while a format-1 header at `to` is looked for beside it: a taken name is
+// refused with -EEXIST and nothing else changed), the pool
 // directory's entry (the rbd class's dir_rename_image, atomic, checked against `id`), then
 // the old id object. A kill between steps leaves what a killed librbd rename leaves (see
 // rbd_leftovers.cpp). 0, or a negative errno.

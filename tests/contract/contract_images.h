@@ -291,6 +291,14 @@ TEST_CASE("contract: identity: kept across rename, new for a copy or a new image
 
   ImageRef missing{b.volume_pool(), UniqueName("missing")};
   CONTRACT_CHECK_ERRC(Errc::kNotFound, b.Identity(missing));
+
+  // HasIdentity answers what comparing Identity would: the name's own object only.
+  CHECK(b.HasIdentity(renamed, id));
+  CHECK_FALSE(b.HasIdentity(base.ref, id));  // renamed away
+  CHECK_FALSE(b.HasIdentity(copy, id));
+  CHECK(b.HasIdentity(copy, b.Identity(copy)));
+  CHECK_FALSE(b.HasIdentity(again, first));  // the name's earlier object
+  CHECK_FALSE(b.HasIdentity(missing, id));
 }
 
 TEST_CASE("contract: metadata set, get, overwrite, remove") {

@@ -368,6 +368,7 @@ void CacheImpl::RequireEntryObject(const index::EntryRow& row) {
   // whatever that object holds. Rows from before identities were recorded are trusted.
   if (row.identity.empty()) return;
   const auto ref = EntryRef(row.cache_name);
+  if (backend_->HasIdentity(ref, row.identity)) return;  // the hit's case, in few round trips
   std::string identity;
   try {
     identity = backend_->Identity(ref);

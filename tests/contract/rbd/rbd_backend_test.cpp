@@ -603,6 +603,71 @@ TEST_CASE("identity and metadata read from the image's objects agree with librbd
   b->Remove(parent);
 }
 
+TEST_CASE("reads started side by side answer as one after the other; a rename takes no name") {
+  // Exists, HasIdentity and Rename start the reads that usually come next beside the
+  // first (rbd_headers.h, NameGuess): whatever the guess, the answers must be the ones
+  // the reads in turn give.
+  auto options = test::FixtureRbdOptions();
+  auto b = storage::MakeRbdBackend(options, nullptr);
+  std::vector<std::string> rados{"rados", "--conf", options.conf, "-p", "volumes"};
+  if (!options.namespace_.empty()) {
+    rados.push_back("-N");
+    rados.push_back(options.namespace_);
+  }
+  auto cmd = [&](std::vector<std::string> extra) {
+    auto argv = rados;
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return test::RunCommand(argv);
+  };
+  test::TempDir tmp("guess");
+  ImageRef a{"volumes", Unique("guess-a")};
+  ImageRef other{"volumes", Unique("guess-b")};
+  ImageRef absent{"volumes", Unique("guess-none")};
+  Import(*b, a, Data(kMiB, 11));
+  Import(*b, other, Data(kMiB, 12));
+  const std::string id = b->Identity(a);
+  const std::string other_id = b->Identity(other);
+  REQUIRE(id != other_id);
+  // The right identity, another image's, one no image has, and a name with nothing.
+  CHECK(b->HasIdentity(a, id));
+  CHECK_FALSE(b->HasIdentity(a, other_id));
+  CHECK_FALSE(b->HasIdentity(a, "0000dead"));
+  CHECK_FALSE(b->HasIdentity(absent, id));
+  CHECK_FALSE(b->Exists(absent));
+  CHECK(b->Exists(a));
+  // A name bound to a removed image (a killed rename's leftover): no image, whatever the
+  // guess, and its identity is not had.
+  const std::string id_file = (tmp / "id").string();
+  REQUIRE(cmd({"get", "rbd_id." + other.name, id_file}) == 0);
+  ImageRef dangling{"volumes", Unique("guess-dangling")};
+  REQUIRE(cmd({"put", "rbd_id." + dangling.name, id_file}) == 0);
+  CHECK(b->HasIdentity(dangling, other_id));  // bound to a whole image: it is that image
+  b->Remove(other);
+  CHECK_FALSE(b->Exists(dangling));
+  CHECK_FALSE(b->HasIdentity(dangling, other_id));
+  CHECK(b->RemoveDanglingName(dangling, other_id));
+  // A rename onto a name any binding holds is refused, and nothing moves.
+  REQUIRE(cmd({"put", "rbd_id." + dangling.name, id_file}) == 0);
+  CHECK(Catch([&] { b->Rename(a, dangling.name); }).code() == Errc::kAlreadyExists);
+  CHECK(b->HasIdentity(a, id));
+  CHECK(b->RemoveDanglingName(dangling, other_id));
+  // A format-1 header at the name holds it too: refused, the source left as it was, and
+  // the id object the attempt made beside the look taken back.
+  ImageRef v1{"volumes", Unique("guess-v1")};
+  REQUIRE(cmd({"put", v1.name + ".rbd", id_file}) == 0);
+  CHECK(Catch([&] { b->Rename(a, v1.name); }).code() == Errc::kAlreadyExists);
+  CHECK(cmd({"stat", "rbd_id." + v1.name}) != 0);
+  CHECK(b->HasIdentity(a, id));
+  CHECK(ReadAll(*b, a) == Data(kMiB, 11));
+  REQUIRE(cmd({"rm", v1.name + ".rbd"}) == 0);
+  // Once free, the name is taken, and the identity follows the image.
+  b->Rename(a, v1.name);
+  CHECK(b->HasIdentity(v1, id));
+  CHECK_FALSE(b->HasIdentity(a, id));
+  CHECK_FALSE(b->Exists(a));
+  b->Remove(v1);
+}
+
 TEST_CASE("a removal empties the image before its removal under the lock, never a watched one") {
   // The removal's data deletion runs outside the process's image-context lock: the image is
   // shrunk to nothing first (storage/rbd/rbd_remove.cpp). Never while another client has
