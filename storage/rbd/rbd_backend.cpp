@@ -1,7 +1,8 @@
 // storage/rbd/rbd_backend.cpp: the Backend on librbd/librados (see rbd_backend.h).
 // The RADOS lock (rbd_lock.cpp), snapshots and clones (rbd_snapshots.cpp), watchers
 // (rbd_watchers.cpp), leftovers (rbd_leftovers.cpp), tables (rbd_tables.cpp), the trash
-// (rbd_trash.cpp) and the instant import (rbd_migration.cpp) are apart.
+// (rbd_trash.cpp), clones (rbd_clone.cpp) and the instant import (rbd_migration.cpp) are
+// apart.
 #include "storage/rbd/rbd_backend.h"
 
 #include <spdlog/sinks/null_sink.h>
@@ -416,82 +417,6 @@ RemoveOutcome RbdBackend::Remove(const ImageRef& ref) {
   Check(r, "remove", where);
   log_->debug("rbd image removed image={} trimmed_first={}", where, trimmed);
   return RemoveOutcome::kRemoved;
-}
-
-void RbdBackend::Clone(const SnapRef& parent, const ImageRef& child) {
-  auto parent_pool = Pool(parent.image.pool);
-  auto child_pool = Pool(child.pool);
-  ValidateName("image", parent.image.name);
-  ValidateName("snapshot", parent.snap);
-  ValidateName("image", child.name);
-  auto opts = NewImageOptions();
-  Check(rbd_image_options_set_uint64(opts.get(), RBD_IMAGE_OPTION_CLONE_FORMAT, 2), "set option",
-        "clone_format");
-  const auto start = Clock::now();
-  // Shared: clones run side by side, never beside an open or a close (rbd_ctx_lock.h).
-  Check(WithImageCtxLockShared([&] {
-          return rbd_clone3(parent_pool->io.get(), parent.image.name.c_str(), parent.snap.c_str(),
-                            child_pool->io.get(), child.name.c_str(), opts.get());
-        }),
-        "clone",
-        parent_pool->Where(parent.image.name) + "@" + parent.snap + " to " +
-            child_pool->Where(child.name));
-  log_->debug("rbd clone parent={}@{} volume={} ms={}", parent_pool->Where(parent.image.name),
-              parent.snap, child_pool->Where(child.name), MsSince(start));
-}
-
-bool RbdBackend::CloneInPlace(const SnapRef& parent, const ImageRef& staging,
-                              const ImageRef& child, uint64_t size, const PublishFn& publish) {
-  // image-meta lives in the image's header, which exists only with a name: the clone is
-  // made under `staging`, given its metadata and size there, and renamed. The same steps
-  // as Clone, SetMetadata, Resize and Rename, reading the staging image's id once (each of
-  // those reads the name again).
-  if (staging.pool != child.pool) {
-    throw Error(Errc::kInvalidArgument, "clone in place: " + staging.pool + "/" + staging.name +
-                                            " and " + child.pool + "/" + child.name +
-                                            " are not in one pool");
-  }
-  auto pool = Pool(child.pool);
-  ValidateName("image", staging.name);
-  ValidateName("image", child.name);
-  // A taken name is refused by the rename, which makes the new name's id object
-  // exclusively (the engine asked Exists just before: a second look would cost two round
-  // trips on every hit), and the clone is undone.
-  Clone(parent, staging);
-  // Every later step acts on the image whose id is read here, whatever the staging name
-  // holds by then: the mark goes to its header, the resize checks the id of the image it
-  // opened, the rename is refused unless the name still binds that id, and the undo
-  // removes only that image.
-  std::string id;
-  try {
-    Check(ReadIdObject(pool->io.get(), staging.name, &id), "read the id of",
-          pool->Where(staging.name));
-    for (const auto& [key, value] : publish(id)) {
-      Check(WriteHeaderMetadata(pool->io.get(), id, key, value), "set metadata " + key + " on",
-            pool->Where(staging.name));
-    }
-    if (size != 0) ResizeImageWithId(*pool, staging.name, id, size);
-    Check(RenameImage(pool->io.get(), staging.name, child.name, id), "rename",
-          pool->Where(staging.name) + " to " + child.name);
-  } catch (...) {
-    // Undone here; what a failed removal leaves is under the caller's staging name.
-    try {
-      std::string now;
-      if (!id.empty() && ReadIdObject(pool->io.get(), staging.name, &now) == 0 && now == id) {
-        Remove(staging);
-      } else if (!id.empty()) {
-        log_->warn("clone in place not undone: {} no longer names it (id {})",
-                   pool->Where(staging.name), id);
-      } else {
-        Remove(staging);  // its id never read: whatever the clone left at the name
-      }
-    } catch (const std::exception& e) {
-      log_->warn("clone in place not undone image={} error={}", pool->Where(staging.name),
-                 e.what());
-    }
-    throw;
-  }
-  return true;
 }
 
 void RbdBackend::CopyFrom(const ImageRef& source, const char* snap, const ImageRef& dest,

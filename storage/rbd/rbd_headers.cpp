@@ -5,6 +5,7 @@
 #include <cstring>
 #include <ctime>
 #include <map>
+#include <vector>
 
 #include "storage/rbd/rbd_error.h"
 
@@ -181,7 +182,7 @@ int WriteHeaderMetadata(rados_ioctx_t io, const std::string& id, const std::stri
 }
 
 int RenameImage(rados_ioctx_t io, const std::string& from, const std::string& to,
-                const std::string& id) {
+                const std::string& id, const std::map<std::string, std::string>& metadata) {
   // Any binding at `to` holds the name: the new id object is made exclusively. A format-1
   // image holds it too (the directory's omap knows only format-2 names): its header is
   // looked for beside the make, and the id object made is taken back if one is there.
@@ -194,24 +195,56 @@ int RenameImage(rados_ioctx_t io, const std::string& from, const std::string& to
   rados_write_op_t make = rados_create_write_op();
   rados_write_op_create(make, LIBRADOS_CREATE_EXCLUSIVE, nullptr);
   rados_write_op_write_full(make, id_object.data(), id_object.size());
+  // The metadata goes to the header beside the make: the directory, where the image is
+  // listed under its new name, is rebound only once both are written. (Until then the
+  // image is also under `from`, which is what a clean-up of a killed rename removes.)
+  std::vector<std::string> keys;
+  std::vector<const char*> key_ptrs;
+  std::vector<const char*> val_ptrs;
+  std::vector<size_t> key_lens;
+  std::vector<size_t> val_lens;
+  for (const auto& [key, value] : metadata) keys.push_back(kMetadataPrefix + key);
+  size_t i = 0;
+  for (const auto& [key, value] : metadata) {
+    key_ptrs.push_back(keys[i].c_str());
+    key_lens.push_back(keys[i].size());
+    val_ptrs.push_back(value.data());
+    val_lens.push_back(value.size());
+    ++i;
+  }
+  rados_write_op_t mark = rados_create_write_op();
+  rados_write_op_assert_exists(mark);  // never makes a header where none is
+  rados_write_op_omap_set2(mark, key_ptrs.data(), val_ptrs.data(), key_lens.data(),
+                           val_lens.data(), key_ptrs.size());
+  const std::string header_oid = HeaderOid(id);
   int made = 0;
   int v1 = 0;
+  int marked = 0;
   {
     AioOp make_id;
     AioOp stat_v1;
+    AioOp write_mark;
     make_id.Start([&](rados_completion_t c) {
       return rados_aio_write_op_operate(make, io, c, to_id_oid.c_str(), nullptr, 0);
     });
     stat_v1.Start([&](rados_completion_t c) {
       return rados_aio_stat(io, to_v1_oid.c_str(), c, &size, &mtime);
     });
+    if (!metadata.empty()) {
+      write_mark.Start([&](rados_completion_t c) {
+        return rados_aio_write_op_operate(mark, io, c, header_oid.c_str(), nullptr, 0);
+      });
+    }
     made = make_id.Wait();
     v1 = stat_v1.Wait();
-  }  // both answered: the op may go
+    marked = metadata.empty() ? 0 : write_mark.Wait();
+  }  // all answered: the ops may go
   rados_release_write_op(make);
+  rados_release_write_op(mark);
   if (made < 0) return made;  // -EEXIST: bound already
-  if (v1 != -ENOENT) {
+  if (v1 != -ENOENT || marked < 0) {
     (void)rados_remove(io, to_id_oid.c_str());  // ours, made just now: the name is free again
+    if (marked < 0) return marked;
     return v1 == 0 ? -EEXIST : v1;
   }
   std::string args;

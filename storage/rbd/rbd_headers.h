@@ -60,9 +60,12 @@ int WriteHeaderMetadata(rados_ioctx_t io, const std::string& id, const std::stri
 // exclusively, while a format-1 header at `to` is looked for beside it: a taken name is
 // refused with -EEXIST and nothing else changed), the pool
 // directory's entry (the rbd class's dir_rename_image, atomic, checked against `id`), then
-// the old id object. A kill between steps leaves what a killed librbd rename leaves (see
-// rbd_leftovers.cpp). 0, or a negative errno.
+// the old id object. `metadata` (as WriteHeaderMetadata's keys, all in one write) is
+// written to the header beside the new id object's make, and the directory rebound only
+// once both are: a rename refused or failed may still have written it. A kill between
+// steps leaves what a killed librbd rename leaves (see rbd_leftovers.cpp). 0, or a
+// negative errno.
 int RenameImage(rados_ioctx_t io, const std::string& from, const std::string& to,
-                const std::string& id);
+                const std::string& id, const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace cachemgr::storage::rbd

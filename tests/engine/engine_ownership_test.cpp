@@ -98,12 +98,16 @@ TEST_CASE("create refuses a name someone else's object holds, and leaves it unto
     CHECK(Observe(b, env.Vol(name)) == before);
     CHECK(cache->Volumes("").empty());
   }
-  // A miss too (the fill runs before the volume would be placed): refused before it.
+  // A miss too (the fill runs before the volume would be placed): refused before it, with
+  // nothing downloaded and no entry made for it. (A clone of a ready entry is refused at
+  // its rename instead, the clone undone: the cases above.)
   auto other = env.AddImage(4 * kMiB, 2);
   auto before = Observe(b, env.Vol("plain"));
+  const int entries = env.CountRows("SELECT count(*) FROM entries");
   CHECK(CodeOf([&] { cache->CreateVolume({.image_id = other, .volume = "plain"}); }) ==
         Errc::kAlreadyExists);
   CHECK(Observe(b, env.Vol("plain")) == before);
+  CHECK(env.CountRows("SELECT count(*) FROM entries") == entries);
   CHECK(StagingObjects(env).empty());
   CHECK(env.CountRows("SELECT count(*) FROM volumes") == 0);
   // The pass does not touch them either.

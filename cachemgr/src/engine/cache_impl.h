@@ -309,6 +309,9 @@ class CacheImpl final : public Cache {
   // its identity and renames it into place without replacing anything.
   void PlaceVolume(index::VolumeRow* claim, VolumeGuardRef guard, uint64_t size,
                    uint64_t current_size);
+  // The error for a volume name found taken on the backend as the volume was to take it;
+  // `e` is the backend's, whose words name what holds it.
+  static Error VolumeNameTaken(const std::string& volume, const Error& e);
   // A clone that takes the volume's name in one step where the backend can
   // (Backend::CloneInPlace): at `at`, `size` bytes, `publish` run once it exists under no
   // name. `placed`: whether it did (else it was made under the staging name).

@@ -1,5 +1,5 @@
-// The hit path and the public entry points that make volumes (the uncached volume:
-// uncached.cpp; deleting one: volume_delete.cpp).
+// The hit path and the public entry points that make volumes (the volume's name:
+// volume_claim.cpp; the uncached volume: uncached.cpp; deleting one: volume_delete.cpp).
 #include <spdlog/spdlog.h>
 
 #include <functional>
@@ -16,10 +16,6 @@
 #include "policy/clone_plan.h"
 
 namespace cachemgr::engine {
-
-// How long a create whose name a dead create still holds waits for this host's pass lock
-// to clear it (a pass that holds it clears such rows itself).
-constexpr auto kClearHalfMadeWait = std::chrono::seconds(30);
 
 namespace {
 
@@ -65,13 +61,22 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
         },
         log_);
     Failpoint("volume_after_claim");
-    if (backend_->Exists({pool, request.volume})) {
-      throw Error(Errc::kAlreadyExists,
-                  "volume " + request.volume + ": already exists on the backend (" + pool + "/" +
-                      request.volume +
-                      ") and was not made by this cache; it is left untouched: choose another "
-                      "name");
-    }
+    // A name taken on the backend is refused before anything costly is done for it (a
+    // download, a copy). A clone of a ready entry does not ask: the backend takes a name
+    // only if it is free (Rename, CloneInPlace), so a taken one is refused at the clone's
+    // rename, the clone undone, and nothing at the name touched; one look fewer per hit.
+    bool name_free = false;
+    auto require_free_name = [&] {
+      if (name_free) return;
+      if (backend_->Exists({pool, request.volume})) {
+        throw Error(Errc::kAlreadyExists,
+                    "volume " + request.volume + ": already exists on the backend (" + pool +
+                        "/" + request.volume +
+                        ") and was not made by this cache; it is left untouched: choose "
+                        "another name");
+      }
+      name_free = true;
+    };
     const storage::ImageRef staging{pool, claim.staging_name};
     // Set once a hit served the relay of an import whose runner died (ServeRelayForHit).
     // From then on this process serves it until the import's runner takes it, whatever
@@ -101,6 +106,10 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
       std::optional<source::ImageMeta> meta;
       meta.swap(known);  // known is empty again
       const bool ready = row && row->state == index::State::kReady;
+      const bool clone_of_ready =
+          ready && policy::PlanClone(options_.cache.max_clone_depth, row->depth).plan ==
+                       policy::ClonePlan::kClone;
+      if (!clone_of_ready) require_free_name();
       // A ready entry confirmed by the source within the interval is served without
       // asking again (a Glance GET costs more than the clone); eviction passes still
       // check every entry. A file source answers from a stat: asked on every hit.
@@ -151,6 +160,8 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
           ServeRelayForHit(row->cache_name)) {
         relay_resumed = true;
       }
+      // The entry is not served as it is (stale, or none): a fill or a download comes.
+      if (!asked.valid() && !(ready && (!meta || !IsStale(*row, *meta)))) require_free_name();
       CreateVolumeResult result;
       try {
         if (asked.valid()) {
@@ -262,103 +273,6 @@ int64_t CacheImpl::ConfirmedBySource(const index::EntryRow& row,
     throw StaleHit{};
   }
   return asked_at;
-}
-
-index::VolumeRow CacheImpl::ClaimVolume(const CreateVolumeRequest& request) {
-  index::VolumeRow claim;
-  claim.image_id = request.image_id;
-  claim.name = request.volume;
-  claim.pool = backend_->volume_pool();
-  claim.created_at = Now();
-  claim.state = index::State::kCreating;
-  claim.owner = owner_;
-  claim.staging_name = VolumeStagingName();
-  auto insert = [&]() -> bool {
-    try {
-      claim.id = WithIndex([&](index::Index& ix) { return ix.InsertVolume(claim); });
-      return true;
-    } catch (const Error& e) {
-      if (e.code() != Errc::kAlreadyExists) throw;
-      return false;
-    }
-  };
-  auto find = [&] {
-    return WithIndex([&](index::Index& ix) { return ix.FindVolume(claim.pool, claim.name); });
-  };
-  if (insert()) return claim;
-  auto held = find();
-  // A ready row whose volume is gone (a `delete` killed between the two, or removed
-  // outside the cache) holds the name for nothing: dropped, and the name claimed.
-  if (held && held->state == index::State::kReady &&
-      !backend_->Exists({claim.pool, claim.name})) {
-    // Only that row: another create may have dropped it and claimed the name meanwhile.
-    if (!WithIndex([&](index::Index& ix) { return ix.DeleteVolumeRow(*held); })) {
-      throw Error(Errc::kAlreadyExists, "volume " + request.volume + ": already exists");
-    }
-    log_->info("dropped the row of a volume that no longer exists volume={}", claim.name);
-    if (insert()) return claim;
-    throw Error(Errc::kAlreadyExists, "volume " + request.volume +
-                                          ": already exists: another create claimed the "
-                                          "name at the same moment");
-  }
-  // A create of this name that died on this host (a crash, a kill) left its claim: what
-  // it made is cleared as the pass clears it, and the name claimed, so that running the
-  // command again is all it takes. Under this host's pass lock: one clearer at a time
-  // (other creates run again, a pass), or one could remove the volume another has just
-  // put at the name. A row gone meanwhile (a pass cleared it) frees the name too.
-  if (!held || (held->state == index::State::kCreating && !OwnerAlive(held->owner))) {
-    std::unique_ptr<FileLock> clearing;
-    try {
-      clearing = FileLock::Acquire(lock_dir_ / kHostPassLockFile, kClearHalfMadeWait,
-                                   "eviction pass");
-    } catch (const Error& e) {
-      if (e.code() != Errc::kBusy) throw;
-      throw Error(Errc::kBusy, "volume " + request.volume + ": a create of it died and an "
-                                   "eviction pass is running on this host; it clears what that "
-                                   "create left: run the command again once it ends");
-    }
-    held = find();
-    if (held && held->state == index::State::kCreating && !OwnerAlive(held->owner)) {
-      std::vector<EvictAction> cleared;
-      ClearHalfMadeVolume(*held, /*dry_run=*/false, &cleared);
-      held = find();
-    }
-    if (!held && insert()) return claim;
-    if (!held) held = find();
-  }
-  if (held && held->state == index::State::kCreating) {
-    throw Error(Errc::kAlreadyExists,
-                "volume " + request.volume + ": already exists: being created by " + held->owner +
-                    (OwnerAlive(held->owner)
-                         ? std::string(" (if that process is gone, `cachemgr evict` clears it)")
-                         : std::string(" (gone; what it left could not be cleared: `cachemgr "
-                                       "evict` names it)")));
-  }
-  throw Error(Errc::kAlreadyExists, "volume " + request.volume + ": already exists");
-}
-
-void CacheImpl::PlaceVolume(index::VolumeRow* claim, VolumeGuardRef guard, uint64_t size,
-                            uint64_t current_size) {
-  const storage::ImageRef staging{claim->pool, claim->staging_name};
-  claim->identity = Mark(*backend_, staging, kMarkVolume);
-  guard->Identify(claim->identity);
-  if (size > current_size) backend_->Resize(staging, size);
-  // The row records the identity before the volume takes its name, so a crash after the
-  // rename leaves a row that says which object at the name is this create's.
-  WithIndex([&](index::Index& ix) { ix.UpdateVolume(*claim); });
-  Failpoint("volume_before_rename");
-  try {
-    backend_->Rename(staging, claim->name);
-  } catch (const Error& e) {
-    if (e.code() != Errc::kAlreadyExists) throw;
-    // The backend's words name what holds the name (the object, or a file of someone
-    // else's at its metadata's name).
-    throw Error(Errc::kAlreadyExists, "volume " + claim->name +
-                                          ": already exists on the backend, and nothing there "
-                                          "is touched: " + e.what());
-  }
-  guard->Track({claim->pool, claim->name}, claim->identity);
-  Failpoint("volume_after_rename");
 }
 
 void CacheImpl::RequireEntryObject(const index::EntryRow& row) {
@@ -500,9 +414,7 @@ void CacheImpl::CloneVolume(const storage::SnapRef& snap, const storage::ImageRe
                                       in_place->publish);
     } catch (const Error& e) {
       if (e.code() != Errc::kAlreadyExists) throw;
-      throw Error(Errc::kAlreadyExists, "volume " + in_place->at.name +
-                                            ": already exists on the backend, and nothing there "
-                                            "is touched: " + e.what());
+      throw VolumeNameTaken(in_place->at.name, e);
     }
     if (placed) {
       in_place->placed = true;
