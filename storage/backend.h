@@ -129,6 +129,13 @@ class Backend {
 
   // --- images
   virtual bool Exists(const ImageRef& ref) = 0;
+  // Whether anything holds the name, image or not: what Rename and CloneInPlace refuse
+  // (RBD: any id object, a format-1 header, a directory entry). Exists(ref) by default.
+  virtual bool NameTaken(const ImageRef& ref) { return Exists(ref); }
+  // Whether Clone and CloneInPlace write no more than metadata (an RBD clone, a qcow2
+  // overlay), so that one made only to find the name taken costs little; false where a
+  // clone copies the image.
+  virtual bool CheapClone() const { return true; }
   virtual ImageInfo Stat(const ImageRef& ref) = 0;              // kNotFound if absent
   virtual std::vector<std::string> List(const std::string& pool) = 0;
   // Every image of `pool` with its Identity(), in as few round trips as the backend can

@@ -64,6 +64,9 @@ class LocalBackend final : public Backend {
   std::string cluster_id() const override;
 
   bool Exists(const ImageRef& ref) override;
+  // Only a qcow2 overlay: a copy writes the image, and a reflink's cost grows with the
+  // file's extents.
+  bool CheapClone() const override { return clone_mode() == CloneMode::kQcow2; }
   ImageInfo Stat(const ImageRef& ref) override;
   std::vector<std::string> List(const std::string& pool) override;
   std::map<std::string, std::string> ListIdentities(const std::string& pool) override;

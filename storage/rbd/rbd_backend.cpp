@@ -361,6 +361,15 @@ std::string RbdBackend::Identity(const ImageRef& ref) {
   return id;
 }
 
+bool RbdBackend::NameTaken(const ImageRef& ref) {
+  auto pool = Pool(ref.pool);
+  ValidateName("image", ref.name);
+  NameBindings bindings;
+  Check(ReadNameBindings(pool->io.get(), ref.name, &bindings), "read what binds",
+        pool->Where(ref.name));
+  return bindings.any();
+}
+
 bool RbdBackend::HasIdentity(const ImageRef& ref, const std::string& identity) {
   auto pool = Pool(ref.pool);
   ValidateName("image", ref.name);

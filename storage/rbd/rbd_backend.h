@@ -71,6 +71,7 @@ class RbdBackend final : public Backend {
   void Rename(const ImageRef& from, const std::string& to_name) override;
   std::string Identity(const ImageRef& ref) override;
   bool HasIdentity(const ImageRef& ref, const std::string& identity) override;
+  bool NameTaken(const ImageRef& ref) override;
   size_t EvictWatchers(const ImageRef& ref) override;  // rbd_watchers.cpp
   size_t OtherWatchers(const ImageRef& ref) override;  // rbd_watchers.cpp
   bool RemoveDanglingName(const ImageRef& ref,

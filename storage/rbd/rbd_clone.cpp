@@ -2,6 +2,7 @@
 // protected snapshot, and one that takes its name, mark and size in one call.
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
 #include <chrono>
 #include <map>
 #include <string>
@@ -60,8 +61,15 @@ bool RbdBackend::CloneInPlace(const SnapRef& parent, const ImageRef& staging,
   // removes only that image.
   std::string id;
   try {
-    Check(ReadIdObject(pool->io.get(), staging.name, &id), "read the id of",
-          pool->Where(staging.name));
+    // What binds the volume's name is read beside the clone's id: a taken name is refused
+    // before the clone is marked, and before anything is made at the name.
+    NameBindings taken;
+    const int r = ReadIdAndBindings(pool->io.get(), staging.name, child.name, &id, &taken);
+    if (!id.empty()) Check(r, "read what binds", pool->Where(child.name));
+    Check(r, "read the id of", pool->Where(staging.name));
+    if (taken.any()) {
+      Check(-EEXIST, "rename", pool->Where(staging.name) + " to " + child.name);
+    }
     auto metadata = publish(id);
     if (size != 0) {
       // The resize opens the image: marked first, as SetMetadata would.
@@ -74,8 +82,9 @@ bool RbdBackend::CloneInPlace(const SnapRef& parent, const ImageRef& staging,
     }
     // Otherwise the mark is written beside the rename's first step, and the name taken
     // only once it is (rbd_headers.h).
-    Check(RenameImage(pool->io.get(), staging.name, child.name, id, metadata), "rename",
-          pool->Where(staging.name) + " to " + child.name);
+    Check(RenameImage(pool->io.get(), staging.name, child.name, id, metadata,
+                      size != 0 ? nullptr : &taken),
+          "rename", pool->Where(staging.name) + " to " + child.name);
   } catch (...) {
     // Undone here; what a failed removal leaves is under the caller's staging name.
     try {

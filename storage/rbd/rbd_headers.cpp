@@ -16,6 +16,10 @@ constexpr const char* kMetadataPrefix = "metadata_";
 // Keys read per round trip (the cache keeps a handful).
 constexpr uint64_t kMetadataPage = 256;
 std::string HeaderOid(const std::string& id) { return "rbd_header." + id; }
+// The pool directory (the rbd class's dir_* methods): omap "name_<name>" -> id and
+// "id_<id>" -> name for every format-2 image.
+constexpr const char* kDirectoryOid = "rbd_directory";
+constexpr const char* kDirNamePrefix = "name_";
 std::string IdOid(const std::string& name) { return "rbd_id." + name; }
 // Ceph's encoding of a string: its length (32 bits, little-endian) then its bytes.
 void EncodeString(std::string* out, const std::string& s) {
@@ -133,6 +137,92 @@ NameState ReadNameState(rados_ioctx_t io, const std::string& name, const std::st
   return NameState::kFormat1;
 }
 
+namespace {
+// The three reads of what binds a name, started side by side; Finish waits for them.
+class BindingReads {
+ public:
+  BindingReads(rados_ioctx_t io, const std::string& name)
+      : id_oid_(IdOid(name)), v1_oid_(name + ".rbd"), dir_key_(kDirNamePrefix + name) {
+    read_id_.Start([&](rados_completion_t c) {
+      return rados_aio_read(io, id_oid_.c_str(), c, id_buf_, sizeof id_buf_, 0);
+    });
+    stat_v1_.Start([&](rados_completion_t c) {
+      return rados_aio_stat(io, v1_oid_.c_str(), c, &size_, &mtime_);
+    });
+    const char* keys[] = {dir_key_.c_str()};
+    const size_t key_lens[] = {dir_key_.size()};
+    dir_op_ = rados_create_read_op();
+    rados_read_op_omap_get_vals_by_keys2(dir_op_, keys, 1, key_lens, &dir_iter_, &dir_prval_);
+    read_dir_.Start([&](rados_completion_t c) {
+      return rados_aio_read_op_operate(dir_op_, io, c, kDirectoryOid, 0);
+    });
+  }
+  BindingReads(const BindingReads&) = delete;
+  BindingReads& operator=(const BindingReads&) = delete;
+  ~BindingReads() {
+    (void)read_dir_.Wait();  // the op and its iterator outlive the read
+    if (dir_iter_ != nullptr) rados_omap_get_end(dir_iter_);
+    rados_release_read_op(dir_op_);
+  }
+  // 0 with *out filled, or the first read's error that is not an absence.
+  int Finish(NameBindings* out) {
+    *out = {};
+    const int id = read_id_.Wait();
+    if (id != -ENOENT && id < 0) return id;
+    out->id_object = id >= 0;  // any bytes, even none: the name's id object is there
+    const int v1 = stat_v1_.Wait();
+    if (v1 != -ENOENT && v1 < 0) return v1;
+    out->format1 = v1 == 0;
+    int dir = read_dir_.Wait();
+    if (dir == 0) dir = dir_prval_;
+    if (dir != -ENOENT && dir < 0) return dir;
+    if (dir == 0 && dir_iter_ != nullptr) {
+      char* key = nullptr;
+      char* val = nullptr;
+      size_t key_len = 0;
+      size_t val_len = 0;
+      out->directory = rados_omap_get_next2(dir_iter_, &key, &val, &key_len, &val_len) == 0 &&
+                       key != nullptr;
+    }
+    return 0;
+  }
+
+ private:
+  std::string id_oid_;
+  std::string v1_oid_;
+  std::string dir_key_;
+  char id_buf_[kIdObjectBytes] = {};
+  uint64_t size_ = 0;
+  time_t mtime_ = 0;
+  rados_read_op_t dir_op_ = nullptr;
+  rados_omap_iter_t dir_iter_ = nullptr;
+  int dir_prval_ = 0;
+  // Declared last: destroyed (waited for) first, before the buffers they write.
+  AioOp read_id_;
+  AioOp stat_v1_;
+  AioOp read_dir_;
+};
+}  // namespace
+
+int ReadNameBindings(rados_ioctx_t io, const std::string& name, NameBindings* out) {
+  BindingReads reads(io, name);
+  return reads.Finish(out);
+}
+
+int ReadIdAndBindings(rados_ioctx_t io, const std::string& name, const std::string& to,
+                      std::string* id, NameBindings* to_bindings) {
+  char buf[kIdObjectBytes] = {};
+  const std::string id_oid = IdOid(name);
+  AioOp read_id;
+  read_id.Start([&](rados_completion_t c) {
+    return rados_aio_read(io, id_oid.c_str(), c, buf, sizeof buf, 0);
+  });
+  BindingReads reads(io, to);
+  const int r = ParseIdObject(buf, read_id.Wait(), id);
+  const int b = reads.Finish(to_bindings);
+  return r < 0 ? r : b;
+}
+
 int ReadHeaderMetadata(rados_ioctx_t io, const std::string& id,
                        std::map<std::string, std::string>* out) {
   out->clear();
@@ -182,17 +272,23 @@ int WriteHeaderMetadata(rados_ioctx_t io, const std::string& id, const std::stri
 }
 
 int RenameImage(rados_ioctx_t io, const std::string& from, const std::string& to,
-                const std::string& id, const std::map<std::string, std::string>& metadata) {
-  // Any binding at `to` holds the name: the new id object is made exclusively. A format-1
-  // image holds it too (the directory's omap knows only format-2 names): its header is
-  // looked for beside the make, and the id object made is taken back if one is there.
+                const std::string& id, const std::map<std::string, std::string>& metadata,
+                const NameBindings* to_bindings) {
+  // Anything that binds `to` holds the name: an id object (whatever it holds), a format-1
+  // header, a directory entry. Looked at before anything is made, so that a taken name is
+  // never bound to this image, not even for a moment a kill could make last.
+  NameBindings bindings;
+  if (to_bindings == nullptr) {
+    const int looked = ReadNameBindings(io, to, &bindings);
+    if (looked < 0) return looked;
+    to_bindings = &bindings;
+  }
+  if (to_bindings->any()) return -EEXIST;
   std::string id_object;
   EncodeString(&id_object, id);
   const std::string to_id_oid = IdOid(to);
-  const std::string to_v1_oid = to + ".rbd";
-  uint64_t size = 0;
-  time_t mtime = 0;
   rados_write_op_t make = rados_create_write_op();
+  // Exclusively: one made since the look refuses the name all the same.
   rados_write_op_create(make, LIBRADOS_CREATE_EXCLUSIVE, nullptr);
   rados_write_op_write_full(make, id_object.data(), id_object.size());
   // The metadata goes to the header beside the make: the directory, where the image is
@@ -203,14 +299,13 @@ int RenameImage(rados_ioctx_t io, const std::string& from, const std::string& to
   std::vector<const char*> val_ptrs;
   std::vector<size_t> key_lens;
   std::vector<size_t> val_lens;
-  for (const auto& [key, value] : metadata) keys.push_back(kMetadataPrefix + key);
-  size_t i = 0;
+  keys.reserve(metadata.size());
   for (const auto& [key, value] : metadata) {
-    key_ptrs.push_back(keys[i].c_str());
-    key_lens.push_back(keys[i].size());
+    keys.push_back(kMetadataPrefix + key);
+    key_ptrs.push_back(keys.back().c_str());
+    key_lens.push_back(keys.back().size());
     val_ptrs.push_back(value.data());
     val_lens.push_back(value.size());
-    ++i;
   }
   rados_write_op_t mark = rados_create_write_op();
   rados_write_op_assert_exists(mark);  // never makes a header where none is
@@ -218,17 +313,12 @@ int RenameImage(rados_ioctx_t io, const std::string& from, const std::string& to
                            val_lens.data(), key_ptrs.size());
   const std::string header_oid = HeaderOid(id);
   int made = 0;
-  int v1 = 0;
   int marked = 0;
   {
     AioOp make_id;
-    AioOp stat_v1;
     AioOp write_mark;
     make_id.Start([&](rados_completion_t c) {
       return rados_aio_write_op_operate(make, io, c, to_id_oid.c_str(), nullptr, 0);
-    });
-    stat_v1.Start([&](rados_completion_t c) {
-      return rados_aio_stat(io, to_v1_oid.c_str(), c, &size, &mtime);
     });
     if (!metadata.empty()) {
       write_mark.Start([&](rados_completion_t c) {
@@ -236,16 +326,14 @@ int RenameImage(rados_ioctx_t io, const std::string& from, const std::string& to
       });
     }
     made = make_id.Wait();
-    v1 = stat_v1.Wait();
     marked = metadata.empty() ? 0 : write_mark.Wait();
-  }  // all answered: the ops may go
+  }  // both answered: the ops may go
   rados_release_write_op(make);
   rados_release_write_op(mark);
-  if (made < 0) return made;  // -EEXIST: bound already
-  if (v1 != -ENOENT || marked < 0) {
+  if (made < 0) return made;  // -EEXIST: bound since the look
+  if (marked < 0) {
     (void)rados_remove(io, to_id_oid.c_str());  // ours, made just now: the name is free again
-    if (marked < 0) return marked;
-    return v1 == 0 ? -EEXIST : v1;
+    return marked;
   }
   std::string args;
   EncodeString(&args, from);
@@ -253,7 +341,7 @@ int RenameImage(rados_ioctx_t io, const std::string& from, const std::string& to
   EncodeString(&args, id);
   rados_write_op_t rebind = rados_create_write_op();
   rados_write_op_exec(rebind, "rbd", "dir_rename_image", args.data(), args.size(), nullptr);
-  int r = rados_write_op_operate2(rebind, io, "rbd_directory", nullptr, 0);
+  int r = rados_write_op_operate2(rebind, io, kDirectoryOid, nullptr, 0);
   rados_release_write_op(rebind);
   if (r < 0) {
     (void)rados_remove(io, to_id_oid.c_str());  // nothing else changed: the name is free again
@@ -261,6 +349,44 @@ int RenameImage(rados_ioctx_t io, const std::string& from, const std::string& to
   }
   r = rados_remove(io, IdOid(from).c_str());
   return r == -ENOENT ? 0 : r;
+}
+
+int RemoveIdObjectIf(rados_ioctx_t io, const std::string& name, const std::string& id) {
+  std::string expected;
+  EncodeString(&expected, id);
+  rados_write_op_t op = rados_create_write_op();
+  int cmp = 0;
+  // Removed in the same op that compares its bytes: one rebound since is left alone.
+  rados_write_op_cmpext(op, expected.data(), expected.size(), 0, &cmp);
+  rados_write_op_remove(op);
+  int r = rados_write_op_operate2(op, io, IdOid(name).c_str(), nullptr, 0);
+  rados_release_write_op(op);
+  // A mismatch at byte n is -(4095 + n) (librados's MAX_ERRNO + n): another id.
+  constexpr int kMaxErrno = 4095;
+  if (r <= -kMaxErrno || cmp <= -kMaxErrno) r = -ESTALE;
+  return r;
+}
+
+int ReadDirectoryId(rados_ioctx_t io, const std::string& name, std::string* id) {
+  std::string args;
+  EncodeString(&args, name);
+  char buf[kIdObjectBytes] = {};
+  const int n = rados_exec(io, kDirectoryOid, "rbd", "dir_get_id", args.data(), args.size(), buf,
+                           sizeof buf);
+  return ParseIdObject(buf, n, id);  // the answer is one encoded string, as an id object
+}
+
+int RemoveDirectoryEntry(rados_ioctx_t io, const std::string& name, const std::string& id) {
+  // The rbd class removes both keys only if they map `name` and `id` to each other
+  // (-ESTALE otherwise, -ENOENT when the name has no entry).
+  std::string args;
+  EncodeString(&args, name);
+  EncodeString(&args, id);
+  rados_write_op_t op = rados_create_write_op();
+  rados_write_op_exec(op, "rbd", "dir_remove_image", args.data(), args.size(), nullptr);
+  const int r = rados_write_op_operate2(op, io, kDirectoryOid, nullptr, 0);
+  rados_release_write_op(op);
+  return r;
 }
 
 }  // namespace cachemgr::storage::rbd

@@ -44,6 +44,24 @@ struct NameGuess {
 NameState ReadNameState(rados_ioctx_t io, const std::string& name, const std::string& where,
                         std::string* id, const NameGuess& guess = {});
 
+// What binds a name: any of them makes it taken (librbd refuses to create or rename to
+// it, and an open of it may find someone's image).
+struct NameBindings {
+  bool id_object = false;  // rbd_id.<name>, whatever it holds (even a dangling id)
+  bool format1 = false;    // <name>.rbd, a format-1 header
+  bool directory = false;  // the pool directory's "name_<name>" key
+  bool any() const { return id_object || format1 || directory; }
+};
+
+// Reads all three at once (one round trip). 0, or the first negative errno of a read
+// that failed for another cause than the object's absence.
+int ReadNameBindings(rados_ioctx_t io, const std::string& name, NameBindings* out);
+
+// ReadIdObject of `name` and ReadNameBindings of `to`, side by side: one round trip. The
+// id read's error first, then the bindings'.
+int ReadIdAndBindings(rados_ioctx_t io, const std::string& name, const std::string& to,
+                      std::string* id, NameBindings* to_bindings);
+
 // The metadata of the image whose id is `id`, as rbd_metadata_list gives it. 0, or a
 // negative errno (-ENOENT: no such header).
 int ReadHeaderMetadata(rados_ioctx_t io, const std::string& id,
@@ -56,9 +74,9 @@ int WriteHeaderMetadata(rados_ioctx_t io, const std::string& id, const std::stri
                         const std::string& value);
 
 // Renames the format-2 image `from`, whose id is `id`, to `to`, as librbd's rename does
-// for an image no one has open, without opening it: the new name's id object (made
-// exclusively, while a format-1 header at `to` is looked for beside it: a taken name is
-// refused with -EEXIST and nothing else changed), the pool
+// for an image no one has open, without opening it: what binds `to` is looked at first
+// (`to_bindings`, when the caller read them already: any binding refuses the name with
+// -EEXIST and nothing changed), then the new name's id object (made exclusively), the pool
 // directory's entry (the rbd class's dir_rename_image, atomic, checked against `id`), then
 // the old id object. `metadata` (as WriteHeaderMetadata's keys, all in one write) is
 // written to the header beside the new id object's make, and the directory rebound only
@@ -66,6 +84,18 @@ int WriteHeaderMetadata(rados_ioctx_t io, const std::string& id, const std::stri
 // steps leaves what a killed librbd rename leaves (see rbd_leftovers.cpp). 0, or a
 // negative errno.
 int RenameImage(rados_ioctx_t io, const std::string& from, const std::string& to,
-                const std::string& id, const std::map<std::string, std::string>& metadata = {});
+                const std::string& id, const std::map<std::string, std::string>& metadata = {},
+                const NameBindings* to_bindings = nullptr);
+
+// What a killed rename or create leaves, removed one object at a time and only when it is
+// the caller's (rbd_leftovers.cpp); never librbd's remove by name, which looks the name up
+// in the directory and removes whatever image it finds there.
+// Removes the id object of `name` only while it holds `id`: 0, -ENOENT, -ESTALE (another).
+int RemoveIdObjectIf(rados_ioctx_t io, const std::string& name, const std::string& id);
+// The id the pool directory binds `name` to: 0, or -ENOENT.
+int ReadDirectoryId(rados_ioctx_t io, const std::string& name, std::string* id);
+// Removes the directory entry binding `name` to `id`: 0, -ENOENT (none), -ESTALE (it binds
+// another id, or `id` another name).
+int RemoveDirectoryEntry(rados_ioctx_t io, const std::string& name, const std::string& id);
 
 }  // namespace cachemgr::storage::rbd

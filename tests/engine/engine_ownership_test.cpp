@@ -115,6 +115,35 @@ TEST_CASE("create refuses a name someone else's object holds, and leaves it unto
   CHECK(Observe(b, env.Vol("plain")) == before);
 }
 
+TEST_CASE("a hit whose clone copies the image asks whether the name is free first") {
+  // A clone of a ready entry may leave the taken name to its rename only where it is
+  // cheap (Backend::CheapClone): in the local backend's copy mode the clone is a copy of
+  // the whole image, so a taken name must be refused by the look before it.
+  if (kRbd) return;
+  Env env;
+  env.options.backend.local.clone_mode = CloneMode::kCopy;
+  auto id = env.AddImage(8 * kMiB, 4);
+  auto& b = *env.backend;
+  auto cache = env.Open();
+  cache->Prefill(id);
+  MakeForeign(b, env.Vol("taken"), 5);
+  auto before = Observe(b, env.Vol("taken"));
+  std::string error;
+  try {
+    cache->CreateVolume({.image_id = id, .volume = "taken"});
+  } catch (const Error& e) {
+    error = e.what();
+    CHECK(e.code() == Errc::kAlreadyExists);
+  }
+  // The look's words (the rename's would say "nothing there is touched").
+  CHECK(error.find("was not made by this cache") != std::string::npos);
+  CHECK(Observe(b, env.Vol("taken")) == before);
+  CHECK(StagingObjects(env).empty());
+  // A free name is copied as ever.
+  CHECK(cache->CreateVolume({.image_id = id, .volume = "free"}).plan == Plan::kClone);
+  CHECK(env.SameData("free", id));
+}
+
 TEST_CASE("concurrent creates of one new name: exactly one winner, the losers change nothing") {
   Env env;
   auto id = env.AddImage(4 * kMiB, 1);

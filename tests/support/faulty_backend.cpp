@@ -167,6 +167,10 @@ bool FaultyBackend::Exists(const ImageRef& ref) {
   Hit(Verb::kExists, Name(ref));
   return inner_->Exists(ref);
 }
+bool FaultyBackend::NameTaken(const ImageRef& ref) {
+  Hit(Verb::kExists, Name(ref));
+  return inner_->NameTaken(ref);
+}
 ImageInfo FaultyBackend::Stat(const ImageRef& ref) {
   Hit(Verb::kStat, Name(ref));
   return inner_->Stat(ref);

@@ -100,6 +100,8 @@ class FaultyBackend final : public storage::Backend {
   std::string cluster_id() const override { return inner_->cluster_id(); }
 
   bool Exists(const storage::ImageRef& ref) override;
+  bool NameTaken(const storage::ImageRef& ref) override;  // counted and failed as Exists
+  bool CheapClone() const override { return inner_->CheapClone(); }
   storage::ImageInfo Stat(const storage::ImageRef& ref) override;
   std::vector<std::string> List(const std::string& pool) override;
   uint64_t AllocatedBytes(const storage::ImageRef& ref) override;

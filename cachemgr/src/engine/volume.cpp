@@ -61,14 +61,15 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
         },
         log_);
     Failpoint("volume_after_claim");
-    // A name taken on the backend is refused before anything costly is done for it (a
-    // download, a copy). A clone of a ready entry does not ask: the backend takes a name
-    // only if it is free (Rename, CloneInPlace), so a taken one is refused at the clone's
-    // rename, the clone undone, and nothing at the name touched; one look fewer per hit.
+    // A name taken on the backend (by anything: Backend::NameTaken) is refused before
+    // anything costly is done for it (a download, a copy). A cheap clone of a ready entry
+    // does not ask: the backend takes a name only if it is free (Rename, CloneInPlace), so
+    // a taken one is refused at the clone's rename, the clone undone, and nothing at the
+    // name touched; one look fewer per hit.
     bool name_free = false;
     auto require_free_name = [&] {
       if (name_free) return;
-      if (backend_->Exists({pool, request.volume})) {
+      if (backend_->NameTaken({pool, request.volume})) {
         throw Error(Errc::kAlreadyExists,
                     "volume " + request.volume + ": already exists on the backend (" + pool +
                         "/" + request.volume +
@@ -107,8 +108,9 @@ CreateVolumeResult CacheImpl::CreateVolume(const CreateVolumeRequest& request) {
       meta.swap(known);  // known is empty again
       const bool ready = row && row->state == index::State::kReady;
       const bool clone_of_ready =
-          ready && policy::PlanClone(options_.cache.max_clone_depth, row->depth).plan ==
-                       policy::ClonePlan::kClone;
+          ready && backend_->CheapClone() &&
+          policy::PlanClone(options_.cache.max_clone_depth, row->depth).plan ==
+              policy::ClonePlan::kClone;
       if (!clone_of_ready) require_free_name();
       // A ready entry confirmed by the source within the interval is served without
       // asking again (a Glance GET costs more than the clone); eviction passes still

@@ -3,6 +3,8 @@
 // against librbd and the rados tool on the "ceph" fixture's cluster.
 #include <doctest/doctest.h>
 
+#include <cstdint>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -207,6 +209,121 @@ TEST_CASE("reads started side by side answer as one after the other; a rename ta
   CHECK_FALSE(b->HasIdentity(a, id));
   CHECK_FALSE(b->Exists(a));
   b->Remove(v1);
+}
+
+// Ceph's encoding of a string (32-bit little-endian length, then the bytes): an id
+// object's content, and a directory value.
+std::string Encoded(const std::string& v) {
+  std::string out;
+  const auto n = static_cast<uint32_t>(v.size());
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+  return out + v;
+}
+
+TEST_CASE("anything that binds a name takes it, and a dangling binding goes only if it is ours") {
+  auto options = test::FixtureRbdOptions();
+  auto b = storage::MakeRbdBackend(options, nullptr);
+  std::vector<std::string> rados{"rados", "--conf", options.conf, "-p", "volumes"};
+  if (!options.namespace_.empty()) {
+    rados.push_back("-N");
+    rados.push_back(options.namespace_);
+  }
+  auto cmd = [&](std::vector<std::string> extra, std::string* out = nullptr) {
+    auto argv = rados;
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return test::RunCommand(argv, out);
+  };
+  test::TempDir tmp("bindings");
+  int files = 0;
+  auto file_of = [&](const std::string& bytes) {
+    const std::string path = (tmp / ("f" + std::to_string(files++))).string();
+    std::ofstream(path, std::ios::binary) << bytes;
+    return path;
+  };
+  auto put = [&](const std::string& oid, const std::string& bytes) {
+    REQUIRE(cmd({"put", oid, file_of(bytes)}) == 0);
+  };
+  // A directory entry as librbd writes one: both keys.
+  auto list_in_directory = [&](const std::string& name, const std::string& id) {
+    REQUIRE(cmd({"setomapval", "rbd_directory", "name_" + name, "--input-file",
+                 file_of(Encoded(id))}) == 0);
+    REQUIRE(cmd({"setomapval", "rbd_directory", "id_" + id, "--input-file",
+                 file_of(Encoded(name))}) == 0);
+  };
+  auto directory_keys = [&] {
+    std::string keys;
+    REQUIRE(cmd({"listomapkeys", "rbd_directory"}, &keys) == 0);
+    return keys;
+  };
+  ImageRef a{"volumes", Unique("bind-a")};
+  Import(*b, a, Data(kMiB, 21));
+  const std::string id = b->Identity(a);
+
+  ImageRef dangling{"volumes", Unique("bind-dangling")};
+  put("rbd_id." + dangling.name, Encoded("00dead00"));
+  ImageRef garbage{"volumes", Unique("bind-garbage")};
+  put("rbd_id." + garbage.name, "ab");
+  ImageRef empty_id{"volumes", Unique("bind-empty")};
+  put("rbd_id." + empty_id.name, "");
+  ImageRef listed{"volumes", Unique("bind-listed")};
+  list_in_directory(listed.name, "0foreign0");
+  ImageRef v1{"volumes", Unique("bind-v1")};
+  put(v1.name + ".rbd", "not a header");
+  ImageRef free_name{"volumes", Unique("bind-free")};
+
+  // Taken, whether or not an image opens there; free only when nothing binds it.
+  CHECK(b->NameTaken(a));
+  for (const auto& ref : {dangling, garbage, empty_id, listed, v1}) {
+    CAPTURE(ref.name);
+    CHECK(b->NameTaken(ref));
+    // A rename onto it is refused and binds nothing there, not even for a moment.
+    CHECK(Catch([&] { b->Rename(a, ref.name); }).code() == Errc::kAlreadyExists);
+    CHECK(b->HasIdentity(a, id));
+  }
+  CHECK_FALSE(b->NameTaken(free_name));
+  CHECK(cmd({"stat", "rbd_id." + listed.name}) != 0);
+  CHECK(cmd({"stat", "rbd_id." + v1.name}) != 0);
+
+  // What a rename killed after its first step leaves, beside what is someone else's: the
+  // name's id object bound to the cache's (now removed) image.
+  const std::string dead = "0cache0dead";
+  put("rbd_id." + listed.name, Encoded(dead));
+  put("rbd_id." + v1.name, Encoded(dead));
+  // Not the cache's identity: nothing goes.
+  CHECK_FALSE(b->RemoveDanglingName(listed, "0other0"));
+  CHECK(cmd({"stat", "rbd_id." + listed.name}) == 0);
+  // The cache's: its id object goes, and only it. The directory entry binding the name to
+  // another image and the format-1 header stay as they were.
+  CHECK(b->RemoveDanglingName(listed, dead));
+  CHECK(cmd({"stat", "rbd_id." + listed.name}) != 0);
+  const std::string keys = directory_keys();
+  CHECK(Contains(keys, "name_" + listed.name + "\n"));
+  CHECK(Contains(keys, "id_0foreign0\n"));
+  CHECK(b->RemoveDanglingName(v1, dead));
+  CHECK(cmd({"stat", "rbd_id." + v1.name}) != 0);
+  CHECK(cmd({"stat", v1.name + ".rbd"}) == 0);
+  // An id object rebound to a live image is no leftover.
+  CHECK_FALSE(b->RemoveDanglingName(dangling, id));
+  CHECK(cmd({"stat", "rbd_id." + dangling.name}) == 0);
+
+  // A staging name's directory entry with no id object (a create killed between the
+  // two): removed when its image is gone, whatever id it names; kept while it lives.
+  ImageRef staging{"volumes", Unique("bind-staging")};
+  list_in_directory(staging.name, "0stage0dead");
+  CHECK(b->RemoveDanglingName(staging, ""));
+  CHECK_FALSE(Contains(directory_keys(), "name_" + staging.name + "\n"));
+  CHECK_FALSE(b->NameTaken(staging));
+  // (a's own name: its image lives, nothing goes)
+  CHECK_FALSE(b->RemoveDanglingName(a, ""));
+  CHECK(b->HasIdentity(a, id));
+
+  for (const auto& oid : {"rbd_id." + dangling.name, "rbd_id." + garbage.name,
+                          "rbd_id." + empty_id.name, v1.name + ".rbd"}) {
+    CHECK(cmd({"rm", oid}) == 0);
+  }
+  CHECK(cmd({"rmomapkey", "rbd_directory", "name_" + listed.name}) == 0);
+  CHECK(cmd({"rmomapkey", "rbd_directory", "id_0foreign0"}) == 0);
+  b->Remove(a);
 }
 
 }  // namespace
