@@ -61,15 +61,12 @@ bool RbdBackend::CloneInPlace(const SnapRef& parent, const ImageRef& staging,
   // removes only that image.
   std::string id;
   try {
-    // What binds the volume's name is read beside the clone's id: a taken name is refused
-    // before the clone is marked, and before anything is made at the name.
-    NameBindings taken;
-    const int r = ReadIdAndBindings(pool->io.get(), staging.name, child.name, &id, &taken);
-    if (!id.empty()) Check(r, "read what binds", pool->Where(child.name));
-    Check(r, "read the id of", pool->Where(staging.name));
-    if (taken.any()) {
-      Check(-EEXIST, "rename", pool->Where(staging.name) + " to " + child.name);
-    }
+    // A format-1 header at the volume's name is looked for beside the clone's id: the one
+    // binding the rename's make and rebind cannot refuse (RenameImage).
+    bool format1 = false;
+    Check(ReadIdBesideFormat1(pool->io.get(), staging.name, child.name, &id, &format1),
+          "read the id of", pool->Where(staging.name) + " (and what binds " + child.name + ")");
+    if (format1) Check(-EEXIST, "rename", pool->Where(staging.name) + " to " + child.name);
     auto metadata = publish(id);
     if (size != 0) {
       // The resize opens the image: marked first, as SetMetadata would.
@@ -83,7 +80,7 @@ bool RbdBackend::CloneInPlace(const SnapRef& parent, const ImageRef& staging,
     // Otherwise the mark is written beside the rename's first step, and the name taken
     // only once it is (rbd_headers.h).
     Check(RenameImage(pool->io.get(), staging.name, child.name, id, metadata,
-                      size != 0 ? nullptr : &taken),
+                      /*format1_looked=*/size == 0),
           "rename", pool->Where(staging.name) + " to " + child.name);
   } catch (...) {
     // Undone here; what a failed removal leaves is under the caller's staging name.

@@ -209,18 +209,27 @@ int ReadNameBindings(rados_ioctx_t io, const std::string& name, NameBindings* ou
   return reads.Finish(out);
 }
 
-int ReadIdAndBindings(rados_ioctx_t io, const std::string& name, const std::string& to,
-                      std::string* id, NameBindings* to_bindings) {
+int ReadIdBesideFormat1(rados_ioctx_t io, const std::string& name, const std::string& to,
+                        std::string* id, bool* to_format1) {
   char buf[kIdObjectBytes] = {};
   const std::string id_oid = IdOid(name);
+  const std::string v1_oid = to + ".rbd";
+  uint64_t size = 0;
+  time_t mtime = 0;
   AioOp read_id;
+  AioOp stat_v1;
   read_id.Start([&](rados_completion_t c) {
     return rados_aio_read(io, id_oid.c_str(), c, buf, sizeof buf, 0);
   });
-  BindingReads reads(io, to);
+  stat_v1.Start([&](rados_completion_t c) {
+    return rados_aio_stat(io, v1_oid.c_str(), c, &size, &mtime);
+  });
   const int r = ParseIdObject(buf, read_id.Wait(), id);
-  const int b = reads.Finish(to_bindings);
-  return r < 0 ? r : b;
+  const int v1 = stat_v1.Wait();
+  if (r < 0) return r;
+  if (v1 != -ENOENT && v1 < 0) return v1;
+  *to_format1 = v1 == 0;
+  return 0;
 }
 
 int ReadHeaderMetadata(rados_ioctx_t io, const std::string& id,
@@ -273,17 +282,18 @@ int WriteHeaderMetadata(rados_ioctx_t io, const std::string& id, const std::stri
 
 int RenameImage(rados_ioctx_t io, const std::string& from, const std::string& to,
                 const std::string& id, const std::map<std::string, std::string>& metadata,
-                const NameBindings* to_bindings) {
+                bool format1_looked) {
   // Anything that binds `to` holds the name: an id object (whatever it holds), a format-1
-  // header, a directory entry. Looked at before anything is made, so that a taken name is
-  // never bound to this image, not even for a moment a kill could make last.
-  NameBindings bindings;
-  if (to_bindings == nullptr) {
+  // header, a directory entry. The id object is refused by the exclusive make and the
+  // directory entry by the directory's rebind, before the image is listed at the name; a
+  // format-1 header only by this look, made before anything is made at the name (an open
+  // of the name reads the id object first: one made there would shadow the image).
+  if (!format1_looked) {
+    NameBindings bindings;
     const int looked = ReadNameBindings(io, to, &bindings);
     if (looked < 0) return looked;
-    to_bindings = &bindings;
+    if (bindings.any()) return -EEXIST;
   }
-  if (to_bindings->any()) return -EEXIST;
   std::string id_object;
   EncodeString(&id_object, id);
   const std::string to_id_oid = IdOid(to);

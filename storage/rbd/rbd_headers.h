@@ -57,10 +57,10 @@ struct NameBindings {
 // that failed for another cause than the object's absence.
 int ReadNameBindings(rados_ioctx_t io, const std::string& name, NameBindings* out);
 
-// ReadIdObject of `name` and ReadNameBindings of `to`, side by side: one round trip. The
-// id read's error first, then the bindings'.
-int ReadIdAndBindings(rados_ioctx_t io, const std::string& name, const std::string& to,
-                      std::string* id, NameBindings* to_bindings);
+// ReadIdObject of `name` and, beside it, whether a format-1 header is at `to` (what a
+// rename of it to `to` must look at first): one round trip. 0, or a negative errno.
+int ReadIdBesideFormat1(rados_ioctx_t io, const std::string& name, const std::string& to,
+                        std::string* id, bool* to_format1);
 
 // The metadata of the image whose id is `id`, as rbd_metadata_list gives it. 0, or a
 // negative errno (-ENOENT: no such header).
@@ -75,8 +75,9 @@ int WriteHeaderMetadata(rados_ioctx_t io, const std::string& id, const std::stri
 
 // Renames the format-2 image `from`, whose id is `id`, to `to`, as librbd's rename does
 // for an image no one has open, without opening it: what binds `to` is looked at first
-// (`to_bindings`, when the caller read them already: any binding refuses the name with
-// -EEXIST and nothing changed), then the new name's id object (made exclusively), the pool
+// (any binding refuses the name with -EEXIST and nothing changed; `format1_looked`: the
+// caller found no format-1 header there just before, and the exclusive make and the
+// directory's rebind refuse the rest), then the new name's id object, the pool
 // directory's entry (the rbd class's dir_rename_image, atomic, checked against `id`), then
 // the old id object. `metadata` (as WriteHeaderMetadata's keys, all in one write) is
 // written to the header beside the new id object's make, and the directory rebound only
@@ -85,7 +86,7 @@ int WriteHeaderMetadata(rados_ioctx_t io, const std::string& id, const std::stri
 // negative errno.
 int RenameImage(rados_ioctx_t io, const std::string& from, const std::string& to,
                 const std::string& id, const std::map<std::string, std::string>& metadata = {},
-                const NameBindings* to_bindings = nullptr);
+                bool format1_looked = false);
 
 // What a killed rename or create leaves, removed one object at a time and only when it is
 // the caller's (rbd_leftovers.cpp); never librbd's remove by name, which looks the name up

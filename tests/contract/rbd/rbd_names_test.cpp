@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -316,6 +317,31 @@ TEST_CASE("anything that binds a name takes it, and a dangling binding goes only
   // (a's own name: its image lives, nothing goes)
   CHECK_FALSE(b->RemoveDanglingName(a, ""));
   CHECK(b->HasIdentity(a, id));
+
+  // A clone that takes its name in one call (a hit) is refused by every binding as well,
+  // with nothing made at the name, the binding as it was, and the clone undone.
+  const SnapRef snap{a, "s"};
+  b->CreateSnapshot(snap);
+  b->ProtectSnapshot(snap);
+  list_in_directory(listed.name, "0foreign0");  // (its id object went above)
+  for (const auto& ref : {dangling, garbage, listed, v1}) {
+    CAPTURE(ref.name);
+    ImageRef staging_vol{"volumes", Unique("bind-clone")};
+    CHECK(Catch([&] {
+            b->CloneInPlace(snap, staging_vol, ref, 0, [](const std::string& clone_id) {
+              return std::map<std::string, std::string>{{"cachemgr.mark", "volume " + clone_id}};
+            });
+          }).code() == Errc::kAlreadyExists);
+    CHECK_FALSE(b->Exists(staging_vol));
+    CHECK(b->NameTaken(ref));
+  }
+  CHECK(cmd({"stat", "rbd_id." + listed.name}) != 0);
+  CHECK(cmd({"stat", "rbd_id." + v1.name}) != 0);
+  CHECK(cmd({"stat", v1.name + ".rbd"}) == 0);
+  CHECK(Contains(directory_keys(), "name_" + listed.name + "\n"));
+  CHECK(b->Children(snap).empty());
+  b->UnprotectSnapshot(snap);
+  b->RemoveSnapshot(snap);
 
   for (const auto& oid : {"rbd_id." + dangling.name, "rbd_id." + garbage.name,
                           "rbd_id." + empty_id.name, v1.name + ".rbd"}) {
