@@ -31,17 +31,10 @@ TEST_CASE("a name a killed rename left bound to a removed image is unbound, and 
   const std::string id = b->Identity(staging);
   // The first step of a rename: the new name's id object, written before the directory
   // is rebound. Killed there; then the staging image is removed by the pass.
-  std::vector<std::string> rados{"rados", "--conf", options.conf, "-p", "volumes"};
-  if (!options.namespace_.empty()) {
-    rados.push_back("-N");
-    rados.push_back(options.namespace_);
-  }
   test::TempDir tmp("dangling");
   const std::string file = (tmp / "id-object").string();
-  auto cmd = [&](std::vector<std::string> extra) {
-    auto argv = rados;
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    return test::RunCommand(argv);
+  auto cmd = [&](const std::vector<std::string>& args, std::string* out = nullptr) {
+    return Rados(options, args, out);
   };
   REQUIRE(cmd({"get", "rbd_id." + staging.name, file}) == 0);
   REQUIRE(cmd({"put", "rbd_id." + name.name, file}) == 0);
@@ -135,13 +128,7 @@ TEST_CASE("identity and metadata read from the image's objects agree with librbd
   // A removed image's header is not written again through a stale id either.
   b->Remove(renamed);
   CHECK(Catch([&] { b->SetMetadata(renamed, "k", "v"); }).code() == Errc::kNotFound);
-  std::vector<std::string> rados{"rados", "--conf", options.conf, "-p", "volumes"};
-  if (!options.namespace_.empty()) {
-    rados.push_back("-N");
-    rados.push_back(options.namespace_);
-  }
-  rados.insert(rados.end(), {"stat", "rbd_header." + id});
-  CHECK(test::RunCommand(rados) != 0);
+  CHECK(Rados(options, {"stat", "rbd_header." + id}) != 0);
   b->UnprotectSnapshot(snap);
   b->RemoveSnapshot(snap);
   b->Remove(parent);
@@ -153,15 +140,8 @@ TEST_CASE("reads started side by side answer as one after the other; a rename ta
   // the reads in turn give.
   auto options = test::FixtureRbdOptions();
   auto b = storage::MakeRbdBackend(options, nullptr);
-  std::vector<std::string> rados{"rados", "--conf", options.conf, "-p", "volumes"};
-  if (!options.namespace_.empty()) {
-    rados.push_back("-N");
-    rados.push_back(options.namespace_);
-  }
-  auto cmd = [&](std::vector<std::string> extra) {
-    auto argv = rados;
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    return test::RunCommand(argv);
+  auto cmd = [&](const std::vector<std::string>& args, std::string* out = nullptr) {
+    return Rados(options, args, out);
   };
   test::TempDir tmp("guess");
   ImageRef a{"volumes", Unique("guess-a")};
@@ -224,15 +204,8 @@ std::string Encoded(const std::string& v) {
 TEST_CASE("anything that binds a name takes it, and a dangling binding goes only if it is ours") {
   auto options = test::FixtureRbdOptions();
   auto b = storage::MakeRbdBackend(options, nullptr);
-  std::vector<std::string> rados{"rados", "--conf", options.conf, "-p", "volumes"};
-  if (!options.namespace_.empty()) {
-    rados.push_back("-N");
-    rados.push_back(options.namespace_);
-  }
-  auto cmd = [&](std::vector<std::string> extra, std::string* out = nullptr) {
-    auto argv = rados;
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    return test::RunCommand(argv, out);
+  auto cmd = [&](const std::vector<std::string>& args, std::string* out = nullptr) {
+    return Rados(options, args, out);
   };
   test::TempDir tmp("bindings");
   int files = 0;

@@ -11,10 +11,12 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "cachemgr/error.h"
 #include "cachemgr/options.h"
 #include "storage/backend.h"
+#include "support/test_util.h"
 
 namespace cachemgr::rbdtest {
 
@@ -107,6 +109,19 @@ inline int DeadPort() {
 
 inline std::string Script(const std::string& name) {
   return std::string(CACHEMGR_SOURCE_DIR) + "/tests/cluster/" + name;
+}
+
+// Runs the rados tool on the "volumes" pool (in the options' namespace): its exit status,
+// its output into *out when given.
+inline int Rados(const RbdBackendOptions& options, const std::vector<std::string>& args,
+                 std::string* out = nullptr) {
+  std::vector<std::string> argv{"rados", "--conf", options.conf, "-p", "volumes"};
+  if (!options.namespace_.empty()) {
+    argv.push_back("-N");
+    argv.push_back(options.namespace_);
+  }
+  argv.insert(argv.end(), args.begin(), args.end());
+  return test::RunCommand(argv, out);
 }
 
 }  // namespace cachemgr::rbdtest
