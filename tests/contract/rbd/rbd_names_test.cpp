@@ -287,6 +287,24 @@ TEST_CASE("anything that binds a name takes it, and a dangling binding goes only
   CHECK(b->RemoveDanglingName(staging, ""));
   CHECK_FALSE(Contains(directory_keys(), "name_" + staging.name + "\n"));
   CHECK_FALSE(b->NameTaken(staging));
+  // A directory entry left without its id object (a clean-up killed between the two, or
+  // a rename killed between them): still the cache's, and removed; beside an id object of
+  // another image's, only the entry goes.
+  ImageRef half{"volumes", Unique("bind-half")};
+  list_in_directory(half.name, dead);
+  CHECK(b->NameTaken(half));
+  CHECK_FALSE(b->RemoveDanglingName(half, "0other0"));
+  CHECK(Contains(directory_keys(), "name_" + half.name + "\n"));
+  CHECK(b->RemoveDanglingName(half, dead));
+  CHECK_FALSE(Contains(directory_keys(), "name_" + half.name + "\n"));
+  CHECK_FALSE(Contains(directory_keys(), "id_" + dead + "\n"));
+  CHECK_FALSE(b->NameTaken(half));
+  list_in_directory(half.name, dead);
+  put("rbd_id." + half.name, Encoded(id));  // a's id: a live image
+  CHECK(b->RemoveDanglingName(half, dead));
+  CHECK_FALSE(Contains(directory_keys(), "name_" + half.name + "\n"));
+  CHECK(cmd({"stat", "rbd_id." + half.name}) == 0);
+  CHECK(cmd({"rm", "rbd_id." + half.name}) == 0);
   // (a's own name: its image lives, nothing goes)
   CHECK_FALSE(b->RemoveDanglingName(a, ""));
   CHECK(b->HasIdentity(a, id));
