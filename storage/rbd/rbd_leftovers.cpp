@@ -11,9 +11,9 @@
 // there any binding without a header goes (identity ""). The id object and the directory
 // entry are each read and removed on their own (the entry first), each only while it
 // binds that id (rbd_headers.h), so a kill between the two leaves what the next pass
-// still finds and removes;
-// never by librbd's remove of the name, which would look the name up in the directory and
-// remove an entry of someone else's, or the listing of a format-1 image of the name.
+// still finds and removes. Never by librbd's remove of the name, which would look the
+// name up in the directory and remove an entry of someone else's, or the listing of a
+// format-1 image of the name.
 #include <rados/librados.h>
 #include <rbd/librbd.h>
 #include <spdlog/spdlog.h>
