@@ -51,9 +51,10 @@ bool RbdBackend::CloneInPlace(const SnapRef& parent, const ImageRef& staging,
   auto pool = Pool(child.pool);
   ValidateName("image", staging.name);
   ValidateName("image", child.name);
-  // A taken name is refused by the rename, which makes the new name's id object
-  // exclusively (the engine asked Exists just before: a second look would cost two round
-  // trips on every hit), and the clone is undone.
+  // A taken name is refused once the clone is made, and the clone undone: a format-1
+  // header by the look beside the read of its id, an id object by the rename's exclusive
+  // make, a directory entry by its rebind. (The engine does not ask before a cheap clone:
+  // a look there would cost a round trip on every hit; Backend::CheapClone.)
   Clone(parent, staging);
   // Every later step acts on the image whose id is read here, whatever the staging name
   // holds by then: the mark goes to its header, the resize checks the id of the image it
