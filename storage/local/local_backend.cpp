@@ -19,6 +19,9 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <system_error>
+#include <thread>
+#include <vector>
 
 #include "storage/factory.h"
 #include "storage/local/local_impl.h"
@@ -246,18 +249,69 @@ ImageInfo LocalBackend::Stat(const ImageRef& ref) {
 std::vector<std::string> LocalBackend::List(const std::string& pool) {
   ValidateName("pool", pool);
   std::vector<std::string> names;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(impl_->PoolDir(pool), ec)) {
-    auto name = e.path().filename().string();
-    if (name.empty() || name[0] == '.' || !e.is_regular_file()) continue;
-    names.push_back(name);
+  // readdir, not a directory_iterator: a path object per name was a third of the gc's
+  // listing at 100,000 entries. A regular file, or a link to one (stat follows it).
+  const auto dir_path = impl_->PoolDir(pool);
+  DIR* d = ::opendir(dir_path.c_str());
+  if (!d) return names;
+  while (const struct dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '\0' || e->d_name[0] == '.') continue;
+    if (e->d_type != DT_REG) {
+      if (e->d_type != DT_LNK && e->d_type != DT_UNKNOWN) continue;
+      struct stat st {};
+      if (::fstatat(::dirfd(d), e->d_name, &st, 0) != 0 || !S_ISREG(st.st_mode)) continue;
+    }
+    names.emplace_back(e->d_name);
   }
+  ::closedir(d);
   std::sort(names.begin(), names.end());
   return names;
 }
 
 // List and Identity in one pass over the folder: one statx per file, not a path walk
 // and two stats (100,000 entries are listed on every eviction pass).
+namespace {
+
+// One statx per name, the names split among a few threads: at 100,000 entries the
+// syscalls are most of a pass's compare (about 3 us each here), and they wait on
+// nothing but a core. `errs[i]` is statx's errno for names[i], 0 when it answered.
+void StatAll(int dir_fd, const std::vector<std::string>& names, std::vector<struct statx>* stats,
+             std::vector<int>* errs) {
+  stats->assign(names.size(), {});
+  errs->assign(names.size(), 0);
+  auto stat_range = [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      if (::statx(dir_fd, names[i].c_str(), AT_SYMLINK_NOFOLLOW,
+                  STATX_TYPE | STATX_INO | STATX_BTIME, &(*stats)[i]) != 0) {
+        (*errs)[i] = errno;
+      }
+    }
+  };
+  constexpr size_t kPerThread = 8192;  // below this a thread costs more than it saves
+  const size_t threads =
+      std::min<size_t>({std::max(1U, std::thread::hardware_concurrency()), 4,
+                        (names.size() + kPerThread - 1) / kPerThread});
+  if (threads <= 1) {
+    stat_range(0, names.size());
+    return;
+  }
+  const size_t per = (names.size() + threads - 1) / threads;
+  std::vector<std::thread> pool;
+  pool.reserve(threads - 1);
+  try {
+    for (size_t t = 1; t < threads; ++t) {
+      pool.emplace_back(stat_range, std::min(names.size(), t * per),
+                        std::min(names.size(), (t + 1) * per));
+    }
+  } catch (const std::system_error&) {  // no thread to be had: this one does the rest
+    stat_range(std::min(names.size(), (pool.size() + 1) * per), names.size());
+  }
+  stat_range(0, std::min(names.size(), per));
+  for (auto& t : pool) t.join();
+}
+
+}  // namespace
+
 std::map<std::string, std::string> LocalBackend::ListIdentities(const std::string& pool) {
   ValidateName("pool", pool);
   std::map<std::string, std::string> out;
@@ -270,24 +324,29 @@ std::map<std::string, std::string> LocalBackend::ListIdentities(const std::strin
     if (dup_fd >= 0) ::close(dup_fd);
     return Backend::ListIdentities(pool);
   }
+  std::vector<std::string> files;
   std::vector<std::string> other;  // symlinks and unknown types: the general way
   while (const struct dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
+    std::string name = e->d_name;
     if (name.empty() || name[0] == '.') continue;
-    if (e->d_type != DT_REG) {
-      if (e->d_type == DT_LNK || e->d_type == DT_UNKNOWN) other.push_back(name);
-      continue;
+    if (e->d_type == DT_REG) {
+      files.push_back(std::move(name));
+    } else if (e->d_type == DT_LNK || e->d_type == DT_UNKNOWN) {
+      other.push_back(std::move(name));
     }
-    struct statx stx {};
-    if (::statx(dir.get(), name.c_str(), AT_SYMLINK_NOFOLLOW, STATX_TYPE | STATX_INO | STATX_BTIME,
-                &stx) != 0) {
-      if (errno == ENOENT) continue;  // removed meanwhile
-      FailErrno("cannot stat", dir_path / name, errno);
-    }
-    if (!S_ISREG(stx.stx_mode)) continue;
-    out[name] = Impl::IdentityFrom(stx);
   }
   ::closedir(d);
+  // In name order, so the map is built at its end, with no search per name.
+  std::sort(files.begin(), files.end());
+  std::vector<struct statx> stats;
+  std::vector<int> errs;
+  StatAll(dir.get(), files, &stats, &errs);
+  for (size_t i = 0; i < files.size(); ++i) {
+    if (errs[i] == ENOENT) continue;  // removed meanwhile
+    if (errs[i] != 0) FailErrno("cannot stat", dir_path / files[i], errs[i]);
+    if (!S_ISREG(stats[i].stx_mode)) continue;
+    out.emplace_hint(out.end(), std::move(files[i]), Impl::IdentityFrom(stats[i]));
+  }
   for (const auto& name : other) {
     if (!impl_->ExistsChecked({pool, name})) continue;
     try {

@@ -27,6 +27,7 @@
 #include <sstream>
 #include <iterator>
 #include <string>
+#include <string_view>
 #include <unordered_set>
 #include <vector>
 
@@ -129,7 +130,7 @@ bool Absent(int dir_fd, const std::string& name) {
 // the others cost a stat (a pool of 100,000 entries was 100,000 stats a pass).
 // One listing of `.meta` serves both: its `.tmp-*` files are swept as any folder's.
 void SweepSidecars(int pool_fd, const std::string& pool_path,
-                   const std::unordered_set<std::string>& listed, bool dry_run,
+                   const std::unordered_set<std::string_view>& listed, bool dry_run,
                    std::vector<Leftover>* out) {
   const util::UniqueFd meta{OpenDirAt(pool_fd, ".meta")};
   if (meta.get() < 0) return;
@@ -140,8 +141,9 @@ void SweepSidecars(int pool_fd, const std::string& pool_path,
       continue;
     }
     if (file.size() <= 5 || file.compare(file.size() - 5, 5, ".json") != 0) continue;
+    if (listed.count(std::string_view(file).substr(0, file.size() - 5))) continue;
     const std::string image = file.substr(0, file.size() - 5);
-    if (listed.count(image) || !Absent(pool_fd, image)) continue;
+    if (!Absent(pool_fd, image)) continue;
     const util::UniqueFd fd{OpenRegularToLock(meta.get(), file.c_str())};
     struct stat st {};
     if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 1 << 20)
@@ -223,8 +225,9 @@ std::vector<Leftover> LocalBackend::SweepTemporaries(bool dry_run) {
     if (name == ".trash") {
       SweepTrash(dir.get(), dir_path, dry_run, &found);
     } else if (pool) {
-      const std::unordered_set<std::string> images(std::make_move_iterator(listed.begin()),
-                                                   std::make_move_iterator(listed.end()));
+      std::unordered_set<std::string_view> images;
+      images.reserve(listed.size());
+      for (const auto& image : listed) images.insert(image);
       SweepSidecars(dir.get(), dir_path, images, dry_run, &found);
     }
     // A pool's one folder of ours, `.meta`, was swept with its sidecars above: its

@@ -23,8 +23,10 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "cachemgr/cache.h"
@@ -496,7 +498,7 @@ class CacheImpl final : public Cache {
                            std::vector<EvictAction>* actions);
   // Forgets the pool's records of fills whose staging object is gone and whose lock is free.
   void ForgetEndedFills(const std::map<std::string, std::string>& fills,
-                        const std::set<std::string>& listed);
+                        const std::unordered_set<std::string_view>& listed);
   // Dry run: what the pass would do with a staging or row-less entry object.
   void ReportLeftObject(const std::string& name, bool staging,
                         const std::map<std::string, std::string>& fills,
@@ -504,7 +506,7 @@ class CacheImpl final : public Cache {
   // Removes a dead fill's staging object `name` (of image key `key`) when it is ours.
   // Caller holds the image's locks.
   void RemoveFillStaging(const std::string& name, const std::string& key,
-                         const std::set<std::string>& live_names,
+                         const std::unordered_set<std::string>& live_names,
                          const std::map<std::string, std::string>& fills, ImageLocks* locks,
                          std::vector<EvictAction>* actions);
   // Creating volume rows of dead owners: their staging object and, if its mark says it

@@ -5,6 +5,8 @@
 
 #include <map>
 #include <set>
+#include <string_view>
+#include <unordered_set>
 
 #include "engine/cache_impl.h"
 #include "engine/failpoints.h"
@@ -136,11 +138,14 @@ void CacheImpl::GcLeftoverObjects(bool dry_run, std::vector<EvictAction>* action
   const auto fills = SharedFills();
   if (fills.empty() && LookUnchanged(kGcLook, look)) return;
   bool clean = fills.empty();  // no staging, orphan or volume staging name seen
-  std::set<std::string> live_names;
-  for (auto& [cache_name, image_id] :
-       WithIndex([&](index::Index& ix) { return ix.ListLiveNames(backend_kind_, location_); })) {
-    live_names.insert(std::move(cache_name));
-  }
+  // Hashed, and the listing's names looked up in place: at 100,000 entries the ordered
+  // sets and their copies were a third of this step.
+  auto live_list =
+      WithIndex([&](index::Index& ix) { return ix.ListLiveNames(backend_kind_, location_); });
+  std::unordered_set<std::string> live_names;
+  live_names.reserve(live_list.size());
+  for (auto& [cache_name, image_id] : live_list) live_names.insert(std::move(cache_name));
+  live_list.clear();
   std::set<std::string> volume_staging;
   for (const auto& v : WithIndex([&](index::Index& ix) { return ix.ListVolumes(); })) {
     if (v.state == index::State::kCreating) volume_staging.insert(v.staging_name);
@@ -154,7 +159,9 @@ void CacheImpl::GcLeftoverObjects(bool dry_run, std::vector<EvictAction>* action
     }
   }
   const auto listed_names = backend_->List(backend_->entry_pool());
-  const std::set<std::string> listed(listed_names.begin(), listed_names.end());
+  std::unordered_set<std::string_view> listed;
+  listed.reserve(listed_names.size());
+  for (const auto& name : listed_names) listed.insert(name);
   if (!dry_run) ForgetEndedFills(fills, listed);
   for (const auto& name : listed_names) {
     auto key = StagingKey(name);
@@ -163,8 +170,9 @@ void CacheImpl::GcLeftoverObjects(bool dry_run, std::vector<EvictAction>* action
       ReportVolumeStaging(EntryRef(name), volume_staging, actions);
       continue;
     }
-    bool orphan_entry = IsEntryName(name) && !live_names.count(name);
-    if ((!key || live_names.count(name)) && !orphan_entry) continue;
+    const bool live = live_names.count(name) != 0;
+    const bool orphan_entry = IsEntryName(name) && !live;
+    if ((!key || live) && !orphan_entry) continue;
     clean = false;
     if (dry_run) {
       ReportLeftObject(name, key.has_value(), fills, actions);
@@ -198,7 +206,7 @@ void CacheImpl::ReportVolumeStaging(const storage::ImageRef& ref,
 }
 
 void CacheImpl::ForgetEndedFills(const std::map<std::string, std::string>& fills,
-                                 const std::set<std::string>& listed) {
+                                 const std::unordered_set<std::string_view>& listed) {
   // Fill records whose staging object is gone (the fill ended, and its host died before
   // forgetting it): nothing to remove but the record. A fill still running holds the
   // image's lock, and its object may not exist yet: those are left.
@@ -232,7 +240,7 @@ void CacheImpl::ReportLeftObject(const std::string& name, bool staging,
 }
 
 void CacheImpl::RemoveFillStaging(const std::string& name, const std::string& key,
-                                  const std::set<std::string>& live_names,
+                                  const std::unordered_set<std::string>& live_names,
                                   const std::map<std::string, std::string>& fills,
                                   ImageLocks* locks, std::vector<EvictAction>* actions) {
   if (NamedByLiveRow(name)) return;
