@@ -38,7 +38,10 @@ bool Backend::HasIdentity(const ImageRef& ref, const std::string& identity) {
   }
 }
 
-std::vector<Leftover> Backend::SweepTemporaries(bool /*dry_run*/) { return {}; }
+std::vector<Leftover> Backend::SweepTemporaries(bool /*dry_run*/, SweepLooks* looks) {
+  if (looks) looks->clear();
+  return {};
+}
 
 namespace {
 [[noreturn]] void NoImport(const std::string& kind, const ImageRef& ref) {

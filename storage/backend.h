@@ -108,6 +108,10 @@ struct Leftover {
   bool removed = false;
 };
 
+// Folders a sweep of temporaries found clean, by a name the backend chooses, each with
+// the folder's stamp then (Backend::SweepTemporaries).
+using SweepLooks = std::map<std::string, std::string>;
+
 // Free space of where entries live (cache.min_free_percent / min_free_gb).
 struct SpaceInfo {
   uint64_t total_bytes = 0;  // what the floor's percent is taken of
@@ -284,7 +288,14 @@ class Backend {
   // Finds the backend's own temporaries that no live writer holds any more and removes
   // them unless `dry_run`; a temporary a writer is still making is never listed. The
   // default has none (RBD: staging images are named and collected by the engine's gc).
-  virtual std::vector<Leftover> SweepTemporaries(bool dry_run);
+  std::vector<Leftover> SweepTemporaries(bool dry_run) { return SweepTemporaries(dry_run, nullptr); }
+  // The same, passing over the folders `looks` says were clean: its values are stamps
+  // (opaque; a folder's identity and times, once settled) the backend gave of folders in
+  // which a sweep found nothing at all, and a folder whose stamp is still that one is not
+  // listed again (a name made or removed in a folder changes its times). On return
+  // `looks` holds the stamps of the folders found clean now, or passed over as such. The
+  // caller keeps it between sweeps and bounds how long a stamp is trusted.
+  virtual std::vector<Leftover> SweepTemporaries(bool dry_run, SweepLooks* looks);
   // Paths the backend cannot read while it decides what uses an image, each with its
   // cause: while one is there, no image is removed (local: headers and folders under the
   // root its scan cannot read). None by default.

@@ -118,7 +118,8 @@ class LocalBackend final : public Backend {
                                     std::chrono::milliseconds timeout) override;
   // `.tmp-*` regular files in the root's own folders (never through a symlink) whose
   // writer's flock is free (local_temporaries.cpp).
-  std::vector<Leftover> SweepTemporaries(bool dry_run) override;
+  using Backend::SweepTemporaries;
+  std::vector<Leftover> SweepTemporaries(bool dry_run, SweepLooks* looks) override;
   std::vector<std::string> ListLocks() override;
   std::optional<std::filesystem::path> SharedLockDir() const override;
   // local_tables.cpp

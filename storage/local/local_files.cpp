@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <ctime>
 #include <cstring>
 
 namespace cachemgr::storage {
@@ -161,5 +162,28 @@ void WriteDurable(const fs::path& path, const std::string& content) {
   }
   FsyncDir(path.parent_path());
 }
+
+std::string SettledFolderStamp(const fs::path& dir) {
+  struct statx stx {};
+  if (::statx(AT_FDCWD, dir.c_str(), AT_SYMLINK_NOFOLLOW,
+              STATX_TYPE | STATX_INO | STATX_MTIME | STATX_CTIME, &stx) != 0 ||
+      !S_ISDIR(stx.stx_mode)) {
+    return "";
+  }
+  constexpr int64_t kSettledSeconds = 2;
+  const int64_t settled = static_cast<int64_t>(::time(nullptr)) - kSettledSeconds;
+  if (stx.stx_mtime.tv_sec >= settled || stx.stx_ctime.tv_sec >= settled) return "";
+  std::string stamp;
+  for (const uint64_t n : {uint64_t{stx.stx_dev_major}, uint64_t{stx.stx_dev_minor},
+                           uint64_t{stx.stx_ino}, static_cast<uint64_t>(stx.stx_mtime.tv_sec),
+                           uint64_t{stx.stx_mtime.tv_nsec},
+                           static_cast<uint64_t>(stx.stx_ctime.tv_sec),
+                           uint64_t{stx.stx_ctime.tv_nsec}}) {
+    stamp += std::to_string(n);
+    stamp += ':';
+  }
+  return stamp;
+}
+
 
 }  // namespace cachemgr::storage

@@ -71,4 +71,10 @@ void UnlinkIfHolds(const std::filesystem::path& path, int fd);
 // removes it if the writer dies), fsync, rename over `path`, fsync of the folder.
 void WriteDurable(const std::filesystem::path& path, const std::string& content);
 
+// A folder's device, inode and times as one string; "" when it is not a folder (a link
+// is not followed) or when its times are within 2 s of now: a change within the times'
+// granularity of the last one may leave them as they are, so a stamp is given only once
+// they are older than that. A name made, removed or renamed in the folder changes it.
+std::string SettledFolderStamp(const std::filesystem::path& dir);
+
 }  // namespace cachemgr::storage

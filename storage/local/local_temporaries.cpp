@@ -103,12 +103,15 @@ void SweepOne(int dir_fd, const std::string& dir_path, const std::string& name, 
   out->push_back(std::move(l));
 }
 
-// Sweeps the `.tmp-*` files of `dir_fd`; returns the names it listed.
+// Sweeps the `.tmp-*` files of `dir_fd`; returns the names it listed. `clean`: set to
+// whether it met no `.tmp-*` name at all (a live writer's included).
 std::vector<std::string> SweepDir(int dir_fd, const std::string& dir_path, bool dry_run,
-                                  std::vector<Leftover>* out) {
+                                  std::vector<Leftover>* out, bool* clean = nullptr) {
   auto names = Names(dir_fd);
+  if (clean) *clean = true;
   for (const auto& name : names) {
     if (IsTempName(name)) {
+      if (clean) *clean = false;
       SweepOne(dir_fd, dir_path, name, dry_run, out);
     }
   }
@@ -129,19 +132,24 @@ bool Absent(int dir_fd, const std::string& name) {
 // then and its sidecar is no leftover (this pass's; the next pass looks again), so only
 // the others cost a stat (a pool of 100,000 entries was 100,000 stats a pass).
 // One listing of `.meta` serves both: its `.tmp-*` files are swept as any folder's.
-void SweepSidecars(int pool_fd, const std::string& pool_path,
+// Returns whether it met nothing to look at: no `.tmp-*` name, and a listed image for
+// every sidecar.
+bool SweepSidecars(int pool_fd, const std::string& pool_path,
                    const std::unordered_set<std::string_view>& listed, bool dry_run,
                    std::vector<Leftover>* out) {
   const util::UniqueFd meta{OpenDirAt(pool_fd, ".meta")};
-  if (meta.get() < 0) return;
+  if (meta.get() < 0) return false;
   const std::string meta_path = pool_path + "/.meta";
+  bool clean = true;
   for (const auto& file : Names(meta.get())) {
     if (IsTempName(file)) {
+      clean = false;
       SweepOne(meta.get(), meta_path, file, dry_run, out);
       continue;
     }
     if (file.size() <= 5 || file.compare(file.size() - 5, 5, ".json") != 0) continue;
     if (listed.count(std::string_view(file).substr(0, file.size() - 5))) continue;
+    clean = false;
     const std::string image = file.substr(0, file.size() - 5);
     if (!Absent(pool_fd, image)) continue;
     const util::UniqueFd fd{OpenRegularToLock(meta.get(), file.c_str())};
@@ -167,6 +175,7 @@ void SweepSidecars(int pool_fd, const std::string& pool_path,
     if (!dry_run) l.removed = ::unlinkat(meta.get(), file.c_str(), 0) == 0;
     out->push_back(std::move(l));
   }
+  return clean;
 }
 
 // `.trash/<id>/` with no `image` and nothing but `entry.json`, whose lock is free; <id> as
@@ -206,7 +215,19 @@ void SweepTrash(int trash_fd, const std::string& trash_path, bool dry_run,
 
 }  // namespace
 
-std::vector<Leftover> LocalBackend::SweepTemporaries(bool dry_run) {
+std::vector<Leftover> LocalBackend::SweepTemporaries(bool dry_run, SweepLooks* looks) {
+  // The folders found clean before (`looks`, by "<folder>" or "<pool>/.meta"), and those
+  // found or kept clean now. A stamp is taken before its folder is listed, so a name
+  // made while it is listed moves the stamp the next sweep compares.
+  SweepLooks before;
+  if (looks) before.swap(*looks);
+  auto unchanged = [&](const std::string& key, const std::string& stamp) {
+    auto it = before.find(key);
+    return !stamp.empty() && it != before.end() && it->second == stamp;
+  };
+  auto clean = [&](const std::string& key, const std::string& stamp) {
+    if (looks && !stamp.empty()) (*looks)[key] = stamp;
+  };
   std::vector<Leftover> found;
   const std::string root = location();
   const util::UniqueFd root_fd{::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
@@ -218,25 +239,51 @@ std::vector<Leftover> LocalBackend::SweepTemporaries(bool dry_run) {
   for (const auto& name : Names(root_fd.get())) {
     const bool pool = name == pools[0] || name == pools[1];
     if (!pool && name != ".tmp" && name != ".trash" && name != ".state") continue;
-    const util::UniqueFd dir{OpenDirAt(root_fd.get(), name)};
-    if (dir.get() < 0) continue;
     const std::string dir_path = root + "/" + name;
-    auto listed = SweepDir(dir.get(), dir_path, dry_run, &found);
-    if (name == ".trash") {
-      SweepTrash(dir.get(), dir_path, dry_run, &found);
-    } else if (pool) {
+    if (pool) {
+      // The pool's temporaries, and its sidecars whose image is gone: a sidecar is left
+      // alone when its image is removed, which changes the pool folder's stamp.
+      const std::string stamp = SettledFolderStamp(dir_path);
+      const std::string meta_stamp = SettledFolderStamp(dir_path + "/.meta");
+      const std::string both = stamp.empty() || meta_stamp.empty() ? "" : stamp + "/" + meta_stamp;
+      const std::string meta_key = name + "/.meta";
+      if (unchanged(name, stamp) && unchanged(meta_key, both)) {
+        clean(name, stamp);
+        clean(meta_key, both);
+        continue;
+      }
+      const util::UniqueFd dir{OpenDirAt(root_fd.get(), name)};
+      if (dir.get() < 0) continue;
+      bool no_temps = false;
+      const auto listed = SweepDir(dir.get(), dir_path, dry_run, &found, &no_temps);
+      if (no_temps) clean(name, stamp);
       std::unordered_set<std::string_view> images;
       images.reserve(listed.size());
       for (const auto& image : listed) images.insert(image);
-      SweepSidecars(dir.get(), dir_path, images, dry_run, &found);
+      if (SweepSidecars(dir.get(), dir_path, images, dry_run, &found)) clean(meta_key, both);
+      // A pool's one folder of ours, `.meta`, was swept with its sidecars above: its
+      // 100,000 images are not listed again to find it.
+      continue;
     }
-    // A pool's one folder of ours, `.meta`, was swept with its sidecars above: its
-    // 100,000 images are not listed again to find it.
-    if (pool) continue;
+    const util::UniqueFd dir{OpenDirAt(root_fd.get(), name)};
+    if (dir.get() < 0) continue;
+    SweepDir(dir.get(), dir_path, dry_run, &found);
+    if (name == ".trash") SweepTrash(dir.get(), dir_path, dry_run, &found);
     for (const auto& sub_name : Names(dir.get(), /*folders_only=*/true)) {
       if (name == ".trash" && !IsTrashId(sub_name)) continue;
+      // A table's folder holds a file per key (100,000 last uses): passed over while clean.
+      const std::string sub_path = dir_path + "/" + sub_name;
+      const std::string key = name + "/" + sub_name;
+      const std::string stamp = SettledFolderStamp(sub_path);
+      if (unchanged(key, stamp)) {
+        clean(key, stamp);
+        continue;
+      }
       const util::UniqueFd sub{OpenDirAt(dir.get(), sub_name)};
-      if (sub.get() >= 0) SweepDir(sub.get(), dir_path + "/" + sub_name, dry_run, &found);
+      if (sub.get() < 0) continue;
+      bool no_temps = false;
+      SweepDir(sub.get(), sub_path, dry_run, &found, &no_temps);
+      if (no_temps) clean(key, stamp);
     }
   }
   impl_->SweepLoneStable(dry_run, &found);

@@ -7,6 +7,8 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +19,7 @@
 #include "engine/naming.h"
 #include "engine_fixture.h"
 #include "storage/local/local_backend.h"
+#include "storage/local/local_files.h"
 #include "support/engine_harness.h"
 
 namespace cachemgr::test {
@@ -188,6 +191,56 @@ TEST_CASE("a foreign object shaped like the cache's leftovers is reported by eve
   CHECK(std::filesystem::exists(local.PathOf({h.env.backend->entry_pool(), staging})));
   CHECK(std::filesystem::exists(local.PathOf({h.env.backend->entry_pool(), entry_like})));
   CHECK_FALSE(h.a.cache->Lookup("not-ours"));
+}
+
+}  // namespace
+}  // namespace cachemgr::test
+
+namespace cachemgr::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool Swept(const EvictReport& report, const fs::path& path) {
+  for (const auto& act : report.actions)
+    if (act.kind == "gc" && fs::path(act.name) == path && act.done) return true;
+  return false;
+}
+
+TEST_CASE("the sweep passes over folders found clean, for 15 minutes at most, and lists a "
+          "folder again once anything changes in it") {
+  Hosts h;
+  CachedInStep(h, 58);
+  // A table no pass writes (a pass's own write to one would move its stamp anyway).
+  h.env.backend->WriteTable("quiet", {{"k", "v"}}, {});
+  const fs::path table = fs::path(h.env.options.backend.local.root) / ".state" / "quiet";
+  REQUIRE(fs::is_directory(table));
+  // A dead writer's temporary in a folder the passes found clean: the folder changed.
+  const fs::path dead = table / ".tmp-k-XXdead";
+  WriteFile(dead, "d");
+  Settle();
+  CHECK(Swept(h.a.cache->RunEvictionPass({}), dead));
+  CHECK_FALSE(fs::exists(dead));
+
+  // The index says the table's folder was clean at the stamp it has now (with another
+  // dead temporary in it): passed over, until that look is 15 minutes old.
+  WriteFile(dead, "d");
+  Settle();
+  const std::string stamp = storage::SettledFolderStamp(table);
+  REQUIRE_FALSE(stamp.empty());
+  {
+    SQLite::Database db(h.env.dir.path() / "a.db", SQLite::OPEN_READWRITE);
+    SQLite::Statement q(db, "INSERT OR REPLACE INTO pass_state(key, value) VALUES ('sweep_looks', ?)");
+    q.bind(1, nlohmann::json{{".state/quiet", {stamp, h.clock->WallSeconds()}}}.dump());
+    q.exec();
+  }
+  CHECK_FALSE(Swept(h.a.cache->RunEvictionPass({}), dead));
+  CHECK(fs::exists(dead));
+  h.clock->Advance(std::chrono::minutes(14));
+  CHECK_FALSE(Swept(h.a.cache->RunEvictionPass({}), dead));
+  h.clock->Advance(std::chrono::minutes(2));
+  CHECK(Swept(h.a.cache->RunEvictionPass({}), dead));
+  CHECK_FALSE(fs::exists(dead));
 }
 
 }  // namespace

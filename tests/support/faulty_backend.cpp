@@ -349,9 +349,9 @@ bool FaultyBackend::RemoveDanglingName(const ImageRef& ref, const std::string& i
   Hit(Verb::kRemoveDanglingName, Name(ref));
   return inner_->RemoveDanglingName(ref, identity);
 }
-std::vector<Leftover> FaultyBackend::SweepTemporaries(bool dry_run) {
+std::vector<Leftover> FaultyBackend::SweepTemporaries(bool dry_run, storage::SweepLooks* looks) {
   Hit(Verb::kSweepTemporaries, "temporaries");
-  return inner_->SweepTemporaries(dry_run);
+  return inner_->SweepTemporaries(dry_run, looks);
 }
 std::vector<std::string> FaultyBackend::ListLocks() {
   Hit(Verb::kListLocks, "locks");

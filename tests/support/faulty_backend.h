@@ -147,7 +147,8 @@ class FaultyBackend final : public storage::Backend {
   bool PurgeTrash(const storage::TrashEntry& entry) override;
   std::unique_ptr<storage::Lock> AcquireLock(const std::string& key,
                                              std::chrono::milliseconds timeout) override;
-  std::vector<storage::Leftover> SweepTemporaries(bool dry_run) override;
+  using storage::Backend::SweepTemporaries;
+  std::vector<storage::Leftover> SweepTemporaries(bool dry_run, storage::SweepLooks* looks) override;
   std::vector<std::string> ListLocks() override;
   std::optional<std::filesystem::path> SharedLockDir() const override {
     return inner_->SharedLockDir();

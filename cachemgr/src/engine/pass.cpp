@@ -12,9 +12,16 @@
 #include "engine/failpoints.h"
 #include "engine/marks.h"
 #include "engine/naming.h"
+#include "engine/sweep_looks.h"
 #include "fetch/workdir.h"
 
 namespace cachemgr::engine {
+namespace {
+
+// The index's pass state: the sweep's clean folders (sweep_looks.h).
+constexpr const char* kSweepLooks = "sweep_looks";
+
+}  // namespace
 
 EvictReport CacheImpl::RunEvictionPass(const EvictOptions& options) {
   const Stopwatch timer;
@@ -122,7 +129,19 @@ CacheImpl::EntryTotals CacheImpl::MeasureEntries() {
 }
 
 void CacheImpl::SweepDeadFiles(bool dry_run, std::vector<EvictAction>* actions) {
-  for (const auto& l : backend_->SweepTemporaries(dry_run)) {
+  // Folders the last sweeps found clean and that have not changed since are not listed
+  // again (sweep_looks.h): at 100,000 entries a pool's folders and the table of last
+  // uses are most of an idle pass. A dry run uses them but records nothing.
+  const int64_t now = Now();
+  const std::string stored =
+      WithIndex([&](index::Index& ix) { return ix.GetPassState(kSweepLooks); });
+  storage::SweepLooks looks = LooksToTrust(stored, now, kLookMaxAge);
+  const auto dead = backend_->SweepTemporaries(dry_run, &looks);
+  if (!dry_run) {
+    const std::string keep = LooksToStore(stored, looks, now);
+    if (keep != stored) WithIndex([&](index::Index& ix) { ix.SetPassState(kSweepLooks, keep); });
+  }
+  for (const auto& l : dead) {
     actions->push_back({"gc", "", l.path, l.bytes, "temporary of a writer that died", l.removed});
     if (l.removed) log_->info("removed temporary path={} bytes={}", l.path, l.bytes);
   }

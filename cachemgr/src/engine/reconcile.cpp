@@ -25,6 +25,7 @@
 #include "engine/marks.h"
 #include "engine/naming.h"
 #include "engine/shared_tables.h"
+#include "engine/sweep_looks.h"
 
 namespace cachemgr::engine {
 namespace {
@@ -36,8 +37,6 @@ constexpr const char* kUsesStamp = "uses_stamp";
 // The look (PoolLook) of the pool and index when the reconcile last found them in step.
 constexpr const char* kReconcileLook = "reconcile_look";
 
-// How long a recorded look is trusted (by the engine's clock) before a full compare.
-constexpr int64_t kLookMaxAge = int64_t{15} * 60;
 
 using Rows = std::unordered_map<std::string, index::ReconcileRow>;
 
