@@ -56,8 +56,10 @@ bool IsTempName(const std::string& name) {
 // Names in `dir` (opened without following a symlink at its last component). With
 // `folders_only`, only those that may be folders by the entry's type (unknown types
 // included; OpenDirAt tells): a pool folder holds thousands of images, none a folder.
-std::vector<std::string> Names(int dir_fd, bool folders_only = false) {
+// `listed`: set to false when the folder could not be read (no names then).
+std::vector<std::string> Names(int dir_fd, bool folders_only = false, bool* listed = nullptr) {
   std::vector<std::string> names;
+  if (listed) *listed = false;
   int dup_fd = ::dup(dir_fd);
   if (dup_fd < 0) return names;
   DIR* d = ::fdopendir(dup_fd);
@@ -66,12 +68,15 @@ std::vector<std::string> Names(int dir_fd, bool folders_only = false) {
     return names;
   }
   ::rewinddir(d);  // the duplicate shares the offset a previous listing left at the end
+  errno = 0;
   while (struct dirent* e = ::readdir(d)) {
     std::string n = e->d_name;
     if (n == "." || n == "..") continue;
     if (folders_only && e->d_type != DT_DIR && e->d_type != DT_UNKNOWN) continue;
     names.push_back(std::move(n));
+    errno = 0;
   }
+  if (listed) *listed = errno == 0;  // readdir's end, not an error part of the way
   ::closedir(d);
   return names;
 }
@@ -107,8 +112,9 @@ void SweepOne(int dir_fd, const std::string& dir_path, const std::string& name, 
 // whether it met no `.tmp-*` name at all (a live writer's included).
 std::vector<std::string> SweepDir(int dir_fd, const std::string& dir_path, bool dry_run,
                                   std::vector<Leftover>* out, bool* clean = nullptr) {
-  auto names = Names(dir_fd);
-  if (clean) *clean = true;
+  bool listed = false;
+  auto names = Names(dir_fd, false, &listed);
+  if (clean) *clean = listed;  // a folder not read is not found clean
   for (const auto& name : names) {
     if (IsTempName(name)) {
       if (clean) *clean = false;
@@ -140,8 +146,9 @@ bool SweepSidecars(int pool_fd, const std::string& pool_path,
   const util::UniqueFd meta{OpenDirAt(pool_fd, ".meta")};
   if (meta.get() < 0) return false;
   const std::string meta_path = pool_path + "/.meta";
-  bool clean = true;
-  for (const auto& file : Names(meta.get())) {
+  bool clean = false;
+  const auto files = Names(meta.get(), false, &clean);
+  for (const auto& file : files) {
     if (IsTempName(file)) {
       clean = false;
       SweepOne(meta.get(), meta_path, file, dry_run, out);

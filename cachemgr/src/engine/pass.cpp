@@ -138,8 +138,13 @@ void CacheImpl::SweepDeadFiles(bool dry_run, std::vector<EvictAction>* actions) 
   storage::SweepLooks looks = LooksToTrust(stored, now, kLookMaxAge);
   const auto dead = backend_->SweepTemporaries(dry_run, &looks);
   if (!dry_run) {
-    const std::string keep = LooksToStore(stored, looks, now);
-    if (keep != stored) WithIndex([&](index::Index& ix) { ix.SetPassState(kSweepLooks, keep); });
+    // Advisory: a look not kept costs the next pass a listing, never the pass.
+    try {
+      const std::string keep = LooksToStore(stored, looks, now, kLookMaxAge);
+      if (keep != stored) WithIndex([&](index::Index& ix) { ix.SetPassState(kSweepLooks, keep); });
+    } catch (const std::exception& e) {
+      log_->warn("sweep's clean folders not recorded error={}", e.what());
+    }
   }
   for (const auto& l : dead) {
     actions->push_back({"gc", "", l.path, l.bytes, "temporary of a writer that died", l.removed});

@@ -21,26 +21,33 @@ std::map<std::string, std::pair<std::string, int64_t>> Parse(const std::string& 
   return out;
 }
 
+// Recorded at `at`, less than `max_age` before `now` (compared, never subtracted: a
+// stored time may be anything).
+bool Fresh(int64_t at, int64_t now, int64_t max_age) { return at <= now && at > now - max_age; }
+
 }  // namespace
 
 storage::SweepLooks LooksToTrust(const std::string& stored, int64_t now, int64_t max_age) {
   storage::SweepLooks looks;
   for (const auto& [folder, look] : Parse(stored)) {
-    const int64_t age = now - look.second;
-    if (age >= 0 && age < max_age) looks[folder] = look.first;
+    if (Fresh(look.second, now, max_age)) looks[folder] = look.first;
   }
   return looks;
 }
 
-std::string LooksToStore(const std::string& stored, const storage::SweepLooks& found, int64_t now) {
+std::string LooksToStore(const std::string& stored, const storage::SweepLooks& found, int64_t now,
+                         int64_t max_age) {
   const auto before = Parse(stored);
   nlohmann::json doc = nlohmann::json::object();
   for (const auto& [folder, stamp] : found) {
     auto it = before.find(folder);
-    const int64_t at = it != before.end() && it->second.first == stamp ? it->second.second : now;
-    doc[folder] = nlohmann::json::array({stamp, at});
+    const bool kept = it != before.end() && it->second.first == stamp &&
+                      Fresh(it->second.second, now, max_age);
+    doc[folder] = nlohmann::json::array({stamp, kept ? it->second.second : now});
   }
-  return doc.dump();
+  // A folder name that is not UTF-8 (anyone may make folders under a root) is stored
+  // with its bad bytes replaced: its key then matches no folder, which is listed.
+  return doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace cachemgr::engine

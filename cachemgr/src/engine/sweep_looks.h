@@ -4,8 +4,9 @@
 // A folder found clean is passed over by the next sweeps while its stamp stays the same,
 // for at most the time a look is trusted (kLookMaxAge, as the reconcile's look): a stamp
 // that missed a change (a shared root's clock behind this host's, an NFS client's cached
-// attributes) is outlived by the next full listing. A stamp found again keeps the time it
-// was first recorded at, so passing a folder over never renews the trust in it.
+// attributes) is outlived by the next full listing. A folder passed over keeps the time
+// its stamp was recorded at, so passing it over never renews the trust in it; a listing
+// that finds it clean again does.
 #pragma once
 
 #include <cstdint>
@@ -23,7 +24,9 @@ inline constexpr int64_t kLookMaxAge = int64_t{15} * 60;
 storage::SweepLooks LooksToTrust(const std::string& stored, int64_t now, int64_t max_age);
 
 // The value to store after a sweep that returned `found`: each stamp with the time it
-// was first recorded (from `stored` when the same stamp is there, else `now`).
-std::string LooksToStore(const std::string& stored, const storage::SweepLooks& found, int64_t now);
+// was recorded, kept from `stored` while the same stamp is there and still trusted (the
+// folder was passed over), else `now` (the folder was listed and found clean).
+std::string LooksToStore(const std::string& stored, const storage::SweepLooks& found, int64_t now,
+                         int64_t max_age);
 
 }  // namespace cachemgr::engine
