@@ -254,14 +254,24 @@ std::vector<std::string> LocalBackend::List(const std::string& pool) {
   const auto dir_path = impl_->PoolDir(pool);
   DIR* d = ::opendir(dir_path.c_str());
   if (!d) return names;
+  errno = 0;
   while (const struct dirent* e = ::readdir(d)) {
     if (e->d_name[0] == '\0' || e->d_name[0] == '.') continue;
     if (e->d_type != DT_REG) {
       if (e->d_type != DT_LNK && e->d_type != DT_UNKNOWN) continue;
       struct stat st {};
-      if (::fstatat(::dirfd(d), e->d_name, &st, 0) != 0 || !S_ISREG(st.st_mode)) continue;
+      const bool regular = ::fstatat(::dirfd(d), e->d_name, &st, 0) == 0 && S_ISREG(st.st_mode);
+      errno = 0;
+      if (!regular) continue;
     }
     names.emplace_back(e->d_name);
+    errno = 0;
+  }
+  // A listing cut short by an error is not the pool: the pass's steps would take the
+  // rest for gone.
+  if (const int err = errno; err != 0) {
+    ::closedir(d);
+    FailErrno("cannot list", dir_path, err);
   }
   ::closedir(d);
   std::sort(names.begin(), names.end());
@@ -326,6 +336,7 @@ std::map<std::string, std::string> LocalBackend::ListIdentities(const std::strin
   }
   std::vector<std::string> files;
   std::vector<std::string> other;  // symlinks and unknown types: the general way
+  errno = 0;
   while (const struct dirent* e = ::readdir(d)) {
     std::string name = e->d_name;
     if (name.empty() || name[0] == '.') continue;
@@ -334,6 +345,11 @@ std::map<std::string, std::string> LocalBackend::ListIdentities(const std::strin
     } else if (e->d_type == DT_LNK || e->d_type == DT_UNKNOWN) {
       other.push_back(std::move(name));
     }
+    errno = 0;
+  }
+  if (const int err = errno; err != 0) {  // cut short: not the pool (see List)
+    ::closedir(d);
+    FailErrno("cannot list", dir_path, err);
   }
   ::closedir(d);
   // In name order, so the map is built at its end, with no search per name.
