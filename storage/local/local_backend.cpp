@@ -252,28 +252,20 @@ std::vector<std::string> LocalBackend::List(const std::string& pool) {
   // readdir, not a directory_iterator: a path object per name was a third of the gc's
   // listing at 100,000 entries. A regular file, or a link to one (stat follows it).
   const auto dir_path = impl_->PoolDir(pool);
-  DIR* d = ::opendir(dir_path.c_str());
-  if (!d) return names;
-  errno = 0;
-  while (const struct dirent* e = ::readdir(d)) {
-    if (e->d_name[0] == '\0' || e->d_name[0] == '.') continue;
-    if (e->d_type != DT_REG) {
-      if (e->d_type != DT_LNK && e->d_type != DT_UNKNOWN) continue;
+  const UniqueFd dir(::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir.get() < 0) return names;
+  const int err = ForEachName(dir.get(), [&](const char* name, unsigned char type) {
+    if (name[0] == '.') return;
+    if (type != DT_REG) {
+      if (type != DT_LNK && type != DT_UNKNOWN) return;
       struct stat st {};
-      const bool regular = ::fstatat(::dirfd(d), e->d_name, &st, 0) == 0 && S_ISREG(st.st_mode);
-      errno = 0;
-      if (!regular) continue;
+      if (::fstatat(dir.get(), name, &st, 0) != 0 || !S_ISREG(st.st_mode)) return;
     }
-    names.emplace_back(e->d_name);
-    errno = 0;
-  }
+    names.emplace_back(name);
+  });
   // A listing cut short by an error is not the pool: the pass's steps would take the
   // rest for gone.
-  if (const int err = errno; err != 0) {
-    ::closedir(d);
-    FailErrno("cannot list", dir_path, err);
-  }
-  ::closedir(d);
+  if (err != 0) FailErrno("cannot list", dir_path, err);
   std::sort(names.begin(), names.end());
   return names;
 }
@@ -328,30 +320,17 @@ std::map<std::string, std::string> LocalBackend::ListIdentities(const std::strin
   const auto dir_path = impl_->PoolDir(pool);
   const UniqueFd dir(::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir.get() < 0) return out;
-  const int dup_fd = ::dup(dir.get());
-  DIR* d = dup_fd < 0 ? nullptr : ::fdopendir(dup_fd);
-  if (!d) {
-    if (dup_fd >= 0) ::close(dup_fd);
-    return Backend::ListIdentities(pool);
-  }
   std::vector<std::string> files;
-  std::vector<std::string> other;  // symlinks and unknown types: the general way
-  errno = 0;
-  while (const struct dirent* e = ::readdir(d)) {
-    std::string name = e->d_name;
-    if (name.empty() || name[0] == '.') continue;
-    if (e->d_type == DT_REG) {
-      files.push_back(std::move(name));
-    } else if (e->d_type == DT_LNK || e->d_type == DT_UNKNOWN) {
-      other.push_back(std::move(name));
+  std::vector<std::string> other;  // symlinks and unknown types: stat follows them
+  const int err = ForEachName(dir.get(), [&](const char* name, unsigned char type) {
+    if (name[0] == '.') return;
+    if (type == DT_REG) {
+      files.emplace_back(name);
+    } else if (type == DT_LNK || type == DT_UNKNOWN) {
+      other.emplace_back(name);
     }
-    errno = 0;
-  }
-  if (const int err = errno; err != 0) {  // cut short: not the pool (see List)
-    ::closedir(d);
-    FailErrno("cannot list", dir_path, err);
-  }
-  ::closedir(d);
+  });
+  if (err != 0) FailErrno("cannot list", dir_path, err);  // cut short: not the pool (see List)
   // In name order, so the map is built at its end, with no search per name.
   std::sort(files.begin(), files.end());
   std::vector<struct statx> stats;
@@ -363,10 +342,13 @@ std::map<std::string, std::string> LocalBackend::ListIdentities(const std::strin
     if (!S_ISREG(stats[i].stx_mode)) continue;
     out.emplace_hint(out.end(), std::move(files[i]), Impl::IdentityFrom(stats[i]));
   }
+  // What List lists, under any name: a name the cache could not have made (not a valid
+  // image name) is another's to keep, and must not fail the listing.
   for (const auto& name : other) {
-    if (!impl_->ExistsChecked({pool, name})) continue;
+    const auto path = dir_path / name;
+    if (!IsRegularFile(path)) continue;
     try {
-      out[name] = Identity({pool, name});
+      out[name] = Impl::IdentityOf(path);
     } catch (const Error& e) {
       if (e.code() != Errc::kNotFound) throw;  // removed meanwhile
     }

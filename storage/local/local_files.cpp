@@ -1,6 +1,7 @@
 // storage/local/local_files.cpp: see local_files.h.
 #include "storage/local/local_files.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -185,5 +186,25 @@ std::string SettledFolderStamp(const fs::path& dir) {
   return stamp;
 }
 
+int ForEachName(int dir_fd, const std::function<void(const char*, unsigned char)>& fn) {
+  const int dup_fd = ::dup(dir_fd);
+  if (dup_fd < 0) return errno;
+  DIR* d = ::fdopendir(dup_fd);
+  if (!d) {
+    const int err = errno;
+    ::close(dup_fd);
+    return err;
+  }
+  ::rewinddir(d);  // the duplicate shares the offset a previous listing left at the end
+  errno = 0;
+  while (const struct dirent* e = ::readdir(d)) {
+    const char* n = e->d_name;
+    if (n[0] != '.' || (n[1] != '\0' && (n[1] != '.' || n[2] != '\0'))) fn(n, e->d_type);
+    errno = 0;
+  }
+  const int err = errno;  // 0 at readdir's end; else an error part of the way
+  ::closedir(d);
+  return err;
+}
 
 }  // namespace cachemgr::storage

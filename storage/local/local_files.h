@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <utility>
 
@@ -76,5 +77,12 @@ void WriteDurable(const std::filesystem::path& path, const std::string& content)
 // granularity of the last one may leave them as they are, so a stamp is given only once
 // they are older than that. A name made, removed or renamed in the folder changes it.
 std::string SettledFolderStamp(const std::filesystem::path& dir);
+
+// Calls `fn(name, type)` for each name in the open folder `dir_fd` but "." and "..",
+// `type` being readdir's d_type (DT_UNKNOWN where the filesystem does not tell), from the
+// folder's start whatever listing the descriptor served before. Returns 0, or the errno
+// that stopped the listing: one that is cut short part of the way is not the folder, and
+// a caller that takes what is missing for gone must not go on with it.
+int ForEachName(int dir_fd, const std::function<void(const char* name, unsigned char type)>& fn);
 
 }  // namespace cachemgr::storage

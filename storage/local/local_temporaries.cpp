@@ -59,25 +59,11 @@ bool IsTempName(const std::string& name) {
 // `listed`: set to false when the folder could not be read (no names then).
 std::vector<std::string> Names(int dir_fd, bool folders_only = false, bool* listed = nullptr) {
   std::vector<std::string> names;
-  if (listed) *listed = false;
-  int dup_fd = ::dup(dir_fd);
-  if (dup_fd < 0) return names;
-  DIR* d = ::fdopendir(dup_fd);
-  if (!d) {
-    ::close(dup_fd);
-    return names;
-  }
-  ::rewinddir(d);  // the duplicate shares the offset a previous listing left at the end
-  errno = 0;
-  while (struct dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n == "." || n == "..") continue;
-    if (folders_only && e->d_type != DT_DIR && e->d_type != DT_UNKNOWN) continue;
-    names.push_back(std::move(n));
-    errno = 0;
-  }
-  if (listed) *listed = errno == 0;  // readdir's end, not an error part of the way
-  ::closedir(d);
+  const int err = ForEachName(dir_fd, [&](const char* name, unsigned char type) {
+    if (folders_only && type != DT_DIR && type != DT_UNKNOWN) return;
+    names.emplace_back(name);
+  });
+  if (listed) *listed = err == 0;
   return names;
 }
 

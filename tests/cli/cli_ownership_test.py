@@ -221,6 +221,46 @@ class OwnershipTest(unittest.TestCase):
         rc, out, _ = env.run("doctor")
         self.assertIn(HEX40, out)
 
+    def test_every_command_passes_over_names_the_cache_cannot_make(self):
+        # Names outside the cache's own alphabet ([A-Za-z0-9._-], at most 200, no leading
+        # '-'), as another tool may leave them in a shared pool: listed by the backend,
+        # never a failure of a pass, never touched.
+        env = Env("oddnames")
+        objs = Objects(env)
+        image = cli_test.WORLD.add_raw()
+        self.assertEqual(env.run("prefill", image)[0], EXIT_OK)
+        pool = entry_pool()
+        names = ["has space", "-leading-dash", "caf\u00e9", "x" * 230, "semi;colon"]
+        for i, n in enumerate(names):
+            objs.make(pool, n, 20 + i)
+        links = {}
+        if cli_test.BACKEND == "local":
+            # Links under odd names: to an image of the pool, and to a file outside it.
+            outside = os.path.join(env.dir, "outside.img")
+            with open(outside, "wb") as f:
+                f.write(cli_test.pattern(MiB, 7))
+            links = {"link to it": objs._path(pool, "has space"), "link;out": outside}
+            for n, target in links.items():
+                os.symlink(target, objs._path(pool, n))
+        before = {n: objs.observe(pool, n) for n in names + list(links)}
+        for args in (["evict", "--dry-run"], ["evict"], ["evict"]):
+            rc, out, err = env.run("--json", *args)
+            self.assertEqual(rc, EXIT_OK, (args, err))
+            report = __import__("json").loads(out)
+            self.assertEqual(report["failed"], 0, report)
+        for cmd in ("list", "stats", "verify", "doctor"):
+            rc, _, err = env.run(cmd)
+            # doctor may warn of what it found (exit 1); no command fails on a name
+            self.assertIn(rc, (EXIT_OK, EXIT_FAILED) if cmd == "doctor" else (EXIT_OK,),
+                          (cmd, err))
+            self.assertNotIn("name", err, (cmd, err))
+        for n in names + list(links):
+            self.assertEqual(objs.observe(pool, n), before[n], n)
+        for n, target in links.items():
+            self.assertEqual(os.readlink(objs._path(pool, n)), target)
+        self.assertEqual(len(env.json("list")), 1)
+        self.assertEqual(env.run("create", image, "vol")[0], EXIT_OK)
+
     def test_delete_refuses_an_object_made_again_under_the_name(self):
         env = Env("recreated")
         objs = Objects(env)

@@ -7,9 +7,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <cstdio>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "contract/local/local_test_util.h"
 #include "storage/local/local_backend.h"
@@ -75,6 +77,40 @@ TEST_CASE("List names a link to an image in the pool, not a link to anything els
   fs::create_directory_symlink(pool_dir / "folder", pool_dir / "folder-link");
   REQUIRE(::mkfifo((pool_dir / "fifo").c_str(), 0600) == 0);
   CHECK(b->List(pool) == std::vector<std::string>{"img", "img-link"});
+}
+
+TEST_CASE("names the cache cannot make are listed, files and links alike, and fail nothing") {
+  TempDir dir("local-listing-odd");
+  auto b = MakeLocal(dir.path() / "root");
+  const std::string pool = b->entry_pool();
+  const fs::path pool_dir = dir.path() / "root" / pool;
+  fs::create_directories(pool_dir);
+  // Outside [A-Za-z0-9._-], longer than 200, a leading '-': ValidateName refuses each.
+  const std::vector<std::string> odd = {"has space", "-dash", "caf\xc3\xa9", std::string(230, 'x'),
+                                        "semi;colon", "tab\tname"};
+  for (const auto& n : odd) {
+    CHECK_THROWS(storage::ValidateName("image", n));
+    WriteFile(pool_dir / n, "x");
+  }
+  WriteFile(pool_dir / "img", "x");
+  WriteFile(dir.path() / "outside", "x");
+  fs::create_symlink(pool_dir / "img", pool_dir / "link to img");
+  fs::create_symlink(dir.path() / "outside", pool_dir / "link;out");
+  fs::create_symlink(dir.path() / "nowhere", pool_dir / "dangling link");
+  std::set<std::string> expected(odd.begin(), odd.end());
+  expected.insert({"img", "link to img", "link;out"});
+
+  std::map<std::string, std::string> listed;
+  REQUIRE_NOTHROW(listed = b->ListIdentities(pool));
+  std::set<std::string> names;
+  for (const auto& [name, identity] : listed) names.insert(name);
+  CHECK(names == expected);
+  // A link's identity is the link's own (as Identity() gives it for a valid name).
+  CHECK(listed.at("link to img") != listed.at("img"));
+  CHECK(listed.at("img") == b->Identity({pool, "img"}));
+  std::vector<std::string> list;
+  REQUIRE_NOTHROW(list = b->List(pool));
+  CHECK(std::set<std::string>(list.begin(), list.end()) == expected);
 }
 
 }  // namespace
