@@ -250,7 +250,6 @@ int Serial(const Args& args, Results& results) {
   return 0;
 }
 
-
 double SteadyMs(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(t.time_since_epoch()).count();
 }

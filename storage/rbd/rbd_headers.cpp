@@ -28,7 +28,6 @@ void EncodeString(std::string* out, const std::string& s) {
   out->append(s);
 }
 
-
 // The id in an id object's bytes: a length-prefixed string, little-endian as every host
 // this runs on. 0, or -ENOENT when it holds no id.
 int ParseIdObject(const char* buf, int n, std::string* id) {

@@ -37,7 +37,6 @@ constexpr const char* kUsesStamp = "uses_stamp";
 // The look (PoolLook) of the pool and index when the reconcile last found them in step.
 constexpr const char* kReconcileLook = "reconcile_look";
 
-
 using Rows = std::unordered_map<std::string, index::ReconcileRow>;
 
 }  // namespace
