@@ -6,7 +6,8 @@ usage: report.py --in DIR --meta META.json --json OUT.json [--png OUT.png] [--gn
 Exit status: 0 when no goal FAILED, 3 when one did, 2 when the result files are
 inconsistent (the same series twice in one file, or rounds of different units).
 
-Every number in a ratio comes from the same run.
+Every number in a ratio comes from the same run. Over 600 lines: build() holds every
+row of the table, each goal beside the ratio that checks it, so they are read together.
 
 Series and rounds. Each result file (DIR/*.json) holds {"series": [{"scenario", "name",
 "unit", "samples", "extra"}]}. One file is one round of each series in it: the same

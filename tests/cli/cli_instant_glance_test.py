@@ -12,7 +12,8 @@ not qualify is a normal miss.
 
 Runs against the ceph fixture (an RBD namespace per case), the Keystone-protected Glance
 (glance_ks: every relayed read carries a token) and, for a lying Glance, tests/support/
-lying_glance.py started here.
+lying_glance.py started here. Over 600 lines: the relay's own server and the lying
+Glance are driven from here, one test per way a relayed import can go.
 """
 import hashlib
 import json

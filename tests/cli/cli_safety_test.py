@@ -6,6 +6,7 @@ does not remove; an index file that is empty is refused (4) until `rebuild-index
 config that is not a regular file, a missing config, a system folder or a folder that
 is not the cache's are refused (2) before anything is created. Same harness as
 cli_test.py (its World, Env and run), on the local backend or the ceph fixture's RBD.
+Over 600 lines: one test per kill moment and per refused input, each a few lines.
 """
 import argparse
 import fcntl

@@ -1,5 +1,7 @@
 // The cache engine end to end on one backend: local (no fixture) or RBD (built with
 // ENGINE_RBD, FIXTURES ceph). The source is a directory of image files.
+// Over 600 lines: the public verbs' main paths, each a case; the narrower rules have
+// files of their own (engine_ownership, engine_fault, engine_pass_look, ...).
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <doctest/doctest.h>
 #include <signal.h>

@@ -1,4 +1,5 @@
 // The SQLite index: migrations (fresh, upgrade, newer, corrupt) and every method.
+// Over 600 lines: one case or more for each method of the one Index class, in its order.
 #include "index/index.h"
 
 #include <SQLiteCpp/SQLiteCpp.h>

@@ -11,6 +11,8 @@
 //   instant.cpp      the instant miss: which images qualify, the entry made as an import
 //   instant_import.cpp  the import's end: copy, check, commit or mark bad; resume; records
 //   instant_relay.cpp   Glance images through the relay: what qualifies, the relay's life
+// Over 600 lines: it is the one declaration of CacheImpl, whose members the files above
+// share; each section below names the file that defines it.
 #pragma once
 
 #include <chrono>

@@ -1,6 +1,8 @@
 // What only the local directory backend does: hard-link prefill, overlays of other
 // tools and names, owner and mode, clone-mode detection, sidecars, temporaries. (Bases
 // kept while overlays use them, and their stable links: local_backing_links_test.cpp.)
+// Over 600 lines: one case per rule of the local backend alone; the listing, removal
+// batches, foreign files and looks have files of their own beside it.
 #include "storage/local/local_backend.h"
 
 #include <doctest/doctest.h>
