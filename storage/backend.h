@@ -383,5 +383,8 @@ class Backend {
 
 // Checks a backend image or snapshot name; throws kInvalidArgument naming it if bad.
 void ValidateName(const std::string& what, const std::string& name);
+// The same rule without the throw: whether the cache could have made `name`. A listed
+// name that is not one is another's, and is passed over (never a failure of a pass).
+bool IsValidName(const std::string& name);
 
 }  // namespace cachemgr::storage

@@ -20,6 +20,16 @@ bool Allowed(char c) {
 std::string Quoted(const std::string& name) { return "\"" + util::Printable(name) + "\""; }
 }  // namespace
 
+bool IsValidName(const std::string& name) {
+  if (name.empty() || name.size() > kMaxNameLength || name[0] == '.' || name[0] == '-') {
+    return false;
+  }
+  for (char c : name) {
+    if (!Allowed(c)) return false;
+  }
+  return true;
+}
+
 void ValidateName(const std::string& what, const std::string& name) {
   auto refuse = [&](const std::string& why) {
     throw Error(Errc::kInvalidArgument, what + " name " + Quoted(name) + ": " + why);

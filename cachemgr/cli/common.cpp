@@ -230,6 +230,9 @@ Table::Table(std::vector<std::string> header, std::vector<bool> right_align)
 
 void Table::Add(std::vector<std::string> row) {
   row.resize(header_.size());
+  // Names found on the backend may hold any byte: a newline would forge a row, an
+  // escape sequence reach the terminal. Shown as \xNN, uncut (--json has them exact).
+  for (auto& cell : row) cell = Shown(cell);
   rows_.push_back(std::move(row));
 }
 
@@ -261,6 +264,21 @@ std::string Table::Render() const {
 // U+FFFD: one JSON document whatever the text holds.
 void PrintJson(const nlohmann::json& doc) {
   std::cout << doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+}
+
+std::string Shown(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u < 0x7f) {
+      out += c;
+    } else {
+      out += {'\\', 'x', kHex[u >> 4], kHex[u & 0xf]};
+    }
+  }
+  return out;
 }
 
 std::string OneLine(std::string text) {

@@ -107,6 +107,9 @@ class Table {
 // Prints `doc` as the one JSON document on stdout.
 // `text` on one line: line breaks become "; ".
 std::string OneLine(std::string text);
+// `text` for a terminal or a table cell: every byte outside printable ASCII as \xNN, so a
+// name found on the backend cannot forge a row or send an escape sequence.
+std::string Shown(std::string_view text);
 void PrintJson(const nlohmann::json& doc);
 
 nlohmann::json ToJson(const EntryInfo& e);

@@ -89,8 +89,8 @@ int RunEvict(Context& ctx, const EvictArgs& args) {
     std::cout.flush();
     for (const auto& a : report.actions)
       if (!a.done)
-        std::cerr << "cachemgr evict: " << a.kind << " " << a.name << " failed: " << a.reason
-                  << '\n';
+        std::cerr << "cachemgr evict: " << a.kind << " " << Shown(a.name)
+                  << " failed: " << Shown(a.reason) << '\n';
     return kExitFailed;
   }
   return kExitOk;

@@ -48,8 +48,13 @@ void LocalBackend::Impl::Require(const ImageRef& ref) const {
 
 void LocalBackend::Impl::RequireFree(const ImageRef& ref) const {
   Check(ref);
-  if (fs::exists(PathOf(ref)))
+  // Anything at the name takes it, a link (dangling or looping) included: lstat, which
+  // follows nothing.
+  struct stat st {};
+  const auto path = PathOf(ref);
+  if (::lstat(path.c_str(), &st) == 0)
     Fail(Errc::kAlreadyExists, "image " + RefName(ref) + ": already exists");
+  if (errno != ENOENT) FailErrno("cannot look at", path, errno);
 }
 
 // Identity of the file at `path`: its inode number and birth time. An inode number is
@@ -234,6 +239,15 @@ std::string LocalBackend::cluster_id() const { return ""; }
 bool LocalBackend::Exists(const ImageRef& ref) {
   Impl::Check(ref);
   return impl_->ExistsChecked(ref);
+}
+
+bool LocalBackend::NameTaken(const ImageRef& ref) {
+  Impl::Check(ref);
+  struct stat st {};
+  const auto path = PathOf(ref);
+  if (::lstat(path.c_str(), &st) == 0) return true;
+  if (errno != ENOENT) FailErrno("cannot look at", path, errno);
+  return false;
 }
 
 ImageInfo LocalBackend::Stat(const ImageRef& ref) {

@@ -64,6 +64,8 @@ class LocalBackend final : public Backend {
   std::string cluster_id() const override;
 
   bool Exists(const ImageRef& ref) override;
+  // Anything at the name, a link that leads nowhere or loops, a FIFO or a folder too.
+  bool NameTaken(const ImageRef& ref) override;
   // Only a qcow2 overlay: a copy writes the image, and a reflink's cost grows with the
   // file's extents.
   bool CheapClone() const override { return clone_mode() == CloneMode::kQcow2; }

@@ -83,19 +83,16 @@ std::map<std::string, std::string> LocalBackend::ReadTable(const std::string& ta
   // a key per entry and is read on every eviction pass.
   const util::UniqueFd fd = OpenTableFolder(dir);
   if (fd.get() < 0) return out;  // no such table yet
-  const int dup_fd = ::dup(fd.get());
-  DIR* d = dup_fd < 0 ? nullptr : ::fdopendir(dup_fd);
-  if (!d) {
-    if (dup_fd >= 0) ::close(dup_fd);
-    throw Error(Errc::kIo, "table " + dir.string() + ": cannot list: " + std::strerror(errno));
+  const int err = ForEachName(fd.get(), [&](const char* name, unsigned char type) {
+    if (type != DT_REG && type != DT_UNKNOWN) return;  // symlinks, folders
+    // A key the cache could not have written (temporaries start with '.'): another's file.
+    if (!IsValidName(name)) return;
+    if (auto value = ReadValueAt(fd.get(), name)) out[name] = std::move(*value);
+  });
+  // Cut short, the table would lose keys that are there: callers forget what they miss.
+  if (err != 0) {
+    throw Error(Errc::kIo, "table " + dir.string() + ": cannot list: " + std::strerror(err));
   }
-  while (const struct dirent* e = ::readdir(d)) {
-    const std::string key = e->d_name;
-    if (key.empty() || key[0] == '.') continue;
-    if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN) continue;  // symlinks, folders
-    if (auto value = ReadValueAt(fd.get(), key)) out[key] = std::move(*value);
-  }
-  ::closedir(d);
   return out;
 }
 

@@ -230,11 +230,24 @@ class OwnershipTest(unittest.TestCase):
         image = cli_test.WORLD.add_raw()
         self.assertEqual(env.run("prefill", image)[0], EXIT_OK)
         pool = entry_pool()
-        names = ["has space", "-leading-dash", "caf\u00e9", "x" * 230, "semi;colon"]
+        names = ["has space", "-leading-dash", "caf\u00e9", "x" * 230, "semi;colon",
+                 # shaped like the cache's staging names, but not names it can make
+                 "staging-%s-x y" % HEX40, "staging-%s-%s" % (HEX40, "y" * 200),
+                 "staging-vol-a b"]
         for i, n in enumerate(names):
             objs.make(pool, n, 20 + i)
         links = {}
+        foreign_files = []
         if cli_test.BACKEND == "local":
+            # A name that would forge a row of the table and colour the terminal.
+            names.append("row\nforged \x1b[31m")
+            objs.make(pool, names[-1], 40)
+            # A file in the table of last uses under a key the cache cannot write.
+            uses = os.path.join(env.local_root, ".state", "uses")
+            os.makedirs(uses, exist_ok=True)
+            foreign_files.append(os.path.join(uses, "my notes"))
+            with open(foreign_files[-1], "w") as f:
+                f.write("notes\n")
             # Links under odd names: to an image of the pool, and to a file outside it.
             outside = os.path.join(env.dir, "outside.img")
             with open(outside, "wb") as f:
@@ -243,11 +256,16 @@ class OwnershipTest(unittest.TestCase):
             for n, target in links.items():
                 os.symlink(target, objs._path(pool, n))
         before = {n: objs.observe(pool, n) for n in names + list(links)}
+        files_before = {p: open(p, "rb").read() for p in foreign_files}
         for args in (["evict", "--dry-run"], ["evict"], ["evict"]):
             rc, out, err = env.run("--json", *args)
             self.assertEqual(rc, EXIT_OK, (args, err))
             report = __import__("json").loads(out)
             self.assertEqual(report["failed"], 0, report)
+        rc, out, err = env.run("evict", "--dry-run")
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertNotIn("\x1b", out + err)
+        self.assertFalse([line for line in out.splitlines() if line.startswith("forged")], out)
         for cmd in ("list", "stats", "verify", "doctor"):
             rc, _, err = env.run(cmd)
             # doctor may warn of what it found (exit 1); no command fails on a name
@@ -258,8 +276,21 @@ class OwnershipTest(unittest.TestCase):
             self.assertEqual(objs.observe(pool, n), before[n], n)
         for n, target in links.items():
             self.assertEqual(os.readlink(objs._path(pool, n)), target)
+        for p, data in files_before.items():
+            self.assertEqual(open(p, "rb").read(), data, p)
         self.assertEqual(len(env.json("list")), 1)
         self.assertEqual(env.run("create", image, "vol")[0], EXIT_OK)
+        if cli_test.BACKEND == "local":
+            # A volume name held by a link that loops or leads nowhere: taken, and said so.
+            vols = os.path.join(env.local_root, "volumes")
+            os.symlink("loop", os.path.join(vols, "loop"))
+            os.symlink(os.path.join(env.dir, "nowhere"), os.path.join(vols, "dangling"))
+            for n in ("loop", "dangling"):
+                rc, _, err = env.run("create", image, n)
+                self.assertEqual(rc, EXIT_FAILED, err)
+                self.assertIn("already exists", err)
+                self.assertTrue(os.path.islink(os.path.join(vols, n)))
+            self.assertFalse(os.path.exists(os.path.join(env.dir, "nowhere")))
 
     def test_delete_refuses_an_object_made_again_under_the_name(self):
         env = Env("recreated")

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <sstream>
 #include <string>
@@ -91,6 +92,26 @@ TEST_CASE("the logger writes at its level to stderr and the file") {
   const std::string on_stderr = ReadFile(err);
   CHECK(on_stderr.find("loud image=b") != std::string::npos);
   CHECK(on_stderr.find("quiet") == std::string::npos);
+}
+
+TEST_CASE("a message's control and non-ASCII bytes are escaped on stderr and in the file") {
+  TempDir dir("log");
+  const fs::path file = dir / "cm.log";
+  const fs::path err = dir / "stderr.txt";
+  {
+    CaptureStderr capture(err);
+    auto logger = MakeLogger(Opts("info", file.string()));
+    // A name found on disk that would forge a second line and colour the terminal.
+    logger->warn("removed path=a\n2026-01-01 error forged \x1b[31mred\x7f\xff caf\xc3\xa9");
+    logger->flush();
+  }
+  for (const auto& text : {ReadFile(file), ReadFile(err)}) {
+    CAPTURE(text);
+    CHECK(text.find("removed path=a\\x0a2026-01-01 error forged \\x1b[31mred\\x7f\\xff "
+                    "caf\\xc3\\xa9") != std::string::npos);
+    CHECK(std::count(text.begin(), text.end(), '\n') == 1);
+    CHECK(text.find('\x1b') == std::string::npos);
+  }
 }
 
 TEST_CASE("with to_stderr false nothing reaches stderr") {

@@ -83,7 +83,9 @@ constexpr std::string_view kVolumeStagingPrefix = "staging-vol-";
 
 std::string VolumeStagingName() { return std::string(kVolumeStagingPrefix) + util::RandomHex(32); }
 
-bool IsVolumeStagingName(const std::string& name) { return name.starts_with(kVolumeStagingPrefix); }
+bool IsVolumeStagingName(const std::string& name) {
+  return name.starts_with(kVolumeStagingPrefix) && storage::IsValidName(name);
+}
 
 bool IsEntryName(const std::string& name) { return IsHex40(name); }
 
@@ -92,6 +94,7 @@ std::optional<std::string> StagingKey(const std::string& name) {
   if (!name.starts_with(prefix) || name.size() < prefix.size() + 41) return std::nullopt;
   std::string key = name.substr(prefix.size(), 40);
   if (!IsHex40(key) || name[prefix.size() + 40] != '-') return std::nullopt;
+  if (!storage::IsValidName(name)) return std::nullopt;  // not a name the cache makes
   return key;
 }
 

@@ -25,12 +25,13 @@ std::string Sha1Hex(const std::string& data);
 std::string EntryName(const std::string& image_id);    // sha1 hex
 std::string StagingName(const std::string& image_id);  // staging-<sha1>-<random>
 bool IsEntryName(const std::string& name);              // 40 lowercase hex digits
-// The sha1 part of a staging name; nullopt when `name` is not one.
+// The sha1 part of a staging name; nullopt when `name` is not one (a name outside the
+// backend's rules never is, whatever it starts with: the cache cannot have made it).
 std::optional<std::string> StagingKey(const std::string& name);
 // "staging-vol-<random>": the name a volume is made under until it is renamed into
 // place; recorded in the volume's creating row before anything is made.
 std::string VolumeStagingName();
-bool IsVolumeStagingName(const std::string& name);
+bool IsVolumeStagingName(const std::string& name);  // a valid name with that prefix
 
 // This machine's hostname ("localhost" when it cannot be read).
 std::string HostName();

@@ -1,5 +1,6 @@
 #include "log/log.h"
 
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/sinks/rotating_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -41,12 +42,45 @@ spdlog::level::level_enum ParseLogLevel(std::string_view level) {
                   std::string(level) + "')");
 }
 
+namespace {
+
+// %* : the message with every byte outside printable ASCII as \xNN (util::Printable's
+// form, uncut). Messages carry names found on disk or sent by a server; a newline or a
+// terminal escape in one must not forge a log line or garble a terminal.
+class EscapedMessage final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm& /*tm*/,
+              spdlog::memory_buf_t& dest) override {
+    static constexpr char kHex[] = "0123456789abcdef";
+    for (const char c : msg.payload) {
+      const auto u = static_cast<unsigned char>(c);
+      if (u >= 0x20 && u < 0x7f) {
+        dest.push_back(c);
+      } else {
+        const char esc[4] = {'\\', 'x', kHex[u >> 4], kHex[u & 0xf]};
+        dest.append(esc, esc + 4);
+      }
+    }
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<EscapedMessage>();
+  }
+};
+
+std::unique_ptr<spdlog::formatter> Escaping(const std::string& pattern) {
+  auto f = std::make_unique<spdlog::pattern_formatter>();
+  f->add_flag<EscapedMessage>('*').set_pattern(pattern);
+  return f;
+}
+
+}  // namespace
+
 std::shared_ptr<spdlog::logger> MakeLogger(const LogOptions& options, bool to_stderr) {
   const auto level = ParseLogLevel(options.level);
   std::vector<spdlog::sink_ptr> sinks;
   if (to_stderr) {
     auto sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
-    sink->set_pattern("cachemgr: %^%l%$: %v");
+    sink->set_formatter(Escaping("cachemgr: %^%l%$: %*"));
     sinks.push_back(std::move(sink));
   }
   if (!options.file.empty()) {
@@ -57,7 +91,7 @@ std::shared_ptr<spdlog::logger> MakeLogger(const LogOptions& options, bool to_st
       auto sink = std::make_shared<spdlog::sinks::rotating_file_sink_mt>(
           options.file, static_cast<std::size_t>(options.max_file_mb) * 1024 * 1024,
           options.max_files);
-      sink->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l [%P] %v");
+      sink->set_formatter(Escaping("%Y-%m-%dT%H:%M:%S.%e%z %l [%P] %*"));
       sinks.push_back(std::move(sink));
     } catch (const spdlog::spdlog_ex& e) {
       throw Error(Errc::kConfig, "log.file: cannot open " + options.file + ": " + e.what());
