@@ -314,7 +314,8 @@ class Backend {
   // A table maps keys (ValidateName rules) to short values (at most 4 KiB). RBD: the omap
   // of one RADOS object per table, beside the lock objects; local: one file per key
   // under <root>/.state/<table>/, written to a temporary and renamed. Each WriteTable is
-  // atomic (RBD: one write op; local: per key). A table never written reads empty.
+  // atomic (RBD: one write op; local: per key). A table never written reads empty. A key
+  // outside those rules (another tool's) is never read, so never written back or erased.
   virtual std::map<std::string, std::string> ReadTable(const std::string& table) = 0;
   virtual void WriteTable(const std::string& table, const std::map<std::string, std::string>& set,
                           const std::vector<std::string>& erase = {}) = 0;

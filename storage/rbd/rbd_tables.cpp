@@ -138,7 +138,9 @@ std::map<std::string, std::string> RbdBackend::ReadTable(const std::string& tabl
             pool->Where(oid));
       if (!key) break;
       after.assign(key, key_len);
-      out[after] = std::string(val ? val : "", val_len);
+      // A key the cache could not have written is another's: passed over, as the local
+      // backend passes over such a file (callers write back what they read).
+      if (IsValidName(after)) out[after] = std::string(val ? val : "", val_len);
       ++n;
     }
     if (!more || n == 0) return out;
