@@ -248,6 +248,17 @@ class OwnershipTest(unittest.TestCase):
             foreign_files.append(os.path.join(uses, "my notes"))
             with open(foreign_files[-1], "w") as f:
                 f.write("notes\n")
+        else:
+            # The same in the omap of the table of last uses.
+            import rados  # noqa: E401
+            cluster, io = objs._io()
+            try:
+                with rados.WriteOpCtx() as op:
+                    io.set_omap(op, ("my notes",), (b"notes",))
+                    io.operate_write_op(op, "cachemgr.table.uses")
+            finally:
+                io.close()
+                cluster.shutdown()
             # Links under odd names: to an image of the pool, and to a file outside it.
             outside = os.path.join(env.dir, "outside.img")
             with open(outside, "wb") as f:
@@ -278,6 +289,17 @@ class OwnershipTest(unittest.TestCase):
             self.assertEqual(os.readlink(objs._path(pool, n)), target)
         for p, data in files_before.items():
             self.assertEqual(open(p, "rb").read(), data, p)
+        if cli_test.BACKEND != "local":
+            import rados  # noqa: E401
+            cluster, io = objs._io()
+            try:
+                with rados.ReadOpCtx() as op:
+                    it, _ = io.get_omap_vals_by_keys(op, ("my notes",))
+                    io.operate_read_op(op, "cachemgr.table.uses")
+                    self.assertEqual(dict(it), {"my notes": b"notes"})
+            finally:
+                io.close()
+                cluster.shutdown()
         self.assertEqual(len(env.json("list")), 1)
         self.assertEqual(env.run("create", image, "vol")[0], EXIT_OK)
         if cli_test.BACKEND == "local":
