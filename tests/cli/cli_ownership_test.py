@@ -248,6 +248,13 @@ class OwnershipTest(unittest.TestCase):
             foreign_files.append(os.path.join(uses, "my notes"))
             with open(foreign_files[-1], "w") as f:
                 f.write("notes\n")
+            # Links under odd names: to an image of the pool, and to a file outside it.
+            outside = os.path.join(env.dir, "outside.img")
+            with open(outside, "wb") as f:
+                f.write(cli_test.pattern(MiB, 7))
+            links = {"link to it": objs._path(pool, "has space"), "link;out": outside}
+            for n, target in links.items():
+                os.symlink(target, objs._path(pool, n))
         else:
             # The same in the omap of the table of last uses.
             import rados  # noqa: E401
@@ -259,13 +266,6 @@ class OwnershipTest(unittest.TestCase):
             finally:
                 io.close()
                 cluster.shutdown()
-            # Links under odd names: to an image of the pool, and to a file outside it.
-            outside = os.path.join(env.dir, "outside.img")
-            with open(outside, "wb") as f:
-                f.write(cli_test.pattern(MiB, 7))
-            links = {"link to it": objs._path(pool, "has space"), "link;out": outside}
-            for n, target in links.items():
-                os.symlink(target, objs._path(pool, n))
         before = {n: objs.observe(pool, n) for n in names + list(links)}
         files_before = {p: open(p, "rb").read() for p in foreign_files}
         for args in (["evict", "--dry-run"], ["evict"], ["evict"]):
