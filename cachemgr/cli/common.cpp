@@ -293,7 +293,7 @@ std::string OneLine(std::string text) {
     }
   }
   while (!out.empty() && (out.back() == ' ' || out.back() == ';')) out.pop_back();
-  return out;
+  return Shown(out);  // a name quoted in it may hold any byte
 }
 
 nlohmann::json ToJson(const EntryInfo& e) {

@@ -105,7 +105,7 @@ class Table {
 };
 
 // Prints `doc` as the one JSON document on stdout.
-// `text` on one line: line breaks become "; ".
+// `text` on one line: line breaks become "; ", other bytes outside printable ASCII \xNN.
 std::string OneLine(std::string text);
 // `text` for a terminal or a table cell: every byte outside printable ASCII as \xNN, so a
 // name found on the backend cannot forge a row or send an escape sequence.

@@ -22,9 +22,11 @@ int Print(Context& ctx, const std::vector<Check>& checks) {
   } else {
     for (const auto& c : checks) {
       std::cout << (!c.ok ? "FAIL " : c.warning ? "WARN " : "ok   ") << c.name;
-      if (!c.detail.empty()) std::cout << ": " << c.detail;
+      // Details name what was found on the backend: one line, escaped (OneLine).
+      if (!c.detail.empty()) std::cout << ": " << OneLine(c.detail);
       std::cout << '\n';
-      if ((!c.ok || c.warning) && !c.fix.empty()) std::cout << "     fix: " << c.fix << '\n';
+      if ((!c.ok || c.warning) && !c.fix.empty())
+        std::cout << "     fix: " << OneLine(c.fix) << '\n';
     }
     std::cout << checks.size() - failed << " ok, " << failed << " failed\n";
   }

@@ -194,7 +194,9 @@ std::vector<Overlay> LocalBackend::Impl::ScanOverlays(Scan mode) const {
   std::error_code ec;
   for (const auto& pool : fs::directory_iterator(root, ec)) {
     auto pool_name = pool.path().filename().string();
-    if (!pool.is_directory() || pool_name.empty() || pool_name[0] == '.') continue;
+    // Not the throwing is_directory(): a link that loops is no pool, not a failure.
+    std::error_code type_ec;
+    if (pool_name.empty() || pool_name[0] == '.' || !pool.is_directory(type_ec)) continue;
     ScanDir(pool.path(), pool_name, mode, &out, Walk::kTree);
   }
   for (const auto& dir : fs::directory_iterator(TrashDir(), ec)) {

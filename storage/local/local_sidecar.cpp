@@ -110,7 +110,8 @@ SnapRecord& FindSnap(Sidecar& s, const SnapRef& snap) {
 
 Sidecar LocalBackend::Impl::Load(const ImageRef& ref) const {
   auto path = SidecarPath(ref);
-  if (!fs::exists(path)) return {};  // an adopted or foreign raw file
+  std::error_code ec;  // a link that loops there is no sidecar either, not a failure
+  if (!fs::exists(path, ec)) return {};  // an adopted or foreign raw file
   return FromJson(ReadJsonFile(path));
 }
 

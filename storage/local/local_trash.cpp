@@ -196,7 +196,9 @@ std::vector<TrashEntry> LocalBackend::ListTrash() {
   for (const auto& dir : fs::directory_iterator(impl_->TrashDir(), ec)) {
     // A crash between link and entry leaves no entry.json: PurgeTrash ignores the folder.
     // A folder not named as the cache names them is not the cache's.
-    if (IsTrashId(dir.path().filename().string()) && fs::exists(dir.path() / "entry.json"))
+    std::error_code entry_ec;  // a link that loops is no entry, not a failure
+    if (IsTrashId(dir.path().filename().string()) &&
+        fs::exists(dir.path() / "entry.json", entry_ec))
       dirs.push_back(dir.path());
   }
   // An empty trash needs no scan (every pass lists the trash; a scan stats every file
@@ -230,7 +232,8 @@ bool LocalBackend::PurgeTrash(const TrashEntry& entry) {
   std::unique_lock no_clones(impl_->users_mu);
   std::lock_guard lock(impl_->mu);
   auto dir = impl_->TrashDir() / entry.id;
-  if (!fs::exists(dir)) Fail(Errc::kNotFound, "trash entry " + entry.id + ": not found");
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) Fail(Errc::kNotFound, "trash entry " + entry.id + ": not found");
   // Old files that only held the chain together go first: they may be the last users.
   impl_->SweepStable();
   auto overlays = impl_->ScanOverlays(Impl::Scan::kFresh);  // decides an unlink

@@ -255,6 +255,13 @@ class OwnershipTest(unittest.TestCase):
             links = {"link to it": objs._path(pool, "has space"), "link;out": outside}
             for n, target in links.items():
                 os.symlink(target, objs._path(pool, n))
+            # Links that loop: at the top of the root (one named to forge rows), and as
+            # the sidecar of a foreign file.
+            for n in ("zz", "q\x1b[31m\rok   forged-row\nok   forged-row\x07"):
+                os.symlink(n, os.path.join(env.local_root, n))
+            names.append("plainforeign")
+            objs.make(pool, names[-1], 41)
+            os.symlink("plainforeign.json", objs._sidecar(pool, "plainforeign"))
         else:
             # The same in the omap of the table of last uses.
             import rados  # noqa: E401
@@ -313,6 +320,16 @@ class OwnershipTest(unittest.TestCase):
                 self.assertIn("already exists", err)
                 self.assertTrue(os.path.islink(os.path.join(vols, n)))
             self.assertFalse(os.path.exists(os.path.join(env.dir, "nowhere")))
+            # doctor's details name what it found: one line each, escaped.
+            deep = os.path.join(vols, *["d%d" % i for i in range(16)],
+                                "x\x1b[31m\nok   forged-row", "y")
+            os.makedirs(deep)
+            rc, out, err = env.run("doctor")
+            self.assertIn("deeper", out)
+            self.assertNotIn("\x1b", out + err)
+            self.assertFalse([line for line in out.splitlines() if "forged-row" in line
+                              and not line.startswith("FAIL")], out)
+            shutil.rmtree(os.path.join(vols, "d0"))
 
     def test_delete_refuses_an_object_made_again_under_the_name(self):
         env = Env("recreated")
